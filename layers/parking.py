@@ -1,0 +1,26 @@
+"""停车场 Parking lots: surface, underground or on-street, as polygons or points."""
+
+from twin.schema import Column, LayerSpec, MapStyle
+
+SPEC = LayerSpec(
+    name="parking",
+    title_zh="停车场",
+    title_en="Parking lots",
+    geometry_type="Polygon",
+    also_geometry_types=("Point",),
+    id_field="lot_id",
+    columns=(
+        Column("lot_id", "text", "停车场编号", "Lot id", required=True, aliases=("id", "编号")),
+        Column("name", "text", "名称", "Name", aliases=("名称",)),
+        Column("kind", "text", "类型", "Kind", required=True,
+               choices=("surface", "underground", "on_street"), aliases=("type", "类型")),
+        Column("total_spaces", "int", "车位总数", "Total spaces", unit="个", min=0,
+               required=True, aliases=("totalSpotNumber", "capacity", "车位数", "泊位数")),
+        Column("fee_per_hour", "float", "收费", "Fee", unit="元/小时", min=0,
+               aliases=("fee", "收费标准")),
+        Column("operator", "text", "运营单位", "Operator", aliases=("运营单位",)),
+    ),
+    style=MapStyle(fill=(60, 200, 120, 170), line=(20, 120, 60, 255), radius_m=8, z_order=20),
+    tooltip=("name", "lot_id", "kind", "total_spaces"),
+    fiware_type="OffStreetParking",
+)

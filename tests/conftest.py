@@ -1,0 +1,117 @@
+"""Shared fixtures: a store parametrised over both implementations, tiny hand-built layers."""
+
+from __future__ import annotations
+
+import uuid
+
+import geopandas as gpd
+import pytest
+from shapely.geometry import Point, Polygon, box
+
+from tests.services import POSTGIS_URL, missing
+from twin.store import open_store
+
+STORE_KINDS = ["embedded", "postgis"]
+
+
+@pytest.fixture(scope="session")
+def postgis_url() -> str:
+    """The PostGIS test database URL, after checking that it answers and has PostGIS."""
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(POSTGIS_URL)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT postgis_version()"))
+        engine.dispose()
+    except Exception as exc:  # any failure to reach it means the service is missing
+        missing("PostGIS", f"{POSTGIS_URL.split('@')[-1]}: {str(exc).splitlines()[0]}; "
+                "run `make test` (it installs and starts it as root)")
+    return POSTGIS_URL
+
+
+def _open(kind: str, tmp_path, request):
+    if kind == "embedded":
+        return open_store(tmp_path / "twin.gpkg")
+    url = request.getfixturevalue("postgis_url")
+    return open_store(url, schema=f"t_{uuid.uuid4().hex[:10]}", drop_schema_on_close=True)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request, tmp_path):
+    """A fresh, empty store of each kind."""
+    s = _open(request.param, tmp_path, request)
+    yield s
+    s.close()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_factory(request, tmp_path):
+    """Open a second connection to the same store (for concurrency tests)."""
+    opened = []
+    first = _open(request.param, tmp_path, request)
+    opened.append(first)
+
+    def again():
+        if request.param == "embedded":
+            s = open_store(first.url)
+        else:
+            s = open_store(POSTGIS_URL, schema=first.schema)
+        opened.append(s)
+        return s
+
+    yield first, again
+    for s in reversed(opened):
+        s.close()
+
+
+LON, LAT = 110.29, 25.08
+D = 0.001  # about 100 m
+
+
+@pytest.fixture
+def grid_cells() -> gpd.GeoDataFrame:
+    """Two unit grids side by side, in two responsibility grids."""
+    return gpd.GeoDataFrame(
+        {
+            "grid_code": ["45031100100101", "45031100100102"],
+            "county_code": ["450311"] * 2,
+            "street_code": ["001"] * 2,
+            "community_code": ["001"] * 2,
+            "sequence": ["01", "02"],
+            "name": ["一网格", "二网格"],
+            "resp_grid_id": ["R01", "R02"],
+            "management_level": ["A", "B"],
+        },
+        geometry=[box(LON, LAT, LON + D, LAT + D), box(LON + D, LAT, LON + 2 * D, LAT + D)],
+        crs=4326,
+    )
+
+
+@pytest.fixture
+def buildings() -> gpd.GeoDataFrame:
+    """Three small footprints with Chinese names."""
+    def fp(x: float) -> Polygon:
+        return box(LON + x, LAT + 0.0004, LON + x + 0.0003, LAT + 0.0005)
+
+    return gpd.GeoDataFrame(
+        {
+            "building_code": ["B1", "B2", "B3"],
+            "name": ["1栋", "2栋", "桂花苑3栋"],
+            "use": ["residential"] * 3,
+            "floors": [6, 11, 18],
+            "height_m": [18.0, 33.0, 54.0],
+            "households": [24, 66, 108],
+        },
+        geometry=[fp(0.0001), fp(0.0005), fp(0.0013)],
+        crs=4326,
+    )
+
+
+@pytest.fixture
+def cameras() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {"camera_id": ["C1"], "heading_deg": [90.0], "fov_deg": [60.0], "range_m": [40.0]},
+        geometry=[Point(LON + 0.0002, LAT + 0.0002)],
+        crs=4326,
+    )

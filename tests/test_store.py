@@ -1,0 +1,335 @@
+"""The store contract, run against both the embedded GeoPackage store and PostGIS."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+import shapely
+
+from twin.errors import (
+    ConfigError,
+    DuplicateIdError,
+    LayerNotFoundError,
+    NotFoundError,
+    StaleUpdateError,
+    TwinError,
+    ValidationError,
+)
+from twin.schema import CASES, EVENTS, validate_layer_frame
+from twin.store import open_store
+
+import layers
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
+
+
+def assert_same_layer(got: gpd.GeoDataFrame, sent: gpd.GeoDataFrame, name: str) -> None:
+    want = validate_layer_frame(layers.get_layer(name), sent)
+    assert list(got.columns) == list(want.columns)
+    assert got.crs.equals("EPSG:4326")
+    attrs = [c for c in want.columns if c != "geometry"]
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(got[attrs]).reset_index(drop=True),
+        pd.DataFrame(want[attrs]).reset_index(drop=True),
+        check_dtype=False,
+    )
+    assert shapely.equals_exact(got.geometry.values, want.geometry.values, tolerance=1e-9).all()
+
+
+# -- layers ---------------------------------------------------------------------------------------
+
+
+def test_write_then_read_round_trips_the_declared_columns(store, buildings):
+    v = store.write_layer("buildings", buildings, actor="data-staff", source="test.geojson")
+    assert (v.layer, v.version, v.rows, v.actor, v.source) == (
+        "buildings", 1, 3, "data-staff", "test.geojson"
+    )
+    got = store.read_layer("buildings")
+    assert_same_layer(got, buildings, "buildings")
+    assert got.loc[got.building_code == "B3", "name"].item() == "桂花苑3栋"
+    assert store.layers() == ["buildings"]
+
+
+def test_every_version_is_kept_and_readable(store, buildings):
+    store.write_layer("buildings", buildings, actor="a", source="v1")
+    newer = buildings.iloc[:2].copy()
+    newer["floors"] = [7, 12]
+    v2 = store.write_layer("buildings", newer, actor="b", source="v2", note="resurvey")
+    assert v2.version == 2
+    assert store.read_layer("buildings")["floors"].tolist() == [7, 12]
+    assert store.read_layer("buildings", version=1)["floors"].tolist() == [6, 11, 18]
+    history = store.layer_versions("buildings")
+    assert [(h.version, h.actor, h.rows, h.current) for h in history] == [
+        (1, "a", 3, False), (2, "b", 2, True)
+    ]
+    assert history[1].note == "resurvey"
+
+
+def test_rollback_makes_an_old_version_current(store, buildings):
+    store.write_layer("buildings", buildings, actor="a", source="v1")
+    store.write_layer("buildings", buildings.iloc[:1], actor="a", source="v2")
+    store.set_current_version("buildings", 1, actor="admin")
+    assert len(store.read_layer("buildings")) == 3
+    assert [h.current for h in store.layer_versions("buildings")] == [True, False]
+    with pytest.raises(NotFoundError, match="version 9"):
+        store.set_current_version("buildings", 9, actor="admin")
+    with pytest.raises(NotFoundError):
+        store.read_layer("buildings", version=9)
+
+
+def test_attribute_table_layer_round_trips(store):
+    residents = pd.DataFrame({
+        "resident_id": ["R1", "R2"], "building_code": ["B1", "B1"], "name": ["张三", "李四"],
+        "phone": ["13800005678", None], "household_size": [3, 1],
+    })
+    store.write_layer("residents", residents, actor="a", source="t")
+    got = store.read_layer("residents")
+    assert "geometry" not in got.columns
+    assert got["name"].tolist() == ["张三", "李四"]
+    assert got["phone"].tolist()[1] is None or pd.isna(got["phone"].tolist()[1])
+
+
+BAD_LAYER_INPUTS = [
+    ("unknown layer", "buildingz", None, LayerNotFoundError, "declared layers"),
+    ("hostile name", "buildings; DROP TABLE twin_audit;--", None, LayerNotFoundError, "unknown"),
+    ("wrong geometry type", "buildings", "points", ValidationError, "Polygon"),
+    ("duplicate id", "buildings", "dup", DuplicateIdError, "B1"),
+    ("missing id", "buildings", "noid", ValidationError, "needs an id"),
+    ("bad type", "buildings", "badint", ValidationError, "floors"),
+    ("out of range", "buildings", "range", ValidationError, "floors"),
+    ("unknown column", "buildings", "extra", ValidationError, "attrs"),
+    ("no crs", "buildings", "nocrs", ValidationError, "CRS"),
+]
+
+
+def _spoil(buildings: gpd.GeoDataFrame, how: str | None) -> gpd.GeoDataFrame:
+    b = buildings.copy()
+    if how == "points":
+        b = b.set_geometry(b.centroid)
+    elif how == "dup":
+        b["building_code"] = ["B1", "B1", "B3"]
+    elif how == "noid":
+        b.loc[1, "building_code"] = None
+    elif how == "badint":
+        b["floors"] = ["6", "eleven", "18"]
+    elif how == "range":
+        b["floors"] = [6, -1, 18]
+    elif how == "extra":
+        b["colour"] = "red"
+    elif how == "nocrs":
+        b = b.set_crs(None, allow_override=True)
+    return b
+
+
+@pytest.mark.parametrize(
+    "name,how,error,match", [c[1:] for c in BAD_LAYER_INPUTS], ids=[c[0] for c in BAD_LAYER_INPUTS]
+)
+def test_bad_layer_input_raises_and_changes_nothing(store, buildings, name, how, error, match):
+    store.write_layer("buildings", buildings, actor="a", source="good")
+    with pytest.raises(error, match=match) as info:
+        store.write_layer(name, _spoil(buildings, how), actor="a", source="bad")
+    assert isinstance(info.value, TwinError)
+    assert [v.version for v in store.layer_versions("buildings")] == [1]
+    assert_same_layer(store.read_layer("buildings"), buildings, "buildings")
+
+
+def test_a_write_that_fails_midway_leaves_the_previous_version(store, buildings, monkeypatch):
+    store.write_layer("buildings", buildings, actor="a", source="good")
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store, "_after_rows_written", explode)
+    with pytest.raises(RuntimeError, match="disk full"):
+        store.write_layer("buildings", buildings.iloc[:1], actor="a", source="half")
+    monkeypatch.undo()
+    assert [v.version for v in store.layer_versions("buildings")] == [1]
+    assert len(store.read_layer("buildings")) == 3
+    v = store.write_layer("buildings", buildings.iloc[:2], actor="a", source="again")
+    assert v.version == 2 and len(store.read_layer("buildings")) == 2
+
+
+def test_reading_a_layer_never_written_says_what_to_do(store):
+    with pytest.raises(LayerNotFoundError, match="load_layer"):
+        store.read_layer("cameras")
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+def _events(n: int, start: int = 0) -> pd.DataFrame:
+    return pd.DataFrame({
+        "id": [f"m{i}" for i in range(start, start + n)],
+        "kind": ["obs" if i % 2 == 0 else "camera" for i in range(start, start + n)],
+        "source_id": [f"S{i % 3}" for i in range(start, start + n)],
+        "observed_at": [T0 + timedelta(minutes=i) for i in range(start, start + n)],
+        "lon": [110.29 + 0.0001 * i for i in range(start, start + n)],
+        "lat": [25.08 + 0.0001 * (i % 10) for i in range(start, start + n)],
+        "grid_code": ["45031100100101" if i < 20 else "45031100100102"
+                      for i in range(start, start + n)],
+        "payload": [{"values": {"pm25": 30.0 + i}} for i in range(start, start + n)],
+    })
+
+
+def test_events_append_idempotently_by_id(store):
+    assert store.append_events(_events(30)) == 30
+    assert store.append_events(_events(10, start=25)) == 5  # m25..m29 already stored
+    assert store.append_events(_events(30)) == 0
+    got = store.read_events()
+    assert got["id"].tolist() == [f"m{i}" for i in range(35)]
+    assert list(got.columns) == [c.name for c in EVENTS.columns] + ["geometry"]
+    assert got.loc[got.id == "m3", "payload"].item() == '{"values": {"pm25": 33.0}}'
+    assert str(got["observed_at"].dt.tz) == "UTC"
+
+
+def test_events_filter_by_time_bbox_grid_and_kind(store):
+    store.append_events(_events(40))
+    window = store.read_events(T0 + timedelta(minutes=5), T0 + timedelta(minutes=10))
+    assert window["id"].tolist() == ["m5", "m6", "m7", "m8", "m9"]
+    boxed = store.read_events(bbox=(110.29, 25.08, 110.2905, 25.0803))
+    assert sorted(boxed["id"]) == ["m0", "m1", "m2", "m3"]
+    assert store.read_events(grid_code="45031100100102")["id"].tolist() == [
+        f"m{i}" for i in range(20, 40)
+    ]
+    cams = store.read_events(kind="camera", grid_code="45031100100101")
+    assert cams["id"].tolist() == [f"m{i}" for i in range(1, 20, 2)]
+
+
+def test_a_batch_with_a_bad_event_stores_none_of_it(store):
+    bad = _events(5)
+    bad.loc[3, "observed_at"] = "not a time"
+    with pytest.raises(ValidationError, match="observed_at"):
+        store.append_events(bad)
+    assert store.read_events().empty
+
+
+# -- cases ----------------------------------------------------------------------------------------
+
+
+def _case(case_id: str = "C1", **kw) -> dict:
+    case = {"id": case_id, "status": "collected", "service_code": "0101", "family": "event",
+            "source": "patrol", "description": "垃圾暴露 <script>alert(1)</script>",
+            "lon": 110.2902, "lat": 25.0802, "grid_code": "45031100100101",
+            "requested_at": T0, "data": {"photos": ["p1.jpg"]}}
+    case.update(kw)
+    return case
+
+
+def test_cases_are_created_read_and_updated_with_versions(store):
+    created = store.create_case(_case())
+    assert created["version"] == 1
+    assert created["description"] == "垃圾暴露 <script>alert(1)</script>"
+    updated = store.update_case("C1", {"status": "filed", "assignee": "王网格"}, expected_version=1)
+    assert (updated["version"], updated["status"], updated["assignee"]) == (2, "filed", "王网格")
+    assert store.get_case("C1")["status"] == "filed"
+    store.create_case(_case("C2", grid_code="45031100100102"))
+    assert store.read_cases()["id"].tolist() == ["C1", "C2"]
+    assert store.read_cases(status="filed")["id"].tolist() == ["C1"]
+    assert store.read_cases(grid_code="45031100100102")["id"].tolist() == ["C2"]
+    assert list(store.read_cases().columns) == [c.name for c in CASES.columns] + ["geometry"]
+
+
+BAD_CASE_CALLS = [
+    ("duplicate id", lambda s: s.create_case(_case()), DuplicateIdError, "C1"),
+    ("stale update", lambda s: s.update_case("C1", {"status": "x"}, expected_version=0),
+     StaleUpdateError, "reload"),
+    ("missing case", lambda s: s.update_case("nope", {"status": "x"}, expected_version=1),
+     NotFoundError, "nope"),
+    ("missing get", lambda s: s.get_case("nope"), NotFoundError, "nope"),
+    ("unknown field", lambda s: s.update_case("C1", {"colour": "x"}, expected_version=1),
+     ValidationError, "colour"),
+    ("version is not a field", lambda s: s.update_case("C1", {"version": 7}, expected_version=1),
+     ValidationError, "version"),
+]
+
+
+@pytest.mark.parametrize("call,error,match", [c[1:] for c in BAD_CASE_CALLS],
+                         ids=[c[0] for c in BAD_CASE_CALLS])
+def test_bad_case_calls_raise_and_change_nothing(store, call, error, match):
+    store.create_case(_case())
+    before = store.get_case("C1")
+    with pytest.raises(error, match=match):
+        call(store)
+    assert store.get_case("C1") == before
+
+
+def test_concurrent_updates_exactly_one_wins(store_factory):
+    first, again = store_factory
+    first.create_case(_case())
+    stores = [first, again()]
+    results, barrier = [], threading.Barrier(2)
+
+    def attempt(s, who):
+        barrier.wait()
+        try:
+            s.update_case("C1", {"assignee": who}, expected_version=1)
+            results.append(("won", who))
+        except StaleUpdateError:
+            results.append(("stale", who))
+
+    threads = [threading.Thread(target=attempt, args=(s, f"w{i}")) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r[0] for r in results) == ["stale", "won"]
+    winner = next(who for outcome, who in results if outcome == "won")
+    assert first.get_case("C1")["assignee"] == winner
+    assert first.get_case("C1")["version"] == 2
+
+
+# -- audit ----------------------------------------------------------------------------------------
+
+
+def test_audit_is_a_hash_chain_that_detects_tampering(store):
+    for i in range(5):
+        store.append_audit("official1", "view", f"resident:R{i}", {"fields": ["phone"]}, "10.0.0.8")
+    log = store.read_audit()
+    assert log["seq"].tolist() == [1, 2, 3, 4, 5]
+    assert store.verify_audit() is None
+    _tamper(store, seq=3)
+    assert store.verify_audit() == 3
+
+
+def test_concurrent_audit_appends_keep_one_chain(store_factory):
+    first, again = store_factory
+    stores = [first, again()]
+
+    def write(s, who):
+        for i in range(10):
+            s.append_audit(who, "view", f"x{i}")
+
+    threads = [threading.Thread(target=write, args=(s, f"u{i}")) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert first.read_audit()["seq"].tolist() == list(range(1, 21))
+    assert first.verify_audit() is None
+
+
+def _tamper(store, seq: int) -> None:
+    """Change one audit row behind the store's back, as an intruder with database access would."""
+    if type(store).__name__ == "EmbeddedStore":
+        import sqlite3
+
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("UPDATE twin_audit SET actor = 'nobody' WHERE seq = ?", (seq,))
+    else:
+        import sqlalchemy as sa
+
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE twin_audit SET actor = 'nobody' WHERE seq = :s"),
+                         {"s": seq})
+
+
+# -- opening --------------------------------------------------------------------------------------
+
+
+def test_unknown_url_scheme_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="postgresql"):
+        open_store("mysql://root@localhost/twin")

@@ -1,0 +1,414 @@
+"""Declarations that everything derives from: columns, layer specs, and the store's own tables."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from twin.errors import DuplicateIdError, ValidationError
+
+DTYPES = ("text", "int", "float", "bool", "date", "datetime", "json")
+GEOMETRY_TYPES = ("Point", "LineString", "Polygon")
+CRS = "EPSG:4326"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A typed attribute with its unit, zh/en labels and validation rules."""
+
+    name: str
+    dtype: str
+    label_zh: str
+    label_en: str
+    unit: str | None = None
+    required: bool = False
+    choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    personal: bool = False
+    aliases: tuple[str, ...] = ()
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"column {self.name}: dtype {self.dtype!r} not in {DTYPES}")
+
+    def label(self, lang: str = "zh-CN") -> str:
+        text = self.label_zh if lang.startswith("zh") else self.label_en
+        return f"{text} ({self.unit})" if self.unit else text
+
+
+@dataclass(frozen=True)
+class MapStyle:
+    """How a layer is drawn: RGBA colours, sizes in metres, draw order."""
+
+    fill: tuple[int, int, int, int] = (80, 140, 220, 160)
+    line: tuple[int, int, int, int] = (255, 255, 255, 200)
+    radius_m: float = 4.0
+    line_width_m: float = 1.0
+    extrude_by: str | None = None
+    z_order: int = 50
+    visible: bool = True
+
+
+# Every located feature is assigned these when it enters the twin (see twin.enrich).
+ASSIGNED_COLUMNS: tuple[Column, ...] = (
+    Column("grid_code", "text", "单元网格", "Unit grid"),
+    Column("resp_grid_id", "text", "责任网格", "Responsibility grid"),
+    Column("community_code", "text", "社区", "Community"),
+    Column("street_code", "text", "街道", "Street"),
+)
+# Whatever the source file carried that no declared column takes: nothing staff send is lost.
+ATTRS = Column("attrs", "json", "其他属性", "Other attributes")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer, declared once: the table, the loader, the map and the labels derive from it."""
+
+    name: str
+    title_zh: str
+    title_en: str
+    geometry_type: str | None
+    id_field: str
+    columns: tuple[Column, ...]
+    also_geometry_types: tuple[str, ...] = ()
+    located: bool = True
+    style: MapStyle = field(default_factory=MapStyle)
+    tooltip: tuple[str, ...] = ()
+    fiware_type: str | None = None
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if self.id_field not in names:
+            raise ValueError(f"layer {self.name}: id field {self.id_field!r} is not a column")
+        if len(set(names)) != len(names):
+            raise ValueError(f"layer {self.name}: duplicate column names")
+        for gt in (self.geometry_type, *self.also_geometry_types):
+            if gt is not None and gt not in GEOMETRY_TYPES:
+                raise ValueError(f"layer {self.name}: geometry type {gt!r} not in {GEOMETRY_TYPES}")
+
+    @property
+    def all_columns(self) -> tuple[Column, ...]:
+        """Declared columns, then the assigned grid columns (located layers), then ``attrs``."""
+        return self.columns + (ASSIGNED_COLUMNS if self.located else ()) + (ATTRS,)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.all_columns]
+
+    @property
+    def geometry_types(self) -> tuple[str, ...]:
+        return () if self.geometry_type is None else (self.geometry_type, *self.also_geometry_types)
+
+    @property
+    def personal_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.personal)
+
+    def column(self, name: str) -> Column:
+        for c in self.all_columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def title(self, lang: str = "zh-CN") -> str:
+        return self.title_zh if lang.startswith("zh") else self.title_en
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A store table that is not a layer (events, cases, audit …), declared once for both stores."""
+
+    name: str
+    columns: tuple[Column, ...]
+    key: str
+    point: bool = False  # carries a point geometry built from lon/lat
+
+
+def _c(name: str, dtype: str, doc: str = "", **kw: Any) -> Column:
+    return Column(name, dtype, name, name, doc=doc, **kw)
+
+
+EVENTS = TableSpec(
+    "twin_events",
+    (
+        _c("id", "text", "unique message id; appending the same id twice stores it once"),
+        _c("kind", "text", "obs, camera, report, alarm …"),
+        _c("source_id", "text", "sensor, camera or reporter the event came from"),
+        _c("observed_at", "datetime", "when it happened (UTC)"),
+        _c("received_at", "datetime", "when the twin stored it (UTC)"),
+        _c("lon", "float"),
+        _c("lat", "float"),
+        *ASSIGNED_COLUMNS,
+        _c("building_code", "text"),
+        _c("lot_id", "text"),
+        _c("payload", "json", "values, alert kind, description … as sent"),
+    ),
+    key="id",
+    point=True,
+)
+
+CASES = TableSpec(
+    "twin_cases",
+    (
+        _c("id", "text", "service_request_id in Open311"),
+        _c("version", "int", "optimistic-concurrency counter, +1 on every update"),
+        _c("status", "text"),
+        _c("service_code", "text", "category (minor class) code"),
+        _c("family", "text", "component or event"),
+        _c("source", "text", "patrol, resident, camera, sensor, instruction"),
+        _c("description", "text"),
+        _c("lon", "float"),
+        _c("lat", "float"),
+        *ASSIGNED_COLUMNS,
+        _c("area_class", "text"),
+        _c("urgency", "text"),
+        _c("assignee", "text"),
+        _c("department", "text"),
+        _c("requested_at", "datetime"),
+        _c("updated_at", "datetime"),
+        _c("deadline_at", "datetime"),
+        _c("closed_at", "datetime"),
+        _c("data", "json", "everything else the case carries (photos, reporter, timers …)"),
+    ),
+    key="id",
+    point=True,
+)
+
+AUDIT = TableSpec(
+    "twin_audit",
+    (
+        _c("seq", "int", "position in the chain, from 1"),
+        _c("at", "datetime"),
+        _c("actor", "text"),
+        _c("action", "text"),
+        _c("target", "text"),
+        _c("detail", "json"),
+        _c("origin", "text", "where the request came from (host, script)"),
+        _c("prev_hash", "text"),
+        _c("hash", "text", "sha256 over prev_hash and this row"),
+    ),
+    key="seq",
+)
+
+LAYER_VERSIONS = TableSpec(
+    "twin_layer_versions",
+    (
+        _c("layer", "text"),
+        _c("version", "int"),
+        _c("created_at", "datetime"),
+        _c("actor", "text"),
+        _c("source", "text"),
+        _c("rows", "int"),
+        _c("note", "text"),
+        _c("report", "json"),
+        _c("current", "bool"),
+    ),
+    key="layer,version",
+)
+
+TABLES = (EVENTS, CASES, AUDIT, LAYER_VERSIONS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coercion and validation, shared by both stores and the loader
+
+
+def _json_text(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        value = json.loads(value)  # must be JSON; re-written canonically so stores agree
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def coerce_series(series: pd.Series, column: Column) -> pd.Series:
+    """Convert *series* to the column's dtype; raise ValidationError naming the bad values."""
+    dtype = column.dtype
+    try:
+        if dtype == "text":
+            out = series.astype("string").astype(object).where(series.notna(), None)
+        elif dtype == "int":
+            out = pd.to_numeric(series, errors="raise")
+            if (out.dropna() % 1 != 0).any():
+                raise ValueError("not whole numbers")
+            out = out.astype("Int64")
+        elif dtype == "float":
+            out = pd.to_numeric(series, errors="raise").astype("float64")
+        elif dtype == "bool":
+            mapping = {True: True, False: False, 1: True, 0: False, "true": True, "false": False,
+                       "1": True, "0": False, "是": True, "否": False}
+            bad = series.notna() & ~series.map(lambda v: _hashable_in(v, mapping))
+            if bad.any():
+                raise ValueError("not booleans")
+            out = series.map(lambda v: mapping.get(v.lower() if isinstance(v, str) else v))
+            out = out.astype("boolean")
+        elif dtype == "date":
+            out = pd.to_datetime(series, errors="raise").dt.date
+            out = out.where(series.notna(), None)
+        elif dtype == "datetime":
+            out = pd.to_datetime(series, errors="raise", utc=True, format="ISO8601")
+        else:  # json
+            out = series.map(_json_text).astype(object)
+    except (ValueError, TypeError) as exc:
+        bad = _bad_examples(series, column)
+        raise ValidationError(
+            f"column {column.name!r} must be {dtype}; values that do not convert: {bad} ({exc}). "
+            "Fix them in the source file or map another field with --map."
+        ) from None
+    return out
+
+
+def _hashable_in(value: Any, mapping: dict) -> bool:
+    key = value.lower() if isinstance(value, str) else value
+    try:
+        return key in mapping
+    except TypeError:
+        return False
+
+
+def _bad_examples(series: pd.Series, column: Column, limit: int = 5) -> list:
+    bad = []
+    for value in series.dropna().tolist():
+        try:
+            coerce_series(pd.Series([value]), column)
+        except ValidationError:
+            bad.append(value)
+            if len(bad) >= limit:
+                break
+    return bad
+
+
+def check_rules(frame: pd.DataFrame, columns: tuple[Column, ...], id_column: str) -> None:
+    """Check required, range and choice rules; raise ValidationError listing offending ids."""
+    ids = frame[id_column] if id_column in frame else pd.Series(frame.index, index=frame.index)
+    problems = []
+    for col in columns:
+        if col.name not in frame:
+            continue
+        s = frame[col.name]
+        if col.required:
+            missing = s.isna()
+            if missing.any():
+                problems.append(f"{col.name} is required but empty for {_ids(ids[missing])}")
+        if col.choices is not None:
+            bad = s.notna() & ~s.isin(col.choices)
+            if bad.any():
+                problems.append(
+                    f"{col.name} must be one of {list(col.choices)}; got "
+                    f"{sorted(set(s[bad].astype(str)))[:5]} for {_ids(ids[bad])}"
+                )
+        if col.min is not None or col.max is not None:
+            num = pd.to_numeric(s, errors="coerce")
+            bad = num.notna() & (
+                (num < col.min if col.min is not None else False)
+                | (num > col.max if col.max is not None else False)
+            )
+            if bad.any():
+                problems.append(
+                    f"{col.name} must lie in [{col.min}, {col.max}]"
+                    f"{' ' + col.unit if col.unit else ''}; out of range for {_ids(ids[bad])}"
+                )
+    if problems:
+        raise ValidationError("; ".join(problems) + ". Correct the source data and load again.")
+
+
+def _ids(series: pd.Series, limit: int = 5) -> str:
+    values = [str(v) for v in series.tolist()]
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return ", ".join(values[:limit]) + more
+
+
+def validate_layer_frame(spec: LayerSpec, frame: pd.DataFrame) -> gpd.GeoDataFrame | pd.DataFrame:
+    """Return *frame* as the layer's canonical table, or raise a ValidationError saying why not.
+
+    Canonical means: exactly ``spec.column_names`` in order (missing optional columns added as
+    empty), values of the declared types, unique non-empty ids, geometries of an allowed type,
+    non-empty, in EPSG:4326. Nothing is repaired here: repairing is the loader's job.
+    """
+    unknown = [c for c in frame.columns if c not in spec.column_names and c != "geometry"]
+    if unknown:
+        raise ValidationError(
+            f"layer {spec.name!r} has no columns {unknown}; declared columns are "
+            f"{spec.column_names}. Put extra fields into 'attrs' or load the file with "
+            "scripts/load_layer.py, which keeps them there."
+        )
+    out = pd.DataFrame(index=frame.index)
+    for col in spec.all_columns:
+        series = frame[col.name] if col.name in frame else pd.Series(None, index=frame.index)
+        out[col.name] = coerce_series(series, col)
+    if spec.id_field not in frame or out[spec.id_field].isna().any():
+        raise ValidationError(
+            f"layer {spec.name!r}: every feature needs an id in {spec.id_field!r}; "
+            f"{int(out[spec.id_field].isna().sum())} have none. The loader generates stable ids."
+        )
+    dup = out[spec.id_field].duplicated(keep=False)
+    if dup.any():
+        raise DuplicateIdError(
+            f"layer {spec.name!r}: duplicate {spec.id_field} values "
+            f"{_ids(out.loc[dup, spec.id_field].drop_duplicates())}; ids must be unique."
+        )
+    check_rules(out, spec.columns, spec.id_field)
+    if spec.geometry_type is None:
+        return out.reset_index(drop=True)
+    if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame:
+        raise ValidationError(
+            f"layer {spec.name!r} needs {spec.geometry_type} geometries; the data have none."
+        )
+    geoms = frame.geometry
+    if geoms.crs is None:
+        raise ValidationError(
+            f"layer {spec.name!r}: the data have no CRS; set one (e.g. gdf.set_crs(4326)) "
+            "or load with --crs."
+        )
+    if not geoms.crs.equals(CRS):
+        geoms = geoms.to_crs(CRS)
+    values = geoms.values
+    empty = shapely.is_missing(values) | shapely.is_empty(values)
+    if empty.any():
+        raise ValidationError(
+            f"layer {spec.name!r}: empty or missing geometry for {_ids(out.loc[empty, spec.id_field])}."
+        )
+    kinds = pd.Series(shapely.get_type_id(values), index=frame.index)
+    allowed = [_TYPE_IDS[t] for t in spec.geometry_types]
+    bad = ~kinds.isin(allowed)
+    if bad.any():
+        got = sorted({_TYPE_NAMES[k] for k in kinds[bad]})
+        raise ValidationError(
+            f"layer {spec.name!r} takes {'/'.join(spec.geometry_types)} geometries; got {got} for "
+            f"{_ids(out.loc[bad, spec.id_field])}. Convert them or load with scripts/load_layer.py."
+        )
+    invalid = ~shapely.is_valid(values)
+    if invalid.any():
+        raise ValidationError(
+            f"layer {spec.name!r}: invalid geometry for {_ids(out.loc[invalid, spec.id_field])}; "
+            "scripts/load_layer.py repairs them (or rejects them with --strict)."
+        )
+    return gpd.GeoDataFrame(out, geometry=geoms.values, crs=CRS).reset_index(drop=True)
+
+
+_TYPE_IDS = {"Point": 0, "LineString": 1, "Polygon": 3}
+_TYPE_NAMES = {0: "Point", 1: "LineString", 2: "LinearRing", 3: "Polygon", 4: "MultiPoint",
+               5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection"}
+
+
+def coerce_table(table: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    """Return *frame* with exactly the table's columns, typed; unknown columns are an error."""
+    unknown = [c for c in frame.columns if c not in {c.name for c in table.columns} | {"geometry"}]
+    if unknown:
+        raise ValidationError(
+            f"table {table.name}: unknown fields {unknown}; allowed: {[c.name for c in table.columns]}"
+        )
+    out = pd.DataFrame(index=range(len(frame)))
+    frame = frame.reset_index(drop=True)
+    for col in table.columns:
+        series = frame[col.name] if col.name in frame else pd.Series(None, index=frame.index)
+        out[col.name] = coerce_series(series, col)
+    return out
