@@ -19,7 +19,7 @@ from twin.errors import (
     TwinError,
     ValidationError,
 )
-from twin.schema import CASES, EVENTS, validate_layer_frame
+from twin.schema import CASE_HISTORY, CASES, EVENTS, validate_layer_frame
 from twin.store import open_store
 
 import layers
@@ -231,6 +231,24 @@ def test_cases_are_created_read_and_updated_with_versions(store):
     assert store.read_cases(status="filed")["id"].tolist() == ["C1"]
     assert store.read_cases(grid_code="45031100100102")["id"].tolist() == ["C2"]
     assert list(store.read_cases().columns) == [c.name for c in CASES.columns] + ["geometry"]
+
+
+def test_case_steps_are_recorded_with_the_update_in_one_transaction(store):
+    store.create_case(_case(), history={"actor": "w1", "role": "grid_worker", "action": "collect",
+                                        "to_status": "collected", "at": T0})
+    store.update_case("C1", {"status": "filed"}, expected_version=1,
+                      history={"actor": "d1", "role": "dispatcher", "action": "file",
+                               "from_status": "collected", "to_status": "filed",
+                               "at": T0 + timedelta(minutes=5), "data": {"minutes": 5}})
+    with pytest.raises(StaleUpdateError):
+        store.update_case("C1", {"status": "x"}, expected_version=1,
+                          history={"actor": "d2", "action": "file"})
+    steps = store.case_history("C1")
+    assert list(steps.columns) == [c.name for c in CASE_HISTORY.columns]
+    assert steps[["version", "actor", "action", "to_status"]].values.tolist() == [
+        [1, "w1", "collect", "collected"], [2, "d1", "file", "filed"]
+    ]
+    assert steps["data"].tolist()[1] == '{"minutes": 5}'
 
 
 BAD_CASE_CALLS = [

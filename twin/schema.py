@@ -182,6 +182,23 @@ CASES = TableSpec(
     point=True,
 )
 
+CASE_HISTORY = TableSpec(
+    "twin_case_history",
+    (
+        _c("case_id", "text"),
+        _c("version", "int", "the case's version after this step"),
+        _c("at", "datetime"),
+        _c("actor", "text"),
+        _c("role", "text"),
+        _c("action", "text", "create, file, dispatch, handle … (see twin.cases)"),
+        _c("from_status", "text"),
+        _c("to_status", "text"),
+        _c("note", "text"),
+        _c("data", "json"),
+    ),
+    key="case_id,version",
+)
+
 AUDIT = TableSpec(
     "twin_audit",
     (
@@ -214,7 +231,7 @@ LAYER_VERSIONS = TableSpec(
     key="layer,version",
 )
 
-TABLES = (EVENTS, CASES, AUDIT, LAYER_VERSIONS)
+TABLES = (EVENTS, CASES, CASE_HISTORY, AUDIT, LAYER_VERSIONS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -145,8 +145,13 @@ class Store(abc.ABC):
     # -- cases ----------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def create_case(self, case: dict[str, Any]) -> dict[str, Any]:
+    def create_case(
+        self, case: dict[str, Any], *, history: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Store a new case (fields of :data:`twin.schema.CASES`) at version 1 and return it.
+
+        *history* (fields of :data:`twin.schema.CASE_HISTORY` but ``case_id`` and ``version``)
+        is recorded as the case's first step in the same transaction.
 
         Raises
         ------
@@ -156,9 +161,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def update_case(
-        self, case_id: str, changes: dict[str, Any], *, expected_version: int
+        self,
+        case_id: str,
+        changes: dict[str, Any],
+        *,
+        expected_version: int,
+        history: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Apply *changes* if the stored case is still at *expected_version*; return the new case.
+
+        ``version`` becomes ``expected_version + 1`` and ``updated_at`` now (unless given).
+        *history* is recorded as a step at the new version in the same transaction; steps are
+        never changed or deleted.
 
         Raises
         ------
@@ -171,6 +185,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def get_case(self, case_id: str) -> dict[str, Any]:
         """One case as a dict. Raises NotFoundError if absent."""
+
+    @abc.abstractmethod
+    def case_history(self, case_id: str) -> pd.DataFrame:
+        """Every recorded step of a case, oldest first (columns of CASE_HISTORY)."""
 
     @abc.abstractmethod
     def read_cases(
