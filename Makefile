@@ -1,0 +1,45 @@
+# GridTwin: the two commands are `make demo` and `make test`; each sets up everything it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO := data/demo/guilin_demo.gpkg
+PORT ?= 8501
+
+.PHONY: demo test bench venv data services lint clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "GridTwin needs Python 3.11+; set PYTHON=python3.11"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+$(DEMO): | $(VENV)/.installed
+	$(PY) scripts/make_demo.py --out $(DEMO)
+
+data: $(DEMO)
+
+## run the cockpit on the embedded demo community with live simulated feeds: http://localhost:8501
+demo: venv data
+	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true
+
+## pass all the tests (installs and starts PostGIS, Mosquitto and Chromium as root where missing)
+test: venv data
+	@bash scripts/setup_services.sh
+	$(PY) -m pytest -q
+
+services:
+	@bash scripts/setup_services.sh
+
+bench: venv data
+	@bash scripts/setup_services.sh
+	$(PY) -m benchmarks --quick --json benchmarks/out/results.json
+
+lint: venv
+	$(VENV)/bin/ruff check twin layers scripts ui app.py tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache tests/artifacts
