@@ -31,7 +31,7 @@ def open_store(url: str | Path | None = None, **options) -> Store:
     """Open the store at *url* (see :func:`resolve_url`).
 
     A plain path or ``gpkg:`` / ``file:`` URL opens an embedded GeoPackage store;
-    ``postgresql+psycopg://user:password@host:port/db`` opens PostGIS.
+    ``postgresql+psycopg://user:password@host:port/db[?schema=NAME]`` opens PostGIS.
 
     Raises
     ------
@@ -45,6 +45,13 @@ def open_store(url: str | Path | None = None, **options) -> Store:
             f"unknown store URL scheme {scheme!r} in {text.split('@')[-1]!r}; "
             f"use a .gpkg path or one of: {', '.join(s + '://' for s in STORES)}"
         )
+    if scheme.startswith("postgresql") and "?" in text:
+        # ?schema=NAME selects a schema (one twin per schema; tests and scripts use it)
+        base, _, query = text.partition("?")
+        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        if "schema" in params:
+            options.setdefault("schema", params.pop("schema"))
+        text = base + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
     module_name, class_name = STORES[scheme].rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(text, **options)
