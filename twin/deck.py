@@ -1,0 +1,557 @@
+"""LayerSpec + GeoDataFrame → pydeck layers: the twin's map, drawn offline from the declared layers."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pydeck as pdk
+import shapely
+
+import layers as declared
+from twin.errors import ValidationError
+from twin.schema import LayerSpec
+
+LOGGER = logging.getLogger(__name__)
+
+#: Decimal places sent for longitude/latitude: 1e-7 degrees is about 1 cm, plenty for a map.
+COORD_DECIMALS = 7
+#: The land under the twin: the community polygon filled in a colour that suits a dark theme.
+LAND_COLOR = (24, 31, 44, 255)
+#: Camera view cones: the camera's colour, this transparent.
+CONE_ALPHA = 60
+#: Segments along a view cone's arc; 32 keeps the area within 0.2 % of the true sector for 60°.
+CONE_SEGMENTS = 32
+#: Where the map opens when there is nothing to fit (Guilin, the demo community's city).
+DEFAULT_VIEW = {"longitude": 110.29, "latitude": 25.28, "zoom": 14.0}
+#: The map's height in pixels, and the width assumed when fitting the initial view.
+MAP_HEIGHT = 620
+MAP_WIDTH = 900
+TOOLTIP_STYLE = {
+    "backgroundColor": "rgba(14, 17, 23, 0.92)",
+    "color": "#e6edf3",
+    "border": "1px solid #00e5ff",
+    "borderRadius": "4px",
+    "fontSize": "12px",
+    "whiteSpace": "pre-line",
+    "maxWidth": "320px",
+}
+BASEMAP_LAND_ID = "basemap-land"
+CONES_SUFFIX = "cones"
+
+_KIND_OF_TYPE_ID = {0: "Point", 1: "LineString", 3: "Polygon", 4: "Point", 5: "LineString",
+                    6: "Polygon"}
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    """One layer in the map legend: its name, title and the colour it is drawn in."""
+
+    name: str
+    title: str
+    color: tuple[int, int, int, int]
+
+    @property
+    def hex(self) -> str:
+        r, g, b, _ = self.color
+        return f"#{r:02x}{g:02x}{b:02x}"
+
+
+# -- ids --------------------------------------------------------------------------------------
+
+
+def layer_id(spec: LayerSpec, kind: str) -> str:
+    """The deck layer id of *spec*'s geometries of *kind*.
+
+    The declared geometry type gets the bare layer name (what selection reports); the other
+    allowed types get ``<name>-<kind>`` (``parking-point``).
+    """
+    return spec.name if kind == spec.geometry_type else f"{spec.name}-{kind.lower()}"
+
+
+def layer_name(deck_layer_id: str) -> str:
+    """The declared layer a deck layer id belongs to (inverse of :func:`layer_id`)."""
+    return deck_layer_id.split("-", 1)[0]
+
+
+# -- tooltips ---------------------------------------------------------------------------------
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Values as display strings (``18.0`` → ``18``, ``0.857`` → ``0.86``), missing as NA."""
+    if pd.api.types.is_bool_dtype(series.dtype):
+        text = series.astype("string")
+    elif pd.api.types.is_numeric_dtype(series.dtype):
+        number = pd.to_numeric(series, errors="coerce").astype("Float64").round(2)
+        text = number.astype("string").str.replace(r"\.0$", "", regex=True)
+    else:
+        text = series.astype("string")
+    return text.where(series.notna() & (text != ""), pd.NA)
+
+
+def tooltip_text(spec: LayerSpec, frame: pd.DataFrame, lang: str = "zh-CN") -> pd.Series:
+    """The hover text of every feature: the layer title, then ``label: value`` per tooltip field.
+
+    Lines are separated by newlines; empty values are left out. The text is shown with the
+    tooltip's ``text`` mode, which the browser inserts as text (``innerText``), never parsed as
+    HTML, so values from outside (``<img onerror=…>``) cannot run. Built with vectorised pandas
+    string operations, one per field.
+    """
+    out = pd.Series(spec.title(lang), index=frame.index, dtype="string")
+    for field in spec.tooltip:
+        if field not in frame:
+            continue
+        label = spec.column(field).label(lang)
+        line = ("\n" + label + ": ") + _as_text(frame[field])
+        out = out + line.fillna("")
+    return out.astype(object)
+
+
+# -- geometry → deck data ---------------------------------------------------------------------
+
+
+def polygon_rings(values: np.ndarray) -> list[list[list[list[float]]]]:
+    """Polygons as deck.gl ``[ring][vertex][lon, lat]`` lists, outer ring first, then holes.
+
+    Coordinates come out of GEOS in one vectorised call (``to_ragged_array``); the nesting is
+    list slicing of one flat coordinate list.
+    """
+    if len(values) == 0:
+        return []
+    _, coords, (ring_offsets, poly_offsets) = shapely.to_ragged_array(values, include_z=False)
+    flat = np.round(coords, COORD_DECIMALS).tolist()
+    rings = [flat[a:b] for a, b in zip(ring_offsets[:-1].tolist(), ring_offsets[1:].tolist())]
+    return [rings[a:b] for a, b in zip(poly_offsets[:-1].tolist(), poly_offsets[1:].tolist())]
+
+
+def line_paths(values: np.ndarray) -> list[list[list[float]]]:
+    """LineStrings as deck.gl ``[vertex][lon, lat]`` lists (one vectorised coordinate call)."""
+    if len(values) == 0:
+        return []
+    _, coords, (offsets,) = shapely.to_ragged_array(values, include_z=False)
+    flat = np.round(coords, COORD_DECIMALS).tolist()
+    return [flat[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+
+
+def _single_part(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Multi-part geometries split into parts (each part keeps its feature's attributes)."""
+    values = frame.geometry.values
+    if (shapely.get_type_id(values) >= 4).any():
+        return frame.explode(index_parts=False)
+    return frame
+
+
+def _base_columns(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": frame[spec.id_field].astype("string").astype(object).to_numpy(),
+            "tooltip": tooltip_text(spec, frame, lang).to_numpy(),
+        }
+    )
+
+
+def _elevation(spec: LayerSpec, frame: pd.DataFrame) -> np.ndarray:
+    """Extrusion heights in metres: the ``extrude_by`` column, else 3 m a floor, else 3 m."""
+    height = pd.to_numeric(frame[spec.style.extrude_by], errors="coerce").astype("float64")
+    if "floors" in frame:
+        height = height.fillna(pd.to_numeric(frame["floors"], errors="coerce") * 3.0)
+    return height.fillna(3.0).clip(lower=0.5).round(1).to_numpy()
+
+
+def _polygon_layer(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str) -> pdk.Layer:
+    style = spec.style
+    data = _base_columns(spec, frame, lang)
+    data["polygon"] = polygon_rings(frame.geometry.values)
+    extruded = bool(style.extrude_by) and style.extrude_by in frame
+    props: dict[str, Any] = {}
+    if extruded:
+        data["elevation"] = _elevation(spec, frame)
+        props = {"get_elevation": "elevation", "material": True}
+    return pdk.Layer(
+        "PolygonLayer",
+        data,
+        id=layer_id(spec, "Polygon"),
+        get_polygon="polygon",
+        filled=style.fill[3] > 0,
+        stroked=True,
+        extruded=extruded,
+        get_fill_color=list(style.fill),
+        get_line_color=list(style.line),
+        get_line_width=style.line_width_m,
+        line_width_units="'meters'",
+        line_width_min_pixels=1,
+        pickable=True,
+        auto_highlight=True,
+        highlight_color=[255, 255, 255, 90],
+        **props,
+    )
+
+
+def _point_layer(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str) -> pdk.Layer:
+    style = spec.style
+    data = _base_columns(spec, frame, lang)
+    xy = np.round(shapely.get_coordinates(frame.geometry.values), COORD_DECIMALS)
+    data["lon"] = xy[:, 0]
+    data["lat"] = xy[:, 1]
+    return pdk.Layer(
+        "ScatterplotLayer",
+        data,
+        id=layer_id(spec, "Point"),
+        get_position="[lon, lat]",
+        get_radius=style.radius_m,
+        radius_units="'meters'",
+        radius_min_pixels=3,
+        filled=True,
+        stroked=True,
+        get_fill_color=list(style.fill),
+        get_line_color=list(style.line),
+        line_width_min_pixels=1,
+        pickable=True,
+        auto_highlight=True,
+        highlight_color=[255, 255, 255, 120],
+    )
+
+
+def _path_layer(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str) -> pdk.Layer:
+    style = spec.style
+    data = _base_columns(spec, frame, lang)
+    data["path"] = line_paths(frame.geometry.values)
+    width: Any = style.line_width_m
+    if "width_m" in frame:
+        data["width"] = (
+            pd.to_numeric(frame["width_m"], errors="coerce").fillna(style.line_width_m).to_numpy()
+        )
+        width = "width"
+    return pdk.Layer(
+        "PathLayer",
+        data,
+        id=layer_id(spec, "LineString"),
+        get_path="path",
+        get_color=list(style.line),
+        get_width=width,
+        width_units="'meters'",
+        width_min_pixels=1.5,
+        cap_rounded=True,
+        joint_rounded=True,
+        pickable=True,
+        auto_highlight=True,
+        highlight_color=[255, 255, 255, 120],
+    )
+
+
+_BUILDERS = {"Polygon": _polygon_layer, "Point": _point_layer, "LineString": _path_layer}
+
+
+def spec_layers(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str = "zh-CN") -> list[pdk.Layer]:
+    """The deck layers of one declared layer: one per geometry kind present, plus camera cones.
+
+    Parameters
+    ----------
+    spec
+        The layer's declaration; its ``style`` sets colours, sizes and extrusion.
+    frame
+        The layer's features in EPSG:4326, as the store returns them.
+    lang
+        ``zh-CN`` or ``en``: the language of the tooltips.
+
+    Returns
+    -------
+    list of pydeck.Layer
+        Each with ``id`` (see :func:`layer_id`) and only the columns it draws: ``id``,
+        ``tooltip`` and its coordinates (plus ``elevation`` / ``width`` where styled).
+    """
+    if spec.geometry_type is None or len(frame) == 0:
+        return []
+    if frame.crs is not None and not frame.crs.equals("EPSG:4326"):
+        frame = frame.to_crs(4326)
+    frame = _single_part(frame)
+    type_ids = shapely.get_type_id(frame.geometry.values)
+    kinds = pd.Series(type_ids).map(_KIND_OF_TYPE_ID).to_numpy()
+    out: list[pdk.Layer] = []
+    if spec.name == "cameras":
+        cones = camera_cones(frame[kinds == "Point"])
+        if len(cones):
+            out.append(_cone_layer(spec, cones))
+    order = [spec.geometry_type, *(k for k in ("Polygon", "LineString", "Point")
+                                   if k != spec.geometry_type)]
+    for kind in order:
+        mask = kinds == kind
+        if mask.any():
+            out.append(_BUILDERS[kind](spec, frame[mask], lang))
+    return out
+
+
+# -- camera view cones ------------------------------------------------------------------------
+
+
+def local_metric_crs(frame: gpd.GeoDataFrame | gpd.GeoSeries) -> str:
+    """An azimuthal equidistant CRS centred on *frame*: distances from its centre are true metres."""
+    minx, miny, maxx, maxy = frame.to_crs(4326).total_bounds
+    lon0, lat0 = (minx + maxx) / 2, (miny + maxy) / 2
+    return f"+proj=aeqd +lat_0={lat0:.7f} +lon_0={lon0:.7f} +x_0=0 +y_0=0 +ellps=WGS84 +units=m"
+
+
+def camera_cones(cameras: gpd.GeoDataFrame, segments: int = CONE_SEGMENTS) -> gpd.GeoDataFrame:
+    """The ground area each camera sees: a circular sector, as polygons in EPSG:4326.
+
+    The sector opens ``fov_deg`` around ``heading_deg`` (clockwise from north) out to
+    ``range_m`` metres. All wedges are built at once in a local metric CRS.
+
+    Returns
+    -------
+    GeoDataFrame
+        ``camera_id`` and the wedge geometry, for cameras with heading, field of view and range.
+
+    Raises
+    ------
+    ValidationError
+        If the frame lacks one of the columns ``camera_id``, ``heading_deg``, ``fov_deg``,
+        ``range_m``.
+    """
+    needed = ["camera_id", "heading_deg", "fov_deg", "range_m"]
+    absent = [c for c in needed if c not in cameras]
+    if absent:
+        raise ValidationError(
+            f"camera view cones need the columns {needed}; missing {absent}. "
+            "Load the cameras layer through scripts/load_layer.py, which declares them."
+        )
+    numbers = cameras[needed[1:]].apply(pd.to_numeric, errors="coerce")
+    ok = numbers.notna().all(axis=1).to_numpy() & (numbers["range_m"] > 0).to_numpy()
+    cams = cameras[ok]
+    if len(cams) == 0:
+        return gpd.GeoDataFrame({"camera_id": []}, geometry=[], crs=4326)
+    metric = local_metric_crs(cams)
+    centres = cams.geometry.to_crs(metric)
+    x0 = centres.x.to_numpy()[:, None]
+    y0 = centres.y.to_numpy()[:, None]
+    heading = numbers.loc[ok, "heading_deg"].to_numpy()[:, None]
+    fov = np.clip(numbers.loc[ok, "fov_deg"].to_numpy()[:, None], 0.0, 360.0)
+    reach = numbers.loc[ok, "range_m"].to_numpy()[:, None]
+    # bearings along the arc, clockwise from north: x = r·sin(bearing), y = r·cos(bearing)
+    steps = np.linspace(0.0, 1.0, segments + 1)[None, :]
+    bearing = np.radians(heading - fov / 2 + fov * steps)
+    arc_x = x0 + reach * np.sin(bearing)
+    arc_y = y0 + reach * np.cos(bearing)
+    ring_x = np.hstack([x0, arc_x, x0])
+    ring_y = np.hstack([y0, arc_y, y0])
+    wedges = shapely.polygons(np.stack([ring_x, ring_y], axis=-1))
+    return gpd.GeoDataFrame(
+        {"camera_id": cams["camera_id"].astype("string").astype(object).to_numpy()},
+        geometry=gpd.GeoSeries(wedges, crs=metric).to_crs(4326).values,
+        crs=4326,
+    )
+
+
+def _cone_layer(spec: LayerSpec, cones: gpd.GeoDataFrame) -> pdk.Layer:
+    r, g, b, _ = spec.style.fill
+    data = pd.DataFrame({"polygon": polygon_rings(cones.geometry.values)})
+    return pdk.Layer(
+        "PolygonLayer",
+        data,
+        id=f"{spec.name}-{CONES_SUFFIX}",
+        get_polygon="polygon",
+        filled=True,
+        stroked=True,
+        get_fill_color=[r, g, b, CONE_ALPHA],
+        get_line_color=[r, g, b, 2 * CONE_ALPHA],
+        get_line_width=0.5,
+        line_width_units="'meters'",
+        line_width_min_pixels=1,
+        pickable=False,
+    )
+
+
+# -- the deck ---------------------------------------------------------------------------------
+
+
+def _bounds(frames: Iterable[gpd.GeoDataFrame]) -> tuple[float, float, float, float] | None:
+    boxes = [f.to_crs(4326).total_bounds for f in frames if len(f) and f.crs is not None]
+    boxes = [b for b in boxes if np.isfinite(b).all()]
+    if not boxes:
+        return None
+    arr = np.array(boxes)
+    return (arr[:, 0].min(), arr[:, 1].min(), arr[:, 2].max(), arr[:, 3].max())
+
+
+def _mercator_y(lat: float) -> float:
+    lat = max(min(lat, 85.0), -85.0)
+    return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+
+
+def fit_view(
+    bounds: tuple[float, float, float, float] | None,
+    *,
+    width: int = MAP_WIDTH,
+    height: int = MAP_HEIGHT,
+    padding: int = 30,
+    pitch: float = 0.0,
+    bearing: float = 0.0,
+) -> pdk.ViewState:
+    """A view centred on *bounds* (lon/lat) at the largest zoom that shows all of it.
+
+    Uses deck.gl's Web Mercator convention (a 512 px world at zoom 0); the zoom is capped at 19.
+    """
+    if bounds is None:
+        return pdk.ViewState(**DEFAULT_VIEW, pitch=pitch, bearing=bearing)
+    minx, miny, maxx, maxy = bounds
+    lon = (minx + maxx) / 2
+    y_mid = (_mercator_y(miny) + _mercator_y(maxy)) / 2
+    lat = math.degrees(2 * math.atan(math.exp(y_mid)) - math.pi / 2)
+    span_x = max((maxx - minx) / 360.0, 1e-9)  # of the world's width
+    span_y = max((_mercator_y(maxy) - _mercator_y(miny)) / (2 * math.pi), 1e-9)
+    zoom_x = math.log2(max(width - 2 * padding, 1) / (512 * span_x))
+    zoom_y = math.log2(max(height - 2 * padding, 1) / (512 * span_y))
+    zoom = round(min(zoom_x, zoom_y, 19.0), 2)
+    return pdk.ViewState(
+        longitude=round(lon, 7), latitude=round(lat, 7), zoom=zoom, pitch=pitch, bearing=bearing
+    )
+
+
+def _land_layer(community: gpd.GeoDataFrame) -> pdk.Layer | None:
+    polys = _single_part(community.to_crs(4326) if community.crs else community)
+    polys = polys[shapely.get_type_id(polys.geometry.values) == 3]
+    if len(polys) == 0:
+        return None
+    return pdk.Layer(
+        "PolygonLayer",
+        pd.DataFrame({"polygon": polygon_rings(polys.geometry.values)}),
+        id=BASEMAP_LAND_ID,
+        get_polygon="polygon",
+        filled=True,
+        stroked=False,
+        get_fill_color=list(LAND_COLOR),
+        pickable=False,
+    )
+
+
+def make_deck(
+    twin_layers: Mapping[str, gpd.GeoDataFrame],
+    visible: Iterable[str],
+    lang: str = "zh-CN",
+    view_state: pdk.ViewState | None = None,
+) -> pdk.Deck:
+    """The cockpit map: the visible layers over the twin's own basemap, with no map provider.
+
+    Parameters
+    ----------
+    twin_layers
+        Layer name → features (EPSG:4326), e.g. everything the store holds.
+    visible
+        Names of the layers to draw; drawn in the declared order (``MapStyle.z_order``).
+        Names without data are ignored.
+    lang
+        ``zh-CN`` or ``en``, for the tooltips.
+    view_state
+        Where the camera starts; by default fitted to the community boundary (or to all data).
+
+    Returns
+    -------
+    pydeck.Deck
+        With ``map_provider=None``: no basemap tiles, nothing fetched from outside. The land is
+        the community polygon; one tooltip template (``{tooltip}``) serves every layer.
+
+    Raises
+    ------
+    LayerNotFoundError
+        If a name in *twin_layers* or *visible* is not a declared layer.
+    """
+    wanted = set(visible)
+    for name in wanted | set(twin_layers):
+        declared.get_layer(name)
+    deck_layers: list[pdk.Layer] = []
+    community = twin_layers.get("community")
+    if community is not None and len(community):
+        land = _land_layer(community)
+        if land is not None:
+            deck_layers.append(land)
+    for name, spec in declared.registry().items():
+        if name in wanted and name in twin_layers:
+            deck_layers.extend(spec_layers(spec, twin_layers[name], lang))
+    if view_state is None:
+        fit_to = [community] if community is not None and len(community) else twin_layers.values()
+        view_state = fit_view(_bounds(fit_to))
+    return pdk.Deck(
+        layers=deck_layers,
+        initial_view_state=view_state,
+        map_provider=None,
+        tooltip={"text": "{tooltip}", "style": TOOLTIP_STYLE},
+        height=MAP_HEIGHT,
+    )
+
+
+# -- what the map panel shows beside the deck -------------------------------------------------
+
+
+def legend(names: Iterable[str], lang: str = "zh-CN") -> list[LegendEntry]:
+    """Legend entries of the declared layers *names*, in draw order."""
+    wanted = set(names)
+    out = []
+    for name, spec in declared.registry().items():
+        if name in wanted and spec.geometry_type is not None:
+            style = spec.style
+            filled = style.fill[3] > 0 and spec.geometry_type != "LineString"
+            color = style.fill if filled else style.line
+            out.append(LegendEntry(name, spec.title(lang), tuple(color)))
+    return out
+
+
+def selected_feature(selection: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """The (layer name, feature id) that a ``st.pydeck_chart`` selection event points at, if any."""
+    if not selection:
+        return None
+    objects = (selection.get("selection") or {}).get("objects") or {}
+    for deck_id, picked in objects.items():
+        if picked:
+            first = picked[0]
+            if isinstance(first, Mapping) and first.get("id") is not None:
+                return layer_name(deck_id), str(first["id"])
+    return None
+
+
+def feature_table(
+    spec: LayerSpec, frame: pd.DataFrame, feature_id: str, lang: str = "zh-CN"
+) -> pd.DataFrame:
+    """One feature's attributes as rows of (label, value), labelled from the spec.
+
+    Empty values and personal columns are left out (who may see those is decided elsewhere).
+    Returns an empty frame when the id is not in *frame*.
+    """
+    rows = frame[frame[spec.id_field].astype("string") == str(feature_id)]
+    columns = [c for c in spec.all_columns if c.name in frame and not c.personal]
+    if rows.empty:
+        return pd.DataFrame({"label": [], "value": []})
+    record = rows.iloc[0]
+    labels, values = [], []
+    for col in columns:  # one feature: a handful of columns, not a hot path
+        value = record[col.name]
+        if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)) or value == "":
+            continue
+        labels.append(col.label(lang))
+        values.append(_as_text(pd.Series([value])).iloc[0])
+    return pd.DataFrame({"label": labels, "value": values})
+
+
+def map_counts(twin_layers: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+    """Headline counts of the map: buildings, households, cameras, sensors and unit grids."""
+
+    def rows(name: str) -> int:
+        frame = twin_layers.get(name)
+        return 0 if frame is None else int(len(frame))
+
+    buildings = twin_layers.get("buildings")
+    households = 0
+    if buildings is not None and "households" in buildings:
+        households = int(pd.to_numeric(buildings["households"], errors="coerce").fillna(0).sum())
+    return {
+        "buildings": rows("buildings"),
+        "households": households,
+        "cameras": rows("cameras"),
+        "sensors": rows("sensors"),
+        "grid_cells": rows("grid_cells"),
+    }
