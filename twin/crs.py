@@ -1,0 +1,403 @@
+"""Coordinate systems staff data arrive in: --crs parsing, GCJ-02/BD-09, GK zones, sanity checks."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyproj
+import shapely
+from shapely.geometry import Polygon
+
+from twin.errors import ConfigError
+
+LOGGER = logging.getLogger(__name__)
+
+WGS84 = "EPSG:4326"
+CGCS2000 = "EPSG:4490"
+
+# -- the China outline ---------------------------------------------------------------------------
+#
+# GCJ-02 offsets apply only inside mainland China. A rectangle of China would also shift Seoul,
+# Pyongyang, Hanoi, Ulaanbaatar and Taipei, so this is a coarse outline of the mainland border
+# and coast (plus Hainan), 80 vertices, drawn by hand from the border's turning points and kept
+# 10-50 km outside the coast so that coastal towns and near-shore islands fall inside. Its error
+# is tens of kilometres along the border: points within that distance of a land border (or on
+# Taiwan's side of the strait) may be classified wrongly; Hong Kong and Macau fall inside.
+# Vertices are (lon, lat), clockwise from the northern tip at Mohe.
+# fmt: off
+CHINA_OUTLINE_LONLAT: tuple[tuple[float, float], ...] = (
+    (122.3, 53.6), (125.5, 53.1), (127.5, 50.3), (130.0, 48.9), (131.0, 47.7), (133.5, 48.5),
+    (134.8, 48.6), (133.1, 45.1), (131.4, 44.9), (131.3, 42.9), (130.6, 42.4), (128.0, 41.9),
+    (126.5, 41.4), (124.4, 40.0), (121.4, 38.6), (123.0, 37.5), (121.5, 34.5), (122.5, 32.0),
+    (123.0, 30.5), (121.5, 28.0), (120.5, 27.0), (119.9, 25.3), (118.6, 24.2), (117.2, 23.2),
+    (114.6, 22.1), (111.5, 19.8), (110.0, 17.9), (108.4, 18.3), (108.0, 21.5), (106.7, 22.0),
+    (105.5, 23.3), (103.9, 22.6), (102.2, 22.4), (101.7, 21.1), (100.1, 21.5), (99.2, 22.1),
+    (98.8, 23.2), (97.6, 23.8), (97.5, 24.8), (98.7, 25.9), (98.7, 27.5), (97.3, 28.2),
+    (94.0, 29.0), (92.0, 27.8), (90.0, 28.2), (88.8, 27.6), (88.0, 28.0), (86.0, 27.9),
+    (84.0, 28.6), (81.0, 30.2), (78.5, 32.5), (79.5, 35.5), (77.8, 35.5), (75.0, 37.0),
+    (73.5, 39.5), (75.5, 40.6), (78.0, 41.0), (80.2, 42.2), (80.4, 44.2), (82.5, 45.2),
+    (83.0, 47.2), (85.5, 47.1), (87.3, 49.1), (88.0, 48.6), (91.0, 45.5), (95.0, 44.2),
+    (96.4, 42.7), (100.8, 42.6), (105.0, 41.6), (107.5, 42.4), (110.0, 42.6), (112.2, 43.9),
+    (114.5, 44.9), (116.0, 45.6), (117.8, 46.6), (119.9, 46.9), (115.5, 47.8), (117.5, 49.8),
+    (118.8, 49.9), (120.5, 52.6),
+)
+# fmt: on
+CHINA_OUTLINE = Polygon(CHINA_OUTLINE_LONLAT)
+shapely.prepare(CHINA_OUTLINE)
+
+
+def in_china(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Boolean array: which (lon, lat) pairs lie inside the coarse outline of mainland China.
+
+    See :data:`CHINA_OUTLINE_LONLAT` for how coarse it is.
+    """
+    lon = np.asarray(lon, dtype="float64")
+    lat = np.asarray(lat, dtype="float64")
+    return shapely.contains_xy(CHINA_OUTLINE, lon, lat)
+
+
+# -- GCJ-02 and BD-09 ----------------------------------------------------------------------------
+#
+# The forward model is the public GCJ-02 formula (Krasovsky 1940 ellipsoid parameters and the
+# trigonometric offset series) shared by the common open-source converters; it matches AMap's own
+# conversion to within a few metres in eastern China, worse on the western plateau (STACK_NOTES).
+# The inverse is not closed-form: it is solved by fixed-point iteration to within INVERSE_TOL_DEG,
+# so WGS84 → GCJ-02 → WGS84 round trips agree to better than 1e-8° (about 1 mm). The error of a
+# converted point is therefore the model's error (metres), not the inversion's.
+
+_A = 6378245.0
+_EE = 0.00669342162296594323
+_X_PI = np.pi * 3000.0 / 180.0
+INVERSE_TOL_DEG = 1e-9
+_MAX_ITER = 30
+
+
+def _gcj_offset(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = lon - 105.0
+    y = lat - 35.0
+    sq = np.sqrt(np.abs(x))
+    common = (20.0 * np.sin(6.0 * x * np.pi) + 20.0 * np.sin(2.0 * x * np.pi)) * 2.0 / 3.0
+    dlat = (
+        -100.0
+        + 2.0 * x
+        + 3.0 * y
+        + 0.2 * y * y
+        + 0.1 * x * y
+        + 0.2 * sq
+        + common
+        + (20.0 * np.sin(y * np.pi) + 40.0 * np.sin(y / 3.0 * np.pi)) * 2.0 / 3.0
+        + (160.0 * np.sin(y / 12.0 * np.pi) + 320.0 * np.sin(y * np.pi / 30.0)) * 2.0 / 3.0
+    )
+    dlon = (
+        300.0
+        + x
+        + 2.0 * y
+        + 0.1 * x * x
+        + 0.1 * x * y
+        + 0.1 * sq
+        + common
+        + (20.0 * np.sin(x * np.pi) + 40.0 * np.sin(x / 3.0 * np.pi)) * 2.0 / 3.0
+        + (150.0 * np.sin(x / 12.0 * np.pi) + 300.0 * np.sin(x / 30.0 * np.pi)) * 2.0 / 3.0
+    )
+    radlat = lat / 180.0 * np.pi
+    magic = 1.0 - _EE * np.sin(radlat) ** 2
+    sqrtmagic = np.sqrt(magic)
+    dlat = (dlat * 180.0) / ((_A * (1.0 - _EE)) / (magic * sqrtmagic) * np.pi)
+    dlon = (dlon * 180.0) / (_A / sqrtmagic * np.cos(radlat) * np.pi)
+    return dlon, dlat
+
+
+def _arrays(lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    lon = np.array(lon, dtype="float64", copy=True, ndmin=1)
+    lat = np.array(lat, dtype="float64", copy=True, ndmin=1)
+    if lon.shape != lat.shape:
+        raise ValueError(f"lon and lat differ in shape: {lon.shape} vs {lat.shape}")
+    return lon, lat
+
+
+def wgs84_to_gcj02(lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """WGS84 → GCJ-02 (the forward model). Points outside China are returned unchanged."""
+    lon, lat = _arrays(lon, lat)
+    inside = in_china(lon, lat)
+    dlon, dlat = _gcj_offset(lon[inside], lat[inside])
+    lon[inside] += dlon
+    lat[inside] += dlat
+    return lon, lat
+
+
+def _invert(forward, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve forward(x) = target by fixed-point iteration (the offsets vary slowly)."""
+    x, y = lon.copy(), lat.copy()
+    for _ in range(_MAX_ITER):
+        fx, fy = forward(x, y)
+        ex, ey = fx - lon, fy - lat
+        x -= ex
+        y -= ey
+        if x.size == 0 or max(np.abs(ex).max(), np.abs(ey).max()) < INVERSE_TOL_DEG:
+            break
+    return x, y
+
+
+def gcj02_to_wgs84(lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """GCJ-02 → WGS84 by inverting the forward model; points outside China are unchanged.
+
+    Accuracy: exact to 1e-9° with respect to the model; the model is within a few metres of AMap's
+    conversion in eastern China.
+    """
+    lon, lat = _arrays(lon, lat)
+    inside = in_china(lon, lat)
+
+    def forward(x, y):
+        dx, dy = _gcj_offset(x, y)
+        return x + dx, y + dy
+
+    lon[inside], lat[inside] = _invert(forward, lon[inside], lat[inside])
+    return lon, lat
+
+
+def gcj02_to_bd09(lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """GCJ-02 → BD-09 (Baidu's public formula). Points outside China are unchanged."""
+    lon, lat = _arrays(lon, lat)
+    inside = in_china(lon, lat)
+    lon[inside], lat[inside] = _gcj_to_bd(lon[inside], lat[inside])
+    return lon, lat
+
+
+def _gcj_to_bd(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    z = np.sqrt(x * x + y * y) + 0.00002 * np.sin(y * _X_PI)
+    theta = np.arctan2(y, x) + 0.000003 * np.cos(x * _X_PI)
+    return z * np.cos(theta) + 0.0065, z * np.sin(theta) + 0.006
+
+
+def bd09_to_gcj02(lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """BD-09 → GCJ-02 by inverting Baidu's forward formula; points outside China are unchanged."""
+    lon, lat = _arrays(lon, lat)
+    inside = in_china(lon, lat)
+    lon[inside], lat[inside] = _invert(_gcj_to_bd, lon[inside], lat[inside])
+    return lon, lat
+
+
+def bd09_to_wgs84(lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """BD-09 → GCJ-02 → WGS84; points outside China are unchanged."""
+    lon, lat = _arrays(lon, lat)
+    inside = in_china(lon, lat)
+    gx, gy = bd09_to_gcj02(lon[inside], lat[inside])
+    lon[inside], lat[inside] = gcj02_to_wgs84(gx, gy)
+    return lon, lat
+
+
+# -- parsing --crs -------------------------------------------------------------------------------
+
+OFFSET_SYSTEMS = ("gcj02", "bd09")
+_NAMES = {
+    "wgs84": WGS84,
+    "wgs 84": WGS84,
+    "wgs-84": WGS84,
+    "4326": WGS84,
+    "cgcs2000": CGCS2000,
+    "cgcs 2000": CGCS2000,
+    "cgcs-2000": CGCS2000,
+    "gcj02": "gcj02",
+    "gcj-02": "gcj02",
+    "gcj": "gcj02",
+    "amap": "gcj02",
+    "mars": "gcj02",
+    "bd09": "bd09",
+    "bd-09": "bd09",
+    "baidu": "bd09",
+    "bd09ll": "bd09",
+}
+
+
+@dataclass(frozen=True)
+class CrsChoice:
+    """What ``--crs`` asked for: a pyproj CRS, or an offset system on top of WGS84 lon/lat."""
+
+    label: str  # what is reported: "EPSG:4547", "gcj02", "bd09"
+    crs: pyproj.CRS  # the CRS of the numbers (WGS84 for gcj02/bd09)
+    offset: str | None = None  # "gcj02" / "bd09" when the numbers still need converting
+
+    @property
+    def is_cgcs2000_family(self) -> bool:
+        return self.label == CGCS2000
+
+
+def parse_crs(value: str | int | pyproj.CRS) -> CrsChoice:
+    """Parse a ``--crs`` value: an EPSG code (4490, "EPSG:4547"), wgs84, cgcs2000, gcj02 or bd09.
+
+    Raises
+    ------
+    ConfigError
+        If the value names no CRS; the message lists the accepted forms.
+    """
+    if isinstance(value, pyproj.CRS):
+        return CrsChoice(value.to_string(), value)
+    text = str(value).strip()
+    key = text.lower()
+    named = _NAMES.get(key)
+    if named in OFFSET_SYSTEMS:
+        return CrsChoice(named, pyproj.CRS.from_user_input(WGS84), offset=named)
+    if named is not None:
+        return CrsChoice(named, pyproj.CRS.from_user_input(named))
+    m = re.fullmatch(r"(?:epsg\s*:\s*)?(\d{4,6})", key)
+    try:
+        crs = pyproj.CRS.from_epsg(int(m.group(1))) if m else pyproj.CRS.from_user_input(text)
+    except (pyproj.exceptions.CRSError, ValueError):
+        raise ConfigError(
+            f"--crs {text!r} is not a coordinate reference system; use an EPSG code "
+            "(4490, 4326, EPSG:4547 …), cgcs2000, wgs84, gcj02 or bd09."
+        ) from None
+    label = f"EPSG:{m.group(1)}" if m else crs.to_string()
+    return CrsChoice(label, crs)
+
+
+# -- Gauss-Krüger zones of CGCS2000 --------------------------------------------------------------
+#
+# EPSG:4491-4501  6° zones 13-23 with the zone number as false-easting prefix (x = zone·10⁶ + …)
+# EPSG:4502-4512  6° zones, central meridians 75°E-135°E, no prefix (x ≈ 500 000 ± 350 000)
+# EPSG:4513-4533  3° zones 25-45 with the zone prefix, central meridian = 3·zone
+# EPSG:4534-4554  3° zones, central meridians 75°E-135°E, no prefix
+# A prefix of 13-23 can only be a 6° zone and 25-45 only a 3° zone, so the prefix fixes the CRS.
+
+
+def gk_epsg(
+    zone: int | None = None,
+    *,
+    central_meridian: float | None = None,
+    width: int = 3,
+    prefixed: bool = True,
+) -> int:
+    """Return the EPSG code of a CGCS2000 Gauss-Krüger zone.
+
+    Parameters
+    ----------
+    zone
+        The zone number (3° zones 25-45, 6° zones 13-23); or give *central_meridian*.
+    central_meridian
+        Degrees east (3° zones: 75, 78, … 135; 6° zones: 75, 81, … 135).
+    width
+        3 or 6 (degrees).
+    prefixed
+        Whether eastings carry the zone number as a prefix.
+    """
+    if width not in (3, 6):
+        raise ValueError(f"Gauss-Krüger zone width must be 3 or 6, got {width}")
+    if zone is None:
+        if central_meridian is None:
+            raise ValueError("give a zone or a central meridian")
+        zone = round(central_meridian / 3) if width == 3 else round((central_meridian + 3) / 6)
+    lo, hi = (25, 45) if width == 3 else (13, 23)
+    if not lo <= zone <= hi:
+        raise ValueError(f"CGCS2000 {width}° zones are {lo}-{hi}; got {zone}")
+    if width == 3:
+        return (4513 if prefixed else 4534) + zone - 25
+    return (4491 if prefixed else 4502) + zone - 13
+
+
+def looks_projected(x: np.ndarray, y: np.ndarray) -> bool:
+    """Tell whether coordinates cannot be degrees: some |x| > 180 or |y| > 180 (metres, feet …).
+
+    |y| up to 180 is allowed because swapped lon/lat puts longitudes in the y column.
+    """
+    x = np.asarray(x, dtype="float64")
+    y = np.asarray(y, dtype="float64")
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return False
+    return bool((np.abs(x[ok]) > 180).any() or (np.abs(y[ok]) > 180).any())
+
+
+def detect_gk_zone(x: np.ndarray, y: np.ndarray) -> int | None:
+    """EPSG code of the CGCS2000 GK zone whose prefixed eastings these look like, else None.
+
+    The numbers must look like Gauss-Krüger in China: every easting shares one zone prefix
+    (13-23 or 25-45 million) with an in-zone part of 150-850 km, and northings lie in
+    1 500-6 100 km (18°N-55°N).
+    """
+    x = np.asarray(x, dtype="float64")
+    y = np.asarray(y, dtype="float64")
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return None
+    x, y = x[ok], y[ok]
+    zones = np.unique(np.floor(x / 1e6).astype("int64"))
+    if zones.size != 1:
+        return None
+    zone = int(zones[0])
+    inner = x - zone * 1e6
+    if not ((inner > 150_000) & (inner < 850_000)).all():
+        return None
+    if not ((y > 1_500_000) & (y < 6_100_000)).all():
+        return None
+    if 25 <= zone <= 45:
+        return gk_epsg(zone, width=3)
+    if 13 <= zone <= 23:
+        return gk_epsg(zone, width=6)
+    return None
+
+
+def looks_like_unprefixed_gk(x: np.ndarray, y: np.ndarray) -> bool:
+    """Tell whether numbers look like unprefixed GK eastings and northings in China."""
+    x = np.asarray(x, dtype="float64")
+    y = np.asarray(y, dtype="float64")
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return False
+    x, y = x[ok], y[ok]
+    return bool(((x > 150_000) & (x < 850_000) & (y > 1_500_000) & (y < 6_100_000)).all())
+
+
+def suggest_gk_epsg(lon: float) -> int | None:
+    """Return the unprefixed CGCS2000 3° zone (EPSG:4534-4554) whose meridian is nearest *lon*."""
+    cm = 3 * round(lon / 3)
+    if 75 <= cm <= 135:
+        return gk_epsg(central_meridian=cm, width=3, prefixed=False)
+    return None
+
+
+# -- swapped axes and metric work ----------------------------------------------------------------
+
+
+def detect_swapped(lon: np.ndarray, lat: np.ndarray, expected=None) -> np.ndarray:
+    """Boolean array: which points look like (lat, lon) given as (lon, lat).
+
+    A point counts as swapped when it is impossible as given but valid swapped (|lat| > 90,
+    |lon| ≤ 90), or when it lies outside the *expected* area (a shapely geometry in EPSG:4326;
+    default the outline of China) as given but inside it swapped. A point inside both, or
+    outside both, is not flagged.
+    """
+    lon = np.asarray(lon, dtype="float64")
+    lat = np.asarray(lat, dtype="float64")
+    region = CHINA_OUTLINE if expected is None else expected
+    impossible = (np.abs(lat) > 90) & (np.abs(lon) <= 90) & (np.abs(lat) <= 180)
+    inside = shapely.contains_xy(region, lon, lat)
+    inside_swapped = shapely.contains_xy(region, lat, lon)
+    return impossible | (~inside & inside_swapped)
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """EPSG code of the WGS84 UTM zone containing (lon, lat)."""
+    zone = int(np.floor((lon + 180.0) / 6.0)) % 60 + 1
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def local_metric_crs(geoms) -> pyproj.CRS:
+    """Return a metric CRS for distances and areas near *geoms*: the UTM zone of their centre.
+
+    *geoms* is a GeoSeries/GeoDataFrame (reprojected to EPSG:4326 when it has another CRS), a
+    shapely geometry or an array of them in EPSG:4326.
+    """
+    crs = getattr(geoms, "crs", None)
+    if crs is not None and not pyproj.CRS.from_user_input(crs).equals(WGS84):
+        geoms = geoms.to_crs(WGS84)
+    values = getattr(geoms, "geometry", geoms)
+    values = getattr(values, "values", values)
+    arr = np.asarray(values, dtype=object).ravel()
+    arr = arr[~(shapely.is_missing(arr) | shapely.is_empty(arr))] if arr.size else arr
+    if arr.size == 0:
+        raise ValueError("no geometries to choose a local metric CRS from")
+    xmin, ymin, xmax, ymax = shapely.total_bounds(arr)
+    return pyproj.CRS.from_epsg(utm_epsg((xmin + xmax) / 2, (ymin + ymax) / 2))
