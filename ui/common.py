@@ -1,0 +1,88 @@
+"""What every page shares: the language, the store (cached per URL) and the layers (cached per version)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import geopandas as gpd
+import streamlit as st
+
+from twin import i18n
+from twin.store import Store, open_store, resolve_url
+
+LOGGER = logging.getLogger(__name__)
+
+DEMO_COMMANDS = "make demo  ·  python scripts/make_demo.py"
+
+
+def current_language() -> str:
+    """The language chosen in the sidebar (zh-CN until the user switches)."""
+    return i18n.normalize_language(st.session_state.get("lang") or i18n.DEFAULT_LANGUAGE)
+
+
+_translate = i18n.t  # the pages call t() below with literal keys (tests/test_i18n.py checks them)
+
+
+def t(key: str, lang: str | None = None, **fmt: object) -> str:
+    return _translate(key, lang or current_language(), **fmt)
+
+
+def store_url() -> str:
+    """The configured store: ``TWIN_DATABASE_URL`` or the demo GeoPackage (read on every run)."""
+    return resolve_url()
+
+
+def _is_file_url(url: str) -> bool:
+    return "://" not in url or url.split("://", 1)[0] in {"gpkg", "file"}
+
+
+def _file_path(url: str) -> Path:
+    return Path(url.split("://", 1)[1] if "://" in url else url)
+
+
+@st.cache_resource(show_spinner=False)
+def get_store(url: str) -> Store:
+    """One open store per URL for the whole server process."""
+    return open_store(url)
+
+
+def layer_versions(store: Store) -> tuple[tuple[str, int], ...]:
+    """(layer, current version) of every layer with data: the cache key of the layer frames."""
+    out = []
+    for name in store.layers():
+        current = [v.version for v in store.layer_versions(name) if v.current]
+        if current:
+            out.append((name, current[-1]))
+    return tuple(out)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def read_layers(url: str, versions: tuple[tuple[str, int], ...]) -> dict[str, gpd.GeoDataFrame]:
+    """The current version of every layer; a new version of any layer is a new cache entry."""
+    store = get_store(url)
+    return {name: store.read_layer(name, version) for name, version in versions}
+
+
+def open_twin(lang: str) -> tuple[Store, dict[str, gpd.GeoDataFrame]] | None:
+    """The store and its layers, or None after telling the user what to do (never a traceback)."""
+    url = store_url()
+    shown = url.split("@")[-1]  # never show a password
+    if _is_file_url(url) and not _file_path(url).exists():
+        st.warning(t("store.missing", lang, url=shown))
+        st.code(DEMO_COMMANDS, language="bash")
+        return None
+    try:
+        store = get_store(url)
+        versions = layer_versions(store)
+        twin_layers = read_layers(url, versions) if versions else {}
+    except Exception as exc:  # the page's edge: any failure becomes a message, not a traceback
+        LOGGER.exception("cannot open the store %s", shown)
+        st.error(t("store.error", lang, url=shown, error=str(exc)))
+        st.code(DEMO_COMMANDS, language="bash")
+        return None
+    if not twin_layers:
+        st.info(t("store.empty", lang, url=shown))
+        st.code(DEMO_COMMANDS, language="bash")
+        return None
+    return store, twin_layers
