@@ -1,4 +1,4 @@
-"""Streamlit entry of the cockpit: page config, language switch, navigation between the ui/ pages."""
+"""Streamlit entry of the cockpit: page config, language switch, navigation to the ui/ pages."""
 
 from __future__ import annotations
 

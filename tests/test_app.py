@@ -94,7 +94,7 @@ def test_selected_feature_shows_its_labelled_attributes(app):
     assert not app.exception
     frames = [df.value for df in app.dataframe]
     table = next(f for f in frames if "属性" in f.columns)
-    rows = dict(zip(table["属性"], table["值"]))
+    rows = dict(zip(table["属性"], table["值"], strict=True))
     assert rows["楼栋编码"] == CENTRE_BUILDING and rows["名称"] == "桂花苑中心楼"
 
 

@@ -1,4 +1,4 @@
-"""The cockpit in a real headless Chromium: the map draws, stays offline, hovers, switches language."""
+"""The cockpit in a real headless Chromium: the map draws offline, hovers, switches language."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def page(chromium, server):
 
 
 def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
-    """Poll *predicate* (each call is a round trip to the browser) until it returns a truthy value."""
+    """Poll *predicate* (each call is a browser round trip) until it returns a truthy value."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()

@@ -1,4 +1,4 @@
-"""twin.deck: declared layers become offline pydeck layers with ids, coordinates and safe tooltips."""
+"""twin.deck: declared layers become offline pydeck layers with ids, coordinates, safe tooltips."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import re
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 import pydeck as pdk
 import pytest
 import shapely
@@ -77,7 +76,7 @@ def test_each_geometry_type_becomes_its_deck_layer(name, geometry, kind, coords)
     got_coords = coords_of(row, kind)
     if kind == "PolygonLayer":  # rings of different lengths: compare ring by ring
         assert len(got_coords) == len(coords)
-        for ring_got, ring_want in zip(got_coords, coords):
+        for ring_got, ring_want in zip(got_coords, coords, strict=True):
             np.testing.assert_allclose(ring_got, ring_want, atol=1e-7)
     else:
         np.testing.assert_allclose(got_coords, coords, atol=1e-7)
@@ -115,7 +114,7 @@ def test_mixed_geometry_layers_get_one_deck_layer_per_kind():
     spec = layers.get_layer("parking")
     lots = frame(lot_id=["P1", "P2"], kind=["surface", "on_street"], total_spaces=[40, 8],
                  geometry=[SQUARE, Point(LON, LAT)])
-    got = [layer_json(l) for l in deck.spec_layers(spec, lots)]
+    got = [layer_json(lyr) for lyr in deck.spec_layers(spec, lots)]
     assert [(g["id"], g["@@type"]) for g in got] == [
         ("parking", "PolygonLayer"), ("parking-point", "ScatterplotLayer")]
     assert [deck.layer_name(g["id"]) for g in got] == ["parking", "parking"]
@@ -202,7 +201,8 @@ def test_camera_cones_are_built_for_many_cameras_at_once():
     rng = np.random.default_rng(1)
     cams = frame(camera_id=[f"C{i}" for i in range(n)], heading_deg=rng.uniform(0, 360, n),
                  fov_deg=rng.uniform(10, 120, n), range_m=rng.uniform(5, 100, n),
-                 geometry=shapely.points(LON + rng.uniform(0, 0.01, n), LAT + rng.uniform(0, 0.01, n)))
+                 geometry=shapely.points(LON + rng.uniform(0, 0.01, n),
+                                         LAT + rng.uniform(0, 0.01, n)))
     cones = deck.camera_cones(cams)
     assert len(cones) == n and cones.crs.equals("EPSG:4326")
     area = cones.to_crs(deck.local_metric_crs(cams)).area.to_numpy()
@@ -219,7 +219,7 @@ def test_cameras_without_view_data_get_no_cone_and_missing_columns_are_named():
 
 
 def test_cameras_draw_a_translucent_cone_layer_under_the_points(cameras):
-    got = [layer_json(l) for l in deck.spec_layers(layers.get_layer("cameras"), cameras)]
+    got = [layer_json(lyr) for lyr in deck.spec_layers(layers.get_layer("cameras"), cameras)]
     assert [g["id"] for g in got] == ["cameras-cones", "cameras"]
     cone = got[0]
     assert cone["pickable"] is False
@@ -251,10 +251,10 @@ def test_deck_is_offline_with_nothing_to_fetch(twin_layers):
 
 def test_deck_draws_visible_layers_in_declared_order_over_the_land(twin_layers):
     d = deck.make_deck(twin_layers, ["buildings", "roads", "community", "cameras"], "en")
-    ids = [l["id"] for l in json.loads(d.to_json())["layers"]]
+    ids = [lyr["id"] for lyr in json.loads(d.to_json())["layers"]]
     assert ids == ["basemap-land", "community", "roads", "buildings", "cameras-cones", "cameras"]
     hidden = deck.make_deck(twin_layers, ["buildings"], "en")
-    assert [l["id"] for l in json.loads(hidden.to_json())["layers"]] == [
+    assert [lyr["id"] for lyr in json.loads(hidden.to_json())["layers"]] == [
         "basemap-land", "buildings"]
 
 
@@ -293,7 +293,8 @@ def test_empty_and_attribute_only_layers_draw_nothing(buildings):
     (None, None),
     ({"selection": {"indices": {}, "objects": {}}}, None),
     ({"selection": {"indices": {"buildings": [1]},
-                    "objects": {"buildings": [{"id": "B2", "tooltip": "x"}]}}}, ("buildings", "B2")),
+                    "objects": {"buildings": [{"id": "B2", "tooltip": "x"}]}}},
+     ("buildings", "B2")),
     ({"selection": {"indices": {"parking-point": [0]},
                     "objects": {"parking-point": [{"id": "P9"}]}}}, ("parking", "P9")),
     ({"selection": {"indices": {"cameras-cones": [0]},
@@ -308,7 +309,7 @@ def test_feature_table_labels_from_the_spec_and_hides_personal_data(grid_cells):
     cells = grid_cells.assign(grid_worker=["张三", "李四"],
                               grid_worker_phone=["13812345678", "13987654321"])
     table = deck.feature_table(spec, cells, "45031100100102", "zh-CN")
-    rows = dict(zip(table.label, table.value))
+    rows = dict(zip(table.label, table.value, strict=True))
     assert rows["网格编码"] == "45031100100102"
     assert rows["网格员"] == "李四"
     assert "网格员电话" not in rows and "13987654321" not in rows.values()

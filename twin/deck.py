@@ -1,4 +1,4 @@
-"""LayerSpec + GeoDataFrame → pydeck layers: the twin's map, drawn offline from the declared layers."""
+"""LayerSpec + GeoDataFrame → pydeck layers: the twin's map, drawn offline from its layers."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ class LegendEntry:
 
 
 def layer_id(spec: LayerSpec, kind: str) -> str:
-    """The deck layer id of *spec*'s geometries of *kind*.
+    """Return the deck layer id of *spec*'s geometries of *kind*.
 
     The declared geometry type gets the bare layer name (what selection reports); the other
     allowed types get ``<name>-<kind>`` (``parking-point``).
@@ -76,7 +76,7 @@ def layer_id(spec: LayerSpec, kind: str) -> str:
 
 
 def layer_name(deck_layer_id: str) -> str:
-    """The declared layer a deck layer id belongs to (inverse of :func:`layer_id`)."""
+    """Return the declared layer a deck layer id belongs to (inverse of :func:`layer_id`)."""
     return deck_layer_id.split("-", 1)[0]
 
 
@@ -96,7 +96,7 @@ def _as_text(series: pd.Series) -> pd.Series:
 
 
 def tooltip_text(spec: LayerSpec, frame: pd.DataFrame, lang: str = "zh-CN") -> pd.Series:
-    """The hover text of every feature: the layer title, then ``label: value`` per tooltip field.
+    """Return every feature's hover text: the layer title, then ``label: value`` per tooltip field.
 
     Lines are separated by newlines; empty values are left out. The text is shown with the
     tooltip's ``text`` mode, which the browser inserts as text (``innerText``), never parsed as
@@ -117,7 +117,7 @@ def tooltip_text(spec: LayerSpec, frame: pd.DataFrame, lang: str = "zh-CN") -> p
 
 
 def polygon_rings(values: np.ndarray) -> list[list[list[list[float]]]]:
-    """Polygons as deck.gl ``[ring][vertex][lon, lat]`` lists, outer ring first, then holes.
+    """Return polygons as deck.gl ``[ring][vertex][lon, lat]`` lists, outer ring first, then holes.
 
     Coordinates come out of GEOS in one vectorised call (``to_ragged_array``); the nesting is
     list slicing of one flat coordinate list.
@@ -126,17 +126,19 @@ def polygon_rings(values: np.ndarray) -> list[list[list[list[float]]]]:
         return []
     _, coords, (ring_offsets, poly_offsets) = shapely.to_ragged_array(values, include_z=False)
     flat = np.round(coords, COORD_DECIMALS).tolist()
-    rings = [flat[a:b] for a, b in zip(ring_offsets[:-1].tolist(), ring_offsets[1:].tolist())]
-    return [rings[a:b] for a, b in zip(poly_offsets[:-1].tolist(), poly_offsets[1:].tolist())]
+    ring_bounds = zip(ring_offsets[:-1].tolist(), ring_offsets[1:].tolist(), strict=True)
+    rings = [flat[a:b] for a, b in ring_bounds]
+    poly_bounds = zip(poly_offsets[:-1].tolist(), poly_offsets[1:].tolist(), strict=True)
+    return [rings[a:b] for a, b in poly_bounds]
 
 
 def line_paths(values: np.ndarray) -> list[list[list[float]]]:
-    """LineStrings as deck.gl ``[vertex][lon, lat]`` lists (one vectorised coordinate call)."""
+    """Return LineStrings as deck.gl ``[vertex][lon, lat]`` lists (coordinates in one call)."""
     if len(values) == 0:
         return []
     _, coords, (offsets,) = shapely.to_ragged_array(values, include_z=False)
     flat = np.round(coords, COORD_DECIMALS).tolist()
-    return [flat[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    return [flat[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
 
 
 def _single_part(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -249,7 +251,7 @@ _BUILDERS = {"Polygon": _polygon_layer, "Point": _point_layer, "LineString": _pa
 
 
 def spec_layers(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str = "zh-CN") -> list[pdk.Layer]:
-    """The deck layers of one declared layer: one per geometry kind present, plus camera cones.
+    """Return the deck layers of one declared layer: one per geometry kind, plus camera cones.
 
     Parameters
     ----------
@@ -291,14 +293,14 @@ def spec_layers(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str = "zh-CN") -
 
 
 def local_metric_crs(frame: gpd.GeoDataFrame | gpd.GeoSeries) -> str:
-    """An azimuthal equidistant CRS centred on *frame*: distances from its centre are true metres."""
+    """Return an azimuthal equidistant CRS centred on *frame*: true metres from its centre."""
     minx, miny, maxx, maxy = frame.to_crs(4326).total_bounds
     lon0, lat0 = (minx + maxx) / 2, (miny + maxy) / 2
     return f"+proj=aeqd +lat_0={lat0:.7f} +lon_0={lon0:.7f} +x_0=0 +y_0=0 +ellps=WGS84 +units=m"
 
 
 def camera_cones(cameras: gpd.GeoDataFrame, segments: int = CONE_SEGMENTS) -> gpd.GeoDataFrame:
-    """The ground area each camera sees: a circular sector, as polygons in EPSG:4326.
+    """Return the ground area each camera sees: a circular sector, as polygons in EPSG:4326.
 
     The sector opens ``fov_deg`` around ``heading_deg`` (clockwise from north) out to
     ``range_m`` metres. All wedges are built at once in a local metric CRS.
@@ -393,7 +395,7 @@ def fit_view(
     pitch: float = 0.0,
     bearing: float = 0.0,
 ) -> pdk.ViewState:
-    """A view centred on *bounds* (lon/lat) at the largest zoom that shows all of it.
+    """Return a view centred on *bounds* (lon/lat) at the largest zoom that shows all of it.
 
     Uses deck.gl's Web Mercator convention (a 512 px world at zoom 0); the zoom is capped at 19.
     """
@@ -436,7 +438,7 @@ def make_deck(
     lang: str = "zh-CN",
     view_state: pdk.ViewState | None = None,
 ) -> pdk.Deck:
-    """The cockpit map: the visible layers over the twin's own basemap, with no map provider.
+    """Return the cockpit map: the visible layers over the twin's own basemap, with no map provider.
 
     Parameters
     ----------
@@ -489,7 +491,7 @@ def make_deck(
 
 
 def legend(names: Iterable[str], lang: str = "zh-CN") -> list[LegendEntry]:
-    """Legend entries of the declared layers *names*, in draw order."""
+    """Return the legend entries of the declared layers *names*, in draw order."""
     wanted = set(names)
     out = []
     for name, spec in declared.registry().items():
@@ -502,7 +504,7 @@ def legend(names: Iterable[str], lang: str = "zh-CN") -> list[LegendEntry]:
 
 
 def selected_feature(selection: Mapping[str, Any] | None) -> tuple[str, str] | None:
-    """The (layer name, feature id) that a ``st.pydeck_chart`` selection event points at, if any."""
+    """Return the (layer, feature id) a ``st.pydeck_chart`` selection event points at, if any."""
     if not selection:
         return None
     objects = (selection.get("selection") or {}).get("objects") or {}
@@ -517,7 +519,7 @@ def selected_feature(selection: Mapping[str, Any] | None) -> tuple[str, str] | N
 def feature_table(
     spec: LayerSpec, frame: pd.DataFrame, feature_id: str, lang: str = "zh-CN"
 ) -> pd.DataFrame:
-    """One feature's attributes as rows of (label, value), labelled from the spec.
+    """Return one feature's attributes as rows of (label, value), labelled from the spec.
 
     Empty values and personal columns are left out (who may see those is decided elsewhere).
     Returns an empty frame when the id is not in *frame*.
@@ -538,7 +540,7 @@ def feature_table(
 
 
 def map_counts(twin_layers: Mapping[str, pd.DataFrame]) -> dict[str, int]:
-    """Headline counts of the map: buildings, households, cameras, sensors and unit grids."""
+    """Return the map's headline counts: buildings, households, cameras, sensors, unit grids."""
 
     def rows(name: str) -> int:
         frame = twin_layers.get(name)

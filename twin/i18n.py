@@ -39,7 +39,7 @@ def normalize_language(lang: str | None) -> str:
 
 @cache
 def catalog(lang: str = DEFAULT_LANGUAGE, directory: Path = CATALOG_DIR) -> dict[str, str]:
-    """The catalog of *lang*: message key → text (a ``str.format`` template).
+    """Return the catalog of *lang*: message key → text (a ``str.format`` template).
 
     Raises
     ------
@@ -51,7 +51,9 @@ def catalog(lang: str = DEFAULT_LANGUAGE, directory: Path = CATALOG_DIR) -> dict
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the {lang} catalog {path}: {exc}; restore it from git") from None
+        raise ConfigError(
+            f"cannot read the {lang} catalog {path}: {exc}; restore it from git"
+        ) from None
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
     ):
@@ -60,7 +62,7 @@ def catalog(lang: str = DEFAULT_LANGUAGE, directory: Path = CATALOG_DIR) -> dict
 
 
 def t(key: str, lang: str = DEFAULT_LANGUAGE, **fmt: object) -> str:
-    """The text of message *key* in *lang*, formatted with *fmt*.
+    """Return the text of message *key* in *lang*, formatted with *fmt*.
 
     A key missing from *lang* falls back to zh-CN and then to the key itself (logged; the tests
     keep both catalogs complete).

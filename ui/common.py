@@ -1,4 +1,4 @@
-"""What every page shares: the language, the store (cached per URL) and the layers (cached per version)."""
+"""What every page shares: the language, the store (one per URL), the layers (per version)."""
 
 from __future__ import annotations
 

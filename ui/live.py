@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import streamlit as st
 
@@ -23,7 +23,7 @@ def live_events(store: Store, lang: str) -> None:
     """The newest events of the last day (refreshes without rerunning the page)."""
     st.subheader(t("live.title", lang))
     try:
-        events = store.read_events(datetime.now(timezone.utc) - WINDOW)
+        events = store.read_events(datetime.now(UTC) - WINDOW)
     except Exception:  # the panel's edge: a failing read must not take the page down
         LOGGER.exception("reading live events failed")
         st.warning(t("live.error", lang))

@@ -1,4 +1,4 @@
-"""地图 The map page: layer toggles with a legend, headline counts, the map, the picked feature, live events."""
+"""地图 The map page: layer toggles and legend, counts, the map, the picked feature, live events."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ labels = {
     "sensors": t("kpi.sensors", LANG),
     "grid_cells": t("kpi.grid_cells", LANG),
 }
-for column, key in zip(st.columns(len(counts)), counts):
+for column, key in zip(st.columns(len(counts)), counts, strict=True):
     column.metric(labels[key], f"{counts[key]:,}")
 
 # -- the map and the picked feature ------------------------------------------------------------
