@@ -125,3 +125,18 @@ def test_missing_or_empty_store_tells_what_to_run(url, key, tmp_path, monkeypatc
     assert not at.get("deck_gl_json_chart")
     if url.endswith("nothing_here.gpkg"):
         assert not (tmp_path / "nothing_here.gpkg").exists()  # looking must not create it
+
+
+def test_demo_community_runs_when_generated(monkeypatch):
+    from twin.settings import default_store_path
+
+    demo = default_store_path()
+    if not demo.exists():
+        pytest.skip(f"{demo} not generated yet: run `make demo` or python scripts/make_demo.py")
+    monkeypatch.setenv("TWIN_DATABASE_URL", str(demo))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    ids = [layer["id"] for layer in chart_spec(at)["layers"]]
+    assert ids[0] == "basemap-land" and "buildings" in ids
+    assert int(at.metric[0].value.replace(",", "")) > 0

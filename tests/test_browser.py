@@ -151,11 +151,29 @@ def test_map_draws_offline_hovers_and_switches_language(page):
     assert not page.errors, page.errors
 
 
-def test_map_screenshot_for_the_readme(page):
-    page.get_by_text("社区数字孪生地图").wait_for(timeout=WAIT_MS)
-    wait_for_map(page)
-    page.mouse.move(5, 5)  # no tooltip in the picture
-    shot(page, "map.png")
+def test_map_screenshot_for_the_readme(chromium, server):
+    """The README's picture: the demo community when it has been generated, else the test twin."""
+    from twin.settings import default_store_path
+
+    demo = default_store_path()
+    if demo.exists():
+        with streamlit_server(demo) as url:
+            readme_screenshot(chromium, url)
+    else:
+        readme_screenshot(chromium, server)
+
+
+def readme_screenshot(chromium, url: str) -> None:
+    context = chromium.new_context(viewport={"width": 1600, "height": 1000}, locale="zh-CN")
+    try:
+        page = context.new_page()
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_text("社区数字孪生地图").wait_for(timeout=WAIT_MS)
+        wait_for_map(page)
+        page.mouse.move(5, 5)  # no tooltip in the picture
+        shot(page, "map.png")
+    finally:
+        context.close()
     docs = ROOT / "docs" / "img"
     docs.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ARTIFACTS / "map.png", docs / "map.png")
