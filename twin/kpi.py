@@ -1,0 +1,347 @@
+"""Indicators (绩效评价, GB/T 30428.4) from case timestamps: vectorised groupby, 同比 and 环比."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from twin.errors import ValidationError
+
+LOGGER = logging.getLogger(__name__)
+
+#: Slices: the name used in calls → the case column.
+SLICES = {
+    "grid": "grid_code", "grid_code": "grid_code",
+    "resp_grid": "resp_grid_id", "resp_grid_id": "resp_grid_id",
+    "community": "community_code", "community_code": "community_code",
+    "street": "street_code", "street_code": "street_code",
+    "department": "department", "post": "post", "person": "assignee", "assignee": "assignee",
+}
+
+#: Rates with their official names: (column, zh, en, numerator, denominator).
+RATES = (
+    ("close_rate", "结案率", "Close rate", "closed", "due"),
+    ("ontime_close_rate", "按期结案率", "On-time close rate", "closed_on_time", "due"),
+    ("ontime_file_rate", "按时立案率", "On-time filing rate", "filed_on_time", "filed"),
+    ("accurate_file_rate", "准确立案率", "Accurate filing rate", "filed_not_cancelled", "filed"),
+    ("accurate_dispatch_rate", "准确派遣率", "Accurate dispatch rate", "dispatched_not_reworked",
+     "dispatched"),
+    ("ontime_handle_rate", "按期处置率", "On-time handling rate", "handled_on_time",
+     "due_to_handle"),
+    ("rework_rate", "返工率", "Rework rate", "reworked", "handled"),
+    ("extension_rate", "延期率", "Extension rate", "extended", "dispatched"),
+)
+RATE_NAMES = {r[0]: (r[1], r[2]) for r in RATES}
+COUNTS = ("filed", "cancelled", "filed_on_time", "dispatched", "reworked", "extended", "handled",
+          "due_to_handle", "handled_on_time", "due", "closed", "closed_on_time")
+
+#: Default composite weights (sum 1); rework and extension rates count inverted (100 − rate).
+DEFAULT_WEIGHTS = {
+    "close_rate": 0.25, "ontime_close_rate": 0.25, "ontime_file_rate": 0.1,
+    "accurate_file_rate": 0.1, "accurate_dispatch_rate": 0.1, "ontime_handle_rate": 0.1,
+    "rework_rate": 0.05, "extension_rate": 0.05,
+}
+INVERTED = ("rework_rate", "extension_rate")
+#: Grade thresholds (lower bounds, %): A ≥ 90, B 75–90, C 60–75, D 40–60, E < 40.
+GRADES = (("A", 90.0), ("B", 75.0), ("C", 60.0), ("D", 40.0), ("E", -np.inf))
+
+NEEDED = ("status", "filed_at", "file_deadline", "dispatched_at", "first_rework_at",
+          "fed_back_at", "handle_deadline", "closed_at", "deadline_at", "cancelled_at",
+          "extended")
+
+
+def _utc(series: pd.Series) -> pd.Series:
+    return pd.to_datetime(series, utc=True, format="ISO8601") if series.dtype == object else (
+        series.dt.tz_localize("UTC") if getattr(series.dt, "tz", None) is None else series)
+
+
+def period_bounds(period: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """``[start, end)`` in UTC of a period: ``"2026-03"``, ``"2026"``, ``"2026-Q1"``, ``"2026-03-02"``,
+    or a ``(start, end)`` pair. Month and day periods are local (Asia/Shanghai) calendar periods.
+    """
+    if isinstance(period, tuple | list) and len(period) == 2:
+        start, end = (pd.Timestamp(p) for p in period)
+        start = start.tz_localize("Asia/Shanghai") if start.tzinfo is None else start
+        end = end.tz_localize("Asia/Shanghai") if end.tzinfo is None else end
+        return start.tz_convert("UTC"), end.tz_convert("UTC")
+    try:
+        if not re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?|-Q[1-4])?", str(period)):
+            raise ValueError(period)
+        p = pd.Period(str(period))
+    except ValueError:
+        raise ValidationError(
+            f"period {period!r} is not understood; give 2026-03, 2026-Q1, 2026 or (start, end)"
+        ) from None
+    start = p.start_time.tz_localize("Asia/Shanghai").tz_convert("UTC")
+    end = (p + 1).start_time.tz_localize("Asia/Shanghai").tz_convert("UTC")
+    return start, end
+
+
+def case_counts(cases: pd.DataFrame, as_of: pd.Series | pd.Timestamp) -> pd.DataFrame:
+    """Per case 0/1 flags of each count in :data:`COUNTS` as they stood at *as_of* (vectorised).
+
+    The cohort is the cases filed (立案) — every flag is 0 for a case never filed. *as_of* is
+    one time or one per case (the end of each case's period): steps after it do not count.
+    """
+    missing = [c for c in NEEDED if c not in cases]
+    if missing:
+        raise ValidationError(
+            f"indicators need case columns {missing}; build the table with twin.cases.case_table"
+        )
+    t = {c: _utc(cases[c]) for c in NEEDED if c not in ("status", "extended")}
+    as_of = as_of if isinstance(as_of, pd.Series) else pd.Series(as_of, index=cases.index)
+
+    def by(ts: pd.Series) -> np.ndarray:  # the step happened, no later than as_of
+        return (ts.notna() & (ts <= as_of)).to_numpy()
+
+    filed = by(t["filed_at"])
+    cancelled = filed & by(t["cancelled_at"])
+    closed = filed & ~cancelled & by(t["closed_at"])
+    dispatched = filed & by(t["dispatched_at"])
+    reworked = dispatched & by(t["first_rework_at"])
+    handled = dispatched & by(t["fed_back_at"])
+    held = cases["status"].eq("on_hold").to_numpy()
+    deadline_passed = by(t["deadline_at"])
+    # 应结案数: filed, not cancelled, whose closing deadline has passed by as_of, or closed by then
+    due = filed & ~cancelled & ((deadline_passed & ~held) | closed)
+    handle_passed = by(t["handle_deadline"])
+    due_to_handle = dispatched & ~cancelled & ((handle_passed & ~held) | handled)
+    out = pd.DataFrame({
+        "filed": filed,
+        "cancelled": cancelled,
+        "filed_on_time": filed & (t["filed_at"] <= t["file_deadline"]).fillna(True).to_numpy(),
+        "dispatched": dispatched,
+        "reworked": reworked,
+        "extended": dispatched & cases["extended"].fillna(False).astype(bool).to_numpy(),
+        "handled": handled,
+        "due_to_handle": due_to_handle,
+        "handled_on_time": handled & (t["fed_back_at"] <= t["handle_deadline"]).fillna(False)
+        .to_numpy(),
+        "due": due,
+        "closed": closed,
+        "closed_on_time": closed & (t["closed_at"] <= t["deadline_at"]).fillna(False).to_numpy(),
+    }, index=cases.index)
+    return out.astype("int64")
+
+
+def rates(counts: pd.DataFrame, weights: dict[str, float] | None = None) -> pd.DataFrame:
+    """Add the rates (%, NaN where the denominator is 0), the composite score and its grade."""
+    out = counts.copy()
+    out["filed_not_cancelled"] = out["filed"] - out["cancelled"]
+    out["dispatched_not_reworked"] = out["dispatched"] - out["reworked"]
+    for name, _zh, _en, num, den in RATES:
+        out[name] = 100.0 * out[num] / out[den].where(out[den] > 0)
+    out = out.drop(columns=["filed_not_cancelled", "dispatched_not_reworked"])
+    w = dict(DEFAULT_WEIGHTS if weights is None else weights)
+    unknown = sorted(set(w) - set(RATE_NAMES))
+    if unknown:
+        raise ValidationError(f"unknown weights {unknown}; rates are {list(RATE_NAMES)}")
+    total_w = sum(w.values())
+    if total_w <= 0:
+        raise ValidationError("weights must add up to more than 0")
+    score = 0.0
+    weight_present = 0.0
+    for name, wt in w.items():
+        value = 100.0 - out[name] if name in INVERTED else out[name]
+        score = score + value.fillna(0) * wt
+        weight_present = weight_present + out[name].notna() * wt
+    out["score"] = score / weight_present.where(weight_present > 0)
+    out["grade"] = grade(out["score"])
+    return out
+
+
+def grade(score: pd.Series) -> pd.Series:
+    """A ≥ 90, B 75–90, C 60–75, D 40–60, E < 40 (NaN score → no grade)."""
+    bins = [-np.inf, 40, 60, 75, 90, np.inf]
+    return pd.cut(score, bins=bins, labels=["E", "D", "C", "B", "A"], right=False).astype(object)
+
+
+def indicators(
+    cases: pd.DataFrame,
+    *,
+    period: Any = None,
+    by: str | list[str] | None = None,
+    freq: str | None = None,
+    as_of: Any = None,
+    weights: dict[str, float] | None = None,
+    compare: bool = True,
+) -> pd.DataFrame:
+    """The indicator table: counts, rates (%), composite score and grade per slice.
+
+    Parameters
+    ----------
+    cases
+        Cases with the columns of :func:`twin.cases.case_table` (status, filed_at, file_deadline,
+        dispatched_at, first_rework_at, fed_back_at, handle_deadline, closed_at, deadline_at,
+        cancelled_at, extended, and the slice columns).
+    period
+        The period whose filed cases are evaluated (``"2026-03"``, ``"2026-Q1"``, ``"2026"`` or
+        ``(start, end)``); None: all cases, as of *as_of*.
+    by
+        Slice(s): grid, resp_grid, community, street, department, post, person (or the column
+        names). None: one row for everything.
+    freq
+        ``"M"`` (month), ``"Q"`` or ``"Y"``: also slice by the local calendar period of
+        ``filed_at``, each period evaluated as of its own end; adds ``period``.
+    as_of
+        When the books are closed (default: the end of the period, or now). Steps after it do
+        not count.
+    weights
+        Composite score weights by rate name (default :data:`DEFAULT_WEIGHTS`).
+    compare
+        With a *period*: add 同比 (``<rate>_yoy``, same period a year before) and 环比
+        (``<rate>_mom``, the period before), as differences in percentage points. With *freq*:
+        环比 against the previous period of the same slice.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per slice (and period), sorted.
+    """
+    keys = [] if by is None else ([by] if isinstance(by, str) else list(by))
+    cols = []
+    for k in keys:
+        if k not in SLICES:
+            raise ValidationError(f"unknown slice {k!r}; slice by one of {sorted(set(SLICES))}")
+        cols.append(SLICES[k])
+    missing = [c for c in cols if c not in cases]
+    if missing:
+        raise ValidationError(f"cases have no column(s) {missing} to slice by")
+    filed_at = _utc(cases["filed_at"])
+    if freq is not None:
+        if freq not in ("M", "Q", "Y"):
+            raise ValidationError(f"freq must be M, Q or Y; got {freq!r}")
+        keep = filed_at.notna()
+        if period is not None:
+            start, end = period_bounds(period)
+            keep &= (filed_at >= start) & (filed_at < end)
+        sub = cases.loc[keep]
+        code, labels, ends = _period_codes(filed_at[keep], freq)
+        if as_of is not None:
+            ends = ends.clip(upper=pd.Timestamp(as_of, tz="UTC") if pd.Timestamp(as_of).tzinfo
+                             is None else pd.Timestamp(as_of))
+        flags = case_counts(sub, ends)
+        flags["period"] = labels
+        group = cols + ["period"]
+        for c in cols:
+            flags[c] = sub[c].to_numpy()
+        table = flags.groupby(group, dropna=False, sort=True).sum().reset_index()
+        table = rates(table, weights)
+        if compare and len(table):
+            for name in RATE_NAMES:
+                prev = table.groupby(cols, dropna=False)[name].shift(1) if cols else \
+                    table[name].shift(1)
+                table[f"{name}_mom"] = table[name] - prev
+        return table
+    if period is not None:
+        start, end = period_bounds(period)
+    else:
+        start, end = None, None
+    stop = _as_of(as_of, end)
+    table = _table(cases, filed_at, start, end, stop, cols, weights)
+    if compare and period is not None:
+        for suffix, shift in (("yoy", pd.DateOffset(years=1)), ("mom", None)):
+            if shift is None:
+                length = end - start
+                pstart, pend = _previous(period, start, end, length)
+            else:
+                pstart, pend = start - shift, end - shift
+            other = _table(cases, filed_at, pstart, pend, min(stop - (end - pend), pend)
+                           if stop < end else pend, cols, weights)
+            rate_cols = list(RATE_NAMES)
+            if cols:
+                table = table.merge(other[cols + rate_cols], on=cols, how="left",
+                                    suffixes=("", "_prev"))
+            else:
+                for r in rate_cols:
+                    table[f"{r}_prev"] = other[r].iloc[0] if len(other) else np.nan
+            for r in rate_cols:
+                table[f"{r}_{suffix}"] = table[r] - table[f"{r}_prev"]
+            table = table.drop(columns=[f"{r}_prev" for r in rate_cols])
+    return table
+
+
+def _period_codes(filed_at: pd.Series, freq: str) -> tuple[np.ndarray, np.ndarray, pd.Series]:
+    """Local calendar period of each time: integer codes, labels and period ends (vectorised).
+
+    Only the few distinct periods are turned into Period objects; the rows get them by lookup.
+    """
+    local = filed_at.dt.tz_convert("Asia/Shanghai")
+    year = local.dt.year.to_numpy()
+    if freq == "M":
+        code = year * 12 + local.dt.month.to_numpy() - 1
+    elif freq == "Q":
+        code = year * 4 + (local.dt.month.to_numpy() - 1) // 3
+    else:
+        code = year
+    uniq, inverse = np.unique(code, return_inverse=True)
+    periods = [pd.Period(year=int(c // 12), month=int(c % 12) + 1, freq="M") if freq == "M"
+               else pd.Period(year=int(c // 4), quarter=int(c % 4) + 1, freq="Q") if freq == "Q"
+               else pd.Period(year=int(c), freq="Y") for c in uniq]
+    labels = np.array([str(p) for p in periods], dtype=object)[inverse]
+    end_u = pd.DatetimeIndex([(p + 1).start_time for p in periods]).tz_localize(
+        "Asia/Shanghai").tz_convert("UTC")
+    ends = pd.Series(end_u[inverse], index=filed_at.index)
+    return code, labels, ends
+
+
+def _previous(period: Any, start, end, length) -> tuple[pd.Timestamp, pd.Timestamp]:
+    if not isinstance(period, tuple | list):
+        p = pd.Period(str(period)) - 1
+        return period_bounds(str(p))
+    return start - length, start
+
+
+def _as_of(as_of: Any, end: pd.Timestamp | None) -> pd.Timestamp:
+    now = pd.Timestamp.now(tz="UTC")
+    if as_of is not None:
+        ts = pd.Timestamp(as_of)
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return now if end is None else min(end, now)
+
+
+def _table(cases, filed_at, start, end, stop, cols, weights) -> pd.DataFrame:
+    keep = filed_at.notna()
+    if start is not None:
+        keep &= (filed_at >= start) & (filed_at < end)
+    sub = cases.loc[keep]
+    flags = case_counts(sub, stop)
+    if cols:
+        for c in cols:
+            flags[c] = sub[c].to_numpy()
+        table = flags.groupby(cols, dropna=False, sort=True).sum().reset_index()
+    else:
+        table = flags.sum().to_frame().T.astype("int64")
+    return rates(table, weights)
+
+
+def average_handling_hours(cases: pd.DataFrame, *, by: str | list[str] | None = None,
+                           calendar=None) -> pd.DataFrame:
+    """Mean hours from filing to closing of closed cases; working hours too with a calendar."""
+    keys = [] if by is None else [SLICES[k] for k in ([by] if isinstance(by, str) else by)]
+    closed = cases.loc[_utc(cases["closed_at"]).notna() & _utc(cases["filed_at"]).notna()]
+    frame = pd.DataFrame({k: closed[k] for k in keys}, index=closed.index)
+    start, stop = _utc(closed["filed_at"]), _utc(closed["closed_at"])
+    frame["hours"] = (stop - start).dt.total_seconds() / 3600
+    if calendar is not None and len(closed):
+        frame["working_hours"] = calendar.working_seconds(start, stop) / 3600
+    if keys:
+        return frame.groupby(keys, dropna=False).mean().reset_index()
+    return frame.mean().to_frame().T
+
+
+def label(column: str, lang: str = "zh-CN") -> str:
+    """The official name of a rate column (``close_rate`` → 结案率)."""
+    base = column.rsplit("_", 1)[0] if column.endswith(("_yoy", "_mom")) else column
+    if base not in RATE_NAMES:
+        return column
+    zh, en = RATE_NAMES[base]
+    suffix = {"_yoy": ("同比", "YoY"), "_mom": ("环比", "MoM")}
+    for s, (szh, sen) in suffix.items():
+        if column.endswith(s):
+            return f"{zh}{szh}" if lang.startswith("zh") else f"{en} {sen}"
+    return zh if lang.startswith("zh") else en
