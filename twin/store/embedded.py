@@ -1,0 +1,778 @@
+"""The embedded store: a GeoPackage file written with sqlite3, that QGIS and GDAL open directly."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+import layers as declared
+from twin.errors import (
+    ConfigError,
+    DuplicateIdError,
+    LayerNotFoundError,
+    NotFoundError,
+    StaleUpdateError,
+    StoreUnavailableError,
+    ValidationError,
+)
+from twin.schema import (
+    AUDIT,
+    CASE_HISTORY,
+    CASES,
+    CRS,
+    EVENTS,
+    LAYER_VERSIONS,
+    TABLES,
+    Column,
+    LayerSpec,
+    TableSpec,
+    coerce_series,
+    coerce_table,
+    validate_layer_frame,
+)
+from twin.store import gpkg
+from twin.store.base import GENESIS_HASH, BBox, LayerVersion, Store, audit_hash
+
+LOGGER = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another writer before giving up
+HISTORY_SUFFIX = "__history"
+VERSION_COLUMN = "_version"
+GEOMETRY_COLUMN = "geom"
+FID = "fid"
+# Secondary indexes of the store's own tables, by the filters read_events / read_cases offer.
+INDEXES: dict[str, tuple[str, ...]] = {
+    EVENTS.name: ("observed_at", "grid_code"),
+    CASES.name: ("status", "grid_code"),
+}
+_CASE_COLUMNS = {c.name: c for c in CASES.columns}
+_FIXED_CASE_FIELDS = ("id", "version")
+
+q = gpkg.quote
+
+
+def path_of(url: str | Path) -> Path:
+    """Return the file path of an embedded store URL: a path, ``file://PATH`` or ``gpkg://PATH``."""
+    text = str(url)
+    for prefix in ("gpkg://", "file://"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    if not text:
+        raise ConfigError(
+            f"store URL {str(url)!r} names no file; give a path such as data/twin.gpkg"
+        )
+    return Path(text).expanduser()
+
+
+def _now() -> pd.Timestamp:
+    # milliseconds: the precision a GeoPackage DATETIME keeps, so what we return is what is stored
+    return pd.Timestamp.now(tz="UTC").floor("ms")
+
+
+def _sql_time(value: datetime | str) -> str:
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return gpkg.format_datetimes(pd.Series([stamp]))[0]
+
+
+def _python_value(value: Any, dtype: str) -> Any:
+    """Return a coerced cell as a plain Python value (None when missing), as both stores do."""
+    if value is None or value is pd.NaT or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if dtype == "int":
+        return int(value)
+    if dtype == "float":
+        return float(value)
+    if dtype == "bool":
+        return bool(value)
+    if dtype == "datetime":
+        return pd.Timestamp(value).tz_convert("UTC")
+    return value
+
+
+def _decode(
+    columns: Sequence[Column], rows: list[tuple], *, geometry: bool = False
+) -> pd.DataFrame | gpd.GeoDataFrame:
+    """Typed frame (through coerce_series, as the PostGIS store does) from fetched rows."""
+    names = [c.name for c in columns] + ([GEOMETRY_COLUMN] if geometry else [])
+    raw = (
+        pd.DataFrame.from_records(rows, columns=names)
+        if rows
+        else pd.DataFrame({n: pd.Series([], dtype=object) for n in names})
+    )
+    out = pd.DataFrame({c.name: coerce_series(raw[c.name], c) for c in columns}, index=raw.index)
+    if not geometry:
+        return out
+    geoms = gpkg.decode_geometries(raw[GEOMETRY_COLUMN].tolist())
+    return gpd.GeoDataFrame(out, geometry=geoms, crs=CRS)
+
+
+def _with_points(frame: pd.DataFrame) -> gpd.GeoDataFrame:
+    """Add point geometries built from lon/lat (None where either is missing)."""
+    lon = frame["lon"].to_numpy(dtype=float, na_value=np.nan)
+    lat = frame["lat"].to_numpy(dtype=float, na_value=np.nan)
+    points = shapely.points(np.column_stack([lon, lat])) if len(frame) else np.array([], object)
+    points = np.where(np.isfinite(lon) & np.isfinite(lat), points, None)
+    return gpd.GeoDataFrame(frame, geometry=points, crs=CRS)
+
+
+def _table_ddl(table: TableSpec) -> list[str]:
+    """CREATE statements for one of the store's own tables, derived from its TableSpec."""
+    keys = table.key.split(",")
+    columns = ", ".join(
+        f"{q(c.name)} {gpkg.SQL_TYPES[c.dtype]}{' NOT NULL' if c.name in keys else ''}"
+        for c in table.columns
+    )
+    # GeoPackage wants an INTEGER primary key on every table; the declared key is UNIQUE instead
+    statements = [
+        f"CREATE TABLE IF NOT EXISTS {q(table.name)} ({FID} INTEGER PRIMARY KEY AUTOINCREMENT "
+        f"NOT NULL, {columns}, UNIQUE ({', '.join(q(k) for k in keys)}))"
+    ]
+    statements += [
+        f"CREATE INDEX IF NOT EXISTS {q(f'{table.name}__{c}')} ON {q(table.name)} ({q(c)})"
+        for c in INDEXES.get(table.name, ())
+    ]
+    return statements
+
+
+def _table_columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({q(table)})")]
+
+
+def _add_missing_columns(
+    conn: sqlite3.Connection, table: str, columns: Sequence[Column], existing: Sequence[str]
+) -> None:
+    # a column declared after the table was made: old rows read it as empty
+    for c in columns:
+        if c.name not in existing:
+            LOGGER.info("adding column %s to %s", c.name, table)
+            conn.execute(f"ALTER TABLE {q(table)} ADD COLUMN {q(c.name)} {gpkg.SQL_TYPES[c.dtype]}")
+
+
+def _geometry_type_name(spec: LayerSpec) -> str:
+    return "GEOMETRY" if spec.also_geometry_types else spec.geometry_type.upper()
+
+
+class EmbeddedStore(Store):
+    """A GeoPackage 1.3 file holding the twin's layers (every version), events, cases and audit.
+
+    Each layer ``<name>`` is a GeoPackage table holding its current version — what QGIS and GDAL
+    show — and ``<name>__history`` keeps the rows of every version with a ``_version`` column.
+    Every write is one SQLite transaction (``BEGIN IMMEDIATE``), so a failed write leaves the
+    file as it was and two processes writing the same file take turns. Spatial filtering is done
+    in memory (no SpatiaLite, no GeoPackage R-tree: plain sqlite3 cannot maintain one).
+
+    Parameters
+    ----------
+    url
+        A file path, ``file://PATH`` or ``gpkg://PATH``. The file is created if missing.
+
+    Raises
+    ------
+    ConfigError
+        If the folder does not exist or the file is not a GeoPackage.
+    """
+
+    def __init__(self, url: str | Path) -> None:
+        self.url = str(url)
+        self.path = path_of(url)
+        if self.path.is_dir():
+            raise ConfigError(
+                f"store path {self.path} is a folder; give a file such as {self.path / 'twin.gpkg'}"
+            )
+        if not self.path.parent.is_dir():
+            raise ConfigError(
+                f"folder {self.path.parent} does not exist; create it (mkdir -p "
+                f"{self.path.parent}) or choose another path for the store"
+            )
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._generation = 0
+        self._connections: list[tuple[weakref.ref, sqlite3.Connection]] = []
+        self._initialise()
+
+    # -- connections and transactions -----------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            # WAL: readers (the cockpit, QGIS) do not wait for writers (feeds), nor block them
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                raise ConfigError(
+                    f"{self.path} is not a GeoPackage (nor any SQLite file); "
+                    "choose another path for the store"
+                ) from None
+            raise StoreUnavailableError(
+                f"cannot open the store file {self.path}: {exc}; check that it is readable and "
+                "writable and that the disk is not full"
+            ) from exc
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        """Return this thread's connection (Streamlit and the feeds share one store)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.generation != self._generation:
+            conn = self._connect()
+            with self._lock:
+                self._close_orphans()
+                self._connections.append((weakref.ref(threading.current_thread()), conn))
+                self._local.conn, self._local.generation = conn, self._generation
+        return conn
+
+    def _close_orphans(self) -> None:
+        alive = []
+        for ref, conn in self._connections:
+            thread = ref()
+            if thread is not None and thread.is_alive():
+                alive.append((ref, conn))
+            else:
+                conn.close()
+        self._connections = alive
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run a write transaction: locked at once (IMMEDIATE), committed, or rolled back."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"{self.path} is locked by another writer ({exc}) for more than "
+                f"{BUSY_TIMEOUT_S:.0f} s; finish or cancel edits in other programs (QGIS) and "
+                "try again"
+            ) from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Run a read transaction: every query inside sees the same committed state."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def _initialise(self) -> None:
+        conn = self._conn()
+        if not gpkg.is_geopackage(conn) and gpkg.has_tables(conn):
+            raise ConfigError(
+                f"{self.path} is an SQLite database but not a GeoPackage; "
+                "choose another path for the store"
+            )
+        if self._is_complete(conn):
+            return
+        with self._transaction() as conn:
+            gpkg.initialise(conn)
+            for table in TABLES:
+                existing = _table_columns(conn, table.name)
+                if existing:
+                    _add_missing_columns(conn, table.name, table.columns, existing)
+                for statement in _table_ddl(table):
+                    conn.execute(statement)
+                gpkg.register_table(conn, table.name, description=f"GridTwin {table.name}")
+        # GDAL checks application_id in the main file's header, which WAL only updates at a
+        # checkpoint: make it one now so a fresh file is a GeoPackage to GDAL at once
+        self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _is_complete(self, conn: sqlite3.Connection) -> bool:
+        if not gpkg.is_geopackage(conn):
+            return False
+        for table in TABLES:
+            existing = set(_table_columns(conn, table.name))
+            if not existing or any(c.name not in existing for c in table.columns):
+                return False
+        return True
+
+    def close(self) -> None:
+        """Close every connection this store opened (it reconnects if used again)."""
+        with self._lock:
+            for _, conn in self._connections:
+                conn.close()
+            self._connections = []
+            self._generation += 1
+
+    # -- generic rows -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert(
+        conn: sqlite3.Connection, table: TableSpec, frame: pd.DataFrame, *, or_ignore: bool = False
+    ) -> None:
+        """Insert a frame already coerced with coerce_table, as bound parameters."""
+        values = [gpkg.to_sql_values(frame[c.name], c.dtype) for c in table.columns]
+        names = ", ".join(q(c.name) for c in table.columns)
+        marks = ", ".join("?" for _ in table.columns)
+        verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
+        conn.executemany(
+            f"{verb} INTO {q(table.name)} ({names}) VALUES ({marks})",
+            list(zip(*values, strict=True)),
+        )
+
+    @staticmethod
+    def _select(
+        conn: sqlite3.Connection,
+        table: TableSpec,
+        order: str,
+        clauses: Sequence[str] = (),
+        params: Sequence[Any] = (),
+    ) -> pd.DataFrame:
+        names = ", ".join(q(c.name) for c in table.columns)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = conn.execute(
+            f"SELECT {names} FROM {q(table.name)}{where} ORDER BY {order}", tuple(params)
+        ).fetchall()
+        return _decode(table.columns, rows)
+
+    # -- layers -----------------------------------------------------------------------------------
+
+    def _ensure_layer_tables(self, conn: sqlite3.Connection, spec: LayerSpec) -> None:
+        """Create (or bring up to the declaration) the layer's current and history tables."""
+        geometry = spec.geometry_type is not None
+        description = f"{spec.title_zh} {spec.title_en}"
+        for table, history in ((spec.name, False), (spec.name + HISTORY_SUFFIX, True)):
+            existing = _table_columns(conn, table)
+            if existing and not history and existing != self._current_columns(spec):
+                # the current table shows exactly the declared columns, in order; it is
+                # refilled from the history in this same transaction, so rebuild it
+                LOGGER.info("rebuilding table %s for the declared columns", table)
+                conn.execute(f"DROP TABLE {q(table)}")
+                existing = []
+            if existing:
+                _add_missing_columns(conn, table, spec.all_columns, existing)
+            else:
+                columns = [f"{FID} INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL"]
+                if geometry:
+                    columns.append(f"{q(GEOMETRY_COLUMN)} {_geometry_type_name(spec)}")
+                columns += [
+                    f"{q(c.name)} {gpkg.SQL_TYPES[c.dtype]}"
+                    f"{' NOT NULL' if c.name == spec.id_field else ''}"
+                    for c in spec.all_columns
+                ]
+                if history:
+                    columns += [
+                        f"{VERSION_COLUMN} INTEGER NOT NULL",
+                        f"UNIQUE ({VERSION_COLUMN}, {q(spec.id_field)})",
+                    ]
+                else:
+                    columns.append(f"UNIQUE ({q(spec.id_field)})")
+                conn.execute(f"CREATE TABLE {q(table)} ({', '.join(columns)})")
+            gpkg.register_table(
+                conn,
+                table,
+                description=description + (" (every version)" if history else ""),
+                geometry_type=_geometry_type_name(spec) if geometry else None,
+                geometry_column=GEOMETRY_COLUMN,
+            )
+
+    @staticmethod
+    def _current_columns(spec: LayerSpec) -> list[str]:
+        geometry = [GEOMETRY_COLUMN] if spec.geometry_type is not None else []
+        return [FID, *geometry, *spec.column_names]
+
+    @staticmethod
+    def _layer_select(spec: LayerSpec) -> str:
+        names = [q(n) for n in spec.column_names]
+        if spec.geometry_type is not None:
+            names.append(q(GEOMETRY_COLUMN))
+        return ", ".join(names)
+
+    def _make_current(self, conn: sqlite3.Connection, spec: LayerSpec, version: int) -> None:
+        """Replace the current table's rows with those of *version*; update the extent."""
+        columns = self._layer_select(spec)
+        current, history = q(spec.name), q(spec.name + HISTORY_SUFFIX)
+        conn.execute(f"DELETE FROM {current}")
+        conn.execute(
+            f"INSERT INTO {current} ({columns}) SELECT {columns} FROM {history} "
+            f"WHERE {VERSION_COLUMN} = ? ORDER BY {q(spec.id_field)}",
+            (version,),
+        )
+        conn.execute(
+            f"UPDATE {q(LAYER_VERSIONS.name)} SET {q('current')} = ({q('version')} = ?) "
+            f"WHERE {q('layer')} = ?",
+            (version, spec.name),
+        )
+        bounds = None
+        if spec.geometry_type is not None:
+            blobs = [row[0] for row in conn.execute(f"SELECT {q(GEOMETRY_COLUMN)} FROM {current}")]
+            if blobs:
+                bounds = shapely.total_bounds(gpkg.decode_geometries(blobs))
+        gpkg.touch(conn, spec.name, bounds)
+
+    def _after_rows_written(self, spec: LayerSpec, version: int) -> None:
+        """Run inside write_layer's transaction after the rows are written (a hook; no-op)."""
+
+    def write_layer(
+        self,
+        name: str,
+        frame: gpd.GeoDataFrame | pd.DataFrame,
+        *,
+        actor: str,
+        source: str,
+        note: str = "",
+        report: dict | None = None,
+    ) -> LayerVersion:
+        spec = declared.get_layer(name)
+        frame = validate_layer_frame(spec, frame)
+        values = [gpkg.to_sql_values(frame[c.name], c.dtype) for c in spec.all_columns]
+        names = [q(n) for n in spec.column_names]
+        if spec.geometry_type is not None:
+            values.append(gpkg.encode_geometries(frame.geometry.values))
+            names.append(q(GEOMETRY_COLUMN))
+        created_at = _now()
+        with self._transaction() as conn:
+            self._ensure_layer_tables(conn, spec)
+            version = conn.execute(
+                f"SELECT coalesce(max({q('version')}), 0) + 1 FROM {q(LAYER_VERSIONS.name)} "
+                f"WHERE {q('layer')} = ?",
+                (name,),
+            ).fetchone()[0]
+            values.append([version] * len(frame))
+            names.append(VERSION_COLUMN)
+            conn.executemany(
+                f"INSERT INTO {q(spec.name + HISTORY_SUFFIX)} ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' for _ in names)})",
+                list(zip(*values, strict=True)),
+            )
+            record = {
+                "layer": name,
+                "version": version,
+                "created_at": created_at,
+                "actor": actor,
+                "source": source,
+                "rows": len(frame),
+                "note": note,
+                "report": report,
+                "current": False,
+            }
+            self._insert(conn, LAYER_VERSIONS, coerce_table(LAYER_VERSIONS, pd.DataFrame([record])))
+            self._make_current(conn, spec, version)
+            if spec.geometry_type is not None:
+                self._widen_history_extent(conn, spec, frame)
+            self._after_rows_written(spec, version)
+        LOGGER.info(
+            "%s wrote version %d of layer %s (%d rows) from %s",
+            actor,
+            version,
+            name,
+            len(frame),
+            source,
+        )
+        return LayerVersion(
+            layer=name,
+            version=version,
+            created_at=created_at,
+            actor=actor,
+            source=source,
+            rows=len(frame),
+            note=note,
+            report=report,
+            current=True,
+        )
+
+    @staticmethod
+    def _widen_history_extent(
+        conn: sqlite3.Connection, spec: LayerSpec, frame: gpd.GeoDataFrame
+    ) -> None:
+        table = spec.name + HISTORY_SUFFIX
+        old = conn.execute(
+            "SELECT min_x, min_y, max_x, max_y FROM gpkg_contents WHERE table_name = ?", (table,)
+        ).fetchone()
+        bounds = np.asarray(frame.total_bounds, dtype=float)
+        if old is not None and None not in old:
+            bounds = np.where(np.isfinite(bounds), bounds, old)
+            bounds = np.r_[np.minimum(bounds[:2], old[:2]), np.maximum(bounds[2:], old[2:])]
+        gpkg.touch(conn, table, bounds)
+
+    def _versions(self, conn: sqlite3.Connection, name: str) -> list[LayerVersion]:
+        frame = self._select(conn, LAYER_VERSIONS, q("version"), [f"{q('layer')} = ?"], [name])
+        return [
+            LayerVersion(
+                layer=r["layer"],
+                version=int(r["version"]),
+                created_at=r["created_at"],
+                actor=r["actor"],
+                source=r["source"],
+                rows=int(r["rows"]),
+                note=r["note"] or "",
+                report=json.loads(r["report"]) if r["report"] else None,
+                current=bool(r["current"]),
+            )
+            for r in frame.to_dict("records")
+        ]
+
+    def layer_versions(self, name: str) -> list[LayerVersion]:
+        declared.get_layer(name)
+        with self._snapshot() as conn:
+            return self._versions(conn, name)
+
+    def _missing_version(self, name: str, version: int, versions: list[LayerVersion]) -> None:
+        raise NotFoundError(
+            f"layer {name!r} has no version {version}; its versions are "
+            f"{[v.version for v in versions]} (see scripts/load_layer.py --list or "
+            "store.layer_versions)"
+        )
+
+    def read_layer(self, name: str, version: int | None = None) -> gpd.GeoDataFrame | pd.DataFrame:
+        spec = declared.get_layer(name)
+        geometry = spec.geometry_type is not None
+        with self._snapshot() as conn:
+            versions = self._versions(conn, name)
+            if not versions:
+                raise LayerNotFoundError(
+                    f"layer {name!r} has not been loaded into {self.path} yet; load it with "
+                    f"`python scripts/load_layer.py {name} FILE`"
+                )
+            order = f"{q(spec.id_field)}, {FID}"
+            if version is None:
+                rows = conn.execute(
+                    f"SELECT {self._layer_select(spec)} FROM {q(spec.name)} ORDER BY {order}"
+                ).fetchall()
+            else:
+                version = int(version)
+                if version not in {v.version for v in versions}:
+                    self._missing_version(name, version, versions)
+                rows = conn.execute(
+                    f"SELECT {self._layer_select(spec)} FROM {q(spec.name + HISTORY_SUFFIX)} "
+                    f"WHERE {VERSION_COLUMN} = ? ORDER BY {order}",
+                    (version,),
+                ).fetchall()
+        return _decode(spec.all_columns, rows, geometry=geometry)
+
+    def set_current_version(self, name: str, version: int, *, actor: str) -> LayerVersion:
+        spec = declared.get_layer(name)
+        version = int(version)
+        with self._transaction() as conn:
+            versions = self._versions(conn, name)
+            if version not in {v.version for v in versions}:
+                self._missing_version(name, version, versions)
+            self._ensure_layer_tables(conn, spec)
+            self._make_current(conn, spec, version)
+            chosen = next(v for v in self._versions(conn, name) if v.version == version)
+        LOGGER.info("%s made version %d of layer %s current", actor, version, name)
+        return chosen
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def append_events(self, events: pd.DataFrame) -> int:
+        table = coerce_table(EVENTS, events)
+        missing = table["id"].isna()
+        if missing.any():
+            raise ValidationError(
+                f"every event needs an id; {int(missing.sum())} of {len(table)} have none. "
+                "Nothing was stored; give each message a unique id."
+            )
+        received = table["received_at"].astype("datetime64[ns, UTC]")
+        table["received_at"] = received.fillna(_now().as_unit("ns"))
+        with self._transaction() as conn:
+            before = conn.total_changes
+            self._insert(conn, EVENTS, table, or_ignore=True)
+            added = conn.total_changes - before
+        LOGGER.debug("stored %d of %d events", added, len(table))
+        return added
+
+    def read_events(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        bbox: BBox | None = None,
+        grid_code: str | None = None,
+        kind: str | None = None,
+    ) -> gpd.GeoDataFrame:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if start is not None:
+            clauses.append("observed_at >= ?")
+            params.append(_sql_time(start))
+        if end is not None:
+            clauses.append("observed_at < ?")
+            params.append(_sql_time(end))
+        if bbox is not None:
+            min_lon, min_lat, max_lon, max_lat = (float(b) for b in bbox)
+            clauses.append("lon >= ? AND lon <= ? AND lat >= ? AND lat <= ?")
+            params += [min_lon, max_lon, min_lat, max_lat]
+        if grid_code is not None:
+            clauses.append("grid_code = ?")
+            params.append(grid_code)
+        if kind is not None:
+            clauses.append("kind = ?")
+            params.append(kind)
+        with self._snapshot() as conn:
+            frame = self._select(conn, EVENTS, "observed_at, id", clauses, params)
+        return _with_points(frame)
+
+    # -- cases ------------------------------------------------------------------------------------
+
+    def _steps(self, case_id: str, version: int, history: dict[str, Any]) -> pd.DataFrame:
+        step = {**history, "case_id": case_id, "version": version}
+        step.setdefault("at", _now())
+        return coerce_table(CASE_HISTORY, pd.DataFrame([step]))
+
+    def _get_case(self, conn: sqlite3.Connection, case_id: str) -> dict[str, Any]:
+        frame = self._select(conn, CASES, "id", ["id = ?"], [case_id])
+        if frame.empty:
+            raise NotFoundError(
+                f"no case {case_id!r} in the store; check the id (read_cases lists the cases)"
+            )
+        row = frame.iloc[0]
+        return {c.name: _python_value(row[c.name], c.dtype) for c in CASES.columns}
+
+    def create_case(
+        self, case: dict[str, Any], *, history: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        record = {**case, "version": 1}
+        record.setdefault("updated_at", _now())
+        frame = coerce_table(CASES, pd.DataFrame([record]))
+        case_id = frame.loc[0, "id"]
+        if case_id is None:
+            raise ValidationError("a case needs an id; give one (the cases module makes them)")
+        steps = None if history is None else self._steps(case_id, 1, history)
+        with self._transaction() as conn:
+            if conn.execute(f"SELECT 1 FROM {q(CASES.name)} WHERE id = ?", (case_id,)).fetchone():
+                raise DuplicateIdError(
+                    f"case {case_id!r} exists already; change it with update_case or give the "
+                    "new case another id"
+                )
+            self._insert(conn, CASES, frame)
+            if steps is not None:
+                self._insert(conn, CASE_HISTORY, steps)
+            return self._get_case(conn, case_id)
+
+    def update_case(
+        self,
+        case_id: str,
+        changes: dict[str, Any],
+        *,
+        expected_version: int,
+        history: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        unknown = sorted(k for k in changes if k not in _CASE_COLUMNS)
+        fixed = sorted(k for k in changes if k in _FIXED_CASE_FIELDS)
+        problems = []
+        if unknown:
+            problems.append(f"cases have no fields {unknown}")
+        if fixed:
+            problems.append(
+                f"{fixed} cannot be changed: the store keeps the id and counts the "
+                "version itself (pass expected_version)"
+            )
+        if problems:
+            allowed = [n for n in _CASE_COLUMNS if n not in _FIXED_CASE_FIELDS]
+            raise ValidationError("; ".join(problems) + f". Fields that can change: {allowed}.")
+        values = {**changes}
+        values.setdefault("updated_at", _now())
+        bound = {
+            k: gpkg.to_sql_values(
+                coerce_series(pd.Series([v], dtype=object), _CASE_COLUMNS[k]),
+                _CASE_COLUMNS[k].dtype,
+            )[0]
+            for k, v in values.items()
+        }
+        expected_version = int(expected_version)
+        steps = None if history is None else self._steps(case_id, expected_version + 1, history)
+        sets = ", ".join(f"{q(k)} = ?" for k in bound)
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                f"UPDATE {q(CASES.name)} SET {sets}, version = version + 1 "
+                "WHERE id = ? AND version = ?",
+                (*bound.values(), case_id, expected_version),
+            )
+            if cursor.rowcount == 0:
+                row = conn.execute(
+                    f"SELECT version FROM {q(CASES.name)} WHERE id = ?", (case_id,)
+                ).fetchone()
+                if row is None:
+                    raise NotFoundError(
+                        f"no case {case_id!r} in the store; check the id "
+                        "(read_cases lists the cases)"
+                    )
+                raise StaleUpdateError(
+                    f"case {case_id} was changed by someone else (now version {row[0]}, you had "
+                    f"{expected_version}); reload it and try again"
+                )
+            if steps is not None:
+                self._insert(conn, CASE_HISTORY, steps)
+            return self._get_case(conn, case_id)
+
+    def get_case(self, case_id: str) -> dict[str, Any]:
+        with self._snapshot() as conn:
+            return self._get_case(conn, case_id)
+
+    def case_history(self, case_id: str) -> pd.DataFrame:
+        with self._snapshot() as conn:
+            return self._select(conn, CASE_HISTORY, "version", ["case_id = ?"], [case_id])
+
+    def read_cases(
+        self, *, status: str | None = None, grid_code: str | None = None
+    ) -> gpd.GeoDataFrame:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if grid_code is not None:
+            clauses.append("grid_code = ?")
+            params.append(grid_code)
+        with self._snapshot() as conn:
+            frame = self._select(conn, CASES, "id", clauses, params)
+        return _with_points(frame)
+
+    # -- audit ------------------------------------------------------------------------------------
+
+    def append_audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        detail: dict[str, Any] | None = None,
+        origin: str = "",
+    ) -> dict[str, Any]:
+        detail_column = next(c for c in AUDIT.columns if c.name == "detail")
+        detail_text = coerce_series(pd.Series([detail], dtype=object), detail_column)[0]
+        with self._transaction() as conn:
+            last = conn.execute(
+                f"SELECT seq, hash FROM {q(AUDIT.name)} ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            seq, prev = (int(last[0]) + 1, last[1]) if last else (1, GENESIS_HASH)
+            row = {
+                "seq": seq,
+                "at": _now(),
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "detail": detail_text,
+                "origin": origin,
+                "prev_hash": prev,
+            }
+            row["hash"] = audit_hash(prev, row)
+            self._insert(conn, AUDIT, coerce_table(AUDIT, pd.DataFrame([row])))
+        return row
+
+    def read_audit(self) -> pd.DataFrame:
+        with self._snapshot() as conn:
+            return self._select(conn, AUDIT, "seq")
