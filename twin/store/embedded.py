@@ -105,16 +105,33 @@ def _python_value(value: Any, dtype: str) -> Any:
 
 
 def _decode(
-    columns: Sequence[Column], rows: list[tuple], *, geometry: bool = False
+    columns: Sequence[Column],
+    rows: list[tuple],
+    *,
+    geometry: bool = False,
+    canonical_json: bool = False,
 ) -> pd.DataFrame | gpd.GeoDataFrame:
-    """Typed frame (through coerce_series, as the PostGIS store does) from fetched rows."""
+    """Typed frame (through coerce_series, as the PostGIS store does) from fetched rows.
+
+    With *canonical_json* JSON text is returned as stored: the store's own tables only ever
+    receive canonical JSON (written through coerce_series), and re-parsing it costs most of the
+    time of reading many events. Layer tables are re-checked, since people edit them in QGIS.
+    """
     names = [c.name for c in columns] + ([GEOMETRY_COLUMN] if geometry else [])
     raw = (
         pd.DataFrame.from_records(rows, columns=names)
         if rows
         else pd.DataFrame({n: pd.Series([], dtype=object) for n in names})
     )
-    out = pd.DataFrame({c.name: coerce_series(raw[c.name], c) for c in columns}, index=raw.index)
+    out = pd.DataFrame(
+        {
+            c.name: raw[c.name].astype(object).where(raw[c.name].notna(), None)
+            if canonical_json and c.dtype == "json"
+            else coerce_series(raw[c.name], c)
+            for c in columns
+        },
+        index=raw.index,
+    )
     if not geometry:
         return out
     geoms = gpkg.decode_geometries(raw[GEOMETRY_COLUMN].tolist())
@@ -346,7 +363,7 @@ class EmbeddedStore(Store):
         rows = conn.execute(
             f"SELECT {names} FROM {q(table.name)}{where} ORDER BY {order}", tuple(params)
         ).fetchall()
-        return _decode(table.columns, rows)
+        return _decode(table.columns, rows, canonical_json=True)
 
     # -- layers -----------------------------------------------------------------------------------
 
