@@ -1,0 +1,181 @@
+"""Query 6: case or alarm density in H3 hexagons and Getis-Ord Gi* hot spots over k-ring weights.
+
+Gi* of cell i, with counts x over the n study cells, binary weights w_ij = 1 when j lies within
+k rings of i (i itself included), x̄ the mean and S = sqrt(Σx²/n − x̄²)::
+
+    Gi* = (Σ_j w_ij x_j − x̄ Σ_j w_ij) / (S · sqrt((n Σ_j w_ij² − (Σ_j w_ij)²) / (n − 1)))
+
+Gi* is a z-score; its two-sided p-value is erfc(|z| / √2) (Getis & Ord 1992, Ord & Getis 1995).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from scipy.sparse import csr_matrix
+from scipy.special import erfc
+
+from twin.errors import ValidationError
+from twin.query import sql as q
+from twin.query._common import QueryResult, count, is_postgis, study_area
+from twin.query.counts import TABLE_SOURCES, _time
+from twin.schema import CRS
+
+LOGGER = logging.getLogger(__name__)
+
+
+def getis_ord_gi_star(x: np.ndarray, weights) -> tuple[np.ndarray, np.ndarray]:
+    """Gi* z-scores and two-sided p-values of values *x* under the sparse *weights* matrix.
+
+    *weights* must include the diagonal (Gi*, not Gi). With fewer than two cells or no variance
+    every z is 0 and every p is 1.
+    """
+    x = np.asarray(x, dtype=float)
+    n = len(x)
+    if n < 2:
+        return np.zeros(n), np.ones(n)
+    mean = x.mean()
+    s = np.sqrt(max((x * x).mean() - mean * mean, 0.0))
+    w_sum = np.asarray(weights.sum(axis=1)).ravel()
+    w_sq = np.asarray(weights.multiply(weights).sum(axis=1)).ravel()
+    num = weights @ x - mean * w_sum
+    den = s * np.sqrt(np.maximum(n * w_sq - w_sum**2, 0.0) / (n - 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(den > 0, num / den, 0.0)
+    return z, erfc(np.abs(z) / np.sqrt(2.0))
+
+
+def ring_weights(cells: list[str], k: int) -> csr_matrix:
+    """Binary weights: 1 where cell j is within *k* H3 rings of cell i (self included)."""
+    import h3
+
+    pos = {c: i for i, c in enumerate(cells)}
+    rows, cols = [], []
+    for i, c in enumerate(cells):  # one C call per cell; grid_disk has no array form
+        for d in h3.grid_disk(c, k):
+            j = pos.get(d)
+            if j is not None:
+                rows.append(i)
+                cols.append(j)
+    n = len(cells)
+    return csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+
+
+def _points(store: Any, source: str, t0, t1, type_) -> pd.DataFrame:
+    table, time_col, type_col = TABLE_SOURCES[source]
+    if is_postgis(store):  # only lon/lat of the period leave the database
+        filters, params = ["lon IS NOT NULL", "lat IS NOT NULL"], {}
+        if t0 is not None:
+            filters.append(f"{q.ident(time_col)} >= :t0")
+            params["t0"] = t0.to_pydatetime()
+        if t1 is not None:
+            filters.append(f"{q.ident(time_col)} < :t1")
+            params["t1"] = t1.to_pydatetime()
+        if type_ is not None:
+            filters.append(f"{q.ident(type_col)} = :type")
+            params["type"] = type_
+        sql = f"SELECT lon, lat FROM {q.table(store, table.name)} WHERE {' AND '.join(filters)}"
+        return q.run(store, sql, params)
+    if source == "events":
+        frame = store.read_events(t0, t1, kind=type_)
+    else:
+        frame = store.read_cases()
+        times = pd.to_datetime(frame["requested_at"], utc=True)
+        keep = np.ones(len(frame), dtype=bool)
+        if t0 is not None:
+            keep &= (times >= t0).to_numpy()
+        if t1 is not None:
+            keep &= (times < t1).to_numpy()
+        if type_ is not None:
+            keep &= (frame["service_code"] == type_).to_numpy()
+        frame = frame[keep]
+    return pd.DataFrame(frame)[["lon", "lat"]].dropna()
+
+
+def hot_spots(
+    store: Any,
+    source: str = "cases",
+    *,
+    start: Any = None,
+    end: Any = None,
+    type: str | None = None,  # noqa: A002
+    resolution: int = 10,
+    k: int = 1,
+    alpha: float = 0.05,
+) -> QueryResult:
+    """Density of cases or events per H3 hexagon and their Getis-Ord Gi* hot and cold spots.
+
+    Parameters
+    ----------
+    store
+        An open store.
+    source
+        ``"cases"`` or ``"events"`` (alarms: ``type="alarm"``).
+    start, end
+        The period (cases by ``requested_at``, events by ``observed_at``).
+    type
+        Event ``kind`` or case ``service_code``.
+    resolution
+        H3 resolution, 7–12 (10: hexagons of about 15,000 m², edge ≈ 66 m).
+    k
+        Neighbourhood: cells within k rings count as neighbours (≥ 1).
+    alpha
+        Significance level for calling a cell hot or cold.
+
+    Returns
+    -------
+    QueryResult
+        One hexagon per study cell (the community area's cells plus any with points):
+        ``h3``, ``count``, ``density_per_km2``, ``gi_z``, ``gi_p``, ``spot`` (hot / cold /
+        not significant), ``confidence`` (99 / 95 / 90 / 0).
+
+    Raises
+    ------
+    ValidationError
+        Unknown source, bad resolution, k, alpha or period.
+    """
+    import h3
+
+    if source not in TABLE_SOURCES:
+        raise ValidationError(f"source must be 'cases' or 'events', got {source!r}")
+    res = count("resolution", resolution, minimum=0)
+    if not 7 <= res <= 12:
+        raise ValidationError(f"resolution must lie in 7–12 for a community, got {resolution!r}")
+    k = count("k", k)
+    if not 0 < float(alpha) < 1:
+        raise ValidationError(f"alpha must lie between 0 and 1, got {alpha!r}")
+    t0, t1 = _time("start", start), _time("end", end)
+    versions: dict[str, Any] = {}
+    pts = _points(store, source, t0, t1, type)
+    point_cells = [h3.latlng_to_cell(la, lo, res) for lo, la in
+                   zip(pts["lon"].to_numpy(float), pts["lat"].to_numpy(float))]
+    counts = pd.Series(point_cells, dtype=object).value_counts()
+    area = study_area(store, versions)
+    cells = set(counts.index)
+    if area is not None:
+        cells |= set(h3.geo_to_cells(shapely.geometry.mapping(area), res))
+    else:
+        for c in list(cells):
+            cells |= set(h3.grid_disk(c, k))
+    cells = sorted(cells)
+    x = counts.reindex(cells).fillna(0).to_numpy(dtype=float)
+    z, p = getis_ord_gi_star(x, ring_weights(cells, k))
+    area_km2 = np.array([h3.cell_area(c, "km^2") for c in cells])
+    spot = np.where(p < alpha, np.where(z > 0, "hot", "cold"), "not significant")
+    confidence = np.select([p < 0.01, p < 0.05, p < 0.10], [99, 95, 90], 0)
+    boundary = [shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)])
+                for c in cells]
+    frame = gpd.GeoDataFrame(
+        {"h3": cells, "count": x.astype("int64"), "density_per_km2": x / area_km2,
+         "gi_z": z, "gi_p": p, "spot": spot, "confidence": confidence},
+        geometry=boundary, crs=CRS)
+    params = {"source": source, "start": t0, "end": t1, "type": type, "resolution": res, "k": k,
+              "alpha": float(alpha)}
+    notes = {"points": int(len(pts)), "hot": int((spot == "hot").sum()),
+             "cold": int((spot == "cold").sum())}
+    return QueryResult("hot_spots", frame, params, None, versions, f"h3-gi*-k{k}", notes=notes)

@@ -1,0 +1,375 @@
+"""Queries 1 and 2: features within N metres, and the k nearest (optionally by live state)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from twin.errors import NotFoundError, ValidationError
+from twin.query import sql as q
+from twin.query._common import (
+    QueryResult,
+    check_in_area,
+    count,
+    is_postgis,
+    lonlat,
+    positive,
+    read,
+    sort_key_distance,
+    spec_of,
+    study_area,
+    to_metric,
+    utm_crs,
+)
+from twin.schema import CRS, LayerSpec
+
+LOGGER = logging.getLogger(__name__)
+
+OPS = {"=": "=", "==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_CONDITION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|!=|==|=|<|>)\s*(.+?)\s*$")
+
+
+# -- the target: a point or another feature -------------------------------------------------------
+
+
+def _target(store: Any, point: Any, of: Any, versions: dict) -> tuple[shapely.Geometry, str, Any]:
+    """The geometry to measure from (EPSG:4326), its metric CRS, and the feature to leave out."""
+    if (point is None) == (of is None):
+        raise ValidationError("give either point=lon,lat or of=layer:id (exactly one of them)")
+    if point is not None:
+        lon, lat = lonlat(point)
+        check_in_area(study_area(store, versions), lon, lat)
+        return shapely.Point(lon, lat), utm_crs(lon, lat), None
+    if isinstance(of, str):
+        if ":" not in of:
+            raise ValidationError(f"of must be layer:id (e.g. buildings:B1), got {of!r}")
+        of = tuple(of.split(":", 1))
+    try:
+        layer, fid = of
+    except (TypeError, ValueError):
+        raise ValidationError(f"of must be (layer, id) or 'layer:id', got {of!r}") from None
+    spec = spec_of(layer)
+    frame = read(store, layer, versions)
+    hit = frame[frame[spec.id_field].astype(str) == str(fid)]
+    if hit.empty:
+        raise NotFoundError(
+            f"layer {layer!r} has no feature with {spec.id_field} = {fid!r}; check the id"
+        )
+    geom = hit.geometry.iloc[0]
+    c = geom.centroid
+    return geom, utm_crs(c.x, c.y), (layer, str(fid))
+
+
+# -- filters --------------------------------------------------------------------------------------
+
+
+def parse_where(where: Any) -> list[tuple[str, str, Any]]:
+    """Conditions as ``(column, op, value)``: from a dict (equality), tuples or ``"col>=3"`` text."""
+    if where is None or where == "" or where == []:
+        return []
+    if isinstance(where, dict):
+        return [(k, "=", v) for k, v in where.items()]
+    if isinstance(where, (str, tuple)):
+        where = [where]
+    out = []
+    for item in where:
+        if isinstance(item, str):
+            m = _CONDITION.match(item)
+            if not m:
+                raise ValidationError(
+                    f"cannot read the condition {item!r}; write column op value, e.g. "
+                    "available_spaces>0 or kind=clinic (ops: = != < <= > >=)"
+                )
+            col, op, raw = m.groups()
+            try:
+                value: Any = float(raw)
+            except ValueError:
+                value = raw.strip("'\"")
+            item = (col, op, value)
+        try:
+            col, op, value = item
+        except (TypeError, ValueError):
+            raise ValidationError(f"a condition is (column, op, value); got {item!r}") from None
+        if op not in OPS:
+            raise ValidationError(f"unknown operator {op!r}; use one of {', '.join(OPS)}")
+        out.append((col, OPS[op], value))
+    return out
+
+
+def _mask(frame: pd.DataFrame, conditions: list[tuple[str, str, Any]]) -> np.ndarray:
+    keep = np.ones(len(frame), dtype=bool)
+    for col, op, value in conditions:
+        s = frame[col]
+        if isinstance(value, float) and not pd.api.types.is_numeric_dtype(s):
+            s = pd.to_numeric(s, errors="coerce")
+        elif not isinstance(value, float) and pd.api.types.is_numeric_dtype(s):
+            raise ValidationError(f"column {col!r} is numeric; compare it with a number")
+        res = {"=": s == value, "<>": s != value, "<": s < value, "<=": s <= value,
+               ">": s > value, ">=": s >= value}[op]
+        keep &= res.fillna(False).to_numpy(dtype=bool)
+    return keep
+
+
+def _split_conditions(spec: LayerSpec, conditions, state: pd.DataFrame | None):
+    """Conditions on declared columns (go to the layer) and on live-state columns."""
+    on_layer, on_state = [], []
+    for cond in conditions:
+        col = cond[0]
+        if state is not None and col in state.columns and col != spec.id_field:
+            on_state.append(cond)
+        elif col in spec.column_names and spec.column(col).dtype != "json":
+            on_layer.append(cond)
+        else:
+            known = [c for c in spec.column_names if c != "attrs"]
+            known += [] if state is None else [c for c in state.columns if c != spec.id_field]
+            raise ValidationError(
+                f"cannot filter {spec.name!r} on {col!r}; columns: {', '.join(known)}"
+            )
+    return on_layer, on_state
+
+
+def _state_ids(spec: LayerSpec, state: pd.DataFrame | None, on_state) -> pd.DataFrame | None:
+    """The live-state rows that pass the state conditions (id column first)."""
+    if state is None:
+        return None
+    if spec.id_field not in state.columns:
+        raise ValidationError(
+            f"the live state for {spec.name!r} needs an {spec.id_field!r} column; it has "
+            f"{list(state.columns)}"
+        )
+    state = pd.DataFrame(state).copy()
+    state[spec.id_field] = state[spec.id_field].astype(str)
+    return state[_mask(state, on_state)].drop_duplicates(spec.id_field)
+
+
+# -- query 1: within distance ---------------------------------------------------------------------
+
+
+def within_distance(
+    store: Any,
+    layer: str,
+    distance_m: float,
+    *,
+    point: Any = None,
+    of: Any = None,
+    engine: str | None = None,
+) -> QueryResult:
+    """Features of *layer* within *distance_m* metres of a point or of another feature.
+
+    Parameters
+    ----------
+    store
+        An open store.
+    layer
+        A declared layer with geometry.
+    distance_m
+        The distance in metres (≥ 0), measured in the UTM zone of the point.
+    point
+        ``(lon, lat)`` in EPSG:4326, or ``"lon,lat"``.
+    of
+        ``(layer, id)`` or ``"layer:id"``: measure from that feature instead (it is left out).
+    engine
+        ``"sql"`` or ``"memory"``; by default SQL on PostGIS, memory otherwise.
+
+    Returns
+    -------
+    QueryResult
+        The layer's columns plus ``distance_m``, nearest first (ties by id).
+
+    Raises
+    ------
+    LayerNotFoundError, ValidationError, NotFoundError
+        Unknown layer, bad distance or point, point outside the area, unknown feature.
+    """
+    spec = spec_of(layer)
+    distance = positive("distance_m", distance_m)
+    versions: dict[str, Any] = {}
+    target, crs, self_id = _target(store, point, of, versions)
+    use_sql = _use_sql(store, engine)
+    if use_sql:
+        frame = _within_sql(store, spec, target, crs, distance, self_id)
+        versions.setdefault(layer, _version(store, layer))
+    else:
+        frame = _within_memory(read(store, layer, versions), spec, target, crs, distance, self_id)
+    params = {"layer": layer, "distance_m": distance, "point": point, "of": of}
+    return QueryResult("within", frame, params, crs, versions,
+                       "postgis" if use_sql else "straight-line")
+
+
+def _use_sql(store: Any, engine: str | None) -> bool:
+    if engine not in (None, "sql", "memory"):
+        raise ValidationError(f"engine must be 'sql' or 'memory', got {engine!r}")
+    if engine == "sql" and not is_postgis(store):
+        raise ValidationError("engine='sql' needs a PostGIS store")
+    return engine != "memory" and is_postgis(store)
+
+
+def _version(store: Any, layer: str) -> int | None:
+    from twin.query._common import current_version
+
+    return current_version(store, layer)
+
+
+def _within_memory(frame, spec, target, crs, distance, self_id) -> gpd.GeoDataFrame:
+    geoms = to_metric(frame, crs)
+    tgt = gpd.GeoSeries([target], crs=CRS).to_crs(crs).values[0]
+    tree = shapely.STRtree(geoms)
+    idx = tree.query(tgt, predicate="dwithin", distance=distance)
+    out = frame.iloc[idx].copy()
+    out["distance_m"] = shapely.distance(geoms[idx], tgt)
+    out = _drop_self(out, spec, self_id)
+    return _order(out, spec)
+
+
+def _drop_self(frame, spec, self_id):
+    if self_id is not None and self_id[0] == spec.name:
+        frame = frame[frame[spec.id_field].astype(str) != self_id[1]]
+    return frame
+
+
+def _order(frame: gpd.GeoDataFrame, spec: LayerSpec, k: int | None = None) -> gpd.GeoDataFrame:
+    frame = frame.assign(_d=sort_key_distance(frame["distance_m"].to_numpy()))
+    frame = frame.sort_values(["_d", spec.id_field], kind="stable").drop(columns="_d")
+    if k is not None:
+        frame = frame.head(k)
+    return gpd.GeoDataFrame(frame, geometry=frame.geometry.name, crs=CRS).reset_index(drop=True)
+
+
+_TARGET_SQL = (
+    "WITH q AS (SELECT ST_GeomFromWKB(:wkb, 4326) AS g, "
+    "ST_Transform(ST_GeomFromWKB(:wkb, 4326), :srid) AS gm)"
+)
+
+
+def _within_sql(store, spec, target, crs, distance, self_id) -> gpd.GeoDataFrame:
+    tbl = q.table(store, spec.name)
+    idf = f"t.{q.ident(spec.id_field)}"
+    params = {"wkb": shapely.to_wkb(target), "srid": q.srid(crs), "d": distance,
+              "pad": distance * 1.01 + 10.0}
+    not_self = ""
+    if self_id is not None and self_id[0] == spec.name:
+        not_self = f" AND {idf}::text <> :self"
+        params["self"] = self_id[1]
+    sql = (
+        f"{_TARGET_SQL} SELECT {q.select_list(spec.all_columns)}, "
+        "ST_Distance(ST_Transform(t.geom, :srid), q.gm) AS distance_m "
+        f"FROM {tbl} t, q WHERE t.geom && ST_Transform(ST_Expand(q.gm, :pad), 4326) "
+        f"AND ST_DWithin(ST_Transform(t.geom, :srid), q.gm, :d){not_self} "
+        f"ORDER BY round(ST_Distance(ST_Transform(t.geom, :srid), q.gm)::numeric, 3), {idf}"
+    )
+    return q.layer_frame(spec, q.run(store, sql, params), ["distance_m"]).reset_index(drop=True)
+
+
+# -- query 2: k nearest ---------------------------------------------------------------------------
+
+
+def nearest(
+    store: Any,
+    layer: str,
+    k: int = 5,
+    *,
+    point: Any = None,
+    of: Any = None,
+    where: Any = None,
+    state: pd.DataFrame | None = None,
+    engine: str | None = None,
+) -> QueryResult:
+    """The *k* features of *layer* nearest to a point or feature, optionally filtered.
+
+    Parameters
+    ----------
+    store
+        An open store.
+    layer
+        A declared layer with geometry.
+    k
+        How many (≥ 1).
+    point, of
+        Where to measure from, as in :func:`within_distance`.
+    where
+        Conditions on declared columns or live-state columns: ``{"kind": "surface"}``,
+        ``[("available_spaces", ">", 0)]`` or ``"available_spaces>0"``.
+    state
+        Live state, one row per feature keyed by the layer's id field (e.g. ``lot_id`` and
+        ``available_spaces``); when given, only features present in it are candidates and its
+        columns are joined to the answer.
+    engine
+        ``"sql"`` or ``"memory"``; by default SQL on PostGIS (KNN ``<->``), memory otherwise.
+
+    Returns
+    -------
+    QueryResult
+        At most *k* rows, nearest first (ties by id), with ``distance_m`` and ``rank``.
+
+    Raises
+    ------
+    LayerNotFoundError, ValidationError, NotFoundError
+        Unknown layer or column, k < 1, bad point or point outside the area, unknown feature.
+    """
+    spec = spec_of(layer)
+    k = count("k", k)
+    versions: dict[str, Any] = {}
+    conditions = parse_where(where)
+    on_layer, on_state = _split_conditions(spec, conditions, state)
+    target, crs, self_id = _target(store, point, of, versions)
+    live = _state_ids(spec, state, on_state)
+    use_sql = _use_sql(store, engine)
+    if use_sql:
+        frame = _nearest_sql(store, spec, target, crs, k, self_id, on_layer, live)
+        versions.setdefault(layer, _version(store, layer))
+    else:
+        frame = read(store, layer, versions)
+        frame = frame[_mask(frame, on_layer)]
+        if live is not None:
+            frame = frame[frame[spec.id_field].astype(str).isin(live[spec.id_field])]
+        frame = _drop_self(frame, spec, self_id)
+        tgt = gpd.GeoSeries([target], crs=CRS).to_crs(crs).values[0]
+        frame = frame.assign(distance_m=shapely.distance(to_metric(frame, crs), tgt))
+        frame = _order(frame, spec, k)
+    if live is not None:
+        extra = live.drop(columns=[c for c in live.columns if c in frame.columns and
+                                   c != spec.id_field])
+        frame = frame.merge(extra, on=spec.id_field, how="left")
+        frame = gpd.GeoDataFrame(frame, geometry="geometry", crs=CRS)
+    frame["rank"] = np.arange(1, len(frame) + 1)
+    params = {"layer": layer, "k": k, "point": point, "of": of,
+              "where": [list(c) for c in conditions], "state": None if state is None else
+              f"{len(state)} rows"}
+    return QueryResult("nearest", frame, params, crs, versions,
+                       "postgis" if use_sql else "straight-line")
+
+
+def _nearest_sql(store, spec, target, crs, k, self_id, on_layer, live) -> gpd.GeoDataFrame:
+    tbl = q.table(store, spec.name)
+    idf = f"t.{q.ident(spec.id_field)}"
+    params: dict[str, Any] = {"wkb": shapely.to_wkb(target), "srid": q.srid(crs), "k": k}
+    filters = []
+    for i, (col, op, value) in enumerate(on_layer):
+        filters.append(f"t.{q.ident(col)} {op} :v{i}")  # op from the OPS whitelist
+        params[f"v{i}"] = value
+    if self_id is not None and self_id[0] == spec.name:
+        filters.append(f"{idf}::text <> :self")
+        params["self"] = self_id[1]
+    if live is not None:
+        filters.append(f"{idf}::text = ANY(:ids)")
+        params["ids"] = live[spec.id_field].tolist()
+    where = "".join(f" AND {f}" for f in filters)
+    dist = "ST_Distance(ST_Transform(t.geom, :srid), q.gm)"
+    # KNN (<->, GiST) finds k candidates; the k-th of them bounds the true k-th metric distance,
+    # and an exact metric search within that bound gives the answer, ties broken by id.
+    sql = (
+        f"{_TARGET_SQL}, cand AS (SELECT {dist} AS d FROM {tbl} t, q WHERE TRUE{where} "
+        "ORDER BY t.geom <-> q.g LIMIT :k), r AS (SELECT max(d) AS dmax FROM cand) "
+        f"SELECT {q.select_list(spec.all_columns)}, {dist} AS distance_m FROM {tbl} t, q, r "
+        "WHERE r.dmax IS NOT NULL "
+        "AND t.geom && ST_Transform(ST_Expand(q.gm, r.dmax * 1.01 + 10), 4326) "
+        f"AND ST_DWithin(ST_Transform(t.geom, :srid), q.gm, r.dmax + 0.001){where} "
+        f"ORDER BY round({dist}::numeric, 3), {idf} LIMIT :k"
+    )
+    return q.layer_frame(spec, q.run(store, sql, params), ["distance_m"]).reset_index(drop=True)
