@@ -1,0 +1,132 @@
+"""The Twin: a store's layers held in memory, re-read when a newer version becomes current."""
+
+from __future__ import annotations
+
+import logging
+
+import geopandas as gpd
+import pandas as pd
+
+import layers
+from twin.enrich import assign_grids
+from twin.errors import LayerNotFoundError
+from twin.store.base import LayerVersion, Store
+
+LOGGER = logging.getLogger(__name__)
+
+Frame = gpd.GeoDataFrame | pd.DataFrame
+
+
+def current_version(store: Store, name: str) -> LayerVersion | None:
+    """Return the current version of layer *name* in *store*, or None if never written."""
+    for version in reversed(store.layer_versions(name)):
+        if version.current:
+            return version
+    return None
+
+
+def put_layer(
+    store: Store,
+    name: str,
+    frame: Frame,
+    *,
+    actor: str,
+    source: str,
+    note: str = "",
+    report: dict | None = None,
+) -> LayerVersion:
+    """Write *frame* as the next version of layer *name*, its grids assigned first.
+
+    For located layers the unit grid, responsibility grid, community and street of every feature
+    come from the store's current ``grid_cells`` (when there are any; otherwise the frame's own
+    values are kept).
+
+    Parameters
+    ----------
+    store
+        Where to write.
+    name
+        A declared layer.
+    frame
+        The features, in any CRS the store accepts.
+    actor, source, note, report
+        Recorded with the version (who, from what file or script, why, loader report).
+
+    Returns
+    -------
+    LayerVersion
+        The version written.
+
+    Raises
+    ------
+    LayerNotFoundError
+        If *name* is not a declared layer.
+    ValidationError
+        If the frame breaks a declared rule; nothing is written.
+    """
+    spec = layers.get_layer(name)
+    if spec.located and spec.geometry_type is not None and name != "grid_cells":
+        if current_version(store, "grid_cells") is not None:
+            grids = store.read_layer("grid_cells")
+            if len(grids):
+                frame = assign_grids(frame, grids)
+        else:
+            LOGGER.info("no grid_cells in %r yet; %s keeps its own grid columns", store, name)
+    return store.write_layer(name, frame, actor=actor, source=source, note=note, report=report)
+
+
+class Twin:
+    """Layers of a store held in memory, each re-read only when its current version changes.
+
+    Parameters
+    ----------
+    store
+        The store to read from (and write to through :meth:`put_layer`).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[str, tuple[int, Frame]] = {}
+
+    def versions(self) -> dict[str, int]:
+        """Return layer name → current version number, for every layer the store holds."""
+        out = {}
+        for name in layers.names():
+            version = current_version(self.store, name)
+            if version is not None:
+                out[name] = version.version
+        return out
+
+    def layer(self, name: str) -> Frame:
+        """Return the current version of layer *name*, cached until another one becomes current.
+
+        Raises
+        ------
+        LayerNotFoundError
+            If the layer is not declared or the store has no version of it.
+        """
+        layers.get_layer(name)
+        version = current_version(self.store, name)
+        if version is None:
+            self._cache.pop(name, None)
+            raise LayerNotFoundError(
+                f"layer {name!r} has no data in {self.store!r} yet; load it with "
+                f"scripts/load_layer.py or build the demo with scripts/make_demo.py."
+            )
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] == version.version:
+            return cached[1]
+        LOGGER.debug("reading %s version %d", name, version.version)
+        frame = self.store.read_layer(name, version=version.version)
+        self._cache[name] = (version.version, frame)
+        return frame
+
+    def put_layer(self, name: str, frame: Frame, **kwargs) -> LayerVersion:
+        """Write a layer through :func:`put_layer` and drop its cached copy."""
+        version = put_layer(self.store, name, frame, **kwargs)
+        self._cache.pop(name, None)
+        return version
+
+    def clear(self) -> None:
+        """Forget every cached layer."""
+        self._cache.clear()
