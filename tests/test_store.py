@@ -201,6 +201,7 @@ def test_events_filter_by_time_bbox_grid_and_kind(store):
 
 def test_a_batch_with_a_bad_event_stores_none_of_it(store):
     bad = _events(5)
+    bad["observed_at"] = bad["observed_at"].astype(object)
     bad.loc[3, "observed_at"] = "not a time"
     with pytest.raises(ValidationError, match="observed_at"):
         store.append_events(bad)

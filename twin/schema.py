@@ -248,39 +248,42 @@ def _json_text(value: Any) -> Any:
 
 def coerce_series(series: pd.Series, column: Column) -> pd.Series:
     """Convert *series* to the column's dtype; raise ValidationError naming the bad values."""
-    dtype = column.dtype
     try:
-        if dtype == "text":
-            out = series.astype("string").astype(object).where(series.notna(), None)
-        elif dtype == "int":
-            out = pd.to_numeric(series, errors="raise")
-            if (out.dropna() % 1 != 0).any():
-                raise ValueError("not whole numbers")
-            out = out.astype("Int64")
-        elif dtype == "float":
-            out = pd.to_numeric(series, errors="raise").astype("float64")
-        elif dtype == "bool":
-            mapping = {True: True, False: False, 1: True, 0: False, "true": True, "false": False,
-                       "1": True, "0": False, "是": True, "否": False}
-            bad = series.notna() & ~series.map(lambda v: _hashable_in(v, mapping))
-            if bad.any():
-                raise ValueError("not booleans")
-            out = series.map(lambda v: mapping.get(v.lower() if isinstance(v, str) else v))
-            out = out.astype("boolean")
-        elif dtype == "date":
-            out = pd.to_datetime(series, errors="raise").dt.date
-            out = out.where(series.notna(), None)
-        elif dtype == "datetime":
-            out = pd.to_datetime(series, errors="raise", utc=True, format="ISO8601")
-        else:  # json
-            out = series.map(_json_text).astype(object)
+        return _convert(series, column)
     except (ValueError, TypeError) as exc:
-        bad = _bad_examples(series, column)
         raise ValidationError(
-            f"column {column.name!r} must be {dtype}; values that do not convert: {bad} ({exc}). "
+            f"column {column.name!r} must be {column.dtype}; values that do not convert: "
+            f"{_bad_examples(series, column)} ({exc}). "
             "Fix them in the source file or map another field with --map."
         ) from None
-    return out
+
+
+_BOOLS = {True: True, False: False, 1: True, 0: False, "true": True, "false": False,
+          "1": True, "0": False, "是": True, "否": False}
+
+
+def _convert(series: pd.Series, column: Column) -> pd.Series:
+    dtype = column.dtype
+    if dtype == "text":
+        return series.astype("string").astype(object).where(series.notna(), None)
+    if dtype == "int":
+        out = pd.to_numeric(series, errors="raise")
+        if (out.dropna() % 1 != 0).any():
+            raise ValueError("not whole numbers")
+        return out.astype("Int64")
+    if dtype == "float":
+        return pd.to_numeric(series, errors="raise").astype("float64")
+    if dtype == "bool":
+        if (series.notna() & ~series.map(lambda v: _hashable_in(v, _BOOLS))).any():
+            raise ValueError("not booleans")
+        out = series.map(lambda v: _BOOLS.get(v.lower() if isinstance(v, str) else v))
+        return out.astype("boolean")
+    if dtype == "date":
+        out = pd.to_datetime(series, errors="raise").dt.date
+        return out.where(series.notna(), None)
+    if dtype == "datetime":
+        return pd.to_datetime(series, errors="raise", utc=True, format="ISO8601")
+    return series.map(_json_text).astype(object)
 
 
 def _hashable_in(value: Any, mapping: dict) -> bool:
@@ -293,10 +296,10 @@ def _hashable_in(value: Any, mapping: dict) -> bool:
 
 def _bad_examples(series: pd.Series, column: Column, limit: int = 5) -> list:
     bad = []
-    for value in series.dropna().tolist():
+    for value in series.dropna().tolist():  # only on the error path
         try:
-            coerce_series(pd.Series([value]), column)
-        except ValidationError:
+            _convert(pd.Series([value], dtype=object), column)
+        except (ValueError, TypeError):
             bad.append(value)
             if len(bad) >= limit:
                 break
