@@ -109,7 +109,7 @@ BAD_LAYER_INPUTS = [
 def _spoil(buildings: gpd.GeoDataFrame, how: str | None) -> gpd.GeoDataFrame:
     b = buildings.copy()
     if how == "points":
-        b = b.set_geometry(b.centroid)
+        b = b.set_geometry(b.representative_point())
     elif how == "dup":
         b["building_code"] = ["B1", "B1", "B3"]
     elif how == "noid":
