@@ -1,0 +1,944 @@
+"""Cases (案件): the seven-step closed loop as a declared state machine, routing, time limits."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from shapely.geometry import Point
+
+from twin import settings
+from twin.errors import NotFoundError, PermissionDeniedError, StaleUpdateError, ValidationError
+from twin.workcal import UNITS, WorkCalendar, load_calendar, to_datetime
+
+LOGGER = logging.getLogger(__name__)
+
+ROLES = ("admin", "official", "dispatcher", "grid_worker", "planner", "data_staff", "resident")
+SOURCES = ("patrol", "resident", "camera", "sensor", "instruction")
+FAMILIES = ("component", "event")
+AREA_CLASSES = ("A", "B", "C")
+SUPERVISION_KINDS = ("timeout", "leader", "key")
+
+#: Every status a case can be in, with zh/en labels; the terminal ones end the loop.
+STATUSES: dict[str, tuple[str, str]] = {
+    "collected": ("信息收集", "Collected"),
+    "filed": ("已立案", "Filed"),
+    "dispatched": ("已派遣", "Dispatched"),
+    "handling": ("处置中", "Being handled"),
+    "fed_back": ("已反馈", "Handling reported"),
+    "checked": ("已核查", "Checked"),
+    "on_hold": ("挂账", "Long-term hold"),
+    "closed": ("已结案", "Closed"),
+    "evaluated": ("已评价", "Evaluated"),
+    "cancelled": ("已作废", "Cancelled"),
+    "merged": ("已合并", "Merged into another case"),
+}
+TERMINAL = ("closed", "evaluated", "cancelled", "merged")
+OPEN_STATUSES = tuple(s for s in STATUSES if s not in TERMINAL)
+_WORKING = ("filed", "dispatched", "handling", "fed_back", "checked", "on_hold")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One step of the loop: from which statuses, to which status, and which roles own it."""
+
+    action: str
+    sources: tuple[str, ...]
+    target: str | None  # None: the status does not change (the step is still recorded)
+    roles: tuple[str, ...]
+    label_zh: str
+    label_en: str
+    own_grid: bool = False  # a grid worker may take it only in their own grids
+    note_required: bool = False
+    fields: tuple[str, ...] = ()  # keyword fields the action accepts
+    doc: str = ""
+
+
+#: The state machine, declared once. docs/cases.md is written from this table.
+TRANSITIONS: tuple[Transition, ...] = (
+    Transition("collect", (), "collected",
+               ("grid_worker", "resident", "dispatcher", "official", "admin"), "信息收集", "Collect",
+               own_grid=True, doc="a report comes in (patrol, resident, camera, sensor, instruction)"),
+    Transition("file", ("collected",), "filed", ("dispatcher", "admin"), "立案", "File",
+               doc="the command centre accepts the report as a case; stage timers start"),
+    Transition("cancel", ("collected", "filed"), "cancelled", ("dispatcher", "admin"), "作废",
+               "Cancel", note_required=True, doc="not a case (false, out of scope)"),
+    Transition("merge", ("collected", "filed"), "merged", ("dispatcher", "admin"), "合并",
+               "Merge", fields=("into",), doc="a duplicate folded into an open case"),
+    Transition("dispatch", ("filed",), "dispatched", ("dispatcher", "admin"), "派遣", "Dispatch",
+               fields=("department", "assignee"),
+               doc="sent to the routed department / grid worker (or the ones given)"),
+    Transition("return", ("dispatched", "handling"), "filed", ("grid_worker", "official", "admin"),
+               "回退", "Return", own_grid=True, note_required=True,
+               doc="the receiver says it is not theirs; the command centre re-dispatches"),
+    Transition("handle", ("dispatched",), "handling", ("grid_worker", "official", "admin"), "处置",
+               "Handle", own_grid=True, doc="the receiver starts handling"),
+    Transition("feedback", ("handling",), "fed_back", ("grid_worker", "official", "admin"),
+               "处理反馈", "Report handling", own_grid=True, fields=("photos",),
+               doc="the receiver reports the result, with photos"),
+    Transition("check", ("fed_back",), "checked", ("grid_worker", "admin"), "核查", "Check",
+               own_grid=True, fields=("photos",), doc="the grid worker confirms on site"),
+    Transition("rework", ("fed_back",), "handling", ("grid_worker", "dispatcher", "admin"), "返工",
+               "Rework", own_grid=True, note_required=True,
+               doc="the check failed; handling starts again with a new handling deadline"),
+    Transition("close", ("checked",), "closed", ("dispatcher", "admin"), "结案", "Close",
+               doc="the command centre closes the case"),
+    Transition("evaluate", ("closed",), "evaluated", ("official", "admin"), "综合评价", "Evaluate",
+               fields=("score",), doc="the case is rated (0-100)"),
+    Transition("request_extension", ("dispatched", "handling"), None,
+               ("grid_worker", "official", "admin"), "申请延期", "Request extension",
+               own_grid=True, note_required=True, fields=("amount", "unit")),
+    Transition("extend", ("dispatched", "handling"), None, ("official", "admin"), "延期", "Extend",
+               fields=("deadline", "amount", "unit"),
+               doc="an approved new handling deadline (a date, or an amount added to it)"),
+    Transition("hold", ("dispatched", "handling"), "on_hold", ("official", "admin"), "挂账",
+               "Hold", note_required=True,
+               doc="long-term hold: cannot be solved now; out of the due-to-close count"),
+    Transition("resume", ("on_hold",), "handling", ("official", "admin"), "恢复处置", "Resume",
+               doc="back from hold; the handling deadline restarts"),
+    Transition("supervise", _WORKING, None, ("official", "dispatcher", "admin"), "督办",
+               "Supervise", fields=("kind",),
+               doc="timeout (automatic or by the centre), leader or key case (officials only)"),
+    Transition("force_close", _WORKING, "closed", ("official", "admin"), "强制结案", "Force close",
+               note_required=True, doc="closed by an official's decision"),
+    Transition("recategorise", ("collected", "filed", "dispatched", "handling"), None,
+               ("dispatcher", "admin"), "变更类别", "Change category", fields=("service_code",),
+               doc="a new category re-routes the case and recomputes the open timers"),
+)
+TRANSITIONS_BY_ACTION = {t.action: t for t in TRANSITIONS}
+
+# which stage's timer runs in each status, and the time-limit columns of each stage
+STAGE_OF_STATUS = {"collected": "file", "filed": "dispatch", "dispatched": "handle",
+                   "handling": "handle", "fed_back": "check", "checked": "close"}
+
+
+# -- seed tables ---------------------------------------------------------------------------------
+
+
+def _seed(seed_dir: str | Path | None) -> Path:
+    return Path(seed_dir) if seed_dir else Path(settings.get("data_dir")) / "seed"
+
+
+CATEGORY_COLUMNS = (
+    "service_code", "family", "major_code", "major_zh", "major_en", "minor_code", "name_zh",
+    "name_en", "city_extension", "filing_condition", "closing_condition", "department",
+    "file_limit", "file_unit", "dispatch_limit", "dispatch_unit", "handle_limit_a",
+    "handle_limit_b", "handle_limit_c", "handle_unit", "check_limit", "check_unit",
+)
+#: Minor class codes a city may add itself (national minor codes stay below).
+CITY_EXTENSION_MINOR = (50, 99)
+
+
+def validate_categories(frame: pd.DataFrame, departments: pd.DataFrame | None = None
+                        ) -> pd.DataFrame:
+    """Check the category table; return it indexed by service code.
+
+    Rules: all columns present; unique codes built as family letter (P component, E event) +
+    2-digit major + 2-digit minor; city extensions, and only they, use minor codes 50-99;
+    limits are non-negative numbers with a unit from :data:`twin.workcal.UNITS`; the department
+    exists in the department table.
+
+    Raises
+    ------
+    ValidationError
+        Listing every problem found, with the service codes concerned.
+    """
+    missing = [c for c in CATEGORY_COLUMNS if c not in frame]
+    if missing:
+        raise ValidationError(f"categories.csv lacks columns {missing}")
+    f = frame.copy()
+    problems = []
+
+    def bad(mask: pd.Series, what: str) -> None:
+        if mask.any():
+            problems.append(f"{what}: {', '.join(f.loc[mask, 'service_code'].astype(str)[:5])}")
+
+    bad(f["service_code"].duplicated(keep=False), "duplicate service codes")
+    bad(~f["family"].isin(FAMILIES), f"family must be one of {list(FAMILIES)}")
+    letter = f["family"].map({"component": "P", "event": "E"}).fillna("?")
+    bad(f["service_code"] != letter + f["major_code"] + f["minor_code"],
+        "service_code must be P/E + major_code + minor_code")
+    bad(~f["major_code"].str.fullmatch(r"\d{2}") | ~f["minor_code"].str.fullmatch(r"\d{2}"),
+        "major and minor codes must be 2 digits")
+    ext = f["city_extension"].str.lower().map({"true": True, "false": False})
+    bad(ext.isna(), "city_extension must be true or false")
+    minor = pd.to_numeric(f["minor_code"], errors="coerce")
+    in_range = minor.between(*CITY_EXTENSION_MINOR)
+    bad((ext == True) & ~in_range, f"city extensions need minor codes {CITY_EXTENSION_MINOR}")  # noqa: E712
+    bad((ext == False) & in_range, f"minor codes {CITY_EXTENSION_MINOR} are for city extensions")  # noqa: E712
+    for stage in ("file", "dispatch", "check"):
+        bad(pd.to_numeric(f[f"{stage}_limit"], errors="coerce").lt(0).fillna(True),
+            f"{stage}_limit must be a non-negative number")
+        bad(~f[f"{stage}_unit"].isin(UNITS), f"{stage}_unit must be one of {list(UNITS)}")
+    for area in "abc":
+        bad(pd.to_numeric(f[f"handle_limit_{area}"], errors="coerce").lt(0).fillna(True),
+            f"handle_limit_{area} must be a non-negative number")
+    bad(~f["handle_unit"].isin(UNITS), f"handle_unit must be one of {list(UNITS)}")
+    bad(f["name_zh"].str.strip().eq("") | f["name_en"].str.strip().eq(""),
+        "names in zh and en are required")
+    if departments is not None:
+        bad(~f["department"].isin(departments["code"]) & f["department"].ne(""),
+            "department not in departments.csv")
+    if problems:
+        raise ValidationError("categories.csv: " + "; ".join(problems) + ". Fix the rows.")
+    f["city_extension"] = ext.astype(bool)
+    return f.set_index("service_code", drop=False)
+
+
+@cache
+def _load_categories(path: str) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    departments = pd.read_csv(Path(path).parent / "departments.csv", dtype=str,
+                              keep_default_na=False)
+    return validate_categories(frame, departments)
+
+
+def load_categories(seed_dir: str | Path | None = None) -> pd.DataFrame:
+    """The category table (``data/seed/categories.csv``), validated, indexed by service code."""
+    return _load_categories(str((_seed(seed_dir) / "categories.csv").resolve()))
+
+
+@cache
+def _load_departments(path: str) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False).set_index("code", drop=False)
+
+
+def load_departments(seed_dir: str | Path | None = None) -> pd.DataFrame:
+    """The department table (``data/seed/departments.csv``) indexed by code."""
+    return _load_departments(str((_seed(seed_dir) / "departments.csv").resolve()))
+
+
+def lookup_category(code: str, categories: pd.DataFrame | None = None) -> pd.Series:
+    """One category row.
+
+    Raises
+    ------
+    ValidationError
+        If the code is unknown (the message lists some known ones).
+    """
+    cats = load_categories() if categories is None else categories
+    if code not in cats.index:
+        raise ValidationError(
+            f"unknown category {code!r}; known service codes include "
+            f"{', '.join(cats.index[:8])} … (see data/seed/categories.csv)"
+        )
+    return cats.loc[code]
+
+
+def stage_limit(cat: pd.Series, stage: str, area_class: str | None) -> tuple[float, str]:
+    """(amount, unit) of a stage's time limit for a category and area class."""
+    if stage == "handle":
+        column = f"handle_limit_{(area_class or 'B').lower()}"
+        return float(cat[column]), str(cat["handle_unit"])
+    return float(cat[f"{stage}_limit"]), str(cat[f"{stage}_unit"])
+
+
+# -- routing -------------------------------------------------------------------------------------
+
+
+def territory_department(community_code: str | None) -> str | None:
+    """The department code of a community's territory (its neighbourhood committee)."""
+    return f"territory:{community_code}" if community_code else None
+
+
+def route(
+    cat: pd.Series, place: dict[str, Any], grid_cells: gpd.GeoDataFrame | None = None
+) -> dict[str, Any]:
+    """Who gets a case: events to the territory first, components to their owner first.
+
+    Events (事件先属地后属主): the grid worker of the unit grid's responsibility grid, in the
+    community's territory; the category's owner department when the place is in no grid.
+    Components (部件先属主后属地): the category's owner department; the territory when the
+    category names no owner.
+
+    Returns
+    -------
+    dict
+        ``department``, ``assignee`` (or None), ``post`` (grid_worker or department) and
+        ``route`` (the ordered candidates, first is used).
+    """
+    territory = territory_department(place.get("community_code"))
+    worker = _grid_worker(place, grid_cells)
+    owner = cat["department"] or None
+    if cat["family"] == "event":
+        candidates = [c for c in (territory, owner) if c]
+        assignee = worker if territory else None
+    else:
+        candidates = [c for c in (owner, territory) if c]
+        assignee = None if owner else worker
+    department = candidates[0] if candidates else "CMD"
+    return {"department": department, "assignee": assignee,
+            "post": "grid_worker" if assignee else "department", "route": candidates}
+
+
+def _grid_worker(place: dict[str, Any], grid_cells: gpd.GeoDataFrame | None) -> str | None:
+    if grid_cells is None or "grid_worker" not in grid_cells or not place.get("grid_code"):
+        return None
+    cells = grid_cells
+    same = cells[cells["grid_code"] == place["grid_code"]]
+    worker = same["grid_worker"].dropna()
+    if worker.empty and place.get("resp_grid_id"):  # the responsibility grid's worker
+        worker = cells.loc[cells["resp_grid_id"] == place["resp_grid_id"], "grid_worker"].dropna()
+    worker = worker[worker.astype(str) != ""]
+    return str(worker.iloc[0]) if not worker.empty else None
+
+
+def locate(lon: float, lat: float, grid_cells: gpd.GeoDataFrame | None) -> dict[str, Any]:
+    """Unit grid, responsibility grid, community, street and area class of a point."""
+    from twin.enrich import assign_grids
+
+    place: dict[str, Any] = {"grid_code": None, "resp_grid_id": None, "community_code": None,
+                             "street_code": None, "area_class": None}
+    if grid_cells is None or grid_cells.empty:
+        return place
+    point = gpd.GeoDataFrame(geometry=[Point(lon, lat)], crs=4326)
+    found = assign_grids(point, grid_cells).iloc[0]
+    for key in ("grid_code", "resp_grid_id", "community_code", "street_code"):
+        place[key] = None if pd.isna(found[key]) else str(found[key])
+    if place["grid_code"] and "management_level" in grid_cells:
+        level = grid_cells.loc[grid_cells["grid_code"] == place["grid_code"], "management_level"]
+        if not level.empty and level.iloc[0] in AREA_CLASSES:
+            place["area_class"] = level.iloc[0]
+    return place
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _data(case: dict[str, Any]) -> dict[str, Any]:
+    value = case.get("data")
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return {}
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def _iso(ts: pd.Timestamp | None) -> str | None:
+    return None if ts is None or pd.isna(ts) else pd.Timestamp(ts).tz_convert("UTC").isoformat()
+
+
+def _check_role(transition: Transition, role: str) -> None:
+    if role not in ROLES:
+        raise PermissionDeniedError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    if role not in transition.roles:
+        raise PermissionDeniedError(
+            f"role {role!r} may not {transition.action} ({transition.label_zh}) a case; "
+            f"only {', '.join(transition.roles)} may. Ask one of them."
+        )
+
+
+def grids_of_worker(actor: str, grid_cells: gpd.GeoDataFrame | None) -> set[str]:
+    """The unit grids whose grid worker is *actor* (a responsibility grid covers several)."""
+    if grid_cells is None or "grid_worker" not in grid_cells:
+        return set()
+    mine = grid_cells.loc[grid_cells["grid_worker"] == actor]
+    resp = set(mine["resp_grid_id"].dropna())
+    return set(grid_cells.loc[grid_cells["resp_grid_id"].isin(resp), "grid_code"]) | set(
+        mine["grid_code"])
+
+
+def _check_own_grid(transition: Transition, case: dict[str, Any], actor: str, role: str,
+                    grids: set[str] | None) -> None:
+    if role != "grid_worker" or not transition.own_grid:
+        return
+    if case.get("assignee") == actor:
+        return
+    if grids is not None and case.get("grid_code") in grids:
+        return
+    raise PermissionDeniedError(
+        f"grid worker {actor!r} may {transition.action} only cases in their own grids or assigned "
+        f"to them; case {case.get('id')} is in grid {case.get('grid_code')!r}, assigned to "
+        f"{case.get('assignee')!r}. Pass grid_cells (or actor_grids) if it is theirs."
+    )
+
+
+def _time(at: Any, case: dict[str, Any] | None = None) -> pd.Timestamp:
+    ts = pd.Timestamp.now(tz="UTC") if at is None else to_datetime(at)
+    if case is not None:
+        last = case.get("updated_at")
+        if last is not None and not pd.isna(last) and ts < pd.Timestamp(last):
+            raise ValidationError(
+                f"step time {ts.isoformat()} is before the case's last step "
+                f"{pd.Timestamp(last).isoformat()}; steps are recorded in order."
+            )
+    return ts
+
+
+# -- collect -------------------------------------------------------------------------------------
+
+
+def report(
+    store,
+    *,
+    category: str,
+    lon: float,
+    lat: float,
+    description: str,
+    source: str,
+    actor: str,
+    role: str,
+    grid_cells: gpd.GeoDataFrame | None = None,
+    at: Any = None,
+    photos: Iterable[str] = (),
+    reporter: dict[str, Any] | None = None,
+    urgency: str = "normal",
+    address: str | None = None,
+    case_id: str | None = None,
+    duplicate_hours: float = 24,
+    categories: pd.DataFrame | None = None,
+    calendar: WorkCalendar | None = None,
+) -> dict[str, Any]:
+    """Collect (信息收集) a new case at a point; route it and start the filing timer.
+
+    Parameters
+    ----------
+    store
+        A :class:`twin.store.Store`.
+    category
+        Service code (minor class), e.g. ``E0101`` for exposed garbage.
+    lon, lat
+        WGS84 position.
+    source
+        One of :data:`SOURCES`; a resident may only report as ``resident``.
+    actor, role
+        Who reports, and in which role (see :data:`TRANSITIONS`).
+    grid_cells
+        The unit grids (layer ``grid_cells``): assigns grid codes, area class and the grid worker.
+    at
+        When it was reported (default now).
+    duplicate_hours
+        Open cases of the same category within 50 m reported in this many hours before are
+        recorded as ``possible_duplicates`` (see :func:`find_duplicates`).
+
+    Returns
+    -------
+    dict
+        The stored case (status ``collected``).
+
+    Raises
+    ------
+    PermissionDeniedError
+        If the role may not collect, or a grid worker reports outside their grids.
+    ValidationError
+        For an unknown category or source, or a position that is not a WGS84 lon/lat.
+    """
+    transition = TRANSITIONS_BY_ACTION["collect"]
+    _check_role(transition, role)
+    if source not in SOURCES:
+        raise ValidationError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
+    if role == "resident" and source != "resident":
+        raise PermissionDeniedError("a resident's report has source 'resident'")
+    if not (-180 <= float(lon) <= 180 and -90 <= float(lat) <= 90):
+        raise ValidationError(f"({lon}, {lat}) is not a WGS84 longitude/latitude")
+    if not str(description).strip():
+        raise ValidationError("a case needs a description of what is wrong")
+    cat = lookup_category(category, categories)
+    ts = _time(at)
+    place = locate(float(lon), float(lat), grid_cells)
+    if role == "grid_worker" and grid_cells is not None and "grid_worker" in grid_cells:
+        grids = grids_of_worker(actor, grid_cells)
+        if grids and place["grid_code"] not in grids:
+            raise PermissionDeniedError(
+                f"grid worker {actor!r} collects in their own grids ({', '.join(sorted(grids))}); "
+                f"this point lies in {place['grid_code']!r}. Ask that grid's worker or the centre."
+            )
+    routed = route(cat, place, grid_cells)
+    cal = calendar or load_calendar()
+    amount, unit = stage_limit(cat, "file", place["area_class"])
+    file_deadline = cal.add(ts, amount, unit)
+    duplicates = find_duplicates(store, category=category, lon=lon, lat=lat, at=ts,
+                                 hours=duplicate_hours)
+    data = {
+        "category": {"zh": cat["name_zh"], "en": cat["name_en"], "major": cat["major_code"],
+                     "minor": cat["minor_code"]},
+        "photos": list(photos),
+        "reporter": reporter or {},
+        "address": address,
+        "route": routed["route"],
+        "post": routed["post"],
+        "times": {"collected": _iso(ts)},
+        "counts": {},
+        "deadlines": {"file": _iso(file_deadline)},
+        "timer": {"stage": "file", "start": _iso(ts), "deadline": _iso(file_deadline),
+                  "unit": unit},
+        "supervision": [],
+        "possible_duplicates": duplicates["id"].tolist(),
+    }
+    case = {
+        "id": case_id or f"{ts.tz_convert('Asia/Shanghai'):%Y%m%d}-{uuid.uuid4().hex[:8]}",
+        "status": "collected", "service_code": category, "family": cat["family"],
+        "source": source, "description": description, "lon": float(lon), "lat": float(lat),
+        **{k: place[k] for k in ("grid_code", "resp_grid_id", "community_code", "street_code")},
+        "area_class": place["area_class"], "urgency": urgency,
+        "assignee": routed["assignee"], "department": routed["department"],
+        "requested_at": ts, "updated_at": ts, "deadline_at": None, "closed_at": None,
+        "data": data,
+    }
+    history = {"at": ts, "actor": actor, "role": role, "action": "collect", "from_status": None,
+               "to_status": "collected", "note": "", "data": {"route": routed["route"]}}
+    stored = store.create_case(case, history=history)
+    LOGGER.info("case %s collected by %s (%s) in grid %s", case["id"], actor, role,
+                place["grid_code"])
+    return stored
+
+
+# -- transitions ---------------------------------------------------------------------------------
+
+
+def allowed_actions(case: dict[str, Any], role: str) -> list[str]:
+    """Actions *role* may take on *case* now (for buttons in the UI)."""
+    return [t.action for t in TRANSITIONS
+            if case["status"] in t.sources and role in t.roles and t.action != "merge"]
+
+
+def transition(
+    store,
+    case_id: str,
+    action: str,
+    *,
+    actor: str,
+    role: str,
+    at: Any = None,
+    note: str = "",
+    grid_cells: gpd.GeoDataFrame | None = None,
+    actor_grids: Iterable[str] | None = None,
+    categories: pd.DataFrame | None = None,
+    calendar: WorkCalendar | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Move a case one step along the loop, if *role* owns that step; record who and when.
+
+    Parameters
+    ----------
+    store
+        A :class:`twin.store.Store`.
+    case_id
+        The case.
+    action
+        One of :data:`TRANSITIONS` (``file``, ``dispatch``, ``handle``, ``feedback``, ``check``,
+        ``close``, ``evaluate``, ``cancel``, ``return``, ``rework``, ``request_extension``,
+        ``extend``, ``hold``, ``resume``, ``supervise``, ``force_close``, ``recategorise``).
+    actor, role
+        Who acts and in which role.
+    at
+        When (default now); not before the case's last step.
+    note
+        Free text kept with the step (required for cancel, return, rework, hold, force_close).
+    grid_cells, actor_grids
+        Where a grid worker works (for steps a grid worker may take only in their own grids).
+    **fields
+        What the action takes: ``department``/``assignee`` (dispatch), ``photos`` (feedback,
+        check), ``deadline`` or ``amount``+``unit`` (extend), ``kind`` (supervise),
+        ``service_code`` (recategorise), ``score`` (evaluate).
+
+    Returns
+    -------
+    dict
+        The case after the step.
+
+    Raises
+    ------
+    PermissionDeniedError
+        If the role does not own the step (nothing is changed).
+    ValidationError
+        If the step is not allowed from the case's status or a field is wrong (nothing changed).
+    StaleUpdateError
+        If someone else changed the case meanwhile (nothing changed; reload and decide again).
+    NotFoundError
+        If there is no such case.
+    """
+    if action not in TRANSITIONS_BY_ACTION or action == "collect":
+        raise ValidationError(
+            f"unknown action {action!r}; actions are "
+            f"{', '.join(a for a in TRANSITIONS_BY_ACTION if a != 'collect')} (collect: report())"
+        )
+    t = TRANSITIONS_BY_ACTION[action]
+    case = store.get_case(case_id)
+    _check_role(t, role)
+    status = case["status"]
+    if status not in t.sources:
+        possible = [x.action for x in TRANSITIONS if status in x.sources]
+        raise ValidationError(
+            f"cannot {action} case {case_id}: it is {status} ({STATUSES[status][0]}); "
+            f"{action} is allowed from {', '.join(t.sources)}. From {status}: "
+            f"{', '.join(possible) or 'nothing (the case is finished)'}."
+        )
+    grids = set(actor_grids) if actor_grids is not None else (
+        grids_of_worker(actor, grid_cells) if grid_cells is not None else None)
+    _check_own_grid(t, case, actor, role, grids)
+    unknown = sorted(set(fields) - set(t.fields))
+    if unknown:
+        raise ValidationError(
+            f"{action} takes no field(s) {unknown}; it takes {list(t.fields) or 'none'}"
+        )
+    if t.note_required and not str(note).strip():
+        raise ValidationError(f"{action} ({t.label_zh}) needs a note saying why")
+    ts = _time(at, case)
+    cal = calendar or load_calendar()
+    changes, data, step_data = _apply(t, case, ts, role, fields, cal, categories, grid_cells)
+    if t.target is not None:
+        changes["status"] = t.target
+    changes["updated_at"] = ts
+    changes["data"] = data
+    history = {"at": ts, "actor": actor, "role": role, "action": action, "from_status": status,
+               "to_status": changes.get("status", status), "note": note, "data": step_data}
+    try:
+        updated = store.update_case(case_id, changes, expected_version=int(case["version"]),
+                                    history=history)
+    except StaleUpdateError:
+        raise StaleUpdateError(
+            f"case {case_id} was changed by someone else while {actor} tried to {action} it "
+            f"(it was at version {case['version']}); nothing was written. Reload the case and "
+            "decide again."
+        ) from None
+    LOGGER.info("case %s: %s by %s (%s) %s → %s", case_id, action, actor, role, status,
+                history["to_status"])
+    return updated
+
+
+def _apply(t: Transition, case: dict[str, Any], ts: pd.Timestamp, role: str,
+           fields: dict[str, Any], cal: WorkCalendar, categories: pd.DataFrame | None,
+           grid_cells: gpd.GeoDataFrame | None) -> tuple[dict, dict, dict]:
+    """The column changes, the new ``data`` and the step's own data for one transition."""
+    data = _data(case)
+    data.setdefault("times", {})[t.action] = _iso(ts)
+    counts = data.setdefault("counts", {})
+    counts[t.action] = counts.get(t.action, 0) + 1
+    deadlines = data.setdefault("deadlines", {})
+    cat = lookup_category(case["service_code"], categories)
+    area = case.get("area_class")
+    changes: dict[str, Any] = {}
+    step: dict[str, Any] = {}
+
+    def start_stage(stage: str, start: pd.Timestamp) -> pd.Timestamp:
+        amount, unit = stage_limit(cat, stage, area)
+        due = cal.add(start, amount, unit)
+        deadlines[stage] = _iso(due)
+        data["timer"] = {"stage": stage, "start": _iso(start), "deadline": _iso(due),
+                         "unit": unit}
+        step[f"{stage}_deadline"] = _iso(due)
+        return due
+
+    def total_from_handle(handle_due: pd.Timestamp) -> None:
+        amount, unit = stage_limit(cat, "check", area)
+        total = cal.add(handle_due, amount, unit)
+        deadlines["total"] = _iso(total)
+        changes["deadline_at"] = total
+
+    a = t.action
+    if a == "file":
+        dispatch_due = start_stage("dispatch", ts)
+        amount, unit = stage_limit(cat, "handle", area)
+        total_from_handle(cal.add(dispatch_due, amount, unit))
+        step["total_deadline"] = deadlines["total"]
+    elif a == "dispatch":
+        department = fields.get("department") or case.get("department")
+        changes["department"] = department
+        changes["assignee"] = fields.get("assignee", case.get("assignee"))
+        start_stage("handle", ts)
+        step.update(department=department, assignee=changes["assignee"])
+    elif a == "return":
+        counts["returned"] = counts.get("returned", 0) + 1
+        start_stage("dispatch", ts)
+    elif a == "handle":
+        data["timer"]["handling_since"] = _iso(ts)
+    elif a == "feedback":
+        data.setdefault("photos_after", []).extend(fields.get("photos", []))
+        start_stage("check", ts)
+    elif a == "check":
+        data.setdefault("photos_check", []).extend(fields.get("photos", []))
+        data["timer"] = {"stage": "close", "start": _iso(ts), "deadline": deadlines.get("total"),
+                         "unit": "urgent_hours"}
+    elif a == "rework":
+        data["times"].setdefault("first_rework", _iso(ts))
+        total_from_handle(start_stage("handle", ts))
+    elif a in ("close", "force_close"):
+        changes["closed_at"] = ts
+        data["timer"] = None
+        if a == "force_close":
+            data["forced"] = True
+    elif a == "evaluate":
+        score = fields.get("score")
+        if score is not None and not 0 <= float(score) <= 100:
+            raise ValidationError(f"score must lie in 0-100; got {score}")
+        data["evaluation"] = score
+    elif a == "cancel":
+        data["timer"] = None
+    elif a == "merge":
+        data["merged_into"] = fields["into"]
+        data["timer"] = None
+        step["into"] = fields["into"]
+    elif a == "request_extension":
+        data["extension_request"] = {"amount": fields.get("amount"), "unit": fields.get("unit"),
+                                     "at": _iso(ts)}
+    elif a == "extend":
+        old = pd.Timestamp(deadlines["handle"]) if deadlines.get("handle") else ts
+        if fields.get("deadline") is not None:
+            new = to_datetime(fields["deadline"])
+        else:
+            req = data.get("extension_request") or {}
+            amount = fields.get("amount", req.get("amount"))
+            unit = fields.get("unit", req.get("unit"))
+            if amount is None or unit not in UNITS:
+                raise ValidationError(
+                    f"extend needs a new deadline=… or amount=… with unit in {list(UNITS)}")
+            new = cal.add(old, float(amount), unit)
+        if new <= old:
+            raise ValidationError(f"the new deadline {new.isoformat()} is not after the current "
+                                  f"one {old.isoformat()}")
+        deadlines["handle"] = _iso(new)
+        if data.get("timer") and data["timer"].get("stage") == "handle":
+            data["timer"]["deadline"] = _iso(new)
+        data["extended"] = True
+        data.pop("extension_request", None)
+        total_from_handle(new)
+        step.update(old_deadline=_iso(old), new_deadline=_iso(new))
+    elif a == "hold":
+        data["held_since"] = _iso(ts)
+        data["timer"] = None
+    elif a == "resume":
+        data.pop("held_since", None)
+        total_from_handle(start_stage("handle", ts))
+    elif a == "supervise":
+        kind = fields.get("kind", "timeout")
+        if kind not in SUPERVISION_KINDS:
+            raise ValidationError(f"supervision kind must be one of {list(SUPERVISION_KINDS)}")
+        if kind in ("leader", "key") and role not in ("official", "admin"):
+            raise PermissionDeniedError(f"{kind} supervision (督办) is for officials; "
+                                        f"role {role!r} may only supervise timeouts")
+        data.setdefault("supervision", []).append({"kind": kind, "at": _iso(ts),
+                                                   "stage": (data.get("timer") or {}).get("stage")})
+        step["kind"] = kind
+    elif a == "recategorise":
+        code = fields.get("service_code")
+        new_cat = lookup_category(code, categories)
+        if code == case["service_code"]:
+            raise ValidationError(f"case {case['id']} already has category {code}")
+        place = {k: case.get(k) for k in ("grid_code", "resp_grid_id", "community_code")}
+        routed = route(new_cat, place, grid_cells)
+        changes.update(service_code=code, family=new_cat["family"],
+                       department=routed["department"], assignee=routed["assignee"])
+        data["category"] = {"zh": new_cat["name_zh"], "en": new_cat["name_en"],
+                            "major": new_cat["major_code"], "minor": new_cat["minor_code"]}
+        data.update(route=routed["route"], post=routed["post"])
+        step.update(old=case["service_code"], new=code, route=routed["route"])
+        cat = new_cat
+        stage = (data.get("timer") or {}).get("stage")
+        if stage:  # the running timer restarts from its stage start with the new limits
+            start = pd.Timestamp(data["timer"]["start"])
+            due = start_stage(stage, start)
+            if stage in ("dispatch", "handle"):
+                handle_due = due if stage == "handle" else cal.add(
+                    due, *stage_limit(cat, "handle", area))
+                total_from_handle(handle_due)
+    return changes, data, step
+
+
+# -- duplicates ----------------------------------------------------------------------------------
+
+
+def find_duplicates(
+    cases: Any,
+    *,
+    category: str,
+    lon: float,
+    lat: float,
+    at: Any = None,
+    hours: float = 24,
+    radius_m: float = 50,
+) -> gpd.GeoDataFrame:
+    """Open cases of the same category within *radius_m* metres reported in the last *hours*.
+
+    *cases* is a store or a cases GeoDataFrame. Distances are measured in a local metric CRS
+    (vectorised). Returns those cases with a ``distance_m`` column, nearest first.
+    """
+    from twin.crs import local_metric_crs
+
+    frame = cases.read_cases() if hasattr(cases, "read_cases") else cases
+    ts = _time(at)
+    if frame.empty:
+        return frame.assign(distance_m=pd.Series(dtype="float64"))
+    requested = pd.to_datetime(frame["requested_at"], utc=True)
+    keep = (frame["service_code"] == category) & frame["status"].isin(OPEN_STATUSES) & (
+        requested >= ts - pd.Timedelta(hours=hours)) & (requested <= ts)
+    near = frame.loc[keep]
+    if near.empty:
+        return near.assign(distance_m=pd.Series(dtype="float64"))
+    points = gpd.GeoSeries(gpd.points_from_xy(near["lon"], near["lat"]), crs=4326,
+                           index=near.index)
+    here = gpd.GeoSeries([Point(lon, lat)], crs=4326)
+    metric = local_metric_crs(here)
+    dist = points.to_crs(metric).distance(here.to_crs(metric).iloc[0])
+    out = near.assign(distance_m=dist.to_numpy())
+    return out.loc[out["distance_m"] <= radius_m].sort_values("distance_m")
+
+
+def merge(store, duplicate_id: str, into_id: str, *, actor: str, role: str, at: Any = None,
+          note: str = "") -> dict[str, Any]:
+    """Fold a duplicate report into an open case; the duplicate becomes ``merged``.
+
+    The master case records the duplicate (and its photos and reporter) as a step of its own.
+
+    Raises
+    ------
+    ValidationError
+        If the two are the same case, the master is finished, or the categories differ.
+    """
+    if duplicate_id == into_id:
+        raise ValidationError("a case cannot be merged into itself")
+    master = store.get_case(into_id)
+    dup = store.get_case(duplicate_id)
+    _check_role(TRANSITIONS_BY_ACTION["merge"], role)
+    if master["status"] in TERMINAL:
+        raise ValidationError(f"case {into_id} is {master['status']}; merge into an open case")
+    if master["service_code"] != dup["service_code"]:
+        raise ValidationError(
+            f"categories differ ({dup['service_code']} vs {master['service_code']}); "
+            "recategorise one first"
+        )
+    merged = transition(store, duplicate_id, "merge", actor=actor, role=role, at=at,
+                        note=note or f"duplicate of {into_id}", into=into_id)
+    ts = pd.Timestamp(merged["updated_at"])
+    mdata = _data(master)
+    ddata = _data(dup)
+    mdata.setdefault("duplicates", []).append(duplicate_id)
+    mdata.setdefault("photos", []).extend(ddata.get("photos", []))
+    if ddata.get("reporter"):
+        mdata.setdefault("co_reporters", []).append(ddata["reporter"])
+    updated_at = max(ts, pd.Timestamp(master["updated_at"]))
+    try:
+        return store.update_case(
+            into_id, {"data": mdata, "updated_at": updated_at},
+            expected_version=int(master["version"]),
+            history={"at": updated_at, "actor": actor, "role": role, "action": "merge_in",
+                     "from_status": master["status"], "to_status": master["status"],
+                     "note": note, "data": {"duplicate": duplicate_id}})
+    except StaleUpdateError:
+        raise StaleUpdateError(
+            f"case {into_id} changed while {duplicate_id} was merged into it; {duplicate_id} is "
+            "marked merged, but reload the master and add the duplicate's photos by hand."
+        ) from None
+
+
+# -- timers, overdue, escalation ----------------------------------------------------------------
+
+
+def case_table(cases: pd.DataFrame) -> pd.DataFrame:
+    """Cases with their ``data`` JSON spread into columns the timers and indicators use.
+
+    Adds ``filed_at``, ``dispatched_at``, ``fed_back_at``, ``checked_at``, ``cancelled_at``,
+    ``first_rework_at``, ``file_deadline``, ``handle_deadline``, ``timer_stage``,
+    ``timer_start``, ``timer_deadline``, ``timer_unit``, ``reworks``, ``returns``,
+    ``extended``, ``held``, ``post``, ``supervised``.
+    """
+    datas = [_data({"data": v}) for v in cases["data"]] if "data" in cases else [{}] * len(cases)
+    out = pd.DataFrame(cases).copy()
+    times = pd.DataFrame([d.get("times", {}) for d in datas], index=out.index)
+    dl = pd.DataFrame([d.get("deadlines", {}) for d in datas], index=out.index)
+    timer = pd.DataFrame([d.get("timer") or {} for d in datas], index=out.index)
+    counts = pd.DataFrame([d.get("counts", {}) for d in datas], index=out.index)
+
+    def col(frame: pd.DataFrame, name: str) -> pd.Series:
+        return frame[name] if name in frame else pd.Series(None, index=out.index, dtype=object)
+
+    for name, key in (("filed_at", "file"), ("dispatched_at", "dispatch"),
+                      ("fed_back_at", "feedback"), ("checked_at", "check"),
+                      ("cancelled_at", "cancel"), ("first_rework_at", "first_rework")):
+        out[name] = pd.to_datetime(col(times, key), utc=True, format="ISO8601")
+    for name, key in (("file_deadline", "file"), ("handle_deadline", "handle")):
+        out[name] = pd.to_datetime(col(dl, key), utc=True, format="ISO8601")
+    out["timer_stage"] = col(timer, "stage")
+    out["timer_start"] = pd.to_datetime(col(timer, "start"), utc=True, format="ISO8601")
+    out["timer_deadline"] = pd.to_datetime(col(timer, "deadline"), utc=True, format="ISO8601")
+    out["timer_unit"] = col(timer, "unit")
+    out["reworks"] = pd.to_numeric(col(counts, "rework"), errors="coerce").fillna(0).astype(int)
+    out["returns"] = pd.to_numeric(col(counts, "return"), errors="coerce").fillna(0).astype(int)
+    out["extended"] = [bool(d.get("extended")) for d in datas]
+    out["held"] = out["status"].eq("on_hold") if "status" in out else False
+    out["post"] = [d.get("post") for d in datas]
+    out["supervised"] = [len(d.get("supervision") or []) for d in datas]
+    return out
+
+
+def timer_states(
+    cases: pd.DataFrame,
+    now: Any = None,
+    *,
+    calendar: WorkCalendar | None = None,
+    warn_share: float = 0.2,
+    warn_before_hours: float | None = None,
+) -> pd.DataFrame:
+    """The running timer of each open case: ``ok``, ``warning`` or ``overdue`` (vectorised).
+
+    A case is in warning when the time left (on its unit's clock: working time for working
+    units) is at most *warn_share* of its stage's limit, or at most *warn_before_hours* hours when
+    that is given. It is overdue when its stage deadline or total deadline has passed.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``id``, ``status``, ``timer_stage``, ``timer_deadline``, ``deadline_at``,
+        ``remaining_s`` (on the unit's clock) and ``timer_state``.
+    """
+    if not 0 <= warn_share <= 1:
+        raise ValidationError(f"warn_share must lie in [0, 1]; got {warn_share}")
+    table = cases if "timer_deadline" in cases else case_table(cases)
+    table = table.loc[table["status"].isin(OPEN_STATUSES) & table["timer_deadline"].notna()]
+    ts = _time(now)
+    cal = calendar or load_calendar()
+    out = table[["id", "status", "timer_stage", "timer_start", "timer_deadline", "timer_unit",
+                 "deadline_at"]].copy()
+    if out.empty:
+        return out.assign(remaining_s=pd.Series(dtype="float64"),
+                          timer_state=pd.Series(dtype=object))
+    units = out["timer_unit"].fillna("urgent_hours").to_numpy()
+    total = cal.elapsed_seconds(out["timer_start"], out["timer_deadline"], units)
+    now_arr = pd.Series(ts, index=out.index)
+    remaining = cal.elapsed_seconds(now_arr, out["timer_deadline"], units)
+    deadline_total = pd.to_datetime(out["deadline_at"], utc=True)
+    overdue = (out["timer_deadline"] < ts).to_numpy() | (deadline_total < ts).fillna(False) \
+        .to_numpy()
+    limit = warn_before_hours * 3600 if warn_before_hours is not None else total * warn_share
+    warning = ~overdue & (remaining <= limit)
+    out["remaining_s"] = remaining
+    out["timer_state"] = np.select([overdue, warning], ["overdue", "warning"], "ok")
+    return out
+
+
+def overdue(store, now: Any = None, **options: Any) -> pd.DataFrame:
+    """Open cases whose stage or total deadline has passed (see :func:`timer_states`)."""
+    states = timer_states(store.read_cases(), now, **options)
+    return states.loc[states["timer_state"] == "overdue"].reset_index(drop=True)
+
+
+def escalate_overdue(store, now: Any = None, *, actor: str = "system", role: str = "dispatcher",
+                     calendar: WorkCalendar | None = None) -> list[str]:
+    """Put every overdue case under timeout supervision (督办) once per stage; return their ids.
+
+    A case whose current stage already has a timeout supervision is not escalated again. A case
+    changed concurrently is skipped (logged) and picked up on the next run.
+    """
+    ts = _time(now)
+    states = overdue(store, ts, calendar=calendar)
+    done = []
+    for case_id, stage in zip(states["id"], states["timer_stage"], strict=True):
+        case = store.get_case(case_id)
+        if any(s.get("kind") == "timeout" and s.get("stage") == stage
+               for s in _data(case).get("supervision") or []):
+            continue
+        try:
+            at = max(ts, pd.Timestamp(case["updated_at"]))
+            transition(store, case_id, "supervise", actor=actor, role=role, at=at,
+                       note=f"overdue at stage {stage}", calendar=calendar, kind="timeout")
+            done.append(case_id)
+        except (StaleUpdateError, NotFoundError) as exc:
+            LOGGER.warning("escalation of case %s skipped: %s", case_id, exc)
+    return done
