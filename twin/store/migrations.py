@@ -1,0 +1,210 @@
+"""The PostGIS schema: DDL derived from the declared specs, and ordered, recorded migrations."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from twin.schema import (
+    AUDIT,
+    CASE_HISTORY,
+    CASES,
+    EVENTS,
+    LAYER_VERSIONS,
+    TABLES,
+    LayerSpec,
+    TableSpec,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+SQL_TYPES = {
+    "text": "TEXT",
+    "int": "BIGINT",
+    "float": "DOUBLE PRECISION",
+    "bool": "BOOLEAN",
+    "date": "DATE",
+    "datetime": "TIMESTAMPTZ",
+    "json": "JSONB",
+}
+SRID = 4326
+HISTORY_SUFFIX = "__history"
+VERSION_COLUMN = "_version"
+# Plain btree indexes beyond the primary keys, for the filters the store offers.
+INDEXES: dict[str, tuple[str, ...]] = {
+    EVENTS.name: ("observed_at", "grid_code", "kind"),
+    CASES.name: ("status", "grid_code"),
+}
+
+
+def quote(name: str) -> str:
+    """Quote an SQL identifier (names come from declared specs; quoted all the same)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def key_columns(table: TableSpec) -> list[str]:
+    return [k.strip() for k in table.key.split(",")]
+
+
+def _point_expression() -> str:
+    return f"ST_SetSRID(ST_MakePoint(lon, lat), {SRID})"
+
+
+def table_ddl(table: TableSpec) -> list[str]:
+    """``CREATE TABLE`` and index statements for a core table, derived from its TableSpec.
+
+    Tables with ``point=True`` get a ``geom`` column generated from lon/lat (so it can never
+    disagree with them) and a GiST index on it.
+    """
+    name = quote(table.name)
+    keys = key_columns(table)
+    lines = [
+        f"{quote(c.name)} {SQL_TYPES[c.dtype]}{' NOT NULL' if c.name in keys else ''}"
+        for c in table.columns
+    ]
+    if table.point:
+        lines.append(
+            f"geom geometry(Point,{SRID}) GENERATED ALWAYS AS ({_point_expression()}) STORED"
+        )
+    lines.append(f"PRIMARY KEY ({', '.join(quote(k) for k in keys)})")
+    statements = [f"CREATE TABLE IF NOT EXISTS {name} (\n  " + ",\n  ".join(lines) + "\n)"]
+    if table.point:
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {quote(table.name + '_geom_gist')} "
+            f"ON {name} USING gist (geom)"
+        )
+    for column in INDEXES.get(table.name, ()):
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {quote(f'{table.name}_{column}_idx')} "
+            f"ON {name} ({quote(column)})"
+        )
+    return statements
+
+
+def layer_ddl(spec: LayerSpec) -> list[str]:
+    """Return the DDL of layer *spec*: ``<name>`` (current) and ``<name>__history`` (all)."""
+    columns = [
+        f"{quote(c.name)} {SQL_TYPES[c.dtype]}{' NOT NULL' if c.name == spec.id_field else ''}"
+        for c in spec.all_columns
+    ]
+    geom = [f"geom geometry(Geometry,{SRID})"] if spec.geometry_type else []
+    current, history = quote(spec.name), quote(spec.name + HISTORY_SUFFIX)
+    statements = [
+        f"CREATE TABLE IF NOT EXISTS {current} (\n  "
+        + ",\n  ".join([*columns, *geom, f"PRIMARY KEY ({quote(spec.id_field)})"])
+        + "\n)",
+        f"CREATE TABLE IF NOT EXISTS {history} (\n  "
+        + ",\n  ".join(
+            [
+                f"{quote(VERSION_COLUMN)} INTEGER NOT NULL",
+                *columns,
+                *geom,
+                f"PRIMARY KEY ({quote(VERSION_COLUMN)}, {quote(spec.id_field)})",
+            ]
+        )
+        + "\n)",
+    ]
+    if spec.geometry_type:
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {quote(spec.name + '_geom_gist')} "
+            f"ON {current} USING gist (geom)"
+        )
+    return statements
+
+
+def missing_columns(conn: sa.Connection, table: str, wanted: list[tuple[str, str]]) -> list[str]:
+    """``ALTER TABLE … ADD COLUMN`` statements for the (name, dtype) pairs *table* lacks."""
+    have = set(
+        conn.execute(
+            sa.text(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = :t"
+            ),
+            {"t": table},
+        ).scalars()
+    )
+    return [
+        f"ALTER TABLE {quote(table)} ADD COLUMN IF NOT EXISTS {quote(name)} {SQL_TYPES[dtype]}"
+        for name, dtype in wanted
+        if name not in have
+    ]
+
+
+# -- migrations --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema, applied once per schema, in order, and recorded."""
+
+    version: int
+    description: str
+    apply: Callable[[sa.Connection], None]
+
+
+def _create_core_tables(conn: sa.Connection) -> None:
+    for table in TABLES:
+        for statement in table_ddl(table):
+            conn.execute(sa.text(statement))
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "core tables derived from twin.schema", _create_core_tables),
+)
+
+
+def _sync_core_columns(conn: sa.Connection) -> None:
+    """Add columns a newer TableSpec declares to tables created by an older one."""
+    for table in (EVENTS, CASES, CASE_HISTORY, AUDIT, LAYER_VERSIONS):
+        wanted = [(c.name, c.dtype) for c in table.columns]
+        for statement in missing_columns(conn, table.name, wanted):
+            LOGGER.info("schema: %s", statement)
+            conn.execute(sa.text(statement))
+
+
+def lock(conn: sa.Connection, key: str) -> None:
+    """Take a transaction-scoped advisory lock named *key* (released at commit or rollback)."""
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+
+
+def migrate(conn: sa.Connection, schema: str | None) -> list[int]:
+    """Bring *schema* (None: public) up to date inside the caller's transaction.
+
+    Serialised with an advisory lock so that two processes opening a fresh schema at once do
+    not race. Returns the versions applied now (empty when it was up to date).
+    """
+    lock(conn, f"gridtwin:migrate:{schema or 'public'}")
+    if schema:
+        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}"))
+        conn.execute(
+            sa.text("SELECT set_config('search_path', :p, true)"), {"p": f"{quote(schema)},public"}
+        )
+    conn.execute(
+        sa.text(
+            "CREATE TABLE IF NOT EXISTS twin_schema_migrations ("
+            "version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+            "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+    )
+    done = set(conn.execute(sa.text("SELECT version FROM twin_schema_migrations")).scalars())
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        LOGGER.info(
+            "schema %s: migration %d (%s)",
+            schema or "public",
+            migration.version,
+            migration.description,
+        )
+        migration.apply(conn)
+        conn.execute(
+            sa.text("INSERT INTO twin_schema_migrations (version, description) VALUES (:v, :d)"),
+            {"v": migration.version, "d": migration.description},
+        )
+        applied.append(migration.version)
+    _sync_core_columns(conn)
+    return applied

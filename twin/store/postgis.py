@@ -1,0 +1,822 @@
+"""The PostGIS store: versioned layers, events, cases and audit in PostgreSQL through psycopg 3."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+import sqlalchemy as sa
+
+import layers
+from twin.errors import (
+    ConfigError,
+    DuplicateIdError,
+    LayerNotFoundError,
+    NotFoundError,
+    StaleUpdateError,
+    StoreUnavailableError,
+    ValidationError,
+)
+from twin.schema import (
+    AUDIT,
+    CASE_HISTORY,
+    CASES,
+    CRS,
+    EVENTS,
+    Column,
+    LayerSpec,
+    TableSpec,
+    coerce_series,
+    coerce_table,
+    validate_layer_frame,
+)
+from twin.store.base import GENESIS_HASH, BBox, LayerVersion, Store, audit_hash, utcnow
+from twin.store.migrations import (
+    HISTORY_SUFFIX,
+    SRID,
+    VERSION_COLUMN,
+    layer_ddl,
+    lock,
+    migrate,
+    missing_columns,
+    quote,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+COPY_CHUNK_ROWS = 50_000
+_ENGINES: dict[tuple[str, str | None], sa.Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def _engine(url: sa.URL, schema: str | None) -> sa.Engine:
+    """One engine per (URL, schema) per process; sessions run in UTC with the schema first."""
+    key = (url.render_as_string(hide_password=False), schema)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            options = "-ctimezone=UTC" + (f" -csearch_path={schema},public" if schema else "")
+            connect_args: dict[str, Any] = {"options": options, "application_name": "gridtwin"}
+            if "connect_timeout" not in url.query:
+                connect_args["connect_timeout"] = 5
+            engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+            _ENGINES[key] = engine
+        return engine
+
+
+def _forget_engine(engine: sa.Engine) -> None:
+    with _ENGINES_LOCK:
+        for key in [k for k, e in _ENGINES.items() if e is engine]:
+            del _ENGINES[key]
+
+
+def _canonical_json(value: Any) -> str | None:
+    return (
+        None
+        if value is None
+        else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    )
+
+
+def _python(value: Any, column: Column) -> Any:
+    """Return a coerced pandas value as a plain Python value (datetimes stay Timestamps)."""
+    if value is None or (not isinstance(value, (str, bytes, dict, list)) and pd.isna(value)):
+        return None
+    if column.dtype == "int":
+        return int(value)
+    if column.dtype == "float":
+        return float(value)
+    if column.dtype == "bool":
+        return bool(value)
+    if column.dtype == "datetime":
+        return pd.Timestamp(value).tz_convert("UTC")
+    return value
+
+
+def _param(value: Any, column: Column) -> Any:
+    """Return a coerced value as a bound parameter for psycopg."""
+    value = _python(value, column)
+    return value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+
+
+def _utc(value: datetime | pd.Timestamp | str) -> datetime:
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
+
+
+# -- COPY text format, built column-wise (no per-row Python) ------------------------------------
+
+_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+
+
+def _copy_field(series: pd.Series, dtype: str) -> np.ndarray:
+    r"""Return one column as COPY text fields: escaped, ``\N`` for NULL."""
+    null = series.isna().to_numpy()
+    if dtype in ("text", "json"):
+        text = series.where(~series.isna(), "").astype(str)
+        for old, new in _ESCAPES:
+            text = text.str.replace(old, new, regex=False)
+    elif dtype == "bool":
+        text = series.map({True: "t", False: "f"})
+    elif dtype == "datetime":
+        text = series.dt.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    else:  # int, float, date: their str() is what PostgreSQL reads
+        text = series.astype(str)
+    out = np.asarray(text, dtype=object)
+    out[null] = "\\N"
+    return out
+
+
+def _copy_rows(conn: sa.Connection, table: str, fields: dict[str, np.ndarray]) -> None:
+    """COPY the given columns of text fields into *table* on the transaction's connection."""
+    names = list(fields)
+    n = len(fields[names[0]]) if names else 0
+    if n == 0:
+        return
+    statement = f"COPY {quote(table)} ({', '.join(quote(c) for c in names)}) FROM STDIN"
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for start in range(0, n, COPY_CHUNK_ROWS):
+            stop = min(start + COPY_CHUNK_ROWS, n)
+            line = fields[names[0]][start:stop]
+            for name in names[1:]:
+                line = line + "\t" + fields[name][start:stop]
+            copy.write("\n".join(line.tolist()) + "\n")
+
+
+def _geometry_fields(values: np.ndarray) -> np.ndarray:
+    hexed = shapely.to_wkb(shapely.set_srid(values, SRID), hex=True, include_srid=True)
+    out = np.asarray(hexed, dtype=object)
+    out[pd.isna(out)] = "\\N"
+    return out
+
+
+def _select_list(columns: tuple[Column, ...] | list[Column], geometry: bool) -> str:
+    # json read back as text so that coerce_series re-serialises it canonically (as embedded does)
+    parts = [quote(c.name) + ("::text" if c.dtype == "json" else "") for c in columns]
+    if geometry:
+        parts.append("ST_AsBinary(geom) AS geom")
+    return ", ".join(parts)
+
+
+def _frame(
+    result: sa.CursorResult, columns: tuple[Column, ...] | list[Column], geometry: bool
+) -> pd.DataFrame | gpd.GeoDataFrame:
+    """Rows of *result* as a frame with the columns coerced to their canonical dtypes."""
+    names = [c.name for c in columns] + (["geom"] if geometry else [])
+    raw = pd.DataFrame.from_records(result.fetchall(), columns=names)
+    out = pd.DataFrame({c.name: coerce_series(raw[c.name], c) for c in columns}, index=raw.index)
+    if not geometry:
+        return out
+    wkb = raw["geom"].to_numpy(dtype=object)
+    return gpd.GeoDataFrame(out, geometry=shapely.from_wkb(wkb), crs=CRS)
+
+
+def _table_row(table: TableSpec, values: dict[str, Any]) -> dict[str, Any]:
+    """*values* typed per *table* (ValidationError naming unknown fields or bad values)."""
+    frame = coerce_table(table, pd.DataFrame([values]))
+    return {c.name: frame[c.name].iloc[0] for c in table.columns}
+
+
+def _value_sql(column: Column) -> str:
+    return f"CAST(:p_{column.name} AS jsonb)" if column.dtype == "json" else f":p_{column.name}"
+
+
+class PostGISStore(Store):
+    """A twin kept in a PostgreSQL + PostGIS database (one schema per twin).
+
+    Parameters
+    ----------
+    url
+        ``postgresql+psycopg://user:password@host:port/db`` (``postgresql://`` works too; an
+        optional ``?schema=NAME`` selects the schema).
+    schema
+        Schema holding the twin's tables; created if missing. None means ``public``.
+    drop_schema_on_close
+        Drop the schema and everything in it on :meth:`close` (tests).
+
+    Raises
+    ------
+    ConfigError
+        If the URL or schema name is not usable, or the database lacks the postgis extension.
+    StoreUnavailableError
+        If the server does not answer or refuses the login.
+    """
+
+    def __init__(
+        self, url: str, schema: str | None = None, drop_schema_on_close: bool = False
+    ) -> None:
+        try:
+            parsed = sa.make_url(str(url))
+        except sa.exc.ArgumentError:
+            raise ConfigError(
+                "not a PostgreSQL URL; use postgresql+psycopg://user:password@host:port/db"
+            ) from None
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if parsed.drivername != "postgresql+psycopg":
+            raise ConfigError(
+                f"PostGIS store URLs use the psycopg 3 driver; got {parsed.drivername!r}. "
+                "Write postgresql+psycopg://user:password@host:port/db"
+            )
+        if "schema" in parsed.query:
+            schema = schema or str(parsed.query["schema"])
+            parsed = parsed.difference_update_query(["schema"])
+        if schema is not None and not SCHEMA_NAME.match(schema):
+            raise ConfigError(
+                f"schema name {schema!r} is not allowed; use lower-case letters, digits and _ "
+                "(at most 63, not starting with a digit), e.g. twin_demo"
+            )
+        self._url = parsed
+        self.url = parsed.render_as_string(hide_password=True)
+        self.schema = schema
+        self._drop_schema_on_close = drop_schema_on_close
+        self.engine = _engine(parsed, schema)
+        self._closed = False
+        try:
+            self._open()
+        except Exception:
+            self.engine.dispose()
+            _forget_engine(self.engine)
+            raise
+        LOGGER.info("opened PostGIS store %s (schema %s)", self.url, schema or "public")
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        text = reason[0] if reason else type(exc).__name__
+        if self._url.password:
+            text = text.replace(str(self._url.password), "***")
+        where = f"{self._url.host or 'localhost'}:{self._url.port or 5432}/{self._url.database}"
+        LOGGER.warning("PostGIS store %s unavailable: %s", self.url, text)
+        return StoreUnavailableError(
+            f"PostgreSQL at {where} does not answer or refuses the login ({text}). "
+            "Start PostgreSQL there (e.g. `pg_ctlcluster 15 main start`) and check "
+            "TWIN_DATABASE_URL (host, port, database, user and password)."
+        )
+
+    @contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        """Yield a connection in a transaction, committed on success; lost server → unavailable."""
+        try:
+            conn = self.engine.connect()
+        except sa.exc.DBAPIError as exc:
+            raise self._unavailable(exc) from None
+        try:
+            with conn.begin():
+                yield conn
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise self._unavailable(exc) from None
+            raise
+        finally:
+            conn.close()
+
+    def _lock(self, conn: sa.Connection, *what: str) -> None:
+        lock(conn, ":".join(("gridtwin", self.schema or "public", *what)))
+
+    def _open(self) -> None:
+        with self._begin() as conn:
+            if (
+                conn.execute(
+                    sa.text("SELECT 1 FROM pg_extension WHERE extname = 'postgis'")
+                ).scalar()
+                is None
+            ):
+                raise ConfigError(
+                    f"database {self._url.database!r} at {self._url.host}:{self._url.port or 5432} "
+                    "has no PostGIS; as a superuser run `CREATE EXTENSION postgis;` in it "
+                    "(install the package first, e.g. apt-get install postgresql-15-postgis-3)"
+                )
+            applied = migrate(conn, self.schema)
+        if applied:
+            LOGGER.info("schema %s migrated to %s", self.schema or "public", applied[-1])
+
+    def close(self) -> None:
+        """Dispose of the connections; drop the schema when asked to at construction."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._drop_schema_on_close and self.schema:
+                with self._begin() as conn:
+                    conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {quote(self.schema)} CASCADE"))
+                _forget_engine(self.engine)
+        finally:
+            self.engine.dispose()
+
+    # -- layers -----------------------------------------------------------------------------------
+
+    def _ensure_layer_tables(self, conn: sa.Connection, spec: LayerSpec) -> None:
+        wanted = [(c.name, c.dtype) for c in spec.all_columns]
+        current = missing_columns(conn, spec.name, wanted)
+        if len(current) == len(wanted):  # no table yet
+            for statement in layer_ddl(spec):
+                conn.execute(sa.text(statement))
+            return
+        history = missing_columns(conn, spec.name + HISTORY_SUFFIX, wanted)
+        for statement in current + history:
+            LOGGER.info("layer %s: %s", spec.name, statement)
+            conn.execute(sa.text(statement))
+
+    def _after_rows_written(self, spec: LayerSpec, version: int) -> None:
+        """Run inside the write transaction once the rows are in (a hook); raising rolls back."""
+
+    def _copy_current(self, conn: sa.Connection, spec: LayerSpec, version: int) -> None:
+        columns = ", ".join(quote(c) for c in spec.column_names)
+        geom = ", geom" if spec.geometry_type else ""
+        conn.execute(sa.text(f"DELETE FROM {quote(spec.name)}"))
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {quote(spec.name)} ({columns}{geom}) "
+                f"SELECT {columns}{geom} FROM {quote(spec.name + HISTORY_SUFFIX)} "
+                f"WHERE {quote(VERSION_COLUMN)} = :v"
+            ),
+            {"v": version},
+        )
+
+    def write_layer(
+        self,
+        name: str,
+        frame: gpd.GeoDataFrame | pd.DataFrame,
+        *,
+        actor: str,
+        source: str,
+        note: str = "",
+        report: dict | None = None,
+    ) -> LayerVersion:
+        """Store *frame* as the next version of layer *name* and make it current, atomically.
+
+        Rows go in by COPY into ``<name>__history``; ``<name>`` is then replaced by that version.
+
+        Raises
+        ------
+        LayerNotFoundError
+            If *name* is not a declared layer.
+        ValidationError
+            If the frame breaks a declared rule (nothing is written).
+        """
+        spec = layers.get_layer(name)
+        frame = validate_layer_frame(spec, frame)
+        created_at = pd.Timestamp(utcnow())
+        fields: dict[str, np.ndarray] = {}
+        with self._begin() as conn:
+            self._lock(conn, "layer", spec.name)
+            self._ensure_layer_tables(conn, spec)
+            version = conn.execute(
+                sa.text(
+                    "SELECT COALESCE(MAX(version), 0) + 1 FROM twin_layer_versions WHERE layer = :l"
+                ),
+                {"l": spec.name},
+            ).scalar_one()
+            fields[VERSION_COLUMN] = np.full(len(frame), str(version), dtype=object)
+            for column in spec.all_columns:
+                fields[column.name] = _copy_field(frame[column.name], column.dtype)
+            if spec.geometry_type:
+                fields["geom"] = _geometry_fields(frame.geometry.values)
+            _copy_rows(conn, spec.name + HISTORY_SUFFIX, fields)
+            self._copy_current(conn, spec, version)
+            conn.execute(
+                sa.text(
+                    "UPDATE twin_layer_versions SET current = false WHERE layer = :l AND current"
+                ),
+                {"l": spec.name},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO twin_layer_versions (layer, version, created_at, actor, source, "
+                    "rows, note, report, current) VALUES (:layer, :version, :created_at, :actor, "
+                    ":source, :rows, :note, CAST(:report AS jsonb), true)"
+                ),
+                {
+                    "layer": spec.name,
+                    "version": version,
+                    "created_at": created_at.to_pydatetime(),
+                    "actor": actor,
+                    "source": source,
+                    "rows": len(frame),
+                    "note": note,
+                    "report": _canonical_json(report),
+                },
+            )
+            self._after_rows_written(spec, version)
+        LOGGER.info(
+            "layer %s: version %d written (%d rows) by %s", spec.name, version, len(frame), actor
+        )
+        return LayerVersion(
+            spec.name,
+            int(version),
+            created_at,
+            actor,
+            source,
+            len(frame),
+            note,
+            json.loads(_canonical_json(report)) if report is not None else None,
+            True,
+        )
+
+    def _versions(self, conn: sa.Connection, name: str) -> list[LayerVersion]:
+        rows = conn.execute(
+            sa.text(
+                "SELECT layer, version, created_at, actor, source, rows, note, report::text, "
+                "current FROM twin_layer_versions WHERE layer = :l ORDER BY version"
+            ),
+            {"l": name},
+        ).fetchall()
+        return [
+            LayerVersion(
+                r[0],
+                int(r[1]),
+                pd.Timestamp(r[2]).tz_convert("UTC"),
+                r[3],
+                r[4],
+                int(r[5]),
+                r[6] or "",
+                json.loads(r[7]) if r[7] is not None else None,
+                bool(r[8]),
+            )
+            for r in rows
+        ]
+
+    @staticmethod
+    def _never_written(name: str) -> LayerNotFoundError:
+        return LayerNotFoundError(
+            f"layer {name!r} has never been loaded into this store; load it with "
+            f"`python scripts/load_layer.py {name} FILE`"
+        )
+
+    @staticmethod
+    def _no_version(name: str, version: int, versions: list[LayerVersion]) -> NotFoundError:
+        known = ", ".join(str(v.version) for v in versions) or "none"
+        return NotFoundError(f"layer {name!r} has no version {version}; its versions are: {known}")
+
+    def read_layer(self, name: str, version: int | None = None) -> gpd.GeoDataFrame | pd.DataFrame:
+        """Return the current (or the given) version of layer *name*, sorted by its id field.
+
+        Raises
+        ------
+        LayerNotFoundError
+            If the layer is not declared or has never been written.
+        NotFoundError
+            If that version does not exist.
+        """
+        spec = layers.get_layer(name)
+        geometry = spec.geometry_type is not None
+        select = _select_list(spec.all_columns, geometry)
+        order = f'ORDER BY {quote(spec.id_field)} COLLATE "C"'
+        with self._begin() as conn:
+            conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            versions = self._versions(conn, spec.name)
+            if not versions:
+                raise self._never_written(spec.name)
+            if version is None or any(v.version == version and v.current for v in versions):
+                result = conn.execute(sa.text(f"SELECT {select} FROM {quote(spec.name)} {order}"))
+            elif any(v.version == version for v in versions):
+                result = conn.execute(
+                    sa.text(
+                        f"SELECT {select} FROM {quote(spec.name + HISTORY_SUFFIX)} "
+                        f"WHERE {quote(VERSION_COLUMN)} = :v {order}"
+                    ),
+                    {"v": int(version)},
+                )
+            else:
+                raise self._no_version(spec.name, version, versions)
+            return _frame(result, spec.all_columns, geometry)
+
+    def layer_versions(self, name: str) -> list[LayerVersion]:
+        """Every version of layer *name*, oldest first (empty if never written).
+
+        Raises
+        ------
+        LayerNotFoundError
+            If *name* is not a declared layer.
+        """
+        spec = layers.get_layer(name)
+        with self._begin() as conn:
+            return self._versions(conn, spec.name)
+
+    def set_current_version(self, name: str, version: int, *, actor: str) -> LayerVersion:
+        """Make an existing version current again (a rollback), in one transaction.
+
+        Raises
+        ------
+        NotFoundError
+            If the version does not exist.
+        """
+        spec = layers.get_layer(name)
+        with self._begin() as conn:
+            self._lock(conn, "layer", spec.name)
+            versions = self._versions(conn, spec.name)
+            if not versions:
+                raise self._never_written(spec.name)
+            if not any(v.version == version for v in versions):
+                raise self._no_version(spec.name, version, versions)
+            self._ensure_layer_tables(conn, spec)
+            self._copy_current(conn, spec, int(version))
+            conn.execute(
+                sa.text("UPDATE twin_layer_versions SET current = (version = :v) WHERE layer = :l"),
+                {"v": int(version), "l": spec.name},
+            )
+            chosen = next(v for v in self._versions(conn, spec.name) if v.version == version)
+        LOGGER.info("layer %s: version %d made current by %s", spec.name, version, actor)
+        return chosen
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def append_events(self, events: pd.DataFrame) -> int:
+        """Append events; ids already stored are ignored. Returns how many were new.
+
+        The batch is COPied into a temporary table and inserted with ``ON CONFLICT DO NOTHING``
+        in one transaction.
+
+        Raises
+        ------
+        ValidationError
+            If a value does not convert or an id is missing (nothing is stored).
+        """
+        frame = coerce_table(EVENTS, events)
+        if frame.empty:
+            return 0
+        if frame["id"].isna().any():
+            raise ValidationError(
+                f"table {EVENTS.name}: {int(frame['id'].isna().sum())} events have no id; "
+                "every event needs a unique message id"
+            )
+        received = frame["received_at"].astype("datetime64[us, UTC]")
+        frame["received_at"] = received.fillna(pd.Timestamp(utcnow()))
+        fields = {c.name: _copy_field(frame[c.name], c.dtype) for c in EVENTS.columns}
+        columns = ", ".join(quote(c.name) for c in EVENTS.columns)
+        with self._begin() as conn:
+            conn.execute(
+                sa.text(
+                    f"CREATE TEMP TABLE _twin_events_in (LIKE {quote(EVENTS.name)}) ON COMMIT DROP"
+                )
+            )
+            _copy_rows(conn, "_twin_events_in", fields)
+            inserted = conn.execute(
+                sa.text(
+                    f"INSERT INTO {quote(EVENTS.name)} ({columns}) SELECT {columns} "
+                    "FROM _twin_events_in ON CONFLICT (id) DO NOTHING"
+                )
+            ).rowcount
+        LOGGER.debug("events: %d sent, %d new", len(frame), inserted)
+        return int(inserted)
+
+    def read_events(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        bbox: BBox | None = None,
+        grid_code: str | None = None,
+        kind: str | None = None,
+    ) -> gpd.GeoDataFrame:
+        """Events with ``start <= observed_at < end`` in *bbox* and grid, oldest first."""
+        where, params = [], {}
+        if start is not None:
+            where.append("observed_at >= :start")
+            params["start"] = _utc(start)
+        if end is not None:
+            where.append("observed_at < :end")
+            params["end"] = _utc(end)
+        if bbox is not None:
+            x0, y0, x1, y1 = (float(v) for v in bbox)
+            where.append(f"geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, {SRID})")
+            params.update(x0=x0, y0=y0, x1=x1, y1=y1)
+        if grid_code is not None:
+            where.append("grid_code = :grid_code")
+            params["grid_code"] = grid_code
+        if kind is not None:
+            where.append("kind = :kind")
+            params["kind"] = kind
+        sql = (
+            f"SELECT {_select_list(EVENTS.columns, True)} FROM {quote(EVENTS.name)}"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + ' ORDER BY observed_at, id COLLATE "C"'
+        )
+        with self._begin() as conn:
+            return _frame(conn.execute(sa.text(sql), params), EVENTS.columns, True)
+
+    # -- cases ------------------------------------------------------------------------------------
+
+    def _case_row(self, conn: sa.Connection, case_id: str) -> dict[str, Any] | None:
+        frame = _frame(
+            conn.execute(
+                sa.text(
+                    f"SELECT {_select_list(CASES.columns, False)} FROM {quote(CASES.name)} "
+                    "WHERE id = :id"
+                ),
+                {"id": case_id},
+            ),
+            CASES.columns,
+            False,
+        )
+        if frame.empty:
+            return None
+        return {c.name: _python(frame[c.name].iloc[0], c) for c in CASES.columns}
+
+    def _insert_history(
+        self, conn: sa.Connection, case_id: str, version: int, history: dict[str, Any]
+    ) -> None:
+        step = {**history, "case_id": case_id, "version": version}
+        step.setdefault("at", utcnow())
+        row = _table_row(CASE_HISTORY, step)
+        self._insert(conn, CASE_HISTORY, row)
+
+    @staticmethod
+    def _insert(
+        conn: sa.Connection, table: TableSpec, row: dict[str, Any], on_conflict: str = ""
+    ) -> sa.CursorResult:
+        columns = ", ".join(quote(c.name) for c in table.columns)
+        values = ", ".join(_value_sql(c) for c in table.columns)
+        return conn.execute(
+            sa.text(f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({values}) {on_conflict}"),
+            {f"p_{c.name}": _param(row[c.name], c) for c in table.columns},
+        )
+
+    def create_case(
+        self, case: dict[str, Any], *, history: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Store a new case at version 1 (and its first step) and return it.
+
+        Raises
+        ------
+        DuplicateIdError
+            If a case with that id exists.
+        ValidationError
+            If a field is unknown or a value does not convert.
+        """
+        values = {**case, "version": 1}
+        values.setdefault("updated_at", utcnow())
+        row = _table_row(CASES, values)
+        if row["id"] is None:
+            raise ValidationError("a case needs an id (its service_request_id)")
+        with self._begin() as conn:
+            result = self._insert(conn, CASES, row, "ON CONFLICT (id) DO NOTHING RETURNING id")
+            if result.first() is None:
+                raise DuplicateIdError(
+                    f"case {row['id']} already exists; change it with update_case or use a new id"
+                )
+            if history is not None:
+                self._insert_history(conn, row["id"], 1, history)
+            return self._case_row(conn, row["id"])
+
+    def update_case(
+        self,
+        case_id: str,
+        changes: dict[str, Any],
+        *,
+        expected_version: int,
+        history: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Apply *changes* if the case is still at *expected_version*; return the new case.
+
+        Raises
+        ------
+        NotFoundError
+            If there is no such case.
+        StaleUpdateError
+            If the case was changed since *expected_version* (nothing is written).
+        ValidationError
+            If *changes* names unknown fields, ``id`` or ``version``, or a value does not convert.
+        """
+        known = {c.name for c in CASES.columns}
+        bad = sorted(k for k in changes if k not in known or k in ("id", "version"))
+        if bad:
+            raise ValidationError(
+                f"case {case_id}: cannot change {bad}; id and version are kept by the store and "
+                f"the fields are {sorted(known - {'id', 'version'})}"
+            )
+        values = {**changes}
+        values.setdefault("updated_at", utcnow())
+        row = _table_row(CASES, values)
+        columns = [c for c in CASES.columns if c.name in values]
+        sets = ", ".join(f"{quote(c.name)} = {_value_sql(c)}" for c in columns)
+        params = {f"p_{c.name}": _param(row[c.name], c) for c in columns}
+        params.update(id=case_id, expected=int(expected_version))
+        with self._begin() as conn:
+            updated = conn.execute(
+                sa.text(
+                    f"UPDATE {quote(CASES.name)} SET {sets}, version = version + 1 "
+                    "WHERE id = :id AND version = :expected RETURNING version"
+                ),
+                params,
+            ).first()
+            if updated is None:
+                now = conn.execute(
+                    sa.text(f"SELECT version FROM {quote(CASES.name)} WHERE id = :id"),
+                    {"id": case_id},
+                ).scalar()
+                if now is None:
+                    raise NotFoundError(
+                        f"case {case_id!r} does not exist; check the id (read_cases lists cases)"
+                    )
+                raise StaleUpdateError(
+                    f"case {case_id} was changed by someone else (now version {now}, you had "
+                    f"{expected_version}); reload it and try again"
+                )
+            if history is not None:
+                self._insert_history(conn, case_id, int(updated[0]), history)
+            return self._case_row(conn, case_id)
+
+    def get_case(self, case_id: str) -> dict[str, Any]:
+        """One case as a dict of Python values. Raises NotFoundError if absent."""
+        with self._begin() as conn:
+            row = self._case_row(conn, case_id)
+        if row is None:
+            raise NotFoundError(
+                f"case {case_id!r} does not exist; check the id (read_cases lists cases)"
+            )
+        return row
+
+    def case_history(self, case_id: str) -> pd.DataFrame:
+        """Every recorded step of a case, oldest first (columns of CASE_HISTORY)."""
+        with self._begin() as conn:
+            return _frame(
+                conn.execute(
+                    sa.text(
+                        f"SELECT {_select_list(CASE_HISTORY.columns, False)} "
+                        f"FROM {quote(CASE_HISTORY.name)} WHERE case_id = :id ORDER BY version"
+                    ),
+                    {"id": case_id},
+                ),
+                CASE_HISTORY.columns,
+                False,
+            )
+
+    def read_cases(
+        self, *, status: str | None = None, grid_code: str | None = None
+    ) -> gpd.GeoDataFrame:
+        """Cases, optionally of one status or unit grid, sorted by id."""
+        where, params = [], {}
+        if status is not None:
+            where.append("status = :status")
+            params["status"] = status
+        if grid_code is not None:
+            where.append("grid_code = :grid_code")
+            params["grid_code"] = grid_code
+        sql = (
+            f"SELECT {_select_list(CASES.columns, True)} FROM {quote(CASES.name)}"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + ' ORDER BY id COLLATE "C"'
+        )
+        with self._begin() as conn:
+            return _frame(conn.execute(sa.text(sql), params), CASES.columns, True)
+
+    # -- audit ------------------------------------------------------------------------------------
+
+    def append_audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        detail: dict[str, Any] | None = None,
+        origin: str = "",
+    ) -> dict[str, Any]:
+        """Append one row to the hash-chained audit log, serialised by an advisory lock."""
+        with self._begin() as conn:
+            self._lock(conn, "audit")
+            last = conn.execute(
+                sa.text(f"SELECT seq, hash FROM {quote(AUDIT.name)} ORDER BY seq DESC LIMIT 1")
+            ).first()
+            prev_hash = GENESIS_HASH if last is None else last[1]
+            row = {
+                "seq": 1 if last is None else int(last[0]) + 1,
+                "at": pd.Timestamp(utcnow()),
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "detail": _canonical_json(detail),
+                "origin": origin,
+                "prev_hash": prev_hash,
+            }
+            row["hash"] = audit_hash(prev_hash, row)
+            self._insert(conn, AUDIT, _table_row(AUDIT, row))
+        return row
+
+    def read_audit(self) -> pd.DataFrame:
+        """Return the whole audit log in chain order."""
+        with self._begin() as conn:
+            return _frame(
+                conn.execute(
+                    sa.text(
+                        f"SELECT {_select_list(AUDIT.columns, False)} "
+                        f"FROM {quote(AUDIT.name)} ORDER BY seq"
+                    )
+                ),
+                AUDIT.columns,
+                False,
+            )
