@@ -1,0 +1,968 @@
+"""Any staff file → a validated, reprojected layer frame and a report; optionally a new version."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyproj
+import shapely
+
+import layers as declared
+from twin import crs as tcrs
+from twin.errors import LayerNotFoundError, ValidationError
+from twin.load_formats import LoadError, RawData, read_source, resolve_source
+from twin.schema import ASSIGNED_COLUMNS, Column, LayerSpec, validate_layer_frame
+
+LOGGER = logging.getLogger(__name__)
+
+__all__ = ["LoadError", "LoadResult", "load_file", "load_layer", "source_fingerprint"]
+
+MAX_LISTED_ISSUES = 2000  # the report lists this many issues; counts by kind are always complete
+FAR_FROM_AREA_M = 2000.0  # a feature farther than this outside the community is reported
+FAR_FROM_MEDIAN_M = 10_000.0  # without a community: at least this far from the data's median
+TOPOLOGY_TOLERANCE_M2 = 1.0  # overlaps and gaps smaller than this are slivers, not reported
+STRICT_KINDS = {"grid_overlap", "grid_gap", "grid_outside_boundary"}  # also reject under strict
+_GEOM_IDS = {"Point": 0, "LineString": 1, "Polygon": 3}
+_MULTI_OF = {0: 4, 1: 5, 3: 6}
+_TYPE_NAMES = {0: "Point", 1: "LineString", 2: "LinearRing", 3: "Polygon", 4: "MultiPoint",
+               5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection"}  # fmt: skip
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class LoadResult:
+    """The loaded layer frame (canonical columns, EPSG:4326), its report, and the version written."""
+
+    frame: gpd.GeoDataFrame | pd.DataFrame
+    report: dict[str, Any]
+    version: Any = None  # a twin.store.LayerVersion when written
+
+
+class _Issues:
+    """Issues found while loading, one entry per feature (row) and kind."""
+
+    def __init__(self, initial: list[dict] | None = None) -> None:
+        self.items: list[dict] = list(initial or [])
+        self.row_ids: dict[int, str] = {}  # source row → id, to name features in the report
+
+    def name_rows(self) -> None:
+        for item in self.items:
+            if "row" in item and "id" not in item and item["row"] in self.row_ids:
+                item["id"] = self.row_ids[item["row"]]
+
+    def add(self, kind: str, severity: str, message: str, row=None, fid=None) -> None:
+        item = {"kind": kind, "severity": severity, "message": message}
+        if row is not None:
+            item["row"] = int(row)
+        if fid is not None and not (isinstance(fid, float) and np.isnan(fid)):
+            item["id"] = str(fid)
+        self.items.append(item)
+
+    def add_rows(self, kind, severity, rows, ids, messages) -> None:
+        """Add one issue per row; *messages* is a string or one string per row."""
+        rows = np.asarray(rows)
+        if rows.size == 0:
+            return
+        msgs = [messages] * rows.size if isinstance(messages, str) else list(messages)
+        ids = list(ids) if ids is not None else [None] * rows.size
+        for r, i, m in zip(rows.tolist(), ids, msgs):
+            self.add(kind, severity, m, r, None if i is None or pd.isna(i) else i)
+
+    def count(self, *severities: str) -> Counter:
+        return Counter(i["kind"] for i in self.items if i["severity"] in severities)
+
+    def rows(self, *severities: str) -> set[int]:
+        return {i["row"] for i in self.items if i["severity"] in severities and "row" in i}
+
+
+# -- the public API ------------------------------------------------------------------------------
+
+
+def load_file(
+    layer: str,
+    path: str | Path,
+    *,
+    crs: str | int | None = None,
+    encoding: str | None = None,
+    source_layer: str | None = None,
+    mapping: dict[str, str] | None = None,
+    lon: str | None = None,
+    lat: str | None = None,
+    wkt: str | None = None,
+    strict: bool = False,
+    area: Any = None,
+    progress: Progress | None = None,
+) -> LoadResult:
+    """Read a staff file and return the layer's canonical frame and a report; write nothing.
+
+    Parameters
+    ----------
+    layer
+        A declared layer name (``buildings``, ``parking``, ``grid_cells`` …).
+    path
+        A file, a folder or a ``.zip`` (Shapefile, GeoPackage, GeoJSON, KML, CSV, .xlsx).
+    crs
+        The CRS of the coordinates when the file has none or a wrong one: an EPSG code,
+        ``cgcs2000``, ``wgs84``, ``gcj02`` or ``bd09`` (see :func:`twin.crs.parse_crs`).
+    encoding
+        Text encoding of a Shapefile's .dbf or a CSV; detected when not given.
+    source_layer
+        The layer of a GeoPackage/KML, the sheet of an .xlsx, or the file within a folder/.zip.
+    mapping
+        ``{declared field: source field}``, taking precedence over the automatic matches.
+    lon, lat, wkt
+        Coordinate columns of a table (found automatically when named lon/lat/经度/纬度/wkt …).
+    strict
+        Reject the whole load when any feature would be repaired or rejected.
+    area
+        A shapely geometry in EPSG:4326 (the community boundary): features far outside are
+        reported, grid cells are checked for gaps against it, and swapped coordinates are
+        recognised by it.
+    progress
+        Called with a short line at each stage (the command line shows it on a terminal).
+
+    Returns
+    -------
+    LoadResult
+        ``frame`` passes :func:`twin.schema.validate_layer_frame`; ``report`` is JSON-ready.
+
+    Raises
+    ------
+    LayerNotFoundError
+        If *layer* is not declared.
+    LoadError
+        (a ValidationError) If the file cannot be loaded; ``.report`` holds what was found.
+    """
+    spec = declared.get_layer(layer)
+    path = Path(path)
+    note = progress or (lambda _msg: None)
+    t0 = time.perf_counter()
+    report: dict[str, Any] = {
+        "layer": layer,
+        "strict": bool(strict),
+        "source": {"path": str(path), "name": path.name},
+    }
+    issues = _Issues()
+    try:
+        with contextlib.ExitStack() as stack:
+            file = resolve_source(path, source_layer, stack)
+            size = _size(path)
+            note(f"reading {file.name} ({size / 1e6:.1f} MB)")
+            raw = read_source(
+                file, geometry=spec.geometry_type is not None, encoding=encoding,
+                source_layer=source_layer, lon=lon, lat=lat, wkt=wkt, stack=stack,
+            )  # fmt: skip
+        t_read = time.perf_counter()
+        report["source"].update(
+            {"file": file.name, "format": raw.fmt, "bytes": size, "sha256": source_fingerprint(path)}
+        )
+        if raw.source_layer:
+            report["source"]["source_layer"] = raw.source_layer
+        report["encoding"] = {"chosen": raw.encoding, "how": raw.encoding_how}
+        issues = _Issues(raw.issues)
+        note(f"checking {len(raw.frame):,} features")
+        frame = _check(spec, raw, crs, mapping or {}, strict, area, issues, report)
+        t_check = time.perf_counter()
+    except LoadError as exc:
+        _finish(report, issues, t0, None)
+        exc.report = report
+        raise
+    report["timings_s"] = {"read": round(t_read - t0, 3), "check": round(t_check - t_read, 3)}
+    _finish(report, issues, t0, frame)
+    return LoadResult(frame, report)
+
+
+def load_layer(
+    store,
+    layer: str,
+    path: str | Path,
+    *,
+    actor: str,
+    dry_run: bool = False,
+    note: str = "",
+    progress: Progress | None = None,
+    **options: Any,
+) -> LoadResult:
+    """Load a staff file into *store* as the next version of *layer* (see :func:`load_file`).
+
+    The community boundary stored in the ``community`` layer, when there is one, is the *area*
+    unless given. The version's ``report`` holds the report and its ``source`` the file name and
+    sha256. With *dry_run* nothing is written.
+
+    Raises
+    ------
+    LoadError
+        If the file cannot be loaded; the store is unchanged.
+    """
+    if options.get("area") is None and layer != "community":
+        options["area"] = community_area(store)
+    result = load_file(layer, path, progress=progress, **options)
+    result.report["dry_run"] = bool(dry_run)
+    if dry_run:
+        return result
+    t0 = time.perf_counter()
+    (progress or (lambda _m: None))(f"writing {len(result.frame):,} features")
+    src = result.report["source"]
+    source = f"{src['name']} sha256:{src['sha256']}"
+    result.report.setdefault("timings_s", {})["write"] = None  # filled after the write
+    put = _put_layer()
+    result.version = put(
+        store, layer, result.frame, actor=actor, source=source, note=note, report=result.report
+    )
+    result.report["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
+    result.report["version"] = int(result.version.version)
+    return result
+
+
+def _put_layer():
+    try:
+        from twin.twin import put_layer
+    except ImportError:  # the Twin module is not there yet: write the layer as it is
+
+        def put_layer(store, name, frame, *, actor, source, note="", report=None):
+            return store.write_layer(
+                name, frame, actor=actor, source=source, note=note, report=report
+            )
+
+    return put_layer
+
+
+def community_area(store) -> Any:
+    """The union of the store's community boundaries (EPSG:4326), or None when there are none."""
+    try:
+        boundary = store.read_layer("community")
+    except LayerNotFoundError:
+        return None
+    if boundary is None or len(boundary) == 0:
+        return None
+    return shapely.union_all(boundary.geometry.values)
+
+
+def source_fingerprint(path: str | Path) -> str:
+    """sha256 of a file; of a folder, over its files' names and contents (sorted)."""
+    path = Path(path)
+    if path.is_file():
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
+    digest = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        digest.update(str(p.relative_to(path)).encode() + b"\0" + source_fingerprint(p).encode())
+    return digest.hexdigest()
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _finish(report: dict, issues: _Issues, t0: float, frame) -> None:
+    issues.name_rows()
+    listed = issues.items[:MAX_LISTED_ISSUES]
+    report["issues"] = listed
+    if len(issues.items) > len(listed):
+        report["issues_not_listed"] = len(issues.items) - len(listed)
+    report["issue_counts"] = dict(Counter(i["kind"] for i in issues.items))
+    counts = report.setdefault("counts", {})
+    counts.update({
+        "repaired": len(issues.rows("repaired")),
+        "rejected": len(issues.rows("rejected")),
+        "warnings": sum(1 for i in issues.items if i["severity"] == "warning"),
+    })  # fmt: skip
+    if frame is not None:
+        counts["loaded"] = int(len(frame))
+    report.setdefault("timings_s", {})["total"] = round(time.perf_counter() - t0, 3)
+
+
+# -- the checks ----------------------------------------------------------------------------------
+
+
+def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, report):
+    frame = raw.frame.reset_index(drop=True)
+    n = len(frame)
+    report["counts"] = {"read": n}
+    if n == 0:
+        raise LoadError(f"{raw.file.name} holds no features; check the file (or --source-layer).")
+    rows = np.arange(1, n + 1)
+    rejected = np.zeros(n, dtype=bool)
+    for item in issues.items:  # rows the reader could not use
+        if item.get("severity") == "rejected" and "row" in item:
+            rejected[item["row"] - 1] = True
+    geoms = None
+    if spec.geometry_type is not None:
+        geoms = np.asarray(frame.geometry.values, dtype=object)
+        geoms, used = _to_wgs84(spec, raw, geoms, crs, strict, area, issues)
+        report["crs"] = used
+        geoms, bad = _clean_geometries(spec, geoms, rows, issues)
+        rejected |= bad
+        attrs_frame = pd.DataFrame(frame.drop(columns=frame.geometry.name))
+    else:
+        if isinstance(frame, gpd.GeoDataFrame) and frame.geometry.name in frame:
+            frame = frame.drop(columns=frame.geometry.name)
+            issues.add("geometry_ignored", "warning", f"{spec.name} has no geometry; ignored it")
+        attrs_frame = pd.DataFrame(frame)
+        report["crs"] = None
+    out, used_map = _map_attributes(spec, attrs_frame, mapping, raw.coordinate_columns)
+    report["mapping"] = used_map
+    report["attrs_fields"] = [c for c in attrs_frame.columns if c not in used_map.values()]
+    out, bad = _convert(spec, out, rows, issues)
+    rejected |= bad
+    if spec.name == "grid_cells":
+        out, bad = _grid_codes(out, rows, issues)
+        rejected |= bad
+    out, bad = _ids(spec, out, geoms, rows, rejected, issues)
+    rejected |= bad
+    named = out[spec.id_field].notna().to_numpy()
+    issues.row_ids = dict(zip(rows[named].tolist(), out[spec.id_field][named].astype(str)))
+    rejected |= _rules(spec, out, rows, rejected, issues)
+    keep = ~rejected
+    out, geoms, rows = out[keep].reset_index(drop=True), _take(geoms, keep), rows[keep]
+    if geoms is not None:
+        out, geoms, rows = _split_multipart(spec, out, geoms, rows, issues)
+        dup = out[spec.id_field].duplicated(keep=False).to_numpy()
+        if dup.any():  # a split id like B1-2 that the file also uses
+            _reject_duplicates(spec, out, rows, dup, issues)
+            out, geoms, rows = out[~dup].reset_index(drop=True), geoms[~dup], rows[~dup]
+        _far_outside(out[spec.id_field], geoms, rows, area, issues)
+        if spec.name == "grid_cells":
+            _grid_topology(out, geoms, rows, area, issues)
+    report["counts"]["split_parts_added"] = int(len(out) - len(np.unique(rows)))
+    _strict_gate(strict, issues, report)
+    if len(out) == 0:
+        top = ", ".join(f"{k} {v}" for k, v in issues.count("rejected").most_common(4))
+        first = next((i for i in issues.items if i["severity"] == "rejected"), None)
+        example = f"; e.g. row {first.get('row')}: {first['message']}" if first else ""
+        raise LoadError(
+            f"no feature of {raw.file.name} could be loaded into {spec.name} ({top}){example}. "
+            "Fix the file, or map fields with --map FIELD=SOURCE; --report FILE.json lists all."
+        )
+    if geoms is not None:
+        out = gpd.GeoDataFrame(out, geometry=geoms, crs=tcrs.WGS84)
+    try:
+        return validate_layer_frame(spec, out)
+    except ValidationError as exc:  # a rule the loader should have caught row by row
+        raise LoadError(f"{spec.name}: {exc}") from None
+
+
+def _take(geoms, keep):
+    return None if geoms is None else geoms[keep]
+
+
+def _strict_gate(strict: bool, issues: _Issues, report: dict) -> None:
+    if not strict:
+        return
+    bad = [i for i in issues.items if i["severity"] in ("repaired", "rejected")
+           or i["kind"] in STRICT_KINDS]  # fmt: skip
+    if bad:
+        kinds = Counter(i["kind"] for i in bad)
+        first = bad[0]
+        where = f"row {first['row']}" if "row" in first else "the file"
+        raise LoadError(
+            f"rejected under --strict: {len(bad)} issue(s) "
+            f"({', '.join(f'{k} {v}' for k, v in kinds.most_common(4))}); first, {where}: "
+            f"{first['message']}. Fix the file, or load without --strict to repair and report."
+        )
+
+
+# -- coordinates ---------------------------------------------------------------------------------
+
+
+def _centres(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    b = shapely.bounds(geoms)
+    return (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+
+
+def _example(x, y) -> str:
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return ""
+    i = int(np.flatnonzero(ok)[0])
+    fmt = ".2f" if max(abs(x[i]), abs(y[i])) > 1000 else ".6f"
+    return f" (e.g. x={x[i]:{fmt}}, y={y[i]:{fmt}})"
+
+
+def _crs_hint(x, y, area) -> str:
+    epsg = tcrs.detect_gk_zone(x, y)
+    if epsg:
+        return (f" The numbers look like CGCS2000 Gauss-Krüger with a zone prefix: try --crs {epsg}"
+                " (or --crs cgcs2000).")  # fmt: skip
+    if tcrs.looks_like_unprefixed_gk(x, y):
+        lon = shapely.centroid(area).x if area is not None else None
+        guess = tcrs.suggest_gk_epsg(lon) if lon is not None else None
+        near = f" here, EPSG:{guess}" if guess else ""
+        return (" The numbers look like CGCS2000 Gauss-Krüger without a zone prefix: give the "
+                f"zone's EPSG code (4534-4554 by central meridian{near}).")  # fmt: skip
+    return " Give the CRS the surveyor used (an EPSG code, e.g. --crs 4547)."
+
+
+def _to_wgs84(spec, raw: RawData, geoms, crs, strict, area, issues: _Issues):
+    """Reproject (and de-offset) geometries to EPSG:4326; returns them and what was done."""
+    if shapely.has_z(geoms).any():
+        geoms = shapely.force_2d(geoms)
+        issues.add("z_dropped", "warning", "3D coordinates: heights (Z) were dropped")
+    x, y = _centres(geoms)
+    choice = tcrs.parse_crs(crs) if crs is not None else None
+    projected_numbers = tcrs.looks_projected(x, y)
+    used: dict[str, Any] = {"declared": raw.crs.to_string() if raw.crs else None}
+    if choice is not None:
+        source, how = choice.crs, "--crs " + str(crs)
+        if choice.crs.is_geographic and projected_numbers:
+            zone = tcrs.detect_gk_zone(x, y) if choice.label == tcrs.CGCS2000 else None
+            if zone is None:
+                raise LoadError(
+                    f"--crs {crs} is in degrees but the coordinates are not{_example(x, y)}."
+                    + _crs_hint(x, y, area)
+                )
+            source = pyproj.CRS.from_epsg(zone)
+            how = f"--crs {crs}; Gauss-Krüger zone EPSG:{zone} detected from the easting prefix"
+    elif raw.crs is None:
+        if projected_numbers:
+            raise LoadError(
+                f"{raw.file.name} has no CRS and its coordinates are projected numbers"
+                f"{_example(x, y)}; say which CRS with --crs." + _crs_hint(x, y, area)
+            )
+        source, how = pyproj.CRS.from_epsg(4326), "none in the file; assumed WGS84 (EPSG:4326)"
+        issues.add(
+            "crs_assumed", "warning",
+            "the file has no CRS; its numbers look like degrees and were read as WGS84 lon/lat. "
+            "Use --crs gcj02 / bd09 / cgcs2000 if they come from a web map or a survey",
+        )  # fmt: skip
+    else:
+        source, how = raw.crs, raw.crs_how
+        if raw.crs.is_geographic and projected_numbers:
+            raise LoadError(
+                f"{raw.file.name} says its CRS is {_crs_name(raw.crs)} (degrees) but the "
+                f"coordinates are projected numbers{_example(x, y)}: the .prj is wrong. "
+                "Load it with --crs." + _crs_hint(x, y, area)
+            )
+        ok = np.isfinite(x)
+        if raw.crs.is_projected and ok.any() and (np.abs(x[ok]) <= 180).all() and (
+            np.abs(y[ok]) <= 90
+        ).all():
+            raise LoadError(
+                f"{raw.file.name} says its CRS is {_crs_name(raw.crs)} (metres) but the "
+                f"coordinates look like degrees{_example(x, y)}: the .prj is wrong. Load it with "
+                "--crs 4326 (or gcj02, bd09, cgcs2000 — whatever the data really are)."
+            )
+    used.update({"used": _crs_name(source), "how": how})
+    if source.is_geographic:
+        geoms = _fix_swapped(geoms, x, y, area, issues)
+    if choice is not None and choice.offset:
+        geoms, shifted = _remove_offset(geoms, choice.offset)
+        used["converted"] = f"{choice.offset} → WGS84"
+        used["error_bound"] = (
+            "inverse exact to 1e-9°; the public GCJ-02 model is within a few metres of AMap's "
+            "conversion in eastern China (worse on the western plateau)"
+        )
+        kept = int(np.sum(~shifted & ~shapely.is_missing(geoms)))
+        if kept:
+            issues.add(
+                "outside_china_not_shifted", "warning",
+                f"{kept} feature(s) lie outside mainland China, where {choice.offset} has no "
+                "offset; they were not shifted",
+            )  # fmt: skip
+    if not source.equals(tcrs.WGS84):
+        if source.equals(tcrs.CGCS2000):
+            used["note"] = "CGCS2000 and WGS84 agree to a few centimetres; no datum shift applied"
+        geoms = gpd.GeoSeries(geoms, crs=source).to_crs(tcrs.WGS84).values
+        geoms = np.asarray(geoms, dtype=object)
+    return geoms, used
+
+
+def _crs_name(crs: pyproj.CRS) -> str:
+    epsg = crs.to_epsg(min_confidence=70)
+    return f"EPSG:{epsg}" if epsg else crs.name
+
+
+def _fix_swapped(geoms, x, y, area, issues: _Issues):
+    expected = tcrs.CHINA_OUTLINE
+    if area is not None:
+        expected = shapely.union(expected, shapely.buffer(shapely.envelope(area), 1.0))
+    flagged = tcrs.detect_swapped(x, y, expected=expected) & np.isfinite(x)
+    if not flagged.any():
+        return geoms
+    geoms = geoms.copy()
+    geoms[flagged] = shapely.transform(geoms[flagged], lambda c: c[:, ::-1])
+    rows = np.flatnonzero(flagged) + 1
+    msgs = [f"longitude and latitude were swapped ({xi:.6f}, {yi:.6f}); swapped them back"
+            for xi, yi in zip(x[flagged], y[flagged])]  # fmt: skip
+    issues.add_rows("swapped_lonlat", "repaired", rows, None, msgs)
+    return geoms
+
+
+def _remove_offset(geoms, offset: str):
+    coords = shapely.get_coordinates(geoms)
+    convert = tcrs.gcj02_to_wgs84 if offset == "gcj02" else tcrs.bd09_to_wgs84
+    lon, lat = convert(coords[:, 0], coords[:, 1])
+    geoms = shapely.set_coordinates(geoms.copy(), np.column_stack([lon, lat]))
+    x, y = _centres(geoms)
+    return geoms, tcrs.in_china(np.nan_to_num(x), np.nan_to_num(y))
+
+
+# -- geometry ------------------------------------------------------------------------------------
+
+
+def _clean_geometries(spec: LayerSpec, geoms, rows, issues: _Issues):
+    """Reject empty/wrong-typed geometries, repair invalid ones keeping the declared type."""
+    n = len(geoms)
+    rejected = np.zeros(n, dtype=bool)
+    empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    issues.add_rows("empty_geometry", "rejected", rows[empty], None,
+                    "the feature has no geometry (null or empty)")  # fmt: skip
+    rejected |= empty
+    allowed = [_GEOM_IDS[t] for t in spec.geometry_types]
+    allowed_multi = [_MULTI_OF[t] for t in allowed]
+    types = shapely.get_type_id(geoms)
+    # collections of allowed parts are taken apart later; other types are rejected
+    coll = (types == 7) & ~empty
+    if coll.any():
+        geoms = geoms.copy()
+        geoms[coll] = _extract(geoms[coll], allowed)
+        types = shapely.get_type_id(geoms)
+    wrong = ~empty & ~np.isin(types, allowed + allowed_multi)
+    names = [_TYPE_NAMES.get(int(t), "?") for t in types[wrong]]
+    issues.add_rows(
+        "wrong_geometry_type", "rejected", rows[wrong], None,
+        [f"{spec.name} takes {'/'.join(spec.geometry_types)}; this is a {t}" for t in names],
+    )  # fmt: skip
+    rejected |= wrong
+    ok = ~rejected
+    invalid = ok & ~shapely.is_valid(geoms)
+    if invalid.any():
+        geoms = geoms.copy()
+        reasons = shapely.is_valid_reason(geoms[invalid])
+        fixed = shapely.make_valid(geoms[invalid], method="structure", keep_collapsed=False)
+        fixed = _extract(fixed, allowed)
+        gone = shapely.is_missing(fixed) | shapely.is_empty(fixed)
+        geoms[invalid] = fixed
+        idx = np.flatnonzero(invalid)
+        issues.add_rows(
+            "degenerate_geometry", "rejected", rows[idx[gone]], None,
+            [f"invalid geometry ({r}) collapses to nothing when repaired: fewer than 3 distinct "
+             "corners (a two-point ring?)" for r in reasons[gone]],
+        )  # fmt: skip
+        issues.add_rows(
+            "invalid_geometry_repaired", "repaired", rows[idx[~gone]], None,
+            [f"invalid geometry ({r}) repaired with make_valid" for r in reasons[~gone]],
+        )  # fmt: skip
+        rejected[idx[gone]] = True
+    return geoms, rejected
+
+
+def _extract(geoms, allowed: list[int]):
+    """Keep only the parts of the allowed types (e.g. polygons out of a GeometryCollection).
+
+    A row whose parts are of several allowed types keeps those of the first (declared) type.
+    """
+    parts, index = shapely.get_parts(geoms, return_index=True)
+    types = shapely.get_type_id(parts)
+    out = np.full(len(geoms), None, dtype=object)
+    taken = np.zeros(len(geoms), dtype=bool)
+    collect = {0: shapely.multipoints, 1: shapely.multilinestrings, 3: shapely.multipolygons}
+    for t in allowed:
+        sel = types == t
+        sel &= ~taken[index]
+        if not sel.any():
+            continue
+        buf = np.full(len(geoms), None, dtype=object)
+        collect[t](parts[sel], indices=index[sel], out=buf)
+        rows = np.unique(index[sel])
+        made = buf[rows]
+        one = shapely.get_num_geometries(made) == 1
+        made[one] = shapely.get_geometry(made[one], 0)
+        out[rows] = made
+        taken[rows] = True
+    return out
+
+
+def _split_multipart(spec: LayerSpec, out: pd.DataFrame, geoms, rows, issues: _Issues):
+    """Split multi-part geometries into single parts with ids id, id-2, id-3 …"""
+    if spec.geometry_type == "LineString":
+        multi_lines = shapely.get_type_id(geoms) == 5
+        if multi_lines.any():  # touching pieces of one road become one line first
+            geoms = geoms.copy()
+            geoms[multi_lines] = shapely.line_merge(geoms[multi_lines])
+    multi = np.isin(shapely.get_type_id(geoms), [4, 5, 6, 7])
+    if not multi.any():
+        return out, geoms, rows
+    parts, index = shapely.get_parts(geoms, return_index=True)
+    order = pd.Series(index).groupby(index).cumcount().to_numpy() + 1
+    new = out.iloc[index].reset_index(drop=True)
+    ids = new[spec.id_field].astype(str).to_numpy(dtype=object)
+    suffix = np.where(order > 1, np.char.add("-", order.astype(str)), "")
+    new[spec.id_field] = np.char.add(ids.astype(str), suffix).astype(object)
+    counts = np.bincount(index, minlength=len(geoms))
+    for i in np.flatnonzero(multi):
+        base = out[spec.id_field].iloc[i]
+        made = [str(base)] + [f"{base}-{k}" for k in range(2, counts[i] + 1)]
+        issues.add("split_multipart", "repaired",
+                   f"{counts[i]} parts; {spec.name} takes single parts: split into {', '.join(made)}",
+                   rows[i], base)  # fmt: skip
+    return new, parts, rows[index]
+
+
+def _far_outside(ids: pd.Series, geoms, rows, area, issues: _Issues) -> None:
+    if len(geoms) == 0:
+        return
+    x, y = _centres(geoms)
+    if area is not None:
+        metric = tcrs.local_metric_crs(area)
+        fwd = pyproj.Transformer.from_crs(tcrs.WGS84, metric, always_xy=True)
+        area_m = shapely.transform(area, lambda c: np.column_stack(fwd.transform(c[:, 0], c[:, 1])))
+        px, py = fwd.transform(x, y)
+        dist = shapely.distance(area_m, shapely.points(px, py))
+        far = dist > FAR_FROM_AREA_M
+        what = "the community boundary"
+    else:
+        mx, my = np.nanmedian(x), np.nanmedian(y)
+        _, _, dist = pyproj.Geod(ellps="WGS84").inv(np.full_like(x, mx), np.full_like(y, my), x, y)
+        dist = np.asarray(dist)
+        threshold = max(FAR_FROM_MEDIAN_M, 10 * float(np.median(dist)))
+        far = dist > threshold
+        what = "the middle of the data"
+    issues.add_rows(
+        "far_outside", "warning", rows[far], ids.to_numpy()[far],
+        [f"{d / 1000:.1f} km from {what} — wrong coordinates or CRS?" for d in dist[far]],
+    )  # fmt: skip
+
+
+# -- attributes ----------------------------------------------------------------------------------
+
+
+def _targets(spec: LayerSpec) -> list[Column]:
+    assigned = {c.name for c in ASSIGNED_COLUMNS} if spec.located else set()
+    return [c for c in spec.columns if c.name not in assigned]
+
+
+def _map_attributes(spec: LayerSpec, src: pd.DataFrame, mapping: dict, coordinate_columns):
+    """Match source fields to declared columns; everything else goes to ``attrs`` (JSON)."""
+    targets = {c.name: c for c in _targets(spec)}
+    columns = [c for c in src.columns]
+    used: dict[str, str] = {}
+    for field, source in mapping.items():
+        if field not in targets:
+            raise LoadError(
+                f"--map {field}={source}: {spec.name} has no field {field!r}; its fields are "
+                f"{list(targets)}."
+            )
+        if source not in columns:
+            raise LoadError(
+                f"--map {field}={source}: the file has no field {source!r}; its fields are "
+                f"{columns}."
+            )
+        used[field] = source
+    taken = set(used.values()) | set(coordinate_columns)
+    lower: dict[str, str] = {}
+    for c in columns:
+        lower.setdefault(c.lower(), c)
+    for name, col in targets.items():
+        if name in used:
+            continue
+        for candidate in (name, *col.aliases):
+            hit = candidate if candidate in columns else lower.get(candidate.lower())
+            if hit is not None and hit not in taken:
+                used[name] = hit
+                taken.add(hit)
+                break
+    out = pd.DataFrame({name: src[source].to_numpy() for name, source in used.items()},
+                       index=src.index)  # fmt: skip
+    extra = [c for c in columns if c not in set(used.values())]
+    out["attrs"] = _attrs_json(src[extra]) if extra else None
+    return out, used
+
+
+def _attrs_json(extra: pd.DataFrame) -> pd.Series:
+    """One JSON object per row holding every unmapped source field (vectorised via to_json)."""
+    frame = extra.copy()
+    for c in frame.columns:
+        if pd.api.types.is_datetime64_any_dtype(frame[c]) or frame[c].dtype == object:
+            frame[c] = frame[c].map(_plain, na_action="ignore")
+    text = frame.to_json(orient="records", lines=True, force_ascii=False, date_format="iso",
+                         default_handler=str)  # fmt: skip
+    lines = text.rstrip("\n").split("\n")
+    if "attrs" in frame.columns:  # a re-loaded export: merge its attrs instead of nesting them
+        lines = [_merge_attrs(line) for line in lines]
+    return pd.Series(lines, index=extra.index, dtype=object)
+
+
+def _plain(value):
+    if isinstance(value, (pd.Timestamp,)) or hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _merge_attrs(line: str) -> str:
+    obj = json.loads(line)
+    inner = obj.pop("attrs", None)
+    if isinstance(inner, str):
+        try:
+            inner = json.loads(inner)
+        except ValueError:
+            inner = {"attrs": inner}
+    if isinstance(inner, dict):
+        obj = {**inner, **obj}
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def _convert(spec: LayerSpec, out: pd.DataFrame, rows, issues: _Issues):
+    """Convert mapped fields to their declared types; rows with values that do not convert fail."""
+    rejected = np.zeros(len(out), dtype=bool)
+    for col in _targets(spec):
+        if col.name not in out:
+            continue
+        s = out[col.name]
+        converted, bad = _convert_series(s, col)
+        out[col.name] = converted
+        if bad.any():
+            values = s[bad].tolist()
+            issues.add_rows(
+                "bad_value", "rejected", rows[bad], None,
+                [f"{col.name}: {v!r} is not {_DTYPE_WORDS[col.dtype]}" for v in values],
+            )  # fmt: skip
+            rejected |= bad
+    return out, rejected
+
+
+_DTYPE_WORDS = {"text": "text", "int": "a whole number", "float": "a number", "bool": "yes/no",
+                "date": "a date", "datetime": "a date and time", "json": "JSON"}  # fmt: skip
+_BOOLS = {"true": True, "false": False, "1": True, "0": False, "是": True, "否": False,
+          "yes": True, "no": False, "y": True, "n": False, "t": True, "f": False,
+          "1.0": True, "0.0": False}  # fmt: skip
+
+
+def _convert_series(s: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray]:
+    present = s.notna().to_numpy()
+    if col.dtype == "text":
+        if pd.api.types.is_float_dtype(s) and (s.dropna() % 1 == 0).all():
+            s = s.astype("Int64")  # a numeric code in a .dbf: 1203.0 → "1203"
+        text = s.astype("string").astype(object).where(s.notna(), None)
+        return text, np.zeros(len(s), dtype=bool)
+    if col.dtype in ("int", "float"):
+        raw = s
+        if s.dtype == object or pd.api.types.is_string_dtype(s):
+            raw = s.astype("string").str.replace(",", "", regex=False)
+            if col.unit:
+                raw = raw.str.replace(rf"\s*{re.escape(col.unit)}\s*$", "", regex=True)
+        num = pd.to_numeric(raw, errors="coerce")
+        num = num.astype("float64") if not pd.api.types.is_bool_dtype(num) else num.astype(float)
+        bad = present & num.isna().to_numpy()
+        if col.dtype == "int":
+            bad |= present & ~num.isna().to_numpy() & (num.fillna(0) % 1 != 0).to_numpy()
+            return num.where(~bad).round().astype("Int64"), bad
+        return num.where(~bad), bad
+    if col.dtype == "bool":
+        key = s.map(lambda v: str(v).strip().lower(), na_action="ignore")
+        val = key.map(_BOOLS)
+        bad = present & val.isna().to_numpy()
+        return val.astype("boolean"), bad
+    if col.dtype in ("date", "datetime"):
+        when = pd.to_datetime(s, errors="coerce", utc=col.dtype == "datetime", format="mixed")
+        bad = present & when.isna().to_numpy()
+        return (when.dt.date.where(when.notna(), None) if col.dtype == "date" else when), bad
+    # json
+    bad = np.zeros(len(s), dtype=bool)
+    for i, v in enumerate(s.tolist()):
+        if isinstance(v, str):
+            try:
+                json.loads(v)
+            except ValueError:
+                bad[i] = True
+    return s.where(~bad, None), bad
+
+
+def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Issues):
+    """Reject duplicate ids; give features without one a stable id from their geometry."""
+    idf = spec.id_field
+    if idf not in out:
+        out[idf] = None
+    ids = out[idf].astype(object).where(out[idf].notna(), None)
+    ids = ids.map(lambda v: v.strip() or None if isinstance(v, str) else v)
+    out[idf] = ids
+    live = ~rejected
+    dup = np.zeros(len(out), dtype=bool)
+    has = ids.notna().to_numpy() & live
+    dup[has] = ids[has].duplicated(keep=False).to_numpy()
+    if dup.any():
+        _reject_duplicates(spec, out, rows, dup, issues)
+    missing = ids.isna().to_numpy() & live
+    if missing.any():
+        gen = _stable_ids(spec, out, geoms, missing)
+        out.loc[missing, idf] = gen
+        issues.add("generated_ids", "info",
+                   f"{int(missing.sum())} feature(s) had no {idf}; gave them stable ids from "
+                   f"their geometry (e.g. {gen[0]}); reloading the same file gives the same ids")  # fmt: skip
+    return out, dup
+
+
+def _reject_duplicates(spec, out, rows, dup, issues: _Issues) -> None:
+    ids = out[spec.id_field]
+    groups = pd.Series(rows[dup]).groupby(ids[dup].astype(str).to_numpy()).agg(list)
+    for value, where in groups.items():
+        issues.add_rows(
+            "duplicate_id", "rejected", np.asarray(where), [value] * len(where),
+            f"{spec.id_field} {value} is used by rows {', '.join(map(str, where[:10]))}; "
+            "ids must be unique",
+        )  # fmt: skip
+
+
+def _stable_ids(spec: LayerSpec, out: pd.DataFrame, geoms, missing) -> np.ndarray:
+    if geoms is not None:
+        blobs = shapely.to_wkb(geoms[missing], hex=False, output_dimension=2)
+        blobs = [b if b is not None else b"" for b in blobs]
+    else:
+        cols = [c for c in out.columns if c != spec.id_field]
+        blobs = out.loc[missing, cols].to_json(orient="records", lines=True,
+                                               force_ascii=False).encode().split(b"\n")  # fmt: skip
+    prefix = spec.name.encode() + b"\0"
+    base = np.array([hashlib.sha1(prefix + b).hexdigest()[:12] for b in blobs], dtype=object)
+    base = np.char.add(f"{spec.name[:3]}-", base.astype(str)).astype(object)
+    # identical geometries twice: number them in file order so the ids stay stable
+    order = pd.Series(base).groupby(base).cumcount().to_numpy() + 1
+    return np.where(order > 1, np.char.add(np.char.add(base.astype(str), "-"),
+                                           order.astype(str)), base).astype(object)  # fmt: skip
+
+
+def _rules(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues) -> np.ndarray:
+    """Required, choice and range rules, row by row (vectorised per column)."""
+    bad_all = np.zeros(len(out), dtype=bool)
+    live = ~rejected
+    for col in _targets(spec):
+        if col.name == spec.id_field:
+            continue
+        s = out[col.name] if col.name in out else pd.Series(None, index=out.index, dtype=object)
+        if col.required:
+            bad = live & s.isna().to_numpy()
+            issues.add_rows("missing_value", "rejected", rows[bad], out[spec.id_field][bad],
+                            f"{col.name} is required but empty (map a field with --map "
+                            f"{col.name}=SOURCE if the file names it differently)")  # fmt: skip
+            bad_all |= bad
+        if col.choices is not None and col.name in out:
+            norm = s.map(lambda v: str(v).strip().lower().replace(" ", "_"), na_action="ignore")
+            fixable = s.notna() & ~s.isin(col.choices) & norm.isin(col.choices)
+            if fixable.any():
+                s = s.where(~fixable, norm)
+                out[col.name] = s
+            bad = live & (s.notna() & ~s.isin(col.choices)).to_numpy()
+            issues.add_rows("bad_choice", "rejected", rows[bad], out[spec.id_field][bad],
+                            [f"{col.name}: {v!r} is not one of {list(col.choices)}"
+                             for v in s[bad]])  # fmt: skip
+            bad_all |= bad
+        if (col.min is not None or col.max is not None) and col.name in out:
+            num = pd.to_numeric(s, errors="coerce").astype("float64")
+            lo = num < col.min if col.min is not None else pd.Series(False, index=num.index)
+            hi = num > col.max if col.max is not None else pd.Series(False, index=num.index)
+            bad = live & (lo | hi).to_numpy()
+            unit = f" {col.unit}" if col.unit else ""
+            issues.add_rows("out_of_range", "rejected", rows[bad], out[spec.id_field][bad],
+                            [f"{col.name}: {v} is outside [{col.min}, {col.max}]{unit}"
+                             for v in num[bad]])  # fmt: skip
+            bad_all |= bad
+    return bad_all
+
+
+# -- grid cells ----------------------------------------------------------------------------------
+
+_PART_RULES = {"county_code": r"\d{6}", "street_code": r"\d{3}", "community_code": r"\d{3}",
+               "sequence": r"\d{1,4}"}  # fmt: skip
+_PART_WORDS = {"county_code": "6 digits", "street_code": "3 digits", "community_code": "3 digits",
+               "sequence": "1-4 digits"}  # fmt: skip
+
+
+def _grid_codes(out: pd.DataFrame, rows, issues: _Issues):
+    """Derive grid_code from its parts (or the parts from the code); reject malformed codes."""
+    from layers.grid_cells import full_code
+
+    for name in ("grid_code", *_PART_RULES):
+        if name not in out:
+            out[name] = None
+    code = out["grid_code"].astype(object)
+    parts = out[list(_PART_RULES)]
+    have_parts = parts.notna().all(axis=1).to_numpy()
+    no_parts = parts.isna().all(axis=1).to_numpy()
+    derive_code = code.isna().to_numpy() & have_parts
+    if derive_code.any():
+        made = [full_code(*p) for p in parts[derive_code].itertuples(index=False)]
+        out.loc[derive_code, "grid_code"] = made
+        issues.add("grid_code_derived", "info",
+                   f"grid_code derived from its parts for {int(derive_code.sum())} grid(s)")  # fmt: skip
+    digits = code.astype(str).str.fullmatch(r"\d{13,16}").to_numpy() & code.notna().to_numpy()
+    derive_parts = no_parts & digits
+    if derive_parts.any():
+        c = code[derive_parts].astype(str)
+        out.loc[derive_parts, "county_code"] = c.str[:6]
+        out.loc[derive_parts, "street_code"] = c.str[6:9]
+        out.loc[derive_parts, "community_code"] = c.str[9:12]
+        out.loc[derive_parts, "sequence"] = c.str[12:]
+        issues.add("grid_parts_derived", "info",
+                   f"county/street/community/sequence taken from grid_code for "
+                   f"{int(derive_parts.sum())} grid(s)")  # fmt: skip
+    bad = np.zeros(len(out), dtype=bool)
+    why = np.full(len(out), "", dtype=object)
+    for name, pattern in _PART_RULES.items():
+        s = out[name]
+        wrong = (s.notna() & ~s.astype(str).str.fullmatch(pattern)).to_numpy()
+        why[wrong & ~bad] = [f"{name} {v!r} is not {_PART_WORDS[name]}"
+                             for v in s[wrong & ~bad]]  # fmt: skip
+        bad |= wrong
+    full = out["county_code"].astype(str) + out["street_code"].astype(str) + \
+        out["community_code"].astype(str) + out["sequence"].astype(str)  # fmt: skip
+    complete = out[list(_PART_RULES)].notna().all(axis=1) & out["grid_code"].notna()
+    mismatch = (complete & (out["grid_code"].astype(str) != full)).to_numpy() & ~bad
+    why[mismatch] = [f"grid_code {c} differs from its parts {f}"
+                     for c, f in zip(out["grid_code"][mismatch], full[mismatch])]  # fmt: skip
+    bad |= mismatch
+    issues.add_rows("malformed_code", "rejected", rows[bad], out["grid_code"][bad], why[bad])
+    return out, bad
+
+
+def _grid_topology(out: pd.DataFrame, geoms, rows, area, issues: _Issues) -> None:
+    """Overlaps between unit grids of one community and gaps against the boundary, in m²."""
+    if len(geoms) == 0:
+        return
+    metric = tcrs.local_metric_crs(geoms)
+    gm = np.asarray(gpd.GeoSeries(geoms, crs=tcrs.WGS84).to_crs(metric).values, dtype=object)
+    community = (out["county_code"].astype(str) + out["street_code"].astype(str)
+                 + out["community_code"].astype(str)).to_numpy()  # fmt: skip
+    tree = shapely.STRtree(gm)
+    left, right = tree.query(gm, predicate="intersects")
+    pair = (left < right) & (community[left] == community[right])
+    left, right = left[pair], right[pair]
+    if left.size:
+        overlap = shapely.area(shapely.intersection(gm[left], gm[right]))
+        big = overlap > TOPOLOGY_TOLERANCE_M2
+        codes = out["grid_code"].to_numpy()
+        for i, j, a in zip(left[big], right[big], overlap[big]):
+            issues.add("grid_overlap", "warning",
+                       f"unit grid {codes[i]} overlaps {codes[j]} by {a:,.1f} m²",
+                       rows[i], codes[i])  # fmt: skip
+    if area is None:
+        return
+    fwd = pyproj.Transformer.from_crs(tcrs.WGS84, metric, always_xy=True)
+    area_m = shapely.transform(area, lambda c: np.column_stack(fwd.transform(c[:, 0], c[:, 1])))
+    cells = shapely.union_all(gm)
+    gap = shapely.area(shapely.difference(area_m, cells))
+    outside = shapely.area(shapely.difference(cells, area_m))
+    if gap > TOPOLOGY_TOLERANCE_M2:
+        issues.add("grid_gap", "warning",
+                   f"the unit grids leave {gap:,.1f} m² of the community boundary uncovered")  # fmt: skip
+    if outside > TOPOLOGY_TOLERANCE_M2:
+        issues.add("grid_outside_boundary", "warning",
+                   f"{outside:,.1f} m² of the unit grids lie outside the community boundary")  # fmt: skip
