@@ -42,8 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crs", help="CRS of the coordinates: EPSG code, cgcs2000, wgs84, gcj02, bd09")
     p.add_argument("--encoding", help="text encoding of the .dbf / CSV (detected when not given)")
     p.add_argument("--source-layer", help="GeoPackage/KML layer, .xlsx sheet, or file in a folder")
-    p.add_argument("--map", action="append", default=[], metavar="FIELD=SOURCE",
-                   help="take layer field FIELD from source field SOURCE (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=SOURCE",
+        help="take layer field FIELD from source field SOURCE (repeatable)",
+    )
     p.add_argument("--lon", help="longitude column of a table")
     p.add_argument("--lat", help="latitude column of a table")
     p.add_argument("--wkt", help="WKT geometry column of a table")
@@ -52,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="FILE.json", help="write the machine-readable report here")
     p.add_argument("--note", default="", help="why this load (kept with the version)")
     p.add_argument("--history", metavar="LAYER", help="list the versions of LAYER and exit")
-    p.add_argument("--rollback", nargs=2, metavar=("LAYER", "VERSION"),
-                   help="make an earlier VERSION of LAYER current again")  # fmt: skip
+    p.add_argument(
+        "--rollback",
+        nargs=2,
+        metavar=("LAYER", "VERSION"),
+        help="make an earlier VERSION of LAYER current again",
+    )
     p.add_argument("--actor", default=None, help="who is loading (default: $USER)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
@@ -103,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the one place that turns a bug into exit code 1
         if args.debug:
             raise
-        _err(f"internal error: {type(exc).__name__}: {exc}. Rerun with --debug for the "
-             "traceback and report it.")  # fmt: skip
+        _err(
+            f"internal error: {type(exc).__name__}: {exc}. Rerun with --debug for the "
+            "traceback and report it."
+        )
         code = 1
     if report is not None and args.report:
         _write_report(args.report, report)
@@ -119,26 +130,38 @@ def _run(args: argparse.Namespace, progress) -> int:
         if args.layer or args.path:
             raise UsageError("--history and --rollback take no LAYER PATH; give one or the other")
         with open_store(args.db) as store:
-            return _history(store, args.history) if args.history else _rollback(
-                store, args.rollback, actor, args.quiet
-            )  # fmt: skip
+            return (
+                _history(store, args.history)
+                if args.history
+                else _rollback(store, args.rollback, actor, args.quiet)
+            )
     if not args.layer or not args.path:
         raise UsageError("give LAYER PATH (e.g. buildings 楼栋.zip), or --history / --rollback")
-    from twin.load import load_layer
-
     import layers
+    from twin.load import load_layer
 
     layers.get_layer(args.layer)  # an unknown layer fails before the store is opened
     options = {
-        "crs": args.crs, "encoding": args.encoding, "source_layer": args.source_layer,
-        "mapping": _mapping(args.map), "lon": args.lon, "lat": args.lat, "wkt": args.wkt,
+        "crs": args.crs,
+        "encoding": args.encoding,
+        "source_layer": args.source_layer,
+        "mapping": _mapping(args.map),
+        "lon": args.lon,
+        "lat": args.lat,
+        "wkt": args.wkt,
         "strict": args.strict,
-    }  # fmt: skip
+    }
     with open_store(args.db) as store:
         result = load_layer(
-            store, args.layer, args.path, actor=actor, dry_run=args.dry_run, note=args.note,
-            progress=progress, **options,
-        )  # fmt: skip
+            store,
+            args.layer,
+            args.path,
+            actor=actor,
+            dry_run=args.dry_run,
+            note=args.note,
+            progress=progress,
+            **options,
+        )
     if args.report:
         _write_report(args.report, result.report)
     if not args.quiet:
@@ -149,9 +172,7 @@ def _run(args: argparse.Namespace, progress) -> int:
 def _summary(args, result) -> None:
     r = result.report
     c = r["counts"]
-    what = (
-        "dry run passed" if r.get("dry_run") else f"{args.layer} version {r.get('version')}"
-    )
+    what = "dry run passed" if r.get("dry_run") else f"{args.layer} version {r.get('version')}"
     crs = (r.get("crs") or {}).get("used", "none")
     line = (
         f"{what}: loaded {c['loaded']} feature(s) from {c['read']} read"
@@ -202,8 +223,9 @@ def _rollback(store, target: list[str], actor: str, quiet: bool) -> int:
 
 
 def _write_report(path: str, report: dict) -> None:
-    Path(path).write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str) + "\n",
-                          encoding="utf-8")  # fmt: skip
+    Path(path).write_text(
+        json.dumps(report, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":

@@ -10,21 +10,46 @@ from twin import crs
 from twin.errors import ConfigError
 
 INSIDE = {
-    "Guilin": (110.29, 25.08), "Beijing": (116.40, 39.90), "Shanghai": (121.47, 31.23),
-    "Urumqi": (87.60, 43.80), "Lhasa": (91.10, 29.65), "Harbin": (126.60, 45.75),
-    "Kunming": (102.70, 25.00), "Haikou": (110.30, 20.00), "Sanya": (109.50, 18.25),
-    "Xiamen": (118.10, 24.50), "Shenzhen": (114.06, 22.54), "Mohe": (122.50, 52.97),
-    "Kashgar": (75.99, 39.47), "Manzhouli": (117.45, 49.60), "Qingdao": (120.38, 36.07),
-    "Dandong": (124.35, 40.00), "Hunchun": (130.37, 42.87), "Ruili": (97.85, 24.00),
-    "Fuyuan": (134.28, 48.36), "Suifenhe": (131.15, 44.40), "Erenhot": (111.97, 43.65),
+    "Guilin": (110.29, 25.08),
+    "Beijing": (116.40, 39.90),
+    "Shanghai": (121.47, 31.23),
+    "Urumqi": (87.60, 43.80),
+    "Lhasa": (91.10, 29.65),
+    "Harbin": (126.60, 45.75),
+    "Kunming": (102.70, 25.00),
+    "Haikou": (110.30, 20.00),
+    "Sanya": (109.50, 18.25),
+    "Xiamen": (118.10, 24.50),
+    "Shenzhen": (114.06, 22.54),
+    "Mohe": (122.50, 52.97),
+    "Kashgar": (75.99, 39.47),
+    "Manzhouli": (117.45, 49.60),
+    "Qingdao": (120.38, 36.07),
+    "Dandong": (124.35, 40.00),
+    "Hunchun": (130.37, 42.87),
+    "Ruili": (97.85, 24.00),
+    "Fuyuan": (134.28, 48.36),
+    "Suifenhe": (131.15, 44.40),
+    "Erenhot": (111.97, 43.65),
 }
 OUTSIDE = {
-    "Tokyo": (139.69, 35.69), "Sydney": (151.21, -33.87), "Seoul": (126.98, 37.57),
-    "Pyongyang": (125.75, 39.03), "Hanoi": (105.85, 21.03), "Haiphong": (106.70, 20.85),
-    "Ulaanbaatar": (106.90, 47.90), "Taipei": (121.50, 25.03), "Kaohsiung": (120.30, 22.60),
-    "Kathmandu": (85.30, 27.70), "Thimphu": (89.64, 27.47), "Vladivostok": (131.90, 43.10),
-    "Khabarovsk": (135.07, 48.48), "Almaty": (76.90, 43.25), "Delhi": (77.20, 28.60),
-    "Busan": (129.07, 35.18), "Vientiane": (102.60, 17.97),
+    "Tokyo": (139.69, 35.69),
+    "Sydney": (151.21, -33.87),
+    "Seoul": (126.98, 37.57),
+    "Pyongyang": (125.75, 39.03),
+    "Hanoi": (105.85, 21.03),
+    "Haiphong": (106.70, 20.85),
+    "Ulaanbaatar": (106.90, 47.90),
+    "Taipei": (121.50, 25.03),
+    "Kaohsiung": (120.30, 22.60),
+    "Kathmandu": (85.30, 27.70),
+    "Thimphu": (89.64, 27.47),
+    "Vladivostok": (131.90, 43.10),
+    "Khabarovsk": (135.07, 48.48),
+    "Almaty": (76.90, 43.25),
+    "Delhi": (77.20, 28.60),
+    "Busan": (129.07, 35.18),
+    "Vientiane": (102.60, 17.97),
 }
 
 
@@ -166,8 +191,12 @@ def test_gk_zone_is_detected_from_the_false_easting_prefix():
 
 @pytest.mark.parametrize(
     ("x", "y"),
-    [([110.29], [25.08]), ([500_000.0], [2_775_000.0]), ([37e6 + 1000], [2_775_000.0]),
-     ([37_470_000.0, 38_470_000.0], [2_775_000.0] * 2)],
+    [
+        ([110.29], [25.08]),
+        ([500_000.0], [2_775_000.0]),
+        ([37e6 + 1000], [2_775_000.0]),
+        ([37_470_000.0, 38_470_000.0], [2_775_000.0] * 2),
+    ],
 )
 def test_gk_detection_refuses_numbers_that_do_not_look_like_one_zone(x, y):
     assert crs.detect_gk_zone(x, y) is None
@@ -175,8 +204,13 @@ def test_gk_detection_refuses_numbers_that_do_not_look_like_one_zone(x, y):
 
 @pytest.mark.parametrize(
     ("x", "y", "projected"),
-    [([110.29], [25.08], False), ([25.08], [110.29], False), ([437_000.0], [2_775_000.0], True),
-     ([np.nan], [np.nan], False), ([-181.0], [0.0], True)],
+    [
+        ([110.29], [25.08], False),
+        ([25.08], [110.29], False),
+        ([437_000.0], [2_775_000.0], True),
+        ([np.nan], [np.nan], False),
+        ([-181.0], [0.0], True),
+    ],
 )
 def test_looks_projected(x, y, projected):
     assert crs.looks_projected(x, y) is projected

@@ -72,52 +72,123 @@ def base(store, buildings, cameras):
 
     parking = gpd.GeoDataFrame(
         {"lot_id": ["P0"], "kind": ["surface"], "total_spaces": [10]},
-        geometry=[Point(LON, LAT)], crs=4326,
-    )  # fmt: skip
-    roads = gpd.GeoDataFrame({"road_id": ["R0"]},
-                             geometry=[LineString([(LON, LAT), (LON + 0.001, LAT)])], crs=4326)  # fmt: skip
+        geometry=[Point(LON, LAT)],
+        crs=4326,
+    )
+    roads = gpd.GeoDataFrame(
+        {"road_id": ["R0"]}, geometry=[LineString([(LON, LAT), (LON + 0.001, LAT)])], crs=4326
+    )
     frames = {"buildings": buildings, "cameras": cameras, "parking": parking, "roads": roads}
     return Seeded(store, frames)
 
 
 # case: (id, layer, maker, extra args, exit code, message regex on stdout+stderr)
 CASES = [
-    ("bowtie", "buildings", fx.make_bowtie, [], 0, r"1 repaired.*Self-intersection.*split into B2, B2-2"),
-    ("bowtie-strict", "buildings", fx.make_bowtie, ["--strict"], 2,
-     r"rejected under --strict.*invalid_geometry_repaired 1"),
-    ("two-point-ring", "buildings", fx.make_two_point_ring, [], 0,
-     r"loaded 1 feature.*1 rejected.*row 2 \(B9\).*collapses"),
-    ("only-two-point-rings", "buildings", fx.make_only_two_point_rings, [], 2,
-     r"no feature of all_slivers.geojson could be loaded.*degenerate_geometry 3"),
+    (
+        "bowtie",
+        "buildings",
+        fx.make_bowtie,
+        [],
+        0,
+        r"1 repaired.*Self-intersection.*split into B2, B2-2",
+    ),
+    (
+        "bowtie-strict",
+        "buildings",
+        fx.make_bowtie,
+        ["--strict"],
+        2,
+        r"rejected under --strict.*invalid_geometry_repaired 1",
+    ),
+    (
+        "two-point-ring",
+        "buildings",
+        fx.make_two_point_ring,
+        [],
+        0,
+        r"loaded 1 feature.*1 rejected.*row 2 \(B9\).*collapses",
+    ),
+    (
+        "only-two-point-rings",
+        "buildings",
+        fx.make_only_two_point_rings,
+        [],
+        2,
+        r"no feature of all_slivers.geojson could be loaded.*degenerate_geometry 3",
+    ),
     ("no-shx", "buildings", fx.make_shapefile_without_shx, [], 0, r"loaded 3 .*shx was missing"),
     ("gbk-no-cpg", "buildings", fx.make_gbk_shapefile_without_cpg, [], 0, r"encoding GB18030"),
     ("zipped-gbk", "buildings", fx.make_zipped_shapefile, [], 0, r"loaded 3 .*encoding GB18030"),
-    ("lying-prj", "buildings", fx.make_lying_prj, [], 2,
-     r"says its CRS is EPSG:4326 \(degrees\).*\.prj is wrong.*--crs 4525"),
-    ("lying-prj-fixed", "buildings", fx.make_lying_prj, ["--crs", "cgcs2000"], 0,
-     r"loaded 3 .*CRS EPSG:4525"),
-    ("no-crs-metres", "cameras", fx.make_no_crs_metres, [], 2,
-     r"has no CRS and its coordinates are projected numbers.*--crs.*Gauss-Krüger"),
+    (
+        "lying-prj",
+        "buildings",
+        fx.make_lying_prj,
+        [],
+        2,
+        r"says its CRS is EPSG:4326 \(degrees\).*\.prj is wrong.*--crs 4525",
+    ),
+    (
+        "lying-prj-fixed",
+        "buildings",
+        fx.make_lying_prj,
+        ["--crs", "cgcs2000"],
+        0,
+        r"loaded 3 .*CRS EPSG:4525",
+    ),
+    (
+        "no-crs-metres",
+        "cameras",
+        fx.make_no_crs_metres,
+        [],
+        2,
+        r"has no CRS and its coordinates are projected numbers.*--crs.*Gauss-Krüger",
+    ),
     ("swapped", "cameras", fx.make_swapped, [], 0, r"2 repaired.*row 1 \(C1\): longitude and lat"),
-    ("swapped-strict", "cameras", fx.make_swapped, ["--strict"], 2,
-     r"rejected under --strict.*swapped_lonlat 2"),
+    (
+        "swapped-strict",
+        "cameras",
+        fx.make_swapped,
+        ["--strict"],
+        2,
+        r"rejected under --strict.*swapped_lonlat 2",
+    ),
     ("gcj02", "cameras", fx.make_gcj02_points, ["--crs", "gcj02"], 0, r"loaded 2 .*CRS EPSG:4326"),
     ("chinese-csv", "parking", fx.make_chinese_csv, [], 0, r"loaded 2 .*encoding GB18030"),
     ("xlsx", "parking", fx.make_parking_xlsx, [], 0, r"loaded 2 "),
-    ("duplicate-ids", "buildings", fx.make_duplicate_ids, [], 0,
-     r"loaded 1 .*2 rejected.*building_code B1 is used by rows 1, 3"),
-    ("duplicate-ids-strict", "buildings", fx.make_duplicate_ids, ["--strict"], 2,
-     r"rejected under --strict.*duplicate_id 2"),
+    (
+        "duplicate-ids",
+        "buildings",
+        fx.make_duplicate_ids,
+        [],
+        0,
+        r"loaded 1 .*2 rejected.*building_code B1 is used by rows 1, 3",
+    ),
+    (
+        "duplicate-ids-strict",
+        "buildings",
+        fx.make_duplicate_ids,
+        ["--strict"],
+        2,
+        r"rejected under --strict.*duplicate_id 2",
+    ),
     ("kml", "roads", fx.make_roads_kml, [], 0, r"loaded 2 "),
-    ("unknown-map-field", "buildings", fx.make_bowtie, ["--map", "floors=层数"], 2,
-     r"--map floors=层数: the file has no field '层数'"),
-]  # fmt: skip
+    (
+        "unknown-map-field",
+        "buildings",
+        fx.make_bowtie,
+        ["--map", "floors=层数"],
+        2,
+        r"--map floors=层数: the file has no field '层数'",
+    ),
+]
 
 
-@pytest.mark.parametrize(("case", "layer", "maker", "args", "code", "message"), CASES,
-                         ids=[c[0] for c in CASES])  # fmt: skip
-def test_bad_files_through_the_command(store, base, tmp_path, capsys, case, layer, maker, args,
-                                       code, message):  # fmt: skip
+@pytest.mark.parametrize(
+    ("case", "layer", "maker", "args", "code", "message"), CASES, ids=[c[0] for c in CASES]
+)
+def test_bad_files_through_the_command(
+    store, base, tmp_path, capsys, case, layer, maker, args, code, message
+):
     base[layer]
     path = maker(_dir(tmp_path))
     report = tmp_path / "report.json"
@@ -143,7 +214,6 @@ def _dir(tmp_path):
     d = tmp_path / "in"
     d.mkdir(exist_ok=True)
     return d
-
 
 
 def _check_gbk(now, rep, path):
@@ -199,16 +269,23 @@ def _check_bowtie(now, rep, path):
 
 
 CHECKS = {
-    "gbk-no-cpg": _check_gbk, "zipped-gbk": _check_gbk, "no-shx": _check_no_shx,
-    "lying-prj-fixed": _check_lying_fixed, "swapped": _check_swapped, "gcj02": _check_gcj02,
-    "chinese-csv": _check_chinese_csv, "duplicate-ids": _check_duplicates, "bowtie": _check_bowtie,
-}  # fmt: skip
+    "gbk-no-cpg": _check_gbk,
+    "zipped-gbk": _check_gbk,
+    "no-shx": _check_no_shx,
+    "lying-prj-fixed": _check_lying_fixed,
+    "swapped": _check_swapped,
+    "gcj02": _check_gcj02,
+    "chinese-csv": _check_chinese_csv,
+    "duplicate-ids": _check_duplicates,
+    "bowtie": _check_bowtie,
+}
 
 
 def test_dry_run_writes_nothing(store, base, tmp_path, capsys):
     base["buildings"]
-    code, out, _ = run(store, "buildings", fx.make_bowtie(_dir(tmp_path)), "--dry-run",
-                       capsys=capsys)  # fmt: skip
+    code, out, _ = run(
+        store, "buildings", fx.make_bowtie(_dir(tmp_path)), "--dry-run", capsys=capsys
+    )
     assert code == 0 and out.startswith("dry run passed")
     assert_unchanged(store, "buildings", base["buildings"])
 
@@ -233,16 +310,22 @@ def test_history_and_rollback(store, base, tmp_path, capsys):
     code, out, _ = run(store, "--rollback", "buildings", "1", capsys=capsys)
     assert code == 0 and "version 1" in out
     assert [v.current for v in store.layer_versions("buildings")] == [True, False]
-    pd.testing.assert_frame_equal(pd.DataFrame(store.read_layer("buildings")),
-                                  pd.DataFrame(base["buildings"]))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(store.read_layer("buildings")), pd.DataFrame(base["buildings"])
+    )
     code, _, err = run(store, "--rollback", "buildings", "9", capsys=capsys)
     assert code == 2 and err.startswith("error: ")
 
 
 def test_reloading_the_same_file_gives_the_same_generated_ids(store, tmp_path, capsys):
-    path = fx._geojson(_dir(tmp_path), "no_ids.geojson", [
-        fx._feature({"name": f"{i}栋"}, fx._ring(fx.footprint(i).exterior.coords)) for i in range(3)
-    ])  # fmt: skip
+    path = fx._geojson(
+        _dir(tmp_path),
+        "no_ids.geojson",
+        [
+            fx._feature({"name": f"{i}栋"}, fx._ring(fx.footprint(i).exterior.coords))
+            for i in range(3)
+        ],
+    )
     assert run(store, "buildings", path, capsys=capsys)[0] == 0
     first = store.read_layer("buildings").sort_values("name")["building_code"].tolist()
     assert run(store, "buildings", path, capsys=capsys)[0] == 0
@@ -253,23 +336,28 @@ def test_reloading_the_same_file_gives_the_same_generated_ids(store, tmp_path, c
 def test_grid_cells_topology_is_reported(store, base, tmp_path, capsys):
     store.write_layer("community", fx.community_boundary(), actor="seed", source="seed")
     report = tmp_path / "r.json"
-    code, out, err = run(store, "grid_cells", fx.make_grid_cells(_dir(tmp_path)), "--report",
-                         report, capsys=capsys)  # fmt: skip
+    code, out, err = run(
+        store, "grid_cells", fx.make_grid_cells(_dir(tmp_path)), "--report", report, capsys=capsys
+    )
     assert code == 0, err
     rep = json.loads(report.read_text(encoding="utf-8"))
     kinds = {i["kind"]: i for i in rep["issues"]}
     assert "overlaps 45031100100102 by 1,000.0 m²" in kinds["grid_overlap"]["message"]
-    assert kinds["malformed_code"]["row"] == 3 and "'01' is not 3 digits" in (
-        kinds["malformed_code"]["message"])  # fmt: skip
+    assert (
+        kinds["malformed_code"]["row"] == 3
+        and "'01' is not 3 digits" in (kinds["malformed_code"]["message"])
+    )
     # 200 m × 300 m boundary; the two valid grids cover 200 × 100 m² of it
-    gap = float(re.search(r"leave ([\d,.]+) m²", kinds["grid_gap"]["message"]).group(1)
-                .replace(",", ""))  # fmt: skip
+    gap = float(
+        re.search(r"leave ([\d,.]+) m²", kinds["grid_gap"]["message"]).group(1).replace(",", "")
+    )
     assert 39_000 < gap < 41_000
     got = store.read_layer("grid_cells")
     assert sorted(got["grid_code"]) == ["45031100100101", "45031100100102"]
     assert sorted(got["name"]) == ["一网格", "二网格"]  # wgmc alias
-    code, _, err = run(store, "grid_cells", fx.make_grid_cells(_dir(tmp_path)), "--strict",
-                       capsys=capsys)  # fmt: skip
+    code, _, err = run(
+        store, "grid_cells", fx.make_grid_cells(_dir(tmp_path)), "--strict", capsys=capsys
+    )
     assert code == 2 and "rejected under --strict" in err
     assert len(store.layer_versions("grid_cells")) == 1
 

@@ -9,9 +9,10 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -36,15 +37,23 @@ TOPOLOGY_TOLERANCE_M2 = 1.0  # overlaps and gaps smaller than this are slivers, 
 STRICT_KINDS = {"grid_overlap", "grid_gap", "grid_outside_boundary"}  # also reject under strict
 _GEOM_IDS = {"Point": 0, "LineString": 1, "Polygon": 3}
 _MULTI_OF = {0: 4, 1: 5, 3: 6}
-_TYPE_NAMES = {0: "Point", 1: "LineString", 2: "LinearRing", 3: "Polygon", 4: "MultiPoint",
-               5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection"}  # fmt: skip
+_TYPE_NAMES = {
+    0: "Point",
+    1: "LineString",
+    2: "LinearRing",
+    3: "Polygon",
+    4: "MultiPoint",
+    5: "MultiLineString",
+    6: "MultiPolygon",
+    7: "GeometryCollection",
+}
 
 Progress = Callable[[str], None]
 
 
 @dataclass
 class LoadResult:
-    """The loaded layer frame (canonical columns, EPSG:4326), its report, and the version written."""
+    """The loaded frame (canonical columns, EPSG:4326), its report, and the version written."""
 
     frame: gpd.GeoDataFrame | pd.DataFrame
     report: dict[str, Any]
@@ -78,7 +87,7 @@ class _Issues:
             return
         msgs = [messages] * rows.size if isinstance(messages, str) else list(messages)
         ids = list(ids) if ids is not None else [None] * rows.size
-        for r, i, m in zip(rows.tolist(), ids, msgs):
+        for r, i, m in zip(rows.tolist(), ids, msgs, strict=True):
             self.add(kind, severity, m, r, None if i is None or pd.isna(i) else i)
 
     def count(self, *severities: str) -> Counter:
@@ -162,12 +171,23 @@ def load_file(
             size = _size(path)
             note(f"reading {file.name} ({size / 1e6:.1f} MB)")
             raw = read_source(
-                file, geometry=spec.geometry_type is not None, encoding=encoding,
-                source_layer=source_layer, lon=lon, lat=lat, wkt=wkt, stack=stack,
-            )  # fmt: skip
+                file,
+                geometry=spec.geometry_type is not None,
+                encoding=encoding,
+                source_layer=source_layer,
+                lon=lon,
+                lat=lat,
+                wkt=wkt,
+                stack=stack,
+            )
         t_read = time.perf_counter()
         report["source"].update(
-            {"file": file.name, "format": raw.fmt, "bytes": size, "sha256": source_fingerprint(path)}
+            {
+                "file": file.name,
+                "format": raw.fmt,
+                "bytes": size,
+                "sha256": source_fingerprint(path),
+            }
         )
         if raw.source_layer:
             report["source"]["source_layer"] = raw.source_layer
@@ -241,7 +261,7 @@ def _put_layer():
 
 
 def community_area(store) -> Any:
-    """The union of the store's community boundaries (EPSG:4326), or None when there are none."""
+    """Return the union of the store's community boundaries (EPSG:4326), or None if none."""
     try:
         boundary = store.read_layer("community")
     except LayerNotFoundError:
@@ -280,11 +300,13 @@ def _finish(report: dict, issues: _Issues, t0: float, frame) -> None:
         report["issues_not_listed"] = len(issues.items) - len(listed)
     report["issue_counts"] = dict(Counter(i["kind"] for i in issues.items))
     counts = report.setdefault("counts", {})
-    counts.update({
-        "repaired": len(issues.rows("repaired")),
-        "rejected": len(issues.rows("rejected")),
-        "warnings": sum(1 for i in issues.items if i["severity"] == "warning"),
-    })  # fmt: skip
+    counts.update(
+        {
+            "repaired": len(issues.rows("repaired")),
+            "rejected": len(issues.rows("rejected")),
+            "warnings": sum(1 for i in issues.items if i["severity"] == "warning"),
+        }
+    )
     if frame is not None:
         counts["loaded"] = int(len(frame))
     report.setdefault("timings_s", {})["total"] = round(time.perf_counter() - t0, 3)
@@ -329,7 +351,8 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
     out, bad = _ids(spec, out, geoms, rows, rejected, issues)
     rejected |= bad
     named = out[spec.id_field].notna().to_numpy()
-    issues.row_ids = dict(zip(rows[named].tolist(), out[spec.id_field][named].astype(str)))
+    ids = out[spec.id_field][named].astype(str)
+    issues.row_ids = dict(zip(rows[named].tolist(), ids, strict=True))
     rejected |= _rules(spec, out, rows, rejected, issues)
     keep = ~rejected
     out, geoms, rows = out[keep].reset_index(drop=True), _take(geoms, keep), rows[keep]
@@ -367,8 +390,11 @@ def _take(geoms, keep):
 def _strict_gate(strict: bool, issues: _Issues, report: dict) -> None:
     if not strict:
         return
-    bad = [i for i in issues.items if i["severity"] in ("repaired", "rejected")
-           or i["kind"] in STRICT_KINDS]  # fmt: skip
+    bad = [
+        i
+        for i in issues.items
+        if i["severity"] in ("repaired", "rejected") or i["kind"] in STRICT_KINDS
+    ]
     if bad:
         kinds = Counter(i["kind"] for i in bad)
         first = bad[0]
@@ -400,14 +426,18 @@ def _example(x, y) -> str:
 def _crs_hint(x, y, area) -> str:
     epsg = tcrs.detect_gk_zone(x, y)
     if epsg:
-        return (f" The numbers look like CGCS2000 Gauss-Krüger with a zone prefix: try --crs {epsg}"
-                " (or --crs cgcs2000).")  # fmt: skip
+        return (
+            f" The numbers look like CGCS2000 Gauss-Krüger with a zone prefix: try --crs {epsg}"
+            " (or --crs cgcs2000)."
+        )
     if tcrs.looks_like_unprefixed_gk(x, y):
         lon = shapely.centroid(area).x if area is not None else None
         guess = tcrs.suggest_gk_epsg(lon) if lon is not None else None
         near = f" here, EPSG:{guess}" if guess else ""
-        return (" The numbers look like CGCS2000 Gauss-Krüger without a zone prefix: give the "
-                f"zone's EPSG code (4534-4554 by central meridian{near}).")  # fmt: skip
+        return (
+            " The numbers look like CGCS2000 Gauss-Krüger without a zone prefix: give the "
+            f"zone's EPSG code (4534-4554 by central meridian{near})."
+        )
     return " Give the CRS the surveyor used (an EPSG code, e.g. --crs 4547)."
 
 
@@ -439,10 +469,11 @@ def _to_wgs84(spec, raw: RawData, geoms, crs, strict, area, issues: _Issues):
             )
         source, how = pyproj.CRS.from_epsg(4326), "none in the file; assumed WGS84 (EPSG:4326)"
         issues.add(
-            "crs_assumed", "warning",
+            "crs_assumed",
+            "warning",
             "the file has no CRS; its numbers look like degrees and were read as WGS84 lon/lat. "
             "Use --crs gcj02 / bd09 / cgcs2000 if they come from a web map or a survey",
-        )  # fmt: skip
+        )
     else:
         source, how = raw.crs, raw.crs_how
         if raw.crs.is_geographic and projected_numbers:
@@ -452,9 +483,12 @@ def _to_wgs84(spec, raw: RawData, geoms, crs, strict, area, issues: _Issues):
                 "Load it with --crs." + _crs_hint(x, y, area)
             )
         ok = np.isfinite(x)
-        if raw.crs.is_projected and ok.any() and (np.abs(x[ok]) <= 180).all() and (
-            np.abs(y[ok]) <= 90
-        ).all():
+        if (
+            raw.crs.is_projected
+            and ok.any()
+            and (np.abs(x[ok]) <= 180).all()
+            and (np.abs(y[ok]) <= 90).all()
+        ):
             raise LoadError(
                 f"{raw.file.name} says its CRS is {_crs_name(raw.crs)} (metres) but the "
                 f"coordinates look like degrees{_example(x, y)}: the .prj is wrong. Load it with "
@@ -473,10 +507,11 @@ def _to_wgs84(spec, raw: RawData, geoms, crs, strict, area, issues: _Issues):
         kept = int(np.sum(~shifted & ~shapely.is_missing(geoms)))
         if kept:
             issues.add(
-                "outside_china_not_shifted", "warning",
+                "outside_china_not_shifted",
+                "warning",
                 f"{kept} feature(s) lie outside mainland China, where {choice.offset} has no "
                 "offset; they were not shifted",
-            )  # fmt: skip
+            )
     if not source.equals(tcrs.WGS84):
         if source.equals(tcrs.CGCS2000):
             used["note"] = "CGCS2000 and WGS84 agree to a few centimetres; no datum shift applied"
@@ -500,8 +535,10 @@ def _fix_swapped(geoms, x, y, area, issues: _Issues):
     geoms = geoms.copy()
     geoms[flagged] = shapely.transform(geoms[flagged], lambda c: c[:, ::-1])
     rows = np.flatnonzero(flagged) + 1
-    msgs = [f"longitude and latitude were swapped ({xi:.6f}, {yi:.6f}); swapped them back"
-            for xi, yi in zip(x[flagged], y[flagged])]  # fmt: skip
+    msgs = [
+        f"longitude and latitude were swapped ({xi:.6f}, {yi:.6f}); swapped them back"
+        for xi, yi in zip(x[flagged], y[flagged], strict=True)
+    ]
     issues.add_rows("swapped_lonlat", "repaired", rows, None, msgs)
     return geoms
 
@@ -523,8 +560,13 @@ def _clean_geometries(spec: LayerSpec, geoms, rows, issues: _Issues):
     n = len(geoms)
     rejected = np.zeros(n, dtype=bool)
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
-    issues.add_rows("empty_geometry", "rejected", rows[empty], None,
-                    "the feature has no geometry (null or empty)")  # fmt: skip
+    issues.add_rows(
+        "empty_geometry",
+        "rejected",
+        rows[empty],
+        None,
+        "the feature has no geometry (null or empty)",
+    )
     rejected |= empty
     allowed = [_GEOM_IDS[t] for t in spec.geometry_types]
     allowed_multi = [_MULTI_OF[t] for t in allowed]
@@ -538,9 +580,12 @@ def _clean_geometries(spec: LayerSpec, geoms, rows, issues: _Issues):
     wrong = ~empty & ~np.isin(types, allowed + allowed_multi)
     names = [_TYPE_NAMES.get(int(t), "?") for t in types[wrong]]
     issues.add_rows(
-        "wrong_geometry_type", "rejected", rows[wrong], None,
+        "wrong_geometry_type",
+        "rejected",
+        rows[wrong],
+        None,
         [f"{spec.name} takes {'/'.join(spec.geometry_types)}; this is a {t}" for t in names],
-    )  # fmt: skip
+    )
     rejected |= wrong
     ok = ~rejected
     invalid = ok & ~shapely.is_valid(geoms)
@@ -553,14 +598,23 @@ def _clean_geometries(spec: LayerSpec, geoms, rows, issues: _Issues):
         geoms[invalid] = fixed
         idx = np.flatnonzero(invalid)
         issues.add_rows(
-            "degenerate_geometry", "rejected", rows[idx[gone]], None,
-            [f"invalid geometry ({r}) collapses to nothing when repaired: fewer than 3 distinct "
-             "corners (a two-point ring?)" for r in reasons[gone]],
-        )  # fmt: skip
+            "degenerate_geometry",
+            "rejected",
+            rows[idx[gone]],
+            None,
+            [
+                f"invalid geometry ({r}) collapses to nothing when repaired: fewer than 3 distinct "
+                "corners (a two-point ring?)"
+                for r in reasons[gone]
+            ],
+        )
         issues.add_rows(
-            "invalid_geometry_repaired", "repaired", rows[idx[~gone]], None,
+            "invalid_geometry_repaired",
+            "repaired",
+            rows[idx[~gone]],
+            None,
             [f"invalid geometry ({r}) repaired with make_valid" for r in reasons[~gone]],
-        )  # fmt: skip
+        )
         rejected[idx[gone]] = True
     return geoms, rejected
 
@@ -592,7 +646,7 @@ def _extract(geoms, allowed: list[int]):
 
 
 def _split_multipart(spec: LayerSpec, out: pd.DataFrame, geoms, rows, issues: _Issues):
-    """Split multi-part geometries into single parts with ids id, id-2, id-3 …"""
+    """Split multi-part geometries into single parts with ids id, id-2, id-3 …."""
     if spec.geometry_type == "LineString":
         multi_lines = shapely.get_type_id(geoms) == 5
         if multi_lines.any():  # touching pieces of one road become one line first
@@ -611,9 +665,13 @@ def _split_multipart(spec: LayerSpec, out: pd.DataFrame, geoms, rows, issues: _I
     for i in np.flatnonzero(multi):
         base = out[spec.id_field].iloc[i]
         made = [str(base)] + [f"{base}-{k}" for k in range(2, counts[i] + 1)]
-        issues.add("split_multipart", "repaired",
-                   f"{counts[i]} parts; {spec.name} takes single parts: split into {', '.join(made)}",
-                   rows[i], base)  # fmt: skip
+        issues.add(
+            "split_multipart",
+            "repaired",
+            f"{counts[i]} parts; {spec.name} takes single parts: split into {', '.join(made)}",
+            rows[i],
+            base,
+        )
     return new, parts, rows[index]
 
 
@@ -637,9 +695,12 @@ def _far_outside(ids: pd.Series, geoms, rows, area, issues: _Issues) -> None:
         far = dist > threshold
         what = "the middle of the data"
     issues.add_rows(
-        "far_outside", "warning", rows[far], ids.to_numpy()[far],
+        "far_outside",
+        "warning",
+        rows[far],
+        ids.to_numpy()[far],
         [f"{d / 1000:.1f} km from {what} — wrong coordinates or CRS?" for d in dist[far]],
-    )  # fmt: skip
+    )
 
 
 # -- attributes ----------------------------------------------------------------------------------
@@ -651,7 +712,10 @@ def _targets(spec: LayerSpec) -> list[Column]:
 
 
 def _map_attributes(spec: LayerSpec, src: pd.DataFrame, mapping: dict, coordinate_columns):
-    """Match source fields to declared columns; everything else goes to ``attrs`` (JSON)."""
+    """Match source fields to declared columns; everything else goes to ``attrs`` (JSON).
+
+    Order: --map, then per column its name, aliases, zh and en labels (exact, then any case).
+    """
     targets = {c.name: c for c in _targets(spec)}
     columns = [c for c in src.columns]
     used: dict[str, str] = {}
@@ -674,14 +738,15 @@ def _map_attributes(spec: LayerSpec, src: pd.DataFrame, mapping: dict, coordinat
     for name, col in targets.items():
         if name in used:
             continue
-        for candidate in (name, *col.aliases):
+        for candidate in (name, *col.aliases, col.label_zh, col.label_en):
             hit = candidate if candidate in columns else lower.get(candidate.lower())
             if hit is not None and hit not in taken:
                 used[name] = hit
                 taken.add(hit)
                 break
-    out = pd.DataFrame({name: src[source].to_numpy() for name, source in used.items()},
-                       index=src.index)  # fmt: skip
+    out = pd.DataFrame(
+        {name: src[source].to_numpy() for name, source in used.items()}, index=src.index
+    )
     extra = [c for c in columns if c not in set(used.values())]
     out["attrs"] = _attrs_json(src[extra]) if extra else None
     return out, used
@@ -693,8 +758,9 @@ def _attrs_json(extra: pd.DataFrame) -> pd.Series:
     for c in frame.columns:
         if pd.api.types.is_datetime64_any_dtype(frame[c]) or frame[c].dtype == object:
             frame[c] = frame[c].map(_plain, na_action="ignore")
-    text = frame.to_json(orient="records", lines=True, force_ascii=False, date_format="iso",
-                         default_handler=str)  # fmt: skip
+    text = frame.to_json(
+        orient="records", lines=True, force_ascii=False, date_format="iso", default_handler=str
+    )
     lines = text.rstrip("\n").split("\n")
     if "attrs" in frame.columns:  # a re-loaded export: merge its attrs instead of nesting them
         lines = [_merge_attrs(line) for line in lines]
@@ -734,18 +800,41 @@ def _convert(spec: LayerSpec, out: pd.DataFrame, rows, issues: _Issues):
         if bad.any():
             values = s[bad].tolist()
             issues.add_rows(
-                "bad_value", "rejected", rows[bad], None,
+                "bad_value",
+                "rejected",
+                rows[bad],
+                None,
                 [f"{col.name}: {v!r} is not {_DTYPE_WORDS[col.dtype]}" for v in values],
-            )  # fmt: skip
+            )
             rejected |= bad
     return out, rejected
 
 
-_DTYPE_WORDS = {"text": "text", "int": "a whole number", "float": "a number", "bool": "yes/no",
-                "date": "a date", "datetime": "a date and time", "json": "JSON"}  # fmt: skip
-_BOOLS = {"true": True, "false": False, "1": True, "0": False, "是": True, "否": False,
-          "yes": True, "no": False, "y": True, "n": False, "t": True, "f": False,
-          "1.0": True, "0.0": False}  # fmt: skip
+_DTYPE_WORDS = {
+    "text": "text",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "yes/no",
+    "date": "a date",
+    "datetime": "a date and time",
+    "json": "JSON",
+}
+_BOOLS = {
+    "true": True,
+    "false": False,
+    "1": True,
+    "0": False,
+    "是": True,
+    "否": False,
+    "yes": True,
+    "no": False,
+    "y": True,
+    "n": False,
+    "t": True,
+    "f": False,
+    "1.0": True,
+    "0.0": False,
+}
 
 
 def _convert_series(s: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray]:
@@ -806,9 +895,12 @@ def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Iss
     if missing.any():
         gen = _stable_ids(spec, out, geoms, missing)
         out.loc[missing, idf] = gen
-        issues.add("generated_ids", "info",
-                   f"{int(missing.sum())} feature(s) had no {idf}; gave them stable ids from "
-                   f"their geometry (e.g. {gen[0]}); reloading the same file gives the same ids")  # fmt: skip
+        issues.add(
+            "generated_ids",
+            "info",
+            f"{int(missing.sum())} feature(s) had no {idf}; gave them stable ids from "
+            f"their geometry (e.g. {gen[0]}); reloading the same file gives the same ids",
+        )
     return out, dup
 
 
@@ -817,10 +909,13 @@ def _reject_duplicates(spec, out, rows, dup, issues: _Issues) -> None:
     groups = pd.Series(rows[dup]).groupby(ids[dup].astype(str).to_numpy()).agg(list)
     for value, where in groups.items():
         issues.add_rows(
-            "duplicate_id", "rejected", np.asarray(where), [value] * len(where),
+            "duplicate_id",
+            "rejected",
+            np.asarray(where),
+            [value] * len(where),
             f"{spec.id_field} {value} is used by rows {', '.join(map(str, where[:10]))}; "
             "ids must be unique",
-        )  # fmt: skip
+        )
 
 
 def _stable_ids(spec: LayerSpec, out: pd.DataFrame, geoms, missing) -> np.ndarray:
@@ -829,19 +924,24 @@ def _stable_ids(spec: LayerSpec, out: pd.DataFrame, geoms, missing) -> np.ndarra
         blobs = [b if b is not None else b"" for b in blobs]
     else:
         cols = [c for c in out.columns if c != spec.id_field]
-        blobs = out.loc[missing, cols].to_json(orient="records", lines=True,
-                                               force_ascii=False).encode().split(b"\n")  # fmt: skip
+        blobs = (
+            out.loc[missing, cols]
+            .to_json(orient="records", lines=True, force_ascii=False)
+            .encode()
+            .split(b"\n")
+        )
     prefix = spec.name.encode() + b"\0"
     base = np.array([hashlib.sha1(prefix + b).hexdigest()[:12] for b in blobs], dtype=object)
     base = np.char.add(f"{spec.name[:3]}-", base.astype(str)).astype(object)
     # identical geometries twice: number them in file order so the ids stay stable
     order = pd.Series(base).groupby(base).cumcount().to_numpy() + 1
-    return np.where(order > 1, np.char.add(np.char.add(base.astype(str), "-"),
-                                           order.astype(str)), base).astype(object)  # fmt: skip
+    return np.where(
+        order > 1, np.char.add(np.char.add(base.astype(str), "-"), order.astype(str)), base
+    ).astype(object)
 
 
 def _rules(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues) -> np.ndarray:
-    """Required, choice and range rules, row by row (vectorised per column)."""
+    """Check required, choice and range rules row by row (vectorised per column)."""
     bad_all = np.zeros(len(out), dtype=bool)
     live = ~rejected
     for col in _targets(spec):
@@ -850,9 +950,14 @@ def _rules(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues) 
         s = out[col.name] if col.name in out else pd.Series(None, index=out.index, dtype=object)
         if col.required:
             bad = live & s.isna().to_numpy()
-            issues.add_rows("missing_value", "rejected", rows[bad], out[spec.id_field][bad],
-                            f"{col.name} is required but empty (map a field with --map "
-                            f"{col.name}=SOURCE if the file names it differently)")  # fmt: skip
+            issues.add_rows(
+                "missing_value",
+                "rejected",
+                rows[bad],
+                out[spec.id_field][bad],
+                f"{col.name} is required but empty (map a field with --map "
+                f"{col.name}=SOURCE if the file names it differently)",
+            )
             bad_all |= bad
         if col.choices is not None and col.name in out:
             norm = s.map(lambda v: str(v).strip().lower().replace(" ", "_"), na_action="ignore")
@@ -861,9 +966,13 @@ def _rules(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues) 
                 s = s.where(~fixable, norm)
                 out[col.name] = s
             bad = live & (s.notna() & ~s.isin(col.choices)).to_numpy()
-            issues.add_rows("bad_choice", "rejected", rows[bad], out[spec.id_field][bad],
-                            [f"{col.name}: {v!r} is not one of {list(col.choices)}"
-                             for v in s[bad]])  # fmt: skip
+            issues.add_rows(
+                "bad_choice",
+                "rejected",
+                rows[bad],
+                out[spec.id_field][bad],
+                [f"{col.name}: {v!r} is not one of {list(col.choices)}" for v in s[bad]],
+            )
             bad_all |= bad
         if (col.min is not None or col.max is not None) and col.name in out:
             num = pd.to_numeric(s, errors="coerce").astype("float64")
@@ -871,19 +980,31 @@ def _rules(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues) 
             hi = num > col.max if col.max is not None else pd.Series(False, index=num.index)
             bad = live & (lo | hi).to_numpy()
             unit = f" {col.unit}" if col.unit else ""
-            issues.add_rows("out_of_range", "rejected", rows[bad], out[spec.id_field][bad],
-                            [f"{col.name}: {v} is outside [{col.min}, {col.max}]{unit}"
-                             for v in num[bad]])  # fmt: skip
+            issues.add_rows(
+                "out_of_range",
+                "rejected",
+                rows[bad],
+                out[spec.id_field][bad],
+                [f"{col.name}: {v} is outside [{col.min}, {col.max}]{unit}" for v in num[bad]],
+            )
             bad_all |= bad
     return bad_all
 
 
 # -- grid cells ----------------------------------------------------------------------------------
 
-_PART_RULES = {"county_code": r"\d{6}", "street_code": r"\d{3}", "community_code": r"\d{3}",
-               "sequence": r"\d{1,4}"}  # fmt: skip
-_PART_WORDS = {"county_code": "6 digits", "street_code": "3 digits", "community_code": "3 digits",
-               "sequence": "1-4 digits"}  # fmt: skip
+_PART_RULES = {
+    "county_code": r"\d{6}",
+    "street_code": r"\d{3}",
+    "community_code": r"\d{3}",
+    "sequence": r"\d{1,4}",
+}
+_PART_WORDS = {
+    "county_code": "6 digits",
+    "street_code": "3 digits",
+    "community_code": "3 digits",
+    "sequence": "1-4 digits",
+}
 
 
 def _grid_codes(out: pd.DataFrame, rows, issues: _Issues):
@@ -901,8 +1022,11 @@ def _grid_codes(out: pd.DataFrame, rows, issues: _Issues):
     if derive_code.any():
         made = [full_code(*p) for p in parts[derive_code].itertuples(index=False)]
         out.loc[derive_code, "grid_code"] = made
-        issues.add("grid_code_derived", "info",
-                   f"grid_code derived from its parts for {int(derive_code.sum())} grid(s)")  # fmt: skip
+        issues.add(
+            "grid_code_derived",
+            "info",
+            f"grid_code derived from its parts for {int(derive_code.sum())} grid(s)",
+        )
     digits = code.astype(str).str.fullmatch(r"\d{13,16}").to_numpy() & code.notna().to_numpy()
     derive_parts = no_parts & digits
     if derive_parts.any():
@@ -911,23 +1035,31 @@ def _grid_codes(out: pd.DataFrame, rows, issues: _Issues):
         out.loc[derive_parts, "street_code"] = c.str[6:9]
         out.loc[derive_parts, "community_code"] = c.str[9:12]
         out.loc[derive_parts, "sequence"] = c.str[12:]
-        issues.add("grid_parts_derived", "info",
-                   f"county/street/community/sequence taken from grid_code for "
-                   f"{int(derive_parts.sum())} grid(s)")  # fmt: skip
+        issues.add(
+            "grid_parts_derived",
+            "info",
+            f"county/street/community/sequence taken from grid_code for "
+            f"{int(derive_parts.sum())} grid(s)",
+        )
     bad = np.zeros(len(out), dtype=bool)
     why = np.full(len(out), "", dtype=object)
     for name, pattern in _PART_RULES.items():
         s = out[name]
         wrong = (s.notna() & ~s.astype(str).str.fullmatch(pattern)).to_numpy()
-        why[wrong & ~bad] = [f"{name} {v!r} is not {_PART_WORDS[name]}"
-                             for v in s[wrong & ~bad]]  # fmt: skip
+        why[wrong & ~bad] = [f"{name} {v!r} is not {_PART_WORDS[name]}" for v in s[wrong & ~bad]]
         bad |= wrong
-    full = out["county_code"].astype(str) + out["street_code"].astype(str) + \
-        out["community_code"].astype(str) + out["sequence"].astype(str)  # fmt: skip
+    full = (
+        out["county_code"].astype(str)
+        + out["street_code"].astype(str)
+        + out["community_code"].astype(str)
+        + out["sequence"].astype(str)
+    )
     complete = out[list(_PART_RULES)].notna().all(axis=1) & out["grid_code"].notna()
     mismatch = (complete & (out["grid_code"].astype(str) != full)).to_numpy() & ~bad
-    why[mismatch] = [f"grid_code {c} differs from its parts {f}"
-                     for c, f in zip(out["grid_code"][mismatch], full[mismatch])]  # fmt: skip
+    why[mismatch] = [
+        f"grid_code {c} differs from its parts {f}"
+        for c, f in zip(out["grid_code"][mismatch], full[mismatch], strict=True)
+    ]
     bad |= mismatch
     issues.add_rows("malformed_code", "rejected", rows[bad], out["grid_code"][bad], why[bad])
     return out, bad
@@ -939,8 +1071,11 @@ def _grid_topology(out: pd.DataFrame, geoms, rows, area, issues: _Issues) -> Non
         return
     metric = tcrs.local_metric_crs(geoms)
     gm = np.asarray(gpd.GeoSeries(geoms, crs=tcrs.WGS84).to_crs(metric).values, dtype=object)
-    community = (out["county_code"].astype(str) + out["street_code"].astype(str)
-                 + out["community_code"].astype(str)).to_numpy()  # fmt: skip
+    community = (
+        out["county_code"].astype(str)
+        + out["street_code"].astype(str)
+        + out["community_code"].astype(str)
+    ).to_numpy()
     tree = shapely.STRtree(gm)
     left, right = tree.query(gm, predicate="intersects")
     pair = (left < right) & (community[left] == community[right])
@@ -949,10 +1084,14 @@ def _grid_topology(out: pd.DataFrame, geoms, rows, area, issues: _Issues) -> Non
         overlap = shapely.area(shapely.intersection(gm[left], gm[right]))
         big = overlap > TOPOLOGY_TOLERANCE_M2
         codes = out["grid_code"].to_numpy()
-        for i, j, a in zip(left[big], right[big], overlap[big]):
-            issues.add("grid_overlap", "warning",
-                       f"unit grid {codes[i]} overlaps {codes[j]} by {a:,.1f} m²",
-                       rows[i], codes[i])  # fmt: skip
+        for i, j, a in zip(left[big], right[big], overlap[big], strict=True):
+            issues.add(
+                "grid_overlap",
+                "warning",
+                f"unit grid {codes[i]} overlaps {codes[j]} by {a:,.1f} m²",
+                rows[i],
+                codes[i],
+            )
     if area is None:
         return
     fwd = pyproj.Transformer.from_crs(tcrs.WGS84, metric, always_xy=True)
@@ -961,8 +1100,14 @@ def _grid_topology(out: pd.DataFrame, geoms, rows, area, issues: _Issues) -> Non
     gap = shapely.area(shapely.difference(area_m, cells))
     outside = shapely.area(shapely.difference(cells, area_m))
     if gap > TOPOLOGY_TOLERANCE_M2:
-        issues.add("grid_gap", "warning",
-                   f"the unit grids leave {gap:,.1f} m² of the community boundary uncovered")  # fmt: skip
+        issues.add(
+            "grid_gap",
+            "warning",
+            f"the unit grids leave {gap:,.1f} m² of the community boundary uncovered",
+        )
     if outside > TOPOLOGY_TOLERANCE_M2:
-        issues.add("grid_outside_boundary", "warning",
-                   f"{outside:,.1f} m² of the unit grids lie outside the community boundary")  # fmt: skip
+        issues.add(
+            "grid_outside_boundary",
+            "warning",
+            f"{outside:,.1f} m² of the unit grids lie outside the community boundary",
+        )

@@ -26,18 +26,32 @@ from twin.errors import ValidationError
 LOGGER = logging.getLogger(__name__)
 
 VECTOR_SUFFIXES = {
-    ".shp": "Shapefile", ".gpkg": "GeoPackage", ".geojson": "GeoJSON", ".json": "GeoJSON",
+    ".shp": "Shapefile",
+    ".gpkg": "GeoPackage",
+    ".geojson": "GeoJSON",
+    ".json": "GeoJSON",
     ".kml": "KML",
-}  # fmt: skip
+}
 TABLE_SUFFIXES = {".csv": "CSV", ".txt": "CSV", ".xlsx": "Excel", ".xlsm": "Excel"}
 SUFFIXES = {**VECTOR_SUFFIXES, **TABLE_SUFFIXES}
 # .cpg contents → Python codec names
 CPG_CODECS = {
-    "936": "GBK", "cp936": "GBK", "gbk": "GBK", "gb2312": "GBK", "gb18030": "GB18030",
-    "54936": "GB18030", "utf-8": "UTF-8", "utf8": "UTF-8", "65001": "UTF-8",
-    "88591": "ISO-8859-1", "8859_1": "ISO-8859-1", "iso-8859-1": "ISO-8859-1", "latin1": "ISO-8859-1",
-    "950": "BIG5", "big5": "BIG5",
-}  # fmt: skip
+    "936": "GBK",
+    "cp936": "GBK",
+    "gbk": "GBK",
+    "gb2312": "GBK",
+    "gb18030": "GB18030",
+    "54936": "GB18030",
+    "utf-8": "UTF-8",
+    "utf8": "UTF-8",
+    "65001": "UTF-8",
+    "88591": "ISO-8859-1",
+    "8859_1": "ISO-8859-1",
+    "iso-8859-1": "ISO-8859-1",
+    "latin1": "ISO-8859-1",
+    "950": "BIG5",
+    "big5": "BIG5",
+}
 LON_NAMES = ("lon", "lng", "long", "longitude", "x", "point_x", "经度", "东经", "经度坐标")
 LAT_NAMES = ("lat", "latitude", "y", "point_y", "纬度", "北纬", "纬度坐标")
 WKT_NAMES = ("wkt", "geometry", "geom", "the_geom", "shape", "几何")
@@ -75,7 +89,7 @@ class RawData:
 
 
 def resolve_source(path: Path, source_layer: str | None, stack: contextlib.ExitStack) -> Path:
-    """The data file to read: *path* itself, the one data file in a folder, or inside a .zip."""
+    """Return the file to read: *path* itself, the one data file in a folder or in a .zip."""
     if not path.exists():
         raise LoadError(f"{path} does not exist; check the path (a file, a folder or a .zip).")
     if path.is_file() and path.suffix.lower() == ".zip":
@@ -237,9 +251,11 @@ def _read_vector(
     for name in layers:
         try:
             frame = pyogrio.read_dataframe(
-                file, layer=name, encoding=encoding if fmt == "Shapefile" else None,
+                file,
+                layer=name,
+                encoding=encoding if fmt == "Shapefile" else None,
                 on_invalid="ignore",
-            )  # fmt: skip
+            )
         except pyogrio.errors.DataSourceError as exc:
             raise LoadError(f"{file.name} cannot be read as {fmt}: {_first_line(exc)}.") from None
         except pyogrio.errors.DataLayerError as exc:
@@ -261,10 +277,16 @@ def _read_vector(
     if fmt in ("GeoJSON", "KML") and crs is None:
         crs, crs_how = pyproj.CRS.from_epsg(4326), f"{fmt} is WGS84 by definition"
     return RawData(
-        frame=frame, fmt=fmt, file=file, crs=crs, crs_how=crs_how,
-        encoding=encoding or "UTF-8", encoding_how=enc_how,
-        source_layer=", ".join(layers) if layers != [None] else None, issues=issues,
-    )  # fmt: skip
+        frame=frame,
+        fmt=fmt,
+        file=file,
+        crs=crs,
+        crs_how=crs_how,
+        encoding=encoding or "UTF-8",
+        encoding_how=enc_how,
+        source_layer=", ".join(layers) if layers != [None] else None,
+        issues=issues,
+    )
 
 
 def _first_line(exc: Exception) -> str:
@@ -310,11 +332,14 @@ def _prepare_shapefile(file: Path, encoding: str | None, stack):
             shutil.copy(p, tmp / (file.stem + p.suffix.lower()))
         file = tmp / (file.stem + ".shp")
         restore = True
-        issues.append({
-            "kind": "shx_restored", "severity": "warning",
-            "message": f"{file.stem}.shx was missing; rebuilt it from the .shp (geometries are "
-                       "complete; the original files were not changed)",
-        })  # fmt: skip
+        issues.append(
+            {
+                "kind": "shx_restored",
+                "severity": "warning",
+                "message": f"{file.stem}.shx was missing; rebuilt it from the .shp (geometries are "
+                "complete; the original files were not changed)",
+            }
+        )
     else:
         restore = False
     stack.callback(pyogrio.set_gdal_config_options, {"SHAPE_RESTORE_SHX": None})
@@ -326,10 +351,13 @@ def _prepare_shapefile(file: Path, encoding: str | None, stack):
         codec = CPG_CODECS.get(text.lower().replace(" ", ""))
         if codec:
             return file, codec, f".cpg says {text}", issues
-        issues.append({
-            "kind": "unknown_cpg", "severity": "warning",
-            "message": f".cpg says {text!r}, which GridTwin does not know; detected instead",
-        })  # fmt: skip
+        issues.append(
+            {
+                "kind": "unknown_cpg",
+                "severity": "warning",
+                "message": f".cpg says {text!r}, which GridTwin does not know; detected instead",
+            }
+        )
     codec = detect_dbf_encoding(parts[".dbf"])
     how = (
         "no .cpg; text is not UTF-8, read as GB18030 (GBK)"
@@ -350,9 +378,13 @@ def _read_table(file, fmt, geometry, encoding, source_layer, lon, lat, wkt) -> R
 
         try:
             frame = pd.read_csv(
-                io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""],
-                sep=None if file.suffix.lower() == ".txt" else ",", engine="python",
-            )  # fmt: skip
+                io.StringIO(text),
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+                sep=None if file.suffix.lower() == ".txt" else ",",
+                engine="python",
+            )
         except (pd.errors.ParserError, ValueError) as exc:
             raise LoadError(f"{file.name} is not a readable CSV: {_first_line(exc)}.") from None
         sheet = None
@@ -392,7 +424,9 @@ def _find_column(columns: list[str], wanted: str | None, names: tuple[str, ...],
         lower = {c.lower(): c for c in columns}
         if wanted.lower() in lower:
             return lower[wanted.lower()]
-        raise LoadError(f"the table has no column {wanted!r} for {what}; its columns are {columns}.")
+        raise LoadError(
+            f"the table has no column {wanted!r} for {what}; its columns are {columns}."
+        )
     lower = {c.lower(): c for c in columns}
     for n in names:
         if n in lower:
@@ -409,10 +443,14 @@ def _table_geometry(raw: RawData, lon, lat, wkt) -> RawData:
         geoms = shapely.from_wkt(text.to_numpy(), on_invalid="ignore")
         bad = text.notna().to_numpy() & shapely.is_missing(geoms)
         for i in np.flatnonzero(bad)[:1000]:
-            raw.issues.append({
-                "row": int(i) + 1, "kind": "bad_coordinates", "severity": "rejected",
-                "message": f"{wkt_col}: {str(text.iloc[i])[:60]!r} is not WKT",
-            })  # fmt: skip
+            raw.issues.append(
+                {
+                    "row": int(i) + 1,
+                    "kind": "bad_coordinates",
+                    "severity": "rejected",
+                    "message": f"{wkt_col}: {str(text.iloc[i])[:60]!r} is not WKT",
+                }
+            )
         raw.frame = gpd.GeoDataFrame(frame.drop(columns=[wkt_col]), geometry=geoms)
         raw.coordinate_columns = (wkt_col,)
         return raw
@@ -427,11 +465,16 @@ def _table_geometry(raw: RawData, lon, lat, wkt) -> RawData:
     y = parse_degrees(frame[lat_col])
     bad = (frame[lon_col].notna() & x.isna()) | (frame[lat_col].notna() & y.isna())
     for i in np.flatnonzero(bad.to_numpy())[:1000]:
-        raw.issues.append({
-            "row": int(i) + 1, "kind": "bad_coordinates", "severity": "rejected",
-            "message": f"{lon_col}/{lat_col}: {frame[lon_col].iloc[i]!r}, {frame[lat_col].iloc[i]!r}"
-                       " are not numbers",
-        })  # fmt: skip
+        raw.issues.append(
+            {
+                "row": int(i) + 1,
+                "kind": "bad_coordinates",
+                "severity": "rejected",
+                "message": f"{lon_col}/{lat_col}: {frame[lon_col].iloc[i]!r}, "
+                f"{frame[lat_col].iloc[i]!r}"
+                " are not numbers",
+            }
+        )
     ok = x.notna() & y.notna()
     geoms = np.full(len(frame), None, dtype=object)
     geoms[ok.to_numpy()] = shapely.points(x[ok].to_numpy(), y[ok].to_numpy())
@@ -441,7 +484,7 @@ def _table_geometry(raw: RawData, lon, lat, wkt) -> RawData:
 
 
 def parse_degrees(series: pd.Series) -> pd.Series:
-    """Numbers, or degree strings like ``110°17'24.5"E`` / ``25度5分``, as float degrees (else NaN)."""
+    """Parse numbers, or degree strings like ``110°17'24.5"E`` / ``25度5分``, to float degrees."""
     num = pd.to_numeric(series, errors="coerce").astype("float64")
     todo = series.notna() & num.isna()
     if todo.any():

@@ -32,8 +32,10 @@ def footprint(i: int) -> Polygon:
 
 def _geojson(folder: Path, name: str, features: list[dict]) -> Path:
     path = folder / name
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": features},
-                               ensure_ascii=False), encoding="utf-8")  # fmt: skip
+    path.write_text(
+        json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -49,27 +51,37 @@ def make_bowtie(folder: Path) -> Path:
     """A self-intersecting ring (bow-tie) among good footprints."""
     bow = [(LON, LAT), (LON + D, LAT + D), (LON + D, LAT), (LON, LAT + D), (LON, LAT)]
     good = [list(footprint(i).exterior.coords) for i in (10, 11)]
-    return _geojson(folder, "bowtie.geojson", [
-        _feature({"building_code": "B1", "name": "1栋", "floors": 6}, _ring(good[0])),
-        _feature({"building_code": "B2", "name": "领结楼", "floors": 5}, _ring(bow)),
-        _feature({"building_code": "B3", "name": "3栋", "floors": 11}, _ring(good[1])),
-    ])  # fmt: skip
+    return _geojson(
+        folder,
+        "bowtie.geojson",
+        [
+            _feature({"building_code": "B1", "name": "1栋", "floors": 6}, _ring(good[0])),
+            _feature({"building_code": "B2", "name": "领结楼", "floors": 5}, _ring(bow)),
+            _feature({"building_code": "B3", "name": "3栋", "floors": 11}, _ring(good[1])),
+        ],
+    )
 
 
 def make_two_point_ring(folder: Path) -> Path:
     """A ring of two distinct points (a sliver a CAD export collapsed) next to a good one."""
     sliver = [(LON, LAT), (LON + D, LAT + D), (LON, LAT)]
-    return _geojson(folder, "two_point_ring.geojson", [
-        _feature({"building_code": "B1", "floors": 6}, _ring(footprint(3).exterior.coords)),
-        _feature({"building_code": "B9", "floors": 2}, _ring(sliver)),
-    ])  # fmt: skip
+    return _geojson(
+        folder,
+        "two_point_ring.geojson",
+        [
+            _feature({"building_code": "B1", "floors": 6}, _ring(footprint(3).exterior.coords)),
+            _feature({"building_code": "B9", "floors": 2}, _ring(sliver)),
+        ],
+    )
 
 
 def make_only_two_point_rings(folder: Path) -> Path:
     sliver = [(LON, LAT), (LON + D, LAT + D), (LON, LAT)]
-    return _geojson(folder, "all_slivers.geojson", [
-        _feature({"building_code": f"S{i}"}, _ring(sliver)) for i in range(3)
-    ])  # fmt: skip
+    return _geojson(
+        folder,
+        "all_slivers.geojson",
+        [_feature({"building_code": f"S{i}"}, _ring(sliver)) for i in range(3)],
+    )
 
 
 def _buildings(n: int = 3) -> gpd.GeoDataFrame:
@@ -125,18 +137,32 @@ def make_no_crs_metres(folder: Path) -> Path:
     """A CSV of projected numbers (GK without zone prefix) and no word about the CRS."""
     pts = gpd.GeoSeries([Point(LON + i * D, LAT) for i in range(3)], crs=4326).to_crs(4546)
     path = folder / "metres.csv"
-    pd.DataFrame({"camera_id": ["C1", "C2", "C3"], "x": pts.x.round(2), "y": pts.y.round(2),
-                  "heading": [0, 90, 180], "fov": [60] * 3, "range": [30] * 3}).to_csv(
-        path, index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "camera_id": ["C1", "C2", "C3"],
+            "x": pts.x.round(2),
+            "y": pts.y.round(2),
+            "heading": [0, 90, 180],
+            "fov": [60] * 3,
+            "range": [30] * 3,
+        }
+    ).to_csv(path, index=False)
     return path
 
 
 def _cameras(lon, lat) -> pd.DataFrame:
     n = len(lon)
-    return pd.DataFrame({
-        "camera_id": [f"C{i + 1}" for i in range(n)], "name": [f"{i + 1}号摄像头" for i in range(n)],
-        "lon": lon, "lat": lat, "heading": [90.0] * n, "fov": [60.0] * n, "range": [40.0] * n,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "camera_id": [f"C{i + 1}" for i in range(n)],
+            "name": [f"{i + 1}号摄像头" for i in range(n)],
+            "lon": lon,
+            "lat": lat,
+            "heading": [90.0] * n,
+            "fov": [60.0] * n,
+            "range": [40.0] * n,
+        }
+    )
 
 
 def make_swapped(folder: Path) -> Path:
@@ -160,41 +186,60 @@ def make_gcj02_points(folder: Path) -> Path:
 
 def make_chinese_csv(folder: Path) -> Path:
     """Parking lots with Chinese headers, saved by Excel as GB18030 (no BOM), lon/lat columns."""
-    frame = pd.DataFrame({
-        "编号": ["P1", "P2"], "名称": ["东门停车场", "地下车库"], "类型": ["surface", "underground"],
-        "泊位数": [40, 120], "收费标准": ["2.5", "3"], "经度": [LON + 0.0003, LON + 0.0008],
-        "纬度": [LAT + 0.0002, LAT + 0.0004], "负责人": ["王工", "李工"],
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "编号": ["P1", "P2"],
+            "名称": ["东门停车场", "地下车库"],
+            "类型": ["surface", "underground"],
+            "泊位数": [40, 120],
+            "收费标准": ["2.5", "3"],
+            "经度": [LON + 0.0003, LON + 0.0008],
+            "纬度": [LAT + 0.0002, LAT + 0.0004],
+            "负责人": ["王工", "李工"],
+        }
+    )
     path = folder / "停车场.csv"
     path.write_bytes(frame.to_csv(index=False).encode("gb18030"))
     return path
 
 
 def make_parking_xlsx(folder: Path) -> Path:
-    frame = pd.DataFrame({
-        "编号": ["P1", "P2"], "名称": ["东门停车场", "路边泊位"], "类型": ["surface", "on_street"],
-        "泊位数": [40, 12], "经度": [LON + 0.0003, LON + 0.0008], "纬度": [LAT + 2e-4, LAT + 4e-4],
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "编号": ["P1", "P2"],
+            "名称": ["东门停车场", "路边泊位"],
+            "类型": ["surface", "on_street"],
+            "泊位数": [40, 12],
+            "经度": [LON + 0.0003, LON + 0.0008],
+            "纬度": [LAT + 2e-4, LAT + 4e-4],
+        }
+    )
     path = folder / "停车场.xlsx"
     frame.to_excel(path, index=False, sheet_name="停车场")
     return path
 
 
 def make_duplicate_ids(folder: Path) -> Path:
-    return _geojson(folder, "duplicates.geojson", [
-        _feature({"building_code": "B1", "name": "甲"}, _ring(footprint(0).exterior.coords)),
-        _feature({"building_code": "B2", "name": "乙"}, _ring(footprint(1).exterior.coords)),
-        _feature({"building_code": "B1", "name": "丙"}, _ring(footprint(2).exterior.coords)),
-    ])  # fmt: skip
+    return _geojson(
+        folder,
+        "duplicates.geojson",
+        [
+            _feature({"building_code": "B1", "name": "甲"}, _ring(footprint(0).exterior.coords)),
+            _feature({"building_code": "B2", "name": "乙"}, _ring(footprint(1).exterior.coords)),
+            _feature({"building_code": "B1", "name": "丙"}, _ring(footprint(2).exterior.coords)),
+        ],
+    )
 
 
 def make_roads_kml(folder: Path) -> Path:
     roads = gpd.GeoDataFrame(
         {"Name": ["漓江路", "桂花路"], "Description": ["主干道", "小区内部路"]},
-        geometry=[LineString([(LON, LAT), (LON + 0.003, LAT)]),
-                  LineString([(LON, LAT + 0.001), (LON + 0.002, LAT + 0.001)])],
+        geometry=[
+            LineString([(LON, LAT), (LON + 0.003, LAT)]),
+            LineString([(LON, LAT + 0.001), (LON + 0.002, LAT + 0.001)]),
+        ],
         crs=4326,
-    )  # fmt: skip
+    )
     path = folder / "roads.kml"
     pyogrio.write_dataframe(roads, path, driver="KML")
     return path
@@ -204,14 +249,23 @@ def make_grid_cells(folder: Path) -> Path:
     """Three unit grids: two overlap by 10 m, one has a malformed street code."""
     to_m = pyproj.Transformer.from_crs(4326, 32649, always_xy=True)
     x0, y0 = to_m.transform(LON, LAT)
-    cells = [box(x0, y0, x0 + 100, y0 + 100), box(x0 + 90, y0, x0 + 200, y0 + 100),
-             box(x0, y0 + 100, x0 + 200, y0 + 200)]  # fmt: skip
+    cells = [
+        box(x0, y0, x0 + 100, y0 + 100),
+        box(x0 + 90, y0, x0 + 200, y0 + 100),
+        box(x0, y0 + 100, x0 + 200, y0 + 200),
+    ]
     frame = gpd.GeoDataFrame(
-        {"county_code": ["450311"] * 3, "street_code": ["001", "001", "01"],
-         "community_code": ["001"] * 3, "sequence": ["01", "02", "03"],
-         "wgmc": ["一网格", "二网格", "三网格"], "resp_grid_id": ["R01", "R01", "R02"]},
-        geometry=cells, crs=32649,
-    ).to_crs(4326)  # fmt: skip
+        {
+            "county_code": ["450311"] * 3,
+            "street_code": ["001", "001", "01"],
+            "community_code": ["001"] * 3,
+            "sequence": ["01", "02", "03"],
+            "wgmc": ["一网格", "二网格", "三网格"],
+            "resp_grid_id": ["R01", "R01", "R02"],
+        },
+        geometry=cells,
+        crs=32649,
+    ).to_crs(4326)
     path = folder / "grids.gpkg"
     pyogrio.write_dataframe(frame, path, layer="单元网格")
     return path
@@ -222,8 +276,9 @@ def community_boundary() -> gpd.GeoDataFrame:
     to_m = pyproj.Transformer.from_crs(4326, 32649, always_xy=True)
     x0, y0 = to_m.transform(LON, LAT)
     square = gpd.GeoSeries([box(x0, y0, x0 + 200, y0 + 300)], crs=32649).to_crs(4326)
-    return gpd.GeoDataFrame({"community_code": ["450311001001"], "name": ["桂花社区"]},
-                            geometry=square.values, crs=4326)  # fmt: skip
+    return gpd.GeoDataFrame(
+        {"community_code": ["450311001001"], "name": ["桂花社区"]}, geometry=square.values, crs=4326
+    )
 
 
 def make_large(folder: Path, n: int = 20_000) -> Path:
@@ -235,10 +290,14 @@ def make_large(folder: Path, n: int = 20_000) -> Path:
 
     geoms = shapely.box(x, y, x + 0.0003, y + 0.0003)
     frame = gpd.GeoDataFrame(
-        {"bldg_code": [f"L{k:06d}" for k in i], "floors": (i % 30) + 1,
-         "note": np.where(i % 2 == 0, "住宅", "商业")},
-        geometry=geoms, crs=4326,
-    )  # fmt: skip
+        {
+            "bldg_code": [f"L{k:06d}" for k in i],
+            "floors": (i % 30) + 1,
+            "note": np.where(i % 2 == 0, "住宅", "商业"),
+        },
+        geometry=geoms,
+        crs=4326,
+    )
     path = folder / "large.gpkg"
     pyogrio.write_dataframe(frame, path, layer="buildings")
     return path
