@@ -13,14 +13,13 @@ import pytest
 import shapely
 from shapely.geometry import LineString, Point, box
 
+import layers
 from tests.data import make_load_fixtures as fx
 from twin.crs import gcj02_to_bd09, wgs84_to_gcj02
 from twin.errors import ValidationError
 from twin.load import LoadError, load_file
 from twin.load_formats import detect_dbf_encoding, parse_degrees
 from twin.schema import validate_layer_frame
-
-import layers
 
 LON, LAT = fx.LON, fx.LAT
 

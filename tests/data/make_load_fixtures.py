@@ -121,6 +121,7 @@ def make_zipped_shapefile(folder: Path) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
         for part in shp.parent.iterdir():
             zf.write(part, part.name)
+    shutil.rmtree(folder / "z")
     return path
 
 
