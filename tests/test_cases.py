@@ -322,3 +322,13 @@ def test_duplicates_are_offered_and_merged(store, cells):
     assert store.case_history(first["id"])["action"].tolist() == ["collect", "merge_in"]
     with pytest.raises(ValidationError, match="categories differ"):
         cases.merge(store, third["id"], first["id"], actor="d1", role="dispatcher")
+
+
+def test_every_action_is_documented():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cases.md").read_text()
+    for tr in cases.TRANSITIONS:
+        row = f"| `{tr.action}` | {tr.label_zh} {tr.label_en} | {', '.join(tr.sources) or '—'} | "
+        assert row in text, tr.action
+        assert ", ".join(tr.roles) in text

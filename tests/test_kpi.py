@@ -153,3 +153,40 @@ def test_a_million_cases_by_grid_and_month_is_fast():
     elapsed = time.perf_counter() - t0
     assert table["filed"].sum() == n
     assert elapsed < 2.0, f"{elapsed:.2f} s"
+
+
+def test_export_script_writes_the_monthly_report(tmp_path, grid_cells):
+    import json
+
+    import openpyxl
+
+    from scripts import export, seed
+    from twin import cases
+    from twin.store import open_store
+
+    db = tmp_path / "twin.gpkg"
+    with open_store(db) as store:
+        c = cases.report(store, category="E0101", lon=110.2905, lat=25.0805, description="垃圾",
+                         source="patrol", actor="d1", role="dispatcher", grid_cells=grid_cells,
+                         at="2026-03-02T02:00:00Z")
+        for i, (action, role) in enumerate([("file", "dispatcher"), ("dispatch", "dispatcher"),
+                                            ("handle", "official"), ("feedback", "official"),
+                                            ("check", "admin"), ("close", "dispatcher")]):
+            cases.transition(store, c["id"], action, actor="x", role=role,
+                             at=f"2026-03-02T0{3 + i}:00:00Z")
+    csv, xlsx = tmp_path / "report.csv", tmp_path / "report.xlsx"
+    for out in (csv, xlsx):
+        assert export.main(["--db", str(db), "kpi", "--period", "2026-03", "--by", "grid",
+                            "--out", str(out)]) == 0
+    table = pd.read_csv(csv, encoding="utf-8-sig", dtype={"单元网格": str})
+    assert table.loc[0, "单元网格"] == "45031100100101"
+    row = table.loc[0]
+    assert (row["应结案数"], row["结案数"], row["结案率"]) == (1, 1, 100.0)
+    sheet = openpyxl.load_workbook(xlsx)["绩效评价"]
+    assert [c.value for c in sheet[1]][:2] == ["单元网格", "立案数"]
+    assert export.main(["--db", str(db), "kpi", "--by", "planet", "--out", str(csv)]) == 2
+    assert export.main(["--db", str(db), "kpi", "--out", str(tmp_path / "r.pdf")]) == 2
+    req = tmp_path / "requests.json"
+    assert export.main(["--db", str(db), "open311", "requests", "--out", str(req)]) == 0
+    assert json.loads(req.read_text())[0]["status"] == "closed"
+    assert seed.main([]) == 0

@@ -39,6 +39,21 @@ RATE_NAMES = {r[0]: (r[1], r[2]) for r in RATES}
 COUNTS = ("filed", "cancelled", "filed_on_time", "dispatched", "reworked", "extended", "handled",
           "due_to_handle", "handled_on_time", "due", "closed", "closed_on_time")
 
+#: zh/en names of the counts.
+COUNT_NAMES = {
+    "filed": ("立案数", "Filed"), "cancelled": ("作废数", "Cancelled"),
+    "filed_on_time": ("按时立案数", "Filed on time"), "dispatched": ("派遣数", "Dispatched"),
+    "reworked": ("返工数", "Reworked"), "extended": ("延期数", "Extended"),
+    "handled": ("处置数", "Handled"), "due_to_handle": ("应处置数", "Due to handle"),
+    "handled_on_time": ("按期处置数", "Handled on time"), "due": ("应结案数", "Due to close"),
+    "closed": ("结案数", "Closed"), "closed_on_time": ("按期结案数", "Closed on time"),
+    "score": ("综合评分", "Composite score"), "grade": ("等级", "Grade"),
+    "period": ("周期", "Period"), "grid_code": ("单元网格", "Unit grid"),
+    "resp_grid_id": ("责任网格", "Responsibility grid"), "community_code": ("社区", "Community"),
+    "street_code": ("街道", "Street"), "department": ("部门", "Department"),
+    "post": ("岗位", "Post"), "assignee": ("人员", "Person"),
+}
+
 #: Default composite weights (sum 1); rework and extension rates count inverted (100 − rate).
 DEFAULT_WEIGHTS = {
     "close_rate": 0.25, "ontime_close_rate": 0.25, "ontime_file_rate": 0.1,
@@ -60,8 +75,9 @@ def _utc(series: pd.Series) -> pd.Series:
 
 
 def period_bounds(period: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """``[start, end)`` in UTC of a period: ``"2026-03"``, ``"2026"``, ``"2026-Q1"``, ``"2026-03-02"``,
-    or a ``(start, end)`` pair. Month and day periods are local (Asia/Shanghai) calendar periods.
+    """Return ``[start, end)`` in UTC of a period (local Asia/Shanghai calendar periods).
+
+    A period is ``"2026-03"``, ``"2026"``, ``"2026-Q1"``, ``"2026-03-02"`` or ``(start, end)``.
     """
     if isinstance(period, tuple | list) and len(period) == 2:
         start, end = (pd.Timestamp(p) for p in period)
@@ -155,7 +171,7 @@ def rates(counts: pd.DataFrame, weights: dict[str, float] | None = None) -> pd.D
 
 
 def grade(score: pd.Series) -> pd.Series:
-    """A ≥ 90, B 75–90, C 60–75, D 40–60, E < 40 (NaN score → no grade)."""
+    """Grade scores: A ≥ 90, B 75–90, C 60–75, D 40–60, E < 40 (NaN score → no grade)."""
     bins = [-np.inf, 40, 60, 75, 90, np.inf]
     return pd.cut(score, bins=bins, labels=["E", "D", "C", "B", "A"], right=False).astype(object)
 
@@ -170,7 +186,7 @@ def indicators(
     weights: dict[str, float] | None = None,
     compare: bool = True,
 ) -> pd.DataFrame:
-    """The indicator table: counts, rates (%), composite score and grade per slice.
+    """Compute the indicator table: counts, rates (%), composite score and grade per slice.
 
     Parameters
     ----------
@@ -335,7 +351,9 @@ def average_handling_hours(cases: pd.DataFrame, *, by: str | list[str] | None = 
 
 
 def label(column: str, lang: str = "zh-CN") -> str:
-    """The official name of a rate column (``close_rate`` → 结案率)."""
+    """Return the official name of a column (``close_rate`` → 结案率, ``due`` → 应结案数)."""
+    if column in COUNT_NAMES:
+        return COUNT_NAMES[column][0 if lang.startswith("zh") else 1]
     base = column.rsplit("_", 1)[0] if column.endswith(("_yoy", "_mom")) else column
     if base not in RATE_NAMES:
         return column

@@ -26,7 +26,7 @@ def _name(row: pd.Series, lang: str) -> str:
 
 
 def services(categories: pd.DataFrame | None = None, *, lang: str = "zh-CN") -> list[dict]:
-    """The category list as GeoReport v2 ``services.json`` entries."""
+    """Return the category list as GeoReport v2 ``services.json`` entries."""
     cats = cases_mod.load_categories() if categories is None else categories
     group = "major_zh" if lang.startswith("zh") else "major_en"
     return [

@@ -1,4 +1,4 @@
-"""The working calendar: working hours, public holidays and make-up days; deadlines and elapsed time."""
+"""The working calendar: working hours, holidays, make-up days; deadlines and elapsed time."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def _parse_hhmm(text: str) -> int:
         hours, minutes = str(text).strip().split(":")
         value = int(hours) * 3600 + int(minutes) * 60
     except ValueError:
-        raise ValidationError(f"working hours: {text!r} is not a HH:MM time; write e.g. 08:30") from None
+        raise ValidationError(
+            f"working hours: {text!r} is not a HH:MM time; write e.g. 08:30") from None
     if not 0 <= value <= 86_400:
         raise ValidationError(f"working hours: {text!r} is outside 00:00–24:00")
     return value
@@ -68,7 +69,7 @@ class WorkCalendar:
         timezone: str = "Asia/Shanghai",
         provisional_years: frozenset[int] = frozenset(),
     ) -> WorkCalendar:
-        """A calendar covering ``first_day``–``last_day`` with the given days off and make-up days.
+        """Build a calendar for ``first_day``–``last_day`` with these days off and make-up days.
 
         Raises
         ------
@@ -120,7 +121,7 @@ class WorkCalendar:
         return int(sum(b - a for a, b in self.periods))
 
     def is_working_day(self, days: Any) -> np.ndarray | bool:
-        """True for working days (weekdays not on holiday, plus make-up days); vectorised."""
+        """Tell working days (weekdays not on holiday, plus make-up days); vectorised."""
         scalar = np.ndim(days) == 0
         idx = pd.DatetimeIndex(np.atleast_1d(pd.to_datetime(days))).normalize()
         if idx.tz is not None:
@@ -194,7 +195,7 @@ class WorkCalendar:
     # -- public arithmetic ---------------------------------------------------------------------
 
     def add(self, start: Any, amount: float, unit: str) -> pd.Timestamp:
-        """The deadline *amount* *unit* after *start* (one case; see :meth:`deadlines`)."""
+        """Return the deadline *amount* *unit* after *start* (one case; see :meth:`deadlines`)."""
         return self.deadlines([start], [amount], [unit])[0]
 
     def deadlines(self, starts: Any, amounts: Any, units: Any) -> pd.DatetimeIndex:
@@ -292,7 +293,7 @@ def _seed_dir(seed_dir: str | Path | None) -> Path:
 
 
 def read_calendar_tables(seed_dir: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The raw seed tables: every ``calendar_<year>.csv`` stacked, and ``working_hours.csv``.
+    """Read the seed tables: every ``calendar_<year>.csv`` stacked, and ``working_hours.csv``.
 
     Raises
     ------
@@ -313,7 +314,8 @@ def read_calendar_tables(seed_dir: str | Path | None = None) -> tuple[pd.DataFra
     days = pd.concat(frames, ignore_index=True)
     need = {"date", "kind", "name_zh", "name_en", "status"}
     if not need <= set(days.columns):
-        raise ValidationError(f"calendar files need columns {sorted(need)}; got {list(days.columns)}")
+        raise ValidationError(
+            f"calendar files need columns {sorted(need)}; got {list(days.columns)}")
     try:
         days["date"] = pd.to_datetime(days["date"], format="%Y-%m-%d").dt.date
     except ValueError as exc:
@@ -336,7 +338,7 @@ def read_calendar_tables(seed_dir: str | Path | None = None) -> tuple[pd.DataFra
 
 
 def calendar_from_tables(days: pd.DataFrame, hours: pd.DataFrame) -> WorkCalendar:
-    """Build the :class:`WorkCalendar` from the two seed tables (see :func:`read_calendar_tables`)."""
+    """Build the :class:`WorkCalendar` from the seed tables of :func:`read_calendar_tables`."""
     years = sorted({int(f[9:13]) for f in days["file"]}) if "file" in days else sorted(
         {d.year for d in days["date"]})
     provisional = frozenset(
@@ -361,12 +363,12 @@ def _cached(folder: str) -> WorkCalendar:
 
 
 def load_calendar(seed_dir: str | Path | None = None) -> WorkCalendar:
-    """The working calendar from ``data/seed`` (cached per folder; restart to pick up edits)."""
+    """Load the working calendar from ``data/seed`` (cached per folder; restart after edits)."""
     return _cached(str(_seed_dir(seed_dir).resolve()))
 
 
 def to_datetime(value: Any) -> pd.Timestamp:
-    """A timezone-aware UTC timestamp from a datetime, ISO string or Timestamp (naive = UTC)."""
+    """Return a timezone-aware UTC timestamp from a datetime, ISO text or Timestamp (naive: UTC)."""
     if isinstance(value, datetime | pd.Timestamp | str | np.datetime64):
         return pd.Timestamp(value).tz_localize("UTC") if pd.Timestamp(value).tzinfo is None \
             else pd.Timestamp(value).tz_convert("UTC")
