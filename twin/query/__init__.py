@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twin.query._common import QueryResult
 from twin.query.counts import counts_per_grid
-from twin.query.coverage import cameras_seeing, coverage
+from twin.query.viewshed import cameras_seeing, coverage
 from twin.query.hotspots import getis_ord_gi_star, hot_spots
 from twin.query.lifecircle import CIRCLES_M, life_circles
 from twin.query.parking import parking_balance

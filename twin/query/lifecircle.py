@@ -50,8 +50,9 @@ def _circles(circles: Any) -> dict[int, float]:
 
 def residents_of(buildings: pd.DataFrame, persons_per_household: float) -> np.ndarray:
     """Residents per building: the head count if known, else households × persons per household."""
-    heads = pd.to_numeric(buildings["residents_count"], errors="coerce")
-    hh = pd.to_numeric(buildings["households"], errors="coerce") * persons_per_household
+    heads = pd.to_numeric(buildings["residents_count"], errors="coerce").astype(float)
+    hh = pd.to_numeric(buildings["households"], errors="coerce").astype(float)
+    hh = hh * persons_per_household
     return heads.fillna(hh).fillna(0).to_numpy(dtype=float)
 
 

@@ -18,7 +18,6 @@ NODE_SNAP_M = 0.001  # vertices closer than a millimetre are one node
 # internal roads often stop at the compound gate or the kerb of the street, not on its centreline,
 # and a round trip through degrees leaves T-junctions a millimetre apart.
 JOIN_M = 30.0
-TOUCH_M = 1e-6
 
 
 @dataclass
@@ -69,9 +68,12 @@ def build(roads: np.ndarray, attach: np.ndarray, join_m: float = JOIN_M) -> Netw
     e_idx, e_seg = shapely.STRtree(segs).query(shapely.points(ends), predicate="dwithin",
                                                distance=join_m)
     gap = shapely.distance(shapely.points(ends[e_idx]), segs[e_seg])
-    # an end on two or more segments is a junction already; one on its own segment only is loose
-    degree = np.bincount(e_idx[gap < TOUCH_M], minlength=len(ends))
-    pick = (gap >= TOUCH_M) & (degree[e_idx] < 2)
+    p = ends[e_idx]
+    at_end = np.minimum(np.hypot(*(p - a[e_seg]).T), np.hypot(*(p - b[e_seg]).T)) < NODE_SNAP_M
+    # an end shared by two or more segments is a junction already; one that only its own
+    # segment ends at is loose, and joins the nearest other segment that it is not an end of
+    degree = np.bincount(e_idx[at_end], minlength=len(ends))
+    pick = ~at_end & (degree[e_idx] < 2)
     j_end = e_idx[pick]
     j_seg_all, j_gap_all = e_seg[pick], gap[pick]
     best = np.lexsort((j_gap_all, j_end))

@@ -106,9 +106,10 @@ def _mask(frame: pd.DataFrame, conditions: list[tuple[str, str, Any]]) -> np.nda
     keep = np.ones(len(frame), dtype=bool)
     for col, op, value in conditions:
         s = frame[col]
-        if isinstance(value, float) and not pd.api.types.is_numeric_dtype(s):
+        number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+        if number and not pd.api.types.is_numeric_dtype(s):
             s = pd.to_numeric(s, errors="coerce")
-        elif not isinstance(value, float) and pd.api.types.is_numeric_dtype(s):
+        elif not number and pd.api.types.is_numeric_dtype(s):
             raise ValidationError(f"column {col!r} is numeric; compare it with a number")
         res = {"=": s == value, "<>": s != value, "<": s < value, "<=": s <= value,
                ">": s > value, ">=": s >= value}[op]
@@ -238,7 +239,8 @@ def _order(frame: gpd.GeoDataFrame, spec: LayerSpec, k: int | None = None) -> gp
     frame = frame.sort_values(["_d", spec.id_field], kind="stable").drop(columns="_d")
     if k is not None:
         frame = frame.head(k)
-    return gpd.GeoDataFrame(frame, geometry=frame.geometry.name, crs=CRS).reset_index(drop=True)
+    frame = frame[[c for c in frame.columns if c != "geometry"] + ["geometry"]]
+    return gpd.GeoDataFrame(frame, geometry="geometry", crs=CRS).reset_index(drop=True)
 
 
 _TARGET_SQL = (

@@ -12,7 +12,7 @@ import shapely
 
 import layers
 from twin.errors import NotFoundError, ValidationError
-from twin.query import coverage as cov_mod
+from twin.query import viewshed as cov_mod
 from twin.query import lifecircle
 from twin.query._common import QueryResult, check_in_area, lonlat, read, study_area
 from twin.schema import CRS, validate_layer_frame

@@ -1,4 +1,4 @@
-"""Query 3: camera view cones cut by building shadows, coverage of public space, blind spots."""
+"""Query 3 (viewsheds): camera view cones cut by building shadows, coverage of public space, blind spots."""
 
 from __future__ import annotations
 
