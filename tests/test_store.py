@@ -19,7 +19,7 @@ from twin.errors import (
     TwinError,
     ValidationError,
 )
-from twin.schema import CASE_HISTORY, CASES, EVENTS, validate_layer_frame
+from twin.schema import ALARMS, CASE_HISTORY, CASES, DEAD_LETTERS, EVENTS, validate_layer_frame
 from twin.store import open_store
 
 import layers
@@ -352,3 +352,83 @@ def _tamper(store, seq: int) -> None:
 def test_unknown_url_scheme_lists_the_known_ones():
     with pytest.raises(ConfigError, match="postgresql"):
         open_store("mysql://root@localhost/twin")
+
+
+# -- simple declared tables: put_rows / read_rows -------------------------------------------------
+
+
+def _alarms(*rows: tuple[str, str, str, float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": [r[0] for r in rows],
+            "rule_id": ["pm25_high"] * len(rows),
+            "source_id": [r[1] for r in rows],
+            "status": [r[2] for r in rows],
+            "opened_at": [T0] * len(rows),
+            "value": [r[3] for r in rows],
+            "lon": [110.29] * len(rows),
+            "lat": [25.08] * len(rows),
+            "data": [{"threshold": 75, "name": "细颗粒物超标"}] * len(rows),
+        }
+    )
+
+
+def test_put_rows_ignores_or_updates_existing_keys(store):
+    assert store.put_rows(ALARMS, _alarms(("a1", "S1", "open", 80.0), ("a2", "S2", "open", 90.0))) == 2
+    # ignore: the stored row stays as it was
+    assert store.put_rows(ALARMS, _alarms(("a1", "S1", "resolved", 10.0))) == 0
+    assert store.read_rows(ALARMS, id="a1")["status"].tolist() == ["open"]
+    # update: the stored row is replaced; a new key in the same batch is inserted
+    assert store.put_rows(
+        ALARMS, _alarms(("a1", "S1", "resolved", 10.0), ("a3", "S3", "open", 99.0)),
+        on_conflict="update",
+    ) == 2
+    got = store.read_rows(ALARMS)
+    assert got["id"].tolist() == ["a1", "a2", "a3"]
+    assert got["status"].tolist() == ["resolved", "open", "open"]
+    assert got["value"].tolist() == [10.0, 90.0, 99.0]
+    assert got["opened_at"].iloc[0] == pd.Timestamp(T0)
+    assert got["data"].iloc[0] == '{"name": "细颗粒物超标", "threshold": 75}'
+    assert list(got.columns) == [c.name for c in ALARMS.columns]
+
+
+def test_read_rows_filters_by_equality_and_lists(store):
+    store.put_rows(ALARMS, _alarms(("a1", "S1", "open", 80.0), ("a2", "S2", "resolved", 1.0),
+                                   ("a3", "S1", "acknowledged", 85.0)))
+    assert store.read_rows(ALARMS, source_id="S1")["id"].tolist() == ["a1", "a3"]
+    assert store.read_rows(ALARMS, source_id="S1", status="open")["id"].tolist() == ["a1"]
+    assert store.read_rows(ALARMS, status=("open", "resolved"))["id"].tolist() == ["a1", "a2"]
+    assert store.read_rows(ALARMS, status=[]).empty
+    assert store.read_rows(ALARMS, source_id="S1; DROP TABLE twin_alarms").empty
+    assert len(store.read_rows(ALARMS)) == 3
+    assert store.read_rows(DEAD_LETTERS).empty
+
+
+def test_dead_letters_keep_the_raw_payload(store):
+    raw = '{"id": "m1", "values": {"pm25": 乱码\t\\x00\n'  # PostgreSQL text holds no NUL
+    rows = pd.DataFrame({"id": ["d1"], "received_at": [T0], "topic": ["gridtwin/c/obs"],
+                         "reason": ["malformed_json"], "payload": [raw]})
+    assert store.put_rows(DEAD_LETTERS, rows) == 1
+    assert store.put_rows(DEAD_LETTERS, rows) == 0
+    got = store.read_rows(DEAD_LETTERS, reason="malformed_json")
+    assert got["payload"].tolist() == [raw]
+
+
+@pytest.mark.parametrize(
+    "rows,kwargs,match",
+    [
+        (_alarms(("a1", "S1", "opened", 1.0)), {}, "status must be one of"),
+        (_alarms(("a1", "S1", "open", 1.0)).assign(colour="red"), {}, "unknown fields"),
+        (_alarms(("a1", "S1", "open", 1.0)).assign(id=None), {}, "needs its key"),
+        (_alarms(("a1", "S1", "open", 1.0)), {"on_conflict": "replace"}, "on_conflict"),
+    ],
+)
+def test_bad_put_rows_raise_and_store_nothing(store, rows, kwargs, match):
+    with pytest.raises(ValidationError, match=match):
+        store.put_rows(ALARMS, rows, **kwargs)
+    assert store.read_rows(ALARMS).empty
+
+
+def test_read_rows_rejects_unknown_columns(store):
+    with pytest.raises(ValidationError, match="has no columns"):
+        store.read_rows(ALARMS, colour="red")

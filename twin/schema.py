@@ -231,7 +231,49 @@ LAYER_VERSIONS = TableSpec(
     key="layer,version",
 )
 
-TABLES = (EVENTS, CASES, CASE_HISTORY, AUDIT, LAYER_VERSIONS)
+DEAD_LETTERS = TableSpec(
+    "twin_dead_letters",
+    (
+        _c("id", "text", "hash of topic, payload and reason: a redelivered bad message is kept once"),
+        _c("received_at", "datetime", "when the feed received it (UTC)"),
+        _c("topic", "text", "MQTT topic, replay file or simulator it came on"),
+        _c("reason", "text", "malformed_json, unknown_sensor, bad_time, out_of_range …"),
+        _c("detail", "text", "what exactly was wrong, for the person fixing the device"),
+        _c("payload", "text", "the raw payload as received (UTF-8, invalid bytes replaced)"),
+    ),
+    key="id",
+)
+
+ALARM_STATUSES = ("open", "acknowledged", "in_progress", "resolved", "closed")
+
+ALARMS = TableSpec(
+    "twin_alarms",
+    (
+        _c("id", "text", "rule id, source id and opening time"),
+        _c("rule_id", "text", "row of data/rules.csv that raised it"),
+        _c("source_id", "text", "sensor or camera the alarm is about"),
+        _c("source_kind", "text", "sensor or camera"),
+        _c("status", "text", "open → acknowledged → in_progress → resolved → closed",
+           choices=ALARM_STATUSES),
+        _c("severity", "text", "info, warning, critical"),
+        _c("opened_at", "datetime"),
+        _c("updated_at", "datetime"),
+        _c("resolved_at", "datetime"),
+        _c("property", "text", "observed property the rule tests (pm25, smoke …)"),
+        _c("value", "float", "the value that raised (or last kept up) the alarm"),
+        _c("lon", "float"),
+        _c("lat", "float"),
+        *ASSIGNED_COLUMNS,
+        _c("building_code", "text"),
+        _c("lot_id", "text"),
+        _c("case_id", "text", "the case it was promoted to"),
+        _c("data", "json", "rule name, threshold, history of status changes …"),
+    ),
+    key="id",
+    point=True,
+)
+
+TABLES = (EVENTS, CASES, CASE_HISTORY, AUDIT, LAYER_VERSIONS, DEAD_LETTERS, ALARMS)
 
 
 # ---------------------------------------------------------------------------------------------

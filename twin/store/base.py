@@ -12,6 +12,9 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 
+from twin.errors import ValidationError
+from twin.schema import TableSpec, check_rules, coerce_table
+
 
 BBox = tuple[float, float, float, float]  # min lon, min lat, max lon, max lat (EPSG:4326)
 
@@ -142,6 +145,45 @@ class Store(abc.ABC):
     ) -> gpd.GeoDataFrame:
         """Events with ``start <= observed_at < end`` in *bbox* and grid, oldest first."""
 
+    # -- simple declared tables (dead letters, alarms …) ----------------------------------------
+
+    @abc.abstractmethod
+    def put_rows(
+        self, table: TableSpec, frame: pd.DataFrame, *, on_conflict: str = "ignore"
+    ) -> int:
+        """Insert rows into a declared table in one transaction; return how many were written.
+
+        Parameters
+        ----------
+        table
+            One of :data:`twin.schema.TABLES` (dead letters, alarms …); the rows are typed and
+            checked against its columns first.
+        frame
+            Rows with (a subset of) the table's columns; absent columns are stored empty.
+        on_conflict
+            What to do with a row whose key is already stored: ``"ignore"`` keeps the stored
+            row, ``"update"`` replaces it with the new one.
+
+        Raises
+        ------
+        ValidationError
+            For unknown columns, values that do not convert, a broken choice or range rule,
+            a missing key or an unknown *on_conflict* (nothing is written).
+        """
+
+    @abc.abstractmethod
+    def read_rows(self, table: TableSpec, **equals: Any) -> pd.DataFrame:
+        """Rows of a declared table whose columns equal the given values, sorted by its key.
+
+        A list or tuple value matches any of its items (``status=("open", "acknowledged")``).
+        Values are bound as parameters; column names must be the table's.
+
+        Raises
+        ------
+        ValidationError
+            If a name is not a column of *table* or a value does not convert to its type.
+        """
+
     # -- cases ----------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -236,3 +278,39 @@ class Store(abc.ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
+
+ON_CONFLICT = ("ignore", "update")
+
+
+def prepare_rows(table: TableSpec, frame: pd.DataFrame, on_conflict: str) -> pd.DataFrame:
+    """The rows of a :meth:`Store.put_rows` call typed and checked, as both stores need them."""
+    if on_conflict not in ON_CONFLICT:
+        raise ValidationError(
+            f"on_conflict must be one of {list(ON_CONFLICT)}; got {on_conflict!r}"
+        )
+    rows = coerce_table(table, pd.DataFrame(frame).drop(columns="geometry", errors="ignore"))
+    keys = [k.strip() for k in table.key.split(",")]
+    if rows[keys].isna().any(axis=None):
+        raise ValidationError(
+            f"table {table.name}: every row needs its key {keys}; "
+            f"{int(rows[keys].isna().any(axis=1).sum())} rows lack it. Nothing was stored."
+        )
+    check_rules(rows, table.columns, keys[0])
+    # the last row of a key wins inside one batch, as it would over two batches
+    return rows.drop_duplicates(keys, keep="last").reset_index(drop=True)
+
+
+def prepare_equals(table: TableSpec, equals: dict[str, Any]) -> list[tuple[str, pd.Series]]:
+    """(column, typed values) pairs of a :meth:`Store.read_rows` filter; names are checked."""
+    columns = {c.name: c for c in table.columns}
+    unknown = [name for name in equals if name not in columns]
+    if unknown:
+        raise ValidationError(
+            f"table {table.name} has no columns {unknown}; filter on {list(columns)}"
+        )
+    out = []
+    for name, value in equals.items():
+        values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        typed = coerce_table(table, pd.DataFrame({name: pd.Series(values, dtype=object)}))[name]
+        out.append((name, typed))
+    return out

@@ -44,7 +44,15 @@ from twin.schema import (
     validate_layer_frame,
 )
 from twin.store import gpkg
-from twin.store.base import GENESIS_HASH, BBox, LayerVersion, Store, audit_hash
+from twin.store.base import (
+    GENESIS_HASH,
+    BBox,
+    LayerVersion,
+    Store,
+    audit_hash,
+    prepare_equals,
+    prepare_rows,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -364,6 +372,49 @@ class EmbeddedStore(Store):
             f"SELECT {names} FROM {q(table.name)}{where} ORDER BY {order}", tuple(params)
         ).fetchall()
         return _decode(table.columns, rows, canonical_json=True)
+
+    def put_rows(
+        self, table: TableSpec, frame: pd.DataFrame, *, on_conflict: str = "ignore"
+    ) -> int:
+        rows = prepare_rows(table, frame, on_conflict)
+        if rows.empty:
+            return 0
+        keys = [k.strip() for k in table.key.split(",")]
+        names = ", ".join(q(c.name) for c in table.columns)
+        marks = ", ".join("?" for _ in table.columns)
+        if on_conflict == "update":
+            assign = ", ".join(
+                f"{q(c.name)} = excluded.{q(c.name)}" for c in table.columns if c.name not in keys
+            )
+            verb, tail = (
+                "INSERT",
+                f" ON CONFLICT ({', '.join(q(k) for k in keys)}) DO UPDATE SET {assign}",
+            )
+        else:
+            verb, tail = "INSERT OR IGNORE", ""
+        values = [gpkg.to_sql_values(rows[c.name], c.dtype) for c in table.columns]
+        with self._transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                f"{verb} INTO {q(table.name)} ({names}) VALUES ({marks}){tail}",
+                list(zip(*values, strict=True)),
+            )
+            written = conn.total_changes - before
+        LOGGER.debug("%s: %d of %d rows written", table.name, written, len(rows))
+        return written
+
+    def read_rows(self, table: TableSpec, **equals: Any) -> pd.DataFrame:
+        clauses, params = [], []
+        for name, typed in prepare_equals(table, equals):
+            column = next(c for c in table.columns if c.name == name)
+            values = gpkg.to_sql_values(typed, column.dtype)
+            if not values:
+                clauses.append("0")
+                continue
+            clauses.append(f"{q(name)} IN ({', '.join('?' for _ in values)})")
+            params.extend(values)
+        order = ", ".join(q(k.strip()) for k in table.key.split(","))
+        return self._select(self._conn(), table, order, clauses, params)
 
     # -- layers -----------------------------------------------------------------------------------
 

@@ -40,11 +40,21 @@ from twin.schema import (
     coerce_table,
     validate_layer_frame,
 )
-from twin.store.base import GENESIS_HASH, BBox, LayerVersion, Store, audit_hash, utcnow
+from twin.store.base import (
+    GENESIS_HASH,
+    BBox,
+    LayerVersion,
+    Store,
+    audit_hash,
+    prepare_equals,
+    prepare_rows,
+    utcnow,
+)
 from twin.store.migrations import (
     HISTORY_SUFFIX,
     SRID,
     VERSION_COLUMN,
+    key_columns,
     layer_ddl,
     lock,
     migrate,
@@ -609,6 +619,73 @@ class PostGISStore(Store):
         )
         with self._begin() as conn:
             return _frame(conn.execute(sa.text(sql), params), EVENTS.columns, True)
+
+    # -- simple declared tables -------------------------------------------------------------------
+
+    def put_rows(
+        self, table: TableSpec, frame: pd.DataFrame, *, on_conflict: str = "ignore"
+    ) -> int:
+        """Insert rows (COPY into a temporary table, then one ``INSERT … ON CONFLICT``)."""
+        rows = prepare_rows(table, frame, on_conflict)
+        if rows.empty:
+            return 0
+        keys = key_columns(table)
+        columns = ", ".join(quote(c.name) for c in table.columns)
+        if on_conflict == "update":
+            assign = ", ".join(
+                f"{quote(c.name)} = EXCLUDED.{quote(c.name)}"
+                for c in table.columns
+                if c.name not in keys
+            )
+            action = f"DO UPDATE SET {assign}"
+        else:
+            action = "DO NOTHING"
+        staging = f"_in_{table.name}"
+        fields = {c.name: _copy_field(rows[c.name], c.dtype) for c in table.columns}
+        with self._begin() as conn:
+            conn.execute(
+                sa.text(
+                    f"CREATE TEMP TABLE {quote(staging)} AS SELECT {columns} "
+                    f"FROM {quote(table.name)} WITH NO DATA"
+                )
+            )
+            _copy_rows(conn, staging, fields)
+            written = conn.execute(
+                sa.text(
+                    f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} "
+                    f"FROM {quote(staging)} ON CONFLICT ({', '.join(quote(k) for k in keys)}) "
+                    f"{action}"
+                )
+            ).rowcount
+            conn.execute(sa.text(f"DROP TABLE {quote(staging)}"))
+        LOGGER.debug("%s: %d of %d rows written", table.name, written, len(rows))
+        return int(written)
+
+    def read_rows(self, table: TableSpec, **equals: Any) -> pd.DataFrame:
+        """Rows of a declared table matching *equals* (bound parameters), sorted by key."""
+        by_name = {c.name: c for c in table.columns}
+        clauses, params = [], {}
+        for i, (name, typed) in enumerate(prepare_equals(table, equals)):
+            values = [_param(v, by_name[name]) for v in typed.tolist()]
+            if not values:
+                clauses.append("false")
+                continue
+            marks = []
+            for j, value in enumerate(values):
+                params[f"v{i}_{j}"] = value
+                marks.append(f":v{i}_{j}")
+            clauses.append(f"{quote(name)} IN ({', '.join(marks)})")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = ", ".join(quote(k) for k in key_columns(table))
+        with self._begin() as conn:
+            result = conn.execute(
+                sa.text(
+                    f"SELECT {_select_list(table.columns, False)} FROM {quote(table.name)}"
+                    f"{where} ORDER BY {order}"
+                ),
+                params,
+            )
+            return _frame(result, table.columns, False)
 
     # -- cases ------------------------------------------------------------------------------------
 
