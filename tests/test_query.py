@@ -415,3 +415,32 @@ def test_embedded_and_postgis_give_the_same_answer(both, name):
             assert x.astype(str).tolist() == y.astype(str).tolist(), col
     if a.summary is not None:
         pd.testing.assert_frame_equal(a.summary, b.summary, rtol=1e-3)
+
+
+# -- the command line --------------------------------------------------------------------------------
+
+
+def test_cli_writes_the_answer_and_refuses_bad_parameters(emb, tmp_path, capsys):
+    from scripts.query import main
+
+    _facilities, homes = clinic_and_homes([10, 20, 400])
+    put(emb, "buildings", homes)
+    lon, lat = lonlat(0, 0)
+    out = tmp_path / "near.geojson"
+    code = main(["within", "--param", "layer=buildings", "--param", "distance_m=100",
+                 "--param", f"point={lon},{lat}", "--db", str(emb.url), "--out", str(out)])
+    assert code == 0
+    assert gpd.read_file(out)["building_code"].tolist() == ["B10", "B20"]
+    assert '"method": "straight-line"' in capsys.readouterr().out
+    for argv, message in [
+        (["within", "--param", "layer=nope", "--param", "distance_m=1", "--param",
+          f"point={lon},{lat}"], "unknown layer 'nope'"),
+        (["nearest", "--param", "layer=buildings", "--param", "k=0", "--param",
+          f"point={lon},{lat}"], "k must be at least 1"),
+        (["within", "--param", "layer=buildings", "--param", "distance_m=1"], "either point"),
+        (["counts", "--param", "source=buildings", "--param", "colour=red"], "no parameter"),
+        (["teleport"], "unknown query"),
+    ]:
+        assert main([*argv, "--db", str(emb.url), "--out", str(tmp_path / "x.csv")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "hint:" in err and "Traceback" not in err

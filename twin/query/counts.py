@@ -151,6 +151,7 @@ def counts_per_grid(
     out["count"] = out["count"].fillna(0).astype("int64")
     if sum is not None:
         out[f"sum_{sum}"] = out[f"sum_{sum}"].fillna(0).astype(float)
+    out = out[[c for c in out.columns if c != "geometry"] + ["geometry"]]
     out = gpd.GeoDataFrame(out, geometry="geometry", crs=CRS).sort_values("unit")
     outside = sorted(set(grouped["unit"]) - set(unit_frame["unit"]))
     params = {"source": source, "level": level, "start": t0, "end": t1, "type": type,
