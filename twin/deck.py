@@ -15,7 +15,8 @@ import pydeck as pdk
 import shapely
 
 import layers as declared
-from twin.errors import ValidationError
+from twin.enrich import CONE_SEGMENTS, camera_cones  # noqa: F401 (re-exported)
+from twin.enrich import cone_metric_crs as local_metric_crs  # noqa: F401 (re-exported)
 from twin.schema import LayerSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -26,8 +27,6 @@ COORD_DECIMALS = 7
 LAND_COLOR = (24, 31, 44, 255)
 #: Camera view cones: the camera's colour, this transparent.
 CONE_ALPHA = 60
-#: Segments along a view cone's arc; 32 keeps the area within 0.2 % of the true sector for 60°.
-CONE_SEGMENTS = 32
 #: Where the map opens when there is nothing to fit (Guilin, the demo community's city).
 DEFAULT_VIEW = {"longitude": 110.29, "latitude": 25.28, "zoom": 14.0}
 #: The map's height in pixels, and the width assumed when fitting the initial view.
@@ -290,64 +289,6 @@ def spec_layers(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str = "zh-CN") -
 
 
 # -- camera view cones ------------------------------------------------------------------------
-
-
-def local_metric_crs(frame: gpd.GeoDataFrame | gpd.GeoSeries) -> str:
-    """Return an azimuthal equidistant CRS centred on *frame*: true metres from its centre."""
-    minx, miny, maxx, maxy = frame.to_crs(4326).total_bounds
-    lon0, lat0 = (minx + maxx) / 2, (miny + maxy) / 2
-    return f"+proj=aeqd +lat_0={lat0:.7f} +lon_0={lon0:.7f} +x_0=0 +y_0=0 +ellps=WGS84 +units=m"
-
-
-def camera_cones(cameras: gpd.GeoDataFrame, segments: int = CONE_SEGMENTS) -> gpd.GeoDataFrame:
-    """Return the ground area each camera sees: a circular sector, as polygons in EPSG:4326.
-
-    The sector opens ``fov_deg`` around ``heading_deg`` (clockwise from north) out to
-    ``range_m`` metres. All wedges are built at once in a local metric CRS.
-
-    Returns
-    -------
-    GeoDataFrame
-        ``camera_id`` and the wedge geometry, for cameras with heading, field of view and range.
-
-    Raises
-    ------
-    ValidationError
-        If the frame lacks one of the columns ``camera_id``, ``heading_deg``, ``fov_deg``,
-        ``range_m``.
-    """
-    needed = ["camera_id", "heading_deg", "fov_deg", "range_m"]
-    absent = [c for c in needed if c not in cameras]
-    if absent:
-        raise ValidationError(
-            f"camera view cones need the columns {needed}; missing {absent}. "
-            "Load the cameras layer through scripts/load_layer.py, which declares them."
-        )
-    numbers = cameras[needed[1:]].apply(pd.to_numeric, errors="coerce")
-    ok = numbers.notna().all(axis=1).to_numpy() & (numbers["range_m"] > 0).to_numpy()
-    cams = cameras[ok]
-    if len(cams) == 0:
-        return gpd.GeoDataFrame({"camera_id": []}, geometry=[], crs=4326)
-    metric = local_metric_crs(cams)
-    centres = cams.geometry.to_crs(metric)
-    x0 = centres.x.to_numpy()[:, None]
-    y0 = centres.y.to_numpy()[:, None]
-    heading = numbers.loc[ok, "heading_deg"].to_numpy()[:, None]
-    fov = np.clip(numbers.loc[ok, "fov_deg"].to_numpy()[:, None], 0.0, 360.0)
-    reach = numbers.loc[ok, "range_m"].to_numpy()[:, None]
-    # bearings along the arc, clockwise from north: x = r·sin(bearing), y = r·cos(bearing)
-    steps = np.linspace(0.0, 1.0, segments + 1)[None, :]
-    bearing = np.radians(heading - fov / 2 + fov * steps)
-    arc_x = x0 + reach * np.sin(bearing)
-    arc_y = y0 + reach * np.cos(bearing)
-    ring_x = np.hstack([x0, arc_x, x0])
-    ring_y = np.hstack([y0, arc_y, y0])
-    wedges = shapely.polygons(np.stack([ring_x, ring_y], axis=-1))
-    return gpd.GeoDataFrame(
-        {"camera_id": cams["camera_id"].astype("string").astype(object).to_numpy()},
-        geometry=gpd.GeoSeries(wedges, crs=metric).to_crs(4326).values,
-        crs=4326,
-    )
 
 
 def _cone_layer(spec: LayerSpec, cones: gpd.GeoDataFrame) -> pdk.Layer:

@@ -1,4 +1,4 @@
-"""Vectorised enrichment: the unit grid (later building, lot, camera) each feature falls in."""
+"""Vectorised enrichment: the unit grid, building, parking lot and cameras of each feature."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from twin.schema import ASSIGNED_COLUMNS
 LOGGER = logging.getLogger(__name__)
 
 ASSIGNED_NAMES = tuple(c.name for c in ASSIGNED_COLUMNS)
+#: Segments along a view cone's arc; 32 keeps the area within 0.2 % of the true sector for 60°.
+CONE_SEGMENTS = 32
 
 
 def representative_points(geoms: np.ndarray | gpd.GeoSeries) -> np.ndarray:
@@ -218,3 +220,177 @@ def assign_grids(
     if missed:
         LOGGER.debug("%d of %d features lie in no unit grid", missed, len(out))
     return out
+
+
+# -- camera view cones (also drawn by twin.deck) -----------------------------------------------
+
+
+def cone_metric_crs(frame: gpd.GeoDataFrame | gpd.GeoSeries) -> str:
+    """Return an azimuthal equidistant CRS centred on *frame*: true metres from its centre."""
+    minx, miny, maxx, maxy = frame.to_crs(4326).total_bounds
+    lon0, lat0 = (minx + maxx) / 2, (miny + maxy) / 2
+    return f"+proj=aeqd +lat_0={lat0:.7f} +lon_0={lon0:.7f} +x_0=0 +y_0=0 +ellps=WGS84 +units=m"
+
+
+def camera_cones(cameras: gpd.GeoDataFrame, segments: int = CONE_SEGMENTS) -> gpd.GeoDataFrame:
+    """Return the ground area each camera sees: a circular sector, as polygons in EPSG:4326.
+
+    The sector opens ``fov_deg`` around ``heading_deg`` (clockwise from north) out to
+    ``range_m`` metres. All wedges are built at once in a local metric CRS.
+
+    Returns
+    -------
+    GeoDataFrame
+        ``camera_id`` and the wedge geometry, for cameras with heading, field of view and range.
+
+    Raises
+    ------
+    ValidationError
+        If the frame lacks one of the columns ``camera_id``, ``heading_deg``, ``fov_deg``,
+        ``range_m``.
+    """
+    needed = ["camera_id", "heading_deg", "fov_deg", "range_m"]
+    absent = [c for c in needed if c not in cameras]
+    if absent:
+        raise ValidationError(
+            f"camera view cones need the columns {needed}; missing {absent}. "
+            "Load the cameras layer through scripts/load_layer.py, which declares them."
+        )
+    numbers = cameras[needed[1:]].apply(pd.to_numeric, errors="coerce")
+    ok = numbers.notna().all(axis=1).to_numpy() & (numbers["range_m"] > 0).to_numpy()
+    cams = cameras[ok]
+    if len(cams) == 0:
+        return gpd.GeoDataFrame({"camera_id": []}, geometry=[], crs=4326)
+    metric = cone_metric_crs(cams)
+    centres = cams.geometry.to_crs(metric)
+    x0 = centres.x.to_numpy()[:, None]
+    y0 = centres.y.to_numpy()[:, None]
+    heading = numbers.loc[ok, "heading_deg"].to_numpy()[:, None]
+    fov = np.clip(numbers.loc[ok, "fov_deg"].to_numpy()[:, None], 0.0, 360.0)
+    reach = numbers.loc[ok, "range_m"].to_numpy()[:, None]
+    # bearings along the arc, clockwise from north: x = r·sin(bearing), y = r·cos(bearing)
+    steps = np.linspace(0.0, 1.0, segments + 1)[None, :]
+    bearing = np.radians(heading - fov / 2 + fov * steps)
+    arc_x = x0 + reach * np.sin(bearing)
+    arc_y = y0 + reach * np.cos(bearing)
+    ring_x = np.hstack([x0, arc_x, x0])
+    ring_y = np.hstack([y0, arc_y, y0])
+    wedges = shapely.polygons(np.stack([ring_x, ring_y], axis=-1))
+    return gpd.GeoDataFrame(
+        {"camera_id": cams["camera_id"].astype("string").astype(object).to_numpy()},
+        geometry=gpd.GeoSeries(wedges, crs=metric).to_crs(4326).values,
+        crs=4326,
+    )
+
+
+class ConeIndex:
+    """An STRtree over camera view cones: which cameras see each point, for whole batches.
+
+    Parameters
+    ----------
+    cameras
+        Camera points with ``camera_id``, ``heading_deg`` (clockwise from north), ``fov_deg``
+        and ``range_m`` (metres); the cones are built once with :func:`camera_cones`.
+    """
+
+    def __init__(self, cameras: gpd.GeoDataFrame) -> None:
+        cones = camera_cones(cameras) if len(cameras) else gpd.GeoDataFrame(
+            {"camera_id": []}, geometry=[], crs=4326
+        )
+        self.cones = cones
+        self.camera_ids = np.asarray(cones["camera_id"], dtype=object)
+        self.tree = shapely.STRtree(np.asarray(cones.geometry.values, dtype=object))
+
+    def __len__(self) -> int:
+        return len(self.camera_ids)
+
+    def covering(self, points: np.ndarray) -> np.ndarray:
+        """Return, per point (EPSG:4326), the sorted tuple of cameras whose cone covers it."""
+        points = np.asarray(points, dtype=object)
+        out = pd.Series([()] * len(points), dtype=object)
+        if len(self) == 0 or len(points) == 0:
+            return out.to_numpy()
+        hits, cones = self.tree.query(points, predicate="intersects")
+        if len(hits):
+            seen = pd.Series(self.camera_ids[cones].astype(str)).groupby(hits).agg(
+                lambda ids: tuple(sorted(ids))
+            )
+            out.iloc[seen.index.to_numpy()] = seen.to_numpy()
+        return out.to_numpy()
+
+
+#: The columns :class:`Enricher` adds: the four grid columns, building, lot and cameras.
+ENRICHED_COLUMNS = (*ASSIGNED_NAMES, "building_code", "lot_id", "camera_ids")
+
+
+class Enricher:
+    """The unit grid, building, parking lot and covering cameras of points, for whole batches.
+
+    Built once from the twin's layers (each optional), then :meth:`enrich` answers a batch of
+    points with STRtree queries only. Parking lots given as points are not matched by
+    location (sensors name their lot in ``ref_lot``).
+
+    Parameters
+    ----------
+    grid_cells, buildings, parking, cameras
+        Layer frames as the store returns them (EPSG:4326), or None when absent.
+    """
+
+    def __init__(
+        self,
+        *,
+        grid_cells: gpd.GeoDataFrame | None = None,
+        buildings: gpd.GeoDataFrame | None = None,
+        parking: gpd.GeoDataFrame | None = None,
+        cameras: gpd.GeoDataFrame | None = None,
+    ) -> None:
+        self.grids = grid_index(grid_cells) if _has(grid_cells) else None
+        self.buildings = (
+            PolygonIndex(_polygons(buildings), key="building_code", columns=())
+            if _has(buildings) else None
+        )
+        self.lots = (
+            PolygonIndex(_polygons(parking), key="lot_id", columns=())
+            if _has(parking) else None
+        )
+        self.cones = ConeIndex(cameras) if _has(cameras) else None
+
+    def enrich(self, lon: np.ndarray | pd.Series, lat: np.ndarray | pd.Series) -> pd.DataFrame:
+        """Return one row per (lon, lat) with :data:`ENRICHED_COLUMNS` (None where nothing).
+
+        Missing coordinates give empty answers; ``camera_ids`` is a tuple (maybe empty).
+        """
+        x = np.asarray(lon, dtype=float)
+        y = np.asarray(lat, dtype=float)
+        ok = np.isfinite(x) & np.isfinite(y)
+        points = np.full(len(x), None, dtype=object)
+        if ok.any():
+            points[ok] = shapely.points(x[ok], y[ok])
+        none = np.full(len(x), None, dtype=object)
+        columns: dict[str, np.ndarray] = {}
+        if self.grids is not None:
+            found = self.grids.lookup(points, columns=ASSIGNED_NAMES[1:])
+            columns.update({name: found[name].to_numpy(dtype=object) for name in ASSIGNED_NAMES})
+        else:
+            columns.update({name: none for name in ASSIGNED_NAMES})
+        for name, index in (("building_code", self.buildings), ("lot_id", self.lots)):
+            columns[name] = (
+                index.lookup(points, columns=())[name].to_numpy(dtype=object)
+                if index is not None else none
+            )
+        columns["camera_ids"] = (
+            self.cones.covering(points) if self.cones is not None
+            else pd.Series([()] * len(x), dtype=object).to_numpy()
+        )
+        # dtype=object keeps None as None (pandas would turn it into NaN in a str column)
+        out = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in columns.items()})
+        return out
+
+
+def _has(frame: gpd.GeoDataFrame | None) -> bool:
+    return frame is not None and len(frame) > 0
+
+
+def _polygons(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    kinds = shapely.get_type_id(np.asarray(frame.geometry.values, dtype=object))
+    return frame[np.isin(kinds, (3, 6))]
