@@ -332,3 +332,15 @@ def test_every_action_is_documented():
         row = f"| `{tr.action}` | {tr.label_zh} {tr.label_en} | {', '.join(tr.sources) or '—'} | "
         assert row in text, tr.action
         assert ", ".join(tr.roles) in text
+
+
+def test_stage_deadlines_for_many_cases_agree_with_the_calendar():
+    frame = pd.DataFrame({"service_code": ["E0101", "E0101", "E0105", "E0401"],
+                          "area_class": ["A", "C", "B", None]})
+    starts = pd.Series([t("02 10:00"), t("06 16:00"), t("02 10:00"), t("02 23:00")])
+    due = cases.stage_deadlines(frame, "handle", starts)
+    # E0101: 2 wh (A) / 8 wh (C: Fri 1.5 h + Mon 6.5 h); E0105: 20 working days;
+    # E0401: 2 urgent hours (B default)
+    assert due.tolist() == [t("02 12:00"), t("09 17:30"), t("30 10:00"), t("03 01:00")]
+    with pytest.raises(ValidationError, match="unknown stage"):
+        cases.stage_deadlines(frame, "lunch", starts)

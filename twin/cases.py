@@ -243,6 +243,58 @@ def stage_limit(cat: pd.Series, stage: str, area_class: str | None) -> tuple[flo
     return float(cat[f"{stage}_limit"]), str(cat[f"{stage}_unit"])
 
 
+def stage_deadlines(
+    cases: pd.DataFrame,
+    stage: str,
+    starts: pd.Series,
+    *,
+    categories: pd.DataFrame | None = None,
+    calendar: WorkCalendar | None = None,
+) -> pd.Series:
+    """Deadlines of one stage for many cases at once (vectorised; e.g. after a calendar edit).
+
+    Parameters
+    ----------
+    cases
+        Cases with ``service_code`` and ``area_class``.
+    stage
+        ``file``, ``dispatch``, ``handle`` or ``check``.
+    starts
+        When the stage started, one per case (same index).
+    categories, calendar
+        Category table and working calendar (default: the seed tables).
+
+    Returns
+    -------
+    pandas.Series
+        UTC deadlines, NaT where the start is missing.
+
+    Raises
+    ------
+    ValidationError
+        For an unknown stage or category.
+    """
+    if stage not in ("file", "dispatch", "handle", "check"):
+        raise ValidationError(f"unknown stage {stage!r}; stages are file, dispatch, handle, check")
+    cats = load_categories() if categories is None else categories
+    unknown = sorted(set(cases["service_code"].dropna()) - set(cats.index))
+    if unknown:
+        raise ValidationError(f"unknown categories {unknown[:5]}; see data/seed/categories.csv")
+    rows = cats.loc[cases["service_code"].to_numpy()]
+    if stage == "handle":
+        area = cases["area_class"].fillna("B").str.lower().to_numpy()
+        table = rows[["handle_limit_a", "handle_limit_b", "handle_limit_c"]].astype(float)
+        pick = pd.Series(area).map({"a": 0, "b": 1, "c": 2}).fillna(1).astype(int).to_numpy()
+        amounts = table.to_numpy()[np.arange(len(rows)), pick]
+        units = rows["handle_unit"].to_numpy()
+    else:
+        amounts = rows[f"{stage}_limit"].astype(float).to_numpy()
+        units = rows[f"{stage}_unit"].to_numpy()
+    cal = calendar or load_calendar()
+    due = cal.deadlines(pd.to_datetime(starts, utc=True), amounts, units)
+    return pd.Series(due, index=cases.index)
+
+
 # -- routing -------------------------------------------------------------------------------------
 
 
