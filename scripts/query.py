@@ -42,16 +42,28 @@ def build_parser(names: list[str]) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", help=f"the query: {', '.join(names)}")
-    p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
-                   help="a parameter of the query (repeat); numbers, true/false and JSON are read "
-                        "as such")
-    p.add_argument("--state", metavar="CSV", help="live state table (e.g. lot_id, "
-                   "available_spaces) for nearest and parking")
-    p.add_argument("--db", metavar="URL", help="store URL (default: TWIN_DATABASE_URL, then the "
-                   "demo GeoPackage)")
+    p.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter of the query (repeat); numbers, true/false and JSON are read as such",
+    )
+    p.add_argument(
+        "--state",
+        metavar="CSV",
+        help="live state table (e.g. lot_id, available_spaces) for nearest and parking",
+    )
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="store URL (default: TWIN_DATABASE_URL, then the demo GeoPackage)",
+    )
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the answer")
-    p.add_argument("--summary", metavar="CSV", help="also write the summary table (life "
-                   "circles, what-if) here")
+    p.add_argument(
+        "--summary", metavar="CSV", help="also write the summary table (life circles, what-if) here"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     return p
 
@@ -106,10 +118,17 @@ def run(args: argparse.Namespace, queries: dict) -> int:
     unknown = [k for k in params if k not in accepted or k == "store"]
     if unknown and not takes_any:
         allowed = [k for k in accepted if k != "store"]
-        raise ValidationError(f"query {args.name!r} has no parameter {unknown}; it takes "
-                              f"{', '.join(allowed)}")
-    missing = [k for k, p in accepted.items() if k != "store" and p.default is p.empty
-               and p.kind is not inspect.Parameter.VAR_KEYWORD and k not in params]
+        raise ValidationError(
+            f"query {args.name!r} has no parameter {unknown}; it takes {', '.join(allowed)}"
+        )
+    missing = [
+        k
+        for k, p in accepted.items()
+        if k != "store"
+        and p.default is p.empty
+        and p.kind is not inspect.Parameter.VAR_KEYWORD
+        and k not in params
+    ]
     if missing:
         raise ValidationError(f"query {args.name!r} needs --param {missing[0]}=…")
     with open_store(args.db) as store:
@@ -125,19 +144,25 @@ def main(argv: list[str] | None = None) -> int:
     from twin.query import QUERIES
 
     args = build_parser(list(QUERIES)).parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return run(args, QUERIES)
     except StoreUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        print("hint: check --db / TWIN_DATABASE_URL and that the database is running",
-              file=sys.stderr)
+        print(
+            "hint: check --db / TWIN_DATABASE_URL and that the database is running", file=sys.stderr
+        )
         return 2
     except TwinError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        print(f"hint: python scripts/query.py --help shows each query's parameters; "
-              f"see docs/queries.md", file=sys.stderr)
+        print(
+            "hint: python scripts/query.py --help shows each query's parameters; "
+            "see docs/queries.md",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import geopandas as gpd
 import numpy as np
@@ -22,7 +22,7 @@ from twin.store import open_store
 
 UTM = "EPSG:32649"
 X0, Y0 = Transformer.from_crs(4326, UTM, always_xy=True).transform(110.29, 25.08)
-T0 = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
 def local(geoms, **columns) -> gpd.GeoDataFrame:
@@ -40,9 +40,13 @@ def grid(x0=-500, y0=-500, x1=1500, y1=500) -> gpd.GeoDataFrame:
     mid = (x0 + x1) / 2
     return local(
         [box(x0, y0, mid, y1), box(mid, y0, x1, y1)],
-        grid_code=["45031100100101", "45031100100102"], county_code=["450311"] * 2,
-        street_code=["001"] * 2, community_code=["001"] * 2, sequence=["01", "02"],
-        name=["一网格", "二网格"], resp_grid_id=["R01", "R01"],
+        grid_code=["45031100100101", "45031100100102"],
+        county_code=["450311"] * 2,
+        street_code=["001"] * 2,
+        community_code=["001"] * 2,
+        sequence=["01", "02"],
+        name=["一网格", "二网格"],
+        resp_grid_id=["R01", "R01"],
     )
 
 
@@ -61,10 +65,14 @@ def put(store, name, frame):
 def clinic_and_homes(xs) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """A clinic at the origin and 10 × 10 m homes whose west wall is *xs* metres east of it."""
     facilities = local([Point(0, 0)], facility_id=["F1"], kind=["clinic"], name=["卫生服务站"])
-    homes = local([box(x, -5, x + 10, 5) for x in xs],
-                  building_code=[f"B{x}" for x in xs], name=[f"{x}" for x in xs],
-                  use=["residential"] * len(xs), households=[10] * len(xs),
-                  residents_count=[30] * len(xs))
+    homes = local(
+        [box(x, -5, x + 10, 5) for x in xs],
+        building_code=[f"B{x}" for x in xs],
+        name=[f"{x}" for x in xs],
+        use=["residential"] * len(xs),
+        households=[10] * len(xs),
+        residents_count=[30] * len(xs),
+    )
     return facilities, homes
 
 
@@ -89,7 +97,9 @@ def test_within_distance_of_a_feature_leaves_it_out(emb):
     assert r.frame["distance_m"].iloc[0] == pytest.approx(10, abs=0.01)
 
 
-@pytest.mark.parametrize(("xs", "lacking"), [([299], []), ([301], ["B301"]), ([299, 301], ["B301"])])
+@pytest.mark.parametrize(
+    ("xs", "lacking"), [([299], []), ([301], ["B301"]), ([299, 301], ["B301"])]
+)
 def test_life_circle_5_minutes_is_300_m_straight_line(emb, xs, lacking):
     facilities, homes = clinic_and_homes(xs)
     put(emb, "buildings", homes)
@@ -107,11 +117,21 @@ def test_life_circle_walks_along_roads_when_there_are_some(emb):
     # a street along y = 0 and a lane north at x = 279 up to the home at y 20–30: 279 + 20 = 299 m;
     # the second home is 150 m off in a straight line but 150 + 160 = 310 m away on foot
     facilities, _ = clinic_and_homes([0])
-    homes = local([box(279, 20, 289, 30), box(-5, 150, 5, 160)], building_code=["NEAR", "FAR"],
-                  use=["residential"] * 2, households=[10, 20])
-    roads = local([LineString([(-400, 0), (1400, 0)]), LineString([(279, 0), (279, 20)]),
-                   LineString([(160, 0), (160, 155), (5, 155)])],
-                  road_id=["R1", "R2", "R3"], kind=["secondary", "path", "path"])
+    homes = local(
+        [box(279, 20, 289, 30), box(-5, 150, 5, 160)],
+        building_code=["NEAR", "FAR"],
+        use=["residential"] * 2,
+        households=[10, 20],
+    )
+    roads = local(
+        [
+            LineString([(-400, 0), (1400, 0)]),
+            LineString([(279, 0), (279, 20)]),
+            LineString([(160, 0), (160, 155), (5, 155)]),
+        ],
+        road_id=["R1", "R2", "R3"],
+        kind=["secondary", "path", "path"],
+    )
     put(emb, "buildings", homes)
     put(emb, "facilities", facilities)
     put(emb, "roads", roads)
@@ -120,7 +140,10 @@ def test_life_circle_walks_along_roads_when_there_are_some(emb):
     d = dict(zip(r.frame.building_code, r.frame.dist_clinic_m, strict=True))
     assert d["NEAR"] == pytest.approx(299, abs=0.01)
     assert d["FAR"] == pytest.approx(160 + 155 + 155, abs=0.01)
-    assert r.frame.set_index("building_code")["lacks_5min"].to_dict() == {"NEAR": "", "FAR": "clinic"}
+    assert r.frame.set_index("building_code")["lacks_5min"].to_dict() == {
+        "NEAR": "",
+        "FAR": "clinic",
+    }
     straight = Q.life_circles(emb, kinds="clinic", method="straight-line")
     assert straight.method == "straight-line"
     assert straight.frame.set_index("building_code")["lacks_5min"].to_dict()["FAR"] == ""
@@ -129,16 +152,19 @@ def test_life_circle_walks_along_roads_when_there_are_some(emb):
 
 
 def test_nearest_order_and_live_state_filter(emb):
-    lots = local([box(x, -5, x + 10, 5) for x in (10, 20, 35)], lot_id=["P10", "P20", "P35"],
-                 kind=["surface"] * 3, total_spaces=[5, 50, 500])
+    lots = local(
+        [box(x, -5, x + 10, 5) for x in (10, 20, 35)],
+        lot_id=["P10", "P20", "P35"],
+        kind=["surface"] * 3,
+        total_spaces=[5, 50, 500],
+    )
     put(emb, "parking", lots)
     r = Q.nearest(emb, "parking", 2, point=lonlat(0, 0))
     assert r.frame["lot_id"].tolist() == ["P10", "P20"]
     assert r.frame["rank"].tolist() == [1, 2]
     assert r.frame["distance_m"].round(2).tolist() == [10.0, 20.0]
     state = pd.DataFrame({"lot_id": ["P10", "P20", "P35"], "available_spaces": [0, 3, 9]})
-    free = Q.nearest(emb, "parking", 2, point=lonlat(0, 0), state=state,
-                     where="available_spaces>0")
+    free = Q.nearest(emb, "parking", 2, point=lonlat(0, 0), state=state, where="available_spaces>0")
     assert free.frame["lot_id"].tolist() == ["P20", "P35"]
     assert free.frame["available_spaces"].tolist() == [3, 9]
     big = Q.nearest(emb, "parking", 5, point=lonlat(0, 0), where=[("total_spaces", ">=", 50)])
@@ -147,8 +173,14 @@ def test_nearest_order_and_live_state_filter(emb):
 
 def _wall_scene(emb):
     # a camera at the origin looking east (90°), 60° wide, 100 m; a wall 20–25 m east of it
-    cams = local([Point(0, 0)], camera_id=["C1"], heading_deg=[90.0], fov_deg=[60.0],
-                 range_m=[100.0], status=["online"])
+    cams = local(
+        [Point(0, 0)],
+        camera_id=["C1"],
+        heading_deg=[90.0],
+        fov_deg=[60.0],
+        range_m=[100.0],
+        status=["online"],
+    )
     wall = local([box(20, -60, 25, 60)], building_code=["WALL"], use=["other"])
     put(emb, "cameras", cams)
     put(emb, "buildings", wall)
@@ -181,8 +213,16 @@ def test_coverage_shares_and_blind_spots_add_up(emb):
 
 def test_what_if_adding_a_camera_or_a_clinic(emb):
     _wall_scene(emb)
-    new = [{"camera_id": "C2", "heading_deg": 90.0, "fov_deg": 90.0, "range_m": 50.0,
-            "lon": lonlat(30, 0)[0], "lat": lonlat(30, 0)[1]}]
+    new = [
+        {
+            "camera_id": "C2",
+            "heading_deg": 90.0,
+            "fov_deg": 90.0,
+            "range_m": 50.0,
+            "lon": lonlat(30, 0)[0],
+            "lat": lonlat(30, 0)[1],
+        }
+    ]
     r = Q.what_if(emb, "coverage", add=new)
     s = r.summary.set_index("measure")
     assert s.loc["covered_area_m2", "delta"] == pytest.approx(math.pi * 50**2 / 4, rel=5e-3)
@@ -197,7 +237,9 @@ def test_what_if_adding_a_camera_or_a_clinic(emb):
     row = moved.summary[(moved.summary.minutes == 5) & (moved.summary.kind == "clinic")].iloc[0]
     assert (row.buildings_lacking_before, row.buildings_lacking_after) == (1, 0)
     assert moved.frame.set_index("building_code")["lacks_5min_changed"].to_dict() == {
-        "B299": False, "B450": True}
+        "B299": False,
+        "B450": True,
+    }
 
 
 def test_counts_per_grid_and_responsibility_grid(emb):
@@ -207,17 +249,23 @@ def test_counts_per_grid_and_responsibility_grid(emb):
     put(emb, "buildings", homes)
     r = Q.counts_per_grid(emb, "buildings", sum="households")
     assert r.frame[["unit", "count", "sum_households"]].values.tolist() == [
-        ["45031100100101", 2, 20.0], ["45031100100102", 3, 30.0]]
+        ["45031100100101", 2, 20.0],
+        ["45031100100102", 3, 30.0],
+    ]
     resp = Q.counts_per_grid(emb, "buildings", level="resp_grid")
     assert resp.frame[["unit", "count"]].values.tolist() == [["R01", 5]]
-    ev = pd.DataFrame({
-        "id": ["e1", "e2", "e3", "e4"], "kind": ["alarm", "alarm", "obs", "alarm"],
-        "observed_at": [T0, T0, T0, T0.replace(month=4)], "lon": [110.29] * 4, "lat": [25.08] * 4,
-        "grid_code": ["45031100100101", "45031100100102", "45031100100102", "45031100100102"],
-    })
+    ev = pd.DataFrame(
+        {
+            "id": ["e1", "e2", "e3", "e4"],
+            "kind": ["alarm", "alarm", "obs", "alarm"],
+            "observed_at": [T0, T0, T0, T0.replace(month=4)],
+            "lon": [110.29] * 4,
+            "lat": [25.08] * 4,
+            "grid_code": ["45031100100101", "45031100100102", "45031100100102", "45031100100102"],
+        }
+    )
     emb.append_events(ev)
-    alarms = Q.counts_per_grid(emb, "events", type="alarm", start="2026-03-01",
-                               end="2026-04-01")
+    alarms = Q.counts_per_grid(emb, "events", type="alarm", start="2026-03-01", end="2026-04-01")
     assert alarms.frame["count"].tolist() == [1, 1]
 
 
@@ -246,10 +294,21 @@ def test_hot_spots_find_a_cluster(emb):
     n = 60
     lon, lat = lonlat(300, 0)
     spread = np.c_[rng.uniform(-0.004, 0.012, n), rng.uniform(-0.004, 0.004, n)]
-    pts = np.r_[np.c_[np.full(40, lon), np.full(40, lat)] + rng.normal(0, 0.00005, (40, 2)),
-                spread + [110.29, 25.08]]
-    emb.append_events(pd.DataFrame({"id": [f"A{i}" for i in range(len(pts))], "kind": "alarm",
-                                     "observed_at": T0, "lon": pts[:, 0], "lat": pts[:, 1]}))
+    pts = np.r_[
+        np.c_[np.full(40, lon), np.full(40, lat)] + rng.normal(0, 0.00005, (40, 2)),
+        spread + [110.29, 25.08],
+    ]
+    emb.append_events(
+        pd.DataFrame(
+            {
+                "id": [f"A{i}" for i in range(len(pts))],
+                "kind": "alarm",
+                "observed_at": T0,
+                "lon": pts[:, 0],
+                "lat": pts[:, 1],
+            }
+        )
+    )
     emb.create_case({"id": "K1", "status": "filed", "lon": lon, "lat": lat, "requested_at": T0})
     assert Q.hot_spots(emb, "cases").notes["points"] == 1
     r = Q.hot_spots(emb, "events", type="alarm", resolution=10)
@@ -271,29 +330,49 @@ def test_results_write_geojson_gpkg_and_csv(emb, tmp_path):
         r.to_file(tmp_path / "out.xlsx")
 
 
-# -- bad parameters ----------------------------------------------------------------------------------
+# -- bad parameters --------------------------------------------------------------------------------
 
 BAD = [
     (lambda s: Q.within_distance(s, "nope", 10, point=lonlat(0, 0)), LayerNotFoundError, "nope"),
-    (lambda s: Q.within_distance(s, 'buildings"; DROP TABLE x; --', 10, point=lonlat(0, 0)),
-     LayerNotFoundError, "unknown layer"),
-    (lambda s: Q.within_distance(s, "buildings", -5, point=lonlat(0, 0)), ValidationError,
-     "≥ 0"),
-    (lambda s: Q.within_distance(s, "buildings", "far", point=lonlat(0, 0)), ValidationError,
-     "number"),
-    (lambda s: Q.within_distance(s, "buildings", 10, point=(116.4, 39.9)), ValidationError,
-     "outside the community area"),
-    (lambda s: Q.within_distance(s, "buildings", 10, point=(25.08, 110.29)), ValidationError,
-     "swapped"),
+    (
+        lambda s: Q.within_distance(s, 'buildings"; DROP TABLE x; --', 10, point=lonlat(0, 0)),
+        LayerNotFoundError,
+        "unknown layer",
+    ),
+    (lambda s: Q.within_distance(s, "buildings", -5, point=lonlat(0, 0)), ValidationError, "≥ 0"),
+    (
+        lambda s: Q.within_distance(s, "buildings", "far", point=lonlat(0, 0)),
+        ValidationError,
+        "number",
+    ),
+    (
+        lambda s: Q.within_distance(s, "buildings", 10, point=(116.4, 39.9)),
+        ValidationError,
+        "outside the community area",
+    ),
+    (
+        lambda s: Q.within_distance(s, "buildings", 10, point=(25.08, 110.29)),
+        ValidationError,
+        "swapped",
+    ),
     (lambda s: Q.within_distance(s, "buildings", 10), ValidationError, "either point"),
-    (lambda s: Q.within_distance(s, "residents", 10, point=lonlat(0, 0)), ValidationError,
-     "no geometry"),
+    (
+        lambda s: Q.within_distance(s, "residents", 10, point=lonlat(0, 0)),
+        ValidationError,
+        "no geometry",
+    ),
     (lambda s: Q.within_distance(s, "buildings", 10, of="buildings:NOPE"), NotFoundError, "NOPE"),
     (lambda s: Q.nearest(s, "buildings", 0, point=lonlat(0, 0)), ValidationError, "at least 1"),
-    (lambda s: Q.nearest(s, "buildings", 3, point=lonlat(0, 0), where="x; drop>1"),
-     ValidationError, "cannot read"),
-    (lambda s: Q.nearest(s, "buildings", 3, point=lonlat(0, 0), where="secret>1"),
-     ValidationError, "cannot filter"),
+    (
+        lambda s: Q.nearest(s, "buildings", 3, point=lonlat(0, 0), where="x; drop>1"),
+        ValidationError,
+        "cannot read",
+    ),
+    (
+        lambda s: Q.nearest(s, "buildings", 3, point=lonlat(0, 0), where="secret>1"),
+        ValidationError,
+        "cannot filter",
+    ),
     (lambda s: Q.counts_per_grid(s, "buildings", level="city"), ValidationError, "level"),
     (lambda s: Q.counts_per_grid(s, "roads"), ValidationError, "not assigned"),
     (lambda s: Q.counts_per_grid(s, "events", start="yesterday"), ValidationError, "start"),
@@ -330,7 +409,7 @@ def test_bad_parameters_get_a_clear_error(scene, call, error, match):
     assert isinstance(info.value, TwinError)
 
 
-# -- both stores give the same answers ---------------------------------------------------------------
+# -- both stores give the same answers -------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -374,15 +453,21 @@ def _centre(layers_, code_index=0):
 DIFF = {
     "within_point": lambda s, L: Q.within_distance(s, "buildings", 150, point=_centre(L)),
     "within_feature": lambda s, L: Q.within_distance(
-        s, "facilities", 400, of=("buildings", L["buildings"].building_code.iloc[5])),
+        s, "facilities", 400, of=("buildings", L["buildings"].building_code.iloc[5])
+    ),
     "nearest": lambda s, L: Q.nearest(s, "buildings", 7, point=_centre(L, 10)),
     "nearest_filtered": lambda s, L: Q.nearest(
-        s, "parking", 2, point=_centre(L, 20),
+        s,
+        "parking",
+        2,
+        point=_centre(L, 20),
         state=pd.DataFrame({"lot_id": L["parking"].lot_id, "available_spaces": [0, 5, 9, 1]}),
-        where="available_spaces>0"),
+        where="available_spaces>0",
+    ),
     "counts_layer": lambda s, L: Q.counts_per_grid(s, "buildings", sum="households"),
-    "counts_events": lambda s, L: Q.counts_per_grid(s, "events", level="resp_grid",
-                                                    start="2026-01-01", type="camera"),
+    "counts_events": lambda s, L: Q.counts_per_grid(
+        s, "events", level="resp_grid", start="2026-01-01", type="camera"
+    ),
     "counts_cases": lambda s, L: Q.counts_per_grid(s, "cases", level="community"),
     "coverage": lambda s, L: Q.coverage(s, output="grids"),
     "blind_spots": lambda s, L: Q.coverage(s, output="blind_spots"),
@@ -417,7 +502,7 @@ def test_embedded_and_postgis_give_the_same_answer(both, name):
         pd.testing.assert_frame_equal(a.summary, b.summary, rtol=1e-3)
 
 
-# -- the command line --------------------------------------------------------------------------------
+# -- the command line ------------------------------------------------------------------------------
 
 
 def test_cli_writes_the_answer_and_refuses_bad_parameters(emb, tmp_path, capsys):
@@ -427,16 +512,49 @@ def test_cli_writes_the_answer_and_refuses_bad_parameters(emb, tmp_path, capsys)
     put(emb, "buildings", homes)
     lon, lat = lonlat(0, 0)
     out = tmp_path / "near.geojson"
-    code = main(["within", "--param", "layer=buildings", "--param", "distance_m=100",
-                 "--param", f"point={lon},{lat}", "--db", str(emb.url), "--out", str(out)])
+    code = main(
+        [
+            "within",
+            "--param",
+            "layer=buildings",
+            "--param",
+            "distance_m=100",
+            "--param",
+            f"point={lon},{lat}",
+            "--db",
+            str(emb.url),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert gpd.read_file(out)["building_code"].tolist() == ["B10", "B20"]
     assert '"method": "straight-line"' in capsys.readouterr().out
     for argv, message in [
-        (["within", "--param", "layer=nope", "--param", "distance_m=1", "--param",
-          f"point={lon},{lat}"], "unknown layer 'nope'"),
-        (["nearest", "--param", "layer=buildings", "--param", "k=0", "--param",
-          f"point={lon},{lat}"], "k must be at least 1"),
+        (
+            [
+                "within",
+                "--param",
+                "layer=nope",
+                "--param",
+                "distance_m=1",
+                "--param",
+                f"point={lon},{lat}",
+            ],
+            "unknown layer 'nope'",
+        ),
+        (
+            [
+                "nearest",
+                "--param",
+                "layer=buildings",
+                "--param",
+                "k=0",
+                "--param",
+                f"point={lon},{lat}",
+            ],
+            "k must be at least 1",
+        ),
         (["within", "--param", "layer=buildings", "--param", "distance_m=1"], "either point"),
         (["counts", "--param", "source=buildings", "--param", "colour=red"], "no parameter"),
         (["teleport"], "unknown query"),

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from twin.query._common import QueryResult
 from twin.query.counts import counts_per_grid
-from twin.query.viewshed import cameras_seeing, coverage
 from twin.query.hotspots import getis_ord_gi_star, hot_spots
 from twin.query.lifecircle import CIRCLES_M, life_circles
 from twin.query.parking import parking_balance
 from twin.query.proximity import nearest, within_distance
+from twin.query.viewshed import cameras_seeing, coverage
 from twin.query.whatif import what_if
 
 __all__ = [

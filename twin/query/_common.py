@@ -82,7 +82,9 @@ class QueryResult:
         if ext == ".csv":
             table = pd.DataFrame(frame)
             if isinstance(frame, gpd.GeoDataFrame):
-                table[frame.geometry.name] = shapely.to_wkt(frame.geometry.values, rounding_precision=7)
+                table[frame.geometry.name] = shapely.to_wkt(
+                    frame.geometry.values, rounding_precision=7
+                )
             table.to_csv(path, index=False)
         elif ext in {".geojson", ".json", ".gpkg"}:
             if not isinstance(frame, gpd.GeoDataFrame):
@@ -90,8 +92,9 @@ class QueryResult:
                     f"query {self.name!r} returns a table without geometry; write it to .csv"
                 )
             driver = "GPKG" if ext == ".gpkg" else "GeoJSON"
-            frame.to_file(path, driver=driver, engine="pyogrio", layer=self.name
-                          if driver == "GPKG" else None)
+            frame.to_file(
+                path, driver=driver, engine="pyogrio", layer=self.name if driver == "GPKG" else None
+            )
         else:
             raise ValidationError(
                 f"cannot write {path.name!r}: use a .geojson, .gpkg or .csv file name"
@@ -123,12 +126,15 @@ def _writable(frame: pd.DataFrame) -> pd.DataFrame:
     for col in frame.columns:
         if isinstance(frame, gpd.GeoDataFrame) and col == frame.geometry.name:
             continue
-        if frame[col].dtype == object and frame[col].map(
-            lambda v: isinstance(v, (list, tuple, dict, set))
-        ).any():
-            frame[col] = frame[col].map(
-                lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple, set)) else v
-            ).astype(object)
+        if (
+            frame[col].dtype == object
+            and frame[col].map(lambda v: isinstance(v, (list, tuple, dict, set))).any()
+        ):
+            frame[col] = (
+                frame[col]
+                .map(lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple, set)) else v)
+                .astype(object)
+            )
     return frame
 
 
@@ -268,7 +274,9 @@ def study_area(store: Any, versions: dict[str, Any]) -> shapely.Geometry | None:
     return None
 
 
-def check_in_area(area: shapely.Geometry | None, lon: float, lat: float, name: str = "point") -> None:
+def check_in_area(
+    area: shapely.Geometry | None, lon: float, lat: float, name: str = "point"
+) -> None:
     """Refuse a point more than :data:`AREA_SLACK_M` outside the study area.
 
     Raises

@@ -22,8 +22,10 @@ from twin.schema import CASES, CRS, EVENTS
 LOGGER = logging.getLogger(__name__)
 
 LEVELS = {"grid": "grid_code", "resp_grid": "resp_grid_id", "community": "community_code"}
-TABLE_SOURCES = {"events": (EVENTS, "observed_at", "kind"),
-                 "cases": (CASES, "requested_at", "service_code")}
+TABLE_SOURCES = {
+    "events": (EVENTS, "observed_at", "kind"),
+    "cases": (CASES, "requested_at", "service_code"),
+}
 
 
 def _time(name: str, value: Any) -> pd.Timestamp | None:
@@ -32,13 +34,17 @@ def _time(name: str, value: Any) -> pd.Timestamp | None:
     try:
         ts = pd.Timestamp(value)
     except (TypeError, ValueError):
-        raise ValidationError(f"{name} must be a date or time like 2026-03-01T08:00, got {value!r}")
+        raise ValidationError(
+            f"{name} must be a date or time like 2026-03-01T08:00, got {value!r}"
+        ) from None
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def units(store: Any, level: str, versions: dict) -> gpd.GeoDataFrame:
-    """The units of *level* with their geometry: unit grids, or grids dissolved by responsibility
-    grid, or the community boundaries (grids dissolved by community when there is none).
+    """Return the units of *level* with their geometry.
+
+    Unit grids; grids dissolved by responsibility grid; or the community boundaries (grids
+    dissolved by community when there is none).
     """
     if level not in LEVELS:
         raise ValidationError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
@@ -49,13 +55,15 @@ def units(store: Any, level: str, versions: dict) -> gpd.GeoDataFrame:
         community = read_optional(store, "community", versions)
         if community is not None and len(community):
             return community[["community_code", "name", "geometry"]].rename(
-                columns={"community_code": "unit"})
+                columns={"community_code": "unit"}
+            )
     grids = read(store, "grid_cells", versions)
     if level == "grid":
         return grids[["grid_code", "name", "geometry"]].rename(columns={"grid_code": "unit"})
     if level == "community":
-        grids = grids.assign(community_code=grids.county_code + grids.street_code
-                             + grids.community_code)
+        grids = grids.assign(
+            community_code=grids.county_code + grids.street_code + grids.community_code
+        )
     merged = grids.dissolve(by=key, as_index=False)[[key, "geometry"]]
     merged["name"] = merged[key]
     return merged.rename(columns={key: "unit"})[["unit", "name", "geometry"]]
@@ -137,7 +145,9 @@ def counts_per_grid(
         if sum is not None:
             field_of(spec, sum)
             if columns[sum].dtype not in ("int", "float"):
-                raise ValidationError(f"sum needs a numeric column; {sum!r} is {columns[sum].dtype}")
+                raise ValidationError(
+                    f"sum needs a numeric column; {sum!r} is {columns[sum].dtype}"
+                )
     use_sql = _use_sql(store, engine)
     unit_frame = units(store, level, versions)
     if use_sql:
@@ -145,8 +155,9 @@ def counts_per_grid(
         if source not in TABLE_SOURCES:
             versions[source] = current_version(store, source)
     else:
-        grouped, unassigned = _counts_memory(store, source, key, t0, t1, type, conditions, sum,
-                                             versions)
+        grouped, unassigned = _counts_memory(
+            store, source, key, t0, t1, type, conditions, sum, versions
+        )
     out = unit_frame.merge(grouped, on="unit", how="left")
     out["count"] = out["count"].fillna(0).astype("int64")
     if sum is not None:
@@ -154,11 +165,25 @@ def counts_per_grid(
     out = out[[c for c in out.columns if c != "geometry"] + ["geometry"]]
     out = gpd.GeoDataFrame(out, geometry="geometry", crs=CRS).sort_values("unit")
     outside = sorted(set(grouped["unit"]) - set(unit_frame["unit"]))
-    params = {"source": source, "level": level, "start": t0, "end": t1, "type": type,
-              "where": [list(c) for c in conditions], "sum": sum}
+    params = {
+        "source": source,
+        "level": level,
+        "start": t0,
+        "end": t1,
+        "type": type,
+        "where": [list(c) for c in conditions],
+        "sum": sum,
+    }
     notes = {"unassigned": int(unassigned), "units_not_in_layer": outside}
-    return QueryResult("counts", out.reset_index(drop=True), params, None, versions,
-                       "postgis" if use_sql else "memory", notes=notes)
+    return QueryResult(
+        "counts",
+        out.reset_index(drop=True),
+        params,
+        None,
+        versions,
+        "postgis" if use_sql else "memory",
+        notes=notes,
+    )
 
 
 def _counts_memory(store, source, key, t0, t1, type_, conditions, sum_, versions):
@@ -183,7 +208,9 @@ def _counts_memory(store, source, key, t0, t1, type_, conditions, sum_, versions
     agg = {"count": (key, "size")}
     if sum_ is not None:
         agg[f"sum_{sum_}"] = (sum_, "sum")
-    grouped = pd.DataFrame(frame).groupby(key).agg(**agg).reset_index().rename(columns={key: "unit"})
+    grouped = (
+        pd.DataFrame(frame).groupby(key).agg(**agg).reset_index().rename(columns={key: "unit"})
+    )
     return grouped, unassigned
 
 
@@ -209,8 +236,10 @@ def _counts_sql(store, source, key, t0, t1, type_, conditions, sum_):
             params[f"v{i}"] = value
     where = " WHERE " + " AND ".join(filters) if filters else ""
     total = f", sum({q.ident(sum_)}) AS {q.ident('sum_' + sum_)}" if sum_ else ""
-    sql = (f"SELECT {q.ident(key)} AS unit, count(*) AS count{total} FROM {tbl}{where} "
-           "GROUP BY 1 ORDER BY 1")
+    sql = (
+        f"SELECT {q.ident(key)} AS unit, count(*) AS count{total} FROM {tbl}{where} "
+        "GROUP BY 1 ORDER BY 1"
+    )
     rows = q.run(store, sql, params)
     unassigned = rows.loc[rows["unit"].isna(), "count"].sum()
     grouped = rows[rows["unit"].notna()].copy()

@@ -152,8 +152,10 @@ def hot_spots(
     t0, t1 = _time("start", start), _time("end", end)
     versions: dict[str, Any] = {}
     pts = _points(store, source, t0, t1, type)
-    point_cells = [h3.latlng_to_cell(la, lo, res) for lo, la in
-                   zip(pts["lon"].to_numpy(float), pts["lat"].to_numpy(float))]
+    point_cells = [
+        h3.latlng_to_cell(la, lo, res)
+        for lo, la in zip(pts["lon"].to_numpy(float), pts["lat"].to_numpy(float), strict=True)
+    ]
     counts = pd.Series(point_cells, dtype=object).value_counts()
     area = study_area(store, versions)
     cells = set(counts.index)
@@ -168,14 +170,32 @@ def hot_spots(
     area_km2 = np.array([h3.cell_area(c, "km^2") for c in cells])
     spot = np.where(p < alpha, np.where(z > 0, "hot", "cold"), "not significant")
     confidence = np.select([p < 0.01, p < 0.05, p < 0.10], [99, 95, 90], 0)
-    boundary = [shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)])
-                for c in cells]
+    boundary = [shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)]) for c in cells]
     frame = gpd.GeoDataFrame(
-        {"h3": cells, "count": x.astype("int64"), "density_per_km2": x / area_km2,
-         "gi_z": z, "gi_p": p, "spot": spot, "confidence": confidence},
-        geometry=boundary, crs=CRS)
-    params = {"source": source, "start": t0, "end": t1, "type": type, "resolution": res, "k": k,
-              "alpha": float(alpha)}
-    notes = {"points": int(len(pts)), "hot": int((spot == "hot").sum()),
-             "cold": int((spot == "cold").sum())}
+        {
+            "h3": cells,
+            "count": x.astype("int64"),
+            "density_per_km2": x / area_km2,
+            "gi_z": z,
+            "gi_p": p,
+            "spot": spot,
+            "confidence": confidence,
+        },
+        geometry=boundary,
+        crs=CRS,
+    )
+    params = {
+        "source": source,
+        "start": t0,
+        "end": t1,
+        "type": type,
+        "resolution": res,
+        "k": k,
+        "alpha": float(alpha),
+    }
+    notes = {
+        "points": int(len(pts)),
+        "hot": int((spot == "hot").sum()),
+        "cold": int((spot == "cold").sum()),
+    }
     return QueryResult("hot_spots", frame, params, None, versions, f"h3-gi*-k{k}", notes=notes)

@@ -37,8 +37,10 @@ def _circles(circles: Any) -> dict[int, float]:
                 f"circles must read minutes=metres,…, e.g. 5=300,10=500,15=1000; got {circles!r}"
             ) from None
     try:
-        out = {int(k): positive(f"circle {k} min", v, allow_zero=False) for k, v in
-               dict(circles).items()}
+        out = {
+            int(k): positive(f"circle {k} min", v, allow_zero=False)
+            for k, v in dict(circles).items()
+        }
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ValidationError):
             raise
@@ -93,14 +95,17 @@ def compute(
             d = np.full(len(b_geom), np.inf)
             if len(mine) and len(b_geom):
                 (i, _j), near = shapely.STRtree(mine).query_nearest(
-                    b_geom, return_distance=True, all_matches=False)
+                    b_geom, return_distance=True, all_matches=False
+                )
                 d[i] = near
             dist[kind] = d
-    out = pd.DataFrame({
-        "building_code": buildings["building_code"].to_numpy(),
-        "name": buildings["name"].to_numpy(),
-        "residents": residents_of(buildings, persons_per_household),
-    })
+    out = pd.DataFrame(
+        {
+            "building_code": buildings["building_code"].to_numpy(),
+            "name": buildings["name"].to_numpy(),
+            "residents": residents_of(buildings, persons_per_household),
+        }
+    )
     for kind in kinds:
         d = dist[kind]
         out[f"dist_{kind}_m"] = np.where(np.isfinite(d) & (d <= limit), d, np.nan)
@@ -109,15 +114,22 @@ def compute(
         lacks = np.zeros((len(out), len(kinds)), dtype=bool)
         for j, kind in enumerate(kinds):
             lacks[:, j] = ~(dist[kind] <= metres)
-            rows.append({"minutes": minutes, "distance_m": metres, "kind": kind,
-                         "buildings_lacking": int(lacks[:, j].sum()),
-                         "residents_lacking": float(out["residents"].to_numpy()[lacks[:, j]].sum())})
+            rows.append(
+                {
+                    "minutes": minutes,
+                    "distance_m": metres,
+                    "kind": kind,
+                    "buildings_lacking": int(lacks[:, j].sum()),
+                    "residents_lacking": float(out["residents"].to_numpy()[lacks[:, j]].sum()),
+                }
+            )
         names = np.array(kinds, dtype=object)
         out[f"lacks_{minutes}min"] = [",".join(names[row]) for row in lacks]
         out[f"lacks_{minutes}min_count"] = lacks.sum(axis=1)
     frame = gpd.GeoDataFrame(out, geometry=buildings.geometry.values, crs=CRS)
-    summary = pd.DataFrame(rows, columns=["minutes", "distance_m", "kind", "buildings_lacking",
-                                          "residents_lacking"])
+    summary = pd.DataFrame(
+        rows, columns=["minutes", "distance_m", "kind", "buildings_lacking", "residents_lacking"]
+    )
     return frame, summary, "network" if use_network else "straight-line", crs
 
 
@@ -181,10 +193,22 @@ def life_circles(
     versions: dict[str, Any] = {}
     buildings, facilities, roads = inputs(store, versions, uses)
     kinds = _kinds(kinds, facilities)
-    frame, summary, used, crs = compute(buildings, facilities, roads, circles=circles,
-                                        kinds=kinds, method=method, persons_per_household=pph)
-    params = {"circles": circles, "kinds": kinds, "method": method, "uses": uses,
-              "persons_per_household": pph}
+    frame, summary, used, crs = compute(
+        buildings,
+        facilities,
+        roads,
+        circles=circles,
+        kinds=kinds,
+        method=method,
+        persons_per_household=pph,
+    )
+    params = {
+        "circles": circles,
+        "kinds": kinds,
+        "method": method,
+        "uses": uses,
+        "persons_per_household": pph,
+    }
     return QueryResult("life_circles", frame, params, crs, versions, used, summary=summary)
 
 

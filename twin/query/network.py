@@ -32,8 +32,9 @@ class Network:
         """Shortest walking distance from the nearest of the attached *sources* to every node."""
         if len(sources) == 0:
             return np.full(self.graph.shape[0], np.inf)
-        return dijkstra(self.graph, directed=False, indices=self.leaf[sources], limit=limit,
-                        min_only=True)
+        return dijkstra(
+            self.graph, directed=False, indices=self.leaf[sources], limit=limit, min_only=True
+        )
 
 
 def _snaps(segs: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -62,11 +63,16 @@ def build(roads: np.ndarray, attach: np.ndarray, join_m: float = JOIN_M) -> Netw
     n_seg = len(segs)
     seg_len = shapely.length(segs)
     # dangling road ends near another road: the nearest segment they do not touch
-    ends = np.concatenate([shapely.get_coordinates(shapely.get_point(noded, 0)),
-                           shapely.get_coordinates(shapely.get_point(noded, -1))])
+    ends = np.concatenate(
+        [
+            shapely.get_coordinates(shapely.get_point(noded, 0)),
+            shapely.get_coordinates(shapely.get_point(noded, -1)),
+        ]
+    )
     ends = np.unique(np.round(ends / NODE_SNAP_M), axis=0) * NODE_SNAP_M
-    e_idx, e_seg = shapely.STRtree(segs).query(shapely.points(ends), predicate="dwithin",
-                                               distance=join_m)
+    e_idx, e_seg = shapely.STRtree(segs).query(
+        shapely.points(ends), predicate="dwithin", distance=join_m
+    )
     gap = shapely.distance(shapely.points(ends[e_idx]), segs[e_seg])
     p = ends[e_idx]
     at_end = np.minimum(np.hypot(*(p - a[e_seg]).T), np.hypot(*(p - b[e_seg]).T)) < NODE_SNAP_M
@@ -94,14 +100,14 @@ def build(roads: np.ndarray, attach: np.ndarray, join_m: float = JOIN_M) -> Netw
     end_key = np.round(ends[j_end] / NODE_SNAP_M).astype(np.int64)
     uniq, inverse = np.unique(np.concatenate([key, end_key]), axis=0, return_inverse=True)
     inverse = inverse.ravel()
-    node_of_pos, end_node = inverse[: len(key)], inverse[len(key):]
+    node_of_pos, end_node = inverse[: len(key)], inverse[len(key) :]
     n_nodes = len(uniq)
     s_seg, s_t, s_node = pos_seg[order], pos_t[order], node_of_pos[order]
     chain = s_seg[1:] == s_seg[:-1]
     u, v, w = s_node[:-1][chain], s_node[1:][chain], (s_t[1:] - s_t[:-1])[chain]
     off = 2 * n_seg
-    join_node = node_of_pos[off: off + len(j_seg)]
-    snap_node = node_of_pos[off + len(j_seg):]
+    join_node = node_of_pos[off : off + len(j_seg)]
+    snap_node = node_of_pos[off + len(j_seg) :]
     leaf = np.arange(n_nodes, n_nodes + len(attach))
     u = np.concatenate([u, end_node, snap_node])
     v = np.concatenate([v, join_node, leaf])
@@ -115,6 +121,11 @@ def build(roads: np.ndarray, attach: np.ndarray, join_m: float = JOIN_M) -> Netw
     pair, lo, hi, w = pair[first], lo[first], hi[first], w[first]
     uniq_edge = np.r_[True, pair[1:] != pair[:-1]]  # keep the shortest of parallel edges
     graph = coo_matrix((w[uniq_edge], (lo[uniq_edge], hi[uniq_edge])), shape=(total, total))
-    LOGGER.debug("walking network: %d nodes, %d edges, %d joins, %d attached", total,
-                 int(uniq_edge.sum()), len(j_seg), len(attach))
+    LOGGER.debug(
+        "walking network: %d nodes, %d edges, %d joins, %d attached",
+        total,
+        int(uniq_edge.sum()),
+        len(j_seg),
+        len(attach),
+    )
     return Network(graph.tocsr(), leaf, access)

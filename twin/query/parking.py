@@ -30,8 +30,9 @@ def _available(lots: pd.DataFrame, state: pd.DataFrame | None) -> np.ndarray | N
             f"the parking state needs lot_id and one of {', '.join(AVAILABLE_COLUMNS)}; "
             f"it has {list(state.columns)}"
         )
-    free = pd.Series(pd.to_numeric(state[col], errors="coerce").to_numpy(),
-                     index=state["lot_id"].astype(str))
+    free = pd.Series(
+        pd.to_numeric(state[col], errors="coerce").to_numpy(), index=state["lot_id"].astype(str)
+    )
     free = free[~free.index.duplicated(keep="last")]
     return lots["lot_id"].astype(str).map(free).to_numpy(dtype=float)
 
@@ -87,26 +88,33 @@ def parking_balance(
     households = pd.to_numeric(buildings["households"], errors="coerce").fillna(0).to_numpy(float)
     spaces = pd.to_numeric(lots["total_spaces"], errors="coerce").fillna(0).to_numpy(float)
     crs = utm_of_frame(buildings, lots)
-    params = {"level": level, "walk_m": walk, "spaces_per_household": ratio,
-              "state": None if state is None else f"{len(state)} rows"}
+    params = {
+        "level": level,
+        "walk_m": walk,
+        "spaces_per_household": ratio,
+        "state": None if state is None else f"{len(state)} rows",
+    }
     if level == "grid":
         frame = _per_grid(store, versions, buildings, lots, households, spaces, free, ratio)
         return QueryResult("parking", frame, params, crs, versions, "assigned-grid")
     b, lot = shapely.STRtree(to_metric(lots, crs)).query(
-        to_metric(buildings, crs), predicate="dwithin", distance=walk)
+        to_metric(buildings, crs), predicate="dwithin", distance=walk
+    )
     demand = households * ratio
     n_b = len(buildings)
     catchment = np.bincount(lot, weights=demand[b], minlength=len(lots))  # demand near each lot
     with np.errstate(invalid="ignore", divide="ignore"):
         per_demand = np.where(catchment > 0, spaces / catchment, 0.0)
-    out = pd.DataFrame({
-        "building_code": buildings["building_code"].to_numpy(),
-        "name": buildings["name"].to_numpy(),
-        "households": households,
-        "demand": demand,
-        "lots_within": np.bincount(b, minlength=n_b),
-        "spaces_within": np.bincount(b, weights=spaces[lot], minlength=n_b),
-    })
+    out = pd.DataFrame(
+        {
+            "building_code": buildings["building_code"].to_numpy(),
+            "name": buildings["name"].to_numpy(),
+            "households": households,
+            "demand": demand,
+            "lots_within": np.bincount(b, minlength=n_b),
+            "spaces_within": np.bincount(b, weights=spaces[lot], minlength=n_b),
+        }
+    )
     out["spaces_share"] = np.bincount(b, weights=per_demand[lot], minlength=n_b) * demand
     out["shortfall"] = np.maximum(demand - out["spaces_share"], 0.0)
     if free is not None:
@@ -123,8 +131,9 @@ def _per_grid(store, versions, buildings, lots, households, spaces, free, ratio)
     grids = read(store, "grid_cells", versions)
     hh = pd.Series(households).groupby(buildings["grid_code"].to_numpy()).sum()
     sp = pd.Series(spaces).groupby(lots["grid_code"].to_numpy()).sum()
-    out = pd.DataFrame({"grid_code": grids["grid_code"].to_numpy(),
-                        "name": grids["name"].to_numpy()})
+    out = pd.DataFrame(
+        {"grid_code": grids["grid_code"].to_numpy(), "name": grids["name"].to_numpy()}
+    )
     out["households"] = out["grid_code"].map(hh).fillna(0.0)
     out["demand"] = out["households"] * ratio
     out["spaces"] = out["grid_code"].map(sp).fillna(0.0)

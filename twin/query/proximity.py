@@ -70,7 +70,7 @@ def _target(store: Any, point: Any, of: Any, versions: dict) -> tuple[shapely.Ge
 
 
 def parse_where(where: Any) -> list[tuple[str, str, Any]]:
-    """Conditions as ``(column, op, value)``: from a dict (equality), tuples or ``"col>=3"`` text."""
+    """Read conditions as ``(column, op, value)`` from a dict, tuples or ``"col>=3"`` text."""
     if where is None or where == "" or where == []:
         return []
     if isinstance(where, dict):
@@ -111,8 +111,14 @@ def _mask(frame: pd.DataFrame, conditions: list[tuple[str, str, Any]]) -> np.nda
             s = pd.to_numeric(s, errors="coerce")
         elif not number and pd.api.types.is_numeric_dtype(s):
             raise ValidationError(f"column {col!r} is numeric; compare it with a number")
-        res = {"=": s == value, "<>": s != value, "<": s < value, "<=": s <= value,
-               ">": s > value, ">=": s >= value}[op]
+        res = {
+            "=": s == value,
+            "<>": s != value,
+            "<": s < value,
+            "<=": s <= value,
+            ">": s > value,
+            ">=": s >= value,
+        }[op]
         keep &= res.fillna(False).to_numpy(dtype=bool)
     return keep
 
@@ -199,8 +205,9 @@ def within_distance(
     else:
         frame = _within_memory(read(store, layer, versions), spec, target, crs, distance, self_id)
     params = {"layer": layer, "distance_m": distance, "point": point, "of": of}
-    return QueryResult("within", frame, params, crs, versions,
-                       "postgis" if use_sql else "straight-line")
+    return QueryResult(
+        "within", frame, params, crs, versions, "postgis" if use_sql else "straight-line"
+    )
 
 
 def _use_sql(store: Any, engine: str | None) -> bool:
@@ -252,8 +259,12 @@ _TARGET_SQL = (
 def _within_sql(store, spec, target, crs, distance, self_id) -> gpd.GeoDataFrame:
     tbl = q.table(store, spec.name)
     idf = f"t.{q.ident(spec.id_field)}"
-    params = {"wkb": shapely.to_wkb(target), "srid": q.srid(crs), "d": distance,
-              "pad": distance * 1.01 + 10.0}
+    params = {
+        "wkb": shapely.to_wkb(target),
+        "srid": q.srid(crs),
+        "d": distance,
+        "pad": distance * 1.01 + 10.0,
+    }
     not_self = ""
     if self_id is not None and self_id[0] == spec.name:
         not_self = f" AND {idf}::text <> :self"
@@ -335,16 +346,23 @@ def nearest(
         frame = frame.assign(distance_m=shapely.distance(to_metric(frame, crs), tgt))
         frame = _order(frame, spec, k)
     if live is not None:
-        extra = live.drop(columns=[c for c in live.columns if c in frame.columns and
-                                   c != spec.id_field])
+        extra = live.drop(
+            columns=[c for c in live.columns if c in frame.columns and c != spec.id_field]
+        )
         frame = frame.merge(extra, on=spec.id_field, how="left")
         frame = gpd.GeoDataFrame(frame, geometry="geometry", crs=CRS)
     frame["rank"] = np.arange(1, len(frame) + 1)
-    params = {"layer": layer, "k": k, "point": point, "of": of,
-              "where": [list(c) for c in conditions], "state": None if state is None else
-              f"{len(state)} rows"}
-    return QueryResult("nearest", frame, params, crs, versions,
-                       "postgis" if use_sql else "straight-line")
+    params = {
+        "layer": layer,
+        "k": k,
+        "point": point,
+        "of": of,
+        "where": [list(c) for c in conditions],
+        "state": None if state is None else f"{len(state)} rows",
+    }
+    return QueryResult(
+        "nearest", frame, params, crs, versions, "postgis" if use_sql else "straight-line"
+    )
 
 
 def _nearest_sql(store, spec, target, crs, k, self_id, on_layer, live) -> gpd.GeoDataFrame:

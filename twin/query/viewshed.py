@@ -1,4 +1,4 @@
-"""Query 3 (viewsheds): camera view cones cut by building shadows, coverage of public space, blind spots."""
+"""Query 3: camera view cones cut by building shadows, coverage of public space, blind spots."""
 
 from __future__ import annotations
 
@@ -48,8 +48,9 @@ class Coverage:
         return shapely.union_all(self.visible)
 
 
-def view_cones(xy: np.ndarray, heading_deg, fov_deg, range_m, segments: int = ARC_SEGMENTS
-               ) -> np.ndarray:
+def view_cones(
+    xy: np.ndarray, heading_deg, fov_deg, range_m, segments: int = ARC_SEGMENTS
+) -> np.ndarray:
     """View cones as polygons in a metric CRS, built in one go (no per-camera loop).
 
     Heading is clockwise from north; a field of view of 360° gives a disc.
@@ -109,17 +110,28 @@ def _shadows(xy, rng, cones, footprints) -> np.ndarray:
     return blocked
 
 
-def compute(cameras: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame | None,
-            grids: gpd.GeoDataFrame | None, crs: str | None = None) -> Coverage:
+def compute(
+    cameras: gpd.GeoDataFrame,
+    buildings: gpd.GeoDataFrame | None,
+    grids: gpd.GeoDataFrame | None,
+    crs: str | None = None,
+) -> Coverage:
     """Cones, visible parts and public space for frames in EPSG:4326 (what-if uses this too)."""
     crs = crs or utm_of_frame(grids, cameras)
     cams = to_metric(cameras, crs) if len(cameras) else np.array([], dtype=object)
     xy = shapely.get_coordinates(cams) if len(cams) else np.zeros((0, 2))
     rng = cameras["range_m"].to_numpy(dtype=float)
-    cones = view_cones(xy, cameras["heading_deg"].to_numpy(dtype=float),
-                       cameras["fov_deg"].to_numpy(dtype=float), rng)
-    footprints = (to_metric(buildings, crs) if buildings is not None and len(buildings)
-                  else np.array([], dtype=object))
+    cones = view_cones(
+        xy,
+        cameras["heading_deg"].to_numpy(dtype=float),
+        cameras["fov_deg"].to_numpy(dtype=float),
+        rng,
+    )
+    footprints = (
+        to_metric(buildings, crs)
+        if buildings is not None and len(buildings)
+        else np.array([], dtype=object)
+    )
     blocked = _shadows(xy, rng, cones, footprints)
     has = ~shapely.is_missing(blocked)
     visible = cones.copy()
@@ -152,7 +164,8 @@ def camera_views(cov: Coverage) -> gpd.GeoDataFrame:
     out["visible_area_m2"] = shapely.area(cov.visible)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["blocked_share"] = np.where(
-            out["cone_area_m2"] > 0, 1 - out["visible_area_m2"] / out["cone_area_m2"], 0.0)
+            out["cone_area_m2"] > 0, 1 - out["visible_area_m2"] / out["cone_area_m2"], 0.0
+        )
     return gpd.GeoDataFrame(out, geometry=to_wgs84(cov.visible, cov.crs).values, crs=CRS)
 
 
@@ -161,9 +174,14 @@ def grid_coverage(cov: Coverage) -> gpd.GeoDataFrame:
     seen = shapely.intersection(cov.public, cov.covered)
     public_area = shapely.area(cov.public)
     seen_area = shapely.area(seen)
-    out = pd.DataFrame({"grid_code": cov.grids["grid_code"].to_numpy(),
-                        "name": cov.grids["name"].to_numpy(),
-                        "public_area_m2": public_area, "covered_area_m2": seen_area})
+    out = pd.DataFrame(
+        {
+            "grid_code": cov.grids["grid_code"].to_numpy(),
+            "name": cov.grids["name"].to_numpy(),
+            "public_area_m2": public_area,
+            "covered_area_m2": seen_area,
+        }
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         out["coverage_share"] = np.where(public_area > 0, seen_area / public_area, 0.0)
     return gpd.GeoDataFrame(out, geometry=cov.grids.geometry.values, crs=CRS)
@@ -184,10 +202,13 @@ def blind_spot_frame(cov: Coverage, min_area_m2: float) -> gpd.GeoDataFrame:
     return out
 
 
-def coverage(store: Any, *, output: str = "grids", min_area_m2: float = 10.0,
-             only_online: bool = False) -> QueryResult:
-    """Camera coverage: ``output`` = ``"cameras"`` (visible area per camera), ``"grids"`` (share
-    of each unit grid's public space seen) or ``"blind_spots"`` (unseen public space).
+def coverage(
+    store: Any, *, output: str = "grids", min_area_m2: float = 10.0, only_online: bool = False
+) -> QueryResult:
+    """Camera coverage per camera, per unit grid, or the blind spots.
+
+    ``output`` = ``"cameras"`` (visible area per camera), ``"grids"`` (share of each unit grid's
+    public space seen) or ``"blind_spots"`` (unseen public space).
 
     Parameters
     ----------
@@ -217,17 +238,26 @@ def coverage(store: Any, *, output: str = "grids", min_area_m2: float = 10.0,
     versions: dict[str, Any] = {}
     cameras, buildings, grids = _inputs(store, versions, only_online, output != "cameras")
     cov = compute(cameras, buildings, grids)
-    frame = (camera_views(cov) if output == "cameras" else grid_coverage(cov)
-             if output == "grids" else blind_spot_frame(cov, min_area))
+    frame = (
+        camera_views(cov)
+        if output == "cameras"
+        else grid_coverage(cov)
+        if output == "grids"
+        else blind_spot_frame(cov, min_area)
+    )
     params = {"output": output, "min_area_m2": min_area, "only_online": only_online}
     notes = {}
     if cov.public is not None:
         public = float(shapely.area(cov.public).sum())
         seen = float(shapely.area(shapely.intersection(cov.public, cov.covered)).sum())
-        notes = {"public_area_m2": public, "covered_area_m2": seen,
-                 "coverage_share": seen / public if public else 0.0}
-    return QueryResult(f"coverage_{output}", frame, params, cov.crs, versions,
-                       "view-cone-shadow", notes=notes)
+        notes = {
+            "public_area_m2": public,
+            "covered_area_m2": seen,
+            "coverage_share": seen / public if public else 0.0,
+        }
+    return QueryResult(
+        f"coverage_{output}", frame, params, cov.crs, versions, "view-cone-shadow", notes=notes
+    )
 
 
 def cameras_seeing(store: Any, point: Any, *, only_online: bool = False) -> QueryResult:
@@ -250,6 +280,11 @@ def cameras_seeing(store: Any, point: Any, *, only_online: bool = False) -> Quer
     out = cameras[sees].copy()
     out["distance_m"] = shapely.distance(to_metric(out, cov.crs), pt)
     out = out.sort_values(["distance_m", "camera_id"]).reset_index(drop=True)
-    return QueryResult("cameras_seeing", gpd.GeoDataFrame(out, crs=CRS),
-                       {"point": point, "only_online": only_online}, cov.crs, versions,
-                       "view-cone-shadow")
+    return QueryResult(
+        "cameras_seeing",
+        gpd.GeoDataFrame(out, crs=CRS),
+        {"point": point, "only_online": only_online},
+        cov.crs,
+        versions,
+        "view-cone-shadow",
+    )

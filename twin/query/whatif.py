@@ -12,8 +12,8 @@ import shapely
 
 import layers
 from twin.errors import NotFoundError, ValidationError
-from twin.query import viewshed as cov_mod
 from twin.query import lifecircle
+from twin.query import viewshed as cov_mod
 from twin.query._common import QueryResult, check_in_area, lonlat, read, study_area
 from twin.schema import CRS, validate_layer_frame
 
@@ -22,8 +22,15 @@ LOGGER = logging.getLogger(__name__)
 TARGETS = {"coverage": "cameras", "life_circles": "facilities"}
 
 
-def edit_layer(frame: gpd.GeoDataFrame, layer: str, *, add: Any = None, move: Any = None,
-               remove: Any = None, area: shapely.Geometry | None = None) -> gpd.GeoDataFrame:
+def edit_layer(
+    frame: gpd.GeoDataFrame,
+    layer: str,
+    *,
+    add: Any = None,
+    move: Any = None,
+    remove: Any = None,
+    area: shapely.Geometry | None = None,
+) -> gpd.GeoDataFrame:
     """A changed copy of *frame*; the stored layer is untouched.
 
     Parameters
@@ -70,9 +77,13 @@ def edit_layer(frame: gpd.GeoDataFrame, layer: str, *, add: Any = None, move: An
             recs = pd.DataFrame(list(add) if not isinstance(add, pd.DataFrame) else add)
             if not {"lon", "lat"} <= set(recs.columns):
                 raise ValidationError("features to add need lon and lat (or pass a GeoDataFrame)")
-            pts = [lonlat((x, y), "added feature") for x, y in zip(recs["lon"], recs["lat"])]
-            add = gpd.GeoDataFrame(recs.drop(columns=["lon", "lat"]),
-                                   geometry=[shapely.Point(p) for p in pts], crs=CRS)
+            pts = [
+                lonlat((x, y), "added feature")
+                for x, y in zip(recs["lon"], recs["lat"], strict=True)
+            ]
+            add = gpd.GeoDataFrame(
+                recs.drop(columns=["lon", "lat"]), geometry=[shapely.Point(p) for p in pts], crs=CRS
+            )
         for p in add.to_crs(CRS).geometry.representative_point():
             check_in_area(area, p.x, p.y, "added feature")
         new = validate_layer_frame(spec, add)
@@ -83,8 +94,15 @@ def edit_layer(frame: gpd.GeoDataFrame, layer: str, *, add: Any = None, move: An
     return gpd.GeoDataFrame(out, geometry="geometry", crs=CRS).reset_index(drop=True)
 
 
-def what_if(store: Any, query: str = "coverage", *, add: Any = None, move: Any = None,
-            remove: Any = None, **params: Any) -> QueryResult:
+def what_if(
+    store: Any,
+    query: str = "coverage",
+    *,
+    add: Any = None,
+    move: Any = None,
+    remove: Any = None,
+    **params: Any,
+) -> QueryResult:
     """Run *query* before and after changing cameras (coverage) or facilities (life circles).
 
     Parameters
@@ -123,30 +141,50 @@ def what_if(store: Any, query: str = "coverage", *, add: Any = None, move: Any =
     if query == "coverage":
         allowed = {"only_online"}
         _check(params, allowed)
-        cams_b, buildings, grids = cov_mod._inputs(store, versions, bool(params.get("only_online")),
-                                                   True)
+        cams_b, buildings, grids = cov_mod._inputs(
+            store, versions, bool(params.get("only_online")), True
+        )
         if params.get("only_online") and "status" in after:
             after = after[after["status"].fillna("online") == "online"].reset_index(drop=True)
         b = cov_mod.compute(cams_b, buildings, grids)
         a = cov_mod.compute(after, buildings, grids, crs=b.crs)
         gb, ga = cov_mod.grid_coverage(b), cov_mod.grid_coverage(a)
-        frame = ga.rename(columns={"covered_area_m2": "covered_area_m2_after",
-                                   "coverage_share": "coverage_share_after"})
+        frame = ga.rename(
+            columns={
+                "covered_area_m2": "covered_area_m2_after",
+                "coverage_share": "coverage_share_after",
+            }
+        )
         frame.insert(3, "covered_area_m2_before", gb["covered_area_m2"].to_numpy())
         frame.insert(4, "coverage_share_before", gb["coverage_share"].to_numpy())
         frame["delta"] = frame["coverage_share_after"] - frame["coverage_share_before"]
         public = float(gb["public_area_m2"].sum())
-        summary = pd.DataFrame({
-            "measure": ["covered_area_m2", "coverage_share", "cameras"],
-            "before": [gb["covered_area_m2"].sum(), gb["covered_area_m2"].sum() / public,
-                       len(cams_b)],
-            "after": [ga["covered_area_m2"].sum(), ga["covered_area_m2"].sum() / public,
-                      len(after)],
-        })
+        summary = pd.DataFrame(
+            {
+                "measure": ["covered_area_m2", "coverage_share", "cameras"],
+                "before": [
+                    gb["covered_area_m2"].sum(),
+                    gb["covered_area_m2"].sum() / public,
+                    len(cams_b),
+                ],
+                "after": [
+                    ga["covered_area_m2"].sum(),
+                    ga["covered_area_m2"].sum() / public,
+                    len(after),
+                ],
+            }
+        )
         summary["delta"] = summary["after"] - summary["before"]
         versions[layer] = f"{versions.get(layer)}+what-if"
-        return QueryResult("what_if_coverage", frame, {"query": query, **change, **params},
-                           b.crs, versions, "view-cone-shadow", summary=summary)
+        return QueryResult(
+            "what_if_coverage",
+            frame,
+            {"query": query, **change, **params},
+            b.crs,
+            versions,
+            "view-cone-shadow",
+            summary=summary,
+        )
     allowed = {"circles", "kinds", "method", "uses", "persons_per_household"}
     _check(params, allowed)
     method = params.get("method", "auto")
@@ -154,10 +192,10 @@ def what_if(store: Any, query: str = "coverage", *, add: Any = None, move: Any =
         raise ValidationError(f"method must be one of {', '.join(lifecircle.METHODS)}")
     circles = lifecircle._circles(params.get("circles"))
     pph = float(params.get("persons_per_household", lifecircle.PERSONS_PER_HOUSEHOLD))
-    buildings, _fac, roads = lifecircle.inputs(store, versions,
-                                               params.get("uses", lifecircle.RESIDENTIAL_USES))
-    kinds = lifecircle._kinds(params.get("kinds"),
-                              pd.concat([before[["kind"]], after[["kind"]]]))
+    buildings, _fac, roads = lifecircle.inputs(
+        store, versions, params.get("uses", lifecircle.RESIDENTIAL_USES)
+    )
+    kinds = lifecircle._kinds(params.get("kinds"), pd.concat([before[["kind"]], after[["kind"]]]))
     kw = {"circles": circles, "kinds": kinds, "method": method, "persons_per_household": pph}
     fb, sb, used, crs = lifecircle.compute(buildings, before, roads, **kw)
     fa, sa, _, _ = lifecircle.compute(buildings, after, roads, crs=crs, **kw)
@@ -167,18 +205,30 @@ def what_if(store: Any, query: str = "coverage", *, add: Any = None, move: Any =
         frame[f"{col}_before"] = fb[col].to_numpy()
         frame[f"{col}_after"] = fa[col].to_numpy()
         frame[f"{col}_changed"] = fb[col].to_numpy() != fa[col].to_numpy()
-    summary = sb.rename(columns={"buildings_lacking": "buildings_lacking_before",
-                                 "residents_lacking": "residents_lacking_before"})
+    summary = sb.rename(
+        columns={
+            "buildings_lacking": "buildings_lacking_before",
+            "residents_lacking": "residents_lacking_before",
+        }
+    )
     summary["buildings_lacking_after"] = sa["buildings_lacking"].to_numpy()
     summary["residents_lacking_after"] = sa["residents_lacking"].to_numpy()
-    summary["buildings_delta"] = (summary["buildings_lacking_after"]
-                                  - summary["buildings_lacking_before"])
-    summary["residents_delta"] = (summary["residents_lacking_after"]
-                                  - summary["residents_lacking_before"])
+    summary["buildings_delta"] = (
+        summary["buildings_lacking_after"] - summary["buildings_lacking_before"]
+    )
+    summary["residents_delta"] = (
+        summary["residents_lacking_after"] - summary["residents_lacking_before"]
+    )
     versions[layer] = f"{versions.get(layer)}+what-if"
-    return QueryResult("what_if_life_circles", gpd.GeoDataFrame(frame, crs=CRS),
-                       {"query": query, **change, **params, "kinds": kinds}, crs, versions, used,
-                       summary=summary)
+    return QueryResult(
+        "what_if_life_circles",
+        gpd.GeoDataFrame(frame, crs=CRS),
+        {"query": query, **change, **params, "kinds": kinds},
+        crs,
+        versions,
+        used,
+        summary=summary,
+    )
 
 
 def _check(params: dict, allowed: set) -> None:
