@@ -194,3 +194,21 @@ def test_export_script_writes_the_monthly_report(tmp_path, grid_cells):
     assert export.main(["--db", str(db), "open311", "requests", "--out", str(req)]) == 0
     assert json.loads(req.read_text())[0]["status"] == "closed"
     assert seed.main([]) == 0
+
+
+SLICES = [("resp_grid", "resp_grid_id"), ("community", "community_code"),
+          ("street", "street_code"), ("department", "department"), ("post", "post"),
+          ("person", "assignee")]
+
+
+@pytest.mark.parametrize("by,column", SLICES)
+def test_every_slice(by, column):
+    cases = pd.concat([frame(3), frame(1, closed_at=[pd.NaT], status=["handling"])],
+                      ignore_index=True)
+    cases["resp_grid_id"], cases["community_code"], cases["street_code"] = "R1", "C1", "S1"
+    cases.loc[3, column] = "other"
+    table = kpi.indicators(cases, by=by, as_of=T + 100 * H)
+    assert table[column].tolist() == sorted(set(cases[column]))
+    assert table.set_index(column).loc["other", "close_rate"] == 0.0
+    both = kpi.indicators(cases, by=["department", "person"], as_of=T + 100 * H)
+    assert both["closed"].sum() == 3
