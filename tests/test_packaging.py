@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # PyPI name → conda-forge name where they differ
-CONDA_NAMES = {"psycopg[binary]": "psycopg"}
+CONDA_NAMES = {"psycopg[binary]": "psycopg", "h3": "h3-py"}
 
 
 def _name_and_spec(requirement: str) -> tuple[str, str]:
