@@ -9,11 +9,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from twin.schema import (
-    AUDIT,
-    CASE_HISTORY,
     CASES,
     EVENTS,
-    LAYER_VERSIONS,
     TABLES,
     LayerSpec,
     TableSpec,
@@ -108,11 +105,21 @@ def layer_ddl(spec: LayerSpec) -> list[str]:
         + "\n)",
     ]
     if spec.geometry_type:
-        statements.append(
-            f"CREATE INDEX IF NOT EXISTS {quote(spec.name + '_geom_gist')} "
-            f"ON {current} USING gist (geom)"
-        )
+        statements.append(layer_gist_ddl(spec))
     return statements
+
+
+def layer_gist_index(spec: LayerSpec) -> str:
+    """Return the name of the GiST index on the geometries of layer *spec*'s current table."""
+    return spec.name + "_geom_gist"
+
+
+def layer_gist_ddl(spec: LayerSpec) -> str:
+    """Return the statement creating the GiST index of layer *spec*'s current table."""
+    return (
+        f"CREATE INDEX IF NOT EXISTS {quote(layer_gist_index(spec))} "
+        f"ON {quote(spec.name)} USING gist (geom)"
+    )
 
 
 def missing_columns(conn: sa.Connection, table: str, wanted: list[tuple[str, str]]) -> list[str]:
@@ -157,11 +164,14 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 
 def _sync_core_columns(conn: sa.Connection) -> None:
-    """Add columns a newer TableSpec declares to tables created by an older one."""
-    for table in (EVENTS, CASES, CASE_HISTORY, AUDIT, LAYER_VERSIONS):
+    """Create tables a newer twin.schema declares, and add columns a newer TableSpec declares."""
+    for table in TABLES:
         wanted = [(c.name, c.dtype) for c in table.columns]
-        for statement in missing_columns(conn, table.name, wanted):
-            LOGGER.info("schema: %s", statement)
+        statements = missing_columns(conn, table.name, wanted)
+        if len(statements) == len(wanted):  # no such table yet
+            statements = table_ddl(table)
+        for statement in statements:
+            LOGGER.info("schema: %s", statement.splitlines()[0])
             conn.execute(sa.text(statement))
 
 
