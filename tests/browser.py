@@ -96,9 +96,11 @@ def small_twin_layers() -> dict[str, gpd.GeoDataFrame]:
 
 def write_small_twin(path: Path) -> Path:
     """Write :func:`small_twin_layers` into an embedded store at *path* and return the path."""
+    from twin.twin import put_layer
+
     with open_store(path) as store:
-        for name, frame in small_twin_layers().items():
-            store.write_layer(name, frame, actor="tests", source="tests/browser.py")
+        for name, frame in small_twin_layers().items():  # grid_cells first: grids get assigned
+            put_layer(store, name, frame, actor="tests", source="tests/browser.py")
     return path
 
 

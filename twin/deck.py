@@ -498,3 +498,275 @@ def map_counts(twin_layers: Mapping[str, pd.DataFrame]) -> dict[str, int]:
         "sensors": rows("sensors"),
         "grid_cells": rows("grid_cells"),
     }
+
+
+# -- the cockpit's thematic map ---------------------------------------------------------------
+
+#: Low → middle → high of a choropleth (dark teal, amber, red), alpha included.
+RAMP = ((22, 78, 99, 170), (244, 180, 0, 200), (230, 57, 70, 230))
+#: Colours of case states; overdue is red, drawn largest and on top.
+CASE_COLORS = {
+    "open": (0, 229, 255, 220),
+    "warning": (255, 193, 7, 235),
+    "overdue": (255, 23, 68, 255),
+    "closed": (120, 130, 140, 150),
+}
+SENSOR_COLORS = {"ok": (46, 204, 113, 230), "alarm": (255, 23, 68, 255),
+                 "offline": (110, 110, 120, 200)}
+ALARM_COLOR = (255, 0, 200, 255)
+#: Parking lots by the share of free spaces: full (red) → plenty (green); unknown grey.
+PARKING_EMPTY, PARKING_FULL, PARKING_UNKNOWN = (46, 204, 113, 200), (230, 57, 70, 220), \
+    (110, 110, 120, 160)
+#: Thematic layers of the cockpit map, in draw order (the toggles list them this way).
+THEMATIC = ("grid_cells", "density", "buildings", "parking", "cameras", "sensors", "cases",
+            "alarms")
+DENSITY_ID = "density"
+CODES_ID = "grid_cells-codes"
+
+
+def ramp_colors(values: Any, low: tuple = RAMP[0], mid: tuple = RAMP[1],
+                high: tuple = RAMP[2]) -> list[list[int]]:
+    """RGBA colours of *values* on a three-stop ramp from 0 to their maximum (vectorised)."""
+    v = pd.to_numeric(pd.Series(values), errors="coerce").fillna(0).to_numpy(dtype=float)
+    top = v.max() if len(v) and v.max() > 0 else 1.0
+    x = np.clip(v / top, 0, 1)[:, None]
+    lo, md, hi = (np.array(c, dtype=float)[None, :] for c in (low, mid, high))
+    out = np.where(x < 0.5, lo + (md - lo) * (x * 2), md + (hi - md) * ((x - 0.5) * 2))
+    return np.rint(out).astype(int).tolist()
+
+
+def _lines(base: pd.Series, extra: Mapping[str, pd.Series]) -> list:
+    """Append ``label: value`` lines to tooltip texts (vectorised per line, empty values left out)."""
+    out = base.astype("string")
+    for label, values in extra.items():
+        text = _as_text(pd.Series(values).reset_index(drop=True))
+        out = out.reset_index(drop=True) + (("\n" + label + ": ") + text).fillna("")
+    return out.astype(object).tolist()
+
+
+def _rows(frame: pd.DataFrame, spec_name: str | None, lang: str, title: str | None = None
+          ) -> pd.Series:
+    if spec_name is not None:
+        return tooltip_text(declared.get_layer(spec_name), frame, lang).reset_index(drop=True)
+    return pd.Series(title or "", index=range(len(frame)), dtype="string")
+
+
+def _polygons(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    frame = _single_part(frame)
+    return frame[shapely.get_type_id(frame.geometry.values) == 3]
+
+
+def grid_layers(grids: gpd.GeoDataFrame, indicator: str, labels: Mapping[str, str],
+                lang: str = "zh-CN") -> list[pdk.Layer]:
+    """Unit grids as a choropleth of *indicator*, with their codes written on them."""
+    if len(grids) == 0:
+        return []
+    polys = _polygons(grids)
+    data = pd.DataFrame({"id": polys["grid_code"].astype(str).to_numpy()})
+    extra = {labels.get(k, k): polys[k] for k in ("open_cases", "overdue", "reports", "alarms",
+                                                   "households") if k in polys}
+    data["tooltip"] = _lines(_rows(polys, "grid_cells", lang), extra)
+    data["polygon"] = polygon_rings(polys.geometry.values)
+    data["color"] = ramp_colors(polys[indicator].to_numpy())
+    points = shapely.point_on_surface(grids.geometry.values)
+    codes = pd.DataFrame({
+        "lon": np.round(shapely.get_x(points), COORD_DECIMALS),
+        "lat": np.round(shapely.get_y(points), COORD_DECIMALS),
+        "text": grids["grid_code"].astype(str).str[-4:].to_numpy(),
+    })
+    return [
+        pdk.Layer("PolygonLayer", data, id="grid_cells", get_polygon="polygon", filled=True,
+                  stroked=True, get_fill_color="color", get_line_color=[0, 229, 255, 200],
+                  get_line_width=2, line_width_units="'meters'", line_width_min_pixels=1,
+                  pickable=True, auto_highlight=True, highlight_color=[255, 255, 255, 60]),
+        pdk.Layer("TextLayer", codes, id=CODES_ID, get_position="[lon, lat]", get_text="text",
+                  get_size=13, get_color=[230, 237, 243, 230], pickable=False,
+                  font_family="'Noto Sans CJK SC', sans-serif"),
+    ]
+
+
+def building_layer(buildings: gpd.GeoDataFrame, metric: str, labels: Mapping[str, str],
+                   lang: str = "zh-CN", extrude: bool = False) -> list[pdk.Layer]:
+    """Buildings coloured by *metric* (open cases, alarms, households), optionally extruded."""
+    if len(buildings) == 0:
+        return []
+    polys = _polygons(buildings)
+    data = pd.DataFrame({"id": polys["building_code"].astype(str).to_numpy()})
+    extra = {labels.get(k, k): polys[k] for k in ("open_cases", "alarms") if k in polys}
+    data["tooltip"] = _lines(_rows(polys, "buildings", lang), extra)
+    data["polygon"] = polygon_rings(polys.geometry.values)
+    data["color"] = ramp_colors(polys[metric].to_numpy())
+    props: dict[str, Any] = {}
+    if extrude:
+        data["elevation"] = _elevation(declared.get_layer("buildings"), polys)
+        props = {"get_elevation": "elevation", "material": True}
+    return [pdk.Layer("PolygonLayer", data, id="buildings", get_polygon="polygon", filled=True,
+                      stroked=True, extruded=extrude, get_fill_color="color",
+                      get_line_color=[255, 255, 255, 120], get_line_width=0.5,
+                      line_width_units="'meters'", line_width_min_pixels=1, pickable=True,
+                      auto_highlight=True, highlight_color=[255, 255, 255, 90], **props)]
+
+
+def _scatter(layer_id: str, frame: pd.DataFrame, tooltip: list, colors: list, radius: Any,
+             *, line: tuple = (14, 17, 23, 230), line_px: float = 1, min_px: float = 3,
+             ids: pd.Series | None = None) -> pdk.Layer:
+    data = pd.DataFrame({
+        "id": (ids if ids is not None else frame["id"]).astype(str).to_numpy(),
+        "tooltip": tooltip,
+        "lon": np.round(pd.to_numeric(frame["lon"]).to_numpy(dtype=float), COORD_DECIMALS),
+        "lat": np.round(pd.to_numeric(frame["lat"]).to_numpy(dtype=float), COORD_DECIMALS),
+        "color": colors,
+    })
+    if not isinstance(radius, (int, float)):
+        data["radius"] = radius
+        radius = "radius"
+    return pdk.Layer("ScatterplotLayer", data, id=layer_id, get_position="[lon, lat]",
+                     get_radius=radius, radius_units="'meters'", radius_min_pixels=min_px,
+                     filled=True, stroked=True, get_fill_color="color", get_line_color=list(line),
+                     line_width_min_pixels=line_px, pickable=True, auto_highlight=True,
+                     highlight_color=[255, 255, 255, 120])
+
+
+def _xy(frame: gpd.GeoDataFrame) -> pd.DataFrame:
+    points = shapely.point_on_surface(frame.geometry.values)
+    return pd.DataFrame({"lon": shapely.get_x(points), "lat": shapely.get_y(points)})
+
+
+def case_layers(cases: pd.DataFrame, labels: Mapping[str, str], status_names: Mapping[str, str],
+                lang: str = "zh-CN", density: bool = True) -> list[pdk.Layer]:
+    """Cases by state (overdue red, large, white-ringed, drawn last) and a density hexagon layer."""
+    if len(cases) == 0:
+        return []
+    order = cases["state"].map({"closed": 0, "open": 1, "warning": 2, "overdue": 3})
+    frame = cases.loc[order.sort_values(kind="stable").index].reset_index(drop=True)
+    state = frame["state"].astype(str)
+    base = pd.Series(labels.get("case", "case"), index=frame.index, dtype="string")
+    tip = _lines(base, {labels.get("id", "id"): frame["id"],
+                        labels.get("state", "state"): state.map(status_names).fillna(state),
+                        labels.get("category", "category"): frame["service_code"],
+                        labels.get("description", "description"): frame["description"],
+                        labels.get("deadline", "deadline"): pd.to_datetime(
+                            frame["deadline_at"], utc=True).dt.tz_convert("Asia/Shanghai")
+                        .dt.strftime("%m-%d %H:%M")})
+    colors = [list(CASE_COLORS.get(s, CASE_COLORS["open"])) for s in state]
+    radius = np.where(state == "overdue", 9.0, np.where(state == "closed", 3.0, 5.0))
+    out = []
+    if density:
+        live = frame.loc[state != "closed"]
+        pts = pd.DataFrame({"lon": pd.to_numeric(live["lon"]).round(6),
+                            "lat": pd.to_numeric(live["lat"]).round(6)})
+        out.append(pdk.Layer("HexagonLayer", pts, id=DENSITY_ID, get_position="[lon, lat]",
+                             radius=40, elevation_scale=0, extruded=False, coverage=0.9,
+                             opacity=0.35, pickable=False,
+                             color_range=[[22, 78, 99], [42, 120, 130], [120, 160, 90],
+                                          [244, 180, 0], [240, 110, 40], [230, 57, 70]]))
+    out.append(_scatter("cases", frame, tip, colors, radius,
+                        line=(255, 255, 255, 255), line_px=1.5))
+    return out
+
+
+def sensor_layer(sensors: gpd.GeoDataFrame, labels: Mapping[str, str],
+                 state_names: Mapping[str, str], lang: str = "zh-CN") -> list[pdk.Layer]:
+    """Sensors coloured by state (ok, alarm, offline) with their live values in the tooltip."""
+    if len(sensors) == 0:
+        return []
+    xy = _xy(sensors)
+    state = sensors["state"].astype(str).reset_index(drop=True)
+    tip = _lines(_rows(sensors, "sensors", lang),
+                 {labels.get("state", "state"): state.map(state_names).fillna(state),
+                  labels.get("values", "values"): sensors["values"]})
+    colors = [list(SENSOR_COLORS.get(s, SENSOR_COLORS["ok"])) for s in state]
+    return [_scatter("sensors", xy, tip, colors, 4.0, ids=sensors["sensor_id"])]
+
+
+def alarm_layer(alarms: pd.DataFrame, labels: Mapping[str, str], lang: str = "zh-CN"
+                ) -> list[pdk.Layer]:
+    """Open alarms: large magenta discs with a white ring, drawn above everything."""
+    alarms = alarms.loc[alarms["lon"].notna() & alarms["lat"].notna()] if len(alarms) else alarms
+    if len(alarms) == 0:
+        return []
+    frame = alarms.reset_index(drop=True)
+    base = pd.Series(labels.get("alarm", "alarm"), index=frame.index, dtype="string")
+    tip = _lines(base, {labels.get("source", "source"): frame["source_id"],
+                        labels.get("property", "property"): frame.get("property"),
+                        labels.get("value", "value"): frame.get("value"),
+                        labels.get("severity", "severity"): frame.get("severity")})
+    return [_scatter("alarms", frame, tip, [list(ALARM_COLOR)] * len(frame), 12.0,
+                     line=(255, 255, 255, 255), line_px=2, min_px=6)]
+
+
+def parking_layer(parking: gpd.GeoDataFrame, labels: Mapping[str, str], lang: str = "zh-CN"
+                  ) -> list[pdk.Layer]:
+    """Parking lots coloured by live availability, with free / total spaces in the tooltip."""
+    if len(parking) == 0:
+        return []
+    share = pd.to_numeric(parking["free_share"], errors="coerce").to_numpy(dtype=float)
+    known = ~np.isnan(share)
+    empty, full = np.array(PARKING_EMPTY, float), np.array(PARKING_FULL, float)
+    mix = full + (empty - full) * np.nan_to_num(share)[:, None]
+    colors = np.where(known[:, None], mix, np.array(PARKING_UNKNOWN, float))
+    colors = np.rint(colors).astype(int).tolist()
+    tip = _lines(_rows(parking, "parking", lang),
+                 {labels.get("available", "available"): parking["available"]})
+    kinds = shapely.get_type_id(parking.geometry.values)
+    if (kinds == 3).all():
+        data = pd.DataFrame({"id": parking["lot_id"].astype(str).to_numpy(), "tooltip": tip,
+                             "polygon": polygon_rings(parking.geometry.values), "color": colors})
+        return [pdk.Layer("PolygonLayer", data, id="parking", get_polygon="polygon",
+                          filled=True, stroked=True, get_fill_color="color",
+                          get_line_color=[255, 255, 255, 160], line_width_min_pixels=1,
+                          pickable=True, auto_highlight=True)]
+    return [_scatter("parking", _xy(parking), tip, colors, 10.0, ids=parking["lot_id"])]
+
+
+def thematic_deck(
+    data: Any,
+    visible: Iterable[str],
+    labels: Mapping[str, str],
+    lang: str = "zh-CN",
+    *,
+    building_metric: str = "open_cases",
+    grid_indicator: str = "open_cases",
+    extrude: bool = False,
+    view_state: pdk.ViewState | None = None,
+    status_names: Mapping[str, str] | None = None,
+    state_names: Mapping[str, str] | None = None,
+    height: int = MAP_HEIGHT,
+) -> pdk.Deck:
+    """Return the cockpit map of a :class:`twin.cockpit.CockpitData`, offline.
+
+    Basemap (land, roads) always; then the visible thematic layers of :data:`THEMATIC` in
+    that order, each with ``id`` and the common ``tooltip`` column only. *labels* gives the
+    tooltip labels (the page takes them from the catalogs).
+    """
+    wanted = set(visible)
+    base = data.layers
+    layers_out: list[pdk.Layer] = []
+    community = base.get("community")
+    if community is not None and len(community):
+        land = _land_layer(community)
+        if land is not None:
+            layers_out.append(land)
+    if "roads" in base:
+        layers_out.extend(spec_layers(declared.get_layer("roads"), base["roads"], lang))
+    if "grid_cells" in wanted:
+        layers_out.extend(grid_layers(data.grids, grid_indicator, labels, lang))
+    if "buildings" in wanted:
+        layers_out.extend(building_layer(data.buildings, building_metric, labels, lang, extrude))
+    if "parking" in wanted and len(data.parking) and "geometry" in data.parking:
+        layers_out.extend(parking_layer(data.parking, labels, lang))
+    if "cameras" in wanted and "cameras" in base:
+        layers_out.extend(spec_layers(declared.get_layer("cameras"), base["cameras"], lang))
+    if "sensors" in wanted and len(data.sensors) and "geometry" in data.sensors:
+        layers_out.extend(sensor_layer(data.sensors, labels, state_names or {}, lang))
+    if {"cases", "density"} & wanted:
+        made = case_layers(data.cases, labels, status_names or {}, lang,
+                           density="density" in wanted)
+        layers_out.extend(x for x in made if x.id != "cases" or "cases" in wanted)
+    if "alarms" in wanted:
+        layers_out.extend(alarm_layer(data.alarms, labels, lang))
+    if view_state is None:
+        fit = data.grids if len(data.grids) else community
+        view_state = fit_view(_bounds([fit]) if fit is not None else None, height=height)
+    return pdk.Deck(layers=layers_out, initial_view_state=view_state, map_provider=None,
+                    tooltip={"text": "{tooltip}", "style": TOOLTIP_STYLE}, height=height)

@@ -86,3 +86,35 @@ def open_twin(lang: str) -> tuple[Store, dict[str, gpd.GeoDataFrame]] | None:
         st.code(DEMO_COMMANDS, language="bash")
         return None
     return store, twin_layers
+
+
+def current_user():
+    """The logged-in :class:`twin.access.User` of this session, or None."""
+    from ui import auth
+
+    return auth.current_user()
+
+
+def cached_layers(lang: str) -> tuple[Store, dict[str, gpd.GeoDataFrame]] | None:
+    """Alias of :func:`open_twin` for pages that only need the layers."""
+    return open_twin(lang)
+
+
+def status_names(lang: str) -> dict[str, str]:
+    """Case status → its name in *lang* (from the declared state machine)."""
+    from twin.cases import STATUSES
+
+    zh = lang.startswith("zh")
+    names = {k: (v[0] if zh else v[1]) for k, v in STATUSES.items()}
+    names.update({
+        "open": t("state.open", lang), "warning": t("state.warning", lang),
+        "overdue": t("state.overdue", lang), "closed": t("state.closed", lang),
+    })
+    return names
+
+
+def local_time(series, fmt: str = "%Y-%m-%d %H:%M"):
+    """UTC times shown in Asia/Shanghai as text."""
+    import pandas as pd
+
+    return pd.to_datetime(series, utc=True).dt.tz_convert("Asia/Shanghai").dt.strftime(fmt)

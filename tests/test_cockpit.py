@@ -1,0 +1,120 @@
+"""twin.cockpit: the twin at time t, KPI tiles, grid and building indicators, scope, drill-down."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.browser import CENTRE_BUILDING, LAT, LON, write_small_twin
+from twin import cockpit
+from twin.errors import ValidationError
+from twin.store import open_store
+
+NOW = pd.Timestamp("2026-03-02 04:00", tz="UTC")  # 12:00 in Shanghai
+G1, G2 = "45031100100101", "45031100100102"
+
+
+def case(i, grid, *, status="dispatched", hours_ago=2.0, due_in=10.0, closed_ago=None, lon=None):
+    requested = NOW - pd.Timedelta(hours=hours_ago)
+    return {
+        "id": f"C{i}", "status": status, "service_code": "E0101", "family": "event",
+        "source": "patrol", "description": f"case {i}",
+        "lon": lon if lon is not None else (LON + 0.001 if grid == G1 else LON + 0.003),
+        "lat": LAT + 0.0013, "grid_code": grid, "requested_at": requested,
+        "updated_at": requested, "deadline_at": requested + pd.Timedelta(hours=hours_ago + due_in),
+        "closed_at": None if closed_ago is None else NOW - pd.Timedelta(hours=closed_ago),
+        "data": json.dumps({"times": {"file": requested.isoformat()}}),
+    }
+
+
+CASES = [
+    case(1, G1),                                          # open
+    case(2, G1, hours_ago=30, due_in=-5),                 # overdue since 5 h after it was due
+    case(3, G2, status="closed", hours_ago=20, due_in=5, closed_ago=10),   # closed on time
+    case(4, G2, status="closed", hours_ago=5, due_in=2, closed_ago=1),     # closed at t-1 h
+    case(5, G2, hours_ago=-3),                            # reported after NOW: not yet there
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = write_small_twin(tmp_path_factory.mktemp("cockpit") / "t.gpkg")
+    s = open_store(path)
+    for row in CASES:
+        s.create_case(row)
+    cx, cy = LON + 0.002, LAT + 0.00135  # the centre building
+    s.append_events(pd.DataFrame({
+        "id": ["E1", "E2", "E3"], "kind": ["obs", "obs", "report"],
+        "source_id": ["S1", "S3", "B-C"],
+        "observed_at": [NOW - pd.Timedelta(minutes=2)] * 2 + [NOW - pd.Timedelta(hours=3)],
+        "received_at": [NOW] * 3, "lon": [LON + 0.0005, LON + 0.0036, cx],
+        "lat": [LAT + 0.0013, LAT + 0.0010, cy], "grid_code": [G1, G2, G2],
+        "payload": ['{"values": {"pm25": 41.5}}', '{"values": {"occupied": 1}}',
+                    '{"description": "x"}']}))
+    yield s
+    s.close()
+
+
+def test_cases_at_a_moment_have_their_state_then():
+    table = cockpit.cases_at(pd.DataFrame(CASES), NOW)
+    states = dict(zip(table["id"], table["state"], strict=True))
+    assert states == {"C1": "open", "C2": "overdue", "C3": "closed", "C4": "closed"}
+    earlier = cockpit.cases_at(pd.DataFrame(CASES), NOW - pd.Timedelta(hours=2.5))
+    states = dict(zip(earlier["id"], earlier["state"], strict=True))
+    assert states["C4"] == "open" and "C1" not in states  # C4 closed later; C1 not reported yet
+
+
+def test_kpis_grid_values_and_sensors(store):
+    data = cockpit.cockpit_data(store, at=NOW, window="24h")
+    k = data.kpis
+    assert (k["open"], k["overdue"]) == (2, 1)
+    assert k["reports_today"] == 2  # C1 and C4 were reported after midnight in Shanghai
+    assert k["air_quality"] == 41.5
+    assert k["sensors_online"] == (2, 3)  # S2 has no reading in the last hour
+    grids = data.grids.set_index("grid_code")
+    assert grids.loc[G1, "open_cases"] == 2 and grids.loc[G1, "overdue"] == 1
+    assert grids.loc[G2, "open_cases"] == 0 and grids.loc[G2, "reports"] == 1
+    assert grids.loc[G1, "households"] + grids.loc[G2, "households"] == 234
+    sensors = data.sensors.set_index("sensor_id")
+    assert sensors.loc["S1", "state"] == "ok" and sensors.loc["S2", "state"] == "offline"
+    assert sensors.loc["S1", "values"] == "pm25=41.5"
+    assert set(data.cases["id"]) == {"C1", "C2", "C3", "C4"}  # C3 closed 10 h ago: in 24 h
+
+
+def test_window_and_time_slider(store):
+    short = cockpit.cockpit_data(store, at=NOW, window="1h")
+    assert set(short.cases["id"]) == {"C1", "C2"}  # closed ones outside the last hour dropped
+    before = cockpit.cockpit_data(store, at=NOW - pd.Timedelta(hours=4), window="24h")
+    assert before.kpis["open"] == 2 and "C1" not in set(before.cases["id"])
+    with pytest.raises(ValidationError, match="1h, 24h, 7d"):
+        cockpit.cockpit_data(store, window="2h")
+
+
+def test_scope_limits_everything_and_drills_down(store):
+    top = cockpit.cockpit_data(store, at=NOW)
+    assert top.scope.level == "district" and list(top.drill["code"]) == ["450311001"]
+    grid = cockpit.Scope().down("450311001").down("450311001001").down(G2)
+    assert grid.level == "grid" and grid.grid == G2
+    data = cockpit.cockpit_data(store, at=NOW, scope=grid)
+    assert set(data.grids["grid_code"]) == {G2}
+    assert data.kpis["open"] == 0 and set(data.cases["grid_code"]) <= {G2}
+    assert set(data.drill["code"]) <= set(data.buildings["building_code"])
+    community = cockpit.cockpit_data(store, at=NOW, scope=cockpit.Scope(community="450311001001"))
+    assert list(community.drill["code"]) == [G1, G2]
+    mine = cockpit.cockpit_data(store, at=NOW, scope=cockpit.Scope(grids=frozenset({G1})))
+    assert set(mine.cases["grid_code"]) == {G1} and set(mine.grids["grid_code"]) == {G1}
+
+
+def test_cases_count_on_the_building_they_are_at(store):
+    data = cockpit.cockpit_data(store, at=NOW)
+    counts = data.buildings.set_index("building_code")["open_cases"]
+    assert counts.sum() <= 2 and counts.loc[CENTRE_BUILDING] == 0
+
+
+def test_large_layers_are_capped(store, monkeypatch):
+    monkeypatch.setattr(cockpit, "MAX_FEATURES", 2)
+    data = cockpit.cockpit_data(store, at=NOW)
+    assert len(data.buildings) == 2 and data.hidden["buildings"] == 3
+    assert list(data.cases["state"])[:1] == ["overdue"]  # the most urgent are kept

@@ -1,0 +1,39 @@
+"""案件 Cases: a filterable list, one case's detail with history and timers, the allowed actions."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.cases_view import case_detail, case_list, visible_cases
+from ui.common import current_language, current_user, open_twin, status_names, t
+
+LANG = current_language()
+user = current_user()
+st.title(t("cases.title", LANG))
+opened = open_twin(LANG)
+if opened is None:
+    st.stop()
+store, twin_layers = opened
+grid_cells = twin_layers.get("grid_cells")
+table = visible_cases(store, user, grid_cells)
+
+names = status_names(LANG)
+f1, f2, f3 = st.columns(3)
+states = f1.multiselect(t("cases.filter.state", LANG), ["overdue", "warning", "open", "closed"],
+                        default=["overdue", "warning", "open"], format_func=names.__getitem__,
+                        key="cases_state")
+grids = f2.multiselect(t("cases.filter.grid", LANG), sorted(table["grid_code"].dropna().unique()),
+                       key="cases_grid")
+text = f3.text_input(t("cases.filter.text", LANG), key="cases_text")
+shown = table.loc[table["state"].isin(states)]
+if grids:
+    shown = shown.loc[shown["grid_code"].isin(grids)]
+if text:
+    shown = shown.loc[shown["description"].astype(str).str.contains(text, regex=False)
+                      | shown["id"].astype(str).str.contains(text, regex=False)]
+st.caption(t("cases.count", LANG, count=len(shown), total=len(table)))
+picked = case_list(shown, LANG, key="cases_list")
+if picked:
+    case_detail(store, user, picked, grid_cells, LANG, key="cases")
+else:
+    st.caption(t("cases.pick", LANG))

@@ -1,0 +1,98 @@
+"""Case widgets shared by the Cases and My grid pages: the list, the detail, the action buttons."""
+
+from __future__ import annotations
+
+import html
+import logging
+
+import pandas as pd
+import streamlit as st
+
+from twin import access, cases, cockpit
+from twin.errors import TwinError
+from ui.auth import origin
+from ui.common import local_time, status_names, t
+
+LOGGER = logging.getLogger(__name__)
+
+
+def visible_cases(store, user, grid_cells) -> pd.DataFrame:
+    """The cases *user* may see, with their state now: a grid worker only their grids' cases."""
+    table = cockpit.cases_at(store.read_cases())
+    if user is not None and user.role == "grid_worker":
+        mine = access.unit_grids_of(user, grid_cells)
+        table = table.loc[table["grid_code"].isin(mine) | (table["assignee"] == user.username)]
+    return table
+
+
+def case_list(table: pd.DataFrame, lang: str, *, key: str) -> str | None:
+    """A sortable list of cases (deadline first); returns the id of the row picked."""
+    names = status_names(lang)
+    shown = table.sort_values("deadline_at", na_position="last")
+    frame = pd.DataFrame({
+        t("case.col.id", lang): shown["id"].astype(str),
+        t("case.col.status", lang): shown["status"].map(names).fillna(shown["status"]),
+        t("case.col.state", lang): shown["state"].map(names).fillna(shown["state"]),
+        t("case.col.category", lang): shown["service_code"],
+        t("case.col.grid", lang): shown["grid_code"],
+        t("case.col.deadline", lang): local_time(shown["deadline_at"]),
+        t("case.col.description", lang): shown["description"],
+    })
+    event = st.dataframe(frame, hide_index=True, width="stretch", on_select="rerun",
+                         selection_mode="single-row", key=key, height=320)
+    rows = (event or {}).get("selection", {}).get("rows", []) if event else []
+    return str(shown.iloc[rows[0]]["id"]) if rows else None
+
+
+def case_detail(store, user, case_id: str, grid_cells, lang: str, *, key: str) -> None:
+    """One case: its fields (as the role may see them), timers, history and allowed actions."""
+    try:
+        case = access.case_for_role(store.get_case(case_id), user)
+    except TwinError as exc:
+        st.warning(str(exc))
+        return
+    names = status_names(lang)
+    st.subheader(t("case.detail", lang, id=case_id))
+    cols = st.columns(3)
+    cols[0].metric(t("case.col.status", lang), names.get(case["status"], case["status"]))
+    cols[1].metric(t("case.col.category", lang), str(case["service_code"]))
+    deadline = case.get("deadline_at")
+    cols[2].metric(t("case.col.deadline", lang),
+                   "—" if deadline is None or pd.isna(deadline)
+                   else local_time(pd.Series([deadline])).iloc[0])
+    st.text(str(case.get("description") or ""))
+    timer = (case["data"] or {}).get("timer") if isinstance(case["data"], dict) else None
+    if timer:
+        st.caption(t("case.timer", lang, stage=timer.get("stage"),
+                     deadline=local_time(pd.Series([timer.get("deadline")])).iloc[0]))
+    history = store.case_history(case_id)
+    if len(history):
+        st.markdown(f"**{html.escape(t('case.history', lang))}**")
+        st.dataframe(pd.DataFrame({
+            t("case.col.time", lang): local_time(history["at"]),
+            t("case.col.actor", lang): history["actor"],
+            t("case.col.action", lang): history["action"],
+            t("case.col.status", lang): history["to_status"].map(names).fillna(
+                history["to_status"]),
+            t("case.col.note", lang): history["note"],
+        }), hide_index=True, width="stretch")
+    if user is None:
+        return
+    actions = cases.allowed_actions(case, user.role)
+    if not actions:
+        st.caption(t("case.no_actions", lang))
+        return
+    labels = {a: (cases.TRANSITIONS_BY_ACTION[a].label_zh if lang.startswith("zh")
+                  else cases.TRANSITIONS_BY_ACTION[a].label_en) for a in actions}
+    with st.form(f"{key}-act"):
+        action = st.selectbox(t("case.action", lang), actions, format_func=labels.__getitem__)
+        note = st.text_input(t("case.note", lang))
+        done = st.form_submit_button(t("case.apply", lang))
+    if done:
+        try:
+            access.transition_case(store, user, case_id, action, origin=origin(),
+                                   grid_cells=grid_cells, note=note)
+        except TwinError as exc:
+            st.error(str(exc))
+        else:
+            st.success(t("case.applied", lang, action=labels[action]))
