@@ -1,0 +1,397 @@
+"""The message contract: observations, camera alerts and reports decoded a batch at a time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from twin.enrich import Enricher
+from twin.schema import EVENTS
+
+LOGGER = logging.getLogger(__name__)
+
+TOPIC_KINDS = {"obs": "obs", "camera": "camera", "reports": "report"}
+
+
+@dataclass(frozen=True)
+class Property:
+    """An observed property (SensorThings ObservedProperty): unit and physically possible range."""
+
+    name: str
+    unit: str
+    min: float
+    max: float
+    fiware: str
+
+
+#: Properties a sensor may report; values outside [min, max] are dead-lettered.
+PROPERTIES: dict[str, Property] = {p.name: p for p in (
+    Property("occupied", "0/1", 0, 1, "ParkingSpot.status (occupied/free)"),
+    Property("pm25", "ug/m3", 0, 1000, "AirQualityObserved.pm25"),
+    Property("pm10", "ug/m3", 0, 2000, "AirQualityObserved.pm10"),
+    Property("no2", "ug/m3", 0, 2000, "AirQualityObserved.no2"),
+    Property("noise", "dBA", 0, 150, "NoiseLevelObserved.LAeq"),
+    Property("smoke", "0/1", 0, 1, "Device.value (smoke detector)"),
+    Property("gas", "0/1", 0, 1, "Device.value (gas detector)"),
+    Property("leak", "0/1", 0, 1, "Device.value (water leak)"),
+    Property("open", "0/1", 0, 1, "Device.value (manhole cover open)"),
+    Property("tilt", "deg", 0, 180, "Device.value (manhole cover tilt)"),
+    Property("running", "0/1", 0, 1, "Device.deviceState (elevator)"),
+    Property("fault", "0/1", 0, 1, "Device.deviceState (elevator fault)"),
+    Property("door", "0/1", 0, 1, "Device.value (door magnet open)"),
+    Property("flow", "m3", 0, 1e7, "WaterObserved.flow"),
+    Property("battery", "0-1", 0, 1, "Device.batteryLevel"),
+    Property("temperature", "degC", -60, 90, "WeatherObserved.temperature"),
+)}
+CAMERA_KINDS = ("crowd", "fire_smoke", "illegal_parking", "garbage", "intrusion", "fall")
+#: Clock skew allowed for devices whose clocks run ahead.
+MAX_FUTURE = pd.Timedelta(minutes=5)
+EARLIEST = pd.Timestamp("2000-01-01", tz="UTC")
+_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})$"
+
+
+@dataclass
+class Message:
+    """One delivery from a source: the raw payload, where it came from, how to acknowledge it."""
+
+    topic: str
+    payload: bytes
+    received_at: pd.Timestamp
+    token: Any = None  # the source's handle for acknowledging (MQTT mid, replay line …)
+
+    @property
+    def kind(self) -> str:
+        """obs, camera or report, from the topic's last level (obs when unknown)."""
+        return TOPIC_KINDS.get(self.topic.rsplit("/", 1)[-1], "obs")
+
+
+@dataclass
+class Registry:
+    """What the feed knows about its devices: sensors and cameras with their enrichment.
+
+    Built once per layer version (sensors do not move); each batch is joined to it by id,
+    and reports are enriched per batch with the same :class:`twin.enrich.Enricher`.
+    """
+
+    sensors: pd.DataFrame
+    cameras: pd.DataFrame
+    enricher: Enricher = field(default_factory=Enricher)
+
+    @classmethod
+    def from_layers(cls, layers: dict[str, gpd.GeoDataFrame]) -> Registry:
+        """Build the registry from layer frames (``sensors``, ``cameras``, grids, buildings …)."""
+        enricher = Enricher(
+            grid_cells=layers.get("grid_cells"), buildings=layers.get("buildings"),
+            parking=layers.get("parking"), cameras=layers.get("cameras"),
+        )
+        return cls(
+            sensors=_devices(layers.get("sensors"), "sensor_id", enricher),
+            cameras=_devices(layers.get("cameras"), "camera_id", enricher),
+            enricher=enricher,
+        )
+
+    @classmethod
+    def from_store(cls, store) -> Registry:
+        """Build the registry from the current layers of *store* (missing layers are skipped)."""
+        frames = {}
+        for name in ("sensors", "cameras", "grid_cells", "buildings", "parking"):
+            if store.layer_versions(name):
+                frames[name] = store.read_layer(name)
+        return cls.from_layers(frames)
+
+
+def _devices(frame: gpd.GeoDataFrame | None, key: str, enricher: Enricher) -> pd.DataFrame:
+    columns = [key, "kind", "properties", "ref_building", "ref_lot", "report_interval_s"]
+    if frame is None or len(frame) == 0:
+        return pd.DataFrame(columns=[*columns, "lon", "lat", *ENRICH_OUT]).set_index(key)
+    out = pd.DataFrame({c: frame[c].to_numpy(dtype=object) if c in frame else None
+                        for c in columns})
+    out["lon"] = frame.geometry.x.to_numpy()
+    out["lat"] = frame.geometry.y.to_numpy()
+    found = enricher.enrich(out["lon"], out["lat"])
+    for c in ENRICH_OUT:
+        out[c] = found[c].to_numpy(dtype=object)
+    # a device's declared building or lot wins over the polygon it happens to stand in
+    for declared, column in (("ref_building", "building_code"), ("ref_lot", "lot_id")):
+        out[column] = out[declared].where(out[declared].notna(), out[column])
+    out["report_interval_s"] = pd.to_numeric(out["report_interval_s"]).fillna(300)
+    return out.set_index(key)
+
+
+ENRICH_OUT = ("grid_code", "resp_grid_id", "community_code", "street_code", "building_code",
+              "lot_id", "camera_ids")
+
+
+@dataclass
+class Decoded:
+    """One batch after decoding: events to store, dead letters, and the readings behind them."""
+
+    events: pd.DataFrame
+    dead: pd.DataFrame
+    readings: pd.DataFrame  # event_id, source_id, observed_at, property, value, lon, lat
+    alerts: pd.DataFrame    # event_id, camera_id, observed_at, kind, confidence
+
+
+def _text(raw: bytes) -> str:
+    # PostgreSQL text holds no NUL; invalid UTF-8 is kept visible as escapes
+    return raw.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+
+
+def dead_letter_id(topic: str, raw: str, reason: str) -> str:
+    """Return a stable id, so that the same bad message redelivered is stored once."""
+    return hashlib.sha1(f"{topic}\n{reason}\n{raw}".encode()).hexdigest()[:24]
+
+
+def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
+    """Decode, validate and enrich a batch; everything that fails becomes a dead letter.
+
+    Reasons: ``malformed_json``, ``bad_message`` (a required field missing or of the wrong type),
+    ``unknown_sensor``, ``unknown_camera``, ``unknown_property``, ``bad_time`` (no offset, not
+    ISO 8601, before 2000 or more than five minutes ahead of its arrival) and
+    ``out_of_range``. Duplicate ids inside the batch are kept once.
+    """
+    dead: list[dict[str, Any]] = []
+    items: list[tuple[int, dict]] = []
+    for i, msg in enumerate(messages):  # JSON parsing is per message by nature
+        try:
+            body = json.loads(msg.payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            dead.append(_dead(msg, _text(msg.payload), "malformed_json", str(exc)))
+            continue
+        for obj in body if isinstance(body, list) else [body]:
+            if isinstance(obj, dict):
+                items.append((i, obj))
+            else:
+                dead.append(_dead(msg, json.dumps(obj, ensure_ascii=False), "bad_message",
+                                  "each observation must be a JSON object"))
+    frames, readings, alerts = [], [], []
+    kinds = [m.kind for m in messages]
+    for kind, decode in (("obs", _observations), ("camera", _alerts), ("report", _reports)):
+        chosen = [(i, o) for i, o in items if kinds[i] == kind]
+        if chosen:
+            ok, bad, extra = decode(chosen, messages, registry)
+            frames.append(ok)
+            dead.extend(bad)
+            (readings if kind == "obs" else alerts).append(extra)
+    events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=[c.name for c in EVENTS.columns])
+    if len(events):
+        events = events.drop_duplicates("id").reset_index(drop=True)
+    return Decoded(
+        events=events,
+        dead=pd.DataFrame(dead, columns=["id", "received_at", "topic", "reason", "detail",
+                                         "payload"]).drop_duplicates("id"),
+        readings=_concat(readings, ["event_id", "source_id", "observed_at", "property", "value",
+                                    "lon", "lat"]),
+        alerts=_concat(alerts, ["event_id", "camera_id", "observed_at", "kind", "confidence"]),
+    )
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    frames = [f for f in frames if f is not None and len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def _dead(msg: Message, raw: str, reason: str, detail: str) -> dict[str, Any]:
+    return {"id": dead_letter_id(msg.topic, raw, reason), "received_at": msg.received_at,
+            "topic": msg.topic, "reason": reason, "detail": detail[:500], "payload": raw}
+
+
+def _frame(chosen: list[tuple[int, dict]], fields: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.DataFrame({f: pd.Series([o.get(f) for _, o in chosen], dtype=object)
+                          for f in fields})
+    frame["_msg"] = [i for i, _ in chosen]
+    frame["_obj"] = pd.Series([o for _, o in chosen], dtype=object)
+    return frame
+
+
+def _times(frame: pd.DataFrame, column: str, received: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Return parsed UTC times and the mask of bad ones (no offset, unparseable, impossible)."""
+    is_text = frame[column].map(lambda v: isinstance(v, str))
+    text = frame[column].where(is_text, None).astype("string")
+    has_offset = text.str.contains(_OFFSET, regex=True).fillna(False).astype(bool)
+    parsed = pd.to_datetime(text.where(has_offset), utc=True, format="ISO8601", errors="coerce")
+    bad = parsed.isna() | (parsed < EARLIEST) | (parsed > received + MAX_FUTURE)
+    return parsed, bad.to_numpy()
+
+
+class _Reject:
+    """Collects (row mask, reason, detail) and removes rejected rows, in order of checks."""
+
+    def __init__(self, frame: pd.DataFrame, messages: list[Message]) -> None:
+        self.frame, self.messages, self.dead = frame, messages, []
+        self.alive = np.ones(len(frame), dtype=bool)
+
+    def __call__(self, mask: np.ndarray, reason: str, detail: Any) -> None:
+        hit = np.asarray(mask, dtype=bool) & self.alive
+        for pos in np.flatnonzero(hit):  # error path only
+            row = self.frame.iloc[pos]
+            msg = self.messages[row["_msg"]]
+            text = detail(row) if callable(detail) else detail
+            raw = json.dumps(row["_obj"], ensure_ascii=False, default=str)
+            self.dead.append(_dead(msg, raw, reason, text))
+        self.alive &= ~hit
+
+
+def _received(frame: pd.DataFrame, messages: list[Message]) -> pd.Series:
+    return pd.Series([messages[i].received_at for i in frame["_msg"]], index=frame.index,
+                     dtype="datetime64[us, UTC]")
+
+
+def _is_text(series: pd.Series) -> np.ndarray:
+    return series.map(lambda v: isinstance(v, str) and v != "").to_numpy(dtype=bool)
+
+
+def _observations(chosen, messages, registry):
+    frame = _frame(chosen, ("id", "sensor_id", "observed_at", "values", "lon", "lat"))
+    received = _received(frame, messages)
+    reject = _Reject(frame, messages)
+    reject(~_is_text(frame["id"]), "bad_message", "id must be a non-empty string")
+    reject(~_is_text(frame["sensor_id"]), "bad_message", "sensor_id must be a non-empty string")
+    values_ok = frame["values"].map(lambda v: isinstance(v, dict) and len(v) > 0)
+    reject(~values_ok.to_numpy(dtype=bool), "bad_message",
+           "values must be an object of property → number")
+    known = frame["sensor_id"].isin(registry.sensors.index).to_numpy()
+    reject(~known, "unknown_sensor", lambda r: f"sensor {r['sensor_id']!r} is not in the "
+           "sensors layer; load it with scripts/load_layer.py sensors")
+    when, bad_time = _times(frame, "observed_at", received)
+    reject(bad_time, "bad_time", lambda r: f"observed_at {r['observed_at']!r} must be ISO 8601 "
+           "with an offset, after 2000 and not ahead of the receiving clock")
+    # long form: one row per (observation, property)
+    alive = np.flatnonzero(reject.alive)
+    values = frame["values"].to_numpy(dtype=object)
+    pairs = [(pos, k, v) for pos in alive for k, v in values[pos].items()]
+    long = pd.DataFrame(pairs, columns=["pos", "property", "value"])
+    is_num = long["value"].map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+    prop_known = long["property"].isin(PROPERTIES)
+    num = pd.to_numeric(long["value"].where(is_num), errors="coerce")
+    lo = long["property"].map(lambda p: PROPERTIES[p].min if p in PROPERTIES else np.nan)
+    hi = long["property"].map(lambda p: PROPERTIES[p].max if p in PROPERTIES else np.nan)
+    out_of_range = prop_known & (~is_num | num.isna() | (num < lo) | (num > hi))
+    for mask, reason in ((~prop_known, "unknown_property"), (out_of_range, "out_of_range")):
+        bad_pos = np.zeros(len(frame), dtype=bool)
+        bad_pos[long.loc[mask, "pos"].to_numpy(dtype=int)] = True
+        bad_props = long[mask].groupby("pos")["property"].agg(", ".join)
+        reject(bad_pos, reason, lambda r, b=bad_props, why=reason: (
+            f"{why.replace('_', ' ')}: {b.get(r.name, '')} (known: "
+            + ", ".join(f"{p.name} [{p.min:g}, {p.max:g}] {p.unit}" for p in PROPERTIES.values())
+            + ")"))
+    keep = reject.alive
+    ok = frame[keep]
+    devices = registry.sensors.loc[ok["sensor_id"]]
+    lon, lat = _moving(ok, devices)
+    events = _events(ok, "obs", ok["sensor_id"], when[keep], received[keep], lon, lat, devices,
+                     registry, payload=[{"values": v} for v in ok["values"]])
+    long = long[long["pos"].isin(np.flatnonzero(keep))]
+    pos = long["pos"].to_numpy(dtype=int)
+    readings = pd.DataFrame({
+        "event_id": frame["id"].to_numpy()[pos], "source_id": frame["sensor_id"].to_numpy()[pos],
+        "observed_at": when.to_numpy()[pos], "property": long["property"].to_numpy(),
+        "value": num[long.index].to_numpy(dtype=float),
+    })
+    where = pd.Series(np.arange(len(ok)), index=np.flatnonzero(keep))
+    readings["lon"] = np.asarray(lon, dtype=float)[where[pos].to_numpy()] if len(pos) else []
+    readings["lat"] = np.asarray(lat, dtype=float)[where[pos].to_numpy()] if len(pos) else []
+    return events, reject.dead, readings
+
+
+def _moving(ok: pd.DataFrame, devices: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Where each observation was made: its own lon/lat (moving devices) or the sensor's."""
+    lon = pd.to_numeric(ok["lon"], errors="coerce").to_numpy(dtype=float)
+    lat = pd.to_numeric(ok["lat"], errors="coerce").to_numpy(dtype=float)
+    own = np.isfinite(lon) & np.isfinite(lat)
+    return (np.where(own, lon, devices["lon"].to_numpy(dtype=float)),
+            np.where(own, lat, devices["lat"].to_numpy(dtype=float)))
+
+
+def _events(ok, kind, source, when, received, lon, lat, devices, registry, payload):
+    """EVENTS rows; devices' own enrichment unless the point moved (then enriched now)."""
+    n = len(ok)
+    enriched = pd.DataFrame({c: pd.Series([None] * n, dtype=object) for c in ENRICH_OUT})
+    if devices is not None and n:
+        for c in ENRICH_OUT:
+            enriched[c] = devices[c].to_numpy(dtype=object)
+        moved = (np.abs(lon - devices["lon"].to_numpy(dtype=float)) > 1e-9) | (
+            np.abs(lat - devices["lat"].to_numpy(dtype=float)) > 1e-9)
+    else:
+        moved = np.ones(n, dtype=bool)
+    if moved.any():
+        fresh = registry.enricher.enrich(np.asarray(lon)[moved], np.asarray(lat)[moved])
+        for c in ENRICH_OUT:
+            enriched.loc[np.flatnonzero(moved), c] = fresh[c].to_numpy(dtype=object)
+    cams = enriched["camera_ids"].map(lambda c: list(c) if isinstance(c, (list, tuple)) else [])
+    payload = [{**p, "cameras": c} if c else p for p, c in zip(payload, cams, strict=True)]
+    out = pd.DataFrame({
+        "id": ok["id"].astype(str).to_numpy(), "kind": kind,
+        "source_id": np.asarray(source, dtype=object),
+        "observed_at": np.asarray(when), "received_at": received.to_numpy(),
+        "lon": np.asarray(lon, dtype=float), "lat": np.asarray(lat, dtype=float),
+    })
+    for c in ENRICH_OUT[:-1]:
+        out[c] = pd.Series(enriched[c].to_numpy(dtype=object), dtype=object)
+    out["payload"] = pd.Series(payload, dtype=object)
+    return out
+
+
+def _alerts(chosen, messages, registry):
+    frame = _frame(chosen, ("id", "camera_id", "observed_at", "kind", "confidence",
+                            "snapshot_url"))
+    received = _received(frame, messages)
+    reject = _Reject(frame, messages)
+    reject(~_is_text(frame["id"]), "bad_message", "id must be a non-empty string")
+    reject(~frame["camera_id"].isin(registry.cameras.index).to_numpy(), "unknown_camera",
+           lambda r: f"camera {r['camera_id']!r} is not in the cameras layer")
+    reject(~frame["kind"].isin(CAMERA_KINDS).to_numpy(), "bad_message",
+           lambda r: f"kind {r['kind']!r} is not one of {list(CAMERA_KINDS)}")
+    conf = pd.to_numeric(frame["confidence"].where(
+        frame["confidence"].map(lambda v: isinstance(v, (int, float)))), errors="coerce")
+    reject(~((conf >= 0) & (conf <= 1)).to_numpy(), "out_of_range",
+           "confidence must be a number in [0, 1]")
+    when, bad_time = _times(frame, "observed_at", received)
+    reject(bad_time, "bad_time", lambda r: f"observed_at {r['observed_at']!r} must be ISO 8601 "
+           "with an offset, after 2000 and not ahead of the receiving clock")
+    keep = reject.alive
+    ok = frame[keep]
+    devices = registry.cameras.loc[ok["camera_id"]]
+    lon, lat = devices["lon"].to_numpy(dtype=float), devices["lat"].to_numpy(dtype=float)
+    payload = [{"kind": k, "confidence": float(c), "snapshot_url": u}
+               for k, c, u in zip(ok["kind"], conf[keep], ok["snapshot_url"], strict=True)]
+    events = _events(ok, "camera", ok["camera_id"], when[keep], received[keep], lon, lat,
+                     devices, registry, payload)
+    alerts = pd.DataFrame({"event_id": ok["id"].to_numpy(), "camera_id": ok["camera_id"].to_numpy(),
+                           "observed_at": when[keep].to_numpy(), "kind": ok["kind"].to_numpy(),
+                           "confidence": conf[keep].to_numpy(dtype=float)})
+    return events, reject.dead, alerts
+
+
+REPORT_FIELDS = ("id", "service_code", "description", "lat", "long", "requested_datetime",
+                 "media_url", "role", "address")
+
+
+def _reports(chosen, messages, registry):
+    frame = _frame(chosen, REPORT_FIELDS)
+    received = _received(frame, messages)
+    reject = _Reject(frame, messages)
+    reject(~_is_text(frame["id"]), "bad_message", "id must be a non-empty string")
+    reject(~_is_text(frame["service_code"]), "bad_message", "service_code is required")
+    lon = pd.to_numeric(frame["long"], errors="coerce")
+    lat = pd.to_numeric(frame["lat"], errors="coerce")
+    reject(~((lon.abs() <= 180) & (lat.abs() <= 90)).to_numpy(), "out_of_range",
+           "lat/long must be WGS84 degrees")
+    when, bad_time = _times(frame, "requested_datetime", received)
+    reject(bad_time, "bad_time", "requested_datetime must be ISO 8601 with an offset")
+    keep = reject.alive
+    ok = frame[keep]
+    payload = [{k: o.get(k) for k in REPORT_FIELDS if k not in ("id", "lat", "long")}
+               for o in ok["_obj"]]
+    source = ok["role"].where(ok["role"].notna(), "resident")
+    events = _events(ok, "report", source, when[keep], received[keep], lon[keep].to_numpy(),
+                     lat[keep].to_numpy(), None, registry, payload)
+    return events, reject.dead, None

@@ -1,0 +1,201 @@
+"""The ingest pipeline: decode → validate → dedupe → enrich → write → ack → state → rules."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from twin.feeds.buffer import DiskBuffer
+from twin.feeds.models import Decoded, Message, Registry, decode_batch
+from twin.feeds.sources import Source
+from twin.feeds.state import LiveState
+from twin.schema import DEAD_LETTERS
+
+LOGGER = logging.getLogger(__name__)
+
+#: Ids remembered to absorb redeliveries before they reach the store.
+SEEN_IDS = 200_000
+
+
+@dataclass
+class Counters:
+    """How many messages met each outcome since the pipeline started."""
+
+    received: int = 0
+    batches: int = 0
+    events: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    buffered: int = 0
+    acknowledged: int = 0
+    store_failures: int = 0
+    alarms_opened: int = 0
+    alarms_resolved: int = 0
+    reasons: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "reasons"}
+        out.update({f"dead_{k}": v for k, v in sorted(self.reasons.items())})
+        return out
+
+
+class Pipeline:
+    """Run batches from a source into a store, at least once and without duplicates.
+
+    Parameters
+    ----------
+    store
+        A :class:`twin.store.Store`.
+    registry
+        Sensors and cameras (default: read from the store's layers).
+    rules
+        A :class:`twin.feeds.rules.RuleEngine`, or None to skip rules.
+    buffer_dir
+        Folder of the on-disk buffer used while the store is unavailable (None: no buffer,
+        the pipeline waits and retries without acknowledging).
+    buffer_bytes
+        The buffer's bound.
+    retry_s
+        Pause between attempts to reach an unavailable store.
+    """
+
+    def __init__(self, store, registry: Registry | None = None, *, rules=None,
+                 buffer_dir: str | Path | None = None, buffer_bytes: int = 256 * 2**20,
+                 retry_s: float = 0.5) -> None:
+        self.store = store
+        self.registry = registry or Registry.from_store(store)
+        self.rules = rules
+        self.state = LiveState(self.registry.sensors)
+        self.buffer = DiskBuffer(buffer_dir, buffer_bytes) if buffer_dir else None
+        self.retry_s = retry_s
+        self.counters = Counters()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- one batch -------------------------------------------------------------------------------
+
+    def process(self, source: Source, messages: list[Message],
+                stop: threading.Event | None = None) -> bool:
+        """Store one batch and acknowledge it; returns False if stopped before it was safe."""
+        if not messages:
+            return True
+        self.counters.received += len(messages)
+        self.counters.batches += 1
+        decoded = decode_batch(messages, self.registry)
+        while True:
+            try:
+                if self.buffer is not None and len(self.buffer):
+                    self._drain()  # older batches first
+                self._write(decoded)
+                break
+            except ConnectionError as exc:  # StoreUnavailableError is one
+                self.counters.store_failures += 1
+                if self.buffer is not None and self.buffer.has_room(messages):
+                    self.buffer.push(messages)
+                    self.counters.buffered += len(messages)
+                    decoded = None
+                    break
+                LOGGER.warning("store unavailable (%s); retrying in %.1f s", exc, self.retry_s)
+                if stop is not None and stop.wait(self.retry_s):
+                    return False
+                if stop is None:
+                    time.sleep(self.retry_s)
+        source.ack(messages)
+        self.counters.acknowledged += len(messages)
+        if decoded is not None:
+            self._after(decoded, source.now())
+        return True
+
+    def _write(self, decoded: Decoded) -> None:
+        events = decoded.events
+        fresh = ~events["id"].isin(self._seen) if len(events) else []
+        new = events[fresh] if len(events) else events
+        self.counters.duplicates += len(events) - len(new)
+        if len(decoded.dead):
+            self.store.put_rows(DEAD_LETTERS, decoded.dead)
+        stored = self.store.append_events(new) if len(new) else 0
+        self.counters.events += len(events)
+        self.counters.stored += stored
+        self.counters.duplicates += len(new) - stored
+        self.counters.dead_letters += len(decoded.dead)
+        self.counters.reasons.update(decoded.dead["reason"].tolist())
+        for event_id in new["id"].tolist() if len(new) else []:
+            self._seen[event_id] = None
+        while len(self._seen) > SEEN_IDS:
+            self._seen.popitem(last=False)
+
+    def _drain(self) -> None:
+        """Store the buffered batches, oldest first; raises while the store is still down."""
+        while (item := self.buffer.oldest()) is not None:
+            path, messages = item
+            decoded = decode_batch(messages, self.registry)
+            self._write(decoded)
+            self.buffer.drop(path)
+            LOGGER.info("stored %d buffered messages from %s", len(messages), path.name)
+            self._after(decoded, pd.Timestamp.now(tz="UTC"))
+
+    def _after(self, decoded: Decoded, now: pd.Timestamp) -> None:
+        """Live state, then rules; a failure here never loses data (the events are stored)."""
+        try:
+            newer = self.state.update(decoded.readings)
+            if self.rules is not None:
+                conds = self.rules.conditions(newer, decoded.alerts, self.state.lot_occupancy())
+                self.rules.apply(conds, now)
+                self._count_alarms()
+        except Exception:  # rules are data written by people: log and keep ingesting
+            LOGGER.exception("live state or rules failed on a batch")
+
+    def tick(self, now: pd.Timestamp) -> None:
+        """Time-driven rules (offline sensors, quiet cameras) and buffer draining."""
+        if self.buffer is not None and len(self.buffer):
+            try:
+                self._drain()
+            except ConnectionError:
+                pass
+        if self.rules is not None:
+            try:
+                conds = self.rules.tick_conditions(now, self.state.sensors_status(now))
+                self.rules.apply(conds, now)
+                self._count_alarms()
+            except ConnectionError:
+                LOGGER.warning("alarms not written: the store is unavailable")
+
+    def _count_alarms(self) -> None:
+        self.counters.alarms_opened = self.rules.opened
+        self.counters.alarms_resolved = self.rules.resolved
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self, source: Source, *, stop: threading.Event | None = None,
+            max_batch: int = 5000, max_wait: float = 0.2, tick_s: float = 5.0,
+            log_every_s: float = 30.0) -> Counters:
+        """Process batches until *stop* is set or the source is exhausted; return the counters."""
+        stop = stop or threading.Event()
+        last_tick = last_log = time.monotonic()
+        while not stop.is_set():
+            batch = source.fetch(max_batch, max_wait)
+            if batch and not self.process(source, batch, stop):
+                break
+            now = time.monotonic()
+            if now - last_tick >= tick_s:
+                self.tick(source.now())
+                last_tick = now
+            if now - last_log >= log_every_s:
+                LOGGER.info("feeds: %s", self.counters.as_dict())
+                last_log = now
+            if not batch and source.exhausted:
+                break
+        if self.buffer is not None and len(self.buffer):
+            try:
+                self._drain()
+            except ConnectionError:
+                LOGGER.warning("%d batches stay buffered in %s", len(self.buffer),
+                               self.buffer.folder)
+        return self.counters

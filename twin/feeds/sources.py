@@ -1,0 +1,244 @@
+"""Where messages come from, behind one interface: MQTT, JSONL replay and the simulator."""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from twin.errors import ConfigError
+from twin.feeds.models import Message
+
+LOGGER = logging.getLogger(__name__)
+
+
+def utcnow() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC")
+
+
+class Source(abc.ABC):
+    """A stream of messages; each is acknowledged only once its batch is safely stored."""
+
+    name: str = "source"
+
+    @abc.abstractmethod
+    def fetch(self, max_items: int, timeout: float) -> list[Message]:
+        """Up to *max_items* messages, waiting at most *timeout* seconds for the first."""
+
+    def ack(self, messages: list[Message]) -> None:  # noqa: B027 (optional hook)
+        """Tell the source these messages are stored (MQTT: PUBACK); default nothing."""
+
+    def now(self) -> pd.Timestamp:
+        """Return the source's clock: wall time, or the replayed time."""
+        return utcnow()
+
+    @property
+    def exhausted(self) -> bool:
+        """True when no message will ever come again (a replay at its end)."""
+        return False
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release connections."""
+
+
+class ReplaySource(Source):
+    """Replay a recorded JSONL feed: one ``{"t": seconds, "topic": …, "payload": …}`` a line.
+
+    Parameters
+    ----------
+    path
+        The recording (see ``tests/data/feeds/record.py``).
+    speed
+        1.0 replays in real time, 10.0 ten times faster, None as fast as possible.
+    """
+
+    def __init__(self, path: str | Path, speed: float | None = None) -> None:
+        self.name = f"replay:{Path(path).name}"
+        self.records = [json.loads(line) for line in Path(path).read_text("utf-8").splitlines()
+                        if line.strip()]
+        self.speed = speed
+        self.position = 0
+        self.acked = 0
+        self._started = time.monotonic()
+        self._now: pd.Timestamp | None = None
+
+    def fetch(self, max_items: int, timeout: float) -> list[Message]:
+        out = []
+        while self.position < len(self.records) and len(out) < max_items:
+            rec = self.records[self.position]
+            if self.speed:
+                wait = rec.get("t", 0) / self.speed - (time.monotonic() - self._started)
+                if wait > 0:
+                    if out:
+                        break
+                    time.sleep(min(wait, timeout))
+                    if wait > timeout:
+                        break
+            payload = rec["payload"]
+            raw = payload.encode("utf-8") if isinstance(payload, str) else json.dumps(
+                payload, ensure_ascii=False).encode("utf-8")
+            out.append(Message(rec["topic"], raw, utcnow(), token=self.position))
+            self.position += 1
+        return out
+
+    def ack(self, messages: list[Message]) -> None:
+        self.acked += len(messages)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.position >= len(self.records)
+
+
+class SimulatorSource(Source):
+    """The in-process simulator as a source: messages become due on the wall clock.
+
+    Parameters
+    ----------
+    simulator
+        A :class:`twin.feeds.simulator.Simulator`.
+    start
+        Simulated time of the first message (default now); *backfill* seconds before start are
+        sent at once so that the cockpit shows a recent history.
+    """
+
+    def __init__(self, simulator, *, start: pd.Timestamp | None = None,
+                 backfill: float = 0.0) -> None:
+        self.name = "simulator"
+        self.simulator = simulator
+        self._cursor = (start or utcnow()).floor("s") - pd.Timedelta(seconds=backfill)
+        self._pending: list[Message] = []
+
+    def fetch(self, max_items: int, timeout: float) -> list[Message]:
+        deadline = time.monotonic() + timeout
+        while not self._pending:
+            now = utcnow().floor("s")
+            if now > self._cursor:
+                self._pending = self.simulator.messages(self._cursor, now)
+                self._cursor = now
+            if self._pending or time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        out, self._pending = self._pending[:max_items], self._pending[max_items:]
+        return out
+
+
+class MqttSource(Source):
+    """Subscribe with QoS 1 in a persistent MQTT v5 session; PUBACK only after the commit.
+
+    paho-mqtt 2 with ``manual_ack=True``: a message the process received but did not store is
+    redelivered by the broker after a crash or reconnect (the session outlives the
+    connection: stable client id, ``clean_start=False``, a long session expiry).
+
+    Parameters
+    ----------
+    url
+        ``mqtt://host:port``.
+    topics
+        Topic filters; a shared subscription ``$share/<group>/<filter>`` spreads messages over
+        the workers of a group.
+    client_id
+        Stable id of this worker (its session); default one derived from the host and topics.
+    receive_maximum
+        How many unacknowledged messages the broker may send this client at once.
+    """
+
+    def __init__(self, url: str, topics: list[str], *, client_id: str | None = None,
+                 session_expiry_s: int = 7 * 86400, receive_maximum: int = 20_000,
+                 keepalive: int = 30) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        parsed = urlparse(url)
+        if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
+            raise ConfigError(f"MQTT URL {url!r} must look like mqtt://host:1883")
+        self.name = url
+        self.topics = list(topics)
+        stable = uuid.uuid5(uuid.NAMESPACE_URL, url + "|".join(topics)).hex[:12]
+        self.client_id = client_id or f"gridtwin-ingest-{stable}"
+        self._queue: queue.Queue[Message] = queue.Queue()
+        self._generation = 0
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                  protocol=mqtt.MQTTv5, manual_ack=True)
+        self.client.reconnect_delay_set(min_delay=0.2, max_delay=2)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = session_expiry_s
+        props.ReceiveMaximum = receive_maximum
+        self.client.connect_async(parsed.hostname, parsed.port or 1883, keepalive=keepalive,
+                                  clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        if reason.is_failure:
+            LOGGER.warning("MQTT connect to %s refused: %s", self.name, reason)
+            return
+        with self._lock:
+            self._generation += 1
+        client.subscribe([(t, 1) for t in self.topics])
+        LOGGER.info("MQTT %s connected as %s (session present: %s)", self.name,
+                    self.client_id, flags.session_present)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
+        self.connected.clear()
+        LOGGER.warning("MQTT %s disconnected (%s); reconnecting", self.name, reason)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        self._queue.put(Message(msg.topic, msg.payload, utcnow(),
+                                token=(self._generation, msg.mid, msg.qos)))
+
+    def fetch(self, max_items: int, timeout: float) -> list[Message]:
+        try:
+            out = [self._queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(out) < max_items:
+            try:
+                out.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return out
+
+    def ack(self, messages: list[Message]) -> None:
+        # a message of an earlier connection is redelivered by the broker: acknowledging its
+        # old packet id on the new connection could acknowledge another message
+        with self._lock:
+            current = self._generation
+        for m in messages:
+            generation, mid, qos = m.token
+            if qos and generation == current:
+                self.client.ack(mid, qos)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def open_source(url: str, *, topics: list[str] | None = None, client_id: str | None = None,
+                speed: float | None = None, **options) -> Source:
+    """Open a source by URL: ``mqtt://host:port`` or a ``.jsonl`` replay path.
+
+    Raises
+    ------
+    ConfigError
+        If the URL is neither.
+    """
+    if url.startswith(("mqtt://", "tcp://")):
+        return MqttSource(url, topics or ["gridtwin/+/obs", "gridtwin/+/camera",
+                                          "gridtwin/+/reports"], client_id=client_id, **options)
+    if url.endswith(".jsonl") or url.startswith("replay:"):
+        return ReplaySource(url.removeprefix("replay:"), speed=speed)
+    raise ConfigError(f"unknown feed source {url!r}; use mqtt://host:port or a .jsonl recording")

@@ -1,0 +1,97 @@
+"""Live state: latest value per sensor and property, lot occupancy, online sensors, grid totals."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+LOGGER = logging.getLogger(__name__)
+
+#: A sensor is offline when nothing came for this many of its report intervals.
+OFFLINE_INTERVALS = 3.0
+
+
+class LiveState:
+    """What the twin knows now, updated a batch at a time (vectorised, order-independent).
+
+    Parameters
+    ----------
+    sensors
+        ``Registry.sensors``: kind, report interval, lot and grid of every sensor.
+    """
+
+    def __init__(self, sensors: pd.DataFrame, started: pd.Timestamp | None = None) -> None:
+        self.sensors = sensors
+        self.started = started or pd.Timestamp.now(tz="UTC")
+        self.latest = pd.DataFrame(
+            {"value": pd.Series(dtype=float),
+             "observed_at": pd.Series(dtype="datetime64[us, UTC]")},
+            index=pd.MultiIndex.from_tuples([], names=["source_id", "property"]),
+        )
+
+    def update(self, readings: pd.DataFrame) -> pd.DataFrame:
+        """Merge readings (source_id, property, value, observed_at); return the newer ones.
+
+        An older reading arriving late never replaces a newer value.
+        """
+        if readings.empty:
+            return readings
+        fresh = readings.sort_values("observed_at").drop_duplicates(
+            ["source_id", "property"], keep="last").set_index(["source_id", "property"])
+        fresh = fresh[["value", "observed_at"]].astype({"observed_at": "datetime64[us, UTC]"})
+        both = pd.concat([self.latest, fresh])
+        both = both.sort_values("observed_at", kind="stable")
+        self.latest = both[~both.index.duplicated(keep="last")].sort_index()
+        known = self.latest["observed_at"].reindex(
+            pd.MultiIndex.from_frame(readings[["source_id", "property"]]))
+        return readings[readings["observed_at"].to_numpy() >= known.to_numpy()]
+
+    def value(self, sensor_id: str, prop: str) -> float | None:
+        try:
+            return float(self.latest.loc[(sensor_id, prop), "value"])
+        except KeyError:
+            return None
+
+    def last_seen(self) -> pd.Series:
+        """Latest observation time of every registered sensor (NaT if never heard)."""
+        seen = self.latest["observed_at"].groupby(level="source_id").max()
+        return seen.reindex(self.sensors.index)
+
+    def sensors_status(self, now: pd.Timestamp) -> pd.DataFrame:
+        """Per sensor: last_seen, online (heard within OFFLINE_INTERVALS × its interval)."""
+        seen = self.last_seen()
+        limit = pd.to_timedelta(self.sensors["report_interval_s"].astype(float) * OFFLINE_INTERVALS,
+                                unit="s")
+        since = seen.fillna(self.started)
+        online = (now - since) <= limit
+        return pd.DataFrame({"last_seen": seen, "online": online.to_numpy(),
+                             "offline_since": (since + limit).where(~online),
+                             "grid_code": self.sensors["grid_code"]})
+
+    def lot_occupancy(self) -> pd.DataFrame:
+        """Per lot: sensors reporting, occupied, and the occupied share of monitored spaces."""
+        occ = self.latest.xs("occupied", level="property", drop_level=True)["value"] \
+            if "occupied" in self.latest.index.get_level_values("property") else pd.Series(
+                dtype=float)
+        lots = self.sensors["lot_id"].reindex(occ.index)
+        frame = pd.DataFrame({"lot_id": lots.to_numpy(), "occupied": occ.to_numpy()}).dropna()
+        if frame.empty:
+            return pd.DataFrame(columns=["monitored", "occupied", "share"])
+        out = frame.groupby("lot_id")["occupied"].agg(monitored="size", occupied="sum")
+        out["share"] = out["occupied"] / out["monitored"]
+        return out
+
+    def grid_summary(self, now: pd.Timestamp) -> pd.DataFrame:
+        """Per unit grid: sensors, online, offline and the mean of each numeric property."""
+        status = self.sensors_status(now)
+        counts = status.groupby("grid_code", dropna=True)["online"].agg(
+            sensors="size", online="sum")
+        counts["offline"] = counts["sensors"] - counts["online"]
+        if len(self.latest):
+            latest = self.latest.reset_index()
+            latest["grid_code"] = self.sensors["grid_code"].reindex(latest["source_id"]).to_numpy()
+            means = latest.pivot_table(index="grid_code", columns="property", values="value",
+                                       aggfunc="mean")
+            counts = counts.join(means.add_prefix("mean_"))
+        return counts
