@@ -1,0 +1,81 @@
+"""The benchmark harness at community scale: answers compared, figures and report (no timing)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import MEASUREMENTS, common, enrich, kpi, report, scenarios
+from benchmarks.__main__ import parse, plan
+
+
+@pytest.fixture(scope="module")
+def scen():
+    return scenarios.scenario("community")
+
+
+def test_measure_keeps_repeats_answer_and_peak():
+    calls = []
+    t = common.measure(lambda: calls.append(1) or len(calls), repeats=5, warmup=1)
+    assert len(calls) == 6 and len(t.times) == 5 and t.answer == 6
+    assert t.median >= 0 and t.pct(0.95) == max(t.times) and t.peak_mb > 0
+
+
+def test_figure_speedup_for_times_and_throughputs():
+    slow, fast = common.Timing([2.0], None, 1.0), common.Timing([1.0], None, 1.0)
+    assert common.figure("x", "c", "community", {}, "o", "a", fast, slow, True).speedup == 2.0
+    f = common.figure("x", "c", "community", {}, "o", "a", fast, slow, True, unit="per_s")
+    assert f.speedup == 0.5
+    assert common.figure("x", "c", "community", {}, "o", "a", None, slow, None).speedup is None
+
+
+def test_enrichment_and_sjoin_agree_and_a_wrong_answer_is_caught(scen):
+    pts = scenarios.points(scen, 2_000)
+    ours = enrich.ours(pts, scen["grid_cells"], scen["buildings"])
+    anchor = enrich.anchor(pts, scen["grid_cells"], scen["buildings"])
+    assert all(np.array_equal(a, b) for a, b in zip(ours, anchor, strict=True))
+    assert sum(v is not None for v in ours[1]) > 0  # some points do fall in buildings
+    wrong = ours[0].copy()
+    wrong[0] = "nowhere"
+    assert not np.array_equal(wrong, anchor[0])
+
+
+def test_indicators_equal_the_sql_group_by(scen, postgis_url, monkeypatch):
+    monkeypatch.setattr(common, "PG_URL", postgis_url)
+    cases = scenarios.case_table(scen, 500)
+    with common.pg_store() as store:
+        kpi.write_table(store, cases)
+        rows = common.sql_rows(store, kpi.SQL)
+        ours = kpi._ours(cases)
+        assert kpi._same(ours, rows)
+        assert kpi._same(kpi._ours(kpi.read_table(store)), rows)
+        assert not kpi._same(kpi._ours(cases.iloc[1:]), rows)
+
+
+def test_plan_picks_measurements_and_scales():
+    assert plan(parse(["--only", "kpi", "--scale", "city"])) == [("kpi", "city")]
+    quick = plan(parse(["--quick"]))
+    assert {n for n, _ in quick} == set(MEASUREMENTS)
+    assert ("enrich", "community") in quick and ("enrich", "city") not in quick
+
+
+def test_report_names_every_target_and_draws_plots(tmp_path):
+    figs = [
+        common.figure("enrich", "points → unit grid + building", s, {"points": 10}, "o", "a",
+                      common.Timing([1.0], None, 100.0), common.Timing([2.0], None, 90.0), True
+                      ).as_dict() for s in ("community", "city")
+    ]
+    figs.append({"measurement": "load", "scale": "city", "error": "boom"})
+    results = {"started": "now", "quick": False, "total_s": 1.0, "figures": figs,
+               "machine": {"cores": 2, "versions": {"shapely": "2"}, "load_avg": (1.0,)}}
+    doc = tmp_path / "docs" / "benchmarks.md"
+    report.write(results, doc)
+    text = doc.read_text()
+    assert (tmp_path / "docs" / "img" / "bench_enrich.png").stat().st_size > 1000
+    assert "img/bench_enrich.png" in text and "**failed**" in text and "boom" in text
+    rows = report.targets(figs)
+    assert [r for r in rows if "1,000,000 points" in r[1]][0][3] == "met"
+    assert sum("not measured" in r[3] for r in rows) == len(rows) - 1
+    json.dumps(results)  # the figures stay JSON-ready
