@@ -795,7 +795,11 @@ def report_case(store, user: User, *, origin: str = "", **kwargs: Any) -> dict[s
     from twin import cases
 
     require(user, "cases.report")
-    case = cases.report(store, actor=user.username, role=user.role, **kwargs)
+    reporter = dict(kwargs.pop("reporter", None) or {})
+    reporter.setdefault("username", user.username)
+    if user.resident_id:
+        reporter.setdefault("resident_id", user.resident_id)
+    case = cases.report(store, actor=user.username, role=user.role, reporter=reporter, **kwargs)
     store.append_audit(user.username, "case.collect", f"case:{case['id']}",
                        {"role": user.role, "source": case["source"]}, origin)
     return case
@@ -998,9 +1002,10 @@ def _reported_by(case: Mapping[str, Any], user: User) -> bool:
     data = case.get("data")
     data = json.loads(data) if isinstance(data, str) else (data or {})
     reporter = data.get("reporter") or {}
-    return (isinstance(reporter, dict) and reporter.get("username") == user.username) or (
-        case.get("source") == "resident" and data.get("reported_by") == user.username
-    )
+    return isinstance(reporter, dict) and reporter.get("username") == user.username
+
+
+ANONYMISED = {"anonymised": True}
 
 
 @dataclass
@@ -1039,12 +1044,13 @@ def apply_retention(
     for record in old.drop(columns="geometry", errors="ignore").to_dict("records"):
         data = json.loads(record["data"]) if isinstance(record["data"], str) else dict(
             record["data"] or {})
-        if not any(data.get(k) for k in ("reporter", "co_reporters")):
+        reporter = data.get("reporter")
+        if (not reporter or reporter == ANONYMISED) and not data.get("co_reporters"):
             continue
         report.cases_anonymised += 1
         if dry_run:
             continue
-        data["reporter"] = {"anonymised": True}
+        data["reporter"] = dict(ANONYMISED)
         data.pop("co_reporters", None)
         store.update_case(record["id"], {"data": data}, expected_version=int(record["version"]),
                           history={"actor": actor, "role": "admin", "action": "anonymise",

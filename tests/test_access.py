@@ -1,0 +1,410 @@
+"""twin.access: role by role what each user sees and may do, on both stores; audit; lockout."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+
+from twin import access
+from twin.access import ANONYMOUS, User
+from twin.cases import ROLES
+from twin.errors import DuplicateIdError, PermissionDeniedError, ValidationError
+
+PHONE, ID_NO = "13812345678", "450311199001011234"
+
+
+@pytest.fixture
+def twin_store(store, grid_cells, buildings):
+    """A store with two grids (R01, R02), three buildings and one resident per building."""
+    grid_cells = grid_cells.assign(grid_worker=["gw1", "gw2"],
+                                   grid_worker_phone=["13900001111", "13900002222"])
+    store.write_layer("grid_cells", grid_cells, actor="t", source="t")
+    b = buildings.assign(grid_code=["45031100100101", "45031100100101", "45031100100102"],
+                         resp_grid_id=["R01", "R01", "R02"], community_code=["001"] * 3)
+    store.write_layer("buildings", b, actor="t", source="t")
+    residents = pd.DataFrame({
+        "resident_id": ["P1", "P2", "P3"], "building_code": ["B1", "B2", "B3"],
+        "name": ["张三", "欧阳娜娜", "李四"], "phone": [PHONE, "13700001234", "13600005678"],
+        "id_number": [ID_NO, "45031119850202222X", "450311197003033333"],
+        "household_size": [3, 2, 4], "tags": ["独居老人", None, None],
+    })
+    store.write_layer("residents", residents, actor="t", source="t")
+    return store
+
+
+USERS = {
+    "admin": User("adm", "admin"),
+    "official": User("off", "official"),
+    "dispatcher": User("dis", "dispatcher"),
+    "grid_worker": User("gw1", "grid_worker", grids=("R01",)),
+    "planner": User("pla", "planner"),
+    "data_staff": User("dat", "data_staff"),
+    "resident": User("res", "resident", resident_id="P3", building_code="B3"),
+}
+
+
+# -- masking, escaping (pure) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("func, value, expected", [
+    (access.mask_phone, "13812345678", "138****5678"),
+    (access.mask_phone, "138 1234 5678", "138****5678"),
+    (access.mask_phone, "5678", "****78"),
+    (access.mask_id_number, "450311199001011234", "4503**********1234"),
+    (access.mask_id_number, "45031119900101123X", "4503**********123X"),
+    (access.mask_id_number, "12345", "******"),
+    (access.mask_name, "张三", "张*"),
+    (access.mask_name, "欧阳娜娜", "欧***"),
+    (access.mask_name, "王", "王*"),
+    (access.mask_other, "独居老人", "***"),
+])
+def test_masks(func, value, expected):
+    assert func(pd.Series([value, None]) ).tolist() == [expected, None]
+
+
+def test_mask_frame_picks_the_mask_by_column():
+    frame = pd.DataFrame({"name": ["张三"], "phone": [PHONE], "id_number": [ID_NO], "x": [1]})
+    out = access.mask_frame(frame, ["name", "phone", "id_number"])
+    assert out.iloc[0].tolist() == ["张*", "138****5678", "4503**********1234", 1]
+    assert frame["phone"].iloc[0] == PHONE  # the input is not changed
+
+
+@pytest.mark.parametrize("text", [
+    "<script>window.__xss=1</script>", '<img src=x onerror="window.__xss=1">',
+    "[click](javascript:alert(1))", "![x](http://evil.example/x.png)", ":red[big] **bold**",
+])
+def test_safe_text_escapes_every_markdown_and_html_meta_character(text):
+    escaped = access.safe_text(text)
+    for ch in "<>[]()!*:":
+        assert ch not in escaped.replace("\\" + ch, "")
+
+
+def test_round_location_snaps_to_about_100_m_cells():
+    lon, lat = access.round_location([110.29123, 110.29177], [25.08049, 25.08051])
+    assert lon.tolist() == [110.2915, 110.2915]
+    assert lat.tolist() == [25.0805, 25.0805]
+
+
+@pytest.mark.parametrize("data, ok", [
+    (b"\xff\xd8\xff\xe0" + b"0" * 100, "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n" + b"0" * 100, "image/png"),
+    (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"),
+    (b"RIFF\x00\x00\x00\x00WAVEfmt ", None),
+    (b"<svg onload=alert(1)>", None),
+    (b"GIF89a", None),
+    (b"\xff\xd8\xff" + b"0" * (5 * 1024 * 1024), None),  # too big
+])
+def test_photos_are_checked_by_magic_bytes_and_size(data, ok):
+    if ok:
+        assert access.check_photo(data) == ok
+    else:
+        with pytest.raises(access.UploadRejectedError):
+            access.check_photo(data)
+
+
+def test_session_timeout():
+    now = pd.Timestamp("2026-03-01 10:00", tz="UTC")
+    assert not access.session_expired(now - pd.Timedelta(minutes=29), now, 30)
+    assert access.session_expired(now - pd.Timedelta(minutes=31), now, 30)
+    assert access.session_expired(None, now, 30)
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TWIN_MAX_FAILED_LOGINS", "3")
+    assert access.setting("max_failed_logins") == 3
+    monkeypatch.setenv("TWIN_MAX_FAILED_LOGINS", "many")
+    with pytest.raises(access.ConfigError, match="TWIN_MAX_FAILED_LOGINS"):
+        access.setting("max_failed_logins")
+
+
+# -- permissions, role by role --------------------------------------------------------------
+
+PAGES = {  # role → pages it may open
+    "admin": {"public", "map", "cases", "kpi", "queries", "layers", "participation", "audit",
+              "users"},
+    "official": {"public", "map", "cases", "kpi", "queries", "participation"},
+    "dispatcher": {"public", "map", "cases", "kpi", "participation"},
+    "grid_worker": {"public", "map", "cases", "participation"},
+    "planner": {"public", "map", "kpi", "queries", "participation"},
+    "data_staff": {"public", "map", "queries", "layers", "participation"},
+    "resident": {"public", "participation"},
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_pages_role_by_role(role):
+    assert set(access.pages_for(USERS[role])) == PAGES[role]
+
+
+def test_the_public_sees_only_the_public_page_and_unknown_permissions_fail():
+    assert access.pages_for(None) == ["public"]
+    assert access.pages_for(ANONYMOUS) == ["public"]
+    with pytest.raises(ValidationError, match="unknown permission"):
+        access.can(USERS["admin"], "page.nowhere")
+    with pytest.raises(PermissionDeniedError, match="only admin"):
+        access.require(USERS["official"], "audit.read")
+    disabled = User("x", "admin", disabled=True)
+    assert not access.can(disabled, "page.audit")
+
+
+# -- personal data through the library, role by role, on both stores ------------------------
+
+
+def _last_audit(store):
+    return store.read_audit().iloc[-1]
+
+
+def test_grid_worker_sees_full_values_of_their_grids_only(twin_store):
+    gw = USERS["grid_worker"]
+    rows = access.read_residents(twin_store, gw, origin="test")
+    assert sorted(rows["resident_id"]) == ["P1", "P2"]
+    assert PHONE in rows["phone"].tolist() and "张三" in rows["name"].tolist()
+    audit = _last_audit(twin_store)
+    assert (audit["actor"], audit["action"], audit["origin"]) == ("gw1", "residents.read", "test")
+    with pytest.raises(PermissionDeniedError, match="not in the grids"):
+        access.read_residents(twin_store, gw, building_code="B3")
+    assert _last_audit(twin_store)["action"] == "residents.denied"
+    other = User("gw2", "grid_worker", grids=("R02",))
+    assert access.read_residents(twin_store, other)["resident_id"].tolist() == ["P3"]
+
+
+def test_grid_worker_bound_to_a_unit_grid_code(twin_store):
+    gw = User("gw9", "grid_worker", grids=("45031100100102",))
+    assert access.read_residents(twin_store, gw)["resident_id"].tolist() == ["P3"]
+
+
+@pytest.mark.parametrize("role", ["admin", "data_staff"])
+def test_admin_and_data_staff_see_every_row_masked(twin_store, role):
+    rows = access.read_residents(twin_store, USERS[role])
+    assert len(rows) == 3
+    first = rows.set_index("resident_id").loc["P1"]
+    assert (first["name"], first["phone"], first["id_number"], first["tags"]) == (
+        "张*", "138****5678", "4503**********1234", "***")
+    assert not rows["phone"].isin([PHONE]).any()
+    assert _last_audit(twin_store)["detail"]  # the view is logged
+
+
+@pytest.mark.parametrize("role", ["official", "dispatcher", "planner"])
+def test_officials_dispatchers_planners_see_counts(twin_store, role):
+    rows = access.read_residents(twin_store, USERS[role])
+    assert list(rows.columns) == ["building_code", "households", "residents"]
+    assert rows.set_index("building_code")["residents"].to_dict() == {"B1": 3, "B2": 2, "B3": 4}
+
+
+def test_a_resident_sees_only_their_own_record(twin_store):
+    rows = access.read_residents(twin_store, USERS["resident"])
+    assert rows["resident_id"].tolist() == ["P3"]
+    assert rows["phone"].tolist() == ["13600005678"]
+
+
+def test_the_public_cannot_read_residents(twin_store):
+    for user in (None, ANONYMOUS):
+        with pytest.raises(PermissionDeniedError):
+            access.read_residents(twin_store, user)
+
+
+@pytest.mark.parametrize("role, phones", [
+    ("admin", ["13900001111", "13900002222"]),
+    ("data_staff", ["13900001111", "13900002222"]),
+    ("official", ["139****1111", "139****2222"]),
+    ("grid_worker", ["139****1111", "139****2222"]),
+    ("resident", ["139****1111", "139****2222"]),
+])
+def test_other_layers_mask_personal_columns(twin_store, role, phones):
+    frame = access.read_layer(twin_store, USERS[role], "grid_cells")
+    assert frame["grid_worker_phone"].tolist() == phones
+
+
+def test_the_public_gets_layers_without_personal_columns(twin_store):
+    frame = access.read_layer(twin_store, None, "grid_cells")
+    assert "grid_worker_phone" not in frame and len(frame) == 2
+
+
+# -- case transitions through access --------------------------------------------------------
+
+
+def test_case_transitions_respect_roles_and_grids_and_are_audited(twin_store, grid_cells):
+    resident = USERS["resident"]
+    lon, lat = grid_cells.geometry.iloc[1].centroid.coords[0]  # in grid 02 (R02)
+    case = access.report_case(twin_store, resident, category=_category(), lon=lon, lat=lat,
+                              description="路灯坏了", source="resident", origin="test")
+    assert _last_audit(twin_store)["action"] == "case.collect"
+    with pytest.raises(PermissionDeniedError):
+        access.transition_case(twin_store, resident, case["id"], "file")
+    dispatcher = USERS["dispatcher"]
+    access.transition_case(twin_store, dispatcher, case["id"], "file")
+    access.transition_case(twin_store, dispatcher, case["id"], "dispatch", assignee="gw2",
+                           department="街道")
+    gw1 = USERS["grid_worker"]
+    cells = twin_store.read_layer("grid_cells")
+    with pytest.raises(PermissionDeniedError, match="own grids"):
+        access.transition_case(twin_store, gw1, case["id"], "handle", grid_cells=cells)
+    assert _last_audit(twin_store)["action"] == "case.denied"
+    gw2 = User("gw2", "grid_worker", grids=("R02",))
+    done = access.transition_case(twin_store, gw2, case["id"], "handle", grid_cells=cells)
+    assert done["status"] == "handling"
+    actions = twin_store.read_audit()["action"].tolist()
+    assert ["case.file", "case.dispatch", "case.handle"] == [
+        a for a in actions if a in ("case.file", "case.dispatch", "case.handle")]
+    # the reporter is personal data: visible to case handlers, hidden from planners
+    stored = twin_store.get_case(case["id"])
+    assert access.case_for_role(stored, dispatcher)["data"]["reporter"]["username"] == "res"
+    assert access.case_for_role(stored, USERS["planner"])["data"]["reporter"] == "***"
+
+
+def _category() -> str:
+    from twin.cases import load_categories
+
+    return str(load_categories().index[0])
+
+
+# -- users, login, lockout ------------------------------------------------------------------
+
+
+def test_users_and_passwords(store):
+    user = access.create_user(store, "gw1", "correct horse", "grid_worker", grids=["R01"],
+                              actor="adm")
+    assert user.grids == ("R01",)
+    row = store.read_rows(access.USERS, username="gw1").iloc[0]
+    assert row["password_hash"].startswith("$argon2id$")
+    assert "correct horse" not in store.read_audit().to_string()
+    assert access.authenticate(store, "gw1", "correct horse").role == "grid_worker"
+    with pytest.raises(DuplicateIdError):
+        access.create_user(store, "gw1", "another one", "admin")
+    with pytest.raises(ValidationError, match="at least"):
+        access.create_user(store, "x1", "short", "admin")
+    with pytest.raises(ValidationError, match="unknown role"):
+        access.create_user(store, "x2", "long enough", "superuser")
+    with pytest.raises(ValidationError, match="needs --grids"):
+        access.create_user(store, "x3", "long enough", "grid_worker")
+    with pytest.raises(ValidationError, match="username"):
+        access.create_user(store, "a b'; DROP TABLE twin_users; --", "long enough", "admin")
+    access.update_user(store, "gw1", disabled=True)
+    with pytest.raises(access.LoginError):
+        access.authenticate(store, "gw1", "correct horse")
+    assert "password_hash" not in access.list_users(store)
+
+
+def test_lockout_is_stored_and_survives_a_restart(store_factory, monkeypatch):
+    monkeypatch.setenv("TWIN_MAX_FAILED_LOGINS", "3")
+    first, again = store_factory
+    access.create_user(first, "off", "right password", "official")
+    for _ in range(2):
+        with pytest.raises(access.LoginError) as info:
+            access.authenticate(first, "off", "wrong password")
+        assert not isinstance(info.value, access.AccountLockedError)
+    with pytest.raises(access.AccountLockedError):
+        access.authenticate(first, "off", "wrong password")
+    restarted = again()  # a new process would open the store like this
+    with pytest.raises(access.AccountLockedError, match="locked"):
+        access.authenticate(restarted, "off", "right password")
+    access.update_user(restarted, "off", unlock=True, actor="adm")
+    assert access.authenticate(restarted, "off", "right password").username == "off"
+    actions = restarted.read_audit()["action"].tolist()
+    assert actions.count("login.failed") == 3 and "login.locked" in actions
+
+
+def test_unknown_users_fail_like_wrong_passwords(store):
+    with pytest.raises(access.LoginError, match="wrong username or password"):
+        access.authenticate(store, "nobody", "whatever1")
+
+
+# -- the audit chain -------------------------------------------------------------------------
+
+
+def _tamper(store, seq: int) -> None:
+    if store.url.startswith("postgresql"):
+        import sqlalchemy as sa
+
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE twin_audit SET target = 'residents:nobody' "
+                                 "WHERE seq = :s"), {"s": seq})
+    else:
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("UPDATE twin_audit SET target = 'residents:nobody' WHERE seq = ?",
+                         (seq,))
+
+
+def test_tampering_with_one_audit_row_is_detected(twin_store):
+    for role in ("admin", "grid_worker", "official"):
+        access.read_residents(twin_store, USERS[role])
+    check = access.verify_audit_chain(twin_store)
+    assert check.ok and check.rows == 2  # counts are not personal data: not logged
+    exported = access.export_audit_csv(twin_store, USERS["admin"])
+    assert access.verify_audit_csv(exported).ok
+    tampered = exported.decode("utf-8-sig").replace("gw1", "gw9", 1)
+    assert access.verify_audit_csv(tampered).first_bad_seq == 2
+    _tamper(twin_store, 2)
+    check = access.verify_audit_chain(twin_store)
+    assert (check.ok, check.first_bad_seq) == (False, 2)
+
+
+def test_only_admins_read_and_export_the_audit_log(twin_store):
+    access.read_residents(twin_store, USERS["admin"])
+    for role in ROLES:
+        if role == "admin":
+            assert len(access.read_audit(twin_store, USERS[role], action="residents")) == 1
+        else:
+            with pytest.raises(PermissionDeniedError):
+                access.export_audit_csv(twin_store, USERS[role])
+
+
+# -- retention and a resident's own data -----------------------------------------------------
+
+
+def test_retention_anonymises_old_reporters_and_a_resident_exports_their_data(twin_store,
+                                                                              grid_cells):
+    from twin import cases
+
+    resident = USERS["resident"]
+    lon, lat = grid_cells.geometry.iloc[1].centroid.coords[0]
+    at = pd.Timestamp("2025-03-03 09:00", tz="Asia/Shanghai")
+    now = pd.Timestamp("2026-06-01", tz="UTC")
+    case = access.report_case(twin_store, resident, category=_category(), lon=lon, lat=lat,
+                              description="井盖松动", source="resident", at=at,
+                              reporter={"name": "李四", "phone": "13600005678"})
+    exported = access.export_own_data(twin_store, resident)
+    assert exported["resident"][0]["resident_id"] == "P3"
+    assert [c["id"] for c in exported["reported_cases"]] == [case["id"]]
+    for i, action in enumerate(("file", "dispatch", "handle", "feedback", "check", "close")):
+        step_role = {"handle": "official", "feedback": "official", "check": "admin"}.get(
+            action, "dispatcher")
+        cases.transition(twin_store, case["id"], action, actor="x", role=step_role,
+                         at=at + pd.Timedelta(hours=1 + i))
+    report = access.apply_retention(twin_store, days=365, now=now, dry_run=True)
+    assert report.cases_anonymised == 1
+    assert _data(twin_store, case["id"])["reporter"]["phone"] == "13600005678"
+    assert access.apply_retention(twin_store, days=800, now=now).cases_anonymised == 0
+    access.apply_retention(twin_store, days=365, now=now)
+    data = _data(twin_store, case["id"])
+    assert data["reporter"] == {"anonymised": True}
+    assert access.verify_audit_chain(twin_store).ok
+    assert access.apply_retention(twin_store, days=365, now=now).cases_anonymised == 0
+
+
+def _data(store, case_id):
+    data = store.get_case(case_id)["data"]
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def test_only_residents_export_their_own_data(twin_store):
+    with pytest.raises(PermissionDeniedError):
+        access.export_own_data(twin_store, USERS["admin"])
+
+
+def test_secrets_come_from_the_environment_or_a_secrets_file(monkeypatch):
+    monkeypatch.delenv("TWIN_OIDC_SECRET", raising=False)
+    assert access.secret("oidc_secret", {"oidc_secret": "s3"}) == "s3"
+    monkeypatch.setenv("TWIN_OIDC_SECRET", "env")
+    assert access.secret("oidc_secret", {"oidc_secret": "s3"}) == "env"
+    assert access.secret("nothing") is None
+
+
+def test_buildings_in_scope_is_vectorised(buildings):
+    b = gpd.GeoDataFrame(buildings.assign(resp_grid_id=["R01", "R02", None]))
+    mask = access.buildings_in_scope(User("g", "grid_worker", grids=("R02",)), b)
+    assert mask.tolist() == [False, True, False]
