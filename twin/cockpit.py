@@ -214,8 +214,9 @@ def cases_at(cases: pd.DataFrame, at: Any = None) -> pd.DataFrame:
         warn = table["id"].map(timers).eq("warning").to_numpy() & (state == "open")
         state[warn] = "warning"
     table["state"] = state
-    table["filed_at"] = table["filed_at"].fillna(
-        requested.loc[table.index].where(table["status"] != "collected"))
+    filed = pd.to_datetime(table["filed_at"], utc=True)
+    fallback = requested.loc[table.index].where(table["status"] != "collected")
+    table["filed_at"] = filed.fillna(fallback.astype(filed.dtype))
     return table
 
 
