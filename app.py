@@ -41,23 +41,23 @@ def pages_of(user) -> dict[str, list[st.Page]]:
     sections = {
         t("nav.section.cockpit", LANG): [
             access.can(user, "page.map") and role != "grid_worker"
-            and page("ui/cockpit_page.py", t("nav.cockpit", LANG), "🖥️", "cockpit"),
-            role == "grid_worker" and page("ui/my_grid_page.py", t("nav.my_grid", LANG), "📍",
+            and page("ui/cockpit_page.py", t("nav.cockpit", LANG), ":material/dashboard:", "cockpit"),
+            role == "grid_worker" and page("ui/my_grid_page.py", t("nav.my_grid", LANG), ":material/location_on:",
                                            "my-grid"),
             access.can(user, "page.cases") and page("ui/cases_page.py", t("nav.cases", LANG),
-                                                   "📋", "cases"),
+                                                   ":material/assignment:", "cases"),
             access.can(user, "page.queries") and page("ui/analysis_page.py",
-                                                     t("nav.analysis", LANG), "📊", "analysis"),
+                                                     t("nav.analysis", LANG), ":material/analytics:", "analysis"),
             access.can(user, "page.layers") and page("ui/layers_page.py", t("nav.layers", LANG),
-                                                    "🗂️", "layers"),
+                                                    ":material/layers:", "layers"),
         ],
         t("nav.section.community", LANG): [
             access.can(user, "page.participation") and page(
-                "ui/participation_page.py", t("nav.participation", LANG), "🗳️", "participation"),
+                "ui/participation_page.py", t("nav.participation", LANG), ":material/how_to_vote:", "participation"),
             access.can(user, "page.public") and page("ui/public_page.py", t("nav.public", LANG),
-                                                    "📢", "public"),
+                                                    ":material/campaign:", "public"),
             access.can(user, "page.audit") and page("ui/audit_page.py", t("nav.audit", LANG),
-                                                   "🔏", "audit"),
+                                                   ":material/verified_user:", "audit"),
         ],
     }
     return {name: [p for p in entries if p] for name, entries in sections.items()
