@@ -1116,7 +1116,7 @@ def _residents(
 # ---------------------------------------------------------------------------------------------
 # Cases and events at located points (benchmarks and tests)
 
-CASE_STATUSES = ("filed", "dispatched", "handling", "feedback", "checking", "closed", "cancelled")
+CASE_STATUSES = ("filed", "dispatched", "handling", "fed_back", "checked", "closed", "cancelled")
 CASE_STATUS_P = (0.06, 0.08, 0.12, 0.05, 0.04, 0.62, 0.03)
 CATEGORIES = (  # family, minor-class code, name, handling limit in hours
     ("component", "0101", "上水井盖破损", 4),
