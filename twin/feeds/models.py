@@ -137,6 +137,7 @@ class Decoded:
     dead: pd.DataFrame
     readings: pd.DataFrame  # event_id, source_id, observed_at, property, value, lon, lat
     alerts: pd.DataFrame    # event_id, camera_id, observed_at, kind, confidence
+    duplicates: int = 0     # repeated ids inside the batch, kept once
 
 
 def _text(raw: bytes) -> str:
@@ -182,8 +183,11 @@ def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
             (readings if kind == "obs" else alerts).append(extra)
     events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=[c.name for c in EVENTS.columns])
+    repeated = 0
     if len(events):
+        before = len(events)
         events = events.drop_duplicates("id").reset_index(drop=True)
+        repeated = before - len(events)
     return Decoded(
         events=events,
         dead=pd.DataFrame(dead, columns=["id", "received_at", "topic", "reason", "detail",
@@ -191,6 +195,7 @@ def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
         readings=_concat(readings, ["event_id", "source_id", "observed_at", "property", "value",
                                     "lon", "lat"]),
         alerts=_concat(alerts, ["event_id", "camera_id", "observed_at", "kind", "confidence"]),
+        duplicates=repeated,
     )
 
 

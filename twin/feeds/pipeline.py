@@ -117,11 +117,11 @@ class Pipeline:
         events = decoded.events
         fresh = ~events["id"].isin(self._seen) if len(events) else []
         new = events[fresh] if len(events) else events
-        self.counters.duplicates += len(events) - len(new)
+        self.counters.duplicates += len(events) - len(new) + decoded.duplicates
         if len(decoded.dead):
             self.store.put_rows(DEAD_LETTERS, decoded.dead)
         stored = self.store.append_events(new) if len(new) else 0
-        self.counters.events += len(events)
+        self.counters.events += len(events) + decoded.duplicates
         self.counters.stored += stored
         self.counters.duplicates += len(new) - stored
         self.counters.dead_letters += len(decoded.dead)

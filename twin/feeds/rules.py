@@ -193,7 +193,11 @@ class RuleEngine:
         # start of the current run of true conditions per (rule, source): vectorised
         breaks = (~conds["active"]).astype(int).groupby(group).cumsum()
         start = conds["at"].where(conds["active"]).groupby([*group, breaks]).transform("min")
-        last = conds.assign(run_start=start, breaks=breaks).groupby(group, sort=False).tail(1)
+        # and the start of the current run of false conditions (when an alarm cleared)
+        runs = conds["active"].astype(int).groupby(group).cumsum()
+        cleared = conds["at"].where(~conds["active"]).groupby([*group, runs]).transform("min")
+        last = conds.assign(run_start=start, breaks=breaks, cleared=cleared).groupby(
+            group, sort=False).tail(1)
         changed = []
         for row in last.itertuples(index=False):  # one row per (rule, source) in the batch
             key = (row.rule_id, row.source_id)
@@ -203,12 +207,18 @@ class RuleEngine:
                 self.since[key] = since
                 duration = pd.Timedelta(seconds=float(self.rules.at[row.rule_id, "duration_s"]))
                 if key not in self.open and row.at - since >= duration:
-                    changed.append(self._open(row, since, now))
+                    changed.append(self._open(row, since, since + duration, now))
             else:
                 self.since.pop(key, None)
                 alarm = self.open.pop(key, None)
                 if alarm is not None:
-                    alarm = {**alarm, "status": "resolved", "resolved_at": row.at,
+                    # as stored now: people may have acknowledged it meanwhile
+                    stored = self.store.read_rows(ALARMS, id=alarm["id"])
+                    if len(stored):
+                        alarm = stored.iloc[0].to_dict()
+                    if alarm["status"] not in ACTIVE:
+                        continue
+                    alarm = {**alarm, "status": "resolved", "resolved_at": row.cleared,
                              "updated_at": now}
                     self.resolved += 1
                     changed.append(alarm)
@@ -227,14 +237,16 @@ class RuleEngine:
                     alarm["case_id"] = case_id
         return frame
 
-    def _open(self, row, since: pd.Timestamp, now: pd.Timestamp) -> dict[str, Any]:
+    def _open(self, row, since: pd.Timestamp, opened: pd.Timestamp,
+              now: pd.Timestamp) -> dict[str, Any]:
+        """A new alarm; it opened when the condition had held for the rule's duration."""
         rule = self.rules.loc[row.rule_id]
         where = self._where(row.source_id, row.source_kind)
         alarm = {
             "id": f"{row.rule_id}/{row.source_id}/{pd.Timestamp(since):%Y%m%dT%H%M%S}",
             "rule_id": row.rule_id, "source_id": row.source_id,
             "source_kind": row.source_kind, "status": "open", "severity": rule["severity"],
-            "opened_at": row.at, "updated_at": now, "resolved_at": None,
+            "opened_at": opened, "updated_at": now, "resolved_at": None,
             "property": row.property, "value": row.value, **where, "case_id": None,
             "data": {"name_zh": rule["name_zh"], "name_en": rule["name_en"],
                      "op": rule["op"], "threshold": None if pd.isna(rule["threshold"])

@@ -37,15 +37,16 @@ class LiveState:
         """
         if readings.empty:
             return readings
+        keys = pd.MultiIndex.from_frame(readings[["source_id", "property"]])
+        before = self.latest["observed_at"].reindex(keys).to_numpy()
         fresh = readings.sort_values("observed_at").drop_duplicates(
             ["source_id", "property"], keep="last").set_index(["source_id", "property"])
         fresh = fresh[["value", "observed_at"]].astype({"observed_at": "datetime64[us, UTC]"})
         both = pd.concat([self.latest, fresh])
         both = both.sort_values("observed_at", kind="stable")
         self.latest = both[~both.index.duplicated(keep="last")].sort_index()
-        known = self.latest["observed_at"].reindex(
-            pd.MultiIndex.from_frame(readings[["source_id", "property"]]))
-        return readings[readings["observed_at"].to_numpy() >= known.to_numpy()]
+        newer = pd.isna(before) | (readings["observed_at"].to_numpy() > before)
+        return readings[newer]
 
     def value(self, sensor_id: str, prop: str) -> float | None:
         try:

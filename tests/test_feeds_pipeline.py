@@ -1,0 +1,235 @@
+"""The feed pipeline on a recorded feed, on both stores: decode, dead letters, state, rules, alarms."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+from shapely.geometry import Point, box
+
+from tests.conftest import LAT, LON
+from twin.errors import StoreUnavailableError, ValidationError
+from twin.feeds.models import Message, Registry, decode_batch
+from twin.feeds.pipeline import Pipeline
+from twin.feeds.rules import RuleEngine, load_rules, set_alarm_status
+from twin.feeds.simulator import Simulator
+from twin.feeds.sources import ReplaySource
+from twin.schema import ALARMS, DEAD_LETTERS
+
+SAMPLE = Path(__file__).parent / "data" / "feeds" / "sample.jsonl"
+GOOD_IDS = {f"air-{m}" for m in range(30)} | {"smk-1", "smk-2", "p1-1", "p2-1", "cam-1", "rep-1"}
+BAD = {"malformed_json": 1, "unknown_sensor": 1, "bad_time": 2, "out_of_range": 1,
+       "unknown_property": 1, "bad_message": 1}
+
+
+def feed_layers(grid_cells: gpd.GeoDataFrame) -> dict[str, gpd.GeoDataFrame]:
+    """Sensors, a camera, a lot and a community around the conftest grid cells."""
+    sensors = gpd.GeoDataFrame(
+        {"sensor_id": ["S-AIR1", "S-SMK1", "S-P1", "S-P2"],
+         "kind": ["air", "smoke", "parking", "parking"],
+         "ref_lot": [None, None, "P1", "P1"], "ref_building": [None, "B1", None, None],
+         "report_interval_s": [60, 3600, 60, 60]},
+        geometry=[Point(LON + 0.0003, LAT + 0.0002), Point(LON + 0.00015, LAT + 0.00045),
+                  Point(LON + 0.0012, LAT + 0.0002), Point(LON + 0.0013, LAT + 0.0002)],
+        crs=4326,
+    )
+    cameras = gpd.GeoDataFrame(
+        {"camera_id": ["C1"], "heading_deg": [90.0], "fov_deg": [60.0], "range_m": [40.0]},
+        geometry=[Point(LON + 0.0002, LAT + 0.0002)], crs=4326,
+    )
+    parking = gpd.GeoDataFrame(
+        {"lot_id": ["P1"], "kind": ["surface"], "total_spaces": [2]},
+        geometry=[box(LON + 0.0011, LAT + 0.0001, LON + 0.0015, LAT + 0.0003)], crs=4326,
+    )
+    community = gpd.GeoDataFrame({"name": ["社区"]}, geometry=[grid_cells.union_all()], crs=4326)
+    return {"sensors": sensors, "cameras": cameras, "parking": parking,
+            "grid_cells": grid_cells, "community": community}
+
+
+@pytest.fixture
+def layers_(grid_cells):
+    return feed_layers(grid_cells)
+
+
+def _no_case(alarm):
+    return None
+
+
+def run_replay(store, layers_, *, rules=True, on_case=_no_case, **options) -> Pipeline:
+    registry = Registry.from_layers(layers_)
+    engine = RuleEngine(store, load_rules(), registry, layers=layers_,
+                        on_case=on_case) if rules else None
+    pipeline = Pipeline(store, registry, rules=engine, **options)
+    pipeline.run(ReplaySource(SAMPLE), max_batch=7)
+    return pipeline
+
+
+def test_the_recorded_feed_is_stored_once_with_every_bad_message_dead_lettered(store, layers_):
+    pipeline = run_replay(store, layers_)
+    events = store.read_events()
+    assert set(events["id"]) == GOOD_IDS and len(events) == len(GOOD_IDS)
+    dead = store.read_rows(DEAD_LETTERS)
+    assert dead["reason"].value_counts().to_dict() == BAD
+    assert dead.loc[dead["reason"] == "malformed_json", "payload"].iloc[0].startswith('{"id": "bad-json"')
+    c = pipeline.counters
+    assert (c.received, c.stored, c.duplicates, c.dead_letters, c.acknowledged) == (43, 36, 1, 7, 43)
+    assert c.reasons == BAD
+    # enrichment: grid, building (declared), lot, covering camera
+    by_id = events.set_index("id")
+    assert by_id.loc["air-0", "grid_code"] == "45031100100101"
+    assert by_id.loc["smk-1", "building_code"] == "B1"
+    assert by_id.loc["p1-1", ["lot_id", "grid_code"]].tolist() == ["P1", "45031100100102"]
+    assert json.loads(by_id.loc["air-0", "payload"])["cameras"] == ["C1"]
+    assert by_id.loc["rep-1", ["kind", "source_id", "grid_code"]].tolist() == [
+        "report", "resident", "45031100100101"]
+    # replaying it again stores nothing new
+    again = run_replay(store, layers_, rules=False)
+    assert again.counters.stored == 0 and len(store.read_events()) == len(GOOD_IDS)
+    assert len(store.read_rows(DEAD_LETTERS)) == len(dead)
+
+
+def test_live_state_keeps_the_latest_value_and_lot_occupancy(store, layers_):
+    pipeline = run_replay(store, layers_, rules=False)
+    assert pipeline.state.value("S-AIR1", "pm25") == 40.0
+    assert pipeline.state.value("S-SMK1", "smoke") == 0.0
+    occupancy = pipeline.state.lot_occupancy()
+    assert occupancy.loc["P1"].to_dict() == {"monitored": 2, "occupied": 2.0, "share": 1.0}
+    now = pd.Timestamp("2026-03-02T00:31Z")
+    status = pipeline.state.sensors_status(now)
+    assert status["online"].to_dict() == {"S-AIR1": True, "S-SMK1": True, "S-P1": False,
+                                          "S-P2": False}
+    grids = pipeline.state.grid_summary(now)
+    assert grids.loc["45031100100101", ["sensors", "online", "mean_pm25"]].tolist() == [2, 2, 40.0]
+
+
+def test_rules_open_and_auto_resolve_alarms(store, layers_):
+    promoted = []
+    run_replay(store, layers_, on_case=lambda alarm: promoted.append(alarm["id"]) or None)
+    alarms = store.read_rows(ALARMS).set_index("rule_id")
+    # PM2.5 > 75 from 08:05; the alarm opens after 15 minutes and resolves at 08:25
+    pm = alarms.loc["pm25_high"]
+    assert pm["opened_at"] == pd.Timestamp("2026-03-02T00:20Z")
+    assert pm["status"] == "resolved" and pm["resolved_at"] == pd.Timestamp("2026-03-02T00:25Z")
+    assert pm["grid_code"] == "45031100100101"
+    smoke = alarms.loc["smoke"]
+    assert smoke["status"] == "resolved" and smoke["building_code"] == "B1"
+    assert alarms.loc["lot_full", "source_id"] == "P1"
+    assert alarms.loc["camera_garbage", "source_kind"] == "camera"
+    assert "manhole_open" not in alarms.index
+    assert sorted(promoted) == ["smoke/S-SMK1/20260302T000300"]  # auto_case rules only
+
+
+def test_one_open_alarm_per_source_and_rule_across_restarts(store, layers_):
+    registry = Registry.from_layers(layers_)
+    rules = load_rules()
+    msgs = lambda *vals: [Message("g/c/obs", json.dumps(  # noqa: E731
+        {"id": f"m{i}", "sensor_id": "S-SMK1", "observed_at": f"2026-03-02T08:0{i}:00+08:00",
+         "values": {"smoke": v}}).encode(), pd.Timestamp.now(tz="UTC")) for i, v in vals]
+    source = ReplaySource.__new__(ReplaySource)
+    source.acked = 0
+    p1 = Pipeline(store, registry, rules=RuleEngine(store, rules, registry, on_case=lambda a: None))
+    p1.process(source, msgs((1, 1), (2, 1)))
+    p2 = Pipeline(store, registry, rules=RuleEngine(store, rules, registry, on_case=lambda a: None))
+    p2.process(source, msgs((3, 1)))
+    assert store.read_rows(ALARMS, rule_id="smoke")["status"].tolist() == ["open"]
+    alarm_id = store.read_rows(ALARMS, rule_id="smoke")["id"].iloc[0]
+    set_alarm_status(store, alarm_id, "acknowledged", actor="值班长")
+    with pytest.raises(ValidationError, match="may move to"):
+        set_alarm_status(store, alarm_id, "open", actor="值班长")
+    p2.process(source, msgs((4, 0)))
+    got = store.read_rows(ALARMS, id=alarm_id).iloc[0]
+    assert got["status"] == "resolved"
+    assert [h["to"] for h in json.loads(got["data"])["history"]] == ["acknowledged"]
+
+
+def test_a_smoke_alarm_becomes_a_sensor_case(store, layers_):
+    run_replay(store, layers_, on_case=None)
+    alarm = store.read_rows(ALARMS, rule_id="smoke").iloc[0]
+    assert alarm["case_id"] is not None
+    case = store.get_case(alarm["case_id"])
+    assert case["source"] == "sensor" and case["service_code"] == "P0150"
+
+
+class FlakyStore:
+    """A store whose writes fail while ``down`` is set (the database went away)."""
+
+    def __init__(self, store) -> None:
+        self.store, self.down, self.failures = store, threading.Event(), 0
+
+    def append_events(self, events):
+        if self.down.is_set():
+            self.failures += 1
+            raise StoreUnavailableError("store down (test)")
+        return self.store.append_events(events)
+
+    def put_rows(self, *args, **kwargs):
+        if self.down.is_set():
+            raise StoreUnavailableError("store down (test)")
+        return self.store.put_rows(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_an_unavailable_store_buffers_on_disk_and_loses_nothing(store, layers_, tmp_path):
+    flaky = FlakyStore(store)
+    flaky.down.set()
+    registry = Registry.from_layers(layers_)
+    pipeline = Pipeline(flaky, registry, buffer_dir=tmp_path / "buffer")
+    source = ReplaySource(SAMPLE)
+    pipeline.process(source, source.fetch(20, 0))
+    assert len(pipeline.buffer) == 1 and source.acked == 20  # safe on disk, acknowledged
+    assert len(store.read_events()) == 0
+    flaky.down.clear()
+    pipeline.run(source, max_batch=7)
+    assert len(pipeline.buffer) == 0
+    assert set(store.read_events()["id"]) == GOOD_IDS
+
+
+def test_a_full_buffer_stops_acknowledging_until_the_store_is_back(store, layers_, tmp_path):
+    flaky = FlakyStore(store)
+    flaky.down.set()
+    pipeline = Pipeline(flaky, Registry.from_layers(layers_), buffer_dir=tmp_path / "b",
+                        buffer_bytes=10, retry_s=0.01)
+    source = ReplaySource(SAMPLE)
+    stop = threading.Event()
+    batch = source.fetch(5, 0)
+
+    def restore_after_failures():
+        while flaky.failures < 3:
+            stop.wait(0.01)
+        flaky.down.clear()
+
+    helper = threading.Thread(target=restore_after_failures)
+    helper.start()
+    assert pipeline.process(source, batch, stop)
+    helper.join()
+    assert flaky.failures >= 3 and len(pipeline.buffer) == 0
+    assert source.acked == 5 and len(store.read_events()) == 5
+
+
+def test_the_simulator_is_deterministic_and_follows_the_day(layers_):
+    registry = Registry.from_layers(layers_)
+    sim = Simulator(registry.sensors, registry.cameras, seed=7)
+    t0 = pd.Timestamp("2026-03-02T00:00Z")
+    whole = sim.messages(t0, t0 + pd.Timedelta(hours=2))
+    halves = sim.messages(t0, t0 + pd.Timedelta(hours=1)) + sim.messages(
+        t0 + pd.Timedelta(hours=1), t0 + pd.Timedelta(hours=2))
+    assert [m.payload for m in whole] == [m.payload for m in halves]
+    assert [m.payload for m in whole] != [m.payload for m in Simulator(
+        registry.sensors, registry.cameras, seed=8).messages(t0, t0 + pd.Timedelta(hours=2))]
+    decoded = decode_batch(whole, registry)
+    assert decoded.dead.empty and len(decoded.events) == len(whole)
+    # a residential lot is fuller at 02:00 than at 13:00 local time, on average over a day
+    day = decode_batch(sim.messages(t0 - pd.Timedelta(hours=8), t0 + pd.Timedelta(hours=16)),
+                       registry).readings
+    occ = day[day["property"] == "occupied"]
+    hour = occ["observed_at"].dt.tz_convert("Asia/Shanghai").dt.hour
+    assert occ.loc[hour.between(0, 4), "value"].mean() > occ.loc[hour.between(11, 15), "value"].mean() + 0.3
+    pm = day[day["property"] == "pm25"]
+    ph = pm["observed_at"].dt.tz_convert("Asia/Shanghai").dt.hour
+    assert pm.loc[ph.isin([8, 18]), "value"].median() > pm.loc[ph.isin([2, 3, 13]), "value"].median()
