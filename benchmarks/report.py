@@ -227,14 +227,24 @@ def write(results: dict, doc: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.report RESULTS.json [DOC]``: rewrite the doc from saved figures."""
-    import json
-    import sys
+    """``python -m benchmarks.report RESULTS.json [MORE.json …] [--doc FILE]``: rewrite the doc.
 
-    argv = sys.argv[1:] if argv is None else argv
-    results = json.loads(Path(argv[0]).read_text())
-    write(results, Path(argv[1]) if len(argv) > 1 else
-          Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md")
+    Several result files (runs of different measurements) are merged into one report.
+    """
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.report")
+    p.add_argument("results", nargs="+", type=Path)
+    p.add_argument("--doc", type=Path,
+                   default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md")
+    args = p.parse_args(argv)
+    runs = [json.loads(r.read_text()) for r in args.results]
+    merged = dict(runs[0])
+    merged["figures"] = [f for r in runs for f in r["figures"]]
+    merged["total_s"] = round(sum(r.get("total_s") or 0 for r in runs), 1)
+    merged["quick"] = any(r.get("quick") for r in runs)
+    write(merged, args.doc)
     return 0
 
 
