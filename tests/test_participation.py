@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.test_access import USERS, twin_store  # noqa: F401  (fixture)
+from tests.test_access import USERS, cheap_hashes, twin_store  # noqa: F401  (fixtures)
 from twin import participation as part
 from twin.access import User
 from twin.errors import DuplicateIdError, PermissionDeniedError, ValidationError

@@ -40,6 +40,8 @@ ACCESS_SETTINGS: dict[str, tuple[type, Any, str]] = {
     "retention_days": (int, 365 * 3, "Days personal data of finished business are kept."),
     "public_round_deg": (float, 0.001, "Grid step (degrees, ~100 m) of locations shown publicly."),
     "upload_max_bytes": (int, 5 * 1024 * 1024, "Largest photo a user may upload (bytes)."),
+    "argon2_time_cost": (int, 3, "argon2id passes (RFC 9106 low-memory profile: 3)."),
+    "argon2_memory_kib": (int, 65536, "argon2id memory in KiB (RFC 9106 low-memory: 64 MiB)."),
 }
 
 
@@ -342,7 +344,9 @@ class AccountLockedError(LoginError):
 def _hasher():
     from argon2 import PasswordHasher
 
-    return PasswordHasher()
+    # a hash made with other parameters still verifies; it is re-hashed at the next login
+    return PasswordHasher(time_cost=setting("argon2_time_cost"),
+                          memory_cost=setting("argon2_memory_kib"))
 
 
 MIN_PASSWORD_LENGTH = 8
@@ -1090,3 +1094,53 @@ __all__ = [
     "safe_text",
     "verify_audit_chain",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Demo users (documented in docs/trust.md; never use these passwords outside the demo)
+
+#: username → (role, password) of the demo: one user per role.
+DEMO_USERS: dict[str, tuple[str, str]] = {
+    "admin": ("admin", "admin-demo"),
+    "official": ("official", "official-demo"),
+    "dispatcher": ("dispatcher", "dispatcher-demo"),
+    "gridworker": ("grid_worker", "gridworker-demo"),
+    "planner": ("planner", "planner-demo"),
+    "datastaff": ("data_staff", "datastaff-demo"),
+    "resident": ("resident", "resident-demo"),
+}
+
+
+def create_demo_users(store, *, actor: str = "make_demo", origin: str = "") -> list[User]:
+    """Create (or reset) one user per role with the documented demo passwords.
+
+    The grid worker gets the first responsibility grid of the stored grid cells (and that
+    grid's worker name); the resident is the first resident living in a building of that grid.
+    """
+    cells = _layer_or_empty(store, "grid_cells")
+    grid = display = None
+    if not cells.empty:
+        first = cells.sort_values("grid_code").iloc[0]
+        grid, display = str(first["resp_grid_id"]), first.get("grid_worker")
+    resident_id = building = None
+    residents = _layer_or_empty(store, "residents")
+    buildings = _layer_or_empty(store, "buildings")
+    if not residents.empty:
+        candidates = residents
+        if grid is not None and not buildings.empty and "resp_grid_id" in buildings:
+            mine = buildings.loc[buildings["resp_grid_id"] == grid, "building_code"]
+            inside = residents.loc[residents["building_code"].isin(set(mine))]
+            candidates = inside if not inside.empty else residents
+        row = candidates.sort_values("resident_id").iloc[0]
+        resident_id, building = str(row["resident_id"]), str(row["building_code"])
+    users = []
+    for username, (role, password) in DEMO_USERS.items():
+        extra: dict[str, Any] = {}
+        if role == "grid_worker":
+            extra = {"grids": [grid or "R01"],
+                     "display_name": str(display) if display and not pd.isna(display) else ""}
+        if role == "resident":
+            extra = {"resident_id": resident_id or "demo-resident", "building_code": building}
+        users.append(create_user(store, username, password, role, actor=actor, origin=origin,
+                                 replace_existing=True, **extra))
+    return users

@@ -1,0 +1,81 @@
+"""scripts/users.py: create, list, disable, passwords, roles, grids and demo users on both stores."""
+
+from __future__ import annotations
+
+import pytest
+
+from scripts.users import main
+from tests.services import POSTGIS_URL
+from twin import access
+
+
+@pytest.fixture(autouse=True)
+def cheap_hashes(monkeypatch):
+    """Lighter argon2 parameters in tests (production keeps RFC 9106's: see docs/trust.md)."""
+    monkeypatch.setenv("TWIN_ARGON2_TIME_COST", "1")
+    monkeypatch.setenv("TWIN_ARGON2_MEMORY_KIB", "1024")
+
+
+def url(store) -> str:
+    schema = getattr(store, "schema", None)
+    return f"{POSTGIS_URL}?schema={schema}" if schema else str(store.url)
+
+
+def run(store, *args, capsys=None):
+    code = main(["--store", url(store), *args])
+    return code
+
+
+def test_demo_creates_one_user_per_role_with_the_documented_passwords(store, capsys):
+    assert run(store, "--demo") == 0
+    out = capsys.readouterr().out
+    for username, (role, password) in access.DEMO_USERS.items():
+        assert f"password {password}" in out
+        assert access.authenticate(store, username, password).role == role
+    assert run(store, "--demo") == 0  # again: reset, not a duplicate error
+    assert sorted(access.list_users(store)["role"]) == sorted(
+        r for r, _ in access.DEMO_USERS.values())
+
+
+def test_create_list_and_change_users(store, capsys, monkeypatch):
+    monkeypatch.setenv("TWIN_NEW_PASSWORD", "first password")
+    assert run(store, "create", "wang", "--role", "grid_worker", "--grids", "R01, R02",
+               "--name", "王芳") == 0
+    assert access.get_user(store, "wang").grids == ("R01", "R02")
+    assert run(store, "list") == 0
+    listed = capsys.readouterr().out
+    assert "wang" in listed and "argon2" not in listed and "first password" not in listed
+    assert run(store, "set-role", "wang", "dispatcher") == 0
+    assert run(store, "set-grids", "wang", "R03") == 0
+    monkeypatch.setenv("TWIN_NEW_PASSWORD", "second password")
+    assert run(store, "set-password", "wang") == 0
+    user = access.authenticate(store, "wang", "second password")
+    assert (user.role, user.grids) == ("dispatcher", ("R03",))
+    assert run(store, "disable", "wang") == 0
+    with pytest.raises(access.LoginError):
+        access.authenticate(store, "wang", "second password")
+    assert run(store, "enable", "wang") == 0
+    assert run(store, "unlock", "wang") == 0
+    assert access.authenticate(store, "wang", "second password").username == "wang"
+    actions = store.read_audit()["action"].tolist()
+    assert actions.count("user.update") == 6 and "user.create" in actions
+    assert "second password" not in store.read_audit().to_string()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["create", "x1", "--role", "king"], "unknown role"),
+    (["create", "x2", "--role", "grid_worker"], "needs --grids"),
+    (["set-role", "nobody", "admin"], "no user"),
+    (["create", "bad name", "--role", "admin"], "username"),
+])
+def test_refusals_are_one_line_and_exit_2(store, capsys, monkeypatch, args, message):
+    monkeypatch.setenv("TWIN_NEW_PASSWORD", "long enough")
+    assert run(store, *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_short_passwords_are_refused(store, capsys, monkeypatch):
+    monkeypatch.setenv("TWIN_NEW_PASSWORD", "short")
+    assert run(store, "create", "li", "--role", "planner") == 2
+    assert "at least 8" in capsys.readouterr().err
