@@ -21,7 +21,7 @@ drawn with `st.pydeck_chart`; the anchor is the naive page: every layer's whole 
 a GeoJSON layer in one `st.pydeck_chart`. Time is a warm rerun (`at.run()`); bytes are the deck
 JSON the page sends to the browser.
 """
-QUICK_SCALES = ("community", "street", "district")
+QUICK_SCALES = ("community", "street")
 SCALES = ("community", "street", "district")
 OPEN_CASES = {"community": 500, "street": 2_000, "district": 10_000}
 VISIBLE = ("grid_cells", "buildings", "parking", "cameras", "sensors", "cases", "alarms")

@@ -23,7 +23,7 @@ GiST index is used — run on the same PostGIS database; the embedded store is c
 same SQL anchor. Answers must match (same ids in the same order; same counts per grid).
 """
 LAYERS = ("community", "grid_cells", "buildings", "parking", "cameras")
-QUICK_SCALES = ("community", "street", "district")
+QUICK_SCALES = ("community", "street")
 UTM = 32649
 POINT_SQL = f"ST_Transform(ST_SetSRID(ST_MakePoint(:x, :y), 4326), {UTM})"
 WITHIN_SQL = f"""
