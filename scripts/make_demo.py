@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from twin import settings
+from twin.access import create_demo_users
 from twin.errors import TwinError
 from twin.scenario import SCALES, make_scenario
 from twin.store import open_store
@@ -52,6 +53,9 @@ def build(out: Path, *, scale: str = "community", seed: int = 0, force: bool = F
                 )
                 rows[name] = version.rows
                 print(f"{name:<16} {version.rows:>7} rows  version {version.version}")
+            # one user per role with the passwords documented in docs/trust.md
+            users = create_demo_users(store, actor="make_demo", origin="scripts/make_demo.py")
+            print(f"{'users':<16} {len(users):>7} demo users (docs/trust.md)")
         finally:
             store.close()
         os.replace(tmp, out)

@@ -35,7 +35,7 @@ def test_poll_life_and_one_answer_per_resident(twin_store):  # noqa: F811
         "45031100100101": 2, "45031100100102": 1}
     layer = part.results_layer(twin_store, poll["id"], by="grid")
     assert len(layer) == 2 and layer.crs.to_epsg() == 4326
-    assert "&lt;b&gt;" in layer["tooltip"].iloc[0]  # options escaped in tooltips
+    assert "<b>弃权</b>: 0" in layer["tooltip"].iloc[0]  # plain text for innerText tooltips
     assert layer.set_index("code").loc["45031100100101", "answers"] == 2
     assert set(layer["leading"]) <= {"赞成", "反对"}
     with pytest.raises(ValidationError, match="not an option"):

@@ -1,4 +1,4 @@
-"""scripts/users.py: create, list, disable, passwords, roles, grids and demo users on both stores."""
+"""scripts/users.py: create, list, disable, passwords, roles, grids and demo users, both stores."""
 
 from __future__ import annotations
 

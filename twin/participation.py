@@ -12,7 +12,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from twin.access import User, buildings_in_scope, ensure_tables, html_text, require, unit_grids_of
+from twin.access import User, buildings_in_scope, ensure_tables, require, unit_grids_of
 from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, ValidationError
 from twin.schema import Column, TableSpec
 
@@ -331,7 +331,7 @@ def results_layer(
     """Return the results of a poll on the map: one polygon per building or unit grid.
 
     Columns: ``code``, ``answers`` (total), ``leading`` (the most chosen option), ``share`` of
-    it, one ``n_<i>`` count per option, and ``tooltip`` (HTML-escaped text) — ready for a
+    it, one ``n_<i>`` count per option, and ``tooltip`` (plain text lines) — ready for a
     pydeck PolygonLayer. Only buildings or grids with answers are returned.
     """
     table = results(store, poll_id, by=by, question=question)
@@ -357,9 +357,10 @@ def results_layer(
     geo = shapes[[key, "geometry"]].rename(columns={key: "code"})
     merged = geo.merge(out, on="code", how="inner")
     merged = merged.loc[merged["answers"] > 0].reset_index(drop=True)
-    lines = merged["code"].astype(str).map(html_text)
+    # plain text, shown with the tooltip's ``text`` mode (innerText): never parsed as HTML
+    lines = merged["code"].astype(str)
     for i, option in enumerate(options):
-        lines = lines + "<br>" + html_text(option) + ": " + merged[f"n_{i}"].astype(str)
+        lines = lines + "\n" + str(option) + ": " + merged[f"n_{i}"].astype(str)
     merged["tooltip"] = lines
     return gpd.GeoDataFrame(merged, geometry="geometry", crs=shapes.crs)
 

@@ -1,0 +1,105 @@
+"""参与 Participation: notices, polls and surveys; residents answer, staff publish, see results."""
+
+from __future__ import annotations
+
+import json
+
+import pydeck as pdk
+import streamlit as st
+
+from twin import access, participation
+from twin.deck import polygon_rings
+from twin.errors import TwinError
+from ui.auth import origin, require_page
+from ui.common import current_language, open_twin, t
+
+LANG = current_language()
+user = require_page("page.participation", LANG)
+
+st.title(t("part.title", LANG))
+opened = open_twin(LANG)
+if opened is None:
+    st.stop()
+store, twin_layers = opened
+notices = participation.notices_for(store, user)
+
+# -- notices and polls (what a resident sees; staff see all) -------------------------------------
+st.subheader(t("part.notices", LANG))
+if notices.empty:
+    st.caption(t("part.none", LANG))
+for notice in notices.to_dict("records"):
+    with st.container(border=True):
+        # titles, bodies and options are user text: escaped before markdown renders them
+        st.markdown(f"**{access.safe_text(notice['title'])}**")
+        st.caption(f"{access.safe_text(notice['scope_kind'])} · "
+                   f"{access.safe_text(notice['scope_id'])}")
+        if notice["body"]:
+            st.markdown(access.safe_text(notice["body"]))
+        questions = json.loads(notice["questions"]) if notice["questions"] else []
+        if not questions or user.role != "resident":
+            continue
+        if participation.has_answered(store, user, notice["id"]):
+            st.success(t("part.answered", LANG))
+            continue
+        with st.form(f"answer_{notice['id']}"):
+            picks = [st.radio(access.safe_text(q["question"]), q["choices"],
+                              key=f"q_{notice['id']}_{i}") for i, q in enumerate(questions)]
+            if st.form_submit_button(t("part.submit", LANG)):
+                try:
+                    participation.answer(store, user, notice["id"], picks, origin=origin())
+                    st.success(t("part.thanks", LANG))
+                except TwinError as exc:
+                    st.error(str(exc))
+
+# -- a resident's own data -------------------------------------------------------------------------
+if access.can(user, "data.export_own"):
+    st.subheader(t("part.my_data", LANG))
+    if st.button(t("part.prepare_export", LANG), key="own_prepare"):
+        data = access.export_own_data(store, user, origin=origin())
+        st.session_state["own_data"] = json.dumps(data, ensure_ascii=False, indent=2)
+    if st.session_state.get("own_data"):
+        st.download_button(t("part.export_own", LANG), st.session_state["own_data"],
+                           file_name="my_gridtwin_data.json", mime="application/json")
+
+# -- publish (officials, admins, grid workers in their grids) ----------------------------------
+if access.can(user, "participation.publish"):
+    st.subheader(t("part.publish", LANG))
+    with st.form("publish"):
+        kind = st.selectbox(t("part.kind", LANG), participation.KINDS, key="pub_kind")
+        scope_kind = st.selectbox(t("part.scope", LANG), participation.SCOPES, key="pub_scope")
+        scope_id = st.text_input(t("part.scope_id", LANG), key="pub_scope_id")
+        title = st.text_input(t("part.notice_title", LANG), key="pub_title")
+        body = st.text_area(t("part.body", LANG), key="pub_body")
+        question = st.text_input(t("part.question", LANG), key="pub_question")
+        choices = st.text_area(t("part.choices", LANG), key="pub_choices")
+        if st.form_submit_button(t("part.publish_button", LANG)):
+            questions = None
+            if kind != "notice":
+                questions = [{"question": question, "choices": choices.splitlines()}]
+            try:
+                made = participation.publish(store, user, kind=kind, scope_kind=scope_kind,
+                                             scope_id=scope_id, title=title, body=body,
+                                             questions=questions, origin=origin())
+                st.success(t("part.published", LANG, id=made["id"]))
+            except TwinError as exc:
+                st.error(str(exc))
+
+# -- results per building or grid, on the map ----------------------------------------------------
+polls = notices.loc[notices["kind"] != "notice"] if not notices.empty else notices
+if access.can(user, "participation.results") and len(polls):
+    st.subheader(t("part.results", LANG))
+    poll_id = st.selectbox(t("part.poll", LANG), polls["id"].tolist(), key="res_poll",
+                           format_func=lambda i: str(polls.set_index("id").loc[i, "title"]))
+    by = st.radio(t("part.by", LANG), participation.RESULT_BY, horizontal=True, key="res_by")
+    st.dataframe(participation.results(store, poll_id, by=by), hide_index=True, width="stretch")
+    layer = participation.results_layer(store, poll_id, by=by, layers=twin_layers)
+    if len(layer):
+        data = layer.drop(columns="geometry").assign(polygon=polygon_rings(layer.geometry.values))
+        centre = layer.union_all().centroid
+        st.pydeck_chart(pdk.Deck(
+            layers=[pdk.Layer("PolygonLayer", data, id="poll-results", get_polygon="polygon",
+                              get_fill_color=[230, 120, 40, 150], pickable=True)],
+            initial_view_state=pdk.ViewState(longitude=centre.x, latitude=centre.y, zoom=15),
+            tooltip={"text": "{tooltip}"},  # text mode: inserted as innerText, never HTML
+            map_provider=None, map_style=None,
+        ), height=360)
