@@ -71,7 +71,11 @@ def _run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"run_feeds: {source.name} → {store!r}", file=sys.stderr, flush=True)
+    subscribed = getattr(source, "subscribed", None)
+    if subscribed is not None and not subscribed.wait(30):
+        print(f"run_feeds: no subscription at {source.name} yet; still trying", file=sys.stderr)
+    # scripts and tests wait for this line: from here on nothing published is missed
+    print(f"run_feeds: {source.name} → {store!r} ready", file=sys.stderr, flush=True)
     try:
         counters = pipeline.run(source, stop=stop, max_batch=args.batch)
     finally:

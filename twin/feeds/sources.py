@@ -168,12 +168,14 @@ class MqttSource(Source):
         self._generation = 0
         self._lock = threading.Lock()
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                   protocol=mqtt.MQTTv5, manual_ack=True)
         self.client.reconnect_delay_set(min_delay=0.2, max_delay=2)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = session_expiry_s
         props.ReceiveMaximum = receive_maximum
