@@ -239,7 +239,7 @@ class RuleEngine:
 
     def _open(self, row, since: pd.Timestamp, opened: pd.Timestamp,
               now: pd.Timestamp) -> dict[str, Any]:
-        """A new alarm; it opened when the condition had held for the rule's duration."""
+        """Return a new alarm, opened when the condition had held for the rule's duration."""
         rule = self.rules.loc[row.rule_id]
         where = self._where(row.source_id, row.source_kind)
         alarm = {
