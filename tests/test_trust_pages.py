@@ -1,4 +1,4 @@
-"""AppTest of the trust pages: login form, lockout, timeout, audit, public and participation pages."""
+"""AppTest of the trust pages: login, lockout, timeout, audit, public and participation pages."""
 
 from __future__ import annotations
 
@@ -131,9 +131,9 @@ def test_public_page_needs_no_login_and_shows_no_personal_data(gpkg):
                             lon=LON + 0.00123, lat=LAT + 0.00177, description=XSS,
                             source="resident", actor="res", role="resident",
                             reporter={"name": "张三", "phone": "13812345678"})
-        for i, (action, role) in enumerate((("file", "dispatcher"), ("dispatch", "dispatcher"),
-                                            ("handle", "official"), ("feedback", "official"),
-                                            ("check", "admin"), ("close", "dispatcher"))):
+        for action, role in (("file", "dispatcher"), ("dispatch", "dispatcher"),
+                             ("handle", "official"), ("feedback", "official"),
+                             ("check", "admin"), ("close", "dispatcher")):
             cases.transition(store, case["id"], action, actor="李四", role=role)
     at = _page("public_page.py")
     assert not at.exception
