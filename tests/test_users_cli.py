@@ -79,3 +79,13 @@ def test_short_passwords_are_refused(store, capsys, monkeypatch):
     monkeypatch.setenv("TWIN_NEW_PASSWORD", "short")
     assert run(store, "create", "li", "--role", "planner") == 2
     assert "at least 8" in capsys.readouterr().err
+
+
+def test_retention_script_dry_run_and_run(store, capsys):
+    from scripts.retention import main as retention
+
+    assert retention(["--store", url(store), "--days", "30", "--dry-run"]) == 0
+    assert "would anonymise: 0 case reporters, 0 poll answers" in capsys.readouterr().out
+    assert retention(["--store", url(store), "--days", "30"]) == 0
+    assert store.read_audit()["action"].tolist()[-1] == "retention.run"
+    assert retention(["--store", url(store), "--days", "-3"]) == 2

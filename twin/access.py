@@ -1038,7 +1038,9 @@ def apply_retention(
     closed before it keep the answer but lose the resident (a pseudonym keeps one per resident).
     The audit log itself is never changed: it holds ids and counts, not personal values.
     """
-    days = int(days or setting("retention_days"))
+    days = int(setting("retention_days") if days is None else days)
+    if days <= 0:
+        raise ValidationError(f"the retention period must be a positive number of days; got {days}")
     now = _now() if now is None else pd.Timestamp(now)
     cutoff = now - pd.Timedelta(days=days)
     report = RetentionReport(cutoff, dry_run=dry_run)
