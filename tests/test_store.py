@@ -252,6 +252,55 @@ def test_case_steps_are_recorded_with_the_update_in_one_transaction(store):
     assert steps["data"].tolist()[1] == '{"minutes": 5}'
 
 
+def test_read_cases_selects_columns_and_a_requested_at_window(store):
+    store.create_case(_case("C2", requested_at=T0 + timedelta(days=2), filed_at=T0,
+                            handle_deadline=T0 + timedelta(hours=3), extended=True, reworks=2,
+                            post="grid_worker", description="it's \"quoted\", a,b\nline"))
+    store.create_case(_case("C1", status="filed", description=""))
+    store.create_case(_case("C3", requested_at=T0 + timedelta(days=5), description=None))
+    cols = ["id", "status", "filed_at", "handle_deadline", "extended", "reworks", "post",
+            "description"]
+    got = store.read_cases(columns=cols)
+    assert isinstance(got, pd.DataFrame) and not isinstance(got, gpd.GeoDataFrame)
+    assert list(got.columns) == cols
+    assert got["id"].tolist() == ["C1", "C2", "C3"]
+    assert got["filed_at"].tolist()[1] == pd.Timestamp(T0)
+    assert got["filed_at"].isna().tolist() == [True, False, True]
+    assert str(got["filed_at"].dtype) == "datetime64[us, UTC]"
+    assert got["handle_deadline"][1] == pd.Timestamp(T0 + timedelta(hours=3))
+    assert got["extended"].tolist()[1] is True and pd.isna(got["extended"][0])
+    assert got["reworks"].tolist()[1] == 2 and str(got["reworks"].dtype) == "Int64"
+    # text round-trips: quotes, commas, newlines; an empty text is not a missing one
+    assert got["description"][1] == 'it\'s "quoted", a,b\nline'
+    assert got["description"][0] == "" and pd.isna(got["description"][2])
+    # the full read agrees with the column read
+    full = store.read_cases()
+    pd.testing.assert_series_equal(full["filed_at"].astype("datetime64[us, UTC]"),
+                                   got["filed_at"], check_names=False)
+    window = store.read_cases(since=T0 + timedelta(days=1), until=T0 + timedelta(days=5),
+                              columns=["id"])
+    assert window["id"].tolist() == ["C2"]  # until is exclusive
+    assert store.read_cases(since=T0 + timedelta(days=1))["id"].tolist() == ["C2", "C3"]
+    assert store.read_cases(status="filed", columns=["id", "status"])["id"].tolist() == ["C1"]
+    assert store.read_cases(status="o'brien", columns=["id"]).empty  # a literal, not SQL
+    assert list(store.read_cases(status="none", columns=["id", "extended"]).columns) == [
+        "id", "extended"]
+    points = store.read_cases(grid_code="45031100100101", columns=["id", "geometry"])
+    assert isinstance(points, gpd.GeoDataFrame) and list(points.columns) == ["id", "geometry"]
+    assert points.geometry.x.round(4).tolist() == [110.2902] * 3
+    with pytest.raises(ValidationError, match="colour"):
+        store.read_cases(columns=["id", "colour"])
+
+
+def test_get_case_is_a_keyed_read(store):
+    store.create_case(_case("C1", filed_at=T0, extended=False, reworks=0))
+    got = store.get_case("C1")
+    assert set(got) == {c.name for c in CASES.columns}
+    assert got["filed_at"] == pd.Timestamp(T0) and got["filed_at"].tzinfo is not None
+    assert (got["extended"], got["reworks"], got["lon"]) == (False, 0, 110.2902)
+    assert got["version"] == 1 and isinstance(got["version"], int)
+
+
 BAD_CASE_CALLS = [
     ("duplicate id", lambda s: s.create_case(_case()), DuplicateIdError, "C1"),
     ("stale update", lambda s: s.update_case("C1", {"status": "x"}, expected_version=0),

@@ -7,6 +7,7 @@ import sqlite3
 import struct
 import subprocess
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import geopandas as gpd
@@ -239,3 +240,55 @@ def test_a_column_declared_later_is_added_and_undeclared_ones_leave_the_current_
     store.write_layer("buildings", buildings, actor="a", source="t2")
     got = pyogrio.read_dataframe(store.path, layer="buildings")
     assert list(got.columns) == layers.get_layer("buildings").column_names + ["geometry"]
+
+
+OLD_CASE_DATA = {
+    "times": {"file": "2026-03-02T02:00:00+00:00", "first_rework": "2026-03-02T05:30:00.250+00:00"},
+    "deadlines": {"handle": "2026-03-03T08:00:00+00:00"},
+    "timer": {"stage": "handle", "start": "2026-03-02T03:00:00+00:00", "unit": "working_days"},
+    "counts": {"rework": 2},
+    "supervision": [{"kind": "timeout"}, {"kind": "leader"}],
+    "extended": True,
+    "post": "grid_worker",
+}
+
+
+def test_an_older_file_gets_the_case_columns_filled_from_the_data(store):
+    from twin.schema import CASE_DATA_COLUMNS
+
+    store.create_case({"id": "C1", "status": "handling", "data": OLD_CASE_DATA})
+    store.create_case({"id": "C2", "status": "collected", "data": {"photos": []}})
+    store.close()
+    with sqlite3.connect(store.path) as conn:  # as a file written before the columns existed
+        for name in CASE_DATA_COLUMNS:
+            conn.execute(f'ALTER TABLE twin_cases DROP COLUMN "{name}"')
+    reopened = open_store(store.path)
+    try:
+        got = reopened.get_case("C1")
+        assert got["filed_at"] == pd.Timestamp("2026-03-02T02:00:00Z")
+        assert got["first_rework_at"] == pd.Timestamp("2026-03-02T05:30:00.250Z")
+        assert got["handle_deadline"] == pd.Timestamp("2026-03-03T08:00:00Z")
+        assert (got["timer_stage"], got["timer_unit"], got["post"]) == (
+            "handle", "working_days", "grid_worker")
+        assert (got["reworks"], got["returns"], got["supervised"], got["extended"]) == (
+            2, 0, 2, True)
+        assert got["dispatched_at"] is None and got["timer_deadline"] is None
+        other = reopened.get_case("C2")
+        assert (other["extended"], other["supervised"], other["filed_at"]) == (False, 0, None)
+    finally:
+        reopened.close()
+
+
+def test_get_case_reads_one_row_among_many(store):
+    from twin.schema import CASES
+    from twin.store.base import utcnow
+
+    n = 20_000
+    store.put_rows(CASES, pd.DataFrame({"id": [f"C{i:05d}" for i in range(n)], "version": 1,
+                                        "status": "filed", "requested_at": utcnow()}))
+    timings = []
+    for i in range(5):
+        t0 = time.perf_counter()
+        assert store.get_case(f"C{i * 3000:05d}")["status"] == "filed"
+        timings.append(time.perf_counter() - t0)
+    assert min(timings) < 0.02, timings  # a keyed read, not a scan of the table

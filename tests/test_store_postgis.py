@@ -325,3 +325,29 @@ def test_event_times_are_utc_and_received_at_is_filled(pg):
     assert got["received_at"].iloc[0] == pd.Timestamp(T0 + timedelta(seconds=1))
     assert got["received_at"].iloc[1] > pd.Timestamp(T0)
     assert str(got["received_at"].dt.tz) == "UTC"
+
+
+def test_an_older_schema_gets_the_case_columns_filled_from_the_data(pg, postgis_url):
+    from tests.test_store_embedded import OLD_CASE_DATA
+    from twin.schema import CASE_DATA_COLUMNS
+
+    pg.create_case({"id": "C1", "status": "handling", "data": OLD_CASE_DATA})
+    pg.create_case({"id": "C2", "status": "collected", "data": {"photos": []}})
+    with pg.engine.begin() as conn:  # as a schema made before the columns existed
+        for name in CASE_DATA_COLUMNS:
+            conn.execute(sa.text(f'ALTER TABLE twin_cases DROP COLUMN "{name}"'))
+    again = PostGISStore(postgis_url, schema=pg.schema)
+    try:
+        got = again.get_case("C1")
+        assert got["filed_at"] == pd.Timestamp("2026-03-02T02:00:00Z")
+        assert got["first_rework_at"] == pd.Timestamp("2026-03-02T05:30:00.250Z")
+        assert got["handle_deadline"] == pd.Timestamp("2026-03-03T08:00:00Z")
+        assert (got["timer_stage"], got["timer_unit"], got["post"]) == (
+            "handle", "working_days", "grid_worker")
+        assert (got["reworks"], got["returns"], got["supervised"], got["extended"]) == (
+            2, 0, 2, True)
+        assert got["dispatched_at"] is None and got["timer_deadline"] is None
+        other = again.get_case("C2")
+        assert (other["extended"], other["supervised"], other["filed_at"]) == (False, 0, None)
+    finally:
+        again.close()

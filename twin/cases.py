@@ -18,6 +18,7 @@ from shapely.geometry import Point
 
 from twin import settings
 from twin.errors import NotFoundError, PermissionDeniedError, StaleUpdateError, ValidationError
+from twin.schema import CASE_DATA_COLUMNS, CASES
 from twin.workcal import UNITS, WorkCalendar, load_calendar, to_datetime
 
 LOGGER = logging.getLogger(__name__)
@@ -541,7 +542,7 @@ def report(
         "area_class": place["area_class"], "urgency": urgency,
         "assignee": routed["assignee"], "department": routed["department"],
         "requested_at": ts, "updated_at": ts, "deadline_at": None, "closed_at": None,
-        "data": data,
+        **data_columns(data), "data": data,
     }
     history = {"at": ts, "actor": actor, "role": role, "action": "collect", "from_status": None,
                "to_status": "collected", "note": "", "data": {"route": routed["route"]}}
@@ -650,6 +651,7 @@ def transition(
     if t.target is not None:
         changes["status"] = t.target
     changes["updated_at"] = ts
+    changes.update(data_columns(data))
     changes["data"] = data
     history = {"at": ts, "actor": actor, "role": role, "action": action, "from_status": status,
                "to_status": changes.get("status", status), "note": note, "data": step_data}
@@ -894,48 +896,53 @@ def merge(store, duplicate_id: str, into_id: str, *, actor: str, role: str, at: 
 # -- timers, overdue, escalation ----------------------------------------------------------------
 
 
-def case_table(cases: pd.DataFrame) -> pd.DataFrame:
-    """Cases with their ``data`` JSON spread into columns the timers and indicators use.
+def data_columns(data: dict[str, Any]) -> dict[str, Any]:
+    """Return the case columns that mirror *data* (:data:`twin.schema.CASE_DATA_COLUMNS`).
 
-    Adds ``filed_at``, ``dispatched_at``, ``fed_back_at``, ``checked_at``, ``cancelled_at``,
-    ``first_rework_at``, ``file_deadline``, ``handle_deadline``, ``timer_stage``,
-    ``timer_start``, ``timer_deadline``, ``timer_unit``, ``reworks``, ``returns``,
-    ``extended``, ``held``, ``post``, ``supervised``.
+    Every write of a case passes them with its ``data``, so indicators and timers read the
+    columns and never parse the JSON.
     """
-    datas = _datas(cases["data"]) if "data" in cases else [{}] * len(cases)
-    out = pd.DataFrame(cases).copy()
-    times = pd.DataFrame([d.get("times", {}) for d in datas], index=out.index)
-    dl = pd.DataFrame([d.get("deadlines", {}) for d in datas], index=out.index)
-    timer = pd.DataFrame([d.get("timer") or {} for d in datas], index=out.index)
-    counts = pd.DataFrame([d.get("counts", {}) for d in datas], index=out.index)
-
-    def col(frame: pd.DataFrame, name: str) -> pd.Series:
-        return frame[name] if name in frame else pd.Series(None, index=out.index, dtype=object)
-
-    for name, key in (("filed_at", "file"), ("dispatched_at", "dispatch"),
-                      ("fed_back_at", "feedback"), ("checked_at", "check"),
-                      ("cancelled_at", "cancel"), ("first_rework_at", "first_rework")):
-        out[name] = pd.to_datetime(col(times, key), utc=True, format="ISO8601")
-    for name, key in (("file_deadline", "file"), ("handle_deadline", "handle")):
-        out[name] = pd.to_datetime(col(dl, key), utc=True, format="ISO8601")
-    out["timer_stage"] = col(timer, "stage")
-    out["timer_start"] = pd.to_datetime(col(timer, "start"), utc=True, format="ISO8601")
-    out["timer_deadline"] = pd.to_datetime(col(timer, "deadline"), utc=True, format="ISO8601")
-    out["timer_unit"] = col(timer, "unit")
-    out["reworks"] = pd.to_numeric(col(counts, "rework"), errors="coerce").fillna(0).astype(int)
-    out["returns"] = pd.to_numeric(col(counts, "return"), errors="coerce").fillna(0).astype(int)
-    out["extended"] = [bool(d.get("extended")) for d in datas]
-    out["held"] = out["status"].eq("on_hold") if "status" in out else False
-    out["post"] = [d.get("post") for d in datas]
-    out["supervised"] = [len(d.get("supervision") or []) for d in datas]
+    out: dict[str, Any] = {}
+    for name, (path, how) in CASE_DATA_COLUMNS.items():
+        value: Any = data
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if how == "count":
+            value = len(value) if isinstance(value, list) else 0
+        out[name] = value
+    for name in ("reworks", "returns"):
+        out[name] = int(out[name] or 0)
+    out["extended"] = bool(out["extended"])
     return out
 
 
-def _datas(values: pd.Series) -> list[dict]:
-    """Parse many ``data`` JSON texts in one decoder call (much faster than one call per row)."""
-    texts = [v if isinstance(v, str) else json.dumps(v if isinstance(v, dict) else {}, default=str)
-             for v in values]
-    return json.loads("[" + ",".join(texts) + "]") if texts else []
+#: Columns :func:`case_table` guarantees, with the dtype an absent one gets.
+TABLE_COLUMNS = {c.name: c.dtype for c in CASES.columns if c.name in CASE_DATA_COLUMNS}
+
+
+def case_table(cases: pd.DataFrame) -> pd.DataFrame:
+    """Cases with the columns the timers and indicators use, read from columns only (no JSON).
+
+    The step times, deadlines and timer are case columns (see
+    :data:`twin.schema.CASE_DATA_COLUMNS`): ``filed_at``, ``dispatched_at``, ``fed_back_at``,
+    ``checked_at``, ``cancelled_at``, ``first_rework_at``, ``file_deadline``,
+    ``handle_deadline``, ``timer_stage``, ``timer_start``, ``timer_deadline``, ``timer_unit``,
+    ``reworks``, ``returns``, ``supervised``, ``extended``, ``post``; ``held`` is added from the
+    status. Absent ones are added empty; times come back as UTC, counts as integers.
+    """
+    out = pd.DataFrame(cases).copy()
+    for name, dtype in TABLE_COLUMNS.items():
+        series = out[name] if name in out else pd.Series(None, index=out.index, dtype=object)
+        if dtype == "datetime":
+            out[name] = pd.to_datetime(series, utc=True, format="ISO8601")
+        elif dtype == "int":
+            out[name] = pd.to_numeric(series, errors="coerce").fillna(0).astype(int)
+        elif dtype == "bool":
+            out[name] = series.astype("boolean").fillna(False).astype(bool)
+        else:
+            out[name] = series
+    out["held"] = out["status"].eq("on_hold") if "status" in out else False
+    return out
 
 
 def timer_states(

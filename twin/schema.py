@@ -176,11 +176,54 @@ CASES = TableSpec(
         _c("updated_at", "datetime"),
         _c("deadline_at", "datetime"),
         _c("closed_at", "datetime"),
+        # Step times, deadlines and timer of the loop, kept as columns (written by twin.cases
+        # from the case's data) so that indicators and timers read no JSON.
+        _c("filed_at", "datetime", "立案: when the case was filed"),
+        _c("dispatched_at", "datetime", "派遣: when it was (last) dispatched"),
+        _c("fed_back_at", "datetime", "处理反馈: when handling was (last) reported"),
+        _c("checked_at", "datetime", "核查: when it was (last) checked"),
+        _c("cancelled_at", "datetime", "作废: when it was cancelled"),
+        _c("first_rework_at", "datetime", "返工: the first rework"),
+        _c("file_deadline", "datetime", "filing deadline"),
+        _c("handle_deadline", "datetime", "handling deadline (after any extension)"),
+        _c("timer_stage", "text", "stage whose timer runs: file, dispatch, handle, check, close"),
+        _c("timer_start", "datetime", "when the running timer started"),
+        _c("timer_deadline", "datetime", "when the running timer runs out"),
+        _c("timer_unit", "text", "time-limit unit of the running timer (twin.workcal.UNITS)"),
+        _c("reworks", "int", "how many times the case was sent back to handling"),
+        _c("returns", "int", "how many times the receiver returned it"),
+        _c("supervised", "int", "how many supervisions (督办) it had"),
+        _c("extended", "bool", "the handling deadline was extended"),
+        _c("post", "text", "post of the receiver: grid_worker or department"),
         _c("data", "json", "everything else the case carries (photos, reporter, timers …)"),
     ),
     key="id",
     point=True,
 )
+
+#: Case columns that mirror a value of the case's ``data`` JSON: column → (path in data, how).
+#: ``value`` takes the value at the path, ``count`` the length of the list there. twin.cases
+#: fills them on every write; the stores fill them from ``data`` when they add the columns to
+#: an older database.
+CASE_DATA_COLUMNS: dict[str, tuple[tuple[str, ...], str]] = {
+    "filed_at": (("times", "file"), "value"),
+    "dispatched_at": (("times", "dispatch"), "value"),
+    "fed_back_at": (("times", "feedback"), "value"),
+    "checked_at": (("times", "check"), "value"),
+    "cancelled_at": (("times", "cancel"), "value"),
+    "first_rework_at": (("times", "first_rework"), "value"),
+    "file_deadline": (("deadlines", "file"), "value"),
+    "handle_deadline": (("deadlines", "handle"), "value"),
+    "timer_stage": (("timer", "stage"), "value"),
+    "timer_start": (("timer", "start"), "value"),
+    "timer_deadline": (("timer", "deadline"), "value"),
+    "timer_unit": (("timer", "unit"), "value"),
+    "reworks": (("counts", "rework"), "value"),
+    "returns": (("counts", "return"), "value"),
+    "supervised": (("supervision",), "count"),
+    "extended": (("extended",), "value"),
+    "post": (("post",), "value"),
+}
 
 CASE_HISTORY = TableSpec(
     "twin_case_history",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -13,8 +14,7 @@ import geopandas as gpd
 import pandas as pd
 
 from twin.errors import ValidationError
-from twin.schema import TableSpec, check_rules, coerce_table
-
+from twin.schema import CASES, Column, TableSpec, check_rules, coerce_table
 
 BBox = tuple[float, float, float, float]  # min lon, min lat, max lon, max lat (EPSG:4326)
 
@@ -234,9 +234,33 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def read_cases(
-        self, *, status: str | None = None, grid_code: str | None = None
-    ) -> gpd.GeoDataFrame:
-        """Cases, optionally of one status or unit grid, sorted by id."""
+        self,
+        *,
+        status: str | None = None,
+        grid_code: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> gpd.GeoDataFrame | pd.DataFrame:
+        """Cases, optionally of one status or unit grid, requested in ``[since, until)``, by id.
+
+        Parameters
+        ----------
+        status, grid_code
+            Only cases with this status / in this unit grid.
+        since, until
+            Only cases with ``since <= requested_at < until`` (either bound may be left out).
+        columns
+            Only these columns of :data:`twin.schema.CASES`, in this order: a plain DataFrame
+            read in one query without decoding anything else (what indicators over a million
+            cases need). Add ``"geometry"`` to get a GeoDataFrame of points. None: every
+            column and the points.
+
+        Raises
+        ------
+        ValidationError
+            If *columns* names something that is not a case column.
+        """
 
     # -- audit ----------------------------------------------------------------------------------
 
@@ -313,4 +337,49 @@ def prepare_equals(table: TableSpec, equals: dict[str, Any]) -> list[tuple[str, 
         values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
         typed = coerce_table(table, pd.DataFrame({name: pd.Series(values, dtype=object)}))[name]
         out.append((name, typed))
+    return out
+
+
+_CASE_COLUMNS = {c.name: c for c in CASES.columns}
+
+
+def case_columns(columns: Sequence[str]) -> tuple[list[Column], bool]:
+    """Return the CASES columns a :meth:`Store.read_cases` call asks for, and if it wants points.
+
+    Raises
+    ------
+    ValidationError
+        If a name is not a case column (nor ``geometry``), or is given twice.
+    """
+    if isinstance(columns, str):
+        columns = [columns]
+    names = list(columns)
+    unknown = [n for n in names if n not in _CASE_COLUMNS and n != "geometry"]
+    if unknown or len(set(names)) != len(names):
+        raise ValidationError(
+            f"read_cases(columns=…) takes distinct names of {list(_CASE_COLUMNS)} or 'geometry'; "
+            f"got {names}"
+        )
+    return [_CASE_COLUMNS[n] for n in names if n != "geometry"], "geometry" in names
+
+
+def arrow_cases(table: Any, columns: Sequence[Column]) -> pd.DataFrame:
+    """Return a pyarrow table of case columns as a frame typed as both stores return cases.
+
+    Vectorised throughout: text stays pandas' string dtype, ``int`` becomes ``Int64``, ``bool``
+    ``boolean``, ``datetime`` ``datetime64[us, UTC]``; ``json`` is the stored text.
+    """
+    import pyarrow as pa
+
+    mapper = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}.get
+    out = table.select([c.name for c in columns]).to_pandas(types_mapper=mapper)
+    for c in columns:
+        if c.dtype == "datetime":
+            out[c.name] = out[c.name].astype("datetime64[us, UTC]")
+        elif c.dtype == "int" and not isinstance(out[c.name].dtype, pd.Int64Dtype):
+            out[c.name] = out[c.name].astype("Int64")
+        elif c.dtype == "bool" and not isinstance(out[c.name].dtype, pd.BooleanDtype):
+            out[c.name] = out[c.name].astype("boolean")
+        elif c.dtype == "float":
+            out[c.name] = out[c.name].astype("float64")
     return out

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from twin.schema import (
+    CASE_DATA_COLUMNS,
     CASES,
     EVENTS,
     TABLES,
@@ -122,9 +123,9 @@ def layer_gist_ddl(spec: LayerSpec) -> str:
     )
 
 
-def missing_columns(conn: sa.Connection, table: str, wanted: list[tuple[str, str]]) -> list[str]:
-    """``ALTER TABLE … ADD COLUMN`` statements for the (name, dtype) pairs *table* lacks."""
-    have = set(
+def table_columns(conn: sa.Connection, table: str) -> set[str]:
+    """Return the names of the columns *table* has in the current schema (empty: no table)."""
+    return set(
         conn.execute(
             sa.text(
                 "SELECT column_name FROM information_schema.columns "
@@ -133,6 +134,11 @@ def missing_columns(conn: sa.Connection, table: str, wanted: list[tuple[str, str
             {"t": table},
         ).scalars()
     )
+
+
+def missing_columns(conn: sa.Connection, table: str, wanted: list[tuple[str, str]]) -> list[str]:
+    """``ALTER TABLE … ADD COLUMN`` statements for the (name, dtype) pairs *table* lacks."""
+    have = table_columns(conn, table)
     return [
         f"ALTER TABLE {quote(table)} ADD COLUMN IF NOT EXISTS {quote(name)} {SQL_TYPES[dtype]}"
         for name, dtype in wanted
@@ -164,15 +170,47 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 
 def _sync_core_columns(conn: sa.Connection) -> None:
-    """Create tables a newer twin.schema declares, and add columns a newer TableSpec declares."""
+    """Create tables a newer twin.schema declares, and add columns a newer TableSpec declares.
+
+    Case columns that mirror a value of the case's ``data`` are filled from it when added.
+    """
     for table in TABLES:
         wanted = [(c.name, c.dtype) for c in table.columns]
+        have = table_columns(conn, table.name)
         statements = missing_columns(conn, table.name, wanted)
-        if len(statements) == len(wanted):  # no such table yet
+        if not have:  # no such table yet
             statements = table_ddl(table)
         for statement in statements:
             LOGGER.info("schema: %s", statement.splitlines()[0])
             conn.execute(sa.text(statement))
+        if table is CASES and have:
+            fill_case_columns(conn, [n for n in CASE_DATA_COLUMNS if n not in have])
+
+
+def fill_case_columns(conn: sa.Connection, names: list[str]) -> None:
+    """Fill the given case columns of every case from its ``data`` JSON, in SQL."""
+    if not names:
+        return
+    types = {c.name: c.dtype for c in CASES.columns}
+    sets = []
+    for name in names:
+        path, how = CASE_DATA_COLUMNS[name]
+        at = "'{" + ",".join(path) + "}'"
+        if how == "count":
+            value = (
+                f"CASE WHEN jsonb_typeof(data #> {at}) = 'array' "
+                f"THEN jsonb_array_length(data #> {at}) ELSE 0 END"
+            )
+        elif types[name] in ("int", "bool"):
+            default = "0" if types[name] == "int" else "false"
+            value = f"COALESCE((data #>> {at})::{SQL_TYPES[types[name]]}, {default})"
+        else:
+            value = f"(data #>> {at})::{SQL_TYPES[types[name]]}"
+        sets.append(f"{quote(name)} = {value}")
+    result = conn.execute(
+        sa.text(f"UPDATE {quote(CASES.name)} SET {', '.join(sets)} WHERE data IS NOT NULL")
+    )
+    LOGGER.info("filled %s of %d cases from their data", ", ".join(names), result.rowcount)
 
 
 def lock(conn: sa.Connection, key: str) -> None:
