@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO := data/demo/guilin_demo.gpkg
+# the demo runs on a copy, so live events never change the committed GeoPackage
+LIVE := var/demo-live.gpkg
 PORT ?= 8501
 
 .PHONY: demo test bench venv data services lint clean
@@ -22,9 +24,18 @@ $(DEMO): | $(VENV)/.installed
 
 data: $(DEMO)
 
+$(LIVE): $(DEMO)
+	@mkdir -p $(dir $@)
+	rm -f $@ $@-wal $@-shm
+	cp $(DEMO) $@
+
 ## run the cockpit on the embedded demo community with live simulated feeds: http://localhost:8501
-demo: venv data
-	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true
+demo: venv data $(LIVE)
+	@echo "GridTwin: http://localhost:$(PORT) (demo users: docs/trust.md); feeds log: var/feeds.log"
+	@$(PY) scripts/run_feeds.py --simulate --db $(LIVE) > var/feeds.log 2>&1 & feeds=$$!; \
+	trap 'kill $$feeds 2>/dev/null' EXIT INT TERM; \
+	TWIN_DATABASE_URL=$(abspath $(LIVE)) $(PY) -m streamlit run app.py \
+	  --server.port $(PORT) --server.headless true
 
 ## pass all the tests (installs and starts PostGIS, Mosquitto and Chromium as root where missing)
 test: venv data
@@ -42,4 +53,4 @@ lint: venv
 	$(VENV)/bin/ruff check twin layers scripts ui app.py tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache tests/artifacts
+	rm -rf $(VENV) .pytest_cache tests/artifacts var
