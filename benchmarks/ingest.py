@@ -130,13 +130,15 @@ def wait_for(store, target: int, timeout: float, probe=None) -> list[tuple[float
     """Poll the stored count until it reaches *target*; return (time, count) samples."""
     samples = []
     t_end = time.perf_counter() + timeout
+    next_probe = 0.0
     while time.perf_counter() < t_end:
         c = _count(store)
         samples.append((time.perf_counter(), c))
         if c >= target:
             return samples
-        if probe is not None:
-            probe()
+        if probe is not None and time.perf_counter() >= next_probe:
+            probe()  # once a second: workers may still be starting (imports, registry)
+            next_probe = time.perf_counter() + 1.0
         time.sleep(0.02)
     raise TimeoutError(f"only {samples[-1][1]} of {target} events stored in {timeout:.0f} s")
 
@@ -149,7 +151,7 @@ def ours(store, scen: dict, k: int, n: int, batch: int = 1, rate: float | None =
         base = _count(store)
         # ready when a probe message has been stored (the subscriptions are in place)
         warm = _payloads(scen, 1, tag=f"w{secrets.token_hex(3)}")
-        wait_for(store, base + 1, 60, probe=lambda: publish(topic, warm))
+        wait_for(store, base + 1, 300, probe=lambda: publish(topic, warm))
         base = _count(store)
         payloads = _payloads(scen, n, batch, tag=secrets.token_hex(3))
         sent: list[float] = []
