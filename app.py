@@ -35,33 +35,46 @@ def page(path: str, title: str, icon: str, url: str, **kw) -> st.Page | None:
         else None
 
 
+def navigation() -> tuple[tuple[str, str, str, str, str, str | None], ...]:
+    """(section, page file, title, icon, url path, permission) of every page, in *LANG*."""
+    ops, town = t("nav.section.cockpit", LANG), t("nav.section.community", LANG)
+    return (
+        (ops, "ui/cockpit_page.py", t("nav.cockpit", LANG), ":material/dashboard:", "cockpit",
+         "page.map"),
+        (ops, "ui/my_grid_page.py", t("nav.my_grid", LANG), ":material/location_on:", "my-grid",
+         None),
+        (ops, "ui/cases_page.py", t("nav.cases", LANG), ":material/assignment:", "cases",
+         "page.cases"),
+        (ops, "ui/analysis_page.py", t("nav.analysis", LANG), ":material/analytics:", "analysis",
+         "page.queries"),
+        (ops, "ui/layers_page.py", t("nav.layers", LANG), ":material/layers:", "layers",
+         "page.layers"),
+        (town, "ui/participation_page.py", t("nav.participation", LANG),
+         ":material/how_to_vote:", "participation", "page.participation"),
+        (town, "ui/public_page.py", t("nav.public", LANG), ":material/campaign:", "public",
+         "page.public"),
+        (town, "ui/audit_page.py", t("nav.audit", LANG), ":material/verified_user:", "audit",
+         "page.audit"),
+    )
+
+
+def _allowed(user, url: str, permission: str | None) -> bool:
+    role = None if user is None else user.role
+    if url == "my-grid":
+        return role == "grid_worker"
+    if url == "cockpit" and role == "grid_worker":
+        return False
+    return access.can(user, permission)
+
+
 def pages_of(user) -> dict[str, list[st.Page]]:
     """The sections and pages *user* may open (None: the public pages only)."""
-    role = None if user is None else user.role
-    sections = {
-        t("nav.section.cockpit", LANG): [
-            access.can(user, "page.map") and role != "grid_worker"
-            and page("ui/cockpit_page.py", t("nav.cockpit", LANG), ":material/dashboard:", "cockpit"),
-            role == "grid_worker" and page("ui/my_grid_page.py", t("nav.my_grid", LANG), ":material/location_on:",
-                                           "my-grid"),
-            access.can(user, "page.cases") and page("ui/cases_page.py", t("nav.cases", LANG),
-                                                   ":material/assignment:", "cases"),
-            access.can(user, "page.queries") and page("ui/analysis_page.py",
-                                                     t("nav.analysis", LANG), ":material/analytics:", "analysis"),
-            access.can(user, "page.layers") and page("ui/layers_page.py", t("nav.layers", LANG),
-                                                    ":material/layers:", "layers"),
-        ],
-        t("nav.section.community", LANG): [
-            access.can(user, "page.participation") and page(
-                "ui/participation_page.py", t("nav.participation", LANG), ":material/how_to_vote:", "participation"),
-            access.can(user, "page.public") and page("ui/public_page.py", t("nav.public", LANG),
-                                                    ":material/campaign:", "public"),
-            access.can(user, "page.audit") and page("ui/audit_page.py", t("nav.audit", LANG),
-                                                   ":material/verified_user:", "audit"),
-        ],
-    }
-    return {name: [p for p in entries if p] for name, entries in sections.items()
-            if any(entries)}
+    sections: dict[str, list[st.Page]] = {}
+    for section, path, title, icon, url, permission in navigation():
+        made = _allowed(user, url, permission) and page(path, title, icon, url)
+        if made:
+            sections.setdefault(section, []).append(made)
+    return sections
 
 
 from ui import auth  # noqa: E402 - after set_page_config: the gate may draw the login form

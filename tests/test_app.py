@@ -1,4 +1,4 @@
-"""The cockpit app headless (streamlit AppTest): every page for every role, and what each may see."""
+"""The cockpit app headless (streamlit AppTest): every page for every role and what each sees."""
 
 from __future__ import annotations
 
@@ -97,7 +97,9 @@ def test_anonymous_sees_the_login_form_and_no_data(make_app):
     at = make_app(None).run()
     assert not at.exception
     assert at.text_input(key="login_username") is not None
-    assert not at.get("deck_gl_json_chart") and not at.dataframe
+    # the public page may show aggregates; never the cockpit, nor anyone's phone
+    assert i18n.t("cockpit.title", "zh-CN") not in [x.value for x in at.title]
+    assert not any(p in everything(at) for p in PHONES)
 
 
 @pytest.mark.parametrize("lang", ["zh-CN", "en"])
@@ -212,3 +214,57 @@ def test_demo_community_runs(tmp_path, monkeypatch):
     assert not at.exception, at.exception
     ids = [layer["id"] for layer in chart_spec(at)["layers"]]
     assert ids[0] == "basemap-land" and "buildings" in ids and "grid_cells" in ids
+
+
+def _messages(at: AppTest) -> str:
+    return "\n".join(m.value for m in (*at.warning, *at.info, *at.error))
+
+
+def test_no_grid_layer_and_no_cases_give_a_message(tmp_path, monkeypatch):
+    from tests.browser import small_twin_layers
+    from twin.twin import put_layer
+
+    path = tmp_path / "no_grids.gpkg"
+    with open_store(path) as store:  # buildings only: no grid_cells, no case at all
+        put_layer(store, "buildings", small_twin_layers()["buildings"], actor="t", source="t")
+    monkeypatch.setenv("TWIN_DATABASE_URL", str(path))
+    monkeypatch.chdir(ROOT)
+    at = login(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT), "official").run()
+    assert not at.exception, at.exception
+    assert i18n.t("cockpit.no_grids", "zh-CN") in _messages(at)
+    for page in PAGES["official"][1:]:  # cases and analysis with an empty case table
+        at.switch_page(f"ui/{page}_page.py").run()
+        assert not at.exception, (page, at.exception)
+
+
+def test_a_failing_data_step_is_a_message_not_a_traceback(make_app, monkeypatch):
+    from twin import cockpit
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("database went away")
+
+    monkeypatch.setattr(cockpit, "cockpit_data", broken)
+    at = make_app("official").run()
+    assert not at.exception, at.exception
+    assert "database went away" in _messages(at)
+    assert not at.get("deck_gl_json_chart")
+
+
+def test_tile_url_draws_tiles_under_gcj02_shifted_layers(make_app, monkeypatch):
+    from twin.crs import wgs84_to_gcj02
+
+    plain = chart_spec(make_app("official").run())
+    monkeypatch.setenv("TWIN_TILE_URL", "http://tiles.example/{z}/{x}/{y}.png")
+    monkeypatch.setenv("TWIN_TILE_CRS", "gcj02")
+    at = make_app("official").run()
+    assert not at.exception, at.exception
+    spec = chart_spec(at)
+    tiles = [x for x in spec["layers"] if x["@@type"] == "BitmapLayer"]
+    assert tiles and all(x["image"].startswith("http://tiles.example/") for x in tiles)
+    assert spec["layers"][0]["@@type"] == "BitmapLayer"  # under everything
+    before = {x["id"]: x for x in plain["layers"]}["cases"]["data"][0]
+    after = {x["id"]: x for x in spec["layers"]}["cases"]["data"][0]
+    lon, lat = wgs84_to_gcj02([before["lon"]], [before["lat"]])  # a few hundred metres off
+    assert after["lon"] == pytest.approx(lon[0], abs=2e-6)
+    assert after["lat"] == pytest.approx(lat[0], abs=2e-6)
+    assert abs(after["lon"] - before["lon"]) > 0.002

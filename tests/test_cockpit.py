@@ -113,8 +113,50 @@ def test_cases_count_on_the_building_they_are_at(store):
     assert counts.sum() <= 2 and counts.loc[CENTRE_BUILDING] == 0
 
 
-def test_large_layers_are_capped(store, monkeypatch):
-    monkeypatch.setattr(cockpit, "MAX_FEATURES", 2)
+def test_large_layers_are_left_to_the_choropleth_or_thinned(store, monkeypatch):
+    monkeypatch.setitem(cockpit.FEATURE_BUDGET, "buildings", 2)
+    monkeypatch.setitem(cockpit.FEATURE_BUDGET, "cases", 1)
     data = cockpit.cockpit_data(store, at=NOW)
-    assert len(data.buildings) == 2 and data.hidden["buildings"] == 3
-    assert list(data.cases["state"])[:1] == ["overdue"]  # the most urgent are kept
+    # too many buildings for a whole district: none drawn, the grid choropleth stands for them
+    assert len(data.buildings) == 0 and data.hidden["buildings"] == 5
+    assert data.kpis["open"] == 2 and data.grids["open_cases"].sum() == 2  # counts stay whole
+    assert list(data.cases["state"]) == ["overdue"] and data.hidden["cases"] >= 1  # most urgent
+    grid = cockpit.cockpit_data(store, at=NOW, scope=cockpit.Scope(grid=G2))
+    assert len(grid.buildings) <= 2 or grid.hidden["buildings"] > 0
+
+
+def test_sensors_in_alarm_or_offline_are_kept_first(store, monkeypatch):
+    monkeypatch.setitem(cockpit.FEATURE_BUDGET, "sensors", 1)
+    data = cockpit.cockpit_data(store, at=NOW)
+    every = cockpit.cockpit_data(store, at=NOW, scope=cockpit.Scope())
+    assert len(data.sensors) == 1 and data.hidden["sensors"] >= 1
+    states = set(every.sensors["state"]) if len(every.sensors) > 1 else set()
+    if states - {"ok"}:
+        assert data.sensors["state"].iloc[0] != "ok"
+
+
+def test_reads_are_reused_until_the_store_changes(tmp_path):
+    path = write_small_twin(tmp_path / "w.gpkg")
+    cockpit.clear_caches()
+    with open_store(path) as s:
+        first = cockpit.cockpit_data(s, at=NOW)
+        mark = cockpit.store_watermark(s)
+        assert cockpit.store_watermark(s) == mark  # reading changes nothing
+        again = cockpit.cockpit_data(s, at=NOW)
+        assert again.kpis == first.kpis
+        s.create_case(CASES[0])  # a write: the next rerun must see it
+        assert cockpit.store_watermark(s) != mark
+        after = cockpit.cockpit_data(s, at=NOW)
+        assert after.kpis["open"] == first.kpis["open"] + 1
+
+
+def test_live_reads_are_reused_as_time_moves_on(store, monkeypatch):
+    calls = []
+    real = store.read_events
+    monkeypatch.setattr(store, "read_events", lambda *a, **k: calls.append(a) or real(*a, **k))
+    cockpit.clear_caches()
+    cockpit.cockpit_data(store)
+    n = len(calls)
+    assert n == 2  # the window's events and the last hour's readings
+    cockpit.cockpit_data(store)  # a rerun with nothing written reads no events again
+    assert len(calls) == n

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -35,8 +40,18 @@ GRID_INDICATORS = ("open_cases", "overdue", "reports", "alarms", "households")
 LEVELS = ("district", "street", "community", "grid")
 #: Digits of the unit-grid code that name a street and a community (GB/T 2260 county + 3 + 3).
 STREET_DIGITS, COMMUNITY_DIGITS = 9, 12
-#: Above this many features in scope a layer is not sent feature by feature: drill down to see it.
+#: Features of a layer sent to the map at most, per layer. Past its budget a layer is thinned to
+#: its most important features (cases: overdue first; sensors: alarm and offline first) or, for
+#: buildings and cameras, left to the grid choropleth until the user drills down (see ``hidden``).
+#: At district scale (20,000 buildings) this is what keeps a rerun under 1 s and 5 MB.
+FEATURE_BUDGET = {"buildings": 3000, "cameras": 1000, "sensors": 1500, "cases": 2000}
+#: Budget of a layer not named in :data:`FEATURE_BUDGET`.
 MAX_FEATURES = 5000
+#: Cases, events and alarms read from a store are reused while its watermark is unchanged;
+#: a store that cannot tell its watermark is re-read after this many seconds.
+INPUT_TTL_S = 5.0
+#: Entries kept by each of the cockpit's small caches (inputs, building indexes).
+CACHE_ENTRIES = 8
 #: Sensors are online when they reported within this many of their report intervals.
 ONLINE_INTERVALS = 3.0
 #: How far back the live state of sensors and parking lots is read.
@@ -82,7 +97,7 @@ class Scope:
         return self.grid or self.community or self.street or ""
 
     def mask(self, grid_codes: pd.Series) -> np.ndarray:
-        """True for the rows whose unit grid lies in the scope (vectorised string prefix test)."""
+        """Return True for the rows whose unit grid lies in the scope (vectorised prefix test)."""
         codes = grid_codes.astype("string")
         keep = np.ones(len(codes), dtype=bool)
         if self.prefix:
@@ -93,7 +108,7 @@ class Scope:
         return keep
 
     def down(self, code: str) -> Scope:
-        """The scope one level further down, at the child unit *code*."""
+        """Return the scope one level further down, at the child unit *code*."""
         level = LEVELS[min(LEVELS.index(self.level) + 1, len(LEVELS) - 1)]
         return Scope(**{**self._path(), level: code, "grids": self.grids})
 
@@ -118,7 +133,7 @@ class CockpitInputs:
 
 
 def as_time(value: Any = None) -> pd.Timestamp:
-    """A timezone-aware UTC timestamp: *value* (naive means UTC), or now."""
+    """Return a timezone-aware UTC timestamp: *value* (naive means UTC), or now."""
     if value is None:
         return pd.Timestamp.now(tz="UTC")
     ts = pd.Timestamp(value)
@@ -126,7 +141,7 @@ def as_time(value: Any = None) -> pd.Timestamp:
 
 
 def window_length(window: str) -> timedelta:
-    """The length of a time window name (``1h``, ``24h``, ``7d``).
+    """Return the length of a time window name (``1h``, ``24h``, ``7d``).
 
     Raises
     ------
@@ -146,7 +161,7 @@ def _twin(source: Store | Twin) -> Twin:
 
 
 def read_alarms(store: Store) -> pd.DataFrame:
-    """The alarms table, or an empty frame when the store (or schema) does not keep alarms yet."""
+    """Return the alarms table, or an empty frame when the store does not keep alarms yet."""
     table = getattr(schema, "ALARMS", None)
     empty = pd.DataFrame(columns=["id", "status", "severity", "source_id", "opened_at",
                                   "resolved_at", "property", "value", "lon", "lat",
@@ -159,13 +174,93 @@ def read_alarms(store: Store) -> pd.DataFrame:
         return empty
 
 
+class _Cache:
+    """A small thread-safe LRU dict (Streamlit serves every session from its own thread)."""
+
+    def __init__(self, size: int = CACHE_ENTRIES) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()  # outside the lock: a slow read must not block other sessions
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_INPUTS = _Cache()
+_INDEXES = _Cache()
+
+
+def clear_caches() -> None:
+    """Forget every cached read and index (tests; after restoring a store from a backup)."""
+    _INPUTS.clear()
+    _INDEXES.clear()
+
+
+def store_watermark(store: Store) -> Hashable | None:
+    """Return a token that changes whenever the store's cases, events or alarms may have changed.
+
+    The store's own ``watermark()`` when it has one; for a file store the size and modification
+    time of the file and its write-ahead log; None when the store cannot tell (the cockpit then
+    re-reads every :data:`INPUT_TTL_S` seconds).
+    """
+    own = getattr(store, "watermark", None)
+    if callable(own):
+        return own()
+    path = getattr(store, "path", None)
+    if not isinstance(path, Path):
+        return None
+    stamp = []
+    for file in (path, path.with_name(path.name + "-wal")):
+        try:
+            info = file.stat()
+        except OSError:
+            stamp.append(None)
+        else:
+            stamp.append((info.st_size, info.st_mtime_ns))
+    return tuple(stamp)
+
+
+def _read_key(store: Store) -> tuple:
+    mark = store_watermark(store)
+    if mark is None:
+        mark = ("ttl", int(time.monotonic() // INPUT_TTL_S))
+    return (type(store).__name__, getattr(store, "url", id(store)), id(store), mark)
+
+
+def _read_cases(store: Store) -> pd.DataFrame:
+    cases = pd.DataFrame(store.read_cases())
+    if len(cases) == 0:
+        return cases
+    # the timers and step times once per change of the table, not on every rerun
+    return caseloop.case_table(cases.drop(columns="geometry", errors="ignore"))
+
+
 def load_inputs(source: Store | Twin, *, at: Any = None, window: str = "24h",
                 layers: dict[str, gpd.GeoDataFrame] | None = None) -> CockpitInputs:
     """Read what the cockpit needs at time *at* (default now) for the time *window*.
 
     Layers are *layers* when given (a page's per-version cache), else read through the
     :class:`~twin.twin.Twin`; events are read only for the window (reports and camera alerts)
-    and the last hour (sensor readings).
+    and the last hour (sensor readings). Cases, events and alarms are read again only when the
+    store's :func:`store_watermark` changes, so a rerun with nothing new reads nothing.
     """
     twin = _twin(source)
     ts = as_time(at)
@@ -174,14 +269,43 @@ def load_inputs(source: Store | Twin, *, at: Any = None, window: str = "24h",
         layers = {name: twin.layer(name) for name in twin.versions()}
     frames = dict(layers)
     store = twin.store
-    cases = store.read_cases()
-    cases = cases.loc[pd.to_datetime(cases["requested_at"], utc=True) <= ts] if len(cases) else cases
-    end = ts + timedelta(microseconds=1)
-    events = store.read_events(ts - span, end)
-    events = events.loc[events["kind"] != "obs"] if len(events) else events
-    live = store.read_events(ts - LIVE_LOOKBACK, end, kind="obs")
-    return CockpitInputs(ts, window, frames, pd.DataFrame(cases), pd.DataFrame(events),
-                         pd.DataFrame(live), read_alarms(store))
+    key = _read_key(store)
+    cases = _INPUTS.get((*key, "cases"), lambda: _read_cases(store))
+    if len(cases):
+        cases = cases.loc[pd.to_datetime(cases["requested_at"], utc=True) <= ts]
+    # now (``at`` None) reads open-ended, so later reruns reuse it while nothing is written
+    end = None if at is None else ts + timedelta(microseconds=1)
+    events = _since(key, "events", ts - span, end, lambda start: _events(store, start, end))
+    live = _since(key, "obs", ts - LIVE_LOOKBACK, end,
+                  lambda start: pd.DataFrame(store.read_events(start, end, kind="obs")))
+    events = _until(events, ts - span, ts)
+    live = _until(live, ts - LIVE_LOOKBACK, ts)
+    alarms = _INPUTS.get((*key, "alarms"), lambda: read_alarms(store))
+    return CockpitInputs(ts, window, frames, cases, events, live, alarms)
+
+
+def _since(key: tuple, what: str, start: pd.Timestamp, end: pd.Timestamp | None,
+           read: Callable[[pd.Timestamp], pd.DataFrame]) -> pd.DataFrame:
+    """Events from *start* on, from a cached read that began no later (else read afresh)."""
+    cached = _INPUTS.get((*key, what, end), lambda: (start, read(start)))
+    if cached[0] <= start:
+        return cached[1]
+    fresh = (start, read(start))
+    _INPUTS.put((*key, what, end), fresh)
+    return fresh[1]
+
+
+def _events(store: Store, start: pd.Timestamp, end: pd.Timestamp | None) -> pd.DataFrame:
+    events = pd.DataFrame(store.read_events(start, end))
+    return events.loc[events["kind"] != "obs"] if len(events) else events
+
+
+def _until(events: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Events with ``start <= observed_at <= end`` (a cached read may cover more)."""
+    if len(events) == 0:
+        return events
+    observed = pd.to_datetime(events["observed_at"], utc=True)
+    return events.loc[(observed >= start) & (observed <= end)]
 
 
 # -- the twin at time t -------------------------------------------------------------------------
@@ -199,7 +323,11 @@ def cases_at(cases: pd.DataFrame, at: Any = None) -> pd.DataFrame:
                "grid_code", "assignee", "requested_at", "deadline_at", "closed_at"]
     if cases is None or len(cases) == 0:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    table = caseloop.case_table(pd.DataFrame(cases).drop(columns="geometry", errors="ignore"))
+    frame = pd.DataFrame(cases)
+    if "held" in frame and "timer_deadline" in frame:  # already a case table (load_inputs)
+        table = frame
+    else:
+        table = caseloop.case_table(frame.drop(columns="geometry", errors="ignore"))
     requested = pd.to_datetime(table["requested_at"], utc=True)
     table = table.loc[requested <= ts].copy()
     closed_at = pd.to_datetime(table["closed_at"], utc=True)
@@ -225,7 +353,7 @@ def _local_midnight(ts: pd.Timestamp) -> pd.Timestamp:
 
 
 def _payload_values(payloads: pd.Series) -> pd.DataFrame:
-    """The ``values`` objects of event payloads spread into columns (one JSON decode for all)."""
+    """Return the ``values`` objects of event payloads spread into columns (one JSON decode)."""
     texts = [p if isinstance(p, str) else json.dumps(p if isinstance(p, dict) else {})
              for p in payloads]
     decoded = json.loads("[" + ",".join(texts) + "]") if texts else []
@@ -234,7 +362,7 @@ def _payload_values(payloads: pd.Series) -> pd.DataFrame:
 
 
 def latest_readings(live: pd.DataFrame) -> pd.DataFrame:
-    """The newest reading of every sensor: ``source_id``, ``observed_at`` and one column a value."""
+    """Return every sensor's newest reading: ``source_id``, ``observed_at``, a column a value."""
     if live is None or len(live) == 0:
         return pd.DataFrame({"source_id": pd.Series(dtype=object),
                              "observed_at": pd.Series(dtype="datetime64[ns, UTC]")})
@@ -317,7 +445,7 @@ def _count_by(keys: pd.Series, index: pd.Index) -> np.ndarray:
 
 def grid_table(grid_cells: gpd.GeoDataFrame, cases_t: pd.DataFrame, events: pd.DataFrame,
                alarms: pd.DataFrame, buildings: pd.DataFrame | None) -> gpd.GeoDataFrame:
-    """Unit grids with their indicators: open and overdue cases, reports, open alarms, households.
+    """Return unit grids with their indicators: open, overdue cases, reports, alarms, households.
 
     Also derives the full ``street`` and ``community`` codes (leading digits of the grid code).
     """
@@ -346,26 +474,39 @@ def grid_table(grid_cells: gpd.GeoDataFrame, cases_t: pd.DataFrame, events: pd.D
 
 def nearest_building(buildings: gpd.GeoDataFrame, lon: np.ndarray, lat: np.ndarray,
                      max_m: float = CASE_BUILDING_M) -> np.ndarray:
-    """The building code each point lies in or within *max_m* metres of (None otherwise).
+    """Return the building code each point lies in or within *max_m* metres of (None otherwise).
 
     One STRtree query for all points, in a local metric CRS (UTM of the buildings).
     """
     out = np.full(len(lon), None, dtype=object)
     if len(buildings) == 0 or len(lon) == 0:
         return out
-    minx, miny, maxx, maxy = buildings.total_bounds
-    metric = f"EPSG:{utm_epsg((minx + maxx) / 2, (miny + maxy) / 2)}"
-    footprints = buildings.geometry.to_crs(metric).values
+    metric, tree, codes = _building_index(buildings)
     points = gpd.GeoSeries(gpd.points_from_xy(lon, lat), crs=4326).to_crs(metric).values
-    tree = shapely.STRtree(footprints)
     pos, hit = tree.query_nearest(points, max_distance=max_m, all_matches=False)
-    out[pos] = buildings["building_code"].to_numpy(dtype=object)[hit]
+    out[pos] = codes[hit]
     return out
+
+
+def _building_index(buildings: gpd.GeoDataFrame) -> tuple[str, shapely.STRtree, np.ndarray]:
+    """Return the metric CRS, STRtree and codes of *buildings*, built once per frame.
+
+    Layer frames are never changed in place (a new version is a new frame), so the frame's
+    identity is its key; the cache holds the frame, so the identity cannot be reused meanwhile.
+    """
+
+    def make() -> tuple[gpd.GeoDataFrame, tuple[str, shapely.STRtree, np.ndarray]]:
+        minx, miny, maxx, maxy = buildings.total_bounds
+        metric = f"EPSG:{utm_epsg((minx + maxx) / 2, (miny + maxy) / 2)}"
+        tree = shapely.STRtree(buildings.geometry.to_crs(metric).values)
+        return buildings, (metric, tree, buildings["building_code"].to_numpy(dtype=object))
+
+    return _INDEXES.get(("buildings", id(buildings), len(buildings)), make)[1]
 
 
 def building_table(buildings: gpd.GeoDataFrame, cases_t: pd.DataFrame,
                    alarms: pd.DataFrame) -> gpd.GeoDataFrame:
-    """Buildings with ``open_cases`` (within :data:`CASE_BUILDING_M`) and open ``alarms``."""
+    """Return buildings with ``open_cases`` (within :data:`CASE_BUILDING_M`) and open ``alarms``."""
     keep = [c for c in ("building_code", "name", "use", "floors", "height_m", "households",
                         "residents_count", "address", "grid_code") if c in buildings]
     out = buildings[keep + ["geometry"]].copy()
@@ -398,7 +539,7 @@ def close_rates(cases_t: pd.DataFrame, at: Any = None) -> dict[str, float | None
 
 def kpi_tiles(cases_t: pd.DataFrame, sensors: pd.DataFrame, parking: pd.DataFrame,
               readings: pd.DataFrame, at: Any = None) -> dict[str, Any]:
-    """The cockpit's KPI tiles (see :data:`KPI_NAMES`); unknown values are None.
+    """Return the cockpit's KPI tiles (see :data:`KPI_NAMES`); unknown values are None.
 
     ``sensors_online`` is ``(online, total)``; ``air_quality`` the mean of the air sensors'
     latest PM2.5 (µg/m³).
@@ -464,7 +605,7 @@ def unit_names(layers: dict[str, gpd.GeoDataFrame]) -> dict[str, str]:
 
 
 def hourly(times: pd.Series, at: Any, window: str) -> pd.DataFrame:
-    """Counts per hour (per day for ``7d``) over the window ending at *at*, local time labels."""
+    """Return counts per hour (per day for ``7d``) over the window ending at *at*, local labels."""
     ts = as_time(at)
     span = window_length(window)
     freq = "D" if span > timedelta(days=1) else "h"
@@ -483,8 +624,9 @@ def hourly(times: pd.Series, at: Any, window: str) -> pd.DataFrame:
 class CockpitData:
     """What a cockpit page draws for one moment and scope (frames hold only the needed columns).
 
-    ``buildings``, ``cases`` and ``sensors`` are limited to :data:`MAX_FEATURES`; when a layer
-    holds more in scope, ``hidden`` says how many were left out (drill down to see them).
+    ``buildings``, ``cases``, ``sensors`` and the cameras in ``layers`` are limited to their
+    :data:`FEATURE_BUDGET`; when a layer holds more in scope, ``hidden`` says how many were left
+    out (drill down to see them).
     """
 
     at: pd.Timestamp
@@ -511,14 +653,29 @@ def _in_scope(frame: pd.DataFrame, scope: Scope) -> pd.DataFrame:
     return frame.loc[scope.mask(frame["grid_code"])]
 
 
+def budget(name: str) -> int:
+    """Return the most features of layer *name* the map is sent (:data:`FEATURE_BUDGET`)."""
+    return FEATURE_BUDGET.get(name, MAX_FEATURES)
+
+
 def _limit(frame: pd.DataFrame, name: str, hidden: dict[str, int],
            order: pd.Series | None = None) -> pd.DataFrame:
-    if len(frame) <= MAX_FEATURES:
+    """Return the first :func:`budget` features of *frame* by *order* (all if it fits)."""
+    most = budget(name)
+    if len(frame) <= most:
         return frame
-    hidden[name] = len(frame) - MAX_FEATURES
+    hidden[name] = len(frame) - most
     if order is not None:  # keep the most important: the first by *order*
-        return frame.loc[order.sort_values(kind="stable").index[:MAX_FEATURES]]
-    return frame.iloc[:MAX_FEATURES]
+        return frame.loc[order.sort_values(kind="stable").index[:most]]
+    return frame.iloc[:most]
+
+
+def _whole_or_none(frame: pd.DataFrame, name: str, hidden: dict[str, int]) -> pd.DataFrame:
+    """*frame* when it fits its budget, else none of it (the grid choropleth stands for it)."""
+    if len(frame) <= budget(name):
+        return frame
+    hidden[name] = len(frame)
+    return frame.iloc[:0]
 
 
 def build(inputs: CockpitInputs, scope: Scope | None = None) -> CockpitData:
@@ -564,8 +721,11 @@ def build(inputs: CockpitInputs, scope: Scope | None = None) -> CockpitData:
     buildings_scoped = None
     if buildings_all is not None and len(buildings_all):
         in_scope = buildings_all.loc[scope.mask(buildings_all["grid_code"])]
-        buildings_scoped = building_table(in_scope, cases_s, alarms)
-        buildings = _limit(buildings_scoped, "buildings", hidden)
+        if len(in_scope) <= budget("buildings") or scope.level == "grid":
+            buildings_scoped = building_table(in_scope, cases_s, alarms)
+            buildings = _whole_or_none(buildings_scoped, "buildings", hidden)
+        else:  # a whole street or district: the grid choropleth stands for its buildings
+            hidden["buildings"] = len(in_scope)
     span = window_length(inputs.window)
     closed_at = pd.to_datetime(cases_s["closed_at"], utc=True)
     shown = cases_s.loc[(cases_s["state"] != "closed") | (closed_at > at - span)]
@@ -580,11 +740,14 @@ def build(inputs: CockpitInputs, scope: Scope | None = None) -> CockpitData:
     basemap = {n: layers[n] for n in ("community", "roads") if n in layers}
     for name in ("cameras", "facilities"):
         if name in layers:
-            basemap[name] = _in_scope(layers[name], scope)
+            basemap[name] = _whole_or_none(_in_scope(layers[name], scope), name, hidden)
+    sensor_rank = sensors_s["state"].map({"alarm": 0, "offline": 1}).fillna(2) if len(
+        sensors_s) and "state" in sensors_s else None
     return CockpitData(
         at=at, window=inputs.window, scope=scope, kpis=kpis, grids=grids,
         buildings=buildings, cases=shown, alarms=_in_scope(alarms, scope),
-        sensors=_limit(sensors_s, "sensors", hidden), parking=parking_s, events=events_s,
+        sensors=_limit(sensors_s, "sensors", hidden, sensor_rank), parking=parking_s,
+        events=events_s,
         drill=drill, trend=trend, names=names, layers=basemap, hidden=hidden,
     )
 

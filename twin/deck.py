@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,16 +16,29 @@ import numpy as np
 import pandas as pd
 import pydeck as pdk
 import shapely
+from pydeck.bindings.json_tools import default_serialize
 
 import layers as declared
+from twin import settings
+from twin.crs import wgs84_to_gcj02
 from twin.enrich import CONE_SEGMENTS, camera_cones  # noqa: F401 (re-exported)
 from twin.enrich import cone_metric_crs as local_metric_crs  # noqa: F401 (re-exported)
 from twin.schema import LayerSpec
 
 LOGGER = logging.getLogger(__name__)
 
-#: Decimal places sent for longitude/latitude: 1e-7 degrees is about 1 cm, plenty for a map.
-COORD_DECIMALS = 7
+#: Decimal places sent for longitude/latitude: 1e-6 degrees is about 10 cm, plenty for a map.
+COORD_DECIMALS = 6
+#: Polygons and lines of the thematic map are simplified to this many metres (a pixel at zoom 17).
+SIMPLIFY_M = 1.0
+#: Metres in a degree of latitude: turns :data:`SIMPLIFY_M` into a tolerance in degrees (a degree
+#: of longitude is shorter, so the tolerance is never coarser than asked).
+M_PER_DEGREE = 111_320.0
+#: Display coordinate systems: the twin's WGS84, or GCJ-02 to line up with Chinese web tiles.
+DISPLAY_CRS = ("wgs84", "gcj02")
+#: Tiles of a configured basemap drawn at most (BitmapLayers, one per tile of the first view).
+MAX_TILES = 64
+TILES_ID = "basemap-tiles"
 #: The land under the twin: the community polygon filled in a colour that suits a dark theme.
 LAND_COLOR = (24, 31, 44, 255)
 #: Camera view cones: the camera's colour, this transparent.
@@ -60,6 +76,32 @@ class LegendEntry:
     def hex(self) -> str:
         r, g, b, _ = self.color
         return f"#{r:02x}{g:02x}{b:02x}"
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+def _column_list(series: pd.Series) -> list:
+    """Return a column as plain Python values for JSON (missing values as None)."""
+    if isinstance(series.dtype, np.dtype) and series.dtype.kind in "biuf":
+        return series.to_numpy().tolist()
+    return series.to_numpy(dtype=object, na_value=None).tolist()
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows of *frame* as deck.gl's data: a list of ``{column: value}`` objects.
+
+    The same as ``frame.to_dict(orient="records")`` (what pydeck does with a frame), built from
+    whole columns at once, several times faster on the map's tens of thousands of rows.
+    """
+    names = [str(c) for c in frame.columns]
+    columns = [_column_list(frame[c]) for c in frame.columns]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _layer(kind: str, data: Any = None, **props: Any) -> pdk.Layer:
+    """Return a pydeck layer; a frame *data* becomes :func:`records` first."""
+    return pdk.Layer(kind, records(data) if isinstance(data, pd.DataFrame) else data, **props)
 
 
 # -- ids --------------------------------------------------------------------------------------
@@ -102,41 +144,94 @@ def tooltip_text(spec: LayerSpec, frame: pd.DataFrame, lang: str = "zh-CN") -> p
     HTML, so values from outside (``<img onerror=…>``) cannot run. Built with vectorised pandas
     string operations, one per field.
     """
-    out = pd.Series(spec.title(lang), index=frame.index, dtype="string")
-    for field in spec.tooltip:
-        if field not in frame:
-            continue
-        label = spec.column(field).label(lang)
-        line = ("\n" + label + ": ") + _as_text(frame[field])
-        out = out + line.fillna("")
-    return out.astype(object)
+    fields = [f for f in spec.tooltip if f in frame]
+    if len(frame) == 0 or not fields:
+        return pd.Series(spec.title(lang), index=frame.index, dtype=object)
+    key = (spec.name, lang, tuple(fields), len(frame),
+           int(pd.util.hash_pandas_object(frame[fields].astype(object), index=False).sum()))
+    text = _TOOLTIPS.get(key, lambda: _tooltip_text(spec, frame[fields], lang))
+    return pd.Series(text, index=frame.index, dtype=object)
+
+
+def _tooltip_text(spec: LayerSpec, frame: pd.DataFrame, lang: str) -> np.ndarray:
+    out = np.full(len(frame), spec.title(lang), dtype=object)
+    for field in frame.columns:
+        out = _append_line(out, spec.column(field).label(lang), frame[field])
+    return out
+
+
+def _append_line(texts: np.ndarray, label: str, values: Any) -> np.ndarray:
+    r"""Return *texts* with a ``\nlabel: value`` line where the value is not empty."""
+    text = _as_text(pd.Series(values).reset_index(drop=True)).to_numpy(dtype=object,
+                                                                        na_value=None)
+    known = text != None  # noqa: E711 - elementwise on an object array
+    out = texts.copy()
+    out[known] = out[known] + ("\n" + label + ": ") + text[known]
+    return out
 
 
 # -- geometry → deck data ---------------------------------------------------------------------
 
 
-def polygon_rings(values: np.ndarray) -> list[list[list[list[float]]]]:
+def display_xy(lon: Any, lat: Any, crs: str = "wgs84") -> tuple[np.ndarray, np.ndarray]:
+    """Longitudes and latitudes (WGS84) as drawn: unchanged, or in GCJ-02 (vectorised), rounded.
+
+    Raises
+    ------
+    ConfigError
+        If *crs* is not one of :data:`DISPLAY_CRS`.
+    """
+    x = np.asarray(lon, dtype="float64")
+    y = np.asarray(lat, dtype="float64")
+    if _display_crs(crs) == "gcj02" and len(x):
+        x, y = wgs84_to_gcj02(x, y)
+    return np.round(x, COORD_DECIMALS), np.round(y, COORD_DECIMALS)
+
+
+def _display_crs(crs: str | None) -> str:
+    name = (crs or "wgs84").strip().lower().replace("-", "")
+    name = {"wgs84": "wgs84", "epsg:4326": "wgs84", "4326": "wgs84", "gcj02": "gcj02"}.get(name)
+    if name is None:
+        from twin.errors import ConfigError
+
+        raise ConfigError(f"unknown display CRS {crs!r}; choose one of {', '.join(DISPLAY_CRS)} "
+                          "(TWIN_TILE_CRS=gcj02 for AMap, Tencent or other Chinese web tiles)")
+    return name
+
+
+def _coords(values: np.ndarray, simplify_m: float, crs: str) -> tuple[np.ndarray, tuple]:
+    if simplify_m > 0:
+        values = shapely.simplify(values, simplify_m / M_PER_DEGREE, preserve_topology=True)
+    _, coords, offsets = shapely.to_ragged_array(values, include_z=False)
+    x, y = display_xy(coords[:, 0], coords[:, 1], crs)
+    return np.column_stack([x, y]), offsets
+
+
+def polygon_rings(values: np.ndarray, *, simplify_m: float = 0.0, crs: str = "wgs84"
+                  ) -> list[list[list[list[float]]]]:
     """Return polygons as deck.gl ``[ring][vertex][lon, lat]`` lists, outer ring first, then holes.
 
     Coordinates come out of GEOS in one vectorised call (``to_ragged_array``); the nesting is
-    list slicing of one flat coordinate list.
+    list slicing of one flat coordinate list. *simplify_m* simplifies first (metres, topology
+    kept); *crs* ``gcj02`` shifts the coordinates for Chinese web tiles.
     """
     if len(values) == 0:
         return []
-    _, coords, (ring_offsets, poly_offsets) = shapely.to_ragged_array(values, include_z=False)
-    flat = np.round(coords, COORD_DECIMALS).tolist()
+    coords, (ring_offsets, poly_offsets) = _coords(values, simplify_m, crs)
+    flat = coords.tolist()
     ring_bounds = zip(ring_offsets[:-1].tolist(), ring_offsets[1:].tolist(), strict=True)
     rings = [flat[a:b] for a, b in ring_bounds]
     poly_bounds = zip(poly_offsets[:-1].tolist(), poly_offsets[1:].tolist(), strict=True)
     return [rings[a:b] for a, b in poly_bounds]
 
 
-def line_paths(values: np.ndarray) -> list[list[list[float]]]:
+def line_paths(values: np.ndarray, *, simplify_m: float = 0.0, crs: str = "wgs84"
+               ) -> list[list[list[float]]]:
     """Return LineStrings as deck.gl ``[vertex][lon, lat]`` lists (coordinates in one call)."""
     if len(values) == 0:
         return []
-    _, coords, (offsets,) = shapely.to_ragged_array(values, include_z=False)
-    flat = np.round(coords, COORD_DECIMALS).tolist()
+    coords, (offsets,) = _coords(values, simplify_m, crs)
+    flat = coords.tolist()
     return [flat[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
 
 
@@ -165,16 +260,17 @@ def _elevation(spec: LayerSpec, frame: pd.DataFrame) -> np.ndarray:
     return height.fillna(3.0).clip(lower=0.5).round(1).to_numpy()
 
 
-def _polygon_layer(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str) -> pdk.Layer:
+def _polygon_layer(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str, crs: str = "wgs84",
+                   simplify_m: float = 0.0) -> pdk.Layer:
     style = spec.style
     data = _base_columns(spec, frame, lang)
-    data["polygon"] = polygon_rings(frame.geometry.values)
+    data["polygon"] = polygon_rings(frame.geometry.values, simplify_m=simplify_m, crs=crs)
     extruded = bool(style.extrude_by) and style.extrude_by in frame
     props: dict[str, Any] = {}
     if extruded:
         data["elevation"] = _elevation(spec, frame)
         props = {"get_elevation": "elevation", "material": True}
-    return pdk.Layer(
+    return _layer(
         "PolygonLayer",
         data,
         id=layer_id(spec, "Polygon"),
@@ -194,13 +290,13 @@ def _polygon_layer(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str) -> pdk.L
     )
 
 
-def _point_layer(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str) -> pdk.Layer:
+def _point_layer(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str, crs: str = "wgs84",
+                 simplify_m: float = 0.0) -> pdk.Layer:
     style = spec.style
     data = _base_columns(spec, frame, lang)
-    xy = np.round(shapely.get_coordinates(frame.geometry.values), COORD_DECIMALS)
-    data["lon"] = xy[:, 0]
-    data["lat"] = xy[:, 1]
-    return pdk.Layer(
+    xy = shapely.get_coordinates(frame.geometry.values)
+    data["lon"], data["lat"] = display_xy(xy[:, 0], xy[:, 1], crs)
+    return _layer(
         "ScatterplotLayer",
         data,
         id=layer_id(spec, "Point"),
@@ -219,17 +315,18 @@ def _point_layer(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str) -> pdk.Lay
     )
 
 
-def _path_layer(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str) -> pdk.Layer:
+def _path_layer(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str, crs: str = "wgs84",
+                simplify_m: float = 0.0) -> pdk.Layer:
     style = spec.style
     data = _base_columns(spec, frame, lang)
-    data["path"] = line_paths(frame.geometry.values)
+    data["path"] = line_paths(frame.geometry.values, simplify_m=simplify_m, crs=crs)
     width: Any = style.line_width_m
     if "width_m" in frame:
         data["width"] = (
             pd.to_numeric(frame["width_m"], errors="coerce").fillna(style.line_width_m).to_numpy()
         )
         width = "width"
-    return pdk.Layer(
+    return _layer(
         "PathLayer",
         data,
         id=layer_id(spec, "LineString"),
@@ -249,7 +346,8 @@ def _path_layer(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str) -> pdk.Laye
 _BUILDERS = {"Polygon": _polygon_layer, "Point": _point_layer, "LineString": _path_layer}
 
 
-def spec_layers(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str = "zh-CN") -> list[pdk.Layer]:
+def spec_layers(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str = "zh-CN", *,
+                crs: str = "wgs84", simplify_m: float = 0.0) -> list[pdk.Layer]:
     """Return the deck layers of one declared layer: one per geometry kind, plus camera cones.
 
     Parameters
@@ -260,6 +358,10 @@ def spec_layers(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str = "zh-CN") -
         The layer's features in EPSG:4326, as the store returns them.
     lang
         ``zh-CN`` or ``en``: the language of the tooltips.
+    crs
+        ``wgs84`` (as stored) or ``gcj02`` (to line up with Chinese web tiles).
+    simplify_m
+        Simplify polygons and lines to this many metres first (0: as stored).
 
     Returns
     -------
@@ -278,23 +380,23 @@ def spec_layers(spec: LayerSpec, frame: gpd.GeoDataFrame, lang: str = "zh-CN") -
     if spec.name == "cameras":
         cones = camera_cones(frame[kinds == "Point"])
         if len(cones):
-            out.append(_cone_layer(spec, cones))
+            out.append(_cone_layer(spec, cones, crs))
     order = [spec.geometry_type, *(k for k in ("Polygon", "LineString", "Point")
                                    if k != spec.geometry_type)]
     for kind in order:
         mask = kinds == kind
         if mask.any():
-            out.append(_BUILDERS[kind](spec, frame[mask], lang))
+            out.append(_BUILDERS[kind](spec, frame[mask], lang, crs, simplify_m))
     return out
 
 
 # -- camera view cones ------------------------------------------------------------------------
 
 
-def _cone_layer(spec: LayerSpec, cones: gpd.GeoDataFrame) -> pdk.Layer:
+def _cone_layer(spec: LayerSpec, cones: gpd.GeoDataFrame, crs: str = "wgs84") -> pdk.Layer:
     r, g, b, _ = spec.style.fill
-    data = pd.DataFrame({"polygon": polygon_rings(cones.geometry.values)})
-    return pdk.Layer(
+    data = pd.DataFrame({"polygon": polygon_rings(cones.geometry.values, crs=crs)})
+    return _layer(
         "PolygonLayer",
         data,
         id=f"{spec.name}-{CONES_SUFFIX}",
@@ -356,14 +458,16 @@ def fit_view(
     )
 
 
-def _land_layer(community: gpd.GeoDataFrame) -> pdk.Layer | None:
+def _land_layer(community: gpd.GeoDataFrame, crs: str = "wgs84",
+                simplify_m: float = 0.0) -> pdk.Layer | None:
     polys = _single_part(community.to_crs(4326) if community.crs else community)
     polys = polys[shapely.get_type_id(polys.geometry.values) == 3]
     if len(polys) == 0:
         return None
-    return pdk.Layer(
+    return _layer(
         "PolygonLayer",
-        pd.DataFrame({"polygon": polygon_rings(polys.geometry.values)}),
+        pd.DataFrame({"polygon": polygon_rings(polys.geometry.values, simplify_m=simplify_m,
+                                               crs=crs)}),
         id=BASEMAP_LAND_ID,
         get_polygon="polygon",
         filled=True,
@@ -536,12 +640,11 @@ def ramp_colors(values: Any, low: tuple = RAMP[0], mid: tuple = RAMP[1],
 
 
 def _lines(base: pd.Series, extra: Mapping[str, pd.Series]) -> list:
-    """Append ``label: value`` lines to tooltip texts (vectorised per line, empty values left out)."""
-    out = base.astype("string")
+    """Append ``label: value`` lines to tooltip texts (vectorised per line, empty ones left out)."""
+    out = base.to_numpy(dtype=object, na_value="")
     for label, values in extra.items():
-        text = _as_text(pd.Series(values).reset_index(drop=True))
-        out = out.reset_index(drop=True) + (("\n" + label + ": ") + text).fillna("")
-    return out.astype(object).tolist()
+        out = _append_line(out, label, values)
+    return out.tolist()
 
 
 def _rows(frame: pd.DataFrame, spec_name: str | None, lang: str, title: str | None = None
@@ -557,8 +660,8 @@ def _polygons(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def grid_layers(grids: gpd.GeoDataFrame, indicator: str, labels: Mapping[str, str],
-                lang: str = "zh-CN") -> list[pdk.Layer]:
-    """Unit grids as a choropleth of *indicator*, with their codes written on them."""
+                lang: str = "zh-CN", crs: str = "wgs84") -> list[pdk.Layer]:
+    """Return unit grids as a choropleth of *indicator*, with their codes written on them."""
     if len(grids) == 0:
         return []
     polys = _polygons(grids)
@@ -566,41 +669,41 @@ def grid_layers(grids: gpd.GeoDataFrame, indicator: str, labels: Mapping[str, st
     extra = {labels.get(k, k): polys[k] for k in ("open_cases", "overdue", "reports", "alarms",
                                                    "households") if k in polys}
     data["tooltip"] = _lines(_rows(polys, "grid_cells", lang), extra)
-    data["polygon"] = polygon_rings(polys.geometry.values)
+    data["polygon"] = polygon_rings(polys.geometry.values, simplify_m=SIMPLIFY_M, crs=crs)
     data["color"] = ramp_colors(polys[indicator].to_numpy())
     points = shapely.point_on_surface(grids.geometry.values)
+    lon, lat = display_xy(shapely.get_x(points), shapely.get_y(points), crs)
     codes = pd.DataFrame({
-        "lon": np.round(shapely.get_x(points), COORD_DECIMALS),
-        "lat": np.round(shapely.get_y(points), COORD_DECIMALS),
-        "text": grids["grid_code"].astype(str).str[-4:].to_numpy(),
+        "lon": lon, "lat": lat, "text": grids["grid_code"].astype(str).str[-4:].to_numpy(),
     })
     return [
-        pdk.Layer("PolygonLayer", data, id="grid_cells", get_polygon="polygon", filled=True,
+        _layer("PolygonLayer", data, id="grid_cells", get_polygon="polygon", filled=True,
                   stroked=True, get_fill_color="color", get_line_color=[0, 229, 255, 200],
                   get_line_width=2, line_width_units="'meters'", line_width_min_pixels=1,
                   pickable=True, auto_highlight=True, highlight_color=[255, 255, 255, 60]),
-        pdk.Layer("TextLayer", codes, id=CODES_ID, get_position="[lon, lat]", get_text="text",
+        _layer("TextLayer", codes, id=CODES_ID, get_position="[lon, lat]", get_text="text",
                   get_size=13, get_color=[230, 237, 243, 230], pickable=False,
                   font_family="'Noto Sans CJK SC', sans-serif"),
     ]
 
 
 def building_layer(buildings: gpd.GeoDataFrame, metric: str, labels: Mapping[str, str],
-                   lang: str = "zh-CN", extrude: bool = False) -> list[pdk.Layer]:
-    """Buildings coloured by *metric* (open cases, alarms, households), optionally extruded."""
+                   lang: str = "zh-CN", extrude: bool = False, crs: str = "wgs84"
+                   ) -> list[pdk.Layer]:
+    """Return buildings coloured by *metric* (open cases, alarms, households), maybe extruded."""
     if len(buildings) == 0:
         return []
     polys = _polygons(buildings)
     data = pd.DataFrame({"id": polys["building_code"].astype(str).to_numpy()})
     extra = {labels.get(k, k): polys[k] for k in ("open_cases", "alarms") if k in polys}
     data["tooltip"] = _lines(_rows(polys, "buildings", lang), extra)
-    data["polygon"] = polygon_rings(polys.geometry.values)
+    data["polygon"] = polygon_rings(polys.geometry.values, simplify_m=SIMPLIFY_M, crs=crs)
     data["color"] = ramp_colors(polys[metric].to_numpy())
     props: dict[str, Any] = {}
     if extrude:
         data["elevation"] = _elevation(declared.get_layer("buildings"), polys)
         props = {"get_elevation": "elevation", "material": True}
-    return [pdk.Layer("PolygonLayer", data, id="buildings", get_polygon="polygon", filled=True,
+    return [_layer("PolygonLayer", data, id="buildings", get_polygon="polygon", filled=True,
                       stroked=True, extruded=extrude, get_fill_color="color",
                       get_line_color=[255, 255, 255, 120], get_line_width=0.5,
                       line_width_units="'meters'", line_width_min_pixels=1, pickable=True,
@@ -609,18 +712,17 @@ def building_layer(buildings: gpd.GeoDataFrame, metric: str, labels: Mapping[str
 
 def _scatter(layer_id: str, frame: pd.DataFrame, tooltip: list, colors: list, radius: Any,
              *, line: tuple = (14, 17, 23, 230), line_px: float = 1, min_px: float = 3,
-             ids: pd.Series | None = None) -> pdk.Layer:
+             ids: pd.Series | None = None, crs: str = "wgs84") -> pdk.Layer:
+    lon, lat = display_xy(pd.to_numeric(frame["lon"]).to_numpy(dtype=float),
+                          pd.to_numeric(frame["lat"]).to_numpy(dtype=float), crs)
     data = pd.DataFrame({
         "id": (ids if ids is not None else frame["id"]).astype(str).to_numpy(),
-        "tooltip": tooltip,
-        "lon": np.round(pd.to_numeric(frame["lon"]).to_numpy(dtype=float), COORD_DECIMALS),
-        "lat": np.round(pd.to_numeric(frame["lat"]).to_numpy(dtype=float), COORD_DECIMALS),
-        "color": colors,
+        "tooltip": tooltip, "lon": lon, "lat": lat, "color": colors,
     })
     if not isinstance(radius, (int, float)):
         data["radius"] = radius
         radius = "radius"
-    return pdk.Layer("ScatterplotLayer", data, id=layer_id, get_position="[lon, lat]",
+    return _layer("ScatterplotLayer", data, id=layer_id, get_position="[lon, lat]",
                      get_radius=radius, radius_units="'meters'", radius_min_pixels=min_px,
                      filled=True, stroked=True, get_fill_color="color", get_line_color=list(line),
                      line_width_min_pixels=line_px, pickable=True, auto_highlight=True,
@@ -633,7 +735,8 @@ def _xy(frame: gpd.GeoDataFrame) -> pd.DataFrame:
 
 
 def case_layers(cases: pd.DataFrame, labels: Mapping[str, str], status_names: Mapping[str, str],
-                lang: str = "zh-CN", density: bool = True) -> list[pdk.Layer]:
+                lang: str = "zh-CN", density: bool = True, crs: str = "wgs84"
+                ) -> list[pdk.Layer]:
     """Cases by state (overdue red, large, white-ringed, drawn last) and a density hexagon layer."""
     if len(cases) == 0:
         return []
@@ -653,20 +756,22 @@ def case_layers(cases: pd.DataFrame, labels: Mapping[str, str], status_names: Ma
     out = []
     if density:
         live = frame.loc[state != "closed"]
-        pts = pd.DataFrame({"lon": pd.to_numeric(live["lon"]).round(6),
-                            "lat": pd.to_numeric(live["lat"]).round(6)})
-        out.append(pdk.Layer("HexagonLayer", pts, id=DENSITY_ID, get_position="[lon, lat]",
+        lon, lat = display_xy(pd.to_numeric(live["lon"]).to_numpy(dtype=float),
+                              pd.to_numeric(live["lat"]).to_numpy(dtype=float), crs)
+        pts = pd.DataFrame({"lon": lon.round(5), "lat": lat.round(5)})  # 1 m: a 40 m hexagon
+        out.append(_layer("HexagonLayer", pts, id=DENSITY_ID, get_position="[lon, lat]",
                              radius=40, elevation_scale=0, extruded=False, coverage=0.9,
                              opacity=0.35, pickable=False,
                              color_range=[[22, 78, 99], [42, 120, 130], [120, 160, 90],
                                           [244, 180, 0], [240, 110, 40], [230, 57, 70]]))
     out.append(_scatter("cases", frame, tip, colors, radius,
-                        line=(255, 255, 255, 255), line_px=1.5))
+                        line=(255, 255, 255, 255), line_px=1.5, crs=crs))
     return out
 
 
 def sensor_layer(sensors: gpd.GeoDataFrame, labels: Mapping[str, str],
-                 state_names: Mapping[str, str], lang: str = "zh-CN") -> list[pdk.Layer]:
+                 state_names: Mapping[str, str], lang: str = "zh-CN", crs: str = "wgs84"
+                 ) -> list[pdk.Layer]:
     """Sensors coloured by state (ok, alarm, offline) with their live values in the tooltip."""
     if len(sensors) == 0:
         return []
@@ -676,11 +781,11 @@ def sensor_layer(sensors: gpd.GeoDataFrame, labels: Mapping[str, str],
                  {labels.get("state", "state"): state.map(state_names).fillna(state),
                   labels.get("values", "values"): sensors["values"]})
     colors = [list(SENSOR_COLORS.get(s, SENSOR_COLORS["ok"])) for s in state]
-    return [_scatter("sensors", xy, tip, colors, 4.0, ids=sensors["sensor_id"])]
+    return [_scatter("sensors", xy, tip, colors, 4.0, ids=sensors["sensor_id"], crs=crs)]
 
 
-def alarm_layer(alarms: pd.DataFrame, labels: Mapping[str, str], lang: str = "zh-CN"
-                ) -> list[pdk.Layer]:
+def alarm_layer(alarms: pd.DataFrame, labels: Mapping[str, str], lang: str = "zh-CN",
+                crs: str = "wgs84") -> list[pdk.Layer]:
     """Open alarms: large magenta discs with a white ring, drawn above everything."""
     alarms = alarms.loc[alarms["lon"].notna() & alarms["lat"].notna()] if len(alarms) else alarms
     if len(alarms) == 0:
@@ -692,11 +797,11 @@ def alarm_layer(alarms: pd.DataFrame, labels: Mapping[str, str], lang: str = "zh
                         labels.get("value", "value"): frame.get("value"),
                         labels.get("severity", "severity"): frame.get("severity")})
     return [_scatter("alarms", frame, tip, [list(ALARM_COLOR)] * len(frame), 12.0,
-                     line=(255, 255, 255, 255), line_px=2, min_px=6)]
+                     line=(255, 255, 255, 255), line_px=2, min_px=6, crs=crs)]
 
 
-def parking_layer(parking: gpd.GeoDataFrame, labels: Mapping[str, str], lang: str = "zh-CN"
-                  ) -> list[pdk.Layer]:
+def parking_layer(parking: gpd.GeoDataFrame, labels: Mapping[str, str], lang: str = "zh-CN",
+                  crs: str = "wgs84") -> list[pdk.Layer]:
     """Parking lots coloured by live availability, with free / total spaces in the tooltip."""
     if len(parking) == 0:
         return []
@@ -711,12 +816,117 @@ def parking_layer(parking: gpd.GeoDataFrame, labels: Mapping[str, str], lang: st
     kinds = shapely.get_type_id(parking.geometry.values)
     if (kinds == 3).all():
         data = pd.DataFrame({"id": parking["lot_id"].astype(str).to_numpy(), "tooltip": tip,
-                             "polygon": polygon_rings(parking.geometry.values), "color": colors})
-        return [pdk.Layer("PolygonLayer", data, id="parking", get_polygon="polygon",
+                             "polygon": polygon_rings(parking.geometry.values,
+                                                      simplify_m=SIMPLIFY_M, crs=crs),
+                             "color": colors})
+        return [_layer("PolygonLayer", data, id="parking", get_polygon="polygon",
                           filled=True, stroked=True, get_fill_color="color",
                           get_line_color=[255, 255, 255, 160], line_width_min_pixels=1,
                           pickable=True, auto_highlight=True)]
-    return [_scatter("parking", _xy(parking), tip, colors, 10.0, ids=parking["lot_id"])]
+    return [_scatter("parking", _xy(parking), tip, colors, 10.0, ids=parking["lot_id"],
+                     crs=crs)]
+
+
+class CompactDeck(pdk.Deck):
+    """A :class:`pydeck.Deck` whose JSON is compact: no indentation, encoded in C.
+
+    pydeck indents its JSON (``indent=2``), which makes Python's pure-Python encoder run and
+    roughly triples the bytes; Streamlit sends whatever ``to_json`` returns, so this is what
+    keeps a district-scale map small and fast. The content is the same.
+    """
+
+    def to_json(self) -> str:
+        return json.dumps(self, sort_keys=True, default=default_serialize, separators=(",", ":"))
+
+
+class _Cache:
+    """A small thread-safe LRU of built basemap layers (keyed by their frame's identity)."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+_BASEMAP = _Cache()
+_TOOLTIPS = _Cache(32)
+
+
+def _static(name: str, frame: gpd.GeoDataFrame, lang: str, crs: str,
+            make: Callable[[], list[pdk.Layer]]) -> list[pdk.Layer]:
+    """Basemap layers built once per layer frame, language and display CRS.
+
+    Layer frames are never changed in place (a new version is a new frame); the cache holds the
+    frame, so its identity cannot be reused while the entry lives. Built layers are only read.
+    """
+    key = (name, id(frame), len(frame), lang, crs)
+    return _BASEMAP.get(key, lambda: (frame, make()))[1]
+
+
+def tile_bounds(x: np.ndarray, y: np.ndarray, z: int) -> np.ndarray:
+    """Web Mercator tiles (x, y, z) → ``[west, south, east, north]`` in degrees (vectorised)."""
+    n = 2.0 ** z
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+
+    def lat(row: np.ndarray) -> np.ndarray:
+        return np.degrees(np.arctan(np.sinh(np.pi * (1 - 2 * row / n))))
+
+    return np.column_stack([x / n * 360 - 180, lat(y + 1), (x + 1) / n * 360 - 180, lat(y)])
+
+
+def tile_layers(url: str, bounds: tuple[float, float, float, float], zoom: float,
+                max_tiles: int = MAX_TILES) -> list[pdk.Layer]:
+    """Return a raster basemap from a tile URL template: one BitmapLayer per tile over *bounds*.
+
+    deck.gl's ``TileLayer`` cannot draw images from pydeck's JSON (its sub-layers are made by a
+    JavaScript callback), so the tiles covering the view are listed here at the view's zoom (one
+    level finer for sharpness), coarser until at most *max_tiles* are needed. *url* holds
+    ``{z}``, ``{x}`` and ``{y}`` (``{s}`` becomes ``a``). The tiles are in the tile provider's
+    own datum: GCJ-02 providers need the twin drawn in GCJ-02 (``TWIN_TILE_CRS=gcj02``).
+    """
+    minx, miny, maxx, maxy = bounds
+    z = int(min(max(math.ceil(zoom) + 1, 1), 19))
+    while True:
+        n = 2 ** z
+        xs = np.clip(np.floor((np.array([minx, maxx]) + 180) / 360 * n), 0, n - 1).astype(int)
+        merc = np.log(np.tan(np.pi / 4 + np.radians(np.clip([maxy, miny], -85, 85)) / 2))
+        ys = np.clip(np.floor((1 - merc / np.pi) / 2 * n), 0, n - 1).astype(int)
+        count = (xs[1] - xs[0] + 1) * (ys[1] - ys[0] + 1)
+        if count <= max_tiles or z == 0:
+            break
+        z -= 1
+    gx, gy = np.meshgrid(np.arange(xs[0], xs[1] + 1), np.arange(ys[0], ys[1] + 1))
+    gx, gy = gx.ravel(), gy.ravel()
+    boxes = np.round(tile_bounds(gx, gy, z), 7).tolist()
+    template = url.replace("{s}", "a")
+    return [
+        _layer("BitmapLayer", None, id=f"{TILES_ID}-{z}-{x}-{y}",
+                  image=template.replace("{z}", str(z)).replace("{x}", str(x))
+                  .replace("{y}", str(y)), bounds=box, pickable=False)
+        for x, y, box in zip(gx.tolist(), gy.tolist(), boxes, strict=True)
+    ]
+
+
+def display_bounds(bounds: tuple[float, float, float, float] | None, crs: str = "wgs84"
+                   ) -> tuple[float, float, float, float] | None:
+    """*bounds* (WGS84) as drawn in the display *crs* (corners shifted to GCJ-02 when asked)."""
+    if bounds is None:
+        return None
+    x, y = display_xy([bounds[0], bounds[2]], [bounds[1], bounds[3]], crs)
+    return (float(x[0]), float(y[0]), float(x[1]), float(y[1]))
 
 
 def thematic_deck(
@@ -732,41 +942,89 @@ def thematic_deck(
     status_names: Mapping[str, str] | None = None,
     state_names: Mapping[str, str] | None = None,
     height: int = MAP_HEIGHT,
+    tile_url: str | None = None,
+    tile_crs: str | None = None,
 ) -> pdk.Deck:
-    """Return the cockpit map of a :class:`twin.cockpit.CockpitData`, offline.
+    """Return the cockpit map of a :class:`twin.cockpit.CockpitData`, offline unless tiles are set.
 
     Basemap (land, roads) always; then the visible thematic layers of :data:`THEMATIC` in
     that order, each with ``id`` and the common ``tooltip`` column only. *labels* gives the
     tooltip labels (the page takes them from the catalogs).
+
+    Parameters
+    ----------
+    data
+        What :func:`twin.cockpit.cockpit_data` built.
+    visible
+        The thematic layers to draw (names of :data:`THEMATIC`).
+    labels
+        Tooltip labels by indicator or field name (from the catalogs).
+    lang
+        ``zh-CN`` or ``en``: the language of the tooltips.
+    building_metric, grid_indicator
+        What buildings and unit grids are coloured by.
+    extrude
+        Extrude buildings by their height.
+    view_state
+        The kept view; default fitted to the grids in scope.
+    status_names, state_names
+        Case status and sensor state names shown in tooltips.
+    height
+        Map height in pixels.
+    tile_url
+        A raster tile URL template (``…/{z}/{x}/{y}.png``) drawn under everything; default the
+        ``tile_url`` setting (``TWIN_TILE_URL``). Empty: no tiles, no request leaves the machine.
+    tile_crs
+        ``wgs84`` or ``gcj02``: the datum of the tiles; with ``gcj02`` every coordinate of the
+        twin is shifted to GCJ-02 so it lines up with Chinese web maps. Default the ``tile_crs``
+        setting (``TWIN_TILE_CRS``). Ignored without a tile URL.
+
+    Returns
+    -------
+    CompactDeck
+        With ``map_provider=None`` and compact JSON.
     """
     wanted = set(visible)
+    url = settings.get("tile_url") if tile_url is None else tile_url
+    crs = _display_crs((settings.get("tile_crs") if tile_crs is None else tile_crs)
+                       if url else "wgs84")
     base = data.layers
     layers_out: list[pdk.Layer] = []
     community = base.get("community")
-    if community is not None and len(community):
-        land = _land_layer(community)
-        if land is not None:
-            layers_out.append(land)
-    if "roads" in base:
-        layers_out.extend(spec_layers(declared.get_layer("roads"), base["roads"], lang))
-    if "grid_cells" in wanted:
-        layers_out.extend(grid_layers(data.grids, grid_indicator, labels, lang))
-    if "buildings" in wanted:
-        layers_out.extend(building_layer(data.buildings, building_metric, labels, lang, extrude))
-    if "parking" in wanted and len(data.parking) and "geometry" in data.parking:
-        layers_out.extend(parking_layer(data.parking, labels, lang))
-    if "cameras" in wanted and "cameras" in base:
-        layers_out.extend(spec_layers(declared.get_layer("cameras"), base["cameras"], lang))
-    if "sensors" in wanted and len(data.sensors) and "geometry" in data.sensors:
-        layers_out.extend(sensor_layer(data.sensors, labels, state_names or {}, lang))
-    if {"cases", "density"} & wanted:
-        made = case_layers(data.cases, labels, status_names or {}, lang,
-                           density="density" in wanted)
-        layers_out.extend(x for x in made if x.id != "cases" or "cases" in wanted)
-    if "alarms" in wanted:
-        layers_out.extend(alarm_layer(data.alarms, labels, lang))
     if view_state is None:
         fit = data.grids if len(data.grids) else community
-        view_state = fit_view(_bounds([fit]) if fit is not None else None, height=height)
-    return pdk.Deck(layers=layers_out, initial_view_state=view_state, map_provider=None,
-                    tooltip={"text": "{tooltip}", "style": TOOLTIP_STYLE}, height=height)
+        box = _bounds([fit]) if fit is not None else None
+        view_state = fit_view(display_bounds(box, crs), height=height)
+    if url:
+        box = _bounds([data.grids]) if len(data.grids) else None
+        if box is None and community is not None and len(community):
+            box = _bounds([community])
+        if box is not None:
+            layers_out.extend(tile_layers(url, display_bounds(box, crs), view_state.zoom))
+    if community is not None and len(community) and not url:
+        layers_out.extend(_static("land", community, "", crs, lambda: [
+            x for x in [_land_layer(community, crs, SIMPLIFY_M)] if x is not None]))
+    if "roads" in base:
+        roads = base["roads"]
+        layers_out.extend(_static("roads", roads, lang, crs, lambda: spec_layers(
+            declared.get_layer("roads"), roads, lang, crs=crs, simplify_m=SIMPLIFY_M)))
+    if "grid_cells" in wanted:
+        layers_out.extend(grid_layers(data.grids, grid_indicator, labels, lang, crs))
+    if "buildings" in wanted:
+        layers_out.extend(building_layer(data.buildings, building_metric, labels, lang, extrude,
+                                         crs))
+    if "parking" in wanted and len(data.parking) and "geometry" in data.parking:
+        layers_out.extend(parking_layer(data.parking, labels, lang, crs))
+    if "cameras" in wanted and "cameras" in base and len(base["cameras"]):
+        layers_out.extend(spec_layers(declared.get_layer("cameras"), base["cameras"], lang,
+                                      crs=crs))
+    if "sensors" in wanted and len(data.sensors) and "geometry" in data.sensors:
+        layers_out.extend(sensor_layer(data.sensors, labels, state_names or {}, lang, crs))
+    if {"cases", "density"} & wanted:
+        made = case_layers(data.cases, labels, status_names or {}, lang,
+                           density="density" in wanted, crs=crs)
+        layers_out.extend(x for x in made if x.id != "cases" or "cases" in wanted)
+    if "alarms" in wanted:
+        layers_out.extend(alarm_layer(data.alarms, labels, lang, crs))
+    return CompactDeck(layers=layers_out, initial_view_state=view_state, map_provider=None,
+                       tooltip={"text": "{tooltip}", "style": TOOLTIP_STYLE}, height=height)

@@ -52,6 +52,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mqtt_url", str, "mqtt://127.0.0.1:1883", "Broker of the live feeds."),
     Setting("tile_url", str, "", "Optional basemap tile URL; empty means the twin's own basemap."),
     Setting(
+        "tile_crs",
+        str,
+        "wgs84",
+        "Datum of the tile_url tiles: wgs84, or gcj02 (AMap, Tencent …: the twin is shifted to match).",
+    ),
+    Setting(
         "require_services",
         _bool,
         False,

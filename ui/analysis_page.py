@@ -1,4 +1,4 @@
-"""分析 Analysis (planners): the planner queries of twin.query, drawn on the map, exported as files."""
+"""分析 Analysis (planners): the planner queries of twin.query, drawn on the map, exported."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ if "grid_cells" not in twin_layers:
 
 controls = mapview.sidebar_controls(LANG)
 scope = mapview.drill_scope(twin_layers, LANG)
-data = mapview.cockpit_data(store, twin_layers, controls, scope)
+data = mapview.cockpit_data(store, twin_layers, controls, scope, LANG)
 
 # -- KPI tiles ----------------------------------------------------------------------------------
 mapview.kpi_tiles(data.kpis, LANG)

@@ -57,9 +57,14 @@ def layer_versions(store: Store) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def read_layers(url: str, versions: tuple[tuple[str, int], ...]) -> dict[str, gpd.GeoDataFrame]:
-    """The current version of every layer; a new version of any layer is a new cache entry."""
+    """The current version of every layer; a new version of any layer is a new cache entry.
+
+    A resource, not data: every session shares the same frames (no copy per rerun), so pages
+    and ``twin`` treat them as read-only, and ``twin.cockpit`` / ``twin.deck`` key their derived
+    data (building index, basemap layers) on the frames' identity.
+    """
     store = get_store(url)
     return {name: store.read_layer(name, version) for name, version in versions}
 

@@ -12,9 +12,9 @@ import pandas as pd
 import streamlit as st
 
 import layers as declared
-from twin import access, cockpit, deck
+from twin import access, cockpit, deck, settings
 from twin.cockpit import Scope
-from ui.common import status_names, t
+from ui.common import DEMO_COMMANDS, status_names, t
 
 LOGGER = logging.getLogger(__name__)
 
@@ -128,10 +128,20 @@ def drill_scope(twin_layers: dict, lang: str, grids: frozenset[str] | None = Non
     return Scope(street=street, community=community, grid=grid, grids=grids)
 
 
-def cockpit_data(store, twin_layers: dict, controls: Controls, scope: Scope):
-    """The page's data from :func:`twin.cockpit.cockpit_data` (layers cached per version)."""
-    return cockpit.cockpit_data(store, at=controls.at, window=controls.window, scope=scope,
-                                layers=twin_layers)
+def cockpit_data(store, twin_layers: dict, controls: Controls, scope: Scope, lang: str = ""):
+    """The page's data from :func:`twin.cockpit.cockpit_data` (layers cached per version).
+
+    On any failure (store gone, a layer without its columns) the user reads what happened and
+    what to do, and the page stops: never a traceback.
+    """
+    try:
+        return cockpit.cockpit_data(store, at=controls.at, window=controls.window, scope=scope,
+                                    layers=twin_layers)
+    except Exception as exc:  # the page's edge: the message, then stop
+        LOGGER.exception("building the cockpit data failed")
+        st.error(t("cockpit.error", lang or None, error=str(exc)))
+        st.code(DEMO_COMMANDS, language="bash")
+        st.stop()
 
 
 def _fmt(value: Any, suffix: str = "") -> str:
@@ -162,16 +172,30 @@ def kpi_tiles(kpis: dict[str, Any], lang: str) -> None:
 def _view(data) -> Any:
     """The view kept across reruns and live refreshes: one per scope, fitted once."""
     views = st.session_state.setdefault(VIEW_KEY, {})
-    key = (data.scope.street, data.scope.community, data.scope.grid)
+    key = (data.scope.street, data.scope.community, data.scope.grid, _display_crs())
     if key not in views:
         fit = data.grids if len(data.grids) else None
         bounds = tuple(fit.total_bounds) if fit is not None else None
-        views[key] = deck.fit_view(bounds, height=MAP_HEIGHT)
+        views[key] = deck.fit_view(deck.display_bounds(bounds, _display_crs()), height=MAP_HEIGHT)
     return views[key]
 
 
+def _display_crs() -> str:
+    """The datum the map is drawn in: GCJ-02 only under GCJ-02 tiles (TWIN_TILE_URL/_CRS)."""
+    return settings.get("tile_crs") if settings.get("tile_url") else "wgs84"
+
+
 def draw_map(data, controls: Controls, lang: str, *, key: str) -> Any:
-    """Draw the thematic deck; returns the selection event."""
+    """Draw the thematic deck; returns the selection event (None when the map failed)."""
+    try:
+        return _draw_map(data, controls, lang, key=key)
+    except Exception as exc:  # the map's edge: a message in place of the map
+        LOGGER.exception("drawing the map failed")
+        st.error(t("map.error", lang, error=str(exc)))
+        return None
+
+
+def _draw_map(data, controls: Controls, lang: str, *, key: str) -> Any:
     chart = deck.thematic_deck(
         data, controls.visible, tooltip_labels(lang), lang,
         building_metric=controls.building_metric, grid_indicator=controls.grid_indicator,

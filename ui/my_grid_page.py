@@ -1,4 +1,4 @@
-"""我的网格 My grid (phone width): my grids' map, my open cases by deadline, alarms, report a case."""
+"""我的网格 My grid (phone width): my grids' map, my open cases by deadline, alarms, reports."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ st.caption(t("mygrid.grids", LANG, grids=", ".join(sorted(mine))))
 controls = mapview.sidebar_controls(LANG, default_layers=("grid_cells", "buildings", "sensors",
                                                           "cases", "alarms"))
 scope = mapview.drill_scope(twin_layers, LANG, grids=mine)
-data = mapview.cockpit_data(store, twin_layers, controls, scope)
+data = mapview.cockpit_data(store, twin_layers, controls, scope, LANG)
 mapview.kpi_tiles(data.kpis, LANG)
 event = mapview.draw_map(data, controls, LANG, key="mygrid_map")
 picked = mapview.deck.selected_feature(event)
@@ -51,7 +51,8 @@ st.subheader(t("mygrid.report", LANG))
 categories = cases.load_categories()
 cat_names = dict(zip(categories["service_code"],
                      categories["name_zh" if LANG.startswith("zh") else "name_en"], strict=True))
-centre = grid_cells.loc[grid_cells["grid_code"].isin(mine)].geometry.union_all().representative_point()
+mine_cells = grid_cells.loc[grid_cells["grid_code"].isin(mine)]
+centre = mine_cells.geometry.union_all().representative_point()
 with st.form("report_case"):
     category = st.selectbox(t("mygrid.category", LANG), list(cat_names),
                             format_func=lambda c: f"{c} {cat_names[c]}")
