@@ -112,7 +112,8 @@ def machine() -> dict:
                       ("mosquitto_sub", ["mosquitto_sub", "--help"])):
         try:
             text = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-            versions[tool] = (text.stdout or text.stderr).strip().splitlines()[0]
+            out = (text.stdout or text.stderr).strip().splitlines()
+            versions[tool] = next((x for x in out if "version" in x.lower()), out[0])
         except (OSError, subprocess.SubprocessError, IndexError):
             versions[tool] = "missing"
     try:

@@ -238,6 +238,19 @@ def write(results: dict, doc: Path) -> None:
                 f"{f['repeats']} |")
         ours_anchor = sorted({(f.get("ours"), f.get("anchor")) for f in mine if "error" not in f})
         lines += ["", "Ours / anchor: " + "; ".join(f"{o} / {a}" for o, a in ours_anchor) + "."]
+        for f in mine:
+            stages = f.get("extra", {}).get("ours_stage_s")
+            if stages:
+                lines.append(f"Our stages at {f['scale']} (last repeat, s): " + ", ".join(
+                    f"{k} {v}" for k, v in stages.items()) + ".")
+            if f.get("extra", {}).get("p99_s") is not None:
+                e = f["extra"]
+                lines.append(f"Latency at {f['scale']}: p50 {_fmt_s(e['p50_s'])}, p99 "
+                             f"{_fmt_s(e['p99_s'])}, max {_fmt_s(e['max_s'])}.")
+            if f.get("extra", {}).get("ours_bytes") is not None:
+                e = f["extra"]
+                lines.append(f"Bytes sent at {f['scale']}: ours {e['ours_bytes'] / 1e6:.2f} MB, "
+                             f"naive {e['anchor_bytes'] / 1e6:.2f} MB.")
         notes = sorted({f.get("notes") for f in mine if f.get("notes")})
         lines += [f"Note: {n}" for n in notes]
         png = img_dir / f"bench_{name}.png"
