@@ -153,6 +153,109 @@ def test_a_write_that_fails_midway_leaves_the_previous_version(store, buildings,
     assert v.version == 2 and len(store.read_layer("buildings")) == 2
 
 
+def _regrid_fixture(store, buildings, grid_cells):
+    store.write_layer("grid_cells", grid_cells, actor="a", source="grids v1")
+    store.write_layer("buildings", buildings.assign(grid_code="45031100100101"), actor="a",
+                      source="b v1")
+    store.create_case(_case("OPEN", status="handling", grid_code="45031100100101",
+                            resp_grid_id="R01"))
+    store.create_case(_case("SAME", status="filed", grid_code="45031100100101",
+                            resp_grid_id="R01"))
+
+
+def test_write_layers_writes_several_layers_and_moves_cases_in_one_transaction(
+    store, buildings, grid_cells
+):
+    _regrid_fixture(store, buildings, grid_cells)
+    renamed = grid_cells.assign(grid_code=["45031100100191", "45031100100192"])
+    grids = pd.DataFrame({"id": ["OPEN", "SAME"], "grid_code": ["45031100100191", "45031100100101"],
+                          "resp_grid_id": ["R09", "R01"], "community_code": [None, None],
+                          "street_code": [None, None], "version": [1, 1]})
+    written = store.write_layers(
+        {"grid_cells": renamed, "buildings": buildings.assign(grid_code="45031100100191")},
+        actor="staff", source="grids v2", note="new grids", case_grids=grids,
+    )
+    assert [(v.layer, v.version, v.actor) for v in written] == [
+        ("grid_cells", 2, "staff"), ("buildings", 2, "staff")]
+    assert store.read_layer("buildings")["grid_code"].unique().tolist() == ["45031100100191"]
+    moved = store.get_case("OPEN")
+    assert (moved["grid_code"], moved["resp_grid_id"], moved["version"]) == (
+        "45031100100191", "R09", 2)
+    step = store.case_history("OPEN").iloc[-1]
+    assert (step["version"], step["action"], step["actor"], step["to_status"]) == (
+        2, "regrid", "staff", "handling")
+    assert '"45031100100101"' in step["data"] and '"45031100100191"' in step["data"]
+    assert store.get_case("SAME")["version"] == 1  # grids unchanged: left alone
+    with pytest.raises(StaleUpdateError):  # optimistic concurrency sees the regrid
+        store.update_case("OPEN", {"status": "fed_back"}, expected_version=1)
+    audit = store.read_audit()
+    writes = audit.loc[audit["action"] == "layer.write"]
+    assert writes["target"].tolist()[-2:] == ["layer:grid_cells", "layer:buildings"]
+    assert writes["actor"].tolist()[-1] == "staff" and store.verify_audit() is None
+
+
+def test_write_layers_that_fails_midway_leaves_every_layer_and_case(
+    store, buildings, grid_cells, monkeypatch
+):
+    _regrid_fixture(store, buildings, grid_cells)
+    audit_before = len(store.read_audit())
+    seen = []
+
+    def explode(spec, version):
+        seen.append(spec.name)
+        if spec.name == "buildings":  # after the grid cells and the cases were written
+            raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store, "_after_rows_written", explode)
+    grids = pd.DataFrame({"id": ["OPEN"], "grid_code": ["45031100100191"]})
+    with pytest.raises(RuntimeError, match="disk full"):
+        store.write_layers({"grid_cells": grid_cells.iloc[:1], "buildings": buildings.iloc[:1]},
+                           actor="staff", source="grids v2", case_grids=grids)
+    monkeypatch.undo()
+    assert seen == ["grid_cells", "buildings"]
+    assert [v.version for v in store.layer_versions("grid_cells")] == [1]
+    assert [v.version for v in store.layer_versions("buildings")] == [1]
+    assert len(store.read_layer("grid_cells")) == 2 and len(store.read_layer("buildings")) == 3
+    case = store.get_case("OPEN")
+    assert (case["grid_code"], case["version"]) == ("45031100100101", 1)
+    assert len(store.case_history("OPEN")) == 0 and len(store.read_audit()) == audit_before
+
+
+@pytest.mark.parametrize("grids,error,match", [
+    (pd.DataFrame({"id": ["OPEN"], "grid_code": ["X"], "version": [7]}), StaleUpdateError,
+     "grid cells again"),
+    (pd.DataFrame({"id": ["GONE"], "grid_code": ["X"]}), NotFoundError, "GONE"),
+    (pd.DataFrame({"grid_code": ["X"]}), ValidationError, "case_grids"),
+    (pd.DataFrame({"id": ["OPEN"], "status": ["closed"]}), ValidationError, "case_grids"),
+], ids=["stale", "unknown case", "no id", "not a grid column"])
+def test_write_layers_with_bad_case_grids_writes_nothing(store, buildings, grid_cells, grids,
+                                                         error, match):
+    _regrid_fixture(store, buildings, grid_cells)
+    with pytest.raises(error, match=match):
+        store.write_layers({"grid_cells": grid_cells}, actor="a", source="t", case_grids=grids)
+    assert [v.version for v in store.layer_versions("grid_cells")] == [1]
+    assert store.get_case("OPEN")["version"] == 1
+
+
+def test_layer_loads_and_rollbacks_are_audited(store, buildings):
+    store.write_layer("buildings", buildings, actor="staff", source="b.geojson", note="first")
+    store.write_layer("buildings", buildings.iloc[:1], actor="staff", source="b2.geojson")
+    store.set_current_version("buildings", 1, actor="admin")
+    audit = store.read_audit()
+    rows = audit.loc[audit["target"] == "layer:buildings"]
+    assert rows[["actor", "action"]].values.tolist() == [
+        ["staff", "layer.write"], ["staff", "layer.write"], ["admin", "layer.rollback"]]
+    import json
+    details = [json.loads(d) for d in rows["detail"]]
+    assert details[0] == {"layer": "buildings", "version": 1, "rows": 3,
+                          "source": "b.geojson", "note": "first"}
+    assert details[2] == {"layer": "buildings", "version": 1, "previous": 2}
+    assert rows["at"].notna().all() and store.verify_audit() is None
+    with pytest.raises(NotFoundError):
+        store.set_current_version("buildings", 9, actor="admin")
+    assert len(store.read_audit()) == len(audit)  # a refused rollback is not logged as done
+
+
 def test_reading_a_layer_never_written_says_what_to_do(store):
     with pytest.raises(LayerNotFoundError, match="load_layer"):
         store.read_layer("cameras")
@@ -481,3 +584,40 @@ def test_bad_put_rows_raise_and_store_nothing(store, rows, kwargs, match):
 def test_read_rows_rejects_unknown_columns(store):
     with pytest.raises(ValidationError, match="has no columns"):
         store.read_rows(ALARMS, colour="red")
+
+
+def test_new_grid_cells_reassign_located_layers_and_open_cases(store, buildings, grid_cells):
+    from twin.twin import put_layer
+
+    put_layer(store, "grid_cells", grid_cells, actor="a", source="grids v1")
+    put_layer(store, "buildings", buildings, actor="a", source="b v1")
+    west, east = (110.2905, 25.0805), (110.2915, 25.0805)  # in the first and the second grid
+    for case_id, status, (lon, lat) in (("OPEN", "handling", east), ("SHUT", "closed", east),
+                                        ("STAY", "filed", west)):
+        east_side = lon == east[0]
+        store.create_case(_case(case_id, status=status, lon=lon, lat=lat,
+                                grid_code="45031100100102" if east_side else "45031100100101",
+                                resp_grid_id="R02" if east_side else "R01",
+                                community_code="450311001001", street_code="450311001"))
+    store.create_case(_case("NOWHERE", lon=None, lat=None, grid_code="OLD"))
+    # the new cells: the second grid is split off under a new code and a new worker's grid
+    moved = grid_cells.assign(grid_code=["45031100100101", "45031100100199"],
+                              resp_grid_id=["R01", "R09"])
+    v = put_layer(store, "grid_cells", moved, actor="staff", source="grids v2")
+    assert (v.layer, v.version) == ("grid_cells", 2)
+    got = store.read_layer("buildings").set_index("building_code")
+    assert got["grid_code"].to_dict() == {
+        "B1": "45031100100101", "B2": "45031100100101", "B3": "45031100100199"}
+    assert [x.version for x in store.layer_versions("buildings")] == [1, 2]
+    assert store.layer_versions("buildings")[-1].source == "grids v2"
+    case = store.get_case("OPEN")
+    assert (case["grid_code"], case["resp_grid_id"], case["version"]) == (
+        "45031100100199", "R09", 2)
+    assert store.case_history("OPEN")["action"].tolist() == ["regrid"]
+    shut = store.get_case("SHUT")  # closed cases keep the grid they were handled in
+    assert (shut["grid_code"], shut["version"]) == ("45031100100102", 1)
+    assert store.get_case("STAY")["version"] == 1  # same grid: not touched
+    assert store.get_case("NOWHERE")["grid_code"] == "OLD"  # no position: not touched
+    audit = store.read_audit()
+    assert audit.loc[audit["action"] == "layer.write", "target"].tolist()[-2:] == [
+        "layer:grid_cells", "layer:buildings"]

@@ -8,11 +8,15 @@ import geopandas as gpd
 import pandas as pd
 
 import layers
-from twin.enrich import assign_grids
-from twin.errors import LayerNotFoundError
+from twin.enrich import ASSIGNED_NAMES, assign_grids, grid_index
+from twin.errors import LayerNotFoundError, StaleUpdateError
+from twin.schema import validate_layer_frame
 from twin.store.base import LayerVersion, Store
 
 LOGGER = logging.getLogger(__name__)
+
+GRID_LAYER = "grid_cells"
+REGRID_ATTEMPTS = 3  # a case edited while grids are assigned makes the load start over
 
 Frame = gpd.GeoDataFrame | pd.DataFrame
 
@@ -41,6 +45,11 @@ def put_layer(
     come from the store's current ``grid_cells`` (when there are any; otherwise the frame's own
     values are kept).
 
+    Loading ``grid_cells`` re-assigns every located layer that has a current version and every
+    open case to the new grids, in the same transaction (:meth:`Store.write_layers`): each
+    such layer gets a new version, each case whose grid changes a ``regrid`` step. Closed cases
+    keep the grids they were handled in.
+
     Parameters
     ----------
     store
@@ -65,7 +74,9 @@ def put_layer(
         If the frame breaks a declared rule; nothing is written.
     """
     spec = layers.get_layer(name)
-    if spec.located and spec.geometry_type is not None and name != "grid_cells":
+    if name == GRID_LAYER:
+        return _put_grid_cells(store, frame, actor=actor, source=source, note=note, report=report)
+    if spec.located and spec.geometry_type is not None:
         if current_version(store, "grid_cells") is not None:
             grids = store.read_layer("grid_cells")
             if len(grids):
@@ -73,6 +84,43 @@ def put_layer(
         else:
             LOGGER.info("no grid_cells in %r yet; %s keeps its own grid columns", store, name)
     return store.write_layer(name, frame, actor=actor, source=source, note=note, report=report)
+
+
+def _put_grid_cells(
+    store: Store, frame: Frame, *, actor: str, source: str, note: str, report: dict | None
+) -> LayerVersion:
+    """Write new grid cells with every located layer and open case re-assigned to them."""
+    from twin.cases import OPEN_STATUSES
+
+    grids = validate_layer_frame(layers.get_layer(GRID_LAYER), frame)
+    index = grid_index(grids) if len(grids) else None
+    for attempt in range(1, REGRID_ATTEMPTS + 1):
+        frames: dict[str, Frame] = {GRID_LAYER: grids}
+        for spec in layers.registry().values():
+            if not spec.located or spec.geometry_type is None or spec.name == GRID_LAYER:
+                continue
+            if current_version(store, spec.name) is None:
+                continue
+            located = store.read_layer(spec.name)
+            frames[spec.name] = located if index is None else assign_grids(located, index)
+        cases = store.read_cases(columns=["id", "version", "status", "geometry"])
+        cases = cases.loc[cases["status"].isin(OPEN_STATUSES) & cases.geometry.notna()]
+        case_grids = None
+        if len(cases) and index is not None:
+            placed = assign_grids(cases, index)
+            case_grids = pd.DataFrame(placed[["id", "version", *ASSIGNED_NAMES]])
+        try:
+            written = store.write_layers(frames, actor=actor, source=source, note=note,
+                                         report=report, case_grids=case_grids)
+        except StaleUpdateError:
+            if attempt == REGRID_ATTEMPTS:
+                raise
+            LOGGER.info("a case changed while grids were assigned; assigning again")
+            continue
+        LOGGER.info("grid cells loaded; re-assigned %s and %d open cases",
+                    ", ".join(frames) or "no layers", 0 if case_grids is None else len(case_grids))
+        return written[0]
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class Twin:

@@ -13,8 +13,16 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 
-from twin.errors import ValidationError
-from twin.schema import CASES, Column, TableSpec, check_rules, coerce_table
+from twin.errors import NotFoundError, StaleUpdateError, ValidationError
+from twin.schema import (
+    ASSIGNED_COLUMNS,
+    CASE_HISTORY,
+    CASES,
+    Column,
+    TableSpec,
+    check_rules,
+    coerce_table,
+)
 
 BBox = tuple[float, float, float, float]  # min lon, min lat, max lon, max lat (EPSG:4326)
 
@@ -69,7 +77,6 @@ class Store(abc.ABC):
 
     # -- layers ---------------------------------------------------------------------------------
 
-    @abc.abstractmethod
     def write_layer(
         self,
         name: str,
@@ -82,7 +89,8 @@ class Store(abc.ABC):
     ) -> LayerVersion:
         """Store *frame* as the next version of layer *name* and make it current, atomically.
 
-        The frame is validated with :func:`twin.schema.validate_layer_frame` first.
+        The one-layer case of :meth:`write_layers`; the frame is validated with
+        :func:`twin.schema.validate_layer_frame` first, and the load is audited.
 
         Raises
         ------
@@ -90,6 +98,57 @@ class Store(abc.ABC):
             If *name* is not a declared layer.
         ValidationError
             If the frame breaks a declared rule (wrong geometry type, duplicate id …).
+        """
+        return self.write_layers(
+            {name: frame}, actor=actor, source=source, note=note, report=report
+        )[0]
+
+    @abc.abstractmethod
+    def write_layers(
+        self,
+        frames: dict[str, gpd.GeoDataFrame | pd.DataFrame],
+        *,
+        actor: str,
+        source: str,
+        note: str = "",
+        report: dict | None = None,
+        case_grids: pd.DataFrame | None = None,
+    ) -> list[LayerVersion]:
+        """Store several layers as their next versions, and re-grid cases, in ONE transaction.
+
+        Every frame is validated first; then each layer gets a new current version, each
+        changed case its new grid columns, and the audit log a ``layer.write`` row per layer —
+        all committed together, or nothing at all.
+
+        Parameters
+        ----------
+        frames
+            Layer name → its features (see :meth:`write_layer`).
+        actor, source, note, report
+            Recorded with every version written (and in the audit log).
+        case_grids
+            Cases to move to new grids: ``id`` and the columns of
+            :data:`twin.schema.ASSIGNED_COLUMNS`; optionally ``version``, the version the
+            caller read. A case whose grid columns change gets them, ``version + 1``,
+            ``updated_at`` now and a ``regrid`` step in its history; unchanged ones are left
+            alone.
+
+        Returns
+        -------
+        list of LayerVersion
+            The versions written, in the order of *frames*.
+
+        Raises
+        ------
+        LayerNotFoundError
+            If a name is not a declared layer.
+        ValidationError
+            If a frame breaks a declared rule or *case_grids* lacks ``id`` (nothing is written).
+        NotFoundError
+            If *case_grids* names a case that does not exist (nothing is written).
+        StaleUpdateError
+            If a case of *case_grids* is no longer at the given ``version`` (nothing is
+            written; read the cases again and retry).
         """
 
     @abc.abstractmethod
@@ -111,6 +170,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def set_current_version(self, name: str, version: int, *, actor: str) -> LayerVersion:
         """Make an existing version current again (a rollback); returns that version.
+
+        The rollback is written to the audit log (``layer.rollback``: who, which version, and
+        the version that was current) in the same transaction.
 
         Raises
         ------
@@ -383,3 +445,116 @@ def arrow_cases(table: Any, columns: Sequence[Column]) -> pd.DataFrame:
         elif c.dtype == "float":
             out[c.name] = out[c.name].astype("float64")
     return out
+
+
+GRID_NAMES = tuple(c.name for c in ASSIGNED_COLUMNS)
+
+
+def prepare_case_grids(case_grids: pd.DataFrame) -> pd.DataFrame:
+    """Check and type the ``case_grids`` of :meth:`Store.write_layers`: id, grids, version."""
+    frame = pd.DataFrame(case_grids).drop(columns="geometry", errors="ignore")
+    allowed = {"id", "version", *GRID_NAMES}
+    unknown = sorted(set(frame.columns) - allowed)
+    if "id" not in frame or unknown:
+        raise ValidationError(
+            f"case_grids takes columns id, {', '.join(GRID_NAMES)} and optionally version; "
+            f"got {list(frame.columns)}"
+        )
+    if frame["id"].isna().any() or frame["id"].duplicated().any():
+        raise ValidationError("case_grids needs one row per case id, none empty")
+    table = TableSpec("case_grids", tuple(_CASE_COLUMNS[n] for n in allowed if n in frame), "id")
+    out = coerce_table(table, frame)
+    for name in GRID_NAMES:
+        if name not in out:
+            out[name] = pd.Series(None, index=out.index, dtype=object)
+    return out
+
+
+def regrid_plan(
+    wanted: pd.DataFrame, stored: pd.DataFrame, *, actor: str, source: str, note: str,
+    at: pd.Timestamp,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return the case updates and history steps that move cases to their new grids.
+
+    Parameters
+    ----------
+    wanted
+        :func:`prepare_case_grids` output.
+    stored
+        The same cases as stored now (read inside the writing transaction): ``id``,
+        ``version``, ``status`` and the grid columns.
+    actor, source, note, at
+        Who loads the grids, from what, why and when (recorded in each ``regrid`` step).
+
+    Returns
+    -------
+    (updates, steps)
+        ``updates``: ``id``, the version read (``expected``) and the new grid columns, for the
+        cases whose grids change; ``steps``: their ``regrid`` rows of CASE_HISTORY.
+
+    Raises
+    ------
+    NotFoundError
+        If a case of *wanted* is not stored.
+    StaleUpdateError
+        If a case is no longer at the version *wanted* gives.
+    """
+    now = stored.rename(columns={c: f"{c}_now" for c in stored.columns if c != "id"})
+    merged = wanted.merge(now, on="id", how="left", indicator=True)
+    missing = merged.loc[merged["_merge"] == "left_only", "id"].tolist()
+    if missing:
+        raise NotFoundError(
+            f"cases {missing[:5]} do not exist; re-read the open cases before loading grids"
+        )
+    if "version" in wanted:
+        given = merged["version"].notna()
+        stale = given & (merged["version"] != merged["version_now"])
+        if stale.any():
+            raise StaleUpdateError(
+                f"cases {merged.loc[stale, 'id'].tolist()[:5]} changed while the grids were "
+                "assigned; nothing was written. Load the grid cells again."
+            )
+    changed = pd.Series(False, index=merged.index)
+    for name in GRID_NAMES:
+        new, old = merged[name], merged[f"{name}_now"]
+        changed |= ~((new == old).fillna(False) | (new.isna() & old.isna()))
+    moved = merged.loc[changed].reset_index(drop=True)
+    updates = pd.DataFrame({"id": moved["id"], "expected": moved["version_now"].astype("int64")})
+    for name in GRID_NAMES:
+        updates[name] = moved[name].astype(object).where(moved[name].notna(), None)
+    olds = moved[[f"{n}_now" for n in GRID_NAMES]].astype(object)
+    news = moved[list(GRID_NAMES)].astype(object)
+    details = [  # one small dict per moved case, only when grids are loaded
+        {"from": dict(zip(GRID_NAMES, o, strict=True)), "to": dict(zip(GRID_NAMES, n, strict=True)),
+         "source": source}
+        for o, n in zip(
+            olds.where(olds.notna(), None).itertuples(index=False),
+            news.where(news.notna(), None).itertuples(index=False),
+            strict=True,
+        )
+    ]
+    steps = coerce_table(
+        CASE_HISTORY,
+        pd.DataFrame({
+            "case_id": moved["id"],
+            "version": moved["version_now"].astype("int64") + 1,
+            "at": at,
+            "actor": actor,
+            "action": "regrid",
+            "from_status": moved["status_now"],
+            "to_status": moved["status_now"],
+            "note": note or "new grid cells",
+            "data": pd.Series(details, dtype=object),
+        }),
+    )
+    return updates, steps
+
+
+def layer_audit(version: LayerVersion, *, previous: int | None = None) -> dict[str, Any]:
+    """Return the audit detail of a layer write or rollback."""
+    detail: dict[str, Any] = {"layer": version.layer, "version": version.version}
+    if previous is None:
+        detail.update(rows=version.rows, source=version.source, note=version.note)
+    else:
+        detail["previous"] = previous
+    return detail

@@ -47,14 +47,17 @@ from twin.schema import (
 from twin.store import gpkg
 from twin.store.base import (
     GENESIS_HASH,
+    GRID_NAMES,
     BBox,
     LayerVersion,
     Store,
-    arrow_cases,
     audit_hash,
     case_columns,
+    layer_audit,
+    prepare_case_grids,
     prepare_equals,
     prepare_rows,
+    regrid_plan,
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -173,19 +176,23 @@ def _stored_value(value: Any, dtype: str) -> Any:
     return value
 
 
-def _literal(value: str) -> str:
-    """Quote a text value as an SQL literal (for GDAL's SQL, which takes no parameters)."""
-    text = str(value)
-    if "\x00" in text:
-        raise ValidationError(f"filter value {text!r} contains a NUL character; remove it")
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _decode_columns(columns: Sequence[Column], rows: list[tuple]) -> pd.DataFrame:
-    """Typed frame from sqlite3 rows of the store's own tables, one vectorised step per column."""
+    """Typed frame from sqlite3 rows of the store's own tables, one vectorised step per column.
+
+    With pyarrow the fixed-width GeoPackage DATETIME text is parsed by Arrow's ISO 8601 cast
+    (C code); without it by pandas.
+    """
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow comes with the project's pandas
+        pa = None
     values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     out = {}
     for c, column in zip(columns, values, strict=True):
+        if c.dtype == "datetime" and pa is not None:
+            stamps = pa.array(column, type=pa.string()).cast(pa.timestamp("ms", tz="UTC"))
+            out[c.name] = pd.Series(stamps.to_pandas()).astype("datetime64[us, UTC]")
+            continue
         raw = pd.Series(np.asarray(column, dtype=object), dtype=object)
         if c.dtype == "datetime":
             out[c.name] = pd.to_datetime(raw, utc=True, format="ISO8601").astype(
@@ -567,66 +574,88 @@ class EmbeddedStore(Store):
         gpkg.touch(conn, spec.name, bounds)
 
     def _after_rows_written(self, spec: LayerSpec, version: int) -> None:
-        """Run inside write_layer's transaction after the rows are written (a hook; no-op)."""
+        """Run inside write_layers' transaction after a layer's rows are written (a hook)."""
 
-    def write_layer(
+    def write_layers(
         self,
-        name: str,
-        frame: gpd.GeoDataFrame | pd.DataFrame,
+        frames: dict[str, gpd.GeoDataFrame | pd.DataFrame],
         *,
         actor: str,
         source: str,
         note: str = "",
         report: dict | None = None,
+        case_grids: pd.DataFrame | None = None,
+    ) -> list[LayerVersion]:
+        checked = [
+            (spec := declared.get_layer(name), validate_layer_frame(spec, frame))
+            for name, frame in frames.items()
+        ]
+        wanted = None if case_grids is None else prepare_case_grids(case_grids)
+        created_at = _now()
+        written = []
+        with self._transaction() as conn:
+            if wanted is not None and len(wanted):
+                self._regrid_cases(conn, wanted, actor=actor, source=source, note=note,
+                                   at=created_at)
+            for spec, frame in checked:
+                version = self._write_one(conn, spec, frame, created_at, actor, source, note,
+                                          report)
+                self._audit(conn, actor, "layer.write", f"layer:{spec.name}",
+                            layer_audit(version), source)
+                self._after_rows_written(spec, version.version)
+                written.append(version)
+        for version in written:
+            LOGGER.info("%s wrote version %d of layer %s (%d rows) from %s", actor,
+                        version.version, version.layer, version.rows, source)
+        return written
+
+    def _write_one(
+        self,
+        conn: sqlite3.Connection,
+        spec: LayerSpec,
+        frame: gpd.GeoDataFrame | pd.DataFrame,
+        created_at: pd.Timestamp,
+        actor: str,
+        source: str,
+        note: str,
+        report: dict | None,
     ) -> LayerVersion:
-        spec = declared.get_layer(name)
-        frame = validate_layer_frame(spec, frame)
+        """Write one validated layer frame as its next version and make it current."""
         values = [gpkg.to_sql_values(frame[c.name], c.dtype) for c in spec.all_columns]
         names = [q(n) for n in spec.column_names]
         if spec.geometry_type is not None:
             values.append(gpkg.encode_geometries(frame.geometry.values))
             names.append(q(GEOMETRY_COLUMN))
-        created_at = _now()
-        with self._transaction() as conn:
-            self._ensure_layer_tables(conn, spec)
-            version = conn.execute(
-                f"SELECT coalesce(max({q('version')}), 0) + 1 FROM {q(LAYER_VERSIONS.name)} "
-                f"WHERE {q('layer')} = ?",
-                (name,),
-            ).fetchone()[0]
-            values.append([version] * len(frame))
-            names.append(VERSION_COLUMN)
-            conn.executemany(
-                f"INSERT INTO {q(spec.name + HISTORY_SUFFIX)} ({', '.join(names)}) "
-                f"VALUES ({', '.join('?' for _ in names)})",
-                list(zip(*values, strict=True)),
-            )
-            record = {
-                "layer": name,
-                "version": version,
-                "created_at": created_at,
-                "actor": actor,
-                "source": source,
-                "rows": len(frame),
-                "note": note,
-                "report": report,
-                "current": False,
-            }
-            self._insert(conn, LAYER_VERSIONS, coerce_table(LAYER_VERSIONS, pd.DataFrame([record])))
-            self._make_current(conn, spec, version)
-            if spec.geometry_type is not None:
-                self._widen_history_extent(conn, spec, frame)
-            self._after_rows_written(spec, version)
-        LOGGER.info(
-            "%s wrote version %d of layer %s (%d rows) from %s",
-            actor,
-            version,
-            name,
-            len(frame),
-            source,
+        self._ensure_layer_tables(conn, spec)
+        version = conn.execute(
+            f"SELECT coalesce(max({q('version')}), 0) + 1 FROM {q(LAYER_VERSIONS.name)} "
+            f"WHERE {q('layer')} = ?",
+            (spec.name,),
+        ).fetchone()[0]
+        values.append([version] * len(frame))
+        names.append(VERSION_COLUMN)
+        conn.executemany(
+            f"INSERT INTO {q(spec.name + HISTORY_SUFFIX)} ({', '.join(names)}) "
+            f"VALUES ({', '.join('?' for _ in names)})",
+            list(zip(*values, strict=True)),
         )
+        record = {
+            "layer": spec.name,
+            "version": version,
+            "created_at": created_at,
+            "actor": actor,
+            "source": source,
+            "rows": len(frame),
+            "note": note,
+            "report": report,
+            "current": False,
+        }
+        self._insert(conn, LAYER_VERSIONS, coerce_table(LAYER_VERSIONS, pd.DataFrame([record])))
+        self._make_current(conn, spec, version)
+        if spec.geometry_type is not None:
+            self._widen_history_extent(conn, spec, frame)
         return LayerVersion(
-            layer=name,
+            layer=spec.name,
             version=version,
             created_at=created_at,
             actor=actor,
@@ -636,6 +665,45 @@ class EmbeddedStore(Store):
             report=report,
             current=True,
         )
+
+    def _regrid_cases(
+        self,
+        conn: sqlite3.Connection,
+        wanted: pd.DataFrame,
+        *,
+        actor: str,
+        source: str,
+        note: str,
+        at: pd.Timestamp,
+    ) -> None:
+        """Move cases to new grids (inside the caller's transaction): columns, version, step."""
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _regrid_ids (id TEXT PRIMARY KEY)")
+        conn.execute("DELETE FROM _regrid_ids")
+        conn.executemany("INSERT INTO _regrid_ids (id) VALUES (?)", [(i,) for i in wanted["id"]])
+        stored_columns = [_CASE_COLUMNS[n] for n in ("id", "version", "status", *GRID_NAMES)]
+        rows = conn.execute(
+            f"SELECT {', '.join(q(c.name) for c in stored_columns)} FROM {q(CASES.name)} "
+            "WHERE id IN (SELECT id FROM _regrid_ids)"
+        ).fetchall()
+        conn.execute("DELETE FROM _regrid_ids")
+        updates, steps = regrid_plan(
+            wanted, _decode_columns(stored_columns, rows), actor=actor, source=source,
+            note=note, at=at,
+        )
+        if updates.empty:
+            return
+        stamp = _sql_time(at)
+        conn.executemany(
+            f"UPDATE {q(CASES.name)} SET {', '.join(f'{q(n)} = ?' for n in GRID_NAMES)}, "
+            "version = version + 1, updated_at = max(coalesce(updated_at, ''), ?) "
+            "WHERE id = ? AND version = ?",
+            [
+                (*(r[n] for n in GRID_NAMES), stamp, r["id"], int(r["expected"]))
+                for r in updates.to_dict("records")
+            ],
+        )
+        self._insert(conn, CASE_HISTORY, steps)
+        LOGGER.info("%d cases moved to their new grids", len(updates))
 
     @staticmethod
     def _widen_history_extent(
@@ -713,9 +781,12 @@ class EmbeddedStore(Store):
             versions = self._versions(conn, name)
             if version not in {v.version for v in versions}:
                 self._missing_version(name, version, versions)
+            previous = next((v.version for v in versions if v.current), None)
             self._ensure_layer_tables(conn, spec)
             self._make_current(conn, spec, version)
             chosen = next(v for v in self._versions(conn, name) if v.version == version)
+            self._audit(conn, actor, "layer.rollback", f"layer:{name}",
+                        layer_audit(chosen, previous=previous))
         LOGGER.info("%s made version %d of layer %s current", actor, version, name)
         return chosen
 
@@ -907,48 +978,36 @@ class EmbeddedStore(Store):
         since: datetime | None,
         until: datetime | None,
     ) -> pd.DataFrame | gpd.GeoDataFrame:
-        """Only the asked columns, in one SELECT, decoded column-wise (no per-row Python).
+        """Only the asked columns, in one SELECT, decoded column by column (no per-row Python).
 
-        GDAL (through pyogrio) reads the query straight into Arrow arrays and parses the
-        GeoPackage DATETIME text in C: about four times faster than sqlite3's row tuples. Its
-        SQL takes no bound parameters, so the few filter values are quoted as SQL literals.
+        (GDAL's Arrow reader would be faster, but it links its own SQLite: two SQLite copies on
+        one file in one process break each other's POSIX locks, and it read stale data here.)
         """
         wanted, points = case_columns(columns)
         fetched = list(wanted)
         if points:
             fetched += [c for c in (_CASE_COLUMNS["lon"], _CASE_COLUMNS["lat"]) if c not in wanted]
-        clauses = [f"{q(n)} = {_literal(v)}" for n, v in equals.items() if v is not None]
-        clauses += [
-            f"requested_at {op} {_literal(_sql_time(bound))}"
-            for bound, op in ((since, ">="), (until, "<"))
-            if bound is not None
-        ]
+        clauses: list[str] = []
+        params: list[Any] = []
+        for name, value in equals.items():
+            if value is not None:
+                clauses.append(f"{q(name)} = ?")
+                params.append(value)
+        for bound, op in ((since, ">="), (until, "<")):
+            if bound is not None:
+                clauses.append(f"requested_at {op} ?")
+                params.append(_sql_time(bound))
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         select = ", ".join(q(c.name) for c in fetched) or "id"
-        sql = f"SELECT {select} FROM {q(CASES.name)}{where} ORDER BY id"
-        frame = self._arrow_query(sql, fetched)
-        if frame is None:  # no pyarrow: sqlite3 rows, decoded column by column
-            rows = self._conn().execute(sql).fetchall()
-            frame = _decode_columns(fetched, rows)
+        with self._snapshot() as conn:
+            rows = conn.execute(
+                f"SELECT {select} FROM {q(CASES.name)}{where} ORDER BY id", tuple(params)
+            ).fetchall()
+        frame = _decode_columns(fetched, rows)
         if not points:
             return frame[[c.name for c in wanted]]
         out = _with_points(frame)
         return out[[*(c.name for c in wanted), "geometry"]]
-
-    def _arrow_query(self, sql: str, columns: Sequence[Column]) -> pd.DataFrame | None:
-        try:
-            import pyarrow  # noqa: F401  (pyogrio's read_arrow needs it)
-            import pyogrio
-        except ImportError:
-            return None
-        if not columns:
-            return None
-        try:
-            _meta, table = pyogrio.read_arrow(self.path, sql=sql, read_geometry=False)
-        except pyogrio.errors.DataLayerError:
-            # GDAL gives no layer for a query without rows
-            return _decode_columns(columns, [])
-        return arrow_cases(table, columns)
 
     # -- audit ------------------------------------------------------------------------------------
 
@@ -960,25 +1019,37 @@ class EmbeddedStore(Store):
         detail: dict[str, Any] | None = None,
         origin: str = "",
     ) -> dict[str, Any]:
+        with self._transaction() as conn:
+            return self._audit(conn, actor, action, target, detail, origin)
+
+    @staticmethod
+    def _audit(
+        conn: sqlite3.Connection,
+        actor: str,
+        action: str,
+        target: str,
+        detail: dict[str, Any] | None = None,
+        origin: str = "",
+    ) -> dict[str, Any]:
+        """Append one audit row inside the caller's write transaction (which serialises it)."""
         detail_column = next(c for c in AUDIT.columns if c.name == "detail")
         detail_text = coerce_series(pd.Series([detail], dtype=object), detail_column)[0]
-        with self._transaction() as conn:
-            last = conn.execute(
-                f"SELECT seq, hash FROM {q(AUDIT.name)} ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            seq, prev = (int(last[0]) + 1, last[1]) if last else (1, GENESIS_HASH)
-            row = {
-                "seq": seq,
-                "at": _now(),
-                "actor": actor,
-                "action": action,
-                "target": target,
-                "detail": detail_text,
-                "origin": origin,
-                "prev_hash": prev,
-            }
-            row["hash"] = audit_hash(prev, row)
-            self._insert(conn, AUDIT, coerce_table(AUDIT, pd.DataFrame([row])))
+        last = conn.execute(
+            f"SELECT seq, hash FROM {q(AUDIT.name)} ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        seq, prev = (int(last[0]) + 1, last[1]) if last else (1, GENESIS_HASH)
+        row = {
+            "seq": seq,
+            "at": _now(),
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "detail": detail_text,
+            "origin": origin,
+            "prev_hash": prev,
+        }
+        row["hash"] = audit_hash(prev, row)
+        EmbeddedStore._insert(conn, AUDIT, coerce_table(AUDIT, pd.DataFrame([row])))
         return row
 
     def read_audit(self) -> pd.DataFrame:

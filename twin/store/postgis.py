@@ -42,14 +42,18 @@ from twin.schema import (
 )
 from twin.store.base import (
     GENESIS_HASH,
+    GRID_NAMES,
     BBox,
     LayerVersion,
     Store,
     arrow_cases,
     audit_hash,
     case_columns,
+    layer_audit,
+    prepare_case_grids,
     prepare_equals,
     prepare_rows,
+    regrid_plan,
     utcnow,
 )
 from twin.store.migrations import (
@@ -70,6 +74,7 @@ LOGGER = logging.getLogger(__name__)
 
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 COPY_CHUNK_ROWS = 50_000
+CSV_CHUNK_ROWS = 100_000  # rows per text chunk of a column read (read_cases(columns=…))
 GIST_REBUILD_ROWS = 10_000
 _ENGINES: dict[tuple[str, str | None], sa.Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -202,19 +207,24 @@ def _frame(
 _CASE_COLUMN = {c.name: c for c in CASES.columns}
 
 
-def _copy_expression(column: Column) -> str:
-    """Return the SELECT expression of a column read through COPY CSV (times in epoch µs)."""
+def _csv_expression(column: Column) -> str:
+    """Return SQL writing a column as one CSV field (NULL: empty; text quoted; times in µs)."""
     name = quote(column.name)
+    if column.dtype in ("text", "json"):
+        quoted = f"""'"' || replace({name}::text, '"', '""') || '"'"""
+        return f"CASE WHEN {name} IS NULL THEN '' ELSE {quoted} END"
     if column.dtype == "datetime":
-        return f"(extract(epoch FROM {name}) * 1000000)::bigint"
-    return f"{name}::text" if column.dtype == "json" else name
+        return f"COALESCE((extract(epoch FROM {name}) * 1000000)::bigint::text, '')"
+    if column.dtype == "bool":
+        return f"CASE WHEN {name} THEN 't' WHEN NOT {name} THEN 'f' ELSE '' END"
+    return f"COALESCE({name}::text, '')"
 
 
 def _read_copy_csv(data: bytes, columns: Sequence[Column]) -> Any:
-    """Parse COPY … (FORMAT csv) output into a pyarrow table of the columns' types.
+    """Parse CSV rows written by :func:`_csv_expression` into a pyarrow table of the columns.
 
-    In PostgreSQL's CSV an unquoted empty field is NULL and a quoted one an empty text, which
-    is exactly what pyarrow's reader tells apart with ``quoted_strings_can_be_null=False``.
+    An unquoted empty field is NULL and a quoted one an empty text, which is exactly what
+    pyarrow's reader tells apart with ``quoted_strings_can_be_null=False``.
     """
     import pyarrow as pa
     from pyarrow import csv
@@ -426,73 +436,93 @@ class PostGISStore(Store):
         if rebuild:
             conn.execute(sa.text(layer_gist_ddl(spec)))
 
-    def write_layer(
+    def write_layers(
         self,
-        name: str,
-        frame: gpd.GeoDataFrame | pd.DataFrame,
+        frames: dict[str, gpd.GeoDataFrame | pd.DataFrame],
         *,
         actor: str,
         source: str,
         note: str = "",
         report: dict | None = None,
-    ) -> LayerVersion:
-        """Store *frame* as the next version of layer *name* and make it current, atomically.
+        case_grids: pd.DataFrame | None = None,
+    ) -> list[LayerVersion]:
+        """Store several layers (and re-grid cases) in one transaction; see :class:`Store`.
 
         Rows go in by COPY into ``<name>__history``; ``<name>`` is then replaced by that version.
-
-        Raises
-        ------
-        LayerNotFoundError
-            If *name* is not a declared layer.
-        ValidationError
-            If the frame breaks a declared rule (nothing is written).
+        Layers are locked in name order, so two loads of overlapping layers cannot deadlock.
         """
-        spec = layers.get_layer(name)
-        frame = validate_layer_frame(spec, frame)
+        checked = [
+            (spec := layers.get_layer(name), validate_layer_frame(spec, frame))
+            for name, frame in frames.items()
+        ]
+        wanted = None if case_grids is None else prepare_case_grids(case_grids)
         created_at = pd.Timestamp(utcnow())
-        fields: dict[str, np.ndarray] = {}
+        written = []
         with self._begin() as conn:
-            self._lock(conn, "layer", spec.name)
-            self._ensure_layer_tables(conn, spec)
-            version = conn.execute(
-                sa.text(
-                    "SELECT COALESCE(MAX(version), 0) + 1 FROM twin_layer_versions WHERE layer = :l"
-                ),
-                {"l": spec.name},
-            ).scalar_one()
-            fields[VERSION_COLUMN] = np.full(len(frame), str(version), dtype=object)
-            for column in spec.all_columns:
-                fields[column.name] = _copy_field(frame[column.name], column.dtype)
-            if spec.geometry_type:
-                fields["geom"] = _geometry_fields(frame.geometry.values)
-            _copy_rows(conn, spec.name + HISTORY_SUFFIX, fields)
-            self._copy_current(conn, spec, version, len(frame))
-            conn.execute(
-                sa.text(
-                    "UPDATE twin_layer_versions SET current = false WHERE layer = :l AND current"
-                ),
-                {"l": spec.name},
-            )
-            conn.execute(
-                sa.text(
-                    "INSERT INTO twin_layer_versions (layer, version, created_at, actor, source, "
-                    "rows, note, report, current) VALUES (:layer, :version, :created_at, :actor, "
-                    ":source, :rows, :note, CAST(:report AS jsonb), true)"
-                ),
-                {
-                    "layer": spec.name,
-                    "version": version,
-                    "created_at": created_at.to_pydatetime(),
-                    "actor": actor,
-                    "source": source,
-                    "rows": len(frame),
-                    "note": note,
-                    "report": _canonical_json(report),
-                },
-            )
-            self._after_rows_written(spec, version)
-        LOGGER.info(
-            "layer %s: version %d written (%d rows) by %s", spec.name, version, len(frame), actor
+            for name in sorted(frames):
+                self._lock(conn, "layer", name)
+            if wanted is not None and len(wanted):
+                self._regrid_cases(conn, wanted, actor=actor, source=source, note=note,
+                                   at=created_at)
+            for spec, frame in checked:
+                version = self._write_one(conn, spec, frame, created_at, actor, source, note,
+                                          report)
+                self._audit(conn, actor, "layer.write", f"layer:{spec.name}",
+                            layer_audit(version), source)
+                self._after_rows_written(spec, version.version)
+                written.append(version)
+        for version in written:
+            LOGGER.info("layer %s: version %d written (%d rows) by %s", version.layer,
+                        version.version, version.rows, actor)
+        return written
+
+    def _write_one(
+        self,
+        conn: sa.Connection,
+        spec: LayerSpec,
+        frame: gpd.GeoDataFrame | pd.DataFrame,
+        created_at: pd.Timestamp,
+        actor: str,
+        source: str,
+        note: str,
+        report: dict | None,
+    ) -> LayerVersion:
+        """Write one validated layer frame as its next version and make it current."""
+        self._ensure_layer_tables(conn, spec)
+        version = conn.execute(
+            sa.text(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM twin_layer_versions WHERE layer = :l"
+            ),
+            {"l": spec.name},
+        ).scalar_one()
+        fields: dict[str, np.ndarray] = {}
+        fields[VERSION_COLUMN] = np.full(len(frame), str(version), dtype=object)
+        for column in spec.all_columns:
+            fields[column.name] = _copy_field(frame[column.name], column.dtype)
+        if spec.geometry_type:
+            fields["geom"] = _geometry_fields(frame.geometry.values)
+        _copy_rows(conn, spec.name + HISTORY_SUFFIX, fields)
+        self._copy_current(conn, spec, version, len(frame))
+        conn.execute(
+            sa.text("UPDATE twin_layer_versions SET current = false WHERE layer = :l AND current"),
+            {"l": spec.name},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO twin_layer_versions (layer, version, created_at, actor, source, "
+                "rows, note, report, current) VALUES (:layer, :version, :created_at, :actor, "
+                ":source, :rows, :note, CAST(:report AS jsonb), true)"
+            ),
+            {
+                "layer": spec.name,
+                "version": version,
+                "created_at": created_at.to_pydatetime(),
+                "actor": actor,
+                "source": source,
+                "rows": len(frame),
+                "note": note,
+                "report": _canonical_json(report),
+            },
         )
         return LayerVersion(
             spec.name,
@@ -505,6 +535,44 @@ class PostGISStore(Store):
             json.loads(_canonical_json(report)) if report is not None else None,
             True,
         )
+
+    def _regrid_cases(
+        self,
+        conn: sa.Connection,
+        wanted: pd.DataFrame,
+        *,
+        actor: str,
+        source: str,
+        note: str,
+        at: pd.Timestamp,
+    ) -> None:
+        """Move cases to new grids (inside the caller's transaction): columns, version, step."""
+        stored_columns = [_CASE_COLUMN[n] for n in ("id", "version", "status", *GRID_NAMES)]
+        result = conn.execute(
+            sa.text(
+                f"SELECT {_select_list(stored_columns, False)} FROM {quote(CASES.name)} "
+                "WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"
+            ),
+            {"ids": wanted["id"].tolist()},
+        )
+        updates, steps = regrid_plan(
+            wanted, _frame(result, stored_columns, False), actor=actor, source=source,
+            note=note, at=at,
+        )
+        if updates.empty:
+            return
+        sets = ", ".join(f"{quote(n)} = :{n}" for n in GRID_NAMES)
+        conn.execute(
+            sa.text(
+                f"UPDATE {quote(CASES.name)} SET {sets}, version = version + 1, "
+                "updated_at = GREATEST(updated_at, :at) WHERE id = :id AND version = :expected"
+            ),
+            [{**r, "expected": int(r["expected"]), "at": at.to_pydatetime()}
+             for r in updates.to_dict("records")],
+        )
+        for step in steps.to_dict("records"):
+            self._insert(conn, CASE_HISTORY, step)
+        LOGGER.info("%d cases moved to their new grids", len(updates))
 
     def _versions(self, conn: sa.Connection, name: str) -> list[LayerVersion]:
         rows = conn.execute(
@@ -604,12 +672,15 @@ class PostGISStore(Store):
                 raise self._no_version(spec.name, version, versions)
             self._ensure_layer_tables(conn, spec)
             rows = next(v.rows for v in versions if v.version == version)
+            previous = next((v.version for v in versions if v.current), None)
             self._copy_current(conn, spec, int(version), rows)
             conn.execute(
                 sa.text("UPDATE twin_layer_versions SET current = (version = :v) WHERE layer = :l"),
                 {"v": int(version), "l": spec.name},
             )
             chosen = next(v for v in self._versions(conn, spec.name) if v.version == version)
+            self._audit(conn, actor, "layer.rollback", f"layer:{spec.name}",
+                        layer_audit(chosen, previous=previous))
         LOGGER.info("layer %s: version %d made current by %s", spec.name, version, actor)
         return chosen
 
@@ -937,33 +1008,32 @@ class PostGISStore(Store):
     def _read_case_columns(
         self, columns: Sequence[str], where: list[str], params: dict[str, Any]
     ) -> pd.DataFrame | gpd.GeoDataFrame:
-        from psycopg import sql as pgsql
-
         wanted, points = case_columns(columns)
         fetched = list(wanted)
         if points:
             fetched += [_CASE_COLUMN[n] for n in ("lon", "lat") if _CASE_COLUMN[n] not in wanted]
         if not fetched:
             return pd.DataFrame(index=pd.RangeIndex(0))
-        # COPY takes no bound parameters: psycopg composes the values as quoted literals
-        conditions = [re.sub(r":(\w+)", r"{\1}", clause) for clause in where]
-        text = (
-            f"COPY (SELECT {', '.join(_copy_expression(c) for c in fetched)} "
-            f"FROM {quote(CASES.name)}"
-            + (" WHERE " + " AND ".join(conditions) if conditions else "")
-            + ' ORDER BY id COLLATE "C") TO STDOUT (FORMAT csv)'
+        # The server writes the rows as CSV text in a few large chunks: fetching a million
+        # rows (or COPY messages) one by one costs more in Python than everything else.
+        line = " || ',' || ".join(_csv_expression(c) for c in fetched)
+        sql = (
+            f"SELECT string_agg(line, E'\\n' ORDER BY rn) FROM (SELECT {line} AS line, "
+            f'row_number() OVER (ORDER BY id COLLATE "C") AS rn FROM {quote(CASES.name)}'
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f") AS t GROUP BY (rn - 1) / {CSV_CHUNK_ROWS} ORDER BY min(rn)"
         )
-        statement = pgsql.SQL(text).format(**{k: pgsql.Literal(v) for k, v in params.items()})
         with self._begin() as conn:
-            raw = conn.connection.driver_connection
-            with raw.cursor() as cursor, cursor.copy(statement) as copy:
-                data = b"".join(bytes(block) for block in copy)
+            chunks = conn.execute(sa.text(sql), params).scalars().all()
+        data = ("\n".join(chunks) + "\n").encode("utf-8") if chunks else b""
         frame = arrow_cases(_read_copy_csv(data, fetched), fetched)
         if not points:
             return frame[[c.name for c in wanted]]
-        out = gpd.GeoDataFrame(
-            frame, geometry=gpd.points_from_xy(frame["lon"], frame["lat"]), crs=CRS
-        )
+        lon = frame["lon"].to_numpy(dtype=float, na_value=np.nan)
+        lat = frame["lat"].to_numpy(dtype=float, na_value=np.nan)
+        points = shapely.points(lon, lat)
+        points[~(np.isfinite(lon) & np.isfinite(lat))] = None  # like the generated geom column
+        out = gpd.GeoDataFrame(frame, geometry=points, crs=CRS)
         return out[[*(c.name for c in wanted), "geometry"]]
 
     # -- audit ------------------------------------------------------------------------------------
@@ -978,23 +1048,35 @@ class PostGISStore(Store):
     ) -> dict[str, Any]:
         """Append one row to the hash-chained audit log, serialised by an advisory lock."""
         with self._begin() as conn:
-            self._lock(conn, "audit")
-            last = conn.execute(
-                sa.text(f"SELECT seq, hash FROM {quote(AUDIT.name)} ORDER BY seq DESC LIMIT 1")
-            ).first()
-            prev_hash = GENESIS_HASH if last is None else last[1]
-            row = {
-                "seq": 1 if last is None else int(last[0]) + 1,
-                "at": pd.Timestamp(utcnow()),
-                "actor": actor,
-                "action": action,
-                "target": target,
-                "detail": _canonical_json(detail),
-                "origin": origin,
-                "prev_hash": prev_hash,
-            }
-            row["hash"] = audit_hash(prev_hash, row)
-            self._insert(conn, AUDIT, _table_row(AUDIT, row))
+            return self._audit(conn, actor, action, target, detail, origin)
+
+    def _audit(
+        self,
+        conn: sa.Connection,
+        actor: str,
+        action: str,
+        target: str,
+        detail: dict[str, Any] | None = None,
+        origin: str = "",
+    ) -> dict[str, Any]:
+        """Append one audit row inside the caller's transaction (the audit lock held to commit)."""
+        self._lock(conn, "audit")
+        last = conn.execute(
+            sa.text(f"SELECT seq, hash FROM {quote(AUDIT.name)} ORDER BY seq DESC LIMIT 1")
+        ).first()
+        prev_hash = GENESIS_HASH if last is None else last[1]
+        row = {
+            "seq": 1 if last is None else int(last[0]) + 1,
+            "at": pd.Timestamp(utcnow()),
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "detail": _canonical_json(detail),
+            "origin": origin,
+            "prev_hash": prev_hash,
+        }
+        row["hash"] = audit_hash(prev_hash, row)
+        self._insert(conn, AUDIT, _table_row(AUDIT, row))
         return row
 
     def read_audit(self) -> pd.DataFrame:
