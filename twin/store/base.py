@@ -425,28 +425,6 @@ def case_columns(columns: Sequence[str]) -> tuple[list[Column], bool]:
     return [_CASE_COLUMNS[n] for n in names if n != "geometry"], "geometry" in names
 
 
-def arrow_cases(table: Any, columns: Sequence[Column]) -> pd.DataFrame:
-    """Return a pyarrow table of case columns as a frame typed as both stores return cases.
-
-    Vectorised throughout: text stays pandas' string dtype, ``int`` becomes ``Int64``, ``bool``
-    ``boolean``, ``datetime`` ``datetime64[us, UTC]``; ``json`` is the stored text.
-    """
-    import pyarrow as pa
-
-    mapper = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}.get
-    out = table.select([c.name for c in columns]).to_pandas(types_mapper=mapper)
-    for c in columns:
-        if c.dtype == "datetime":
-            out[c.name] = out[c.name].astype("datetime64[us, UTC]")
-        elif c.dtype == "int" and not isinstance(out[c.name].dtype, pd.Int64Dtype):
-            out[c.name] = out[c.name].astype("Int64")
-        elif c.dtype == "bool" and not isinstance(out[c.name].dtype, pd.BooleanDtype):
-            out[c.name] = out[c.name].astype("boolean")
-        elif c.dtype == "float":
-            out[c.name] = out[c.name].astype("float64")
-    return out
-
-
 GRID_NAMES = tuple(c.name for c in ASSIGNED_COLUMNS)
 
 
