@@ -84,6 +84,9 @@ with st.sidebar:
     auth.logout_button(LANG)
 PAGES = pages_of(USER)
 if PAGES:
-    st.navigation(PAGES).run()
+    NAV = st.navigation(PAGES)
+    if USER is not None and auth.take_just_signed_in():
+        st.switch_page(next(iter(PAGES.values()))[0])  # the role's home, not the public page
+    NAV.run()
 elif USER is not None:
     st.warning(t("nav.nothing", LANG))

@@ -17,6 +17,7 @@ LOGGER = logging.getLogger(__name__)
 PUBLIC = tuple(p for p in access.pages_for(None))
 
 SESSION_KEY = "auth.user"
+JUST_SIGNED_IN_KEY = "auth.just_signed_in"
 ACTIVITY_KEY = "auth.last_activity"
 EXPIRED_KEY = "auth.expired"
 
@@ -112,7 +113,15 @@ def login_form(lang: str | None = None) -> User | None:
         st.error(t("auth.failed", lang))
         return None
     sign_in(user)
+    # start again without the form, on the user's first page rather than the public one
+    st.session_state[JUST_SIGNED_IN_KEY] = True
+    st.rerun()
     return user
+
+
+def take_just_signed_in() -> bool:
+    """True once, on the first run after a successful login (the app then opens the home page)."""
+    return bool(st.session_state.pop(JUST_SIGNED_IN_KEY, False))
 
 
 def login_gate(lang: str | None = None) -> User | None:
