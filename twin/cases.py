@@ -18,12 +18,11 @@ from shapely.geometry import Point
 
 from twin import settings
 from twin.errors import NotFoundError, PermissionDeniedError, StaleUpdateError, ValidationError
-from twin.schema import CASE_DATA_COLUMNS, CASES
+from twin.schema import CASE_DATA_COLUMNS, CASES, ROLES
 from twin.workcal import UNITS, WorkCalendar, load_calendar, to_datetime
 
 LOGGER = logging.getLogger(__name__)
 
-ROLES = ("admin", "official", "dispatcher", "grid_worker", "planner", "data_staff", "resident")
 SOURCES = ("patrol", "resident", "camera", "sensor", "instruction")
 FAMILIES = ("component", "event")
 AREA_CLASSES = ("A", "B", "C")

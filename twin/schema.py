@@ -316,7 +316,72 @@ ALARMS = TableSpec(
     point=True,
 )
 
-TABLES = (EVENTS, CASES, CASE_HISTORY, AUDIT, LAYER_VERSIONS, DEAD_LETTERS, ALARMS)
+#: The roles of users, declared once (twin.cases routes steps by them, twin.access grants
+#: permissions to them; ``public`` — not logged in — is not a role a user can hold).
+ROLES = ("admin", "official", "dispatcher", "grid_worker", "planner", "data_staff", "resident")
+
+USERS = TableSpec(
+    "twin_users",
+    (
+        Column("username", "text", "用户名", "Username", required=True),
+        Column("display_name", "text", "显示名", "Display name", personal=True),
+        Column("role", "text", "角色", "Role", choices=ROLES, required=True),
+        Column("grids", "json", "责任网格", "Grids", doc="responsibility grids of a grid worker"),
+        Column("resident_id", "text", "居民编号", "Resident id"),
+        Column("building_code", "text", "楼栋", "Building"),
+        Column("password_hash", "text", "口令散列", "Password hash", doc="argon2id"),
+        Column("disabled", "bool", "停用", "Disabled"),
+        Column("failed_logins", "int", "失败次数", "Failed logins"),
+        Column("locked_until", "datetime", "锁定至", "Locked until"),
+        Column("last_login_at", "datetime", "上次登录", "Last login"),
+        Column("created_at", "datetime", "创建时间", "Created"),
+        Column("updated_at", "datetime", "更新时间", "Updated"),
+    ),
+    key="username",
+)
+
+NOTICE_KINDS = ("notice", "poll", "survey")
+NOTICE_SCOPES = ("building", "grid", "community")
+
+NOTICES = TableSpec(
+    "twin_notices",
+    (
+        _c("id", "text"),
+        _c("kind", "text", "notice (read only), poll (one question), survey (several)",
+           choices=NOTICE_KINDS),
+        _c("scope_kind", "text", "building, grid (unit or responsibility) or community",
+           choices=NOTICE_SCOPES),
+        _c("scope_id", "text", "building code, grid code / responsibility grid, community code"),
+        _c("title", "text"),
+        _c("body", "text"),
+        _c("questions", "json", '[{"question": "…", "choices": ["…", …]}, …]'),
+        _c("created_by", "text"),
+        _c("created_at", "datetime"),
+        _c("closes_at", "datetime", "answers are accepted until then (empty: no end)"),
+    ),
+    key="id",
+)
+
+ANSWERS = TableSpec(
+    "twin_poll_answers",
+    (
+        _c("poll_id", "text"),
+        _c("resident_key", "text", "pseudonym of the resident for this poll: one answer each"),
+        _c("resident_id", "text", "the resident (emptied by the retention script)"),
+        _c("building_code", "text"),
+        _c("grid_code", "text"),
+        _c("resp_grid_id", "text"),
+        _c("community_code", "text"),
+        _c("answer", "json", "one chosen option per question"),
+        _c("answered_at", "datetime"),
+    ),
+    key="poll_id,resident_key",
+)
+
+TABLES = (
+    EVENTS, CASES, CASE_HISTORY, AUDIT, LAYER_VERSIONS, DEAD_LETTERS, ALARMS,
+    USERS, NOTICES, ANSWERS,
+)
 
 
 # ---------------------------------------------------------------------------------------------
