@@ -110,3 +110,44 @@ def test_bad_inputs_say_what_is_wrong(grid_cells):
         assign_grids(features(Point(LON, LAT)), grid_cells.drop(columns="grid_code"))
     with pytest.raises(ValidationError, match="nope"):
         PolygonIndex(grid_cells, key="grid_code", columns=["nope"])
+
+
+def test_representative_points_pass_points_through_and_drop_missing_or_empty():
+    from shapely.geometry import Point as P
+
+    from twin.enrich import representative_points
+
+    square = box(0, 0, 2, 2)
+    pts = np.array([P(1, 1), None, P(), square, Polygon()], dtype=object)
+    got = representative_points(pts)
+    assert got[0] is pts[0]  # the very same object: no point_on_surface on points
+    assert got[1] is None and got[2] is None and got[4] is None
+    assert square.covers(got[3])
+
+
+def test_ties_among_many_overlapping_polygons_go_to_the_smallest_key_in_one_batch():
+    # four polygons over the same spot, keys out of order; points in one, two, three and none
+    polys = gpd.GeoDataFrame(
+        {"code": ["d", "b", "c", "a"]},
+        geometry=[box(0, 0, 10, 10), box(0, 0, 10, 10), box(5, 0, 15, 10), box(8, 0, 9, 10)],
+        crs=32649,
+    )
+    index = PolygonIndex(polys, key="code", columns=[])
+    pts = np.array([Point(2, 5), Point(12, 5), Point(8.5, 5), Point(50, 5), Point(6, 5)],
+                   dtype=object)
+    assert index.lookup(pts)["code"].tolist() == ["b", "c", "a", None, "b"]
+    assert index.locate_points(pts).tolist() == [1, 2, 3, -1, 1]
+
+
+def test_enricher_shares_points_across_layers_and_lists_covering_cameras(grid_cells):
+    from twin.enrich import Enricher
+
+    cams = gpd.GeoDataFrame(
+        {"camera_id": ["C2", "C1"], "heading_deg": [90.0, 90.0], "fov_deg": [90.0, 90.0],
+         "range_m": [500.0, 500.0]},
+        geometry=[Point(LON, LAT + D / 2), Point(LON, LAT + D / 2)], crs=4326)
+    enricher = Enricher(grid_cells=grid_cells, cameras=cams)
+    got = enricher.enrich([LON + D / 2, LON - D, np.nan], [LAT + D / 2, LAT, LAT])
+    assert got["grid_code"].tolist() == [G1, None, None]
+    assert got["camera_ids"].tolist() == [("C1", "C2"), (), ()]
+    assert got["building_code"].tolist() == [None, None, None]

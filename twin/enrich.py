@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import geopandas as gpd
 import numpy as np
@@ -24,13 +24,46 @@ CONE_SEGMENTS = 32
 def representative_points(geoms: np.ndarray | gpd.GeoSeries) -> np.ndarray:
     """One point per geometry that lies on it: the point itself, or ``shapely.point_on_surface``.
 
-    Missing or empty geometries give ``None``.
+    Missing or empty geometries give ``None``. Points are passed through as they are (only the
+    other geometry types pay for ``point_on_surface``).
     """
     values = np.asarray(geoms.values if isinstance(geoms, gpd.GeoSeries) else geoms, dtype=object)
-    out = np.full(len(values), None, dtype=object)
-    ok = ~(shapely.is_missing(values) | shapely.is_empty(values))
-    out[ok] = shapely.point_on_surface(values[ok])
+    kinds = shapely.get_type_id(values)  # -1 missing, 0 point
+    out = values.copy()
+    out[kinds < 0] = None
+    if (kinds == 0).any():
+        points = np.flatnonzero(kinds == 0)
+        out[points[shapely.is_empty(values[points])]] = None
+    other = np.flatnonzero(kinds > 0)
+    if len(other):
+        shapes = values[other]
+        full = ~shapely.is_empty(shapes)
+        out[other] = None
+        out[other[full]] = shapely.point_on_surface(shapes[full])
     return out
+
+
+def _first_by_rank(hits: np.ndarray, found: np.ndarray, rank: Callable[[], np.ndarray]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce STRtree query pairs to one per input: the candidate of smallest rank.
+
+    *hits* and *found* are the pairs ``STRtree.query`` returns (input position, tree position);
+    *rank* gives the tie-break rank of every tree geometry and is only called when an input
+    has several candidates. Returns the distinct input positions (increasing) and the chosen
+    tree position of each.
+    """
+    if len(hits) > 1 and not (hits[1:] >= hits[:-1]).all():  # shapely returns them in order
+        order = np.argsort(hits, kind="stable")
+        hits, found = hits[order], found[order]
+    starts = np.flatnonzero(np.r_[True, hits[1:] != hits[:-1]])
+    if len(starts) == len(hits):
+        return hits, found
+    # ties (shared edges, overlaps): the smallest rank within each run of equal inputs
+    ranks = rank()
+    best = np.minimum.reduceat(ranks[found], starts)
+    by_rank = np.empty(len(ranks), dtype=np.int64)
+    by_rank[ranks] = np.arange(len(ranks))
+    return hits[starts], by_rank[best]
 
 
 class PolygonIndex:
@@ -70,14 +103,47 @@ class PolygonIndex:
         self.geometries = values[usable]
         self.key = key
         self.keys = np.asarray(polygons[key], dtype=object)[usable]
-        # rank of each polygon by key: ties resolve to the smallest key
-        self._rank = np.empty(len(self.keys), dtype=np.int64)
-        self._rank[np.argsort(self.keys.astype(str), kind="stable")] = np.arange(len(self.keys))
+        self._rank_cache: np.ndarray | None = None
+        self._same_crs: dict[str, bool] = {}
         self.attrs = {c: np.asarray(polygons[c], dtype=object)[usable] for c in wanted}
         self.tree = shapely.STRtree(self.geometries)
 
     def __len__(self) -> int:
         return len(self.geometries)
+
+    @property
+    def _rank(self) -> np.ndarray:
+        """Rank of each polygon by key (ties resolve to the smallest key); built on first tie."""
+        if self._rank_cache is None:
+            rank = np.empty(len(self.keys), dtype=np.int64)
+            rank[np.argsort(self.keys.astype(str), kind="stable")] = np.arange(len(self.keys))
+            self._rank_cache = rank
+        return self._rank_cache
+
+    def _needs_transform(self, crs: CRS | str | int | None) -> bool:
+        if crs is None or self.crs is None or crs is self.crs:
+            return False
+        given = CRS.from_user_input(crs)
+        key = given.srs or given.to_wkt()
+        if key not in self._same_crs:  # comparing CRSs is slow (WKT): once per CRS
+            self._same_crs[key] = not given.equals(self.crs)
+        return self._same_crs[key]
+
+    def locate_points(self, points: np.ndarray) -> np.ndarray:
+        """Return the position of the polygon each point (in the index's CRS) lies in, or -1.
+
+        The fast path for points already built (a batch's points, shared by several indexes):
+        no representative point, no CRS check. Missing or empty points give -1.
+        """
+        points = np.asarray(points, dtype=object)
+        result = np.full(len(points), -1, dtype=np.int64)
+        if len(points) == 0 or len(self) == 0:
+            return result
+        hits, polys = self.tree.query(points, predicate="intersects")
+        if len(hits):
+            where, chosen = _first_by_rank(hits, polys, lambda: self._rank)
+            result[where] = chosen
+        return result
 
     def locate(
         self, geoms: np.ndarray | gpd.GeoSeries, crs: CRS | str | int | None = None
@@ -95,23 +161,13 @@ class PolygonIndex:
         if isinstance(geoms, gpd.GeoSeries):
             crs = geoms.crs if crs is None else crs
         points = representative_points(geoms)
+        if not self._needs_transform(crs):
+            return self.locate_points(points)  # a missing point has no hit: -1
         result = np.full(len(points), -1, dtype=np.int64)
         present = np.flatnonzero(~shapely.is_missing(points))
-        if len(present) == 0 or len(self) == 0:
-            return result
-        query = points[present]
-        if (
-            crs is not None
-            and self.crs is not None
-            and not CRS.from_user_input(crs).equals(self.crs)
-        ):
-            query = gpd.GeoSeries(query, crs=crs).to_crs(self.crs).values
-        hits, polys = self.tree.query(np.asarray(query, dtype=object), predicate="intersects")
-        if len(hits):
-            order = np.lexsort((self._rank[polys], hits))
-            hits, polys = hits[order], polys[order]
-            first = np.flatnonzero(np.r_[True, hits[1:] != hits[:-1]])
-            result[present[hits[first]]] = polys[first]
+        if len(present):
+            query = gpd.GeoSeries(points[present], crs=crs).to_crs(self.crs).values
+            result[present] = self.locate_points(np.asarray(query, dtype=object))
         return result
 
     def lookup(
@@ -128,14 +184,16 @@ class PolygonIndex:
             One row per geometry, in order, with the key column and the asked *columns*.
         """
         where = self.locate(geoms, crs=crs)
+        names = [self.key, *(self.attrs if columns is None else columns)]
+        return pd.DataFrame({name: self.take(name, where) for name in names}, dtype=object)
+
+    def take(self, name: str, where: np.ndarray) -> np.ndarray:
+        """Return column *name* (the key or an attribute) at positions *where* (-1 gives None)."""
+        source = self.keys if name == self.key else self.attrs[name]
         found = where >= 0
-        out = {}
-        for name in [self.key, *(self.attrs if columns is None else columns)]:
-            source = self.keys if name == self.key else self.attrs[name]
-            column = np.full(len(where), None, dtype=object)
-            column[found] = source[where[found]]
-            out[name] = column
-        return pd.DataFrame(out, dtype=object)
+        column = np.full(len(where), None, dtype=object)
+        column[found] = source[where[found]]
+        return column
 
 
 def grid_index(grid_cells: gpd.GeoDataFrame) -> PolygonIndex:
@@ -307,16 +365,20 @@ class ConeIndex:
     def covering(self, points: np.ndarray) -> np.ndarray:
         """Return, per point (EPSG:4326), the sorted tuple of cameras whose cone covers it."""
         points = np.asarray(points, dtype=object)
-        out = pd.Series([()] * len(points), dtype=object)
+        out = _no_cameras(len(points))
         if len(self) == 0 or len(points) == 0:
-            return out.to_numpy()
+            return out
         hits, cones = self.tree.query(points, predicate="intersects")
         if len(hits):
-            seen = pd.Series(self.camera_ids[cones].astype(str)).groupby(hits).agg(
-                lambda ids: tuple(sorted(ids))
-            )
-            out.iloc[seen.index.to_numpy()] = seen.to_numpy()
-        return out.to_numpy()
+            ids = self.camera_ids[cones].astype(str)
+            order = np.lexsort((ids, hits))
+            hits, ids = hits[order], ids[order].tolist()
+            starts = np.flatnonzero(np.r_[True, hits[1:] != hits[:-1]])
+            bounds = zip(starts.tolist(), [*starts[1:].tolist(), len(ids)], strict=True)
+            # one tuple per covered point: only the covered points pay for Python objects
+            out[hits[starts]] = np.fromiter((tuple(ids[a:b]) for a, b in bounds), dtype=object,
+                                            count=len(starts))
+        return out
 
 
 #: The columns :class:`Enricher` adds: the four grid columns, building, lot and cameras.
@@ -368,23 +430,26 @@ class Enricher:
             points[ok] = shapely.points(x[ok], y[ok])
         none = np.full(len(x), None, dtype=object)
         columns: dict[str, np.ndarray] = {}
+        # the points are built once and shared by every index (all in EPSG:4326)
         if self.grids is not None:
-            found = self.grids.lookup(points, columns=ASSIGNED_NAMES[1:])
-            columns.update({name: found[name].to_numpy(dtype=object) for name in ASSIGNED_NAMES})
+            where = self.grids.locate_points(points)
+            columns.update({name: self.grids.take(name, where) for name in ASSIGNED_NAMES})
         else:
             columns.update({name: none for name in ASSIGNED_NAMES})
         for name, index in (("building_code", self.buildings), ("lot_id", self.lots)):
             columns[name] = (
-                index.lookup(points, columns=())[name].to_numpy(dtype=object)
-                if index is not None else none
+                index.take(name, index.locate_points(points)) if index is not None else none
             )
-        columns["camera_ids"] = (
-            self.cones.covering(points) if self.cones is not None
-            else pd.Series([()] * len(x), dtype=object).to_numpy()
-        )
+        if self.cones is not None:
+            columns["camera_ids"] = self.cones.covering(points)
+        else:
+            columns["camera_ids"] = _no_cameras(len(x))
         # dtype=object keeps None as None (pandas would turn it into NaN in a str column)
-        out = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in columns.items()})
-        return out
+        return pd.DataFrame(columns, dtype=object)
+
+
+def _no_cameras(n: int) -> np.ndarray:
+    return np.fromiter(((),) * n, dtype=object, count=n)
 
 
 def _has(frame: gpd.GeoDataFrame | None) -> bool:
