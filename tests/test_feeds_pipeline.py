@@ -233,3 +233,72 @@ def test_the_simulator_is_deterministic_and_follows_the_day(layers_):
     pm = day[day["property"] == "pm25"]
     ph = pm["observed_at"].dt.tz_convert("Asia/Shanghai").dt.hour
     assert pm.loc[ph.isin([8, 18]), "value"].median() > pm.loc[ph.isin([2, 3, 13]), "value"].median()
+
+
+NOW = pd.Timestamp("2026-03-02T01:00:00Z")
+EDGE_OBS = [  # the column-wise fast path must decide every one of these as the full checks do
+    {"id": "ok-1", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T08:00:00+08:00",
+     "values": {"pm25": 40, "pm10": 60.5}},
+    {"id": "moved", "sensor_id": "S-P1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"occupied": 1}, "lon": LON + 0.00015, "lat": LAT + 0.00045},
+    {"id": "half-pos", "sensor_id": "S-P1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"occupied": 0}, "lon": LON + 0.5},
+    {"id": "text-pos", "sensor_id": "S-P1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"occupied": 0}, "lon": str(LON + 0.0002), "lat": str(LAT + 0.0002)},
+    {"id": "bool", "sensor_id": "S-SMK1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"smoke": True}},
+    {"id": "nan", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": float("nan")}},
+    {"id": "high", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": 1e9}},
+    {"id": "prop", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": 3, "colour": 1}},
+    {"id": "naive", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00",
+     "values": {"pm25": 3}},
+    {"id": "ahead", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T01:06:00Z",
+     "values": {"pm25": 3}},
+    {"id": "old", "sensor_id": "S-AIR1", "observed_at": "1999-12-31T23:00:00Z",
+     "values": {"pm25": 3}},
+    {"id": "junk-time", "sensor_id": "S-AIR1", "observed_at": "yesterday+08:00",
+     "values": {"pm25": 3}},
+    {"id": "", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": 3}},
+    {"id": 7, "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": 3}},
+    {"id": "who", "sensor_id": "S-NOPE", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": 3}},
+    {"id": "empty", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z", "values": {}},
+    {"id": "ok-1", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T08:00:00+08:00",
+     "values": {"pm25": 40, "pm10": 60.5}},
+]
+
+
+def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    out = frame.sort_values(by).reset_index(drop=True).astype(object)
+    return out.where(out.notna(), None)
+
+
+def test_the_fast_decoding_path_agrees_with_the_full_checks(layers_, monkeypatch):
+    import twin.feeds.models as models
+
+    registry = Registry.from_layers(layers_)
+    gateway = [o for o in EDGE_OBS[:3]]
+    messages = [Message("gridtwin/x/obs", json.dumps(o).encode(), NOW, token=i)
+                for i, o in enumerate(EDGE_OBS)]
+    messages.append(Message("gridtwin/x/obs", json.dumps(
+        [{**o, "id": f"gw-{o['id']}"} for o in gateway]).encode(), NOW))
+    fast = decode_batch(messages, registry)
+    monkeypatch.setattr(models, "_valid_observations", lambda chosen, m, r: (None, None, chosen))
+    full = decode_batch(messages, registry)
+    assert set(fast.events["id"]) == {"ok-1", "moved", "half-pos", "text-pos", "gw-ok-1",
+                                      "gw-moved", "gw-half-pos"}
+    assert fast.duplicates == full.duplicates == 1
+    pd.testing.assert_frame_equal(_sorted(fast.events, ["id"]), _sorted(full.events, ["id"]))
+    pd.testing.assert_frame_equal(_sorted(fast.readings, ["event_id", "property"]),
+                                  _sorted(full.readings, ["event_id", "property"]))
+    pd.testing.assert_frame_equal(_sorted(fast.dead, ["id"]), _sorted(full.dead, ["id"]))
+    moved = fast.events[fast.events["id"] == "moved"].iloc[0].to_dict()  # enriched where it was
+    here = registry.enricher.enrich([LON + 0.00015], [LAT + 0.00045]).iloc[0]
+    assert moved["lon"] == pytest.approx(LON + 0.00015)
+    assert (moved["grid_code"], moved["lot_id"]) == (here["grid_code"], None)
+    assert here["grid_code"] is not None

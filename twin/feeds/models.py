@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import geopandas as gpd
@@ -63,7 +65,7 @@ class Message:
 
     topic: str
     payload: bytes
-    received_at: pd.Timestamp
+    received_at: datetime  # timezone-aware (UTC); a pandas Timestamp is one too
     token: Any = None  # the source's handle for acknowledging (MQTT mid, replay line …)
 
     @property
@@ -83,6 +85,14 @@ class Registry:
     sensors: pd.DataFrame
     cameras: pd.DataFrame
     enricher: Enricher = field(default_factory=Enricher)
+    _lookup: _DeviceArrays | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def sensor_arrays(self) -> _DeviceArrays:
+        """The sensors as a position per id and one array per column (built on first use)."""
+        if self._lookup is None or self._lookup.frame is not self.sensors:
+            self._lookup = _DeviceArrays(self.sensors)
+        return self._lookup
 
     @classmethod
     def from_layers(cls, layers: dict[str, gpd.GeoDataFrame]) -> Registry:
@@ -127,6 +137,17 @@ def _devices(frame: gpd.GeoDataFrame | None, key: str, enricher: Enricher) -> pd
 
 ENRICH_OUT = ("grid_code", "resp_grid_id", "community_code", "street_code", "building_code",
               "lot_id", "camera_ids")
+
+
+class _DeviceArrays:
+    """A device table as ``{id: position}`` and plain arrays: per-batch joins without pandas."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.position = {key: i for i, key in enumerate(frame.index.tolist())}
+        self.lon = frame["lon"].to_numpy(dtype=float)
+        self.lat = frame["lat"].to_numpy(dtype=float)
+        self.columns = {c: frame[c].to_numpy(dtype=object) for c in ENRICH_OUT}
 
 
 @dataclass
@@ -174,8 +195,14 @@ def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
                                   "each observation must be a JSON object"))
     frames, readings, alerts = [], [], []
     kinds = [m.kind for m in messages]
+    observations = [(i, o) for i, o in items if kinds[i] == "obs"]
+    if observations:
+        ok, extra, observations = _valid_observations(observations, messages, registry)
+        if ok is not None:
+            frames.append(ok)
+            readings.append(extra)
     for kind, decode in (("obs", _observations), ("camera", _alerts), ("report", _reports)):
-        chosen = [(i, o) for i, o in items if kinds[i] == kind]
+        chosen = observations if kind == "obs" else [(i, o) for i, o in items if kinds[i] == kind]
         if chosen:
             ok, bad, extra = decode(chosen, messages, registry)
             frames.append(ok)
@@ -252,6 +279,121 @@ def _received(frame: pd.DataFrame, messages: list[Message]) -> pd.Series:
 
 def _is_text(series: pd.Series) -> np.ndarray:
     return series.map(lambda v: isinstance(v, str) and v != "").to_numpy(dtype=bool)
+
+
+def _number(value: Any) -> bool:
+    return type(value) is float or type(value) is int  # bool is not a number here
+
+
+def _good_values(values: Any) -> bool:
+    """Return True if *values* is a non-empty object of known properties, numbers in range."""
+    if type(values) is not dict or not values:
+        return False
+    for prop, value in values.items():
+        spec = PROPERTIES.get(prop)
+        if spec is None or not _number(value) or not spec.min <= value <= spec.max:
+            return False
+    return True
+
+
+def _valid_observations(chosen, messages, registry):
+    """Turn the observations that pass every check into events and readings, column-wise.
+
+    This is the hot path of ingest: plain lists and numpy arrays, no per-row pandas. An
+    observation it cannot vouch for (a missing field, an unknown sensor, a bad time or value,
+    a position given as text …) is returned untouched for :func:`_observations`, which applies
+    the same checks one by one and dead-letters it with the first reason that fails.
+
+    Returns
+    -------
+    tuple
+        Events (or None when none passed), readings, and the observations left over.
+    """
+    devices = registry.sensor_arrays
+    position = devices.position
+    objs = [o for _, o in chosen]
+    ids = [o.get("id") for o in objs]
+    sensors = [o.get("sensor_id") for o in objs]
+    stamps = [o.get("observed_at") for o in objs]
+    values = [o.get("values") for o in objs]
+    lons = [o.get("lon") for o in objs]
+    lats = [o.get("lat") for o in objs]
+    texts = {t: None for t in stamps if type(t) is str}  # gateways share a few stamps
+    pattern = re.compile(_OFFSET)
+    with_offset = [t for t in texts if pattern.search(t)]
+    parsed = pd.to_datetime(pd.Series(with_offset, dtype=object), utc=True, format="ISO8601",
+                            errors="coerce")
+    stamp_ns = dict(zip(with_offset, parsed.to_numpy(dtype="datetime64[ns]").view(np.int64),
+                        strict=True))
+    nat = np.iinfo(np.int64).min
+    when = np.fromiter((stamp_ns.get(t, nat) if type(t) is str else nat for t in stamps),
+                       dtype=np.int64, count=len(objs))
+    received = _received_ns(messages)[[i for i, _ in chosen]]
+    good = (
+        (when != nat) & (when >= EARLIEST.value) & (when <= received + MAX_FUTURE.value)
+        & np.fromiter(
+            (type(i) is str and i != "" and type(s) is str and s in position and _good_values(v)
+             and (x is None or _number(x)) and (y is None or _number(y))
+             for i, s, v, x, y in zip(ids, sensors, values, lons, lats, strict=True)),
+            dtype=bool, count=len(objs))
+    )
+    rest = [chosen[k] for k in np.flatnonzero(~good)]
+    keep = np.flatnonzero(good)
+    if len(keep) == 0:
+        return None, None, rest
+    take = keep.tolist()
+    ids = [ids[k] for k in take]
+    values = [values[k] for k in take]
+    rows = np.fromiter((position[sensors[k]] for k in take), dtype=np.int64, count=len(take))
+    lon = np.array([lons[k] if lons[k] is not None and lats[k] is not None else np.nan
+                    for k in take], dtype=float)
+    lat = np.array([lats[k] if lons[k] is not None and lats[k] is not None else np.nan
+                    for k in take], dtype=float)
+    own = np.isfinite(lon) & np.isfinite(lat)
+    lon = np.where(own, lon, devices.lon[rows])
+    lat = np.where(own, lat, devices.lat[rows])
+    enriched = {c: devices.columns[c][rows] for c in ENRICH_OUT}
+    moved = (np.abs(lon - devices.lon[rows]) > 1e-9) | (np.abs(lat - devices.lat[rows]) > 1e-9)
+    if moved.any():
+        fresh = registry.enricher.enrich(lon[moved], lat[moved])
+        for c in ENRICH_OUT:
+            enriched[c][moved] = fresh[c].to_numpy(dtype=object)
+    payload = [{"values": v, "cameras": list(c)} if c else {"values": v}
+               for v, c in zip(values, enriched["camera_ids"].tolist(), strict=True)]
+    source = np.asarray([sensors[k] for k in take], dtype=object)
+    when = when[keep].astype("datetime64[ns]")
+    text = {  # dtype=object keeps None as None (pandas 3 would infer str and use NaN)
+        "id": np.asarray(ids, dtype=object), "kind": np.full(len(ids), "obs", dtype=object),
+        "source_id": source, **{c: enriched[c] for c in ENRICH_OUT[:-1]},
+    }
+    events = pd.DataFrame({
+        **{c: pd.Series(v, dtype=object) for c, v in text.items()},
+        "observed_at": pd.DatetimeIndex(when, tz="UTC"),
+        "received_at": pd.DatetimeIndex(received[keep].astype("datetime64[ns]"), tz="UTC"),
+        "lon": lon, "lat": lat,
+        "payload": pd.Series(np.fromiter(payload, dtype=object, count=len(payload)),
+                             dtype=object),
+    })[["id", "kind", "source_id", "observed_at", "received_at", "lon", "lat",
+        *ENRICH_OUT[:-1], "payload"]]
+    # long form: one reading per (observation, property)
+    counts = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+    at = np.repeat(np.arange(len(values)), counts)
+    readings = pd.DataFrame({
+        "event_id": pd.Series(np.asarray(ids, dtype=object)[at], dtype=object),
+        "source_id": pd.Series(source[at], dtype=object),
+        "observed_at": pd.DatetimeIndex(when[at], tz="UTC"),
+        "property": pd.Series([p for v in values for p in v], dtype=object),
+        "value": np.fromiter((x for v in values for x in v.values()), dtype=float,
+                             count=len(at)),
+        "lon": lon[at], "lat": lat[at],
+    })
+    return events, readings, rest
+
+
+def _received_ns(messages: list[Message]) -> np.ndarray:
+    """Arrival time of every message as int64 nanoseconds since the epoch (UTC)."""
+    stamps = pd.to_datetime(pd.Series([m.received_at for m in messages], dtype=object), utc=True)
+    return stamps.to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
 def _observations(chosen, messages, registry):
