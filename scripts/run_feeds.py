@@ -31,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--buffer-mb", type=float, default=256)
     parser.add_argument("--rules", help="rules table (default data/rules.csv)")
     parser.add_argument("--no-rules", action="store_true")
-    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=5000,
+                        help="most messages per batch (one commit, then one ack each)")
+    parser.add_argument("--linger-ms", type=float, default=20,
+                        help="MQTT: how long a batch waits for more after its first message")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -59,8 +62,10 @@ def _run(args: argparse.Namespace) -> int:
         source = SimulatorSource(Simulator(registry.sensors, registry.cameras, seed=args.seed),
                                  backfill=args.backfill_min * 60)
     else:
+        options = {"linger_s": args.linger_ms / 1000} if args.source.startswith(
+            ("mqtt://", "tcp://")) else {}
         source = open_source(args.source, topics=args.topic, client_id=args.client_id,
-                             speed=args.speed)
+                             speed=args.speed, **options)
     rules = None
     if not args.no_rules:
         layers = {n: store.read_layer(n) for n in ("community", "grid_cells")

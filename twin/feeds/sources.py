@@ -9,6 +9,7 @@ import queue
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -148,11 +149,14 @@ class MqttSource(Source):
         Stable id of this worker (its session); default one derived from the host and topics.
     receive_maximum
         How many unacknowledged messages the broker may send this client at once.
+    linger_s
+        How long a batch waits for more messages after its first one (a few tens of
+        milliseconds: fewer, larger commits at a small cost in latency).
     """
 
     def __init__(self, url: str, topics: list[str], *, client_id: str | None = None,
                  session_expiry_s: int = 7 * 86400, receive_maximum: int = 20_000,
-                 keepalive: int = 30) -> None:
+                 keepalive: int = 30, linger_s: float = 0.02) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
@@ -164,7 +168,8 @@ class MqttSource(Source):
         self.topics = list(topics)
         stable = uuid.uuid5(uuid.NAMESPACE_URL, url + "|".join(topics)).hex[:12]
         self.client_id = client_id or f"gridtwin-ingest-{stable}"
-        self._queue: queue.Queue[Message] = queue.Queue()
+        self.linger_s = linger_s
+        self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._generation = 0
         self._lock = threading.Lock()
         self.connected = threading.Event()
@@ -199,19 +204,33 @@ class MqttSource(Source):
         LOGGER.warning("MQTT %s disconnected (%s); reconnecting", self.name, reason)
 
     def _on_message(self, client, userdata, msg) -> None:
-        self._queue.put(Message(msg.topic, msg.payload, utcnow(),
+        # paho's network thread: enqueue only (a datetime is ten times cheaper than a Timestamp)
+        self._queue.put(Message(msg.topic, msg.payload, datetime.now(UTC),
                                 token=(self._generation, msg.mid, msg.qos)))
 
     def fetch(self, max_items: int, timeout: float) -> list[Message]:
+        """Up to *max_items* messages: what is queued, then more until ``linger_s`` has passed.
+
+        A batch closes at *max_items* or ``linger_s`` after its first message, whichever comes
+        first; under load the queue alone fills it.
+        """
+        get = self._queue.get
         try:
-            out = [self._queue.get(timeout=timeout)]
+            out = [get(timeout=timeout)]
         except queue.Empty:
             return []
+        deadline = time.monotonic() + self.linger_s
         while len(out) < max_items:
             try:
-                out.append(self._queue.get_nowait())
+                out.append(get(block=False))
             except queue.Empty:
-                break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    out.append(get(timeout=left))
+                except queue.Empty:
+                    break
         return out
 
     def ack(self, messages: list[Message]) -> None:
