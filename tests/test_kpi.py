@@ -130,33 +130,36 @@ def test_average_handling_hours():
     assert out["hours"].iloc[0] == 4.0
 
 
-def test_a_million_cases_by_grid_and_month_is_fast():
-    import time
-
+def test_many_cases_by_grid_and_month_count_every_case_once():
+    # the 1,000,000-case timing lives in benchmarks/ (a timed test on a loaded machine is flaky)
     rng = np.random.default_rng(7)
-    n = 1_000_000
+    n = 20_000
     filed = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(
         rng.integers(0, 300 * 86_400, n), unit="s")
+    nat = pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]")
     cases = pd.DataFrame({
         "status": np.where(rng.random(n) < 0.9, "closed", "handling"),
-        "grid_code": rng.integers(0, 500, n).astype(str),
+        "grid_code": rng.integers(0, 50, n).astype(str),
         "filed_at": filed, "file_deadline": filed + H, "dispatched_at": filed + H,
-        "first_rework_at": pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]"),
-        "fed_back_at": filed + 2 * H, "handle_deadline": filed + 3 * H,
+        "first_rework_at": nat, "fed_back_at": filed + 2 * H, "handle_deadline": filed + 3 * H,
         "closed_at": filed + pd.to_timedelta(rng.integers(1, 10, n), unit="h"),
-        "deadline_at": filed + 4 * H,
-        "cancelled_at": pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]"),
-        "extended": rng.random(n) < 0.05,
+        "deadline_at": filed + 4 * H, "cancelled_at": nat, "extended": rng.random(n) < 0.05,
     })
-    timings = []
-    for _ in range(3):  # best of three, as benchmarks are read; stops at the first fast run
-        t0 = time.perf_counter()
-        table = kpi.indicators(cases, by="grid", freq="M")
-        timings.append(time.perf_counter() - t0)
-        if timings[-1] < 2.0:
-            break
-    assert table["filed"].sum() == n and len(table) == 500 * 10
-    assert min(timings) < 2.0, f"{[round(x, 2) for x in timings]} s"
+    table = kpi.indicators(cases, by="grid", freq="M")
+    assert table["filed"].sum() == n and len(table) == 50 * 10
+    local_month = filed.tz_convert("Asia/Shanghai").strftime("%Y-%m")
+    want = pd.Series(1, index=[cases["grid_code"], local_month]).groupby(level=[0, 1]).sum()
+    got = table.set_index(["grid_code", "period"])["filed"]
+    assert got.to_dict() == want.to_dict()
+    # as of its own month's end: a case closed after the month ends is not closed in it
+    closed_in_month = cases["closed_at"].dt.tz_convert("Asia/Shanghai").dt.strftime("%Y-%m") \
+        == local_month
+    assert table["closed"].sum() == int(closed_in_month.sum())
+
+
+def test_a_missing_filing_deadline_counts_as_on_time():
+    cases = frame(2, file_deadline=[pd.NaT, T - H])
+    assert kpi.indicators(cases, as_of=T + 100 * H).iloc[0]["filed_on_time"] == 1
 
 
 def test_export_script_writes_the_monthly_report(tmp_path, grid_cells):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import geopandas as gpd
 import pandas as pd
 import pytest
 import shapely
 
+import layers
 from twin.errors import (
     ConfigError,
     DuplicateIdError,
@@ -22,9 +23,7 @@ from twin.errors import (
 from twin.schema import ALARMS, CASE_HISTORY, CASES, DEAD_LETTERS, EVENTS, validate_layer_frame
 from twin.store import open_store
 
-import layers
-
-T0 = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
 def assert_same_layer(got: gpd.GeoDataFrame, sent: gpd.GeoDataFrame, name: str) -> None:
@@ -621,3 +620,164 @@ def test_new_grid_cells_reassign_located_layers_and_open_cases(store, buildings,
     audit = store.read_audit()
     assert audit.loc[audit["action"] == "layer.write", "target"].tolist()[-2:] == [
         "layer:grid_cells", "layer:buildings"]
+
+
+# -- counts behind the indicators, in the database ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generated_cases() -> pd.DataFrame:
+    """A few thousand generated cases with every status, late and on-time steps, reworks …"""
+    from twin.scenario import make_cases, make_scenario
+
+    sc = make_scenario("community", 0, residents=False, spaces=False)
+    cases = make_cases(sc, 3000, seed=11, start=datetime(2025, 12, 20, tzinfo=UTC),
+                       end=datetime(2026, 3, 10, tzinfo=UTC))
+    # holes the indicators must survive: no grid, no filing deadline, a step after as-of
+    cases.loc[cases.index[:40], "grid_code"] = None
+    cases.loc[cases.index[40:80], "file_deadline"] = pd.NaT
+    return cases
+
+
+def test_generated_cases_cover_every_path(generated_cases):
+    c = generated_cases
+    assert set(c["status"]) >= {"filed", "dispatched", "handling", "on_hold", "fed_back",
+                                "checked", "closed", "cancelled"}
+    assert c["first_rework_at"].notna().sum() > 20 and c["extended"].sum() > 20
+    late_close = c["closed_at"] > c["deadline_at"]
+    assert 0 < late_close.sum() < c["closed_at"].notna().sum()
+    assert (c["filed_at"] > c["file_deadline"]).any()
+    assert (c["fed_back_at"] > c["handle_deadline"]).any()
+    assert c["cancelled_at"].notna().any() and c["cancelled_at"].notna().sum() > c.loc[
+        c["status"] == "cancelled", "filed_at"].notna().sum() > 0
+
+
+@pytest.mark.parametrize("by,period,window,as_of", [
+    (["grid_code"], "month", (None, None), None),
+    (["grid_code"], "month", (None, None), datetime(2026, 2, 14, 3, tzinfo=UTC)),
+    (["department", "post"], "day", (datetime(2026, 1, 1, tzinfo=UTC),
+                                     datetime(2026, 1, 20, tzinfo=UTC)), None),
+    ([], "quarter", (None, None), None),
+    (["resp_grid_id"], None, (datetime(2026, 1, 31, 16, tzinfo=UTC),
+                               datetime(2026, 2, 28, 16, tzinfo=UTC)),
+     datetime(2026, 2, 28, 16, tzinfo=UTC)),
+    ([], None, (None, None), datetime(2026, 3, 5, tzinfo=UTC)),
+])
+def test_case_counts_in_the_store_equal_the_counts_in_memory(
+    store, generated_cases, by, period, window, as_of
+):
+    from twin import kpi
+    from twin.cases import case_table
+
+    store.put_rows(CASES, generated_cases)
+    since, until = window
+    got = store.case_counts(list(kpi.COUNTS), by=by, period=period, since=since, until=until,
+                            as_of=as_of)
+    # the same counts from the case table in pandas (twin.kpi.case_counts)
+    wanted = [c.name for c in CASES.columns if c.name not in ("data", "description")]
+    table = case_table(store.read_cases(columns=wanted))
+    filed = table["filed_at"]
+    keep = filed.notna()
+    if since is not None:
+        keep &= (filed >= since) & (filed < until)
+    sub = table.loc[keep]
+    head = list(by)
+    if period is None:
+        flags = kpi.case_counts(sub, pd.Timestamp(as_of))
+    else:
+        freq = {"day": "D", "month": "M", "quarter": "Q"}[period]
+        local = sub["filed_at"].dt.tz_convert("Asia/Shanghai").dt.tz_localize(None)
+        periods = local.dt.to_period(freq)
+        ends = (periods + 1).dt.start_time.dt.tz_localize("Asia/Shanghai").dt.tz_convert("UTC")
+        if as_of is not None:
+            ends = ends.clip(upper=pd.Timestamp(as_of))
+        flags = kpi.case_counts(sub, ends)
+        flags["period"] = periods.astype(str)
+        head.append("period")
+    for c in by:
+        flags[c] = sub[c].to_numpy(dtype=object)
+    if head:
+        want = flags.groupby(head, dropna=False, sort=True)[list(kpi.COUNTS)].sum().reset_index()
+    else:
+        want = flags[list(kpi.COUNTS)].sum().to_frame().T
+    assert list(got.columns) == [*head, *kpi.COUNTS]
+    assert len(got) == len(want) > 0
+
+    def plain(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.reset_index(drop=True).astype({c: "int64" for c in kpi.COUNTS})
+        for c in head:
+            frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
+        return frame
+
+    pd.testing.assert_frame_equal(plain(got), plain(want))
+    assert got["filed"].sum() > 0 and got["closed_on_time"].sum() > 0
+
+
+def test_indicators_from_the_store_equal_those_in_memory(store, generated_cases):
+    from twin import kpi
+    from twin.cases import case_table
+
+    store.put_rows(CASES, generated_cases)
+    table = case_table(store.read_cases())
+    for kwargs in ({"by": "grid", "freq": "M"},
+                   {"by": ["department", "person"], "period": "2026-02"},
+                   {"period": "2026-02", "as_of": "2026-02-20T00:00:00Z"},
+                   {"by": "post", "freq": "Q", "as_of": "2026-02-01T00:00:00Z"}):
+        got = kpi.indicators(store, **kwargs)
+        want = kpi.indicators(table, **kwargs)
+        assert len(got) > 0
+        pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_case_counts_of_an_empty_cohort(store):
+    got = store.case_counts(["filed", "closed"], by=["grid_code"], period="month")
+    assert list(got.columns) == ["grid_code", "period", "filed", "closed"] and got.empty
+    one = store.case_counts(["filed"], as_of=T0)
+    assert one.to_dict("records") == [{"filed": 0}]
+
+
+def test_case_counts_take_checked_expressions_and_bind_values(store, generated_cases):
+    store.put_rows(CASES, generated_cases)
+    got = store.case_counts({"held": "status = 'on_hold' AND filed_at <= {as_of}"},
+                            as_of=datetime(2030, 1, 1, tzinfo=UTC))
+    assert got["held"].item() == (generated_cases["status"] == "on_hold").sum() > 0
+    for components, by, period, match in [
+        (["luck"], [], "month", "unknown count components"),
+        ({"x": "1 = 1; DROP TABLE twin_cases"}, [], "month", "not allowed"),
+        ({"x": "status = 'a' OR length(description) > 0"}, [], "month", "not allowed"),
+        ({"x": "status = 'a' -- "}, [], "month", "not allowed"),
+        (["filed"], ["planet"], "month", "takes distinct case columns"),
+        (["filed"], ["data"], "month", "takes distinct case columns"),
+        (["filed"], [], "week", "period must be one of"),
+        (["filed"], [], None, "needs as_of"),
+    ]:
+        with pytest.raises(ValidationError, match=match):
+            store.case_counts(components, by=by, period=period)
+    assert len(store.read_cases(columns=["id"])) == len(generated_cases)
+
+
+# -- retention of layer versions -----------------------------------------------------------------
+
+
+def test_purge_layer_versions_keeps_the_current_one_and_is_audited(store, buildings):
+    for i in range(4):
+        store.write_layer("buildings", buildings.iloc[: 3 - i % 3], actor="a", source=f"v{i + 1}")
+    store.set_current_version("buildings", 2, actor="admin")  # v2 current, v4 the newest
+    assert store.purge_layer_versions("buildings", 4, actor="keeper") == [1, 3]
+    assert [(v.version, v.current) for v in store.layer_versions("buildings")] == [
+        (2, True), (4, False)]
+    assert len(store.read_layer("buildings")) == 2
+    assert len(store.read_layer("buildings", version=4)) == 3
+    with pytest.raises(NotFoundError):
+        store.read_layer("buildings", version=1)
+    last = store.read_audit().iloc[-1]
+    assert (last["actor"], last["action"], last["target"]) == ("keeper", "layer.purge",
+                                                               "layer:buildings")
+    assert '"versions": [1, 3]' in last["detail"] and store.verify_audit() is None
+    assert store.purge_layer_versions("buildings", 99, actor="keeper") == [4]
+    assert store.purge_layer_versions("buildings", 99, actor="keeper") == []
+    assert [v.version for v in store.layer_versions("buildings")] == [2]
+    with pytest.raises(ValidationError, match="positive"):
+        store.purge_layer_versions("buildings", 0, actor="keeper")
+    with pytest.raises(LayerNotFoundError):
+        store.purge_layer_versions("planets", 2, actor="keeper")

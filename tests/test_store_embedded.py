@@ -260,10 +260,15 @@ def test_an_older_file_gets_the_case_columns_filled_from_the_data(store):
     store.create_case({"id": "C2", "status": "collected", "data": {"photos": []}})
     store.close()
     with sqlite3.connect(store.path) as conn:  # as a file written before the columns existed
+        for name in ("filed_at", "requested_at", "grid_code__requested_at"):
+            conn.execute(f'DROP INDEX "twin_cases__{name}"')  # nor these indexes
         for name in CASE_DATA_COLUMNS:
             conn.execute(f'ALTER TABLE twin_cases DROP COLUMN "{name}"')
     reopened = open_store(store.path)
     try:
+        with sqlite3.connect(store.path) as conn:  # made on open
+            indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"twin_cases__filed_at", "twin_cases__grid_code__requested_at"} <= indexes
         got = reopened.get_case("C1")
         assert got["filed_at"] == pd.Timestamp("2026-03-02T02:00:00Z")
         assert got["first_rework_at"] == pd.Timestamp("2026-03-02T05:30:00.250Z")

@@ -188,8 +188,25 @@ def test_gist_and_filter_indexes_exist(pg, buildings):
         ), text
     for column in ("observed_at", "grid_code"):
         assert f"twin_events_{column}_idx" in text
-    for column in ("status", "grid_code"):
+    for column in ("status", "grid_code", "requested_at", "filed_at"):
         assert f"twin_cases_{column}_idx" in text
+    assert "twin_cases_grid_code_requested_at_idx ON" in text and \
+        "(grid_code, requested_at)" in text
+
+
+def test_a_schema_made_before_the_case_indexes_gets_them_by_migration(pg, postgis_url):
+    with pg.engine.begin() as conn:  # as a schema at migration 1
+        for name in ("requested_at", "filed_at", "grid_code_requested_at"):
+            conn.execute(sa.text(f'DROP INDEX "twin_cases_{name}_idx"'))
+        conn.execute(sa.text("DELETE FROM twin_schema_migrations WHERE version > 1"))
+    again = PostGISStore(postgis_url, schema=pg.schema)
+    try:
+        names = _scalars(again, "SELECT indexname FROM pg_indexes WHERE schemaname = :s",
+                         s=pg.schema)
+        assert {"twin_cases_filed_at_idx", "twin_cases_grid_code_requested_at_idx"} <= set(names)
+        assert 2 in _scalars(again, "SELECT version FROM twin_schema_migrations")
+    finally:
+        again.close()
 
 
 def test_a_bbox_event_query_uses_the_gist_index(pg):

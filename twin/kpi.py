@@ -102,6 +102,8 @@ def case_counts(cases: pd.DataFrame, as_of: pd.Series | pd.Timestamp) -> pd.Data
 
     The cohort is the cases filed (立案) — every flag is 0 for a case never filed. *as_of* is
     one time or one per case (the end of each case's period): steps after it do not count.
+    These are the definitions of :data:`twin.store.base.CASE_COMPONENTS` (which the stores count
+    in SQL) written in pandas; the store contract tests check that both give the same counts.
     """
     missing = [c for c in NEEDED if c not in cases]
     if missing:
@@ -129,7 +131,9 @@ def case_counts(cases: pd.DataFrame, as_of: pd.Series | pd.Timestamp) -> pd.Data
     out = pd.DataFrame({
         "filed": filed,
         "cancelled": cancelled,
-        "filed_on_time": filed & (t["filed_at"] <= t["file_deadline"]).fillna(True).to_numpy(),
+        # no filing deadline recorded: on time (as twin.store.base.CASE_COMPONENTS counts it)
+        "filed_on_time": filed & ((t["filed_at"] <= t["file_deadline"])
+                                  | t["file_deadline"].isna()).to_numpy(),
         "dispatched": dispatched,
         "reworked": reworked,
         "extended": dispatched & cases["extended"].fillna(False).astype(bool).to_numpy(),
@@ -193,7 +197,10 @@ def indicators(
     cases
         Cases with the columns of :func:`twin.cases.case_table` (status, filed_at, file_deadline,
         dispatched_at, first_rework_at, fed_back_at, handle_deadline, closed_at, deadline_at,
-        cancelled_at, extended, and the slice columns).
+        cancelled_at, extended, and the slice columns) — or a store
+        (:class:`twin.store.base.Store`): then the counts are computed inside the database by
+        :meth:`~twin.store.base.Store.case_counts` (one ``GROUP BY`` per period compared) and
+        only the small table of counts comes back; the result is the same.
     period
         The period whose filed cases are evaluated (``"2026-03"``, ``"2026-Q1"``, ``"2026"`` or
         ``(start, end)``); None: all cases, as of *as_of*.
@@ -224,13 +231,16 @@ def indicators(
         if k not in SLICES:
             raise ValidationError(f"unknown slice {k!r}; slice by one of {sorted(set(SLICES))}")
         cols.append(SLICES[k])
+    if freq is not None and freq not in FREQS:
+        raise ValidationError(f"freq must be M, Q or Y; got {freq!r}")
+    if not isinstance(cases, pd.DataFrame) and hasattr(cases, "case_counts"):
+        return _store_indicators(cases, period=period, cols=cols, freq=freq, as_of=as_of,
+                                 weights=weights, compare=compare)
     missing = [c for c in cols if c not in cases]
     if missing:
         raise ValidationError(f"cases have no column(s) {missing} to slice by")
     filed_at = _utc(cases["filed_at"])
     if freq is not None:
-        if freq not in ("M", "Q", "Y"):
-            raise ValidationError(f"freq must be M, Q or Y; got {freq!r}")
         keep = filed_at.notna()
         if period is not None:
             start, end = period_bounds(period)
@@ -268,17 +278,64 @@ def indicators(
                 pstart, pend = start - shift, end - shift
             other = _table(cases, filed_at, pstart, pend, min(stop - (end - pend), pend)
                            if stop < end else pend, cols, weights)
-            rate_cols = list(RATE_NAMES)
-            if cols:
-                table = table.merge(other[cols + rate_cols], on=cols, how="left",
-                                    suffixes=("", "_prev"))
-            else:
-                for r in rate_cols:
-                    table[f"{r}_prev"] = other[r].iloc[0] if len(other) else np.nan
-            for r in rate_cols:
-                table[f"{r}_{suffix}"] = table[r] - table[f"{r}_prev"]
-            table = table.drop(columns=[f"{r}_prev" for r in rate_cols])
+            table = _compare(table, other, cols, suffix)
     return table
+
+
+FREQS = {"M": "month", "Q": "quarter", "Y": "year"}
+
+
+def _as_of_or_none(as_of: Any) -> pd.Timestamp | None:
+    if as_of is None:
+        return None
+    ts = pd.Timestamp(as_of)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _store_indicators(store, *, period, cols, freq, as_of, weights, compare) -> pd.DataFrame:
+    """:func:`indicators` with the counting done by the store (same rows, same numbers)."""
+    if freq is not None:
+        since, until = period_bounds(period) if period is not None else (None, None)
+        table = store.case_counts(list(COUNTS), by=cols, period=FREQS[freq], since=since,
+                                  until=until, as_of=_as_of_or_none(as_of))
+        table = rates(table, weights)
+        if compare and len(table):
+            for name in RATE_NAMES:
+                prev = table.groupby(cols, dropna=False)[name].shift(1) if cols else \
+                    table[name].shift(1)
+                table[f"{name}_mom"] = table[name] - prev
+        return table
+    start, end = period_bounds(period) if period is not None else (None, None)
+    stop = _as_of(as_of, end)
+
+    def counted(pstart, pend, pstop) -> pd.DataFrame:
+        return rates(store.case_counts(list(COUNTS), by=cols, since=pstart, until=pend,
+                                       as_of=pstop), weights)
+
+    table = counted(start, end, stop)
+    if compare and period is not None:
+        for suffix, shift in (("yoy", pd.DateOffset(years=1)), ("mom", None)):
+            if shift is None:
+                pstart, pend = _previous(period, start, end, end - start)
+            else:
+                pstart, pend = start - shift, end - shift
+            other = counted(pstart, pend, min(stop - (end - pend), pend) if stop < end else pend)
+            table = _compare(table, other, cols, suffix)
+    return table
+
+
+def _compare(table: pd.DataFrame, other: pd.DataFrame, cols: list[str], suffix: str
+             ) -> pd.DataFrame:
+    """Add ``<rate>_<suffix>``: the difference with the same slice of *other* (points)."""
+    rate_cols = list(RATE_NAMES)
+    if cols:
+        table = table.merge(other[cols + rate_cols], on=cols, how="left", suffixes=("", "_prev"))
+    else:
+        for r in rate_cols:
+            table[f"{r}_prev"] = other[r].iloc[0] if len(other) else np.nan
+    for r in rate_cols:
+        table[f"{r}_{suffix}"] = table[r] - table[f"{r}_prev"]
+    return table.drop(columns=[f"{r}_prev" for r in rate_cols])
 
 
 def _period_codes(filed_at: pd.Series, freq: str) -> tuple[np.ndarray, np.ndarray, pd.Series]:

@@ -16,6 +16,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -1179,7 +1180,10 @@ def make_cases(
     """Generate *n* plausible cases (columns of :data:`twin.schema.CASES`) inside the scenario.
 
     Cases are requested uniformly between *start* and *end* (default: the 90 days before
-    2026-03-01 UTC) near buildings, cameras and sensors; most are closed, some late, some open.
+    2026-03-01 UTC) near buildings, cameras and sensors; most are closed, some late, some open,
+    some on hold or cancelled. The step times, deadlines, timer and counts of
+    :data:`twin.schema.CASE_DATA_COLUMNS` are filled consistently with the status (filed late,
+    reworked, extended, handled late …), so the indicators of ``twin.kpi`` mean something.
 
     Raises
     ------
@@ -1232,7 +1236,105 @@ def make_cases(
             "data": json.dumps({"generated": True, "seed": seed}),
         }
     )
+    steps = _case_steps(frame, limit.astype(float), took, rng=np.random.default_rng(
+        np.random.SeedSequence([seed, 3])))
+    for name, values in steps.items():
+        frame[name] = values
     return coerce_table(CASES, frame)
+
+
+# Where each step of the loop falls, as a share of the time from request to the case's last
+# step (closing for closed cases), and the statuses that have passed it.
+_STEP_SHARE = {"file": 0.05, "dispatch": 0.15, "rework": 0.6, "feedback": 0.75, "check": 0.9}
+_PASSED = {
+    "file": ("filed", "dispatched", "handling", "on_hold", "fed_back", "checked", "closed"),
+    "dispatch": ("dispatched", "handling", "on_hold", "fed_back", "checked", "closed"),
+    "feedback": ("fed_back", "checked", "closed"),
+    "check": ("checked", "closed"),
+}
+_LAST_STEP = {"filed": "file", "dispatched": "dispatch", "handling": "dispatch",
+              "on_hold": "dispatch", "fed_back": "feedback", "checked": "check"}
+
+
+def _case_steps(
+    frame: pd.DataFrame, limit_h: np.ndarray, took_h: np.ndarray, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Step times, deadlines, timer and counts of generated cases, consistent with the status.
+
+    A separate random stream, so the columns drawn before keep their values. Some handling
+    cases are on long-term hold (挂账); about 1 in 10 filed late, 1 in 20 reworked, 1 in 15
+    extended, half the cancelled ones cancelled after filing.
+    """
+    n = len(frame)
+    status = frame["status"].to_numpy(dtype=object).copy()
+    status[(status == "handling") & (rng.random(n) < 0.1)] = "on_hold"
+    requested = pd.Series(frame["requested_at"].to_numpy())
+    hour = pd.Timedelta(hours=1)
+    # the time scale: closing time for closed cases, the last step's time for open ones
+    last_share = pd.Series(status).map(lambda s: _STEP_SHARE.get(_LAST_STEP.get(s, ""), 1.0))
+    updated = pd.Series(frame["updated_at"].to_numpy())
+    scale = ((updated - requested) / hour).to_numpy() / last_share.to_numpy()
+    scale = np.where(status == "closed", took_h, scale)
+
+    def at(share: float | np.ndarray, mask: np.ndarray) -> pd.Series:
+        times = requested + pd.to_timedelta(scale * share, unit="h")
+        return times.where(mask)
+
+    def passed(step: str) -> np.ndarray:
+        return np.isin(status, _PASSED[step])
+
+    cancelled = status == "cancelled"
+    filed_then_cancelled = cancelled & (rng.random(n) < 0.5)
+    # filed before dispatch (share 0.15); the filing deadline is 2 hours after the report, so
+    # long cases are sometimes filed late
+    filed_at = at(rng.uniform(0.01, 0.12, n), passed("file") | filed_then_cancelled)
+    file_deadline = requested + 2 * hour
+    dispatched_at = at(_STEP_SHARE["dispatch"], passed("dispatch"))
+    dispatched_at = dispatched_at.where(dispatched_at.isna() | (dispatched_at > filed_at),
+                                        filed_at + pd.Timedelta(minutes=1))
+    fed_back = passed("feedback")
+    reworked = fed_back & (rng.random(n) < 0.05)
+    first_rework_at = at(_STEP_SHARE["rework"], reworked)
+    fed_back_at = at(_STEP_SHARE["feedback"], fed_back)
+    checked_at = at(_STEP_SHARE["check"], passed("check"))
+    extended = passed("dispatch") & (rng.random(n) < 0.065)
+    handle_deadline = (requested + pd.to_timedelta(limit_h * (0.8 + 0.5 * extended), unit="h"))
+    handle_deadline = handle_deadline.where(passed("dispatch"))
+    cancelled_at = pd.Series(frame["closed_at"].to_numpy()).where(cancelled)
+    family = frame["family"].to_numpy(dtype=object)
+    stage = pd.Series(status).map({"filed": "dispatch", "dispatched": "handle",
+                                   "handling": "handle", "fed_back": "check",
+                                   "checked": "close"})
+    timer_start = pd.Series(updated).where(stage.notna())
+    timer_deadline = pd.Series(np.select(
+        [stage.eq("dispatch"), stage.eq("handle"), stage.eq("check"), stage.eq("close")],
+        [filed_at + hour, handle_deadline, fed_back_at + hour / 2,
+         pd.Series(frame["deadline_at"].to_numpy())],
+        pd.NaT,
+    )).where(stage.notna())
+    timer_deadline = pd.to_datetime(timer_deadline, utc=True)
+    timer_deadline = timer_deadline.where(
+        timer_deadline.isna() | (timer_deadline > timer_start), timer_start + hour)
+    return {
+        "status": status,
+        "filed_at": filed_at,
+        "dispatched_at": dispatched_at,
+        "fed_back_at": fed_back_at,
+        "checked_at": checked_at,
+        "cancelled_at": cancelled_at,
+        "first_rework_at": first_rework_at,
+        "file_deadline": file_deadline,
+        "handle_deadline": handle_deadline,
+        "timer_stage": stage.to_numpy(dtype=object),
+        "timer_start": timer_start,
+        "timer_deadline": timer_deadline,
+        "timer_unit": np.where(stage.notna(), "urgent_hours", None),
+        "reworks": reworked.astype("int64"),
+        "returns": (passed("dispatch") & (rng.random(n) < 0.02)).astype("int64"),
+        "supervised": (passed("file") & (rng.random(n) < 0.03)).astype("int64"),
+        "extended": extended,
+        "post": np.where(family == "event", "grid_worker", "department"),
+    }
 
 
 EVENT_KINDS = ("obs", "camera", "report")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 
 from twin.errors import NotFoundError, StaleUpdateError, ValidationError
@@ -21,6 +23,7 @@ from twin.schema import (
     Column,
     TableSpec,
     check_rules,
+    coerce_series,
     coerce_table,
 )
 
@@ -43,7 +46,7 @@ class LayerVersion:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def audit_hash(prev_hash: str, row: dict[str, Any]) -> str:
@@ -178,6 +181,27 @@ class Store(abc.ABC):
         ------
         NotFoundError
             If the version does not exist.
+        """
+
+    @abc.abstractmethod
+    def purge_layer_versions(self, name: str, before_version: int, *, actor: str) -> list[int]:
+        """Delete the versions of layer *name* older than *before_version*, never the current one.
+
+        Their history rows and version records go in one transaction, audited there
+        (``layer.purge``: which versions, how many rows). For retention: old versions take
+        space and may hold personal data that must go.
+
+        Returns
+        -------
+        list of int
+            The versions deleted (empty when there were none).
+
+        Raises
+        ------
+        LayerNotFoundError
+            If *name* is not a declared layer.
+        ValidationError
+            If *before_version* is not a positive integer.
         """
 
     def layers(self) -> list[str]:
@@ -322,6 +346,55 @@ class Store(abc.ABC):
         ------
         ValidationError
             If *columns* names something that is not a case column.
+        """
+
+    @abc.abstractmethod
+    def case_counts(
+        self,
+        components: dict[str, str] | Sequence[str] | None = None,
+        *,
+        by: Sequence[str] = (),
+        period: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        as_of: datetime | None = None,
+    ) -> pd.DataFrame:
+        """Count cases per slice and period inside the database: ONE ``GROUP BY`` query.
+
+        The cohort is the cases filed (立案) in ``[since, until)`` (``filed_at``; cases never
+        filed are left out). Each component is summed as a conditional count (``SUM(CASE WHEN
+        … THEN 1 ELSE 0 END)``) with ``{as_of}`` standing for the time the case is counted as
+        of: the end of its period (clipped to *as_of*), or *as_of* without a period.
+
+        Parameters
+        ----------
+        components
+            Names of :data:`CASE_COMPONENTS` (None: all of them), or name → SQL boolean
+            expression over case columns (checked by :func:`check_components`).
+        by
+            Case columns to slice by (e.g. ``grid_code``, ``department``).
+        period
+            ``"day"``, ``"month"``, ``"quarter"`` or ``"year"`` of ``filed_at`` in local time
+            (Asia/Shanghai): adds a ``period`` column (``2026-03``, ``2026-03-02``, ``2026Q1``,
+            ``2026``). None: no period; then *as_of* is required.
+        since, until
+            Bounds of ``filed_at`` (values are bound as parameters).
+        as_of
+            When the books are closed; steps after it do not count. With a *period*, each period
+            is counted as of its own end, or *as_of* if earlier.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The *by* columns, ``period`` (with a period), then one int64 column per component;
+            one row per slice (and period) that has cases in the cohort, sorted (empty values
+            last). Without *by* and *period*: exactly one row.
+
+        Raises
+        ------
+        ValidationError
+            For an unknown component, column or period, an expression that is not a plain
+            boolean over case columns, or a missing *as_of* without a period.
         """
 
     # -- audit ----------------------------------------------------------------------------------
@@ -536,3 +609,286 @@ def layer_audit(version: LayerVersion, *, previous: int | None = None) -> dict[s
     else:
         detail["previous"] = previous
     return detail
+
+
+def purge_plan(versions: Sequence[LayerVersion], before_version: int) -> list[int]:
+    """Return the versions :meth:`Store.purge_layer_versions` deletes (older, never current).
+
+    Raises
+    ------
+    ValidationError
+        If *before_version* is not a positive integer.
+    """
+    if isinstance(before_version, bool) or not isinstance(before_version, (int, float)) or \
+            int(before_version) != before_version or before_version < 1:
+        raise ValidationError(
+            f"before_version must be a positive whole version number; got {before_version!r}"
+        )
+    return [v.version for v in versions if v.version < before_version and not v.current]
+
+
+# -- counts behind the indicators ------------------------------------------------------------
+
+AS_OF = "{as_of}"
+_FILED = "filed_at <= {as_of}"
+_DISPATCHED = _FILED + " AND dispatched_at <= {as_of}"
+_NOT_CANCELLED = "(cancelled_at IS NULL OR cancelled_at > {as_of})"
+_NOT_HELD = "(status IS NULL OR status <> 'on_hold')"
+
+#: The additive counts behind the indicators (GB/T 30428.4; definitions in docs/cases.md), each
+#: an SQL boolean over CASES columns that is true when the case counts. ``{as_of}`` is the time
+#: the case is counted as of. Both stores run exactly these; :func:`twin.kpi.case_counts` is the
+#: same in pandas, and a contract test checks that they agree.
+CASE_COMPONENTS: dict[str, str] = {
+    "filed": _FILED,
+    "cancelled": _FILED + " AND cancelled_at <= {as_of}",
+    "filed_on_time": _FILED + " AND (file_deadline IS NULL OR filed_at <= file_deadline)",
+    "dispatched": _DISPATCHED,
+    "reworked": _DISPATCHED + " AND first_rework_at <= {as_of}",
+    "extended": _DISPATCHED + " AND extended",
+    "handled": _DISPATCHED + " AND fed_back_at <= {as_of}",
+    "due_to_handle": _DISPATCHED + f" AND {_NOT_CANCELLED} AND ((handle_deadline <= {{as_of}} "
+    f"AND {_NOT_HELD}) OR fed_back_at <= {{as_of}})",
+    "handled_on_time": _DISPATCHED + " AND fed_back_at <= {as_of} AND fed_back_at <= "
+    "handle_deadline",
+    "due": _FILED + f" AND {_NOT_CANCELLED} AND ((deadline_at <= {{as_of}} AND {_NOT_HELD}) "
+    "OR closed_at <= {as_of})",
+    "closed": _FILED + f" AND {_NOT_CANCELLED} AND closed_at <= {{as_of}}",
+    "closed_on_time": _FILED + f" AND {_NOT_CANCELLED} AND closed_at <= {{as_of}} "
+    "AND closed_at <= deadline_at",
+}
+
+#: Periods of :meth:`Store.case_counts` → pandas frequency.
+COUNT_PERIODS = {"day": "D", "month": "M", "quarter": "Q", "year": "Y"}
+LOCAL_TZ = "Asia/Shanghai"
+_TOKEN = re.compile(r"\s+|'[^']*'|\{as_of\}|<=|>=|<>|[=<>()]|[A-Za-z_][A-Za-z0-9_]*|.")
+_KEYWORDS = {"AND", "OR", "NOT", "IS", "NULL", "TRUE", "FALSE"}
+
+
+def check_components(
+    components: dict[str, str] | Sequence[str] | None,
+) -> tuple[dict[str, str], list[str]]:
+    """Return the components of a :meth:`Store.case_counts` call and the columns they read.
+
+    Names must be of :data:`CASE_COMPONENTS`; an expression may hold only case column names,
+    ``AND OR NOT IS NULL TRUE FALSE``, comparisons, parentheses, quoted text without quotes
+    inside, and ``{as_of}`` — nothing else reaches the SQL.
+
+    Raises
+    ------
+    ValidationError
+        For an unknown name or anything else in an expression.
+    """
+    if components is None:
+        chosen = dict(CASE_COMPONENTS)
+    elif isinstance(components, dict):
+        chosen = {str(k): str(v) for k, v in components.items()}
+    else:
+        names = [components] if isinstance(components, str) else list(components)
+        unknown = [n for n in names if n not in CASE_COMPONENTS]
+        if unknown:
+            raise ValidationError(
+                f"unknown count components {unknown}; choose from {list(CASE_COMPONENTS)} "
+                "or pass name → SQL boolean expression"
+            )
+        chosen = {n: CASE_COMPONENTS[n] for n in names}
+    if not chosen:
+        raise ValidationError("case_counts needs at least one component to count")
+    used: list[str] = []
+    for name, expression in chosen.items():
+        for token in _TOKEN.findall(expression):
+            if token.isspace() or token.startswith("'") or token == AS_OF or token in (
+                "<=", ">=", "<>", "=", "<", ">", "(", ")"
+            ):
+                continue
+            if token.upper() in _KEYWORDS:
+                continue
+            if token in _CASE_COLUMNS:
+                if token not in used:
+                    used.append(token)
+                continue
+            raise ValidationError(
+                f"count component {name!r}: {token!r} is not allowed; write a boolean over the "
+                f"case columns {list(_CASE_COLUMNS)} with AND/OR/NOT, IS NULL, comparisons, "
+                "quoted text and {as_of}"
+            )
+    return chosen, used
+
+
+def count_slices(by: Sequence[str]) -> list[str]:
+    """Check the slice columns of :meth:`Store.case_counts` (case columns, distinct)."""
+    names = [by] if isinstance(by, str) else list(by)
+    bad = [n for n in names if n not in _CASE_COLUMNS or _CASE_COLUMNS[n].dtype == "json"]
+    if bad or len(set(names)) != len(names):
+        raise ValidationError(
+            f"case_counts(by=…) takes distinct case columns (not data), e.g. grid_code, "
+            f"department; got {names}"
+        )
+    return names
+
+
+def _utc_stamp(value: Any) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def period_edges(
+    first: Any, last: Any, period: str
+) -> tuple[list[str], list[pd.Timestamp]]:
+    """Return the labels of the local periods from *first* to *last*, and their edges in UTC.
+
+    There is one edge more than labels: period *i* is ``[edges[i], edges[i + 1])``.
+    """
+    freq = COUNT_PERIODS[period]
+    lo = _utc_stamp(first).tz_convert(LOCAL_TZ).tz_localize(None)
+    hi = _utc_stamp(last).tz_convert(LOCAL_TZ).tz_localize(None)
+    periods = pd.period_range(pd.Period(lo, freq), pd.Period(hi, freq), freq=freq)
+    starts = [p.start_time for p in periods] + [(periods[-1] + 1).start_time]
+    edges = [pd.Timestamp(s).tz_localize(LOCAL_TZ).tz_convert("UTC") for s in starts]
+    return [str(p) for p in periods], edges
+
+
+def _tree(column: str, edges: Sequence[str], leaves: Sequence[str], lo: int, hi: int) -> str:
+    """Return a balanced CASE over *edges* picking the leaf of the period holding *column*."""
+    if hi - lo == 1:
+        return leaves[lo]
+    mid = (lo + hi) // 2
+    return (
+        f"CASE WHEN {column} < {edges[mid]} THEN {_tree(column, edges, leaves, lo, mid)} "
+        f"ELSE {_tree(column, edges, leaves, mid, hi)} END"
+    )
+
+
+@dataclass(frozen=True)
+class CountQuery:
+    """The SQL of a :meth:`Store.case_counts` call, with its parameters and how to read it."""
+
+    sql: str
+    params: dict[str, Any]
+    names: list[str]
+    by: list[str]
+    labels: list[str] | None
+
+
+def plan_case_counts(
+    components: dict[str, str] | Sequence[str] | None,
+    by: Sequence[str],
+    period: str | None,
+    since: Any,
+    until: Any,
+    as_of: Any,
+    *,
+    span: Any,
+    table: str,
+    quote: Any,
+    fence: str,
+    time: Any,
+) -> CountQuery | None:
+    """Build the one ``GROUP BY`` query of :meth:`Store.case_counts` (both stores).
+
+    Parameters
+    ----------
+    components, by, period, since, until, as_of
+        As :meth:`Store.case_counts` takes them.
+    span
+        ``span(where_sql, params) -> (min filed_at, max filed_at)`` of the cohort (the store
+        answers it from its ``filed_at`` index); only called with a *period*.
+    table, quote
+        The cases table and the store's identifier quoting.
+    fence
+        SQL ending a subquery so that the planner keeps it (computes the period and its as-of
+        once per case rather than once per use).
+    time
+        Turns a UTC Timestamp into the store's bound time value.
+
+    Returns
+    -------
+    CountQuery or None
+        None when the cohort is empty (the caller returns an empty frame).
+    """
+    chosen, used = check_components(components)
+    keys = count_slices(by)
+    if period is not None and period not in COUNT_PERIODS:
+        raise ValidationError(
+            f"period must be one of {list(COUNT_PERIODS)} or None; got {period!r}"
+        )
+    if period is None and as_of is None:
+        raise ValidationError("case_counts without a period needs as_of (when books close)")
+    params: dict[str, Any] = {}
+    where = ["filed_at IS NOT NULL"]
+    for name, bound, op in (("since", since, ">="), ("until", until, "<")):
+        if bound is not None:
+            where.append(f"filed_at {op} :{name}")
+            params[name] = time(_utc_stamp(bound))
+    where_sql = " AND ".join(where)
+    stop = None if as_of is None else _utc_stamp(as_of)
+    names = list(chosen)
+    keys_sql = [quote(k) for k in keys]
+    labels = None
+    if period is None:
+        params["as_of"] = time(stop)
+        sums = [
+            f"SUM(CASE WHEN {chosen[n].replace(AS_OF, ':as_of')} THEN 1 ELSE 0 END) AS _s{i}"
+            for i, n in enumerate(names)
+        ]
+        group = f" GROUP BY {', '.join(keys_sql)}" if keys else ""
+        sql = f"SELECT {', '.join([*keys_sql, *sums])} FROM {quote(table)} WHERE {where_sql}{group}"
+        return CountQuery(sql, params, names, keys, None)
+    first, last = span(where_sql, dict(params))
+    if first is None or last is None:
+        return None
+    labels, edges = period_edges(first, last, period)
+    ends = [e if stop is None else min(e, stop) for e in edges[1:]]
+    for i, edge in enumerate(edges):
+        params[f"b{i}"] = time(edge)
+    for i, end in enumerate(ends):
+        params[f"e{i}"] = time(end)
+    m = len(labels)
+    edge_marks = [f":b{i}" for i in range(m + 1)]
+    k_tree = _tree("filed_at", edge_marks, [str(i) for i in range(m)], 0, m)
+    e_tree = _tree("filed_at", edge_marks, [f":e{i}" for i in range(m)], 0, m)
+    columns = [quote(c) for c in dict.fromkeys([*keys, *used, "filed_at"])]
+    inner = (
+        f"SELECT {', '.join(columns)}, {k_tree} AS _k, {e_tree} AS _e FROM {quote(table)} "
+        f"WHERE {where_sql}{fence}"
+    )
+    flags = [
+        f"CASE WHEN {chosen[n].replace(AS_OF, '_e')} THEN 1 ELSE 0 END AS _c{i}"
+        for i, n in enumerate(names)
+    ]
+    middle = f"SELECT {', '.join([*keys_sql, '_k', *flags])} FROM ({inner}) AS _r{fence}"
+    sums = [f"SUM(_c{i}) AS _s{i}" for i in range(len(names))]
+    group = ", ".join([*keys_sql, "_k"])
+    sql = f"SELECT {', '.join([*keys_sql, '_k', *sums])} FROM ({middle}) AS _f GROUP BY {group}"
+    return CountQuery(sql, params, names, keys, labels)
+
+
+def count_frame(query: CountQuery | None, rows: Sequence[Sequence[Any]], *, by: Sequence[str],
+                components: dict[str, str] | Sequence[str] | None,
+                period: str | None) -> pd.DataFrame:
+    """Return the DataFrame of :meth:`Store.case_counts` from the rows of its query (sorted)."""
+    keys = count_slices(by)
+    names = list(check_components(components)[0])
+    head = [*keys, *(["period"] if period is not None else [])]
+    if query is None or not rows:
+        out = pd.DataFrame({c: pd.Series([], dtype=object) for c in head})
+        for n in names:
+            out[n] = pd.Series([], dtype="int64")
+        if query is not None and period is None and not keys:
+            out.loc[0] = [0] * len(names)
+            out = out.astype("int64")
+        return out
+    raw = pd.DataFrame.from_records(rows, columns=[*keys, *(["_k"] if period else []),
+                                                   *(f"_s{i}" for i in range(len(names)))])
+    out = pd.DataFrame({  # typed as read_cases types them
+        k: pd.Series(raw[k], dtype="str") if _CASE_COLUMNS[k].dtype == "text"
+        else coerce_series(raw[k], _CASE_COLUMNS[k]) for k in keys
+    })
+    if period is not None:
+        labels = np.asarray(query.labels, dtype=object)
+        out["period"] = labels[raw["_k"].to_numpy(dtype="int64")]
+    for i, n in enumerate(names):
+        out[n] = pd.to_numeric(raw[f"_s{i}"]).fillna(0).astype("int64")
+    if head:
+        out = out.sort_values(head, na_position="last", kind="stable").reset_index(drop=True)
+    return out

@@ -53,10 +53,13 @@ from twin.store.base import (
     Store,
     audit_hash,
     case_columns,
+    count_frame,
     layer_audit,
+    plan_case_counts,
     prepare_case_grids,
     prepare_equals,
     prepare_rows,
+    purge_plan,
     regrid_plan,
 )
 
@@ -67,11 +70,15 @@ HISTORY_SUFFIX = "__history"
 VERSION_COLUMN = "_version"
 GEOMETRY_COLUMN = "geom"
 FID = "fid"
-# Secondary indexes of the store's own tables, by the filters read_events / read_cases offer.
-INDEXES: dict[str, tuple[str, ...]] = {
+# Secondary indexes of the store's own tables, by the filters read_events / read_cases /
+# case_counts offer (a tuple is a composite index).
+INDEXES: dict[str, tuple[str | tuple[str, ...], ...]] = {
     EVENTS.name: ("observed_at", "grid_code"),
-    CASES.name: ("status", "grid_code"),
+    CASES.name: ("status", "grid_code", "requested_at", "filed_at", ("grid_code", "requested_at")),
 }
+# SQLite keeps a FROM subquery ending so as one step (no flattening): the period and its as-of
+# of each case are then computed once, not once per count that uses them.
+_FENCE = " LIMIT -1"
 _CASE_COLUMNS = {c.name: c for c in CASES.columns}
 _FIXED_CASE_FIELDS = ("id", "version")
 
@@ -221,11 +228,22 @@ def _table_ddl(table: TableSpec) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {q(table.name)} ({FID} INTEGER PRIMARY KEY AUTOINCREMENT "
         f"NOT NULL, {columns}, UNIQUE ({', '.join(q(k) for k in keys)}))"
     ]
-    statements += [
-        f"CREATE INDEX IF NOT EXISTS {q(f'{table.name}__{c}')} ON {q(table.name)} ({q(c)})"
-        for c in INDEXES.get(table.name, ())
-    ]
-    return statements
+    return statements + _index_ddl(table)
+
+
+def _index_name(table: TableSpec, columns: str | tuple[str, ...]) -> str:
+    return f"{table.name}__{'__'.join((columns,) if isinstance(columns, str) else columns)}"
+
+
+def _index_ddl(table: TableSpec) -> list[str]:
+    out = []
+    for columns in INDEXES.get(table.name, ()):
+        names = (columns,) if isinstance(columns, str) else columns
+        out.append(
+            f"CREATE INDEX IF NOT EXISTS {q(_index_name(table, columns))} ON {q(table.name)} "
+            f"({', '.join(q(c) for c in names)})"
+        )
+    return out
 
 
 def _table_columns(conn: sqlite3.Connection, table: str) -> list[str]:
@@ -410,10 +428,13 @@ class EmbeddedStore(Store):
     def _is_complete(self, conn: sqlite3.Connection) -> bool:
         if not gpkg.is_geopackage(conn):
             return False
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         for table in TABLES:
             existing = set(_table_columns(conn, table.name))
             if not existing or any(c.name not in existing for c in table.columns):
                 return False
+            if any(_index_name(table, c) not in indexes for c in INDEXES.get(table.name, ())):
+                return False  # a file made before an index was declared: create it on open
         return True
 
     def close(self) -> None:
@@ -790,6 +811,30 @@ class EmbeddedStore(Store):
         LOGGER.info("%s made version %d of layer %s current", actor, version, name)
         return chosen
 
+    def purge_layer_versions(self, name: str, before_version: int, *, actor: str) -> list[int]:
+        spec = declared.get_layer(name)
+        with self._transaction() as conn:
+            gone = purge_plan(self._versions(conn, name), before_version)
+            if not gone:
+                return []
+            marks = ", ".join("?" for _ in gone)
+            rows = 0
+            if _table_columns(conn, spec.name + HISTORY_SUFFIX):
+                rows = conn.execute(
+                    f"DELETE FROM {q(spec.name + HISTORY_SUFFIX)} "
+                    f"WHERE {VERSION_COLUMN} IN ({marks})",
+                    gone,
+                ).rowcount
+            conn.execute(
+                f"DELETE FROM {q(LAYER_VERSIONS.name)} WHERE {q('layer')} = ? "
+                f"AND {q('version')} IN ({marks}) AND NOT {q('current')}",
+                [name, *gone],
+            )
+            self._audit(conn, actor, "layer.purge", f"layer:{name}",
+                        {"layer": name, "versions": gone, "rows": rows})
+        LOGGER.info("%s purged versions %s of layer %s (%d rows)", actor, gone, name, rows)
+        return gone
+
     # -- events -----------------------------------------------------------------------------------
 
     def append_events(self, events: pd.DataFrame) -> int:
@@ -1008,6 +1053,32 @@ class EmbeddedStore(Store):
             return frame[[c.name for c in wanted]]
         out = _with_points(frame)
         return out[[*(c.name for c in wanted), "geometry"]]
+
+    def case_counts(
+        self,
+        components: dict[str, str] | Sequence[str] | None = None,
+        *,
+        by: Sequence[str] = (),
+        period: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        as_of: datetime | None = None,
+    ) -> pd.DataFrame:
+        # Times are fixed-width ISO 8601 UTC text here, so comparing the text compares the times
+        with self._snapshot() as conn:
+
+            def span(where: str, params: dict[str, Any]) -> tuple[Any, Any]:
+                return conn.execute(
+                    f"SELECT min(filed_at), max(filed_at) FROM {q(CASES.name)} WHERE {where}",
+                    params,
+                ).fetchone()
+
+            query = plan_case_counts(
+                components, by, period, since, until, as_of, span=span, table=CASES.name,
+                quote=q, fence=_FENCE, time=_sql_time,
+            )
+            rows = [] if query is None else conn.execute(query.sql, query.params).fetchall()
+        return count_frame(query, rows, by=by, components=components, period=period)
 
     # -- audit ------------------------------------------------------------------------------------
 

@@ -31,10 +31,11 @@ SQL_TYPES = {
 SRID = 4326
 HISTORY_SUFFIX = "__history"
 VERSION_COLUMN = "_version"
-# Plain btree indexes beyond the primary keys, for the filters the store offers.
-INDEXES: dict[str, tuple[str, ...]] = {
+# Plain btree indexes beyond the primary keys, for the filters the store offers (read_events,
+# read_cases, case_counts); a tuple is a composite index.
+INDEXES: dict[str, tuple[str | tuple[str, ...], ...]] = {
     EVENTS.name: ("observed_at", "grid_code", "kind"),
-    CASES.name: ("status", "grid_code"),
+    CASES.name: ("status", "grid_code", "requested_at", "filed_at", ("grid_code", "requested_at")),
 }
 
 
@@ -74,12 +75,25 @@ def table_ddl(table: TableSpec) -> list[str]:
             f"CREATE INDEX IF NOT EXISTS {quote(table.name + '_geom_gist')} "
             f"ON {name} USING gist (geom)"
         )
-    for column in INDEXES.get(table.name, ()):
-        statements.append(
-            f"CREATE INDEX IF NOT EXISTS {quote(f'{table.name}_{column}_idx')} "
-            f"ON {name} ({quote(column)})"
+    return statements + index_ddl(table)
+
+
+def index_ddl(table: TableSpec) -> list[str]:
+    """``CREATE INDEX IF NOT EXISTS`` statements of the declared :data:`INDEXES` of *table*."""
+    out = []
+    for columns in INDEXES.get(table.name, ()):
+        names = (columns,) if isinstance(columns, str) else columns
+        index = f"{table.name}_{'_'.join(names)}_idx"
+        out.append(
+            f"CREATE INDEX IF NOT EXISTS {quote(index)} "
+            f"ON {quote(table.name)} ({', '.join(quote(c) for c in names)})"
         )
-    return statements
+    return out
+
+
+def table_exists(conn: sa.Connection, table: str) -> bool:
+    """Whether *table* exists in the current schema."""
+    return bool(table_columns(conn, table))
 
 
 def layer_ddl(spec: LayerSpec) -> list[str]:
@@ -164,8 +178,15 @@ def _create_core_tables(conn: sa.Connection) -> None:
             conn.execute(sa.text(statement))
 
 
+def _case_indexes(conn: sa.Connection) -> None:
+    for statement in index_ddl(CASES):
+        conn.execute(sa.text(statement))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables derived from twin.schema", _create_core_tables),
+    Migration(2, "case indexes on requested_at, filed_at and (grid_code, requested_at)",
+              _case_indexes),
 )
 
 
@@ -185,6 +206,9 @@ def _sync_core_columns(conn: sa.Connection) -> None:
             conn.execute(sa.text(statement))
         if table is CASES and have:
             fill_case_columns(conn, [n for n in CASE_DATA_COLUMNS if n not in have])
+        if have and statements:  # an index on a column just added (IF NOT EXISTS: cheap)
+            for statement in index_ddl(table):
+                conn.execute(sa.text(statement))
 
 
 def fill_case_columns(conn: sa.Connection, names: list[str]) -> None:

@@ -48,10 +48,13 @@ from twin.store.base import (
     Store,
     audit_hash,
     case_columns,
+    count_frame,
     layer_audit,
+    plan_case_counts,
     prepare_case_grids,
     prepare_equals,
     prepare_rows,
+    purge_plan,
     regrid_plan,
     utcnow,
 )
@@ -67,6 +70,7 @@ from twin.store.migrations import (
     migrate,
     missing_columns,
     quote,
+    table_exists,
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -75,6 +79,11 @@ SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 COPY_CHUNK_ROWS = 50_000
 AGG_CHUNK_ROWS = 2_000_000  # about this many rows per packed value of a column read
 GIST_REBUILD_ROWS = 10_000
+# OFFSET 0 keeps a FROM subquery as one plan step (not pulled up): each case's period and its
+# as-of are computed once, not once per count that uses them
+_FENCE = " OFFSET 0"
+# hash aggregation of a few hundred thousand (grid, month) groups fits in memory with this
+COUNT_WORK_MEM = "256MB"
 _ENGINES: dict[tuple[str, str | None], sa.Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -120,6 +129,19 @@ def _python(value: Any, column: Column) -> Any:
         return bool(value)
     if column.dtype == "datetime":
         return pd.Timestamp(value).tz_convert("UTC")
+    return value
+
+
+def _row_value(value: Any, column: Column) -> Any:
+    """One fetched cell as the Python value a case dict holds (what _frame + _python give)."""
+    if value is None:
+        return None
+    if column.dtype == "datetime":
+        return pd.Timestamp(value).tz_convert("UTC")
+    if column.dtype == "json":  # fetched as text; stored canonical, re-serialised the same way
+        return _canonical_json(json.loads(value))
+    if column.dtype in ("int", "float", "bool"):
+        return {"int": int, "float": float, "bool": bool}[column.dtype](value)
     return value
 
 
@@ -739,6 +761,35 @@ class PostGISStore(Store):
         LOGGER.info("layer %s: version %d made current by %s", spec.name, version, actor)
         return chosen
 
+    def purge_layer_versions(self, name: str, before_version: int, *, actor: str) -> list[int]:
+        """Delete older versions' history rows and records, never the current one (audited)."""
+        spec = layers.get_layer(name)
+        with self._begin() as conn:
+            self._lock(conn, "layer", spec.name)
+            gone = purge_plan(self._versions(conn, spec.name), before_version)
+            if not gone:
+                return []
+            rows = 0
+            if table_exists(conn, spec.name + HISTORY_SUFFIX):
+                rows = conn.execute(
+                    sa.text(
+                        f"DELETE FROM {quote(spec.name + HISTORY_SUFFIX)} "
+                        f"WHERE {quote(VERSION_COLUMN)} = ANY(:v)"
+                    ),
+                    {"v": gone},
+                ).rowcount
+            conn.execute(
+                sa.text(
+                    "DELETE FROM twin_layer_versions WHERE layer = :l AND version = ANY(:v) "
+                    "AND NOT current"
+                ),
+                {"l": spec.name, "v": gone},
+            )
+            self._audit(conn, actor, "layer.purge", f"layer:{spec.name}",
+                        {"layer": spec.name, "versions": gone, "rows": int(rows)})
+        LOGGER.info("%s purged versions %s of layer %s (%d rows)", actor, gone, spec.name, rows)
+        return gone
+
     # -- events -----------------------------------------------------------------------------------
 
     def append_events(self, events: pd.DataFrame) -> int:
@@ -816,20 +867,17 @@ class PostGISStore(Store):
             return _frame(conn.execute(sa.text(sql), params), EVENTS.columns, True)
 
     def _case_row(self, conn: sa.Connection, case_id: str) -> dict[str, Any] | None:
-        frame = _frame(
-            conn.execute(
-                sa.text(
-                    f"SELECT {_select_list(CASES.columns, False)} FROM {quote(CASES.name)} "
-                    "WHERE id = :id"
-                ),
-                {"id": case_id},
+        # one keyed row through the primary key, converted value by value (no frame)
+        row = conn.execute(
+            sa.text(
+                f"SELECT {_select_list(CASES.columns, False)} FROM {quote(CASES.name)} "
+                "WHERE id = :id"
             ),
-            CASES.columns,
-            False,
-        )
-        if frame.empty:
+            {"id": case_id},
+        ).first()
+        if row is None:
             return None
-        return {c.name: _python(frame[c.name].iloc[0], c) for c in CASES.columns}
+        return {c.name: _row_value(v, c) for c, v in zip(CASES.columns, row, strict=True)}
 
     def _insert_history(
         self, conn: sa.Connection, case_id: str, version: int, history: dict[str, Any]
@@ -1098,6 +1146,36 @@ class PostGISStore(Store):
         points[~(np.isfinite(lon) & np.isfinite(lat))] = None  # like the generated geom column
         out = gpd.GeoDataFrame(frame, geometry=points, crs=CRS)
         return out[[*(c.name for c in wanted), "geometry"]]
+
+    def case_counts(
+        self,
+        components: dict[str, str] | Sequence[str] | None = None,
+        *,
+        by: Sequence[str] = (),
+        period: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        as_of: datetime | None = None,
+    ) -> pd.DataFrame:
+        """Counts per slice and period in ONE ``GROUP BY`` (see :meth:`Store.case_counts`)."""
+        with self._begin() as conn:
+            conn.execute(sa.text(f"SET LOCAL work_mem = '{COUNT_WORK_MEM}'"))
+
+            def span(where: str, params: dict[str, Any]) -> tuple[Any, Any]:
+                return conn.execute(
+                    sa.text(
+                        f"SELECT min(filed_at), max(filed_at) FROM {quote(CASES.name)} "
+                        f"WHERE {where}"
+                    ),
+                    params,
+                ).first()
+
+            query = plan_case_counts(
+                components, by, period, since, until, as_of, span=span, table=CASES.name,
+                quote=quote, fence=_FENCE, time=_utc,
+            )
+            rows = [] if query is None else conn.execute(sa.text(query.sql), query.params).all()
+        return count_frame(query, rows, by=by, components=components, period=period)
 
     # -- audit ------------------------------------------------------------------------------------
 
