@@ -208,3 +208,22 @@ def test_store_outage_with_mqtt_buffers_and_loses_nothing(broker, pg_store, tmp_
         thread.join(10)
         source.close()
     assert sorted(stored_ids(pg_store)) == ids and len(pipeline.buffer) == 0
+
+
+def test_a_batch_closes_at_its_message_or_byte_limit_and_never_waits_past_its_linger():
+    import queue
+
+    from twin.feeds.models import Message
+
+    source = MqttSource.__new__(MqttSource)  # the queue side only: no broker needed
+    source._queue, source.linger_s, source.max_bytes = queue.SimpleQueue(), 0.05, 1000
+    for i in range(20):
+        source._queue.put(Message("gridtwin/x/obs", b"x" * 100, pd.Timestamp.now(tz="UTC"),
+                                  token=i))
+    assert len(source.fetch(5, 0.1)) == 5            # message limit
+    assert len(source.fetch(50, 0.1)) == 10          # byte limit
+    t0 = time.monotonic()
+    rest = source.fetch(50, 0.1)                     # 5 left: all of them, then the linger
+    assert [m.token for m in rest] == list(range(15, 20))
+    assert time.monotonic() - t0 >= 0.05
+    assert source.fetch(50, 0.01) == []              # nothing: back after the timeout

@@ -152,11 +152,15 @@ class MqttSource(Source):
     linger_s
         How long a batch waits for more messages after its first one (a few tens of
         milliseconds: fewer, larger commits at a small cost in latency).
+    max_bytes
+        Payload bytes after which a batch closes (about 20,000 observations in gateway
+        messages): bounds a transaction's size and what a crash makes the broker redeliver.
     """
 
     def __init__(self, url: str, topics: list[str], *, client_id: str | None = None,
                  session_expiry_s: int = 7 * 86400, receive_maximum: int = 20_000,
-                 keepalive: int = 30, linger_s: float = 0.02) -> None:
+                 keepalive: int = 30, linger_s: float = 0.02,
+                 max_bytes: int = 2 * 2**20) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
@@ -169,6 +173,7 @@ class MqttSource(Source):
         stable = uuid.uuid5(uuid.NAMESPACE_URL, url + "|".join(topics)).hex[:12]
         self.client_id = client_id or f"gridtwin-ingest-{stable}"
         self.linger_s = linger_s
+        self.max_bytes = max_bytes
         self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._generation = 0
         self._lock = threading.Lock()
@@ -211,7 +216,8 @@ class MqttSource(Source):
     def fetch(self, max_items: int, timeout: float) -> list[Message]:
         """Up to *max_items* messages: what is queued, then more until ``linger_s`` has passed.
 
-        A batch closes at *max_items* or ``linger_s`` after its first message, whichever comes
+        A batch closes at *max_items*, at ``max_bytes`` of payload (gateways pack many
+        observations in one message) or ``linger_s`` after its first message, whichever comes
         first; under load the queue alone fills it.
         """
         get = self._queue.get
@@ -219,8 +225,9 @@ class MqttSource(Source):
             out = [get(timeout=timeout)]
         except queue.Empty:
             return []
+        size = len(out[0].payload)
         deadline = time.monotonic() + self.linger_s
-        while len(out) < max_items:
+        while len(out) < max_items and size < self.max_bytes:
             try:
                 out.append(get(block=False))
             except queue.Empty:
@@ -231,6 +238,7 @@ class MqttSource(Source):
                     out.append(get(timeout=left))
                 except queue.Empty:
                     break
+            size += len(out[-1].payload)
         return out
 
     def ack(self, messages: list[Message]) -> None:
