@@ -15,6 +15,7 @@ import shapely
 
 import layers
 from twin.errors import LayerNotFoundError, ValidationError
+from twin.query import _cache
 from twin.schema import CRS, LayerSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -242,19 +243,22 @@ def is_postgis(store: Any) -> bool:
 
 
 def current_version(store: Any, name: str) -> int | None:
-    versions = store.layer_versions(name)
-    for v in versions:
-        if v.current:
-            return int(v.version)
-    return None
+    """The current version number of layer *name*, None if it was never written."""
+    stamp = _cache.stamps(store, [name])[name]
+    return None if stamp is None else stamp[0]
 
 
 def read(store: Any, name: str, versions: dict[str, Any]) -> gpd.GeoDataFrame:
-    """The current version of layer *name*, recording its version in *versions*."""
+    """The current version of layer *name*, recording its version in *versions*.
+
+    The frame is read once per version and shared between queries (see ``twin.query._cache``):
+    callers must not modify it in place (assigning columns to a copy is fine).
+    """
     spec_of(name, geometry=False)
-    frame = store.read_layer(name)
-    versions[name] = current_version(store, name)
-    return frame
+    stamp = _cache.stamps(store, [name])[name]
+    frame = _cache.layer(store, name, stamp)
+    versions[name] = stamp[0]
+    return frame.copy(deep=False)
 
 
 def read_optional(store: Any, name: str, versions: dict[str, Any]) -> gpd.GeoDataFrame | None:
@@ -265,13 +269,36 @@ def read_optional(store: Any, name: str, versions: dict[str, Any]) -> gpd.GeoDat
         return None
 
 
-def study_area(store: Any, versions: dict[str, Any]) -> shapely.Geometry | None:
-    """The community boundary, else the union of the unit grids, else None (no check possible)."""
-    for name in ("community", "grid_cells"):
-        frame = read_optional(store, name, versions)
-        if frame is not None and len(frame):
-            return shapely.union_all(frame.geometry.values)
+AREA_LAYERS = ("community", "grid_cells")
+
+
+def study_area(
+    store: Any, versions: dict[str, Any], stamps: dict[str, Any] | None = None
+) -> shapely.Geometry | None:
+    """The community boundary, else the union of the unit grids, else None (no check possible).
+
+    The union is made once per version of the layer it comes from (prepared for fast point
+    tests). *stamps* are the current stamps of :data:`AREA_LAYERS` when the caller already has
+    them (see ``twin.query._cache.stamps``).
+    """
+    if stamps is None or any(n not in stamps for n in AREA_LAYERS):
+        stamps = _cache.stamps(store, AREA_LAYERS)
+    for name in AREA_LAYERS:
+        stamp = stamps[name]
+        if stamp is None:
+            continue
+        frame = _cache.layer(store, name, stamp)
+        versions[name] = stamp[0]
+        if len(frame):
+            return _cache.derived(store, name, stamp, "area", lambda f=frame: _area(f))
     return None
+
+
+def _area(frame: gpd.GeoDataFrame) -> shapely.Geometry:
+    area = shapely.union_all(frame.geometry.values)
+    shapely.prepare(area)
+    area.covers(shapely.Point(0, 0))  # GEOS builds the prepared index on first use: do it here
+    return area
 
 
 def check_in_area(
@@ -290,8 +317,7 @@ def check_in_area(
     if area.covers(point):
         return
     crs = utm_crs(lon, lat)
-    metric = gpd.GeoSeries([area, point], crs=CRS).to_crs(crs)
-    gap = metric.iloc[0].distance(metric.iloc[1])
+    gap = _cache.project(area, crs).distance(_cache.project(point, crs))
     if gap > AREA_SLACK_M:
         x0, y0, x1, y1 = area.bounds
         raise ValidationError(
@@ -299,6 +325,35 @@ def check_in_area(
             f"(lon {x0:.5f}–{x1:.5f}, lat {y0:.5f}–{y1:.5f}); pick a point inside it "
             "(longitude first)"
         )
+
+
+def geoframe(columns: dict[str, Any], geometry: Any, n: int) -> gpd.GeoDataFrame:
+    """A GeoDataFrame of *n* rows from column arrays and a GeometryArray (which carries the CRS).
+
+    Object arrays stay ``object`` (pandas would make text ``str``, unlike ``read_layer``), and
+    nothing is copied: built in one step, without the per-column work of assigning columns
+    and geometry to an existing frame.
+    """
+    index = pd.RangeIndex(n)
+    data = {
+        name: pd.Series(values, dtype=object, index=index, copy=False)
+        if pd.api.types.is_object_dtype(getattr(values, "dtype", None))
+        else values
+        for name, values in columns.items()
+    }
+    data["geometry"] = geometry
+    return gpd.GeoDataFrame(data, index=index, geometry="geometry", copy=False)
+
+
+def none_for_null(values: Any) -> np.ndarray:
+    """Object values with None for every null.
+
+    ``read_layer`` gives JSON nulls as NaN or None depending on the other rows read with them;
+    query answers always say None, so a subset of rows reads the same on both stores.
+    """
+    out = np.asarray(values, dtype=object).copy()
+    out[pd.isna(out)] = None
+    return out
 
 
 def to_metric(frame: gpd.GeoDataFrame, crs: str) -> np.ndarray:

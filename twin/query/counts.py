@@ -14,10 +14,11 @@ import pandas as pd
 import shapely
 
 from twin.errors import ValidationError
+from twin.query import _cache
 from twin.query import sql as q
-from twin.query._common import QueryResult, current_version, field_of, read, spec_of
+from twin.query._common import QueryResult, field_of, geoframe, spec_of
 from twin.query.proximity import OPS, _mask, _use_sql, parse_where
-from twin.schema import CASES, CRS, EVENTS
+from twin.schema import CASES, EVENTS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -40,33 +41,62 @@ def _time(name: str, value: Any) -> pd.Timestamp | None:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def units(store: Any, level: str, versions: dict) -> gpd.GeoDataFrame:
-    """Return the units of *level* with their geometry.
+UNIT_LAYERS = ("community", "grid_cells")
+
+
+def units(
+    store: Any, level: str, versions: dict, stamps: dict | None = None
+) -> gpd.GeoDataFrame:
+    """Return the units of *level* with their geometry (shared between calls: do not modify).
 
     Unit grids; grids dissolved by responsibility grid; or the community boundaries (grids
-    dissolved by community when there is none).
+    dissolved by community when there is none). Made once per version of the layer they come
+    from; *stamps* are the current stamps of :data:`UNIT_LAYERS` when the caller has them.
     """
     if level not in LEVELS:
         raise ValidationError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-    key = LEVELS[level]
-    if level == "community":
-        from twin.query._common import read_optional
+    if stamps is None or any(n not in stamps for n in UNIT_LAYERS):
+        stamps = _cache.stamps(store, UNIT_LAYERS)
+    if level == "community" and stamps["community"] is not None:
+        stamp = stamps["community"]
+        community = _cache.layer(store, "community", stamp)
+        versions["community"] = stamp[0]
+        if len(community):
+            return _cache.derived(store, "community", stamp, ("units", level),
+                                  lambda: _community_units(community))
+    stamp = stamps["grid_cells"]
+    grids = _cache.layer(store, "grid_cells", stamp)
+    versions["grid_cells"] = stamp[0]
+    return _cache.derived(store, "grid_cells", stamp, ("units", level),
+                          lambda: _grid_units(grids, level))
 
-        community = read_optional(store, "community", versions)
-        if community is not None and len(community):
-            return community[["community_code", "name", "geometry"]].rename(
-                columns={"community_code": "unit"}
-            )
-    grids = read(store, "grid_cells", versions)
+
+def _community_units(community: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    return _sorted(
+        community[["community_code", "name", "geometry"]].rename(
+            columns={"community_code": "unit"}
+        )
+    )
+
+
+def _grid_units(grids: gpd.GeoDataFrame, level: str) -> gpd.GeoDataFrame:
+    key = LEVELS[level]
     if level == "grid":
-        return grids[["grid_code", "name", "geometry"]].rename(columns={"grid_code": "unit"})
+        return _sorted(
+            grids[["grid_code", "name", "geometry"]].rename(columns={"grid_code": "unit"})
+        )
     if level == "community":
         grids = grids.assign(
             community_code=grids.county_code + grids.street_code + grids.community_code
         )
     merged = grids.dissolve(by=key, as_index=False)[[key, "geometry"]]
     merged["name"] = merged[key]
-    return merged.rename(columns={key: "unit"})[["unit", "name", "geometry"]]
+    return _sorted(merged.rename(columns={key: "unit"})[["unit", "name", "geometry"]])
+
+
+def _sorted(unit_frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Units in the order of the answer: by unit code."""
+    return unit_frame.sort_values("unit", kind="stable").reset_index(drop=True)
 
 
 def counts_per_grid(
@@ -149,22 +179,24 @@ def counts_per_grid(
                     f"sum needs a numeric column; {sum!r} is {columns[sum].dtype}"
                 )
     use_sql = _use_sql(store, engine)
-    unit_frame = units(store, level, versions)
+    layer = None if source in TABLE_SOURCES else source
+    names = [*UNIT_LAYERS, *([layer] if layer else [])]
     if use_sql:
-        grouped, unassigned = _counts_sql(store, source, key, t0, t1, type, conditions, sum)
-        if source not in TABLE_SOURCES:
-            versions[source] = current_version(store, source)
-    else:
-        grouped, unassigned = _counts_memory(
-            store, source, key, t0, t1, type, conditions, sum, versions
+        grouped, unassigned, stamps = _counts_sql(
+            store, source, key, t0, t1, type, conditions, sum, names
         )
-    out = unit_frame.merge(grouped, on="unit", how="left")
-    out["count"] = out["count"].fillna(0).astype("int64")
-    if sum is not None:
-        out[f"sum_{sum}"] = out[f"sum_{sum}"].fillna(0).astype(float)
-    out = out[[c for c in out.columns if c != "geometry"] + ["geometry"]]
-    out = gpd.GeoDataFrame(out, geometry="geometry", crs=CRS).sort_values("unit")
-    outside = sorted(set(grouped["unit"]) - set(unit_frame["unit"]))
+    else:
+        stamps = _cache.stamps(store, names)
+    unit_frame = units(store, level, versions, stamps)
+    if layer is not None:
+        if stamps[layer] is None:
+            _cache.layer(store, layer, None)  # the store's LayerNotFoundError
+        versions[layer] = stamps[layer][0]
+    if not use_sql:
+        grouped, unassigned = _counts_memory(
+            store, source, key, t0, t1, type, conditions, sum, stamps.get(layer)
+        )
+    out, outside = _join_counts(unit_frame, grouped, sum)
     params = {
         "source": source,
         "level": level,
@@ -177,7 +209,7 @@ def counts_per_grid(
     notes = {"unassigned": int(unassigned), "units_not_in_layer": outside}
     return QueryResult(
         "counts",
-        out.reset_index(drop=True),
+        out,
         params,
         None,
         versions,
@@ -186,7 +218,31 @@ def counts_per_grid(
     )
 
 
-def _counts_memory(store, source, key, t0, t1, type_, conditions, sum_, versions):
+def _join_counts(
+    unit_frame: gpd.GeoDataFrame, grouped: dict[str, np.ndarray], sum_: str | None
+) -> tuple[gpd.GeoDataFrame, list]:
+    """Every unit (in *unit_frame*'s order) with its count [and sum], zeros where none.
+
+    Also returns the counted units that are not in *unit_frame*.
+    """
+    index = pd.Index(grouped["unit"], dtype=object)
+    at = index.get_indexer(unit_frame["unit"].to_numpy(dtype=object))
+    found = at >= 0
+    columns = {"unit": unit_frame["unit"].array, "name": unit_frame["name"].array}
+    counts = np.zeros(len(unit_frame), dtype="int64")
+    counts[found] = grouped["count"][at[found]]
+    columns["count"] = counts
+    if sum_ is not None:
+        sums = np.zeros(len(unit_frame), dtype=float)
+        sums[found] = grouped[f"sum_{sum_}"][at[found]]
+        columns[f"sum_{sum_}"] = sums
+    seen = np.zeros(len(index), dtype=bool)
+    seen[at[found]] = True
+    outside = sorted(index[~seen].tolist())
+    return geoframe(columns, unit_frame.geometry.values, len(unit_frame)), outside
+
+
+def _counts_memory(store, source, key, t0, t1, type_, conditions, sum_, stamp):
     if source == "events":
         frame = store.read_events(t0, t1, kind=type_)
     elif source == "cases":
@@ -201,20 +257,25 @@ def _counts_memory(store, source, key, t0, t1, type_, conditions, sum_, versions
             keep &= (frame["service_code"] == type_).to_numpy()
         frame = frame[keep]
     else:
-        frame = read(store, source, versions)
-        frame = frame[_mask(frame, conditions)]
-    unassigned = int(frame[key].isna().sum())
-    frame = frame[frame[key].notna()]
-    agg = {"count": (key, "size")}
+        frame = _cache.layer(store, source, stamp)
+        if conditions:
+            frame = frame[_mask(frame, conditions)]
+    # factorize + bincount: a group-by without pandas' per-call overhead (nulls get code -1)
+    codes, uniques = pd.factorize(frame[key].to_numpy(dtype=object))
+    assigned = codes >= 0
+    grouped = {
+        "unit": np.asarray(uniques, dtype=object),
+        "count": np.bincount(codes[assigned], minlength=len(uniques)).astype("int64"),
+    }
     if sum_ is not None:
-        agg[f"sum_{sum_}"] = (sum_, "sum")
-    grouped = (
-        pd.DataFrame(frame).groupby(key).agg(**agg).reset_index().rename(columns={key: "unit"})
-    )
-    return grouped, unassigned
+        values = frame[sum_].to_numpy(dtype=float, na_value=np.nan)[assigned]
+        grouped[f"sum_{sum_}"] = np.bincount(
+            codes[assigned], weights=np.nan_to_num(values, nan=0.0), minlength=len(uniques)
+        )
+    return grouped, int((~assigned).sum())
 
 
-def _counts_sql(store, source, key, t0, t1, type_, conditions, sum_):
+def _counts_sql(store, source, key, t0, t1, type_, conditions, sum_, names):
     params: dict[str, Any] = {}
     filters = []
     if source in TABLE_SOURCES:
@@ -238,15 +299,18 @@ def _counts_sql(store, source, key, t0, t1, type_, conditions, sum_):
     total = f", sum({q.ident(sum_)}) AS {q.ident('sum_' + sum_)}" if sum_ else ""
     sql = (
         f"SELECT {q.ident(key)} AS unit, count(*) AS count{total} FROM {tbl}{where} "
-        "GROUP BY 1 ORDER BY 1"
+        "GROUP BY 1"
     )
-    rows = q.run(store, sql, params)
-    unassigned = rows.loc[rows["unit"].isna(), "count"].sum()
-    grouped = rows[rows["unit"].notna()].copy()
-    grouped["count"] = grouped["count"].astype("int64")
+    columns, raw, stamps = q.run_versioned(store, sql, params, names)
+    values = dict(zip(columns, zip(*raw, strict=True), strict=True)) if raw else {}
+    unit = np.array(values.get("unit", ()), dtype=object)
+    count = np.array(values.get("count", ()), dtype="int64")
+    null = np.array([u is None for u in unit], dtype=bool)
+    grouped = {"unit": unit[~null], "count": count[~null]}
     if sum_:
-        grouped[f"sum_{sum_}"] = grouped[f"sum_{sum_}"].astype(float)
-    return grouped, int(unassigned)
+        total = np.array(values.get(f"sum_{sum_}", ()), dtype=float)
+        grouped[f"sum_{sum_}"] = np.nan_to_num(total[~null], nan=0.0)
+    return grouped, int(count[null].sum()), stamps
 
 
 _ = shapely  # geometry of units comes from geopandas dissolve

@@ -12,19 +12,22 @@ import pandas as pd
 import shapely
 
 from twin.errors import NotFoundError, ValidationError
+from twin.query import _cache
 from twin.query import sql as q
 from twin.query._common import (
+    AREA_LAYERS,
     QueryResult,
     check_in_area,
     count,
+    geoframe,
     is_postgis,
     lonlat,
+    none_for_null,
     positive,
     read,
     sort_key_distance,
     spec_of,
     study_area,
-    to_metric,
     utm_crs,
 )
 from twin.schema import CRS, LayerSpec
@@ -39,12 +42,15 @@ _CONDITION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|!=|==|=|<|>)\s*(
 
 
 def _target(store: Any, point: Any, of: Any, versions: dict) -> tuple[shapely.Geometry, str, Any]:
-    """The geometry to measure from (EPSG:4326), its metric CRS, and the feature to leave out."""
+    """The geometry to measure from (EPSG:4326), its metric CRS, and the feature to leave out.
+
+    A point is only read here; the caller checks it against the study area (see
+    :func:`_check_point`) once it knows the current versions.
+    """
     if (point is None) == (of is None):
         raise ValidationError("give either point=lon,lat or of=layer:id (exactly one of them)")
     if point is not None:
         lon, lat = lonlat(point)
-        check_in_area(study_area(store, versions), lon, lat)
         return shapely.Point(lon, lat), utm_crs(lon, lat), None
     if isinstance(of, str):
         if ":" not in of:
@@ -56,14 +62,27 @@ def _target(store: Any, point: Any, of: Any, versions: dict) -> tuple[shapely.Ge
         raise ValidationError(f"of must be (layer, id) or 'layer:id', got {of!r}") from None
     spec = spec_of(layer)
     frame = read(store, layer, versions)
-    hit = frame[frame[spec.id_field].astype(str) == str(fid)]
-    if hit.empty:
+    hit = np.flatnonzero(frame[spec.id_field].astype(str).to_numpy() == str(fid))
+    if not len(hit):
         raise NotFoundError(
             f"layer {layer!r} has no feature with {spec.id_field} = {fid!r}; check the id"
         )
-    geom = hit.geometry.iloc[0]
+    geom = frame.geometry.iloc[hit[0]]
     c = geom.centroid
     return geom, utm_crs(c.x, c.y), (layer, str(fid))
+
+
+def _check_point(
+    store: Any, point: Any, target: shapely.Geometry, versions: dict, stamps: dict
+) -> None:
+    """Refuse a *point* target outside the study area (features of the twin are inside)."""
+    if point is not None:
+        check_in_area(study_area(store, versions, stamps), target.x, target.y)
+
+
+def _names(layer: str, point: Any) -> list[str]:
+    """The layers whose versions a query reads: the area's too when measuring from a point."""
+    return [*AREA_LAYERS, layer] if point is not None else [layer]
 
 
 # -- filters --------------------------------------------------------------------------------------
@@ -199,11 +218,15 @@ def within_distance(
     versions: dict[str, Any] = {}
     target, crs, self_id = _target(store, point, of, versions)
     use_sql = _use_sql(store, engine)
+    names = _names(layer, point)
     if use_sql:
-        frame = _within_sql(store, spec, target, crs, distance, self_id)
-        versions.setdefault(layer, _version(store, layer))
+        frame, stamps = _within_sql(store, spec, target, crs, distance, self_id, names)
     else:
-        frame = _within_memory(read(store, layer, versions), spec, target, crs, distance, self_id)
+        stamps = _cache.stamps(store, names)
+    _check_point(store, point, target, versions, stamps)
+    if not use_sql:
+        frame = _within_memory(store, spec, stamps[layer], target, crs, distance, self_id)
+    versions.setdefault(layer, _version_of(store, layer, stamps[layer]))
     params = {"layer": layer, "distance_m": distance, "point": point, "of": of}
     return QueryResult(
         "within", frame, params, crs, versions, "postgis" if use_sql else "straight-line"
@@ -218,36 +241,38 @@ def _use_sql(store: Any, engine: str | None) -> bool:
     return engine != "memory" and is_postgis(store)
 
 
-def _version(store: Any, layer: str) -> int | None:
-    from twin.query._common import current_version
+def _version_of(store: Any, layer: str, stamp: Any) -> int:
+    """The version number of *stamp*; the store's own error if the layer was never written."""
+    if stamp is None:
+        _cache.layer(store, layer, None)  # raises LayerNotFoundError
+    return stamp[0]
 
-    return current_version(store, layer)
 
-
-def _within_memory(frame, spec, target, crs, distance, self_id) -> gpd.GeoDataFrame:
-    geoms = to_metric(frame, crs)
-    tgt = gpd.GeoSeries([target], crs=CRS).to_crs(crs).values[0]
-    tree = shapely.STRtree(geoms)
+def _within_memory(store, spec, stamp, target, crs, distance, self_id) -> gpd.GeoDataFrame:
+    _version_of(store, spec.name, stamp)
+    frame = _cache.layer(store, spec.name, stamp)
+    geoms, tree = _cache.metric_index(store, spec.name, stamp, frame, crs)
+    tgt = _cache.project(target, crs)
     idx = tree.query(tgt, predicate="dwithin", distance=distance)
-    out = frame.iloc[idx].copy()
-    out["distance_m"] = shapely.distance(geoms[idx], tgt)
-    out = _drop_self(out, spec, self_id)
-    return _order(out, spec)
+    return _pick(frame, spec, idx, shapely.distance(geoms[idx], tgt), self_id)
 
 
-def _drop_self(frame, spec, self_id):
+def _pick(frame, spec, idx, distance, self_id, k: int | None = None) -> gpd.GeoDataFrame:
+    """Rows *idx* of the layer with their *distance*, nearest first (ties by id), at most *k*."""
+    ids = frame[spec.id_field].to_numpy()[idx].astype(str)
+    distance = np.asarray(distance, dtype=float)
     if self_id is not None and self_id[0] == spec.name:
-        frame = frame[frame[spec.id_field].astype(str) != self_id[1]]
-    return frame
-
-
-def _order(frame: gpd.GeoDataFrame, spec: LayerSpec, k: int | None = None) -> gpd.GeoDataFrame:
-    frame = frame.assign(_d=sort_key_distance(frame["distance_m"].to_numpy()))
-    frame = frame.sort_values(["_d", spec.id_field], kind="stable").drop(columns="_d")
-    if k is not None:
-        frame = frame.head(k)
-    frame = frame[[c for c in frame.columns if c != "geometry"] + ["geometry"]]
-    return gpd.GeoDataFrame(frame, geometry="geometry", crs=CRS).reset_index(drop=True)
+        keep = ids != self_id[1]
+        idx, distance, ids = idx[keep], distance[keep], ids[keep]
+    order = np.lexsort((ids, sort_key_distance(distance)))[:k]
+    rows = idx[order]
+    geometry = frame.geometry.name
+    columns = {c: frame[c].array.take(rows) for c in frame.columns if c != geometry}
+    for c in spec.all_columns:
+        if c.dtype == "json" and c.name in columns:
+            columns[c.name] = none_for_null(columns[c.name])
+    columns["distance_m"] = distance[order]
+    return geoframe(columns, frame.geometry.values.take(rows), len(rows))
 
 
 _TARGET_SQL = (
@@ -256,7 +281,7 @@ _TARGET_SQL = (
 )
 
 
-def _within_sql(store, spec, target, crs, distance, self_id) -> gpd.GeoDataFrame:
+def _within_sql(store, spec, target, crs, distance, self_id, names):
     tbl = q.table(store, spec.name)
     idf = f"t.{q.ident(spec.id_field)}"
     params = {
@@ -276,7 +301,8 @@ def _within_sql(store, spec, target, crs, distance, self_id) -> gpd.GeoDataFrame
         f"AND ST_DWithin(ST_Transform(t.geom, :srid), q.gm, :d){not_self} "
         f"ORDER BY round(ST_Distance(ST_Transform(t.geom, :srid), q.gm)::numeric, 3), {idf}"
     )
-    return q.layer_frame(spec, q.run(store, sql, params), ["distance_m"]).reset_index(drop=True)
+    columns, rows, stamps = q.run_versioned(store, sql, params, names)
+    return q.typed_frame(spec, columns, rows, ["distance_m"]), stamps
 
 
 # -- query 2: k nearest ---------------------------------------------------------------------------
@@ -333,18 +359,16 @@ def nearest(
     target, crs, self_id = _target(store, point, of, versions)
     live = _state_ids(spec, state, on_state)
     use_sql = _use_sql(store, engine)
+    names = _names(layer, point)
     if use_sql:
-        frame = _nearest_sql(store, spec, target, crs, k, self_id, on_layer, live)
-        versions.setdefault(layer, _version(store, layer))
+        frame, stamps = _nearest_sql(store, spec, target, crs, k, self_id, on_layer, live, names)
     else:
-        frame = read(store, layer, versions)
-        frame = frame[_mask(frame, on_layer)]
-        if live is not None:
-            frame = frame[frame[spec.id_field].astype(str).isin(live[spec.id_field])]
-        frame = _drop_self(frame, spec, self_id)
-        tgt = gpd.GeoSeries([target], crs=CRS).to_crs(crs).values[0]
-        frame = frame.assign(distance_m=shapely.distance(to_metric(frame, crs), tgt))
-        frame = _order(frame, spec, k)
+        stamps = _cache.stamps(store, names)
+    _check_point(store, point, target, versions, stamps)
+    if not use_sql:
+        frame = _nearest_memory(store, spec, stamps[layer], target, crs, k, self_id, on_layer,
+                                live)
+    versions.setdefault(layer, _version_of(store, layer, stamps[layer]))
     if live is not None:
         extra = live.drop(
             columns=[c for c in live.columns if c in frame.columns and c != spec.id_field]
@@ -365,7 +389,50 @@ def nearest(
     )
 
 
-def _nearest_sql(store, spec, target, crs, k, self_id, on_layer, live) -> gpd.GeoDataFrame:
+def _nearest_memory(store, spec, stamp, target, crs, k, self_id, on_layer, live):
+    """The k nearest in memory: STRtree candidates in a growing radius, then exact distances."""
+    _version_of(store, spec.name, stamp)
+    frame = _cache.layer(store, spec.name, stamp)
+    keep = _mask(frame, on_layer)
+    if live is not None:
+        keep &= frame[spec.id_field].astype(str).isin(live[spec.id_field]).to_numpy()
+    geoms, tree = _cache.metric_index(store, spec.name, stamp, frame, crs)
+    tgt = _cache.project(target, crs)
+    wanted = k + (self_id is not None and self_id[0] == spec.name)
+    candidates = np.flatnonzero(keep)
+    if len(candidates) > NEAREST_SCAN:
+        candidates = _nearest_candidates(tree, geoms, tgt, keep, wanted, candidates)
+    distance = shapely.distance(geoms[candidates], tgt)
+    return _pick(frame, spec, candidates, distance, self_id, k)
+
+
+# Up to this many candidate features are measured one by one; beyond, an STRtree narrows them.
+NEAREST_SCAN = 2_000
+
+
+def _nearest_candidates(tree, geoms, tgt, keep, wanted, every) -> np.ndarray:
+    """Features within a radius that surely holds the *wanted* nearest of those kept.
+
+    The radius grows from the nearest feature's distance until at least *wanted* kept features
+    lie within it and the *wanted*-th of them is closer than the radius (ties to the
+    millimetre included), so no feature outside it can be in the answer.
+    """
+    _, gap = tree.query_nearest(tgt, return_distance=True)
+    radius = max(float(gap.min()) if len(gap) else 0.0, 1.0) * 2.0 + 10.0
+    x0, y0, x1, y1 = shapely.total_bounds(geoms)
+    reach = float(np.hypot(x1 - x0, y1 - y0)) + float(tgt.distance(shapely.box(x0, y0, x1, y1)))
+    while radius <= reach:
+        hit = tree.query(tgt, predicate="dwithin", distance=radius)
+        hit = hit[keep[hit]]
+        if len(hit) >= wanted:
+            d = sort_key_distance(shapely.distance(geoms[hit], tgt))
+            if np.partition(d, wanted - 1)[wanted - 1] + 0.001 <= radius:
+                return hit
+        radius *= 4.0
+    return every
+
+
+def _nearest_sql(store, spec, target, crs, k, self_id, on_layer, live, names):
     tbl = q.table(store, spec.name)
     idf = f"t.{q.ident(spec.id_field)}"
     params: dict[str, Any] = {"wkb": shapely.to_wkb(target), "srid": q.srid(crs), "k": k}
@@ -392,4 +459,5 @@ def _nearest_sql(store, spec, target, crs, k, self_id, on_layer, live) -> gpd.Ge
         f"AND ST_DWithin(ST_Transform(t.geom, :srid), q.gm, r.dmax + 0.001){where} "
         f"ORDER BY round({dist}::numeric, 3), {idf} LIMIT :k"
     )
-    return q.layer_frame(spec, q.run(store, sql, params), ["distance_m"]).reset_index(drop=True)
+    columns, rows, stamps = q.run_versioned(store, sql, params, names)
+    return q.typed_frame(spec, columns, rows, ["distance_m"]), stamps

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import re
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import shapely
 import sqlalchemy as sa
 
 from twin.errors import StoreUnavailableError, ValidationError
+from twin.query._common import geoframe, none_for_null
 from twin.schema import CRS, Column, LayerSpec, coerce_series
 
 LOGGER = logging.getLogger(__name__)
@@ -58,13 +62,104 @@ def run(store: Any, sql: str, params: dict[str, Any]) -> pd.DataFrame:
 
 def layer_frame(spec: LayerSpec, raw: pd.DataFrame, extra: list[str] = ()) -> gpd.GeoDataFrame:
     """Rows of a layer read by SQL as a typed GeoDataFrame like the store's ``read_layer``."""
-    out = pd.DataFrame(index=raw.index)
+    names = list(raw.columns)
+    rows = list(raw.itertuples(index=False, name=None))
+    return typed_frame(spec, names, rows, extra)
+
+
+def run_versioned(
+    store: Any, body: str, params: dict[str, Any], layers: list[str]
+) -> tuple[list[str], list[tuple], dict[str, tuple[int, str] | None]]:
+    """Run the SELECT *body* and read the current versions of *layers* in the same statement.
+
+    One round trip and one snapshot: the versions are those of the rows returned. *body* keeps
+    its own ORDER BY; the rows come back in that order.
+
+    Returns
+    -------
+    tuple
+        The body's column names, its rows, and ``{layer: (version, created) or None}``.
+    """
+    from twin.query._cache import stamps_from_rows, versions_table
+
+    sql = (
+        "WITH _v AS (SELECT json_agg(json_build_array(layer, version, created_at::text))::text "
+        f"AS _versions FROM {versions_table(store)} WHERE current AND layer = ANY(:_layers)), "
+        f"_m AS (SELECT _b.*, row_number() OVER () AS _n FROM ({body}) _b) "
+        "SELECT _v._versions, _m.* FROM _v LEFT JOIN _m ON TRUE ORDER BY _m._n"
+    )
+    try:
+        with store.engine.connect() as conn:
+            result = conn.execute(sa.text(sql), {**params, "_layers": list(layers)})
+            rows = result.fetchall()
+            names = list(result.keys())
+    except sa.exc.OperationalError as exc:
+        raise StoreUnavailableError(
+            f"the PostGIS store did not answer ({str(exc.orig).splitlines()[0]}); "
+            "check that the server is running"
+        ) from None
+    except sa.exc.ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "42P01":  # undefined table: a layer never loaded
+            from twin.query import _cache
+
+            for name, stamp in _cache.stamps(store, layers).items():
+                if stamp is None:
+                    _cache.layer(store, name, None)  # raises the store's LayerNotFoundError
+        raise
+    found = json.loads(rows[0][0]) if rows and rows[0][0] else []
+    stamps = stamps_from_rows((tuple(v) for v in found), layers)
+    body_rows = [tuple(r[1:-1]) for r in rows if r[-1] is not None]
+    return names[1:-1], body_rows, stamps
+
+
+def typed_frame(
+    spec: LayerSpec, names: list[str], rows: list[tuple], extra: list[str] = ()
+) -> gpd.GeoDataFrame:
+    """A layer's rows (its declared columns, *extra* float columns, ``geom`` as WKB) as a frame.
+
+    The dtypes are those of :func:`twin.schema.coerce_series` (what ``read_layer`` gives), built
+    straight from the values the driver returns: text and dates as objects with None, whole
+    numbers as ``Int64``, numbers as ``float64``, booleans as ``boolean``. A column whose values
+    are not what its SQL type promises goes through ``coerce_series`` instead.
+    """
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    by_name = dict(zip(names, columns, strict=True))
+    data: dict[str, Any] = {}
     for c in spec.all_columns:
-        out[c.name] = coerce_series(raw[c.name], c)
+        data[c.name] = _typed(by_name[c.name], c)
     for name in extra:
-        out[name] = raw[name].astype(float) if len(raw) else pd.Series(dtype=float)
-    geoms = shapely.from_wkb([bytes(v) for v in raw["geom"]]) if len(raw) else []
-    return gpd.GeoDataFrame(out, geometry=gpd.GeoSeries(geoms, crs=CRS).values, crs=CRS)
+        data[name] = np.array(by_name[name], dtype=float)
+    wkb = np.array(by_name["geom"], dtype=object)
+    geoms = shapely.from_wkb(wkb) if len(wkb) else np.array([], dtype=object)
+    return geoframe(data, gpd.array.from_shapely(geoms, crs=CRS), len(rows))
+
+
+_PLAIN = {"text": (str,), "date": (datetime.date,)}
+
+
+def _typed(values: tuple, column: Column) -> Any:
+    dtype = column.dtype
+    try:
+        if dtype in _PLAIN:
+            kinds = _PLAIN[dtype]
+            if all(v is None or type(v) in kinds for v in values):
+                out = np.empty(len(values), dtype=object)
+                out[:] = values
+                return out
+        elif dtype == "int":
+            if all(v is None or type(v) is int for v in values):
+                return pd.array(values, dtype="Int64")
+        elif dtype == "float":
+            if all(v is None or type(v) in (float, int) for v in values):
+                return np.array([np.nan if v is None else v for v in values], dtype=float)
+        elif dtype == "bool":
+            if all(v is None or type(v) is bool for v in values):
+                return pd.array(values, dtype="boolean")
+    except (TypeError, ValueError):  # pragma: no cover - falls back to the general path
+        pass
+    # as read_layer builds its raw columns (pandas infers the dtype, nulls included)
+    out = coerce_series(pd.Series(list(values)), column)
+    return none_for_null(out) if dtype == "json" else out.array
 
 
 def srid(crs: str) -> int:

@@ -1,0 +1,252 @@
+"""Layers and what is derived from them, kept per store and layer version between queries."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Iterable
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pyproj
+import shapely
+
+from twin.errors import LayerNotFoundError
+from twin.schema import CRS, LAYER_VERSIONS
+
+LOGGER = logging.getLogger(__name__)
+
+# (version number, creation time as text): a version number alone could come back with other
+# content if a layer's history were rebuilt, its creation time with it would not.
+Stamp = tuple[int, str]
+
+# Derived objects kept per layer version (metric geometries and trees in a few CRSs, units …).
+MAX_DERIVED_PER_LAYER = 8
+
+
+class _StoreCache:
+    """What one store's queries have read: the current frame and derived objects per layer."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.frames: dict[str, tuple[Stamp, gpd.GeoDataFrame]] = {}
+        self.derived: dict[str, tuple[Stamp, dict[Hashable, Any]]] = {}
+        self.local = threading.local()  # this thread's probe connection (embedded stores)
+        self.connections: list[sqlite3.Connection] = []
+
+
+_CACHES: weakref.WeakKeyDictionary[Any, _StoreCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache_of(store: Any) -> _StoreCache:
+    with _CACHES_LOCK:
+        entry = _CACHES.get(store)
+        if entry is None:
+            entry = _StoreCache()
+            _CACHES[store] = entry
+            weakref.finalize(store, _close_all, entry.connections)
+        return entry
+
+
+def _close_all(connections: list[sqlite3.Connection]) -> None:
+    for conn in connections:
+        conn.close()
+
+
+def clear(store: Any | None = None) -> None:
+    """Forget what was cached for *store* (every store when None)."""
+    with _CACHES_LOCK:
+        entries = list(_CACHES.values()) if store is None else [_CACHES.get(store)]
+    for entry in entries:
+        if entry is not None:
+            with entry.lock:
+                entry.frames.clear()
+                entry.derived.clear()
+
+
+# -- which version of each layer is current --------------------------------------------------------
+
+
+def stamps(store: Any, names: Iterable[str]) -> dict[str, Stamp | None]:
+    """The current version of each layer in *names* (None if never written), in one small read.
+
+    PostGIS: one statement on the versions table. Embedded store: the same statement through a
+    read-only SQLite connection of this thread, kept open (``layer_versions`` parses every
+    column of every version through pandas, ~10 ms a call). Any other store, or if the quick
+    read fails: :meth:`Store.layer_versions`.
+    """
+    names = list(dict.fromkeys(names))
+    from twin.query._common import is_postgis
+
+    try:
+        if is_postgis(store):
+            return _stamps_postgis(store, names)
+        if _is_geopackage_store(store):
+            return _stamps_sqlite(store, names)
+    except (sqlite3.Error, OSError) as exc:
+        LOGGER.debug("quick version read failed (%s); asking the store", exc)
+    return {n: _stamp_of_versions(store.layer_versions(n)) for n in names}
+
+
+def _stamp_of_versions(versions: list[Any]) -> Stamp | None:
+    current = [v for v in versions if v.current]
+    if not current:
+        return None
+    v = max(current, key=lambda v: v.version)
+    return int(v.version), str(v.created_at)
+
+
+VERSIONS_SQL = (
+    "SELECT layer, version, created_at::text FROM {table} WHERE current AND layer = ANY(:names)"
+)
+
+
+def versions_table(store: Any) -> str:
+    """The schema-qualified versions table of a PostGIS store."""
+    from twin.query import sql as q
+
+    return q.table(store, LAYER_VERSIONS.name)
+
+
+def stamps_from_rows(rows: Iterable[tuple], names: Iterable[str]) -> dict[str, Stamp | None]:
+    """``{layer: stamp}`` from (layer, version, created_at) rows; None for layers not there."""
+    out: dict[str, Stamp | None] = dict.fromkeys(names)
+    for layer, version, created in rows:
+        old = out.get(layer)
+        if old is None or int(version) > old[0]:
+            out[layer] = (int(version), str(created))
+    return out
+
+
+def _stamps_postgis(store: Any, names: list[str]) -> dict[str, Stamp | None]:
+    from twin.query import sql as q
+
+    sql = VERSIONS_SQL.format(table=versions_table(store))
+    raw = q.run(store, sql, {"names": names})
+    return stamps_from_rows(raw.itertuples(index=False, name=None), names)
+
+
+def _is_geopackage_store(store: Any) -> bool:
+    from twin.store.embedded import EmbeddedStore
+
+    return isinstance(store, EmbeddedStore) and isinstance(getattr(store, "path", None), Path)
+
+
+def _stamps_sqlite(store: Any, names: list[str]) -> dict[str, Stamp | None]:
+    entry = _cache_of(store)
+    path = store.path
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino)  # a file replaced under the same name gets a new connection
+    held = getattr(entry.local, "conn", None)
+    if held is None or held[1] != key:
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+        with entry.lock:
+            entry.connections.append(conn)
+        entry.local.conn = held = (conn, key)
+    marks = ", ".join("?" for _ in names)
+    rows = (
+        held[0]
+        .execute(
+            f'SELECT "layer", "version", "created_at" FROM "{LAYER_VERSIONS.name}" '
+            f'WHERE "current" AND "layer" IN ({marks})',
+            names,
+        )
+        .fetchall()
+    )
+    return stamps_from_rows(rows, names)
+
+
+# -- layers and derived objects --------------------------------------------------------------------
+
+
+def layer(store: Any, name: str, stamp: Stamp | None | bool = False) -> gpd.GeoDataFrame:
+    """The current version of layer *name*, read once per version (shared: do not modify it).
+
+    Parameters
+    ----------
+    store
+        An open store.
+    name
+        A declared layer.
+    stamp
+        Its current stamp when the caller has just read it (see :func:`stamps`).
+
+    Raises
+    ------
+    LayerNotFoundError
+        If the layer was never written (the store's own message).
+    """
+    if stamp is False:
+        stamp = stamps(store, [name])[name]
+    if stamp is None:
+        store.read_layer(name)  # raises the store's own LayerNotFoundError
+        raise LayerNotFoundError(f"layer {name!r} has no current version; load it first")
+    entry = _cache_of(store)
+    with entry.lock:
+        held = entry.frames.get(name)
+    if held is not None and held[0] == stamp:
+        return held[1]
+    frame = store.read_layer(name, version=stamp[0])
+    LOGGER.debug("read %s version %d (%d rows) for queries", name, stamp[0], len(frame))
+    with entry.lock:
+        entry.frames[name] = (stamp, frame)
+    return frame
+
+
+def derived(store: Any, name: str, stamp: Stamp, key: Hashable, build: Callable[[], Any]) -> Any:
+    """``build()`` once per version of layer *name* and *key*; later calls get the same object."""
+    entry = _cache_of(store)
+    with entry.lock:
+        held = entry.derived.get(name)
+        if held is not None and held[0] == stamp and key in held[1]:
+            return held[1][key]
+    value = build()
+    with entry.lock:
+        held = entry.derived.get(name)
+        if held is None or held[0] != stamp:
+            held = (stamp, {})
+            entry.derived[name] = held
+        if len(held[1]) >= MAX_DERIVED_PER_LAYER:
+            held[1].pop(next(iter(held[1])))
+        held[1][key] = value
+    return value
+
+
+def metric_index(
+    store: Any, name: str, stamp: Stamp, frame: gpd.GeoDataFrame, crs: str
+) -> tuple[np.ndarray, shapely.STRtree]:
+    """The layer's geometries in the metric *crs* and an STRtree over them (per version)."""
+
+    def build() -> tuple[np.ndarray, shapely.STRtree]:
+        geoms = frame.geometry.to_crs(crs).values.to_numpy()
+        return geoms, shapely.STRtree(geoms)
+
+    return derived(store, name, stamp, ("metric", crs), build)
+
+
+# -- coordinates -----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def transformer(source: str, target: str) -> pyproj.Transformer:
+    """A cached (lon, lat order) transformer between two CRSs."""
+    return pyproj.Transformer.from_crs(source, target, always_xy=True)
+
+
+def project(geom: shapely.Geometry, crs: str, source: str = CRS) -> shapely.Geometry:
+    """One geometry from *source* (EPSG:4326 by default) into *crs*."""
+    tr = transformer(source, crs)
+
+    def move(xy: np.ndarray) -> np.ndarray:
+        x, y = tr.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    return shapely.transform(geom, move)
