@@ -9,10 +9,16 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 
-from twin import access
+from twin import access, retention, schema, settings
 from twin.access import ANONYMOUS, User
 from twin.cases import ROLES
-from twin.errors import DuplicateIdError, PermissionDeniedError, ValidationError
+from twin.errors import (
+    ConfigError,
+    DuplicateIdError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
 
 PHONE, ID_NO = "13812345678", "450311199001011234"
 
@@ -120,12 +126,47 @@ def test_session_timeout():
     assert access.session_expired(None, now, 30)
 
 
-def test_settings_come_from_the_environment(monkeypatch):
-    monkeypatch.setenv("TWIN_MAX_FAILED_LOGINS", "3")
-    assert access.setting("max_failed_logins") == 3
-    monkeypatch.setenv("TWIN_MAX_FAILED_LOGINS", "many")
-    with pytest.raises(access.ConfigError, match="TWIN_MAX_FAILED_LOGINS"):
-        access.setting("max_failed_logins")
+@pytest.mark.parametrize("name, raw, value", [
+    ("max_failed_logins", "3", 3),
+    ("lockout_min", "2.5", 2.5),
+    ("session_timeout_min", "45", 45.0),
+    ("retention_days", "30", 30),
+    ("upload_max_bytes", "1000", 1000),
+])
+def test_access_settings_come_from_the_environment(monkeypatch, name, raw, value):
+    monkeypatch.delenv(f"TWIN_{name.upper()}", raising=False)
+    default = settings.get(name)
+    monkeypatch.setenv(f"TWIN_{name.upper()}", raw)
+    assert settings.get(name) == value != default
+
+
+def test_docs_list_every_trust_setting_with_its_default():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "trust.md").read_text("utf-8")
+    documented = dict(re.findall(r"^\| `TWIN_([A-Z0-9_]+)` \| ([^|]+) \|", text, re.M))
+    assert documented
+    for name, default in documented.items():
+        setting = next(s for s in settings.SETTINGS if s.name == name.lower())
+        assert float(default) == setting.default, name
+
+
+@pytest.mark.parametrize("raw", ["many", "0", "-1"])
+def test_bad_access_settings_are_refused_with_the_variable(monkeypatch, raw):
+    monkeypatch.setenv("TWIN_MAX_FAILED_LOGINS", raw)
+    with pytest.raises(ConfigError, match="TWIN_MAX_FAILED_LOGINS.*positive whole number"):
+        settings.get("max_failed_logins")
+
+
+def test_lockout_follows_the_setting(twin_store, monkeypatch):
+    monkeypatch.setenv("TWIN_MAX_FAILED_LOGINS", "2")
+    access.create_user(twin_store, "tina", "long-enough-pw", "planner")
+    with pytest.raises(access.LoginError) as first:
+        access.authenticate(twin_store, "tina", "wrong-password")
+    assert not isinstance(first.value, access.AccountLockedError)
+    with pytest.raises(access.AccountLockedError):
+        access.authenticate(twin_store, "tina", "wrong-password")
 
 
 # -- permissions, role by role --------------------------------------------------------------
@@ -276,7 +317,7 @@ def test_users_and_passwords(store):
     user = access.create_user(store, "gw1", "correct horse", "grid_worker", grids=["R01"],
                               actor="adm")
     assert user.grids == ("R01",)
-    row = store.read_rows(access.USERS, username="gw1").iloc[0]
+    row = store.read_rows(schema.USERS, username="gw1").iloc[0]
     assert row["password_hash"].startswith("$argon2id$")
     assert "correct horse" not in store.read_audit().to_string()
     assert access.authenticate(store, "gw1", "correct horse").role == "grid_worker"
@@ -337,17 +378,20 @@ def _tamper(store, seq: int) -> None:
 
 
 def test_tampering_with_one_audit_row_is_detected(twin_store):
+    before = len(twin_store.read_audit())  # the fixture's three layer loads
     for role in ("admin", "grid_worker", "official"):
         access.read_residents(twin_store, USERS[role])
     check = access.verify_audit_chain(twin_store)
-    assert check.ok and check.rows == 2  # counts are not personal data: not logged
+    assert check.ok and check.rows == before + 2  # counts are not personal data: not logged
+    gw_seq = before + 2  # the grid worker's read
     exported = access.export_audit_csv(twin_store, USERS["admin"])
     assert access.verify_audit_csv(exported).ok
-    tampered = exported.decode("utf-8-sig").replace("gw1", "gw9", 1)
-    assert access.verify_audit_csv(tampered).first_bad_seq == 2
-    _tamper(twin_store, 2)
+    tampered = exported.decode("utf-8-sig").replace(",gw1,", ",gw9,", 1)
+    assert tampered != exported.decode("utf-8-sig")
+    assert access.verify_audit_csv(tampered).first_bad_seq == gw_seq
+    _tamper(twin_store, gw_seq)
     check = access.verify_audit_chain(twin_store)
-    assert (check.ok, check.first_bad_seq) == (False, 2)
+    assert (check.ok, check.first_bad_seq) == (False, gw_seq)
 
 
 def test_only_admins_read_and_export_the_audit_log(twin_store):
@@ -382,15 +426,45 @@ def test_retention_anonymises_old_reporters_and_a_resident_exports_their_data(tw
             action, "dispatcher")
         cases.transition(twin_store, case["id"], action, actor="x", role=step_role,
                          at=at + pd.Timedelta(hours=1 + i))
-    report = access.apply_retention(twin_store, days=365, now=now, dry_run=True)
+    report = retention.apply_retention(twin_store, days=365, now=now, dry_run=True)
     assert report.cases_anonymised == 1
     assert _data(twin_store, case["id"])["reporter"]["phone"] == "13600005678"
-    assert access.apply_retention(twin_store, days=800, now=now).cases_anonymised == 0
-    access.apply_retention(twin_store, days=365, now=now)
+    assert retention.apply_retention(twin_store, days=800, now=now).cases_anonymised == 0
+    retention.apply_retention(twin_store, days=365, now=now)
     data = _data(twin_store, case["id"])
     assert data["reporter"] == {"anonymised": True}
     assert access.verify_audit_chain(twin_store).ok
-    assert access.apply_retention(twin_store, days=365, now=now).cases_anonymised == 0
+    assert retention.apply_retention(twin_store, days=365, now=now).cases_anonymised == 0
+
+
+def test_retention_purges_residents_versions_replaced_before_the_cutoff(twin_store):
+    residents = twin_store.read_layer("residents")
+    for tag in ("v2", "v3"):  # the fixture wrote v1
+        twin_store.write_layer("residents", residents.assign(tags=tag), actor="t", source=tag)
+    v1, v2, v3 = twin_store.layer_versions("residents")
+    assert v2.created_at < v3.created_at
+    cutoff = pd.Timestamp(v2.created_at) + (pd.Timestamp(v3.created_at)
+                                            - pd.Timestamp(v2.created_at)) / 2
+    now = cutoff + pd.Timedelta(days=30)
+    dry = retention.apply_retention(twin_store, days=30, now=now, dry_run=True)
+    assert dry.versions_purged == {"residents": [1]}  # v2 was current until after the cutoff
+    assert len(twin_store.read_layer("residents", version=1)) == 3
+    done = retention.apply_retention(twin_store, days=30, now=now, actor="keeper")
+    assert done.versions_purged == {"residents": [1]}
+    assert [v.version for v in twin_store.layer_versions("residents")] == [2, 3]
+    with pytest.raises(NotFoundError):
+        twin_store.read_layer("residents", version=1)
+    assert twin_store.read_layer("residents")["tags"].tolist() == ["v3"] * 3
+    log = twin_store.read_audit()
+    purge, run = log.iloc[-2], log.iloc[-1]
+    assert (purge["actor"], purge["action"], purge["target"]) == ("keeper", "layer.purge",
+                                                                  "layer:residents")
+    assert run["action"] == "retention.run"
+    assert json.loads(run["detail"])["versions"] == {"residents": [1]}
+    assert access.verify_audit_chain(twin_store).ok
+    later = retention.apply_retention(twin_store, days=30, now=now + pd.Timedelta(days=365))
+    assert later.versions_purged == {"residents": [2]}  # never the current version
+    assert [v.version for v in twin_store.layer_versions("residents")] == [3]
 
 
 def _data(store, case_id):

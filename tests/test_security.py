@@ -17,8 +17,9 @@ import pytest
 from tests import services
 from tests.browser import CHROMIUM_ARGS, LAT, LON, ROOT, free_port, write_small_twin
 from twin import access, cases
-from twin.access import USERS, User
+from twin.access import User
 from twin.errors import LayerNotFoundError, TwinError, ValidationError
+from twin.schema import USERS
 from twin.store import open_store
 
 HOSTILE = [
@@ -68,7 +69,6 @@ def test_hostile_field_names_are_refused(store, buildings, field):
 
 
 def test_hostile_values_are_stored_and_read_back_literally(store, buildings):
-    access.ensure_tables(store, USERS)
     hostile = buildings.assign(name=HOSTILE[:3], attrs=[json.dumps({"k": v}) for v in HOSTILE[2:5]])
     store.write_layer("buildings", hostile, actor=HOSTILE[0], source=HOSTILE[1], note=HOSTILE[3])
     back = store.read_layer("buildings")

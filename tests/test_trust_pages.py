@@ -58,6 +58,16 @@ def _texts(at: AppTest) -> str:
                                              *at.warning])
 
 
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+def test_every_declared_role_has_a_name_in_the_ui(lang):
+    from ui.auth import role_labels, t_role
+
+    labels = role_labels(lang)
+    assert set(labels) == set(access.EVERYONE)
+    assert all(name and name != role for role, name in labels.items())
+    assert t_role("grid_worker", lang) == labels["grid_worker"]
+
+
 def test_login_form_logs_in_and_out_and_counts_failures(gpkg):
     at = AppTest.from_function(_gate_app, default_timeout=60).run()
     assert "USER=None" in _texts(at)

@@ -85,7 +85,10 @@ def test_retention_script_dry_run_and_run(store, capsys):
     from scripts.retention import main as retention
 
     assert retention(["--store", url(store), "--days", "30", "--dry-run"]) == 0
-    assert "would anonymise: 0 case reporters, 0 poll answers" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "would anonymise: 0 case reporters, 0 poll answers" in out
+    assert "would delete: residents versions none" in out
     assert retention(["--store", url(store), "--days", "30"]) == 0
+    assert "deleted: residents versions none" in capsys.readouterr().out
     assert store.read_audit()["action"].tolist()[-1] == "retention.run"
     assert retention(["--store", url(store), "--days", "-3"]) == 2

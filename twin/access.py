@@ -1,83 +1,35 @@
-"""Who may see and do what: users, roles and permissions, masking, login, audit and retention."""
+"""Who may see and do what: users, roles and permissions, masking, login and audit."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import html
 import io
 import json
 import logging
 import os
 import re
-import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from twin.cases import ROLES, TRANSITIONS_BY_ACTION
-from twin.errors import (
-    ConfigError,
-    NotFoundError,
-    PermissionDeniedError,
-    TwinError,
-    ValidationError,
-)
-from twin.schema import Column, TableSpec
+from twin import settings
+from twin.cases import TRANSITIONS_BY_ACTION
+from twin.errors import NotFoundError, PermissionDeniedError, TwinError, ValidationError
+from twin.schema import ROLES, USERS
 
 LOGGER = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
-# Settings of this module (argument > environment > default, read at call time)
-
-ACCESS_SETTINGS: dict[str, tuple[type, Any, str]] = {
-    "session_timeout_min": (float, 30.0, "Minutes of inactivity after which a login expires."),
-    "max_failed_logins": (int, 5, "Failed password attempts in a row that lock an account."),
-    "lockout_min": (float, 15.0, "Minutes an account stays locked after too many failures."),
-    "retention_days": (int, 365 * 3, "Days personal data of finished business are kept."),
-    "public_round_deg": (float, 0.001, "Grid step (degrees, ~100 m) of locations shown publicly."),
-    "upload_max_bytes": (int, 5 * 1024 * 1024, "Largest photo a user may upload (bytes)."),
-    "argon2_time_cost": (int, 3, "argon2id passes (RFC 9106 low-memory profile: 3)."),
-    "argon2_memory_kib": (int, 65536, "argon2id memory in KiB (RFC 9106 low-memory: 64 MiB)."),
-}
-
-
-def setting(name: str) -> Any:
-    """Return the access setting *name*: ``TWIN_<NAME>`` from the environment, else its default.
-
-    Raises
-    ------
-    ConfigError
-        If the name is unknown or the environment value does not parse.
-    """
-    try:
-        kind, default, doc = ACCESS_SETTINGS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown access setting {name!r}; known: {', '.join(sorted(ACCESS_SETTINGS))}"
-        ) from None
-    env = "TWIN_" + name.upper()
-    raw = os.environ.get(env)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{env}={raw!r} is not a valid {kind.__name__}: {doc}") from None
-    if value <= 0:
-        raise ConfigError(f"{env} must be positive; got {raw!r} ({doc})")
-    return value
-
-
-# ---------------------------------------------------------------------------------------------
 # Roles and permissions, declared once
 
-#: Everyone who is not logged in (the public transparency page).
+#: Everyone who is not logged in (the public transparency page). The roles of users are
+#: declared once, in :data:`twin.schema.ROLES`.
 ANONYMOUS_ROLE = "public"
-STAFF = ("admin", "official", "dispatcher", "grid_worker", "planner", "data_staff")
+STAFF = tuple(r for r in ROLES if r != "resident")
 EVERYONE = (*ROLES, ANONYMOUS_ROLE)
 
 #: permission → the roles that hold it. Pages are ``page.<name>``; the UI and the library ask
@@ -261,72 +213,12 @@ def mask_frame(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
 
 def round_location(lon: Any, lat: Any, step: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Snap coordinates to the centres of a *step*-degree grid (default ~100 m) for public views."""
-    step = float(step or setting("public_round_deg"))
+    step = float(step or settings.get("public_round_deg"))
     lon = np.asarray(lon, dtype=float)
     lat = np.asarray(lat, dtype=float)
     return (np.floor(lon / step) * step + step / 2).round(7), (
         np.floor(lat / step) * step + step / 2
     ).round(7)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables of this module and their creation on both stores
-
-USERS = TableSpec(
-    "twin_users",
-    (
-        Column("username", "text", "用户名", "Username", required=True),
-        Column("display_name", "text", "显示名", "Display name", personal=True),
-        Column("role", "text", "角色", "Role", choices=ROLES, required=True),
-        Column("grids", "json", "责任网格", "Grids", doc="responsibility grids of a grid worker"),
-        Column("resident_id", "text", "居民编号", "Resident id"),
-        Column("building_code", "text", "楼栋", "Building"),
-        Column("password_hash", "text", "口令散列", "Password hash", doc="argon2id"),
-        Column("disabled", "bool", "停用", "Disabled"),
-        Column("failed_logins", "int", "失败次数", "Failed logins"),
-        Column("locked_until", "datetime", "锁定至", "Locked until"),
-        Column("last_login_at", "datetime", "上次登录", "Last login"),
-        Column("created_at", "datetime", "创建时间", "Created"),
-        Column("updated_at", "datetime", "更新时间", "Updated"),
-    ),
-    key="username",
-)
-
-_ENSURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def ensure_tables(store, *tables: TableSpec) -> None:
-    """Create the declared *tables* in *store* if missing (idempotent; once per store object).
-
-    The core tables come from ``twin.schema.TABLES``; the tables of access and participation are
-    declared here and created on first use with each store's own DDL derived from the spec.
-    """
-    done = _ENSURED.setdefault(store, set())
-    todo = [t for t in tables if t.name not in done]
-    if not todo:
-        return
-    from twin.store.embedded import EmbeddedStore
-
-    if isinstance(store, EmbeddedStore):
-        from twin.store import gpkg
-        from twin.store.embedded import _table_ddl
-
-        with store._transaction() as conn:
-            for table in todo:
-                for statement in _table_ddl(table):
-                    conn.execute(statement)
-                gpkg.register_table(conn, table.name, description=f"GridTwin {table.name}")
-    else:
-        import sqlalchemy as sa
-
-        from twin.store.migrations import lock, table_ddl
-
-        with store._begin() as conn:
-            lock(conn, "gridtwin:access-tables")
-            for table in todo:
-                for statement in table_ddl(table):
-                    conn.execute(sa.text(statement))
-    done.update(t.name for t in todo)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,8 +237,8 @@ def _hasher():
     from argon2 import PasswordHasher
 
     # a hash made with other parameters still verifies; it is re-hashed at the next login
-    return PasswordHasher(time_cost=setting("argon2_time_cost"),
-                          memory_cost=setting("argon2_memory_kib"))
+    return PasswordHasher(time_cost=settings.get("argon2_time_cost"),
+                          memory_cost=settings.get("argon2_memory_kib"))
 
 
 MIN_PASSWORD_LENGTH = 8
@@ -412,7 +304,6 @@ def _user_from_row(row: Mapping[str, Any]) -> User:
 
 
 def _user_row(store, username: str) -> dict[str, Any] | None:
-    ensure_tables(store, USERS)
     rows = store.read_rows(USERS, username=username)
     return None if rows.empty else rows.iloc[0].to_dict()
 
@@ -491,7 +382,6 @@ def get_user(store, username: str) -> User:
 
 def list_users(store) -> pd.DataFrame:
     """Every user without password hashes (username, role, grids, disabled, last login …)."""
-    ensure_tables(store, USERS)
     return store.read_rows(USERS).drop(columns=["password_hash"])
 
 
@@ -577,8 +467,8 @@ def authenticate(store, username: str, password: str, *, origin: str = "") -> Us
         failed = int(0 if pd.isna(row.get("failed_logins")) else row["failed_logins"]) + 1
         row["failed_logins"] = failed
         detail: dict[str, Any] = {"failed_logins": failed}
-        if failed >= setting("max_failed_logins"):
-            row["locked_until"] = now + pd.Timedelta(minutes=setting("lockout_min"))
+        if failed >= settings.get("max_failed_logins"):
+            row["locked_until"] = now + pd.Timedelta(minutes=settings.get("lockout_min"))
             row["failed_logins"] = 0
             detail["locked_until"] = row["locked_until"].isoformat()
         row["updated_at"] = now
@@ -588,7 +478,7 @@ def authenticate(store, username: str, password: str, *, origin: str = "") -> Us
         if "locked_until" in detail:
             raise AccountLockedError(
                 f"too many failed logins: account {row['username']!r} is locked for "
-                f"{setting('lockout_min'):g} min"
+                f"{settings.get('lockout_min'):g} min"
             )
         raise wrong
     row.update(failed_logins=0, locked_until=None, last_login_at=now, updated_at=now)
@@ -607,7 +497,7 @@ def session_expired(
     if last_activity is None:
         return True
     now = _now() if now is None else pd.Timestamp(now)
-    timeout = timeout_min if timeout_min is not None else setting("session_timeout_min")
+    timeout = timeout_min if timeout_min is not None else settings.get("session_timeout_min")
     return now - pd.Timestamp(last_activity) > pd.Timedelta(minutes=timeout)
 
 
@@ -635,7 +525,8 @@ def buildings_in_scope(user: User, buildings: pd.DataFrame,
     return mask
 
 
-def _layer_or_empty(store, name: str) -> pd.DataFrame:
+def layer_or_empty(store, name: str) -> pd.DataFrame:
+    """Return the current layer *name*, or an empty frame when it was never loaded."""
     from twin.errors import LayerNotFoundError
 
     try:
@@ -687,7 +578,7 @@ def read_residents(
             f"role {user.role!r} may not read residents; log in as staff or as a resident"
         )
     spec = get_layer("residents")
-    residents = _layer_or_empty(store, "residents")
+    residents = layer_or_empty(store, "residents")
     if residents.empty:
         residents = pd.DataFrame(columns=spec.column_names)
     if building_code is not None:
@@ -700,9 +591,9 @@ def read_residents(
         return counts
     if mode == "grids":
         if buildings is None:
-            buildings = _layer_or_empty(store, "buildings")
+            buildings = layer_or_empty(store, "buildings")
         if grid_cells is None:
-            grid_cells = _layer_or_empty(store, "grid_cells")
+            grid_cells = layer_or_empty(store, "grid_cells")
         mine = set(buildings.loc[buildings_in_scope(user, buildings, grid_cells),
                                  "building_code"]) if not buildings.empty else set()
         if building_code is not None and building_code not in mine:
@@ -814,8 +705,7 @@ def case_for_role(case: Mapping[str, Any], user: User | None) -> dict[str, Any]:
     out = dict(case)
     data = out.get("data")
     data = json.loads(data) if isinstance(data, str) else dict(data or {})
-    role = (user or ANONYMOUS).role
-    if role not in ("admin", "dispatcher", "official", "grid_worker"):
+    if not can(user, "page.cases"):  # only those who handle cases see who reported them
         for key in ("reporter", "co_reporters"):
             if key in data:
                 data[key] = "***"
@@ -930,7 +820,7 @@ def check_photo(data: bytes, *, max_bytes: int | None = None) -> str:
         If it is larger than the limit (5 MB) or not a JPEG, PNG or WebP by its content (the
         file name and the browser's claimed type are not trusted).
     """
-    limit = int(max_bytes or setting("upload_max_bytes"))
+    limit = int(max_bytes or settings.get("upload_max_bytes"))
     if len(data) > limit:
         raise UploadRejectedError(
             f"the photo has {len(data) / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB. "
@@ -955,12 +845,7 @@ def secret(name: str, secrets: Mapping[str, Any] | None = None) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Retention and a resident's own data
-
-
-def anonymise_id(value: str) -> str:
-    """Return a stable, irreversible pseudonym of an identifier (sha256, 12 hex digits)."""
-    return "anon-" + hashlib.sha256(str(value).encode("utf-8")).hexdigest()[:12]
+# A resident's own data (retention: twin.retention)
 
 
 def export_own_data(store, user: User, *, origin: str = "") -> dict[str, Any]:
@@ -1009,70 +894,6 @@ def _reported_by(case: Mapping[str, Any], user: User) -> bool:
     return isinstance(reporter, dict) and reporter.get("username") == user.username
 
 
-ANONYMISED = {"anonymised": True}
-
-
-@dataclass
-class RetentionReport:
-    """What a retention run changed."""
-
-    cutoff: pd.Timestamp
-    cases_anonymised: int = 0
-    answers_anonymised: int = 0
-    dry_run: bool = False
-    details: list[str] = field(default_factory=list)
-
-
-def apply_retention(
-    store,
-    *,
-    days: int | None = None,
-    now: Any = None,
-    actor: str = "retention",
-    origin: str = "scripts/retention.py",
-    dry_run: bool = False,
-) -> RetentionReport:
-    """Anonymise personal data of finished business older than *days* (default the setting).
-
-    Reporters of cases closed before the cutoff are removed from the case; answers to polls
-    closed before it keep the answer but lose the resident (a pseudonym keeps one per resident).
-    The audit log itself is never changed: it holds ids and counts, not personal values.
-    """
-    days = int(setting("retention_days") if days is None else days)
-    if days <= 0:
-        raise ValidationError(f"the retention period must be a positive number of days; got {days}")
-    now = _now() if now is None else pd.Timestamp(now)
-    cutoff = now - pd.Timedelta(days=days)
-    report = RetentionReport(cutoff, dry_run=dry_run)
-    cases = store.read_cases()
-    closed = pd.to_datetime(cases["closed_at"], utc=True)
-    old = cases.loc[closed.notna() & (closed < cutoff)]
-    for record in old.drop(columns="geometry", errors="ignore").to_dict("records"):
-        data = json.loads(record["data"]) if isinstance(record["data"], str) else dict(
-            record["data"] or {})
-        reporter = data.get("reporter")
-        if (not reporter or reporter == ANONYMISED) and not data.get("co_reporters"):
-            continue
-        report.cases_anonymised += 1
-        if dry_run:
-            continue
-        data["reporter"] = dict(ANONYMISED)
-        data.pop("co_reporters", None)
-        store.update_case(record["id"], {"data": data}, expected_version=int(record["version"]),
-                          history={"actor": actor, "role": "admin", "action": "anonymise",
-                                   "from_status": record["status"],
-                                   "to_status": record["status"],
-                                   "note": f"retention: older than {days} days"})
-    from twin import participation
-
-    report.answers_anonymised = participation.anonymise_answers(store, cutoff, dry_run=dry_run)
-    store.append_audit(actor, "retention.run", "personal_data",
-                       {"days": days, "cutoff": cutoff.isoformat(), "dry_run": dry_run,
-                        "cases": report.cases_anonymised, "answers": report.answers_anonymised},
-                       origin)
-    return report
-
-
 def with_role(user: User, role: str) -> User:
     """Return a copy of *user* in another role (for tests and previews; nothing is stored)."""
     return replace(user, role=role)
@@ -1082,7 +903,6 @@ __all__ = [
     "ANONYMOUS",
     "PERMISSIONS",
     "PERSONAL_ACCESS",
-    "USERS",
     "AccountLockedError",
     "LoginError",
     "User",
@@ -1119,14 +939,14 @@ def create_demo_users(store, *, actor: str = "make_demo", origin: str = "") -> l
     The grid worker gets the first responsibility grid of the stored grid cells (and that
     grid's worker name); the resident is the first resident living in a building of that grid.
     """
-    cells = _layer_or_empty(store, "grid_cells")
+    cells = layer_or_empty(store, "grid_cells")
     grid = display = None
     if not cells.empty:
         first = cells.sort_values("grid_code").iloc[0]
         grid, display = str(first["resp_grid_id"]), first.get("grid_worker")
     resident_id = building = None
-    residents = _layer_or_empty(store, "residents")
-    buildings = _layer_or_empty(store, "buildings")
+    residents = layer_or_empty(store, "residents")
+    buildings = layer_or_empty(store, "buildings")
     if not residents.empty:
         candidates = residents
         if grid is not None and not buildings.empty and "resp_grid_id" in buildings:

@@ -12,68 +12,16 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from twin.access import User, buildings_in_scope, ensure_tables, require, unit_grids_of
+from twin.access import User, buildings_in_scope, layer_or_empty, require, unit_grids_of
 from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, ValidationError
-from twin.schema import Column, TableSpec
+from twin.schema import ANSWERS, NOTICE_KINDS, NOTICE_SCOPES, NOTICES
 
 LOGGER = logging.getLogger(__name__)
 
-KINDS = ("notice", "poll", "survey")
-SCOPES = ("building", "grid", "community")
+#: Kinds of notice and the places they are for (declared with the tables in twin.schema).
+KINDS = NOTICE_KINDS
+SCOPES = NOTICE_SCOPES
 RESULT_BY = ("building", "grid")
-
-
-def _c(name: str, dtype: str, doc: str = "", **kw: Any) -> Column:
-    return Column(name, dtype, name, name, doc=doc, **kw)
-
-
-NOTICES = TableSpec(
-    "twin_notices",
-    (
-        _c("id", "text"),
-        _c("kind", "text", "notice (read only), poll (one question), survey (several)",
-           choices=KINDS),
-        _c("scope_kind", "text", "building, grid (unit or responsibility) or community",
-           choices=SCOPES),
-        _c("scope_id", "text", "building code, grid code / responsibility grid, community code"),
-        _c("title", "text"),
-        _c("body", "text"),
-        _c("questions", "json", '[{"question": "…", "choices": ["…", …]}, …]'),
-        _c("created_by", "text"),
-        _c("created_at", "datetime"),
-        _c("closes_at", "datetime", "answers are accepted until then (empty: no end)"),
-    ),
-    key="id",
-)
-
-ANSWERS = TableSpec(
-    "twin_poll_answers",
-    (
-        _c("poll_id", "text"),
-        _c("resident_key", "text", "pseudonym of the resident for this poll: one answer each"),
-        _c("resident_id", "text", "the resident (emptied by the retention script)"),
-        _c("building_code", "text"),
-        _c("grid_code", "text"),
-        _c("resp_grid_id", "text"),
-        _c("community_code", "text"),
-        _c("answer", "json", "one chosen option per question"),
-        _c("answered_at", "datetime"),
-    ),
-    key="poll_id,resident_key",
-)
-
-
-def _tables(store) -> None:
-    ensure_tables(store, NOTICES, ANSWERS)
-
-
-def _layer(store, name: str) -> pd.DataFrame:
-    from twin.errors import LayerNotFoundError
-
-    try:
-        return store.read_layer(name)
-    except LayerNotFoundError:
-        return pd.DataFrame()
 
 
 def _check_questions(kind: str, questions: Any) -> list[dict[str, Any]]:
@@ -100,12 +48,12 @@ def _check_scope(store, user: User, scope_kind: str, scope_id: str) -> None:
     """Check that a grid worker publishes only to their own grids and the buildings in them."""
     if user.role != "grid_worker":
         return
-    grid_cells = _layer(store, "grid_cells")
+    grid_cells = layer_or_empty(store, "grid_cells")
     grids = unit_grids_of(user, grid_cells)
     if scope_kind == "grid" and scope_id in grids:
         return
     if scope_kind == "building":
-        buildings = _layer(store, "buildings")
+        buildings = layer_or_empty(store, "buildings")
         if not buildings.empty:
             mine = buildings.loc[buildings_in_scope(user, buildings, grid_cells), "building_code"]
             if scope_id in set(mine):
@@ -147,7 +95,6 @@ def publish(
         raise ValidationError("a notice needs a title and a scope (building, grid or community)")
     questions = _check_questions(kind, questions)
     _check_scope(store, user, scope_kind, scope_id)
-    _tables(store)
     row = {
         "id": f"{kind[0].upper()}-{uuid.uuid4().hex[:10]}", "kind": kind,
         "scope_kind": scope_kind, "scope_id": str(scope_id).strip(),
@@ -164,7 +111,6 @@ def publish(
 
 def get_notice(store, notice_id: str) -> dict[str, Any]:
     """Return one notice (with its questions as a list). Raises NotFoundError if absent."""
-    _tables(store)
     rows = store.read_rows(NOTICES, id=notice_id)
     if rows.empty:
         raise NotFoundError(f"no notice or poll {notice_id!r}")
@@ -177,13 +123,13 @@ def resident_place(store, user: User) -> dict[str, str | None]:
     """Return where a resident lives: building, unit grid, responsibility grid and community."""
     building = user.building_code
     if building is None and user.resident_id:
-        residents = _layer(store, "residents")
+        residents = layer_or_empty(store, "residents")
         if not residents.empty:
             mine = residents.loc[residents["resident_id"] == user.resident_id, "building_code"]
             building = None if mine.empty else str(mine.iloc[0])
     place: dict[str, str | None] = {"building_code": building, "grid_code": None,
                                     "resp_grid_id": None, "community_code": None}
-    buildings = _layer(store, "buildings")
+    buildings = layer_or_empty(store, "buildings")
     if building is not None and not buildings.empty:
         row = buildings.loc[buildings["building_code"] == building]
         if not row.empty:
@@ -216,7 +162,6 @@ def notices_for(store, user: User | None) -> pd.DataFrame:
         If *user* is not logged in.
     """
     require(user, "page.participation")
-    _tables(store)
     notices = store.read_rows(NOTICES)
     if user.role == "resident":  # type: ignore[union-attr]
         notices = notices.loc[_in_scope(notices, resident_place(store, user))]
@@ -275,14 +220,12 @@ def answer(
 
 def has_answered(store, user: User, poll_id: str) -> bool:
     """Return True if *user* has answered poll *poll_id*."""
-    _tables(store)
     return not store.read_rows(ANSWERS, poll_id=poll_id,
                                resident_key=resident_key(poll_id, user)).empty
 
 
 def answers_of(store, user: User) -> pd.DataFrame:
     """Return a resident's own answers (poll, answer, when)."""
-    _tables(store)
     who = user.resident_id or user.username
     rows = store.read_rows(ANSWERS, resident_id=who)
     return rows[["poll_id", "answer", "answered_at"]].reset_index(drop=True)
@@ -339,7 +282,7 @@ def results_layer(
     layer_name = "buildings" if by == "building" else "grid_cells"
     shapes = (layers or {}).get(layer_name)
     if shapes is None:
-        shapes = _layer(store, layer_name)
+        shapes = layer_or_empty(store, layer_name)
     if table.empty or shapes is None or len(shapes) == 0:
         return gpd.GeoDataFrame(
             {"code": [], "answers": [], "leading": [], "share": [], "tooltip": []},
@@ -370,7 +313,6 @@ def anonymise_answers(store, cutoff: Any, *, dry_run: bool = False) -> int:
 
     Returns the number of answers anonymised (or that would be, with *dry_run*).
     """
-    _tables(store)
     rows = store.read_rows(ANSWERS)
     old = rows.loc[rows["resident_id"].notna()
                    & (pd.to_datetime(rows["answered_at"], utc=True) < pd.Timestamp(cutoff))]

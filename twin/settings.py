@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from twin.errors import ConfigError
 
@@ -34,6 +35,24 @@ def _bool(text: str) -> bool:
     raise ValueError(text)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+_positive_int.__name__ = "positive whole number"
+_positive_float.__name__ = "positive number"
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "database_url",
@@ -55,7 +74,8 @@ SETTINGS: tuple[Setting, ...] = (
         "tile_crs",
         str,
         "wgs84",
-        "Datum of the tile_url tiles: wgs84, or gcj02 (AMap, Tencent …: the twin is shifted to match).",
+        "Datum of the tile_url tiles: wgs84, or gcj02 (AMap, Tencent …: the twin is shifted "
+        "to match).",
     ),
     Setting(
         "require_services",
@@ -63,12 +83,46 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Fail instead of skip when PostGIS, Mosquitto or Chromium is missing (CI sets it).",
     ),
+    # -- trust: login, personal data, uploads (twin.access; docs/trust.md) --
+    Setting(
+        "session_timeout_min", _positive_float, 30.0,
+        "Minutes of inactivity after which a cockpit login expires.",
+    ),
+    Setting(
+        "max_failed_logins", _positive_int, 5,
+        "Failed password attempts in a row that lock an account.",
+    ),
+    Setting(
+        "lockout_min", _positive_float, 15.0,
+        "Minutes an account stays locked after too many failed logins.",
+    ),
+    Setting(
+        "retention_days", _positive_int, 365 * 3,
+        "Days personal data of finished business (closed cases, closed polls, replaced "
+        "residents versions) are kept before scripts/retention.py anonymises or purges them.",
+    ),
+    Setting(
+        "public_round_deg", _positive_float, 0.001,
+        "Cell size in degrees (0.001 is about 100 m) to which public views round locations.",
+    ),
+    Setting(
+        "upload_max_bytes", _positive_int, 5 * 1024 * 1024,
+        "Largest photo a user may upload, in bytes.",
+    ),
+    Setting(
+        "argon2_time_cost", _positive_int, 3,
+        "argon2id passes of password hashes (RFC 9106 low-memory profile: 3).",
+    ),
+    Setting(
+        "argon2_memory_kib", _positive_int, 65536,
+        "argon2id memory of password hashes in KiB (RFC 9106 low-memory profile: 64 MiB).",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
 def get(name: str) -> Any:
-    """Return the value of setting *name*: the ``TWIN_<NAME>`` environment variable, else the default.
+    """Return setting *name*: the ``TWIN_<NAME>`` environment variable, else the default.
 
     Raises
     ------
@@ -88,15 +142,16 @@ def get(name: str) -> Any:
         return setting.type(raw)
     except ValueError:
         raise ConfigError(
-            f"{setting.env}={raw!r} is not a valid {setting.type.__name__}: {setting.doc}"
+            f"{setting.env}={raw!r} is not a valid {setting.type.__name__}: {setting.doc} "
+            f"Set it to a valid value or unset it for the default ({setting.default!r})."
         ) from None
 
 
 def require_services() -> bool:
-    """True when missing services must fail the run: ``CI=true`` or ``TWIN_REQUIRE_SERVICES=1``."""
+    """Return True when missing services must fail the run: ``CI=true`` or that setting."""
     return get("require_services") or os.environ.get("CI", "").lower() == "true"
 
 
 def default_store_path() -> Path:
-    """The embedded store used when nothing is configured: the demo community's GeoPackage."""
+    """Return the embedded store used when nothing is configured: the demo GeoPackage."""
     return Path(get("data_dir")) / "demo" / "guilin_demo.gpkg"

@@ -1,0 +1,129 @@
+"""Retention: anonymise or purge personal data of finished business older than a set period."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from twin import participation, settings
+from twin.errors import ValidationError
+from twin.store.base import purge_plan
+
+LOGGER = logging.getLogger(__name__)
+
+#: What a case's reporter becomes once the retention period has passed.
+ANONYMISED = {"anonymised": True}
+
+#: Layers made of personal data whose replaced versions the retention run deletes.
+PERSONAL_LAYERS = ("residents",)
+
+
+@dataclass
+class RetentionReport:
+    """What a retention run changed (or, with ``dry_run``, would change)."""
+
+    cutoff: pd.Timestamp
+    cases_anonymised: int = 0
+    answers_anonymised: int = 0
+    versions_purged: dict[str, list[int]] = field(default_factory=dict)
+    dry_run: bool = False
+
+
+def apply_retention(
+    store,
+    *,
+    days: int | None = None,
+    now: Any = None,
+    actor: str = "retention",
+    origin: str = "scripts/retention.py",
+    dry_run: bool = False,
+) -> RetentionReport:
+    """Anonymise or purge personal data of finished business older than *days*.
+
+    Reporters of cases closed before the cutoff are removed from the case (the step is kept in
+    its history); answers to polls given before it keep the answer and the place but lose the
+    resident (a per-poll pseudonym still allows one answer each); versions of the residents
+    layer that were replaced before the cutoff are deleted with their history rows — every
+    version created before the cutoff except the newest of them (it may have stayed current
+    until recently) and the current one. The run is audited; the audit log itself is never
+    changed: it holds ids and counts, not personal values.
+
+    Parameters
+    ----------
+    store
+        The store.
+    days
+        The retention period (default ``TWIN_RETENTION_DAYS``).
+    now
+        The time the period is counted back from (default: now).
+    actor, origin
+        Who runs it and from where, for the audit log.
+    dry_run
+        Count only; change nothing (the run is still audited).
+
+    Raises
+    ------
+    ValidationError
+        If *days* is not a positive number.
+    """
+    days = int(settings.get("retention_days") if days is None else days)
+    if days <= 0:
+        raise ValidationError(f"the retention period must be a positive number of days; got {days}")
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    cutoff = now - pd.Timedelta(days=days)
+    report = RetentionReport(cutoff, dry_run=dry_run)
+    report.cases_anonymised = _anonymise_reporters(store, cutoff, days, actor, dry_run)
+    report.answers_anonymised = participation.anonymise_answers(store, cutoff, dry_run=dry_run)
+    for name in PERSONAL_LAYERS:
+        report.versions_purged[name] = _purge_versions(store, name, cutoff, actor, dry_run)
+    store.append_audit(actor, "retention.run", "personal_data",
+                       {"days": days, "cutoff": cutoff.isoformat(), "dry_run": dry_run,
+                        "cases": report.cases_anonymised, "answers": report.answers_anonymised,
+                        "versions": report.versions_purged},
+                       origin)
+    LOGGER.info("retention (%d days, dry run %s): %s", days, dry_run, report)
+    return report
+
+
+def _anonymise_reporters(store, cutoff: pd.Timestamp, days: int, actor: str,
+                         dry_run: bool) -> int:
+    cases = store.read_cases()
+    closed = pd.to_datetime(cases["closed_at"], utc=True)
+    old = cases.loc[closed.notna() & (closed < cutoff)]
+    count = 0
+    for record in old.drop(columns="geometry", errors="ignore").to_dict("records"):
+        data = record["data"]
+        data = json.loads(data) if isinstance(data, str) else dict(data or {})
+        reporter = data.get("reporter")
+        if (not reporter or reporter == ANONYMISED) and not data.get("co_reporters"):
+            continue
+        count += 1
+        if dry_run:
+            continue
+        data["reporter"] = dict(ANONYMISED)
+        data.pop("co_reporters", None)
+        store.update_case(record["id"], {"data": data}, expected_version=int(record["version"]),
+                          history={"actor": actor, "role": "admin", "action": "anonymise",
+                                   "from_status": record["status"],
+                                   "to_status": record["status"],
+                                   "note": f"retention: older than {days} days"})
+    return count
+
+
+def _purge_versions(store, name: str, cutoff: pd.Timestamp, actor: str,
+                    dry_run: bool) -> list[int]:
+    """Delete the versions of layer *name* replaced before *cutoff*; return them."""
+    versions = store.layer_versions(name)
+    created = pd.to_datetime(pd.Series([v.created_at for v in versions], dtype=object),
+                             utc=True)
+    before_cutoff = [v.version for v, at in zip(versions, created, strict=True) if at < cutoff]
+    if not before_cutoff:
+        return []
+    newest_old = max(before_cutoff)
+    if dry_run:
+        return purge_plan(versions, newest_old)
+    return store.purge_layer_versions(name, newest_old, actor=actor)
