@@ -296,3 +296,18 @@ def test_both_stores_give_the_same_frame(pair, ask):
     )
     assert shapely.equals_exact(a.frame.geometry.values, b.frame.geometry.values, 1e-9).all()
     assert a.frame.crs.equals(b.frame.crs)
+
+
+def test_connections_of_ended_threads_are_closed(tmp_path):
+    import threading
+
+    from twin.store import open_store
+
+    with open_store(tmp_path / "t.gpkg") as s:
+        put(s, "grid_cells", grid())
+        for _ in range(6):
+            worker = threading.Thread(target=_cache.stamps, args=(s, ["grid_cells"]))
+            worker.start()
+            worker.join()
+        assert len(_cache._cache_of(s).connections) <= 2  # the last worker's, maybe this one's
+        assert _cache.stamps(s, ["grid_cells"])["grid_cells"][0] == 1

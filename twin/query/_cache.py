@@ -38,7 +38,8 @@ class _StoreCache:
         self.frames: dict[str, tuple[Stamp, gpd.GeoDataFrame]] = {}
         self.derived: dict[str, tuple[Stamp, dict[Hashable, Any]]] = {}
         self.local = threading.local()  # this thread's probe connection (embedded stores)
-        self.connections: list[sqlite3.Connection] = []
+        # (thread, connection): a thread's connection is closed once the thread has ended
+        self.connections: list[tuple[weakref.ref, sqlite3.Connection]] = []
 
 
 _CACHES: weakref.WeakKeyDictionary[Any, _StoreCache] = weakref.WeakKeyDictionary()
@@ -55,9 +56,10 @@ def _cache_of(store: Any) -> _StoreCache:
         return entry
 
 
-def _close_all(connections: list[sqlite3.Connection]) -> None:
-    for conn in connections:
+def _close_all(connections: list[tuple[weakref.ref, sqlite3.Connection]]) -> None:
+    for _thread, conn in connections:
         conn.close()
+    connections.clear()
 
 
 def clear(store: Any | None = None) -> None:
@@ -148,8 +150,17 @@ def _stamps_sqlite(store: Any, names: list[str]) -> dict[str, Stamp | None]:
     if held is None or held[1] != key:
         conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA query_only = ON")
+        replaced = None if held is None else held[0]
         with entry.lock:
-            entry.connections.append(conn)
+            alive = []
+            for thread, kept in entry.connections:
+                owner = thread()
+                if owner is not None and owner.is_alive() and kept is not replaced:
+                    alive.append((thread, kept))
+                else:
+                    kept.close()
+            alive.append((weakref.ref(threading.current_thread()), conn))
+            entry.connections[:] = alive
         entry.local.conn = held = (conn, key)
     marks = ", ".join("?" for _ in names)
     rows = (

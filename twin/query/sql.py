@@ -86,7 +86,9 @@ def run_versioned(
         "WITH _v AS (SELECT json_agg(json_build_array(layer, version, created_at::text))::text "
         f"AS _versions FROM {versions_table(store)} WHERE current AND layer = ANY(:_layers)), "
         f"_m AS (SELECT _b.*, row_number() OVER () AS _n FROM ({body}) _b) "
-        "SELECT _v._versions, _m.* FROM _v LEFT JOIN _m ON TRUE ORDER BY _m._n"
+        # the versions ride on the first row only (or on the one row of NULLs if none match)
+        "SELECT CASE WHEN coalesce(_m._n, 1) = 1 THEN _v._versions END, _m.* "
+        "FROM _v LEFT JOIN _m ON TRUE ORDER BY _m._n"
     )
     try:
         with store.engine.connect() as conn:
@@ -148,18 +150,32 @@ def _typed(values: tuple, column: Column) -> Any:
                 return out
         elif dtype == "int":
             if all(v is None or type(v) is int for v in values):
-                return pd.array(values, dtype="Int64")
+                mask = np.array([v is None for v in values], dtype=bool)
+                data = np.array([0 if v is None else v for v in values], dtype="int64")
+                return pd.arrays.IntegerArray(data, mask)
         elif dtype == "float":
             if all(v is None or type(v) in (float, int) for v in values):
                 return np.array([np.nan if v is None else v for v in values], dtype=float)
         elif dtype == "bool":
             if all(v is None or type(v) is bool for v in values):
-                return pd.array(values, dtype="boolean")
+                mask = np.array([v is None for v in values], dtype=bool)
+                data = np.array([bool(v) for v in values], dtype=bool)
+                return pd.arrays.BooleanArray(data, mask)
+        elif dtype == "json":
+            if all(v is None or type(v) is str for v in values):
+                # JSON is selected as text; written canonically as twin.schema.coerce_series does
+                out = np.empty(len(values), dtype=object)
+                out[:] = [None if v is None else _canonical_json(v) for v in values]
+                return out
     except (TypeError, ValueError):  # pragma: no cover - falls back to the general path
         pass
     # as read_layer builds its raw columns (pandas infers the dtype, nulls included)
     out = coerce_series(pd.Series(list(values)), column)
     return none_for_null(out) if dtype == "json" else out.array
+
+
+def _canonical_json(text: str) -> str:
+    return json.dumps(json.loads(text), ensure_ascii=False, sort_keys=True, default=str)
 
 
 def srid(crs: str) -> int:
