@@ -293,3 +293,54 @@ def test_the_fixture_script_writes_every_case(tmp_path):
     assert fx.main(tmp_path / "out") == 0
     made = {p.name for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert {"bowtie.geojson", "停车场.csv", "楼栋.zip", "swapped.csv"} <= made
+
+
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        ('{"a": 1, "b": "x"}', '{"a": 1, "b": "x"}'),  # canonical: kept as it is
+        ('{"b":"x","a":1}', '{"a": 1, "b": "x"}'),  # not canonical: re-serialised
+        ('{"备注": "北门"}', '{"备注": "北门"}'),
+        ("[1, 2]", "[1, 2]"),
+        (None, None),
+    ],
+)
+def test_validating_twice_keeps_canonical_values_and_fixes_the_rest(attrs, expected):
+    spec = layers.get_layer("buildings")
+    frame = buildings_frame(building_code=["B1", "B2"], floors=[3, None])
+    frame["attrs"] = [attrs, '{"z": 0, "a": [1, {"y": 2, "x": 1}]}']
+    once = validate_layer_frame(spec, frame)
+    assert once["attrs"].tolist() == [expected, '{"a": [1, {"x": 1, "y": 2}], "z": 0}']
+    twice = validate_layer_frame(spec, once)
+    pd.testing.assert_frame_equal(pd.DataFrame(twice), pd.DataFrame(once))
+    assert str(twice["floors"].dtype) == "Int64" and twice["floors"].isna().tolist() == [False, True]
+
+
+@pytest.mark.parametrize("bad", ["1, 2", "{", '{"a": 1} x', ""])
+def test_json_that_only_parses_when_joined_is_still_rejected(bad):
+    spec = layers.get_layer("buildings")
+    frame = buildings_frame(building_code=["B1", "B2"])
+    frame["attrs"] = [bad, "2"]
+    with pytest.raises(ValidationError, match="attrs"):
+        validate_layer_frame(spec, frame)
+
+
+def test_postgis_copy_text_of_a_layer_matches_row_by_row_encoding():
+    from twin.store.postgis import _copy_field, _geometry_fields, _layer_copy_text
+
+    spec = layers.get_layer("buildings")
+    frame = buildings_frame(building_code=["B1", "B2", "B3"], floors=[3, None, 7],
+                            name=["a\tb\\c\nd\re", None, "楼"], height_m=[1.5, None, 1e-7])  # fmt: skip
+    frame.loc[2, "geometry"] = shapely.Point(LON, LAT).buffer(1e-4)
+    frame = validate_layer_frame(spec, frame)
+    fields = [np.full(len(frame), "9", dtype=object)]
+    fields += [_copy_field(frame[c.name], c.dtype) for c in spec.all_columns]
+    fields.append(_geometry_fields(frame.geometry.values))
+    expected = ["\t".join(row) for row in zip(*fields, strict=True)]
+    got = bytes(_layer_copy_text(spec, frame, 9)).decode().split("\n")
+    assert got[-1] == "" and len(got) == len(frame) + 1
+    for mine, theirs in zip(got[:-1], expected, strict=True):
+        mine, theirs = mine.split("\t"), theirs.split("\t")
+        assert mine[:5] + mine[6:-1] == theirs[:5] + theirs[6:-1]
+        assert mine[5] == theirs[5] == "\\N" or float(mine[5]) == float(theirs[5])  # height_m
+        assert mine[-1] == theirs[-1].lower()  # hex EWKB with the SRID, lower-case digits

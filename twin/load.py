@@ -351,7 +351,7 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
     out, bad = _ids(spec, out, geoms, rows, rejected, issues)
     rejected |= bad
     named = out[spec.id_field].notna().to_numpy()
-    ids = out[spec.id_field][named].astype(str)
+    ids = out[spec.id_field].to_numpy(dtype=object)[named].astype(str).tolist()
     issues.row_ids = dict(zip(rows[named].tolist(), ids, strict=True))
     rejected |= _rules(spec, out, rows, rejected, issues)
     keep = ~rejected
@@ -377,8 +377,8 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
         )
     if geoms is not None:
         out = gpd.GeoDataFrame(out, geometry=geoms, crs=tcrs.WGS84)
-    try:
-        return validate_layer_frame(spec, out)
+    try:  # every geometry was tested (and repaired) by _clean_geometries
+        return validate_layer_frame(spec, out, check_validity=False)
     except ValidationError as exc:  # a rule the loader should have caught row by row
         raise LoadError(f"{spec.name}: {exc}") from None
 
@@ -684,7 +684,15 @@ def _far_outside(ids: pd.Series, geoms, rows, area, issues: _Issues) -> None:
         fwd = pyproj.Transformer.from_crs(tcrs.WGS84, metric, always_xy=True)
         area_m = shapely.transform(area, lambda c: np.column_stack(fwd.transform(c[:, 0], c[:, 1])))
         px, py = fwd.transform(x, y)
-        dist = shapely.distance(area_m, shapely.points(px, py))
+        # a prepared boundary answers "inside" and "within 2 km" fast; exact distances are
+        # computed for the far few only
+        shapely.prepare(area_m)
+        dist = np.zeros(len(px))
+        out = np.flatnonzero(~shapely.contains_xy(area_m, px, py))
+        points = shapely.points(px[out], py[out])
+        beyond = out[~shapely.dwithin(area_m, points, FAR_FROM_AREA_M)]
+        dist[out] = np.nan  # outside but near: not reported
+        dist[beyond] = shapely.distance(area_m, shapely.points(px[beyond], py[beyond]))
         far = dist > FAR_FROM_AREA_M
         what = "the community boundary"
     else:
@@ -744,9 +752,8 @@ def _map_attributes(spec: LayerSpec, src: pd.DataFrame, mapping: dict, coordinat
                 used[name] = hit
                 taken.add(hit)
                 break
-    out = pd.DataFrame(
-        {name: src[source].to_numpy() for name, source in used.items()}, index=src.index
-    )
+    # the columns keep their dtypes: text read through Arrow converts cheaply from there
+    out = pd.DataFrame({name: src[source] for name, source in used.items()}, index=src.index)
     extra = [c for c in columns if c not in set(used.values())]
     out["attrs"] = _attrs_json(src[extra]) if extra else None
     return out, used
@@ -883,7 +890,11 @@ def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Iss
     if idf not in out:
         out[idf] = None
     ids = out[idf].astype(object).where(out[idf].notna(), None)
-    ids = ids.map(lambda v: v.strip() or None if isinstance(v, str) else v)
+    if pd.api.types.infer_dtype(ids, skipna=True) == "string":  # the usual case: vectorised
+        ids = ids.str.strip()
+        ids = ids.where(ids.notna() & (ids != ""), None)
+    else:
+        ids = ids.map(lambda v: v.strip() or None if isinstance(v, str) else v)
     out[idf] = ids
     live = ~rejected
     dup = np.zeros(len(out), dtype=bool)
@@ -960,8 +971,10 @@ def _rules(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues) 
             )
             bad_all |= bad
         if col.choices is not None and col.name in out:
-            norm = s.map(lambda v: str(v).strip().lower().replace(" ", "_"), na_action="ignore")
-            fixable = s.notna() & ~s.isin(col.choices) & norm.isin(col.choices)
+            odd = s.notna() & ~s.isin(col.choices)  # normalise only values not already a choice
+            norm = s[odd].astype(str).str.strip().str.lower().str.replace(" ", "_", regex=False)
+            fixable = pd.Series(False, index=s.index)
+            fixable[odd] = norm.isin(col.choices).to_numpy()
             if fixable.any():
                 s = s.where(~fixable, norm)
                 out[col.name] = s

@@ -255,6 +255,8 @@ def _read_vector(
                 layer=name,
                 encoding=encoding if fmt == "Shapefile" else None,
                 on_invalid="ignore",
+                # GDAL's Arrow stream reads a GeoPackage about twice as fast; its text is UTF-8
+                use_arrow=fmt == "GeoPackage",
             )
         except pyogrio.errors.DataSourceError as exc:
             raise LoadError(f"{file.name} cannot be read as {fmt}: {_first_line(exc)}.") from None

@@ -412,8 +412,68 @@ _BOOLS = {True: True, False: False, 1: True, 0: False, "true": True, "false": Fa
           "1": True, "0": False, "是": True, "否": False}
 
 
+def _is_text_dtype(kind: Any) -> bool:
+    """True for pandas' text dtypes (``str``/``string``), False for object and the rest."""
+    return isinstance(kind, pd.StringDtype)
+
+
+def _already(series: pd.Series, dtype: str) -> pd.Series | None:
+    """Return *series* when it already holds the dtype's canonical values, else None.
+
+    A frame validated once (by the loader, then by the store) is checked again here, cheaply:
+    the pandas dtype, or for object columns the inferred type of every value, must be the
+    canonical one — nothing is taken on trust from a flag.
+    """
+    kind = series.dtype
+    if dtype == "int":
+        return series if isinstance(kind, pd.Int64Dtype) else None
+    if dtype == "float":
+        return series if kind == np.dtype("float64") else None
+    if dtype == "bool":
+        return series if isinstance(kind, pd.BooleanDtype) else None
+    if dtype == "datetime":
+        utc = isinstance(kind, pd.DatetimeTZDtype) and str(kind.tz) in ("UTC", "utc")
+        return series if utc else None
+    if dtype in ("text", "date") and pd.api.types.is_object_dtype(kind):
+        inferred = pd.api.types.infer_dtype(series, skipna=True)
+        if inferred == ("string" if dtype == "text" else "date") or inferred == "empty":
+            return series.where(series.notna(), None) if series.isna().any() else series
+    if dtype == "json" and (pd.api.types.is_object_dtype(kind) or _is_text_dtype(kind)):
+        return _canonical_json_texts(series.astype(object))
+    return None
+
+
+def _canonical_json_texts(series: pd.Series) -> pd.Series | None:
+    """Return *series* if its values are None or canonical JSON text (checked in two C calls).
+
+    Each value parsed alone is one JSON value, so the values joined into one array parse to as
+    many elements; re-serialised canonically, that array is the values joined by ", " exactly
+    when every value already is canonical.
+    """
+    present = series.notna().to_numpy()
+    if not present.any():
+        return series.where(present, None)
+    texts = series[present]
+    if pd.api.types.infer_dtype(texts, skipna=False) != "string":
+        return None
+    values = texts.tolist()
+    try:
+        parsed = json.loads("[" + ",".join(values) + "]")
+    except ValueError:
+        return None
+    if not isinstance(parsed, list) or len(parsed) != len(values):
+        return None
+    again = json.dumps(parsed, ensure_ascii=False, sort_keys=True, default=str)
+    if again != "[" + ", ".join(values) + "]":
+        return None
+    return series.where(present, None)
+
+
 def _convert(series: pd.Series, column: Column) -> pd.Series:
     dtype = column.dtype
+    done = _already(series, dtype)
+    if done is not None:
+        return done
     if dtype == "text":
         return series.astype("string").astype(object).where(series.notna(), None)
     if dtype == "int":
@@ -433,7 +493,8 @@ def _convert(series: pd.Series, column: Column) -> pd.Series:
         return out.where(series.notna(), None)
     if dtype == "datetime":
         return pd.to_datetime(series, errors="raise", utc=True, format="ISO8601")
-    return series.map(_json_text).astype(object)
+    # built as a list: a text-typed result would turn None back into NaN
+    return pd.Series([_json_text(v) for v in series.tolist()], index=series.index, dtype=object)
 
 
 def _hashable_in(value: Any, mapping: dict) -> bool:
@@ -496,12 +557,26 @@ def _ids(series: pd.Series, limit: int = 5) -> str:
     return ", ".join(values[:limit]) + more
 
 
-def validate_layer_frame(spec: LayerSpec, frame: pd.DataFrame) -> gpd.GeoDataFrame | pd.DataFrame:
+def validate_layer_frame(
+    spec: LayerSpec, frame: pd.DataFrame, *, check_validity: bool = True
+) -> gpd.GeoDataFrame | pd.DataFrame:
     """Return *frame* as the layer's canonical table, or raise a ValidationError saying why not.
 
     Canonical means: exactly ``spec.column_names`` in order (missing optional columns added as
     empty), values of the declared types, unique non-empty ids, geometries of an allowed type,
-    non-empty, in EPSG:4326. Nothing is repaired here: repairing is the loader's job.
+    non-empty, in EPSG:4326. Nothing is repaired here: repairing is the loader's job. Columns
+    that already hold canonical values are checked, not converted again, so validating a
+    validated frame is cheap.
+
+    Parameters
+    ----------
+    spec
+        The layer.
+    frame
+        Its features.
+    check_validity
+        Test every geometry with ``shapely.is_valid``. Only the loader, which has just tested
+        and repaired every geometry, passes False; the stores always check.
     """
     unknown = [c for c in frame.columns if c not in spec.column_names and c != "geometry"]
     if unknown:
@@ -544,7 +619,8 @@ def validate_layer_frame(spec: LayerSpec, frame: pd.DataFrame) -> gpd.GeoDataFra
     empty = shapely.is_missing(values) | shapely.is_empty(values)
     if empty.any():
         raise ValidationError(
-            f"layer {spec.name!r}: empty or missing geometry for {_ids(out.loc[empty, spec.id_field])}."
+            f"layer {spec.name!r}: empty or missing geometry for "
+            f"{_ids(out.loc[empty, spec.id_field])}."
         )
     kinds = pd.Series(shapely.get_type_id(values), index=frame.index)
     allowed = [_TYPE_IDS[t] for t in spec.geometry_types]
@@ -555,7 +631,7 @@ def validate_layer_frame(spec: LayerSpec, frame: pd.DataFrame) -> gpd.GeoDataFra
             f"layer {spec.name!r} takes {'/'.join(spec.geometry_types)} geometries; got {got} for "
             f"{_ids(out.loc[bad, spec.id_field])}. Convert them or load with scripts/load_layer.py."
         )
-    invalid = ~shapely.is_valid(values)
+    invalid = ~shapely.is_valid(values) if check_validity else np.zeros(len(values), dtype=bool)
     if invalid.any():
         raise ValidationError(
             f"layer {spec.name!r}: invalid geometry for {_ids(out.loc[invalid, spec.id_field])}; "
