@@ -77,6 +77,7 @@ LOGGER = logging.getLogger(__name__)
 
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 COPY_CHUNK_ROWS = 50_000
+COPY_CHUNK_BYTES = 8 << 20  # COPY text handed to psycopg this many bytes at a time
 AGG_CHUNK_ROWS = 2_000_000  # about this many rows per packed value of a column read
 GIST_REBUILD_ROWS = 10_000
 # OFFSET 0 keeps a FROM subquery as one plan step (not pulled up): each case's period and its
@@ -202,6 +203,89 @@ def _geometry_fields(values: np.ndarray) -> np.ndarray:
     out = np.asarray(hexed, dtype=object)
     out[pd.isna(out)] = "\\N"
     return out
+
+
+# -- COPY text of a layer version, built with Arrow kernels (no Python per row or field) -------
+
+# byte → its two lowercase hex digits, as one little-endian uint16 (for hex EWKB)
+_HEX_DIGITS = np.array(
+    [int.from_bytes(f"{i:02x}".encode(), "little") for i in range(256)], dtype=np.uint16
+)
+
+
+def _arrow_copy_field(series: pd.Series, dtype: str) -> Any:
+    r"""One column as COPY text fields (escaped, ``\N`` for NULL): an Arrow large_string array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if dtype in ("text", "json"):
+        values = pa.array(series.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+        for old, new in _ESCAPES:
+            values = pc.replace_substring(values, old, new)
+    elif dtype in ("int", "float", "bool"):  # Arrow's text of these is what PostgreSQL reads
+        values = pc.cast(pa.array(series, from_pandas=True), pa.large_string())
+    else:
+        return pa.array(_copy_field(series, dtype), type=pa.large_string())
+    return pc.fill_null(values, "\\N")
+
+
+def _arrow_hex_ewkb(values: np.ndarray) -> Any:
+    """Hex EWKB (SRID 4326) of 2D geometries as an Arrow large_string array; None if any missing.
+
+    GEOS writes plain WKB fast but hex EWKB slowly: the SRID is spliced in and the bytes turned
+    into hex digits with numpy over the whole buffer at once.
+    """
+    import pyarrow as pa
+
+    wkb = shapely.to_wkb(values, hex=False, output_dimension=2, byte_order=1)
+    binary = pa.array(wkb, type=pa.large_binary(), from_pandas=True)
+    n = len(binary)
+    if binary.null_count or n == 0:
+        return None
+    _, offsets, data = binary.buffers()
+    off = np.frombuffer(offsets, dtype=np.int64)[: n + 1]
+    raw = np.frombuffer(data, dtype=np.uint8)[off[0] : off[-1]].copy()
+    starts = off[:-1] - off[0]
+    raw[starts + 4] |= 0x20  # EWKB "has an SRID" flag: high byte of the little-endian type
+    srid = np.frombuffer(np.uint32(SRID).tobytes(), dtype="<u1")
+    ewkb = np.insert(raw, np.repeat(starts + 5, 4), np.tile(srid, n))
+    new_offsets = (off - off[0] + 4 * np.arange(n + 1, dtype=np.int64)) * 2
+    return pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(new_offsets), pa.py_buffer(_HEX_DIGITS[ewkb])
+    )
+
+
+def _layer_copy_text(spec: LayerSpec, frame: pd.DataFrame, version: int) -> memoryview:
+    """Return a validated layer frame as COPY text of ``<name>__history`` rows (version first)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    fields = [pa.scalar(str(int(version)), pa.large_string())]
+    fields += [_arrow_copy_field(frame[c.name], c.dtype) for c in spec.all_columns]
+    if spec.geometry_type:
+        geom = _arrow_hex_ewkb(frame.geometry.values)
+        if geom is None:
+            geom = pa.array(_geometry_fields(frame.geometry.values), type=pa.large_string())
+        fields.append(geom)
+    if len(frame) == 0:
+        return memoryview(b"")
+    tab, newline, nothing = (pa.scalar(x, pa.large_string()) for x in ("\t", "\n", ""))
+    lines = pc.binary_join_element_wise(*fields, tab)
+    lines = pc.binary_join_element_wise(lines, newline, nothing)  # each line ends in "\n"
+    _, offsets, data = lines.buffers()
+    off = np.frombuffer(offsets, dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    return memoryview(data)[int(off[0]) : int(off[-1])]  # the lines, back to back
+
+
+def _copy_text(conn: sa.Connection, table: str, columns: list[str], text: memoryview) -> None:
+    """COPY ready-made COPY text into *table* on the transaction's connection."""
+    if not len(text):
+        return
+    statement = f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for start in range(0, len(text), COPY_CHUNK_BYTES):
+            copy.write(text[start : start + COPY_CHUNK_BYTES])
 
 
 def _select_list(columns: tuple[Column, ...] | list[Column], geometry: bool) -> str:
@@ -572,13 +656,9 @@ class PostGISStore(Store):
             ),
             {"l": spec.name},
         ).scalar_one()
-        fields: dict[str, np.ndarray] = {}
-        fields[VERSION_COLUMN] = np.full(len(frame), str(version), dtype=object)
-        for column in spec.all_columns:
-            fields[column.name] = _copy_field(frame[column.name], column.dtype)
-        if spec.geometry_type:
-            fields["geom"] = _geometry_fields(frame.geometry.values)
-        _copy_rows(conn, spec.name + HISTORY_SUFFIX, fields)
+        columns = [VERSION_COLUMN, *spec.column_names] + (["geom"] if spec.geometry_type else [])
+        text = _layer_copy_text(spec, frame, version)
+        _copy_text(conn, spec.name + HISTORY_SUFFIX, columns, text)
         self._copy_current(conn, spec, version, len(frame))
         conn.execute(
             sa.text("UPDATE twin_layer_versions SET current = false WHERE layer = :l AND current"),
