@@ -152,6 +152,16 @@ def test_docs_list_every_trust_setting_with_its_default():
         assert float(default) == setting.default, name
 
 
+def test_docs_list_one_demo_user_per_role_with_its_password():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "trust.md").read_text("utf-8")
+    rows = re.findall(r"^\| (\w+) \| [^|]+ \| (\w+-demo) \|$", text, re.M)
+    assert dict(rows) == {name: password for name, (_, password) in access.DEMO_USERS.items()}
+    assert sorted(role for role, _ in access.DEMO_USERS.values()) == sorted(ROLES)
+
+
 @pytest.mark.parametrize("raw", ["many", "0", "-1"])
 def test_bad_access_settings_are_refused_with_the_variable(monkeypatch, raw):
     monkeypatch.setenv("TWIN_MAX_FAILED_LOGINS", raw)

@@ -921,15 +921,10 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # Demo users (documented in docs/trust.md; never use these passwords outside the demo)
 
-#: username → (role, password) of the demo: one user per role.
+#: username → (role, password) of the demo: one user per role, named after it without "_"
+#: (``gridworker`` / ``gridworker-demo`` for ``grid_worker``).
 DEMO_USERS: dict[str, tuple[str, str]] = {
-    "admin": ("admin", "admin-demo"),
-    "official": ("official", "official-demo"),
-    "dispatcher": ("dispatcher", "dispatcher-demo"),
-    "gridworker": ("grid_worker", "gridworker-demo"),
-    "planner": ("planner", "planner-demo"),
-    "datastaff": ("data_staff", "datastaff-demo"),
-    "resident": ("resident", "resident-demo"),
+    role.replace("_", ""): (role, role.replace("_", "") + "-demo") for role in ROLES
 }
 
 
