@@ -77,7 +77,7 @@ def clear(store: Any | None = None) -> None:
 
 
 def stamps(store: Any, names: Iterable[str]) -> dict[str, Stamp | None]:
-    """The current version of each layer in *names* (None if never written), in one small read.
+    """Return the current version of each layer in *names* (None if never written), in one read.
 
     PostGIS: one statement on the versions table. Embedded store: the same statement through a
     read-only SQLite connection of this thread, kept open (``layer_versions`` parses every
@@ -111,7 +111,7 @@ VERSIONS_SQL = (
 
 
 def versions_table(store: Any) -> str:
-    """The schema-qualified versions table of a PostGIS store."""
+    """Return the schema-qualified versions table of a PostGIS store."""
     from twin.query import sql as q
 
     return q.table(store, LAYER_VERSIONS.name)
@@ -179,7 +179,7 @@ def _stamps_sqlite(store: Any, names: list[str]) -> dict[str, Stamp | None]:
 
 
 def layer(store: Any, name: str, stamp: Stamp | None | bool = False) -> gpd.GeoDataFrame:
-    """The current version of layer *name*, read once per version (shared: do not modify it).
+    """Return the current version of layer *name*, read once per version (shared: do not modify).
 
     Parameters
     ----------
@@ -234,7 +234,7 @@ def derived(store: Any, name: str, stamp: Stamp, key: Hashable, build: Callable[
 def metric_index(
     store: Any, name: str, stamp: Stamp, frame: gpd.GeoDataFrame, crs: str
 ) -> tuple[np.ndarray, shapely.STRtree]:
-    """The layer's geometries in the metric *crs* and an STRtree over them (per version)."""
+    """Return the layer's geometries in the metric *crs* and an STRtree over them (per version)."""
 
     def build() -> tuple[np.ndarray, shapely.STRtree]:
         geoms = frame.geometry.to_crs(crs).values.to_numpy()
@@ -248,7 +248,7 @@ def metric_index(
 
 @functools.lru_cache(maxsize=64)
 def transformer(source: str, target: str) -> pyproj.Transformer:
-    """A cached (lon, lat order) transformer between two CRSs."""
+    """Return a cached (lon, lat order) transformer between two CRSs."""
     return pyproj.Transformer.from_crs(source, target, always_xy=True)
 
 

@@ -243,13 +243,13 @@ def is_postgis(store: Any) -> bool:
 
 
 def current_version(store: Any, name: str) -> int | None:
-    """The current version number of layer *name*, None if it was never written."""
+    """Return the current version number of layer *name*, None if it was never written."""
     stamp = _cache.stamps(store, [name])[name]
     return None if stamp is None else stamp[0]
 
 
 def read(store: Any, name: str, versions: dict[str, Any]) -> gpd.GeoDataFrame:
-    """The current version of layer *name*, recording its version in *versions*.
+    """Return the current version of layer *name*, recording its version in *versions*.
 
     The frame is read once per version and shared between queries (see ``twin.query._cache``):
     callers must not modify it in place (assigning columns to a copy is fine).
@@ -275,7 +275,7 @@ AREA_LAYERS = ("community", "grid_cells")
 def study_area(
     store: Any, versions: dict[str, Any], stamps: dict[str, Any] | None = None
 ) -> shapely.Geometry | None:
-    """The community boundary, else the union of the unit grids, else None (no check possible).
+    """Return the community boundary, else the union of the unit grids, else None (no check).
 
     The union is made once per version of the layer it comes from (prepared for fast point
     tests). *stamps* are the current stamps of :data:`AREA_LAYERS` when the caller already has
@@ -328,7 +328,7 @@ def check_in_area(
 
 
 def geoframe(columns: dict[str, Any], geometry: Any, n: int) -> gpd.GeoDataFrame:
-    """A GeoDataFrame of *n* rows from column arrays and a GeometryArray (which carries the CRS).
+    """Build a GeoDataFrame of *n* rows from column arrays and a GeometryArray (with its CRS).
 
     Object arrays stay ``object`` (pandas would make text ``str``, unlike ``read_layer``), and
     nothing is copied: built in one step, without the per-column work of assigning columns

@@ -42,7 +42,7 @@ _CONDITION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|!=|==|=|<|>)\s*(
 
 
 def _target(store: Any, point: Any, of: Any, versions: dict) -> tuple[shapely.Geometry, str, Any]:
-    """The geometry to measure from (EPSG:4326), its metric CRS, and the feature to leave out.
+    """Return the geometry to measure from (EPSG:4326), its metric CRS and the feature left out.
 
     A point is only read here; the caller checks it against the study area (see
     :func:`_check_point`) once it knows the current versions.
@@ -81,7 +81,7 @@ def _check_point(
 
 
 def _names(layer: str, point: Any) -> list[str]:
-    """The layers whose versions a query reads: the area's too when measuring from a point."""
+    """Return the layers whose versions a query reads: the area's too when from a point."""
     return [*AREA_LAYERS, layer] if point is not None else [layer]
 
 
@@ -242,7 +242,7 @@ def _use_sql(store: Any, engine: str | None) -> bool:
 
 
 def _version_of(store: Any, layer: str, stamp: Any) -> int:
-    """The version number of *stamp*; the store's own error if the layer was never written."""
+    """Return the version number of *stamp*; the store's own error if never written."""
     if stamp is None:
         _cache.layer(store, layer, None)  # raises LayerNotFoundError
     return stamp[0]
@@ -390,7 +390,7 @@ def nearest(
 
 
 def _nearest_memory(store, spec, stamp, target, crs, k, self_id, on_layer, live):
-    """The k nearest in memory: STRtree candidates in a growing radius, then exact distances."""
+    """Find the k nearest in memory: STRtree candidates in a growing radius, exact distances."""
     _version_of(store, spec.name, stamp)
     frame = _cache.layer(store, spec.name, stamp)
     keep = _mask(frame, on_layer)

@@ -117,7 +117,7 @@ def run_versioned(
 def typed_frame(
     spec: LayerSpec, names: list[str], rows: list[tuple], extra: list[str] = ()
 ) -> gpd.GeoDataFrame:
-    """A layer's rows (its declared columns, *extra* float columns, ``geom`` as WKB) as a frame.
+    """Build a frame of a layer's rows (declared columns, *extra* floats, ``geom`` as WKB).
 
     The dtypes are those of :func:`twin.schema.coerce_series` (what ``read_layer`` gives), built
     straight from the values the driver returns: text and dates as objects with None, whole
