@@ -7,7 +7,6 @@ import sqlite3
 import struct
 import subprocess
 import threading
-import time
 from datetime import UTC, date, datetime, timedelta
 
 import geopandas as gpd
@@ -291,9 +290,9 @@ def test_get_case_reads_one_row_among_many(store):
     n = 20_000
     store.put_rows(CASES, pd.DataFrame({"id": [f"C{i:05d}" for i in range(n)], "version": 1,
                                         "status": "filed", "requested_at": utcnow()}))
-    timings = []
     for i in range(5):
-        t0 = time.perf_counter()
-        assert store.get_case(f"C{i * 3000:05d}")["status"] == "filed"
-        timings.append(time.perf_counter() - t0)
-    assert min(timings) < 0.02, timings  # a keyed read, not a scan of the table
+        assert store.get_case(f"C{i * 3000:05d}")["id"] == f"C{i * 3000:05d}"
+    # a keyed read, not a scan of the table (speed is judged in benchmarks/, not here)
+    with sqlite3.connect(store.path) as conn:
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT * FROM twin_cases WHERE id = ?", ("C1",))
+        assert "USING INDEX" in " ".join(str(row) for row in plan.fetchall())
