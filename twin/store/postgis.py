@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -78,6 +78,7 @@ LOGGER = logging.getLogger(__name__)
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 COPY_CHUNK_ROWS = 50_000
 COPY_CHUNK_BYTES = 8 << 20  # COPY text handed to psycopg this many bytes at a time
+LAYER_COPY_ROWS = 20_000  # rows of a layer encoded at a time (the server parses the last ones)
 AGG_CHUNK_ROWS = 2_000_000  # about this many rows per packed value of a column read
 GIST_REBUILD_ROWS = 10_000
 # OFFSET 0 keeps a FROM subquery as one plan step (not pulled up): each case's period and its
@@ -277,15 +278,23 @@ def _layer_copy_text(spec: LayerSpec, frame: pd.DataFrame, version: int) -> memo
     return memoryview(data)[int(off[0]) : int(off[-1])]  # the lines, back to back
 
 
-def _copy_text(conn: sa.Connection, table: str, columns: list[str], text: memoryview) -> None:
-    """COPY ready-made COPY text into *table* on the transaction's connection."""
-    if not len(text):
-        return
+def _copy_text(
+    conn: sa.Connection, table: str, columns: list[str], pieces: Iterable[memoryview]
+) -> None:
+    """COPY ready-made COPY text, given in pieces, into *table* on the transaction's connection.
+
+    A psycopg writer thread sends each piece while the next one is being built, so the server
+    parses rows while the client encodes the following ones.
+    """
+    from psycopg.copy import QueuedLibpqWriter
+
     statement = f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
     raw = conn.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for start in range(0, len(text), COPY_CHUNK_BYTES):
-            copy.write(text[start : start + COPY_CHUNK_BYTES])
+    with raw.cursor() as cursor:
+        with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
+            for text in pieces:
+                for start in range(0, len(text), COPY_CHUNK_BYTES):
+                    copy.write(text[start : start + COPY_CHUNK_BYTES])
 
 
 def _select_list(columns: tuple[Column, ...] | list[Column], geometry: bool) -> str:
@@ -657,8 +666,11 @@ class PostGISStore(Store):
             {"l": spec.name},
         ).scalar_one()
         columns = [VERSION_COLUMN, *spec.column_names] + (["geom"] if spec.geometry_type else [])
-        text = _layer_copy_text(spec, frame, version)
-        _copy_text(conn, spec.name + HISTORY_SUFFIX, columns, text)
+        pieces = (
+            _layer_copy_text(spec, frame.iloc[start : start + LAYER_COPY_ROWS], version)
+            for start in range(0, len(frame), LAYER_COPY_ROWS)
+        )
+        _copy_text(conn, spec.name + HISTORY_SUFFIX, columns, pieces)
         self._copy_current(conn, spec, version, len(frame))
         conn.execute(
             sa.text("UPDATE twin_layer_versions SET current = false WHERE layer = :l AND current"),
