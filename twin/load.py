@@ -760,18 +760,22 @@ def _map_attributes(spec: LayerSpec, src: pd.DataFrame, mapping: dict, coordinat
 
 
 def _attrs_json(extra: pd.DataFrame) -> pd.Series:
-    """One JSON object per row holding every unmapped source field (vectorised via to_json)."""
+    """One JSON object per row holding every unmapped source field, as canonical text.
+
+    Canonical (sorted keys, the separators of :func:`twin.schema.coerce_series`) so that the
+    validation after it recognises the text instead of parsing and writing it again; written
+    with ``json.dumps`` rather than ``DataFrame.to_json``, which rounds floats to 10 digits.
+    """
     frame = extra.copy()
     for c in frame.columns:
         if pd.api.types.is_datetime64_any_dtype(frame[c]) or frame[c].dtype == object:
             frame[c] = frame[c].map(_plain, na_action="ignore")
-    text = frame.to_json(
-        orient="records", lines=True, force_ascii=False, date_format="iso", default_handler=str
-    )
-    lines = text.rstrip("\n").split("\n")
+    frame = frame.astype(object).where(frame.notna(), None)
+    records = frame.to_dict("records")  # numpy scalars come out as Python ones
     if "attrs" in frame.columns:  # a re-loaded export: merge its attrs instead of nesting them
-        lines = [_merge_attrs(line) for line in lines]
-    return pd.Series(lines, index=extra.index, dtype=object)
+        records = [_merge_attrs(record) for record in records]
+    dumps = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str).encode
+    return pd.Series([dumps(r) for r in records], index=extra.index, dtype=object)
 
 
 def _plain(value):
@@ -782,8 +786,7 @@ def _plain(value):
     return value
 
 
-def _merge_attrs(line: str) -> str:
-    obj = json.loads(line)
+def _merge_attrs(obj: dict) -> dict:
     inner = obj.pop("attrs", None)
     if isinstance(inner, str):
         try:
@@ -792,7 +795,7 @@ def _merge_attrs(line: str) -> str:
             inner = {"attrs": inner}
     if isinstance(inner, dict):
         obj = {**inner, **obj}
-    return json.dumps(obj, ensure_ascii=False)
+    return obj
 
 
 def _convert(spec: LayerSpec, out: pd.DataFrame, rows, issues: _Issues):
