@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import numpy as np
 import pandas as pd
@@ -383,12 +382,9 @@ LARGE_N = 20_000  # ≈ 4 MB GeoPackage: the "200 MB" case scaled to keep the te
 def test_a_large_file_loads_in_one_version(store, base, tmp_path, capsys):
     base["buildings"]
     path = fx.make_large(_dir(tmp_path), LARGE_N)
-    t0 = time.perf_counter()
     code, out, err = run(store, "buildings", path, "--quiet", capsys=capsys)
-    elapsed = time.perf_counter() - t0
     assert code == 0, err
     assert out == ""  # --quiet
     now = assert_new_version_and_v1_intact(store, "buildings", base["buildings"])
     assert len(now) == LARGE_N
     assert now["floors"].sum() == sum((i % 30) + 1 for i in range(LARGE_N))
-    assert elapsed < 60, f"{LARGE_N} footprints took {elapsed:.1f} s"
