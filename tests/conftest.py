@@ -115,3 +115,22 @@ def cameras() -> gpd.GeoDataFrame:
         geometry=[Point(LON + 0.0002, LAT + 0.0002)],
         crs=4326,
     )
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many tests ran on each store, so a run shows that PostGIS was really exercised."""
+    counts = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if report.when != "call" and outcome != "skipped":
+                continue
+            for kind in STORE_KINDS:
+                if f"[{kind}" in report.nodeid or f"-{kind}]" in report.nodeid \
+                        or f"-{kind}-" in report.nodeid:
+                    counts.setdefault(kind, {}).setdefault(outcome, 0)
+                    counts[kind][outcome] += 1
+    if counts:
+        terminalreporter.write_sep("-", "tests per store")
+        for kind in STORE_KINDS:
+            line = ", ".join(f"{n} {o}" for o, n in sorted(counts.get(kind, {}).items())) or "none"
+            terminalreporter.write_line(f"{kind}: {line}")
