@@ -203,8 +203,7 @@ def test_demo_community_runs(tmp_path, monkeypatch):
     from twin.settings import default_store_path
 
     demo = default_store_path()
-    if not demo.exists():
-        pytest.skip(f"{demo} not generated yet: run `make demo` or python scripts/make_demo.py")
+    assert demo.exists(), f"{demo} is missing: run `make test` (it runs scripts/make_demo.py)"
     copy = tmp_path / "demo.gpkg"
     shutil.copyfile(demo, copy)  # never touch the committed file
     monkeypatch.setenv("TWIN_DATABASE_URL", str(copy))

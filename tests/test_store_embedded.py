@@ -18,6 +18,7 @@ import shapely
 from shapely.geometry import LineString, Point, Polygon
 
 import layers
+from tests.services import missing
 from twin.errors import ConfigError, ValidationError
 from twin.schema import TABLES
 from twin.store import gpkg, open_store
@@ -109,8 +110,9 @@ def test_gdal_reads_dates_and_times_from_the_store_tables(store, buildings, grid
     assert observed.tolist() == [pd.Timestamp(T0), pd.Timestamp(T0 + timedelta(seconds=1))]
 
 
-@pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="ogrinfo (gdal-bin) not installed")
 def test_ogrinfo_finds_no_errors_or_warnings(store, buildings, grid_cells):
+    if shutil.which("ogrinfo") is None:
+        missing("ogrinfo (gdal-bin)", "run `make test` as root, or apt-get install gdal-bin")
     _fill(store, buildings, grid_cells)
     done = subprocess.run(
         ["ogrinfo", "-ro", "-al", str(store.path)], capture_output=True, text=True, timeout=60
