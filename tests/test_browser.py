@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -45,7 +46,7 @@ def chromium():
 USER, PASSWORD = "duty_chief", "demo-password-1"
 
 
-def demo_copy(folder) -> "Path":
+def demo_copy(folder) -> Path:
     """The demo GeoPackage copied to *folder* (the committed file is never modified), with a few
     cases and a user to log in; the small test twin when the demo has not been generated."""
     import json

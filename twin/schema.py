@@ -408,7 +408,7 @@ def coerce_series(series: pd.Series, column: Column) -> pd.Series:
         ) from None
 
 
-_BOOLS = {True: True, False: False, 1: True, 0: False, "true": True, "false": False,
+_BOOLS = {True: True, False: False, "true": True, "false": False,  # 1 and 0 hash as True/False
           "1": True, "0": False, "是": True, "否": False}
 
 
