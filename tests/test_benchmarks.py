@@ -43,15 +43,19 @@ def test_enrichment_and_sjoin_agree_and_a_wrong_answer_is_caught(scen):
 
 
 def test_indicators_equal_the_sql_group_by(scen, postgis_url, monkeypatch):
+    import pandas as pd
+
+    from twin import scenario as tscen
+
     monkeypatch.setattr(common, "PG_URL", postgis_url)
-    cases = scenarios.case_table(scen, 500)
+    cases = tscen.make_cases(scen, 500, start=kpi.START, end=kpi.END)
     with common.pg_store() as store:
-        kpi.write_table(store, cases)
-        rows = common.sql_rows(store, kpi.SQL)
-        ours = kpi._ours(cases)
-        assert kpi._same(ours, rows)
-        assert kpi._same(kpi._ours(kpi.read_table(store)), rows)
-        assert not kpi._same(kpi._ours(cases.iloc[1:]), rows)
+        kpi._fill(store, cases)
+        rows = pd.DataFrame(common.sql_rows(store, kpi.SQL),
+                            columns=["grid_code", "period", *kpi.COUNTS])
+        assert kpi._same(kpi._store_path(store), rows)
+        assert kpi._same(kpi._in_memory(store), rows)
+        assert not kpi._same(kpi._store_path(store).iloc[1:], rows)
 
 
 def test_plan_picks_measurements_and_scales():
