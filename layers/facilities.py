@@ -1,4 +1,4 @@
-"""配套设施 Community facilities for life circles: schools, clinics, elderly care, markets, parks."""
+"""配套设施 Life-circle facilities: schools, clinics, elderly care, markets, parks."""
 
 from twin.schema import Column, LayerSpec, MapStyle
 

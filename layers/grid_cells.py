@@ -37,5 +37,5 @@ SPEC = LayerSpec(
 
 
 def full_code(county: str, street: str, community: str, sequence: str) -> str:
-    """The grid code string derived from its stored parts (e.g. 14 digits for a 2-digit sequence)."""
+    """Derive the grid code string from its stored parts (14 digits for a 2-digit sequence)."""
     return f"{county}{street}{community}{sequence}"

@@ -18,7 +18,7 @@ SPEC = LayerSpec(
         Column("kind", "text", "类型", "Kind", required=True, choices=KINDS,
                aliases=("type", "类型")),
         Column("properties", "json", "监测项", "Measured properties",
-               doc='observed property → unit, e.g. {"pm25": "ug/m3"} (SensorThings ObservedProperty)'),
+               doc='property → unit, e.g. {"pm25": "ug/m3"} (SensorThings ObservedProperty)'),
         Column("ref_building", "text", "所属楼栋", "Building", doc="building_code it belongs to"),
         Column("ref_lot", "text", "所属停车场", "Parking lot", doc="lot_id it belongs to"),
         Column("battery_level", "float", "电量", "Battery", unit="0–1", min=0, max=1,

@@ -33,13 +33,20 @@ def test_figure_speedup_for_times_and_throughputs():
 
 def test_enrichment_and_sjoin_agree_and_a_wrong_answer_is_caught(scen):
     pts = scenarios.points(scen, 2_000)
-    ours = enrich.ours(pts, scen["grid_cells"], scen["buildings"])
-    anchor = enrich.anchor(pts, scen["grid_cells"], scen["buildings"])
-    assert all(np.array_equal(a, b) for a, b in zip(ours, anchor, strict=True))
-    assert sum(v is not None for v in ours[1]) > 0  # some points do fall in buildings
-    wrong = ours[0].copy()
-    wrong[0] = "nowhere"
-    assert not np.array_equal(wrong, anchor[0])
+    layers = {k: scen[k] for k in ("grid_cells", "buildings", "parking", "cameras")}
+    ours = enrich.ours(pts, layers)
+    anchor = enrich.anchor(pts, layers)
+    assert enrich.same(ours, anchor)
+    grid, _, building, lot, cams = ours
+    # every kind of assignment is exercised: in a building, in a lot, seen by two cameras
+    assert sum(v is not None for v in building) > 0 and sum(v is not None for v in lot) > 0
+    assert max(len(c) for c in cams) >= 2
+    for column in range(len(enrich.COLUMNS)):
+        wrong = list(ours)
+        wrong[column] = ours[column].copy()
+        i = next(i for i, v in enumerate(ours[column]) if v not in (None, ()))
+        wrong[column][i] = () if column == 4 else None
+        assert not enrich.same(tuple(wrong), anchor), enrich.COLUMNS[column]
 
 
 def test_indicators_equal_the_sql_group_by(scen, postgis_url, monkeypatch):

@@ -159,7 +159,7 @@ def tooltip_at(page, x: float, y: float, timeout_s: float = 5.0) -> str | None:
 
 
 def quiet_points(gpkg, grid_code: str | None = None):
-    """Points far from every point feature, inside a building (default) or in a grid's open space."""
+    """Points far from every point feature: in a building (default) or in a grid's open space."""
     import geopandas as gpd
     import numpy as np
     import shapely

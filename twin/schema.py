@@ -277,7 +277,8 @@ LAYER_VERSIONS = TableSpec(
 DEAD_LETTERS = TableSpec(
     "twin_dead_letters",
     (
-        _c("id", "text", "hash of topic, payload and reason: a redelivered bad message is kept once"),
+        _c("id", "text",
+           "hash of topic, payload and reason: a redelivered bad message is kept once"),
         _c("received_at", "datetime", "when the feed received it (UTC)"),
         _c("topic", "text", "MQTT topic, replay file or simulator it came on"),
         _c("reason", "text", "malformed_json, unknown_sensor, bad_time, out_of_range …"),
@@ -413,7 +414,7 @@ _BOOLS = {True: True, False: False, "true": True, "false": False,  # 1 and 0 has
 
 
 def _is_text_dtype(kind: Any) -> bool:
-    """True for pandas' text dtypes (``str``/``string``), False for object and the rest."""
+    """Tell whether a dtype is one of pandas' text dtypes (``str``/``string``), not object."""
     return isinstance(kind, pd.StringDtype)
 
 
@@ -650,7 +651,8 @@ def coerce_table(table: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
     unknown = [c for c in frame.columns if c not in {c.name for c in table.columns} | {"geometry"}]
     if unknown:
         raise ValidationError(
-            f"table {table.name}: unknown fields {unknown}; allowed: {[c.name for c in table.columns]}"
+            f"table {table.name}: unknown fields {unknown}; "
+            f"allowed: {[c.name for c in table.columns]}"
         )
     out = pd.DataFrame(index=range(len(frame)))
     frame = frame.reset_index(drop=True)
