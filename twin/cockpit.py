@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,6 +20,7 @@ from twin import cases as caseloop
 from twin import kpi, schema
 from twin.crs import utm_epsg
 from twin.errors import LayerNotFoundError, ValidationError
+from twin.lru import LRUCache
 from twin.store.base import Store
 from twin.twin import Twin
 
@@ -174,38 +173,8 @@ def read_alarms(store: Store) -> pd.DataFrame:
         return empty
 
 
-class _Cache:
-    """A small thread-safe LRU dict (Streamlit serves every session from its own thread)."""
-
-    def __init__(self, size: int = CACHE_ENTRIES) -> None:
-        self.size = size
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = make()  # outside the lock: a slow read must not block other sessions
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-    def put(self, key: Hashable, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-_INPUTS = _Cache()
-_INDEXES = _Cache()
+_INPUTS = LRUCache(CACHE_ENTRIES)
+_INDEXES = LRUCache(CACHE_ENTRIES)
 
 
 def clear_caches() -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +21,7 @@ from twin import settings
 from twin.crs import wgs84_to_gcj02
 from twin.enrich import CONE_SEGMENTS, camera_cones  # noqa: F401 (re-exported)
 from twin.enrich import cone_metric_crs as local_metric_crs  # noqa: F401 (re-exported)
+from twin.lru import LRUCache
 from twin.schema import LayerSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -839,29 +838,8 @@ class CompactDeck(pdk.Deck):
         return json.dumps(self, sort_keys=True, default=default_serialize, separators=(",", ":"))
 
 
-class _Cache:
-    """A small thread-safe LRU of built basemap layers (keyed by their frame's identity)."""
-
-    def __init__(self, size: int = 16) -> None:
-        self.size = size
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = make()
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-
-_BASEMAP = _Cache()
-_TOOLTIPS = _Cache(32)
+_BASEMAP = LRUCache(16)
+_TOOLTIPS = LRUCache(32)
 
 
 def _static(name: str, frame: gpd.GeoDataFrame, lang: str, crs: str,
