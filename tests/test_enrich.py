@@ -151,3 +151,29 @@ def test_enricher_shares_points_across_layers_and_lists_covering_cameras(grid_ce
     assert got["grid_code"].tolist() == [G1, None, None]
     assert got["camera_ids"].tolist() == [("C1", "C2"), (), ()]
     assert got["building_code"].tolist() == [None, None, None]
+
+
+def test_large_and_small_batches_find_the_same_pairs():
+    """The point-tree path (batch larger than the polygons) equals one query per point."""
+    import shapely
+
+    from twin.enrich import PointBatch, intersecting_pairs
+
+    ring = Polygon([(0, 0), (4, 0), (4, 4), (0, 4)], [[(1, 1), (3, 1), (3, 3), (1, 3)]])
+    concave = Polygon([(5, 0), (9, 0), (9, 4), (7, 1), (5, 4)])
+    polygons = np.array([ring, concave, box(3, 3, 6, 6), box(0, 0, 1, 1)], dtype=object)
+    rng = np.random.default_rng(7)
+    # random points, every vertex and edge midpoint, points in the hole, and missing points
+    coords = np.vstack([rng.uniform(-1, 10, (400, 2)), shapely.get_coordinates(polygons),
+                        [(2, 0), (2, 2), (4, 2), (7, 1), (6, 2.5)]])
+    points = np.array([*shapely.points(coords), None], dtype=object)
+    tree = shapely.STRtree(polygons)
+    expected = set(zip(*tree.query(points, predicate="intersects"), strict=True))
+    large = intersecting_pairs(PointBatch(points), polygons, tree)
+    assert len(points) > len(polygons) and set(zip(*large, strict=True)) == expected
+    edge, hole = len(coords) - 5, len(coords) - 4  # (2, 0) on the ring's edge; (2, 2) in its hole
+    assert (edge, 0) in expected and (hole, 0) not in expected
+    for i in range(0, len(points), 3):  # batches smaller than the polygons take the other path
+        small = intersecting_pairs(PointBatch(points[i:i + 3]), polygons, tree)
+        assert {(a + i, b) for a, b in zip(*small, strict=True)} == {
+            (a, b) for a, b in expected if i <= a < i + 3}

@@ -66,6 +66,60 @@ def _first_by_rank(hits: np.ndarray, found: np.ndarray, rank: Callable[[], np.nd
     return hits[starts], by_rank[best]
 
 
+class PointBatch:
+    """The points of one batch, with their coordinates and an STRtree over them built on demand.
+
+    Several indexes answer the same batch (grid, building, lot, cameras): the batch's tree is
+    built once and shared by all of them.
+    """
+
+    def __init__(
+        self, points: np.ndarray, xy: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> None:
+        self.points = np.asarray(points, dtype=object)
+        self._tree: shapely.STRtree | None = None
+        self._xy = xy  # the points' coordinates, when the caller has them already
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    @property
+    def tree(self) -> shapely.STRtree:
+        """An STRtree over the points (missing and empty points are left out)."""
+        if self._tree is None:
+            self._tree = shapely.STRtree(self.points)
+        return self._tree
+
+    @property
+    def xy(self) -> tuple[np.ndarray, np.ndarray]:
+        """The points' coordinates (NaN where a point is missing)."""
+        if self._xy is None:
+            self._xy = (shapely.get_x(self.points), shapely.get_y(self.points))
+        return self._xy
+
+
+def intersecting_pairs(
+    batch: PointBatch, polygons: np.ndarray, tree: shapely.STRtree
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the (point, polygon) position pairs where a point lies in or on a polygon.
+
+    Whichever side is smaller is looked up in the other's tree: for a large batch, the polygons'
+    envelopes are queried against the batch's point tree and the candidates tested with
+    ``shapely.intersects_xy`` on the (prepared) polygons, which is several times faster than a
+    tree query per point; for a small batch, one query per point against the polygons' *tree*.
+    Both give the same pairs (the boundary counts as inside).
+    """
+    if len(batch) == 0 or len(polygons) == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    if len(batch) <= len(polygons):
+        return tree.query(batch.points, predicate="intersects")
+    shapes, candidates = batch.tree.query(polygons)
+    x, y = batch.xy
+    inside = shapely.intersects_xy(polygons[shapes], x[candidates], y[candidates])
+    return candidates[inside], shapes[inside]
+
+
 class PolygonIndex:
     """An STRtree over polygons and their attribute arrays: built once, queried per batch.
 
@@ -107,6 +161,7 @@ class PolygonIndex:
         self._same_crs: dict[str, bool] = {}
         self.attrs = {c: np.asarray(polygons[c], dtype=object)[usable] for c in wanted}
         self.tree = shapely.STRtree(self.geometries)
+        shapely.prepare(self.geometries)  # for the large-batch path of intersecting_pairs
 
     def __len__(self) -> int:
         return len(self.geometries)
@@ -129,17 +184,15 @@ class PolygonIndex:
             self._same_crs[key] = not given.equals(self.crs)
         return self._same_crs[key]
 
-    def locate_points(self, points: np.ndarray) -> np.ndarray:
+    def locate_points(self, points: np.ndarray | PointBatch) -> np.ndarray:
         """Return the position of the polygon each point (in the index's CRS) lies in, or -1.
 
-        The fast path for points already built (a batch's points, shared by several indexes):
-        no representative point, no CRS check. Missing or empty points give -1.
+        The fast path for points already built (a :class:`PointBatch` is shared by several
+        indexes): no representative point, no CRS check. Missing or empty points give -1.
         """
-        points = np.asarray(points, dtype=object)
-        result = np.full(len(points), -1, dtype=np.int64)
-        if len(points) == 0 or len(self) == 0:
-            return result
-        hits, polys = self.tree.query(points, predicate="intersects")
+        batch = points if isinstance(points, PointBatch) else PointBatch(points)
+        result = np.full(len(batch), -1, dtype=np.int64)
+        hits, polys = intersecting_pairs(batch, self.geometries, self.tree)
         if len(hits):
             where, chosen = _first_by_rank(hits, polys, lambda: self._rank)
             result[where] = chosen
@@ -357,18 +410,18 @@ class ConeIndex:
         )
         self.cones = cones
         self.camera_ids = np.asarray(cones["camera_id"], dtype=object)
-        self.tree = shapely.STRtree(np.asarray(cones.geometry.values, dtype=object))
+        self.geometries = np.asarray(cones.geometry.values, dtype=object)
+        self.tree = shapely.STRtree(self.geometries)
+        shapely.prepare(self.geometries)
 
     def __len__(self) -> int:
         return len(self.camera_ids)
 
-    def covering(self, points: np.ndarray) -> np.ndarray:
+    def covering(self, points: np.ndarray | PointBatch) -> np.ndarray:
         """Return, per point (EPSG:4326), the sorted tuple of cameras whose cone covers it."""
-        points = np.asarray(points, dtype=object)
-        out = _no_cameras(len(points))
-        if len(self) == 0 or len(points) == 0:
-            return out
-        hits, cones = self.tree.query(points, predicate="intersects")
+        batch = points if isinstance(points, PointBatch) else PointBatch(points)
+        out = _no_cameras(len(batch))
+        hits, cones = intersecting_pairs(batch, self.geometries, self.tree)
         if len(hits):
             ids = self.camera_ids[cones].astype(str)
             order = np.lexsort((ids, hits))
@@ -428,9 +481,10 @@ class Enricher:
         points = np.full(len(x), None, dtype=object)
         if ok.any():
             points[ok] = shapely.points(x[ok], y[ok])
+        # one batch (its points and, when large, a tree over them) for every index (EPSG:4326)
+        points = PointBatch(points, xy=(np.where(ok, x, np.nan), np.where(ok, y, np.nan)))
         none = np.full(len(x), None, dtype=object)
         columns: dict[str, np.ndarray] = {}
-        # the points are built once and shared by every index (all in EPSG:4326)
         if self.grids is not None:
             where = self.grids.locate_points(points)
             columns.update({name: self.grids.take(name, where) for name in ASSIGNED_NAMES})
