@@ -180,13 +180,18 @@ def _summary(args, result) -> None:
         f" encoding {r['encoding']['chosen']}, CRS {crs}"
     )
     print(line)
-    shown = [i for i in r["issues"] if i["severity"] in ("rejected", "repaired", "warning")]
+    order = {"rejected": 0, "repaired": 1, "warning": 2}  # the worst first
+    shown = sorted((i for i in r["issues"] if i["severity"] in order),
+                   key=lambda i: order[i["severity"]])
     for item in shown[:10]:
         where = f"row {item['row']}" if "row" in item else "file"
         ident = f" ({item['id']})" if "id" in item else ""
         sys.stderr.write(f"  {item['severity']}: {where}{ident}: {item['message']}\n")
-    if len(shown) > 10:
-        sys.stderr.write(f"  … and {len(shown) - 10} more; --report FILE.json lists them all\n")
+    more = len(shown) - 10 + r.get("warnings_not_listed", 0)
+    if more > 0:
+        listed = "lists them all" if "warnings_not_listed" not in r else (
+            "lists every rejected and repaired feature; issue_counts counts them all")
+        sys.stderr.write(f"  … and {more} more; --report FILE.json {listed}\n")
 
 
 def _history(store, layer: str) -> int:

@@ -375,16 +375,43 @@ def test_internal_errors_exit_1_without_a_traceback(store, base, tmp_path, capsy
     assert_unchanged(store, "buildings", base["buildings"])
 
 
-LARGE_N = 20_000  # ≈ 4 MB GeoPackage: the "200 MB" case scaled to keep the test fast; the
-# full-size run belongs in benchmarks/ (the 100k-footprint comparison with ogr2ogr)
+LARGE_N = 20_000  # finely digitised footprints: the file is over 200 MB
 
 
-def test_a_large_file_loads_in_one_version(store, base, tmp_path, capsys):
+@pytest.fixture(scope="session")
+def large_file(tmp_path_factory):
+    """The 200 MB staff file, made once for both stores (never stored in the repository)."""
+    path = fx.make_large(tmp_path_factory.mktemp("large"), LARGE_N)
+    assert path.stat().st_size > 200e6
+    return path
+
+
+def test_a_200_mb_file_loads_in_one_version_and_reports_every_rejected_feature(
+        store, base, large_file, tmp_path, capsys):
+    import geopandas as gpd
+    from shapely.geometry import box
+
     base["buildings"]
-    path = fx.make_large(_dir(tmp_path), LARGE_N)
-    code, out, err = run(store, "buildings", path, "--quiet", capsys=capsys)
+    # a 1 km community in the south-west corner: most of the 8 × 4 km of footprints are far out
+    store.write_layer("community", gpd.GeoDataFrame(
+        {"community_code": ["450311001001"], "name": ["桂花社区"]},
+        geometry=[box(LON, LAT, LON + 0.01, LAT + 0.009)], crs=4326), actor="seed", source="seed")
+    report = tmp_path / "report.json"
+    code, out, err = run(store, "buildings", large_file, "--quiet", "--report", report,
+                         capsys=capsys)
     assert code == 0, err
     assert out == ""  # --quiet
     now = assert_new_version_and_v1_intact(store, "buildings", base["buildings"])
-    assert len(now) == LARGE_N
-    assert now["floors"].sum() == sum((i % 30) + 1 for i in range(LARGE_N))
+    # the feature without geometry is rejected; the repaired bow-tie is split into two parts
+    assert len(now) == LARGE_N and (now["building_code"].str.startswith("L012345")).sum() == 2
+    floors = [(i % 30) + 1 for i in range(LARGE_N)]
+    assert now["floors"].sum() == sum(floors) - floors[-1] + floors[12_345]
+    assert shapely.get_num_coordinates(now.geometry.values).sum() > 600 * (LARGE_N - 2)
+    r = json.loads(report.read_text())
+    far = r["issue_counts"]["far_outside"]
+    assert far > 10_000 and r["warnings_not_listed"] == far - 2000
+    # past thousands of warnings, the repaired and the rejected feature are still listed
+    listed = {(i["severity"], i.get("id")) for i in r["issues"]}
+    assert ("repaired", "L012345") in listed
+    assert any(i["severity"] == "rejected" and i.get("row") == LARGE_N for i in r["issues"])
+    assert r["counts"]["rejected"] == 1 and r["counts"]["repaired"] == 1

@@ -30,7 +30,9 @@ LOGGER = logging.getLogger(__name__)
 
 __all__ = ["LoadError", "LoadResult", "load_file", "load_layer", "source_fingerprint"]
 
-MAX_LISTED_ISSUES = 2000  # the report lists this many issues; counts by kind are always complete
+#: The report lists every rejected and repaired feature but only this many warnings (a version
+#: keeps its report); the counts by kind (``issue_counts``) are always complete.
+MAX_LISTED_WARNINGS = 2000
 FAR_FROM_AREA_M = 2000.0  # a feature farther than this outside the community is reported
 FAR_FROM_MEDIAN_M = 10_000.0  # without a community: at least this far from the data's median
 TOPOLOGY_TOLERANCE_M2 = 1.0  # overlaps and gaps smaller than this are slivers, not reported
@@ -294,10 +296,11 @@ def _size(path: Path) -> int:
 
 def _finish(report: dict, issues: _Issues, t0: float, frame) -> None:
     issues.name_rows()
-    listed = issues.items[:MAX_LISTED_ISSUES]
-    report["issues"] = listed
-    if len(issues.items) > len(listed):
-        report["issues_not_listed"] = len(issues.items) - len(listed)
+    warnings = [i for i in issues.items if i["severity"] == "warning"]
+    kept = {id(i) for i in warnings[:MAX_LISTED_WARNINGS]}
+    report["issues"] = [i for i in issues.items if i["severity"] != "warning" or id(i) in kept]
+    if len(warnings) > MAX_LISTED_WARNINGS:
+        report["warnings_not_listed"] = len(warnings) - MAX_LISTED_WARNINGS
     report["issue_counts"] = dict(Counter(i["kind"] for i in issues.items))
     counts = report.setdefault("counts", {})
     counts.update(

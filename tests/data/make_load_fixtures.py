@@ -282,14 +282,28 @@ def community_boundary() -> gpd.GeoDataFrame:
     )
 
 
-def make_large(folder: Path, n: int = 20_000) -> Path:
-    """A GeoPackage of *n* footprints with a few attributes (the 'large file' case, scaled down)."""
-    i = np.arange(n)
-    x = LON + (i % 200) * 0.0004
-    y = LAT + (i // 200) * 0.0004
+def make_large(folder: Path, n: int = 20_000, vertices: int = 620) -> Path:
+    """A survey-office GeoPackage of *n* finely digitised footprints (≈ 200 MB at the defaults).
+
+    Each outline has *vertices* points (densified curves, as CAD conversions produce), spread
+    over about 8 × 4 km, so most lie far from the test community and draw a warning. Feature
+    ``L012345`` is a bow-tie (repaired) and the last one has no geometry (rejected): both sit
+    after thousands of warnings, where a truncated report would lose them.
+    """
     import shapely
 
-    geoms = shapely.box(x, y, x + 0.0003, y + 0.0003)
+    i = np.arange(n)
+    cx = LON + (i % 200) * 0.0004 + 0.00015
+    cy = LAT + (i // 200) * 0.0004 + 0.00015
+    angle = np.linspace(0, 2 * np.pi, vertices, endpoint=False)
+    radius = 0.00012 * (1 + 0.05 * np.sin(7 * angle))
+    rings = np.stack([cx[:, None] + radius * np.cos(angle), cy[:, None] + radius * np.sin(angle)],
+                     axis=-1)
+    geoms = shapely.polygons(np.concatenate([rings, rings[:, :1]], axis=1))
+    bow = 12_345 % n
+    x, y = cx[bow], cy[bow]
+    geoms[bow] = Polygon([(x, y), (x + 1e-4, y + 1e-4), (x + 1e-4, y), (x, y + 1e-4), (x, y)])
+    geoms[-1] = None
     frame = gpd.GeoDataFrame(
         {
             "bldg_code": [f"L{k:06d}" for k in i],
