@@ -25,6 +25,7 @@ from twin import crs as tcrs
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.load_formats import LoadError, RawData, read_source, resolve_source
 from twin.schema import ASSIGNED_COLUMNS, Column, LayerSpec, validate_layer_frame
+from twin.twin import put_layer
 
 LOGGER = logging.getLogger(__name__)
 
@@ -240,26 +241,12 @@ def load_layer(
     src = result.report["source"]
     source = f"{src['name']} sha256:{src['sha256']}"
     result.report.setdefault("timings_s", {})["write"] = None  # filled after the write
-    put = _put_layer()
-    result.version = put(
+    result.version = put_layer(
         store, layer, result.frame, actor=actor, source=source, note=note, report=result.report
     )
     result.report["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
     result.report["version"] = int(result.version.version)
     return result
-
-
-def _put_layer():
-    try:
-        from twin.twin import put_layer
-    except ImportError:  # the Twin module is not there yet: write the layer as it is
-
-        def put_layer(store, name, frame, *, actor, source, note="", report=None):
-            return store.write_layer(
-                name, frame, actor=actor, source=source, note=note, report=report
-            )
-
-    return put_layer
 
 
 def community_area(store) -> Any:
