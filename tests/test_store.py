@@ -662,6 +662,7 @@ def test_generated_cases_cover_every_path(generated_cases):
                                datetime(2026, 2, 28, 16, tzinfo=UTC)),
      datetime(2026, 2, 28, 16, tzinfo=UTC)),
     ([], None, (None, None), datetime(2026, 3, 5, tzinfo=UTC)),
+    (["reworks", "closed_at"], "month", (None, None), None),  # slices that are not text
 ])
 def test_case_counts_in_the_store_equal_the_counts_in_memory(
     store, generated_cases, by, period, window, as_of
@@ -727,6 +728,19 @@ def test_indicators_from_the_store_equal_those_in_memory(store, generated_cases)
         want = kpi.indicators(table, **kwargs)
         assert len(got) > 0
         pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_case_counts_keep_awkward_slice_values_apart(store, generated_cases):
+    """Empty, missing, quoted and comma-holding slice values each get their own row."""
+    cases = generated_cases[generated_cases["filed_at"].notna()].head(8).copy()
+    odd = ["", None, 'a,"b"', "line\nbreak", "街道,一", "", None, "x"]
+    cases["grid_code"] = pd.Series(odd, index=cases.index, dtype=object)
+    store.put_rows(CASES, cases)
+    got = store.case_counts(["filed"], by=["grid_code"],
+                            as_of=datetime(2030, 1, 1, tzinfo=UTC))
+    codes = got["grid_code"].astype(object).where(got["grid_code"].notna(), None).tolist()
+    assert codes == ["", "a,\"b\"", "line\nbreak", "x", "街道,一", None]
+    assert got["filed"].tolist() == [2, 1, 1, 1, 1, 2]
 
 
 def test_case_counts_of_an_empty_cohort(store):

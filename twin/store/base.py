@@ -863,14 +863,24 @@ def plan_case_counts(
     return CountQuery(sql, params, names, keys, labels)
 
 
-def count_frame(query: CountQuery | None, rows: Sequence[Sequence[Any]], *, by: Sequence[str],
-                components: dict[str, str] | Sequence[str] | None,
+def count_columns(query: CountQuery) -> list[str]:
+    """Names of the columns of a :class:`CountQuery`'s result, in order."""
+    return [*query.by, *(["_k"] if query.labels is not None else []),
+            *(f"_s{i}" for i in range(len(query.names)))]
+
+
+def count_frame(query: CountQuery | None, rows: Sequence[Sequence[Any]] | pd.DataFrame, *,
+                by: Sequence[str], components: dict[str, str] | Sequence[str] | None,
                 period: str | None) -> pd.DataFrame:
-    """Return the DataFrame of :meth:`Store.case_counts` from the rows of its query (sorted)."""
+    """Return the DataFrame of :meth:`Store.case_counts` from the rows of its query (sorted).
+
+    *rows* are plain tuples, or already a frame with the columns of :func:`count_columns`
+    (what a store reads in bulk, e.g. from ``COPY … TO STDOUT``).
+    """
     keys = count_slices(by)
     names = list(check_components(components)[0])
     head = [*keys, *(["period"] if period is not None else [])]
-    if query is None or not rows:
+    if query is None or len(rows) == 0:
         out = pd.DataFrame({c: pd.Series([], dtype=object) for c in head})
         for n in names:
             out[n] = pd.Series([], dtype="int64")
@@ -878,8 +888,8 @@ def count_frame(query: CountQuery | None, rows: Sequence[Sequence[Any]], *, by: 
             out.loc[0] = [0] * len(names)
             out = out.astype("int64")
         return out
-    raw = pd.DataFrame.from_records(rows, columns=[*keys, *(["_k"] if period else []),
-                                                   *(f"_s{i}" for i in range(len(names)))])
+    raw = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(
+        [tuple(r) for r in rows], columns=count_columns(query))
     out = pd.DataFrame({  # typed as read_cases types them
         k: pd.Series(raw[k], dtype="str") if _CASE_COLUMNS[k].dtype == "text"
         else coerce_series(raw[k], _CASE_COLUMNS[k]) for k in keys

@@ -48,6 +48,7 @@ from twin.store.base import (
     Store,
     audit_hash,
     case_columns,
+    count_columns,
     count_frame,
     layer_audit,
     plan_case_counts,
@@ -345,6 +346,35 @@ def _aggregate(column: Column) -> str:
     if column.dtype == "float":
         return f"string_agg(float8send(COALESCE({name}, 'NaN')), ''::bytea)"
     return f"string_agg(int8send(COALESCE({name}, {_NULL_INT})), ''::bytea)"
+
+
+def _count_rows(conn: sa.Connection, query: Any) -> pd.DataFrame | list[tuple]:
+    """Run a :class:`~twin.store.base.CountQuery`: its rows as a frame, parsed in bulk.
+
+    A grid × month table is a few hundred thousand rows: building Python rows (or reading
+    one COPY message per row) costs more than the ``GROUP BY`` itself. The server packs the
+    whole result into one CSV text (as :func:`_aggregate` packs case columns), which pyarrow
+    parses in C. Slices of other types than text and numbers come back as plain tuples.
+    """
+    params = query.params
+    names = count_columns(query)
+    columns = [_CASE_COLUMN[k] for k in query.by] + [
+        Column(n, "int", n, n) for n in names[len(query.by):]
+    ]
+    if any(c.dtype not in ("text", "int", "float") for c in columns):
+        return [tuple(r) for r in conn.execute(sa.text(query.sql), params)]
+    fields = [
+        _csv_expression(c) if c.dtype == "text" else f"COALESCE({quote(c.name)}::text, '')"
+        for c in columns
+    ]
+    line = " || ',' || ".join(fields)
+    packed = conn.execute(
+        sa.text(f"SELECT string_agg({line}, E'\\n') FROM ({query.sql}) AS _counted"), params
+    ).scalar()
+    if not packed:
+        return []
+    table = _read_copy_csv((packed + "\n").encode("utf-8"), columns)
+    return table.to_pandas().astype({c.name: "str" for c in columns if c.dtype == "text"})
 
 
 def _unpack_columns(chunks: Sequence[Sequence[Any]], columns: Sequence[Column]) -> pd.DataFrame:
@@ -1266,7 +1296,7 @@ class PostGISStore(Store):
                 components, by, period, since, until, as_of, span=span, table=CASES.name,
                 quote=quote, fence=_FENCE, time=_utc,
             )
-            rows = [] if query is None else conn.execute(sa.text(query.sql), query.params).all()
+            rows = [] if query is None else _count_rows(conn, query)
         return count_frame(query, rows, by=by, components=components, period=period)
 
     # -- audit ------------------------------------------------------------------------------------
