@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from twin.errors import StoreUnavailableError, ValidationError
 from twin.query._common import geoframe, none_for_null
 from twin.schema import CRS, Column, LayerSpec, coerce_series
+from twin.store.base import current_stamps
 
 LOGGER = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def run_versioned(
     tuple
         The body's column names, its rows, and ``{layer: (version, created) or None}``.
     """
-    from twin.query._cache import stamps_from_rows, versions_table
+    from twin.query._cache import versions_table
 
     sql = (
         "WITH _v AS (SELECT json_agg(json_build_array(layer, version, created_at::text))::text "
@@ -109,7 +110,7 @@ def run_versioned(
                     _cache.layer(store, name, None)  # raises the store's LayerNotFoundError
         raise
     found = json.loads(rows[0][0]) if rows and rows[0][0] else []
-    stamps = stamps_from_rows((tuple(v) for v in found), layers)
+    stamps = current_stamps((tuple(v) for v in found), layers)
     body_rows = [tuple(r[1:-1]) for r in rows if r[-1] is not None]
     return names[1:-1], body_rows, stamps
 
