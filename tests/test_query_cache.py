@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
@@ -311,3 +312,25 @@ def test_connections_of_ended_threads_are_closed(tmp_path):
             worker.join()
         assert len(s._connections) <= 2  # the last worker's, maybe this one's
         assert _cache.stamps(s, ["grid_cells"])["grid_cells"][0] == 1
+
+
+@pytest.mark.parametrize("n", [3, 0])
+def test_geoframe_equals_the_public_constructors(n):
+    from twin.query._common import geoframe, geoframe_public
+
+    text = pd.Series(["a", None, "c"][:n], dtype=object)
+    columns = {
+        "code": text.array,  # a NumpyExtensionArray of objects, as Series.array.take gives
+        "label": np.array(["x", "y", None][:n], dtype=object),
+        "count": pd.array([1, None, 3][:n], dtype="Int64"),
+        "flag": pd.array([True, None, False][:n], dtype="boolean"),
+        "value": pd.Series([0.5, np.nan, 2.0][:n]).array,
+        "distance_m": np.array([1.0, 2.0, 3.0][:n]),
+    }
+    geometry = gpd.array.from_shapely([Point(i, 0) for i in range(n)], crs="EPSG:4326")
+    fast, public = geoframe(columns, geometry, n), geoframe_public(columns, geometry, n)
+    pd.testing.assert_frame_equal(fast, public)
+    assert type(fast) is gpd.GeoDataFrame and fast.geometry.name == "geometry"
+    assert fast.crs.equals("EPSG:4326") and fast["code"].dtype == object
+    fast.loc[:, "label"] = "changed"  # the answer is the caller's to change
+    assert columns["label"].tolist() == ["x", "y", None][:n]

@@ -21,8 +21,8 @@ from twin.errors import (
     ValidationError,
 )
 from twin.schema import ALARMS, CASE_HISTORY, CASES, DEAD_LETTERS, EVENTS, validate_layer_frame
-from twin.store.base import Store
 from twin.store import open_store
+from twin.store.base import Store
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 

@@ -81,21 +81,55 @@ def run_versioned(
     tuple
         The body's column names, its rows, and ``{layer: (version, created) or None}``.
     """
-    from twin.query._cache import versions_table
-
     sql = (
-        "WITH _v AS (SELECT json_agg(json_build_array(layer, version, created_at::text))::text "
-        f"AS _versions FROM {versions_table(store)} WHERE current AND layer = ANY(:_layers)), "
+        f"WITH {_versions_cte(store)}, "
         f"_m AS (SELECT _b.*, row_number() OVER () AS _n FROM ({body}) _b) "
         # the versions ride on the first row only (or on the one row of NULLs if none match)
         "SELECT CASE WHEN coalesce(_m._n, 1) = 1 THEN _v._versions END, _m.* "
         "FROM _v LEFT JOIN _m ON TRUE ORDER BY _m._n"
     )
+    names, rows = _execute(store, sql, params, layers)
+    body_rows = [tuple(r[1:-1]) for r in rows if r[-1] is not None]
+    return names[1:-1], body_rows, _stamps(rows, layers)
+
+
+def run_versioned_row(
+    store: Any, body: str, params: dict[str, Any], layers: list[str]
+) -> tuple[dict[str, Any], dict[str, tuple[int, str] | None]]:
+    """Like :func:`run_versioned` for a *body* that gives exactly one row (an aggregate).
+
+    Without the row numbering :func:`run_versioned` needs to keep many rows in order: a body
+    that packs its answer into arrays (``array_agg``) comes back as one row of Python lists.
+
+    Returns
+    -------
+    tuple
+        ``{column: value}`` of the body's row, and ``{layer: (version, created) or None}``.
+    """
+    sql = f"WITH {_versions_cte(store)} SELECT _v._versions, _b.* FROM _v, ({body}) _b"
+    names, rows = _execute(store, sql, params, layers)
+    return dict(zip(names[1:], rows[0][1:], strict=True)), _stamps(rows, layers)
+
+
+def _versions_cte(store: Any) -> str:
+    """Return the CTE ``_v``: the current versions asked for (``:_layers``) as one JSON text."""
+    from twin.query._cache import versions_table
+
+    return (
+        "_v AS (SELECT json_agg(json_build_array(layer, version, created_at::text))::text "
+        f"AS _versions FROM {versions_table(store)} WHERE current AND layer = ANY(:_layers))"
+    )
+
+
+def _execute(
+    store: Any, sql: str, params: dict[str, Any], layers: list[str]
+) -> tuple[list[str], list[Any]]:
+    """Run *sql* with bound parameters; return its column names and rows."""
     try:
         with store.engine.connect() as conn:
             result = conn.execute(sa.text(sql), {**params, "_layers": list(layers)})
             rows = result.fetchall()
-            names = list(result.keys())
+            return list(result.keys()), rows
     except sa.exc.OperationalError as exc:
         raise StoreUnavailableError(
             f"the PostGIS store did not answer ({str(exc.orig).splitlines()[0]}); "
@@ -109,10 +143,12 @@ def run_versioned(
                 if stamp is None:
                     _cache.layer(store, name, None)  # raises the store's LayerNotFoundError
         raise
+
+
+def _stamps(rows: list[Any], layers: list[str]) -> dict[str, tuple[int, str] | None]:
+    """Return the versions carried by the first row's first column (see :func:`_versions_cte`)."""
     found = json.loads(rows[0][0]) if rows and rows[0][0] else []
-    stamps = current_stamps((tuple(v) for v in found), layers)
-    body_rows = [tuple(r[1:-1]) for r in rows if r[-1] is not None]
-    return names[1:-1], body_rows, stamps
+    return current_stamps((tuple(v) for v in found), layers)
 
 
 def typed_frame(
