@@ -138,8 +138,17 @@ def targets(figs: list[dict]) -> list[tuple[str, str, str, str]]:
             add("7 queries", f"query {q}, district, p95 < 200 ms ({store})", f,
                 f and _fmt_s(f["ours_p95_s"]), f is not None and (f["ours_p95_s"] or 9) < 0.2)
             r = f and f["ours_p95_s"] and f["anchor_p95_s"] and f["ours_p95_s"] / f["anchor_p95_s"]
-            add("7 queries", f"query {q}, district, p95 ≤ 1.2× hand-written SQL ({store})", f,
-                r and f"{r:.2f}×", r is not None and r <= 1.2)
+            ids = f and f.get("extra", {}).get("ids_only_p95_s")
+            if f is not None and not ids:  # an older run: its only anchor returned ids only
+                ids, r = f["anchor_p95_s"], None
+            else:
+                add("7 queries", f"query {q}, district, p95 ≤ 1.2× hand-written SQL ({store}): "
+                    "read_postgis of the same columns", f, r and f"{r:.2f}×",
+                    r is not None and r <= 1.2)
+            r_ids = ids and f["ours_p95_s"] and f["ours_p95_s"] / ids
+            add("7 queries", f"query {q}, district, p95 ≤ 1.2× hand-written SQL ({store}): "
+                "ids only (plain rows)", f, r_ids and f"{r_ids:.2f}×",
+                r_ids is not None and r_ids <= 1.2)
     for store in ("PostGIS", "embedded"):
         f = _find(figs, "queries", "community", case=f"coverage ({store})")
         add("7 queries", f"camera coverage of a community < 2 s ({store})", f,
