@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import re
@@ -82,15 +83,14 @@ def run_versioned(
         The body's column names, its rows, and ``{layer: (version, created) or None}``.
     """
     sql = (
-        f"WITH {_versions_cte(store)}, "
-        f"_m AS (SELECT _b.*, row_number() OVER () AS _n FROM ({body}) _b) "
-        # the versions ride on the first row only (or on the one row of NULLs if none match)
-        "SELECT CASE WHEN coalesce(_m._n, 1) = 1 THEN _v._versions END, _m.* "
-        "FROM _v LEFT JOIN _m ON TRUE ORDER BY _m._n"
+        f"WITH {_versions_cte(store)} SELECT _v._versions, _b.* FROM _v "
+        # one row of NULLs (and _hit NULL) when the body has none, so the versions still come;
+        # a nested loop over the one-row _v keeps the body's order (no renumbering and sort)
+        f"LEFT JOIN (SELECT TRUE AS _hit, * FROM ({body}) _i) _b ON TRUE"
     )
     names, rows = _execute(store, sql, params, layers)
-    body_rows = [tuple(r[1:-1]) for r in rows if r[-1] is not None]
-    return names[1:-1], body_rows, _stamps(rows, layers)
+    body_rows = [tuple(r[2:]) for r in rows if r[1] is not None]
+    return names[2:], body_rows, _stamps(rows, layers)
 
 
 def run_versioned_row(
@@ -98,8 +98,8 @@ def run_versioned_row(
 ) -> tuple[dict[str, Any], dict[str, tuple[int, str] | None]]:
     """Like :func:`run_versioned` for a *body* that gives exactly one row (an aggregate).
 
-    Without the row numbering :func:`run_versioned` needs to keep many rows in order: a body
-    that packs its answer into arrays (``array_agg``) comes back as one row of Python lists.
+    A body that packs its answer into arrays (``array_agg``) comes back as one row of Python
+    lists, with the versions once.
 
     Returns
     -------
@@ -127,7 +127,7 @@ def _execute(
     """Run *sql* with bound parameters; return its column names and rows."""
     try:
         with store.engine.connect() as conn:
-            result = conn.execute(sa.text(sql), {**params, "_layers": list(layers)})
+            result = conn.execute(_text(sql), {**params, "_layers": list(layers)})
             rows = result.fetchall()
             return list(result.keys()), rows
     except sa.exc.OperationalError as exc:
@@ -143,6 +143,12 @@ def _execute(
                 if stamp is None:
                     _cache.layer(store, name, None)  # raises the store's LayerNotFoundError
         raise
+
+
+@functools.lru_cache(maxsize=256)
+def _text(sql: str) -> sa.TextClause:
+    """Return ``sa.text(sql)``, parsed once per statement (its bound names found by a regex)."""
+    return sa.text(sql)
 
 
 def _stamps(rows: list[Any], layers: list[str]) -> dict[str, tuple[int, str] | None]:
