@@ -150,6 +150,12 @@ def metric_index(
 
 
 @functools.lru_cache(maxsize=64)
+def crs_object(crs: str) -> pyproj.CRS:
+    """Return a cached :class:`pyproj.CRS` for *crs* (parsing ``"EPSG:4326"`` costs each time)."""
+    return pyproj.CRS.from_user_input(crs)
+
+
+@functools.lru_cache(maxsize=64)
 def transformer(source: str, target: str) -> pyproj.Transformer:
     """Return a cached (lon, lat order) transformer between two CRSs."""
     return pyproj.Transformer.from_crs(source, target, always_xy=True)

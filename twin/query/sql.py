@@ -16,6 +16,7 @@ import shapely
 import sqlalchemy as sa
 
 from twin.errors import StoreUnavailableError, ValidationError
+from twin.query._cache import crs_object
 from twin.query._common import geoframe, none_for_null
 from twin.schema import CRS, Column, LayerSpec, coerce_series
 from twin.store.base import current_stamps
@@ -158,9 +159,11 @@ def _stamps(rows: list[Any], layers: list[str]) -> dict[str, tuple[int, str] | N
 
 
 def typed_frame(
-    spec: LayerSpec, names: list[str], rows: list[tuple], extra: list[str] = ()
+    spec: LayerSpec, names: list[str], rows: list[tuple], extra: list[str] = (), rank: bool = False
 ) -> gpd.GeoDataFrame:
     """Build a frame of a layer's rows (declared columns, *extra* floats, ``geom`` as WKB).
+
+    With *rank*, a ``rank`` column (1, 2 … in the rows' order) follows the *extra* ones.
 
     The dtypes are those of :func:`twin.schema.coerce_series` (what ``read_layer`` gives), built
     straight from the values the driver returns: text and dates as objects with None, whole
@@ -174,9 +177,11 @@ def typed_frame(
         data[c.name] = _typed(by_name[c.name], c)
     for name in extra:
         data[name] = np.array(by_name[name], dtype=float)
+    if rank:
+        data["rank"] = np.arange(1, len(rows) + 1)
     wkb = np.array(by_name["geom"], dtype=object)
     geoms = shapely.from_wkb(wkb) if len(wkb) else np.array([], dtype=object)
-    return geoframe(data, gpd.array.from_shapely(geoms, crs=CRS), len(rows))
+    return geoframe(data, gpd.array.from_shapely(geoms, crs=crs_object(CRS)), len(rows))
 
 
 _PLAIN = {"text": (str,), "date": (datetime.date,)}
