@@ -334,3 +334,14 @@ def test_geoframe_equals_the_public_constructors(n):
     assert fast.crs.equals("EPSG:4326") and fast["code"].dtype == object
     fast.loc[:, "label"] = "changed"  # the answer is the caller's to change
     assert columns["label"].tolist() == ["x", "y", None][:n]
+
+
+def test_answers_do_not_share_column_labels():
+    from twin.query._common import geoframe
+
+    geometry = gpd.array.from_shapely([Point(0, 0)], crs="EPSG:4326")
+    a = geoframe({"code": np.array(["a"], dtype=object)}, geometry, 1)
+    a.columns.name = "renamed"
+    a["extra"] = 1
+    b = geoframe({"code": np.array(["b"], dtype=object)}, geometry, 1)
+    assert b.columns.name is None and list(b.columns) == ["code", "geometry"]

@@ -146,6 +146,22 @@ def metric_index(
     return derived(store, name, stamp, ("metric", crs), build)
 
 
+def column_arrays(
+    store: Any, name: str, stamp: Stamp, frame: gpd.GeoDataFrame
+) -> tuple[dict[str, Any], Any]:
+    """Return the layer's columns as arrays (geometry apart) once per version.
+
+    Picking a few rows then takes them from the arrays without a DataFrame lookup per column.
+    """
+
+    def build() -> tuple[dict[str, Any], Any]:
+        geometry = frame.geometry.name
+        columns = {c: frame[c].array for c in frame.columns if c != geometry}
+        return columns, frame.geometry.values
+
+    return derived(store, name, stamp, "columns", build)
+
+
 # -- coordinates -----------------------------------------------------------------------------------
 
 

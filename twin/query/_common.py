@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -341,7 +342,7 @@ def geoframe(columns: dict[str, Any], geometry: Any, n: int) -> gpd.GeoDataFrame
     try:
         frame = pd.DataFrame._from_arrays(
             arrays,
-            columns=pd.Index([*columns, "geometry"]),
+            columns=_column_index((*columns, "geometry")).view(),  # a name set stays its own
             index=pd.RangeIndex(n),
             verify_integrity=False,
         )
@@ -351,6 +352,12 @@ def geoframe(columns: dict[str, Any], geometry: Any, n: int) -> gpd.GeoDataFrame
         LOGGER.debug("fast frame construction unavailable (%s); using the public one", exc)
         return geoframe_public(columns, geometry, n)
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _column_index(names: tuple[str, ...]) -> pd.Index:
+    """Return the column labels *names* as one shared (immutable) Index per set of names."""
+    return pd.Index(list(names))
 
 
 def _plain_array(values: Any) -> Any:
