@@ -264,6 +264,8 @@ def pair(tmp_path_factory, postgis_url):
     homes["households"] = pd.array([10, None, 3, None], dtype="Int64")
     homes["height_m"] = [None, 9.5, None, 30.0]
     homes["attrs"] = [None, {"b": 1, "a": "是"}, None, {"k": [1, 2]}]
+    # a unit code the grids lack (ZZ) on a home that households>=10 filters out
+    homes["grid_code"] = ["45031100100101", "45031100100101", "ZZ", None]
     emb = open_store(tmp_path_factory.mktemp("pair") / "p.gpkg")
     pg = open_store(postgis_url, schema=f"t_{uuid.uuid4().hex[:10]}", drop_schema_on_close=True)
     for s in (emb, pg):
@@ -283,13 +285,17 @@ def pair(tmp_path_factory, postgis_url):
         lambda s: Q.nearest(s, "buildings", 3, point=lonlat(0, 0)),
         lambda s: Q.nearest(s, "buildings", 2, point=lonlat(0, 0), where="households>=3"),
         lambda s: Q.counts_per_grid(s, "buildings", level="resp_grid", sum="households"),
+        lambda s: Q.counts_per_grid(s, "buildings", where="households>=10", sum="height_m"),
+        lambda s: Q.counts_per_grid(s, "buildings"),
     ],
-    ids=["within", "within_none", "within_of", "nearest", "nearest_where", "counts"],
+    ids=["within", "within_none", "within_of", "nearest", "nearest_where", "counts",
+         "counts_where", "counts_grid"],
 )
 def test_both_stores_give_the_same_frame(pair, ask):
     emb, pg = pair
     a, b = ask(emb), ask(pg)
     assert a.versions == b.versions and a.method != b.method == "postgis"
+    assert a.notes == b.notes
     pd.testing.assert_frame_equal(
         pd.DataFrame(a.frame).drop(columns="geometry"),
         pd.DataFrame(b.frame).drop(columns="geometry"),

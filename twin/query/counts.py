@@ -271,20 +271,36 @@ def _counts_memory(store, source, key, t0, t1, type_, conditions, sum_, stamp):
         frame = frame[keep]
     else:
         frame = _cache.layer(store, source, stamp)
-        if conditions:
-            frame = frame[_mask(frame, conditions)]
-    # factorize + bincount: a group-by without pandas' per-call overhead (nulls get code -1)
-    codes, uniques = pd.factorize(frame[key].to_numpy(dtype=object))
+        # the layer's unit codes factorized once per version; the count itself is per call
+        codes, uniques = _cache.derived(store, source, stamp, ("factorized", key),
+                                        lambda: _factorize(frame[key]))
+        keep = _mask(frame, conditions) if conditions else slice(None)
+        return _grouped(codes[keep], uniques, frame, keep, sum_)
+    codes, uniques = _factorize(frame[key])
+    return _grouped(codes, uniques, frame, slice(None), sum_)
+
+
+def _factorize(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (-1 for null) and unique values: a group-by without pandas' per-call overhead."""
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object))
+    return codes, np.asarray(uniques, dtype=object)
+
+
+def _grouped(codes, uniques, frame, keep, sum_) -> tuple[dict[str, np.ndarray], int]:
+    """Count (and sum *sum_* of) the rows *keep* of *frame* per unit; also the unassigned."""
     assigned = codes >= 0
     grouped = {
-        "unit": np.asarray(uniques, dtype=object),
+        "unit": uniques,
         "count": np.bincount(codes[assigned], minlength=len(uniques)).astype("int64"),
     }
     if sum_ is not None:
-        values = frame[sum_].to_numpy(dtype=float, na_value=np.nan)[assigned]
+        values = frame[sum_].to_numpy(dtype=float, na_value=np.nan)[keep][assigned]
         grouped[f"sum_{sum_}"] = np.bincount(
             codes[assigned], weights=np.nan_to_num(values, nan=0.0), minlength=len(uniques)
         )
+    counted = grouped["count"] > 0  # units whose rows were all filtered out were not counted
+    if not counted.all():
+        grouped = {k: v[counted] for k, v in grouped.items()}
     return grouped, int((~assigned).sum())
 
 
