@@ -29,7 +29,8 @@ planner would write it in Python; the *ids-only* anchor is the same SQL returnin
 or the counts of the counted grids), fetched as plain rows. The table's anchor column is the
 frame anchor; the targets give the ratio to both. The embedded store is compared with the same
 PostGIS anchors. Answers must match (same ids in the same order; same counts per grid) on every
-side, for every point.
+side, for every point. The peak RSS is that of the whole interleaved series, so it is the same
+for ours and the anchor.
 """
 LAYERS = ("community", "grid_cells", "buildings", "parking", "cameras")
 QUICK_SCALES = ("community", "street")
@@ -114,11 +115,57 @@ def _fill(store, scen) -> None:
         store.write_layer(name, scen[name], actor="bench", source="scenario")
 
 
-def run(scale: str, quick: bool) -> list[Figure]:
+def sides(pg, xy: list[tuple[float, float]]) -> dict[str, tuple]:
+    """Per query: (what, ids-only anchor, frame anchor, ours(store, ...), argument sets).
+
+    Each side returns the answer compared: ids in order, or ``{grid: count}`` of counted grids.
+    """
     import geopandas as gpd
     import sqlalchemy as sa
 
-    from twin.query import counts_per_grid, coverage, nearest, within_distance
+    from twin.query import counts_per_grid, nearest, within_distance
+
+    calls = len(xy)
+    deg = 200 / (111_320.0 * np.cos(np.radians(xy[0][1]))) * 1.05
+
+    def read_postgis(sql, params=None):
+        with pg.engine.connect() as conn:
+            return gpd.read_postgis(sa.text(sql), conn, geom_col="geom", params=params)
+
+    within_frame_sql = frame_sql("buildings", WITHIN_FROM)
+    nearest_frame_sql = frame_sql("parking", NEAREST_FROM)
+    cases = {
+        "within": (
+            "within_distance(buildings, 200 m)",
+            lambda x, y: [r[0] for r in sql_rows(pg, WITHIN_SQL, {
+                "x": x, "y": y, "d": 200.0, "deg": deg})],
+            lambda x, y: read_postgis(within_frame_sql, {
+                "x": x, "y": y, "d": 200.0, "deg": deg})["building_code"].tolist(),
+            lambda s, x, y: within_distance(s, "buildings", 200, point=(x, y)
+                                            ).frame["building_code"].tolist(),
+            xy,
+        ),
+        "nearest": (
+            "nearest(parking, k=5)",
+            lambda x, y: [r[0] for r in sql_rows(pg, NEAREST_SQL, {"x": x, "y": y, "k": 5})],
+            lambda x, y: read_postgis(nearest_frame_sql, {"x": x, "y": y, "k": 5}
+                                      )["lot_id"].tolist(),
+            lambda s, x, y: nearest(s, "parking", 5, point=(x, y)).frame["lot_id"].tolist(),
+            xy,
+        ),
+        "counts": (
+            "counts_per_grid(buildings, grid)",
+            lambda: dict(sql_rows(pg, COUNTS_SQL)),
+            lambda: _counts_answer(read_postgis(COUNTS_FRAME_SQL)),
+            lambda s: _counts_answer(counts_per_grid(s, "buildings").frame),
+            [()] * calls,
+        ),
+    }
+    return cases
+
+
+def run(scale: str, quick: bool) -> list[Figure]:
+    from twin.query import coverage
     from twin.store import open_store
 
     scen = scenarios.scenario(scale)
@@ -133,41 +180,7 @@ def run(scale: str, quick: bool) -> list[Figure]:
         emb = open_store(str(Path(tmp) / "twin.gpkg"))
         _fill(pg, scen)
         _fill(emb, scen)
-        deg = 200 / (111_320.0 * np.cos(np.radians(xy[0][1]))) * 1.05
-
-        def read_postgis(sql, params=None):
-            with pg.engine.connect() as conn:
-                return gpd.read_postgis(sa.text(sql), conn, geom_col="geom", params=params)
-
-        within_frame_sql = frame_sql("buildings", WITHIN_FROM)
-        nearest_frame_sql = frame_sql("parking", NEAREST_FROM)
-        cases = {
-            "within": (
-                "within_distance(buildings, 200 m)",
-                lambda x, y: [r[0] for r in sql_rows(pg, WITHIN_SQL, {
-                    "x": x, "y": y, "d": 200.0, "deg": deg})],
-                lambda x, y: read_postgis(within_frame_sql, {
-                    "x": x, "y": y, "d": 200.0, "deg": deg})["building_code"].tolist(),
-                lambda s, x, y: within_distance(s, "buildings", 200, point=(x, y)
-                                                ).frame["building_code"].tolist(),
-                xy,
-            ),
-            "nearest": (
-                "nearest(parking, k=5)",
-                lambda x, y: [r[0] for r in sql_rows(pg, NEAREST_SQL, {"x": x, "y": y, "k": 5})],
-                lambda x, y: read_postgis(nearest_frame_sql, {"x": x, "y": y, "k": 5}
-                                          )["lot_id"].tolist(),
-                lambda s, x, y: nearest(s, "parking", 5, point=(x, y)).frame["lot_id"].tolist(),
-                xy,
-            ),
-            "counts": (
-                "counts_per_grid(buildings, grid)",
-                lambda: dict(sql_rows(pg, COUNTS_SQL)),
-                lambda: _counts_answer(read_postgis(COUNTS_FRAME_SQL)),
-                lambda s: _counts_answer(counts_per_grid(s, "buildings").frame),
-                [()] * calls,
-            ),
-        }
+        cases = sides(pg, xy)
         for q, (what, ids_only, frame, ours, args) in cases.items():
             t = _interleaved({
                 "ids": ids_only,
