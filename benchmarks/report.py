@@ -16,8 +16,8 @@ GROWTH = {
     "ingest": "Throughput is flat in the scale of the twin: it is bounded by the broker round "
               "trip and by the commit per batch, not by the size of the layers.",
     "queries": "With GiST/STRtree indexes a point query touches only nearby features, so both "
-               "our calls and the SQL stay nearly flat from community to district (tens of ms); "
-               "counts per grid grow with the number of grids.",
+               "our calls and the SQL stay nearly flat from community to district (a few ms); "
+               "counts per grid grow with the number of features scanned (PostGIS) and of grids.",
     "cockpit": "The naive page ships every feature as GeoJSON, so its bytes and time grow "
                "linearly with the layers; the cockpit aggregates and simplifies, so its time "
                "and bytes grow much more slowly.",
@@ -31,11 +31,22 @@ LIMITS = {
     "enrich": "Met at city scale (over 1.5× `sjoin` with the same answer). The STRtree query "
               "itself is what is left; nearest-camera / view-cone enrichment is not in "
               "`twin.enrich`, so it is not part of either side.",
-    "queries": "Every call's p95 is under 200 ms on both stores (tens of ms at district), but "
-               "against the hand-written SQL the PostGIS calls are about 1.5–2× and the "
-               "embedded `within`/`nearest` about 1.5–1.8× at p95: the anchor returns ids only, "
-               "while ours returns a typed GeoDataFrame (geometry decoded, every column typed "
-               "through `twin.schema`) — that conversion is the gap, not the SQL.",
+    "queries": "At district scale every call's p95 is a few ms on both stores (target 200 ms). "
+               "Against the frame anchor (`geopandas.read_postgis` of the same hand-written SQL "
+               "returning our columns) ours is about 0.05-0.5× at p95; for counts that anchor "
+               "reads every grid's geometry on each call, which ours keeps per layer version, so "
+               "the strict comparison is the ids-only SQL. Against it the embedded store is "
+               "0.2-0.8× (layers, STRtrees, column arrays and unit codes kept per version; one "
+               "small version read per call) and PostGIS counts 1.0-1.1× (the GROUP BY scan is "
+               "the same on both sides), but PostGIS `within` is about 2× and `nearest` about "
+               "1.5× at p95 in a quiet run (0.6-0.9× in a busy one, where the machine's noise "
+               "hides them): ours carries a fixed ~0.7-1 ms over an ids-only query of ~1 ms — "
+               "the version read in the same statement (~0.15 ms), the wider rows, and "
+               "decoding them into a typed GeoDataFrame (~0.3-0.4 ms). That is the price of "
+               "returning the frame, not of the SQL (same GiST prefilter, same plan). At street "
+               "scale the same fixed cost makes PostGIS 1.5-2.2× a 0.7-1.3 ms ids-only query "
+               "(embedded 0.5-0.8×); the 250-700 ms street figures of the first run were taken "
+               "before layers were cached per version.",
     "load": "About 2–2.5× ogr2ogr at 100,000 footprints (target ≤ 1.2×). Our stages (above) "
             "show the write takes most of it: on the database side each version is written "
             "twice — into the history table, then into the current table — where ogr2ogr "
@@ -141,8 +152,17 @@ def targets(figs: list[dict]) -> list[tuple[str, str, str, str]]:
             add("7 queries", f"query {q}, district, p95 < 200 ms ({store})", f,
                 f and _fmt_s(f["ours_p95_s"]), f is not None and (f["ours_p95_s"] or 9) < 0.2)
             r = f and f["ours_p95_s"] and f["anchor_p95_s"] and f["ours_p95_s"] / f["anchor_p95_s"]
-            add("7 queries", f"query {q}, district, p95 ≤ 1.2× hand-written SQL ({store})", f,
-                r and f"{r:.2f}×", r is not None and r <= 1.2)
+            ids = f and f.get("extra", {}).get("ids_only_p95_s")
+            if f is not None and not ids:  # an older run: its only anchor returned ids only
+                ids, r = f["anchor_p95_s"], None
+            else:
+                add("7 queries", f"query {q}, district, p95 ≤ 1.2× hand-written SQL ({store}): "
+                    "read_postgis of the same columns", f, r and f"{r:.2f}×",
+                    r is not None and r <= 1.2)
+            r_ids = ids and f["ours_p95_s"] and f["ours_p95_s"] / ids
+            add("7 queries", f"query {q}, district, p95 ≤ 1.2× hand-written SQL ({store}): "
+                "ids only (plain rows)", f, r_ids and f"{r_ids:.2f}×",
+                r_ids is not None and r_ids <= 1.2)
     for store in ("PostGIS", "embedded"):
         f = _find(figs, "queries", "community", case=f"coverage ({store})")
         add("7 queries", f"camera coverage of a community < 2 s ({store})", f,

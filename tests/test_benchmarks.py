@@ -90,3 +90,24 @@ def test_report_names_every_target_and_draws_plots(tmp_path):
     assert [r for r in rows if "1,000,000 points" in r[1]][0][3] == "met"
     assert sum("not measured" in r[3] for r in rows) == len(rows) - 1
     json.dumps(results)  # the figures stay JSON-ready
+
+
+def test_query_anchors_and_ours_agree_on_both_stores(scen, postgis_url, monkeypatch, tmp_path):
+    import shapely
+
+    from benchmarks import queries
+    from twin.store import open_store
+
+    monkeypatch.setattr(common, "PG_URL", postgis_url)
+    pts = shapely.point_on_surface(scen["buildings"].geometry.values[:3])
+    xy = [(float(p.x), float(p.y)) for p in pts]
+    with common.pg_store() as pg, open_store(tmp_path / "q.gpkg") as emb:
+        queries._fill(pg, scen)
+        queries._fill(emb, scen)
+        for name, (_, ids_only, frame, ours, args) in queries.sides(pg, xy).items():
+            for a in args:
+                want = ids_only(*a)
+                assert want and frame(*a) == want, name  # a real answer, the same from both
+                assert ours(pg, *a) == want and ours(emb, *a) == want, name
+        within = queries.sides(pg, xy)["within"]
+        assert within[1](*xy[0]) != within[1](*xy[1])  # different points, different answers

@@ -167,6 +167,9 @@ def test_nearest_order_and_live_state_filter(emb):
     free = Q.nearest(emb, "parking", 2, point=lonlat(0, 0), state=state, where="available_spaces>0")
     assert free.frame["lot_id"].tolist() == ["P20", "P35"]
     assert free.frame["available_spaces"].tolist() == [3, 9]
+    assert list(r.frame.columns[-3:]) == ["distance_m", "rank", "geometry"]
+    assert list(free.frame.columns[-3:]) == ["geometry", "available_spaces", "rank"]
+    assert free.frame["rank"].tolist() == [1, 2] and free.frame.geometry.name == "geometry"
     big = Q.nearest(emb, "parking", 5, point=lonlat(0, 0), where=[("total_spaces", ">=", 50)])
     assert big.frame["lot_id"].tolist() == ["P20", "P35"]
 

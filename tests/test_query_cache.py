@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
@@ -263,6 +264,8 @@ def pair(tmp_path_factory, postgis_url):
     homes["households"] = pd.array([10, None, 3, None], dtype="Int64")
     homes["height_m"] = [None, 9.5, None, 30.0]
     homes["attrs"] = [None, {"b": 1, "a": "是"}, None, {"k": [1, 2]}]
+    # a unit code the grids lack (ZZ) on a home that households>=10 filters out
+    homes["grid_code"] = ["45031100100101", "45031100100101", "ZZ", None]
     emb = open_store(tmp_path_factory.mktemp("pair") / "p.gpkg")
     pg = open_store(postgis_url, schema=f"t_{uuid.uuid4().hex[:10]}", drop_schema_on_close=True)
     for s in (emb, pg):
@@ -282,13 +285,17 @@ def pair(tmp_path_factory, postgis_url):
         lambda s: Q.nearest(s, "buildings", 3, point=lonlat(0, 0)),
         lambda s: Q.nearest(s, "buildings", 2, point=lonlat(0, 0), where="households>=3"),
         lambda s: Q.counts_per_grid(s, "buildings", level="resp_grid", sum="households"),
+        lambda s: Q.counts_per_grid(s, "buildings", where="households>=10", sum="height_m"),
+        lambda s: Q.counts_per_grid(s, "buildings"),
     ],
-    ids=["within", "within_none", "within_of", "nearest", "nearest_where", "counts"],
+    ids=["within", "within_none", "within_of", "nearest", "nearest_where", "counts",
+         "counts_where", "counts_grid"],
 )
 def test_both_stores_give_the_same_frame(pair, ask):
     emb, pg = pair
     a, b = ask(emb), ask(pg)
     assert a.versions == b.versions and a.method != b.method == "postgis"
+    assert a.notes == b.notes
     pd.testing.assert_frame_equal(
         pd.DataFrame(a.frame).drop(columns="geometry"),
         pd.DataFrame(b.frame).drop(columns="geometry"),
@@ -309,5 +316,38 @@ def test_connections_of_ended_threads_are_closed(tmp_path):
             worker = threading.Thread(target=_cache.stamps, args=(s, ["grid_cells"]))
             worker.start()
             worker.join()
-        assert len(_cache._cache_of(s).connections) <= 2  # the last worker's, maybe this one's
+        assert len(s._connections) <= 2  # the last worker's, maybe this one's
         assert _cache.stamps(s, ["grid_cells"])["grid_cells"][0] == 1
+
+
+@pytest.mark.parametrize("n", [3, 0])
+def test_geoframe_equals_the_public_constructors(n):
+    from twin.query._common import geoframe, geoframe_public
+
+    text = pd.Series(["a", None, "c"][:n], dtype=object)
+    columns = {
+        "code": text.array,  # a NumpyExtensionArray of objects, as Series.array.take gives
+        "label": np.array(["x", "y", None][:n], dtype=object),
+        "count": pd.array([1, None, 3][:n], dtype="Int64"),
+        "flag": pd.array([True, None, False][:n], dtype="boolean"),
+        "value": pd.Series([0.5, np.nan, 2.0][:n]).array,
+        "distance_m": np.array([1.0, 2.0, 3.0][:n]),
+    }
+    geometry = gpd.array.from_shapely([Point(i, 0) for i in range(n)], crs="EPSG:4326")
+    fast, public = geoframe(columns, geometry, n), geoframe_public(columns, geometry, n)
+    pd.testing.assert_frame_equal(fast, public)
+    assert type(fast) is gpd.GeoDataFrame and fast.geometry.name == "geometry"
+    assert fast.crs.equals("EPSG:4326") and fast["code"].dtype == object
+    fast.loc[:, "label"] = "changed"  # the answer is the caller's to change
+    assert columns["label"].tolist() == ["x", "y", None][:n]
+
+
+def test_answers_do_not_share_column_labels():
+    from twin.query._common import geoframe
+
+    geometry = gpd.array.from_shapely([Point(0, 0)], crs="EPSG:4326")
+    a = geoframe({"code": np.array(["a"], dtype=object)}, geometry, 1)
+    a.columns.name = "renamed"
+    a["extra"] = 1
+    b = geoframe({"code": np.array(["b"], dtype=object)}, geometry, 1)
+    assert b.columns.name is None and list(b.columns) == ["code", "geometry"]

@@ -22,6 +22,7 @@ from twin.errors import (
 )
 from twin.schema import ALARMS, CASE_HISTORY, CASES, DEAD_LETTERS, EVENTS, validate_layer_frame
 from twin.store import open_store
+from twin.store.base import Store
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -78,6 +79,23 @@ def test_rollback_makes_an_old_version_current(store, buildings):
         store.set_current_version("buildings", 9, actor="admin")
     with pytest.raises(NotFoundError):
         store.read_layer("buildings", version=9)
+
+
+def test_current_versions_follow_writes_and_rollbacks(store, buildings):
+    assert store.current_versions(["buildings", "parking"]) == {"buildings": None, "parking": None}
+    store.write_layer("buildings", buildings, actor="a", source="v1")
+    first = store.current_versions(["buildings"])["buildings"]
+    store.write_layer("buildings", buildings.iloc[:1], actor="a", source="v2")
+    second = store.current_versions(["buildings", "parking", "buildings"])
+    assert list(second) == ["buildings", "parking"] and second["parking"] is None
+    assert first[0] == 1 and second["buildings"][0] == 2
+    store.set_current_version("buildings", 1, actor="admin")
+    assert store.current_versions(["buildings"]) == {"buildings": first}
+    # the generic answer (from layer_versions) agrees with the store's own quick read
+    generic = Store.current_versions(store, ["buildings", "parking"])
+    assert [(k, v and v[0]) for k, v in generic.items()] == [("buildings", 1), ("parking", None)]
+    with pytest.raises(LayerNotFoundError):
+        store.current_versions(["buildingz"])
 
 
 def test_attribute_table_layer_round_trips(store):

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable
-from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -37,9 +34,6 @@ class _StoreCache:
         self.lock = threading.Lock()
         self.frames: dict[str, tuple[Stamp, gpd.GeoDataFrame]] = {}
         self.derived: dict[str, tuple[Stamp, dict[Hashable, Any]]] = {}
-        self.local = threading.local()  # this thread's probe connection (embedded stores)
-        # (thread, connection): a thread's connection is closed once the thread has ended
-        self.connections: list[tuple[weakref.ref, sqlite3.Connection]] = []
 
 
 _CACHES: weakref.WeakKeyDictionary[Any, _StoreCache] = weakref.WeakKeyDictionary()
@@ -52,14 +46,7 @@ def _cache_of(store: Any) -> _StoreCache:
         if entry is None:
             entry = _StoreCache()
             _CACHES[store] = entry
-            weakref.finalize(store, _close_all, entry.connections)
         return entry
-
-
-def _close_all(connections: list[tuple[weakref.ref, sqlite3.Connection]]) -> None:
-    for _thread, conn in connections:
-        conn.close()
-    connections.clear()
 
 
 def clear(store: Any | None = None) -> None:
@@ -79,35 +66,9 @@ def clear(store: Any | None = None) -> None:
 def stamps(store: Any, names: Iterable[str]) -> dict[str, Stamp | None]:
     """Return the current version of each layer in *names* (None if never written), in one read.
 
-    PostGIS: one statement on the versions table. Embedded store: the same statement through a
-    read-only SQLite connection of this thread, kept open (``layer_versions`` parses every
-    column of every version through pandas, ~10 ms a call). Any other store, or if the quick
-    read fails: :meth:`Store.layer_versions`.
+    Asks :meth:`twin.store.base.Store.current_versions` (one small SELECT on either store).
     """
-    names = list(dict.fromkeys(names))
-    from twin.query._common import is_postgis
-
-    try:
-        if is_postgis(store):
-            return _stamps_postgis(store, names)
-        if _is_geopackage_store(store):
-            return _stamps_sqlite(store, names)
-    except (sqlite3.Error, OSError) as exc:
-        LOGGER.debug("quick version read failed (%s); asking the store", exc)
-    return {n: _stamp_of_versions(store.layer_versions(n)) for n in names}
-
-
-def _stamp_of_versions(versions: list[Any]) -> Stamp | None:
-    current = [v for v in versions if v.current]
-    if not current:
-        return None
-    v = max(current, key=lambda v: v.version)
-    return int(v.version), str(v.created_at)
-
-
-VERSIONS_SQL = (
-    "SELECT layer, version, created_at::text FROM {table} WHERE current AND layer = ANY(:names)"
-)
+    return store.current_versions(list(dict.fromkeys(names)))
 
 
 def versions_table(store: Any) -> str:
@@ -115,64 +76,6 @@ def versions_table(store: Any) -> str:
     from twin.query import sql as q
 
     return q.table(store, LAYER_VERSIONS.name)
-
-
-def stamps_from_rows(rows: Iterable[tuple], names: Iterable[str]) -> dict[str, Stamp | None]:
-    """``{layer: stamp}`` from (layer, version, created_at) rows; None for layers not there."""
-    out: dict[str, Stamp | None] = dict.fromkeys(names)
-    for layer, version, created in rows:
-        old = out.get(layer)
-        if old is None or int(version) > old[0]:
-            out[layer] = (int(version), str(created))
-    return out
-
-
-def _stamps_postgis(store: Any, names: list[str]) -> dict[str, Stamp | None]:
-    from twin.query import sql as q
-
-    sql = VERSIONS_SQL.format(table=versions_table(store))
-    raw = q.run(store, sql, {"names": names})
-    return stamps_from_rows(raw.itertuples(index=False, name=None), names)
-
-
-def _is_geopackage_store(store: Any) -> bool:
-    from twin.store.embedded import EmbeddedStore
-
-    return isinstance(store, EmbeddedStore) and isinstance(getattr(store, "path", None), Path)
-
-
-def _stamps_sqlite(store: Any, names: list[str]) -> dict[str, Stamp | None]:
-    entry = _cache_of(store)
-    path = store.path
-    st = os.stat(path)
-    key = (st.st_dev, st.st_ino)  # a file replaced under the same name gets a new connection
-    held = getattr(entry.local, "conn", None)
-    if held is None or held[1] != key:
-        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA query_only = ON")
-        replaced = None if held is None else held[0]
-        with entry.lock:
-            alive = []
-            for thread, kept in entry.connections:
-                owner = thread()
-                if owner is not None and owner.is_alive() and kept is not replaced:
-                    alive.append((thread, kept))
-                else:
-                    kept.close()
-            alive.append((weakref.ref(threading.current_thread()), conn))
-            entry.connections[:] = alive
-        entry.local.conn = held = (conn, key)
-    marks = ", ".join("?" for _ in names)
-    rows = (
-        held[0]
-        .execute(
-            f'SELECT "layer", "version", "created_at" FROM "{LAYER_VERSIONS.name}" '
-            f'WHERE "current" AND "layer" IN ({marks})',
-            names,
-        )
-        .fetchall()
-    )
-    return stamps_from_rows(rows, names)
 
 
 # -- layers and derived objects --------------------------------------------------------------------
@@ -243,7 +146,29 @@ def metric_index(
     return derived(store, name, stamp, ("metric", crs), build)
 
 
+def column_arrays(
+    store: Any, name: str, stamp: Stamp, frame: gpd.GeoDataFrame
+) -> tuple[dict[str, Any], Any]:
+    """Return the layer's columns as arrays (geometry apart) once per version.
+
+    Picking a few rows then takes them from the arrays without a DataFrame lookup per column.
+    """
+
+    def build() -> tuple[dict[str, Any], Any]:
+        geometry = frame.geometry.name
+        columns = {c: frame[c].array for c in frame.columns if c != geometry}
+        return columns, frame.geometry.values
+
+    return derived(store, name, stamp, "columns", build)
+
+
 # -- coordinates -----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def crs_object(crs: str) -> pyproj.CRS:
+    """Return a cached :class:`pyproj.CRS` for *crs* (parsing ``"EPSG:4326"`` costs each time)."""
+    return pyproj.CRS.from_user_input(crs)
 
 
 @functools.lru_cache(maxsize=64)

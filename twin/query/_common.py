@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -330,10 +331,47 @@ def check_in_area(
 def geoframe(columns: dict[str, Any], geometry: Any, n: int) -> gpd.GeoDataFrame:
     """Build a GeoDataFrame of *n* rows from column arrays and a GeometryArray (with its CRS).
 
-    Object arrays stay ``object`` (pandas would make text ``str``, unlike ``read_layer``), and
-    nothing is copied: built in one step, without the per-column work of assigning columns
-    and geometry to an existing frame.
+    Object arrays stay ``object`` (pandas would make text ``str``, unlike ``read_layer``). Built
+    in one step from the arrays (pandas' ``DataFrame._from_arrays`` without its per-column
+    checks, then geopandas' own ``_from_mgr``): a query answer is a few dozen rows, where the
+    public constructors' per-column work is most of the cost. Falls back to them
+    (:func:`geoframe_public`) if a pandas or geopandas release lacks those methods.
     """
+    arrays = [_plain_array(v) for v in columns.values()]
+    arrays.append(geometry)
+    try:
+        frame = pd.DataFrame._from_arrays(
+            arrays,
+            columns=_column_index((*columns, "geometry")).view(),  # a name set stays its own
+            index=pd.RangeIndex(n),
+            verify_integrity=False,
+        )
+        out = gpd.GeoDataFrame._from_mgr(frame._mgr, frame._mgr.axes)
+        out._geometry_column_name = "geometry"
+    except (AttributeError, TypeError) as exc:  # pragma: no cover - other library versions
+        LOGGER.debug("fast frame construction unavailable (%s); using the public one", exc)
+        return geoframe_public(columns, geometry, n)
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _column_index(names: tuple[str, ...]) -> pd.Index:
+    """Return the column labels *names* as one shared (immutable) Index per set of names."""
+    return pd.Index(list(names))
+
+
+def _plain_array(values: Any) -> Any:
+    """*values* as what a DataFrame column holds: numpy arrays, or pandas extension arrays."""
+    if isinstance(values, (np.ndarray, pd.arrays.NumpyExtensionArray, list, tuple)):
+        array = np.asarray(values)
+        return array.astype(object) if array.dtype.kind in "OSU" else array
+    if pd.api.types.is_object_dtype(getattr(values, "dtype", None)):
+        return np.asarray(values, dtype=object)
+    return values
+
+
+def geoframe_public(columns: dict[str, Any], geometry: Any, n: int) -> gpd.GeoDataFrame:
+    """:func:`geoframe` through the public constructors (the reference it must agree with)."""
     index = pd.RangeIndex(n)
     data = {
         name: pd.Series(values, dtype=object, index=index, copy=False)

@@ -11,7 +11,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
 
 from twin.errors import ValidationError
 from twin.query import _cache
@@ -53,6 +52,13 @@ def units(
     dissolved by community when there is none). Made once per version of the layer they come
     from; *stamps* are the current stamps of :data:`UNIT_LAYERS` when the caller has them.
     """
+    return _units(store, level, versions, stamps)[0]
+
+
+def _units(
+    store: Any, level: str, versions: dict, stamps: dict | None = None
+) -> tuple[gpd.GeoDataFrame, pd.Index]:
+    """Return :func:`units` and an index of their codes (its hash table kept with it)."""
     if level not in LEVELS:
         raise ValidationError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     if stamps is None or any(n not in stamps for n in UNIT_LAYERS):
@@ -63,12 +69,18 @@ def units(
         versions["community"] = stamp[0]
         if len(community):
             return _cache.derived(store, "community", stamp, ("units", level),
-                                  lambda: _community_units(community))
+                                  lambda: _indexed(_community_units(community)))
     stamp = stamps["grid_cells"]
     grids = _cache.layer(store, "grid_cells", stamp)
     versions["grid_cells"] = stamp[0]
     return _cache.derived(store, "grid_cells", stamp, ("units", level),
-                          lambda: _grid_units(grids, level))
+                          lambda: _indexed(_grid_units(grids, level)))
+
+
+def _indexed(unit_frame: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, pd.Index]:
+    index = pd.Index(unit_frame["unit"].to_numpy(dtype=object), dtype=object)
+    index.get_indexer(index[:1])  # builds the hash table now, once per version
+    return unit_frame, index
 
 
 def _community_units(community: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -187,7 +199,7 @@ def counts_per_grid(
         )
     else:
         stamps = _cache.stamps(store, names)
-    unit_frame = units(store, level, versions, stamps)
+    unit_frame, unit_index = _units(store, level, versions, stamps)
     if layer is not None:
         if stamps[layer] is None:
             _cache.layer(store, layer, None)  # the store's LayerNotFoundError
@@ -196,7 +208,7 @@ def counts_per_grid(
         grouped, unassigned = _counts_memory(
             store, source, key, t0, t1, type, conditions, sum, stamps.get(layer)
         )
-    out, outside = _join_counts(unit_frame, grouped, sum)
+    out, outside = _join_counts(unit_frame, unit_index, grouped, sum)
     params = {
         "source": source,
         "level": level,
@@ -219,26 +231,27 @@ def counts_per_grid(
 
 
 def _join_counts(
-    unit_frame: gpd.GeoDataFrame, grouped: dict[str, np.ndarray], sum_: str | None
+    unit_frame: gpd.GeoDataFrame,
+    unit_index: pd.Index,
+    grouped: dict[str, np.ndarray],
+    sum_: str | None,
 ) -> tuple[gpd.GeoDataFrame, list]:
     """Every unit (in *unit_frame*'s order) with its count [and sum], zeros where none.
 
-    Also returns the counted units that are not in *unit_frame*.
+    *unit_index* holds the units' codes in that order. Also returns the counted units that are
+    not in *unit_frame*.
     """
-    index = pd.Index(grouped["unit"], dtype=object)
-    at = index.get_indexer(unit_frame["unit"].to_numpy(dtype=object))
+    at = unit_index.get_indexer(np.asarray(grouped["unit"], dtype=object))
     found = at >= 0
     columns = {"unit": unit_frame["unit"].array, "name": unit_frame["name"].array}
     counts = np.zeros(len(unit_frame), dtype="int64")
-    counts[found] = grouped["count"][at[found]]
+    counts[at[found]] = grouped["count"][found]
     columns["count"] = counts
     if sum_ is not None:
         sums = np.zeros(len(unit_frame), dtype=float)
-        sums[found] = grouped[f"sum_{sum_}"][at[found]]
+        sums[at[found]] = grouped[f"sum_{sum_}"][found]
         columns[f"sum_{sum_}"] = sums
-    seen = np.zeros(len(index), dtype=bool)
-    seen[at[found]] = True
-    outside = sorted(index[~seen].tolist())
+    outside = sorted(np.asarray(grouped["unit"], dtype=object)[~found].tolist())
     return geoframe(columns, unit_frame.geometry.values, len(unit_frame)), outside
 
 
@@ -258,20 +271,36 @@ def _counts_memory(store, source, key, t0, t1, type_, conditions, sum_, stamp):
         frame = frame[keep]
     else:
         frame = _cache.layer(store, source, stamp)
-        if conditions:
-            frame = frame[_mask(frame, conditions)]
-    # factorize + bincount: a group-by without pandas' per-call overhead (nulls get code -1)
-    codes, uniques = pd.factorize(frame[key].to_numpy(dtype=object))
+        # the layer's unit codes factorized once per version; the count itself is per call
+        codes, uniques = _cache.derived(store, source, stamp, ("factorized", key),
+                                        lambda: _factorize(frame[key]))
+        keep = _mask(frame, conditions) if conditions else slice(None)
+        return _grouped(codes[keep], uniques, frame, keep, sum_)
+    codes, uniques = _factorize(frame[key])
+    return _grouped(codes, uniques, frame, slice(None), sum_)
+
+
+def _factorize(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (-1 for null) and unique values: a group-by without pandas' per-call overhead."""
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object))
+    return codes, np.asarray(uniques, dtype=object)
+
+
+def _grouped(codes, uniques, frame, keep, sum_) -> tuple[dict[str, np.ndarray], int]:
+    """Count (and sum *sum_* of) the rows *keep* of *frame* per unit; also the unassigned."""
     assigned = codes >= 0
     grouped = {
-        "unit": np.asarray(uniques, dtype=object),
+        "unit": uniques,
         "count": np.bincount(codes[assigned], minlength=len(uniques)).astype("int64"),
     }
     if sum_ is not None:
-        values = frame[sum_].to_numpy(dtype=float, na_value=np.nan)[assigned]
+        values = frame[sum_].to_numpy(dtype=float, na_value=np.nan)[keep][assigned]
         grouped[f"sum_{sum_}"] = np.bincount(
             codes[assigned], weights=np.nan_to_num(values, nan=0.0), minlength=len(uniques)
         )
+    counted = grouped["count"] > 0  # units whose rows were all filtered out were not counted
+    if not counted.all():
+        grouped = {k: v[counted] for k, v in grouped.items()}
     return grouped, int((~assigned).sum())
 
 
@@ -296,21 +325,24 @@ def _counts_sql(store, source, key, t0, t1, type_, conditions, sum_, names):
             filters.append(f"{q.ident(col)} {OPS.get(op, op) if op in OPS else op} :v{i}")
             params[f"v{i}"] = value
     where = " WHERE " + " AND ".join(filters) if filters else ""
-    total = f", sum({q.ident(sum_)}) AS {q.ident('sum_' + sum_)}" if sum_ else ""
+    total = f", sum({q.ident(sum_)}) AS s" if sum_ else ""
+    # grouped inside the database and sent back as one row of arrays (no per-row decoding)
+    assigned = "FILTER (WHERE unit IS NOT NULL)"
+    sums = f", array_agg(s) {assigned} AS sums" if sum_ else ""
     sql = (
-        f"SELECT {q.ident(key)} AS unit, count(*) AS count{total} FROM {tbl}{where} "
-        "GROUP BY 1"
+        f"SELECT array_agg(unit) {assigned} AS units, array_agg(n) {assigned} AS counts{sums}, "
+        "sum(n) FILTER (WHERE unit IS NULL) AS unassigned "
+        f"FROM (SELECT {q.ident(key)} AS unit, count(*) AS n{total} FROM {tbl}{where} "
+        "GROUP BY 1) g"
     )
-    columns, raw, stamps = q.run_versioned(store, sql, params, names)
-    values = dict(zip(columns, zip(*raw, strict=True), strict=True)) if raw else {}
-    unit = np.array(values.get("unit", ()), dtype=object)
-    count = np.array(values.get("count", ()), dtype="int64")
-    null = np.array([u is None for u in unit], dtype=bool)
-    grouped = {"unit": unit[~null], "count": count[~null]}
+    row, stamps = q.run_versioned_row(store, sql, params, names)
+    grouped = {
+        "unit": np.array(row["units"] or (), dtype=object),
+        "count": np.array(row["counts"] or (), dtype="int64"),
+    }
     if sum_:
-        total = np.array(values.get(f"sum_{sum_}", ()), dtype=float)
-        grouped[f"sum_{sum_}"] = np.nan_to_num(total[~null], nan=0.0)
-    return grouped, int(count[null].sum()), stamps
+        total = np.array(row["sums"] or (), dtype=float)  # NULL sums (no values) become NaN
+        grouped[f"sum_{sum_}"] = np.nan_to_num(total, nan=0.0)
+    return grouped, int(row["unassigned"] or 0), stamps
 
 
-_ = shapely  # geometry of units comes from geopandas dissolve

@@ -254,25 +254,34 @@ def _within_memory(store, spec, stamp, target, crs, distance, self_id) -> gpd.Ge
     geoms, tree = _cache.metric_index(store, spec.name, stamp, frame, crs)
     tgt = _cache.project(target, crs)
     idx = tree.query(tgt, predicate="dwithin", distance=distance)
-    return _pick(frame, spec, idx, shapely.distance(geoms[idx], tgt), self_id)
+    arrays = _cache.column_arrays(store, spec.name, stamp, frame)
+    return _pick(arrays, spec, idx, shapely.distance(geoms[idx], tgt), self_id)
 
 
-def _pick(frame, spec, idx, distance, self_id, k: int | None = None) -> gpd.GeoDataFrame:
-    """Rows *idx* of the layer with their *distance*, nearest first (ties by id), at most *k*."""
-    ids = frame[spec.id_field].to_numpy()[idx].astype(str)
+def _pick(
+    arrays, spec, idx, distance, self_id, k: int | None = None, rank: bool = False
+) -> gpd.GeoDataFrame:
+    """Rows *idx* of the layer with their *distance*, nearest first (ties by id), at most *k*.
+
+    *arrays* are the layer's column arrays and geometry (see ``_cache.column_arrays``). With
+    *rank*, a ``rank`` column (1, 2 …) after the distance.
+    """
+    values, geometry = arrays
+    ids = np.asarray(values[spec.id_field])[idx].astype(str)
     distance = np.asarray(distance, dtype=float)
     if self_id is not None and self_id[0] == spec.name:
         keep = ids != self_id[1]
         idx, distance, ids = idx[keep], distance[keep], ids[keep]
     order = np.lexsort((ids, sort_key_distance(distance)))[:k]
     rows = idx[order]
-    geometry = frame.geometry.name
-    columns = {c: frame[c].array.take(rows) for c in frame.columns if c != geometry}
+    columns = {c: v.take(rows) for c, v in values.items()}
     for c in spec.all_columns:
         if c.dtype == "json" and c.name in columns:
             columns[c.name] = none_for_null(columns[c.name])
     columns["distance_m"] = distance[order]
-    return geoframe(columns, frame.geometry.values.take(rows), len(rows))
+    if rank:
+        columns["rank"] = np.arange(1, len(rows) + 1)
+    return geoframe(columns, geometry.take(rows), len(rows))
 
 
 _TARGET_SQL = (
@@ -375,7 +384,7 @@ def nearest(
         )
         frame = frame.merge(extra, on=spec.id_field, how="left")
         frame = gpd.GeoDataFrame(frame, geometry="geometry", crs=CRS)
-    frame["rank"] = np.arange(1, len(frame) + 1)
+        frame["rank"] = np.arange(1, len(frame) + 1)  # after the live columns
     params = {
         "layer": layer,
         "k": k,
@@ -403,7 +412,8 @@ def _nearest_memory(store, spec, stamp, target, crs, k, self_id, on_layer, live)
     if len(candidates) > NEAREST_SCAN:
         candidates = _nearest_candidates(tree, geoms, tgt, keep, wanted, candidates)
     distance = shapely.distance(geoms[candidates], tgt)
-    return _pick(frame, spec, candidates, distance, self_id, k)
+    arrays = _cache.column_arrays(store, spec.name, stamp, frame)
+    return _pick(arrays, spec, candidates, distance, self_id, k, rank=live is None)
 
 
 # Up to this many candidate features are measured one by one; beyond, an STRtree narrows them.
@@ -460,4 +470,4 @@ def _nearest_sql(store, spec, target, crs, k, self_id, on_layer, live, names):
         f"ORDER BY round({dist}::numeric, 3), {idf} LIMIT :k"
     )
     columns, rows, stamps = q.run_versioned(store, sql, params, names)
-    return q.typed_frame(spec, columns, rows, ["distance_m"]), stamps
+    return q.typed_frame(spec, columns, rows, ["distance_m"], rank=live is None), stamps

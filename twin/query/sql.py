@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import re
@@ -15,8 +16,10 @@ import shapely
 import sqlalchemy as sa
 
 from twin.errors import StoreUnavailableError, ValidationError
+from twin.query._cache import crs_object
 from twin.query._common import geoframe, none_for_null
 from twin.schema import CRS, Column, LayerSpec, coerce_series
+from twin.store.base import current_stamps
 
 LOGGER = logging.getLogger(__name__)
 
@@ -80,21 +83,54 @@ def run_versioned(
     tuple
         The body's column names, its rows, and ``{layer: (version, created) or None}``.
     """
-    from twin.query._cache import stamps_from_rows, versions_table
-
     sql = (
-        "WITH _v AS (SELECT json_agg(json_build_array(layer, version, created_at::text))::text "
-        f"AS _versions FROM {versions_table(store)} WHERE current AND layer = ANY(:_layers)), "
-        f"_m AS (SELECT _b.*, row_number() OVER () AS _n FROM ({body}) _b) "
-        # the versions ride on the first row only (or on the one row of NULLs if none match)
-        "SELECT CASE WHEN coalesce(_m._n, 1) = 1 THEN _v._versions END, _m.* "
-        "FROM _v LEFT JOIN _m ON TRUE ORDER BY _m._n"
+        f"WITH {_versions_cte(store)} SELECT _v._versions, _b.* FROM _v "
+        # one row of NULLs (and _hit NULL) when the body has none, so the versions still come;
+        # a nested loop over the one-row _v keeps the body's order (no renumbering and sort)
+        f"LEFT JOIN (SELECT TRUE AS _hit, * FROM ({body}) _i) _b ON TRUE"
     )
+    names, rows = _execute(store, sql, params, layers)
+    body_rows = [tuple(r[2:]) for r in rows if r[1] is not None]
+    return names[2:], body_rows, _stamps(rows, layers)
+
+
+def run_versioned_row(
+    store: Any, body: str, params: dict[str, Any], layers: list[str]
+) -> tuple[dict[str, Any], dict[str, tuple[int, str] | None]]:
+    """Like :func:`run_versioned` for a *body* that gives exactly one row (an aggregate).
+
+    A body that packs its answer into arrays (``array_agg``) comes back as one row of Python
+    lists, with the versions once.
+
+    Returns
+    -------
+    tuple
+        ``{column: value}`` of the body's row, and ``{layer: (version, created) or None}``.
+    """
+    sql = f"WITH {_versions_cte(store)} SELECT _v._versions, _b.* FROM _v, ({body}) _b"
+    names, rows = _execute(store, sql, params, layers)
+    return dict(zip(names[1:], rows[0][1:], strict=True)), _stamps(rows, layers)
+
+
+def _versions_cte(store: Any) -> str:
+    """Return the CTE ``_v``: the current versions asked for (``:_layers``) as one JSON text."""
+    from twin.query._cache import versions_table
+
+    return (
+        "_v AS (SELECT json_agg(json_build_array(layer, version, created_at::text))::text "
+        f"AS _versions FROM {versions_table(store)} WHERE current AND layer = ANY(:_layers))"
+    )
+
+
+def _execute(
+    store: Any, sql: str, params: dict[str, Any], layers: list[str]
+) -> tuple[list[str], list[Any]]:
+    """Run *sql* with bound parameters; return its column names and rows."""
     try:
         with store.engine.connect() as conn:
-            result = conn.execute(sa.text(sql), {**params, "_layers": list(layers)})
+            result = conn.execute(_text(sql), {**params, "_layers": list(layers)})
             rows = result.fetchall()
-            names = list(result.keys())
+            return list(result.keys()), rows
     except sa.exc.OperationalError as exc:
         raise StoreUnavailableError(
             f"the PostGIS store did not answer ({str(exc.orig).splitlines()[0]}); "
@@ -108,16 +144,26 @@ def run_versioned(
                 if stamp is None:
                     _cache.layer(store, name, None)  # raises the store's LayerNotFoundError
         raise
+
+
+@functools.lru_cache(maxsize=256)
+def _text(sql: str) -> sa.TextClause:
+    """Return ``sa.text(sql)``, parsed once per statement (its bound names found by a regex)."""
+    return sa.text(sql)
+
+
+def _stamps(rows: list[Any], layers: list[str]) -> dict[str, tuple[int, str] | None]:
+    """Return the versions carried by the first row's first column (see :func:`_versions_cte`)."""
     found = json.loads(rows[0][0]) if rows and rows[0][0] else []
-    stamps = stamps_from_rows((tuple(v) for v in found), layers)
-    body_rows = [tuple(r[1:-1]) for r in rows if r[-1] is not None]
-    return names[1:-1], body_rows, stamps
+    return current_stamps((tuple(v) for v in found), layers)
 
 
 def typed_frame(
-    spec: LayerSpec, names: list[str], rows: list[tuple], extra: list[str] = ()
+    spec: LayerSpec, names: list[str], rows: list[tuple], extra: list[str] = (), rank: bool = False
 ) -> gpd.GeoDataFrame:
     """Build a frame of a layer's rows (declared columns, *extra* floats, ``geom`` as WKB).
+
+    With *rank*, a ``rank`` column (1, 2 … in the rows' order) follows the *extra* ones.
 
     The dtypes are those of :func:`twin.schema.coerce_series` (what ``read_layer`` gives), built
     straight from the values the driver returns: text and dates as objects with None, whole
@@ -131,9 +177,11 @@ def typed_frame(
         data[c.name] = _typed(by_name[c.name], c)
     for name in extra:
         data[name] = np.array(by_name[name], dtype=float)
+    if rank:
+        data["rank"] = np.arange(1, len(rows) + 1)
     wkb = np.array(by_name["geom"], dtype=object)
     geoms = shapely.from_wkb(wkb) if len(wkb) else np.array([], dtype=object)
-    return geoframe(data, gpd.array.from_shapely(geoms, crs=CRS), len(rows))
+    return geoframe(data, gpd.array.from_shapely(geoms, crs=crs_object(CRS)), len(rows))
 
 
 _PLAIN = {"text": (str,), "date": (datetime.date,)}

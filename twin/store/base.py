@@ -6,7 +6,7 @@ import abc
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +64,22 @@ def audit_hash(prev_hash: str, row: dict[str, Any]) -> str:
 
 
 GENESIS_HASH = "0" * 64
+
+
+def current_stamps(
+    rows: Iterable[Sequence[Any]], names: Iterable[str]
+) -> dict[str, tuple[int, str] | None]:
+    """Return ``{layer: (version, created_at text)}`` from rows of current versions.
+
+    *rows* are (layer, version, created_at); the highest version wins, and the *names* without
+    a row get None.
+    """
+    out: dict[str, tuple[int, str] | None] = dict.fromkeys(names)
+    for layer, version, created in rows:
+        held = out.get(layer)
+        if held is None or int(version) > held[0]:
+            out[layer] = (int(version), str(created))
+    return out
 
 
 class Store(abc.ABC):
@@ -169,6 +185,33 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def layer_versions(self, name: str) -> list[LayerVersion]:
         """Every version of layer *name*, oldest first (empty if never written)."""
+
+    def current_versions(self, names: Sequence[str]) -> dict[str, tuple[int, str] | None]:
+        """Return the current version of each layer in *names*, as cheaply as the store can.
+
+        For callers that ask on every request whether a layer changed (the planner queries'
+        cache): one small read instead of :meth:`layer_versions`' full records.
+
+        Returns
+        -------
+        dict
+            ``{name: (version, created_at as text)}``, None for a layer never written. The
+            creation time tells a version apart from one given the same number after its
+            history was rebuilt; its text is only compared with this store's own.
+
+        Raises
+        ------
+        LayerNotFoundError
+            If a name is not a declared layer.
+        """
+        names = list(dict.fromkeys(names))
+        rows = [
+            (v.layer, v.version, v.created_at)
+            for name in names
+            for v in self.layer_versions(name)
+            if v.current
+        ]
+        return current_stamps(rows, names)
 
     @abc.abstractmethod
     def set_current_version(self, name: str, version: int, *, actor: str) -> LayerVersion:

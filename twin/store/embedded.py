@@ -54,6 +54,7 @@ from twin.store.base import (
     audit_hash,
     case_columns,
     count_frame,
+    current_stamps,
     layer_audit,
     plan_case_counts,
     prepare_case_grids,
@@ -765,6 +766,25 @@ class EmbeddedStore(Store):
         declared.get_layer(name)
         with self._snapshot() as conn:
             return self._versions(conn, name)
+
+    def current_versions(self, names: Sequence[str]) -> dict[str, tuple[int, str] | None]:
+        """Return ``{name: (version, created_at text)}`` of the current versions, in one SELECT.
+
+        Read on this thread's connection without decoding whole version records (what
+        :meth:`layer_versions` does, ~10 ms): the planner queries ask on every call.
+        """
+        names = list(dict.fromkeys(names))
+        for name in names:
+            declared.get_layer(name)
+        if not names:
+            return {}
+        marks = ", ".join("?" for _ in names)
+        rows = self._conn().execute(
+            f"SELECT {q('layer')}, {q('version')}, {q('created_at')} FROM {q(LAYER_VERSIONS.name)} "
+            f"WHERE {q('current')} AND {q('layer')} IN ({marks})",
+            names,
+        ).fetchall()
+        return current_stamps(rows, names)
 
     def _missing_version(self, name: str, version: int, versions: list[LayerVersion]) -> None:
         raise NotFoundError(

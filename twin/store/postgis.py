@@ -50,6 +50,7 @@ from twin.store.base import (
     case_columns,
     count_columns,
     count_frame,
+    current_stamps,
     layer_audit,
     plan_case_counts,
     prepare_case_grids,
@@ -852,6 +853,29 @@ class PostGISStore(Store):
         spec = layers.get_layer(name)
         with self._begin() as conn:
             return self._versions(conn, spec.name)
+
+    def current_versions(self, names: Sequence[str]) -> dict[str, tuple[int, str] | None]:
+        """Return ``{name: (version, created_at text)}`` of the current versions, in one SELECT.
+
+        Raises
+        ------
+        LayerNotFoundError
+            If a name is not a declared layer.
+        """
+        names = list(dict.fromkeys(names))
+        for name in names:
+            layers.get_layer(name)
+        if not names:
+            return {}
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT layer, version, created_at::text FROM twin_layer_versions "
+                    "WHERE current AND layer = ANY(:names)"
+                ),
+                {"names": names},
+            ).fetchall()
+        return current_stamps(rows, names)
 
     def set_current_version(self, name: str, version: int, *, actor: str) -> LayerVersion:
         """Make an existing version current again (a rollback), in one transaction.
