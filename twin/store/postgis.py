@@ -64,13 +64,16 @@ from twin.store.migrations import (
     HISTORY_SUFFIX,
     SRID,
     VERSION_COLUMN,
+    attach_ddl,
     key_columns,
     layer_ddl,
-    layer_gist_ddl,
-    layer_gist_index,
     lock,
     migrate,
     missing_columns,
+    partition_ddl,
+    partition_index_ddl,
+    partition_name,
+    point_view,
     quote,
     table_exists,
 )
@@ -82,7 +85,6 @@ COPY_CHUNK_ROWS = 50_000
 COPY_CHUNK_BYTES = 8 << 20  # COPY text handed to psycopg this many bytes at a time
 LAYER_COPY_ROWS = 20_000  # rows of a layer encoded at a time (the server parses the last ones)
 AGG_CHUNK_ROWS = 2_000_000  # about this many rows per packed value of a column read
-GIST_REBUILD_ROWS = 10_000
 # OFFSET 0 keeps a FROM subquery as one plan step (not pulled up): each case's period and its
 # as-of are computed once, not once per count that uses them
 _FENCE = " OFFSET 0"
@@ -281,16 +283,24 @@ def _layer_copy_text(spec: LayerSpec, frame: pd.DataFrame, version: int) -> memo
 
 
 def _copy_text(
-    conn: sa.Connection, table: str, columns: list[str], pieces: Iterable[memoryview]
+    conn: sa.Connection,
+    table: str,
+    columns: list[str],
+    pieces: Iterable[memoryview],
+    *,
+    freeze: bool = False,
 ) -> None:
     """COPY ready-made COPY text, given in pieces, into *table* on the transaction's connection.
 
     A psycopg writer thread sends each piece while the next one is being built, so the server
-    parses rows while the client encodes the following ones.
+    parses rows while the client encodes the following ones. *freeze* (only for a table created
+    in this transaction) writes the rows frozen: nobody has to set their hint bits later.
     """
     from psycopg.copy import QueuedLibpqWriter
 
     statement = f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+    if freeze:
+        statement += " (FREEZE)"
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor:
         with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
@@ -602,40 +612,27 @@ class PostGISStore(Store):
     # -- layers -----------------------------------------------------------------------------------
 
     def _ensure_layer_tables(self, conn: sa.Connection, spec: LayerSpec) -> None:
+        """Create the partitioned history of *spec*, or add the columns declared since.
+
+        A column added to the parent is added to every partition (old versions read it empty).
+        """
+        history = spec.name + HISTORY_SUFFIX
         wanted = [(c.name, c.dtype) for c in spec.all_columns]
-        current = missing_columns(conn, spec.name, wanted)
-        if len(current) == len(wanted):  # no table yet
-            for statement in layer_ddl(spec):
-                conn.execute(sa.text(statement))
-            return
-        history = missing_columns(conn, spec.name + HISTORY_SUFFIX, wanted)
-        for statement in current + history:
-            LOGGER.info("layer %s: %s", spec.name, statement)
+        statements = missing_columns(conn, history, wanted)
+        if len(statements) == len(wanted):  # no table yet
+            statements = layer_ddl(spec)
+        for statement in statements:
+            LOGGER.info("layer %s: %s", spec.name, statement.splitlines()[0])
             conn.execute(sa.text(statement))
+
+    @staticmethod
+    def _point_current(conn: sa.Connection, spec: LayerSpec, version: int) -> None:
+        """Make the view ``<name>`` show *version*'s partition (same transaction)."""
+        columns = spec.column_names + (["geom"] if spec.geometry_type else [])
+        point_view(conn, spec.name, version, columns)
 
     def _after_rows_written(self, spec: LayerSpec, version: int) -> None:
         """Run inside the write transaction once the rows are in (a hook); raising rolls back."""
-
-    def _copy_current(self, conn: sa.Connection, spec: LayerSpec, version: int, rows: int) -> None:
-        """Replace the current table's rows by those of *version* (same transaction)."""
-        columns = ", ".join(quote(c) for c in spec.column_names)
-        geom = ", geom" if spec.geometry_type else ""
-        # Rebuilding a GiST index is ~3x faster than inserting 100k rows into it, but dropping it
-        # locks readers out until commit: worth it for big loads only.
-        rebuild = bool(spec.geometry_type) and rows >= GIST_REBUILD_ROWS
-        if rebuild:
-            conn.execute(sa.text(f"DROP INDEX IF EXISTS {quote(layer_gist_index(spec))}"))
-        conn.execute(sa.text(f"DELETE FROM {quote(spec.name)}"))
-        conn.execute(
-            sa.text(
-                f"INSERT INTO {quote(spec.name)} ({columns}{geom}) "
-                f"SELECT {columns}{geom} FROM {quote(spec.name + HISTORY_SUFFIX)} "
-                f"WHERE {quote(VERSION_COLUMN)} = :v"
-            ),
-            {"v": version},
-        )
-        if rebuild:
-            conn.execute(sa.text(layer_gist_ddl(spec)))
 
     def write_layers(
         self,
@@ -649,8 +646,10 @@ class PostGISStore(Store):
     ) -> list[LayerVersion]:
         """Store several layers (and re-grid cases) in one transaction; see :class:`Store`.
 
-        Rows go in by COPY into ``<name>__history``; ``<name>`` is then replaced by that version.
-        Layers are locked in name order, so two loads of overlapping layers cannot deadlock.
+        Each version is a new partition of ``<name>__history``, filled by COPY and indexed before
+        it is attached; the view ``<name>`` is then pointed at it. Nothing is visible to readers
+        before the commit. Layers are locked in name order, so two loads of overlapping layers
+        cannot deadlock.
         """
         checked = [
             (spec := layers.get_layer(name), validate_layer_frame(spec, frame))
@@ -688,7 +687,11 @@ class PostGISStore(Store):
         note: str,
         report: dict | None,
     ) -> LayerVersion:
-        """Write one validated layer frame as its next version and make it current."""
+        """Write one validated layer frame as its next version and make it current.
+
+        The partition is created in this transaction, so COPY can write the rows frozen, and its
+        indexes are built once over the whole version (faster than growing them row by row).
+        """
         self._ensure_layer_tables(conn, spec)
         version = conn.execute(
             sa.text(
@@ -701,8 +704,14 @@ class PostGISStore(Store):
             _layer_copy_text(spec, frame.iloc[start : start + LAYER_COPY_ROWS], version)
             for start in range(0, len(frame), LAYER_COPY_ROWS)
         )
-        _copy_text(conn, spec.name + HISTORY_SUFFIX, columns, pieces)
-        self._copy_current(conn, spec, version, len(frame))
+        conn.execute(sa.text(partition_ddl(spec.name, version)))
+        _copy_text(conn, partition_name(spec.name, version), columns, pieces, freeze=True)
+        for statement in partition_index_ddl(
+            spec.name, version, spec.id_field, bool(spec.geometry_type)
+        ):
+            conn.execute(sa.text(statement))
+        conn.execute(sa.text(attach_ddl(spec.name, version)))
+        self._point_current(conn, spec, version)
         conn.execute(
             sa.text("UPDATE twin_layer_versions SET current = false WHERE layer = :l AND current"),
             {"l": spec.name},
@@ -824,22 +833,19 @@ class PostGISStore(Store):
         select = _select_list(spec.all_columns, geometry)
         order = f'ORDER BY {quote(spec.id_field)} COLLATE "C"'
         with self._begin() as conn:
+            # the version is chosen in this snapshot and read from its own partition: the view
+            # may already show a version committed since (catalogs are not snapshot-bound)
             conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
             versions = self._versions(conn, spec.name)
             if not versions:
                 raise self._never_written(spec.name)
-            if version is None or any(v.version == version and v.current for v in versions):
-                result = conn.execute(sa.text(f"SELECT {select} FROM {quote(spec.name)} {order}"))
-            elif any(v.version == version for v in versions):
-                result = conn.execute(
-                    sa.text(
-                        f"SELECT {select} FROM {quote(spec.name + HISTORY_SUFFIX)} "
-                        f"WHERE {quote(VERSION_COLUMN)} = :v {order}"
-                    ),
-                    {"v": int(version)},
-                )
-            else:
+            if version is None:
+                version = next((v.version for v in versions if v.current), None)
+            if not any(v.version == version for v in versions):
                 raise self._no_version(spec.name, version, versions)
+            result = conn.execute(
+                sa.text(f"SELECT {select} FROM {quote(partition_name(spec.name, version))} {order}")
+            )
             return _frame(result, spec.all_columns, geometry)
 
     def layer_versions(self, name: str) -> list[LayerVersion]:
@@ -894,9 +900,8 @@ class PostGISStore(Store):
             if not any(v.version == version for v in versions):
                 raise self._no_version(spec.name, version, versions)
             self._ensure_layer_tables(conn, spec)
-            rows = next(v.rows for v in versions if v.version == version)
             previous = next((v.version for v in versions if v.current), None)
-            self._copy_current(conn, spec, int(version), rows)
+            self._point_current(conn, spec, int(version))
             conn.execute(
                 sa.text("UPDATE twin_layer_versions SET current = (version = :v) WHERE layer = :l"),
                 {"v": int(version), "l": spec.name},
@@ -908,22 +913,20 @@ class PostGISStore(Store):
         return chosen
 
     def purge_layer_versions(self, name: str, before_version: int, *, actor: str) -> list[int]:
-        """Delete older versions' history rows and records, never the current one (audited)."""
+        """Drop older versions' partitions and records, never the current one (audited)."""
         spec = layers.get_layer(name)
         with self._begin() as conn:
             self._lock(conn, "layer", spec.name)
-            gone = purge_plan(self._versions(conn, spec.name), before_version)
+            versions = self._versions(conn, spec.name)
+            gone = purge_plan(versions, before_version)
             if not gone:
                 return []
-            rows = 0
-            if table_exists(conn, spec.name + HISTORY_SUFFIX):
-                rows = conn.execute(
-                    sa.text(
-                        f"DELETE FROM {quote(spec.name + HISTORY_SUFFIX)} "
-                        f"WHERE {quote(VERSION_COLUMN)} = ANY(:v)"
-                    ),
-                    {"v": gone},
-                ).rowcount
+            rows = sum(v.rows for v in versions if v.version in gone)
+            for version in gone:
+                if table_exists(conn, partition_name(spec.name, version)):
+                    conn.execute(
+                        sa.text(f"DROP TABLE {quote(partition_name(spec.name, version))}")
+                    )
             conn.execute(
                 sa.text(
                     "DELETE FROM twin_layer_versions WHERE layer = :l AND version = ANY(:v) "
