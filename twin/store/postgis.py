@@ -322,7 +322,9 @@ def _frame(
 ) -> pd.DataFrame | gpd.GeoDataFrame:
     """Rows of *result* as a frame with the columns coerced to their canonical dtypes."""
     names = [c.name for c in columns] + (["geom"] if geometry else [])
-    raw = pd.DataFrame.from_records(result.fetchall(), columns=names)
+    # plain tuples: from_records probes each SQLAlchemy Row for attributes (an exception per
+    # row and column), which made reading 24,000 grid cells ~7x slower than the rows themselves
+    raw = pd.DataFrame.from_records([tuple(r) for r in result.fetchall()], columns=names)
     out = pd.DataFrame({c.name: coerce_series(raw[c.name], c) for c in columns}, index=raw.index)
     if not geometry:
         return out
