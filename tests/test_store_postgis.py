@@ -549,3 +549,20 @@ def test_an_old_schema_is_migrated_to_partitions_keeping_every_version(pg, postg
         assert _attached(again, "buildings__history") == ["buildings__v4"]
     finally:
         again.close()
+
+
+def test_readers_during_a_write_see_the_previous_version_without_waiting(pg, monkeypatch):
+    pg.write_layer("buildings", _buildings(3), actor="a", source="v1")
+    seen = []
+
+    def read_meanwhile(spec, version):  # runs inside the write, its rows in, not committed
+        with pg.engine.connect() as other:
+            other.execute(sa.text("SET statement_timeout = '10s'"))  # a lock wait fails the test
+            seen.append(other.execute(sa.text("SELECT count(*) FROM buildings")).scalar())
+        seen.append(len(pg.read_layer("buildings")))
+
+    monkeypatch.setattr(pg, "_after_rows_written", read_meanwhile)
+    pg.write_layer("buildings", _buildings(5), actor="a", source="v2")
+    assert seen == [3, 3]
+    assert len(pg.read_layer("buildings")) == 5
+    assert _scalars(pg, "SELECT count(*) FROM buildings") == [5]

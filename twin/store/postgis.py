@@ -677,6 +677,9 @@ class PostGISStore(Store):
                             layer_audit(version), source)
                 self._after_rows_written(spec, version.version)
                 written.append(version)
+            # last, just before the commit: repointing a view locks its readers out until then
+            for (spec, _), version in zip(checked, written, strict=True):
+                self._point_current(conn, spec, version.version)
         for version in written:
             LOGGER.info("layer %s: version %d written (%d rows) by %s", version.layer,
                         version.version, version.rows, actor)
@@ -693,7 +696,9 @@ class PostGISStore(Store):
         note: str,
         report: dict | None,
     ) -> LayerVersion:
-        """Write one validated layer frame as its next version and make it current.
+        """Write one validated layer frame as its next version, recorded as current.
+
+        The caller points the view ``<name>`` at it (:meth:`_point_current`) before committing.
 
         The partition is created in this transaction, so COPY can write the rows frozen, and its
         indexes are built once over the whole version (faster than growing them row by row).
@@ -717,7 +722,6 @@ class PostGISStore(Store):
         ):
             conn.execute(sa.text(statement))
         conn.execute(sa.text(attach_ddl(spec.name, version)))
-        self._point_current(conn, spec, version)
         conn.execute(
             sa.text("UPDATE twin_layer_versions SET current = false WHERE layer = :l AND current"),
             {"l": spec.name},
