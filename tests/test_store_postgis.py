@@ -500,21 +500,22 @@ def test_a_spatial_query_through_the_view_uses_the_partitions_gist_index(pg):
             assert "buildings__v1_geom_gist" in plan, plan
 
 
-def _to_old_layout(store: PostGISStore, current: int) -> None:
-    """Rebuild a schema's buildings as the layout before migration 3 had them."""
-    spec = layers.get_layer("buildings")
-    cols = ", ".join(f'"{c}"' for c in spec.column_names) + ", geom"
+def _to_old_layout(store: PostGISStore, name: str, current: int) -> None:
+    """Rebuild a schema's layer *name* as the layout before migration 3 had it."""
+    spec = layers.get_layer(name)
+    cols = ", ".join(f'"{c}"' for c in spec.column_names)
+    geometry = spec.geometry_type is not None
     with store.engine.begin() as conn:
         for statement in (
-            "DROP VIEW buildings",
-            "CREATE TABLE old_history AS SELECT * FROM buildings__history",
-            "DROP TABLE buildings__history CASCADE",
-            "ALTER TABLE old_history RENAME TO buildings__history",
-            'ALTER TABLE buildings__history ADD PRIMARY KEY (_version, building_code)',
-            f"CREATE TABLE buildings AS SELECT {cols} FROM buildings__history "
-            f"WHERE _version = {current}",
-            "ALTER TABLE buildings ADD PRIMARY KEY (building_code)",
-            "CREATE INDEX buildings_geom_gist ON buildings USING gist (geom)",
+            f"DROP VIEW {name}",
+            f"CREATE TABLE old_history AS SELECT * FROM {name}__history",
+            f"DROP TABLE {name}__history CASCADE",
+            f"ALTER TABLE old_history RENAME TO {name}__history",
+            f"ALTER TABLE {name}__history ADD PRIMARY KEY (_version, {spec.id_field})",
+            f"CREATE TABLE {name} AS SELECT {cols}{', geom' if geometry else ''} "
+            f"FROM {name}__history WHERE _version = {current}",
+            f"ALTER TABLE {name} ADD PRIMARY KEY ({spec.id_field})",
+            *([f"CREATE INDEX {name}_geom_gist ON {name} USING gist (geom)"] if geometry else []),
             "DELETE FROM twin_schema_migrations WHERE version >= 3",
         ):
             conn.execute(sa.text(statement))
@@ -525,8 +526,14 @@ def test_an_old_schema_is_migrated_to_partitions_keeping_every_version(pg, postg
         pg.write_layer("buildings", _buildings(n, [f"v{n}-{i}" for i in range(n)]),
                        actor="a", source=f"{n} rows")
     pg.set_current_version("buildings", 2, actor="admin")
+    for n in (1, 2):  # a layer without geometry too
+        pg.write_layer("residents", pd.DataFrame({"resident_id": [f"R{i}" for i in range(n)],
+                                                  "building_code": ["B1"] * n}),
+                       actor="a", source=f"{n} residents")
     before = {v: pg.read_layer("buildings", version=v) for v in (1, 2, 3)}
-    _to_old_layout(pg, current=2)
+    residents = pg.read_layer("residents")
+    _to_old_layout(pg, "buildings", current=2)
+    _to_old_layout(pg, "residents", current=2)
     assert _relkinds(pg, "buildings") == {"buildings": "r", "buildings__history": "r"}
     again = PostGISStore(postgis_url, schema=pg.schema)
     try:
@@ -538,6 +545,11 @@ def test_an_old_schema_is_migrated_to_partitions_keeping_every_version(pg, postg
         for v, frame in before.items():
             pd.testing.assert_frame_equal(again.read_layer("buildings", version=v), frame)
         pd.testing.assert_frame_equal(again.read_layer("buildings"), before[2])
+        pd.testing.assert_frame_equal(again.read_layer("residents"), residents)
+        assert _relkinds(again, "residents") == {
+            "residents": "v", "residents__history": "p", "residents__v1": "r",
+            "residents__v2": "r"}
+        assert len(again.read_layer("residents", version=1)) == 1
         names = _scalars(again, "SELECT indexname FROM pg_indexes WHERE schemaname = :s",
                          s=pg.schema)
         assert {"buildings_geom_gist", "buildings__v1_geom_gist", "buildings__v3_pkey"} <= set(
