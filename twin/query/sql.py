@@ -27,20 +27,20 @@ _SAFE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 def ident(name: str) -> str:
-    """A double-quoted SQL identifier; only names of the declared specs ever reach here."""
+    """Double-quote an SQL identifier; only names of the declared specs ever reach here."""
     if not _SAFE.match(name):  # a second line of defence behind spec_of/field_of
         raise ValidationError(f"refusing the name {name!r} in SQL")
     return '"' + name + '"'
 
 
 def table(store: Any, name: str) -> str:
-    """The schema-qualified table of a layer's current version (or of events/cases)."""
+    """Name the schema-qualified table of a layer's current version (or of events/cases)."""
     schema = getattr(store, "schema", None) or "public"
     return f"{ident(schema)}.{ident(name)}"
 
 
 def select_list(columns: tuple[Column, ...] | list[Column], alias: str = "t") -> str:
-    """Declared columns (JSON as text so both stores agree), then the geometry as WKB."""
+    """Select the declared columns (JSON as text so both stores agree), then the geometry as WKB."""
     parts = []
     for c in columns:
         expr = f"{alias}.{ident(c.name)}"

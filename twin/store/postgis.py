@@ -1303,7 +1303,7 @@ class PostGISStore(Store):
         until: datetime | None = None,
         as_of: datetime | None = None,
     ) -> pd.DataFrame:
-        """Counts per slice and period in ONE ``GROUP BY`` (see :meth:`Store.case_counts`)."""
+        """Count per slice and period in ONE ``GROUP BY`` (see :meth:`Store.case_counts`)."""
         with self._begin() as conn:
             conn.execute(sa.text(f"SET LOCAL work_mem = '{COUNT_WORK_MEM}'"))
 
