@@ -90,13 +90,19 @@ AGG_CHUNK_ROWS = 2_000_000  # about this many rows per packed value of a column 
 _FENCE = " OFFSET 0"
 # hash aggregation of a few hundred thousand (grid, month) groups fits in memory with this
 COUNT_WORK_MEM = "256MB"
-_ENGINES: dict[tuple[str, str | None], sa.Engine] = {}
+_ENGINES: dict[tuple[str, str | None, bool], sa.Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def _engine(url: sa.URL, schema: str | None) -> sa.Engine:
-    """One engine per (URL, schema) per process; sessions run in UTC with the schema first."""
-    key = (url.render_as_string(hide_password=False), schema)
+def _engine(url: sa.URL, schema: str | None, *, reads: bool = False) -> sa.Engine:
+    """One engine per (URL, schema, kind) per process; sessions run in UTC with the schema first.
+
+    The *reads* engine serves single read-only statements (the planner queries): it runs them
+    in autocommit, one round trip each — a lone SELECT sees one snapshot without BEGIN and
+    ROLLBACK around it — and does not ping a pooled connection before use; its callers retry
+    once on a connection the server has dropped (:func:`twin.query.sql.run_read`).
+    """
+    key = (url.render_as_string(hide_password=False), schema, reads)
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
@@ -104,7 +110,11 @@ def _engine(url: sa.URL, schema: str | None) -> sa.Engine:
             connect_args: dict[str, Any] = {"options": options, "application_name": "gridtwin"}
             if "connect_timeout" not in url.query:
                 connect_args["connect_timeout"] = 5
-            engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+            if reads:
+                engine = sa.create_engine(url, connect_args=connect_args,
+                                          isolation_level="AUTOCOMMIT")
+            else:
+                engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
             _ENGINES[key] = engine
         return engine
 
@@ -541,12 +551,14 @@ class PostGISStore(Store):
         self.schema = schema
         self._drop_schema_on_close = drop_schema_on_close
         self.engine = _engine(parsed, schema)
+        self.read_engine = _engine(parsed, schema, reads=True)
         self._closed = False
         try:
             self._open()
         except Exception:
-            self.engine.dispose()
-            _forget_engine(self.engine)
+            for engine in (self.engine, self.read_engine):
+                engine.dispose()
+                _forget_engine(engine)
             raise
         LOGGER.info("opened PostGIS store %s (schema %s)", self.url, schema or "public")
 
@@ -612,8 +624,10 @@ class PostGISStore(Store):
                 with self._begin() as conn:
                     conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {quote(self.schema)} CASCADE"))
                 _forget_engine(self.engine)
+                _forget_engine(self.read_engine)
         finally:
             self.engine.dispose()
+            self.read_engine.dispose()
 
     # -- layers -----------------------------------------------------------------------------------
 
@@ -1316,7 +1330,7 @@ class PostGISStore(Store):
         until: datetime | None = None,
         as_of: datetime | None = None,
     ) -> pd.DataFrame:
-        """Counts per slice and period in ONE ``GROUP BY`` (see :meth:`Store.case_counts`)."""
+        """Count per slice and period in ONE ``GROUP BY`` (see :meth:`Store.case_counts`)."""
         with self._begin() as conn:
             conn.execute(sa.text(f"SET LOCAL work_mem = '{COUNT_WORK_MEM}'"))
 
