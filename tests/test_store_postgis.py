@@ -481,12 +481,15 @@ def test_a_spatial_query_through_the_view_uses_the_partitions_gist_index(pg):
         if '"buildings"' in statement and "geom" in statement:
             seen.append((statement, parameters))
 
-    sa.event.listen(pg.engine, "before_cursor_execute", capture)
+    engines = (pg.engine, pg.read_engine)  # planner reads run on the store's read engine
+    for engine in engines:
+        sa.event.listen(engine, "before_cursor_execute", capture)
     try:
         near = nearest(pg, "buildings", 3, point=(110.29, 25.08), engine="sql")
         within = within_distance(pg, "buildings", 30, point=(110.29, 25.08), engine="sql")
     finally:
-        sa.event.remove(pg.engine, "before_cursor_execute", capture)
+        for engine in engines:
+            sa.event.remove(engine, "before_cursor_execute", capture)
     assert near.frame["building_code"].tolist() == ["B00000", "B00001", "B00002"]
     assert len(within.frame) > 0
     assert len(seen) >= 2
