@@ -54,8 +54,9 @@ LIMITS = {
                "(embedded 0.5-0.8×); the 250-700 ms street figures of the first run were taken "
                "before layers were cached per version.",
     "load": "Not met: about 1.8–2.7× ogr2ogr at 100,000 footprints (target ≤ 1.2×), "
-            "2.5–4 s against 1.3–1.6 s while other runs shared the two cores (interleaved "
-            "pairs: median 1.84×; it was 4.2× in the same conditions before). Each version is "
+            "2.5–4.2 s against 1.3–1.9 s while other runs shared the two cores (interleaved "
+            "pairs: median 1.6–1.8×; it was 4.2× on the same machine that day before). Each "
+            "version is "
             "now written once: COPY FREEZE into a new partition of the layer's history, its "
             "primary key and GiST index built after the COPY (~0.25 s), attached without a scan, "
             "and the layer's view pointed at it — the database work (~0.8 s) is now about what "
