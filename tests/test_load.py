@@ -346,3 +346,77 @@ def test_postgis_copy_text_of_a_layer_matches_row_by_row_encoding():
         assert mine[:5] + mine[6:-1] == theirs[:5] + theirs[6:-1]
         assert mine[5] == theirs[5] == "\\N" or float(mine[5]) == float(theirs[5])  # height_m
         assert mine[-1] == theirs[-1].lower()  # hex EWKB with the SRID, lower-case digits
+
+
+# -- the loader's frame is handed to the store without a second full validation ---------------
+
+
+def _handover_cases(tmp_path):
+    """(layer, file, options) loads covering repairs, splits, attrs, generated ids, a table."""
+    cams = tmp_path / "cams.csv"
+    cams.write_text("编号,经度,纬度,朝向,视角,视距\nC1,110.29,25.08,90,60,30\nC2,abc,25.08,90,60,30\n")
+    mixed = buildings_frame(floors=[3, 4, 5])  # no ids: generated from the geometry
+    mixed["备注"] = ["北门", None, "南门"]
+    path = tmp_path / "居民.xlsx"
+    pd.DataFrame({"resident_id": ["R1"], "楼栋编码": ["B1"], "姓名": ["张三"]}).to_excel(
+        path, index=False
+    )
+    return [
+        ("buildings", fx.make_bowtie(tmp_path), {}),
+        ("buildings", fx.make_gbk_shapefile_without_cpg(tmp_path), {}),
+        ("buildings", write_geojson(tmp_path, mixed), {}),
+        ("cameras", cams, {}),
+        ("cameras", fx.make_gcj02_points(tmp_path), {"crs": "gcj02"}),
+        ("residents", path, {}),
+    ]
+
+
+def test_a_loaded_frame_is_exactly_what_full_validation_returns(tmp_path, grid_cells):
+    from twin.enrich import assign_grids
+    from twin.schema import layer_frame_to_store
+
+    for name, path, options in _handover_cases(tmp_path):
+        spec = layers.get_layer(name)
+        loaded = load_file(name, path, **options).frame
+        # the full check, geometry validity included, finds nothing to change
+        assert_same_frame(validate_layer_frame(spec, loaded), loaded)
+        if spec.located and spec.geometry_type is not None:
+            loaded = assign_grids(loaded, grid_cells)
+            assert loaded["grid_code"].notna().any() or name == "cameras"
+        handed = layer_frame_to_store(spec, loaded, prevalidated=True)
+        assert_same_frame(handed, validate_layer_frame(spec, loaded))
+
+
+def assert_same_frame(got, want):
+    assert type(got) is type(want)
+    pd.testing.assert_frame_equal(pd.DataFrame(got).drop(columns="geometry", errors="ignore"),
+                                  pd.DataFrame(want).drop(columns="geometry", errors="ignore"))
+    if "geometry" in want:
+        assert got.crs == want.crs
+        assert shapely.equals_exact(got.geometry.values, want.geometry.values, 0).all()
+
+
+def test_a_frame_handed_over_as_validated_is_still_checked(tmp_path, grid_cells):
+    from twin.schema import layer_frame_to_store
+
+    spec = layers.get_layer("buildings")
+    loaded = load_file("buildings", fx.make_bowtie(tmp_path)).frame
+    assert_same_frame(layer_frame_to_store(spec, loaded, prevalidated=True), loaded)
+    bad = {
+        "columns out of order": loaded[loaded.columns[::-1]],
+        "an extra column": loaded.assign(extra=1),
+        "another CRS": loaded.to_crs(3857),
+        "rows taken out": loaded.iloc[1:],
+        "not a GeoDataFrame": pd.DataFrame(loaded),
+    }
+    for why, frame in bad.items():
+        with pytest.raises(ValidationError, match="handed over as already validated"):
+            layer_frame_to_store(spec, frame, prevalidated=True)
+        with pytest.raises(ValidationError):  # and the full validation rejects it as well
+            layer_frame_to_store(spec, frame.assign(building_code=None), prevalidated=False)
+        assert why
+    # the assigned columns are the ones that changed: they are converted and checked
+    odd = loaded.assign(grid_code=pd.Series([45031100100101, None, None, 7], dtype=object))
+    handed = layer_frame_to_store(spec, odd, prevalidated=True)
+    assert handed["grid_code"].tolist() == ["45031100100101", None, None, "7"]
+    assert_same_frame(handed, validate_layer_frame(spec, odd))

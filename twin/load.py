@@ -10,7 +10,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,7 +143,8 @@ def load_file(
     area
         A shapely geometry in EPSG:4326 (the community boundary): features far outside are
         reported, grid cells are checked for gaps against it, and swapped coordinates are
-        recognised by it.
+        recognised by it. (:func:`load_layer` passes a Future of it, read from the store
+        while the file is read.)
     progress
         Called with a short line at each stage (the command line shows it on a terminal).
 
@@ -169,6 +170,10 @@ def load_file(
         "source": {"path": str(path), "name": path.name},
     }
     issues = _Issues()
+    # the file's sha256 is hashed in a thread while it is read (hashlib releases the GIL)
+    hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+    fingerprint = hashing.submit(source_fingerprint, path)
+    hashing.shutdown(wait=False)
     try:
         with contextlib.ExitStack() as stack:
             file = resolve_source(path, source_layer, stack)
@@ -190,7 +195,7 @@ def load_file(
                 "file": file.name,
                 "format": raw.fmt,
                 "bytes": size,
-                "sha256": source_fingerprint(path),
+                "sha256": fingerprint.result(),
             }
         )
         if raw.source_layer:
@@ -198,6 +203,8 @@ def load_file(
         report["encoding"] = {"chosen": raw.encoding, "how": raw.encoding_how}
         issues = _Issues(raw.issues)
         note(f"checking {len(raw.frame):,} features")
+        if isinstance(area, Future):  # load_layer reads the boundary while the file is read
+            area = area.result()
         frame = _check(spec, raw, crs, mapping or {}, strict, area, issues, report)
         t_check = time.perf_counter()
     except LoadError as exc:
@@ -231,12 +238,13 @@ def load_layer(
     LoadError
         If the file cannot be loaded; the store is unchanged.
     """
-    if options.get("area") is None and layer != "community":
-        options["area"] = community_area(store)
     spec = declared.get_layer(layer)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grid-cells") as pool:
-        # the grid cells the features will be assigned to are read from the store while the
-        # file is read and checked here (the database and this process work at the same time)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="load-reads") as pool:
+        # the community boundary and the grid cells the features will be assigned to are read
+        # from the store while the file is read and checked here (the database and this
+        # process work at the same time); load_file waits for the boundary after reading
+        if options.get("area") is None and layer != "community":
+            options["area"] = pool.submit(community_area, store)
         grids = None
         if not dry_run and spec.located and spec.geometry_type is not None \
                 and layer != GRID_LAYER:
@@ -253,7 +261,7 @@ def load_layer(
     result.report.setdefault("timings_s", {})["write"] = None  # filled after the write
     result.version = put_layer(
         store, layer, result.frame, actor=actor, source=source, note=note, report=result.report,
-        grid_cells=grid_cells,
+        grid_cells=grid_cells, _prevalidated=True,  # load_file's frame: validated already
     )
     result.report["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
     result.report["version"] = int(result.version.version)

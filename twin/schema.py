@@ -641,6 +641,47 @@ def validate_layer_frame(
     return gpd.GeoDataFrame(out, geometry=geoms.values, crs=CRS).reset_index(drop=True)
 
 
+def layer_frame_to_store(
+    spec: LayerSpec, frame: pd.DataFrame, *, prevalidated: bool = False
+) -> gpd.GeoDataFrame | pd.DataFrame:
+    """Return the frame a store writes: :func:`validate_layer_frame`'s, or a re-checked handover.
+
+    The stores call this on every frame they are given. *prevalidated* is the loader's private
+    handover (:func:`twin.twin.put_layer` from :func:`twin.load.load_layer`): the frame is what
+    ``validate_layer_frame`` returned (every value canonical, every geometry tested and repaired)
+    and only the grid columns :func:`twin.enrich.assign_grids` fills have changed since. Checking
+    it all again cost a fifth of a 100,000-feature load, so only what can have changed is
+    checked: the exact canonical columns in order, a fresh 0..n-1 index, the CRS, and the
+    assigned columns' values and rules. Every other caller gets the full validation.
+    """
+    if not prevalidated:
+        return validate_layer_frame(spec, frame)
+    expected = spec.column_names + (["geometry"] if spec.geometry_type else [])
+    is_geo = isinstance(frame, gpd.GeoDataFrame)
+    if (
+        list(frame.columns) != expected
+        or not isinstance(frame.index, pd.RangeIndex)
+        or frame.index.start != 0
+        or frame.index.step != 1
+        or (spec.geometry_type is not None and not (
+            is_geo and frame.geometry.name == "geometry"
+            and frame.crs is not None and frame.crs.equals(CRS)))
+        or (spec.geometry_type is None and is_geo)
+    ):
+        raise ValidationError(
+            f"layer {spec.name!r}: the frame handed over as already validated is not the "
+            "canonical table validate_layer_frame returns; write it with Store.write_layer."
+        )
+    assigned = [c for c in ASSIGNED_COLUMNS if spec.located]
+    if not assigned:
+        return frame
+    out = frame.copy(deep=False)
+    for col in assigned:
+        out[col.name] = coerce_series(out[col.name], col)
+    check_rules(out, tuple(assigned), spec.id_field)
+    return out
+
+
 _TYPE_IDS = {"Point": 0, "LineString": 1, "Polygon": 3}
 _TYPE_NAMES = {0: "Point", 1: "LineString", 2: "LinearRing", 3: "Polygon", 4: "MultiPoint",
                5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection"}

@@ -48,6 +48,7 @@ def put_layer(
     note: str = "",
     report: dict | None = None,
     grid_cells: Any = READ_GRIDS,
+    _prevalidated: bool = False,
 ) -> LayerVersion:
     """Write *frame* as the next version of layer *name*, its grids assigned first.
 
@@ -74,6 +75,10 @@ def put_layer(
         The result of :func:`current_grid_cells` when the caller has it already
         (:func:`twin.load.load_layer` reads it while the file is being checked); by default
         it is read here.
+    _prevalidated
+        Private to :func:`twin.load.load_layer`: *frame* is what
+        :func:`twin.schema.validate_layer_frame` returned, so the store re-checks only the grid
+        columns assigned here (:func:`twin.schema.layer_frame_to_store`).
 
     Returns
     -------
@@ -96,6 +101,11 @@ def put_layer(
             LOGGER.info("no grid_cells in %r yet; %s keeps its own grid columns", store, name)
         elif len(grids):
             frame = assign_grids(frame, grids)
+    if _prevalidated:
+        return store.write_layers(
+            {name: frame}, actor=actor, source=source, note=note, report=report,
+            _prevalidated={name},
+        )[0]
     return store.write_layer(name, frame, actor=actor, source=source, note=note, report=report)
 
 

@@ -6,7 +6,7 @@ import abc
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -132,6 +132,7 @@ class Store(abc.ABC):
         note: str = "",
         report: dict | None = None,
         case_grids: pd.DataFrame | None = None,
+        _prevalidated: Collection[str] = (),
     ) -> list[LayerVersion]:
         """Store several layers as their next versions, and re-grid cases, in ONE transaction.
 
@@ -151,6 +152,11 @@ class Store(abc.ABC):
             caller read. A case whose grid columns change gets them, ``version + 1``,
             ``updated_at`` now and a ``regrid`` step in its history; unchanged ones are left
             alone.
+        _prevalidated
+            Private to :func:`twin.twin.put_layer` for :func:`twin.load.load_layer`: names whose
+            frame :func:`twin.schema.validate_layer_frame` returned and only the assigned grid
+            columns changed since; those are checked by
+            :func:`twin.schema.layer_frame_to_store` instead of validated twice.
 
         Returns
         -------

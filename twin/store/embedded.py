@@ -8,7 +8,7 @@ import logging
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from twin.schema import (
     TableSpec,
     coerce_series,
     coerce_table,
-    validate_layer_frame,
+    layer_frame_to_store,
 )
 from twin.store import gpkg
 from twin.store.base import (
@@ -611,9 +611,13 @@ class EmbeddedStore(Store):
         note: str = "",
         report: dict | None = None,
         case_grids: pd.DataFrame | None = None,
+        _prevalidated: Collection[str] = (),
     ) -> list[LayerVersion]:
         checked = [
-            (spec := declared.get_layer(name), validate_layer_frame(spec, frame))
+            (
+                spec := declared.get_layer(name),
+                layer_frame_to_store(spec, frame, prevalidated=name in _prevalidated),
+            )
             for name, frame in frames.items()
         ]
         wanted = None if case_grids is None else prepare_case_grids(case_grids)

@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -38,7 +38,7 @@ from twin.schema import (
     TableSpec,
     coerce_series,
     coerce_table,
-    validate_layer_frame,
+    layer_frame_to_store,
 )
 from twin.store.base import (
     GENESIS_HASH,
@@ -663,6 +663,7 @@ class PostGISStore(Store):
         note: str = "",
         report: dict | None = None,
         case_grids: pd.DataFrame | None = None,
+        _prevalidated: Collection[str] = (),
     ) -> list[LayerVersion]:
         """Store several layers (and re-grid cases) in one transaction; see :class:`Store`.
 
@@ -672,7 +673,10 @@ class PostGISStore(Store):
         cannot deadlock.
         """
         checked = [
-            (spec := layers.get_layer(name), validate_layer_frame(spec, frame))
+            (
+                spec := layers.get_layer(name),
+                layer_frame_to_store(spec, frame, prevalidated=name in _prevalidated),
+            )
             for name, frame in frames.items()
         ]
         wanted = None if case_grids is None else prepare_case_grids(case_grids)
