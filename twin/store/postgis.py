@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -84,6 +85,9 @@ SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 COPY_CHUNK_ROWS = 50_000
 COPY_CHUNK_BYTES = 8 << 20  # COPY text handed to psycopg this many bytes at a time
 LAYER_COPY_ROWS = 20_000  # rows of a layer encoded at a time (the server parses the last ones)
+# layer versions go as binary COPY: the server reads EWKB and binary numbers instead of parsing
+# hex and decimal text (a third less server time per row), the client skips hex encoding
+LAYER_COPY_BINARY = True
 AGG_CHUNK_ROWS = 2_000_000  # about this many rows per packed value of a column read
 # OFFSET 0 keeps a FROM subquery as one plan step (not pulled up): each case's period and its
 # as-of are computed once, not once per count that uses them
@@ -296,6 +300,150 @@ def _layer_copy_text(spec: LayerSpec, frame: pd.DataFrame, version: int) -> memo
     return memoryview(data)[int(off[0]) : int(off[-1])]  # the lines, back to back
 
 
+# -- binary COPY of a layer version (the server skips parsing text: hex EWKB, numbers) -------
+
+_BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+_BINARY_TRAILER = b"\xff\xff"
+_PG_EPOCH_DAYS = 10_957  # 2000-01-01, PostgreSQL's epoch, in days since 1970-01-01
+_FIXED_BINARY = {"int": ">i8", "float": ">f8", "bool": "u1", "date": ">i4", "datetime": ">i8"}
+
+
+def _binary_fixed(values: np.ndarray, null: np.ndarray, big_endian: str) -> Any:
+    """Binary COPY fields of fixed-width values: each its 4-byte length and bytes, NULL as -1."""
+    import pyarrow as pa
+
+    n = len(values)
+    width = np.dtype(big_endian).itemsize
+    record = np.zeros(n, dtype=[("len", ">i4"), ("value", big_endian)])
+    record["len"] = np.where(null, -1, width)
+    record["value"] = np.where(null, 0, values)
+    cells = record.view(np.uint8).reshape(n, 4 + width)
+    keep = np.ones((n, 4 + width), dtype=bool)
+    keep[null, 4:] = False  # a NULL is its length only
+    sizes = np.where(null, 4, 4 + width).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    return pa.Array.from_buffers(
+        pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(cells[keep].tobytes())]
+    )
+
+
+def _binary_prefixed(payload: Any, prefix: bytes = b"", splice: Any = None) -> Any:
+    """Binary COPY fields of variable-length values (an Arrow binary array, NULLs allowed).
+
+    Each value gets its 4-byte length (-1 for NULL) and *prefix* in front; *splice*, when given,
+    is ``(position, bytes)`` inserted at that offset of every non-null value (the SRID of EWKB).
+    All inserted with one ``np.insert`` over the whole buffer.
+    """
+    import pyarrow as pa
+
+    payload = payload.cast(pa.large_binary())
+    n = len(payload)
+    null = payload.is_null().to_numpy(zero_copy_only=False)
+    _, offsets_buf, data_buf = payload.buffers()
+    off = np.frombuffer(offsets_buf, dtype=np.int64)[payload.offset : payload.offset + n + 1]
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8)[off[0] : off[-1]]
+        if data_buf is not None
+        else np.zeros(0, dtype=np.uint8)
+    )
+    starts = off[:-1] - off[0]
+    lengths = np.diff(off)
+    extra = len(prefix) + (len(splice[1]) if splice is not None else 0)
+    field_len = np.where(null, -1, lengths + extra).astype(">i4")
+    head = np.zeros((n, 4 + len(prefix)), dtype=np.uint8)
+    head[:, :4] = field_len.view(np.uint8).reshape(n, 4)
+    head[:, 4:] = np.frombuffer(prefix, dtype=np.uint8)
+    head_size = np.where(null, 4, 4 + len(prefix))
+    head_keep = np.ones(head.shape, dtype=bool)
+    head_keep[null, 4:] = False
+    positions = [np.repeat(starts, head.shape[1])[head_keep.ravel()]]
+    values = [head[head_keep]]
+    sizes = head_size + np.where(null, 0, lengths)
+    if splice is not None:
+        at, blob = splice
+        live = np.flatnonzero(~null)
+        positions.append(np.repeat(starts[live] + at, len(blob)))
+        values.append(np.tile(np.frombuffer(blob, dtype=np.uint8), len(live)))
+        sizes = sizes + np.where(null, 0, len(blob))
+    where = np.concatenate(positions)
+    order = np.argsort(where, kind="stable")
+    out = np.insert(data, where[order], np.concatenate(values)[order])
+    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    return pa.Array.from_buffers(
+        pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(out)]
+    )
+
+
+def _binary_field(series: pd.Series, dtype: str) -> Any:
+    """One column of a canonical layer frame as binary COPY fields (an Arrow binary array)."""
+    import pyarrow as pa
+
+    if dtype in ("text", "json"):
+        text = pa.array(series.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+        # jsonb's binary input is a version byte (1) and the JSON text
+        return _binary_prefixed(text, b"\x01" if dtype == "json" else b"")
+    null = series.isna().to_numpy()
+    if dtype == "int":
+        values = series.to_numpy(dtype="int64", na_value=0)
+    elif dtype == "float":
+        values = series.to_numpy(dtype="float64", na_value=0.0)
+    elif dtype == "bool":
+        values = series.to_numpy(dtype="bool", na_value=False).astype(np.uint8)
+    elif dtype == "date":
+        days = pd.to_datetime(series).to_numpy(dtype="datetime64[D]")
+        values = np.where(null, 0, days.astype("int64") - _PG_EPOCH_DAYS)
+    else:  # datetime: microseconds since 2000-01-01 UTC
+        micros = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
+        values = np.where(null, 0, micros.astype("int64") - _PG_EPOCH_DAYS * 86_400_000_000)
+    return _binary_fixed(values, null, _FIXED_BINARY[dtype])
+
+
+def _layer_copy_binary(spec: LayerSpec, frame: pd.DataFrame, version: int) -> memoryview:
+    """Return a validated layer frame as binary COPY rows of ``<name>__history`` (no header).
+
+    Geometries go as EWKB bytes (GEOS writes WKB; the SRID is spliced in), so the server does not
+    parse hex text; numbers go as their binary values.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(frame) == 0:
+        return memoryview(b"")
+    count = 1 + len(spec.all_columns) + (1 if spec.geometry_type else 0)
+    # each row: its field count, then the version as a 4-byte integer field
+    head = count.to_bytes(2, "big") + (4).to_bytes(4, "big") + int(version).to_bytes(4, "big")
+    fields = [pa.scalar(head, pa.large_binary())]
+    fields += [_binary_field(frame[c.name], c.dtype) for c in spec.all_columns]
+    if spec.geometry_type:
+        wkb = shapely.to_wkb(frame.geometry.values, hex=False, output_dimension=2, byte_order=1)
+        wkb = pa.array(wkb, type=pa.large_binary(), from_pandas=True)
+        fields.append(_binary_ewkb(wkb))
+    rows = pc.binary_join_element_wise(*fields, pa.scalar(b"", pa.large_binary()))
+    _, offsets, data = rows.buffers()
+    off = np.frombuffer(offsets, dtype=np.int64)[rows.offset : rows.offset + len(rows) + 1]
+    return memoryview(data)[int(off[0]) : int(off[-1])]
+
+
+def _binary_ewkb(wkb: Any) -> Any:
+    """Binary COPY fields of little-endian 2D WKB made EWKB with SRID 4326 (flag + 4 bytes)."""
+    import pyarrow as pa
+
+    if wkb.null_count == len(wkb):
+        return _binary_prefixed(wkb)
+    _, offsets, data = wkb.buffers()
+    n = len(wkb)
+    off = np.frombuffer(offsets, dtype=np.int64)[wkb.offset : wkb.offset + n + 1]
+    raw = np.frombuffer(data, dtype=np.uint8)[off[0] : off[-1]].copy()
+    null = wkb.is_null().to_numpy(zero_copy_only=False)
+    starts = (off[:-1] - off[0])[~null]
+    raw[starts + 4] |= 0x20  # EWKB "has an SRID" flag: high byte of the little-endian type
+    flagged = pa.Array.from_buffers(
+        pa.large_binary(), n, [wkb.buffers()[0], pa.py_buffer(off - off[0]), pa.py_buffer(raw)],
+        null_count=wkb.null_count,
+    )
+    return _binary_prefixed(flagged, splice=(5, SRID.to_bytes(4, "little")))
+
+
 def _copy_text(
     conn: sa.Connection,
     table: str,
@@ -303,9 +451,11 @@ def _copy_text(
     pieces: Iterable[memoryview],
     *,
     freeze: bool = False,
+    binary: bool = False,
 ) -> None:
-    """COPY ready-made COPY text, given in pieces, into *table* on the transaction's connection.
+    """COPY ready-made COPY data, given in pieces, into *table* on the transaction's connection.
 
+    The pieces are COPY text, or with *binary* binary COPY rows (:func:`_layer_copy_binary`).
     A psycopg writer thread sends each piece while the next one is being built, so the server
     parses rows while the client encodes the following ones. *freeze* (only for a table created
     in this transaction) writes the rows frozen: nobody has to set their hint bits later.
@@ -313,8 +463,12 @@ def _copy_text(
     from psycopg.copy import QueuedLibpqWriter
 
     statement = f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
-    if freeze:
-        statement += " (FREEZE)"
+    options = (["FORMAT BINARY"] if binary else []) + (["FREEZE"] if freeze else [])
+    if options:
+        statement += f" ({', '.join(options)})"
+    if binary:  # the pieces are rows: the stream's signature first and its trailer last
+        pieces = itertools.chain([memoryview(_BINARY_SIGNATURE)], pieces,
+                                 [memoryview(_BINARY_TRAILER)])
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor:
         with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
@@ -729,12 +883,14 @@ class PostGISStore(Store):
             {"l": spec.name},
         ).scalar_one()
         columns = [VERSION_COLUMN, *spec.column_names] + (["geom"] if spec.geometry_type else [])
+        encode = _layer_copy_binary if LAYER_COPY_BINARY else _layer_copy_text
         pieces = (
-            _layer_copy_text(spec, frame.iloc[start : start + LAYER_COPY_ROWS], version)
+            encode(spec, frame.iloc[start : start + LAYER_COPY_ROWS], version)
             for start in range(0, len(frame), LAYER_COPY_ROWS)
         )
         conn.execute(sa.text(partition_ddl(spec.name, version)))
-        _copy_text(conn, partition_name(spec.name, version), columns, pieces, freeze=True)
+        _copy_text(conn, partition_name(spec.name, version), columns, pieces, freeze=True,
+                   binary=LAYER_COPY_BINARY)
         for statement in partition_index_ddl(
             spec.name, version, spec.id_field, bool(spec.geometry_type)
         ):
