@@ -23,6 +23,7 @@ import shapely
 
 import layers as declared
 from twin import crs as tcrs
+from twin.enrich import grid_index
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.load_formats import LoadError, RawData, read_source, resolve_source
 from twin.schema import ASSIGNED_COLUMNS, Column, LayerSpec, validate_layer_frame
@@ -248,7 +249,7 @@ def load_layer(
         grids = None
         if not dry_run and spec.located and spec.geometry_type is not None \
                 and layer != GRID_LAYER:
-            grids = pool.submit(current_grid_cells, store)
+            grids = pool.submit(_grid_lookup, store)
         result = load_file(layer, path, progress=progress, **options)
         grid_cells = grids.result() if grids is not None else READ_GRIDS
     result.report["dry_run"] = bool(dry_run)
@@ -266,6 +267,16 @@ def load_layer(
     result.report["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
     result.report["version"] = int(result.version.version)
     return result
+
+
+def _grid_lookup(store) -> Any:
+    """Return the store's current grid cells as the index assign_grids queries.
+
+    Built in load_layer's pool while the file is checked, off the main thread; None when there
+    are no grid cells yet, an empty frame when the current version is empty (see put_layer).
+    """
+    cells = current_grid_cells(store)
+    return grid_index(cells) if cells is not None and len(cells) else cells
 
 
 def community_area(store) -> Any:
