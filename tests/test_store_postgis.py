@@ -603,7 +603,7 @@ def test_binary_copy_fields_of_every_type_read_back_as_the_values(pg):
         "datetime": pd.Series([when, pd.NaT, pd.Timestamp("1970-01-01", tz="UTC")]),
     }
     head = pa.scalar(len(columns).to_bytes(2, "big"), pa.large_binary())
-    fields = [_binary_field(series, dtype) for dtype, series in columns.items()]
+    fields = [part for dtype, series in columns.items() for part in _binary_field(series, dtype)]
     rows = pc.binary_join_element_wise(head, *fields, pa.scalar(b"", pa.large_binary()))
     names = [f"c_{dtype}" for dtype in columns]
     with pg._begin() as conn:

@@ -308,80 +308,47 @@ _PG_EPOCH_DAYS = 10_957  # 2000-01-01, PostgreSQL's epoch, in days since 1970-01
 _FIXED_BINARY = {"int": ">i8", "float": ">f8", "bool": "u1", "date": ">i4", "datetime": ">i8"}
 
 
-def _binary_fixed(values: np.ndarray, null: np.ndarray, big_endian: str) -> Any:
-    """Binary COPY fields of fixed-width values: each its 4-byte length and bytes, NULL as -1."""
+def _binary_lengths(lengths: np.ndarray, null: np.ndarray) -> Any:
+    """Each field's 4-byte big-endian length (-1 for NULL) as an Arrow binary array."""
     import pyarrow as pa
 
-    n = len(values)
-    width = np.dtype(big_endian).itemsize
-    record = np.zeros(n, dtype=[("len", ">i4"), ("value", big_endian)])
-    record["len"] = np.where(null, -1, width)
-    record["value"] = np.where(null, 0, values)
-    cells = record.view(np.uint8).reshape(n, 4 + width)
-    keep = np.ones((n, 4 + width), dtype=bool)
-    keep[null, 4:] = False  # a NULL is its length only
-    sizes = np.where(null, 4, 4 + width).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    return pa.Array.from_buffers(
-        pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(cells[keep].tobytes())]
-    )
+    be = np.where(null, -1, lengths).astype(">i4")
+    fixed = pa.Array.from_buffers(pa.binary(4), len(be), [None, pa.py_buffer(be.tobytes())])
+    return fixed.cast(pa.large_binary())
 
 
-def _binary_prefixed(payload: Any, prefix: bytes = b"", splice: Any = None) -> Any:
-    """Binary COPY fields of variable-length values (an Arrow binary array, NULLs allowed).
+def _binary_values(values: Any) -> tuple[Any, np.ndarray]:
+    """Return an Arrow binary array with NULLs as empty values, and where the NULLs were."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    Each value gets its 4-byte length (-1 for NULL) and *prefix* in front; *splice*, when given,
-    is ``(position, bytes)`` inserted at that offset of every non-null value (the SRID of EWKB).
-    All inserted with one ``np.insert`` over the whole buffer.
+    values = values.cast(pa.large_binary())
+    null = values.is_null().to_numpy(zero_copy_only=False)
+    if values.null_count:
+        values = pc.fill_null(values, pa.scalar(b"", pa.large_binary()))
+    return values, null
+
+
+def _binary_field(series: pd.Series, dtype: str) -> list[Any]:
+    """One column of a canonical layer frame as binary COPY fields: Arrow arrays to join.
+
+    A field is its 4-byte length (-1 for NULL) and its bytes; the pieces are returned as
+    separate arrays (lengths, values …) that the row join concatenates, so no buffer is
+    rewritten here.
     """
     import pyarrow as pa
-
-    payload = payload.cast(pa.large_binary())
-    n = len(payload)
-    null = payload.is_null().to_numpy(zero_copy_only=False)
-    _, offsets_buf, data_buf = payload.buffers()
-    off = np.frombuffer(offsets_buf, dtype=np.int64)[payload.offset : payload.offset + n + 1]
-    data = (
-        np.frombuffer(data_buf, dtype=np.uint8)[off[0] : off[-1]]
-        if data_buf is not None
-        else np.zeros(0, dtype=np.uint8)
-    )
-    starts = off[:-1] - off[0]
-    lengths = np.diff(off)
-    extra = len(prefix) + (len(splice[1]) if splice is not None else 0)
-    field_len = np.where(null, -1, lengths + extra).astype(">i4")
-    head = np.zeros((n, 4 + len(prefix)), dtype=np.uint8)
-    head[:, :4] = field_len.view(np.uint8).reshape(n, 4)
-    head[:, 4:] = np.frombuffer(prefix, dtype=np.uint8)
-    head_size = np.where(null, 4, 4 + len(prefix))
-    head_keep = np.ones(head.shape, dtype=bool)
-    head_keep[null, 4:] = False
-    positions = [np.repeat(starts, head.shape[1])[head_keep.ravel()]]
-    values = [head[head_keep]]
-    sizes = head_size + np.where(null, 0, lengths)
-    if splice is not None:
-        at, blob = splice
-        live = np.flatnonzero(~null)
-        positions.append(np.repeat(starts[live] + at, len(blob)))
-        values.append(np.tile(np.frombuffer(blob, dtype=np.uint8), len(live)))
-        sizes = sizes + np.where(null, 0, len(blob))
-    where = np.concatenate(positions)
-    order = np.argsort(where, kind="stable")
-    out = np.insert(data, where[order], np.concatenate(values)[order])
-    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-    return pa.Array.from_buffers(
-        pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(out)]
-    )
-
-
-def _binary_field(series: pd.Series, dtype: str) -> Any:
-    """One column of a canonical layer frame as binary COPY fields (an Arrow binary array)."""
-    import pyarrow as pa
+    import pyarrow.compute as pc
 
     if dtype in ("text", "json"):
         text = pa.array(series.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+        values, null = _binary_values(text)
+        lengths = pc.binary_length(values).to_numpy(zero_copy_only=False)
+        if dtype == "text":
+            return [_binary_lengths(lengths, null), values]
         # jsonb's binary input is a version byte (1) and the JSON text
-        return _binary_prefixed(text, b"\x01" if dtype == "json" else b"")
+        version = pc.if_else(pa.array(null), pa.scalar(b"", pa.large_binary()),
+                             pa.scalar(b"\x01", pa.large_binary()))
+        return [_binary_lengths(lengths + 1, null), version, values]
     null = series.isna().to_numpy()
     if dtype == "int":
         values = series.to_numpy(dtype="int64", na_value=0)
@@ -395,14 +362,46 @@ def _binary_field(series: pd.Series, dtype: str) -> Any:
     else:  # datetime: microseconds since 2000-01-01 UTC
         micros = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
         values = np.where(null, 0, micros.astype("int64") - _PG_EPOCH_DAYS * 86_400_000_000)
-    return _binary_fixed(values, null, _FIXED_BINARY[dtype])
+    kind = np.dtype(_FIXED_BINARY[dtype])
+    data = np.asarray(values).astype(kind).tobytes()
+    valid = pa.py_buffer(np.packbits(~null, bitorder="little")) if null.any() else None
+    fixed = pa.Array.from_buffers(pa.binary(kind.itemsize), len(null), [valid, pa.py_buffer(data)])
+    return [_binary_lengths(np.full(len(null), kind.itemsize), null), _binary_values(fixed)[0]]
+
+
+def _binary_ewkb(values: np.ndarray) -> list[Any]:
+    """Binary COPY fields of 2D geometries as EWKB with SRID 4326 (Arrow arrays to join).
+
+    GEOS writes little-endian WKB; the "has an SRID" flag is set in the type's high byte and
+    the SRID's 4 bytes go between the 5-byte header and the coordinates.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wkb = shapely.to_wkb(values, hex=False, output_dimension=2, byte_order=1)
+    wkb = pa.array(wkb, type=pa.large_binary(), from_pandas=True)
+    n = len(wkb)
+    validity, offsets, data = wkb.buffers()
+    off = np.frombuffer(offsets, dtype=np.int64)[: n + 1]
+    null = wkb.is_null().to_numpy(zero_copy_only=False)
+    raw = np.frombuffer(data, dtype=np.uint8).copy() if data is not None else np.zeros(0, np.uint8)
+    raw[off[:-1][~null] + 4] |= 0x20
+    flagged = pa.Array.from_buffers(
+        pa.large_binary(), n, [validity, offsets, pa.py_buffer(raw)], null_count=wkb.null_count
+    )
+    flagged, null = _binary_values(flagged)
+    lengths = np.diff(off)
+    srid = pc.if_else(pa.array(null), pa.scalar(b"", pa.large_binary()),
+                      pa.scalar(SRID.to_bytes(4, "little"), pa.large_binary()))
+    rest = pc.binary_slice(flagged, 5, max(int(lengths.max(initial=0)), 5))
+    return [_binary_lengths(lengths + 4, null), pc.binary_slice(flagged, 0, 5), srid, rest]
 
 
 def _layer_copy_binary(spec: LayerSpec, frame: pd.DataFrame, version: int) -> memoryview:
     """Return a validated layer frame as binary COPY rows of ``<name>__history`` (no header).
 
-    Geometries go as EWKB bytes (GEOS writes WKB; the SRID is spliced in), so the server does not
-    parse hex text; numbers go as their binary values.
+    Geometries go as EWKB bytes, numbers as their binary values, so the server parses no hex or
+    decimal text; the rows are joined by Arrow from per-column arrays (no Python per row).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -412,36 +411,15 @@ def _layer_copy_binary(spec: LayerSpec, frame: pd.DataFrame, version: int) -> me
     count = 1 + len(spec.all_columns) + (1 if spec.geometry_type else 0)
     # each row: its field count, then the version as a 4-byte integer field
     head = count.to_bytes(2, "big") + (4).to_bytes(4, "big") + int(version).to_bytes(4, "big")
-    fields = [pa.scalar(head, pa.large_binary())]
-    fields += [_binary_field(frame[c.name], c.dtype) for c in spec.all_columns]
+    parts = [pa.scalar(head, pa.large_binary())]
+    for c in spec.all_columns:
+        parts += _binary_field(frame[c.name], c.dtype)
     if spec.geometry_type:
-        wkb = shapely.to_wkb(frame.geometry.values, hex=False, output_dimension=2, byte_order=1)
-        wkb = pa.array(wkb, type=pa.large_binary(), from_pandas=True)
-        fields.append(_binary_ewkb(wkb))
-    rows = pc.binary_join_element_wise(*fields, pa.scalar(b"", pa.large_binary()))
+        parts += _binary_ewkb(np.asarray(frame.geometry.values, dtype=object))
+    rows = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.large_binary()))
     _, offsets, data = rows.buffers()
     off = np.frombuffer(offsets, dtype=np.int64)[rows.offset : rows.offset + len(rows) + 1]
     return memoryview(data)[int(off[0]) : int(off[-1])]
-
-
-def _binary_ewkb(wkb: Any) -> Any:
-    """Binary COPY fields of little-endian 2D WKB made EWKB with SRID 4326 (flag + 4 bytes)."""
-    import pyarrow as pa
-
-    if wkb.null_count == len(wkb):
-        return _binary_prefixed(wkb)
-    _, offsets, data = wkb.buffers()
-    n = len(wkb)
-    off = np.frombuffer(offsets, dtype=np.int64)[wkb.offset : wkb.offset + n + 1]
-    raw = np.frombuffer(data, dtype=np.uint8)[off[0] : off[-1]].copy()
-    null = wkb.is_null().to_numpy(zero_copy_only=False)
-    starts = (off[:-1] - off[0])[~null]
-    raw[starts + 4] |= 0x20  # EWKB "has an SRID" flag: high byte of the little-endian type
-    flagged = pa.Array.from_buffers(
-        pa.large_binary(), n, [wkb.buffers()[0], pa.py_buffer(off - off[0]), pa.py_buffer(raw)],
-        null_count=wkb.null_count,
-    )
-    return _binary_prefixed(flagged, splice=(5, SRID.to_bytes(4, "little")))
 
 
 def _copy_text(
