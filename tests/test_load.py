@@ -420,3 +420,23 @@ def test_a_frame_handed_over_as_validated_is_still_checked(tmp_path, grid_cells)
     handed = layer_frame_to_store(spec, odd, prevalidated=True)
     assert handed["grid_code"].tolist() == ["45031100100101", None, None, "7"]
     assert_same_frame(handed, validate_layer_frame(spec, odd))
+
+
+def test_load_layer_assigns_the_grids_assign_grids_gives(store, grid_cells, tmp_path):
+    """The grid positions located while the frame is validated are those of assign_grids."""
+    from twin.enrich import ASSIGNED_NAMES, assign_grids
+    from twin.load import load_layer
+
+    store.write_layer("grid_cells", grid_cells, actor="t", source="test")
+    frame = buildings_frame(building_code=[f"B{i}" for i in range(60)])
+    frame.loc[3, "geometry"] = box(0, 0, 1, 1)  # far away: in no grid
+    path = write_geojson(tmp_path, frame)
+    result = load_layer(store, "buildings", path, actor="t")
+    stored = store.read_layer("buildings").set_index("building_code")
+    want = assign_grids(load_file("buildings", path).frame, grid_cells)
+    want = want.set_index("building_code").loc[stored.index]
+    assert result.report["counts"]["loaded"] == 60
+    for name in ASSIGNED_NAMES:
+        assert stored[name].tolist() == want[name].tolist()
+    assert stored["grid_code"].notna().sum() > 1 and stored.loc["B3", "grid_code"] is None
+    assert stored["grid_code"].nunique() == 2

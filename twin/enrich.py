@@ -294,7 +294,10 @@ def grid_index(grid_cells: gpd.GeoDataFrame) -> PolygonIndex:
 
 
 def assign_grids(
-    features: gpd.GeoDataFrame, grid_cells: gpd.GeoDataFrame | PolygonIndex
+    features: gpd.GeoDataFrame,
+    grid_cells: gpd.GeoDataFrame | PolygonIndex,
+    *,
+    located: np.ndarray | None = None,
 ) -> gpd.GeoDataFrame:
     """Return a copy of *features* with the codes of the unit grid each one lies in.
 
@@ -312,6 +315,10 @@ def assign_grids(
     grid_cells
         The unit grids (a ``grid_cells`` layer frame), or a :func:`grid_index` built from them
         once for many batches.
+    located
+        What ``grid_cells.locate`` (a :func:`grid_index`) returned for these features'
+        geometries, in order, when the caller computed it already (:func:`twin.load.load_layer`
+        does, while the frame is being validated).
 
     Raises
     ------
@@ -323,11 +330,14 @@ def assign_grids(
             f"assign_grids needs a GeoDataFrame of located features; got {type(features).__name__}."
         )
     index = grid_cells if isinstance(grid_cells, PolygonIndex) else grid_index(grid_cells)
-    found = index.lookup(features.geometry, columns=ASSIGNED_NAMES[1:])
+    if located is None:
+        located = index.locate(features.geometry)
+    elif not isinstance(grid_cells, PolygonIndex) or len(located) != len(features):
+        raise ValueError("located must come from the same grid index and these features")
     out = features.copy()
     for name in ASSIGNED_NAMES:
-        out[name] = pd.Series(found[name].to_numpy(), index=out.index, dtype=object)
-    missed = int(found["grid_code"].isna().sum())
+        out[name] = pd.Series(index.take(name, located), index=out.index, dtype=object)
+    missed = int((located < 0).sum())
     if missed:
         LOGGER.debug("%d of %d features lie in no unit grid", missed, len(out))
     return out

@@ -23,7 +23,7 @@ import shapely
 
 import layers as declared
 from twin import crs as tcrs
-from twin.enrich import grid_index
+from twin.enrich import PolygonIndex, grid_index
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.load_formats import LoadError, RawData, read_source, resolve_source
 from twin.schema import ASSIGNED_COLUMNS, Column, LayerSpec, validate_layer_frame
@@ -119,6 +119,7 @@ def load_file(
     strict: bool = False,
     area: Any = None,
     progress: Progress | None = None,
+    on_geometries: Callable[[np.ndarray], None] | None = None,
 ) -> LoadResult:
     """Read a staff file and return the layer's canonical frame and a report; write nothing.
 
@@ -148,6 +149,10 @@ def load_file(
         while the file is read.)
     progress
         Called with a short line at each stage (the command line shows it on a terminal).
+    on_geometries
+        Called with the final geometries (EPSG:4326, one per row of the frame, in order) just
+        before the frame's closing validation, which does not change them: :func:`load_layer`
+        starts locating them in the grid cells meanwhile.
 
     Returns
     -------
@@ -206,7 +211,8 @@ def load_file(
         note(f"checking {len(raw.frame):,} features")
         if isinstance(area, Future):  # load_layer reads the boundary while the file is read
             area = area.result()
-        frame = _check(spec, raw, crs, mapping or {}, strict, area, issues, report)
+        frame = _check(spec, raw, crs, mapping or {}, strict, area, issues, report,
+                       on_geometries)
         t_check = time.perf_counter()
     except LoadError as exc:
         _finish(report, issues, t0, None)
@@ -246,12 +252,21 @@ def load_layer(
         # process work at the same time); load_file waits for the boundary after reading
         if options.get("area") is None and layer != "community":
             options["area"] = pool.submit(community_area, store)
-        grids = None
+        grids = located = None
         if not dry_run and spec.located and spec.geometry_type is not None \
                 and layer != GRID_LAYER:
             grids = pool.submit(_grid_lookup, store)
+
+            def locate(geoms: np.ndarray) -> None:
+                # the features are located in the grid cells (shapely, mostly without the GIL)
+                # while the frame's closing validation runs here (pandas)
+                nonlocal located
+                located = pool.submit(_locate, grids, geoms)
+
+            options["on_geometries"] = locate
         result = load_file(layer, path, progress=progress, **options)
         grid_cells = grids.result() if grids is not None else READ_GRIDS
+        where = located.result() if located is not None else None
     result.report["dry_run"] = bool(dry_run)
     if dry_run:
         return result
@@ -263,6 +278,7 @@ def load_layer(
     result.version = put_layer(
         store, layer, result.frame, actor=actor, source=source, note=note, report=result.report,
         grid_cells=grid_cells, _prevalidated=True,  # load_file's frame: validated already
+        _located=where,
     )
     result.report["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
     result.report["version"] = int(result.version.version)
@@ -277,6 +293,12 @@ def _grid_lookup(store) -> Any:
     """
     cells = current_grid_cells(store)
     return grid_index(cells) if cells is not None and len(cells) else cells
+
+
+def _locate(grids: Future, geoms: np.ndarray) -> np.ndarray | None:
+    """Return the grid index position of each geometry (-1 in none); None without an index."""
+    index = grids.result()
+    return index.locate(geoms, crs=tcrs.WGS84) if isinstance(index, PolygonIndex) else None
 
 
 def community_area(store) -> Any:
@@ -335,7 +357,8 @@ def _finish(report: dict, issues: _Issues, t0: float, frame) -> None:
 # -- the checks ----------------------------------------------------------------------------------
 
 
-def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, report):
+def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, report,
+           on_geometries=None):
     frame = raw.frame.reset_index(drop=True)
     n = len(frame)
     report["counts"] = {"read": n}
@@ -397,6 +420,8 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
         )
     if geoms is not None:
         out = gpd.GeoDataFrame(out, geometry=geoms, crs=tcrs.WGS84)
+        if on_geometries is not None:
+            on_geometries(geoms)
     try:  # every geometry was tested (and repaired) by _clean_geometries
         return validate_layer_frame(spec, out, check_validity=False)
     except ValidationError as exc:  # a rule the loader should have caught row by row

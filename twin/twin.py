@@ -49,6 +49,7 @@ def put_layer(
     report: dict | None = None,
     grid_cells: Any = READ_GRIDS,
     _prevalidated: bool = False,
+    _located: Any = None,
 ) -> LayerVersion:
     """Write *frame* as the next version of layer *name*, its grids assigned first.
 
@@ -79,6 +80,9 @@ def put_layer(
         Private to :func:`twin.load.load_layer`: *frame* is what
         :func:`twin.schema.validate_layer_frame` returned, so the store re-checks only the grid
         columns assigned here (:func:`twin.schema.layer_frame_to_store`).
+    _located
+        Private to :func:`twin.load.load_layer`: the grid index positions of *frame*'s features
+        (``grid_cells.locate``), computed while the frame was validated.
 
     Returns
     -------
@@ -100,7 +104,7 @@ def put_layer(
         if grids is None:
             LOGGER.info("no grid_cells in %r yet; %s keeps its own grid columns", store, name)
         elif len(grids):
-            frame = assign_grids(frame, grids)
+            frame = assign_grids(frame, grids, located=_located)
     if _prevalidated:
         return store.write_layers(
             {name: frame}, actor=actor, source=source, note=note, report=report,
