@@ -164,7 +164,9 @@ def _row_value(value: Any, column: Column) -> Any:
 def _param(value: Any, column: Column) -> Any:
     """Return a coerced value as a bound parameter for psycopg."""
     value = _python(value, column)
-    return value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+    if isinstance(value, pd.Timestamp):  # PostgreSQL keeps microseconds (as before, truncated)
+        return value.floor("us").to_pydatetime()
+    return value
 
 
 def _utc(value: datetime | pd.Timestamp | str) -> datetime:
