@@ -59,6 +59,7 @@ from twin.store.base import (
     purge_plan,
     regrid_plan,
     utcnow,
+    with_points,
 )
 from twin.store.migrations import (
     HISTORY_SUFFIX,
@@ -201,6 +202,16 @@ def _copy_rows(conn: sa.Connection, table: str, fields: dict[str, np.ndarray]) -
             copy.write("\n".join(line.tolist()) + "\n")
 
 
+def _copy_events(conn: sa.Connection, table: str, columns: str, text: memoryview) -> None:
+    """COPY ready-made COPY text of events into *table* (one batch: no writer thread)."""
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(
+        f"COPY {quote(table)} ({columns}) FROM STDIN"
+    ) as copy:
+        for start in range(0, len(text), COPY_CHUNK_BYTES):
+            copy.write(text[start : start + COPY_CHUNK_BYTES])
+
+
 def _geometry_fields(values: np.ndarray) -> np.ndarray:
     hexed = shapely.to_wkb(shapely.set_srid(values, SRID), hex=True, include_srid=True)
     out = np.asarray(hexed, dtype=object)
@@ -227,6 +238,11 @@ def _arrow_copy_field(series: pd.Series, dtype: str) -> Any:
             values = pc.replace_substring(values, old, new)
     elif dtype in ("int", "float", "bool"):  # Arrow's text of these is what PostgreSQL reads
         values = pc.cast(pa.array(series, from_pandas=True), pa.large_string())
+    elif dtype == "datetime" and isinstance(series.dtype, pd.DatetimeTZDtype):
+        # "2026-03-01 08:00:00.123000Z": UTC to the microsecond (what PostgreSQL keeps)
+        stamps = pa.array(series, from_pandas=True)
+        stamps = pc.cast(stamps, pa.timestamp("us", tz="UTC"), safe=False)
+        values = pc.cast(stamps, pa.large_string())
     else:
         return pa.array(_copy_field(series, dtype), type=pa.large_string())
     return pc.fill_null(values, "\\N")
@@ -278,6 +294,22 @@ def _layer_copy_text(spec: LayerSpec, frame: pd.DataFrame, version: int) -> memo
     _, offsets, data = lines.buffers()
     off = np.frombuffer(offsets, dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
     return memoryview(data)[int(off[0]) : int(off[-1])]  # the lines, back to back
+
+
+def _table_copy_text(columns: Sequence[Column], frame: pd.DataFrame) -> memoryview:
+    """Return the given columns of a coerced frame as COPY text, built column-wise with Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(frame) == 0:
+        return memoryview(b"")
+    fields = [_arrow_copy_field(frame[c.name], c.dtype) for c in columns]
+    tab, newline, nothing = (pa.scalar(x, pa.large_string()) for x in ("\t", "\n", ""))
+    lines = pc.binary_join_element_wise(*fields, tab)
+    lines = pc.binary_join_element_wise(lines, newline, nothing)  # each line ends in "\n"
+    _, offsets, data = lines.buffers()
+    off = np.frombuffer(offsets, dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    return memoryview(data)[int(off[0]) : int(off[-1])]
 
 
 def _copy_text(
@@ -941,14 +973,19 @@ class PostGISStore(Store):
     def append_events(self, events: pd.DataFrame) -> int:
         """Append events; ids already stored are ignored. Returns how many were new.
 
-        The batch is COPied into a temporary table and inserted with ``ON CONFLICT DO NOTHING``
-        in one transaction.
+        The batch is COPied straight into the events table inside a savepoint: the common
+        case (every id new) costs one COPY. When an id is already stored (a redelivery after a
+        crash, another worker's copy, or an id twice in the batch) the COPY fails on the
+        primary key, the savepoint is rolled back, and the batch goes through a temporary table
+        and ``INSERT … ON CONFLICT DO NOTHING`` instead, so each id is stored exactly once.
 
         Raises
         ------
         ValidationError
             If a value does not convert or an id is missing (nothing is stored).
         """
+        import psycopg
+
         frame = coerce_table(EVENTS, events)
         if frame.empty:
             return 0
@@ -959,21 +996,28 @@ class PostGISStore(Store):
             )
         received = frame["received_at"].astype("datetime64[us, UTC]")
         frame["received_at"] = received.fillna(pd.Timestamp(utcnow()))
-        fields = {c.name: _copy_field(frame[c.name], c.dtype) for c in EVENTS.columns}
-        columns = ", ".join(quote(c.name) for c in EVENTS.columns)
+        text = _table_copy_text(EVENTS.columns, frame)
+        names = [c.name for c in EVENTS.columns]
+        columns = ", ".join(quote(c) for c in names)
         with self._begin() as conn:
-            conn.execute(
-                sa.text(
-                    f"CREATE TEMP TABLE _twin_events_in (LIKE {quote(EVENTS.name)}) ON COMMIT DROP"
+            try:
+                with conn.begin_nested():
+                    _copy_events(conn, EVENTS.name, columns, text)
+                inserted = len(frame)
+            except psycopg.errors.UniqueViolation:
+                conn.execute(
+                    sa.text(
+                        f"CREATE TEMP TABLE _twin_events_in (LIKE {quote(EVENTS.name)}) "
+                        "ON COMMIT DROP"
+                    )
                 )
-            )
-            _copy_rows(conn, "_twin_events_in", fields)
-            inserted = conn.execute(
-                sa.text(
-                    f"INSERT INTO {quote(EVENTS.name)} ({columns}) SELECT {columns} "
-                    "FROM _twin_events_in ON CONFLICT (id) DO NOTHING"
-                )
-            ).rowcount
+                _copy_events(conn, "_twin_events_in", columns, text)
+                inserted = conn.execute(
+                    sa.text(
+                        f"INSERT INTO {quote(EVENTS.name)} ({columns}) SELECT {columns} "
+                        "FROM _twin_events_in ON CONFLICT (id) DO NOTHING"
+                    )
+                ).rowcount
         LOGGER.debug("events: %d sent, %d new", len(frame), inserted)
         return int(inserted)
 
@@ -986,7 +1030,12 @@ class PostGISStore(Store):
         grid_code: str | None = None,
         kind: str | None = None,
     ) -> gpd.GeoDataFrame:
-        """Events with ``start <= observed_at < end`` in *bbox* and grid, oldest first."""
+        """Events with ``start <= observed_at < end`` in *bbox* and grid, oldest first.
+
+        The table has no geometry column (see ``APPEND_ONLY`` in twin.store.migrations): the
+        bbox is a filter on lon/lat and the points are built from them here, as the embedded
+        store does.
+        """
         where, params = [], {}
         if start is not None:
             where.append("observed_at >= :start")
@@ -996,7 +1045,7 @@ class PostGISStore(Store):
             params["end"] = _utc(end)
         if bbox is not None:
             x0, y0, x1, y1 = (float(v) for v in bbox)
-            where.append(f"geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, {SRID})")
+            where.append("lon BETWEEN :x0 AND :x1 AND lat BETWEEN :y0 AND :y1")
             params.update(x0=x0, y0=y0, x1=x1, y1=y1)
         if grid_code is not None:
             where.append("grid_code = :grid_code")
@@ -1005,12 +1054,12 @@ class PostGISStore(Store):
             where.append("kind = :kind")
             params["kind"] = kind
         sql = (
-            f"SELECT {_select_list(EVENTS.columns, True)} FROM {quote(EVENTS.name)}"
+            f"SELECT {_select_list(EVENTS.columns, False)} FROM {quote(EVENTS.name)}"
             + (" WHERE " + " AND ".join(where) if where else "")
             + ' ORDER BY observed_at, id COLLATE "C"'
         )
         with self._begin() as conn:
-            return _frame(conn.execute(sa.text(sql), params), EVENTS.columns, True)
+            return with_points(_frame(conn.execute(sa.text(sql), params), EVENTS.columns, False))
 
     def _case_row(self, conn: sa.Connection, case_id: str) -> dict[str, Any] | None:
         # one keyed row through the primary key, converted value by value (no frame)
