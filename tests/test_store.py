@@ -310,9 +310,9 @@ def test_an_id_repeated_inside_one_batch_is_stored_once(store):
     batch = pd.concat([_events(5), _events(3, start=2)], ignore_index=True)  # m2..m4 twice
     assert store.append_events(batch) == 5
     assert store.append_events(pd.concat([_events(2, start=4), _events(2, start=5)],
-                                         ignore_index=True)) == 1  # m4 stored, m5 twice
+                                         ignore_index=True)) == 2  # m4 stored, m5 twice
     got = store.read_events()
-    assert got["id"].tolist() == [f"m{i}" for i in range(6)]
+    assert got["id"].tolist() == [f"m{i}" for i in range(7)]
     assert got.loc[got.id == "m3", "payload"].item() == '{"values": {"pm25": 33.0}}'
 
 
