@@ -316,6 +316,21 @@ def test_an_id_repeated_inside_one_batch_is_stored_once(store):
     assert got.loc[got.id == "m3", "payload"].item() == '{"values": {"pm25": 33.0}}'
 
 
+def test_payloads_given_as_json_text_are_stored_as_json(store):
+    events = _events(3)
+    events["payload"] = ['{"values": {"pm25": 30.0}}', '{ "values" : { "no2":1, "pm25":2 } }',
+                         None]
+    assert store.append_events(events) == 3
+    got = store.read_events().set_index("id")["payload"]
+    assert got.tolist() == ['{"values": {"pm25": 30.0}}', '{"values": {"no2": 1, "pm25": 2}}',
+                            None]
+    bad = _events(2, start=10)
+    bad["payload"] = ['{"values": {"pm25": 1.0}}', '{"values": ']
+    with pytest.raises(ValidationError, match="payload|JSON"):
+        store.append_events(bad)
+    assert len(store.read_events()) == 3
+
+
 def test_events_filter_by_time_bbox_grid_and_kind(store):
     store.append_events(_events(40))
     window = store.read_events(T0 + timedelta(minutes=5), T0 + timedelta(minutes=10))

@@ -202,6 +202,13 @@ def _copy_rows(conn: sa.Connection, table: str, fields: dict[str, np.ndarray]) -
             copy.write("\n".join(line.tolist()) + "\n")
 
 
+def _json_texts(series: pd.Series) -> bool:
+    """Whether *series* holds only JSON texts (or missing values): one C pass over it."""
+    kind = series.dtype
+    textual = pd.api.types.is_object_dtype(kind) or isinstance(kind, pd.StringDtype)
+    return textual and pd.api.types.infer_dtype(series, skipna=True) == "string"
+
+
 def _copy_events(conn: sa.Connection, table: str, columns: str, text: memoryview) -> None:
     """COPY ready-made COPY text of events into *table* (one batch: no writer thread)."""
     raw = conn.connection.driver_connection
@@ -998,7 +1005,16 @@ class PostGISStore(Store):
         """
         import psycopg
 
-        frame = coerce_table(EVENTS, events)
+        payload = events["payload"] if "payload" in events else None
+        if payload is not None and _json_texts(payload):
+            # JSON text goes to jsonb as it is: the server parses it anyway (rejecting what is
+            # not JSON) and keeps its own normal form, so canonicalising it here would be a
+            # second parse and serialisation of every payload on the ingest path
+            frame = coerce_table(EVENTS, events.drop(columns="payload"))
+            frame["payload"] = pd.Series(payload.to_numpy(dtype=object), dtype=object)
+            frame["payload"] = frame["payload"].where(frame["payload"].notna(), None)
+        else:
+            frame = coerce_table(EVENTS, events)
         if frame.empty:
             return 0
         if frame["id"].isna().any():
@@ -1011,11 +1027,26 @@ class PostGISStore(Store):
         text = _table_copy_text(EVENTS.columns, frame)
         names = [c.name for c in EVENTS.columns]
         columns = ", ".join(quote(c) for c in names)
+        try:
+            inserted = self._copy_events(text, columns, len(frame))
+        except psycopg.errors.DataError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValidationError(
+                f"table {EVENTS.name}: a payload is not JSON PostgreSQL accepts ({reason}); "
+                "nothing was stored. Send payloads as objects or as valid JSON text."
+            ) from None
+        LOGGER.debug("events: %d sent, %d new", len(frame), inserted)
+        return int(inserted)
+
+    def _copy_events(self, text: memoryview, columns: str, rows: int) -> int:
+        """COPY events (all new: one COPY; else through a temporary table); return how many new."""
+        import psycopg
+
         with self._begin() as conn:
             try:
                 with conn.begin_nested():
                     _copy_events(conn, EVENTS.name, columns, text)
-                inserted = len(frame)
+                inserted = rows
             except psycopg.errors.UniqueViolation:
                 conn.execute(
                     sa.text(
@@ -1030,7 +1061,6 @@ class PostGISStore(Store):
                         "FROM _twin_events_in ON CONFLICT (id) DO NOTHING"
                     )
                 ).rowcount
-        LOGGER.debug("events: %d sent, %d new", len(frame), inserted)
         return int(inserted)
 
     def read_events(
