@@ -1010,7 +1010,8 @@ class PostGISStore(Store):
             # JSON text goes to jsonb as it is: the server parses it anyway (rejecting what is
             # not JSON) and keeps its own normal form, so canonicalising it here would be a
             # second parse and serialisation of every payload on the ingest path
-            frame = coerce_table(EVENTS, events.drop(columns="payload"))
+            blank = pd.Series(np.full(len(events), None, dtype=object), index=events.index)
+            frame = coerce_table(EVENTS, events.assign(payload=blank))
             frame["payload"] = pd.Series(payload.to_numpy(dtype=object), dtype=object)
             frame["payload"] = frame["payload"].where(frame["payload"].notna(), None)
         else:
