@@ -312,12 +312,13 @@ _PROPERTY_MIN = np.array([p.min for p in PROPERTIES.values()], dtype=float)
 _PROPERTY_MAX = np.array([p.max for p in PROPERTIES.values()], dtype=float)
 
 
-def _columns(objs: list[dict]) -> tuple[list, list, list, list, list, list]:
-    """Return the six fields of every observation as lists (None where missing).
+def _columns(objs: list[dict]) -> tuple[list, list, list, list, dict[int, tuple]]:
+    """Return the fields of every observation: four lists (None where missing) and positions.
 
     Gateways send exactly id, sensor_id, observed_at and values: those are taken with one C
     call per object and transposed by ``zip``; only objects with other keys (a position …) or
-    missing ones are looked at field by field.
+    missing ones are looked at field by field. Positions are ``{index: (lon, lat)}`` for the
+    objects with other keys only.
     """
     n = len(objs)
     try:
@@ -325,13 +326,12 @@ def _columns(objs: list[dict]) -> tuple[list, list, list, list, list, list]:
     except KeyError:
         ids, sensors, stamps, values = ([o.get(f) for o in objs]
                                         for f in ("id", "sensor_id", "observed_at", "values"))
-    lons, lats = [None] * n, [None] * n
-    for k in np.flatnonzero(np.fromiter(map(len, objs), dtype=np.int64, count=n) != 4).tolist():
-        lons[k], lats[k] = objs[k].get("lon"), objs[k].get("lat")
-    return ids or [], sensors or [], stamps or [], values or [], lons, lats
+    other = np.flatnonzero(np.fromiter(map(len, objs), dtype=np.int64, count=n) != 4).tolist()
+    placed = {k: (objs[k].get("lon"), objs[k].get("lat")) for k in other}
+    return ids or [], sensors or [], stamps or [], values or [], placed
 
 
-def _fields_ok(ids: list, sensors: list, values: list, lons: list, lats: list,
+def _fields_ok(ids: list, sensors: list, values: list, placed: dict[int, tuple],
                position: dict) -> np.ndarray:
     """Per observation: id, sensor, values and position pass their checks (not the time).
 
@@ -343,8 +343,8 @@ def _fields_ok(ids: list, sensors: list, values: list, lons: list, lats: list,
     if n and (set(map(type, ids)) == {str} and min(map(len, ids)) > 0
               and set(map(type, sensors)) == {str} and set(sensors) <= position.keys()
               and set(map(type, values)) == {dict} and min(map(len, values)) > 0
-              and all(x is None or _number(x) for x in lons)
-              and all(y is None or _number(y) for y in lats)):
+              and all((x is None or _number(x)) and (y is None or _number(y))
+                      for x, y in placed.values())):
         props = list(itertools.chain.from_iterable(values))
         numbers = list(itertools.chain.from_iterable(map(dict.values, values)))
         if set(props) <= _PROPERTY_CODE.keys() and set(map(type, numbers)) <= {int, float}:
@@ -356,10 +356,13 @@ def _fields_ok(ids: list, sensors: list, values: list, lons: list, lats: list,
             row_bad = np.zeros(n, dtype=bool)
             row_bad[np.repeat(np.arange(n), counts)[bad]] = True
             return ~row_bad
+    nowhere = (None, None)
     return np.fromiter(
         (type(i) is str and i != "" and type(s) is str and s in position and _good_values(v)
-         and (x is None or _number(x)) and (y is None or _number(y))
-         for i, s, v, x, y in zip(ids, sensors, values, lons, lats, strict=True)),
+         and (xy[0] is None or _number(xy[0])) and (xy[1] is None or _number(xy[1]))
+         for i, s, v, xy in zip(ids, sensors, values, map(placed.get, range(n),
+                                                          itertools.repeat(nowhere, n)),
+                                strict=True)),
         dtype=bool, count=n)
 
 
@@ -411,7 +414,7 @@ def _valid_observations(objs, owners, messages, registry):
     """
     devices = registry.sensor_arrays
     position = devices.position
-    ids, sensors, stamps, values, lons, lats = _columns(objs)
+    ids, sensors, stamps, values, placed = _columns(objs)
     texts = dict.fromkeys(t for t in set(stamps) if type(t) is str)  # a few shared stamps
     pattern = re.compile(_OFFSET)
     with_offset = [t for t in texts if pattern.search(t)]
@@ -420,12 +423,16 @@ def _valid_observations(objs, owners, messages, registry):
     stamp_ns = dict(zip(with_offset, parsed.to_numpy(dtype="datetime64[ns]").view(np.int64),
                         strict=True))
     nat = np.iinfo(np.int64).min
-    when = np.fromiter((stamp_ns.get(t, nat) if type(t) is str else nat for t in stamps),
-                       dtype=np.int64, count=len(objs))
+    if set(map(type, stamps)) == {str}:  # the common case, looked up at C speed
+        when = np.fromiter(map(stamp_ns.get, stamps, itertools.repeat(nat, len(stamps))),
+                           dtype=np.int64, count=len(objs))
+    else:
+        when = np.fromiter((stamp_ns.get(t, nat) if type(t) is str else nat for t in stamps),
+                           dtype=np.int64, count=len(objs))
     received = _received_ns(messages)[owners]
     good = (
         (when != nat) & (when >= EARLIEST.value) & (when <= received + MAX_FUTURE.value)
-        & _fields_ok(ids, sensors, values, lons, lats, position)
+        & _fields_ok(ids, sensors, values, placed, position)
     )
     if good.all():
         rest, keep, take = [], np.arange(len(objs)), None
@@ -437,16 +444,16 @@ def _valid_observations(objs, owners, messages, registry):
         return None, None, rest
     if take is not None:
         ids, sensors, values = ([c[k] for k in take] for c in (ids, sensors, values))
-        lons, lats = [lons[k] for k in take], [lats[k] for k in take]
+        placed = {int(np.searchsorted(keep, k)): xy for k, xy in placed.items() if good[k]}
     source = np.asarray(sensors, dtype=object)
     rows = np.fromiter(map(position.__getitem__, sensors), dtype=np.int64, count=len(sensors))
     lon, lat = devices.lon[rows], devices.lat[rows]
-    own = [k for k, (x, y) in enumerate(zip(lons, lats, strict=True))
-           if x is not None and y is not None]
+    own = [(k, x, y) for k, (x, y) in placed.items() if x is not None and y is not None]
     if own:  # a moving device's own position
         lon, lat = lon.copy(), lat.copy()
-        lon[own] = [lons[k] for k in own]
-        lat[own] = [lats[k] for k in own]
+        at = [k for k, _, _ in own]
+        lon[at] = [x for _, x, _ in own]
+        lat[at] = [y for _, _, y in own]
         bad = ~(np.isfinite(lon) & np.isfinite(lat))
         lon[bad], lat[bad] = devices.lon[rows][bad], devices.lat[rows][bad]
     enriched = {c: devices.columns[c][rows] for c in ENRICH_OUT}
