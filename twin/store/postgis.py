@@ -209,14 +209,87 @@ def _json_texts(series: pd.Series) -> bool:
     return textual and pd.api.types.infer_dtype(series, skipna=True) == "string"
 
 
-def _copy_events(conn: sa.Connection, table: str, columns: str, text: memoryview) -> None:
-    """COPY ready-made COPY text of events into *table* (one batch: no writer thread)."""
+def _copy_events(conn: sa.Connection, table: str, columns: str, rows: memoryview) -> None:
+    """COPY events given as binary COPY tuples into *table* (one batch: no writer thread)."""
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(
-        f"COPY {quote(table)} ({columns}) FROM STDIN"
+        f"COPY {quote(table)} ({columns}) FROM STDIN (FORMAT binary)"
     ) as copy:
-        for start in range(0, len(text), COPY_CHUNK_BYTES):
-            copy.write(text[start : start + COPY_CHUNK_BYTES])
+        copy.write(_BINARY_HEADER)
+        for start in range(0, len(rows), COPY_CHUNK_BYTES):
+            copy.write(rows[start : start + COPY_CHUNK_BYTES])
+        copy.write(_BINARY_TRAILER)
+
+
+# -- binary COPY tuples, built column-wise (the server parses no text: no number, time or
+# escape parsing; about a quarter less server time per event than the text format) ---------
+
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no extension
+_BINARY_TRAILER = b"\xff\xff"
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC, PostgreSQL's time zero, in Unix µs
+
+
+def _binary_fixed(values: np.ndarray, null: np.ndarray) -> Any:
+    """Big-endian 8-byte values as a large_binary array (empty where null)."""
+    import pyarrow as pa
+
+    n = len(values)
+    kept = np.ascontiguousarray(values[~null]).tobytes()
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.where(null, 0, 8), out=offsets[1:])
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(kept)]
+    )
+
+
+def _binary_field(series: pd.Series, dtype: str) -> Any:
+    """One column as binary COPY fields: a big-endian int32 length (-1: NULL), then the value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(series)
+    empty = pa.scalar(b"", pa.large_binary())
+    if dtype in ("text", "json"):
+        values = pa.array(series.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+        data = pc.cast(values, pa.large_binary())
+        if dtype == "json":  # jsonb's binary input: format version 1, then the text
+            data = pc.binary_join_element_wise(pa.scalar(b"\x01", pa.large_binary()), data, empty)
+        null = np.asarray(data.is_null(), dtype=bool)
+        lengths = pc.fill_null(pc.binary_length(data), 0).to_numpy().astype(np.int64)
+        data = pc.fill_null(data, empty)
+    elif dtype == "float":
+        number = series.to_numpy(dtype=float, na_value=np.nan)
+        null = np.isnan(number)
+        data = _binary_fixed(number.astype(">f8"), null)
+        lengths = np.full(n, 8, dtype=np.int64)
+    elif dtype == "datetime":  # UTC: int64 microseconds since 2000-01-01
+        stamps = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+        null = np.isnat(stamps)
+        micros = stamps.view(np.int64) - _PG_EPOCH_US
+        data = _binary_fixed(micros.astype(">i8"), null)
+        lengths = np.full(n, 8, dtype=np.int64)
+    else:
+        raise TypeError(f"no binary COPY encoding for {dtype} columns")
+    lengths[null] = -1
+    prefix = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(4), n, [None, pa.py_buffer(lengths.astype(">i4").tobytes())]
+    )
+    return pc.binary_join_element_wise(pc.cast(prefix, pa.large_binary()), data, empty)
+
+
+def _binary_rows(columns: Sequence[Column], frame: pd.DataFrame) -> memoryview:
+    """Return the rows of a coerced frame as binary COPY tuples (no header or trailer)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(frame) == 0:
+        return memoryview(b"")
+    count = pa.scalar(len(columns).to_bytes(2, "big"), pa.large_binary())
+    fields = [_binary_field(frame[c.name], c.dtype) for c in columns]
+    rows = pc.binary_join_element_wise(count, *fields, pa.scalar(b"", pa.large_binary()))
+    _, offsets, data = rows.buffers()
+    off = np.frombuffer(offsets, dtype=np.int64)[rows.offset : rows.offset + len(rows) + 1]
+    return memoryview(data)[int(off[0]) : int(off[-1])]
 
 
 def _geometry_fields(values: np.ndarray) -> np.ndarray:
@@ -313,22 +386,6 @@ def _layer_copy_text(spec: LayerSpec, frame: pd.DataFrame, version: int) -> memo
     _, offsets, data = lines.buffers()
     off = np.frombuffer(offsets, dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
     return memoryview(data)[int(off[0]) : int(off[-1])]  # the lines, back to back
-
-
-def _table_copy_text(columns: Sequence[Column], frame: pd.DataFrame) -> memoryview:
-    """Return the given columns of a coerced frame as COPY text, built column-wise with Arrow."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if len(frame) == 0:
-        return memoryview(b"")
-    fields = [_arrow_copy_field(frame[c.name], c.dtype) for c in columns]
-    tab, newline, nothing = (pa.scalar(x, pa.large_string()) for x in ("\t", "\n", ""))
-    lines = pc.binary_join_element_wise(*fields, tab)
-    lines = pc.binary_join_element_wise(lines, newline, nothing)  # each line ends in "\n"
-    _, offsets, data = lines.buffers()
-    off = np.frombuffer(offsets, dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
-    return memoryview(data)[int(off[0]) : int(off[-1])]
 
 
 def _copy_text(
@@ -1025,7 +1082,7 @@ class PostGISStore(Store):
             )
         received = frame["received_at"].astype("datetime64[us, UTC]")
         frame["received_at"] = received.fillna(pd.Timestamp(utcnow()))
-        text = _table_copy_text(EVENTS.columns, frame)
+        text = _binary_rows(EVENTS.columns, frame)
         names = [c.name for c in EVENTS.columns]
         columns = ", ".join(quote(c) for c in names)
         try:
