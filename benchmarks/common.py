@@ -181,7 +181,29 @@ def pg_store(prefix: str = "bench") -> Iterator[Any]:
     try:
         yield store
     finally:
+        engine = _PLAIN_ENGINES.pop(schema, None)
+        if engine is not None:
+            engine.dispose()
         store.close()
+
+
+_PLAIN_ENGINES: dict[str | None, Any] = {}
+
+
+def plain_engine(store: Any) -> Any:
+    """The engine a user writing SQL by hand would open on the store's schema.
+
+    ``sqlalchemy.create_engine(url)`` with SQLAlchemy's defaults (a transaction around each
+    ``connect()``, no pre-ping), not the store's own tuned engines: the anchors' SQL runs as a
+    planner or analyst would run it.
+    """
+    import sqlalchemy as sa
+
+    schema = store.schema
+    if schema not in _PLAIN_ENGINES:
+        options = "-ctimezone=UTC" + (f" -csearch_path={schema},public" if schema else "")
+        _PLAIN_ENGINES[schema] = sa.create_engine(PG_URL, connect_args={"options": options})
+    return _PLAIN_ENGINES[schema]
 
 
 def pg_libpq(schema: str | None = None) -> str:
@@ -198,8 +220,8 @@ def pg_libpq(schema: str | None = None) -> str:
 
 
 def sql_rows(store: Any, sql: str, params: dict | None = None) -> list[tuple]:
-    """Run a hand-written statement on the store's engine and return its rows."""
+    """Run a hand-written statement through :func:`plain_engine` and return its rows."""
     import sqlalchemy as sa
 
-    with store.engine.connect() as conn:
+    with plain_engine(store).connect() as conn:
         return [tuple(r) for r in conn.execute(sa.text(sql), params or {})]

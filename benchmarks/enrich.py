@@ -28,7 +28,7 @@ def _norm(values) -> np.ndarray:
 
 
 def ours(pts: gpd.GeoDataFrame, layers: dict) -> tuple[np.ndarray, ...]:
-    """twin.enrich.Enricher as the feed pipeline uses it; the indexes are built inside the timing."""
+    """twin.enrich.Enricher as the feed pipeline uses it; indexes are built inside the timing."""
     from twin.enrich import Enricher
 
     enricher = Enricher(grid_cells=layers["grid_cells"], buildings=layers["buildings"],

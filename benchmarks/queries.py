@@ -11,7 +11,16 @@ import numpy as np
 import shapely
 
 from benchmarks import scenarios
-from benchmarks.common import Figure, Timing, figure, peak_rss_mb, pg_store, reset_peak, sql_rows
+from benchmarks.common import (
+    Figure,
+    Timing,
+    figure,
+    peak_rss_mb,
+    pg_store,
+    plain_engine,
+    reset_peak,
+    sql_rows,
+)
 
 NAME = "queries"
 TITLE = "Planner queries (within, nearest, counts per grid, camera coverage)"
@@ -129,7 +138,7 @@ def sides(pg, xy: list[tuple[float, float]]) -> dict[str, tuple]:
     deg = 200 / (111_320.0 * np.cos(np.radians(xy[0][1]))) * 1.05
 
     def read_postgis(sql, params=None):
-        with pg.engine.connect() as conn:
+        with plain_engine(pg).connect() as conn:
             return gpd.read_postgis(sa.text(sql), conn, geom_col="geom", params=params)
 
     within_frame_sql = frame_sql("buildings", WITHIN_FROM)

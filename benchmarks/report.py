@@ -8,11 +8,11 @@ from benchmarks import MEASUREMENTS, module
 from benchmarks.common import SCALES
 
 GROWTH = {
-    "enrich": "Both sides are an STRtree query per point, so cost grows about linearly with the "
-              "number of points (and only logarithmically with the polygons).",
-    "load": "Both sides read, check and COPY every feature: linear in the number of footprints; "
-            "our extra cost is validation, repair, grid assignment and the second (history) "
-            "write per feature.",
+    "enrich": "Both sides query an STRtree per layer, so cost grows about linearly with the "
+              "number of points (and only logarithmically with the polygons and cones).",
+    "load": "Both sides read, check and COPY every feature once and build a GiST index over "
+            "them: linear in the number of footprints (the index build n log n); our extra "
+            "cost is validation, repair and grid assignment.",
     "ingest": "Throughput is flat in the scale of the twin: it is bounded by the broker round "
               "trip and by the commit per batch, not by the size of the layers.",
     "queries": "With GiST/STRtree indexes a point query touches only nearby features, so both "
@@ -28,9 +28,15 @@ GROWTH = {
 
 #: What limits each measurement, from profiles the engineers took with these benchmarks.
 LIMITS = {
-    "enrich": "Met at city scale (over 1.5× `sjoin` with the same answer). The STRtree query "
-              "itself is what is left; nearest-camera / view-cone enrichment is not in "
-              "`twin.enrich`, so it is not part of either side.",
+    "enrich": "Met at city scale: the whole assignment the pipeline makes (unit grid, "
+              "responsibility grid, building, parking lot, covering cameras) against "
+              "`geopandas.sjoin` ×4 with the same answer. Cameras are assigned by view-cone "
+              "containment (the cones from `twin.enrich.camera_cones` on both sides), which is "
+              "what a covering camera means; `sjoin_nearest` would name the nearest camera even "
+              "when it faces away, so it is not the same assignment and is not used. For a big "
+              "batch ours puts the points in the tree and queries it with each polygon's "
+              "envelope, then tests containment vectorised (`shapely.intersects_xy`); what is "
+              "left is that exact test and building the trees.",
     "queries": "At district scale every call's p95 is a few ms on both stores (target 200 ms). "
                "Against the frame anchor (`geopandas.read_postgis` of the same hand-written SQL "
                "returning our columns) ours is about 0.05-0.5× at p95; for counts that anchor "
@@ -47,10 +53,21 @@ LIMITS = {
                "scale the same fixed cost makes PostGIS 1.5-2.2× a 0.7-1.3 ms ids-only query "
                "(embedded 0.5-0.8×); the 250-700 ms street figures of the first run were taken "
                "before layers were cached per version.",
-    "load": "About 2–2.5× ogr2ogr at 100,000 footprints (target ≤ 1.2×). Our stages (above) "
-            "show the write takes most of it: on the database side each version is written "
-            "twice — into the history table, then into the current table — where ogr2ogr "
-            "COPYs once; reading and checking take about half of ogr2ogr's whole run.",
+    "load": "Not met: about 1.8–2.7× ogr2ogr at 100,000 footprints (target ≤ 1.2×), "
+            "2.5–4.2 s against 1.3–1.9 s while other runs shared the two cores (interleaved "
+            "pairs: median 1.6–1.8×; it was 4.2× on the same machine that day before). Each "
+            "version is "
+            "now written once: COPY FREEZE into a new partition of the layer's history, its "
+            "primary key and GiST index built after the COPY (~0.25 s), attached without a scan, "
+            "and the layer's view pointed at it — the database work (~0.8 s) is now about what "
+            "ogr2ogr's COPY and GiST cost. What is left is ours alone and runs before any row "
+            "can be sent: reading the file (~0.3 s), checking and repairing it (~0.65 s, "
+            "validation included), assigning grids to 100,000 footprints (~0.3 s, "
+            "representative points and an STRtree query; the grid cells are read meanwhile, "
+            "while the file is checked) and the store's own validation of the frame (~0.2–0.4 "
+            "s). Encoding the COPY text (~0.35 s) overlaps the server's parsing. Reaching 1.2× "
+            "would take overlapping those checks with the COPY (streaming validated chunks) — "
+            "not built.",
     "kpi": "Both stores now hold the full 1,000,000 cases (bulk writes: the embedded store "
            "takes about a minute, it took about ten). The result (~255,000 grid × month rows) "
            "comes back from PostGIS as one packed CSV text parsed by pyarrow, so bringing it "

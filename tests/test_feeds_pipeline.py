@@ -1,4 +1,4 @@
-"""The feed pipeline on a recorded feed, on both stores: decode, dead letters, state, rules, alarms."""
+"""The feed pipeline on a recorded feed, both stores: decode, dead letters, state, rules, alarms."""
 
 from __future__ import annotations
 
@@ -74,9 +74,11 @@ def test_the_recorded_feed_is_stored_once_with_every_bad_message_dead_lettered(s
     assert set(events["id"]) == GOOD_IDS and len(events) == len(GOOD_IDS)
     dead = store.read_rows(DEAD_LETTERS)
     assert dead["reason"].value_counts().to_dict() == BAD
-    assert dead.loc[dead["reason"] == "malformed_json", "payload"].iloc[0].startswith('{"id": "bad-json"')
+    malformed = dead.loc[dead["reason"] == "malformed_json", "payload"].iloc[0]
+    assert malformed.startswith('{"id": "bad-json"')
     c = pipeline.counters
-    assert (c.received, c.stored, c.duplicates, c.dead_letters, c.acknowledged) == (43, 36, 1, 7, 43)
+    outcomes = (c.received, c.stored, c.duplicates, c.dead_letters, c.acknowledged)
+    assert outcomes == (43, 36, 1, 7, 43)
     assert c.reasons == BAD
     # enrichment: grid, building (declared), lot, covering camera
     by_id = events.set_index("id")
@@ -229,10 +231,12 @@ def test_the_simulator_is_deterministic_and_follows_the_day(layers_):
                        registry).readings
     occ = day[day["property"] == "occupied"]
     hour = occ["observed_at"].dt.tz_convert("Asia/Shanghai").dt.hour
-    assert occ.loc[hour.between(0, 4), "value"].mean() > occ.loc[hour.between(11, 15), "value"].mean() + 0.3
+    night, midday = (occ.loc[hour.between(*h), "value"].mean() for h in ((0, 4), (11, 15)))
+    assert night > midday + 0.3
     pm = day[day["property"] == "pm25"]
     ph = pm["observed_at"].dt.tz_convert("Asia/Shanghai").dt.hour
-    assert pm.loc[ph.isin([8, 18]), "value"].median() > pm.loc[ph.isin([2, 3, 13]), "value"].median()
+    rush, quiet = (pm.loc[ph.isin(h), "value"].median() for h in ([8, 18], [2, 3, 13]))
+    assert rush > quiet
 
 
 NOW = pd.Timestamp("2026-03-02T01:00:00Z")

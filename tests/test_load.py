@@ -313,7 +313,8 @@ def test_validating_twice_keeps_canonical_values_and_fixes_the_rest(attrs, expec
     assert once["attrs"].tolist() == [expected, '{"a": [1, {"x": 1, "y": 2}], "z": 0}']
     twice = validate_layer_frame(spec, once)
     pd.testing.assert_frame_equal(pd.DataFrame(twice), pd.DataFrame(once))
-    assert str(twice["floors"].dtype) == "Int64" and twice["floors"].isna().tolist() == [False, True]
+    assert str(twice["floors"].dtype) == "Int64"
+    assert twice["floors"].isna().tolist() == [False, True]
 
 
 @pytest.mark.parametrize("bad", ["1, 2", "{", '{"a": 1} x', ""])
@@ -329,8 +330,9 @@ def test_postgis_copy_text_of_a_layer_matches_row_by_row_encoding():
     from twin.store.postgis import _copy_field, _geometry_fields, _layer_copy_text
 
     spec = layers.get_layer("buildings")
+    awkward = ["a\tb\\c\nd\re", None, "楼"]
     frame = buildings_frame(building_code=["B1", "B2", "B3"], floors=[3, None, 7],
-                            name=["a\tb\\c\nd\re", None, "楼"], height_m=[1.5, None, 1e-7])  # fmt: skip
+                            name=awkward, height_m=[1.5, None, 1e-7])
     frame.loc[2, "geometry"] = shapely.Point(LON, LAT).buffer(1e-4)
     frame = validate_layer_frame(spec, frame)
     fields = [np.full(len(frame), "9", dtype=object)]

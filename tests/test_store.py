@@ -568,7 +568,8 @@ def _alarms(*rows: tuple[str, str, str, float]) -> pd.DataFrame:
 
 
 def test_put_rows_ignores_or_updates_existing_keys(store):
-    assert store.put_rows(ALARMS, _alarms(("a1", "S1", "open", 80.0), ("a2", "S2", "open", 90.0))) == 2
+    rows = _alarms(("a1", "S1", "open", 80.0), ("a2", "S2", "open", 90.0))
+    assert store.put_rows(ALARMS, rows) == 2
     # ignore: the stored row stays as it was
     assert store.put_rows(ALARMS, _alarms(("a1", "S1", "resolved", 10.0))) == 0
     assert store.read_rows(ALARMS, id="a1")["status"].tolist() == ["open"]

@@ -248,9 +248,9 @@ def test_a_bbox_event_query_filters_lon_lat_and_a_period_uses_the_brin_index(pg)
     assert "twin_events_observed_at_brin" in plan, plan
 
 
-def test_an_events_table_of_migration_2_is_made_lean_by_migration_4(pg, postgis_url):
+def test_an_events_table_of_migration_3_is_made_lean_by_migration_4(pg, postgis_url):
     assert pg.append_events(_events(30)) == 30
-    with pg.engine.begin() as conn:  # the events table as migrations 1-2 made it
+    with pg.engine.begin() as conn:  # the events table as migrations 1-3 made it
         conn.execute(sa.text('DROP INDEX "twin_events_observed_at_brin"'))
         conn.execute(sa.text('ALTER TABLE twin_events ALTER COLUMN id TYPE TEXT COLLATE "default"'))
         conn.execute(sa.text(
@@ -260,7 +260,7 @@ def test_an_events_table_of_migration_2_is_made_lean_by_migration_4(pg, postgis_
         for column in ("observed_at", "grid_code", "kind"):
             conn.execute(sa.text(f'CREATE INDEX "twin_events_{column}_idx" ON twin_events '
                                  f'("{column}")'))
-        conn.execute(sa.text("DELETE FROM twin_schema_migrations WHERE version > 2"))
+        conn.execute(sa.text("DELETE FROM twin_schema_migrations WHERE version >= 4"))
     again = PostGISStore(postgis_url, schema=pg.schema)
     try:
         names = _scalars(again, "SELECT indexname FROM pg_indexes WHERE schemaname = :s AND "
@@ -412,3 +412,214 @@ def test_an_older_schema_gets_the_case_columns_filled_from_the_data(pg, postgis_
         assert (other["extended"], other["supervised"], other["filed_at"]) == (False, 0, None)
     finally:
         again.close()
+
+
+# -- layer versions as partitions -----------------------------------------------------------------
+
+
+def _relkinds(store: PostGISStore, prefix: str) -> dict[str, str]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname LIKE :p "
+                "AND c.relkind IN ('r', 'p', 'v')"
+            ),
+            {"s": store.schema, "p": prefix + "%"},
+        ).fetchall()
+    return dict(rows)
+
+
+def _attached(store: PostGISStore, parent: str) -> list[str]:
+    return sorted(_scalars(
+        store,
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = CAST(:t AS regclass)",
+        t=f'"{store.schema}"."{parent}"',
+    ))
+
+
+def _view_source(store: PostGISStore, view: str) -> str:
+    return _scalars(store, "SELECT pg_get_viewdef(CAST(:v AS regclass))",
+                    v=f'"{store.schema}"."{view}"')[0]
+
+
+def test_each_version_is_a_partition_and_the_layer_a_view_of_the_current_one(pg):
+    pg.write_layer("buildings", _buildings(3), actor="a", source="v1")
+    pg.write_layer("buildings", _buildings(2), actor="a", source="v2")
+    assert _relkinds(pg, "buildings") == {
+        "buildings": "v", "buildings__history": "p", "buildings__v1": "r", "buildings__v2": "r"}
+    assert _attached(pg, "buildings__history") == ["buildings__v1", "buildings__v2"]
+    assert "buildings__v2" in _view_source(pg, "buildings")
+    assert _scalars(pg, "SELECT count(*) FROM buildings") == [2]
+    assert _scalars(pg, "SELECT count(*) FROM buildings__history") == [5]
+    # each partition has its own primary key on the id and a GiST index (part of the parent's)
+    indexes = _scalars(pg, "SELECT indexname FROM pg_indexes WHERE schemaname = :s "
+                           "AND tablename = 'buildings__v2'", s=pg.schema)
+    assert sorted(indexes) == ["buildings__v2_geom_gist", "buildings__v2_pkey"]
+
+
+def test_a_rollback_points_the_view_at_the_older_partition_and_back(pg):
+    pg.write_layer("buildings", _buildings(3), actor="a", source="v1")
+    pg.write_layer("buildings", _buildings(2), actor="a", source="v2")
+    pg.set_current_version("buildings", 1, actor="admin")
+    assert "buildings__v1" in _view_source(pg, "buildings")
+    assert _scalars(pg, "SELECT count(*) FROM buildings") == [3]
+    assert _attached(pg, "buildings__history") == ["buildings__v1", "buildings__v2"]
+    pg.set_current_version("buildings", 2, actor="admin")
+    assert "buildings__v2" in _view_source(pg, "buildings")
+    assert len(pg.read_layer("buildings")) == 2
+    v3 = pg.write_layer("buildings", _buildings(4), actor="a", source="v3")
+    assert v3.version == 3 and _scalars(pg, "SELECT count(*) FROM buildings") == [4]
+
+
+def test_a_rejected_write_leaves_no_partition_and_the_view_as_it_was(pg, monkeypatch):
+    pg.write_layer("buildings", _buildings(3), actor="a", source="v1")
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(pg, "_after_rows_written", explode)
+    with pytest.raises(RuntimeError):
+        pg.write_layer("buildings", _buildings(1), actor="a", source="half")
+    assert set(_relkinds(pg, "buildings")) == {"buildings", "buildings__history", "buildings__v1"}
+    assert "buildings__v1" in _view_source(pg, "buildings")
+
+
+def test_purging_versions_drops_their_partitions(pg):
+    for n in (3, 2, 1):
+        pg.write_layer("buildings", _buildings(n), actor="a", source=f"{n} rows")
+    assert pg.purge_layer_versions("buildings", 3, actor="keeper") == [1, 2]
+    assert _attached(pg, "buildings__history") == ["buildings__v3"]
+    assert set(_relkinds(pg, "buildings")) == {"buildings", "buildings__history", "buildings__v3"}
+    detail = json.loads(pg.read_audit().iloc[-1]["detail"])
+    assert detail == {"layer": "buildings", "versions": [1, 2], "rows": 5}
+
+
+def test_attaching_a_version_does_not_scan_it(pg):
+    # the CHECK made with the partition implies its bound: PostgreSQL says so at DEBUG1
+    from twin.store.migrations import attach_ddl, layer_ddl, partition_ddl
+
+    spec = layers.get_layer("buildings")
+    with pg.engine.connect() as conn:
+        for statement in layer_ddl(spec) + [partition_ddl("buildings", 7)]:
+            conn.execute(sa.text(statement))
+        notices: list[str] = []
+        raw = conn.connection.driver_connection
+        raw.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        conn.execute(sa.text("SET LOCAL client_min_messages = debug1"))
+        conn.execute(sa.text(attach_ddl("buildings", 7)))
+        conn.rollback()
+    assert any("is implied by existing constraints" in n for n in notices), notices
+
+
+def test_a_spatial_query_through_the_view_uses_the_partitions_gist_index(pg):
+    from twin.query import nearest, within_distance
+
+    pg.write_layer("buildings", _buildings(2000), actor="a", source="t")
+    seen: list[tuple[str, dict]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if '"buildings"' in statement and "geom" in statement:
+            seen.append((statement, parameters))
+
+    engines = (pg.engine, pg.read_engine)  # planner reads run on the store's read engine
+    for engine in engines:
+        sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        near = nearest(pg, "buildings", 3, point=(110.29, 25.08), engine="sql")
+        within = within_distance(pg, "buildings", 30, point=(110.29, 25.08), engine="sql")
+    finally:
+        for engine in engines:
+            sa.event.remove(engine, "before_cursor_execute", capture)
+    assert near.frame["building_code"].tolist() == ["B00000", "B00001", "B00002"]
+    assert len(within.frame) > 0
+    assert len(seen) >= 2
+    with pg.engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE buildings__v1")
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        for statement, parameters in seen:
+            plan = "\n".join(
+                r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters)
+            )
+            assert "buildings__v1_geom_gist" in plan, plan
+
+
+def _to_old_layout(store: PostGISStore, name: str, current: int) -> None:
+    """Rebuild a schema's layer *name* as the layout before migration 3 had it."""
+    spec = layers.get_layer(name)
+    cols = ", ".join(f'"{c}"' for c in spec.column_names)
+    geometry = spec.geometry_type is not None
+    with store.engine.begin() as conn:
+        for statement in (
+            f"DROP VIEW {name}",
+            f"CREATE TABLE old_history AS SELECT * FROM {name}__history",
+            f"DROP TABLE {name}__history CASCADE",
+            f"ALTER TABLE old_history RENAME TO {name}__history",
+            f"ALTER TABLE {name}__history ADD PRIMARY KEY (_version, {spec.id_field})",
+            f"CREATE TABLE {name} AS SELECT {cols}{', geom' if geometry else ''} "
+            f"FROM {name}__history WHERE _version = {current}",
+            f"ALTER TABLE {name} ADD PRIMARY KEY ({spec.id_field})",
+            *([f"CREATE INDEX {name}_geom_gist ON {name} USING gist (geom)"] if geometry else []),
+            "DELETE FROM twin_schema_migrations WHERE version >= 3",
+        ):
+            conn.execute(sa.text(statement))
+
+
+def test_an_old_schema_is_migrated_to_partitions_keeping_every_version(pg, postgis_url):
+    for n in (3, 2, 4):
+        pg.write_layer("buildings", _buildings(n, [f"v{n}-{i}" for i in range(n)]),
+                       actor="a", source=f"{n} rows")
+    pg.set_current_version("buildings", 2, actor="admin")
+    for n in (1, 2):  # a layer without geometry too
+        pg.write_layer("residents", pd.DataFrame({"resident_id": [f"R{i}" for i in range(n)],
+                                                  "building_code": ["B1"] * n}),
+                       actor="a", source=f"{n} residents")
+    before = {v: pg.read_layer("buildings", version=v) for v in (1, 2, 3)}
+    residents = pg.read_layer("residents")
+    _to_old_layout(pg, "buildings", current=2)
+    _to_old_layout(pg, "residents", current=2)
+    assert _relkinds(pg, "buildings") == {"buildings": "r", "buildings__history": "r"}
+    again = PostGISStore(postgis_url, schema=pg.schema)
+    try:
+        assert 3 in _scalars(again, "SELECT version FROM twin_schema_migrations")
+        assert _relkinds(again, "buildings") == {
+            "buildings": "v", "buildings__history": "p", "buildings__v1": "r",
+            "buildings__v2": "r", "buildings__v3": "r"}
+        assert "buildings__v2" in _view_source(again, "buildings")
+        for v, frame in before.items():
+            pd.testing.assert_frame_equal(again.read_layer("buildings", version=v), frame)
+        pd.testing.assert_frame_equal(again.read_layer("buildings"), before[2])
+        pd.testing.assert_frame_equal(again.read_layer("residents"), residents)
+        assert _relkinds(again, "residents") == {
+            "residents": "v", "residents__history": "p", "residents__v1": "r",
+            "residents__v2": "r"}
+        assert len(again.read_layer("residents", version=1)) == 1
+        names = _scalars(again, "SELECT indexname FROM pg_indexes WHERE schemaname = :s",
+                         s=pg.schema)
+        assert {"buildings_geom_gist", "buildings__v1_geom_gist", "buildings__v3_pkey"} <= set(
+            names)
+        again.set_current_version("buildings", 3, actor="admin")
+        assert _scalars(again, "SELECT count(*) FROM buildings") == [4]
+        assert again.write_layer("buildings", _buildings(1), actor="a", source="after").version == 4
+        assert again.purge_layer_versions("buildings", 4, actor="keeper") == [1, 2, 3]
+        assert _attached(again, "buildings__history") == ["buildings__v4"]
+    finally:
+        again.close()
+
+
+def test_readers_during_a_write_see_the_previous_version_without_waiting(pg, monkeypatch):
+    pg.write_layer("buildings", _buildings(3), actor="a", source="v1")
+    seen = []
+
+    def read_meanwhile(spec, version):  # runs inside the write, its rows in, not committed
+        with pg.engine.connect() as other:
+            other.execute(sa.text("SET statement_timeout = '10s'"))  # a lock wait fails the test
+            seen.append(other.execute(sa.text("SELECT count(*) FROM buildings")).scalar())
+        seen.append(len(pg.read_layer("buildings")))
+
+    monkeypatch.setattr(pg, "_after_rows_written", read_meanwhile)
+    pg.write_layer("buildings", _buildings(5), actor="a", source="v2")
+    assert seen == [3, 3]
+    assert len(pg.read_layer("buildings")) == 5
+    assert _scalars(pg, "SELECT count(*) FROM buildings") == [5]

@@ -10,6 +10,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from twin import crs as tcrs
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.load_formats import LoadError, RawData, read_source, resolve_source
 from twin.schema import ASSIGNED_COLUMNS, Column, LayerSpec, validate_layer_frame
-from twin.twin import put_layer
+from twin.twin import GRID_LAYER, READ_GRIDS, current_grid_cells, put_layer
 
 LOGGER = logging.getLogger(__name__)
 
@@ -232,7 +233,16 @@ def load_layer(
     """
     if options.get("area") is None and layer != "community":
         options["area"] = community_area(store)
-    result = load_file(layer, path, progress=progress, **options)
+    spec = declared.get_layer(layer)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grid-cells") as pool:
+        # the grid cells the features will be assigned to are read from the store while the
+        # file is read and checked here (the database and this process work at the same time)
+        grids = None
+        if not dry_run and spec.located and spec.geometry_type is not None \
+                and layer != GRID_LAYER:
+            grids = pool.submit(current_grid_cells, store)
+        result = load_file(layer, path, progress=progress, **options)
+        grid_cells = grids.result() if grids is not None else READ_GRIDS
     result.report["dry_run"] = bool(dry_run)
     if dry_run:
         return result
@@ -242,7 +252,8 @@ def load_layer(
     source = f"{src['name']} sha256:{src['sha256']}"
     result.report.setdefault("timings_s", {})["write"] = None  # filled after the write
     result.version = put_layer(
-        store, layer, result.frame, actor=actor, source=source, note=note, report=result.report
+        store, layer, result.frame, actor=actor, source=source, note=note, report=result.report,
+        grid_cells=grid_cells,
     )
     result.report["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
     result.report["version"] = int(result.version.version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import geopandas as gpd
 import pandas as pd
@@ -19,6 +20,7 @@ GRID_LAYER = "grid_cells"
 REGRID_ATTEMPTS = 3  # a case edited while grids are assigned makes the load start over
 
 Frame = gpd.GeoDataFrame | pd.DataFrame
+READ_GRIDS = object()  # put_layer's default: read the current grid cells from the store
 
 
 def current_version(store: Store, name: str) -> LayerVersion | None:
@@ -27,6 +29,13 @@ def current_version(store: Store, name: str) -> LayerVersion | None:
         if version.current:
             return version
     return None
+
+
+def current_grid_cells(store: Store) -> gpd.GeoDataFrame | None:
+    """Return the store's current ``grid_cells`` layer, or None if it was never written."""
+    if current_version(store, GRID_LAYER) is None:
+        return None
+    return store.read_layer(GRID_LAYER)
 
 
 def put_layer(
@@ -38,6 +47,7 @@ def put_layer(
     source: str,
     note: str = "",
     report: dict | None = None,
+    grid_cells: Any = READ_GRIDS,
 ) -> LayerVersion:
     """Write *frame* as the next version of layer *name*, its grids assigned first.
 
@@ -60,6 +70,10 @@ def put_layer(
         The features, in any CRS the store accepts.
     actor, source, note, report
         Recorded with the version (who, from what file or script, why, loader report).
+    grid_cells
+        The result of :func:`current_grid_cells` when the caller has it already
+        (:func:`twin.load.load_layer` reads it while the file is being checked); by default
+        it is read here.
 
     Returns
     -------
@@ -77,12 +91,11 @@ def put_layer(
     if name == GRID_LAYER:
         return _put_grid_cells(store, frame, actor=actor, source=source, note=note, report=report)
     if spec.located and spec.geometry_type is not None:
-        if current_version(store, "grid_cells") is not None:
-            grids = store.read_layer("grid_cells")
-            if len(grids):
-                frame = assign_grids(frame, grids)
-        else:
+        grids = current_grid_cells(store) if grid_cells is READ_GRIDS else grid_cells
+        if grids is None:
             LOGGER.info("no grid_cells in %r yet; %s keeps its own grid columns", store, name)
+        elif len(grids):
+            frame = assign_grids(frame, grids)
     return store.write_layer(name, frame, actor=actor, source=source, note=note, report=report)
 
 

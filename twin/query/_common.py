@@ -123,7 +123,7 @@ def _plain(value: Any) -> Any:
 
 
 def _writable(frame: pd.DataFrame) -> pd.DataFrame:
-    """Lists and dicts become text so every format can hold them."""
+    """Turn lists and dicts into text so every format can hold them."""
     frame = frame.copy()
     for col in frame.columns:
         if isinstance(frame, gpd.GeoDataFrame) and col == frame.geometry.name:
@@ -144,7 +144,7 @@ def _writable(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def spec_of(name: Any, *, geometry: bool = True) -> LayerSpec:
-    """The declared spec of layer *name*; refuses anything not declared before any SQL is built.
+    """Return the declared spec of layer *name*; refuse anything undeclared before any SQL is built.
 
     Raises
     ------
@@ -165,7 +165,7 @@ def spec_of(name: Any, *, geometry: bool = True) -> LayerSpec:
 
 
 def field_of(spec: LayerSpec, name: Any) -> str:
-    """A declared column of *spec*; anything else is refused (names go into SQL only from here)."""
+    """Return a declared column of *spec*, refusing others (names reach SQL only from here)."""
     if not isinstance(name, str) or name not in spec.column_names:
         raise ValidationError(
             f"layer {spec.name!r} has no column {name!r}; columns: {', '.join(spec.column_names)}"
@@ -199,7 +199,7 @@ def count(name: str, value: Any, *, minimum: int = 1) -> int:
 
 
 def lonlat(value: Any, name: str = "point") -> tuple[float, float]:
-    """A (lon, lat) pair from a tuple, a shapely Point or ``"lon,lat"`` text."""
+    """Read a (lon, lat) pair from a tuple, a shapely Point or ``"lon,lat"`` text."""
     if isinstance(value, shapely.Point):
         value = (value.x, value.y)
     if isinstance(value, str):
@@ -219,13 +219,13 @@ def lonlat(value: Any, name: str = "point") -> tuple[float, float]:
 
 
 def utm_crs(lon: float, lat: float) -> str:
-    """The UTM zone (WGS 84) holding (lon, lat): the local metric CRS of every query."""
+    """Return the UTM zone (WGS 84) holding (lon, lat): the local metric CRS of every query."""
     zone = min(int((lon + 180) // 6) + 1, 60)
     return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
 
 
 def utm_of_frame(*frames: gpd.GeoDataFrame | None) -> str:
-    """The UTM zone at the centre of the frames' combined extent."""
+    """Return the UTM zone at the centre of the frames' combined extent."""
     bounds = [f.total_bounds for f in frames if f is not None and len(f)]
     if not bounds:
         raise ValidationError("there are no features to measure; load the layers first")
@@ -238,7 +238,7 @@ def utm_of_frame(*frames: gpd.GeoDataFrame | None) -> str:
 
 
 def is_postgis(store: Any) -> bool:
-    """True when *store* is a PostGIS store (SQL paths are used then)."""
+    """Tell whether *store* is a PostGIS store (SQL paths are used then)."""
     engine = getattr(store, "engine", None)
     return engine is not None and getattr(engine.dialect, "name", "") == "postgresql"
 
@@ -395,7 +395,7 @@ def none_for_null(values: Any) -> np.ndarray:
 
 
 def to_metric(frame: gpd.GeoDataFrame, crs: str) -> np.ndarray:
-    """The frame's geometries in the metric CRS, as a shapely array."""
+    """Return the frame's geometries in the metric CRS, as a shapely array."""
     return frame.geometry.to_crs(crs).values
 
 

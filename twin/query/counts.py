@@ -256,19 +256,8 @@ def _join_counts(
 
 
 def _counts_memory(store, source, key, t0, t1, type_, conditions, sum_, stamp):
-    if source == "events":
-        frame = store.read_events(t0, t1, kind=type_)
-    elif source == "cases":
-        frame = store.read_cases()
-        times = pd.to_datetime(frame["requested_at"], utc=True)
-        keep = np.ones(len(frame), dtype=bool)
-        if t0 is not None:
-            keep &= (times >= t0).to_numpy()
-        if t1 is not None:
-            keep &= (times < t1).to_numpy()
-        if type_ is not None:
-            keep &= (frame["service_code"] == type_).to_numpy()
-        frame = frame[keep]
+    if source in TABLE_SOURCES:
+        frame = records_in_period(store, source, t0, t1, type_)
     else:
         frame = _cache.layer(store, source, stamp)
         # the layer's unit codes factorized once per version; the count itself is per call
@@ -278,6 +267,22 @@ def _counts_memory(store, source, key, t0, t1, type_, conditions, sum_, stamp):
         return _grouped(codes[keep], uniques, frame, keep, sum_)
     codes, uniques = _factorize(frame[key])
     return _grouped(codes, uniques, frame, slice(None), sum_)
+
+
+def records_in_period(store: Any, source: str, t0, t1, type_: str | None) -> pd.DataFrame:
+    """Read the events or cases of ``[t0, t1)`` (and of one type) into memory."""
+    if source == "events":
+        return store.read_events(t0, t1, kind=type_)
+    frame = store.read_cases()
+    times = pd.to_datetime(frame["requested_at"], utc=True)
+    keep = np.ones(len(frame), dtype=bool)
+    if t0 is not None:
+        keep &= (times >= t0).to_numpy()
+    if t1 is not None:
+        keep &= (times < t1).to_numpy()
+    if type_ is not None:
+        keep &= (frame["service_code"] == type_).to_numpy()
+    return frame[keep]
 
 
 def _factorize(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:

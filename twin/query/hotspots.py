@@ -23,7 +23,7 @@ from scipy.special import erfc
 from twin.errors import ValidationError
 from twin.query import sql as q
 from twin.query._common import QueryResult, count, is_postgis, study_area
-from twin.query.counts import TABLE_SOURCES, _time
+from twin.query.counts import TABLE_SOURCES, _time, records_in_period
 from twin.schema import CRS
 
 LOGGER = logging.getLogger(__name__)
@@ -81,19 +81,7 @@ def _points(store: Any, source: str, t0, t1, type_) -> pd.DataFrame:
             params["type"] = type_
         sql = f"SELECT lon, lat FROM {q.table(store, table.name)} WHERE {' AND '.join(filters)}"
         return q.run(store, sql, params)
-    if source == "events":
-        frame = store.read_events(t0, t1, kind=type_)
-    else:
-        frame = store.read_cases()
-        times = pd.to_datetime(frame["requested_at"], utc=True)
-        keep = np.ones(len(frame), dtype=bool)
-        if t0 is not None:
-            keep &= (times >= t0).to_numpy()
-        if t1 is not None:
-            keep &= (times < t1).to_numpy()
-        if type_ is not None:
-            keep &= (frame["service_code"] == type_).to_numpy()
-        frame = frame[keep]
+    frame = records_in_period(store, source, t0, t1, type_)
     return pd.DataFrame(frame)[["lon", "lat"]].dropna()
 
 

@@ -48,7 +48,7 @@ def _snaps(segs: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def build(roads: np.ndarray, attach: np.ndarray, join_m: float = JOIN_M) -> Network:
-    """The network of *roads* (metric LineStrings) with each of *attach* joined to it.
+    """Build the network of *roads* (metric LineStrings) with each of *attach* joined to it.
 
     Roads are noded where they cross (GEOS unary union) and split into segments; a road end
     within *join_m* of another road is joined to it; every attached geometry gets a leaf node

@@ -161,7 +161,7 @@ def _split_conditions(spec: LayerSpec, conditions, state: pd.DataFrame | None):
 
 
 def _state_ids(spec: LayerSpec, state: pd.DataFrame | None, on_state) -> pd.DataFrame | None:
-    """The live-state rows that pass the state conditions (id column first)."""
+    """Return the live-state rows that pass the state conditions (id column first)."""
     if state is None:
         return None
     if spec.id_field not in state.columns:
@@ -328,7 +328,7 @@ def nearest(
     state: pd.DataFrame | None = None,
     engine: str | None = None,
 ) -> QueryResult:
-    """The *k* features of *layer* nearest to a point or feature, optionally filtered.
+    """Find the *k* features of *layer* nearest to a point or feature, optionally filtered.
 
     Parameters
     ----------

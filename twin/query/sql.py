@@ -27,20 +27,20 @@ _SAFE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 def ident(name: str) -> str:
-    """A double-quoted SQL identifier; only names of the declared specs ever reach here."""
+    """Double-quote an SQL identifier; only names of the declared specs ever reach here."""
     if not _SAFE.match(name):  # a second line of defence behind spec_of/field_of
         raise ValidationError(f"refusing the name {name!r} in SQL")
     return '"' + name + '"'
 
 
 def table(store: Any, name: str) -> str:
-    """The schema-qualified table of a layer's current version (or of events/cases)."""
+    """Name the schema-qualified table of a layer's current version (or of events/cases)."""
     schema = getattr(store, "schema", None) or "public"
     return f"{ident(schema)}.{ident(name)}"
 
 
 def select_list(columns: tuple[Column, ...] | list[Column], alias: str = "t") -> str:
-    """Declared columns (JSON as text so both stores agree), then the geometry as WKB."""
+    """Select the declared columns (JSON as text so both stores agree), then the geometry as WKB."""
     parts = []
     for c in columns:
         expr = f"{alias}.{ident(c.name)}"
@@ -51,16 +51,38 @@ def select_list(columns: tuple[Column, ...] | list[Column], alias: str = "t") ->
 
 def run(store: Any, sql: str, params: dict[str, Any]) -> pd.DataFrame:
     """Run one read-only statement with bound parameters and return its rows."""
+    names, rows = run_read(store, sa.text(sql), params)
+    return pd.DataFrame(rows, columns=names)
+
+
+def run_read(store: Any, statement: sa.TextClause, params: dict[str, Any]
+             ) -> tuple[list[str], list[Any]]:
+    """Run one read-only statement on the store's read engine; return column names and rows.
+
+    One round trip (autocommit, no ping: see ``twin.store.postgis._engine``). A pooled
+    connection the server has dropped since (a restart) fails at once, is discarded, and the
+    statement is run again once on a new connection; a server that does not answer gives
+    :class:`StoreUnavailableError`.
+    """
     try:
-        with store.engine.connect() as conn:
-            result = conn.execute(sa.text(sql), params)
-            rows = result.fetchall()
-            return pd.DataFrame(rows, columns=list(result.keys()))
+        try:
+            return _read_once(store, statement, params)
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        return _read_once(store, statement, params)  # on a new connection
     except sa.exc.OperationalError as exc:
         raise StoreUnavailableError(
             f"the PostGIS store did not answer ({str(exc.orig).splitlines()[0]}); "
             "check that the server is running"
         ) from None
+
+
+def _read_once(store: Any, statement: sa.TextClause, params: dict[str, Any]
+               ) -> tuple[list[str], list[Any]]:
+    with store.read_engine.connect() as conn:
+        result = conn.execute(statement, params)
+        return list(result.keys()), result.fetchall()
 
 
 def layer_frame(spec: LayerSpec, raw: pd.DataFrame, extra: list[str] = ()) -> gpd.GeoDataFrame:
@@ -127,15 +149,7 @@ def _execute(
 ) -> tuple[list[str], list[Any]]:
     """Run *sql* with bound parameters; return its column names and rows."""
     try:
-        with store.engine.connect() as conn:
-            result = conn.execute(_text(sql), {**params, "_layers": list(layers)})
-            rows = result.fetchall()
-            return list(result.keys()), rows
-    except sa.exc.OperationalError as exc:
-        raise StoreUnavailableError(
-            f"the PostGIS store did not answer ({str(exc.orig).splitlines()[0]}); "
-            "check that the server is running"
-        ) from None
+        return run_read(store, _text(sql), {**params, "_layers": list(layers)})
     except sa.exc.ProgrammingError as exc:
         if getattr(exc.orig, "sqlstate", None) == "42P01":  # undefined table: a layer never loaded
             from twin.query import _cache

@@ -261,7 +261,7 @@ def coverage(
 
 
 def cameras_seeing(store: Any, point: Any, *, only_online: bool = False) -> QueryResult:
-    """The cameras whose view (cone minus building shadows) covers *point* (lon, lat).
+    """Find the cameras whose view (cone minus building shadows) covers *point* (lon, lat).
 
     Raises
     ------

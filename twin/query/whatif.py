@@ -31,7 +31,7 @@ def edit_layer(
     remove: Any = None,
     area: shapely.Geometry | None = None,
 ) -> gpd.GeoDataFrame:
-    """A changed copy of *frame*; the stored layer is untouched.
+    """Return a changed copy of *frame*; the stored layer is untouched.
 
     Parameters
     ----------

@@ -66,7 +66,7 @@ def utcnow() -> datetime:
 
 
 def audit_hash(prev_hash: str, row: dict[str, Any]) -> str:
-    """The chain hash of an audit row: sha256 over the previous hash and the row's canonical JSON.
+    """Chain-hash an audit row: sha256 over the previous hash and the row's canonical JSON.
 
     Both stores call this, so a chain written by one verifies the same way as the other.
     """
@@ -188,7 +188,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def read_layer(self, name: str, version: int | None = None) -> gpd.GeoDataFrame | pd.DataFrame:
-        """The current (or the given) version of layer *name*, sorted by its id field.
+        """Read the current (or the given) version of layer *name*, sorted by its id field.
 
         Raises
         ------
@@ -471,10 +471,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def read_audit(self) -> pd.DataFrame:
-        """The whole audit log in chain order."""
+        """Read the whole audit log in chain order."""
 
     def verify_audit(self) -> int | None:
-        """Return the seq of the first row whose hash does not match the chain, or None if intact."""
+        """Return the seq of the first row whose hash breaks the chain, or None if intact."""
         prev = GENESIS_HASH
         for row in self.read_audit().to_dict("records"):
             if row["prev_hash"] != prev or audit_hash(prev, row) != row["hash"]:
@@ -484,7 +484,7 @@ class Store(abc.ABC):
 
     # -- life cycle -----------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a store with nothing to release need not override
         """Release connections."""
 
     def __enter__(self) -> Store:
@@ -501,7 +501,7 @@ ON_CONFLICT = ("ignore", "update")
 
 
 def prepare_rows(table: TableSpec, frame: pd.DataFrame, on_conflict: str) -> pd.DataFrame:
-    """The rows of a :meth:`Store.put_rows` call typed and checked, as both stores need them."""
+    """Type and check the rows of a :meth:`Store.put_rows` call, as both stores need them."""
     if on_conflict not in ON_CONFLICT:
         raise ValidationError(
             f"on_conflict must be one of {list(ON_CONFLICT)}; got {on_conflict!r}"

@@ -63,7 +63,8 @@ def table_ddl(table: TableSpec) -> list[str]:
     """``CREATE TABLE`` and index statements for a core table, derived from its TableSpec.
 
     Tables with ``point=True`` get a ``geom`` column generated from lon/lat (so it can never
-    disagree with them) and a GiST index on it.
+    disagree with them) and a GiST index on it; :data:`APPEND_ONLY` tables get neither (their
+    key compared bytewise and a BRIN index on their time column instead).
     """
     name = quote(table.name)
     keys = key_columns(table)
@@ -123,44 +124,110 @@ def table_exists(conn: sa.Connection, table: str) -> bool:
 
 
 def layer_ddl(spec: LayerSpec) -> list[str]:
-    """Return the DDL of layer *spec*: ``<name>`` (current) and ``<name>__history`` (all)."""
+    """Return the DDL of layer *spec*'s ``<name>__history``: a table partitioned by version.
+
+    Each version is one LIST partition (:func:`partition_name`), written whole by COPY before it
+    is attached; ``<name>`` is a view of the current version's partition (:func:`view_ddl`). A
+    partitioned GiST index on the parent makes every attached partition carry one.
+    """
     columns = [
         f"{quote(c.name)} {SQL_TYPES[c.dtype]}{' NOT NULL' if c.name == spec.id_field else ''}"
         for c in spec.all_columns
     ]
     geom = [f"geom geometry(Geometry,{SRID})"] if spec.geometry_type else []
-    current, history = quote(spec.name), quote(spec.name + HISTORY_SUFFIX)
+    history = quote(spec.name + HISTORY_SUFFIX)
     statements = [
-        f"CREATE TABLE IF NOT EXISTS {current} (\n  "
-        + ",\n  ".join([*columns, *geom, f"PRIMARY KEY ({quote(spec.id_field)})"])
-        + "\n)",
         f"CREATE TABLE IF NOT EXISTS {history} (\n  "
-        + ",\n  ".join(
-            [
-                f"{quote(VERSION_COLUMN)} INTEGER NOT NULL",
-                *columns,
-                *geom,
-                f"PRIMARY KEY ({quote(VERSION_COLUMN)}, {quote(spec.id_field)})",
-            ]
-        )
-        + "\n)",
+        + ",\n  ".join([f"{quote(VERSION_COLUMN)} INTEGER NOT NULL", *columns, *geom])
+        + f"\n) PARTITION BY LIST ({quote(VERSION_COLUMN)})",
     ]
     if spec.geometry_type:
-        statements.append(layer_gist_ddl(spec))
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {quote(layer_gist_index(spec.name))} "
+            f"ON {history} USING gist (geom)"
+        )
     return statements
 
 
-def layer_gist_index(spec: LayerSpec) -> str:
-    """Return the name of the GiST index on the geometries of layer *spec*'s current table."""
-    return spec.name + "_geom_gist"
+def layer_gist_index(layer: str) -> str:
+    """Return the name of the (partitioned) GiST index on the geometries of *layer*'s history."""
+    return layer + "_geom_gist"
 
 
-def layer_gist_ddl(spec: LayerSpec) -> str:
-    """Return the statement creating the GiST index of layer *spec*'s current table."""
+def partition_name(layer: str, version: int) -> str:
+    """Return the name of the partition of ``<layer>__history`` holding *version*."""
+    return f"{layer}__v{int(version)}"
+
+
+def partition_ddl(layer: str, version: int) -> str:
+    """Return ``CREATE TABLE`` of a detached partition for *version* of *layer*.
+
+    It has the parent's columns, and a CHECK matching the partition bound, so that ``ATTACH
+    PARTITION`` proves the rows belong without scanning them. Created in the writing transaction,
+    it can be filled with ``COPY … FREEZE``.
+    """
+    part = partition_name(layer, version)
     return (
-        f"CREATE INDEX IF NOT EXISTS {quote(layer_gist_index(spec))} "
-        f"ON {quote(spec.name)} USING gist (geom)"
+        f"CREATE TABLE {quote(part)} (LIKE {quote(layer + HISTORY_SUFFIX)}, "
+        f"CONSTRAINT {quote(part + '_version')} CHECK ({quote(VERSION_COLUMN)} IS NOT NULL "
+        f"AND {quote(VERSION_COLUMN)} = {int(version)}))"
     )
+
+
+def partition_index_ddl(
+    layer: str, version: int, id_field: str | None, geometry: bool
+) -> list[str]:
+    """Return the statements indexing a filled partition (built once, after the COPY).
+
+    The primary key on the id field serves the current view's lookups by id; the GiST index is
+    attached to the parent's partitioned one by ``ATTACH PARTITION``.
+    """
+    part = partition_name(layer, version)
+    out = []
+    if id_field:
+        out.append(
+            f"ALTER TABLE {quote(part)} ADD CONSTRAINT {quote(part + '_pkey')} "
+            f"PRIMARY KEY ({quote(id_field)})"
+        )
+    if geometry:
+        out.append(f"CREATE INDEX {quote(part + '_geom_gist')} ON {quote(part)} USING gist (geom)")
+    return out
+
+
+def attach_ddl(layer: str, version: int) -> str:
+    """Return the statement attaching *version*'s filled and indexed partition to the history."""
+    return (
+        f"ALTER TABLE {quote(layer + HISTORY_SUFFIX)} ATTACH PARTITION "
+        f"{quote(partition_name(layer, version))} FOR VALUES IN ({int(version)})"
+    )
+
+
+def view_columns(conn: sa.Connection, name: str) -> list[str]:
+    """Return the columns of relation *name* in the current schema, in order (empty: none)."""
+    return list(
+        conn.execute(
+            sa.text(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = :t "
+                "ORDER BY ordinal_position"
+            ),
+            {"t": name},
+        ).scalars()
+    )
+
+
+def point_view(conn: sa.Connection, layer: str, version: int, columns: list[str]) -> None:
+    """Make the view ``<layer>`` select *columns* of *version*'s partition (same transaction).
+
+    ``CREATE OR REPLACE VIEW`` keeps objects that depend on the view; when the columns changed
+    (a column declared later) the view is dropped and made again.
+    """
+    have = view_columns(conn, layer)
+    select = ", ".join(quote(c) for c in columns)
+    body = f"AS SELECT {select} FROM {quote(partition_name(layer, version))}"
+    if have and have != columns:
+        conn.execute(sa.text(f"DROP VIEW {quote(layer)}"))
+    conn.execute(sa.text(f"CREATE OR REPLACE VIEW {quote(layer)} {body}"))
 
 
 def table_columns(conn: sa.Connection, table: str) -> set[str]:
@@ -209,6 +276,103 @@ def _case_indexes(conn: sa.Connection) -> None:
         conn.execute(sa.text(statement))
 
 
+def _relkind(conn: sa.Connection, name: str) -> str | None:
+    """Return the kind of relation *name* in the current schema (``r`` table, ``v`` view …)."""
+    return conn.execute(
+        sa.text(
+            "SELECT c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relname = :t"
+        ),
+        {"t": name},
+    ).scalar()
+
+
+def _partition_layer_histories(conn: sa.Connection) -> None:
+    """Turn every plain ``<layer>__history`` (+ ``<layer>`` table) into partitions and a view.
+
+    Every version found, in the history rows or in ``twin_layer_versions``, becomes a partition
+    (an empty one for a version without rows); ``<layer>`` becomes the view of the current one.
+    """
+    plain = conn.execute(
+        sa.text(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND right(c.relname, :k) = :s"
+        ),
+        {"k": len(HISTORY_SUFFIX), "s": HISTORY_SUFFIX},
+    ).scalars().all()
+    for history in plain:
+        _partition_one_layer(conn, history[: -len(HISTORY_SUFFIX)])
+
+
+def _partition_one_layer(conn: sa.Connection, layer: str) -> None:
+    history, old = layer + HISTORY_SUFFIX, layer + HISTORY_SUFFIX + "_unpartitioned"
+    columns = view_columns(conn, history)
+    keys = conn.execute(
+        sa.text(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
+            "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+            "WHERE i.indrelid = CAST(:t AS regclass) AND i.indisprimary"
+        ),
+        {"t": quote(history)},
+    ).scalars().all()
+    id_field = next((k for k in keys if k != VERSION_COLUMN), None)
+    geometry = "geom" in columns
+    shown = view_columns(conn, layer)  # the old current table's columns: the view's
+    versions = sorted(
+        set(
+            conn.execute(
+                sa.text(f"SELECT DISTINCT {quote(VERSION_COLUMN)} FROM {quote(history)}")
+            ).scalars()
+        )
+        | set(
+            conn.execute(
+                sa.text("SELECT version FROM twin_layer_versions WHERE layer = :l"), {"l": layer}
+            ).scalars()
+        )
+    )
+    current = conn.execute(
+        sa.text("SELECT version FROM twin_layer_versions WHERE layer = :l AND current"),
+        {"l": layer},
+    ).scalar()
+    LOGGER.info("layer %s: %d versions moved into partitions", layer, len(versions))
+    conn.execute(sa.text(f"ALTER TABLE {quote(history)} RENAME TO {quote(old)}"))
+    kind = _relkind(conn, layer)
+    if kind == "r":  # the old current table (its GiST index has the name the parent's takes)
+        conn.execute(sa.text(f"DROP TABLE {quote(layer)}"))
+    elif kind == "v":
+        conn.execute(sa.text(f"DROP VIEW {quote(layer)}"))
+    conn.execute(
+        sa.text(
+            f"CREATE TABLE {quote(history)} (LIKE {quote(old)}) "
+            f"PARTITION BY LIST ({quote(VERSION_COLUMN)})"
+        )
+    )
+    if geometry:
+        conn.execute(
+            sa.text(
+                f"CREATE INDEX {quote(layer_gist_index(layer))} "
+                f"ON {quote(history)} USING gist (geom)"
+            )
+        )
+    names = ", ".join(quote(c) for c in columns)
+    for version in versions:
+        conn.execute(sa.text(partition_ddl(layer, version)))
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {quote(partition_name(layer, version))} ({names}) "
+                f"SELECT {names} FROM {quote(old)} WHERE {quote(VERSION_COLUMN)} = :v"
+            ),
+            {"v": version},
+        )
+        for statement in partition_index_ddl(layer, version, id_field, geometry):
+            conn.execute(sa.text(statement))
+        conn.execute(sa.text(attach_ddl(layer, version)))
+    conn.execute(sa.text(f"DROP TABLE {quote(old)}"))
+    if current is not None:
+        point_view(conn, layer, current, [c for c in shown if c in columns] or
+                   [c for c in columns if c != VERSION_COLUMN])
+
+
 def _lean_events(conn: sa.Connection) -> None:
     """Events as an :data:`APPEND_ONLY` table: what an existing schema had is dropped.
 
@@ -234,7 +398,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables derived from twin.schema", _create_core_tables),
     Migration(2, "case indexes on requested_at, filed_at and (grid_code, requested_at)",
               _case_indexes),
-    # 3 is another branch's (merged before this one)
+    Migration(3, "layer versions as LIST partitions of <layer>__history; <layer> a view",
+              _partition_layer_histories),
     Migration(4, "events append-only: id COLLATE \"C\", BRIN on observed_at, no geom/GiST/btrees",
               _lean_events),
 )
