@@ -92,12 +92,14 @@ LIMITS = {
               "publisher and broker. The decode and the commit's client side share one GIL, so "
               "one worker's Python work gets at most one core and the server another: ~100,000 "
               "only on an otherwise idle machine; with other runs using a core, the figure "
-              "halves. Single-observation messages: ours ~0.5× mosquitto_sub in the runs "
-              "available (0.48× before, same load; 0.79× on a quieter machine) — the per-message "
-              "work in Python (MQTT v5 parsing, a PUBACK per message, json.loads) takes CPU from "
-              "the publisher on the same two cores. Latency p99 stays under 1 s at 2,000 msg/s "
-              "(0.3 s in interleaved runs where the previous pipeline took 0.55 s; 0.76 s at "
-              "load 7); messages queue at the broker only when the machine is saturated.",
+              "halves. Single-observation messages: 0.50-0.68× mosquitto_sub across the full "
+              "runs here (the previous pipeline: 0.48× in its run, 0.79× on a quieter machine; "
+              "~10% more messages/s than it in interleaved runs) — the ratio moves with the "
+              "load because the per-message work in Python (MQTT v5 parsing, a PUBACK per "
+              "message, json.loads) takes CPU from the publisher on the same two cores. "
+              "Latency p99 stays under 1 s at 2,000 msg/s: 0.60-0.76 s in full runs at load "
+              "4-7, 0.3 s in interleaved runs where the previous pipeline took 0.55 s; messages "
+              "queue at the broker only when the machine is saturated.",
 }
 
 
