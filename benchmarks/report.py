@@ -76,10 +76,26 @@ LIMITS = {
            "count table updated with each case write (not built).",
     "cockpit": "Met at district scale: the cockpit aggregates per grid and caps features, so a "
                "warm rerun ships a few MB against the naive page's ~100 MB.",
-    "ingest": "The publisher is one paho-mqtt client (Python), so the anchor measures what this "
-              "publisher can deliver; ours adds decode, enrichment, one PostGIS transaction per "
-              "batch and the manual PUBACKs. When the pipeline is slower than the publishing "
-              "rate, messages queue at the broker and the latency grows with the run.",
+    "ingest": "50-observation batches: about 25,000-50,000 observations/s on the shared 2-core "
+              "machine (target 100,000). Before the lean events table, binary COPY, vectorised "
+              "decode and overlapped commit it was 13,000-16,000 in runs interleaved with "
+              "these under the same load (24,000 in a full run at a lower load). It is CPU "
+              "per observation: in-process, with the collector frozen, decoding costs ~4 µs "
+              "(json.loads alone ~2 µs; checks and frames ~2 µs), the "
+              "commit's client side ~3.5 µs (coercion and the COPY tuples) and PostgreSQL "
+              "~5-7 µs to store the event (binary COPY into a 14-column table whose only "
+              "indexes are the primary key and a BRIN), plus paho-mqtt's parsing and the "
+              "publisher and broker. The decode and the commit's client side share one GIL, so "
+              "one worker's Python work gets at most one core and the server another: ~100,000 "
+              "only on an otherwise idle machine; with other runs using a core, the figure "
+              "halves. Single-observation messages: 0.50-0.68× mosquitto_sub across the full "
+              "runs here (the previous pipeline: 0.48× in its run, 0.79× on a quieter machine; "
+              "~10% more messages/s than it in interleaved runs) — the ratio moves with the "
+              "load because the per-message work in Python (MQTT v5 parsing, a PUBACK per "
+              "message, json.loads) takes CPU from the publisher on the same two cores. "
+              "Latency p99 stays under 1 s at 2,000 msg/s: 0.60-0.76 s in full runs at load "
+              "4-7, 0.3 s in interleaved runs where the previous pipeline took 0.55 s; messages "
+              "queue at the broker only when the machine is saturated.",
 }
 
 
