@@ -37,9 +37,12 @@ distance and the geometry; for counts every grid with its name, count and geomet
 planner would write it in Python; the *ids-only* anchor is the same SQL returning ids only (ids,
 or the counts of the counted grids), fetched as plain rows. The table's anchor column is the
 frame anchor; the targets give the ratio to both. The embedded store is compared with the same
-PostGIS anchors. Answers must match (same ids in the same order; same counts per grid) on every
-side, for every point. The peak RSS is that of the whole interleaved series, so it is the same
-for ours and the anchor.
+PostGIS anchors. The anchors run through `sqlalchemy.create_engine(url)` with its defaults, as
+a user writing SQL would (BEGIN … ROLLBACK around each statement); ours runs each planner read
+in autocommit on an engine without pre-ping, one round trip (a product choice every PostGIS user
+of `twin.query` gets, not a benchmark setting). Answers must match (same ids in the same order;
+same counts per grid) on every side, for every point. The peak RSS is that of the whole
+interleaved series, so it is the same for ours and the anchor.
 """
 LAYERS = ("community", "grid_cells", "buildings", "parking", "cameras")
 QUICK_SCALES = ("community", "street")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -73,6 +74,12 @@ def _run(args: argparse.Namespace) -> int:
         rules = RuleEngine(store, load_rules(args.rules), registry, layers=layers)
     pipeline = Pipeline(store, registry, rules=rules, buffer_dir=args.buffer_dir,
                         buffer_bytes=int(args.buffer_mb * 2**20))
+    # Everything built so far (modules, layers, the registry) lives as long as the process:
+    # frozen, the collector's full passes skip it. Without this, each full pass triggered by
+    # the objects a batch allocates (a dict per observation) walks the whole startup heap:
+    # about a quarter of the decode and write CPU time with 50-observation gateway messages.
+    gc.collect()
+    gc.freeze()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

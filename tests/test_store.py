@@ -306,6 +306,31 @@ def test_events_append_idempotently_by_id(store):
     assert str(got["observed_at"].dt.tz) == "UTC"
 
 
+def test_an_id_repeated_inside_one_batch_is_stored_once(store):
+    batch = pd.concat([_events(5), _events(3, start=2)], ignore_index=True)  # m2..m4 twice
+    assert store.append_events(batch) == 5
+    assert store.append_events(pd.concat([_events(2, start=4), _events(2, start=5)],
+                                         ignore_index=True)) == 2  # m4 stored, m5 twice
+    got = store.read_events()
+    assert got["id"].tolist() == [f"m{i}" for i in range(7)]
+    assert got.loc[got.id == "m3", "payload"].item() == '{"values": {"pm25": 33.0}}'
+
+
+def test_payloads_given_as_json_text_are_stored_as_json(store):
+    events = _events(3)
+    events["payload"] = ['{"values": {"pm25": 30.0}}', '{ "values" : { "no2":1, "pm25":2 } }',
+                         None]
+    assert store.append_events(events) == 3
+    got = store.read_events().set_index("id")["payload"]
+    assert got.tolist() == ['{"values": {"pm25": 30.0}}', '{"values": {"no2": 1, "pm25": 2}}',
+                            None]
+    bad = _events(2, start=10)
+    bad["payload"] = ['{"values": {"pm25": 1.0}}', '{"values": ']
+    with pytest.raises(ValidationError, match="payload|JSON"):
+        store.append_events(bad)
+    assert len(store.read_events()) == 3
+
+
 def test_events_filter_by_time_bbox_grid_and_kind(store):
     store.append_events(_events(40))
     window = store.read_events(T0 + timedelta(minutes=5), T0 + timedelta(minutes=10))

@@ -182,16 +182,25 @@ def test_gist_and_filter_indexes_exist(pg, buildings):
         pg, "SELECT indexname || ' ' || indexdef FROM pg_indexes WHERE schemaname = :s", s=pg.schema
     )
     text = "\n".join(rows)
-    for table in ("twin_events", "twin_cases", "buildings"):
+    for table in ("twin_cases", "buildings"):
         assert any(
             r.startswith(f"{table}_geom_gist ") and "USING gist (geom)" in r for r in rows
         ), text
-    for column in ("observed_at", "grid_code"):
-        assert f"twin_events_{column}_idx" in text
     for column in ("status", "grid_code", "requested_at", "filed_at"):
         assert f"twin_cases_{column}_idx" in text
     assert "twin_cases_grid_code_requested_at_idx ON" in text and \
         "(grid_code, requested_at)" in text
+    # events are append-only at feed rate: the key and one BRIN index on observed_at, no more
+    events = sorted(r for r in rows if " ON " + pg.schema + ".twin_events " in r)
+    assert len(events) == 2, events
+    assert events[0].startswith("twin_events_observed_at_brin ") and "USING brin" in events[0]
+    assert events[1].startswith("twin_events_pkey ")
+    assert "geom" not in _scalars(
+        pg, "SELECT column_name FROM information_schema.columns WHERE table_schema = :s "
+        "AND table_name = 'twin_events'", s=pg.schema)
+    assert _scalars(
+        pg, "SELECT collation_name FROM information_schema.columns WHERE table_schema = :s "
+        "AND table_name = 'twin_events' AND column_name = 'id'", s=pg.schema) == ["C"]
 
 
 def test_a_schema_made_before_the_case_indexes_gets_them_by_migration(pg, postgis_url):
@@ -209,7 +218,7 @@ def test_a_schema_made_before_the_case_indexes_gets_them_by_migration(pg, postgi
         again.close()
 
 
-def test_a_bbox_event_query_uses_the_gist_index(pg):
+def test_a_bbox_event_query_filters_lon_lat_and_a_period_uses_the_brin_index(pg):
     events = _events(3000)
     events["lon"] = [110.0 + (i % 60) * 0.01 for i in range(3000)]
     events["lat"] = [25.0 + (i // 60) * 0.01 for i in range(3000)]
@@ -223,15 +232,48 @@ def test_a_bbox_event_query_uses_the_gist_index(pg):
     sa.event.listen(pg.engine, "before_cursor_execute", capture)
     try:
         got = pg.read_events(bbox=(110.0, 25.0, 110.015, 25.015))
+        period = pg.read_events(T0 + timedelta(minutes=100), T0 + timedelta(minutes=130),
+                                bbox=(110.0, 25.0, 110.5, 25.5))
     finally:
         sa.event.remove(pg.engine, "before_cursor_execute", capture)
     assert sorted(got["id"]) == ["m0", "m1", "m60", "m61"]
+    assert [(p.x, p.y) for p in got.sort_values("id").geometry] == [
+        (110.0, 25.0), (110.01, 25.0), (110.0, 25.01), (110.01, 25.01)]
+    assert period["id"].tolist() == [f"m{i}" for i in range(100, 130) if i % 60 <= 50]
     statement, parameters = seen[-1]
     with pg.engine.connect() as conn:
         conn.exec_driver_sql("ANALYZE twin_events")
         conn.exec_driver_sql("SET enable_seqscan = off")
         plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
-    assert "twin_events_geom_gist" in plan, plan
+    assert "twin_events_observed_at_brin" in plan, plan
+
+
+def test_an_events_table_of_migration_3_is_made_lean_by_migration_4(pg, postgis_url):
+    assert pg.append_events(_events(30)) == 30
+    with pg.engine.begin() as conn:  # the events table as migrations 1-3 made it
+        conn.execute(sa.text('DROP INDEX "twin_events_observed_at_brin"'))
+        conn.execute(sa.text('ALTER TABLE twin_events ALTER COLUMN id TYPE TEXT COLLATE "default"'))
+        conn.execute(sa.text(
+            "ALTER TABLE twin_events ADD COLUMN geom geometry(Point,4326) GENERATED ALWAYS AS "
+            "(ST_SetSRID(ST_MakePoint(lon, lat), 4326)) STORED"))
+        conn.execute(sa.text("CREATE INDEX twin_events_geom_gist ON twin_events USING gist (geom)"))
+        for column in ("observed_at", "grid_code", "kind"):
+            conn.execute(sa.text(f'CREATE INDEX "twin_events_{column}_idx" ON twin_events '
+                                 f'("{column}")'))
+        conn.execute(sa.text("DELETE FROM twin_schema_migrations WHERE version >= 4"))
+    again = PostGISStore(postgis_url, schema=pg.schema)
+    try:
+        names = _scalars(again, "SELECT indexname FROM pg_indexes WHERE schemaname = :s AND "
+                         "tablename = 'twin_events' ORDER BY 1", s=pg.schema)
+        assert names == ["twin_events_observed_at_brin", "twin_events_pkey"]
+        assert 4 in _scalars(again, "SELECT version FROM twin_schema_migrations")
+        got = again.read_events()
+        assert got["id"].tolist() == [f"m{i}" for i in range(30)]
+        assert got.geometry.x.round(4).tolist() == [round(110.29 + 0.0001 * i, 4)
+                                                    for i in range(30)]
+        assert again.append_events(_events(10, start=25)) == 5  # the key still dedupes
+    finally:
+        again.close()
 
 
 # -- layers ---------------------------------------------------------------------------------------
@@ -589,7 +631,7 @@ def test_binary_copy_fields_of_every_type_read_back_as_the_values(pg):
     import pyarrow.compute as pc
 
     from twin.store.migrations import SQL_TYPES
-    from twin.store.postgis import _binary_field, _copy_text
+    from twin.store.postgis import _binary_parts, _copy_text
 
     when = pd.Timestamp("2026-03-01 08:30:15.123456", tz="UTC")
     columns = {
@@ -603,7 +645,7 @@ def test_binary_copy_fields_of_every_type_read_back_as_the_values(pg):
         "datetime": pd.Series([when, pd.NaT, pd.Timestamp("1970-01-01", tz="UTC")]),
     }
     head = pa.scalar(len(columns).to_bytes(2, "big"), pa.large_binary())
-    fields = [part for dtype, series in columns.items() for part in _binary_field(series, dtype)]
+    fields = [part for dtype, series in columns.items() for part in _binary_parts(series, dtype)]
     rows = pc.binary_join_element_wise(head, *fields, pa.scalar(b"", pa.large_binary()))
     names = [f"c_{dtype}" for dtype in columns]
     with pg._begin() as conn:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import operator
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -148,6 +150,8 @@ class _DeviceArrays:
         self.lon = frame["lon"].to_numpy(dtype=float)
         self.lat = frame["lat"].to_numpy(dtype=float)
         self.columns = {c: frame[c].to_numpy(dtype=object) for c in ENRICH_OUT}
+        self.camera_json = np.array([_camera_json(c) for c in self.columns["camera_ids"]] or [],
+                                    dtype=object)
 
 
 @dataclass
@@ -180,29 +184,35 @@ def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
     ``out_of_range``. Duplicate ids inside the batch are kept once.
     """
     dead: list[dict[str, Any]] = []
-    items: list[tuple[int, dict]] = []
+    objs: dict[str, list[dict]] = {kind: [] for kind in TOPIC_KINDS.values()}
+    owners: dict[str, list[int]] = {kind: [] for kind in TOPIC_KINDS.values()}
     for i, msg in enumerate(messages):  # JSON parsing is per message by nature
         try:
             body = json.loads(msg.payload)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             dead.append(_dead(msg, _text(msg.payload), "malformed_json", str(exc)))
             continue
-        for obj in body if isinstance(body, list) else [body]:
-            if isinstance(obj, dict):
-                items.append((i, obj))
-            else:
-                dead.append(_dead(msg, json.dumps(obj, ensure_ascii=False), "bad_message",
-                                  "each observation must be a JSON object"))
+        body = body if type(body) is list else [body]
+        if set(map(type, body)) - {dict}:  # rare: sort the objects from the rest
+            for obj in body:
+                if not isinstance(obj, dict):
+                    dead.append(_dead(msg, json.dumps(obj, ensure_ascii=False), "bad_message",
+                                      "each observation must be a JSON object"))
+            body = [obj for obj in body if isinstance(obj, dict)]
+        kind = msg.kind
+        objs[kind] += body  # a gateway's 50 observations in one step, not one by one
+        owners[kind] += [i] * len(body)
     frames, readings, alerts = [], [], []
-    kinds = [m.kind for m in messages]
-    observations = [(i, o) for i, o in items if kinds[i] == "obs"]
-    if observations:
-        ok, extra, observations = _valid_observations(observations, messages, registry)
+    observations: list[tuple[int, dict]] = []
+    if objs["obs"]:
+        ok, extra, observations = _valid_observations(objs["obs"], owners["obs"], messages,
+                                                      registry)
         if ok is not None:
             frames.append(ok)
             readings.append(extra)
     for kind, decode in (("obs", _observations), ("camera", _alerts), ("report", _reports)):
-        chosen = observations if kind == "obs" else [(i, o) for i, o in items if kinds[i] == kind]
+        chosen = observations if kind == "obs" else list(zip(owners[kind], objs[kind],
+                                                               strict=True))
         if chosen:
             ok, bad, extra = decode(chosen, messages, registry)
             frames.append(ok)
@@ -296,7 +306,90 @@ def _good_values(values: Any) -> bool:
     return True
 
 
-def _valid_observations(chosen, messages, registry):
+_FIELDS = operator.itemgetter("id", "sensor_id", "observed_at", "values")
+_PROPERTY_CODE = {name: code for code, name in enumerate(PROPERTIES)}
+_PROPERTY_MIN = np.array([p.min for p in PROPERTIES.values()], dtype=float)
+_PROPERTY_MAX = np.array([p.max for p in PROPERTIES.values()], dtype=float)
+
+
+def _columns(objs: list[dict]) -> tuple[list, list, list, list, dict[int, tuple]]:
+    """Return the fields of every observation: four lists (None where missing) and positions.
+
+    Gateways send exactly id, sensor_id, observed_at and values: those are taken with one C
+    call per object and transposed by ``zip``; only objects with other keys (a position …) or
+    missing ones are looked at field by field. Positions are ``{index: (lon, lat)}`` for the
+    objects with other keys only.
+    """
+    n = len(objs)
+    try:
+        ids, sensors, stamps, values = (list(c) for c in zip(*map(_FIELDS, objs), strict=True))
+    except KeyError:
+        ids, sensors, stamps, values = ([o.get(f) for o in objs]
+                                        for f in ("id", "sensor_id", "observed_at", "values"))
+    other = np.flatnonzero(np.fromiter(map(len, objs), dtype=np.int64, count=n) != 4).tolist()
+    placed = {k: (objs[k].get("lon"), objs[k].get("lat")) for k in other}
+    return ids or [], sensors or [], stamps or [], values or [], placed
+
+
+def _fields_ok(ids: list, sensors: list, values: list, placed: dict[int, tuple],
+               position: dict) -> np.ndarray:
+    """Per observation: id, sensor, values and position pass their checks (not the time).
+
+    A clean batch (the common case) is checked with set and C-level passes over the columns
+    and one numpy comparison over all the values; any doubt falls back to the checks one
+    observation at a time.
+    """
+    n = len(ids)
+    if n and (set(map(type, ids)) == {str} and min(map(len, ids)) > 0
+              and set(map(type, sensors)) == {str} and set(sensors) <= position.keys()
+              and set(map(type, values)) == {dict} and min(map(len, values)) > 0
+              and all((x is None or _number(x)) and (y is None or _number(y))
+                      for x, y in placed.values())):
+        props = list(itertools.chain.from_iterable(values))
+        numbers = list(itertools.chain.from_iterable(map(dict.values, values)))
+        if set(props) <= _PROPERTY_CODE.keys() and set(map(type, numbers)) <= {int, float}:
+            code = np.fromiter(map(_PROPERTY_CODE.__getitem__, props), dtype=np.int64,
+                               count=len(props))
+            number = np.array(numbers, dtype=float)
+            bad = ~((number >= _PROPERTY_MIN[code]) & (number <= _PROPERTY_MAX[code]))
+            counts = np.fromiter(map(len, values), dtype=np.int64, count=n)
+            row_bad = np.zeros(n, dtype=bool)
+            row_bad[np.repeat(np.arange(n), counts)[bad]] = True
+            return ~row_bad
+    nowhere = (None, None)
+    return np.fromiter(
+        (type(i) is str and i != "" and type(s) is str and s in position and _good_values(v)
+         and (xy[0] is None or _number(xy[0])) and (xy[1] is None or _number(xy[1]))
+         for i, s, v, xy in zip(ids, sensors, values, map(placed.get, range(n),
+                                                          itertools.repeat(nowhere, n)),
+                                strict=True)),
+        dtype=bool, count=n)
+
+
+def _values_json(values: list[dict], cameras: np.ndarray) -> np.ndarray:
+    """Canonical JSON payloads ``{"cameras": […], "values": {…}}`` of checked observations.
+
+    One ``json.dumps`` of all the values (sorted keys, as :func:`twin.schema.coerce_table`
+    writes JSON): checked values are objects of known property names and numbers, so no
+    ``}`` occurs inside one and the text splits exactly at ``}, {``. *cameras* holds each
+    observation's camera list as canonical JSON text, or None.
+    """
+    if not values:
+        return np.array([], dtype=object)
+    text = json.dumps(values, ensure_ascii=False, sort_keys=True)
+    inner = np.array(text[2:-2].split("}, {"), dtype=object)
+    if len(inner) != len(values):  # cannot happen for checked values; never store a wrong one
+        inner = np.array([json.dumps(v, ensure_ascii=False, sort_keys=True)[1:-1]
+                          for v in values], dtype=object)
+    out = '{"values": {' + inner + "}}"
+    with_cameras = np.flatnonzero(np.not_equal(cameras, None))
+    if len(with_cameras):
+        out[with_cameras] = ('{"cameras": ' + cameras[with_cameras] + ', "values": {'
+                             + inner[with_cameras] + "}}")
+    return out
+
+
+def _valid_observations(objs, owners, messages, registry):
     """Turn the observations that pass every check into events and readings, column-wise.
 
     This is the hot path of ingest: plain lists and numpy arrays, no per-row pandas. An
@@ -304,21 +397,25 @@ def _valid_observations(chosen, messages, registry):
     a position given as text …) is returned untouched for :func:`_observations`, which applies
     the same checks one by one and dead-letters it with the first reason that fails.
 
+    Parameters
+    ----------
+    objs, owners
+        The observations, and the position in *messages* of the message each came in.
+    messages
+        The batch (for the arrival times).
+    registry
+        The sensors and their enrichment.
+
     Returns
     -------
     tuple
-        Events (or None when none passed), readings, and the observations left over.
+        Events (or None when none passed), readings, and the observations left over as
+        (message position, observation) pairs.
     """
     devices = registry.sensor_arrays
     position = devices.position
-    objs = [o for _, o in chosen]
-    ids = [o.get("id") for o in objs]
-    sensors = [o.get("sensor_id") for o in objs]
-    stamps = [o.get("observed_at") for o in objs]
-    values = [o.get("values") for o in objs]
-    lons = [o.get("lon") for o in objs]
-    lats = [o.get("lat") for o in objs]
-    texts = {t: None for t in stamps if type(t) is str}  # gateways share a few stamps
+    ids, sensors, stamps, values, placed = _columns(objs)
+    texts = dict.fromkeys(t for t in set(stamps) if type(t) is str)  # a few shared stamps
     pattern = re.compile(_OFFSET)
     with_offset = [t for t in texts if pattern.search(t)]
     parsed = pd.to_datetime(pd.Series(with_offset, dtype=object), utc=True, format="ISO8601",
@@ -326,41 +423,48 @@ def _valid_observations(chosen, messages, registry):
     stamp_ns = dict(zip(with_offset, parsed.to_numpy(dtype="datetime64[ns]").view(np.int64),
                         strict=True))
     nat = np.iinfo(np.int64).min
-    when = np.fromiter((stamp_ns.get(t, nat) if type(t) is str else nat for t in stamps),
-                       dtype=np.int64, count=len(objs))
-    received = _received_ns(messages)[[i for i, _ in chosen]]
+    if set(map(type, stamps)) == {str}:  # the common case, looked up at C speed
+        when = np.fromiter(map(stamp_ns.get, stamps, itertools.repeat(nat, len(stamps))),
+                           dtype=np.int64, count=len(objs))
+    else:
+        when = np.fromiter((stamp_ns.get(t, nat) if type(t) is str else nat for t in stamps),
+                           dtype=np.int64, count=len(objs))
+    received = _received_ns(messages)[owners]
     good = (
         (when != nat) & (when >= EARLIEST.value) & (when <= received + MAX_FUTURE.value)
-        & np.fromiter(
-            (type(i) is str and i != "" and type(s) is str and s in position and _good_values(v)
-             and (x is None or _number(x)) and (y is None or _number(y))
-             for i, s, v, x, y in zip(ids, sensors, values, lons, lats, strict=True)),
-            dtype=bool, count=len(objs))
+        & _fields_ok(ids, sensors, values, placed, position)
     )
-    rest = [chosen[k] for k in np.flatnonzero(~good)]
-    keep = np.flatnonzero(good)
+    if good.all():
+        rest, keep, take = [], np.arange(len(objs)), None
+    else:
+        rest = [(owners[k], objs[k]) for k in np.flatnonzero(~good).tolist()]
+        keep = np.flatnonzero(good)
+        take = keep.tolist()
     if len(keep) == 0:
         return None, None, rest
-    take = keep.tolist()
-    ids = [ids[k] for k in take]
-    values = [values[k] for k in take]
-    rows = np.fromiter((position[sensors[k]] for k in take), dtype=np.int64, count=len(take))
-    lon = np.array([lons[k] if lons[k] is not None and lats[k] is not None else np.nan
-                    for k in take], dtype=float)
-    lat = np.array([lats[k] if lons[k] is not None and lats[k] is not None else np.nan
-                    for k in take], dtype=float)
-    own = np.isfinite(lon) & np.isfinite(lat)
-    lon = np.where(own, lon, devices.lon[rows])
-    lat = np.where(own, lat, devices.lat[rows])
+    if take is not None:
+        ids, sensors, values = ([c[k] for k in take] for c in (ids, sensors, values))
+        placed = {int(np.searchsorted(keep, k)): xy for k, xy in placed.items() if good[k]}
+    source = np.asarray(sensors, dtype=object)
+    rows = np.fromiter(map(position.__getitem__, sensors), dtype=np.int64, count=len(sensors))
+    lon, lat = devices.lon[rows], devices.lat[rows]
+    own = [(k, x, y) for k, (x, y) in placed.items() if x is not None and y is not None]
+    if own:  # a moving device's own position
+        lon, lat = lon.copy(), lat.copy()
+        at = [k for k, _, _ in own]
+        lon[at] = [x for _, x, _ in own]
+        lat[at] = [y for _, _, y in own]
+        bad = ~(np.isfinite(lon) & np.isfinite(lat))
+        lon[bad], lat[bad] = devices.lon[rows][bad], devices.lat[rows][bad]
     enriched = {c: devices.columns[c][rows] for c in ENRICH_OUT}
+    cameras = devices.camera_json[rows]
     moved = (np.abs(lon - devices.lon[rows]) > 1e-9) | (np.abs(lat - devices.lat[rows]) > 1e-9)
     if moved.any():
         fresh = registry.enricher.enrich(lon[moved], lat[moved])
         for c in ENRICH_OUT:
             enriched[c][moved] = fresh[c].to_numpy(dtype=object)
-    payload = [{"values": v, "cameras": list(c)} if c else {"values": v}
-               for v, c in zip(values, enriched["camera_ids"].tolist(), strict=True)]
-    source = np.asarray([sensors[k] for k in take], dtype=object)
+        cameras[moved] = [_camera_json(c) for c in enriched["camera_ids"][moved]]
+    payload = _values_json(values, cameras)
     when = when[keep].astype("datetime64[ns]")
     text = {  # dtype=object keeps None as None (pandas 3 would infer str and use NaN)
         "id": np.asarray(ids, dtype=object), "kind": np.full(len(ids), "obs", dtype=object),
@@ -371,23 +475,29 @@ def _valid_observations(chosen, messages, registry):
         "observed_at": pd.DatetimeIndex(when, tz="UTC"),
         "received_at": pd.DatetimeIndex(received[keep].astype("datetime64[ns]"), tz="UTC"),
         "lon": lon, "lat": lat,
-        "payload": pd.Series(np.fromiter(payload, dtype=object, count=len(payload)),
-                             dtype=object),
+        "payload": pd.Series(payload, dtype=object),
     })[["id", "kind", "source_id", "observed_at", "received_at", "lon", "lat",
         *ENRICH_OUT[:-1], "payload"]]
     # long form: one reading per (observation, property)
-    counts = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+    counts = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
     at = np.repeat(np.arange(len(values)), counts)
     readings = pd.DataFrame({
-        "event_id": pd.Series(np.asarray(ids, dtype=object)[at], dtype=object),
+        "event_id": pd.Series(text["id"][at], dtype=object),
         "source_id": pd.Series(source[at], dtype=object),
         "observed_at": pd.DatetimeIndex(when[at], tz="UTC"),
-        "property": pd.Series([p for v in values for p in v], dtype=object),
-        "value": np.fromiter((x for v in values for x in v.values()), dtype=float,
-                             count=len(at)),
+        "property": pd.Series(list(itertools.chain.from_iterable(values)), dtype=object),
+        "value": np.fromiter(itertools.chain.from_iterable(map(dict.values, values)),
+                             dtype=float, count=len(at)),
         "lon": lon[at], "lat": lat[at],
     })
     return events, readings, rest
+
+
+def _camera_json(cameras: Any) -> str | None:
+    """Return a device's cameras as canonical JSON text, or None when it has none."""
+    if not isinstance(cameras, (list, tuple)) or not cameras:
+        return None
+    return json.dumps(list(cameras), ensure_ascii=False, sort_keys=True, default=str)
 
 
 def _received_ns(messages: list[Message]) -> np.ndarray:
@@ -474,7 +584,8 @@ def _events(ok, kind, source, when, received, lon, lat, devices, registry, paylo
         for c in ENRICH_OUT:
             enriched.loc[np.flatnonzero(moved), c] = fresh[c].to_numpy(dtype=object)
     cams = enriched["camera_ids"].map(lambda c: list(c) if isinstance(c, (list, tuple)) else [])
-    payload = [{**p, "cameras": c} if c else p for p, c in zip(payload, cams, strict=True)]
+    payload = [_canonical({**p, "cameras": c} if c else p)
+               for p, c in zip(payload, cams, strict=True)]
     out = pd.DataFrame({
         "id": ok["id"].astype(str).to_numpy(), "kind": kind,
         "source_id": np.asarray(source, dtype=object),
@@ -485,6 +596,11 @@ def _events(ok, kind, source, when, received, lon, lat, devices, registry, paylo
         out[c] = pd.Series(enriched[c].to_numpy(dtype=object), dtype=object)
     out["payload"] = pd.Series(payload, dtype=object)
     return out
+
+
+def _canonical(value: Any) -> str:
+    """JSON text as :func:`twin.schema.coerce_table` writes it (sorted keys, UTF-8 kept)."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def _alerts(chosen, messages, registry):

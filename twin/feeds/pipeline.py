@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from twin.schema import DEAD_LETTERS
 
 LOGGER = logging.getLogger(__name__)
 
-#: Ids remembered to absorb redeliveries before they reach the store.
+#: Ids remembered to absorb redeliveries before they reach the store (between half and all
+#: of this many: the most recent ones).
 SEEN_IDS = 200_000
 
 
@@ -77,7 +79,9 @@ class Pipeline:
         self.buffer = DiskBuffer(buffer_dir, buffer_bytes) if buffer_dir else None
         self.retry_s = retry_s
         self.counters = Counters()
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        # two generations of stored ids: set operations run in C, a batch at a time
+        self._seen: set[str] = set()
+        self._seen_before: set[str] = set()
         self._lock = threading.Lock()
 
     # -- one batch -------------------------------------------------------------------------------
@@ -87,9 +91,16 @@ class Pipeline:
         """Store one batch and acknowledge it; returns False if stopped before it was safe."""
         if not messages:
             return True
+        return self._commit(source, messages, self._decode(messages), stop)
+
+    def _decode(self, messages: list[Message]) -> Decoded:
         self.counters.received += len(messages)
         self.counters.batches += 1
-        decoded = decode_batch(messages, self.registry)
+        return decode_batch(messages, self.registry)
+
+    def _commit(self, source: Source, messages: list[Message], decoded: Decoded | None,
+                stop: threading.Event | None) -> bool:
+        """Write a decoded batch (or buffer it), then acknowledge, then live state and rules."""
         while True:
             try:
                 if self.buffer is not None and len(self.buffer):
@@ -116,11 +127,15 @@ class Pipeline:
 
     def _write(self, decoded: Decoded) -> None:
         events = decoded.events
-        # a membership test per id: isin() would copy the 200,000 remembered ids every batch
-        seen = self._seen
-        fresh = np.fromiter((i not in seen for i in events["id"].tolist()), dtype=bool,
-                            count=len(events))
-        new = events if fresh.all() else events[fresh]
+        ids = events["id"].tolist()
+        if self._seen.isdisjoint(ids) and self._seen_before.isdisjoint(ids):
+            new = events  # the common case, told by two C passes over the ids
+        else:
+            seen, before = self._seen, self._seen_before
+            fresh = np.fromiter((i not in seen and i not in before for i in ids), dtype=bool,
+                                count=len(ids))
+            new = events[fresh]
+            ids = new["id"].tolist()
         self.counters.duplicates += len(events) - len(new) + decoded.duplicates
         if len(decoded.dead):
             self.store.put_rows(DEAD_LETTERS, decoded.dead)
@@ -130,10 +145,9 @@ class Pipeline:
         self.counters.duplicates += len(new) - stored
         self.counters.dead_letters += len(decoded.dead)
         self.counters.reasons.update(decoded.dead["reason"].tolist())
-        for event_id in new["id"].tolist() if len(new) else []:
-            self._seen[event_id] = None
-        while len(self._seen) > SEEN_IDS:
-            self._seen.popitem(last=False)
+        self._seen.update(ids)
+        if len(self._seen) > SEEN_IDS // 2:
+            self._seen_before, self._seen = self._seen, set()
 
     def _drain(self) -> None:
         """Store the buffered batches, oldest first; raises while the store is still down."""
@@ -180,22 +194,42 @@ class Pipeline:
     def run(self, source: Source, *, stop: threading.Event | None = None,
             max_batch: int = 5000, max_wait: float = 0.2, tick_s: float = 5.0,
             log_every_s: float = 30.0) -> Counters:
-        """Process batches until *stop* is set or the source is exhausted; return the counters."""
+        """Process batches until *stop* is set or the source is exhausted; return the counters.
+
+        Two stages overlap: while one thread commits batch *n* (the database's work, during
+        which it holds no GIL), this one fetches and decodes batch *n + 1*. Commits stay one
+        at a time and in order, each batch is acknowledged by the committing thread as soon as
+        it is stored, and time-driven rules run only between commits.
+        """
         stop = stop or threading.Event()
         last_tick = last_log = time.monotonic()
-        while not stop.is_set():
-            batch = source.fetch(max_batch, max_wait)
-            if batch and not self.process(source, batch, stop):
-                break
-            now = time.monotonic()
-            if now - last_tick >= tick_s:
-                self.tick(source.now())
-                last_tick = now
-            if now - last_log >= log_every_s:
-                LOGGER.info("feeds: %s", self.counters.as_dict())
-                last_log = now
-            if not batch and source.exhausted:
-                break
+        pending: Future | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="feeds-commit") as committer:
+            try:
+                while not stop.is_set():
+                    batch = source.fetch(max_batch, max_wait)
+                    decoded = self._decode(batch) if batch else None
+                    if pending is not None and (batch or pending.done() or source.exhausted):
+                        stored, pending = pending.result(), None
+                        if not stored:
+                            break
+                    if batch:
+                        pending = committer.submit(self._commit, source, batch, decoded, stop)
+                    now = time.monotonic()
+                    if now - last_tick >= tick_s:
+                        if pending is not None and not pending.result():
+                            break
+                        pending = None
+                        self.tick(source.now())
+                        last_tick = now
+                    if now - last_log >= log_every_s:
+                        LOGGER.info("feeds: %s", self.counters.as_dict())
+                        last_log = now
+                    if not batch and pending is None and source.exhausted:
+                        break
+            finally:
+                if pending is not None:
+                    pending.result()
         if self.buffer is not None and len(self.buffer):
             try:
                 self._drain()

@@ -20,6 +20,7 @@ from twin.schema import (
     ASSIGNED_COLUMNS,
     CASE_HISTORY,
     CASES,
+    CRS,
     Column,
     TableSpec,
     check_rules,
@@ -43,6 +44,21 @@ class LayerVersion:
     note: str = ""
     report: dict | None = None
     current: bool = True
+
+
+def with_points(frame: pd.DataFrame) -> gpd.GeoDataFrame:
+    """Add point geometries built from lon/lat (None where either is missing).
+
+    Events keep no geometry column in either store (they are written at feed rate), nor do
+    the embedded store's cases: readers get points made from their coordinates.
+    """
+    import shapely
+
+    lon = frame["lon"].to_numpy(dtype=float, na_value=np.nan)
+    lat = frame["lat"].to_numpy(dtype=float, na_value=np.nan)
+    points = shapely.points(np.column_stack([lon, lat])) if len(frame) else np.array([], object)
+    points = np.where(np.isfinite(lon) & np.isfinite(lat), points, None)
+    return gpd.GeoDataFrame(frame, geometry=points, crs=CRS)
 
 
 def utcnow() -> datetime:

@@ -62,6 +62,7 @@ from twin.store.base import (
     prepare_rows,
     purge_plan,
     regrid_plan,
+    with_points,
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -159,15 +160,6 @@ def _decode(
         return out
     geoms = gpkg.decode_geometries(raw[GEOMETRY_COLUMN].tolist())
     return gpd.GeoDataFrame(out, geometry=geoms, crs=CRS)
-
-
-def _with_points(frame: pd.DataFrame) -> gpd.GeoDataFrame:
-    """Add point geometries built from lon/lat (None where either is missing)."""
-    lon = frame["lon"].to_numpy(dtype=float, na_value=np.nan)
-    lat = frame["lat"].to_numpy(dtype=float, na_value=np.nan)
-    points = shapely.points(np.column_stack([lon, lat])) if len(frame) else np.array([], object)
-    points = np.where(np.isfinite(lon) & np.isfinite(lat), points, None)
-    return gpd.GeoDataFrame(frame, geometry=points, crs=CRS)
 
 
 def _stored_value(value: Any, dtype: str) -> Any:
@@ -911,7 +903,7 @@ class EmbeddedStore(Store):
             params.append(kind)
         with self._snapshot() as conn:
             frame = self._select(conn, EVENTS, "observed_at, id", clauses, params)
-        return _with_points(frame)
+        return with_points(frame)
 
     # -- cases ------------------------------------------------------------------------------------
 
@@ -1042,7 +1034,7 @@ class EmbeddedStore(Store):
                 params.append(_sql_time(bound))
         with self._snapshot() as conn:
             frame = self._select(conn, CASES, "id", clauses, params)
-        return _with_points(frame)
+        return with_points(frame)
 
     def _read_case_columns(
         self,
@@ -1079,7 +1071,7 @@ class EmbeddedStore(Store):
         frame = _decode_columns(fetched, rows)
         if not points:
             return frame[[c.name for c in wanted]]
-        out = _with_points(frame)
+        out = with_points(frame)
         return out[[*(c.name for c in wanted), "geometry"]]
 
     def case_counts(

@@ -31,12 +31,19 @@ SQL_TYPES = {
 SRID = 4326
 HISTORY_SUFFIX = "__history"
 VERSION_COLUMN = "_version"
-# Plain btree indexes beyond the primary keys, for the filters the store offers (read_events,
-# read_cases, case_counts); a tuple is a composite index.
+# Plain btree indexes beyond the primary keys, for the filters the store offers (read_cases,
+# case_counts); a tuple is a composite index.
 INDEXES: dict[str, tuple[str | tuple[str, ...], ...]] = {
-    EVENTS.name: ("observed_at", "grid_code", "kind"),
     CASES.name: ("status", "grid_code", "requested_at", "filed_at", ("grid_code", "requested_at")),
 }
+# Append-only tables written at feed rate (table → its time column). Every index is paid for on
+# every stored row, so these keep only what reading them needs: the key compared bytewise
+# (COLLATE "C": no locale comparisons while the primary key is checked), one BRIN index on the
+# time column (rows arrive roughly in time order, so a few block ranges hold a period) and no
+# geometry column or GiST index: every read is a period, and a bbox is a filter on lon/lat
+# within it. Measured on the 2-core test machine, 100,000 events COPied into a table of
+# 300,000: 48,000-69,000 rows/s with the btree and GiST indexes, 180,000-200,000 rows/s lean.
+APPEND_ONLY: dict[str, str] = {EVENTS.name: "observed_at"}
 
 
 def quote(name: str) -> str:
@@ -56,14 +63,25 @@ def table_ddl(table: TableSpec) -> list[str]:
     """``CREATE TABLE`` and index statements for a core table, derived from its TableSpec.
 
     Tables with ``point=True`` get a ``geom`` column generated from lon/lat (so it can never
-    disagree with them) and a GiST index on it.
+    disagree with them) and a GiST index on it; :data:`APPEND_ONLY` tables get neither (their
+    key compared bytewise and a BRIN index on their time column instead).
     """
     name = quote(table.name)
     keys = key_columns(table)
+    lean = table.name in APPEND_ONLY
     lines = [
-        f"{quote(c.name)} {SQL_TYPES[c.dtype]}{' NOT NULL' if c.name in keys else ''}"
+        f"{quote(c.name)} {SQL_TYPES[c.dtype]}"
+        + (' COLLATE "C"' if lean and c.name in keys else "")
+        + (" NOT NULL" if c.name in keys else "")
         for c in table.columns
     ]
+    if lean:
+        return [
+            f"CREATE TABLE IF NOT EXISTS {name} (\n  "
+            + ",\n  ".join([*lines, f"PRIMARY KEY ({', '.join(quote(k) for k in keys)})"])
+            + "\n)",
+            brin_ddl(table),
+        ]
     if table.point:
         lines.append(
             f"geom geometry(Point,{SRID}) GENERATED ALWAYS AS ({_point_expression()}) STORED"
@@ -76,6 +94,15 @@ def table_ddl(table: TableSpec) -> list[str]:
             f"ON {name} USING gist (geom)"
         )
     return statements + index_ddl(table)
+
+
+def brin_ddl(table: TableSpec) -> str:
+    """Return the BRIN index on the time column of an :data:`APPEND_ONLY` table."""
+    column = APPEND_ONLY[table.name]
+    return (
+        f"CREATE INDEX IF NOT EXISTS {quote(f'{table.name}_{column}_brin')} "
+        f"ON {quote(table.name)} USING brin ({quote(column)})"
+    )
 
 
 def index_ddl(table: TableSpec) -> list[str]:
@@ -346,12 +373,35 @@ def _partition_one_layer(conn: sa.Connection, layer: str) -> None:
                    [c for c in columns if c != VERSION_COLUMN])
 
 
+def _lean_events(conn: sa.Connection) -> None:
+    """Events as an :data:`APPEND_ONLY` table: what an existing schema had is dropped.
+
+    The generated ``geom`` column goes (and its GiST index with it), the btree indexes on
+    observed_at, grid_code and kind go, the id is compared bytewise and a BRIN index on
+    observed_at is built. Idempotent: a schema created lean already is left as it is.
+    """
+    name = quote(EVENTS.name)
+    statements = [
+        f"ALTER TABLE {name} DROP COLUMN IF EXISTS geom",
+        *(
+            f"DROP INDEX IF EXISTS {quote(f'{EVENTS.name}_{column}_idx')}"
+            for column in ("observed_at", "grid_code", "kind")
+        ),
+        f'ALTER TABLE {name} ALTER COLUMN "id" TYPE TEXT COLLATE "C"',
+        brin_ddl(EVENTS),
+    ]
+    for statement in statements:
+        conn.execute(sa.text(statement))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables derived from twin.schema", _create_core_tables),
     Migration(2, "case indexes on requested_at, filed_at and (grid_code, requested_at)",
               _case_indexes),
     Migration(3, "layer versions as LIST partitions of <layer>__history; <layer> a view",
               _partition_layer_histories),
+    Migration(4, "events append-only: id COLLATE \"C\", BRIN on observed_at, no geom/GiST/btrees",
+              _lean_events),
 )
 
 

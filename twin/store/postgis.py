@@ -60,6 +60,7 @@ from twin.store.base import (
     purge_plan,
     regrid_plan,
     utcnow,
+    with_points,
 )
 from twin.store.migrations import (
     HISTORY_SUFFIX,
@@ -168,7 +169,9 @@ def _row_value(value: Any, column: Column) -> Any:
 def _param(value: Any, column: Column) -> Any:
     """Return a coerced value as a bound parameter for psycopg."""
     value = _python(value, column)
-    return value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+    if isinstance(value, pd.Timestamp):  # PostgreSQL keeps microseconds (as before, truncated)
+        return value.floor("us").to_pydatetime()
+    return value
 
 
 def _utc(value: datetime | pd.Timestamp | str) -> datetime:
@@ -218,6 +221,61 @@ def _copy_rows(conn: sa.Connection, table: str, fields: dict[str, np.ndarray]) -
             copy.write("\n".join(line.tolist()) + "\n")
 
 
+def _json_texts(series: pd.Series) -> bool:
+    """Whether *series* holds only JSON texts (or missing values): one C pass over it."""
+    kind = series.dtype
+    textual = pd.api.types.is_object_dtype(kind) or isinstance(kind, pd.StringDtype)
+    return textual and pd.api.types.infer_dtype(series, skipna=True) == "string"
+
+
+def _copy_events(conn: sa.Connection, table: str, columns: str, rows: memoryview) -> None:
+    """COPY events given as binary COPY tuples into *table* (one batch: no writer thread)."""
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(
+        f"COPY {quote(table)} ({columns}) FROM STDIN (FORMAT binary)"
+    ) as copy:
+        copy.write(_BINARY_HEADER)
+        for start in range(0, len(rows), COPY_CHUNK_BYTES):
+            copy.write(rows[start : start + COPY_CHUNK_BYTES])
+        copy.write(_BINARY_TRAILER)
+
+
+# -- binary COPY tuples, built column-wise (the server parses no text: no number, time or
+# escape parsing; about a quarter less server time per event than the text format) ---------
+
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no extension
+_BINARY_TRAILER = b"\xff\xff"
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC, PostgreSQL's time zero, in Unix µs
+
+
+def _binary_field(series: pd.Series, dtype: str) -> Any:
+    """One column as binary COPY fields (length, then value) in one Arrow array.
+
+    The pieces come from :func:`_binary_parts`, shared with the layer versions' COPY.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise(
+        *_binary_parts(series, dtype), pa.scalar(b"", pa.large_binary())
+    )
+
+
+def _binary_rows(columns: Sequence[Column], frame: pd.DataFrame) -> memoryview:
+    """Return the rows of a coerced frame as binary COPY tuples (no header or trailer)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(frame) == 0:
+        return memoryview(b"")
+    count = pa.scalar(len(columns).to_bytes(2, "big"), pa.large_binary())
+    fields = [_binary_field(frame[c.name], c.dtype) for c in columns]
+    rows = pc.binary_join_element_wise(count, *fields, pa.scalar(b"", pa.large_binary()))
+    _, offsets, data = rows.buffers()
+    off = np.frombuffer(offsets, dtype=np.int64)[rows.offset : rows.offset + len(rows) + 1]
+    return memoryview(data)[int(off[0]) : int(off[-1])]
+
+
 def _geometry_fields(values: np.ndarray) -> np.ndarray:
     hexed = shapely.to_wkb(shapely.set_srid(values, SRID), hex=True, include_srid=True)
     out = np.asarray(hexed, dtype=object)
@@ -246,10 +304,27 @@ def _arrow_copy_field(series: pd.Series, dtype: str) -> Any:
             for old, new in _ESCAPES:
                 values = pc.replace_substring(values, old, new)
     elif dtype in ("int", "float", "bool"):  # Arrow's text of these is what PostgreSQL reads
-        values = pc.cast(pa.array(series, from_pandas=True), pa.large_string())
+        values = _distinct_cast(pa.array(series, from_pandas=True))
+    elif dtype == "datetime" and isinstance(series.dtype, pd.DatetimeTZDtype):
+        # "2026-03-01 08:00:00.123000Z": UTC to the microsecond (what PostgreSQL keeps)
+        stamps = pa.array(series, from_pandas=True)
+        values = _distinct_cast(pc.cast(stamps, pa.timestamp("us", tz="UTC"), safe=False))
     else:
         return pa.array(_copy_field(series, dtype), type=pa.large_string())
     return pc.fill_null(values, "\\N")
+
+
+def _distinct_cast(values: Any) -> Any:
+    """Cast numbers or times to text once per distinct value (a hash pass, then a take).
+
+    Formatting is the costly part (about 1.3 µs a timestamp); feed batches repeat a few
+    stamps and the positions of a few sensors many times.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(values)
+    return pc.take(pc.cast(encoded.dictionary, pa.large_string()), encoded.indices)
 
 
 def _arrow_hex_ewkb(values: np.ndarray) -> Any:
@@ -302,8 +377,6 @@ def _layer_copy_text(spec: LayerSpec, frame: pd.DataFrame, version: int) -> memo
 
 # -- binary COPY of a layer version (the server skips parsing text: hex EWKB, numbers) -------
 
-_BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-_BINARY_TRAILER = b"\xff\xff"
 _PG_EPOCH_DAYS = 10_957  # 2000-01-01, PostgreSQL's epoch, in days since 1970-01-01
 _FIXED_BINARY = {"int": ">i8", "float": ">f8", "bool": "u1", "date": ">i4", "datetime": ">i8"}
 
@@ -329,7 +402,7 @@ def _binary_values(values: Any) -> tuple[Any, np.ndarray]:
     return values, null
 
 
-def _binary_field(series: pd.Series, dtype: str) -> list[Any]:
+def _binary_parts(series: pd.Series, dtype: str) -> list[Any]:
     """One column of a canonical layer frame as binary COPY fields: Arrow arrays to join.
 
     A field is its 4-byte length (-1 for NULL) and its bytes; the pieces are returned as
@@ -413,7 +486,7 @@ def _layer_copy_binary(spec: LayerSpec, frame: pd.DataFrame, version: int) -> me
     head = count.to_bytes(2, "big") + (4).to_bytes(4, "big") + int(version).to_bytes(4, "big")
     parts = [pa.scalar(head, pa.large_binary())]
     for c in spec.all_columns:
-        parts += _binary_field(frame[c.name], c.dtype)
+        parts += _binary_parts(frame[c.name], c.dtype)
     if spec.geometry_type:
         parts += _binary_ewkb(np.asarray(frame.geometry.values, dtype=object))
     rows = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.large_binary()))
@@ -445,7 +518,7 @@ def _copy_text(
     if options:
         statement += f" ({', '.join(options)})"
     if binary:  # the pieces are rows: the stream's signature first and its trailer last
-        pieces = itertools.chain([memoryview(_BINARY_SIGNATURE)], pieces,
+        pieces = itertools.chain([memoryview(_BINARY_HEADER)], pieces,
                                  [memoryview(_BINARY_TRAILER)])
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor:
@@ -1106,15 +1179,30 @@ class PostGISStore(Store):
     def append_events(self, events: pd.DataFrame) -> int:
         """Append events; ids already stored are ignored. Returns how many were new.
 
-        The batch is COPied into a temporary table and inserted with ``ON CONFLICT DO NOTHING``
-        in one transaction.
+        The batch is COPied straight into the events table inside a savepoint: the common
+        case (every id new) costs one COPY. When an id is already stored (a redelivery after a
+        crash, another worker's copy, or an id twice in the batch) the COPY fails on the
+        primary key, the savepoint is rolled back, and the batch goes through a temporary table
+        and ``INSERT … ON CONFLICT DO NOTHING`` instead, so each id is stored exactly once.
 
         Raises
         ------
         ValidationError
             If a value does not convert or an id is missing (nothing is stored).
         """
-        frame = coerce_table(EVENTS, events)
+        import psycopg
+
+        payload = events["payload"] if "payload" in events else None
+        if payload is not None and _json_texts(payload):
+            # JSON text goes to jsonb as it is: the server parses it anyway (rejecting what is
+            # not JSON) and keeps its own normal form, so canonicalising it here would be a
+            # second parse and serialisation of every payload on the ingest path
+            blank = pd.Series(np.full(len(events), None, dtype=object), index=events.index)
+            frame = coerce_table(EVENTS, events.assign(payload=blank))
+            frame["payload"] = pd.Series(payload.to_numpy(dtype=object), dtype=object)
+            frame["payload"] = frame["payload"].where(frame["payload"].notna(), None)
+        else:
+            frame = coerce_table(EVENTS, events)
         if frame.empty:
             return 0
         if frame["id"].isna().any():
@@ -1124,22 +1212,43 @@ class PostGISStore(Store):
             )
         received = frame["received_at"].astype("datetime64[us, UTC]")
         frame["received_at"] = received.fillna(pd.Timestamp(utcnow()))
-        fields = {c.name: _copy_field(frame[c.name], c.dtype) for c in EVENTS.columns}
-        columns = ", ".join(quote(c.name) for c in EVENTS.columns)
-        with self._begin() as conn:
-            conn.execute(
-                sa.text(
-                    f"CREATE TEMP TABLE _twin_events_in (LIKE {quote(EVENTS.name)}) ON COMMIT DROP"
-                )
-            )
-            _copy_rows(conn, "_twin_events_in", fields)
-            inserted = conn.execute(
-                sa.text(
-                    f"INSERT INTO {quote(EVENTS.name)} ({columns}) SELECT {columns} "
-                    "FROM _twin_events_in ON CONFLICT (id) DO NOTHING"
-                )
-            ).rowcount
+        text = _binary_rows(EVENTS.columns, frame)
+        names = [c.name for c in EVENTS.columns]
+        columns = ", ".join(quote(c) for c in names)
+        try:
+            inserted = self._copy_events(text, columns, len(frame))
+        except psycopg.errors.DataError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValidationError(
+                f"table {EVENTS.name}: a payload is not JSON PostgreSQL accepts ({reason}); "
+                "nothing was stored. Send payloads as objects or as valid JSON text."
+            ) from None
         LOGGER.debug("events: %d sent, %d new", len(frame), inserted)
+        return int(inserted)
+
+    def _copy_events(self, text: memoryview, columns: str, rows: int) -> int:
+        """COPY events (all new: one COPY; else through a temporary table); return how many new."""
+        import psycopg
+
+        with self._begin() as conn:
+            try:
+                with conn.begin_nested():
+                    _copy_events(conn, EVENTS.name, columns, text)
+                inserted = rows
+            except psycopg.errors.UniqueViolation:
+                conn.execute(
+                    sa.text(
+                        f"CREATE TEMP TABLE _twin_events_in (LIKE {quote(EVENTS.name)}) "
+                        "ON COMMIT DROP"
+                    )
+                )
+                _copy_events(conn, "_twin_events_in", columns, text)
+                inserted = conn.execute(
+                    sa.text(
+                        f"INSERT INTO {quote(EVENTS.name)} ({columns}) SELECT {columns} "
+                        "FROM _twin_events_in ON CONFLICT (id) DO NOTHING"
+                    )
+                ).rowcount
         return int(inserted)
 
     def read_events(
@@ -1151,7 +1260,12 @@ class PostGISStore(Store):
         grid_code: str | None = None,
         kind: str | None = None,
     ) -> gpd.GeoDataFrame:
-        """Events with ``start <= observed_at < end`` in *bbox* and grid, oldest first."""
+        """Events with ``start <= observed_at < end`` in *bbox* and grid, oldest first.
+
+        The table has no geometry column (see ``APPEND_ONLY`` in twin.store.migrations): the
+        bbox is a filter on lon/lat and the points are built from them here, as the embedded
+        store does.
+        """
         where, params = [], {}
         if start is not None:
             where.append("observed_at >= :start")
@@ -1161,7 +1275,7 @@ class PostGISStore(Store):
             params["end"] = _utc(end)
         if bbox is not None:
             x0, y0, x1, y1 = (float(v) for v in bbox)
-            where.append(f"geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, {SRID})")
+            where.append("lon BETWEEN :x0 AND :x1 AND lat BETWEEN :y0 AND :y1")
             params.update(x0=x0, y0=y0, x1=x1, y1=y1)
         if grid_code is not None:
             where.append("grid_code = :grid_code")
@@ -1170,12 +1284,12 @@ class PostGISStore(Store):
             where.append("kind = :kind")
             params["kind"] = kind
         sql = (
-            f"SELECT {_select_list(EVENTS.columns, True)} FROM {quote(EVENTS.name)}"
+            f"SELECT {_select_list(EVENTS.columns, False)} FROM {quote(EVENTS.name)}"
             + (" WHERE " + " AND ".join(where) if where else "")
             + ' ORDER BY observed_at, id COLLATE "C"'
         )
         with self._begin() as conn:
-            return _frame(conn.execute(sa.text(sql), params), EVENTS.columns, True)
+            return with_points(_frame(conn.execute(sa.text(sql), params), EVENTS.columns, False))
 
     def _case_row(self, conn: sa.Connection, case_id: str) -> dict[str, Any] | None:
         # one keyed row through the primary key, converted value by value (no frame)
