@@ -49,9 +49,10 @@ LIMITS = {
                "pre-ping) where SQLAlchemy's default engine sends BEGIN, the statement and "
                "ROLLBACK. In an earlier quiet run, before that change and with the anchor on "
                "the store's own engine, PostGIS `within` was about 2× and `nearest` 1.5×.",
-    "load": "Not met: 1.7–1.9× ogr2ogr at 100,000 footprints (target ≤ 1.2×): 2.52 s against 1.36"
+    "load": "Not met: 1.6–1.9× ogr2ogr at 100,000 footprints (target ≤ 1.2×): 2.52 s against 1.36"
             " s (1.86×, /work/bench-out/load-city-after2.json); other runs that hour 1.92 s vs "
-            "0.99 s (1.93×) and 2.88 s vs 1.75 s (1.65×) — the ratio is lowest when the machine "
+            "0.99 s (1.93×), 2.88 s vs 1.75 s (1.65×) and 2.35 s vs 1.47 s (1.61×, after merging "
+            "main) — the ratio is lowest when the machine "
             "is busiest. Ten interleaved pairs: 1.6–2.4 s against 0.90–1.6 s, ratios 1.3–2.2×, "
             "median 1.8× (1.8–2.2× in the quietest rounds); the code before these changes took "
             "2.1–2.4 s against 0.90–0.98 s (2.3–2.6×). Since then the loader hands its validated "
