@@ -292,8 +292,10 @@ def test_the_fast_decoding_path_agrees_with_the_full_checks(layers_, monkeypatch
     messages.append(Message("gridtwin/x/obs", json.dumps(
         [{**o, "id": f"gw-{o['id']}"} for o in gateway]).encode(), NOW))
     fast = decode_batch(messages, registry)
-    monkeypatch.setattr(models, "_valid_observations",
-                        lambda objs, owners, m, r: (None, None, list(zip(owners, objs))))
+    def every_one_checked(objs, owners, m, r):
+        return None, None, list(zip(owners, objs, strict=True))
+
+    monkeypatch.setattr(models, "_valid_observations", every_one_checked)
     full = decode_batch(messages, registry)
     assert set(fast.events["id"]) == {"ok-1", "moved", "half-pos", "text-pos", "gw-ok-1",
                                       "gw-moved", "gw-half-pos"}
