@@ -232,15 +232,7 @@ def point_view(conn: sa.Connection, layer: str, version: int, columns: list[str]
 
 def table_columns(conn: sa.Connection, table: str) -> set[str]:
     """Return the names of the columns *table* has in the current schema (empty: no table)."""
-    return set(
-        conn.execute(
-            sa.text(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = current_schema() AND table_name = :t"
-            ),
-            {"t": table},
-        ).scalars()
-    )
+    return set(view_columns(conn, table))
 
 
 def missing_columns(conn: sa.Connection, table: str, wanted: list[tuple[str, str]]) -> list[str]:
