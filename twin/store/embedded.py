@@ -44,7 +44,7 @@ from twin.schema import (
     coerce_table,
     validate_layer_frame,
 )
-from twin.store import gpkg
+from twin.store import gpkg, rollup
 from twin.store.base import (
     GENESIS_HASH,
     GRID_NAMES,
@@ -426,6 +426,8 @@ class EmbeddedStore(Store):
                 for statement in _table_ddl(table):
                     conn.execute(statement)
                 gpkg.register_table(conn, table.name, description=f"GridTwin {table.name}")
+            if not self._rollup_current(conn):
+                self._build_case_rollup(conn)
         # GDAL checks application_id in the main file's header, which WAL only updates at a
         # checkpoint: make it one now so a fresh file is a GeoPackage to GDAL at once
         self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -440,7 +442,31 @@ class EmbeddedStore(Store):
                 return False
             if any(_index_name(table, c) not in indexes for c in INDEXES.get(table.name, ())):
                 return False  # a file made before an index was declared: create it on open
-        return True
+        return self._rollup_current(conn)
+
+    @staticmethod
+    def _rollup_current(conn: sqlite3.Connection) -> bool:
+        """Whether the case rollup exists and was built with today's definition."""
+        if not _table_columns(conn, rollup.META):
+            return False
+        row = conn.execute(
+            f"SELECT fingerprint FROM {q(rollup.META)} WHERE name = ?", (rollup.TABLE,)
+        ).fetchone()
+        return row is not None and row[0] == rollup.fingerprint("embedded")
+
+    @staticmethod
+    def _build_case_rollup(conn: sqlite3.Connection) -> None:
+        """(Re)create the monthly case-count rollup, its triggers and calendar, from the cases.
+
+        Inside the caller's transaction; see :mod:`twin.store.rollup`. A file written before
+        the rollup existed gets it here, when it is opened.
+        """
+        for statement, rows in rollup.sqlite_statements(CASES.name, gpkg.format_datetimes):
+            if rows:
+                conn.executemany(statement, rows)
+            else:
+                conn.execute(statement)
+        LOGGER.info("case rollup %s built", rollup.TABLE)
 
     def close(self) -> None:
         """Close every connection this store opened (it reconnects if used again)."""
@@ -1088,7 +1114,12 @@ class EmbeddedStore(Store):
         until: datetime | None = None,
         as_of: datetime | None = None,
     ) -> pd.DataFrame:
-        # Times are fixed-width ISO 8601 UTC text here, so comparing the text compares the times
+        """Counts per slice and period (see :meth:`Store.case_counts`).
+
+        Months that the rollup holds (:mod:`twin.store.rollup`) are summed from it; the rest is
+        ONE ``GROUP BY`` over the cases, in the same read transaction (one snapshot). Times are
+        fixed-width ISO 8601 UTC text here, so comparing the text compares the times.
+        """
         with self._snapshot() as conn:
 
             def span(where: str, params: dict[str, Any]) -> tuple[Any, Any]:
@@ -1097,12 +1128,35 @@ class EmbeddedStore(Store):
                     params,
                 ).fetchone()
 
-            query = plan_case_counts(
-                components, by, period, since, until, as_of, span=span, table=CASES.name,
-                quote=q, fence=_FENCE, time=_sql_time,
+            def grouped(lo: Any, hi: Any) -> pd.DataFrame:
+                query = plan_case_counts(
+                    components, by, period, lo, hi, as_of, span=span, table=CASES.name,
+                    quote=q, fence=_FENCE, time=_sql_time,
+                )
+                rows = [] if query is None else conn.execute(query.sql, query.params).fetchall()
+                return count_frame(query, rows, by=by, components=components, period=period)
+
+            def from_rollup(plan: rollup.RollupSplit) -> pd.DataFrame:
+                query = rollup.read_query(plan, quote=q, key=rollup.sqlite_value)
+                rows = conn.execute(query.sql, query.params).fetchall()
+                return rollup.finish(query, rows, plan, components)
+
+            return rollup.counts(
+                components, by, period, since, until, as_of,
+                from_rollup=from_rollup if self._rollup_covers(conn) else None, grouped=grouped,
             )
-            rows = [] if query is None else conn.execute(query.sql, query.params).fetchall()
-        return count_frame(query, rows, by=by, components=components, period=period)
+
+    @staticmethod
+    def _rollup_covers(conn: sqlite3.Connection) -> bool:
+        """Whether every filed case is inside the rollup's calendar (two index look-ups)."""
+        first, last = conn.execute(
+            f"SELECT min(filed_at), max(filed_at) FROM {q(CASES.name)} WHERE filed_at IS NOT NULL"
+        ).fetchone()
+        if first is None:
+            return True
+        low, high = conn.execute(
+            f"SELECT min(starts), max(ends) FROM {q(rollup.CALENDAR)}").fetchone()
+        return low <= first and last < high
 
     # -- audit ------------------------------------------------------------------------------------
 

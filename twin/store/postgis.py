@@ -40,6 +40,7 @@ from twin.schema import (
     coerce_table,
     validate_layer_frame,
 )
+from twin.store import rollup
 from twin.store.base import (
     GENESIS_HASH,
     GRID_NAMES,
@@ -1303,7 +1304,11 @@ class PostGISStore(Store):
         until: datetime | None = None,
         as_of: datetime | None = None,
     ) -> pd.DataFrame:
-        """Counts per slice and period in ONE ``GROUP BY`` (see :meth:`Store.case_counts`)."""
+        """Counts per slice and period (see :meth:`Store.case_counts`).
+
+        Months that the rollup holds (:mod:`twin.store.rollup`) are summed from it; the rest is
+        ONE ``GROUP BY`` over the cases, in the same transaction (one snapshot).
+        """
         with self._begin() as conn:
             conn.execute(sa.text(f"SET LOCAL work_mem = '{COUNT_WORK_MEM}'"))
 
@@ -1316,12 +1321,20 @@ class PostGISStore(Store):
                     params,
                 ).first()
 
-            query = plan_case_counts(
-                components, by, period, since, until, as_of, span=span, table=CASES.name,
-                quote=quote, fence=_FENCE, time=_utc,
-            )
-            rows = [] if query is None else _count_rows(conn, query)
-        return count_frame(query, rows, by=by, components=components, period=period)
+            def grouped(lo: Any, hi: Any) -> pd.DataFrame:
+                query = plan_case_counts(
+                    components, by, period, lo, hi, as_of, span=span, table=CASES.name,
+                    quote=quote, fence=_FENCE, time=_utc,
+                )
+                rows = [] if query is None else _count_rows(conn, query)
+                return count_frame(query, rows, by=by, components=components, period=period)
+
+            def from_rollup(plan: rollup.RollupSplit) -> pd.DataFrame:
+                query = rollup.read_query(plan, quote=quote, key=quote)
+                return rollup.finish(query, _count_rows(conn, query), plan, components)
+
+            return rollup.counts(components, by, period, since, until, as_of,
+                                 from_rollup=from_rollup, grouped=grouped)
 
     # -- audit ------------------------------------------------------------------------------------
 
