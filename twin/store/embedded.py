@@ -452,7 +452,11 @@ class EmbeddedStore(Store):
         row = conn.execute(
             f"SELECT fingerprint FROM {q(rollup.META)} WHERE name = ?", (rollup.TABLE,)
         ).fetchone()
-        return row is not None and row[0] == rollup.fingerprint("embedded")
+        triggers = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
+            (CASES.name,))}
+        return row is not None and row[0] == rollup.fingerprint("embedded") and \
+            set(rollup.trigger_names()) <= triggers
 
     @staticmethod
     def _build_case_rollup(conn: sqlite3.Connection) -> None:
@@ -1114,7 +1118,7 @@ class EmbeddedStore(Store):
         until: datetime | None = None,
         as_of: datetime | None = None,
     ) -> pd.DataFrame:
-        """Counts per slice and period (see :meth:`Store.case_counts`).
+        """Count cases per slice and period (see :meth:`Store.case_counts`).
 
         Months that the rollup holds (:mod:`twin.store.rollup`) are summed from it; the rest is
         ONE ``GROUP BY`` over the cases, in the same read transaction (one snapshot). Times are

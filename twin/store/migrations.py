@@ -197,14 +197,18 @@ def build_case_rollup(conn: sa.Connection) -> None:
 
 
 def _sync_case_rollup(conn: sa.Connection) -> None:
-    """Rebuild the rollup when what it sums changed since it was built (its fingerprint)."""
+    """Rebuild the rollup when what it sums changed since it was built, or a trigger is gone."""
     built = None
     if table_exists(conn, rollup.META):
         built = conn.execute(
             sa.text(f"SELECT fingerprint FROM {quote(rollup.META)} WHERE name = :n"),
             {"n": rollup.TABLE},
         ).scalar()
-    if built != rollup.fingerprint("postgis"):
+    triggers = set(conn.execute(
+        sa.text("SELECT tgname FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass)"),
+        {"t": quote(CASES.name)},
+    ).scalars())
+    if built != rollup.fingerprint("postgis") or not set(rollup.trigger_names()) <= triggers:
         LOGGER.info("case rollup %s: definition changed, rebuilding", rollup.TABLE)
         build_case_rollup(conn)
 

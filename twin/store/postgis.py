@@ -1304,7 +1304,7 @@ class PostGISStore(Store):
         until: datetime | None = None,
         as_of: datetime | None = None,
     ) -> pd.DataFrame:
-        """Counts per slice and period (see :meth:`Store.case_counts`).
+        """Count cases per slice and period (see :meth:`Store.case_counts`).
 
         Months that the rollup holds (:mod:`twin.store.rollup`) are summed from it; the rest is
         ONE ``GROUP BY`` over the cases, in the same transaction (one snapshot).

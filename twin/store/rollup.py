@@ -40,21 +40,21 @@ FIRST_YEAR, LAST_YEAR = 1992, 2199  # Shanghai kept no daylight saving time afte
 
 
 def components() -> dict[str, str]:
-    """The components the rollup sums (all of CASE_COMPONENTS), name → SQL boolean."""
+    """Return the components the rollup sums (all of CASE_COMPONENTS), name → SQL boolean."""
     from twin.store.base import CASE_COMPONENTS
 
     return dict(CASE_COMPONENTS)
 
 
 def used_columns() -> list[str]:
-    """Case columns a contribution depends on: the slices, ``filed_at`` and the components'."""
+    """Return the case columns a contribution reads: slices, ``filed_at``, components'."""
     from twin.store.base import check_components
 
     return list(dict.fromkeys([*SLICES, "filed_at", *check_components(None)[1]]))
 
 
 def fingerprint(dialect: str) -> str:
-    """Hash of everything the stored sums depend on; a store rebuilds the rollup when it changes."""
+    """Return a hash of what the sums depend on; stores rebuild the rollup when it changes."""
     from twin.store.base import LOCAL_TZ
 
     text = repr((REVISION, dialect, LOCAL_TZ, SLICES, sorted(components().items())))
@@ -70,7 +70,7 @@ def month_ordinal(stamp: pd.Timestamp) -> int:
 
 
 def month_start(ordinal: int) -> pd.Timestamp:
-    """The UTC start of the local month *ordinal*."""
+    """Return the UTC start of the local month *ordinal*."""
     from twin.store.base import LOCAL_TZ
 
     return pd.Timestamp(year=ordinal // 12, month=ordinal % 12 + 1, day=1).tz_localize(
@@ -83,7 +83,7 @@ def month_label(ordinal: int) -> str:
 
 
 def calendar() -> pd.DataFrame:
-    """Every local month the embedded store's triggers know: ordinal, UTC start and end."""
+    """Return every local month the embedded store's triggers know: ordinal, UTC start and end."""
     from twin.store.base import LOCAL_TZ
 
     first, last = FIRST_YEAR * 12, (LAST_YEAR + 1) * 12
@@ -97,8 +97,10 @@ def calendar() -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class RollupSplit:
-    """How a :meth:`Store.case_counts` call is answered: which months from the rollup, and
-    which cases (``filed_at`` in ``[rest_since, rest_until)``) by the ``GROUP BY``.
+    """How a :meth:`Store.case_counts` call is answered, from the rollup and the GROUP BY.
+
+    The months ``[lo, hi)`` (ordinals; None: open) come from the rollup; with ``rest`` the
+    cases filed in ``[rest_since, rest_until)`` are counted by the ``GROUP BY``.
     """
 
     names: list[str]
@@ -112,7 +114,7 @@ class RollupSplit:
 
 
 def _month_edge(value: Any) -> int | None:
-    """The month ordinal of *value* if it is a local month's first instant, else None."""
+    """Return the month ordinal of *value* if it is a local month's first instant, else None."""
     from twin.store.base import _utc_stamp
 
     stamp = _utc_stamp(value)
@@ -167,7 +169,7 @@ def split(
 
 def read_query(plan: RollupSplit, *, quote: Callable[[str], str],
                key: Callable[[str], str]) -> Any:
-    """The SQL reading a :class:`RollupSplit`'s months from the rollup, as a CountQuery.
+    """Return the SQL reading a :class:`RollupSplit`'s months from the rollup, as a CountQuery.
 
     ``_k`` holds the month ordinal (:func:`finish` turns it into a label index); *key* turns a
     stored slice column into its value (the embedded store keeps empty slices as a marker).
@@ -192,7 +194,7 @@ def read_query(plan: RollupSplit, *, quote: Callable[[str], str],
 
 def finish(query: Any, rows: Sequence[Sequence[Any]] | pd.DataFrame, plan: RollupSplit,
            components_: Any) -> pd.DataFrame:
-    """The :meth:`Store.case_counts` frame of the rollup's rows (months labelled)."""
+    """Return the :meth:`Store.case_counts` frame of the rollup's rows (months labelled)."""
     from twin.store.base import count_columns, count_frame
 
     raw = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(
@@ -209,7 +211,7 @@ def finish(query: Any, rows: Sequence[Sequence[Any]] | pd.DataFrame, plan: Rollu
 
 
 def combine(parts: Sequence[pd.DataFrame], head: Sequence[str]) -> pd.DataFrame:
-    """Months from the rollup and months from the ``GROUP BY`` as one frame, sorted alike."""
+    """Return the rollup's months and the ``GROUP BY``'s as one frame, sorted alike."""
     kept = [p for p in parts if len(p)]
     if len(kept) <= 1:
         return (kept or list(parts))[0].reset_index(drop=True)
@@ -247,7 +249,7 @@ def counts(
 
 def contribution_select(source: str, *, sign: int, month: str, end: str, key: Callable[[str], str],
                         quote: Callable[[str], str], where: str = "") -> str:
-    """SELECT of the signed contributions of the cases of *source* (one row per case).
+    """Return the SELECT of the signed contributions of the cases of *source* (one row per case).
 
     *month* and *end* are SQL for the case's local month ordinal and the UTC end of that month
     (they may use columns of *source*); *key* stores a slice value (the embedded store marks
@@ -264,8 +266,13 @@ def contribution_select(source: str, *, sign: int, month: str, end: str, key: Ca
             f"FROM {source} WHERE {condition}")
 
 
+def trigger_names() -> list[str]:
+    """Return the names of the triggers on the cases table that keep the rollup."""
+    return [f"{TABLE}_{op}" for op in ("insert", "update", "delete")]
+
+
 def sum_columns() -> list[str]:
-    """The summed columns of the rollup, in order."""
+    """Return the summed columns of the rollup, in order."""
     return ["cases", *components()]
 
 
@@ -331,8 +338,9 @@ def _pg_contributions(source: str, sign: int) -> str:
 
 
 def postgis_statements(cases: str) -> list[str]:
-    """DDL (re)creating the rollup on PostGIS, its triggers on *cases*, and filling it."""
-    out = [f"DROP TABLE IF EXISTS {_quote(TABLE)} CASCADE", *_table_ddl(" TEXT", "BIGINT", " NULLS NOT DISTINCT")]
+    """Return the DDL (re)creating the PostGIS rollup, its triggers on *cases*, and its fill."""
+    out = [f"DROP TABLE IF EXISTS {_quote(TABLE)} CASCADE",
+           *_table_ddl(" TEXT", "BIGINT", " NULLS NOT DISTINCT")]
     for op, (event, parts) in _PG_OPS.items():
         function = _quote(f"{TABLE}_{op}")
         select = " UNION ALL ".join(_pg_contributions(src, sign) for src, sign in parts)
@@ -370,12 +378,12 @@ _SQLITE_EMPTY = "X''"  # a zero-length BLOB: no TEXT slice value equals it, NULL
 
 
 def sqlite_key(name: str) -> str:
-    """Stored form of a slice value in the embedded rollup (NULL → an empty BLOB)."""
+    """Return the stored form of a slice value in the embedded rollup (NULL → an empty BLOB)."""
     return f"coalesce({_quote(name)}, {_SQLITE_EMPTY})"
 
 
 def sqlite_value(name: str) -> str:
-    """The slice value of a stored embedded rollup key."""
+    """Return the slice value of a stored embedded rollup key."""
     return f"nullif({_quote(name)}, {_SQLITE_EMPTY})"
 
 
@@ -388,7 +396,7 @@ def _sqlite_contributions(source: str, sign: int) -> str:
 
 
 def sqlite_statements(cases: str, time: Callable[[pd.Series], pd.Series]) -> list[tuple[str, list]]:
-    """(SQL, rows) (re)creating the embedded rollup, its calendar and triggers, and filling it.
+    """Return (SQL, rows) (re)creating the embedded rollup, calendar, triggers, and fill.
 
     *time* formats UTC times as the store keeps them (text that compares as the times do).
     """
