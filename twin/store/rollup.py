@@ -33,7 +33,7 @@ META = "twin_rollups"
 SLICES: tuple[str, ...] = tuple(c.name for c in ASSIGNED_COLUMNS)
 #: Bump when the way the rollup is computed changes without CASE_COMPONENTS changing: stores
 #: rebuild a rollup whose recorded fingerprint differs.
-REVISION = 1
+REVISION = 2
 #: Cases filed outside these local months are not in the embedded store's calendar; a request
 #: whose cohort reaches outside is counted by the GROUP BY.
 FIRST_YEAR, LAST_YEAR = 1992, 2199  # Shanghai kept no daylight saving time after 1991
@@ -300,17 +300,27 @@ def _conflict() -> str:
     return f" ON CONFLICT ({keys}) DO UPDATE SET {sets}"
 
 
-def _table_ddl(key_type: str, sum_type: str, nulls_not_distinct: str) -> list[str]:
-    keys = [f"{_quote(k)}{key_type}" for k in SLICES]
-    sums = [f"{_quote(c)} {sum_type} NOT NULL" for c in sum_columns()]
+def _table_ddl(*, postgis: bool) -> list[str]:
+    """CREATE statements of the rollup: one row per key (the slices and the month).
+
+    On PostGIS the key is a unique index whose empty slices compare equal (NULLS NOT
+    DISTINCT); the embedded store keeps empty slices as a marker (:func:`sqlite_key`), so the
+    key can be the primary key of a WITHOUT ROWID table: each upsert then changes one B-tree.
+    """
+    keys = [f"{_quote(k)}{' TEXT' if postgis else ' NOT NULL'}" for k in SLICES]
+    sums = [f"{_quote(c)} {'BIGINT' if postgis else 'INTEGER'} NOT NULL" for c in sum_columns()]
     key_list = ", ".join([*(_quote(k) for k in SLICES), "month"])
-    return [
-        f"CREATE TABLE {_quote(TABLE)} ({', '.join([*keys, 'month INTEGER NOT NULL', *sums])})",
-        f"CREATE UNIQUE INDEX {_quote(TABLE + '_key')} ON {_quote(TABLE)} ({key_list})"
-        + nulls_not_distinct,
-        # rows whose cases all moved away are deleted after each write, found through this
-        f"CREATE INDEX {_quote(TABLE + '_empty')} ON {_quote(TABLE)} (month) WHERE cases = 0",
-    ]
+    columns = ", ".join([*keys, "month INTEGER NOT NULL", *sums])
+    if postgis:
+        out = [f"CREATE TABLE {_quote(TABLE)} ({columns})",
+               f"CREATE UNIQUE INDEX {_quote(TABLE + '_key')} ON {_quote(TABLE)} ({key_list}) "
+               "NULLS NOT DISTINCT"]
+    else:
+        out = [f"CREATE TABLE {_quote(TABLE)} ({columns}, PRIMARY KEY ({key_list})) "
+               "WITHOUT ROWID"]
+    # rows whose cases all moved away are deleted after each write, found through this
+    return [*out, f"CREATE INDEX {_quote(TABLE + '_empty')} ON {_quote(TABLE)} (month) "
+            "WHERE cases = 0"]
 
 
 def _meta_ddl(time_type: str) -> list[str]:
@@ -340,7 +350,7 @@ def _pg_contributions(source: str, sign: int) -> str:
 def postgis_statements(cases: str) -> list[str]:
     """Return the DDL (re)creating the PostGIS rollup, its triggers on *cases*, and its fill."""
     out = [f"DROP TABLE IF EXISTS {_quote(TABLE)} CASCADE",
-           *_table_ddl(" TEXT", "BIGINT", " NULLS NOT DISTINCT")]
+           *_table_ddl(postgis=True)]
     for op, (event, parts) in _PG_OPS.items():
         function = _quote(f"{TABLE}_{op}")
         select = " UNION ALL ".join(_pg_contributions(src, sign) for src, sign in parts)
@@ -388,11 +398,15 @@ def sqlite_value(name: str) -> str:
 
 
 def _sqlite_contributions(source: str, sign: int) -> str:
-    month = (f"(SELECT _c.month FROM {_quote(CALENDAR)} AS _c WHERE _c.starts <= _r.filed_at "
-             "ORDER BY _c.starts DESC LIMIT 1)")
-    joined = f"{source} JOIN {_quote(CALENDAR)} AS _m ON _m.month = {month}"
+    # The local month is the UTC month of filed_at or one next to it (offsets are < 1 month):
+    # three calendar rows by primary key. (A search on the month starts would compare the text
+    # with numeric affinity, DATETIME's, and scan the calendar for every case.)
+    utc_month = ("(CAST(substr(_r.filed_at, 1, 4) AS INTEGER) * 12 "
+                 "+ CAST(substr(_r.filed_at, 6, 2) AS INTEGER) - 1)")
+    joined = (f"{source} JOIN {_quote(CALENDAR)} AS _m ON _m.month BETWEEN {utc_month} - 1 "
+              f"AND {utc_month} + 1 AND _m.starts <= _r.filed_at AND _r.filed_at < _m.ends")
     return contribution_select(joined, sign=sign, month="_m.month", end="_m.ends",
-                               key=sqlite_key, quote=_quote, where="_r.filed_at < _m.ends")
+                               key=sqlite_key, quote=_quote)
 
 
 def sqlite_statements(cases: str, time: Callable[[pd.Series], pd.Series]) -> list[tuple[str, list]]:
@@ -407,7 +421,7 @@ def sqlite_statements(cases: str, time: Callable[[pd.Series], pd.Series]) -> lis
     out: list[tuple[str, list]] = [(s, []) for s in (
         f"DROP TABLE IF EXISTS {_quote(TABLE)}",
         f"DROP TABLE IF EXISTS {_quote(CALENDAR)}",
-        *_table_ddl("", "INTEGER", ""),
+        *_table_ddl(postgis=False),
         f"CREATE TABLE {_quote(CALENDAR)} (month INTEGER PRIMARY KEY, starts TEXT NOT NULL "
         "UNIQUE, ends TEXT NOT NULL)",
     )]
