@@ -459,6 +459,31 @@ class EmbeddedStore(Store):
             set(rollup.trigger_names()) <= triggers
 
     @staticmethod
+    def _pause_case_rollup(conn: sqlite3.Connection, ids: list[str], on_conflict: str) -> None:
+        """Before a bulk write of cases: note the batch, take out what it replaces, pause.
+
+        The row triggers would upsert the rollup once per case; a batch is cheaper counted
+        once, grouped (:func:`twin.store.rollup.sqlite_batch`). Inside the write's transaction.
+        """
+        batch = q(rollup.BATCH)
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {batch} (id TEXT PRIMARY KEY)")
+        conn.execute(f"DELETE FROM temp.{batch}")
+        conn.executemany(f"INSERT INTO temp.{batch} (id) VALUES (?)", [(i,) for i in ids])
+        if on_conflict == "update":  # stored cases are replaced: their counts go first
+            conn.execute(rollup.sqlite_batch(CASES.name, -1))
+        else:  # stored cases are kept as they are: only the new ones count
+            conn.execute(f"DELETE FROM temp.{batch} WHERE id IN (SELECT id FROM {q(CASES.name)})")
+        conn.execute(f"INSERT INTO {q(rollup.PAUSED)} (paused) VALUES (1)")
+
+    @staticmethod
+    def _resume_case_rollup(conn: sqlite3.Connection) -> None:
+        """After a bulk write of cases: count the batch as stored now, and resume the triggers."""
+        conn.execute(f"DELETE FROM {q(rollup.PAUSED)}")
+        conn.execute(rollup.sqlite_batch(CASES.name, 1))
+        conn.execute(f"DELETE FROM {q(rollup.TABLE)} WHERE cases = 0")
+        conn.execute(f"DELETE FROM temp.{q(rollup.BATCH)}")
+
+    @staticmethod
     def _build_case_rollup(conn: sqlite3.Connection) -> None:
         """(Re)create the monthly case-count rollup, its triggers and calendar, from the cases.
 
@@ -532,12 +557,16 @@ class EmbeddedStore(Store):
             verb, tail = "INSERT OR IGNORE", ""
         values = [gpkg.to_sql_values(rows[c.name], c.dtype) for c in table.columns]
         with self._transaction() as conn:
+            if table is CASES:
+                self._pause_case_rollup(conn, rows["id"].tolist(), on_conflict)
             before = conn.total_changes
             conn.executemany(
                 f"{verb} INTO {q(table.name)} ({names}) VALUES ({marks}){tail}",
                 list(zip(*values, strict=True)),
             )
             written = conn.total_changes - before
+            if table is CASES:
+                self._resume_case_rollup(conn)  # after counting: its changes are not rows
         LOGGER.debug("%s: %d of %d rows written", table.name, written, len(rows))
         return written
 

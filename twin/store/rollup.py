@@ -33,7 +33,7 @@ META = "twin_rollups"
 SLICES: tuple[str, ...] = tuple(c.name for c in ASSIGNED_COLUMNS)
 #: Bump when the way the rollup is computed changes without CASE_COMPONENTS changing: stores
 #: rebuild a rollup whose recorded fingerprint differs.
-REVISION = 2
+REVISION = 3
 #: Cases filed outside these local months are not in the embedded store's calendar; a request
 #: whose cohort reaches outside is counted by the GROUP BY.
 FIRST_YEAR, LAST_YEAR = 1992, 2199  # Shanghai kept no daylight saving time after 1991
@@ -286,7 +286,8 @@ def _grouped(select: str, *, having_changes: bool) -> str:
     sums = ", ".join(f"SUM({_quote(c)})" for c in sum_columns())
     having = (" HAVING " + " OR ".join(f"SUM({_quote(c)}) <> 0" for c in sum_columns())
               if having_changes else "")
-    return f"SELECT {keys}, {sums} FROM ({select}) AS _d GROUP BY {keys}{having}"
+    # (WHERE true: SQLite's upsert needs a WHERE to tell its ON CONFLICT from a join's ON)
+    return f"SELECT {keys}, {sums} FROM ({select}) AS _d WHERE true GROUP BY {keys}{having}"
 
 
 def _insert_head() -> str:
@@ -384,6 +385,11 @@ def postgis_statements(cases: str) -> list[str]:
 # -- embedded (SQLite): row triggers and a calendar of local months ------------------------------
 
 CALENDAR = TABLE + "_calendar"
+#: While this table has a row (only inside a bulk write's transaction) the embedded triggers do
+#: nothing: the bulk write updates the rollup once for its whole batch (:func:`sqlite_batch`).
+PAUSED = TABLE + "_paused"
+#: The temporary table of the ids of a bulk write.
+BATCH = "_rollup_batch"
 _SQLITE_EMPTY = "X''"  # a zero-length BLOB: no TEXT slice value equals it, NULL keys would
 
 
@@ -421,7 +427,9 @@ def sqlite_statements(cases: str, time: Callable[[pd.Series], pd.Series]) -> lis
     out: list[tuple[str, list]] = [(s, []) for s in (
         f"DROP TABLE IF EXISTS {_quote(TABLE)}",
         f"DROP TABLE IF EXISTS {_quote(CALENDAR)}",
+        f"DROP TABLE IF EXISTS {_quote(PAUSED)}",
         *_table_ddl(postgis=False),
+        f"CREATE TABLE {_quote(PAUSED)} (paused INTEGER)",
         f"CREATE TABLE {_quote(CALENDAR)} (month INTEGER PRIMARY KEY, starts TEXT NOT NULL "
         "UNIQUE, ends TEXT NOT NULL)",
     )]
@@ -442,13 +450,15 @@ def sqlite_statements(cases: str, time: Callable[[pd.Series], pd.Series]) -> lis
 
     drop_empty = f"DELETE FROM {_quote(TABLE)} WHERE cases = 0;"
     changed = " OR ".join(f"OLD.{_quote(c)} IS NOT NEW.{_quote(c)}" for c in used)
+    running = f"NOT EXISTS (SELECT 1 FROM {_quote(PAUSED)})"
     out += [(s, []) for s in (
         f"CREATE TRIGGER {_quote(TABLE + '_insert')} AFTER INSERT ON {_quote(cases)} "
-        f"WHEN NEW.filed_at IS NOT NULL BEGIN {put('NEW', 1)} END",
+        f"WHEN NEW.filed_at IS NOT NULL AND {running} BEGIN {put('NEW', 1)} END",
         f"CREATE TRIGGER {_quote(TABLE + '_update')} AFTER UPDATE ON {_quote(cases)} "
-        f"WHEN {changed} BEGIN {put('OLD', -1)} {put('NEW', 1)} {drop_empty} END",
+        f"WHEN ({changed}) AND {running} BEGIN {put('OLD', -1)} {put('NEW', 1)} {drop_empty} "
+        "END",
         f"CREATE TRIGGER {_quote(TABLE + '_delete')} AFTER DELETE ON {_quote(cases)} "
-        f"WHEN OLD.filed_at IS NOT NULL BEGIN {put('OLD', -1)} {drop_empty} END",
+        f"WHEN OLD.filed_at IS NOT NULL AND {running} BEGIN {put('OLD', -1)} {drop_empty} END",
     )]
     fill = _grouped(_sqlite_contributions(f"{_quote(cases)} AS _r", 1), having_changes=False)
     columns = ", ".join([*(_quote(k) for k in SLICES), "month", *map(_quote, sum_columns())])
@@ -460,3 +470,17 @@ def sqlite_statements(cases: str, time: Callable[[pd.Series], pd.Series]) -> lis
         f"VALUES ('{TABLE}', '{fingerprint('embedded')}', datetime('now'))",
     )]
     return out
+
+
+def sqlite_batch(cases: str, sign: int) -> str:
+    """Return SQL adding (*sign* 1) or taking away (-1) the stored cases of the bulk batch.
+
+    A bulk write of the embedded store runs it around its INSERT with the triggers paused:
+    one grouped upsert per batch instead of one upsert per case (~25 µs a case).
+    """
+    columns = ", ".join(f"_c.{_quote(c)}" for c in used_columns())
+    source = (f"(SELECT {columns} FROM {_quote(cases)} AS _c "
+              f"JOIN temp.{_quote(BATCH)} AS _b ON _b.id = _c.id) AS _r")
+    names = ", ".join([*(_quote(k) for k in SLICES), "month", *map(_quote, sum_columns())])
+    grouped = _grouped(_sqlite_contributions(source, sign), having_changes=True)
+    return f"INSERT INTO {_quote(TABLE)} ({names}) {grouped}{_conflict().replace('_t.', '')}"
