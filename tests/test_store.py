@@ -746,6 +746,10 @@ def test_case_counts_keep_awkward_slice_values_apart(store, generated_cases):
     codes = got["grid_code"].astype(object).where(got["grid_code"].notna(), None).tolist()
     assert codes == ["", "a,\"b\"", "line\nbreak", "x", "街道,一", None]
     assert got["filed"].tolist() == [2, 1, 1, 1, 1, 2]
+    monthly = store.case_counts(["filed"], by=["grid_code"], period="month")  # the rollup's
+    keys = monthly["grid_code"].astype(object).where(monthly["grid_code"].notna(), "<none>")
+    assert monthly.groupby(keys.tolist(), sort=False)["filed"].sum().to_dict() == {
+        "": 2, "a,\"b\"": 1, "line\nbreak": 1, "x": 1, "街道,一": 1, "<none>": 2}
 
 
 def test_case_counts_of_an_empty_cohort(store):

@@ -61,6 +61,7 @@ from twin.store.base import (
     regrid_plan,
     utcnow,
 )
+from twin.store.base import read_csv_columns as _read_copy_csv
 from twin.store.migrations import (
     HISTORY_SUFFIX,
     SRID,
@@ -420,50 +421,6 @@ def _unpack_columns(chunks: Sequence[Sequence[Any]], columns: Sequence[Column]) 
          for c in columns},
         index=pd.RangeIndex(len(order)),
     ).astype({c.name: "str" for c in texts})
-
-
-def _read_copy_csv(data: bytes, columns: Sequence[Column]) -> Any:
-    """Parse CSV rows written by :func:`_csv_expression` into a pyarrow table of the columns.
-
-    An unquoted empty field is NULL and a quoted one an empty text, which is exactly what
-    pyarrow's reader tells apart with ``quoted_strings_can_be_null=False``.
-    """
-    import pyarrow as pa
-    from pyarrow import csv
-
-    types = {
-        "text": pa.string(), "json": pa.string(), "int": pa.int64(), "float": pa.float64(),
-        "bool": pa.bool_(), "datetime": pa.int64(), "date": pa.date32(),
-    }
-    names = [c.name for c in columns]
-    if not data:
-        return pa.table({c.name: pa.array([], type=types[c.dtype]) for c in columns}).select(
-            names
-        ).cast(_arrow_schema(columns))
-    table = csv.read_csv(
-        pa.BufferReader(data),
-        read_options=csv.ReadOptions(column_names=names, block_size=1 << 24),
-        parse_options=csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
-        convert_options=csv.ConvertOptions(
-            column_types={c.name: types[c.dtype] for c in columns},
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-            true_values=["t"],
-            false_values=["f"],
-        ),
-    )
-    return table.cast(_arrow_schema(columns))
-
-
-def _arrow_schema(columns: Sequence[Column]) -> Any:
-    import pyarrow as pa
-
-    types = {
-        "text": pa.string(), "json": pa.string(), "int": pa.int64(), "float": pa.float64(),
-        "bool": pa.bool_(), "datetime": pa.timestamp("us", tz="UTC"), "date": pa.date32(),
-    }
-    return pa.schema([(c.name, types[c.dtype]) for c in columns])
 
 
 def _table_row(table: TableSpec, values: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ META = "twin_rollups"
 SLICES: tuple[str, ...] = tuple(c.name for c in ASSIGNED_COLUMNS)
 #: Bump when the way the rollup is computed changes without CASE_COMPONENTS changing: stores
 #: rebuild a rollup whose recorded fingerprint differs.
-REVISION = 3
+REVISION = 4
 #: Cases filed outside these local months are not in the embedded store's calendar; a request
 #: whose cohort reaches outside is counted by the GROUP BY.
 FIRST_YEAR, LAST_YEAR = 1992, 2199  # Shanghai kept no daylight saving time after 1991
@@ -186,7 +186,8 @@ def read_query(plan: RollupSplit, *, quote: Callable[[str], str],
         where.append("month < :hi")
         params["hi"] = plan.hi
     where_sql = f" WHERE {' AND '.join(where)}" if where else ""
-    group = ", ".join([*(quote(k) for k in plan.by), "month"])
+    # the stored columns (not the values named alike in the SELECT): the key's order serves
+    group = ", ".join([*(f"{quote(TABLE)}.{quote(k)}" for k in plan.by), "month"])
     sql = (f"SELECT {', '.join([*keys, 'month AS _k', *sums])} FROM {quote(TABLE)}{where_sql} "
            f"GROUP BY {group} HAVING SUM(cases) > 0")
     return CountQuery(sql, params, plan.names, plan.by, [])
@@ -309,8 +310,10 @@ def _table_ddl(*, postgis: bool) -> list[str]:
     key can be the primary key of a WITHOUT ROWID table: each upsert then changes one B-tree.
     """
     keys = [f"{_quote(k)}{' TEXT' if postgis else ' NOT NULL'}" for k in SLICES]
-    sums = [f"{_quote(c)} {'BIGINT' if postgis else 'INTEGER'} NOT NULL" for c in sum_columns()]
-    key_list = ", ".join([*(_quote(k) for k in SLICES), "month"])
+    # INTEGER: PostgreSQL sums integers as bigint, bigints as numeric (twice the time here)
+    sums = [f"{_quote(c)} INTEGER NOT NULL" for c in sum_columns()]
+    # the unit grid and month first: grouping by them reads the key in order (embedded)
+    key_list = ", ".join([_quote(SLICES[0]), "month", *(_quote(k) for k in SLICES[1:])])
     columns = ", ".join([*keys, "month INTEGER NOT NULL", *sums])
     if postgis:
         out = [f"CREATE TABLE {_quote(TABLE)} ({columns})",
