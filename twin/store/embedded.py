@@ -297,21 +297,24 @@ def _packed_counts(conn: sqlite3.Connection, query: Any) -> pd.DataFrame:
     """Run a count query of text and integer columns: its rows as a frame, parsed in bulk.
 
     A grid × month table is a few hundred thousand rows; Python tuples and a frame built from
-    them cost ~2 s there. SQLite writes the rows as one CSV text instead (quoted text, NULL
-    empty), which pyarrow parses in C, as the PostGIS store does.
+    them cost ~2 s there. SQLite writes the rows as one CSV text instead (``printf``: one call
+    a row; text quoted with ``"`` doubled, NULL empty), which pyarrow parses in C, as the
+    PostGIS store does.
     """
     columns = [_CASE_COLUMNS[k] for k in query.by] + [
         Column(n, "int", n, n) for n in count_columns(query)[len(query.by):]
     ]
-    fields = [
-        f"""CASE WHEN {q(c.name)} IS NULL THEN '' ELSE '"' || replace({q(c.name)}, '"', '""') """
-        """|| '"' END""" if c.dtype == "text" else f"coalesce(CAST({q(c.name)} AS TEXT), '')"
-        for c in columns
+    if any(c.dtype != "text" for c in columns[:len(query.by)]):
+        raise ValueError(f"packed counts take text slices only; got {query.by}")
+    texts = [
+        f"""CASE WHEN {q(c.name)} IS NULL THEN '' ELSE printf('"%w"', {q(c.name)}) END"""
+        for c in columns[:len(query.by)]
     ]
-    line = " || ',' || ".join(fields)
+    numbers = [q(c.name) for c in columns[len(query.by):]]
+    numbers_sql = f"printf('{','.join(['%d'] * len(numbers))}', {', '.join(numbers)})"
+    line = " || ',' || ".join([*texts, numbers_sql])
     packed = conn.execute(
-        f"SELECT group_concat({line}, char(10)) "
-        f"FROM ({query.sql}) AS _counted", query.params
+        f"SELECT group_concat({line}, char(10)) FROM ({query.sql}) AS _counted", query.params
     ).fetchone()[0]
     if not packed:
         return pd.DataFrame({c.name: pd.Series([], dtype=object) for c in columns})
