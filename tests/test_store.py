@@ -902,6 +902,19 @@ def test_counts_the_rollup_does_not_hold_go_through_the_group_by(
     assert len(got) > 0 and custom["filed"].tolist() == got["filed"].tolist()
 
 
+def test_a_case_filed_before_the_rollup_calendar_is_counted_all_the_same(store, generated_cases):
+    """The embedded calendar starts in 1992 (no daylight saving time in Shanghai since)."""
+    from twin import kpi
+
+    old = generated_cases.head(50).copy()
+    old["filed_at"] = pd.Timestamp("1991-12-15T02:00Z")
+    store.put_rows(CASES, old)
+    got = store.case_counts(list(kpi.COUNTS), by=["grid_code"], period="month")
+    want = store.case_counts(_grouped(kpi.COUNTS), by=["grid_code"], period="month")
+    pd.testing.assert_frame_equal(got, want)
+    assert got["period"].iloc[0] == "1991-12" and got["filed"].sum() == 50
+
+
 def test_the_current_month_is_counted_as_of_now_not_as_of_its_end(store, generated_cases,
                                                                    monkeypatch):
     """A month not ended by as_of comes from the GROUP BY: its counts as of as_of differ."""

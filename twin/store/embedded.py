@@ -1211,14 +1211,15 @@ class EmbeddedStore(Store):
 
     @staticmethod
     def _rollup_covers(conn: sqlite3.Connection) -> bool:
-        """Whether every filed case is inside the rollup's calendar (two index look-ups)."""
-        first, last = conn.execute(
-            f"SELECT min(filed_at), max(filed_at) FROM {q(CASES.name)} WHERE filed_at IS NOT NULL"
-        ).fetchone()
+        """Whether every filed case is inside the rollup's calendar (two index look-ups).
+
+        (min and max in one SELECT would scan the index: SQLite optimises a lone min or max.)
+        """
+        first = conn.execute(f"SELECT min(filed_at) FROM {q(CASES.name)}").fetchone()[0]
         if first is None:
             return True
-        low, high = conn.execute(
-            f"SELECT min(starts), max(ends) FROM {q(rollup.CALENDAR)}").fetchone()
+        last = conn.execute(f"SELECT max(filed_at) FROM {q(CASES.name)}").fetchone()[0]
+        low, high = gpkg.format_datetimes(pd.Series(rollup.calendar_bounds())).tolist()
         return low <= first and last < high
 
     # -- audit ------------------------------------------------------------------------------------

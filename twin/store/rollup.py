@@ -82,6 +82,11 @@ def month_label(ordinal: int) -> str:
     return f"{ordinal // 12:04d}-{ordinal % 12 + 1:02d}"
 
 
+def calendar_bounds() -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Return the UTC start of the calendar's first month and the end of its last."""
+    return month_start(FIRST_YEAR * 12), month_start((LAST_YEAR + 1) * 12)
+
+
 def calendar() -> pd.DataFrame:
     """Return every local month the embedded store's triggers know: ordinal, UTC start and end."""
     from twin.store.base import LOCAL_TZ
