@@ -503,7 +503,10 @@ class EmbeddedStore(Store):
         if on_conflict == "update":  # stored cases are replaced: their counts go first
             conn.execute(rollup.sqlite_batch(CASES.name, -1))
         else:  # stored cases are kept as they are: only the new ones count
-            conn.execute(f"DELETE FROM temp.{batch} WHERE id IN (SELECT id FROM {q(CASES.name)})")
+            conn.execute(  # one look-up per batch row (IN would walk every stored id)
+                f"DELETE FROM temp.{batch} WHERE EXISTS (SELECT 1 FROM {q(CASES.name)} AS _c "
+                f"WHERE _c.id = {batch}.id)"
+            )
         conn.execute(f"INSERT INTO {q(rollup.PAUSED)} (paused) VALUES (1)")
 
     @staticmethod

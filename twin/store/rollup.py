@@ -505,8 +505,10 @@ def sqlite_batch(cases: str, sign: int) -> str:
     one grouped upsert per batch instead of one upsert per case (~25 µs a case).
     """
     columns = ", ".join(f"_c.{_quote(c)}" for c in used_columns())
-    source = (f"(SELECT {columns} FROM {_quote(cases)} AS _c "
-              f"JOIN temp.{_quote(BATCH)} AS _b ON _b.id = _c.id) AS _r")
+    # CROSS JOIN keeps this order: the batch, then each case by its id (SQLite would otherwise
+    # scan every stored case, the batch table having no statistics)
+    source = (f"(SELECT {columns} FROM temp.{_quote(BATCH)} AS _b "
+              f"CROSS JOIN {_quote(cases)} AS _c ON _c.id = _b.id) AS _r")
     names = ", ".join([*(_quote(k) for k in SLICES), "month", *map(_quote, sum_columns())])
     grouped = _grouped(_sqlite_contributions(source, sign), having_changes=True)
     return f"INSERT INTO {_quote(TABLE)} ({names}) {grouped}{_conflict().replace('_t.', '')}"
