@@ -18,9 +18,12 @@ NAME = "kpi"
 TITLE = "Indicators by unit grid and month"
 DESCRIPTION = """
 Cases from `twin.scenario.make_cases` (a year, 2025) are written into each store with
-`store.put_rows(twin.schema.CASES, …)`. Ours is the store path: `twin.kpi.indicators(store,
-by="grid", freq="M", compare=False)`, which runs `Store.case_counts` — one `GROUP BY` inside the
-database — and brings back only the table of counts. The anchor is a plain hand-written SQL
+`store.put_rows(twin.schema.CASES, …)`, which also keeps each store's monthly rollup of the case
+counts (`twin_case_months`, maintained by triggers in the same transactions; `put_rows_s` is the
+time of those writes, rollup included). Ours is the store path: `twin.kpi.indicators(store,
+by="grid", freq="M", compare=False)`, which runs `Store.case_counts` — here a sum over the rollup
+(every month of 2025 has ended) inside the database — and brings back only the table of counts.
+The anchor is a plain hand-written SQL
 `GROUP BY grid_code, local month` with `count(*) FILTER (…)` per count on the same PostGIS table,
 each month evaluated as of its own end as `twin.kpi` does; the embedded store is compared with
 the same PostGIS anchor. Same answer: the counts of ours equal the anchor's row for row, and (up

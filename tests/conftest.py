@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import geopandas as gpd
+import pandas as pd
 import pytest
 from shapely.geometry import Point, Polygon, box
 
@@ -63,6 +64,22 @@ def store_factory(request, tmp_path):
     yield first, again
     for s in reversed(opened):
         s.close()
+
+
+@pytest.fixture(scope="session")
+def generated_cases() -> pd.DataFrame:
+    """A few thousand generated cases with every status, late and on-time steps, reworks …"""
+    from datetime import UTC, datetime
+
+    from twin.scenario import make_cases, make_scenario
+
+    sc = make_scenario("community", 0, residents=False, spaces=False)
+    cases = make_cases(sc, 3000, seed=11, start=datetime(2025, 12, 20, tzinfo=UTC),
+                       end=datetime(2026, 3, 10, tzinfo=UTC))
+    # holes the indicators must survive: no grid, no filing deadline, a step after as-of
+    cases.loc[cases.index[:40], "grid_code"] = None
+    cases.loc[cases.index[40:80], "file_deadline"] = pd.NaT
+    return cases
 
 
 LON, LAT = 110.29, 25.08

@@ -669,20 +669,6 @@ def test_new_grid_cells_reassign_located_layers_and_open_cases(store, buildings,
 # -- counts behind the indicators, in the database ---------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def generated_cases() -> pd.DataFrame:
-    """A few thousand generated cases with every status, late and on-time steps, reworks …"""
-    from twin.scenario import make_cases, make_scenario
-
-    sc = make_scenario("community", 0, residents=False, spaces=False)
-    cases = make_cases(sc, 3000, seed=11, start=datetime(2025, 12, 20, tzinfo=UTC),
-                       end=datetime(2026, 3, 10, tzinfo=UTC))
-    # holes the indicators must survive: no grid, no filing deadline, a step after as-of
-    cases.loc[cases.index[:40], "grid_code"] = None
-    cases.loc[cases.index[40:80], "file_deadline"] = pd.NaT
-    return cases
-
-
 def test_generated_cases_cover_every_path(generated_cases):
     c = generated_cases
     assert set(c["status"]) >= {"filed", "dispatched", "handling", "on_hold", "fed_back",
@@ -785,6 +771,10 @@ def test_case_counts_keep_awkward_slice_values_apart(store, generated_cases):
     codes = got["grid_code"].astype(object).where(got["grid_code"].notna(), None).tolist()
     assert codes == ["", "a,\"b\"", "line\nbreak", "x", "街道,一", None]
     assert got["filed"].tolist() == [2, 1, 1, 1, 1, 2]
+    monthly = store.case_counts(["filed"], by=["grid_code"], period="month")  # the rollup's
+    keys = monthly["grid_code"].astype(object).where(monthly["grid_code"].notna(), "<none>")
+    assert monthly.groupby(keys.tolist(), sort=False)["filed"].sum().to_dict() == {
+        "": 2, "a,\"b\"": 1, "line\nbreak": 1, "x": 1, "街道,一": 1, "<none>": 2}
 
 
 def test_case_counts_of_an_empty_cohort(store):
@@ -812,6 +802,160 @@ def test_case_counts_take_checked_expressions_and_bind_values(store, generated_c
         with pytest.raises(ValidationError, match=match):
             store.case_counts(components, by=by, period=period)
     assert len(store.read_cases(columns=["id"])) == len(generated_cases)
+
+
+# -- the monthly rollup behind case_counts ----------------------------------------------------
+
+
+def _rollup_reads(monkeypatch) -> list[int]:
+    """Record each answer case_counts takes from the rollup (how many rows it gave)."""
+    from twin.store import rollup
+
+    calls: list[int] = []
+    real = rollup.finish
+
+    def finish(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(len(out))
+        return out
+
+    monkeypatch.setattr(rollup, "finish", finish)
+    return calls
+
+
+def _grouped(names) -> dict[str, str]:
+    """The same counts written so that the rollup does not know them: always the GROUP BY."""
+    from twin.store.base import CASE_COMPONENTS
+
+    return {n: f"({CASE_COMPONENTS[n]})" for n in names}
+
+
+MONTH_EDGES = [pd.Timestamp("2025-12-31T16:00Z"), pd.Timestamp("2026-02-28T16:00Z")]
+
+
+def _same_by_rollup_and_group_by(store, reads: list[int]) -> None:
+    from twin import kpi
+
+    for by, since, until, as_of in [
+        (["grid_code"], None, None, None),
+        (["street_code", "resp_grid_id"], None, None, None),
+        ([], *MONTH_EDGES, None),
+        (["grid_code", "community_code"], None, None, datetime(2026, 2, 14, 3, tzinfo=UTC)),
+        (["grid_code"], MONTH_EDGES[0], None, MONTH_EDGES[1]),  # as_of on a month edge
+    ]:
+        before = len(reads)
+        got = store.case_counts(list(kpi.COUNTS), by=by, period="month", since=since,
+                                until=until, as_of=as_of)
+        assert len(reads) == before + 1  # answered from the rollup (and GROUP BY past as_of)
+        want = store.case_counts(_grouped(kpi.COUNTS), by=by, period="month", since=since,
+                                 until=until, as_of=as_of)
+        assert len(reads) == before + 1 and len(got) > 0
+        pd.testing.assert_frame_equal(got, want)
+
+
+def test_the_rollup_answers_as_the_group_by_after_random_writes(
+    store, generated_cases, grid_cells, monkeypatch
+):
+    """Differential: bulk writes, new cases, transitions and re-grids keep the rollup right."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    cases = pd.DataFrame(generated_cases).drop(columns="geometry", errors="ignore")
+    codes = [*grid_cells["grid_code"], None, ""]
+    cases["grid_code"] = rng.choice(np.array(codes, dtype=object), len(cases))
+    store.put_rows(CASES, cases.iloc[:1200])
+    reads = _rollup_reads(monkeypatch)
+    _same_by_rollup_and_group_by(store, reads)
+
+    for _, row in cases.iloc[1200:1240].iterrows():  # cases created one by one
+        record = {k: (None if pd.isna(v) else v) for k, v in row.items()
+                  if k not in ("version", "data")}
+        store.create_case(record, history={"actor": "t", "action": "create"})
+    ids = cases["id"].iloc[:1240].to_numpy()
+    for case_id in rng.choice(ids, 60, replace=False):  # transitions, in and across months
+        case = store.get_case(case_id)
+        filed = case["filed_at"] or pd.Timestamp("2026-01-15T02:00Z")
+        changes = [
+            {"status": "closed", "closed_at": filed + pd.Timedelta(days=int(rng.integers(1, 40)))},
+            {"status": "cancelled", "cancelled_at": filed + pd.Timedelta(hours=5)},
+            {"status": "on_hold"},
+            {"filed_at": filed + pd.Timedelta(days=int(rng.integers(-30, 30)))},
+            {"filed_at": None},
+            {"extended": not case["extended"], "dispatched_at": filed + pd.Timedelta(hours=1)},
+            {"description": "only words changed"},
+        ][int(rng.integers(0, 7))]
+        store.update_case(case_id, changes, expected_version=case["version"])
+    _same_by_rollup_and_group_by(store, reads)
+
+    moved = rng.choice(ids, 300, replace=False)  # grids loaded again: cases move
+    grids = pd.DataFrame({"id": moved, "grid_code": rng.choice(np.array(codes, dtype=object), 300),
+                          "resp_grid_id": rng.choice(["R01", "R02", None], 300),
+                          "community_code": "001", "street_code": rng.choice(["001", "002"], 300)})
+    store.write_layers({"grid_cells": grid_cells}, actor="t", source="grids v2", case_grids=grids)
+    _same_by_rollup_and_group_by(store, reads)
+
+    again = cases.iloc[1100:1400].copy()  # a bulk write over stored and new cases
+    again["closed_at"] = again["closed_at"] + pd.Timedelta(days=3)
+    again["grid_code"] = rng.choice(np.array(codes, dtype=object), len(again))
+    assert store.put_rows(CASES, again.iloc[:150], on_conflict="update") == 150
+    # 1100-1249 are stored by now: only the 150 others are new (the rollup's rows not counted)
+    assert store.put_rows(CASES, again.assign(status="closed"), on_conflict="ignore") == 150
+    _same_by_rollup_and_group_by(store, reads)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"by": ["department"], "period": "month"},  # a slice the rollup does not keep
+    {"by": ["grid_code"], "period": "day"},
+    {"by": ["grid_code"], "period": "month", "since": datetime(2026, 1, 10, tzinfo=UTC),
+     "until": datetime(2026, 3, 1, tzinfo=UTC)},  # bounds inside months
+    {"by": ["grid_code"], "period": "month", "as_of": datetime(2025, 12, 25, tzinfo=UTC)},
+    {"by": ["grid_code"], "period": None, "as_of": datetime(2026, 2, 1, tzinfo=UTC)},
+])
+def test_counts_the_rollup_does_not_hold_go_through_the_group_by(
+    store, generated_cases, monkeypatch, kwargs
+):
+    from twin import kpi
+
+    store.put_rows(CASES, generated_cases)
+    reads = _rollup_reads(monkeypatch)
+    got = store.case_counts(list(kpi.COUNTS), **kwargs)
+    custom = store.case_counts({"filed": "filed_at <= {as_of}", "held": "status = 'on_hold'"},
+                               **kwargs)
+    assert sum(reads) == 0  # the rollup holds none of these counts
+    want = store.case_counts(_grouped(kpi.COUNTS), **kwargs)
+    pd.testing.assert_frame_equal(got, want)
+    assert len(got) > 0 and custom["filed"].tolist() == got["filed"].tolist()
+
+
+def test_a_case_filed_before_the_rollup_calendar_is_counted_all_the_same(store, generated_cases):
+    """The embedded calendar starts in 1992 (no daylight saving time in Shanghai since)."""
+    from twin import kpi
+
+    old = generated_cases.head(50).copy()
+    old["filed_at"] = pd.Timestamp("1991-12-15T02:00Z")
+    store.put_rows(CASES, old)
+    got = store.case_counts(list(kpi.COUNTS), by=["grid_code"], period="month")
+    want = store.case_counts(_grouped(kpi.COUNTS), by=["grid_code"], period="month")
+    pd.testing.assert_frame_equal(got, want)
+    assert got["period"].iloc[0] == "1991-12" and got["filed"].sum() == 50
+
+
+def test_the_current_month_is_counted_as_of_now_not_as_of_its_end(store, generated_cases,
+                                                                   monkeypatch):
+    """A month not ended by as_of comes from the GROUP BY: its counts as of as_of differ."""
+    from twin import kpi
+
+    store.put_rows(CASES, generated_cases)
+    reads = _rollup_reads(monkeypatch)
+    as_of = datetime(2026, 2, 10, tzinfo=UTC)
+    got = store.case_counts(list(kpi.COUNTS), by=["grid_code"], period="month", as_of=as_of)
+    at_end = store.case_counts(list(kpi.COUNTS), by=["grid_code"], period="month")
+    assert len(reads) == 2 and reads[0] < len(got)  # Dec and Jan from the rollup, Feb not
+    feb = got["period"] == "2026-02"
+    assert feb.any() and (got.loc[feb, "closed"].sum()
+                          < at_end.loc[at_end["period"] == "2026-02", "closed"].sum())
+    later = got["period"] == "2026-03"  # in the cohort, but not filed yet as of as_of
+    assert later.any() and got.loc[later, list(kpi.COUNTS)].to_numpy().sum() == 0
 
 
 # -- retention of layer versions -----------------------------------------------------------------

@@ -261,6 +261,7 @@ def test_an_older_file_gets_the_case_columns_filled_from_the_data(store):
     store.create_case({"id": "C2", "status": "collected", "data": {"photos": []}})
     store.close()
     with sqlite3.connect(store.path) as conn:  # as a file written before the columns existed
+        _drop_case_rollup(conn)  # (and so before the rollup, whose triggers read them)
         for name in ("filed_at", "requested_at", "grid_code__requested_at"):
             conn.execute(f'DROP INDEX "twin_cases__{name}"')  # nor these indexes
         for name in CASE_DATA_COLUMNS:
@@ -281,6 +282,48 @@ def test_an_older_file_gets_the_case_columns_filled_from_the_data(store):
         assert got["dispatched_at"] is None and got["timer_deadline"] is None
         other = reopened.get_case("C2")
         assert (other["extended"], other["supervised"], other["filed_at"]) == (False, 0, None)
+    finally:
+        reopened.close()
+
+
+def _drop_case_rollup(conn: sqlite3.Connection) -> None:
+    from twin.store import rollup
+
+    for name in rollup.trigger_names():
+        conn.execute(f'DROP TRIGGER "{name}"')
+    for name in (rollup.TABLE, rollup.META, rollup.CALENDAR):
+        conn.execute(f'DROP TABLE "{name}"')
+
+
+def test_a_file_made_before_the_case_rollup_gets_it_when_opened(
+    store, generated_cases, monkeypatch
+):
+    from twin import kpi
+    from twin.schema import CASES
+    from twin.store import rollup
+    from twin.store.base import CASE_COMPONENTS
+
+    store.put_rows(CASES, generated_cases.iloc[:1000])
+    store.close()
+    with sqlite3.connect(store.path) as conn:  # as a file written before the rollup existed
+        _drop_case_rollup(conn)
+        conn.executemany(  # cases written by an older version: nothing kept a rollup
+            "INSERT INTO twin_cases (id, version, filed_at, grid_code, closed_at, deadline_at) "
+            "VALUES (?, 1, ?, ?, ?, ?)",
+            [(f"OLD{i}", f"2026-01-{10 + i:02d}T02:00:00.000Z", "G1" if i % 2 else None,
+              "2026-01-30T02:00:00.000Z", "2026-01-31T02:00:00.000Z") for i in range(6)])
+    reads = []
+    real = rollup.finish
+    monkeypatch.setattr(rollup, "finish", lambda *a, **k: reads.append(1) or real(*a, **k))
+    reopened = EmbeddedStore(store.path)
+    try:
+        got = reopened.case_counts(list(kpi.COUNTS), by=["grid_code"], period="month")
+        want = reopened.case_counts({n: f"({CASE_COMPONENTS[n]})" for n in kpi.COUNTS},
+                                    by=["grid_code"], period="month")
+        assert reads == [1]
+        pd.testing.assert_frame_equal(got, want)
+        assert got["filed"].sum() == generated_cases["filed_at"].iloc[:1000].notna().sum() + 6
+        assert got.loc[got["grid_code"] == "G1", "closed_on_time"].sum() == 3
     finally:
         reopened.close()
 

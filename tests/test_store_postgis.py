@@ -218,6 +218,40 @@ def test_a_schema_made_before_the_case_indexes_gets_them_by_migration(pg, postgi
         again.close()
 
 
+def test_a_schema_made_before_the_case_rollup_gets_it_by_migration(
+    pg, postgis_url, generated_cases, monkeypatch
+):
+    from twin import kpi
+    from twin.schema import CASES
+    from twin.store import rollup
+    from twin.store.base import CASE_COMPONENTS
+
+    pg.put_rows(CASES, generated_cases.iloc[:1000])
+    with pg.engine.begin() as conn:  # as a schema at migration 4, before the rollup
+        for name in rollup.trigger_names():
+            conn.execute(sa.text(f'DROP TRIGGER "{name}" ON twin_cases'))
+        conn.execute(sa.text(f'DROP TABLE "{rollup.TABLE}", "{rollup.META}"'))
+        conn.execute(sa.text("DELETE FROM twin_schema_migrations WHERE version = 5"))
+    pg.put_rows(CASES, generated_cases.iloc[1000:])  # written while nothing kept a rollup
+    reads = []
+    real = rollup.finish
+    monkeypatch.setattr(rollup, "finish", lambda *a, **k: reads.append(1) or real(*a, **k))
+    again = PostGISStore(postgis_url, schema=pg.schema)
+    try:
+        assert 5 in _scalars(again, "SELECT version FROM twin_schema_migrations")
+        got = again.case_counts(list(kpi.COUNTS), by=["grid_code"], period="month")
+        want = again.case_counts({n: f"({CASE_COMPONENTS[n]})" for n in kpi.COUNTS},
+                                 by=["grid_code"], period="month")
+        assert reads == [1] and got["filed"].sum() == generated_cases["filed_at"].notna().sum()
+        pd.testing.assert_frame_equal(got, want)
+        again.update_case(generated_cases["id"].iloc[5], {"filed_at": None},
+                          expected_version=int(generated_cases["version"].iloc[5]))
+        assert again.case_counts(["filed"], by=["grid_code"], period="month")["filed"].sum() \
+            == got["filed"].sum() - bool(generated_cases["filed_at"].notna().iloc[5])
+    finally:
+        again.close()
+
+
 def test_a_bbox_event_query_filters_lon_lat_and_a_period_uses_the_brin_index(pg):
     events = _events(3000)
     events["lon"] = [110.0 + (i % 60) * 0.01 for i in range(3000)]

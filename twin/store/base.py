@@ -692,6 +692,52 @@ def purge_plan(versions: Sequence[LayerVersion], before_version: int) -> list[in
     return [v.version for v in versions if v.version < before_version and not v.current]
 
 
+def read_csv_columns(data: bytes, columns: Sequence[Column]) -> Any:
+    """Parse CSV rows of the *columns* into a pyarrow table (both stores pack results so).
+
+    Text fields are quoted (``"…"`` with ``""`` inside); NULL is an empty unquoted field.
+
+    An unquoted empty field is NULL and a quoted one an empty text, which is exactly what
+    pyarrow's reader tells apart with ``quoted_strings_can_be_null=False``.
+    """
+    import pyarrow as pa
+    from pyarrow import csv
+
+    types = {
+        "text": pa.string(), "json": pa.string(), "int": pa.int64(), "float": pa.float64(),
+        "bool": pa.bool_(), "datetime": pa.int64(), "date": pa.date32(),
+    }
+    names = [c.name for c in columns]
+    if not data:
+        return pa.table({c.name: pa.array([], type=types[c.dtype]) for c in columns}).select(
+            names
+        ).cast(_arrow_schema(columns))
+    table = csv.read_csv(
+        pa.BufferReader(data),
+        read_options=csv.ReadOptions(column_names=names, block_size=1 << 24),
+        parse_options=csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+        convert_options=csv.ConvertOptions(
+            column_types={c.name: types[c.dtype] for c in columns},
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
+        ),
+    )
+    return table.cast(_arrow_schema(columns))
+
+
+def _arrow_schema(columns: Sequence[Column]) -> Any:
+    import pyarrow as pa
+
+    types = {
+        "text": pa.string(), "json": pa.string(), "int": pa.int64(), "float": pa.float64(),
+        "bool": pa.bool_(), "datetime": pa.timestamp("us", tz="UTC"), "date": pa.date32(),
+    }
+    return pa.schema([(c.name, types[c.dtype]) for c in columns])
+
+
 # -- counts behind the indicators ------------------------------------------------------------
 
 AS_OF = "{as_of}"

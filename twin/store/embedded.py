@@ -44,7 +44,7 @@ from twin.schema import (
     coerce_table,
     layer_frame_to_store,
 )
-from twin.store import gpkg
+from twin.store import gpkg, rollup
 from twin.store.base import (
     GENESIS_HASH,
     GRID_NAMES,
@@ -53,6 +53,7 @@ from twin.store.base import (
     Store,
     audit_hash,
     case_columns,
+    count_columns,
     count_frame,
     current_stamps,
     layer_audit,
@@ -61,6 +62,7 @@ from twin.store.base import (
     prepare_equals,
     prepare_rows,
     purge_plan,
+    read_csv_columns,
     regrid_plan,
     with_points,
 )
@@ -283,6 +285,35 @@ def _geometry_type_name(spec: LayerSpec) -> str:
     return "GEOMETRY" if spec.also_geometry_types else spec.geometry_type.upper()
 
 
+def _packed_counts(conn: sqlite3.Connection, query: Any) -> pd.DataFrame:
+    """Run a count query of text and integer columns: its rows as a frame, parsed in bulk.
+
+    A grid × month table is a few hundred thousand rows; Python tuples and a frame built from
+    them cost ~2 s there. SQLite writes the rows as one CSV text instead (``printf``: one call
+    a row; text quoted with ``"`` doubled, NULL empty), which pyarrow parses in C, as the
+    PostGIS store does.
+    """
+    columns = [_CASE_COLUMNS[k] for k in query.by] + [
+        Column(n, "int", n, n) for n in count_columns(query)[len(query.by):]
+    ]
+    if any(c.dtype != "text" for c in columns[:len(query.by)]):
+        raise ValueError(f"packed counts take text slices only; got {query.by}")
+    texts = [
+        f"""CASE WHEN {q(c.name)} IS NULL THEN '' ELSE printf('"%w"', {q(c.name)}) END"""
+        for c in columns[:len(query.by)]
+    ]
+    numbers = [q(c.name) for c in columns[len(query.by):]]
+    numbers_sql = f"printf('{','.join(['%d'] * len(numbers))}', {', '.join(numbers)})"
+    line = " || ',' || ".join([*texts, numbers_sql])
+    packed = conn.execute(
+        f"SELECT group_concat({line}, char(10)) FROM ({query.sql}) AS _counted", query.params
+    ).fetchone()[0]
+    if not packed:
+        return pd.DataFrame({c.name: pd.Series([], dtype=object) for c in columns})
+    table = read_csv_columns((packed + "\n").encode("utf-8"), columns)
+    return table.to_pandas().astype({c.name: "str" for c in columns if c.dtype == "text"})
+
+
 class EmbeddedStore(Store):
     """A GeoPackage 1.3 file holding the twin's layers (every version), events, cases and audit.
 
@@ -418,6 +449,8 @@ class EmbeddedStore(Store):
                 for statement in _table_ddl(table):
                     conn.execute(statement)
                 gpkg.register_table(conn, table.name, description=f"GridTwin {table.name}")
+            if not self._rollup_current(conn):
+                self._build_case_rollup(conn)
         # GDAL checks application_id in the main file's header, which WAL only updates at a
         # checkpoint: make it one now so a fresh file is a GeoPackage to GDAL at once
         self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -432,7 +465,63 @@ class EmbeddedStore(Store):
                 return False
             if any(_index_name(table, c) not in indexes for c in INDEXES.get(table.name, ())):
                 return False  # a file made before an index was declared: create it on open
-        return True
+        return self._rollup_current(conn)
+
+    @staticmethod
+    def _rollup_current(conn: sqlite3.Connection) -> bool:
+        """Whether the case rollup exists and was built with today's definition."""
+        if not _table_columns(conn, rollup.META):
+            return False
+        row = conn.execute(
+            f"SELECT fingerprint FROM {q(rollup.META)} WHERE name = ?", (rollup.TABLE,)
+        ).fetchone()
+        triggers = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
+            (CASES.name,))}
+        return row is not None and row[0] == rollup.fingerprint("embedded") and \
+            set(rollup.trigger_names()) <= triggers
+
+    @staticmethod
+    def _pause_case_rollup(conn: sqlite3.Connection, ids: list[str], on_conflict: str) -> None:
+        """Before a bulk write of cases: note the batch, take out what it replaces, pause.
+
+        The row triggers would upsert the rollup once per case; a batch is cheaper counted
+        once, grouped (:func:`twin.store.rollup.sqlite_batch`). Inside the write's transaction.
+        """
+        batch = q(rollup.BATCH)
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {batch} (id TEXT PRIMARY KEY)")
+        conn.execute(f"DELETE FROM temp.{batch}")
+        conn.executemany(f"INSERT INTO temp.{batch} (id) VALUES (?)", [(i,) for i in ids])
+        if on_conflict == "update":  # stored cases are replaced: their counts go first
+            conn.execute(rollup.sqlite_batch(CASES.name, -1))
+        else:  # stored cases are kept as they are: only the new ones count
+            conn.execute(  # one look-up per batch row (IN would walk every stored id)
+                f"DELETE FROM temp.{batch} WHERE EXISTS (SELECT 1 FROM {q(CASES.name)} AS _c "
+                f"WHERE _c.id = {batch}.id)"
+            )
+        conn.execute(f"INSERT INTO {q(rollup.PAUSED)} (paused) VALUES (1)")
+
+    @staticmethod
+    def _resume_case_rollup(conn: sqlite3.Connection) -> None:
+        """After a bulk write of cases: count the batch as stored now, and resume the triggers."""
+        conn.execute(f"DELETE FROM {q(rollup.PAUSED)}")
+        conn.execute(rollup.sqlite_batch(CASES.name, 1))
+        conn.execute(f"DELETE FROM {q(rollup.TABLE)} WHERE cases = 0")
+        conn.execute(f"DELETE FROM temp.{q(rollup.BATCH)}")
+
+    @staticmethod
+    def _build_case_rollup(conn: sqlite3.Connection) -> None:
+        """(Re)create the monthly case-count rollup, its triggers and calendar, from the cases.
+
+        Inside the caller's transaction; see :mod:`twin.store.rollup`. A file written before
+        the rollup existed gets it here, when it is opened.
+        """
+        for statement, rows in rollup.sqlite_statements(CASES.name, gpkg.format_datetimes):
+            if rows:
+                conn.executemany(statement, rows)
+            else:
+                conn.execute(statement)
+        LOGGER.info("case rollup %s built", rollup.TABLE)
 
     def close(self) -> None:
         """Close every connection this store opened (it reconnects if used again)."""
@@ -494,12 +583,16 @@ class EmbeddedStore(Store):
             verb, tail = "INSERT OR IGNORE", ""
         values = [gpkg.to_sql_values(rows[c.name], c.dtype) for c in table.columns]
         with self._transaction() as conn:
+            if table is CASES:
+                self._pause_case_rollup(conn, rows["id"].tolist(), on_conflict)
             before = conn.total_changes
             conn.executemany(
                 f"{verb} INTO {q(table.name)} ({names}) VALUES ({marks}){tail}",
                 list(zip(*values, strict=True)),
             )
             written = conn.total_changes - before
+            if table is CASES:
+                self._resume_case_rollup(conn)  # after counting: its changes are not rows
         LOGGER.debug("%s: %d of %d rows written", table.name, written, len(rows))
         return written
 
@@ -1084,7 +1177,12 @@ class EmbeddedStore(Store):
         until: datetime | None = None,
         as_of: datetime | None = None,
     ) -> pd.DataFrame:
-        # Times are fixed-width ISO 8601 UTC text here, so comparing the text compares the times
+        """Count cases per slice and period (see :meth:`Store.case_counts`).
+
+        Months that the rollup holds (:mod:`twin.store.rollup`) are summed from it; the rest is
+        ONE ``GROUP BY`` over the cases, in the same read transaction (one snapshot). Times are
+        fixed-width ISO 8601 UTC text here, so comparing the text compares the times.
+        """
         with self._snapshot() as conn:
 
             def span(where: str, params: dict[str, Any]) -> tuple[Any, Any]:
@@ -1093,12 +1191,35 @@ class EmbeddedStore(Store):
                     params,
                 ).fetchone()
 
-            query = plan_case_counts(
-                components, by, period, since, until, as_of, span=span, table=CASES.name,
-                quote=q, fence=_FENCE, time=_sql_time,
+            def grouped(lo: Any, hi: Any) -> pd.DataFrame:
+                query = plan_case_counts(
+                    components, by, period, lo, hi, as_of, span=span, table=CASES.name,
+                    quote=q, fence=_FENCE, time=_sql_time,
+                )
+                rows = [] if query is None else conn.execute(query.sql, query.params).fetchall()
+                return count_frame(query, rows, by=by, components=components, period=period)
+
+            def from_rollup(plan: rollup.RollupSplit) -> pd.DataFrame:
+                query = rollup.read_query(plan, quote=q, key=rollup.sqlite_value)
+                return rollup.finish(query, _packed_counts(conn, query), plan, components)
+
+            return rollup.counts(
+                components, by, period, since, until, as_of,
+                from_rollup=from_rollup if self._rollup_covers(conn) else None, grouped=grouped,
             )
-            rows = [] if query is None else conn.execute(query.sql, query.params).fetchall()
-        return count_frame(query, rows, by=by, components=components, period=period)
+
+    @staticmethod
+    def _rollup_covers(conn: sqlite3.Connection) -> bool:
+        """Whether every filed case is inside the rollup's calendar (two index look-ups).
+
+        (min and max in one SELECT would scan the index: SQLite optimises a lone min or max.)
+        """
+        first = conn.execute(f"SELECT min(filed_at) FROM {q(CASES.name)}").fetchone()[0]
+        if first is None:
+            return True
+        last = conn.execute(f"SELECT max(filed_at) FROM {q(CASES.name)}").fetchone()[0]
+        low, high = gpkg.format_datetimes(pd.Series(rollup.calendar_bounds())).tolist()
+        return low <= first and last < high
 
     # -- audit ------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from twin.schema import (
     LayerSpec,
     TableSpec,
 )
+from twin.store import rollup
 
 LOGGER = logging.getLogger(__name__)
 
@@ -386,6 +387,35 @@ def _lean_events(conn: sa.Connection) -> None:
         conn.execute(sa.text(statement))
 
 
+def build_case_rollup(conn: sa.Connection) -> None:
+    """(Re)create the monthly case-count rollup and its triggers, filled from the cases.
+
+    See :mod:`twin.store.rollup`: after this every change of ``twin_cases`` keeps it right.
+    """
+    lock(conn, "gridtwin:case-rollup")
+    for statement in rollup.postgis_statements(CASES.name):
+        conn.execute(sa.text(statement))
+    LOGGER.info("case rollup %s built from %d cases", rollup.TABLE, conn.execute(
+        sa.text(f"SELECT count(*) FROM {quote(CASES.name)}")).scalar())
+
+
+def _sync_case_rollup(conn: sa.Connection) -> None:
+    """Rebuild the rollup when what it sums changed since it was built, or a trigger is gone."""
+    built = None
+    if table_exists(conn, rollup.META):
+        built = conn.execute(
+            sa.text(f"SELECT fingerprint FROM {quote(rollup.META)} WHERE name = :n"),
+            {"n": rollup.TABLE},
+        ).scalar()
+    triggers = set(conn.execute(
+        sa.text("SELECT tgname FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass)"),
+        {"t": quote(CASES.name)},
+    ).scalars())
+    if built != rollup.fingerprint("postgis") or not set(rollup.trigger_names()) <= triggers:
+        LOGGER.info("case rollup %s: definition changed, rebuilding", rollup.TABLE)
+        build_case_rollup(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables derived from twin.schema", _create_core_tables),
     Migration(2, "case indexes on requested_at, filed_at and (grid_code, requested_at)",
@@ -394,6 +424,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _partition_layer_histories),
     Migration(4, "events append-only: id COLLATE \"C\", BRIN on observed_at, no geom/GiST/btrees",
               _lean_events),
+    Migration(5, "monthly case-count rollup (twin_case_months) kept by triggers on twin_cases",
+              build_case_rollup),
 )
 
 
@@ -486,4 +518,5 @@ def migrate(conn: sa.Connection, schema: str | None) -> list[int]:
         )
         applied.append(migration.version)
     _sync_core_columns(conn)
+    _sync_case_rollup(conn)
     return applied

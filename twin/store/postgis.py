@@ -41,6 +41,7 @@ from twin.schema import (
     coerce_table,
     layer_frame_to_store,
 )
+from twin.store import rollup
 from twin.store.base import (
     GENESIS_HASH,
     GRID_NAMES,
@@ -62,6 +63,7 @@ from twin.store.base import (
     utcnow,
     with_points,
 )
+from twin.store.base import read_csv_columns as _read_copy_csv
 from twin.store.migrations import (
     HISTORY_SUFFIX,
     SRID,
@@ -650,50 +652,6 @@ def _unpack_columns(chunks: Sequence[Sequence[Any]], columns: Sequence[Column]) 
          for c in columns},
         index=pd.RangeIndex(len(order)),
     ).astype({c.name: "str" for c in texts})
-
-
-def _read_copy_csv(data: bytes, columns: Sequence[Column]) -> Any:
-    """Parse CSV rows written by :func:`_csv_expression` into a pyarrow table of the columns.
-
-    An unquoted empty field is NULL and a quoted one an empty text, which is exactly what
-    pyarrow's reader tells apart with ``quoted_strings_can_be_null=False``.
-    """
-    import pyarrow as pa
-    from pyarrow import csv
-
-    types = {
-        "text": pa.string(), "json": pa.string(), "int": pa.int64(), "float": pa.float64(),
-        "bool": pa.bool_(), "datetime": pa.int64(), "date": pa.date32(),
-    }
-    names = [c.name for c in columns]
-    if not data:
-        return pa.table({c.name: pa.array([], type=types[c.dtype]) for c in columns}).select(
-            names
-        ).cast(_arrow_schema(columns))
-    table = csv.read_csv(
-        pa.BufferReader(data),
-        read_options=csv.ReadOptions(column_names=names, block_size=1 << 24),
-        parse_options=csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
-        convert_options=csv.ConvertOptions(
-            column_types={c.name: types[c.dtype] for c in columns},
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-            true_values=["t"],
-            false_values=["f"],
-        ),
-    )
-    return table.cast(_arrow_schema(columns))
-
-
-def _arrow_schema(columns: Sequence[Column]) -> Any:
-    import pyarrow as pa
-
-    types = {
-        "text": pa.string(), "json": pa.string(), "int": pa.int64(), "float": pa.float64(),
-        "bool": pa.bool_(), "datetime": pa.timestamp("us", tz="UTC"), "date": pa.date32(),
-    }
-    return pa.schema([(c.name, types[c.dtype]) for c in columns])
 
 
 def _table_row(table: TableSpec, values: dict[str, Any]) -> dict[str, Any]:
@@ -1582,7 +1540,11 @@ class PostGISStore(Store):
         until: datetime | None = None,
         as_of: datetime | None = None,
     ) -> pd.DataFrame:
-        """Count per slice and period in ONE ``GROUP BY`` (see :meth:`Store.case_counts`)."""
+        """Count cases per slice and period (see :meth:`Store.case_counts`).
+
+        Months that the rollup holds (:mod:`twin.store.rollup`) are summed from it; the rest is
+        ONE ``GROUP BY`` over the cases, in the same transaction (one snapshot).
+        """
         with self._begin() as conn:
             conn.execute(sa.text(f"SET LOCAL work_mem = '{COUNT_WORK_MEM}'"))
 
@@ -1595,12 +1557,20 @@ class PostGISStore(Store):
                     params,
                 ).first()
 
-            query = plan_case_counts(
-                components, by, period, since, until, as_of, span=span, table=CASES.name,
-                quote=quote, fence=_FENCE, time=_utc,
-            )
-            rows = [] if query is None else _count_rows(conn, query)
-        return count_frame(query, rows, by=by, components=components, period=period)
+            def grouped(lo: Any, hi: Any) -> pd.DataFrame:
+                query = plan_case_counts(
+                    components, by, period, lo, hi, as_of, span=span, table=CASES.name,
+                    quote=quote, fence=_FENCE, time=_utc,
+                )
+                rows = [] if query is None else _count_rows(conn, query)
+                return count_frame(query, rows, by=by, components=components, period=period)
+
+            def from_rollup(plan: rollup.RollupSplit) -> pd.DataFrame:
+                query = rollup.read_query(plan, quote=quote, key=quote)
+                return rollup.finish(query, _count_rows(conn, query), plan, components)
+
+            return rollup.counts(components, by, period, since, until, as_of,
+                                 from_rollup=from_rollup, grouped=grouped)
 
     # -- audit ------------------------------------------------------------------------------------
 
