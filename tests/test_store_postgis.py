@@ -310,6 +310,47 @@ def test_an_events_table_of_migration_3_is_made_lean_by_migration_4(pg, postgis_
         again.close()
 
 
+def test_a_view_of_the_users_on_a_table_to_migrate_gets_a_clear_error_not_half_an_upgrade(
+    pg, postgis_url
+):
+    from twin.errors import ConfigError
+
+    assert pg.append_events(_events(3)) == 3
+    with pg.engine.begin() as conn:  # migration 4 not applied yet, and a view of the user's
+        conn.execute(sa.text(
+            "ALTER TABLE twin_events ADD COLUMN geom geometry(Point,4326) GENERATED ALWAYS AS "
+            "(ST_SetSRID(ST_MakePoint(lon, lat), 4326)) STORED"))
+        conn.execute(sa.text("CREATE VIEW my_sensor_map AS SELECT id, geom FROM twin_events"))
+        conn.execute(sa.text("DELETE FROM twin_schema_migrations WHERE version >= 4"))
+    with pytest.raises(ConfigError, match="my_sensor_map.*drop them, open the store again"):
+        PostGISStore(postgis_url, schema=pg.schema)
+    assert 4 not in _scalars(pg, "SELECT version FROM twin_schema_migrations")
+    assert "geom" in _scalars(pg, "SELECT column_name FROM information_schema.columns WHERE "
+                              "table_schema = :s AND table_name = 'twin_events'", s=pg.schema)
+    with pg.engine.begin() as conn:
+        conn.execute(sa.text("DROP VIEW my_sensor_map"))
+    again = PostGISStore(postgis_url, schema=pg.schema)
+    try:
+        assert 4 in _scalars(again, "SELECT version FROM twin_schema_migrations")
+        assert again.read_events()["id"].tolist() == ["m0", "m1", "m2"]
+    finally:
+        again.close()
+
+
+def test_migration_3_leaves_a_users_own_history_table_alone(pg, postgis_url, buildings):
+    pg.write_layer("buildings", buildings, actor="a", source="t")
+    with pg.engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE notes__history (x int)"))
+        conn.execute(sa.text("INSERT INTO notes__history VALUES (1)"))
+        conn.execute(sa.text("DELETE FROM twin_schema_migrations WHERE version >= 3"))
+    again = PostGISStore(postgis_url, schema=pg.schema)
+    try:
+        assert _scalars(again, "SELECT x FROM notes__history") == [1]
+        assert len(again.read_layer("buildings")) == len(buildings)
+    finally:
+        again.close()
+
+
 # -- layers ---------------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from twin.errors import ConfigError
 from twin.schema import (
     CASE_DATA_COLUMNS,
     CASES,
@@ -280,21 +281,44 @@ def _relkind(conn: sa.Connection, name: str) -> str | None:
     ).scalar()
 
 
+def refuse_dependents(conn: sa.Connection, table: str, change: str) -> None:
+    """Raise a clear error if views of the user's depend on *table* (a migration would fail).
+
+    PostgreSQL refuses to drop or retype what a view reads; instead of its raw error, say which
+    views they are and what to do.
+    """
+    if _relkind(conn, table) is None:
+        return
+    views = conn.execute(
+        sa.text(
+            "SELECT DISTINCT v.oid::regclass::text FROM pg_depend d "
+            "JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class "
+            "WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = CAST(:t AS regclass) "
+            "AND v.oid <> d.refobjid ORDER BY 1"
+        ),
+        {"t": quote(table)},
+    ).scalars().all()
+    if views:
+        raise ConfigError(
+            f"upgrading the GridTwin schema needs to {change} {table}, but these views of yours "
+            f"read it: {', '.join(views)}. Save their definitions (pg_get_viewdef), drop them, "
+            "open the store again to finish the upgrade, then create them again"
+        )
+
+
 def _partition_layer_histories(conn: sa.Connection) -> None:
-    """Turn every plain ``<layer>__history`` (+ ``<layer>`` table) into partitions and a view.
+    """Turn every declared layer's plain ``<layer>__history`` (+ ``<layer>``) into partitions.
 
     Every version found, in the history rows or in ``twin_layer_versions``, becomes a partition
     (an empty one for a version without rows); ``<layer>`` becomes the view of the current one.
+    Only declared layers are touched: a table of the user's that happens to end in
+    ``__history`` is left alone.
     """
-    plain = conn.execute(
-        sa.text(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND right(c.relname, :k) = :s"
-        ),
-        {"k": len(HISTORY_SUFFIX), "s": HISTORY_SUFFIX},
-    ).scalars().all()
-    for history in plain:
-        _partition_one_layer(conn, history[: -len(HISTORY_SUFFIX)])
+    import layers
+
+    for name in layers.names():
+        if _relkind(conn, name + HISTORY_SUFFIX) == "r":
+            _partition_one_layer(conn, name)
 
 
 def _partition_one_layer(conn: sa.Connection, layer: str) -> None:
@@ -327,6 +351,8 @@ def _partition_one_layer(conn: sa.Connection, layer: str) -> None:
         sa.text("SELECT version FROM twin_layer_versions WHERE layer = :l AND current"),
         {"l": layer},
     ).scalar()
+    for table in (history, layer):
+        refuse_dependents(conn, table, "replace")
     LOGGER.info("layer %s: %d versions moved into partitions", layer, len(versions))
     conn.execute(sa.text(f"ALTER TABLE {quote(history)} RENAME TO {quote(old)}"))
     kind = _relkind(conn, layer)
@@ -374,6 +400,7 @@ def _lean_events(conn: sa.Connection) -> None:
     observed_at is built. Idempotent: a schema created lean already is left as it is.
     """
     name = quote(EVENTS.name)
+    refuse_dependents(conn, EVENTS.name, "drop the geom column of and retype the id of")
     statements = [
         f"ALTER TABLE {name} DROP COLUMN IF EXISTS geom",
         *(
