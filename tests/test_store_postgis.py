@@ -351,6 +351,28 @@ def test_migration_3_leaves_a_users_own_history_table_alone(pg, postgis_url, bui
         again.close()
 
 
+def test_the_server_lost_during_an_event_copy_is_an_outage_and_nothing_is_half_stored(
+    pg, monkeypatch
+):
+    """The pipeline buffers on StoreUnavailableError; a raw COPY error must become one."""
+    from twin.store import postgis
+
+    real = postgis._copy_events
+
+    def cut_then_copy(conn, *args):
+        pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        with pg.engine.connect() as other:  # the server ends this session, as in a restart
+            other.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        return real(conn, *args)
+
+    monkeypatch.setattr(postgis, "_copy_events", cut_then_copy)
+    with pytest.raises(StoreUnavailableError, match="does not answer"):
+        pg.append_events(_events(5))
+    monkeypatch.setattr(postgis, "_copy_events", real)
+    assert pg.read_events().empty
+    assert pg.append_events(_events(5)) == 5
+
+
 # -- layers ---------------------------------------------------------------------------------------
 
 
