@@ -505,7 +505,7 @@ def test_embedded_and_postgis_give_the_same_answer(both, name):
         pd.testing.assert_frame_equal(a.summary, b.summary, rtol=1e-3)
 
 
-def test_postgis_reads_survive_a_dropped_connection_and_leave_no_transaction(both):
+def test_postgis_reads_survive_a_dropped_connection_and_leave_no_transaction(both, monkeypatch):
     """Planner reads run in autocommit without a ping; a pooled connection the server dropped
     (as after a restart) is replaced and the statement run again, not reported as an outage."""
     import sqlalchemy as sa
@@ -517,7 +517,13 @@ def test_postgis_reads_survive_a_dropped_connection_and_leave_no_transaction(bot
         assert conn.execute(sa.text("SELECT now() = statement_timestamp()")).scalar_one()
     with pg.engine.begin() as conn:  # the server drops the pooled read connection
         assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
+    from twin.query import sql
+
+    tries = []
+    real = sql._read_once
+    monkeypatch.setattr(sql, "_read_once", lambda *a: tries.append(1) or real(*a))
     again = Q.within_distance(pg, "buildings", 150, point=_centre(layers_)).frame
+    assert len(tries) == 2  # the dead connection, then a new one
     assert again["building_code"].tolist() == first["building_code"].tolist()
     with pg.read_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() != pid

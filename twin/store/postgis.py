@@ -247,7 +247,6 @@ def _copy_events(conn: sa.Connection, table: str, columns: str, rows: memoryview
 
 _BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no extension
 _BINARY_TRAILER = b"\xff\xff"
-_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC, PostgreSQL's time zero, in Unix µs
 
 
 def _binary_field(series: pd.Series, dtype: str) -> Any:
