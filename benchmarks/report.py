@@ -53,7 +53,7 @@ LIMITS = {
                "round trip without pre-ping (where SQLAlchemy's default engine sends BEGIN, the "
                "statement and ROLLBACK) won back only part of it.",
     "load": "Not met: 1.6–1.9× ogr2ogr at 100,000 footprints (target ≤ 1.2×): 2.52 s against 1.36"
-            " s (1.86×, /work/bench-out/load-city-after2.json); other runs that hour 1.92 s vs "
+            " s (1.86×); other runs that hour 1.92 s vs "
             "0.99 s (1.93×), 2.88 s vs 1.75 s (1.65×) and 2.35 s vs 1.47 s (1.61×, after merging "
             "main) — the ratio is lowest when the machine "
             "is busiest. Ten interleaved pairs: 1.6–2.4 s against 0.90–1.6 s, ratios 1.3–2.2×, "
