@@ -272,6 +272,19 @@ EDGE_OBS = [  # the column-wise fast path must decide every one of these as the 
     {"id": "who", "sensor_id": "S-NOPE", "observed_at": "2026-03-02T00:59:00Z",
      "values": {"pm25": 3}},
     {"id": "empty", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z", "values": {}},
+    # NaN/Infinity (PostgreSQL jsonb rejects them) and NUL (PostgreSQL text rejects it)
+    {"id": "inf", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": float("inf")}},
+    {"id": "minus-inf", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"temperature": float("-inf")}},
+    {"id": "nul\x00id", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": 3}},
+    {"id": "nul-sensor", "sensor_id": "S-AIR1\x00", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": 3}},
+    {"id": "nul-key", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25\x00": 3}},
+    {"id": "nan-pos", "sensor_id": "S-P1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"occupied": 1}, "lon": float("nan"), "lat": float("inf")},  # sensor's position
     {"id": "ok-1", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T08:00:00+08:00",
      "values": {"pm25": 40, "pm10": 60.5}},
 ]
@@ -297,8 +310,16 @@ def test_the_fast_decoding_path_agrees_with_the_full_checks(layers_, monkeypatch
 
     monkeypatch.setattr(models, "_valid_observations", every_one_checked)
     full = decode_batch(messages, registry)
-    assert set(fast.events["id"]) == {"ok-1", "moved", "half-pos", "text-pos", "gw-ok-1",
-                                      "gw-moved", "gw-half-pos"}
+    assert set(fast.events["id"]) == {"ok-1", "moved", "half-pos", "text-pos", "nan-pos",
+                                      "gw-ok-1", "gw-moved", "gw-half-pos"}
+    reasons = dict(zip(full.dead["payload"].map(lambda p: json.loads(p)["id"]),
+                       full.dead["reason"], strict=True))
+    assert {k: reasons[k] for k in ("nan", "inf", "minus-inf", "nul\x00id", "nul-sensor",
+                                    "nul-key")} == {
+        "nan": "non_finite_number", "inf": "non_finite_number",
+        "minus-inf": "non_finite_number", "nul\x00id": "nul_character",
+        "nul-sensor": "nul_character", "nul-key": "nul_character"}
+    assert not fast.dead["payload"].str.contains("\x00").any()
     assert fast.duplicates == full.duplicates == 1
     pd.testing.assert_frame_equal(_sorted(fast.events, ["id"]), _sorted(full.events, ["id"]))
     pd.testing.assert_frame_equal(_sorted(fast.readings, ["event_id", "property"]),
@@ -324,8 +345,8 @@ class ListSource(ReplaySource):
 
     def __init__(self, payloads: list, *, ends: bool = True) -> None:
         self.name, self.ends, self.position = "list", ends, 0
-        self.messages = [Message("gridtwin/t/obs", json.dumps(p).encode()
-                                 if not isinstance(p, bytes) else p, NOW, token=i)
+        self.messages = [Message(*p, NOW, token=i) if isinstance(p, tuple) else
+                         Message("gridtwin/t/obs", json.dumps(p).encode(), NOW, token=i)
                          for i, p in enumerate(payloads)]
         self.acked, self.acked_ids, self.fetches = 0, [], 0
 
@@ -337,7 +358,7 @@ class ListSource(ReplaySource):
 
     def ack(self, messages):
         self.acked += len(messages)
-        self.acked_ids += [json.loads(m.payload)["id"] for m in messages]
+        self.acked_ids += [i for m in messages for i in _ids(m)]
 
     def now(self):
         return NOW
@@ -345,6 +366,14 @@ class ListSource(ReplaySource):
     @property
     def exhausted(self):
         return self.ends and self.position >= len(self.messages)
+
+
+def _ids(message: Message) -> list:
+    try:
+        body = json.loads(message.payload)
+    except ValueError:
+        return []
+    return [o.get("id") for o in (body if isinstance(body, list) else [body])]
 
 
 def _run_in_thread(pipeline, source, **options):
@@ -487,3 +516,49 @@ def test_a_failing_fetch_while_the_store_is_down_ends_run_without_acknowledging(
     assert source.acked == 0
     flaky.down.clear()
     assert len(store.read_events()) == 0
+
+
+POISON = [  # (topic, raw payload): each would make PostgreSQL refuse the whole batch
+    ("gridtwin/t/obs", b'{"id": "p-nan", "sensor_id": "S-AIR1", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "values": {"pm25": NaN}}'),
+    ("gridtwin/t/obs", b'{"id": "p-inf", "sensor_id": "S-AIR1", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "values": {"pm10": -Infinity}}'),
+    ("gridtwin/t/obs", b'{"id": "p-overflow", "sensor_id": "S-AIR1", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "values": {"pm25": 1e999}}'),
+    ("gridtwin/t/obs", b'{"id": "p-nul\\u0000", "sensor_id": "S-AIR1", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "values": {"pm25": 3}}'),
+    ("gridtwin/t/obs", b'[{"id": "p-gw-ok", "sensor_id": "S-AIR1", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "values": {"pm25": 3}}, '
+     b'{"id": "p-gw-nul", "sensor_id": "S-AIR1\\u0000", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "values": {"pm25": 3}}]'),
+    ("gridtwin/t/camera", b'{"id": "p-cam", "camera_id": "C1", "kind": "garbage", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "confidence": 0.9, "snapshot_url": NaN}'),
+    ("gridtwin/t/reports", b'{"id": "p-rep", "service_code": "P0101", '
+     b'"description": "bin\\u0000full", "lat": 22.8, "long": 108.3, '
+     b'"requested_datetime": "2026-03-02T08:00:00+08:00"}'),
+]
+POISON_REASONS = {"p-nan": "non_finite_number", "p-inf": "non_finite_number",
+                  "p-overflow": "non_finite_number", "p-nul\x00": "nul_character",
+                  "p-gw-nul": "nul_character", "p-cam": "non_finite_number",
+                  "p-rep": "nul_character"}
+
+
+def test_nan_infinity_and_nul_are_dead_lettered_and_the_pipeline_keeps_running(store, layers_):
+    source = ListSource([_obs(0), *POISON, _obs(1)])
+    pipeline = Pipeline(store, Registry.from_layers(layers_))
+    pipeline.run(source, max_batch=3)  # raised ValidationError from the store before
+    assert set(store.read_events()["id"]) == {"run-0", "run-1", "p-gw-ok"}
+    dead = store.read_rows(DEAD_LETTERS)
+    stored = dict(zip(dead["payload"].map(lambda p: json.loads(p)["id"]), dead["reason"],
+                      strict=True))
+    assert stored == POISON_REASONS
+    assert pipeline.counters.reasons == {"non_finite_number": 4, "nul_character": 3}
+    assert source.acked == len(source.messages)
+    nul = dead.set_index("reason").loc["nul_character", "payload"].tolist()
+    assert all("\\u0000" in p and "\x00" not in p for p in nul)  # kept visible, storable
+    detail = dead.loc[dead["reason"] == "non_finite_number", "detail"].iloc[0]
+    assert "NaN or Infinity" in detail
+    # redelivered after a restart: stored once, nothing raises
+    again = Pipeline(store, Registry.from_layers(layers_))
+    again.run(ListSource([_obs(0), *POISON, _obs(1)]), max_batch=3)
+    assert len(store.read_rows(DEAD_LETTERS)) == len(POISON_REASONS)
