@@ -272,6 +272,19 @@ EDGE_OBS = [  # the column-wise fast path must decide every one of these as the 
     {"id": "who", "sensor_id": "S-NOPE", "observed_at": "2026-03-02T00:59:00Z",
      "values": {"pm25": 3}},
     {"id": "empty", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z", "values": {}},
+    # NaN/Infinity (PostgreSQL jsonb rejects them) and NUL (PostgreSQL text rejects it)
+    {"id": "inf", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": float("inf")}},
+    {"id": "minus-inf", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"temperature": float("-inf")}},
+    {"id": "nul\x00id", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": 3}},
+    {"id": "nul-sensor", "sensor_id": "S-AIR1\x00", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": 3}},
+    {"id": "nul-key", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25\x00": 3}},
+    {"id": "nan-pos", "sensor_id": "S-P1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"occupied": 1}, "lon": float("nan"), "lat": float("inf")},  # sensor's position
     {"id": "ok-1", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T08:00:00+08:00",
      "values": {"pm25": 40, "pm10": 60.5}},
 ]
@@ -297,8 +310,16 @@ def test_the_fast_decoding_path_agrees_with_the_full_checks(layers_, monkeypatch
 
     monkeypatch.setattr(models, "_valid_observations", every_one_checked)
     full = decode_batch(messages, registry)
-    assert set(fast.events["id"]) == {"ok-1", "moved", "half-pos", "text-pos", "gw-ok-1",
-                                      "gw-moved", "gw-half-pos"}
+    assert set(fast.events["id"]) == {"ok-1", "moved", "half-pos", "text-pos", "nan-pos",
+                                      "gw-ok-1", "gw-moved", "gw-half-pos"}
+    reasons = dict(zip(full.dead["payload"].map(lambda p: json.loads(p)["id"]),
+                       full.dead["reason"], strict=True))
+    assert {k: reasons[k] for k in ("nan", "inf", "minus-inf", "nul\x00id", "nul-sensor",
+                                    "nul-key")} == {
+        "nan": "non_finite_number", "inf": "non_finite_number",
+        "minus-inf": "non_finite_number", "nul\x00id": "nul_character",
+        "nul-sensor": "nul_character", "nul-key": "nul_character"}
+    assert not fast.dead["payload"].str.contains("\x00").any()
     assert fast.duplicates == full.duplicates == 1
     pd.testing.assert_frame_equal(_sorted(fast.events, ["id"]), _sorted(full.events, ["id"]))
     pd.testing.assert_frame_equal(_sorted(fast.readings, ["event_id", "property"]),
@@ -309,3 +330,235 @@ def test_the_fast_decoding_path_agrees_with_the_full_checks(layers_, monkeypatch
     assert moved["lon"] == pytest.approx(LON + 0.00015)
     assert (moved["grid_code"], moved["lot_id"]) == (here["grid_code"], None)
     assert here["grid_code"] is not None
+
+
+# -- the overlapped run(): errors, ordering, shutdown ---------------------------------------------
+
+
+def _obs(i: int, sensor: str = "S-AIR1", pm25: float = 40.0) -> dict:
+    return {"id": f"run-{i}", "sensor_id": sensor, "observed_at": "2026-03-02T08:00:00+08:00",
+            "values": {"pm25": pm25}}
+
+
+class ListSource(ReplaySource):
+    """Messages from a list, never exhausted unless *ends*; records what it acknowledges."""
+
+    def __init__(self, payloads: list, *, ends: bool = True) -> None:
+        self.name, self.ends, self.position = "list", ends, 0
+        self.messages = [Message(*p, NOW, token=i) if isinstance(p, tuple) else
+                         Message("gridtwin/t/obs", json.dumps(p).encode(), NOW, token=i)
+                         for i, p in enumerate(payloads)]
+        self.acked, self.acked_ids, self.fetches = 0, [], 0
+
+    def fetch(self, max_items, timeout):
+        self.fetches += 1
+        out = self.messages[self.position:self.position + max_items]
+        self.position += len(out)
+        return out
+
+    def ack(self, messages):
+        self.acked += len(messages)
+        self.acked_ids += [i for m in messages for i in _ids(m)]
+
+    def now(self):
+        return NOW
+
+    @property
+    def exhausted(self):
+        return self.ends and self.position >= len(self.messages)
+
+
+def _ids(message: Message) -> list:
+    try:
+        body = json.loads(message.payload)
+    except ValueError:
+        return []
+    return [o.get("id") for o in (body if isinstance(body, list) else [body])]
+
+
+def _run_in_thread(pipeline, source, **options):
+    """Start run() on a thread; returns the thread and a dict that gets its result or error."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["counters"] = pipeline.run(source, **options)
+        except BaseException as exc:  # handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _wait_for(condition, timeout: float = 30.0) -> bool:
+    """Wait until *condition()* holds (True) or *timeout* passes (False); never a fixed sleep."""
+    ready = threading.Event()
+    deadline = threading.Timer(timeout, ready.set)
+    deadline.start()
+    try:
+        while not condition():
+            if ready.wait(0.005):
+                return condition()
+        return True
+    finally:
+        deadline.cancel()
+
+
+class FailingStore(FlakyStore):
+    """A store whose append_events raises *error* (a bug, not an outage) once *armed* is set."""
+
+    def __init__(self, store, error: BaseException, gate: threading.Event | None = None) -> None:
+        super().__init__(store)
+        self.error, self.gate = error, gate
+
+    def append_events(self, events):
+        if self.gate is not None:
+            assert self.gate.wait(30), "the test never opened the gate"
+        raise self.error
+
+
+def test_a_commit_error_reaches_the_caller_of_run(store, layers_):
+    failing = FailingStore(store, RuntimeError("commit failed (test)"))
+    source = ListSource([_obs(i) for i in range(10)])
+    pipeline = Pipeline(failing, Registry.from_layers(layers_))
+    with pytest.raises(RuntimeError, match="commit failed"):
+        pipeline.run(source, max_batch=3)
+    assert source.acked == 0 and len(store.read_events()) == 0
+
+
+def test_when_both_threads_fail_the_main_threads_error_is_raised(store, layers_):
+    gate = threading.Event()
+    failing = FailingStore(store, RuntimeError("commit failed (test)"), gate)
+    source = ListSource([_obs(i) for i in range(10)])
+
+    def fetch_then_fail(max_items, timeout):
+        if source.fetches:
+            gate.set()  # the commit of the first batch fails too, while this thread unwinds
+            raise ValueError("fetch failed (test)")
+        return ListSource.fetch(source, max_items, timeout)
+
+    source.fetch = fetch_then_fail
+    pipeline = Pipeline(failing, Registry.from_layers(layers_))
+    with pytest.raises(ValueError, match="fetch failed") as caught:
+        pipeline.run(source, max_batch=3)
+    assert any("commit failed" in note for note in caught.value.__notes__)
+    assert source.acked == 0
+
+
+class OrderedStore(FlakyStore):
+    """Records, in order, the ids each append_events stored (after it returned)."""
+
+    def __init__(self, store) -> None:
+        super().__init__(store)
+        self.committed: list[str] = []
+
+    def append_events(self, events):
+        stored = self.store.append_events(events)
+        self.committed += events["id"].tolist()
+        return stored
+
+
+def test_acknowledgements_never_get_ahead_of_commits_under_run(store, layers_):
+    ordered = OrderedStore(store)
+    source = ListSource([_obs(i) for i in range(60)])
+    early = []
+    plain_ack = source.ack
+
+    def checked_ack(messages):
+        ids = [json.loads(m.payload)["id"] for m in messages]
+        early.extend(set(ids) - set(ordered.committed))
+        plain_ack(messages)
+
+    source.ack = checked_ack
+    pipeline = Pipeline(ordered, Registry.from_layers(layers_))
+    pipeline.run(source, max_batch=4)  # batch n+1 is decoded while n commits
+    assert early == []
+    assert ordered.committed == [f"run-{i}" for i in range(60)]  # one at a time, in order
+    assert source.acked_ids == ordered.committed
+    assert len(store.read_events()) == 60
+
+
+def test_stop_while_a_commit_waits_for_a_down_store_returns_and_acks_nothing(store, layers_):
+    flaky = FlakyStore(store)
+    flaky.down.set()
+    source = ListSource([_obs(i) for i in range(5)], ends=False)
+    pipeline = Pipeline(flaky, Registry.from_layers(layers_), retry_s=0.01)  # no buffer
+    stop = threading.Event()
+    thread, outcome = _run_in_thread(pipeline, source, stop=stop, max_batch=5, max_wait=0.01)
+    assert _wait_for(lambda: flaky.failures >= 2)
+    stop.set()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and "error" not in outcome
+    assert source.acked == 0 and pipeline.counters.acknowledged == 0
+    flaky.down.clear()
+    assert len(store.read_events()) == 0
+
+
+def test_a_failing_fetch_while_the_store_is_down_ends_run_without_acknowledging(store, layers_):
+    flaky = FlakyStore(store)
+    flaky.down.set()
+    source = ListSource([_obs(i) for i in range(5)], ends=False)
+
+    def fetch_then_fail(max_items, timeout):
+        if source.fetches:
+            assert _wait_for(lambda: flaky.failures >= 1)  # the commit is retrying
+            raise ValueError("fetch failed (test)")
+        return ListSource.fetch(source, max_items, timeout)
+
+    source.fetch = fetch_then_fail
+    # an hour between retries and nobody sets stop: only run()'s own failure can end the commit
+    pipeline = Pipeline(flaky, Registry.from_layers(layers_), retry_s=3600)
+    thread, outcome = _run_in_thread(pipeline, source, max_batch=5)
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "run() hung waiting for a commit to a store that is down"
+    assert isinstance(outcome.get("error"), ValueError)
+    assert source.acked == 0
+    flaky.down.clear()
+    assert len(store.read_events()) == 0
+
+
+POISON = [  # (topic, raw payload): each would make PostgreSQL refuse the whole batch
+    ("gridtwin/t/obs", b'{"id": "p-nan", "sensor_id": "S-AIR1", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "values": {"pm25": NaN}}'),
+    ("gridtwin/t/obs", b'{"id": "p-inf", "sensor_id": "S-AIR1", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "values": {"pm10": -Infinity}}'),
+    ("gridtwin/t/obs", b'{"id": "p-overflow", "sensor_id": "S-AIR1", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "values": {"pm25": 1e999}}'),
+    ("gridtwin/t/obs", b'{"id": "p-nul\\u0000", "sensor_id": "S-AIR1", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "values": {"pm25": 3}}'),
+    ("gridtwin/t/obs", b'[{"id": "p-gw-ok", "sensor_id": "S-AIR1", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "values": {"pm25": 3}}, '
+     b'{"id": "p-gw-nul", "sensor_id": "S-AIR1\\u0000", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "values": {"pm25": 3}}]'),
+    ("gridtwin/t/camera", b'{"id": "p-cam", "camera_id": "C1", "kind": "garbage", '
+     b'"observed_at": "2026-03-02T08:00:00+08:00", "confidence": 0.9, "snapshot_url": NaN}'),
+    ("gridtwin/t/reports", b'{"id": "p-rep", "service_code": "P0101", '
+     b'"description": "bin\\u0000full", "lat": 22.8, "long": 108.3, '
+     b'"requested_datetime": "2026-03-02T08:00:00+08:00"}'),
+]
+POISON_REASONS = {"p-nan": "non_finite_number", "p-inf": "non_finite_number",
+                  "p-overflow": "non_finite_number", "p-nul\x00": "nul_character",
+                  "p-gw-nul": "nul_character", "p-cam": "non_finite_number",
+                  "p-rep": "nul_character"}
+
+
+def test_nan_infinity_and_nul_are_dead_lettered_and_the_pipeline_keeps_running(store, layers_):
+    source = ListSource([_obs(0), *POISON, _obs(1)])
+    pipeline = Pipeline(store, Registry.from_layers(layers_))
+    pipeline.run(source, max_batch=3)  # raised ValidationError from the store before
+    assert set(store.read_events()["id"]) == {"run-0", "run-1", "p-gw-ok"}
+    dead = store.read_rows(DEAD_LETTERS)
+    stored = dict(zip(dead["payload"].map(lambda p: json.loads(p)["id"]), dead["reason"],
+                      strict=True))
+    assert stored == POISON_REASONS
+    assert pipeline.counters.reasons == {"non_finite_number": 4, "nul_character": 3}
+    assert source.acked == len(source.messages)
+    nul = dead.set_index("reason").loc["nul_character", "payload"].tolist()
+    assert all("\\u0000" in p and "\x00" not in p for p in nul)  # kept visible, storable
+    detail = dead.loc[dead["reason"] == "non_finite_number", "detail"].iloc[0]
+    assert "NaN or Infinity" in detail
+    # redelivered after a restart: stored once, nothing raises
+    again = Pipeline(store, Registry.from_layers(layers_))
+    again.run(ListSource([_obs(0), *POISON, _obs(1)]), max_batch=3)
+    assert len(store.read_rows(DEAD_LETTERS)) == len(POISON_REASONS)

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import operator
 import re
 from dataclasses import dataclass, field
@@ -180,8 +181,12 @@ def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
 
     Reasons: ``malformed_json``, ``bad_message`` (a required field missing or of the wrong type),
     ``unknown_sensor``, ``unknown_camera``, ``unknown_property``, ``bad_time`` (no offset, not
-    ISO 8601, before 2000 or more than five minutes ahead of its arrival) and
-    ``out_of_range``. Duplicate ids inside the batch are kept once.
+    ISO 8601, before 2000 or more than five minutes ahead of its arrival), ``out_of_range``,
+    ``non_finite_number`` (NaN or ±Infinity, which Python's JSON reads but PostgreSQL jsonb
+    rejects) and ``nul_character`` (a ``\u0000`` in a string, which PostgreSQL text rejects):
+    the last two are checked on the fields that are stored, so that one such message can never
+    make the whole batch fail to store, again at every redelivery. Duplicate ids inside the
+    batch are kept once.
     """
     dead: list[dict[str, Any]] = []
     objs: dict[str, list[dict]] = {kind: [] for kind in TOPIC_KINDS.values()}
@@ -242,8 +247,59 @@ def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
 
 
 def _dead(msg: Message, raw: str, reason: str, detail: str) -> dict[str, Any]:
+    # the dead letter itself must be storable: a NUL is kept visible as the JSON escape \u0000
+    # (json.dumps already writes it so; raw bytes go through _text, topics are checked here)
     return {"id": dead_letter_id(msg.topic, raw, reason), "received_at": msg.received_at,
-            "topic": msg.topic, "reason": reason, "detail": detail[:500], "payload": raw}
+            "topic": _no_nul(msg.topic), "reason": reason, "detail": _no_nul(detail[:500]),
+            "payload": _no_nul(raw)}
+
+
+def _no_nul(text: str) -> str:
+    return text.replace("\x00", "\\u0000") if "\x00" in text else text
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why *value* cannot be stored: ``non_finite_number``, ``nul_character`` or None.
+
+    PostgreSQL jsonb has no NaN or Infinity (which ``json.loads`` accepts, also as an
+    overflowing ``1e999``) and PostgreSQL text holds no NUL; keys are looked at too.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if "\x00" in item:
+                return "nul_character"
+        elif kind is float:
+            if not math.isfinite(item):
+                return "non_finite_number"
+        elif kind is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+    return None
+
+
+def _reject_unstorable(reject: _Reject, frame: pd.DataFrame, fields: tuple[str, ...]) -> None:
+    """Dead-letter the rows whose stored *fields* hold NaN/Infinity or a NUL character."""
+    found: dict[int, tuple[str, str]] = {}
+    for pos, obj in enumerate(frame["_obj"]):  # per row: this is the one-by-one path
+        for name in fields:
+            why = _unstorable(obj.get(name))
+            if why is not None:
+                found[pos] = (why, name)
+                break
+    if not found:
+        return
+    text = {"non_finite_number": "is NaN or Infinity (or holds one): send finite numbers; "
+                                 "JSON has no NaN and the store cannot keep it",
+            "nul_character": "contains a NUL character (\\u0000), which the store cannot keep"}
+    for reason in ("non_finite_number", "nul_character"):
+        mask = np.zeros(len(frame), dtype=bool)
+        mask[[pos for pos, (why, _) in found.items() if why == reason]] = True
+        reject(mask, reason, lambda r, why=text[reason]: f"{found[r.name][1]} {why}")
 
 
 def _frame(chosen: list[tuple[int, dict]], fields: tuple[str, ...]) -> pd.DataFrame:
@@ -342,6 +398,7 @@ def _fields_ok(ids: list, sensors: list, values: list, placed: dict[int, tuple],
     n = len(ids)
     if n and (set(map(type, ids)) == {str} and min(map(len, ids)) > 0
               and set(map(type, sensors)) == {str} and set(sensors) <= position.keys()
+              and "\x00" not in "".join(ids) and "\x00" not in "".join(sensors)
               and set(map(type, values)) == {dict} and min(map(len, values)) > 0
               and all((x is None or _number(x)) and (y is None or _number(y))
                       for x, y in placed.values())):
@@ -359,6 +416,7 @@ def _fields_ok(ids: list, sensors: list, values: list, placed: dict[int, tuple],
     nowhere = (None, None)
     return np.fromiter(
         (type(i) is str and i != "" and type(s) is str and s in position and _good_values(v)
+         and "\x00" not in i and "\x00" not in s
          and (xy[0] is None or _number(xy[0])) and (xy[1] is None or _number(xy[1]))
          for i, s, v, xy in zip(ids, sensors, values, map(placed.get, range(n),
                                                           itertools.repeat(nowhere, n)),
@@ -376,10 +434,11 @@ def _values_json(values: list[dict], cameras: np.ndarray) -> np.ndarray:
     """
     if not values:
         return np.array([], dtype=object)
-    text = json.dumps(values, ensure_ascii=False, sort_keys=True)
+    text = json.dumps(values, ensure_ascii=False, sort_keys=True, allow_nan=False)
     inner = np.array(text[2:-2].split("}, {"), dtype=object)
     if len(inner) != len(values):  # cannot happen for checked values; never store a wrong one
-        inner = np.array([json.dumps(v, ensure_ascii=False, sort_keys=True)[1:-1]
+        inner = np.array([json.dumps(v, ensure_ascii=False, sort_keys=True,
+                                     allow_nan=False)[1:-1]
                           for v in values], dtype=object)
     out = '{"values": {' + inner + "}}"
     with_cameras = np.flatnonzero(np.not_equal(cameras, None))
@@ -497,7 +556,8 @@ def _camera_json(cameras: Any) -> str | None:
     """Return a device's cameras as canonical JSON text, or None when it has none."""
     if not isinstance(cameras, (list, tuple)) or not cameras:
         return None
-    return json.dumps(list(cameras), ensure_ascii=False, sort_keys=True, default=str)
+    return json.dumps(list(cameras), ensure_ascii=False, sort_keys=True, default=str,
+                      allow_nan=False)
 
 
 def _received_ns(messages: list[Message]) -> np.ndarray:
@@ -512,6 +572,7 @@ def _observations(chosen, messages, registry):
     reject = _Reject(frame, messages)
     reject(~_is_text(frame["id"]), "bad_message", "id must be a non-empty string")
     reject(~_is_text(frame["sensor_id"]), "bad_message", "sensor_id must be a non-empty string")
+    _reject_unstorable(reject, frame, ("id", "sensor_id", "values"))
     values_ok = frame["values"].map(lambda v: isinstance(v, dict) and len(v) > 0)
     reject(~values_ok.to_numpy(dtype=bool), "bad_message",
            "values must be an object of property → number")
@@ -599,8 +660,12 @@ def _events(ok, kind, source, when, received, lon, lat, devices, registry, paylo
 
 
 def _canonical(value: Any) -> str:
-    """JSON text as :func:`twin.schema.coerce_table` writes it (sorted keys, UTF-8 kept)."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    """JSON text as :func:`twin.schema.coerce_table` writes it (sorted keys, UTF-8 kept).
+
+    ``allow_nan=False``: PostgreSQL jsonb rejects NaN/Infinity, so writing one would fail the
+    whole batch at the store; decoding dead-letters them first, this only makes sure.
+    """
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
 
 
 def _alerts(chosen, messages, registry):
@@ -609,6 +674,7 @@ def _alerts(chosen, messages, registry):
     received = _received(frame, messages)
     reject = _Reject(frame, messages)
     reject(~_is_text(frame["id"]), "bad_message", "id must be a non-empty string")
+    _reject_unstorable(reject, frame, ("id", "camera_id", "kind", "confidence", "snapshot_url"))
     reject(~frame["camera_id"].isin(registry.cameras.index).to_numpy(), "unknown_camera",
            lambda r: f"camera {r['camera_id']!r} is not in the cameras layer")
     reject(~frame["kind"].isin(CAMERA_KINDS).to_numpy(), "bad_message",
@@ -644,6 +710,7 @@ def _reports(chosen, messages, registry):
     reject = _Reject(frame, messages)
     reject(~_is_text(frame["id"]), "bad_message", "id must be a non-empty string")
     reject(~_is_text(frame["service_code"]), "bad_message", "service_code is required")
+    _reject_unstorable(reject, frame, REPORT_FIELDS)
     lon = pd.to_numeric(frame["long"], errors="coerce")
     lat = pd.to_numeric(frame["lat"], errors="coerce")
     reject(~((lon.abs() <= 180) & (lat.abs() <= 90)).to_numpy(), "out_of_range",

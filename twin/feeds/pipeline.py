@@ -49,6 +49,27 @@ class Counters:
         return out
 
 
+class _Either:
+    """Set when either of two events is: the caller's stop, or run()'s own failure."""
+
+    def __init__(self, first: threading.Event, second: threading.Event,
+                 poll_s: float = 0.05) -> None:
+        self.first, self.second, self.poll_s = first, second, poll_s
+
+    def is_set(self) -> bool:
+        return self.first.is_set() or self.second.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to *timeout* seconds for either event; return whether one is set."""
+        deadline = time.monotonic() + timeout
+        while not self.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.second.wait(min(left, self.poll_s))
+        return True
+
+
 class Pipeline:
     """Run batches from a source into a store, at least once and without duplicates.
 
@@ -99,8 +120,12 @@ class Pipeline:
         return decode_batch(messages, self.registry)
 
     def _commit(self, source: Source, messages: list[Message], decoded: Decoded | None,
-                stop: threading.Event | None) -> bool:
-        """Write a decoded batch (or buffer it), then acknowledge, then live state and rules."""
+                stop: threading.Event | _Either | None) -> bool:
+        """Write a decoded batch (or buffer it), then acknowledge, then live state and rules.
+
+        Returns False, without acknowledging, if *stop* is set while the store is down and the
+        buffer cannot take the batch (the broker redelivers it: at least once still holds).
+        """
         while True:
             try:
                 if self.buffer is not None and len(self.buffer):
@@ -200,8 +225,17 @@ class Pipeline:
         which it holds no GIL), this one fetches and decodes batch *n + 1*. Commits stay one
         at a time and in order, each batch is acknowledged by the committing thread as soon as
         it is stored, and time-driven rules run only between commits.
+
+        An error in either thread ends the run and reaches the caller (this thread's own first,
+        with the commit's logged); a commit still retrying a store that is down then gives up
+        without acknowledging, so the process can exit and the broker redelivers the batch.
         """
         stop = stop or threading.Event()
+        # set when this thread leaves the loop by an exception: a commit retrying against a
+        # store that is down must give up then (unacknowledged: the broker redelivers), or
+        # waiting for it below would never end
+        failed = threading.Event()
+        commit_stop = _Either(stop, failed)
         last_tick = last_log = time.monotonic()
         pending: Future | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="feeds-commit") as committer:
@@ -214,7 +248,8 @@ class Pipeline:
                         if not stored:
                             break
                     if batch:
-                        pending = committer.submit(self._commit, source, batch, decoded, stop)
+                        pending = committer.submit(self._commit, source, batch, decoded,
+                                                   commit_stop)
                     now = time.monotonic()
                     if now - last_tick >= tick_s:
                         if pending is not None and not pending.result():
@@ -227,6 +262,17 @@ class Pipeline:
                         last_log = now
                     if not batch and pending is None and source.exhausted:
                         break
+            except BaseException as exc:
+                failed.set()
+                if pending is not None:
+                    pending, last = None, pending
+                    try:
+                        last.result()
+                    except BaseException as also:  # this thread's error is the one raised
+                        if also is not exc:  # (exc may be the commit's own, from result())
+                            LOGGER.error("the commit in progress failed as well", exc_info=also)
+                            exc.add_note(f"the commit in progress failed as well: {also!r}")
+                raise
             finally:
                 if pending is not None:
                     pending.result()
