@@ -281,7 +281,8 @@ DEAD_LETTERS = TableSpec(
            "hash of topic, payload and reason: a redelivered bad message is kept once"),
         _c("received_at", "datetime", "when the feed received it (UTC)"),
         _c("topic", "text", "MQTT topic, replay file or simulator it came on"),
-        _c("reason", "text", "malformed_json, unknown_sensor, bad_time, out_of_range …"),
+        _c("reason", "text", "malformed_json, unknown_sensor, bad_time, out_of_range, "
+           "non_finite_number, nul_character …"),
         _c("detail", "text", "what exactly was wrong, for the person fixing the device"),
         _c("payload", "text", "the raw payload as received (UTF-8, invalid bytes replaced)"),
     ),
