@@ -230,16 +230,9 @@ def _json_texts(series: pd.Series) -> bool:
     return textual and pd.api.types.infer_dtype(series, skipna=True) == "string"
 
 
-def _copy_events(conn: sa.Connection, table: str, columns: str, rows: memoryview) -> None:
+def _copy_events(conn: sa.Connection, table: str, names: list[str], rows: memoryview) -> None:
     """COPY events given as binary COPY tuples into *table* (one batch: no writer thread)."""
-    raw = conn.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(
-        f"COPY {quote(table)} ({columns}) FROM STDIN (FORMAT binary)"
-    ) as copy:
-        copy.write(_BINARY_HEADER)
-        for start in range(0, len(rows), COPY_CHUNK_BYTES):
-            copy.write(rows[start : start + COPY_CHUNK_BYTES])
-        copy.write(_BINARY_TRAILER)
+    _copy_text(conn, table, names, [rows], binary=True, queued=False)
 
 
 # -- binary COPY tuples, built column-wise (the server parses no text: no number, time or
@@ -249,29 +242,25 @@ _BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no exte
 _BINARY_TRAILER = b"\xff\xff"
 
 
-def _binary_field(series: pd.Series, dtype: str) -> Any:
-    """One column as binary COPY fields (length, then value) in one Arrow array.
-
-    The pieces come from :func:`_binary_parts`, shared with the layer versions' COPY.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    return pc.binary_join_element_wise(
-        *_binary_parts(series, dtype), pa.scalar(b"", pa.large_binary())
-    )
-
-
 def _binary_rows(columns: Sequence[Column], frame: pd.DataFrame) -> memoryview:
     """Return the rows of a coerced frame as binary COPY tuples (no header or trailer)."""
+    if len(frame) == 0:
+        return memoryview(b"")
+    parts = [p for c in columns for p in _binary_parts(frame[c.name], c.dtype)]
+    return _binary_tuples(len(columns).to_bytes(2, "big"), parts)
+
+
+def _binary_tuples(head: bytes, parts: list[Any]) -> memoryview:
+    """Join per-column field pieces (Arrow arrays) after *head* into rows, back to back."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if len(frame) == 0:
-        return memoryview(b"")
-    count = pa.scalar(len(columns).to_bytes(2, "big"), pa.large_binary())
-    fields = [_binary_field(frame[c.name], c.dtype) for c in columns]
-    rows = pc.binary_join_element_wise(count, *fields, pa.scalar(b"", pa.large_binary()))
+    empty = pa.scalar(b"", pa.large_binary())
+    return _joined(pc.binary_join_element_wise(pa.scalar(head, pa.large_binary()), *parts, empty))
+
+
+def _joined(rows: Any) -> memoryview:
+    """Return the bytes of an Arrow binary/string array's values, back to back (no copy)."""
     _, offsets, data = rows.buffers()
     off = np.frombuffer(offsets, dtype=np.int64)[rows.offset : rows.offset + len(rows) + 1]
     return memoryview(data)[int(off[0]) : int(off[-1])]
@@ -371,9 +360,7 @@ def _layer_copy_text(spec: LayerSpec, frame: pd.DataFrame, version: int) -> memo
     tab, newline, nothing = (pa.scalar(x, pa.large_string()) for x in ("\t", "\n", ""))
     lines = pc.binary_join_element_wise(*fields, tab)
     lines = pc.binary_join_element_wise(lines, newline, nothing)  # each line ends in "\n"
-    _, offsets, data = lines.buffers()
-    off = np.frombuffer(offsets, dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
-    return memoryview(data)[int(off[0]) : int(off[-1])]  # the lines, back to back
+    return _joined(lines)
 
 
 # -- binary COPY of a layer version (the server skips parsing text: hex EWKB, numbers) -------
@@ -477,23 +464,15 @@ def _layer_copy_binary(spec: LayerSpec, frame: pd.DataFrame, version: int) -> me
     Geometries go as EWKB bytes, numbers as their binary values, so the server parses no hex or
     decimal text; the rows are joined by Arrow from per-column arrays (no Python per row).
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if len(frame) == 0:
         return memoryview(b"")
     count = 1 + len(spec.all_columns) + (1 if spec.geometry_type else 0)
     # each row: its field count, then the version as a 4-byte integer field
     head = count.to_bytes(2, "big") + (4).to_bytes(4, "big") + int(version).to_bytes(4, "big")
-    parts = [pa.scalar(head, pa.large_binary())]
-    for c in spec.all_columns:
-        parts += _binary_parts(frame[c.name], c.dtype)
+    parts = [p for c in spec.all_columns for p in _binary_parts(frame[c.name], c.dtype)]
     if spec.geometry_type:
         parts += _binary_ewkb(np.asarray(frame.geometry.values, dtype=object))
-    rows = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.large_binary()))
-    _, offsets, data = rows.buffers()
-    off = np.frombuffer(offsets, dtype=np.int64)[rows.offset : rows.offset + len(rows) + 1]
-    return memoryview(data)[int(off[0]) : int(off[-1])]
+    return _binary_tuples(head, parts)
 
 
 def _copy_text(
@@ -504,13 +483,15 @@ def _copy_text(
     *,
     freeze: bool = False,
     binary: bool = False,
+    queued: bool = True,
 ) -> None:
     """COPY ready-made COPY data, given in pieces, into *table* on the transaction's connection.
 
     The pieces are COPY text, or with *binary* binary COPY rows (:func:`_layer_copy_binary`).
-    A psycopg writer thread sends each piece while the next one is being built, so the server
-    parses rows while the client encodes the following ones. *freeze* (only for a table created
-    in this transaction) writes the rows frozen: nobody has to set their hint bits later.
+    With *queued*, a psycopg writer thread sends each piece while the next one is being built,
+    so the server parses rows while the client encodes the following ones (for one small
+    piece, as a feed batch is, the thread costs more than it hides). *freeze* (only for a table
+    created in this transaction) writes the rows frozen: nobody has to set their hint bits later.
     """
     from psycopg.copy import QueuedLibpqWriter
 
@@ -523,7 +504,8 @@ def _copy_text(
                                  [memoryview(_BINARY_TRAILER)])
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor:
-        with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
+        writer = QueuedLibpqWriter(cursor) if queued else None
+        with cursor.copy(statement, writer=writer) as copy:
             for text in pieces:
                 for start in range(0, len(text), COPY_CHUNK_BYTES):
                     copy.write(text[start : start + COPY_CHUNK_BYTES])
@@ -1169,11 +1151,9 @@ class PostGISStore(Store):
             )
         received = frame["received_at"].astype("datetime64[us, UTC]")
         frame["received_at"] = received.fillna(pd.Timestamp(utcnow()))
-        text = _binary_rows(EVENTS.columns, frame)
-        names = [c.name for c in EVENTS.columns]
-        columns = ", ".join(quote(c) for c in names)
+        rows = _binary_rows(EVENTS.columns, frame)
         try:
-            inserted = self._copy_events(text, columns, len(frame))
+            inserted = self._insert_new_events(rows, len(frame))
         except psycopg.errors.DataError as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValidationError(
@@ -1183,15 +1163,17 @@ class PostGISStore(Store):
         LOGGER.debug("events: %d sent, %d new", len(frame), inserted)
         return int(inserted)
 
-    def _copy_events(self, text: memoryview, columns: str, rows: int) -> int:
+    def _insert_new_events(self, rows: memoryview, count: int) -> int:
         """COPY events (all new: one COPY; else through a temporary table); return how many new."""
         import psycopg
 
+        names = [c.name for c in EVENTS.columns]
+        columns = ", ".join(quote(c) for c in names)
         with self._begin() as conn:
             try:
                 with conn.begin_nested():
-                    _copy_events(conn, EVENTS.name, columns, text)
-                inserted = rows
+                    _copy_events(conn, EVENTS.name, names, rows)
+                inserted = count
             except psycopg.errors.UniqueViolation:
                 conn.execute(
                     sa.text(
@@ -1199,7 +1181,7 @@ class PostGISStore(Store):
                         "ON COMMIT DROP"
                     )
                 )
-                _copy_events(conn, "_twin_events_in", columns, text)
+                _copy_events(conn, "_twin_events_in", names, rows)
                 inserted = conn.execute(
                     sa.text(
                         f"INSERT INTO {quote(EVENTS.name)} ({columns}) SELECT {columns} "
