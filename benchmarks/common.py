@@ -78,6 +78,45 @@ def measure(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> Timing:
     return Timing(times, answer, peak_rss_mb())
 
 
+def interleaved(sides: list[Callable[[], tuple[float, Any]]], rounds: int, warmup: int = 1
+                ) -> list[tuple[list[float], Any]]:
+    """Time each side *rounds* times in turns (A B, B A, A B …); return each side's times and
+    last answer.
+
+    A side is called with no arguments and returns its seconds and its answer (a child process
+    is timed by :func:`run_child`). Taking turns puts a shared machine's slow minutes on both
+    sides; the order alternates so that neither always runs on the other's warm caches. The
+    collector is frozen first, so our side is not timed collecting the harness's objects.
+    """
+    for side in sides:
+        for _ in range(warmup):
+            side()
+    gc.collect()
+    gc.freeze()
+    times: list[list[float]] = [[] for _ in sides]
+    answers: list[Any] = [None] * len(sides)
+    try:
+        for r in range(rounds):
+            order = range(len(sides)) if r % 2 == 0 else reversed(range(len(sides)))
+            for i in order:
+                seconds, answers[i] = sides[i]()
+                times[i].append(seconds)
+    finally:
+        gc.unfreeze()
+    return list(zip(times, answers, strict=True))
+
+
+def timed(fn: Callable[[], Any]) -> Callable[[], tuple[float, Any]]:
+    """*fn* as a side for :func:`interleaved`: its wall-clock seconds and its answer."""
+
+    def side() -> tuple[float, Any]:
+        t0 = time.perf_counter()
+        answer = fn()
+        return time.perf_counter() - t0, answer
+
+    return side
+
+
 def run_child(cmd: list[str], **kwargs: Any) -> tuple[float, float, subprocess.CompletedProcess]:
     """Run a command; return its wall time, its own peak RSS in MB and the result.
 

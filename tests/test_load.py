@@ -326,28 +326,6 @@ def test_json_that_only_parses_when_joined_is_still_rejected(bad):
         validate_layer_frame(spec, frame)
 
 
-def test_postgis_copy_text_of_a_layer_matches_row_by_row_encoding():
-    from twin.store.postgis import _copy_field, _geometry_fields, _layer_copy_text
-
-    spec = layers.get_layer("buildings")
-    awkward = ["a\tb\\c\nd\re", None, "楼"]
-    frame = buildings_frame(building_code=["B1", "B2", "B3"], floors=[3, None, 7],
-                            name=awkward, height_m=[1.5, None, 1e-7])
-    frame.loc[2, "geometry"] = shapely.Point(LON, LAT).buffer(1e-4)
-    frame = validate_layer_frame(spec, frame)
-    fields = [np.full(len(frame), "9", dtype=object)]
-    fields += [_copy_field(frame[c.name], c.dtype) for c in spec.all_columns]
-    fields.append(_geometry_fields(frame.geometry.values))
-    expected = ["\t".join(row) for row in zip(*fields, strict=True)]
-    got = bytes(_layer_copy_text(spec, frame, 9)).decode().split("\n")
-    assert got[-1] == "" and len(got) == len(frame) + 1
-    for mine, theirs in zip(got[:-1], expected, strict=True):
-        mine, theirs = mine.split("\t"), theirs.split("\t")
-        assert mine[:5] + mine[6:-1] == theirs[:5] + theirs[6:-1]
-        assert mine[5] == theirs[5] == "\\N" or float(mine[5]) == float(theirs[5])  # height_m
-        assert mine[-1] == theirs[-1].lower()  # hex EWKB with the SRID, lower-case digits
-
-
 # -- the loader's frame is handed to the store without a second full validation ---------------
 
 
@@ -437,3 +415,14 @@ def test_load_layer_assigns_the_grids_assign_grids_gives(store, grid_cells, tmp_
         assert stored[name].tolist() == want[name].tolist()
     assert stored["grid_code"].notna().sum() > 1 and stored.loc["B3", "grid_code"] is None
     assert stored["grid_code"].nunique() == 2
+
+
+def test_ids_padded_with_any_whitespace_str_strip_knows_are_found():
+    """The loader strips only the ids Arrow finds padded: it must find what str.strip strips."""
+    from twin.load import _padded
+
+    chars = [chr(i) for i in range(0x110000) if not 0xD800 <= i < 0xE000]
+    texts = pd.Series([f"B{c}" for c in chars] + [f"{c}B" for c in chars] + [None, "", "B 1"],
+                      dtype=object)
+    expected = [t is not None and t != t.strip() for t in texts]
+    assert _padded(texts).tolist() == expected

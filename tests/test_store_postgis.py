@@ -763,27 +763,59 @@ def test_binary_copy_fields_of_every_type_read_back_as_the_values(pg):
 
 
 @pytest.mark.parametrize("layer", ["buildings", "grid_cells"])
-def test_a_layer_reads_back_the_same_through_binary_and_text_copy(
-    pg, monkeypatch, layer, grid_cells
-):
-    import twin.store.postgis as postgis
+def test_a_layer_reads_back_exactly_what_was_written(pg, layer, grid_cells):
+    from twin.schema import validate_layer_frame
 
     if layer == "grid_cells":  # text and dates
         frame = grid_cells.copy()
         frame["name"] = HOSTILE[2:4]
         frame["valid_from"] = [pd.Timestamp("1999-12-31").date(), None]
-    else:  # text, whole numbers and floats with NULLs
+    else:  # text, whole numbers and floats with NULLs, a polygon with a hole (written by GEOS)
         frame = _buildings(4, names=HOSTILE[:4])
         frame["floors"] = pd.array([3, None, 5, None], dtype="Int64")
         frame["height_m"] = [1.25, None, 1e-9, 3.0]
     frame["attrs"] = [{"k": HOSTILE[i]} if i % 2 else None for i in range(len(frame))]
+    written = validate_layer_frame(layers.get_layer(layer), frame)
     read = []
-    for binary in (False, True):
-        monkeypatch.setattr(postgis, "LAYER_COPY_BINARY", binary)
-        version = pg.write_layer(layer, frame, actor="a", source="s").version
+    for holed in (False, True):  # one-ring polygons (numpy EWKB), then a ring with a hole (GEOS)
+        if holed:
+            outer = written.geometry.iloc[0]
+            written.loc[0, "geometry"] = outer.difference(outer.centroid.buffer(1e-6))
+        version = pg.write_layer(layer, written, actor="a", source="s").version
         read.append(pg.read_layer(layer, version))
-    pd.testing.assert_frame_equal(pd.DataFrame(read[1]).drop(columns="geometry"),
-                                  pd.DataFrame(read[0]).drop(columns="geometry"))
-    assert read[1].geometry.geom_equals_exact(read[0].geometry, 0).all()
-    assert read[1].crs == read[0].crs
-    assert read[1]["attrs"].notna().sum() == len(frame) // 2
+        pd.testing.assert_frame_equal(pd.DataFrame(read[-1]).drop(columns="geometry"),
+                                      pd.DataFrame(written).drop(columns="geometry"))
+        assert read[-1].geometry.geom_equals_exact(written.geometry, 0).all()
+        assert read[-1].crs == written.crs
+    assert len(read[1].geometry.iloc[0].interiors) == 1
+
+
+@pytest.mark.parametrize("kind", ["points", "lines", "one-ring polygons", "a hole", "multi",
+                                  "mixed", "3D"])
+def test_layer_ewkb_is_the_bytes_geos_writes(kind):
+    """The numpy EWKB of simple geometries (and GEOS's, for the rest) is GEOS's own EWKB."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import shapely
+
+    from twin.store.postgis import _binary_ewkb, _simple_ewkb
+
+    square = box(110.0, 25.0, 110.001, 25.001)
+    values = {
+        "points": [shapely.Point(110.25, 25.1), shapely.Point(-0.0, 1e-300)],
+        "lines": [shapely.LineString([(0, 0), (1, 2), (3, 1.5)]),
+                  shapely.LineString([(5, 5), (6, 6)])],
+        "one-ring polygons": [square, shapely.Point(110, 25).buffer(0.01)],
+        "a hole": [square, square.difference(square.centroid.buffer(1e-4))],
+        "multi": [shapely.MultiPolygon([square, box(111, 25, 111.1, 25.1)])],
+        "mixed": [shapely.Point(1, 2), square],
+        "3D": [shapely.Point(1, 2, 3)],
+    }[kind]
+    values = np.array(values, dtype=object)
+    assert (_simple_ewkb(values) is not None) == (kind in ("points", "lines", "one-ring polygons"))
+    parts = _binary_ewkb(values)
+    fields = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.large_binary())).to_pylist()
+    flat = shapely.force_2d(values)
+    expected = shapely.to_wkb(shapely.set_srid(flat, 4326), include_srid=True, byte_order=1)
+    assert fields == [len(e).to_bytes(4, "big") + e for e in expected]

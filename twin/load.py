@@ -70,12 +70,20 @@ class _Issues:
 
     def __init__(self, initial: list[dict] | None = None) -> None:
         self.items: list[dict] = list(initial or [])
-        self.row_ids: dict[int, str] = {}  # source row → id, to name features in the report
+        # source rows (ascending) and their ids, to name features in the report
+        self.named_rows = np.zeros(0, dtype=np.int64)
+        self.named_ids = np.zeros(0, dtype=object)
 
     def name_rows(self) -> None:
-        for item in self.items:
-            if "row" in item and "id" not in item and item["row"] in self.row_ids:
-                item["id"] = self.row_ids[item["row"]]
+        unnamed = [i for i in self.items if "row" in i and "id" not in i]
+        if not unnamed or len(self.named_rows) == 0:
+            return
+        rows, ids = self.named_rows, self.named_ids
+        wanted = np.array([i["row"] for i in unnamed], dtype=np.int64)
+        at = np.minimum(np.searchsorted(rows, wanted), len(rows) - 1)
+        for item, k, hit in zip(unnamed, at.tolist(), (rows[at] == wanted).tolist(), strict=True):
+            if hit:
+                item["id"] = str(ids[k])
 
     def add(self, kind: str, severity: str, message: str, row=None, fid=None) -> None:
         item = {"kind": kind, "severity": severity, "message": message}
@@ -369,33 +377,41 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
     for item in issues.items:  # rows the reader could not use
         if item.get("severity") == "rejected" and "row" in item:
             rejected[item["row"] - 1] = True
-    geoms = None
-    if spec.geometry_type is not None:
-        geoms = np.asarray(frame.geometry.values, dtype=object)
-        geoms, used = _to_wgs84(spec, raw, geoms, crs, strict, area, issues)
-        report["crs"] = used
-        geoms, bad = _clean_geometries(spec, geoms, rows, issues)
+    geoms = valid = None
+    # the geometries are tested for validity (GEOS, without the GIL) while the attributes are
+    # converted (pandas); the geometry issues still come first in the report
+    attribute_issues = _Issues()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="is-valid") as pool:
+        if spec.geometry_type is not None:
+            geoms = np.asarray(frame.geometry.values, dtype=object)
+            geoms, used = _to_wgs84(spec, raw, geoms, crs, strict, area, issues)
+            report["crs"] = used
+            valid = pool.submit(shapely.is_valid, geoms)
+            attrs_frame = pd.DataFrame(frame.drop(columns=frame.geometry.name))
+        else:
+            if isinstance(frame, gpd.GeoDataFrame) and frame.geometry.name in frame:
+                frame = frame.drop(columns=frame.geometry.name)
+                issues.add("geometry_ignored", "warning",
+                           f"{spec.name} has no geometry; ignored it")
+            attrs_frame = pd.DataFrame(frame)
+            report["crs"] = None
+        out, used_map = _map_attributes(spec, attrs_frame, mapping, raw.coordinate_columns)
+        report["mapping"] = used_map
+        report["attrs_fields"] = [c for c in attrs_frame.columns if c not in used_map.values()]
+        out, bad = _convert(spec, out, rows, attribute_issues)
         rejected |= bad
-        attrs_frame = pd.DataFrame(frame.drop(columns=frame.geometry.name))
-    else:
-        if isinstance(frame, gpd.GeoDataFrame) and frame.geometry.name in frame:
-            frame = frame.drop(columns=frame.geometry.name)
-            issues.add("geometry_ignored", "warning", f"{spec.name} has no geometry; ignored it")
-        attrs_frame = pd.DataFrame(frame)
-        report["crs"] = None
-    out, used_map = _map_attributes(spec, attrs_frame, mapping, raw.coordinate_columns)
-    report["mapping"] = used_map
-    report["attrs_fields"] = [c for c in attrs_frame.columns if c not in used_map.values()]
-    out, bad = _convert(spec, out, rows, issues)
-    rejected |= bad
+        if geoms is not None:
+            geoms, bad = _clean_geometries(spec, geoms, rows, issues, valid.result())
+            rejected |= bad
+    issues.items += attribute_issues.items
     if spec.name == "grid_cells":
         out, bad = _grid_codes(out, rows, issues)
         rejected |= bad
     out, bad = _ids(spec, out, geoms, rows, rejected, issues)
     rejected |= bad
     named = out[spec.id_field].notna().to_numpy()
-    ids = out[spec.id_field].to_numpy(dtype=object)[named].astype(str).tolist()
-    issues.row_ids = dict(zip(rows[named].tolist(), ids, strict=True))
+    issues.named_rows = rows[named]
+    issues.named_ids = out[spec.id_field].to_numpy(dtype=object)[named]
     rejected |= _rules(spec, out, rows, rejected, issues)
     keep = ~rejected
     out, geoms, rows = out[keep].reset_index(drop=True), _take(geoms, keep), rows[keep]
@@ -408,7 +424,7 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
         _far_outside(out[spec.id_field], geoms, rows, area, issues)
         if spec.name == "grid_cells":
             _grid_topology(out, geoms, rows, area, issues)
-    report["counts"]["split_parts_added"] = int(len(out) - len(np.unique(rows)))
+    report["counts"]["split_parts_added"] = int(len(out) - len(pd.unique(rows)))
     _strict_gate(strict, issues, report)
     if len(out) == 0:
         top = ", ".join(f"{k} {v}" for k, v in issues.count("rejected").most_common(4))
@@ -419,7 +435,7 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
             "Fix the file, or map fields with --map FIELD=SOURCE; --report FILE.json lists all."
         )
     if geoms is not None:
-        out = gpd.GeoDataFrame(out, geometry=geoms, crs=tcrs.WGS84)
+        out = gpd.GeoDataFrame(out, geometry=geoms, crs=tcrs.WGS84, copy=False)
         if on_geometries is not None:
             on_geometries(geoms)
     try:  # every geometry was tested (and repaired) by _clean_geometries
@@ -600,8 +616,11 @@ def _remove_offset(geoms, offset: str):
 # -- geometry ------------------------------------------------------------------------------------
 
 
-def _clean_geometries(spec: LayerSpec, geoms, rows, issues: _Issues):
-    """Reject empty/wrong-typed geometries, repair invalid ones keeping the declared type."""
+def _clean_geometries(spec: LayerSpec, geoms, rows, issues: _Issues, valid: np.ndarray):
+    """Reject empty/wrong-typed geometries, repair invalid ones keeping the declared type.
+
+    *valid* is ``shapely.is_valid`` of *geoms* (computed beside the attribute conversion).
+    """
     n = len(geoms)
     rejected = np.zeros(n, dtype=bool)
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
@@ -622,6 +641,8 @@ def _clean_geometries(spec: LayerSpec, geoms, rows, issues: _Issues):
         geoms = geoms.copy()
         geoms[coll] = _extract(geoms[coll], allowed)
         types = shapely.get_type_id(geoms)
+        valid = valid.copy()
+        valid[coll] = shapely.is_valid(geoms[coll])
     wrong = ~empty & ~np.isin(types, allowed + allowed_multi)
     names = [_TYPE_NAMES.get(int(t), "?") for t in types[wrong]]
     issues.add_rows(
@@ -633,7 +654,7 @@ def _clean_geometries(spec: LayerSpec, geoms, rows, issues: _Issues):
     )
     rejected |= wrong
     ok = ~rejected
-    invalid = ok & ~shapely.is_valid(geoms)
+    invalid = ok & ~valid
     if invalid.any():
         geoms = geoms.copy()
         reasons = shapely.is_valid_reason(geoms[invalid])
@@ -897,7 +918,9 @@ def _convert_series(s: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray]:
     if col.dtype == "text":
         if pd.api.types.is_float_dtype(s) and (s.dropna() % 1 == 0).all():
             s = s.astype("Int64")  # a numeric code in a .dbf: 1203.0 → "1203"
-        text = s.astype("string").astype(object).where(s.notna(), None)
+        if not (s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) == "string"):
+            s = s.astype("string").astype(object)  # numbers, dates … as their text
+        text = s.where(present, None) if not present.all() else s
         return text, np.zeros(len(s), dtype=bool)
     if col.dtype in ("int", "float"):
         raw = s
@@ -939,7 +962,10 @@ def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Iss
         out[idf] = None
     ids = out[idf].astype(object).where(out[idf].notna(), None)
     if pd.api.types.infer_dtype(ids, skipna=True) == "string":  # the usual case: vectorised
-        ids = ids.str.strip()
+        padded = _padded(ids)
+        if padded.any():
+            ids = ids.copy()
+            ids[padded] = ids[padded].str.strip()
         ids = ids.where(ids.notna() & (ids != ""), None)
     else:
         ids = ids.map(lambda v: v.strip() or None if isinstance(v, str) else v)
@@ -961,6 +987,22 @@ def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Iss
             f"their geometry (e.g. {gen[0]}); reloading the same file gives the same ids",
         )
     return out, dup
+
+
+_SPACE = r"[\s\pZ\x0b\x1c-\x1f\x85]"  # RE2's \s is ASCII only; str.isspace is not
+
+
+def _padded(texts: pd.Series) -> np.ndarray:
+    """Which texts (None allowed) start or end with whitespace, found by Arrow in one pass.
+
+    Whitespace as :meth:`str.strip` knows it, full-width spaces (U+3000) included.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.match_substring_regex(pa.array(texts.to_numpy(dtype=object), pa.large_string()),
+                                     f"^{_SPACE}|{_SPACE}$")
+    return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def _reject_duplicates(spec, out, rows, dup, issues: _Issues) -> None:

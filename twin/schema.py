@@ -559,6 +559,11 @@ def _ids(series: pd.Series, limit: int = 5) -> str:
     return ", ".join(values[:limit]) + more
 
 
+def _absent(index: pd.Index) -> pd.Series:
+    """Return an absent optional column: all None, as object (as text it would be converted)."""
+    return pd.Series(None, index=index, dtype=object)
+
+
 def validate_layer_frame(
     spec: LayerSpec, frame: pd.DataFrame, *, check_validity: bool = True
 ) -> gpd.GeoDataFrame | pd.DataFrame:
@@ -589,7 +594,7 @@ def validate_layer_frame(
         )
     out = pd.DataFrame(index=frame.index)
     for col in spec.all_columns:
-        series = frame[col.name] if col.name in frame else pd.Series(None, index=frame.index)
+        series = frame[col.name] if col.name in frame else _absent(frame.index)
         out[col.name] = coerce_series(series, col)
     if spec.id_field not in frame or out[spec.id_field].isna().any():
         raise ValidationError(
@@ -639,7 +644,8 @@ def validate_layer_frame(
             f"layer {spec.name!r}: invalid geometry for {_ids(out.loc[invalid, spec.id_field])}; "
             "scripts/load_layer.py repairs them (or rejects them with --strict)."
         )
-    return gpd.GeoDataFrame(out, geometry=geoms.values, crs=CRS).reset_index(drop=True)
+    # copy=False: the columns were just made here (copy-on-write guards the geometries)
+    return gpd.GeoDataFrame(out, geometry=geoms.values, crs=CRS, copy=False).reset_index(drop=True)
 
 
 def layer_frame_to_store(
@@ -699,6 +705,6 @@ def coerce_table(table: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=range(len(frame)))
     frame = frame.reset_index(drop=True)
     for col in table.columns:
-        series = frame[col.name] if col.name in frame else pd.Series(None, index=frame.index)
+        series = frame[col.name] if col.name in frame else _absent(frame.index)
         out[col.name] = coerce_series(series, col)
     return out

@@ -87,10 +87,8 @@ LOGGER = logging.getLogger(__name__)
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 COPY_CHUNK_ROWS = 50_000
 COPY_CHUNK_BYTES = 8 << 20  # COPY text handed to psycopg this many bytes at a time
-LAYER_COPY_ROWS = 20_000  # rows of a layer encoded at a time (the server parses the last ones)
-# layer versions go as binary COPY: the server reads EWKB and binary numbers instead of parsing
-# hex and decimal text (a third less server time per row), the client skips hex encoding
-LAYER_COPY_BINARY = True
+# rows of a layer encoded at a time: the server parses one piece while the next is encoded
+LAYER_COPY_ROWS = 10_000
 AGG_CHUNK_ROWS = 2_000_000  # about this many rows per packed value of a column read
 # OFFSET 0 keeps a FROM subquery as one plan step (not pulled up): each case's period and its
 # as-of are computed once, not once per count that uses them
@@ -266,103 +264,6 @@ def _joined(rows: Any) -> memoryview:
     return memoryview(data)[int(off[0]) : int(off[-1])]
 
 
-def _geometry_fields(values: np.ndarray) -> np.ndarray:
-    hexed = shapely.to_wkb(shapely.set_srid(values, SRID), hex=True, include_srid=True)
-    out = np.asarray(hexed, dtype=object)
-    out[pd.isna(out)] = "\\N"
-    return out
-
-
-# -- COPY text of a layer version, built with Arrow kernels (no Python per row or field) -------
-
-# byte → its two lowercase hex digits, as one little-endian uint16 (for hex EWKB)
-_HEX_DIGITS = np.array(
-    [int.from_bytes(f"{i:02x}".encode(), "little") for i in range(256)], dtype=np.uint16
-)
-
-
-def _arrow_copy_field(series: pd.Series, dtype: str) -> Any:
-    r"""One column as COPY text fields (escaped, ``\N`` for NULL): an Arrow large_string array."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if dtype in ("text", "json"):
-        values = pa.array(series.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
-        # one scan finds whether anything needs escaping (it rarely does): four replacing
-        # passes over every column cost more than all the other text work of a load
-        if pc.any(pc.match_substring_regex(values, _ESCAPED)).as_py():
-            for old, new in _ESCAPES:
-                values = pc.replace_substring(values, old, new)
-    elif dtype in ("int", "float", "bool"):  # Arrow's text of these is what PostgreSQL reads
-        values = _distinct_cast(pa.array(series, from_pandas=True))
-    elif dtype == "datetime" and isinstance(series.dtype, pd.DatetimeTZDtype):
-        # "2026-03-01 08:00:00.123000Z": UTC to the microsecond (what PostgreSQL keeps)
-        stamps = pa.array(series, from_pandas=True)
-        values = _distinct_cast(pc.cast(stamps, pa.timestamp("us", tz="UTC"), safe=False))
-    else:
-        return pa.array(_copy_field(series, dtype), type=pa.large_string())
-    return pc.fill_null(values, "\\N")
-
-
-def _distinct_cast(values: Any) -> Any:
-    """Cast numbers or times to text once per distinct value (a hash pass, then a take).
-
-    Formatting is the costly part (about 1.3 µs a timestamp); feed batches repeat a few
-    stamps and the positions of a few sensors many times.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    encoded = pc.dictionary_encode(values)
-    return pc.take(pc.cast(encoded.dictionary, pa.large_string()), encoded.indices)
-
-
-def _arrow_hex_ewkb(values: np.ndarray) -> Any:
-    """Hex EWKB (SRID 4326) of 2D geometries as an Arrow large_string array; None if any missing.
-
-    GEOS writes plain WKB fast but hex EWKB slowly: the SRID is spliced in and the bytes turned
-    into hex digits with numpy over the whole buffer at once.
-    """
-    import pyarrow as pa
-
-    wkb = shapely.to_wkb(values, hex=False, output_dimension=2, byte_order=1)
-    binary = pa.array(wkb, type=pa.large_binary(), from_pandas=True)
-    n = len(binary)
-    if binary.null_count or n == 0:
-        return None
-    _, offsets, data = binary.buffers()
-    off = np.frombuffer(offsets, dtype=np.int64)[: n + 1]
-    raw = np.frombuffer(data, dtype=np.uint8)[off[0] : off[-1]].copy()
-    starts = off[:-1] - off[0]
-    raw[starts + 4] |= 0x20  # EWKB "has an SRID" flag: high byte of the little-endian type
-    srid = np.frombuffer(np.uint32(SRID).tobytes(), dtype="<u1")
-    ewkb = np.insert(raw, np.repeat(starts + 5, 4), np.tile(srid, n))
-    new_offsets = (off - off[0] + 4 * np.arange(n + 1, dtype=np.int64)) * 2
-    return pa.LargeStringArray.from_buffers(
-        n, pa.py_buffer(new_offsets), pa.py_buffer(_HEX_DIGITS[ewkb])
-    )
-
-
-def _layer_copy_text(spec: LayerSpec, frame: pd.DataFrame, version: int) -> memoryview:
-    """Return a validated layer frame as COPY text of ``<name>__history`` rows (version first)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    fields = [pa.scalar(str(int(version)), pa.large_string())]
-    fields += [_arrow_copy_field(frame[c.name], c.dtype) for c in spec.all_columns]
-    if spec.geometry_type:
-        geom = _arrow_hex_ewkb(frame.geometry.values)
-        if geom is None:
-            geom = pa.array(_geometry_fields(frame.geometry.values), type=pa.large_string())
-        fields.append(geom)
-    if len(frame) == 0:
-        return memoryview(b"")
-    tab, newline, nothing = (pa.scalar(x, pa.large_string()) for x in ("\t", "\n", ""))
-    lines = pc.binary_join_element_wise(*fields, tab)
-    lines = pc.binary_join_element_wise(lines, newline, nothing)  # each line ends in "\n"
-    return _joined(lines)
-
-
 # -- binary COPY of a layer version (the server skips parsing text: hex EWKB, numbers) -------
 
 _PG_EPOCH_DAYS = 10_957  # 2000-01-01, PostgreSQL's epoch, in days since 1970-01-01
@@ -433,12 +334,16 @@ def _binary_parts(series: pd.Series, dtype: str) -> list[Any]:
 def _binary_ewkb(values: np.ndarray) -> list[Any]:
     """Binary COPY fields of 2D geometries as EWKB with SRID 4326 (Arrow arrays to join).
 
-    GEOS writes little-endian WKB; the "has an SRID" flag is set in the type's high byte and
-    the SRID's 4 bytes go between the 5-byte header and the coordinates.
+    Points, lines and polygons without holes (nearly every footprint, camera and road) are
+    written by :func:`_simple_ewkb`; anything else by GEOS, whose little-endian WKB gets the
+    "has an SRID" flag set in the type's high byte and the SRID's 4 bytes after the 5-byte header.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    simple = _simple_ewkb(values)
+    if simple is not None:
+        return simple
     wkb = shapely.to_wkb(values, hex=False, output_dimension=2, byte_order=1)
     wkb = pa.array(wkb, type=pa.large_binary(), from_pandas=True)
     n = len(wkb)
@@ -456,6 +361,54 @@ def _binary_ewkb(values: np.ndarray) -> list[Any]:
                       pa.scalar(SRID.to_bytes(4, "little"), pa.large_binary()))
     rest = pc.binary_slice(flagged, 5, max(int(lengths.max(initial=0)), 5))
     return [_binary_lengths(lengths + 4, null), pc.binary_slice(flagged, 0, 5), srid, rest]
+
+
+_EWKB_SRID_FLAG = 0x20000000
+# shapely type id → (WKB type code, the counts between the head and the coordinates)
+_SIMPLE_WKB = {0: (1, ()), 1: (2, ("<u4",)), 3: (3, ("<u4", "<u4"))}
+
+
+def _simple_ewkb(values: np.ndarray) -> list[Any] | None:
+    """EWKB fields of points, lines and one-ring polygons, all of one type, built with numpy.
+
+    Each field is a fixed head — the field's length, byte order, type with the SRID flag, the
+    SRID, then (a polygon's) ring count and (a line's or ring's) point count — followed by
+    the coordinates, which are the one buffer :func:`shapely.get_coordinates` returns, sliced
+    by offsets: nothing is copied per geometry. None when the geometries are not all such.
+    """
+    import pyarrow as pa
+
+    if len(values) == 0 or shapely.is_missing(values).any():
+        return None
+    kinds = np.unique(shapely.get_type_id(values))
+    if len(kinds) != 1 or int(kinds[0]) not in _SIMPLE_WKB:
+        return None
+    kind = int(kinds[0])
+    if kind == 3 and shapely.get_num_interior_rings(values).any():
+        return None
+    counts = shapely.get_num_coordinates(values)
+    if shapely.has_z(values).any() or (counts == 0).any():
+        return None
+    coords = shapely.get_coordinates(values).astype("<f8", copy=False)
+    code, extra = _SIMPLE_WKB[kind]
+    head = np.dtype([("length", ">i4"), ("order", "u1"), ("type", "<u4"), ("srid", "<u4")]
+                    + [(f"n{i}", t) for i, t in enumerate(extra)])
+    rows = np.zeros(len(values), dtype=head)
+    rows["length"] = head.itemsize - 4 + 16 * counts
+    rows["order"] = 1  # little-endian
+    rows["type"] = code | _EWKB_SRID_FLAG
+    rows["srid"] = SRID
+    if kind == 3:
+        rows["n0"], rows["n1"] = 1, counts
+    elif kind == 1:
+        rows["n0"] = counts
+    heads = pa.Array.from_buffers(pa.binary(head.itemsize), len(rows),
+                                  [None, pa.py_buffer(rows.tobytes())])
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(16 * counts, out=offsets[1:])
+    points = pa.Array.from_buffers(pa.large_binary(), len(values),
+                                   [None, pa.py_buffer(offsets), pa.py_buffer(coords)])
+    return [heads.cast(pa.large_binary()), points]
 
 
 def _layer_copy_binary(spec: LayerSpec, frame: pd.DataFrame, version: int) -> memoryview:
@@ -873,14 +826,13 @@ class PostGISStore(Store):
             {"l": spec.name},
         ).scalar_one()
         columns = [VERSION_COLUMN, *spec.column_names] + (["geom"] if spec.geometry_type else [])
-        encode = _layer_copy_binary if LAYER_COPY_BINARY else _layer_copy_text
         pieces = (
-            encode(spec, frame.iloc[start : start + LAYER_COPY_ROWS], version)
+            _layer_copy_binary(spec, frame.iloc[start : start + LAYER_COPY_ROWS], version)
             for start in range(0, len(frame), LAYER_COPY_ROWS)
         )
         conn.execute(sa.text(partition_ddl(spec.name, version)))
         _copy_text(conn, partition_name(spec.name, version), columns, pieces, freeze=True,
-                   binary=LAYER_COPY_BINARY)
+                   binary=True)
         for statement in partition_index_ddl(
             spec.name, version, spec.id_field, bool(spec.geometry_type)
         ):
