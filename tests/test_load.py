@@ -403,18 +403,28 @@ def test_load_layer_assigns_the_grids_assign_grids_gives(store, grid_cells, tmp_
     from twin.load import load_layer
 
     store.write_layer("grid_cells", grid_cells, actor="t", source="test")
-    frame = buildings_frame(building_code=[f"B{i}" for i in range(60)])
+    floors = [3] * 60
+    floors[1] = "three"  # rejected: not a whole number
+    frame = buildings_frame(building_code=[f"B{i}" for i in range(60)], floors=floors)
     frame.loc[3, "geometry"] = box(0, 0, 1, 1)  # far away: in no grid
-    path = write_geojson(tmp_path, frame)
+    # the features are located before they are split and before rows are rejected: a row
+    # rejected early shifts the rest, and a split feature's parts lie in two grids
+    grids = assign_grids(frame, grid_cells)["grid_code"]
+    first, other = 10, int(np.flatnonzero((grids != grids[10]) & grids.notna())[0])
+    frame["geometry"] = frame.geometry.astype(object)
+    frame.loc[5, "geometry"] = shapely.MultiPolygon([frame.geometry[first], frame.geometry[other]])
+    path = write_geojson(tmp_path, gpd.GeoDataFrame(frame, geometry="geometry", crs=4326))
     result = load_layer(store, "buildings", path, actor="t")
     stored = store.read_layer("buildings").set_index("building_code")
     want = assign_grids(load_file("buildings", path).frame, grid_cells)
     want = want.set_index("building_code").loc[stored.index]
-    assert result.report["counts"]["loaded"] == 60
+    assert result.report["counts"]["loaded"] == 60  # 59 rows, one of them in two parts
     for name in ASSIGNED_NAMES:
         assert stored[name].tolist() == want[name].tolist()
     assert stored["grid_code"].notna().sum() > 1 and stored.loc["B3", "grid_code"] is None
-    assert stored["grid_code"].nunique() == 2
+    assert stored.loc["B5", "grid_code"] == grids[first]
+    assert stored.loc["B5-2", "grid_code"] == grids[other] != grids[first]
+    assert "B1" not in stored.index
 
 
 def test_ids_padded_with_any_whitespace_str_strip_knows_are_found():

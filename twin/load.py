@@ -63,6 +63,8 @@ class LoadResult:
     frame: gpd.GeoDataFrame | pd.DataFrame
     report: dict[str, Any]
     version: Any = None  # a twin.store.LayerVersion when written
+    #: each frame row's row in the file (from 1; the parts of a split feature share theirs)
+    source_rows: np.ndarray | None = None
 
 
 class _Issues:
@@ -158,9 +160,10 @@ def load_file(
     progress
         Called with a short line at each stage (the command line shows it on a terminal).
     on_geometries
-        Called with the final geometries (EPSG:4326, one per row of the frame, in order) just
-        before the frame's closing validation, which does not change them: :func:`load_layer`
-        starts locating them in the grid cells meanwhile.
+        Called with the geometries of every row of the file (EPSG:4326, in file order,
+        rejected rows included) once they are reprojected and repaired: only multi-part ones
+        change after that, when they are split. :func:`load_layer` starts locating them in
+        the grid cells while the attributes are checked.
 
     Returns
     -------
@@ -219,8 +222,8 @@ def load_file(
         note(f"checking {len(raw.frame):,} features")
         if isinstance(area, Future):  # load_layer reads the boundary while the file is read
             area = area.result()
-        frame = _check(spec, raw, crs, mapping or {}, strict, area, issues, report,
-                       on_geometries)
+        frame, rows = _check(spec, raw, crs, mapping or {}, strict, area, issues, report,
+                             on_geometries)
         t_check = time.perf_counter()
     except LoadError as exc:
         _finish(report, issues, t0, None)
@@ -228,7 +231,7 @@ def load_file(
         raise
     report["timings_s"] = {"read": round(t_read - t0, 3), "check": round(t_check - t_read, 3)}
     _finish(report, issues, t0, frame)
-    return LoadResult(frame, report)
+    return LoadResult(frame, report, source_rows=rows)
 
 
 def load_layer(
@@ -260,21 +263,23 @@ def load_layer(
         # process work at the same time); load_file waits for the boundary after reading
         if options.get("area") is None and layer != "community":
             options["area"] = pool.submit(community_area, store)
-        grids = located = None
+        grids = located = cleaned = None
         if not dry_run and spec.located and spec.geometry_type is not None \
                 and layer != GRID_LAYER:
             grids = pool.submit(_grid_lookup, store)
 
             def locate(geoms: np.ndarray) -> None:
                 # the features are located in the grid cells (shapely, mostly without the GIL)
-                # while the frame's closing validation runs here (pandas)
-                nonlocal located
-                located = pool.submit(_locate, grids, geoms)
+                # while their attributes are checked here (pandas)
+                nonlocal located, cleaned
+                cleaned, located = geoms, pool.submit(_locate, grids, geoms)
 
             options["on_geometries"] = locate
         result = load_file(layer, path, progress=progress, **options)
         grid_cells = grids.result() if grids is not None else READ_GRIDS
-        where = located.result() if located is not None else None
+        where = None
+        if located is not None and located.result() is not None:
+            where = _located_rows(located.result(), cleaned, result, grid_cells)
     result.report["dry_run"] = bool(dry_run)
     if dry_run:
         return result
@@ -307,6 +312,22 @@ def _locate(grids: Future, geoms: np.ndarray) -> np.ndarray | None:
     """Return the grid index position of each geometry (-1 in none); None without an index."""
     index = grids.result()
     return index.locate(geoms, crs=tcrs.WGS84) if isinstance(index, PolygonIndex) else None
+
+
+def _located_rows(where: np.ndarray, cleaned: np.ndarray, result: LoadResult,
+                  index: PolygonIndex) -> np.ndarray:
+    """Return the grid of each frame row from those of the file's rows (:func:`_locate`).
+
+    Only multi-part geometries changed after they were located (split, or lines merged):
+    those rows are located again.
+    """
+    rows = result.source_rows - 1
+    out = where[rows]
+    again = shapely.get_type_id(cleaned[rows]) >= 4  # multi-part or a collection
+    if again.any():
+        geoms = np.asarray(result.frame.geometry.values, dtype=object)[again]
+        out[again] = index.locate(geoms, crs=tcrs.WGS84)
+    return out
 
 
 def community_area(store) -> Any:
@@ -403,6 +424,8 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
         if geoms is not None:
             geoms, bad = _clean_geometries(spec, geoms, rows, issues, valid.result())
             rejected |= bad
+            if on_geometries is not None:
+                on_geometries(geoms)
     issues.items += attribute_issues.items
     if spec.name == "grid_cells":
         out, bad = _grid_codes(out, rows, issues)
@@ -416,9 +439,10 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
     keep = ~rejected
     out, geoms, rows = out[keep].reset_index(drop=True), _take(geoms, keep), rows[keep]
     if geoms is not None:
+        whole = len(out)
         out, geoms, rows = _split_multipart(spec, out, geoms, rows, issues)
-        dup = out[spec.id_field].duplicated(keep=False).to_numpy()
-        if dup.any():  # a split id like B1-2 that the file also uses
+        dup = out[spec.id_field].duplicated(keep=False).to_numpy() if len(out) > whole else None
+        if dup is not None and dup.any():  # a split id like B1-2 that the file also uses
             _reject_duplicates(spec, out, rows, dup, issues)
             out, geoms, rows = out[~dup].reset_index(drop=True), geoms[~dup], rows[~dup]
         _far_outside(out[spec.id_field], geoms, rows, area, issues)
@@ -436,10 +460,8 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
         )
     if geoms is not None:
         out = gpd.GeoDataFrame(out, geometry=geoms, crs=tcrs.WGS84, copy=False)
-        if on_geometries is not None:
-            on_geometries(geoms)
     try:  # every geometry was tested (and repaired) by _clean_geometries
-        return validate_layer_frame(spec, out, check_validity=False)
+        return validate_layer_frame(spec, out, check_validity=False), rows
     except ValidationError as exc:  # a rule the loader should have caught row by row
         raise LoadError(f"{spec.name}: {exc}") from None
 
@@ -746,19 +768,20 @@ def _far_outside(ids: pd.Series, geoms, rows, area, issues: _Issues) -> None:
         return
     x, y = _centres(geoms)
     if area is not None:
+        # "inside" is answered in degrees by the prepared boundary (an edge moves by millimetres
+        # between the two CRSs, far less than the 2 km reported); only the features outside
+        # are projected, to test "within 2 km" and measure the far few exactly
+        shapely.prepare(area)
+        dist = np.zeros(len(x))
+        out = np.flatnonzero(~shapely.contains_xy(area, x, y))
         metric = tcrs.local_metric_crs(area)
         fwd = pyproj.Transformer.from_crs(tcrs.WGS84, metric, always_xy=True)
         area_m = shapely.transform(area, lambda c: np.column_stack(fwd.transform(c[:, 0], c[:, 1])))
-        px, py = fwd.transform(x, y)
-        # a prepared boundary answers "inside" and "within 2 km" fast; exact distances are
-        # computed for the far few only
         shapely.prepare(area_m)
-        dist = np.zeros(len(px))
-        out = np.flatnonzero(~shapely.contains_xy(area_m, px, py))
-        points = shapely.points(px[out], py[out])
-        beyond = out[~shapely.dwithin(area_m, points, FAR_FROM_AREA_M)]
+        points = shapely.points(*fwd.transform(x[out], y[out]))
+        near = shapely.dwithin(area_m, points, FAR_FROM_AREA_M)
         dist[out] = np.nan  # outside but near: not reported
-        dist[beyond] = shapely.distance(area_m, shapely.points(px[beyond], py[beyond]))
+        dist[out[~near]] = shapely.distance(area_m, points[~near])
         far = dist > FAR_FROM_AREA_M
         what = "the community boundary"
     else:
@@ -923,6 +946,10 @@ def _convert_series(s: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray]:
         text = s.where(present, None) if not present.all() else s
         return text, np.zeros(len(s), dtype=bool)
     if col.dtype in ("int", "float"):
+        if pd.api.types.is_integer_dtype(s) or (
+            col.dtype == "float" and pd.api.types.is_float_dtype(s)
+        ):  # numbers read as numbers (the usual case): nothing can fail
+            return s.astype("Int64" if col.dtype == "int" else "float64"), np.zeros(len(s), bool)
         raw = s
         if s.dtype == object or pd.api.types.is_string_dtype(s):
             raw = s.astype("string").str.replace(",", "", regex=False)
