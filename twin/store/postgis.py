@@ -249,12 +249,40 @@ def _binary_rows(columns: Sequence[Column], frame: pd.DataFrame) -> memoryview:
 
 
 def _binary_tuples(head: bytes, parts: list[Any]) -> memoryview:
-    """Join per-column field pieces (Arrow arrays) after *head* into rows, back to back."""
+    """Join per-column field pieces after *head* into rows, back to back.
+
+    A piece is an Arrow binary array or a numpy array of fixed-size items (one per row):
+    lengths, numbers. Each run of numpy pieces is packed into one record per row first, so
+    that the row join, whose cost grows with the number of pieces, sees one piece per run.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    empty = pa.scalar(b"", pa.large_binary())
-    return _joined(pc.binary_join_element_wise(pa.scalar(head, pa.large_binary()), *parts, empty))
+    n = len(parts[0])
+    if head:
+        parts = [np.broadcast_to(np.frombuffer(head, dtype=f"V{len(head)}"), (n,)), *parts]
+    pieces: list[Any] = []  # Arrow arrays, and lists of numpy arrays to pack
+    for part in parts:
+        if not isinstance(part, np.ndarray):
+            pieces.append(part)
+        elif pieces and isinstance(pieces[-1], list):
+            pieces[-1].append(part)
+        else:
+            pieces.append([part])
+    arrays = [_packed(p) if isinstance(p, list) else p for p in pieces]
+    return _joined(pc.binary_join_element_wise(*arrays, pa.scalar(b"", pa.large_binary())))
+
+
+def _packed(run: list[np.ndarray]) -> Any:
+    """Numpy arrays of fixed-size items packed row by row as one Arrow large_binary array."""
+    import pyarrow as pa
+
+    record = np.empty(len(run[0]), dtype=[(f"f{i}", part.dtype) for i, part in enumerate(run)])
+    for i, part in enumerate(run):
+        record[f"f{i}"] = part
+    fixed = pa.Array.from_buffers(pa.binary(record.dtype.itemsize), len(record),
+                                  [None, pa.py_buffer(record)])
+    return fixed.cast(pa.large_binary())
 
 
 def _joined(rows: Any) -> memoryview:
@@ -270,13 +298,9 @@ _PG_EPOCH_DAYS = 10_957  # 2000-01-01, PostgreSQL's epoch, in days since 1970-01
 _FIXED_BINARY = {"int": ">i8", "float": ">f8", "bool": "u1", "date": ">i4", "datetime": ">i8"}
 
 
-def _binary_lengths(lengths: np.ndarray, null: np.ndarray) -> Any:
-    """Each field's 4-byte big-endian length (-1 for NULL) as an Arrow binary array."""
-    import pyarrow as pa
-
-    be = np.where(null, -1, lengths).astype(">i4")
-    fixed = pa.Array.from_buffers(pa.binary(4), len(be), [None, pa.py_buffer(be.tobytes())])
-    return fixed.cast(pa.large_binary())
+def _binary_lengths(lengths: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """Each field's 4-byte big-endian length, -1 for NULL (a numpy piece of a row)."""
+    return np.where(null, -1, lengths).astype(">i4")
 
 
 def _binary_values(values: Any) -> tuple[Any, np.ndarray]:
@@ -308,6 +332,8 @@ def _binary_parts(series: pd.Series, dtype: str) -> list[Any]:
         if dtype == "text":
             return [_binary_lengths(lengths, null), values]
         # jsonb's binary input is a version byte (1) and the JSON text
+        if not null.any():
+            return [_binary_lengths(lengths + 1, null), np.ones(len(null), np.uint8), values]
         version = pc.if_else(pa.array(null), pa.scalar(b"", pa.large_binary()),
                              pa.scalar(b"\x01", pa.large_binary()))
         return [_binary_lengths(lengths + 1, null), version, values]
@@ -325,10 +351,14 @@ def _binary_parts(series: pd.Series, dtype: str) -> list[Any]:
         micros = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
         values = np.where(null, 0, micros.astype("int64") - _PG_EPOCH_DAYS * 86_400_000_000)
     kind = np.dtype(_FIXED_BINARY[dtype])
-    data = np.asarray(values).astype(kind).tobytes()
-    valid = pa.py_buffer(np.packbits(~null, bitorder="little")) if null.any() else None
-    fixed = pa.Array.from_buffers(pa.binary(kind.itemsize), len(null), [valid, pa.py_buffer(data)])
-    return [_binary_lengths(np.full(len(null), kind.itemsize), null), _binary_values(fixed)[0]]
+    values = np.asarray(values).astype(kind)
+    lengths = _binary_lengths(np.full(len(null), kind.itemsize), null)
+    if not null.any():  # every field the same size: its length and value are numpy pieces
+        return [lengths, values]
+    valid = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    fixed = pa.Array.from_buffers(pa.binary(kind.itemsize), len(null),
+                                  [valid, pa.py_buffer(values.tobytes())])
+    return [lengths, _binary_values(fixed)[0]]
 
 
 def _binary_ewkb(values: np.ndarray) -> list[Any]:
@@ -402,13 +432,11 @@ def _simple_ewkb(values: np.ndarray) -> list[Any] | None:
         rows["n0"], rows["n1"] = 1, counts
     elif kind == 1:
         rows["n0"] = counts
-    heads = pa.Array.from_buffers(pa.binary(head.itemsize), len(rows),
-                                  [None, pa.py_buffer(rows.tobytes())])
     offsets = np.zeros(len(values) + 1, dtype=np.int64)
     np.cumsum(16 * counts, out=offsets[1:])
     points = pa.Array.from_buffers(pa.large_binary(), len(values),
                                    [None, pa.py_buffer(offsets), pa.py_buffer(coords)])
-    return [heads.cast(pa.large_binary()), points]
+    return [rows, points]
 
 
 def _layer_copy_binary(spec: LayerSpec, frame: pd.DataFrame, version: int) -> memoryview:
