@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from twin.errors import LayerNotFoundError
-from twin.twin import Twin, current_version, put_layer
+from twin.errors import LayerNotFoundError, StaleUpdateError
+from twin.twin import Twin, current_grid_cells, current_version, put_layer
 
 
 def test_put_layer_assigns_grids_from_the_stored_grid_cells(store, grid_cells, buildings):
@@ -19,6 +19,61 @@ def test_put_layer_assigns_grids_from_the_stored_grid_cells(store, grid_cells, b
     assert got["resp_grid_id"].to_dict() == {"B1": "R01", "B2": "R01", "B3": "R02"}
     assert got["community_code"].eq("450311001001").all()
     assert got["street_code"].eq("450311001").all()
+
+
+def _renumbered(grid_cells):
+    """The same two grids with the first one's code changed (a new survey)."""
+    return grid_cells.assign(grid_code=["45031100100109", "45031100100102"],
+                             sequence=["09", "02"])
+
+
+def test_a_layer_is_assigned_again_when_grid_cells_were_loaded_meanwhile(
+    store, grid_cells, buildings
+):
+    put_layer(store, "grid_cells", grid_cells, actor="t", source="grids-1")
+    read_before = current_grid_cells(store)  # what a slow load read at its start
+    put_layer(store, "grid_cells", _renumbered(grid_cells), actor="t", source="grids-2")
+    # the store refuses a write based on the replaced grid cells, and writes nothing
+    with pytest.raises(StaleUpdateError, match="grid_cells .read version 1, now 2"):
+        store.write_layers({"buildings": buildings}, actor="t", source="b",
+                           expect={"grid_cells": read_before.version})
+    assert current_version(store, "buildings") is None
+    # put_layer reads the new grid cells and assigns again
+    put_layer(store, "buildings", buildings, actor="t", source="b", grid_cells=read_before)
+    got = store.read_layer("buildings").set_index("building_code")["grid_code"].to_dict()
+    assert got == {"B1": "45031100100109", "B2": "45031100100109", "B3": "45031100100102"}
+
+
+class _LoadsFirst:
+    """A store on which another writer loads *layer* just before the next write_layers."""
+
+    def __init__(self, store, layer, frame):
+        self._store, self._pending = store, (layer, frame)
+        self.writes = 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def write_layers(self, frames, **kwargs):
+        self.writes += 1
+        if self._pending is not None:
+            layer, frame = self._pending
+            self._pending = None
+            put_layer(self._store, layer, frame, actor="other", source="meanwhile")
+        return self._store.write_layers(frames, **kwargs)
+
+
+def test_grid_cells_loaded_beside_a_layer_load_do_not_undo_it(store, grid_cells, buildings):
+    put_layer(store, "grid_cells", grid_cells, actor="t", source="grids-1")
+    put_layer(store, "buildings", buildings, actor="t", source="b-1")
+    # while the new grid cells re-assign buildings version 1, someone loads version 2
+    racing = _LoadsFirst(store, "buildings", buildings.iloc[1:])
+    put_layer(racing, "grid_cells", _renumbered(grid_cells), actor="t", source="grids-2")
+    assert racing.writes == 2  # the first write was refused, the second re-read version 2
+    got = store.read_layer("buildings").set_index("building_code")["grid_code"].to_dict()
+    assert got == {"B2": "45031100100109", "B3": "45031100100102"}  # version 2, new grids
+    assert [v.source for v in store.layer_versions("buildings")] == ["b-1", "meanwhile",
+                                                                     "grids-2"]
 
 
 def test_put_layer_without_grids_keeps_the_frames_own_columns(store, cameras):

@@ -27,7 +27,7 @@ from twin.enrich import PolygonIndex, grid_index
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.load_formats import LoadError, RawData, read_source, resolve_source
 from twin.schema import ASSIGNED_COLUMNS, Column, LayerSpec, validate_layer_frame
-from twin.twin import GRID_LAYER, READ_GRIDS, current_grid_cells, put_layer
+from twin.twin import GRID_LAYER, READ_GRIDS, GridCells, current_grid_cells, put_layer
 
 LOGGER = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def load_layer(
         grid_cells = grids.result() if grids is not None else READ_GRIDS
         where = None
         if located is not None and located.result() is not None:
-            where = _located_rows(located.result(), cleaned, result, grid_cells)
+            where = _located_rows(located.result(), cleaned, result, grid_cells.cells)
     result.report["dry_run"] = bool(dry_run)
     if dry_run:
         return result
@@ -298,19 +298,22 @@ def load_layer(
     return result
 
 
-def _grid_lookup(store) -> Any:
-    """Return the store's current grid cells as the index assign_grids queries.
+def _grid_lookup(store) -> GridCells:
+    """Return the store's current grid cells with the index assign_grids queries as ``cells``.
 
-    Built in load_layer's pool while the file is checked, off the main thread; None when there
-    are no grid cells yet, an empty frame when the current version is empty (see put_layer).
+    Built in load_layer's pool while the file is checked, off the main thread; ``cells`` is
+    None when there are no grid cells yet, an empty frame when the current version is empty
+    (see put_layer).
     """
-    cells = current_grid_cells(store)
-    return grid_index(cells) if cells is not None and len(cells) else cells
+    grids = current_grid_cells(store)
+    if grids.cells is None or not len(grids.cells):
+        return grids
+    return GridCells(grid_index(grids.cells), grids.version)
 
 
 def _locate(grids: Future, geoms: np.ndarray) -> np.ndarray | None:
     """Return the grid index position of each geometry (-1 in none); None without an index."""
-    index = grids.result()
+    index = grids.result().cells
     return index.locate(geoms, crs=tcrs.WGS84) if isinstance(index, PolygonIndex) else None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import geopandas as gpd
@@ -17,7 +18,9 @@ from twin.store.base import LayerVersion, Store
 LOGGER = logging.getLogger(__name__)
 
 GRID_LAYER = "grid_cells"
-REGRID_ATTEMPTS = 3  # a case edited while grids are assigned makes the load start over
+# a case edited, or the grid cells or a located layer loaded, while grids are assigned makes
+# the write start over
+REGRID_ATTEMPTS = 3
 
 Frame = gpd.GeoDataFrame | pd.DataFrame
 READ_GRIDS = object()  # put_layer's default: read the current grid cells from the store
@@ -31,11 +34,24 @@ def current_version(store: Store, name: str) -> LayerVersion | None:
     return None
 
 
-def current_grid_cells(store: Store) -> gpd.GeoDataFrame | None:
-    """Return the store's current ``grid_cells`` layer, or None if it was never written."""
-    if current_version(store, GRID_LAYER) is None:
-        return None
-    return store.read_layer(GRID_LAYER)
+@dataclass(frozen=True)
+class GridCells:
+    """The grid cells features are assigned to, and the version of ``grid_cells`` they are.
+
+    ``cells`` is the layer (or its :class:`twin.enrich.PolygonIndex`), None when the store
+    has never had grid cells; ``version`` is then None too.
+    """
+
+    cells: Any
+    version: int | None
+
+
+def current_grid_cells(store: Store) -> GridCells:
+    """Return the store's current ``grid_cells`` layer and its version."""
+    version = current_version(store, GRID_LAYER)
+    if version is None:
+        return GridCells(None, None)
+    return GridCells(store.read_layer(GRID_LAYER, version=version.version), version.version)
 
 
 def put_layer(
@@ -75,7 +91,8 @@ def put_layer(
     grid_cells
         The result of :func:`current_grid_cells` when the caller has it already
         (:func:`twin.load.load_layer` reads it while the file is being checked); by default
-        it is read here.
+        it is read here. If other grid cells are loaded before the write, they are read and
+        the features assigned again.
     _prevalidated
         Private to :func:`twin.load.load_layer`: *frame* is what
         :func:`twin.schema.validate_layer_frame` returned, so the store re-checks only the grid
@@ -99,18 +116,26 @@ def put_layer(
     spec = layers.get_layer(name)
     if name == GRID_LAYER:
         return _put_grid_cells(store, frame, actor=actor, source=source, note=note, report=report)
-    if spec.located and spec.geometry_type is not None:
+    write = dict(actor=actor, source=source, note=note, report=report,
+                 _prevalidated={name} if _prevalidated else ())
+    if not spec.located or spec.geometry_type is None:
+        return store.write_layers({name: frame}, **write)[0]
+    for attempt in range(1, REGRID_ATTEMPTS + 1):
         grids = current_grid_cells(store) if grid_cells is READ_GRIDS else grid_cells
-        if grids is None:
+        assigned = frame
+        if grids.cells is None:
             LOGGER.info("no grid_cells in %r yet; %s keeps its own grid columns", store, name)
-        elif len(grids):
-            frame = assign_grids(frame, grids, located=_located)
-    if _prevalidated:
-        return store.write_layers(
-            {name: frame}, actor=actor, source=source, note=note, report=report,
-            _prevalidated={name},
-        )[0]
-    return store.write_layer(name, frame, actor=actor, source=source, note=note, report=report)
+        elif len(grids.cells):
+            assigned = assign_grids(frame, grids.cells, located=_located)
+        try:
+            return store.write_layers({name: assigned}, expect={GRID_LAYER: grids.version},
+                                      **write)[0]
+        except StaleUpdateError:
+            if attempt == REGRID_ATTEMPTS:
+                raise
+            LOGGER.info("grid cells loaded while %s was assigned; assigning again", name)
+            grid_cells, _located = READ_GRIDS, None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _put_grid_cells(
@@ -123,12 +148,15 @@ def _put_grid_cells(
     index = grid_index(grids) if len(grids) else None
     for attempt in range(1, REGRID_ATTEMPTS + 1):
         frames: dict[str, Frame] = {GRID_LAYER: grids}
+        read: dict[str, int | None] = {}  # the versions re-assigned (a load meanwhile: again)
         for spec in layers.registry().values():
             if not spec.located or spec.geometry_type is None or spec.name == GRID_LAYER:
                 continue
-            if current_version(store, spec.name) is None:
+            version = current_version(store, spec.name)
+            read[spec.name] = None if version is None else version.version
+            if version is None:
                 continue
-            located = store.read_layer(spec.name)
+            located = store.read_layer(spec.name, version=version.version)
             frames[spec.name] = located if index is None else assign_grids(located, index)
         cases = store.read_cases(columns=["id", "version", "status", "geometry"])
         cases = cases.loc[cases["status"].isin(OPEN_STATUSES) & cases.geometry.notna()]
@@ -138,11 +166,12 @@ def _put_grid_cells(
             case_grids = pd.DataFrame(placed[["id", "version", *ASSIGNED_NAMES]])
         try:
             written = store.write_layers(frames, actor=actor, source=source, note=note,
-                                         report=report, case_grids=case_grids)
+                                         report=report, case_grids=case_grids, expect=read)
         except StaleUpdateError:
             if attempt == REGRID_ATTEMPTS:
                 raise
-            LOGGER.info("a case changed while grids were assigned; assigning again")
+            LOGGER.info("a case or a located layer changed while grids were assigned; "
+                        "assigning again")
             continue
         LOGGER.info("grid cells loaded; re-assigned %s and %d open cases",
                     ", ".join(frames) or "no layers", 0 if case_grids is None else len(case_grids))

@@ -6,7 +6,7 @@ import abc
 import hashlib
 import json
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -98,6 +98,27 @@ def current_stamps(
     return out
 
 
+def check_expected(
+    expect: Mapping[str, int | None], current: Mapping[str, tuple[int, str] | None]
+) -> None:
+    """Raise StaleUpdateError if a layer's current version is not the one the writer read.
+
+    *expect* maps a layer to the version its writer read (None: it had none); *current*
+    is :func:`current_stamps` of the same layers, read under the write's locks.
+    """
+    moved = {
+        name: (read, None if current.get(name) is None else current[name][0])
+        for name, read in expect.items()
+    }
+    moved = {name: pair for name, pair in moved.items() if pair[0] != pair[1]}
+    if moved:
+        what = ", ".join(f"{name} (read version {read}, now {now})"
+                         for name, (read, now) in moved.items())
+        raise StaleUpdateError(
+            f"written meanwhile: {what}; nothing was written. Read the layers again and retry."
+        )
+
+
 class Store(abc.ABC):
     """Where the twin keeps its layers (versioned), events, cases and audit log.
 
@@ -148,6 +169,7 @@ class Store(abc.ABC):
         note: str = "",
         report: dict | None = None,
         case_grids: pd.DataFrame | None = None,
+        expect: Mapping[str, int | None] | None = None,
         _prevalidated: Collection[str] = (),
     ) -> list[LayerVersion]:
         """Store several layers as their next versions, and re-grid cases, in ONE transaction.
@@ -168,6 +190,11 @@ class Store(abc.ABC):
             caller read. A case whose grid columns change gets them, ``version + 1``,
             ``updated_at`` now and a ``regrid`` step in its history; unchanged ones are left
             alone.
+        expect
+            Layer → the version the frames were derived from (None: the layer had none),
+            checked under the write's locks: the grid cells features were assigned to, the
+            located layers re-assigned to new grid cells. A write based on a version another
+            writer has replaced fails instead of undoing that writer's work.
         _prevalidated
             Private to :func:`twin.twin.put_layer` for :func:`twin.load.load_layer`: names whose
             frame :func:`twin.schema.validate_layer_frame` returned and only the assigned grid
@@ -188,8 +215,8 @@ class Store(abc.ABC):
         NotFoundError
             If *case_grids* names a case that does not exist (nothing is written).
         StaleUpdateError
-            If a case of *case_grids* is no longer at the given ``version`` (nothing is
-            written; read the cases again and retry).
+            If a case of *case_grids* is no longer at the given ``version``, or a layer of
+            *expect* at its version (nothing is written; read them again and retry).
         """
 
     @abc.abstractmethod

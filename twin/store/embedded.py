@@ -8,7 +8,7 @@ import logging
 import sqlite3
 import threading
 import weakref
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from twin.store.base import (
     Store,
     audit_hash,
     case_columns,
+    check_expected,
     count_columns,
     count_frame,
     current_stamps,
@@ -696,6 +697,7 @@ class EmbeddedStore(Store):
         note: str = "",
         report: dict | None = None,
         case_grids: pd.DataFrame | None = None,
+        expect: Mapping[str, int | None] | None = None,
         _prevalidated: Collection[str] = (),
     ) -> list[LayerVersion]:
         checked = [
@@ -708,7 +710,9 @@ class EmbeddedStore(Store):
         wanted = None if case_grids is None else prepare_case_grids(case_grids)
         created_at = _now()
         written = []
-        with self._transaction() as conn:
+        with self._transaction() as conn:  # IMMEDIATE: no other writer until the commit
+            if expect:
+                check_expected(expect, self._current_stamps(conn, list(expect)))
             if wanted is not None and len(wanted):
                 self._regrid_cases(conn, wanted, actor=actor, source=source, note=note,
                                    at=created_at)
@@ -867,8 +871,13 @@ class EmbeddedStore(Store):
             declared.get_layer(name)
         if not names:
             return {}
+        return self._current_stamps(self._conn(), names)
+
+    @staticmethod
+    def _current_stamps(conn: sqlite3.Connection, names: list[str]
+                        ) -> dict[str, tuple[int, str] | None]:
         marks = ", ".join("?" for _ in names)
-        rows = self._conn().execute(
+        rows = conn.execute(
             f"SELECT {q('layer')}, {q('version')}, {q('created_at')} FROM {q(LAYER_VERSIONS.name)} "
             f"WHERE {q('current')} AND {q('layer')} IN ({marks})",
             names,

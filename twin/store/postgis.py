@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -50,6 +50,7 @@ from twin.store.base import (
     Store,
     audit_hash,
     case_columns,
+    check_expected,
     count_columns,
     count_frame,
     current_stamps,
@@ -788,6 +789,7 @@ class PostGISStore(Store):
         note: str = "",
         report: dict | None = None,
         case_grids: pd.DataFrame | None = None,
+        expect: Mapping[str, int | None] | None = None,
         _prevalidated: Collection[str] = (),
     ) -> list[LayerVersion]:
         """Store several layers (and re-grid cases) in one transaction; see :class:`Store`.
@@ -807,9 +809,12 @@ class PostGISStore(Store):
         wanted = None if case_grids is None else prepare_case_grids(case_grids)
         created_at = pd.Timestamp(utcnow())
         written = []
+        expect = dict(expect or {})
         with self._begin() as conn:
-            for name in sorted(frames):
+            for name in sorted(set(frames) | set(expect)):
                 self._lock(conn, "layer", name)
+            if expect:
+                check_expected(expect, self._current_stamps(conn, list(expect)))
             if wanted is not None and len(wanted):
                 self._regrid_cases(conn, wanted, actor=actor, source=source, note=note,
                                    at=created_at)
@@ -1028,13 +1033,17 @@ class PostGISStore(Store):
         if not names:
             return {}
         with self._begin() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT layer, version, created_at::text FROM twin_layer_versions "
-                    "WHERE current AND layer = ANY(:names)"
-                ),
-                {"names": names},
-            ).fetchall()
+            return self._current_stamps(conn, names)
+
+    @staticmethod
+    def _current_stamps(conn: sa.Connection, names: list[str]) -> dict[str, tuple[int, str] | None]:
+        rows = conn.execute(
+            sa.text(
+                "SELECT layer, version, created_at::text FROM twin_layer_versions "
+                "WHERE current AND layer = ANY(:names)"
+            ),
+            {"names": names},
+        ).fetchall()
         return current_stamps(rows, names)
 
     def set_current_version(self, name: str, version: int, *, actor: str) -> LayerVersion:
