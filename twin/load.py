@@ -26,7 +26,7 @@ from twin import crs as tcrs
 from twin.enrich import PolygonIndex, grid_index
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.load_formats import LoadError, RawData, read_source, resolve_source
-from twin.schema import ASSIGNED_COLUMNS, Column, LayerSpec, validate_layer_frame
+from twin.schema import ASSIGNED_COLUMNS, Column, LayerSpec, duplicated, validate_layer_frame
 from twin.twin import GRID_LAYER, READ_GRIDS, GridCells, current_grid_cells, put_layer
 
 LOGGER = logging.getLogger(__name__)
@@ -444,7 +444,7 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
     if geoms is not None:
         whole = len(out)
         out, geoms, rows = _split_multipart(spec, out, geoms, rows, issues)
-        dup = out[spec.id_field].duplicated(keep=False).to_numpy() if len(out) > whole else None
+        dup = duplicated(out[spec.id_field]) if len(out) > whole else None
         if dup is not None and dup.any():  # a split id like B1-2 that the file also uses
             _reject_duplicates(spec, out, rows, dup, issues)
             out, geoms, rows = out[~dup].reset_index(drop=True), geoms[~dup], rows[~dup]
@@ -944,9 +944,11 @@ def _convert_series(s: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray]:
     if col.dtype == "text":
         if pd.api.types.is_float_dtype(s) and (s.dropna() % 1 == 0).all():
             s = s.astype("Int64")  # a numeric code in a .dbf: 1203.0 → "1203"
-        if not (s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) == "string"):
-            s = s.astype("string").astype(object)  # numbers, dates … as their text
-        text = s.where(present, None) if not present.all() else s
+        if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) == "string":
+            text = s.where(present, None) if not present.all() else s
+        else:  # text read as text by Arrow, or numbers, dates … as their text
+            text = pd.Series(s.astype("string").to_numpy(dtype=object, na_value=None),
+                             index=s.index, dtype=object)
         return text, np.zeros(len(s), dtype=bool)
     if col.dtype in ("int", "float"):
         if pd.api.types.is_integer_dtype(s) or (
@@ -996,14 +998,16 @@ def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Iss
         if padded.any():
             ids = ids.copy()
             ids[padded] = ids[padded].str.strip()
-        ids = ids.where(ids.notna() & (ids != ""), None)
+        blank = (ids == "").to_numpy()
+        if blank.any():
+            ids = ids.where(~blank, None)
     else:
         ids = ids.map(lambda v: v.strip() or None if isinstance(v, str) else v)
     out[idf] = ids
     live = ~rejected
     dup = np.zeros(len(out), dtype=bool)
     has = ids.notna().to_numpy() & live
-    dup[has] = ids[has].duplicated(keep=False).to_numpy()
+    dup[has] = duplicated(ids[has])
     if dup.any():
         _reject_duplicates(spec, out, rows, dup, issues)
     missing = ids.isna().to_numpy() & live

@@ -438,7 +438,9 @@ def _already(series: pd.Series, dtype: str) -> pd.Series | None:
         return series if utc else None
     if dtype in ("text", "date") and pd.api.types.is_object_dtype(kind):
         inferred = pd.api.types.infer_dtype(series, skipna=True)
-        if inferred == ("string" if dtype == "text" else "date") or inferred == "empty":
+        if inferred == "empty":  # nothing but None/NaN (an absent column): all None
+            return pd.Series(None, index=series.index, dtype=object)
+        if inferred == ("string" if dtype == "text" else "date"):
             return series.where(series.notna(), None) if series.isna().any() else series
     if dtype == "json" and (pd.api.types.is_object_dtype(kind) or _is_text_dtype(kind)):
         return _canonical_json_texts(series.astype(object))
@@ -559,6 +561,17 @@ def _ids(series: pd.Series, limit: int = 5) -> str:
     return ", ".join(values[:limit]) + more
 
 
+def duplicated(values: pd.Series) -> np.ndarray:
+    """Mark every value that occurs more than once (``duplicated(keep=False)``).
+
+    Unique values, the usual case, are recognised first by one hash pass that keeps no
+    positions (about half the cost of marking them).
+    """
+    if values.is_unique:
+        return np.zeros(len(values), dtype=bool)
+    return values.duplicated(keep=False).to_numpy()
+
+
 def _absent(index: pd.Index) -> pd.Series:
     """Return an absent optional column: all None, as object (as text it would be converted)."""
     return pd.Series(None, index=index, dtype=object)
@@ -592,16 +605,20 @@ def validate_layer_frame(
             f"{spec.column_names}. Put extra fields into 'attrs' or load the file with "
             "scripts/load_layer.py, which keeps them there."
         )
-    out = pd.DataFrame(index=frame.index)
-    for col in spec.all_columns:
-        series = frame[col.name] if col.name in frame else _absent(frame.index)
-        out[col.name] = coerce_series(series, col)
+    out = pd.DataFrame(
+        {
+            col.name: coerce_series(frame[col.name] if col.name in frame else _absent(frame.index),
+                                    col)
+            for col in spec.all_columns
+        },
+        index=frame.index,
+    )
     if spec.id_field not in frame or out[spec.id_field].isna().any():
         raise ValidationError(
             f"layer {spec.name!r}: every feature needs an id in {spec.id_field!r}; "
             f"{int(out[spec.id_field].isna().sum())} have none. The loader generates stable ids."
         )
-    dup = out[spec.id_field].duplicated(keep=False)
+    dup = duplicated(out[spec.id_field])
     if dup.any():
         raise DuplicateIdError(
             f"layer {spec.name!r}: duplicate {spec.id_field} values "
