@@ -439,7 +439,7 @@ def _already(series: pd.Series, dtype: str) -> pd.Series | None:
     if dtype in ("text", "date") and pd.api.types.is_object_dtype(kind):
         inferred = pd.api.types.infer_dtype(series, skipna=True)
         if inferred == "empty":  # nothing but None/NaN (an absent column): all None
-            return pd.Series(None, index=series.index, dtype=object)
+            return _absent(series.index)
         if inferred == ("string" if dtype == "text" else "date"):
             return series.where(series.notna(), None) if series.isna().any() else series
     if dtype == "json" and (pd.api.types.is_object_dtype(kind) or _is_text_dtype(kind)):
@@ -573,8 +573,11 @@ def duplicated(values: pd.Series) -> np.ndarray:
 
 
 def _absent(index: pd.Index) -> pd.Series:
-    """Return an absent optional column: all None, as object (as text it would be converted)."""
-    return pd.Series(None, index=index, dtype=object)
+    """Return an absent optional column: all None, as object (as text it would be converted).
+
+    (``pd.Series(None, dtype=object)`` would hold NaN.)
+    """
+    return pd.Series(np.full(len(index), None, dtype=object), index=index)
 
 
 def validate_layer_frame(
