@@ -22,6 +22,22 @@ def test_measure_keeps_repeats_answer_and_peak():
     assert t.median >= 0 and t.pct(0.95) == max(t.times) and t.peak_mb > 0
 
 
+def test_interleaved_sides_take_turns_and_keep_their_own_times():
+    calls = []
+
+    def side(name, seconds):
+        def run():
+            calls.append(name)
+            return seconds, f"{name} answer"
+        return run
+
+    (a_times, a_answer), (b_times, b_answer) = common.interleaved(
+        [side("a", 1.0), side("b", 2.0)], rounds=4, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert (a_times, b_times) == ([1.0] * 4, [2.0] * 4)
+    assert (a_answer, b_answer) == ("a answer", "b answer")
+
+
 def test_figure_speedup_for_times_and_throughputs():
     slow, fast = common.Timing([2.0], None, 1.0), common.Timing([1.0], None, 1.0)
     assert common.figure("x", "c", "community", {}, "o", "a", fast, slow, True).speedup == 2.0
