@@ -317,11 +317,12 @@ def _binary_values(values: Any) -> tuple[Any, np.ndarray]:
 
 
 def _binary_parts(series: pd.Series, dtype: str) -> list[Any]:
-    """One column of a canonical layer frame as binary COPY fields: Arrow arrays to join.
+    """One column of a canonical layer frame as binary COPY fields: pieces to join.
 
     A field is its 4-byte length (-1 for NULL) and its bytes; the pieces are returned as
-    separate arrays (lengths, values …) that the row join concatenates, so no buffer is
-    rewritten here.
+    separate arrays (lengths, values …) that :func:`_binary_tuples` concatenates row by row,
+    so no buffer is rewritten here: numpy arrays for what has a fixed size (lengths, numbers
+    without NULLs), Arrow arrays for the rest.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -363,7 +364,7 @@ def _binary_parts(series: pd.Series, dtype: str) -> list[Any]:
 
 
 def _binary_ewkb(values: np.ndarray) -> list[Any]:
-    """Binary COPY fields of 2D geometries as EWKB with SRID 4326 (Arrow arrays to join).
+    """Binary COPY fields of 2D geometries as EWKB with SRID 4326 (pieces to join).
 
     Points, lines and polygons without holes (nearly every footprint, camera and road) are
     written by :func:`_simple_ewkb`; anything else by GEOS, whose little-endian WKB gets the
