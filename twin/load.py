@@ -72,20 +72,18 @@ class _Issues:
 
     def __init__(self, initial: list[dict] | None = None) -> None:
         self.items: list[dict] = list(initial or [])
-        # source rows (ascending) and their ids, to name features in the report
+        # source rows and their ids, to name features in the report
         self.named_rows = np.zeros(0, dtype=np.int64)
         self.named_ids = np.zeros(0, dtype=object)
 
     def name_rows(self) -> None:
         unnamed = [i for i in self.items if "row" in i and "id" not in i]
-        if not unnamed or len(self.named_rows) == 0:
+        if not unnamed:  # the usual load: the lookup is not built
             return
-        rows, ids = self.named_rows, self.named_ids
-        wanted = np.array([i["row"] for i in unnamed], dtype=np.int64)
-        at = np.minimum(np.searchsorted(rows, wanted), len(rows) - 1)
-        for item, k, hit in zip(unnamed, at.tolist(), (rows[at] == wanted).tolist(), strict=True):
-            if hit:
-                item["id"] = str(ids[k])
+        ids = dict(zip(self.named_rows.tolist(), self.named_ids.tolist(), strict=True))
+        for item in unnamed:
+            if item["row"] in ids:
+                item["id"] = str(ids[item["row"]])
 
     def add(self, kind: str, severity: str, message: str, row=None, fid=None) -> None:
         item = {"kind": kind, "severity": severity, "message": message}

@@ -106,14 +106,11 @@ def check_expected(
     *expect* maps a layer to the version its writer read (None: it had none); *current*
     is :func:`current_stamps` of the same layers, read under the write's locks.
     """
-    moved = {
-        name: (read, None if current.get(name) is None else current[name][0])
-        for name, read in expect.items()
-    }
-    moved = {name: pair for name, pair in moved.items() if pair[0] != pair[1]}
+    now = {name: (current.get(name) or (None,))[0] for name in expect}
+    moved = [name for name, read in expect.items() if read != now[name]]
     if moved:
-        what = ", ".join(f"{name} (read version {read}, now {now})"
-                         for name, (read, now) in moved.items())
+        what = ", ".join(f"{name} (read version {expect[name]}, now {now[name]})"
+                         for name in moved)
         raise StaleUpdateError(
             f"written meanwhile: {what}; nothing was written. Read the layers again and retry."
         )
