@@ -91,6 +91,8 @@ def test_every_page_of_every_role_runs(make_app, role):
         assert at.title[0].value == i18n.t(TITLES[page], "zh-CN")
         shown = everything(at)
         assert not any(p in shown for p in PHONES), f"{role} sees a phone number on {page}"
+        for chart in at.get("deck_gl_json_chart"):  # no basemap: Streamlit would fetch CARTO's
+            assert json.loads(chart.proto.json).get("mapStyle") == "__MAP_STYLE__", page
 
 
 def test_anonymous_sees_the_login_form_and_no_data(make_app):

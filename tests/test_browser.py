@@ -20,7 +20,7 @@ from tests.browser import (
     streamlit_server,
     write_small_twin,
 )
-from twin import deck
+from twin import deck, i18n
 
 pytestmark = pytest.mark.browser
 
@@ -89,7 +89,8 @@ def log_in(page) -> None:
 
 
 @pytest.fixture
-def page(chromium, server):
+def visitor(chromium, server):
+    """A browser on the app, not logged in (a resident): every request and page error recorded."""
     url, _ = server
     context = chromium.new_context(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
     page = context.new_page()
@@ -98,9 +99,27 @@ def page(chromium, server):
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
     page.goto(url, wait_until="domcontentloaded")
-    log_in(page)
     yield page
     context.close()
+
+
+@pytest.fixture
+def page(visitor):
+    """The same browser, logged in as the duty chief."""
+    log_in(visitor)
+    return visitor
+
+
+def assert_offline(page) -> None:
+    outside = [url for url in page.requests if not is_local(url)]
+    assert page.requests and not outside, f"requests that leave this machine: {outside}"
+    assert not page.errors, page.errors
+
+
+def test_public_page_draws_its_map_offline(visitor):
+    visitor.get_by_text(i18n.t("public.recent", "zh-CN")).first.wait_for(timeout=WAIT_MS)
+    wait_for_map(visitor)
+    assert_offline(visitor)
 
 
 def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
@@ -230,9 +249,7 @@ def test_cockpit_draws_offline_hovers_clicks_and_switches_language(page, server)
     wait_for_map(page)
     shot(page, "cockpit-en.png")
 
-    outside = [url for url in page.requests if not is_local(url)]
-    assert page.requests and not outside, f"requests that leave this machine: {outside}"
-    assert not page.errors, page.errors
+    assert_offline(page)
 
 
 def test_cockpit_screenshot_for_the_readme(page):

@@ -324,3 +324,9 @@ def test_legend_and_counts(twin_layers):
     assert entries[0].color == layers.get_layer("community").style.line  # outline only
     assert deck.map_counts(twin_layers) == {
         "buildings": 3, "households": 198, "cameras": 1, "sensors": 0, "grid_cells": 2}
+
+
+def test_offline_deck_keeps_the_no_basemap_sentinel():
+    layer = pdk.Layer("ScatterplotLayer", [{"p": [LON, LAT]}], get_position="p")
+    text = deck.offline_deck([layer], deck.fit_view(None), height=300).to_json()
+    assert json.loads(text)["mapStyle"] == "__MAP_STYLE__" and "mapProvider" not in text

@@ -56,6 +56,8 @@ TOOLTIP_STYLE = {
     "whiteSpace": "pre-line",
     "maxWidth": "320px",
 }
+#: The tooltip of every map: each feature's ``tooltip`` text, inserted as text (never HTML).
+TEXT_TOOLTIP = {"text": "{tooltip}", "style": TOOLTIP_STYLE}
 BASEMAP_LAND_ID = "basemap-land"
 CONES_SUFFIX = "cones"
 
@@ -522,13 +524,7 @@ def make_deck(
     if view_state is None:
         fit_to = [community] if community is not None and len(community) else twin_layers.values()
         view_state = fit_view(_bounds(fit_to))
-    return pdk.Deck(
-        layers=deck_layers,
-        initial_view_state=view_state,
-        map_provider=None,
-        tooltip={"text": "{tooltip}", "style": TOOLTIP_STYLE},
-        height=MAP_HEIGHT,
-    )
+    return offline_deck(deck_layers, view_state, tooltip=TEXT_TOOLTIP)
 
 
 # -- what the map panel shows beside the deck -------------------------------------------------
@@ -838,6 +834,19 @@ class CompactDeck(pdk.Deck):
         return json.dumps(self, sort_keys=True, default=default_serialize, separators=(",", ":"))
 
 
+def offline_deck(layers: list[pdk.Layer], view_state: pdk.ViewState | Mapping[str, Any], *,
+                 tooltip: Mapping[str, Any] | bool = False, height: int = MAP_HEIGHT
+                 ) -> CompactDeck:
+    """Return a deck that fetches nothing from outside: every map of the twin is made here.
+
+    No map provider, and pydeck's map-style sentinel left in place: Streamlit reads the sentinel
+    as "no basemap". Any other style, ``None`` included, makes Streamlit fetch CARTO's style from
+    the internet, which an offline cockpit (and a resident's privacy) must never do.
+    """
+    return CompactDeck(layers=list(layers), initial_view_state=view_state, map_provider=None,
+                       tooltip=tooltip, height=height)
+
+
 _BASEMAP = LRUCache(16)
 _TOOLTIPS = LRUCache(32)
 
@@ -1004,5 +1013,4 @@ def thematic_deck(
         layers_out.extend(x for x in made if x.id != "cases" or "cases" in wanted)
     if "alarms" in wanted:
         layers_out.extend(alarm_layer(data.alarms, labels, lang, crs))
-    return CompactDeck(layers=layers_out, initial_view_state=view_state, map_provider=None,
-                       tooltip={"text": "{tooltip}", "style": TOOLTIP_STYLE}, height=height)
+    return offline_deck(layers_out, view_state, tooltip=TEXT_TOOLTIP, height=height)

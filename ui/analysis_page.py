@@ -58,9 +58,8 @@ if isinstance(frame, gpd.GeoDataFrame) and len(frame):
                       get_line_color=[255, 255, 255, 200], line_width_min_pixels=1,
                       point_radius_min_pixels=4)
     base = [x for x in deck.make_deck(twin_layers, ["roads", "grid_cells"], LANG).layers]
-    st.pydeck_chart(pdk.Deck(layers=[*base, layer], map_provider=None,
-                             initial_view_state=deck.fit_view(tuple(shown.total_bounds)),
-                             tooltip={"text": "{tooltip}", "style": deck.TOOLTIP_STYLE}),
+    st.pydeck_chart(deck.offline_deck([*base, layer], deck.fit_view(tuple(shown.total_bounds)),
+                                      tooltip=deck.TEXT_TOOLTIP, height=520),
                     key="analysis_map", height=520)
 st.dataframe(pd.DataFrame(frame).drop(columns="geometry", errors="ignore"), width="stretch",
              hide_index=True)

@@ -8,7 +8,7 @@ import pydeck as pdk
 import streamlit as st
 
 from twin import access, participation
-from twin.deck import polygon_rings
+from twin.deck import TEXT_TOOLTIP, offline_deck, polygon_rings
 from twin.errors import TwinError
 from ui.auth import origin, require_page
 from ui.common import current_language, open_twin, t
@@ -96,10 +96,9 @@ if access.can(user, "participation.results") and len(polls):
     if len(layer):
         data = layer.drop(columns="geometry").assign(polygon=polygon_rings(layer.geometry.values))
         centre = layer.union_all().centroid
-        st.pydeck_chart(pdk.Deck(
-            layers=[pdk.Layer("PolygonLayer", data, id="poll-results", get_polygon="polygon",
-                              get_fill_color=[230, 120, 40, 150], pickable=True)],
-            initial_view_state=pdk.ViewState(longitude=centre.x, latitude=centre.y, zoom=15),
-            tooltip={"text": "{tooltip}"},  # text mode: inserted as innerText, never HTML
-            map_provider=None, map_style=None,
+        st.pydeck_chart(offline_deck(
+            [pdk.Layer("PolygonLayer", data, id="poll-results", get_polygon="polygon",
+                       get_fill_color=[230, 120, 40, 150], pickable=True)],
+            pdk.ViewState(longitude=centre.x, latitude=centre.y, zoom=15),
+            tooltip=TEXT_TOOLTIP, height=360,
         ), height=360)

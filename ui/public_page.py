@@ -8,6 +8,7 @@ import streamlit as st
 
 from twin import access, kpi
 from twin.cases import case_table
+from twin.deck import offline_deck
 from ui.common import current_language, open_twin, t
 
 LANG = current_language()
@@ -61,13 +62,11 @@ recent = pd.DataFrame({
 st.dataframe(recent, hide_index=True, width="stretch")
 if len(recent):
     points = pd.DataFrame({"lon": lon, "lat": lat})
-    st.pydeck_chart(pdk.Deck(
-        layers=[pdk.Layer("ScatterplotLayer", points, id="public-fixed",
-                          get_position=["lon", "lat"], get_radius=50,
-                          get_fill_color=[40, 160, 90, 160])],
-        initial_view_state=pdk.ViewState(longitude=float(points["lon"].mean()),
-                                         latitude=float(points["lat"].mean()), zoom=15),
-        map_provider=None, map_style=None,
+    st.pydeck_chart(offline_deck(
+        [pdk.Layer("ScatterplotLayer", points, id="public-fixed", get_position=["lon", "lat"],
+                   get_radius=50, get_fill_color=[40, 160, 90, 160])],
+        pdk.ViewState(longitude=float(points["lon"].mean()),
+                      latitude=float(points["lat"].mean()), zoom=15), height=320,
     ), height=320)
 
 # -- the work of grid workers and departments ----------------------------------------------------
