@@ -303,14 +303,17 @@ def _within_sql(store, spec, target, crs, distance, self_id, names):
     if self_id is not None and self_id[0] == spec.name:
         not_self = f" AND {idf}::text <> :self"
         params["self"] = self_id[1]
+    # Each candidate of the index (bounding boxes) is projected and measured once: OFFSET 0
+    # keeps the inner SELECT whole, so its distance is not computed again by the filter and
+    # the ORDER BY (the distance test is the inclusive one of ST_DWithin).
     sql = (
-        f"{_TARGET_SQL} SELECT {q.select_list(spec.all_columns)}, "
-        "ST_Distance(ST_Transform(t.geom, :srid), q.gm) AS distance_m "
-        f"FROM {tbl} t, q WHERE t.geom && ST_Transform(ST_Expand(q.gm, :pad), 4326) "
-        f"AND ST_DWithin(ST_Transform(t.geom, :srid), q.gm, :d){not_self} "
-        f"ORDER BY round(ST_Distance(ST_Transform(t.geom, :srid), q.gm)::numeric, 3), {idf}"
+        f"{_TARGET_SQL} SELECT {q.select_list(spec.all_columns, alias='c')}, c.distance_m "
+        "FROM (SELECT t.*, ST_Distance(ST_Transform(t.geom, :srid), q.gm) AS distance_m "
+        f"FROM {tbl} t, q WHERE t.geom && ST_Transform(ST_Expand(q.gm, :pad), 4326){not_self} "
+        "OFFSET 0) c WHERE c.distance_m <= :d "
+        f"ORDER BY round(c.distance_m::numeric, 3), c.{q.ident(spec.id_field)}"
     )
-    columns, rows, stamps = q.run_versioned(store, sql, params, names)
+    columns, rows, stamps = q.run_versioned(store, sql, params, names, one_plan=True)
     return q.typed_frame(spec, columns, rows, ["distance_m"]), stamps
 
 
@@ -469,5 +472,5 @@ def _nearest_sql(store, spec, target, crs, k, self_id, on_layer, live, names):
         f"AND ST_DWithin(ST_Transform(t.geom, :srid), q.gm, r.dmax + 0.001){where} "
         f"ORDER BY round({dist}::numeric, 3), {idf} LIMIT :k"
     )
-    columns, rows, stamps = q.run_versioned(store, sql, params, names)
+    columns, rows, stamps = q.run_versioned(store, sql, params, names, one_plan=True)
     return q.typed_frame(spec, columns, rows, ["distance_m"], rank=live is None), stamps

@@ -12,6 +12,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import psycopg
 import shapely
 import sqlalchemy as sa
 
@@ -51,38 +52,78 @@ def select_list(columns: tuple[Column, ...] | list[Column], alias: str = "t") ->
 
 def run(store: Any, sql: str, params: dict[str, Any]) -> pd.DataFrame:
     """Run one read-only statement with bound parameters and return its rows."""
-    names, rows = run_read(store, sa.text(sql), params)
+    names, rows = run_read(store, sql, params)
     return pd.DataFrame(rows, columns=names)
 
 
-def run_read(store: Any, statement: sa.TextClause, params: dict[str, Any]
+def run_read(store: Any, sql: str, params: dict[str, Any], *, one_plan: bool = False
              ) -> tuple[list[str], list[Any]]:
     """Run one read-only statement on the store's read engine; return column names and rows.
 
-    One round trip (autocommit, no ping: see ``twin.store.postgis._engine``). A pooled
-    connection the server has dropped since (a restart) fails at once, is discarded, and the
-    statement is run again once on a new connection; a server that does not answer gives
-    :class:`StoreUnavailableError`.
+    *sql* binds its parameters as ``:name``. One round trip (autocommit, no ping: see
+    ``twin.store.postgis._engine``), on the pooled connection's own driver cursor: a planner
+    read is a single SELECT, so SQLAlchemy's statement and result machinery would only add
+    time. A pooled connection the server has dropped since (a restart) fails at once, is
+    discarded, and the statement is run again once on a new connection; a server that does not
+    answer gives :class:`StoreUnavailableError`.
+
+    With *one_plan*, the statement's best plan does not depend on its parameter values (a
+    point query: the GiST index is right wherever the point is), so it is prepared at once and
+    planned once per connection (``plan_cache_mode = force_generic_plan``) instead of at every
+    call, which PostgreSQL otherwise keeps doing for PostGIS statements (about 0.2 ms each).
+    Statements whose plan does depend on their values (a period over the event tables) keep
+    PostgreSQL's own choice.
     """
+    statement = _driver_sql(sql)
     try:
         try:
-            return _read_once(store, statement, params)
-        except sa.exc.DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-        return _read_once(store, statement, params)  # on a new connection
-    except sa.exc.OperationalError as exc:
+            return _read_once(store, statement, params, one_plan)
+        except _Dropped:
+            return _read_once(store, statement, params, one_plan)  # on a new connection
+    except (_Dropped, sa.exc.OperationalError) as exc:
+        reason = exc.args[0] if isinstance(exc, _Dropped) else exc.orig
         raise StoreUnavailableError(
-            f"the PostGIS store did not answer ({str(exc.orig).splitlines()[0]}); "
+            f"the PostGIS store did not answer ({str(reason).splitlines()[0]}); "
             "check that the server is running"
         ) from None
 
 
-def _read_once(store: Any, statement: sa.TextClause, params: dict[str, Any]
+class _Dropped(Exception):
+    """The pooled connection was dropped by the server (it has been discarded)."""
+
+
+_PLAN_MODE = "plan_cache_mode"
+
+
+def _read_once(store: Any, statement: str, params: dict[str, Any], one_plan: bool
                ) -> tuple[list[str], list[Any]]:
-    with store.read_engine.connect() as conn:
-        result = conn.execute(statement, params)
-        return list(result.keys()), result.fetchall()
+    pooled = store.read_engine.raw_connection()  # a failed connect: sa.exc.OperationalError
+    try:
+        driver = pooled.driver_connection
+        try:
+            with driver.cursor() as cursor:
+                mode = "force_generic_plan" if one_plan else "auto"
+                if pooled.info.get(_PLAN_MODE, "auto") != mode:  # a round trip only on a change
+                    cursor.execute(f"SET plan_cache_mode = {mode}")
+                    pooled.info[_PLAN_MODE] = mode
+                cursor.execute(statement, params, prepare=True if one_plan else None)
+                return [c.name for c in cursor.description], cursor.fetchall()
+        except psycopg.OperationalError as exc:
+            if driver.broken or driver.closed:
+                pooled.invalidate()
+                raise _Dropped(str(exc)) from None
+            raise
+    finally:
+        pooled.close()  # back to the pool (or gone, when invalidated)
+
+
+_BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")  # SQLAlchemy's text() bind names
+
+
+@functools.lru_cache(maxsize=256)
+def _driver_sql(sql: str) -> str:
+    """Return *sql* with its ``:name`` parameters as psycopg's ``%(name)s`` (``%`` doubled)."""
+    return _BIND.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
 def layer_frame(spec: LayerSpec, raw: pd.DataFrame, extra: list[str] = ()) -> gpd.GeoDataFrame:
@@ -93,12 +134,12 @@ def layer_frame(spec: LayerSpec, raw: pd.DataFrame, extra: list[str] = ()) -> gp
 
 
 def run_versioned(
-    store: Any, body: str, params: dict[str, Any], layers: list[str]
+    store: Any, body: str, params: dict[str, Any], layers: list[str], *, one_plan: bool = False
 ) -> tuple[list[str], list[tuple], dict[str, tuple[int, str] | None]]:
     """Run the SELECT *body* and read the current versions of *layers* in the same statement.
 
     One round trip and one snapshot: the versions are those of the rows returned. *body* keeps
-    its own ORDER BY; the rows come back in that order.
+    its own ORDER BY; the rows come back in that order. *one_plan* as in :func:`run_read`.
 
     Returns
     -------
@@ -111,7 +152,7 @@ def run_versioned(
         # a nested loop over the one-row _v keeps the body's order (no renumbering and sort)
         f"LEFT JOIN (SELECT TRUE AS _hit, * FROM ({body}) _i) _b ON TRUE"
     )
-    names, rows = _execute(store, sql, params, layers)
+    names, rows = _execute(store, sql, params, layers, one_plan)
     body_rows = [tuple(r[2:]) for r in rows if r[1] is not None]
     return names[2:], body_rows, _stamps(rows, layers)
 
@@ -130,7 +171,7 @@ def run_versioned_row(
         ``{column: value}`` of the body's row, and ``{layer: (version, created) or None}``.
     """
     sql = f"WITH {_versions_cte(store)} SELECT _v._versions, _b.* FROM _v, ({body}) _b"
-    names, rows = _execute(store, sql, params, layers)
+    names, rows = _execute(store, sql, params, layers, False)
     return dict(zip(names[1:], rows[0][1:], strict=True)), _stamps(rows, layers)
 
 
@@ -145,25 +186,18 @@ def _versions_cte(store: Any) -> str:
 
 
 def _execute(
-    store: Any, sql: str, params: dict[str, Any], layers: list[str]
+    store: Any, sql: str, params: dict[str, Any], layers: list[str], one_plan: bool
 ) -> tuple[list[str], list[Any]]:
     """Run *sql* with bound parameters; return its column names and rows."""
     try:
-        return run_read(store, _text(sql), {**params, "_layers": list(layers)})
-    except sa.exc.ProgrammingError as exc:
-        if getattr(exc.orig, "sqlstate", None) == "42P01":  # undefined table: a layer never loaded
-            from twin.query import _cache
+        return run_read(store, sql, {**params, "_layers": list(layers)}, one_plan=one_plan)
+    except psycopg.errors.UndefinedTable:  # a layer never loaded
+        from twin.query import _cache
 
-            for name, stamp in _cache.stamps(store, layers).items():
-                if stamp is None:
-                    _cache.layer(store, name, None)  # raises the store's LayerNotFoundError
+        for name, stamp in _cache.stamps(store, layers).items():
+            if stamp is None:
+                _cache.layer(store, name, None)  # raises the store's LayerNotFoundError
         raise
-
-
-@functools.lru_cache(maxsize=256)
-def _text(sql: str) -> sa.TextClause:
-    """Return ``sa.text(sql)``, parsed once per statement (its bound names found by a regex)."""
-    return sa.text(sql)
 
 
 def _stamps(rows: list[Any], layers: list[str]) -> dict[str, tuple[int, str] | None]:
@@ -198,37 +232,43 @@ def typed_frame(
     return geoframe(data, gpd.array.from_shapely(geoms, crs=crs_object(CRS)), len(rows))
 
 
-_PLAIN = {"text": (str,), "date": (datetime.date,)}
+_NONE = type(None)
+#: The Python types the driver gives for each declared dtype (None for NULL).
+_KINDS = {
+    "text": frozenset({str, _NONE}),
+    "date": frozenset({datetime.date, _NONE}),
+    "int": frozenset({int, _NONE}),
+    "float": frozenset({float, int, _NONE}),
+    "bool": frozenset({bool, _NONE}),
+    "json": frozenset({str, _NONE}),  # JSON is selected as text
+}
 
 
 def _typed(values: tuple, column: Column) -> Any:
     dtype = column.dtype
+    kinds = set(map(type, values))
     try:
-        if dtype in _PLAIN:
-            kinds = _PLAIN[dtype]
-            if all(v is None or type(v) in kinds for v in values):
+        if dtype in _KINDS and kinds <= _KINDS[dtype]:
+            nulls = _NONE in kinds
+            if dtype in ("text", "date"):
                 out = np.empty(len(values), dtype=object)
                 out[:] = values
                 return out
-        elif dtype == "int":
-            if all(v is None or type(v) is int for v in values):
-                mask = np.array([v is None for v in values], dtype=bool)
-                data = np.array([0 if v is None else v for v in values], dtype="int64")
-                return pd.arrays.IntegerArray(data, mask)
-        elif dtype == "float":
-            if all(v is None or type(v) in (float, int) for v in values):
-                return np.array([np.nan if v is None else v for v in values], dtype=float)
-        elif dtype == "bool":
-            if all(v is None or type(v) is bool for v in values):
-                mask = np.array([v is None for v in values], dtype=bool)
-                data = np.array([bool(v) for v in values], dtype=bool)
-                return pd.arrays.BooleanArray(data, mask)
-        elif dtype == "json":
-            if all(v is None or type(v) is str for v in values):
-                # JSON is selected as text; written canonically as twin.schema.coerce_series does
+            if dtype == "float":
+                return np.array([np.nan if v is None else v for v in values] if nulls else values,
+                                dtype=float)
+            if dtype == "json":  # written canonically, as twin.schema.coerce_series does
                 out = np.empty(len(values), dtype=object)
                 out[:] = [None if v is None else _canonical_json(v) for v in values]
                 return out
+            if nulls:
+                mask = np.array([v is None for v in values], dtype=bool)
+                values = [False if v is None else v for v in values]
+            else:
+                mask = np.zeros(len(values), dtype=bool)
+            if dtype == "int":
+                return pd.arrays.IntegerArray(np.array(values, dtype="int64"), mask)
+            return pd.arrays.BooleanArray(np.array(values, dtype=bool), mask)
     except (TypeError, ValueError):  # pragma: no cover - falls back to the general path
         pass
     # as read_layer builds its raw columns (pandas infers the dtype, nulls included)
