@@ -529,6 +529,52 @@ def test_postgis_reads_survive_a_dropped_connection_and_leave_no_transaction(bot
         assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() != pid
 
 
+def test_point_queries_are_planned_once_and_other_reads_keep_postgres_choice(both):
+    """Within and nearest are prepared under a generic plan (their plan does not depend on the
+    point); a counts query over a period on the same pooled connection gets PostgreSQL's own
+    choice back, and the answers are those of the plan-per-call reads."""
+    from twin.query import sql
+
+    emb, pg, layers_ = both
+
+    def plan_mode() -> str:
+        pooled = pg.read_engine.raw_connection()  # the one pooled connection these reads used
+        try:
+            with pooled.driver_connection.cursor() as cursor:
+                cursor.execute("SHOW plan_cache_mode")
+                return cursor.fetchone()[0]
+        finally:
+            pooled.close()
+
+    centre = _centre(layers_)
+    planned = [Q.within_distance(pg, "buildings", 150, point=centre).frame for _ in range(3)]
+    assert plan_mode() == "force_generic_plan"
+    Q.counts_per_grid(pg, "events", type="alarm", start="2026-03-01", end="2026-04-01")
+    assert plan_mode() == "auto"
+    per_call = sql.run_versioned  # the same statement without one_plan: planned at every call
+    try:
+        sql.run_versioned = lambda *a, **k: per_call(*a, **{**k, "one_plan": False})
+        again = Q.within_distance(pg, "buildings", 150, point=centre).frame
+    finally:
+        sql.run_versioned = per_call
+    assert plan_mode() == "auto"
+    for frame in planned:
+        assert frame["building_code"].tolist() == again["building_code"].tolist()
+        assert np.allclose(frame["distance_m"], again["distance_m"])
+    assert len(again) and again["distance_m"].le(150).all()
+
+
+@pytest.mark.parametrize(("text", "driver"), [
+    ("SELECT a::text FROM t WHERE b = :b", "SELECT a::text FROM t WHERE b = %(b)s"),
+    ("SELECT 7 % 2, CAST(:x AS int), ARRAY[:y]", "SELECT 7 %% 2, CAST(%(x)s AS int), ARRAY[%(y)s]"),
+    ("SELECT x FROM t WHERE y = ANY(:_layers)", "SELECT x FROM t WHERE y = ANY(%(_layers)s)"),
+])
+def test_bound_names_become_the_drivers(text, driver):
+    from twin.query.sql import _driver_sql
+
+    assert _driver_sql(text) == driver
+
+
 # -- the command line ------------------------------------------------------------------------------
 
 
