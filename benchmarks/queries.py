@@ -182,7 +182,7 @@ def run(scale: str, quick: bool) -> list[Figure]:
 
     scen = scenarios.scenario(scale)
     rng = np.random.default_rng(3)
-    calls = 10 if quick else 60
+    calls = 10 if quick else 200
     pts = shapely.point_on_surface(scen["buildings"].geometry.values)
     picked = pts[rng.integers(0, len(pts), calls)]
     xy = [(float(p.x), float(p.y)) for p in picked]
