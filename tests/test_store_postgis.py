@@ -610,25 +610,21 @@ def test_attaching_a_version_does_not_scan_it(pg):
     assert any("is implied by existing constraints" in n for n in notices), notices
 
 
-def test_a_spatial_query_through_the_view_uses_the_partitions_gist_index(pg):
-    from twin.query import nearest, within_distance
+def test_a_spatial_query_through_the_view_uses_the_partitions_gist_index(pg, monkeypatch):
+    from twin.query import nearest, sql, within_distance
 
     pg.write_layer("buildings", _buildings(2000), actor="a", source="t")
     seen: list[tuple[str, dict]] = []
+    read_once = sql._read_once  # planner reads: the driver's cursor on the read engine
 
-    def capture(conn, cursor, statement, parameters, context, executemany):
+    def capture(store, statement, parameters, *rest):
         if '"buildings"' in statement and "geom" in statement:
             seen.append((statement, parameters))
+        return read_once(store, statement, parameters, *rest)
 
-    engines = (pg.engine, pg.read_engine)  # planner reads run on the store's read engine
-    for engine in engines:
-        sa.event.listen(engine, "before_cursor_execute", capture)
-    try:
-        near = nearest(pg, "buildings", 3, point=(110.29, 25.08), engine="sql")
-        within = within_distance(pg, "buildings", 30, point=(110.29, 25.08), engine="sql")
-    finally:
-        for engine in engines:
-            sa.event.remove(engine, "before_cursor_execute", capture)
+    monkeypatch.setattr(sql, "_read_once", capture)
+    near = nearest(pg, "buildings", 3, point=(110.29, 25.08), engine="sql")
+    within = within_distance(pg, "buildings", 30, point=(110.29, 25.08), engine="sql")
     assert near.frame["building_code"].tolist() == ["B00000", "B00001", "B00002"]
     assert len(within.frame) > 0
     assert len(seen) >= 2
