@@ -202,9 +202,15 @@ def targets(figs: list[dict]) -> list[tuple[str, str, str, str]]:
                 add("7 queries", f"query {q}, district, p95 ≤ 1.2× hand-written SQL ({store}): "
                     "read_postgis of the same columns", f, r and f"{r:.2f}×",
                     r is not None and r <= 1.2)
+                plain = (f or {}).get("extra", {}).get("rows_p95_s")
+                if plain:  # runs since 2026-12-04: the same answer as plain rows
+                    r_plain = f["ours_p95_s"] and f["ours_p95_s"] / plain
+                    add("7 queries", f"query {q}, district, p95 ≤ 1.2× hand-written SQL "
+                        f"({store}): the same columns as plain rows", f,
+                        r_plain and f"{r_plain:.2f}×", r_plain is not None and r_plain <= 1.2)
             r_ids = ids and f["ours_p95_s"] and f["ours_p95_s"] / ids
             add("7 queries", f"query {q}, district, p95 ≤ 1.2× hand-written SQL ({store}): "
-                "ids only (plain rows)", f, r_ids and f"{r_ids:.2f}×",
+                "ids only (plain rows, a smaller answer)", f, r_ids and f"{r_ids:.2f}×",
                 r_ids is not None and r_ids <= 1.2)
     for store in ("PostGIS", "embedded"):
         f = _find(figs, "queries", "community", case=f"coverage ({store})")

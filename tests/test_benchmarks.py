@@ -119,10 +119,11 @@ def test_query_anchors_and_ours_agree_on_both_stores(scen, postgis_url, monkeypa
     with common.pg_store() as pg, open_store(tmp_path / "q.gpkg") as emb:
         queries._fill(pg, scen)
         queries._fill(emb, scen)
-        for name, (_, ids_only, frame, ours, args) in queries.sides(pg, xy).items():
+        for name, (_, ids_only, rows, frame, ours, args) in queries.sides(pg, xy).items():
             for a in args:
                 want = ids_only(*a)
-                assert want and frame(*a) == want, name  # a real answer, the same from both
+                assert want and frame(*a) == want, name  # a real answer, the same from all
+                assert rows(*a) == want, name
                 assert ours(pg, *a) == want and ours(emb, *a) == want, name
         within = queries.sides(pg, xy)["within"]
         assert within[1](*xy[0]) != within[1](*xy[1])  # different points, different answers
