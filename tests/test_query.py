@@ -529,6 +529,21 @@ def test_postgis_reads_survive_a_dropped_connection_and_leave_no_transaction(bot
         assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() != pid
 
 
+def test_a_server_that_does_not_answer_is_a_store_error_not_a_driver_error(both, monkeypatch):
+    import sqlalchemy as sa
+
+    from twin.errors import StoreUnavailableError
+
+    emb, pg, layers_ = both
+    gone = sa.create_engine("postgresql+psycopg://twin@127.0.0.1:1/twin",
+                            connect_args={"connect_timeout": 2})  # nothing listens on port 1
+    monkeypatch.setattr(pg, "read_engine", gone)
+    for ask in (lambda: Q.within_distance(pg, "buildings", 150, point=_centre(layers_)),
+                lambda: Q.counts_per_grid(pg, "buildings")):
+        with pytest.raises(StoreUnavailableError, match="did not answer.*check that the server"):
+            ask()
+
+
 def test_point_queries_are_planned_once_and_other_reads_keep_postgres_choice(both):
     """Within and nearest are prepared under a generic plan (their plan does not depend on the
     point); a counts query over a period on the same pooled connection gets PostgreSQL's own

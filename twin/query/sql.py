@@ -80,8 +80,8 @@ def run_read(store: Any, sql: str, params: dict[str, Any], *, one_plan: bool = F
             return _read_once(store, statement, params, one_plan)
         except _Dropped:
             return _read_once(store, statement, params, one_plan)  # on a new connection
-    except (_Dropped, sa.exc.OperationalError) as exc:
-        reason = exc.args[0] if isinstance(exc, _Dropped) else exc.orig
+    except (_Dropped, sa.exc.OperationalError, psycopg.OperationalError) as exc:
+        reason = getattr(exc, "orig", None) or exc  # a connection refused is the driver's own
         raise StoreUnavailableError(
             f"the PostGIS store did not answer ({str(reason).splitlines()[0]}); "
             "check that the server is running"
@@ -97,7 +97,7 @@ _PLAN_MODE = "plan_cache_mode"
 
 def _read_once(store: Any, statement: str, params: dict[str, Any], one_plan: bool
                ) -> tuple[list[str], list[Any]]:
-    pooled = store.read_engine.raw_connection()  # a failed connect: sa.exc.OperationalError
+    pooled = store.read_engine.raw_connection()  # a failed connect: psycopg.OperationalError
     try:
         driver = pooled.driver_connection
         try:
