@@ -101,7 +101,7 @@ def _read_once(store: Any, statement: str, params: dict[str, Any], one_plan: boo
     try:
         driver = pooled.driver_connection
         try:
-            with driver.cursor() as cursor:
+            with driver.cursor(binary=True) as cursor:  # geometries as bytes, not hex text
                 mode = "force_generic_plan" if one_plan else "auto"
                 if pooled.info.get(_PLAN_MODE, "auto") != mode:  # a round trip only on a change
                     cursor.execute(f"SET plan_cache_mode = {mode}")
