@@ -723,7 +723,7 @@ def test_binary_copy_fields_of_every_type_read_back_as_the_values(pg, nulls):
     """The binary COPY encoding of each declared dtype, as PostgreSQL reads it: with NULLs
     (lengths and values as Arrow pieces) and without (the fixed-size ones packed by numpy)."""
     from twin.store.migrations import SQL_TYPES
-    from twin.store.postgis import _binary_parts, _binary_tuples, _copy_text
+    from twin.store.postgis import _binary_parts, _binary_tuples, _copy_binary
 
     when = pd.Timestamp("2026-03-01 08:30:15.123456", tz="UTC")
     columns = {
@@ -752,7 +752,7 @@ def test_binary_copy_fields_of_every_type_read_back_as_the_values(pg, nulls):
     with pg._begin() as conn:
         conn.execute(sa.text("CREATE TABLE every_type (n serial, " + ", ".join(
             f"c_{dtype} {SQL_TYPES[dtype]}" for dtype in columns) + ")"))
-        _copy_text(conn, "every_type", names, [rows], binary=True)
+        _copy_binary(conn, "every_type", names, [rows])
         got = conn.execute(sa.text(
             "SELECT c_text, c_json::text, c_int, c_float, c_bool, c_date, c_datetime "
             "FROM every_type ORDER BY n")).all()

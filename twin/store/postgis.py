@@ -184,7 +184,6 @@ def _utc(value: datetime | pd.Timestamp | str) -> datetime:
 # -- COPY text format, built column-wise (no per-row Python) ------------------------------------
 
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
-_ESCAPED = r"[\\\t\n\r]"  # a character that COPY text must escape
 
 
 def _copy_field(series: pd.Series, dtype: str) -> np.ndarray:
@@ -231,7 +230,7 @@ def _json_texts(series: pd.Series) -> bool:
 
 def _copy_events(conn: sa.Connection, table: str, names: list[str], rows: memoryview) -> None:
     """COPY events given as binary COPY tuples into *table* (one batch: no writer thread)."""
-    _copy_text(conn, table, names, [rows], binary=True, queued=False)
+    _copy_binary(conn, table, names, [rows], queued=False)
 
 
 # -- binary COPY tuples, built column-wise (the server parses no text: no number, time or
@@ -458,40 +457,38 @@ def _layer_copy_binary(spec: LayerSpec, frame: pd.DataFrame, version: int) -> me
     return _binary_tuples(head, parts)
 
 
-def _copy_text(
+def _copy_binary(
     conn: sa.Connection,
     table: str,
     columns: list[str],
     pieces: Iterable[memoryview],
     *,
     freeze: bool = False,
-    binary: bool = False,
     queued: bool = True,
 ) -> None:
-    """COPY ready-made COPY data, given in pieces, into *table* on the transaction's connection.
+    """COPY binary COPY rows, given in pieces, into *table* on the transaction's connection.
 
-    The pieces are COPY text, or with *binary* binary COPY rows (:func:`_layer_copy_binary`).
-    With *queued*, a psycopg writer thread sends each piece while the next one is being built,
-    so the server parses rows while the client encodes the following ones (for one small
-    piece, as a feed batch is, the thread costs more than it hides). *freeze* (only for a table
-    created in this transaction) writes the rows frozen: nobody has to set their hint bits later.
+    The pieces are rows without the stream's header and trailer (:func:`_binary_rows`,
+    :func:`_layer_copy_binary`). With *queued*, a psycopg writer thread sends each piece while
+    the next one is being built, so the server parses rows while the client encodes the
+    following ones (for one small piece, as a feed batch is, the thread costs more than it
+    hides). *freeze* (only for a table created in this transaction) writes the rows frozen:
+    nobody has to set their hint bits later.
     """
     from psycopg.copy import QueuedLibpqWriter
 
-    statement = f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
-    options = (["FORMAT BINARY"] if binary else []) + (["FREEZE"] if freeze else [])
-    if options:
-        statement += f" ({', '.join(options)})"
-    if binary:  # the pieces are rows: the stream's signature first and its trailer last
-        pieces = itertools.chain([memoryview(_BINARY_HEADER)], pieces,
-                                 [memoryview(_BINARY_TRAILER)])
+    options = "FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY"
+    statement = (f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) "
+                 f"FROM STDIN ({options})")
+    # the stream's signature first and its trailer last
+    pieces = itertools.chain([memoryview(_BINARY_HEADER)], pieces, [memoryview(_BINARY_TRAILER)])
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor:
         writer = QueuedLibpqWriter(cursor) if queued else None
         with cursor.copy(statement, writer=writer) as copy:
-            for text in pieces:
-                for start in range(0, len(text), COPY_CHUNK_BYTES):
-                    copy.write(text[start : start + COPY_CHUNK_BYTES])
+            for piece in pieces:
+                for start in range(0, len(piece), COPY_CHUNK_BYTES):
+                    copy.write(piece[start : start + COPY_CHUNK_BYTES])
 
 
 def _select_list(columns: tuple[Column, ...] | list[Column], geometry: bool) -> str:
@@ -865,8 +862,7 @@ class PostGISStore(Store):
             for start in range(0, len(frame), LAYER_COPY_ROWS)
         )
         conn.execute(sa.text(partition_ddl(spec.name, version)))
-        _copy_text(conn, partition_name(spec.name, version), columns, pieces, freeze=True,
-                   binary=True)
+        _copy_binary(conn, partition_name(spec.name, version), columns, pieces, freeze=True)
         for statement in partition_index_ddl(
             spec.name, version, spec.id_field, bool(spec.geometry_type)
         ):
