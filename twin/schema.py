@@ -722,9 +722,10 @@ def coerce_table(table: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
             f"table {table.name}: unknown fields {unknown}; "
             f"allowed: {[c.name for c in table.columns]}"
         )
-    out = pd.DataFrame(index=range(len(frame)))
     frame = frame.reset_index(drop=True)
-    for col in table.columns:
-        series = frame[col.name] if col.name in frame else _absent(frame.index)
-        out[col.name] = coerce_series(series, col)
-    return out
+    # built in one step: a column inserted at a time costs pandas ~0.2 ms each
+    return pd.DataFrame({
+        col.name: coerce_series(frame[col.name] if col.name in frame else _absent(frame.index),
+                                col)
+        for col in table.columns
+    }, index=frame.index)
