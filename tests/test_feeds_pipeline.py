@@ -287,6 +287,12 @@ EDGE_OBS = [  # the column-wise fast path must decide every one of these as the 
      "values": {"occupied": 1}, "lon": float("nan"), "lat": float("inf")},  # sensor's position
     {"id": "ok-1", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T08:00:00+08:00",
      "values": {"pm25": 40, "pm10": 60.5}},
+    {"id": "extra", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": 3}, "firmware": "1.2"},  # keys we do not know are ignored
+    {"id": "huge", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": 10**30}},  # beyond 64 bits: JSON reads it, out of range
+    {"id": "", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": 3}},
 ]
 
 
@@ -305,13 +311,13 @@ def test_the_fast_decoding_path_agrees_with_the_full_checks(layers_, monkeypatch
     messages.append(Message("gridtwin/x/obs", json.dumps(
         [{**o, "id": f"gw-{o['id']}"} for o in gateway]).encode(), NOW))
     fast = decode_batch(messages, registry)
-    def every_one_checked(objs, owners, m, r):
-        return None, None, list(zip(owners, objs, strict=True))
+    def every_one_checked(typed, m, r):
+        return None, None, [typed.plain(k, m) for k in range(len(typed.objs))]
 
     monkeypatch.setattr(models, "_valid_observations", every_one_checked)
     full = decode_batch(messages, registry)
     assert set(fast.events["id"]) == {"ok-1", "moved", "half-pos", "text-pos", "nan-pos",
-                                      "gw-ok-1", "gw-moved", "gw-half-pos"}
+                                      "extra", "gw-ok-1", "gw-moved", "gw-half-pos"}
     reasons = dict(zip(full.dead["payload"].map(lambda p: json.loads(p)["id"]),
                        full.dead["reason"], strict=True))
     assert {k: reasons[k] for k in ("nan", "inf", "minus-inf", "nul\x00id", "nul-sensor",
@@ -330,6 +336,26 @@ def test_the_fast_decoding_path_agrees_with_the_full_checks(layers_, monkeypatch
     assert moved["lon"] == pytest.approx(LON + 0.00015)
     assert (moved["grid_code"], moved["lot_id"]) == (here["grid_code"], None)
     assert here["grid_code"] is not None
+
+
+def test_only_observations_that_fit_the_contract_decode_typed():
+    from twin.feeds.models import _Typed
+
+    by_id = {o["id"]: o for o in EDGE_OBS}
+    typed = _Typed()
+    gateway = [by_id["ok-1"], by_id["extra"], by_id["moved"]]
+    assert typed.add(0, json.dumps(gateway).encode())
+    assert typed.add(1, json.dumps(by_id["who"]).encode())  # checked later, column-wise
+    assert [o.id for o in typed.objs] == ["ok-1", "extra", "moved", "who"]
+    assert (typed.owners, typed.slots) == ([0, 0, 0, 1], [0, 1, 2, -1])
+    # what plain JSON would read differently is left to json.loads and the checks one by one
+    for key in ("bool", "nan", "text-pos", "nan-pos", 7):
+        assert not typed.add(2, json.dumps(by_id[key]).encode()), key
+    assert not typed.add(2, b'{"id": "x", "sensor_id": "S-AIR1"')  # malformed
+    assert not typed.add(2, "\ufeff".encode() + json.dumps(by_id["ok-1"]).encode())
+    assert len(typed.objs) == 4
+    messages = [Message("gridtwin/x/obs", json.dumps(gateway).encode(), NOW)]
+    assert typed.plain(1, messages) == (0, by_id["extra"])  # as sent, unknown keys included
 
 
 # -- the overlapped run(): errors, ordering, shutdown ---------------------------------------------

@@ -7,13 +7,13 @@ import itertools
 import json
 import logging
 import math
-import operator
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import geopandas as gpd
+import msgspec
 import numpy as np
 import pandas as pd
 
@@ -191,7 +191,11 @@ def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
     dead: list[dict[str, Any]] = []
     objs: dict[str, list[dict]] = {kind: [] for kind in TOPIC_KINDS.values()}
     owners: dict[str, list[int]] = {kind: [] for kind in TOPIC_KINDS.values()}
+    typed = _Typed()
     for i, msg in enumerate(messages):  # JSON parsing is per message by nature
+        kind = msg.kind
+        if kind == "obs" and typed.add(i, msg.payload):
+            continue
         try:
             body = json.loads(msg.payload)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -204,20 +208,19 @@ def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
                     dead.append(_dead(msg, json.dumps(obj, ensure_ascii=False), "bad_message",
                                       "each observation must be a JSON object"))
             body = [obj for obj in body if isinstance(obj, dict)]
-        kind = msg.kind
         objs[kind] += body  # a gateway's 50 observations in one step, not one by one
         owners[kind] += [i] * len(body)
     frames, readings, alerts = [], [], []
     observations: list[tuple[int, dict]] = []
-    if objs["obs"]:
-        ok, extra, observations = _valid_observations(objs["obs"], owners["obs"], messages,
-                                                      registry)
+    if typed.objs:
+        ok, extra, observations = _valid_observations(typed, messages, registry)
         if ok is not None:
             frames.append(ok)
             readings.append(extra)
     for kind, decode in (("obs", _observations), ("camera", _alerts), ("report", _reports)):
-        chosen = observations if kind == "obs" else list(zip(owners[kind], objs[kind],
-                                                               strict=True))
+        chosen = list(zip(owners[kind], objs[kind], strict=True))
+        if kind == "obs":
+            chosen = observations + chosen
         if chosen:
             ok, bad, extra = decode(chosen, messages, registry)
             frames.append(ok)
@@ -362,65 +365,111 @@ def _good_values(values: Any) -> bool:
     return True
 
 
-_FIELDS = operator.itemgetter("id", "sensor_id", "observed_at", "values")
+class _Observation(msgspec.Struct, gc=False):
+    """An observation as gateways send it, decoded straight into typed fields.
+
+    Not a dict: no per-field lookups, and (``gc=False``) nothing for the garbage collector to
+    track, a gateway's 50 observations at a time. Keys other than these are ignored, as they
+    are by the checks one by one.
+    """
+
+    id: str
+    sensor_id: str
+    observed_at: str
+    values: dict[str, int | float]
+    lon: float | None = None
+    lat: float | None = None
+
+
+_TYPED = msgspec.json.Decoder(_Observation | list[_Observation])
 _PROPERTY_CODE = {name: code for code, name in enumerate(PROPERTIES)}
 _PROPERTY_MIN = np.array([p.min for p in PROPERTIES.values()], dtype=float)
 _PROPERTY_MAX = np.array([p.max for p in PROPERTIES.values()], dtype=float)
 
 
-def _columns(objs: list[dict]) -> tuple[list, list, list, list, dict[int, tuple]]:
-    """Return the fields of every observation: four lists (None where missing) and positions.
+class _Typed:
+    """The observations of a batch that decoded typed, with the message each came in.
 
-    Gateways send exactly id, sensor_id, observed_at and values: those are taken with one C
-    call per object and transposed by ``zip``; only objects with other keys (a position …) or
-    missing ones are looked at field by field. Positions are ``{index: (lon, lat)}`` for the
-    objects with other keys only.
+    A message decodes typed only if it is UTF-8 JSON whose every observation has the fields
+    and types above (numbers finite, within 64 bits, no ``true`` for 1, no NaN): then
+    ``json.loads`` would read it to the same values. Anything else — malformed JSON, a missing
+    field, text where a number belongs — is left to ``json.loads`` and the checks one by one,
+    which name what is wrong.
     """
-    n = len(objs)
-    try:
-        ids, sensors, stamps, values = (list(c) for c in zip(*map(_FIELDS, objs), strict=True))
-    except KeyError:
-        ids, sensors, stamps, values = ([o.get(f) for o in objs]
-                                        for f in ("id", "sensor_id", "observed_at", "values"))
-    other = np.flatnonzero(np.fromiter(map(len, objs), dtype=np.int64, count=n) != 4).tolist()
-    placed = {k: (objs[k].get("lon"), objs[k].get("lat")) for k in other}
-    return ids or [], sensors or [], stamps or [], values or [], placed
+
+    def __init__(self) -> None:
+        self.objs: list[_Observation] = []
+        self.owners: list[int] = []  # position of the message in the batch
+        self.slots: list[int] = []   # position in the message's array (-1: not an array)
+
+    def add(self, owner: int, payload: bytes) -> bool:
+        """Decode one message's observations; False (nothing kept) if it does not fit."""
+        try:
+            body = _TYPED.decode(payload)
+        except msgspec.MsgspecError:
+            return False
+        if type(body) is list:
+            self.objs += body
+            self.owners += [owner] * len(body)
+            self.slots += range(len(body))
+        else:
+            self.objs.append(body)
+            self.owners.append(owner)
+            self.slots.append(-1)
+        return True
+
+    def plain(self, k: int, messages: list[Message]) -> tuple[int, dict]:
+        """Observation *k* as ``json.loads`` reads it, for the checks one by one."""
+        owner, slot = self.owners[k], self.slots[k]
+        body = json.loads(messages[owner].payload)
+        return owner, body if slot < 0 else body[slot]
 
 
-def _fields_ok(ids: list, sensors: list, values: list, placed: dict[int, tuple],
-               position: dict) -> np.ndarray:
-    """Per observation: id, sensor, values and position pass their checks (not the time).
+def _columns(objs: list[_Observation]) -> tuple[list, list, list, list, dict[int, tuple]]:
+    """Return the fields of every observation: four lists and the positions given.
 
-    A clean batch (the common case) is checked with set and C-level passes over the columns
-    and one numpy comparison over all the values; any doubt falls back to the checks one
-    observation at a time.
+    Positions are ``{index: (lon, lat)}`` for the observations that give one (moving
+    devices) only. (A list comprehension per field reads attributes faster than ``zip`` of
+    ``attrgetter`` tuples.)
+    """
+    ids = [o.id for o in objs]
+    sensors = [o.sensor_id for o in objs]
+    stamps = [o.observed_at for o in objs]
+    values = [o.values for o in objs]
+    lons = [o.lon for o in objs]
+    lats = [o.lat for o in objs]
+    placed = {}
+    if lons.count(None) != len(objs) or lats.count(None) != len(objs):
+        placed = {k: (x, y) for k, (x, y) in enumerate(zip(lons, lats, strict=True))
+                  if x is not None or y is not None}
+    return ids, sensors, stamps, values, placed
+
+
+def _fields_ok(ids: list, sensors: list, values: list, position: dict) -> np.ndarray:
+    """Per observation: id, sensor and values pass their checks (not the time).
+
+    The types are already known (:class:`_Observation`): a clean batch (the common case) is
+    checked with set and C-level passes over the columns and one numpy comparison over all
+    the values; any doubt falls back to the checks one observation at a time.
     """
     n = len(ids)
-    if n and (set(map(type, ids)) == {str} and min(map(len, ids)) > 0
-              and set(map(type, sensors)) == {str} and set(sensors) <= position.keys()
+    if n and (min(map(len, ids)) > 0 and set(sensors) <= position.keys()
               and "\x00" not in "".join(ids) and "\x00" not in "".join(sensors)
-              and set(map(type, values)) == {dict} and min(map(len, values)) > 0
-              and all((x is None or _number(x)) and (y is None or _number(y))
-                      for x, y in placed.values())):
+              and min(map(len, values)) > 0):
         props = list(itertools.chain.from_iterable(values))
-        numbers = list(itertools.chain.from_iterable(map(dict.values, values)))
-        if set(props) <= _PROPERTY_CODE.keys() and set(map(type, numbers)) <= {int, float}:
+        if set(props) <= _PROPERTY_CODE.keys():
             code = np.fromiter(map(_PROPERTY_CODE.__getitem__, props), dtype=np.int64,
                                count=len(props))
-            number = np.array(numbers, dtype=float)
+            number = np.fromiter(itertools.chain.from_iterable(map(dict.values, values)),
+                                 dtype=float, count=len(props))
             bad = ~((number >= _PROPERTY_MIN[code]) & (number <= _PROPERTY_MAX[code]))
             counts = np.fromiter(map(len, values), dtype=np.int64, count=n)
             row_bad = np.zeros(n, dtype=bool)
             row_bad[np.repeat(np.arange(n), counts)[bad]] = True
             return ~row_bad
-    nowhere = (None, None)
     return np.fromiter(
-        (type(i) is str and i != "" and type(s) is str and s in position and _good_values(v)
-         and "\x00" not in i and "\x00" not in s
-         and (xy[0] is None or _number(xy[0])) and (xy[1] is None or _number(xy[1]))
-         for i, s, v, xy in zip(ids, sensors, values, map(placed.get, range(n),
-                                                          itertools.repeat(nowhere, n)),
-                                strict=True)),
+        (i != "" and s in position and _good_values(v) and "\x00" not in i
+         and "\x00" not in s for i, s, v in zip(ids, sensors, values, strict=True)),
         dtype=bool, count=n)
 
 
@@ -448,18 +497,18 @@ def _values_json(values: list[dict], cameras: np.ndarray) -> np.ndarray:
     return out
 
 
-def _valid_observations(objs, owners, messages, registry):
-    """Turn the observations that pass every check into events and readings, column-wise.
+def _valid_observations(typed: _Typed, messages: list[Message], registry: Registry):
+    """Turn the typed observations that pass every check into events and readings, column-wise.
 
     This is the hot path of ingest: plain lists and numpy arrays, no per-row pandas. An
-    observation it cannot vouch for (a missing field, an unknown sensor, a bad time or value,
-    a position given as text …) is returned untouched for :func:`_observations`, which applies
-    the same checks one by one and dead-letters it with the first reason that fails.
+    observation it cannot vouch for (an empty id, an unknown sensor, a bad time or value …) is
+    returned as ``json.loads`` reads it for :func:`_observations`, which applies the same
+    checks one by one and dead-letters it with the first reason that fails.
 
     Parameters
     ----------
-    objs, owners
-        The observations, and the position in *messages* of the message each came in.
+    typed
+        The observations that decoded typed, and the message each came in.
     messages
         The batch (for the arrival times).
     registry
@@ -471,32 +520,28 @@ def _valid_observations(objs, owners, messages, registry):
         Events (or None when none passed), readings, and the observations left over as
         (message position, observation) pairs.
     """
+    objs, owners = typed.objs, typed.owners
     devices = registry.sensor_arrays
     position = devices.position
     ids, sensors, stamps, values, placed = _columns(objs)
-    texts = dict.fromkeys(t for t in set(stamps) if type(t) is str)  # a few shared stamps
     pattern = re.compile(_OFFSET)
-    with_offset = [t for t in texts if pattern.search(t)]
+    with_offset = [t for t in set(stamps) if pattern.search(t)]  # a few shared stamps
     parsed = pd.to_datetime(pd.Series(with_offset, dtype=object), utc=True, format="ISO8601",
                             errors="coerce")
     stamp_ns = dict(zip(with_offset, parsed.to_numpy(dtype="datetime64[ns]").view(np.int64),
                         strict=True))
     nat = np.iinfo(np.int64).min
-    if set(map(type, stamps)) == {str}:  # the common case, looked up at C speed
-        when = np.fromiter(map(stamp_ns.get, stamps, itertools.repeat(nat, len(stamps))),
-                           dtype=np.int64, count=len(objs))
-    else:
-        when = np.fromiter((stamp_ns.get(t, nat) if type(t) is str else nat for t in stamps),
-                           dtype=np.int64, count=len(objs))
+    when = np.fromiter(map(stamp_ns.get, stamps, itertools.repeat(nat, len(stamps))),
+                       dtype=np.int64, count=len(objs))
     received = _received_ns(messages)[owners]
     good = (
         (when != nat) & (when >= EARLIEST.value) & (when <= received + MAX_FUTURE.value)
-        & _fields_ok(ids, sensors, values, placed, position)
+        & _fields_ok(ids, sensors, values, position)
     )
     if good.all():
         rest, keep, take = [], np.arange(len(objs)), None
     else:
-        rest = [(owners[k], objs[k]) for k in np.flatnonzero(~good).tolist()]
+        rest = [typed.plain(k, messages) for k in np.flatnonzero(~good).tolist()]
         keep = np.flatnonzero(good)
         take = keep.tolist()
     if len(keep) == 0:
@@ -512,9 +557,7 @@ def _valid_observations(objs, owners, messages, registry):
         lon, lat = lon.copy(), lat.copy()
         at = [k for k, _, _ in own]
         lon[at] = [x for _, x, _ in own]
-        lat[at] = [y for _, _, y in own]
-        bad = ~(np.isfinite(lon) & np.isfinite(lat))
-        lon[bad], lat[bad] = devices.lon[rows][bad], devices.lat[rows][bad]
+        lat[at] = [y for _, _, y in own]  # finite: the typed decoder reads no NaN or inf
     enriched = {c: devices.columns[c][rows] for c in ENRICH_OUT}
     cameras = devices.camera_json[rows]
     moved = (np.abs(lon - devices.lon[rows]) > 1e-9) | (np.abs(lat - devices.lat[rows]) > 1e-9)
