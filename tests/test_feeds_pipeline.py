@@ -7,8 +7,11 @@ import threading
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shapely.geometry import Point, box
 
 from tests.conftest import LAT, LON
@@ -356,6 +359,29 @@ def test_only_observations_that_fit_the_contract_decode_typed():
     assert len(typed.objs) == 4
     messages = [Message("gridtwin/x/obs", json.dumps(gateway).encode(), NOW)]
     assert typed.plain(1, messages) == (0, by_id["extra"])  # as sent, unknown keys included
+
+
+_NUMBERS = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, -0.0, 1e-4, 9.9e-5, 1e16, 9999999999999998.0, 1e-7, 0.1 + 0.2]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(
+    st.dictionaries(st.sampled_from(["pm25", "pm10", "noise", "occupied"]), _NUMBERS,
+                    min_size=1),
+    st.sampled_from([None, '["C-1"]', '["C-1", "C-2"]'])), max_size=20))
+def test_payloads_are_the_canonical_json_whatever_the_numbers(rows):
+    from twin.feeds.models import _canonical, _values_json
+
+    values = [v for v, _ in rows]
+    cameras = np.array([c for _, c in rows], dtype=object)
+    numbers = np.array([x for v in values for x in v.values()], dtype=float)
+    expected = [_canonical({"values": v, **({"cameras": json.loads(c)} if c else {})})
+                for v, c in rows]
+    assert list(_values_json(values, numbers, cameras)) == expected
 
 
 # -- the overlapped run(): errors, ordering, shutdown ---------------------------------------------

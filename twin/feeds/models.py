@@ -226,10 +226,12 @@ def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
             frames.append(ok)
             dead.extend(bad)
             (readings if kind == "obs" else alerts).append(extra)
-    events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=[c.name for c in EVENTS.columns])
+    if len(frames) > 1:
+        events = pd.concat(frames, ignore_index=True)
+    else:
+        events = frames[0] if frames else pd.DataFrame(columns=[c.name for c in EVENTS.columns])
     repeated = 0
-    if len(events):
+    if len(events) and len(set(events["id"].tolist())) < len(events):  # rare: hash once more
         before = len(events)
         events = events.drop_duplicates("id").reset_index(drop=True)
         repeated = before - len(events)
@@ -473,27 +475,36 @@ def _fields_ok(ids: list, sensors: list, values: list, position: dict) -> np.nda
         dtype=bool, count=n)
 
 
-def _values_json(values: list[dict], cameras: np.ndarray) -> np.ndarray:
+_COMPACT = msgspec.json.Encoder(order="sorted")
+
+
+def _values_json(values: list[dict], numbers: np.ndarray, cameras: np.ndarray) -> np.ndarray:
     """Canonical JSON payloads ``{"cameras": […], "values": {…}}`` of checked observations.
 
-    One ``json.dumps`` of all the values (sorted keys, as :func:`twin.schema.coerce_table`
-    writes JSON): checked values are objects of known property names and numbers, so no
-    ``}`` occurs inside one and the text splits exactly at ``}, {``. *cameras* holds each
+    Canonical is what :func:`twin.schema.coerce_table` writes: ``json.dumps`` with sorted keys.
+    Checked values are objects of known property names and numbers (*numbers*, flattened),
+    so msgspec's compact text of them, one object a line, becomes exactly that once a space
+    follows each ``:`` and ``,`` — provided every number prints alike in both, which holds
+    for integers and for floats written without an exponent (0 and magnitudes in
+    [1e-4, 1e16)); otherwise each is written by ``json.dumps``. *cameras* holds each
     observation's camera list as canonical JSON text, or None.
     """
     if not values:
         return np.array([], dtype=object)
-    text = json.dumps(values, ensure_ascii=False, sort_keys=True, allow_nan=False)
-    inner = np.array(text[2:-2].split("}, {"), dtype=object)
-    if len(inner) != len(values):  # cannot happen for checked values; never store a wrong one
-        inner = np.array([json.dumps(v, ensure_ascii=False, sort_keys=True,
-                                     allow_nan=False)[1:-1]
-                          for v in values], dtype=object)
-    out = '{"values": {' + inner + "}}"
+    size = np.abs(numbers)
+    if ((size == 0) | ((size >= 1e-4) & (size < 1e16))).all():
+        text = _COMPACT.encode_lines(values).decode().replace('":', '": ').replace(',"', ', "')
+    else:
+        text = "".join(json.dumps(v, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
+                       for v in values)
+    # split in C: each observation's values, and its payload (wrapped before splitting)
+    inner = np.array(text.split("\n")[:-1], dtype=object)
+    out = np.array(('{"values": ' + text.replace("\n", '}\n{"values": ')).split("\n")[:-1],
+                   dtype=object)
     with_cameras = np.flatnonzero(np.not_equal(cameras, None))
     if len(with_cameras):
-        out[with_cameras] = ('{"cameras": ' + cameras[with_cameras] + ', "values": {'
-                             + inner[with_cameras] + "}}")
+        out[with_cameras] = ('{"cameras": ' + cameras[with_cameras] + ', "values": '
+                             + inner[with_cameras] + "}")
     return out
 
 
@@ -566,30 +577,32 @@ def _valid_observations(typed: _Typed, messages: list[Message], registry: Regist
         for c in ENRICH_OUT:
             enriched[c][moved] = fresh[c].to_numpy(dtype=object)
         cameras[moved] = [_camera_json(c) for c in enriched["camera_ids"][moved]]
-    payload = _values_json(values, cameras)
+    counts = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    numbers = np.fromiter(itertools.chain.from_iterable(map(dict.values, values)), dtype=float,
+                          count=int(counts.sum()))
+    payload = _values_json(values, numbers, cameras)
     when = when[keep].astype("datetime64[ns]")
-    text = {  # dtype=object keeps None as None (pandas 3 would infer str and use NaN)
-        "id": np.asarray(ids, dtype=object), "kind": np.full(len(ids), "obs", dtype=object),
-        "source_id": source, **{c: enriched[c] for c in ENRICH_OUT[:-1]},
-    }
+    event_ids = np.asarray(ids, dtype=object)
+    # dtype=object keeps None as None (pandas 3 would infer str and use NaN); the columns come
+    # in the order of the events table (no reordering copy)
     events = pd.DataFrame({
-        **{c: pd.Series(v, dtype=object) for c, v in text.items()},
+        "id": pd.Series(event_ids, dtype=object),
+        "kind": pd.Series(np.full(len(ids), "obs", dtype=object), dtype=object),
+        "source_id": pd.Series(source, dtype=object),
         "observed_at": pd.DatetimeIndex(when, tz="UTC"),
         "received_at": pd.DatetimeIndex(received[keep].astype("datetime64[ns]"), tz="UTC"),
         "lon": lon, "lat": lat,
+        **{c: pd.Series(enriched[c], dtype=object) for c in ENRICH_OUT[:-1]},
         "payload": pd.Series(payload, dtype=object),
-    })[["id", "kind", "source_id", "observed_at", "received_at", "lon", "lat",
-        *ENRICH_OUT[:-1], "payload"]]
+    })
     # long form: one reading per (observation, property)
-    counts = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
     at = np.repeat(np.arange(len(values)), counts)
     readings = pd.DataFrame({
-        "event_id": pd.Series(text["id"][at], dtype=object),
+        "event_id": pd.Series(event_ids[at], dtype=object),
         "source_id": pd.Series(source[at], dtype=object),
         "observed_at": pd.DatetimeIndex(when[at], tz="UTC"),
         "property": pd.Series(list(itertools.chain.from_iterable(values)), dtype=object),
-        "value": np.fromiter(itertools.chain.from_iterable(map(dict.values, values)),
-                             dtype=float, count=len(at)),
+        "value": numbers,
         "lon": lon[at], "lat": lat[at],
     })
     return events, readings, rest
