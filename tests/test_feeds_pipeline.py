@@ -507,7 +507,7 @@ class OrderedStore(FlakyStore):
 
     def append_events(self, events):
         stored = self.store.append_events(events)
-        self.committed += events["id"].tolist()
+        self.committed += getattr(events, "frame", events)["id"].tolist()  # prepared or not
         return stored
 
 

@@ -331,6 +331,24 @@ def test_payloads_given_as_json_text_are_stored_as_json(store):
     assert len(store.read_events()) == 3
 
 
+def test_prepared_events_are_checked_before_and_written_only_by_append(store):
+    prepared = store.prepare_events(_events(30))
+    assert len(prepared) == 30 and store.read_events().empty  # nothing written yet
+    assert store.append_events(prepared) == 30
+    assert store.append_events(store.prepare_events(_events(10, start=25))) == 5
+    got = store.read_events()
+    assert got["id"].tolist() == [f"m{i}" for i in range(35)]
+    assert got.loc[got.id == "m3", "payload"].item() == '{"values": {"pm25": 33.0}}'
+    assert got["received_at"].notna().all()  # filled with the time of preparing
+    noid = _events(3, start=40)
+    noid.loc[1, "id"] = None
+    with pytest.raises(ValidationError, match="every event needs an id; 1 of 3"):
+        store.prepare_events(noid)
+    with pytest.raises(ValidationError, match="every event needs an id"):
+        store.append_events(noid)
+    assert len(store.read_events()) == 35
+
+
 def test_events_filter_by_time_bbox_grid_and_kind(store):
     store.append_events(_events(40))
     window = store.read_events(T0 + timedelta(minutes=5), T0 + timedelta(minutes=10))

@@ -164,6 +164,7 @@ class Decoded:
     readings: pd.DataFrame  # event_id, source_id, observed_at, property, value, lon, lat
     alerts: pd.DataFrame    # event_id, camera_id, observed_at, kind, confidence
     duplicates: int = 0     # repeated ids inside the batch, kept once
+    prepared: Any = None    # the events as the store will write them (Store.prepare_events)
 
 
 def _text(raw: bytes) -> str:

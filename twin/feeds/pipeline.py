@@ -115,9 +115,17 @@ class Pipeline:
         return self._commit(source, messages, self._decode(messages), stop)
 
     def _decode(self, messages: list[Message]) -> Decoded:
+        """Decode a batch and have the store encode its events: all the Python work of a batch.
+
+        Only the write is left for :meth:`_commit`, which :meth:`run` overlaps with this for
+        the next batch: while the database stores one batch, this thread holds the GIL alone.
+        """
         self.counters.received += len(messages)
         self.counters.batches += 1
-        return decode_batch(messages, self.registry)
+        decoded = decode_batch(messages, self.registry)
+        if len(decoded.events):
+            decoded.prepared = self.store.prepare_events(decoded.events)
+        return decoded
 
     def _commit(self, source: Source, messages: list[Message], decoded: Decoded | None,
                 stop: threading.Event | _Either | None) -> bool:
@@ -155,16 +163,17 @@ class Pipeline:
         ids = events["id"].tolist()
         if self._seen.isdisjoint(ids) and self._seen_before.isdisjoint(ids):
             new = events  # the common case, told by two C passes over the ids
+            write = decoded.prepared if decoded.prepared is not None else events
         else:
             seen, before = self._seen, self._seen_before
             fresh = np.fromiter((i not in seen and i not in before for i in ids), dtype=bool,
                                 count=len(ids))
-            new = events[fresh]
+            new = write = events[fresh]
             ids = new["id"].tolist()
         self.counters.duplicates += len(events) - len(new) + decoded.duplicates
         if len(decoded.dead):
             self.store.put_rows(DEAD_LETTERS, decoded.dead)
-        stored = self.store.append_events(new) if len(new) else 0
+        stored = self.store.append_events(write) if len(new) else 0
         self.counters.events += len(events) + decoded.duplicates
         self.counters.stored += stored
         self.counters.duplicates += len(new) - stored

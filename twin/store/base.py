@@ -46,6 +46,40 @@ class LayerVersion:
     current: bool = True
 
 
+@dataclass(frozen=True)
+class PreparedEvents:
+    """Events validated and encoded by a store's :meth:`Store.prepare_events`.
+
+    *frame* holds the canonical events; *encoded* is that store's own form of them, ready to
+    be written (PostGIS: binary COPY rows), or None.
+    """
+
+    frame: pd.DataFrame
+    encoded: Any = None
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def checked_events(frame: pd.DataFrame) -> pd.DataFrame:
+    """Check canonical events (:func:`twin.schema.coerce_table` of EVENTS) before a write.
+
+    Every event needs an id; a missing arrival time becomes now. Raises ValidationError,
+    before anything is written, when an id is missing.
+    """
+    missing = int(frame["id"].isna().sum())
+    if missing:
+        raise ValidationError(
+            f"every event needs an id; {missing} of {len(frame)} have none. "
+            "Nothing was stored; give each message a unique id."
+        )
+    received = frame["received_at"]
+    if received.isna().any():
+        now = pd.Timestamp.now(tz="UTC").as_unit(received.dt.unit)
+        frame = frame.assign(received_at=received.fillna(now))
+    return frame
+
+
 def with_points(frame: pd.DataFrame) -> gpd.GeoDataFrame:
     """Add point geometries built from lon/lat (None where either is missing).
 
@@ -302,10 +336,20 @@ class Store(abc.ABC):
     # -- events ---------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def append_events(self, events: pd.DataFrame) -> int:
+    def prepare_events(self, events: pd.DataFrame) -> PreparedEvents:
+        """Validate and encode events for :meth:`append_events`, without touching the store.
+
+        A feed worker prepares batch n + 1 this way while batch n is being written (the
+        database's work, during which the worker holds no GIL). Raises ValidationError as
+        :meth:`append_events` would, before anything is written.
+        """
+
+    @abc.abstractmethod
+    def append_events(self, events: pd.DataFrame | PreparedEvents) -> int:
         """Append events (columns of :data:`twin.schema.EVENTS`); ids already stored are ignored.
 
-        Returns the number of events newly stored. The whole batch is one transaction.
+        *events* is a frame, or what :meth:`prepare_events` made of one. Returns the number of
+        events newly stored. The whole batch is one transaction.
         """
 
     @abc.abstractmethod

@@ -50,10 +50,12 @@ from twin.store.base import (
     GRID_NAMES,
     BBox,
     LayerVersion,
+    PreparedEvents,
     Store,
     audit_hash,
     case_columns,
     check_expected,
+    checked_events,
     count_columns,
     count_frame,
     current_stamps,
@@ -959,16 +961,14 @@ class EmbeddedStore(Store):
 
     # -- events -----------------------------------------------------------------------------------
 
-    def append_events(self, events: pd.DataFrame) -> int:
+    def prepare_events(self, events: pd.DataFrame) -> PreparedEvents:
         table = coerce_table(EVENTS, events)
-        missing = table["id"].isna()
-        if missing.any():
-            raise ValidationError(
-                f"every event needs an id; {int(missing.sum())} of {len(table)} have none. "
-                "Nothing was stored; give each message a unique id."
-            )
-        received = table["received_at"].astype("datetime64[ns, UTC]")
-        table["received_at"] = received.fillna(_now().as_unit("ns"))
+        return PreparedEvents(checked_events(table.astype({"received_at": "datetime64[ns, UTC]"})))
+
+    def append_events(self, events: pd.DataFrame | PreparedEvents) -> int:
+        if not isinstance(events, PreparedEvents):
+            events = self.prepare_events(events)
+        table = events.frame
         with self._transaction() as conn:
             before = conn.total_changes
             self._insert(conn, EVENTS, table, or_ignore=True)

@@ -47,10 +47,12 @@ from twin.store.base import (
     GRID_NAMES,
     BBox,
     LayerVersion,
+    PreparedEvents,
     Store,
     audit_hash,
     case_columns,
     check_expected,
+    checked_events,
     count_columns,
     count_frame,
     current_stamps,
@@ -1101,7 +1103,23 @@ class PostGISStore(Store):
 
     # -- events -----------------------------------------------------------------------------------
 
-    def append_events(self, events: pd.DataFrame) -> int:
+    def prepare_events(self, events: pd.DataFrame) -> PreparedEvents:
+        """Coerce and check events, and encode them as binary COPY rows (no database work)."""
+        payload = events["payload"] if "payload" in events else None
+        if payload is not None and _json_texts(payload):
+            # JSON text goes to jsonb as it is: the server parses it anyway (rejecting what is
+            # not JSON) and keeps its own normal form, so canonicalising it here would be a
+            # second parse and serialisation of every payload on the ingest path
+            blank = pd.Series(np.full(len(events), None, dtype=object), index=events.index)
+            frame = coerce_table(EVENTS, events.assign(payload=blank))
+            texts = payload.to_numpy(dtype=object)
+            frame["payload"] = pd.Series(np.where(pd.isna(texts), None, texts), dtype=object)
+        else:
+            frame = coerce_table(EVENTS, events)
+        frame = checked_events(frame)
+        return PreparedEvents(frame, _binary_rows(EVENTS.columns, frame))
+
+    def append_events(self, events: pd.DataFrame | PreparedEvents) -> int:
         """Append events; ids already stored are ignored. Returns how many were new.
 
         The batch is COPied straight into the events table inside a savepoint: the common
@@ -1117,36 +1135,19 @@ class PostGISStore(Store):
         """
         import psycopg
 
-        payload = events["payload"] if "payload" in events else None
-        if payload is not None and _json_texts(payload):
-            # JSON text goes to jsonb as it is: the server parses it anyway (rejecting what is
-            # not JSON) and keeps its own normal form, so canonicalising it here would be a
-            # second parse and serialisation of every payload on the ingest path
-            blank = pd.Series(np.full(len(events), None, dtype=object), index=events.index)
-            frame = coerce_table(EVENTS, events.assign(payload=blank))
-            frame["payload"] = pd.Series(payload.to_numpy(dtype=object), dtype=object)
-            frame["payload"] = frame["payload"].where(frame["payload"].notna(), None)
-        else:
-            frame = coerce_table(EVENTS, events)
-        if frame.empty:
+        if not isinstance(events, PreparedEvents) or events.encoded is None:
+            events = self.prepare_events(getattr(events, "frame", events))
+        if not len(events):
             return 0
-        if frame["id"].isna().any():
-            raise ValidationError(
-                f"table {EVENTS.name}: {int(frame['id'].isna().sum())} events have no id; "
-                "every event needs a unique message id"
-            )
-        received = frame["received_at"].astype("datetime64[us, UTC]")
-        frame["received_at"] = received.fillna(pd.Timestamp(utcnow()))
-        rows = _binary_rows(EVENTS.columns, frame)
         try:
-            inserted = self._insert_new_events(rows, len(frame))
+            inserted = self._insert_new_events(events.encoded, len(events))
         except psycopg.errors.DataError as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValidationError(
                 f"table {EVENTS.name}: a payload is not JSON PostgreSQL accepts ({reason}); "
                 "nothing was stored. Send payloads as objects or as valid JSON text."
             ) from None
-        LOGGER.debug("events: %d sent, %d new", len(frame), inserted)
+        LOGGER.debug("events: %d sent, %d new", len(events), inserted)
         return int(inserted)
 
     def _insert_new_events(self, rows: memoryview, count: int) -> int:
