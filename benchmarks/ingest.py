@@ -239,10 +239,11 @@ def run(scale: str, quick: bool) -> list[Figure]:
                                "mosquitto_sub -q 1 (one subscriber)", Timing(rates, None, 0.0),
                                t_a, None, unit="per_s"))
         nb = n * 5
-        rate_b, _ = ours(store, scen, 1, nb, batch=50)
-        figs.append(figure(NAME, "50-observation batches, 1 worker (observations/s)", scale,
-                           {"observations": nb}, "scripts/run_feeds.py → PostGIS", "none",
-                           Timing([rate_b], None, 0.0), None, None, unit="per_s"))
+        for k in (1, 2):  # one worker, and two in a shared subscription (one per core here)
+            rate_b, _ = ours(store, scen, k, nb, batch=50)
+            figs.append(figure(NAME, f"50-observation batches, {k} worker(s) (observations/s)",
+                               scale, {"observations": nb}, f"scripts/run_feeds.py ×{k} → PostGIS",
+                               "none", Timing([rate_b], None, 0.0), None, None, unit="per_s"))
         secs = 5 if quick else 10
         _, lat = ours(store, scen, 1, 2000 * secs, rate=2000.0)
         fig = figure(NAME, "latency at 2,000 msg/s, 1 worker", scale,

@@ -170,10 +170,11 @@ def targets(figs: list[dict]) -> list[tuple[str, str, str, str]]:
     f = _find(figs, "ingest", case="QoS 1 ingest")
     add("4 feeds", "QoS 1 messages/s committed to PostGIS ≥ 0.6× mosquitto_sub -q 1", f,
         f and f["speedup"] and f"{f['speedup']:.2f}×", f is not None and (f["speedup"] or 0) >= 0.6)
-    f = _find(figs, "ingest", case="50-observation")
-    add("4 feeds", "50-observation batches: ≥ 100,000 observations/s stored", f,
-        f and f["ours_s"] and f"{f['ours_s']:,.0f} obs/s", f is not None
-        and (f["ours_s"] or 0) >= 100_000)
+    for k in (1, 2):
+        f = _find(figs, "ingest", case=f"50-observation batches, {k} worker")
+        add("4 feeds", f"50-observation batches: ≥ 100,000 observations/s stored ({k} worker(s))",
+            f, f and f["ours_s"] and f"{f['ours_s']:,.0f} obs/s", f is not None
+            and (f["ours_s"] or 0) >= 100_000)
     f = _find(figs, "ingest", case="latency")
     add("4 feeds", "p99 publish-to-stored latency < 1 s at 2,000 msg/s", f,
         f and f["extra"].get("p99_s") is not None and _fmt_s(f["extra"]["p99_s"]),
