@@ -294,6 +294,8 @@ EDGE_OBS = [  # the column-wise fast path must decide every one of these as the 
      "values": {"pm25": 3}, "firmware": "1.2"},  # keys we do not know are ignored
     {"id": "huge", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
      "values": {"pm25": 10**30}},  # beyond 64 bits: JSON reads it, out of range
+    {"id": "vast", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
+     "values": {"pm25": 10**400}},  # beyond any float
     {"id": "", "sensor_id": "S-AIR1", "observed_at": "2026-03-02T00:59:00Z",
      "values": {"pm25": 3}},
 ]
@@ -328,6 +330,7 @@ def test_the_fast_decoding_path_agrees_with_the_full_checks(layers_, monkeypatch
         "nan": "non_finite_number", "inf": "non_finite_number",
         "minus-inf": "non_finite_number", "nul\x00id": "nul_character",
         "nul-sensor": "nul_character", "nul-key": "nul_character"}
+    assert (reasons["huge"], reasons["vast"]) == ("out_of_range", "out_of_range")
     assert not fast.dead["payload"].str.contains("\x00").any()
     assert fast.duplicates == full.duplicates == 1
     pd.testing.assert_frame_equal(_sorted(fast.events, ["id"]), _sorted(full.events, ["id"]))
@@ -352,7 +355,7 @@ def test_only_observations_that_fit_the_contract_decode_typed():
     assert [o.id for o in typed.objs] == ["ok-1", "extra", "moved", "who"]
     assert (typed.owners, typed.slots) == ([0, 0, 0, 1], [0, 1, 2, -1])
     # what plain JSON would read differently is left to json.loads and the checks one by one
-    for key in ("bool", "nan", "text-pos", "nan-pos", 7):
+    for key in ("bool", "nan", "text-pos", "nan-pos", 7, "huge", "vast"):
         assert not typed.add(2, json.dumps(by_id[key]).encode()), key
     assert not typed.add(2, b'{"id": "x", "sensor_id": "S-AIR1"')  # malformed
     assert not typed.add(2, "\ufeff".encode() + json.dumps(by_id["ok-1"]).encode())

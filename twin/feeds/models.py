@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import geopandas as gpd
 import msgspec
@@ -368,6 +368,10 @@ def _good_values(values: Any) -> bool:
     return True
 
 
+#: Integers beyond 64 bits (which JSON allows) go to the checks one by one: no float holds them.
+_Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 class _Observation(msgspec.Struct, gc=False):
     """An observation as gateways send it, decoded straight into typed fields.
 
@@ -379,7 +383,7 @@ class _Observation(msgspec.Struct, gc=False):
     id: str
     sensor_id: str
     observed_at: str
-    values: dict[str, int | float]
+    values: dict[str, _Int64 | float]
     lon: float | None = None
     lat: float | None = None
 
@@ -644,7 +648,8 @@ def _observations(chosen, messages, registry):
     values = frame["values"].to_numpy(dtype=object)
     pairs = [(pos, k, v) for pos in alive for k, v in values[pos].items()]
     long = pd.DataFrame(pairs, columns=["pos", "property", "value"])
-    is_num = long["value"].map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+    # an integer no float can hold (JSON allows any) is out of range like any other too large
+    is_num = long["value"].map(lambda v: type(v) is float or (type(v) is int and abs(v) < 2**1023))
     prop_known = long["property"].isin(PROPERTIES)
     num = pd.to_numeric(long["value"].where(is_num), errors="coerce")
     lo = long["property"].map(lambda p: PROPERTIES[p].min if p in PROPERTIES else np.nan)
