@@ -408,6 +408,7 @@ class _Typed:
         self.objs: list[_Observation] = []
         self.owners: list[int] = []  # position of the message in the batch
         self.slots: list[int] = []   # position in the message's array (-1: not an array)
+        self._plain: dict[int, Any] = {}  # messages read by json.loads, each once
 
     def add(self, owner: int, payload: bytes) -> bool:
         """Decode one message's observations; False (nothing kept) if it does not fit."""
@@ -428,7 +429,9 @@ class _Typed:
     def plain(self, k: int, messages: list[Message]) -> tuple[int, dict]:
         """Observation *k* as ``json.loads`` reads it, for the checks one by one."""
         owner, slot = self.owners[k], self.slots[k]
-        body = json.loads(messages[owner].payload)
+        if owner not in self._plain:  # a gateway's 50 unknown sensors: one parse, not 50
+            self._plain[owner] = json.loads(messages[owner].payload)
+        body = self._plain[owner]
         return owner, body if slot < 0 else body[slot]
 
 
