@@ -437,10 +437,13 @@ def _already(series: pd.Series, dtype: str) -> pd.Series | None:
         utc = isinstance(kind, pd.DatetimeTZDtype) and str(kind.tz) in ("UTC", "utc")
         return series if utc else None
     if dtype in ("text", "date") and pd.api.types.is_object_dtype(kind):
+        wanted = "string" if dtype == "text" else "date"
+        if pd.api.types.infer_dtype(series, skipna=False) == wanted:
+            return series  # nothing missing (the common case): one C pass, no isna
         inferred = pd.api.types.infer_dtype(series, skipna=True)
         if inferred == "empty":  # nothing but None/NaN (an absent column): all None
             return _absent(series.index)
-        if inferred == ("string" if dtype == "text" else "date"):
+        if inferred == wanted:
             return series.where(series.notna(), None) if series.isna().any() else series
     if dtype == "json" and (pd.api.types.is_object_dtype(kind) or _is_text_dtype(kind)):
         return _canonical_json_texts(series.astype(object))
