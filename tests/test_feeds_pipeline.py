@@ -317,7 +317,7 @@ def test_the_fast_decoding_path_agrees_with_the_full_checks(layers_, monkeypatch
         [{**o, "id": f"gw-{o['id']}"} for o in gateway]).encode(), NOW))
     fast = decode_batch(messages, registry)
     def every_one_checked(typed, m, r):
-        return None, None, [typed.plain(k, m) for k in range(len(typed.objs))]
+        return None, None, [typed.plain(k, m) for k in range(len(typed))]
 
     monkeypatch.setattr(models, "_valid_observations", every_one_checked)
     full = decode_batch(messages, registry)
@@ -352,14 +352,15 @@ def test_only_observations_that_fit_the_contract_decode_typed():
     gateway = [by_id["ok-1"], by_id["extra"], by_id["moved"]]
     assert typed.add(0, json.dumps(gateway).encode())
     assert typed.add(1, json.dumps(by_id["who"]).encode())  # checked later, column-wise
-    assert [o.id for o in typed.objs] == ["ok-1", "extra", "moved", "who"]
+    assert typed.ids == ["ok-1", "extra", "moved", "who"]
     assert (typed.owners, typed.slots) == ([0, 0, 0, 1], [0, 1, 2, -1])
     # what plain JSON would read differently is left to json.loads and the checks one by one
-    for key in ("bool", "nan", "text-pos", "nan-pos", 7, "huge", "vast"):
+    for key in ("bool", "nan", "text-pos", "nan-pos", 7, "huge", "vast", "", "empty"):
         assert not typed.add(2, json.dumps(by_id[key]).encode()), key
+    assert not typed.add(2, json.dumps({**by_id["ok-1"], "sensor_id": ""}).encode())
     assert not typed.add(2, b'{"id": "x", "sensor_id": "S-AIR1"')  # malformed
     assert not typed.add(2, "\ufeff".encode() + json.dumps(by_id["ok-1"]).encode())
-    assert len(typed.objs) == 4
+    assert len(typed) == 4
     messages = [Message("gridtwin/x/obs", json.dumps(gateway).encode(), NOW)]
     assert typed.plain(1, messages) == (0, by_id["extra"])  # as sent, unknown keys included
 
