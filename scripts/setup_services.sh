@@ -14,6 +14,7 @@ need=()
 dpkg -s postgresql-15-postgis-3 >/dev/null 2>&1 || ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || need+=(postgresql-15-postgis-3)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto mosquitto-clients)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)  # the benchmarks' C client
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 fc-list 2>/dev/null | grep -qi 'Noto Sans CJK' || need+=(fonts-noto-cjk)
 command -v ogr2ogr >/dev/null 2>&1 || need+=(gdal-bin)
