@@ -194,6 +194,7 @@ def test_gist_and_filter_indexes_exist(pg, buildings):
     events = sorted(r for r in rows if " ON " + pg.schema + ".twin_events " in r)
     assert len(events) == 2, events
     assert events[0].startswith("twin_events_observed_at_brin ") and "USING brin" in events[0]
+    assert "autosummarize='on'" in events[0]  # ranges summarised as they fill, not at vacuum
     assert events[1].startswith("twin_events_pkey ")
     assert "geom" not in _scalars(
         pg, "SELECT column_name FROM information_schema.columns WHERE table_schema = :s "
@@ -280,6 +281,22 @@ def test_a_bbox_event_query_filters_lon_lat_and_a_period_uses_the_brin_index(pg)
         conn.exec_driver_sql("SET enable_seqscan = off")
         plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
     assert "twin_events_observed_at_brin" in plan, plan
+
+
+def test_a_brin_index_built_before_migration_6_gets_autosummarize(pg, postgis_url):
+    with pg.engine.begin() as conn:
+        conn.execute(sa.text('ALTER INDEX "twin_events_observed_at_brin" '
+                             "SET (autosummarize = off)"))
+        conn.execute(sa.text("DELETE FROM twin_schema_migrations WHERE version = 6"))
+    options = ("SELECT reloptions::text FROM pg_class c JOIN pg_namespace n ON n.oid = "
+               "c.relnamespace WHERE n.nspname = :s AND relname = 'twin_events_observed_at_brin'")
+    assert _scalars(pg, options, s=pg.schema) == ["{autosummarize=off}"]
+    again = PostGISStore(postgis_url, schema=pg.schema)
+    try:
+        assert _scalars(again, options, s=pg.schema) == ["{autosummarize=on}"]
+        assert 6 in _scalars(again, "SELECT version FROM twin_schema_migrations")
+    finally:
+        again.close()
 
 
 def test_an_events_table_of_migration_3_is_made_lean_by_migration_4(pg, postgis_url):
