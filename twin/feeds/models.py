@@ -405,9 +405,8 @@ class _Typed:
     malformed JSON, a missing field, text where a number belongs — is left to ``json.loads``
     and the checks one by one, which name what is wrong.
 
-    The fields are taken into columns a message at a time, while its observations are fresh
-    in the CPU's cache (a pass per field over a whole batch's objects afterwards costs twice
-    as much).
+    The fields are taken into columns a message at a time, while its observations are still
+    in the CPU's cache, rather than by a pass per field over the whole batch's objects later.
     """
 
     def __init__(self) -> None:
