@@ -135,6 +135,39 @@ def anchor(payloads: list[bytes]) -> float:
     return len(payloads) / elapsed
 
 
+def _cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far: the workers, PostgreSQL, the broker, this process.
+
+    Read from ``/proc`` (Linux): the workers by pid, PostgreSQL and the broker by process
+    name (their every process), this process (the publisher thread and the poller) and its
+    finished children (``mosquitto_pub``) by ``os.times``.
+    """
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"workers": 0.0, "postgres": 0.0, "broker": 0.0}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        used = (int(fields[11]) + int(fields[12])) / tick
+        if int(entry) in pids:
+            out["workers"] += used
+        elif name.startswith("postgres"):
+            out["postgres"] += used
+        elif name == "mosquitto":
+            out["broker"] += used
+    times = os.times()
+    out["publisher and poller"] = (times.user + times.system + times.children_user
+                                   + times.children_system)
+    return out
+
+
 def _count(store, observed_at: str | None = None) -> int:
     """Stored events: all of them, or only one run's (its observed_at, through the index).
 
@@ -209,7 +242,11 @@ def wait_for(store, target: int, timeout: float, probe=None, observed_at: str | 
 
 def ours(store, scen: dict, k: int, n: int, batch: int = 1, rate: float | None = None,
          publisher: str = "paho"):
-    """Publish *n* observations to *k* workers; return (obs/s, latencies or None)."""
+    """Publish *n* observations to *k* workers; return (obs/s, latencies or None, CPU).
+
+    CPU is the microseconds of CPU each party spent per observation from the first publish
+    to the last row stored (:func:`_cpu_seconds`), and the machine's share of both cores busy.
+    """
     topic = f"gridtwin/bench{secrets.token_hex(3)}/obs"
     workers = Workers(store, k, topic)
     try:
@@ -233,6 +270,8 @@ def ours(store, scen: dict, k: int, n: int, batch: int = 1, rate: float | None =
         tag = secrets.token_hex(3)
         payloads = _payloads(scen, n, batch, tag=tag, now=stamp)
         sent: list[float] = []
+        pids = [p.pid for p in workers.procs]
+        cpu0, busy0 = _cpu_seconds(pids), _busy()
         t0 = time.perf_counter()
         pub = threading.Thread(target=PUBLISHERS[publisher],
                                args=(topic, payloads, rate, sent if rate else None))
@@ -241,7 +280,8 @@ def ours(store, scen: dict, k: int, n: int, batch: int = 1, rate: float | None =
         samples = wait_for(store, base + n, 600, observed_at=stamp,
                            last_id=None if rate else _event_id(tag, n - 1))
         elapsed = samples[-1][0] - t0
-        pub.join()
+        pub.join()  # (mosquitto_pub's CPU is counted once it has exited)
+        cpu1, busy1 = _cpu_seconds(pids), _busy()
     finally:
         workers.stop()
     lat = None
@@ -251,7 +291,15 @@ def ours(store, scen: dict, k: int, n: int, batch: int = 1, rate: float | None =
         # message i (in order, one worker) is stored by the first sample with count > i
         idx = np.searchsorted(counts, np.arange(1, len(sent) + 1), side="left")
         lat = times[np.minimum(idx, len(times) - 1)] - np.array(sent)
-    return n / elapsed, lat
+    cpu = {k: round((cpu1[k] - cpu0[k]) / n * 1e6, 2) for k in cpu0}
+    cpu["machine busy"] = round((busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1e-9), 2)
+    return n / elapsed, lat, cpu
+
+
+def _busy() -> tuple[float, float]:
+    """Jiffies the machine's cores have been busy, and in all, since boot (``/proc/stat``)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
 def run(scale: str, quick: bool) -> list[Figure]:
@@ -274,7 +322,7 @@ def run(scale: str, quick: bool) -> list[Figure]:
                                t_a, None, unit="per_s"))
         # latency first: the gateway runs below store millions of rows, and autovacuum comes
         secs = 5 if quick else 10
-        _, lat = ours(store, scen, 1, 2000 * secs, rate=2000.0)
+        _, lat, _ = ours(store, scen, 1, 2000 * secs, rate=2000.0)
         fig = figure(NAME, "latency at 2,000 msg/s, 1 worker", scale,
                      {"messages": 2000 * secs}, "publish → row in PostGIS (polled every 20 ms)",
                      "none", Timing([float(np.median(lat))], None, 0.0), None, None,
@@ -287,13 +335,15 @@ def run(scale: str, quick: bool) -> list[Figure]:
         nb = n * 5 if quick else GATEWAY_OBSERVATIONS
         for k in (1, 2):  # one worker, and two in a shared subscription (one per core here)
             for publisher in PUBLISHERS:
-                rates = [ours(store, scen, k, nb, batch=50, publisher=publisher)[0]
-                         for _ in range(reps)]
+                runs = [ours(store, scen, k, nb, batch=50, publisher=publisher)
+                        for _ in range(reps)]
+                rates = [r[0] for r in runs]
+                median = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
                 figs.append(figure(
                     NAME, f"50-observation batches, {k} worker(s), {publisher} (observations/s)",
                     scale, {"observations": nb}, f"scripts/run_feeds.py ×{k} → PostGIS",
                     "none", Timing(rates, None, 0.0), None, None, unit="per_s",
-                    extra={"runs": rates}))
+                    extra={"runs": rates, "cpu_us_per_observation": median[2]}))
     for f in figs:
         f.ours_peak_mb = f.anchor_peak_mb = None
     return figs

@@ -362,6 +362,13 @@ def write(results: dict, doc: Path) -> None:
                 e = f["extra"]
                 lines.append(f"Latency at {f['scale']}: p50 {_fmt_s(e['p50_s'])}, p99 "
                              f"{_fmt_s(e['p99_s'])}, max {_fmt_s(e['max_s'])}.")
+            cpu = f.get("extra", {}).get("cpu_us_per_observation")
+            if cpu:
+                busy = cpu.get("machine busy")
+                lines.append(f"CPU per observation, {f['case'].split(' (')[0]} (the median run, "
+                             "µs): " + ", ".join(f"{k} {v}" for k, v in cpu.items()
+                                                 if k != "machine busy")
+                             + (f"; both cores {busy:.0%} busy." if busy is not None else "."))
             if f.get("extra", {}).get("ours_bytes") is not None:
                 e = f["extra"]
                 lines.append(f"Bytes sent at {f['scale']}: ours {e['ours_bytes'] / 1e6:.2f} MB, "
