@@ -29,7 +29,7 @@ per second (higher is better); the ratio is ours ÷ anchor. Gateway batches (50 
 message, 500,000 observations: a sustained run) are published twice over: by `mosquitto_pub -l
 -q 1`, a C client that takes next to no CPU (in a deployment the gateways publish from their own
 hardware, not from the ingest host's two cores), and by the same paho-mqtt publisher (which
-takes about a quarter of a core at 100,000 observations/s, from the system it measures).
+takes about 0.3 of a core at 100,000 observations/s, from the system it measures).
 """
 SCALES = ("community", "street")
 QUICK_SCALES = ("community",)
@@ -262,7 +262,8 @@ def ours(store, scen: dict, k: int, n: int, batch: int = 1, rate: float | None =
             # and every earlier run's block ranges summarised: the count below reads only
             # this run's (unsummarised ranges are read in full, by every count); the index
             # does it itself when autovacuum next comes by, seconds to a minute later
-            conn.exec_driver_sql("SELECT brin_summarize_new_values('twin_events_observed_at_brin')")
+            conn.exec_driver_sql(
+                "SELECT brin_summarize_new_values('twin_events_observed_at_brin')")
         from datetime import UTC, datetime
 
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")  # this run's rows only
@@ -291,7 +292,7 @@ def ours(store, scen: dict, k: int, n: int, batch: int = 1, rate: float | None =
         # message i (in order, one worker) is stored by the first sample with count > i
         idx = np.searchsorted(counts, np.arange(1, len(sent) + 1), side="left")
         lat = times[np.minimum(idx, len(times) - 1)] - np.array(sent)
-    cpu = {k: round((cpu1[k] - cpu0[k]) / n * 1e6, 2) for k in cpu0}
+    cpu = {party: round((cpu1[party] - cpu0[party]) / n * 1e6, 2) for party in cpu0}
     cpu["machine busy"] = round((busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1e-9), 2)
     return n / elapsed, lat, cpu
 
