@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from twin import access
+from twin import trust
 from twin.i18n import LANGUAGE_NAMES, LANGUAGES
 from ui.common import current_language, t
 
@@ -35,14 +35,14 @@ def page(path: str, title: str, icon: str, url: str, **kw) -> st.Page | None:
         else None
 
 
-def navigation() -> tuple[tuple[str, str, str, str, str, str | None], ...]:
+def navigation() -> tuple[tuple[str, str, str, str, str, str], ...]:
     """(section, page file, title, icon, url path, permission) of every page, in *LANG*."""
     ops, town = t("nav.section.cockpit", LANG), t("nav.section.community", LANG)
     return (
         (ops, "ui/cockpit_page.py", t("nav.cockpit", LANG), ":material/dashboard:", "cockpit",
-         "page.map"),
+         "page.cockpit"),
         (ops, "ui/my_grid_page.py", t("nav.my_grid", LANG), ":material/location_on:", "my-grid",
-         None),
+         "page.my_grid"),
         (ops, "ui/cases_page.py", t("nav.cases", LANG), ":material/assignment:", "cases",
          "page.cases"),
         (ops, "ui/analysis_page.py", t("nav.analysis", LANG), ":material/analytics:", "analysis",
@@ -58,20 +58,11 @@ def navigation() -> tuple[tuple[str, str, str, str, str, str | None], ...]:
     )
 
 
-def _allowed(user, url: str, permission: str | None) -> bool:
-    role = None if user is None else user.role
-    if url == "my-grid":
-        return role == "grid_worker"
-    if url == "cockpit" and role == "grid_worker":
-        return False
-    return access.can(user, permission)
-
-
 def pages_of(user) -> dict[str, list[st.Page]]:
-    """The sections and pages *user* may open (None: the public pages only)."""
+    """The sections and pages *user* may open (None: the public pages only), as trust decides."""
     sections: dict[str, list[st.Page]] = {}
     for section, path, title, icon, url, permission in navigation():
-        made = _allowed(user, url, permission) and page(path, title, icon, url)
+        made = trust.can(user, permission) and page(path, title, icon, url)
         if made:
             sections.setdefault(section, []).append(made)
     return sections

@@ -10,10 +10,10 @@ import tempfile
 from pathlib import Path
 
 from twin import settings
-from twin.access import create_demo_users
 from twin.errors import TwinError
 from twin.scenario import SCALES, make_scenario
 from twin.store import open_store
+from twin.trust import create_demo_users
 from twin.twin import put_layer
 
 LOGGER = logging.getLogger(__name__)

@@ -73,46 +73,46 @@ def _grids(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twin import access
+    from twin import trust
     from twin.store import open_store
 
     actor = f"cli:{getpass.getuser()}"
     origin = "scripts/users.py"
     with open_store(args.store) as store:
         if args.demo:
-            for user in access.create_demo_users(store, actor=actor, origin=origin):
-                role, password = access.DEMO_USERS[user.username]
+            for user in trust.create_demo_users(store, actor=actor, origin=origin):
+                role, password = trust.DEMO_USERS[user.username]
                 extra = f" grids={','.join(user.grids)}" if user.grids else ""
                 extra += f" resident={user.resident_id}" if user.resident_id else ""
                 print(f"{user.username:<11} {role:<12} password {password}{extra}")
             return 0
         if args.command == "create":
-            user = access.create_user(
+            user = trust.create_user(
                 store, args.username, _password(), args.role, display_name=args.name,
                 grids=_grids(args.grids), resident_id=args.resident_id,
                 building_code=args.building, actor=actor, origin=origin)
             print(f"created {user.username} ({user.role})")
         elif args.command == "list":
-            users = access.list_users(store)
+            users = trust.list_users(store)
             cols = ["username", "role", "display_name", "grids", "resident_id", "disabled",
                     "locked_until", "last_login_at"]
             print(users[cols].to_string(index=False) if len(users) else "no users")
         elif args.command == "set-password":
-            access.update_user(store, args.username, password=_password("new password: "),
+            trust.update_user(store, args.username, password=_password("new password: "),
                                actor=actor, origin=origin)
             print(f"password of {args.username} changed")
         elif args.command in ("disable", "enable"):
-            access.update_user(store, args.username, disabled=args.command == "disable",
+            trust.update_user(store, args.username, disabled=args.command == "disable",
                                actor=actor, origin=origin)
             print(f"{args.username} {args.command}d")
         elif args.command == "unlock":
-            access.update_user(store, args.username, unlock=True, actor=actor, origin=origin)
+            trust.update_user(store, args.username, unlock=True, actor=actor, origin=origin)
             print(f"{args.username} unlocked")
         elif args.command == "set-role":
-            access.update_user(store, args.username, role=args.role, actor=actor, origin=origin)
+            trust.update_user(store, args.username, role=args.role, actor=actor, origin=origin)
             print(f"{args.username} is now {args.role}")
         elif args.command == "set-grids":
-            access.update_user(store, args.username, grids=_grids(args.grids), actor=actor,
+            trust.update_user(store, args.username, grids=_grids(args.grids), actor=actor,
                                origin=origin)
             print(f"{args.username} works in {args.grids}")
         else:

@@ -9,7 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.browser import ROOT, XSS_NAME, write_small_twin
-from twin import i18n
+from tests.sessions import sign_in_as
+from twin import i18n, trust
 from twin.store import open_store
 
 TIMEOUT = 60
@@ -45,13 +46,12 @@ def twin_gpkg(tmp_path_factory):
 
 
 def login(at: AppTest, role: str | None) -> AppTest:
-    if role is not None:
-        at.session_state["auth.user"] = {
-            "username": "张三" if role == "grid_worker" else f"u_{role}", "role": role,
-            "display_name": "", "grids": ["R01"] if role == "grid_worker" else [],
-            "resident_id": None, "building_code": None}
-        at.session_state["auth.last_activity"] = pd.Timestamp.now(tz="UTC").isoformat()
-    return at
+    if role is None:
+        return at
+    return sign_in_as(at, trust.User(
+        "张三" if role == "grid_worker" else f"u_{role}", role,
+        grids=("R01",) if role == "grid_worker" else (),
+        resident_id="P1" if role == "resident" else None))
 
 
 @pytest.fixture
@@ -185,7 +185,11 @@ def test_missing_store_tells_what_to_run(url, key, tmp_path, monkeypatch):
         url = str(tmp_path / "nothing_here.gpkg")
     monkeypatch.setenv("TWIN_DATABASE_URL", url)
     monkeypatch.chdir(ROOT)
-    at = login(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT), "official")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    # a session from before the store went away: its user cannot be read now, so the visitor
+    # is out until the store is back, and the public page says what is wrong
+    at.session_state["auth.user"] = "u_official"
+    at.session_state["auth.last_activity"] = pd.Timestamp.now(tz="UTC").isoformat()
     at.run()
     assert not at.exception, at.exception
     messages = "\n".join(m.value for m in (*at.warning, *at.info, *at.error))
@@ -210,7 +214,11 @@ def test_demo_community_runs(tmp_path, monkeypatch):
     shutil.copyfile(demo, copy)  # never touch the committed file
     monkeypatch.setenv("TWIN_DATABASE_URL", str(copy))
     monkeypatch.chdir(ROOT)
-    at = login(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT), "official")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    # a session from before the store went away: its user cannot be read now, so the visitor
+    # is out until the store is back, and the public page says what is wrong
+    at.session_state["auth.user"] = "u_official"
+    at.session_state["auth.last_activity"] = pd.Timestamp.now(tz="UTC").isoformat()
     at.run()
     assert not at.exception, at.exception
     ids = [layer["id"] for layer in chart_spec(at)["layers"]]

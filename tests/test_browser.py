@@ -54,7 +54,7 @@ def demo_copy(folder) -> Path:
 
     import pandas as pd
 
-    from twin import access, scenario
+    from twin import scenario, trust
     from twin.settings import default_store_path
     from twin.store import open_store
 
@@ -71,7 +71,7 @@ def demo_copy(folder) -> Path:
         for row in cases.drop(columns="geometry", errors="ignore").to_dict("records"):
             row["data"] = json.dumps({"generated": True})
             store.create_case(row)
-        access.create_user(store, USER, PASSWORD, "official", display_name="值班长")
+        trust.create_user(store, USER, PASSWORD, "official", display_name="值班长")
     return path
 
 

@@ -16,11 +16,11 @@ import pytest
 
 from tests import services
 from tests.browser import CHROMIUM_ARGS, LAT, LON, ROOT, free_port, write_small_twin
-from twin import access, cases
-from twin.access import User
+from twin import cases, trust
 from twin.errors import LayerNotFoundError, TwinError, ValidationError
 from twin.schema import USERS
 from twin.store import open_store
+from twin.trust import User
 
 HOSTILE = [
     "x'); DROP TABLE twin_audit; --",
@@ -42,8 +42,8 @@ def _intact(store) -> None:
     """The store's tables are all there and the audit chain holds."""
     assert store.read_layer("buildings") is not None
     store.read_cases()
-    access.list_users(store)
-    assert access.verify_audit_chain(store).ok
+    trust.list_users(store)
+    assert trust.verify_audit_chain(store).ok
 
 
 @pytest.mark.parametrize("name", HOSTILE + ["buildings__history", "twin_audit", "../etc/passwd"])
@@ -80,10 +80,10 @@ def test_hostile_values_are_stored_and_read_back_literally(store, buildings):
         assert store.read_cases(grid_code=value).empty
         assert store.read_cases(status=value).empty
         assert store.read_events(kind=value, grid_code=value).empty
-        with pytest.raises(access.LoginError):
-            access.authenticate(store, value, value)
+        with pytest.raises(trust.LoginError):
+            trust.authenticate(store, value, value)
         store.append_audit(value, value, value, {"v": value}, value)
-    access.create_user(store, "victim", "long enough", "admin")
+    trust.create_user(store, "victim", "long enough", "admin")
     assert len(store.read_rows(USERS)) == 1
     log = store.read_audit()
     assert set(HOSTILE) <= set(log["target"])
@@ -97,17 +97,18 @@ def test_hostile_values_are_stored_and_read_back_literally(store, buildings):
 # -- a real browser: nothing a user typed runs ---------------------------------------------------
 
 WRAPPER = """
-import runpy, sys
-sys.path.insert(0, {root!r})
+import runpy
 import streamlit as st
-from twin.access import User, safe_text
+from twin import trust
+from twin.trust import safe_text
 from twin.store import open_store
 from ui.auth import current_user, sign_in
 from ui.common import get_store, store_url
 
-if current_user() is None:
-    sign_in(User("resident", "resident", resident_id="P1", building_code="B-X"))
 store = get_store(store_url())
+if current_user() is None:
+    sign_in(trust.create_user(store, "resident", "long enough", "resident", resident_id="P1",
+                              building_code="B-X", replace_existing=True))
 case = store.read_cases().iloc[0]
 st.markdown("CASE: " + safe_text(case["description"]))
 st.caption(safe_text(store.read_layer("buildings").set_index("building_code").loc["B-X", "name"]))
@@ -125,14 +126,14 @@ def hostile_server(tmp_path_factory):
         cases.report(store, category=str(cases.load_categories().index[0]), lon=LON + 0.001,
                      lat=LAT + 0.001, description=PAYLOAD, source="patrol", actor="t",
                      role="dispatcher")
-        from twin import participation
+        from twin.trust import participation
 
         participation.publish(store, User("adm", "admin"), kind="poll", scope_kind="building",
                               scope_id="B-X", title=PAYLOAD, body=PAYLOAD,
                               questions=[{"question": PAYLOAD, "choices": [PAYLOAD, "ok"]}])
     script = folder / "wrapper.py"
     script.write_text(textwrap.dedent(WRAPPER).format(
-        root=str(ROOT), page=str(ROOT / "ui" / "participation_page.py")))
+        page=str(ROOT / "ui" / "participation_page.py")))
     port = free_port()
     env = {**os.environ, "TWIN_DATABASE_URL": str(gpkg), "PYTHONPATH": str(ROOT),
            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
@@ -192,17 +193,17 @@ def test_script_payloads_show_as_text_and_never_run(hostile_server):
 
 
 def test_user_text_in_json_exports_stays_data(store):
-    access.create_user(store, "r1", "long enough", "resident", resident_id=PAYLOAD)
-    user = access.get_user(store, "r1")
-    data = access.export_own_data(store, user)
+    trust.create_user(store, "r1", "long enough", "resident", resident_id=PAYLOAD)
+    user = trust.get_user(store, "r1")
+    data = trust.export_own_data(store, user)
     assert json.loads(json.dumps(data))["user"]["username"] == "r1"
     assert isinstance(data["resident"], list)
 
 
 def test_errors_never_echo_passwords(store, caplog):
-    access.create_user(store, "u1", "s3cret-password", "planner")
+    trust.create_user(store, "u1", "s3cret-password", "planner")
     with pytest.raises(TwinError):
-        access.authenticate(store, "u1", "wrong-s3cret")
+        trust.authenticate(store, "u1", "wrong-s3cret")
     assert "s3cret" not in caplog.text
     assert "s3cret" not in store.read_audit().to_string()
-    assert "s3cret" not in pd.DataFrame(access.list_users(store)).to_string()
+    assert "s3cret" not in pd.DataFrame(trust.list_users(store)).to_string()

@@ -7,9 +7,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.browser import ROOT, write_small_twin
-from twin import access, participation
-from twin.access import User
+from tests.sessions import sign_in_as
+from twin import trust
 from twin.store import open_store
+from twin.trust import User, participation
 
 XSS = '<img src=x onerror="window.__xss=1">'
 
@@ -25,7 +26,7 @@ def gpkg(tmp_path, monkeypatch):
     path = write_small_twin(tmp_path / "t.gpkg")
     monkeypatch.setenv("TWIN_DATABASE_URL", str(path))
     with open_store(path) as store:
-        access.create_demo_users(store)
+        trust.create_demo_users(store)
         residents = pd.DataFrame({"resident_id": ["P1"], "building_code": ["B-1"],
                                   "name": ["张三"], "phone": ["13812345678"]})
         store.write_layer("residents", residents, actor="t", source="t")
@@ -34,13 +35,7 @@ def gpkg(tmp_path, monkeypatch):
 
 def _page(name: str, user: User | None = None) -> AppTest:
     at = AppTest.from_file(str(ROOT / "ui" / name), default_timeout=60)
-    if user is not None:
-        at.session_state["auth.user"] = {"username": user.username, "role": user.role,
-                                         "grids": list(user.grids),
-                                         "resident_id": user.resident_id,
-                                         "building_code": user.building_code}
-        at.session_state["auth.last_activity"] = pd.Timestamp.now(tz="UTC").isoformat()
-    return at.run()
+    return sign_in_as(at, user).run()
 
 
 def _gate_app():
@@ -49,7 +44,7 @@ def _gate_app():
     from ui.auth import login_gate, logout_button
 
     user = login_gate("en")
-    st.write(f"USER={user.username if user else None}")
+    st.write(f"USER={user.username if user else None} ROLE={user.role if user else None}")
     logout_button("en")
 
 
@@ -63,7 +58,7 @@ def test_every_declared_role_has_a_name_in_the_ui(lang):
     from ui.auth import role_labels, t_role
 
     labels = role_labels(lang)
-    assert set(labels) == set(access.EVERYONE)
+    assert set(labels) == set(trust.EVERYONE)
     assert all(name and name != role for role, name in labels.items())
     assert t_role("grid_worker", lang) == labels["grid_worker"]
 
@@ -101,11 +96,28 @@ def test_lockout_message(gpkg, monkeypatch):
 
 def test_an_idle_session_expires(gpkg):
     at = AppTest.from_function(_gate_app, default_timeout=60)
-    at.session_state["auth.user"] = {"username": "admin", "role": "admin"}
+    at.session_state["auth.user"] = "admin"
     at.session_state["auth.last_activity"] = (
         pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=2)).isoformat()
     at.run()
     assert "USER=None" in _texts(at) and "session expired" in _texts(at)
+
+
+def test_a_disabled_or_demoted_user_loses_their_rights_at_the_next_request(gpkg):
+    at = sign_in_as(AppTest.from_function(_gate_app, default_timeout=60),
+                    User("disp1", "dispatcher")).run()
+    assert "USER=disp1" in _texts(at)
+    with open_store(gpkg) as store:
+        trust.update_user(store, "disp1", role="planner", actor="admin")
+    at.run()
+    assert "ROLE=planner" in _texts(at)
+    with open_store(gpkg) as store:
+        trust.update_user(store, "disp1", disabled=True, actor="admin")
+    at.run()
+    assert "USER=None" in _texts(at)
+    with open_store(gpkg) as store:  # and the library refuses a step by a stale User object
+        with pytest.raises(trust.LoginError):
+            trust.authenticate(store, "disp1", "test-password")
 
 
 @pytest.mark.parametrize("role, allowed", [
@@ -113,7 +125,8 @@ def test_an_idle_session_expires(gpkg):
     ("planner", False), ("data_staff", False), ("resident", False), (None, False),
 ])
 def test_audit_page_only_for_admins(gpkg, role, allowed):
-    user = User(role, role, grids=("R01",) if role == "grid_worker" else ()) if role else None
+    user = User(role, role, grids=("R01",) if role == "grid_worker" else (),
+                resident_id="P1" if role == "resident" else None) if role else None
     at = _page("audit_page.py", user)
     assert not at.exception
     if allowed:

@@ -6,7 +6,7 @@ import pytest
 
 from scripts.users import main
 from tests.services import POSTGIS_URL
-from twin import access
+from twin import trust
 
 
 @pytest.fixture(autouse=True)
@@ -29,19 +29,19 @@ def run(store, *args, capsys=None):
 def test_demo_creates_one_user_per_role_with_the_documented_passwords(store, capsys):
     assert run(store, "--demo") == 0
     out = capsys.readouterr().out
-    for username, (role, password) in access.DEMO_USERS.items():
+    for username, (role, password) in trust.DEMO_USERS.items():
         assert f"password {password}" in out
-        assert access.authenticate(store, username, password).role == role
+        assert trust.authenticate(store, username, password).role == role
     assert run(store, "--demo") == 0  # again: reset, not a duplicate error
-    assert sorted(access.list_users(store)["role"]) == sorted(
-        r for r, _ in access.DEMO_USERS.values())
+    assert sorted(trust.list_users(store)["role"]) == sorted(
+        r for r, _ in trust.DEMO_USERS.values())
 
 
 def test_create_list_and_change_users(store, capsys, monkeypatch):
     monkeypatch.setenv("TWIN_NEW_PASSWORD", "first password")
     assert run(store, "create", "wang", "--role", "grid_worker", "--grids", "R01, R02",
                "--name", "王芳") == 0
-    assert access.get_user(store, "wang").grids == ("R01", "R02")
+    assert trust.get_user(store, "wang").grids == ("R01", "R02")
     assert run(store, "list") == 0
     listed = capsys.readouterr().out
     assert "wang" in listed and "argon2" not in listed and "first password" not in listed
@@ -49,14 +49,14 @@ def test_create_list_and_change_users(store, capsys, monkeypatch):
     assert run(store, "set-grids", "wang", "R03") == 0
     monkeypatch.setenv("TWIN_NEW_PASSWORD", "second password")
     assert run(store, "set-password", "wang") == 0
-    user = access.authenticate(store, "wang", "second password")
+    user = trust.authenticate(store, "wang", "second password")
     assert (user.role, user.grids) == ("dispatcher", ("R03",))
     assert run(store, "disable", "wang") == 0
-    with pytest.raises(access.LoginError):
-        access.authenticate(store, "wang", "second password")
+    with pytest.raises(trust.LoginError):
+        trust.authenticate(store, "wang", "second password")
     assert run(store, "enable", "wang") == 0
     assert run(store, "unlock", "wang") == 0
-    assert access.authenticate(store, "wang", "second password").username == "wang"
+    assert trust.authenticate(store, "wang", "second password").username == "wang"
     actions = store.read_audit()["action"].tolist()
     assert actions.count("user.update") == 6 and "user.create" in actions
     assert "second password" not in store.read_audit().to_string()

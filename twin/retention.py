@@ -9,9 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-from twin import participation, settings
+from twin import settings
 from twin.errors import ValidationError
 from twin.store.base import purge_plan
+from twin.trust import participation
 
 LOGGER = logging.getLogger(__name__)
 

@@ -318,7 +318,7 @@ ALARMS = TableSpec(
     point=True,
 )
 
-#: The roles of users, declared once (twin.cases routes steps by them, twin.access grants
+#: The roles of users, declared once (twin.cases routes steps by them, twin.trust grants
 #: permissions to them; ``public`` — not logged in — is not a role a user can hold).
 ROLES = ("admin", "official", "dispatcher", "grid_worker", "planner", "data_staff", "resident")
 

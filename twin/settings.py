@@ -83,7 +83,7 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Fail instead of skip when PostGIS, Mosquitto or Chromium is missing (CI sets it).",
     ),
-    # -- trust: login, personal data, uploads (twin.access; docs/trust.md) --
+    # -- trust: login, personal data, uploads (twin.trust; docs/trust.md) --
     Setting(
         "session_timeout_min", _positive_float, 30.0,
         "Minutes of inactivity after which a cockpit login expires.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from twin import access
+from twin import trust
 from ui.auth import origin, require_page
 from ui.common import current_language, open_twin, t
 
@@ -19,7 +19,7 @@ if opened is None:
     st.stop()
 store, _ = opened
 
-check = access.verify_audit_chain(store)
+check = trust.verify_audit_chain(store)
 if check.ok:
     st.success(t("audit.chain_ok", LANG, rows=check.rows))
 else:
@@ -31,13 +31,13 @@ filters = {
     "action": columns[1].text_input(t("audit.action", LANG), key="audit_action"),
     "target": columns[2].text_input(t("audit.target", LANG), key="audit_target"),
 }
-log = access.read_audit(store, user, **filters)
+log = trust.read_audit(store, user, **filters)
 st.caption(t("audit.rows", LANG, rows=len(log)))
 # st.dataframe shows every value as plain text: nothing a user typed is rendered as markup
 st.dataframe(log.iloc[::-1], hide_index=True, width="stretch")
 
 if st.button(t("audit.prepare_export", LANG), key="audit_prepare"):
-    st.session_state["audit_csv"] = access.export_audit_csv(store, user, origin=origin(),
+    st.session_state["audit_csv"] = trust.export_audit_csv(store, user, origin=origin(),
                                                             **filters)
 if st.session_state.get("audit_csv"):
     st.download_button(t("audit.export", LANG), st.session_state["audit_csv"],

@@ -7,14 +7,15 @@ import logging
 import pandas as pd
 import streamlit as st
 
-from twin import access, settings
-from twin.access import User
-from ui.common import get_store, store_url, t
+from twin import settings, trust
+from twin.errors import TwinError
+from twin.trust import User
+from ui.common import get_store, present_store, store_url, t
 
 LOGGER = logging.getLogger(__name__)
 
-#: Pages that need no login (``page.<name>`` keys of :data:`twin.access.PERMISSIONS`).
-PUBLIC = tuple(access.pages_for(None))
+#: Pages that need no login (``page.<name>`` keys of :data:`twin.trust.PERMISSIONS`).
+PUBLIC = tuple(trust.pages_for(None))
 
 SESSION_KEY = "auth.user"
 JUST_SIGNED_IN_KEY = "auth.just_signed_in"
@@ -37,11 +38,7 @@ def _store():
 
 def sign_in(user: User) -> None:
     """Put *user* into this session (after a successful login, or in tests)."""
-    st.session_state[SESSION_KEY] = {
-        "username": user.username, "role": user.role, "display_name": user.display_name,
-        "grids": list(user.grids), "resident_id": user.resident_id,
-        "building_code": user.building_code,
-    }
+    st.session_state[SESSION_KEY] = user.username  # rights are read anew on every request
     st.session_state[ACTIVITY_KEY] = pd.Timestamp.now(tz="UTC").isoformat()
     st.session_state.pop(EXPIRED_KEY, None)
 
@@ -53,21 +50,31 @@ def sign_out() -> None:
 
 
 def current_user() -> User | None:
-    """The logged-in user of this session, or None; an idle session past the timeout ends here."""
-    data = st.session_state.get(SESSION_KEY)
-    if not data:
+    """The logged-in user of this session as the store holds them now, or None.
+
+    An idle session past the timeout ends here, and so does the session of a user disabled or
+    removed since they logged in; a changed role or grid takes effect on the next request.
+    """
+    username = st.session_state.get(SESSION_KEY)
+    if not isinstance(username, str) or not username:
         return None
-    if access.session_expired(st.session_state.get(ACTIVITY_KEY)):
-        LOGGER.info("session of %s expired", data.get("username"))
+    if trust.session_expired(st.session_state.get(ACTIVITY_KEY)):
+        LOGGER.info("session of %s expired", username)
         sign_out()
         st.session_state[EXPIRED_KEY] = True
         return None
+    try:
+        store = present_store()
+        user = None if store is None else trust.session_user(store, username)
+    except TwinError as exc:  # the store is away: out for now, back in when it answers again
+        LOGGER.warning("cannot check the session of %s: %s", username, exc)
+        return None
+    if user is None:
+        LOGGER.info("session of %s ended: the user is disabled or gone", username)
+        sign_out()
+        return None
     st.session_state[ACTIVITY_KEY] = pd.Timestamp.now(tz="UTC").isoformat()
-    return User(
-        username=data["username"], role=data["role"], display_name=data.get("display_name", ""),
-        grids=tuple(data.get("grids") or ()), resident_id=data.get("resident_id"),
-        building_code=data.get("building_code"),
-    )
+    return user
 
 
 def _oidc_configured() -> bool:
@@ -84,7 +91,7 @@ def _oidc_user() -> User | None:
         return None
     email = str(info.get("email") or "")
     try:
-        user = access.get_user(_store(), email)
+        user = trust.get_user(_store(), email)
     except Exception:
         st.error(t("auth.oidc_unknown"))
         return None
@@ -105,11 +112,11 @@ def login_form(lang: str | None = None) -> User | None:
     if not submitted:
         return None
     try:
-        user = access.authenticate(_store(), username, password, origin=origin())
-    except access.AccountLockedError:
+        user = trust.authenticate(_store(), username, password, origin=origin())
+    except trust.AccountLockedError:
         st.error(t("auth.locked", lang, minutes=f"{settings.get('lockout_min'):g}"))
         return None
-    except access.LoginError:
+    except trust.LoginError:
         st.error(t("auth.failed", lang))
         return None
     sign_in(user)
@@ -148,7 +155,7 @@ def logout_button(lang: str | None = None) -> None:
     st.caption(t("auth.logged_in_as", lang, name=user.name, role=t_role(user.role, lang)))
     if st.button(t("auth.logout", lang), key="logout"):
         try:
-            _store().append_audit(user.username, "logout", f"user:{user.username}", {}, origin())
+            trust.record_logout(_store(), user, origin=origin())
         except Exception:  # logging out must work even if the store is gone
             LOGGER.exception("audit of logout failed")
         sign_out()
@@ -158,7 +165,7 @@ def logout_button(lang: str | None = None) -> None:
 
 
 def role_labels(lang: str | None = None) -> dict[str, str]:
-    """Every role of :data:`twin.access.EVERYONE` → its name in the UI language.
+    """Every role of :data:`twin.trust.EVERYONE` → its name in the UI language.
 
     The keys are spelled out so that the catalog test sees each one; a test checks that they
     are exactly the declared roles.
@@ -179,7 +186,7 @@ def t_role(role: str, lang: str | None = None) -> str:
 def require_page(permission: str, lang: str | None = None) -> User | None:
     """At the top of a page: the user if they may open it, else a message and ``st.stop()``."""
     user = current_user()
-    if access.can(user, permission):
+    if trust.can(user, permission):
         return user
     if user is None:
         st.warning(t("auth.login_needed", lang))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.cases_view import case_detail, case_list, visible_cases
-from ui.common import current_language, current_user, open_twin, status_names, t
+from twin import trust
+from ui.auth import current_user
+from ui.cases_view import case_detail, case_list
+from ui.common import current_language, open_twin, status_names, t
 
 LANG = current_language()
 user = current_user()
@@ -15,7 +17,7 @@ if opened is None:
     st.stop()
 store, twin_layers = opened
 grid_cells = twin_layers.get("grid_cells")
-table = visible_cases(store, user, grid_cells)
+table = trust.visible_cases(store, user, grid_cells)
 
 names = status_names(LANG)
 f1, f2, f3 = st.columns(3)

@@ -8,21 +8,12 @@ import logging
 import pandas as pd
 import streamlit as st
 
-from twin import access, cases, cockpit
+from twin import cases, trust
 from twin.errors import TwinError
 from ui.auth import origin
 from ui.common import local_time, status_names, t
 
 LOGGER = logging.getLogger(__name__)
-
-
-def visible_cases(store, user, grid_cells) -> pd.DataFrame:
-    """The cases *user* may see, with their state now: a grid worker only their grids' cases."""
-    table = cockpit.cases_at(store.read_cases())
-    if user is not None and user.role == "grid_worker":
-        mine = access.unit_grids_of(user, grid_cells)
-        table = table.loc[table["grid_code"].isin(mine) | (table["assignee"] == user.username)]
-    return table
 
 
 def case_list(table: pd.DataFrame, lang: str, *, key: str) -> str | None:
@@ -47,7 +38,7 @@ def case_list(table: pd.DataFrame, lang: str, *, key: str) -> str | None:
 def case_detail(store, user, case_id: str, grid_cells, lang: str, *, key: str) -> None:
     """One case: its fields (as the role may see them), timers, history and allowed actions."""
     try:
-        case = access.case_for_role(store.get_case(case_id), user)
+        case = trust.read_case(store, user, case_id, grid_cells)
     except TwinError as exc:
         st.warning(str(exc))
         return
@@ -65,7 +56,7 @@ def case_detail(store, user, case_id: str, grid_cells, lang: str, *, key: str) -
     if timer:
         st.caption(t("case.timer", lang, stage=timer.get("stage"),
                      deadline=local_time(pd.Series([timer.get("deadline")])).iloc[0]))
-    history = store.case_history(case_id)
+    history = trust.case_history(store, user, case_id, grid_cells)
     if len(history):
         st.markdown(f"**{html.escape(t('case.history', lang))}**")
         st.dataframe(pd.DataFrame({
@@ -78,7 +69,7 @@ def case_detail(store, user, case_id: str, grid_cells, lang: str, *, key: str) -
         }), hide_index=True, width="stretch")
     if user is None:
         return
-    actions = cases.allowed_actions(case, user.role)
+    actions = trust.allowed_actions(case, user)
     if not actions:
         st.caption(t("case.no_actions", lang))
         return
@@ -90,7 +81,7 @@ def case_detail(store, user, case_id: str, grid_cells, lang: str, *, key: str) -
         done = st.form_submit_button(t("case.apply", lang))
     if done:
         try:
-            access.transition_case(store, user, case_id, action, origin=origin(),
+            trust.transition_case(store, user, case_id, action, origin=origin(),
                                    grid_cells=grid_cells, note=note)
         except TwinError as exc:
             st.error(str(exc))

@@ -7,7 +7,8 @@ import streamlit as st
 
 from twin import cockpit, deck
 from ui import mapview
-from ui.common import current_language, current_user, open_twin, t
+from ui.auth import current_user
+from ui.common import current_language, open_twin, t
 from ui.live import live_alarms
 
 LANG = current_language()

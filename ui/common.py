@@ -47,6 +47,17 @@ def get_store(url: str) -> Store:
     return open_store(url)
 
 
+def present_store() -> Store | None:
+    """The configured store, or None when it is a GeoPackage that does not exist (yet).
+
+    Opening a missing GeoPackage would create an empty one; a page says what to run instead.
+    """
+    url = store_url()
+    if _is_file_url(url) and not _file_path(url).exists():
+        return None
+    return get_store(url)
+
+
 def layer_versions(store: Store) -> tuple[tuple[str, int], ...]:
     """(layer, current version) of every layer with data: the cache key of the layer frames."""
     out = []
@@ -93,18 +104,6 @@ def open_twin(lang: str) -> tuple[Store, dict[str, gpd.GeoDataFrame]] | None:
     return store, twin_layers
 
 
-def current_user():
-    """The logged-in :class:`twin.access.User` of this session, or None."""
-    from ui import auth
-
-    return auth.current_user()
-
-
-def cached_layers(lang: str) -> tuple[Store, dict[str, gpd.GeoDataFrame]] | None:
-    """Alias of :func:`open_twin` for pages that only need the layers."""
-    return open_twin(lang)
-
-
 def status_names(lang: str) -> dict[str, str]:
     """Case status → its name in *lang* (from the declared state machine)."""
     from twin.cases import STATUSES
@@ -119,7 +118,9 @@ def status_names(lang: str) -> dict[str, str]:
 
 
 def local_time(series, fmt: str = "%Y-%m-%d %H:%M"):
-    """UTC times shown in Asia/Shanghai as text."""
+    """UTC times shown in the local time zone (settings) as text."""
     import pandas as pd
 
-    return pd.to_datetime(series, utc=True).dt.tz_convert("Asia/Shanghai").dt.strftime(fmt)
+    from twin.timeutil import local_zone
+
+    return pd.to_datetime(series, utc=True).dt.tz_convert(local_zone()).dt.strftime(fmt)

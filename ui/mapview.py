@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 import layers as declared
-from twin import access, cockpit, deck, settings
+from twin import cockpit, deck, settings, trust
 from twin.cockpit import Scope
 from ui.common import DEMO_COMMANDS, status_names, t
 
@@ -282,7 +282,7 @@ def _building_detail(store, twin_layers: dict, data, code: str, user, lang: str)
     """Households (as the role may see them), the building's sensors and its open cases."""
     st.markdown(f"**{html.escape(t('detail.households', lang))}**")
     try:
-        residents = access.read_residents(store, user, building_code=code, origin="web",
+        residents = trust.read_residents(store, user, building_code=code, origin="web",
                                           buildings=twin_layers.get("buildings"),
                                           grid_cells=twin_layers.get("grid_cells"))
     except Exception:  # a missing residents layer or a refused read: say so, keep the page

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import streamlit as st
 
-from twin import access, cases, settings
+from twin import cases, trust
 from twin.errors import TwinError
 from ui import mapview
-from ui.auth import origin
-from ui.cases_view import case_detail, case_list, visible_cases
-from ui.common import current_language, current_user, open_twin, t
+from ui.auth import current_user, origin
+from ui.cases_view import case_detail, case_list
+from ui.common import current_language, open_twin, t
 from ui.live import live_alarms
 
 LANG = current_language()
@@ -23,7 +20,7 @@ if opened is None or user is None:
     st.stop()
 store, twin_layers = opened
 grid_cells = twin_layers.get("grid_cells")
-mine = frozenset(access.unit_grids_of(user, grid_cells))
+mine = frozenset(trust.unit_grids_of(user, grid_cells))
 if not mine:
     st.info(t("mygrid.none", LANG))
     st.stop()
@@ -39,7 +36,7 @@ picked = mapview.deck.selected_feature(event)
 mapview.feature_detail(store, twin_layers, data, picked, user, LANG)
 
 st.subheader(t("mygrid.cases", LANG))
-table = visible_cases(store, user, grid_cells)
+table = trust.visible_cases(store, user, grid_cells)
 open_cases = table.loc[table["state"] != "closed"]
 chosen = case_list(open_cases, LANG, key="mygrid_cases")
 if chosen:
@@ -64,16 +61,8 @@ with st.form("report_case"):
     sent = st.form_submit_button(t("mygrid.submit", LANG))
 if sent:
     try:
-        photos = []
-        if photo is not None:
-            data_bytes = photo.getvalue()
-            mime = access.check_photo(data_bytes)
-            folder = Path(settings.get("data_dir")) / "photos"
-            folder.mkdir(parents=True, exist_ok=True)
-            name = hashlib.sha256(data_bytes).hexdigest()[:20] + "." + mime.split("/")[1]
-            (folder / name).write_bytes(data_bytes)
-            photos.append(f"photos/{name}")
-        case = access.report_case(store, user, origin=origin(), category=category, lon=lon,
+        photos = [] if photo is None else [trust.store_photo(photo.getvalue())]
+        case = trust.report_case(store, user, origin=origin(), category=category, lon=lon,
                                   lat=lat, description=description, source="patrol",
                                   grid_cells=grid_cells, photos=photos)
     except TwinError as exc:

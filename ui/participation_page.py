@@ -7,9 +7,10 @@ import json
 import pydeck as pdk
 import streamlit as st
 
-from twin import access, participation
+from twin import trust
 from twin.deck import TEXT_TOOLTIP, offline_deck, polygon_rings
 from twin.errors import TwinError
+from twin.trust import participation
 from ui.auth import origin, require_page
 from ui.common import current_language, open_twin, t
 
@@ -30,19 +31,19 @@ if notices.empty:
 for notice in notices.to_dict("records"):
     with st.container(border=True):
         # titles, bodies and options are user text: escaped before markdown renders them
-        st.markdown(f"**{access.safe_text(notice['title'])}**")
-        st.caption(f"{access.safe_text(notice['scope_kind'])} · "
-                   f"{access.safe_text(notice['scope_id'])}")
+        st.markdown(f"**{trust.safe_text(notice['title'])}**")
+        st.caption(f"{trust.safe_text(notice['scope_kind'])} · "
+                   f"{trust.safe_text(notice['scope_id'])}")
         if notice["body"]:
-            st.markdown(access.safe_text(notice["body"]))
+            st.markdown(trust.safe_text(notice["body"]))
         questions = json.loads(notice["questions"]) if notice["questions"] else []
-        if not questions or user.role != "resident":
+        if not questions or not trust.can(user, "participation.answer"):
             continue
         if participation.has_answered(store, user, notice["id"]):
             st.success(t("part.answered", LANG))
             continue
         with st.form(f"answer_{notice['id']}"):
-            picks = [st.radio(access.safe_text(q["question"]), q["choices"],
+            picks = [st.radio(trust.safe_text(q["question"]), q["choices"],
                               key=f"q_{notice['id']}_{i}") for i, q in enumerate(questions)]
             if st.form_submit_button(t("part.submit", LANG)):
                 try:
@@ -52,17 +53,17 @@ for notice in notices.to_dict("records"):
                     st.error(str(exc))
 
 # -- a resident's own data -------------------------------------------------------------------------
-if access.can(user, "data.export_own"):
+if trust.can(user, "data.export_own"):
     st.subheader(t("part.my_data", LANG))
     if st.button(t("part.prepare_export", LANG), key="own_prepare"):
-        data = access.export_own_data(store, user, origin=origin())
+        data = trust.export_own_data(store, user, origin=origin())
         st.session_state["own_data"] = json.dumps(data, ensure_ascii=False, indent=2)
     if st.session_state.get("own_data"):
         st.download_button(t("part.export_own", LANG), st.session_state["own_data"],
                            file_name="my_gridtwin_data.json", mime="application/json")
 
 # -- publish (officials, admins, grid workers in their grids) ----------------------------------
-if access.can(user, "participation.publish"):
+if trust.can(user, "participation.publish"):
     st.subheader(t("part.publish", LANG))
     with st.form("publish"):
         kind = st.selectbox(t("part.kind", LANG), participation.KINDS, key="pub_kind")
@@ -86,7 +87,7 @@ if access.can(user, "participation.publish"):
 
 # -- results per building or grid, on the map ----------------------------------------------------
 polls = notices.loc[notices["kind"] != "notice"] if not notices.empty else notices
-if access.can(user, "participation.results") and len(polls):
+if trust.can(user, "participation.results") and len(polls):
     st.subheader(t("part.results", LANG))
     poll_id = st.selectbox(t("part.poll", LANG), polls["id"].tolist(), key="res_poll",
                            format_func=lambda i: str(polls.set_index("id").loc[i, "title"]))

@@ -1,4 +1,4 @@
-"""twin.access: role by role what each user sees and may do, on both stores; audit; lockout."""
+"""twin.trust: role by role what each user sees and may do, on both stores; audit; lockout."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 
-from twin import access, retention, schema, settings
-from twin.access import ANONYMOUS, User
+from twin import retention, schema, settings, trust
 from twin.cases import ROLES
 from twin.errors import (
     ConfigError,
@@ -19,6 +18,7 @@ from twin.errors import (
     PermissionDeniedError,
     ValidationError,
 )
+from twin.trust import ANONYMOUS, User
 
 PHONE, ID_NO = "13812345678", "450311199001011234"
 
@@ -64,16 +64,16 @@ USERS = {
 
 
 @pytest.mark.parametrize("func, value, expected", [
-    (access.mask_phone, "13812345678", "138****5678"),
-    (access.mask_phone, "138 1234 5678", "138****5678"),
-    (access.mask_phone, "5678", "****78"),
-    (access.mask_id_number, "450311199001011234", "4503**********1234"),
-    (access.mask_id_number, "45031119900101123X", "4503**********123X"),
-    (access.mask_id_number, "12345", "******"),
-    (access.mask_name, "张三", "张*"),
-    (access.mask_name, "欧阳娜娜", "欧***"),
-    (access.mask_name, "王", "王*"),
-    (access.mask_other, "独居老人", "***"),
+    (trust.mask_phone, "13812345678", "138****5678"),
+    (trust.mask_phone, "138 1234 5678", "138****5678"),
+    (trust.mask_phone, "5678", "****78"),
+    (trust.mask_id_number, "450311199001011234", "4503**********1234"),
+    (trust.mask_id_number, "45031119900101123X", "4503**********123X"),
+    (trust.mask_id_number, "12345", "******"),
+    (trust.mask_name, "张三", "张*"),
+    (trust.mask_name, "欧阳娜娜", "欧***"),
+    (trust.mask_name, "王", "王*"),
+    (trust.mask_other, "独居老人", "***"),
 ])
 def test_masks(func, value, expected):
     assert func(pd.Series([value, None]) ).tolist() == [expected, None]
@@ -81,7 +81,7 @@ def test_masks(func, value, expected):
 
 def test_mask_frame_picks_the_mask_by_column():
     frame = pd.DataFrame({"name": ["张三"], "phone": [PHONE], "id_number": [ID_NO], "x": [1]})
-    out = access.mask_frame(frame, ["name", "phone", "id_number"])
+    out = trust.mask_frame(frame, ["name", "phone", "id_number"])
     assert out.iloc[0].tolist() == ["张*", "138****5678", "4503**********1234", 1]
     assert frame["phone"].iloc[0] == PHONE  # the input is not changed
 
@@ -91,13 +91,13 @@ def test_mask_frame_picks_the_mask_by_column():
     "[click](javascript:alert(1))", "![x](http://evil.example/x.png)", ":red[big] **bold**",
 ])
 def test_safe_text_escapes_every_markdown_and_html_meta_character(text):
-    escaped = access.safe_text(text)
+    escaped = trust.safe_text(text)
     for ch in "<>[]()!*:":
         assert ch not in escaped.replace("\\" + ch, "")
 
 
 def test_round_location_snaps_to_about_100_m_cells():
-    lon, lat = access.round_location([110.29123, 110.29177], [25.08049, 25.08051])
+    lon, lat = trust.round_location([110.29123, 110.29177], [25.08049, 25.08051])
     assert lon.tolist() == [110.2915, 110.2915]
     assert lat.tolist() == [25.0805, 25.0805]
 
@@ -113,17 +113,17 @@ def test_round_location_snaps_to_about_100_m_cells():
 ])
 def test_photos_are_checked_by_magic_bytes_and_size(data, ok):
     if ok:
-        assert access.check_photo(data) == ok
+        assert trust.check_photo(data) == ok
     else:
-        with pytest.raises(access.UploadRejectedError):
-            access.check_photo(data)
+        with pytest.raises(trust.UploadRejectedError):
+            trust.check_photo(data)
 
 
 def test_session_timeout():
     now = pd.Timestamp("2026-03-01 10:00", tz="UTC")
-    assert not access.session_expired(now - pd.Timedelta(minutes=29), now, 30)
-    assert access.session_expired(now - pd.Timedelta(minutes=31), now, 30)
-    assert access.session_expired(None, now, 30)
+    assert not trust.session_expired(now - pd.Timedelta(minutes=29), now, 30)
+    assert trust.session_expired(now - pd.Timedelta(minutes=31), now, 30)
+    assert trust.session_expired(None, now, 30)
 
 
 @pytest.mark.parametrize("name, raw, value", [
@@ -158,8 +158,8 @@ def test_docs_list_one_demo_user_per_role_with_its_password():
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "trust.md").read_text("utf-8")
     rows = re.findall(r"^\| (\w+) \| [^|]+ \| (\w+-demo) \|$", text, re.M)
-    assert dict(rows) == {name: password for name, (_, password) in access.DEMO_USERS.items()}
-    assert sorted(role for role, _ in access.DEMO_USERS.values()) == sorted(ROLES)
+    assert dict(rows) == {name: password for name, (_, password) in trust.DEMO_USERS.items()}
+    assert sorted(role for role, _ in trust.DEMO_USERS.values()) == sorted(ROLES)
 
 
 @pytest.mark.parametrize("raw", ["many", "0", "-1"])
@@ -171,42 +171,42 @@ def test_bad_access_settings_are_refused_with_the_variable(monkeypatch, raw):
 
 def test_lockout_follows_the_setting(twin_store, monkeypatch):
     monkeypatch.setenv("TWIN_MAX_FAILED_LOGINS", "2")
-    access.create_user(twin_store, "tina", "long-enough-pw", "planner")
-    with pytest.raises(access.LoginError) as first:
-        access.authenticate(twin_store, "tina", "wrong-password")
-    assert not isinstance(first.value, access.AccountLockedError)
-    with pytest.raises(access.AccountLockedError):
-        access.authenticate(twin_store, "tina", "wrong-password")
+    trust.create_user(twin_store, "tina", "long-enough-pw", "planner")
+    with pytest.raises(trust.LoginError) as first:
+        trust.authenticate(twin_store, "tina", "wrong-password")
+    assert not isinstance(first.value, trust.AccountLockedError)
+    with pytest.raises(trust.AccountLockedError):
+        trust.authenticate(twin_store, "tina", "wrong-password")
 
 
 # -- permissions, role by role --------------------------------------------------------------
 
 PAGES = {  # role → pages it may open
-    "admin": {"public", "map", "cases", "kpi", "queries", "layers", "participation", "audit",
-              "users"},
-    "official": {"public", "map", "cases", "kpi", "queries", "participation"},
-    "dispatcher": {"public", "map", "cases", "kpi", "participation"},
-    "grid_worker": {"public", "map", "cases", "participation"},
-    "planner": {"public", "map", "kpi", "queries", "participation"},
-    "data_staff": {"public", "map", "queries", "layers", "participation"},
+    "admin": {"public", "cockpit", "cases", "kpi", "queries", "layers", "participation",
+              "audit", "users"},
+    "official": {"public", "cockpit", "cases", "kpi", "queries", "participation"},
+    "dispatcher": {"public", "cockpit", "cases", "kpi", "participation"},
+    "grid_worker": {"public", "my_grid", "cases", "participation"},
+    "planner": {"public", "cockpit", "kpi", "queries", "participation"},
+    "data_staff": {"public", "cockpit", "queries", "layers", "participation"},
     "resident": {"public", "participation"},
 }
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_pages_role_by_role(role):
-    assert set(access.pages_for(USERS[role])) == PAGES[role]
+    assert set(trust.pages_for(USERS[role])) == PAGES[role]
 
 
 def test_the_public_sees_only_the_public_page_and_unknown_permissions_fail():
-    assert access.pages_for(None) == ["public"]
-    assert access.pages_for(ANONYMOUS) == ["public"]
+    assert trust.pages_for(None) == ["public"]
+    assert trust.pages_for(ANONYMOUS) == ["public"]
     with pytest.raises(ValidationError, match="unknown permission"):
-        access.can(USERS["admin"], "page.nowhere")
+        trust.can(USERS["admin"], "page.nowhere")
     with pytest.raises(PermissionDeniedError, match="only admin"):
-        access.require(USERS["official"], "audit.read")
+        trust.require(USERS["official"], "audit.read")
     disabled = User("x", "admin", disabled=True)
-    assert not access.can(disabled, "page.audit")
+    assert not trust.can(disabled, "page.audit")
 
 
 # -- personal data through the library, role by role, on both stores ------------------------
@@ -218,26 +218,26 @@ def _last_audit(store):
 
 def test_grid_worker_sees_full_values_of_their_grids_only(twin_store):
     gw = USERS["grid_worker"]
-    rows = access.read_residents(twin_store, gw, origin="test")
+    rows = trust.read_residents(twin_store, gw, origin="test")
     assert sorted(rows["resident_id"]) == ["P1", "P2"]
     assert PHONE in rows["phone"].tolist() and "张三" in rows["name"].tolist()
     audit = _last_audit(twin_store)
     assert (audit["actor"], audit["action"], audit["origin"]) == ("gw1", "residents.read", "test")
     with pytest.raises(PermissionDeniedError, match="not in the grids"):
-        access.read_residents(twin_store, gw, building_code="B3")
+        trust.read_residents(twin_store, gw, building_code="B3")
     assert _last_audit(twin_store)["action"] == "residents.denied"
     other = User("gw2", "grid_worker", grids=("R02",))
-    assert access.read_residents(twin_store, other)["resident_id"].tolist() == ["P3"]
+    assert trust.read_residents(twin_store, other)["resident_id"].tolist() == ["P3"]
 
 
 def test_grid_worker_bound_to_a_unit_grid_code(twin_store):
     gw = User("gw9", "grid_worker", grids=("45031100100102",))
-    assert access.read_residents(twin_store, gw)["resident_id"].tolist() == ["P3"]
+    assert trust.read_residents(twin_store, gw)["resident_id"].tolist() == ["P3"]
 
 
 @pytest.mark.parametrize("role", ["admin", "data_staff"])
 def test_admin_and_data_staff_see_every_row_masked(twin_store, role):
-    rows = access.read_residents(twin_store, USERS[role])
+    rows = trust.read_residents(twin_store, USERS[role])
     assert len(rows) == 3
     first = rows.set_index("resident_id").loc["P1"]
     assert (first["name"], first["phone"], first["id_number"], first["tags"]) == (
@@ -248,13 +248,13 @@ def test_admin_and_data_staff_see_every_row_masked(twin_store, role):
 
 @pytest.mark.parametrize("role", ["official", "dispatcher", "planner"])
 def test_officials_dispatchers_planners_see_counts(twin_store, role):
-    rows = access.read_residents(twin_store, USERS[role])
+    rows = trust.read_residents(twin_store, USERS[role])
     assert list(rows.columns) == ["building_code", "households", "residents"]
     assert rows.set_index("building_code")["residents"].to_dict() == {"B1": 3, "B2": 2, "B3": 4}
 
 
 def test_a_resident_sees_only_their_own_record(twin_store):
-    rows = access.read_residents(twin_store, USERS["resident"])
+    rows = trust.read_residents(twin_store, USERS["resident"])
     assert rows["resident_id"].tolist() == ["P3"]
     assert rows["phone"].tolist() == ["13600005678"]
 
@@ -262,7 +262,7 @@ def test_a_resident_sees_only_their_own_record(twin_store):
 def test_the_public_cannot_read_residents(twin_store):
     for user in (None, ANONYMOUS):
         with pytest.raises(PermissionDeniedError):
-            access.read_residents(twin_store, user)
+            trust.read_residents(twin_store, user)
 
 
 @pytest.mark.parametrize("role, phones", [
@@ -273,12 +273,12 @@ def test_the_public_cannot_read_residents(twin_store):
     ("resident", ["139****1111", "139****2222"]),
 ])
 def test_other_layers_mask_personal_columns(twin_store, role, phones):
-    frame = access.read_layer(twin_store, USERS[role], "grid_cells")
+    frame = trust.read_layer(twin_store, USERS[role], "grid_cells")
     assert frame["grid_worker_phone"].tolist() == phones
 
 
 def test_the_public_gets_layers_without_personal_columns(twin_store):
-    frame = access.read_layer(twin_store, None, "grid_cells")
+    frame = trust.read_layer(twin_store, None, "grid_cells")
     assert "grid_worker_phone" not in frame and len(frame) == 2
 
 
@@ -288,30 +288,30 @@ def test_the_public_gets_layers_without_personal_columns(twin_store):
 def test_case_transitions_respect_roles_and_grids_and_are_audited(twin_store, grid_cells):
     resident = USERS["resident"]
     lon, lat = grid_cells.geometry.iloc[1].centroid.coords[0]  # in grid 02 (R02)
-    case = access.report_case(twin_store, resident, category=_category(), lon=lon, lat=lat,
+    case = trust.report_case(twin_store, resident, category=_category(), lon=lon, lat=lat,
                               description="路灯坏了", source="resident", origin="test")
     assert _last_audit(twin_store)["action"] == "case.collect"
     with pytest.raises(PermissionDeniedError):
-        access.transition_case(twin_store, resident, case["id"], "file")
+        trust.transition_case(twin_store, resident, case["id"], "file")
     dispatcher = USERS["dispatcher"]
-    access.transition_case(twin_store, dispatcher, case["id"], "file")
-    access.transition_case(twin_store, dispatcher, case["id"], "dispatch", assignee="gw2",
+    trust.transition_case(twin_store, dispatcher, case["id"], "file")
+    trust.transition_case(twin_store, dispatcher, case["id"], "dispatch", assignee="gw2",
                            department="街道")
     gw1 = USERS["grid_worker"]
     cells = twin_store.read_layer("grid_cells")
     with pytest.raises(PermissionDeniedError, match="own grids"):
-        access.transition_case(twin_store, gw1, case["id"], "handle", grid_cells=cells)
+        trust.transition_case(twin_store, gw1, case["id"], "handle", grid_cells=cells)
     assert _last_audit(twin_store)["action"] == "case.denied"
     gw2 = User("gw2", "grid_worker", grids=("R02",))
-    done = access.transition_case(twin_store, gw2, case["id"], "handle", grid_cells=cells)
+    done = trust.transition_case(twin_store, gw2, case["id"], "handle", grid_cells=cells)
     assert done["status"] == "handling"
     actions = twin_store.read_audit()["action"].tolist()
     assert ["case.file", "case.dispatch", "case.handle"] == [
         a for a in actions if a in ("case.file", "case.dispatch", "case.handle")]
     # the reporter is personal data: visible to case handlers, hidden from planners
     stored = twin_store.get_case(case["id"])
-    assert access.case_for_role(stored, dispatcher)["data"]["reporter"]["username"] == "res"
-    assert access.case_for_role(stored, USERS["planner"])["data"]["reporter"] == "***"
+    assert trust.case_for_role(stored, dispatcher)["data"]["reporter"]["username"] == "res"
+    assert trust.case_for_role(stored, USERS["planner"])["data"]["reporter"] == "***"
 
 
 def _category() -> str:
@@ -324,51 +324,51 @@ def _category() -> str:
 
 
 def test_users_and_passwords(store):
-    user = access.create_user(store, "gw1", "correct horse", "grid_worker", grids=["R01"],
+    user = trust.create_user(store, "gw1", "correct horse", "grid_worker", grids=["R01"],
                               actor="adm")
     assert user.grids == ("R01",)
     row = store.read_rows(schema.USERS, username="gw1").iloc[0]
     assert row["password_hash"].startswith("$argon2id$")
     assert "correct horse" not in store.read_audit().to_string()
-    assert access.authenticate(store, "gw1", "correct horse").role == "grid_worker"
+    assert trust.authenticate(store, "gw1", "correct horse").role == "grid_worker"
     with pytest.raises(DuplicateIdError):
-        access.create_user(store, "gw1", "another one", "admin")
+        trust.create_user(store, "gw1", "another one", "admin")
     with pytest.raises(ValidationError, match="at least"):
-        access.create_user(store, "x1", "short", "admin")
+        trust.create_user(store, "x1", "short", "admin")
     with pytest.raises(ValidationError, match="unknown role"):
-        access.create_user(store, "x2", "long enough", "superuser")
+        trust.create_user(store, "x2", "long enough", "superuser")
     with pytest.raises(ValidationError, match="needs --grids"):
-        access.create_user(store, "x3", "long enough", "grid_worker")
+        trust.create_user(store, "x3", "long enough", "grid_worker")
     with pytest.raises(ValidationError, match="username"):
-        access.create_user(store, "a b'; DROP TABLE twin_users; --", "long enough", "admin")
-    access.update_user(store, "gw1", disabled=True)
-    with pytest.raises(access.LoginError):
-        access.authenticate(store, "gw1", "correct horse")
-    assert "password_hash" not in access.list_users(store)
+        trust.create_user(store, "a b'; DROP TABLE twin_users; --", "long enough", "admin")
+    trust.update_user(store, "gw1", disabled=True)
+    with pytest.raises(trust.LoginError):
+        trust.authenticate(store, "gw1", "correct horse")
+    assert "password_hash" not in trust.list_users(store)
 
 
 def test_lockout_is_stored_and_survives_a_restart(store_factory, monkeypatch):
     monkeypatch.setenv("TWIN_MAX_FAILED_LOGINS", "3")
     first, again = store_factory
-    access.create_user(first, "off", "right password", "official")
+    trust.create_user(first, "off", "right password", "official")
     for _ in range(2):
-        with pytest.raises(access.LoginError) as info:
-            access.authenticate(first, "off", "wrong password")
-        assert not isinstance(info.value, access.AccountLockedError)
-    with pytest.raises(access.AccountLockedError):
-        access.authenticate(first, "off", "wrong password")
+        with pytest.raises(trust.LoginError) as info:
+            trust.authenticate(first, "off", "wrong password")
+        assert not isinstance(info.value, trust.AccountLockedError)
+    with pytest.raises(trust.AccountLockedError):
+        trust.authenticate(first, "off", "wrong password")
     restarted = again()  # a new process would open the store like this
-    with pytest.raises(access.AccountLockedError, match="locked"):
-        access.authenticate(restarted, "off", "right password")
-    access.update_user(restarted, "off", unlock=True, actor="adm")
-    assert access.authenticate(restarted, "off", "right password").username == "off"
+    with pytest.raises(trust.AccountLockedError, match="locked"):
+        trust.authenticate(restarted, "off", "right password")
+    trust.update_user(restarted, "off", unlock=True, actor="adm")
+    assert trust.authenticate(restarted, "off", "right password").username == "off"
     actions = restarted.read_audit()["action"].tolist()
     assert actions.count("login.failed") == 3 and "login.locked" in actions
 
 
 def test_unknown_users_fail_like_wrong_passwords(store):
-    with pytest.raises(access.LoginError, match="wrong username or password"):
-        access.authenticate(store, "nobody", "whatever1")
+    with pytest.raises(trust.LoginError, match="wrong username or password"):
+        trust.authenticate(store, "nobody", "whatever1")
 
 
 # -- the audit chain -------------------------------------------------------------------------
@@ -390,28 +390,28 @@ def _tamper(store, seq: int) -> None:
 def test_tampering_with_one_audit_row_is_detected(twin_store):
     before = len(twin_store.read_audit())  # the fixture's three layer loads
     for role in ("admin", "grid_worker", "official"):
-        access.read_residents(twin_store, USERS[role])
-    check = access.verify_audit_chain(twin_store)
+        trust.read_residents(twin_store, USERS[role])
+    check = trust.verify_audit_chain(twin_store)
     assert check.ok and check.rows == before + 2  # counts are not personal data: not logged
     gw_seq = before + 2  # the grid worker's read
-    exported = access.export_audit_csv(twin_store, USERS["admin"])
-    assert access.verify_audit_csv(exported).ok
+    exported = trust.export_audit_csv(twin_store, USERS["admin"])
+    assert trust.verify_audit_csv(exported).ok
     tampered = exported.decode("utf-8-sig").replace(",gw1,", ",gw9,", 1)
     assert tampered != exported.decode("utf-8-sig")
-    assert access.verify_audit_csv(tampered).first_bad_seq == gw_seq
+    assert trust.verify_audit_csv(tampered).first_bad_seq == gw_seq
     _tamper(twin_store, gw_seq)
-    check = access.verify_audit_chain(twin_store)
+    check = trust.verify_audit_chain(twin_store)
     assert (check.ok, check.first_bad_seq) == (False, gw_seq)
 
 
 def test_only_admins_read_and_export_the_audit_log(twin_store):
-    access.read_residents(twin_store, USERS["admin"])
+    trust.read_residents(twin_store, USERS["admin"])
     for role in ROLES:
         if role == "admin":
-            assert len(access.read_audit(twin_store, USERS[role], action="residents")) == 1
+            assert len(trust.read_audit(twin_store, USERS[role], action="residents")) == 1
         else:
             with pytest.raises(PermissionDeniedError):
-                access.export_audit_csv(twin_store, USERS[role])
+                trust.export_audit_csv(twin_store, USERS[role])
 
 
 # -- retention and a resident's own data -----------------------------------------------------
@@ -425,10 +425,10 @@ def test_retention_anonymises_old_reporters_and_a_resident_exports_their_data(tw
     lon, lat = grid_cells.geometry.iloc[1].centroid.coords[0]
     at = pd.Timestamp("2025-03-03 09:00", tz="Asia/Shanghai")
     now = pd.Timestamp("2026-06-01", tz="UTC")
-    case = access.report_case(twin_store, resident, category=_category(), lon=lon, lat=lat,
+    case = trust.report_case(twin_store, resident, category=_category(), lon=lon, lat=lat,
                               description="井盖松动", source="resident", at=at,
                               reporter={"name": "李四", "phone": "13600005678"})
-    exported = access.export_own_data(twin_store, resident)
+    exported = trust.export_own_data(twin_store, resident)
     assert exported["resident"][0]["resident_id"] == "P3"
     assert [c["id"] for c in exported["reported_cases"]] == [case["id"]]
     for i, action in enumerate(("file", "dispatch", "handle", "feedback", "check", "close")):
@@ -443,7 +443,7 @@ def test_retention_anonymises_old_reporters_and_a_resident_exports_their_data(tw
     retention.apply_retention(twin_store, days=365, now=now)
     data = _data(twin_store, case["id"])
     assert data["reporter"] == {"anonymised": True}
-    assert access.verify_audit_chain(twin_store).ok
+    assert trust.verify_audit_chain(twin_store).ok
     assert retention.apply_retention(twin_store, days=365, now=now).cases_anonymised == 0
 
 
@@ -471,7 +471,7 @@ def test_retention_purges_residents_versions_replaced_before_the_cutoff(twin_sto
                                                                   "layer:residents")
     assert run["action"] == "retention.run"
     assert json.loads(run["detail"])["versions"] == {"residents": [1]}
-    assert access.verify_audit_chain(twin_store).ok
+    assert trust.verify_audit_chain(twin_store).ok
     later = retention.apply_retention(twin_store, days=30, now=now + pd.Timedelta(days=365))
     assert later.versions_purged == {"residents": [2]}  # never the current version
     assert [v.version for v in twin_store.layer_versions("residents")] == [3]
@@ -484,18 +484,18 @@ def _data(store, case_id):
 
 def test_only_residents_export_their_own_data(twin_store):
     with pytest.raises(PermissionDeniedError):
-        access.export_own_data(twin_store, USERS["admin"])
+        trust.export_own_data(twin_store, USERS["admin"])
 
 
 def test_secrets_come_from_the_environment_or_a_secrets_file(monkeypatch):
     monkeypatch.delenv("TWIN_OIDC_SECRET", raising=False)
-    assert access.secret("oidc_secret", {"oidc_secret": "s3"}) == "s3"
+    assert trust.secret("oidc_secret", {"oidc_secret": "s3"}) == "s3"
     monkeypatch.setenv("TWIN_OIDC_SECRET", "env")
-    assert access.secret("oidc_secret", {"oidc_secret": "s3"}) == "env"
-    assert access.secret("nothing") is None
+    assert trust.secret("oidc_secret", {"oidc_secret": "s3"}) == "env"
+    assert trust.secret("nothing") is None
 
 
 def test_buildings_in_scope_is_vectorised(buildings):
     b = gpd.GeoDataFrame(buildings.assign(resp_grid_id=["R01", "R02", None]))
-    mask = access.buildings_in_scope(User("g", "grid_worker", grids=("R02",)), b)
+    mask = trust.buildings_in_scope(User("g", "grid_worker", grids=("R02",)), b)
     assert mask.tolist() == [False, True, False]

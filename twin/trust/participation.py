@@ -12,9 +12,10 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from twin.access import User, buildings_in_scope, layer_or_empty, require, unit_grids_of
 from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, ValidationError
 from twin.schema import ANSWERS, NOTICE_KINDS, NOTICE_SCOPES, NOTICES
+from twin.trust.permissions import User, require
+from twin.trust.privacy import buildings_in_scope, layer_or_empty, unit_grids_of
 
 LOGGER = logging.getLogger(__name__)
 

@@ -1,14 +1,14 @@
-"""twin.participation: notices and polls scoped to a place, one answer per resident, results."""
+"""twin.trust.participation: notices and polls scoped to a place, one answer per resident."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from tests.test_access import USERS, cheap_hashes, twin_store  # noqa: F401  (fixtures)
-from twin import participation as part
-from twin.access import User
+from tests.test_trust import USERS, cheap_hashes, twin_store  # noqa: F401  (fixtures)
 from twin.errors import DuplicateIdError, PermissionDeniedError, ValidationError
+from twin.trust import User
+from twin.trust import participation as part
 
 Q = [{"question": "加装电梯?", "choices": ["赞成", "反对", "<b>弃权</b>"]}]
 P1 = User("p1", "resident", resident_id="P1", building_code="B1")

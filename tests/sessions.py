@@ -1,0 +1,24 @@
+"""Signing a test user in to an AppTest session as the login form would: stored first."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from twin import trust
+from twin.store import open_store, resolve_url
+
+PASSWORD = "test-password"
+
+
+def sign_in_as(at, user: trust.User | None, url: str | None = None):
+    """Store *user* (replacing any of that name) and put their name into *at*'s session."""
+    if user is None:
+        return at
+    with open_store(url or resolve_url()) as store:
+        trust.create_user(store, user.username, PASSWORD, user.role,
+                          display_name=user.display_name, grids=user.grids,
+                          resident_id=user.resident_id, building_code=user.building_code,
+                          actor="tests", replace_existing=True)
+    at.session_state["auth.user"] = user.username
+    at.session_state["auth.last_activity"] = pd.Timestamp.now(tz="UTC").isoformat()
+    return at

@@ -1,0 +1,149 @@
+"""Trust: every decision about who may see or do what, made once, for pages, commands and HTTP.
+
+The faces of the twin (``ui/`` pages, ``gridtwin`` commands, the HTTP service) call these
+functions with the user they authenticated and never filter by role or grid themselves.
+
+=================  ==================================================================
+module             what it decides
+=================  ==================================================================
+``permissions``    roles, the permission table, pages per role (:data:`PERMISSIONS`)
+``users``          users, argon2 passwords, login with lockout, sessions, demo users
+``privacy``        masking, rounding for the public, scoped readers of personal data
+``casework``       which cases a user sees; case steps run and audited as the user
+``public``         what the public transparency page shows
+``participation``  notices, polls and answers, scoped to buildings and grids
+``audit``          reading, exporting and verifying the audit log
+``uploads``        photo checks and storage
+``own_data``       a resident's export of everything held about them
+``escaping``       text made inert before Markdown or HTML
+=================  ==================================================================
+"""
+
+from __future__ import annotations
+
+from twin.trust.audit import (
+    ChainCheck,
+    export_audit_csv,
+    read_audit,
+    verify_audit_chain,
+    verify_audit_csv,
+)
+from twin.trust.casework import (
+    allowed_actions,
+    case_for_role,
+    case_history,
+    read_case,
+    report_case,
+    transition_case,
+    visible_cases,
+)
+from twin.trust.escaping import html_text, safe_text
+from twin.trust.own_data import export_own_data
+from twin.trust.permissions import (
+    ANONYMOUS,
+    ANONYMOUS_ROLE,
+    EVERYONE,
+    PERMISSIONS,
+    PERSONAL_ACCESS,
+    STAFF,
+    User,
+    can,
+    pages_for,
+    require,
+    with_role,
+)
+from twin.trust.privacy import (
+    buildings_in_scope,
+    layer_or_empty,
+    mask_frame,
+    mask_id_number,
+    mask_name,
+    mask_other,
+    mask_phone,
+    read_layer,
+    read_residents,
+    round_location,
+    unit_grids_of,
+)
+from twin.trust.public import PublicSummary, public_summary
+from twin.trust.secrets import secret
+from twin.trust.uploads import UPLOAD_TYPES, UploadRejectedError, check_photo, store_photo
+from twin.trust.users import (
+    DEMO_USERS,
+    MIN_PASSWORD_LENGTH,
+    AccountLockedError,
+    LoginError,
+    authenticate,
+    create_demo_users,
+    create_user,
+    get_user,
+    hash_password,
+    list_users,
+    record_logout,
+    session_expired,
+    session_user,
+    update_user,
+    verify_password,
+)
+
+__all__ = [
+    "allowed_actions",
+    "ANONYMOUS",
+    "ANONYMOUS_ROLE",
+    "DEMO_USERS",
+    "EVERYONE",
+    "MIN_PASSWORD_LENGTH",
+    "PERMISSIONS",
+    "PERSONAL_ACCESS",
+    "STAFF",
+    "UPLOAD_TYPES",
+    "AccountLockedError",
+    "ChainCheck",
+    "LoginError",
+    "PublicSummary",
+    "UploadRejectedError",
+    "User",
+    "authenticate",
+    "buildings_in_scope",
+    "can",
+    "case_for_role",
+    "case_history",
+    "read_case",
+    "check_photo",
+    "create_demo_users",
+    "create_user",
+    "export_audit_csv",
+    "export_own_data",
+    "get_user",
+    "hash_password",
+    "html_text",
+    "layer_or_empty",
+    "list_users",
+    "mask_frame",
+    "mask_id_number",
+    "mask_name",
+    "mask_other",
+    "mask_phone",
+    "pages_for",
+    "public_summary",
+    "read_audit",
+    "read_layer",
+    "read_residents",
+    "record_logout",
+    "report_case",
+    "require",
+    "round_location",
+    "safe_text",
+    "secret",
+    "session_expired",
+    "session_user",
+    "store_photo",
+    "transition_case",
+    "unit_grids_of",
+    "update_user",
+    "verify_audit_chain",
+    "verify_audit_csv",
+    "verify_password",
+    "visible_cases",
+    "with_role",
+]

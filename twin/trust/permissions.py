@@ -1,0 +1,123 @@
+"""Roles and permissions, declared once: who holds which permission, who may open which page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from twin.cases import TRANSITIONS_BY_ACTION
+from twin.errors import PermissionDeniedError, ValidationError
+from twin.schema import ROLES
+
+#: Everyone who is not logged in (the public transparency page). The roles of users are
+#: declared once, in :data:`twin.schema.ROLES`.
+ANONYMOUS_ROLE = "public"
+STAFF = tuple(r for r in ROLES if r != "resident")
+EVERYONE = (*ROLES, ANONYMOUS_ROLE)
+
+#: permission → the roles that hold it. Pages are ``page.<name>``; the UI and the library ask
+#: :func:`can` / :func:`require`; docs/trust.md is written from this table.
+PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "page.public": EVERYONE,
+    # the big-screen cockpit map; grid workers have their own phone page with their grids' map
+    "page.cockpit": tuple(r for r in STAFF if r != "grid_worker"),
+    "page.my_grid": ("grid_worker",),
+    "page.cases": ("admin", "official", "dispatcher", "grid_worker"),
+    "page.kpi": ("admin", "official", "dispatcher", "planner"),
+    "page.queries": ("admin", "official", "planner", "data_staff"),
+    "page.layers": ("admin", "data_staff"),
+    "page.participation": ROLES,
+    "page.audit": ("admin",),
+    "page.users": ("admin",),
+    "users.manage": ("admin",),
+    "audit.read": ("admin",),
+    "layers.load": ("admin", "data_staff"),
+    "layers.rollback": ("admin", "data_staff"),
+    "participation.publish": ("admin", "official", "grid_worker"),
+    "participation.answer": ("resident",),
+    "participation.results": STAFF,
+    "cases.report": TRANSITIONS_BY_ACTION["collect"].roles,
+    "data.export_own": ("resident",),
+    "retention.run": ("admin",),
+}
+
+#: How each role sees personal data (columns flagged ``personal=True``):
+#: ``grids`` full values, only of residents of buildings in the user's grids;
+#: ``self`` full values of the user's own record only; ``masked`` every row, identifiers masked;
+#: ``counts`` numbers per building only; ``none`` nothing.
+PERSONAL_ACCESS: dict[str, str] = {
+    "grid_worker": "grids",
+    "resident": "self",
+    "admin": "masked",
+    "data_staff": "masked",
+    "official": "counts",
+    "dispatcher": "counts",
+    "planner": "counts",
+    ANONYMOUS_ROLE: "none",
+}
+
+
+@dataclass(frozen=True)
+class User:
+    """A logged-in person (or :data:`ANONYMOUS`): who, in which role, where they work or live."""
+
+    username: str
+    role: str
+    display_name: str = ""
+    grids: tuple[str, ...] = ()  # responsibility grids (or unit grid codes) of a grid worker
+    resident_id: str | None = None  # a resident's own record in the residents layer
+    building_code: str | None = None  # a resident's building (scope of notices and polls)
+    disabled: bool = False
+
+    def __post_init__(self) -> None:
+        if self.role not in EVERYONE:
+            raise ValidationError(f"unknown role {self.role!r}; roles are {', '.join(ROLES)}")
+
+    @property
+    def name(self) -> str:
+        return self.display_name or self.username
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.role == ANONYMOUS_ROLE
+
+
+ANONYMOUS = User("anonymous", ANONYMOUS_ROLE)
+
+
+def can(user: User | None, permission: str) -> bool:
+    """Return True if *user* (None: not logged in) holds *permission*.
+
+    Raises
+    ------
+    ValidationError
+        If the permission is not declared in :data:`PERMISSIONS`.
+    """
+    if permission not in PERMISSIONS:
+        raise ValidationError(
+            f"unknown permission {permission!r}; declared: {', '.join(sorted(PERMISSIONS))}"
+        )
+    user = user or ANONYMOUS
+    return not user.disabled and user.role in PERMISSIONS[permission]
+
+
+def require(user: User | None, permission: str) -> User:
+    """Return *user* if they hold *permission*, else raise PermissionDeniedError saying who may."""
+    if not can(user, permission):
+        role = (user or ANONYMOUS).role
+        raise PermissionDeniedError(
+            f"role {role!r} may not {permission}; only {', '.join(PERMISSIONS[permission])} may. "
+            "Log in as one of them or ask an administrator."
+        )
+    return user  # type: ignore[return-value]
+
+
+def pages_for(user: User | None) -> list[str]:
+    """Return the page names (``page.<name>``) *user* may open, in declaration order."""
+    return [p.split(".", 1)[1] for p in PERMISSIONS if p.startswith("page.") and can(user, p)]
+
+
+
+def with_role(user: User, role: str) -> User:
+    """Return a copy of *user* in another role (for tests and previews; nothing is stored)."""
+    return replace(user, role=role)
+
