@@ -102,7 +102,7 @@ def _scalar_to_utc(value: Any, zone: str) -> pd.Timestamp:
 def _series_to_utc(series: pd.Series, zone: str) -> pd.Series:
     dtype = series.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
-        return series.dt.tz_convert(UTC)
+        return series if str(dtype.tz) == UTC else series.dt.tz_convert(UTC)
     if pd.api.types.is_datetime64_dtype(dtype):
         return series.dt.tz_localize(zone).dt.tz_convert(UTC)
     if pd.api.types.is_numeric_dtype(dtype) and series.notna().any():
