@@ -18,7 +18,7 @@ import shapely
 
 from twin import cases as caseloop
 from twin import kpi, schema
-from twin.crs import utm_epsg
+from twin.crs import utm_crs
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.lru import LRUCache
 from twin.store.base import Store
@@ -463,7 +463,7 @@ def _building_index(buildings: gpd.GeoDataFrame) -> tuple[str, shapely.STRtree, 
 
     def make() -> tuple[gpd.GeoDataFrame, tuple[str, shapely.STRtree, np.ndarray]]:
         minx, miny, maxx, maxy = buildings.total_bounds
-        metric = f"EPSG:{utm_epsg((minx + maxx) / 2, (miny + maxy) / 2)}"
+        metric = utm_crs((minx + maxx) / 2, (miny + maxy) / 2)
         tree = shapely.STRtree(buildings.geometry.to_crs(metric).values)
         return buildings, (metric, tree, buildings["building_code"].to_numpy(dtype=object))
 
