@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import uuid
@@ -588,7 +589,8 @@ def _data(case: dict[str, Any]) -> dict[str, Any]:
     value = case.get("data")
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return {}
-    return json.loads(value) if isinstance(value, str) else dict(value)
+    # a deep copy: a step refused half-way must leave the case it was given as it was
+    return json.loads(value) if isinstance(value, str) else copy.deepcopy(dict(value))
 
 
 def _iso(ts: pd.Timestamp | None) -> str | None:

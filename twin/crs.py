@@ -403,7 +403,10 @@ def utm_epsg(lon: float, lat: float) -> int:
             f"({lon}, {lat}) is not a longitude/latitude in degrees; the metric CRS is chosen "
             "from WGS 84 (EPSG:4326) coordinates. Reproject the data first."
         )
-    zone = min(int(np.floor((lon + 180.0) / 6.0)), 59) + 1
+    index = int(np.floor((lon + 180.0) / 6.0))
+    west = -180.0 + 6.0 * index  # exact; the sum above may round across an edge, this may not
+    index += -1 if lon < west else 1 if lon >= west + 6.0 else 0
+    zone = min(index, 59) + 1
     return (32600 if lat >= 0 else 32700) + zone
 
 

@@ -111,8 +111,8 @@ class WorkCalendar:
             raise ValidationError(
                 f"working calendar: time zone {self.timezone} changes its UTC offset between "
                 f"{self.first_day} and {self.last_day} (daylight saving); the working clock needs "
-                "a fixed offset. Set TWIN_TIMEZONE (or working_hours.csv's timezone) to the "
-                "community's zone without daylight saving, e.g. Asia/Shanghai."
+                "a fixed offset. Set TWIN_TIMEZONE to the community's zone without daylight "
+                "saving, e.g. Asia/Shanghai."
             )
 
     def _build(self) -> None:
@@ -361,23 +361,33 @@ def calendar_from_tables(days: pd.DataFrame, hours: pd.DataFrame, zone: str | No
                          ) -> WorkCalendar:
     """Build the :class:`WorkCalendar` from the seed tables of :func:`read_calendar_tables`.
 
-    The time zone is the hours table's ``timezone`` column, else *zone*, else
-    :func:`twin.timeutil.local_zone`.
+    The time zone is *zone*, else :func:`twin.timeutil.local_zone`; the hours table may name it
+    in a ``timezone`` column, and must then name that one.
+
+    Raises
+    ------
+    ValidationError
+        If the table names another zone, or several.
     """
     years = sorted({int(f[9:13]) for f in days["file"]}) if "file" in days else sorted(
         {d.year for d in days["date"]})
     provisional = frozenset(
         int(y) for y in {d.year for d in days.loc[days["status"] == "provisional", "date"]})
-    tzs = set(hours["timezone"]) if "timezone" in hours else {zone or local_zone()}
-    if len(tzs) != 1:
-        raise ValidationError(f"working_hours.csv: one time zone expected, got {sorted(tzs)}")
+    zone = zone or local_zone()
+    named = set(hours["timezone"]) - {""} if "timezone" in hours else set()
+    if named - {zone}:
+        raise ValidationError(
+            f"working_hours.csv names the time zone {', '.join(sorted(named))}, but the "
+            f"community's zone (setting timezone, TWIN_TIMEZONE) is {zone}; make them agree "
+            "(or leave the table's timezone column empty)."
+        )
     return WorkCalendar.from_rules(
         date(years[0], 1, 1),
         date(years[-1], 12, 31),
         holidays=days.loc[days["kind"] == "holiday", "date"].tolist(),
         workdays=days.loc[days["kind"] == "workday", "date"].tolist(),
         periods=list(zip(hours["start"], hours["end"], strict=True)),
-        timezone=tzs.pop(),
+        timezone=zone,
         provisional_years=provisional,
     )
 
