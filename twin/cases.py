@@ -51,7 +51,7 @@ _WORKING = ("filed", "dispatched", "handling", "fed_back", "checked", "on_hold")
 
 @dataclass(frozen=True)
 class Transition:
-    """One step of the loop: from which statuses, to which status, and which roles own it."""
+    """One step of the loop: from which statuses, to which, which roles own it, what it does."""
 
     action: str
     sources: tuple[str, ...]
