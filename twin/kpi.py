@@ -76,8 +76,8 @@ def period_bounds(period: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
     A period is ``"2026-03"``, ``"2026"``, ``"2026-Q1"``, ``"2026-03-02"`` or ``(start, end)``.
     """
     if isinstance(period, tuple | list) and len(period) == 2:
-        start, end = (to_utc(p, naive_zone=local_zone()) for p in period)
-        return start, end
+        zone = local_zone()  # a bound given without a zone is local wall time
+        return to_utc(period[0], naive_zone=zone), to_utc(period[1], naive_zone=zone)
     try:
         if not re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?|-Q[1-4])?", str(period)):
             raise ValueError(period)
