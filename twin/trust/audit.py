@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from twin.timeutil import to_utc
 from twin.trust.permissions import User, require
 
 
@@ -50,11 +51,9 @@ def read_audit(
         if value:
             keep &= log[column].astype(str).str.contains(str(value), regex=False)
     if start is not None:
-        keep &= log["at"] >= pd.Timestamp(start).tz_localize("UTC") if pd.Timestamp(
-            start).tzinfo is None else log["at"] >= pd.Timestamp(start)
+        keep &= log["at"] >= to_utc(start)
     if end is not None:
-        keep &= log["at"] < pd.Timestamp(end).tz_localize("UTC") if pd.Timestamp(
-            end).tzinfo is None else log["at"] < pd.Timestamp(end)
+        keep &= log["at"] < to_utc(end)
     return log.loc[keep].reset_index(drop=True)
 
 
