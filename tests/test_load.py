@@ -189,6 +189,82 @@ def test_a_shapefile_without_its_dbf_is_rejected(tmp_path):
         load_file("buildings", shp)
 
 
+@pytest.mark.parametrize(
+    ("maker", "message"),
+    [
+        (fx.make_empty_dbf, r"is empty \(0 bytes\): every feature would lose its attributes"),
+        (fx.make_garbage_dbf, r"is not a dBASE file \(168 bytes"),
+        (fx.make_truncated_dbf, r"declares 83 records .* hold only 41: it was cut short"),
+        (fx.make_foreign_dbf, r"has 3 attribute records for 83 shapes in the .shp/.shx"),
+        (fx.make_foreign_dbf_without_shx, r"has 3 attribute records for 83 shapes in"),
+    ],
+)
+def test_a_shapefile_whose_dbf_is_empty_or_broken_is_refused(tmp_path, maker, message):
+    path = maker(tmp_path)
+    if maker is fx.make_empty_dbf:  # GDAL itself reads it without a word, attributes gone
+        assert list(pyogrio.read_dataframe(path).columns) == ["geometry"]
+    with pytest.raises(LoadError, match=message) as info:
+        load_file("buildings", path)
+    assert "send the shapefile again with all its parts" in str(info.value)
+    assert info.value.report["layer"] == "buildings"
+
+
+def test_a_zip_bomb_is_refused_from_its_entries_without_unpacking(tmp_path, monkeypatch):
+    import tempfile
+    import time
+
+    bomb = fx.make_zip_bomb(tmp_path)
+    assert bomb.stat().st_size < 4e6
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    t0 = time.perf_counter()
+    with pytest.raises(LoadError, match=r"would unpack to 3.0 GiB .*refused without unpacking"):
+        load_file("buildings", bomb)
+    assert time.perf_counter() - t0 < 2  # unpacking 3 GiB alone takes longer
+    assert list(scratch.iterdir()) == []  # not even a temporary folder was made
+    with pytest.raises(LoadError, match=r"inflates 1,029:1 .*past the 100:1"):
+        load_file("buildings", fx.make_ratio_bomb(tmp_path))
+    # the limits are parameters: past the ratio, the zeros are no dBASE file either
+    with pytest.raises(LoadError, match=r"buildings.dbf .* is not a dBASE file"):
+        load_file("buildings", fx.make_ratio_bomb(tmp_path), max_zip_ratio=2000)
+    ordinary = fx.make_zipped_shapefile(tmp_path)
+    assert len(load_file("buildings", ordinary).frame) == 3
+    with pytest.raises(LoadError, match=r"would unpack to 1.\d KiB .*than the 1000 bytes"):
+        load_file("buildings", ordinary, max_unzipped_bytes=1000)
+
+
+def test_a_zip_entry_holding_more_than_it_says_is_refused_while_unpacking(tmp_path):
+    import struct
+
+    bomb = fx.make_ratio_bomb(tmp_path)
+    data = bytearray(bomb.read_bytes())
+    # the .dbf of zeros now says it unpacks to 1,000 bytes (local and central header)
+    local, central = data.find(b"PK\x03\x04"), data.find(b"PK\x01\x02")
+    struct.pack_into("<I", data, local + 22, 1000)
+    struct.pack_into("<I", data, central + 24, 1000)
+    bomb.write_bytes(bytes(data))
+    with pytest.raises(LoadError, match=r"cannot unpack buildings.dbf: Bad CRC-32"):
+        load_file("buildings", bomb)
+
+
+def test_only_the_entries_a_load_reads_are_unpacked(tmp_path):
+    import contextlib
+
+    from twin.load_formats import unzip_checked
+
+    archive = fx.make_zipped_shapefile(tmp_path)
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr("说明.pdf", b"%PDF" + bytes(1 << 20))
+        zf.writestr("../../escape.shp", b"x")
+        zf.writestr("folder/", b"")
+    with contextlib.ExitStack() as stack:
+        folder = unzip_checked(archive, stack)
+        got = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert got == ["楼栋.dbf", "楼栋.prj", "楼栋.shp", "楼栋.shx"]
+    assert not folder.exists() and not (tmp_path.parent / "escape.shp").exists()
+
+
 def test_wrong_geometry_types_are_rejected_and_parking_takes_polygons_and_points(tmp_path):
     mixed = gpd.GeoDataFrame(
         {"lot_id": ["P1", "P2", "P3"], "kind": ["surface"] * 3, "total_spaces": [5, 6, 7]},

@@ -128,6 +128,8 @@ def load_file(
     area: Any = None,
     progress: Progress | None = None,
     on_geometries: Callable[[np.ndarray], None] | None = None,
+    max_unzipped_bytes: int | None = None,
+    max_zip_ratio: float | None = None,
 ) -> LoadResult:
     """Read a staff file and return the layer's canonical frame and a report; write nothing.
 
@@ -162,6 +164,10 @@ def load_file(
         rejected rows included) once they are reprojected and repaired: only multi-part ones
         change after that, when they are split. :func:`load_layer` starts locating them in
         the grid cells while the attributes are checked.
+    max_unzipped_bytes, max_zip_ratio
+        Limits of what a ``.zip`` may unpack to, checked on its entries before anything is
+        unpacked (defaults :data:`twin.load_formats.MAX_UNZIPPED_BYTES`, 2 GiB, and
+        :data:`twin.load_formats.MAX_ZIP_RATIO`, 100:1 for entries over 16 MiB).
 
     Returns
     -------
@@ -191,7 +197,9 @@ def load_file(
     hashing.shutdown(wait=False)
     try:
         with contextlib.ExitStack() as stack:
-            file = resolve_source(path, source_layer, stack)
+            file = resolve_source(path, source_layer, stack,
+                                  max_unzipped_bytes=max_unzipped_bytes,
+                                  max_zip_ratio=max_zip_ratio)
             size = _size(path)
             note(f"reading {file.name} ({size / 1e6:.1f} MB)")
             raw = read_source(
