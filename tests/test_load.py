@@ -47,7 +47,7 @@ def test_the_result_is_canonical_and_the_report_is_json(tmp_path):
     text = json.dumps(result.report, ensure_ascii=False)
     assert json.loads(text)["counts"] == {
         "read": 3, "loaded": 4, "repaired": 1, "rejected": 0, "warnings": 0,
-        "split_parts_added": 1,
+        "split_parts_added": 1, "values_emptied": 0,
     }  # fmt: skip
     assert set(result.report["timings_s"]) >= {"read", "check", "total"}
 
@@ -69,18 +69,29 @@ def test_every_unmapped_field_is_kept_in_attrs_and_map_wins(tmp_path):
     assert mapped.report["attrs_fields"] == ["building:levels", "物业", "备注"]
 
 
-def test_values_that_do_not_convert_reject_their_row_or_under_strict_the_load(tmp_path):
+def test_a_value_that_does_not_fit_is_left_empty_and_reported_or_under_strict_rejected(tmp_path):
     frame = buildings_frame(code=["B1", "B2", "B3"], floors=["6层", "六", "7"],
-                            use=["Residential", "house", "commercial"])  # fmt: skip
+                            use=["Residential", "house", "飞船"], height=[18, -3, 21])  # fmt: skip
     path = write_geojson(tmp_path, frame)
     result = load_file("buildings", path)
-    assert result.frame["building_code"].tolist() == ["B1", "B3"]
-    assert result.frame["floors"].tolist() == [6, 7]  # unit suffix stripped
-    assert result.frame["use"].tolist() == ["residential", "commercial"]  # case normalised
-    bad = issues(result.report, "bad_value") + issues(result.report, "bad_choice")
-    assert [(i["row"], i["id"]) for i in bad] == [(2, "B2")]  # one reason per rejected row
-    assert "floors: '六' is not a whole number" in bad[0]["message"]
-    with pytest.raises(LoadError, match="rejected under --strict.*bad_value 1") as info:
+    f = result.frame
+    assert f["building_code"].tolist() == ["B1", "B2", "B3"]  # no feature lost
+    assert f["floors"].astype(object).tolist() == [6, pd.NA, 7]  # unit stripped; 六 left empty
+    assert f["use"].tolist() == ["residential", "residential", None]  # house: the OSM value map
+    assert f["height_m"].tolist()[0] == 18 and pd.isna(f["height_m"][1])
+    bad = [i for i in result.report["issues"] if i["severity"] == "repaired"]
+    assert [(i["row"], i["id"], i["kind"]) for i in bad] == [
+        (2, "B2", "bad_value"), (3, "B3", "bad_choice"), (2, "B2", "out_of_range")]
+    assert "floors: '六' is not a whole number; left empty; the file's value is kept in attrs" \
+        == bad[0]["message"]
+    assert result.report["counts"] | {"values_emptied": 3, "repaired": 2, "rejected": 0} \
+        == result.report["counts"]
+    # the file's values of the changed fields are kept with the feature
+    assert json.loads(f["attrs"][1]) == {"floors": "六", "use": "house", "height": -3}
+    assert json.loads(f["attrs"][2])["use"] == "飞船"
+    mapped = issues(result.report, "values_mapped")[0]["message"]
+    assert mapped.startswith("use (from use): 1 value(s) mapped: 'house' → residential ×1")
+    with pytest.raises(LoadError, match=r"rejected under --strict: 3 issue\(s\)") as info:
         load_file("buildings", path, strict=True)
     assert info.value.report["counts"]["read"] == 3
     assert isinstance(info.value, ValidationError)
@@ -351,6 +362,15 @@ def test_a_table_layer_loads_from_a_spreadsheet(tmp_path):
     assert result.frame["name"].tolist() == ["张三", "李四"]  # matched by the zh label 姓名
 
 
+def test_table_rows_without_ids_get_stable_ids_told_apart_by_their_other_fields(tmp_path):
+    path = tmp_path / "居民.xlsx"
+    pd.DataFrame({"楼栋编码": ["B1", "B2", "B2"], "姓名": ["张三", "李四", "李四"],
+                  "备注": ["x", None, "y"]}).to_excel(path, index=False)  # fmt: skip
+    first = load_file("residents", path).frame["resident_id"].tolist()
+    assert len(set(first)) == 3 and all(i.startswith("res-") for i in first)
+    assert load_file("residents", path).frame["resident_id"].tolist() == first
+
+
 def test_unreadable_input_is_a_load_error_with_a_hint(tmp_path):
     (tmp_path / "x.xls").write_bytes(b"\xd0\xcf")
     with pytest.raises(LoadError, match=r"Save it as .xlsx"):
@@ -479,9 +499,7 @@ def test_load_layer_assigns_the_grids_assign_grids_gives(store, grid_cells, tmp_
     from twin.load import load_layer
 
     store.write_layer("grid_cells", grid_cells, actor="t", source="test")
-    floors = [3] * 60
-    floors[1] = "three"  # rejected: not a whole number
-    frame = buildings_frame(building_code=[f"B{i}" for i in range(60)], floors=floors)
+    frame = buildings_frame(building_code=[f"B{i}" for i in range(60)], floors=[3] * 60)
     frame.loc[3, "geometry"] = box(0, 0, 1, 1)  # far away: in no grid
     # the features are located before they are split and before rows are rejected: a row
     # rejected early shifts the rest, and a split feature's parts lie in two grids
@@ -489,6 +507,7 @@ def test_load_layer_assigns_the_grids_assign_grids_gives(store, grid_cells, tmp_
     first, other = 10, int(np.flatnonzero((grids != grids[10]) & grids.notna())[0])
     frame["geometry"] = frame.geometry.astype(object)
     frame.loc[5, "geometry"] = shapely.MultiPolygon([frame.geometry[first], frame.geometry[other]])
+    frame.loc[1, "geometry"] = None  # rejected: no geometry
     path = write_geojson(tmp_path, gpd.GeoDataFrame(frame, geometry="geometry", crs=4326))
     result = load_layer(store, "buildings", path, actor="t")
     stored = store.read_layer("buildings").set_index("building_code")

@@ -40,6 +40,7 @@ FAR_FROM_AREA_M = 2000.0  # a feature farther than this outside the community is
 FAR_FROM_MEDIAN_M = 10_000.0  # without a community: at least this far from the data's median
 TOPOLOGY_TOLERANCE_M2 = 1.0  # overlaps and gaps smaller than this are slivers, not reported
 STRICT_KINDS = {"grid_overlap", "grid_gap", "grid_outside_boundary"}  # also reject under strict
+VALUE_KINDS = {"bad_value", "bad_choice", "out_of_range"}  # a value that does not fit its field
 _GEOM_IDS = {"Point": 0, "LineString": 1, "Polygon": 3}
 _MULTI_OF = {0: 4, 1: 5, 3: 6}
 _TYPE_NAMES = {
@@ -121,6 +122,8 @@ def load_file(
     encoding: str | None = None,
     source_layer: str | None = None,
     mapping: dict[str, str] | None = None,
+    values: dict[str, dict[str, Any]] | None = None,
+    defaults: dict[str, Any] | None = None,
     lon: str | None = None,
     lat: str | None = None,
     wkt: str | None = None,
@@ -148,10 +151,20 @@ def load_file(
         The layer of a GeoPackage/KML, the sheet of an .xlsx, or the file within a folder/.zip.
     mapping
         ``{declared field: source field}``, taking precedence over the automatic matches.
+    values
+        ``{declared field: {file value: value}}`` (``--values FIELD:FROM=TO``), over the
+        declared value maps (e.g. OSM ``building=apartments`` → ``use`` residential); file
+        values match ignoring case and surrounding spaces; an empty or None value empties the
+        field. The file's values of a field that a map changed are kept in ``attrs``.
+    defaults
+        ``{declared field: value}`` (``--set FIELD=VALUE``) for the features without a value
+        (the field missing from the file, empty, or emptied because its value did not fit),
+        over the declared defaults (e.g. a camera's range).
     lon, lat, wkt
         Coordinate columns of a table (found automatically when named lon/lat/经度/纬度/wkt …).
     strict
-        Reject the whole load when any feature would be repaired or rejected.
+        Reject the whole load when any feature would be repaired or rejected (a value left
+        empty because it did not fit its field counts as a repair).
     area
         A shapely geometry in EPSG:4326 (the community boundary): features far outside are
         reported, grid cells are checked for gaps against it, and swapped coordinates are
@@ -229,7 +242,7 @@ def load_file(
         if isinstance(area, Future):  # load_layer reads the boundary while the file is read
             area = area.result()
         frame, rows = _check(spec, raw, crs, mapping or {}, strict, area, issues, report,
-                             on_geometries)
+                             on_geometries, values, defaults)
         t_check = time.perf_counter()
     except LoadError as exc:
         _finish(report, issues, t0, None)
@@ -385,6 +398,9 @@ def _finish(report: dict, issues: _Issues, t0: float, frame) -> None:
             "repaired": len(issues.rows("repaired")),
             "rejected": len(issues.rows("rejected")),
             "warnings": sum(1 for i in issues.items if i["severity"] == "warning"),
+            # values left empty because they did not fit (their features loaded)
+            "values_emptied": sum(1 for i in issues.items
+                                  if i["severity"] == "repaired" and i["kind"] in VALUE_KINDS),
         }
     )
     if frame is not None:
@@ -396,7 +412,9 @@ def _finish(report: dict, issues: _Issues, t0: float, frame) -> None:
 
 
 def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, report,
-           on_geometries=None):
+           on_geometries=None, values=None, defaults=None):
+    value_maps = _value_maps(spec, values or {})
+    given_defaults = _given_defaults(spec, defaults or {})
     frame = raw.frame.reset_index(drop=True)
     n = len(frame)
     report["counts"] = {"read": n}
@@ -428,8 +446,11 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
         out, used_map = _map_attributes(spec, attrs_frame, mapping, raw.coordinate_columns)
         report["mapping"] = used_map
         report["attrs_fields"] = [c for c in attrs_frame.columns if c not in used_map.values()]
-        out, bad = _convert(spec, out, rows, attribute_issues)
+        changed: set[str] = set()  # columns some of whose file values were mapped or emptied
+        out = _apply_value_maps(spec, out, value_maps, used_map, attribute_issues, changed)
+        out, bad, emptied = _convert(spec, out, rows, attribute_issues)
         rejected |= bad
+        changed |= emptied
         if geoms is not None:
             geoms, bad = _clean_geometries(spec, geoms, rows, issues, valid.result())
             rejected |= bad
@@ -439,14 +460,28 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
     if spec.name == "grid_cells":
         out, bad = _grid_codes(out, rows, issues)
         rejected |= bad
-    out, bad = _ids(spec, out, geoms, rows, rejected, issues)
+    unmapped = [c for c in attrs_frame.columns if c not in used_map.values()]
+    out, bad = _ids(spec, out, geoms, rows, rejected, issues,
+                    lambda: _attrs_json(attrs_frame[unmapped]) if unmapped else None)
     rejected |= bad
     named = out[spec.id_field].notna().to_numpy()
     issues.named_rows = rows[named]
     issues.named_ids = out[spec.id_field].to_numpy(dtype=object)[named]
-    rejected |= _rules(spec, out, rows, rejected, issues)
+    bad, emptied = _fit(spec, out, rows, rejected, issues)
+    rejected |= bad
+    changed |= emptied
+    _apply_defaults(spec, out, given_defaults, rejected, issues)
+    rejected |= _required(spec, out, rows, rejected, issues)
     keep = ~rejected
-    out, geoms, rows = out[keep].reset_index(drop=True), _take(geoms, keep), rows[keep]
+    # the file's fields no column takes, and the file's values of columns the loader changed
+    # (value maps, values that did not fit): nothing staff send is lost
+    originals = [used_map[c] for c in spec.column_names if c in changed and c in used_map]
+    kept = [c for c in attrs_frame.columns if c not in used_map.values()] + originals
+    out = out[keep].reset_index(drop=True)
+    out["attrs"] = _attrs_json(attrs_frame.loc[keep, kept].reset_index(drop=True)) \
+        if kept else None
+    report["attrs_fields"] = kept
+    geoms, rows = _take(geoms, keep), rows[keep]
     if geoms is not None:
         whole = len(out)
         out, geoms, rows = _split_multipart(spec, out, geoms, rows, issues)
@@ -850,10 +885,9 @@ def _map_attributes(spec: LayerSpec, src: pd.DataFrame, mapping: dict, coordinat
                 used[name] = hit
                 taken.add(hit)
                 break
-    # the columns keep their dtypes: text read through Arrow converts cheaply from there
+    # the columns keep their dtypes: text read through Arrow converts cheaply from there;
+    # ``attrs`` is made by _check once it knows which rows load and which values changed
     out = pd.DataFrame({name: src[source] for name, source in used.items()}, index=src.index)
-    extra = [c for c in columns if c not in set(used.values())]
-    out["attrs"] = _attrs_json(src[extra]) if extra else None
     return out, used
 
 
@@ -896,9 +930,31 @@ def _merge_attrs(obj: dict) -> dict:
     return obj
 
 
+_KEPT = "left empty; the file's value is kept in attrs"
+
+
+def _unfit(col: Column, rows, ids, bad, kind: str, messages, issues: _Issues) -> bool:
+    """Report values of *col* that do not fit it: a required column rejects their rows.
+
+    An optional one only loses the value (the caller empties it): attributes never cost a
+    feature its geometry. Returns whether the rows are rejected.
+    """
+    if col.required:
+        issues.add_rows(kind, "rejected", rows[bad], ids,
+                        [f"{m}; {col.name} is required" for m in messages])
+        return True
+    issues.add_rows(kind, "repaired", rows[bad], ids, [f"{m}; {_KEPT}" for m in messages])
+    return False
+
+
 def _convert(spec: LayerSpec, out: pd.DataFrame, rows, issues: _Issues):
-    """Convert mapped fields to their declared types; rows with values that do not convert fail."""
+    """Convert mapped fields to their declared types.
+
+    A value that does not convert is left empty (its column is returned in the set of emptied
+    columns) or, in a required column, rejects its row.
+    """
     rejected = np.zeros(len(out), dtype=bool)
+    emptied: set[str] = set()
     for col in _targets(spec):
         if col.name not in out:
             continue
@@ -906,16 +962,151 @@ def _convert(spec: LayerSpec, out: pd.DataFrame, rows, issues: _Issues):
         converted, bad = _convert_series(s, col)
         out[col.name] = converted
         if bad.any():
-            values = s[bad].tolist()
-            issues.add_rows(
-                "bad_value",
-                "rejected",
-                rows[bad],
-                None,
-                [f"{col.name}: {v!r} is not {_DTYPE_WORDS[col.dtype]}" for v in values],
-            )
-            rejected |= bad
-    return out, rejected
+            messages = [f"{col.name}: {v!r} is not {_DTYPE_WORDS[col.dtype]}" for v in s[bad]]
+            if _unfit(col, rows, None, bad, "bad_value", messages, issues):
+                rejected |= bad
+            else:
+                emptied.add(col.name)
+    return out, rejected, emptied
+
+
+# -- value maps and defaults ---------------------------------------------------------------------
+
+
+def _norm_key(value: Any) -> str:
+    text = str(value).strip().lower()
+    return text[:-2] if text.endswith(".0") and text[:-2].lstrip("-").isdigit() else text
+
+
+def _value_maps(spec: LayerSpec, given: dict) -> dict[str, dict[str, Any]]:
+    """Return the value map of every column: the declared one, overridden by *given*."""
+    targets = {c.name: c for c in _targets(spec)}
+    unknown = [name for name in given if name not in targets]
+    if unknown:
+        raise LoadError(
+            f"--values {unknown[0]}:…: {spec.name} has no field {unknown[0]!r}; its fields are "
+            f"{list(targets)}."
+        )
+    maps: dict[str, dict[str, Any]] = {}
+    for name, col in targets.items():
+        table = {_norm_key(k): v for k, v in col.values}
+        for source, value in (given.get(name) or {}).items():
+            if isinstance(value, str) and value.strip() == "":
+                value = None
+            if col.choices is not None and value is not None and value not in col.choices:
+                raise LoadError(
+                    f"--values {name}:{source}={value}: {value!r} is not one of "
+                    f"{list(col.choices)}; map to one of them (or to nothing: {name}:{source}=)."
+                )
+            table[_norm_key(source)] = value
+        table = {k: v for k, v in table.items() if k != v}  # case is _fit's to normalise
+        if table:
+            maps[name] = table
+    return maps
+
+
+def _apply_value_maps(spec, out: pd.DataFrame, maps, used_map, issues: _Issues, changed):
+    """Replace the file's values by their mapped ones; report what was mapped, per column."""
+    for name, table in maps.items():
+        if name not in out:
+            continue
+        s = out[name]
+        col = spec.column(name)
+        todo = s.notna().to_numpy()
+        if col.choices is not None:  # values already a choice need no look-up
+            todo = todo & ~s.isin(col.choices).to_numpy()
+        if not todo.any():
+            continue
+        keys = s[todo].map(_norm_key)
+        hit = keys.isin(table.keys()).to_numpy()
+        if not hit.any():
+            continue
+        where = np.flatnonzero(todo)[hit]
+        mapped = keys[hit].map(table)
+        new = s.astype(object)
+        new.iloc[where] = mapped.to_numpy(dtype=object)
+        out[name] = new
+        changed.add(name)
+        pairs = pd.DataFrame({"from": s.iloc[where].astype(str).to_numpy(),
+                              "to": mapped.map(lambda v: "(empty)" if v is None else str(v))
+                              .to_numpy()})
+        counts = pairs.value_counts()
+        listed = ", ".join(f"{f!r} → {t} ×{n}" for (f, t), n in counts.head(12).items())
+        more = f" and {len(counts) - 12} more" if len(counts) > 12 else ""
+        issues.add(
+            "values_mapped",
+            "info",
+            f"{name} (from {used_map.get(name, name)}): {len(where):,} value(s) mapped: "
+            f"{listed}{more}; the file's values are kept in attrs",
+        )
+    return out
+
+
+def _given_defaults(spec: LayerSpec, given: dict) -> dict[str, Any]:
+    """Check the defaults given for a load (``--set``): known columns, values that fit them."""
+    targets = {c.name: c for c in _targets(spec)}
+    out = {}
+    for name, value in given.items():
+        col = targets.get(name)
+        if col is None or name == spec.id_field:
+            what = "is the id (ids cannot have a default)" if name == spec.id_field else \
+                f"is not one of its fields {list(targets)}"
+            raise LoadError(f"--set {name}={value}: {name!r} {what}.")
+        converted, bad = _convert_series(pd.Series([value], dtype=object), col)
+        fits = not bad.any() and converted.notna().all()
+        v = converted.iloc[0] if fits else None
+        if fits and col.choices is not None and v not in col.choices:
+            fits = False
+        if fits and col.dtype in ("int", "float"):
+            fits = (col.min is None or v >= col.min) and (col.max is None or v <= col.max)
+        if not fits:
+            allowed = list(col.choices) if col.choices else _DTYPE_WORDS[col.dtype]
+            bounds = f" in [{col.min}, {col.max}]" if col.min is not None else ""
+            raise LoadError(f"--set {name}={value}: {value!r} does not fit {name} "
+                            f"({allowed}{bounds}).")
+        out[name] = v.item() if hasattr(v, "item") else v
+    return out
+
+
+def _apply_defaults(spec, out: pd.DataFrame, given: dict, rejected, issues: _Issues) -> None:
+    """Fill empty values with the given defaults, else the declared ones; report each column.
+
+    Empty are the values the file lacks, those a value map empties and those emptied because
+    they did not fit (their rows are reported). Declared defaults that are functions of the
+    frame run last, on the values filled before them.
+    """
+    plain = [c for c in _targets(spec) if c.name != spec.id_field
+             and (c.name in given or (c.default is not None and not callable(c.default)))]
+    computed = [c for c in _targets(spec) if c.name not in given and callable(c.default)]
+    live = ~rejected
+    for col in plain + computed:
+        s = out[col.name] if col.name in out else pd.Series(None, index=out.index, dtype=object)
+        empty = s.isna().to_numpy() & live
+        if not empty.any():
+            continue
+        if col.name in given:
+            value, how = given[col.name], "given (--set)"
+        elif callable(col.default):
+            value, how = np.asarray(col.default(out), dtype=object), "declared"
+            value = np.where(pd.isna(value), None, value)
+            empty &= pd.notna(value)
+            if not empty.any():
+                continue
+            value = value[empty]
+        else:
+            value, how = col.default, "declared"
+        filled = s.astype(object).copy()
+        filled[empty] = value
+        out[col.name] = _convert_series(filled, col)[0]
+        shown = value if not isinstance(value, np.ndarray) else \
+            ", ".join(sorted({str(v) for v in value}))
+        doc = f" ({col.doc})" if col.doc and how == "declared" else ""
+        issues.add(
+            "default_applied",
+            "info",
+            f"{col.name}: {int(empty.sum()):,} feature(s) had none; set to {shown}, the {how} "
+            f"default{doc}",
+        )
 
 
 _DTYPE_WORDS = {
@@ -993,7 +1184,8 @@ def _convert_series(s: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray]:
     return s.where(~bad, None), bad
 
 
-def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Issues):
+def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Issues,
+         attrs_of: Callable[[], pd.Series | None] = lambda: None):
     """Reject duplicate ids; give features without one a stable id from their geometry."""
     idf = spec.id_field
     if idf not in out:
@@ -1018,7 +1210,7 @@ def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Iss
         _reject_duplicates(spec, out, rows, dup, issues)
     missing = ids.isna().to_numpy() & live
     if missing.any():
-        gen = _stable_ids(spec, out, geoms, missing)
+        gen = _stable_ids(spec, out, geoms, missing, attrs_of)
         out.loc[missing, idf] = gen
         issues.add(
             "generated_ids",
@@ -1059,16 +1251,20 @@ def _reject_duplicates(spec, out, rows, dup, issues: _Issues) -> None:
         )
 
 
-def _stable_ids(spec: LayerSpec, out: pd.DataFrame, geoms, missing) -> np.ndarray:
+def _stable_ids(spec: LayerSpec, out: pd.DataFrame, geoms, missing, attrs_of) -> np.ndarray:
     if geoms is not None:
         blobs = shapely.to_wkb(geoms[missing], hex=False, output_dimension=2)
         blobs = [b if b is not None else b"" for b in blobs]
     else:
         cols = [c for c in out.columns if c != spec.id_field]
+        rows = out.loc[missing, cols]
+        attrs = attrs_of()  # the file's other fields, as in attrs, tell rows apart too
+        rows["attrs"] = attrs[missing].to_numpy() if attrs is not None else None
         blobs = (
-            out.loc[missing, cols]
+            rows
             .to_json(orient="records", lines=True, force_ascii=False)
             .encode()
+            .rstrip(b"\n")  # pandas ends the lines with one: not one more row
             .split(b"\n")
         )
     prefix = spec.name.encode() + b"\0"
@@ -1081,26 +1277,20 @@ def _stable_ids(spec: LayerSpec, out: pd.DataFrame, geoms, missing) -> np.ndarra
     ).astype(object)
 
 
-def _rules(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues) -> np.ndarray:
-    """Check required, choice and range rules row by row (vectorised per column)."""
+def _fit(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues):
+    """Check choice and range rules (vectorised per column): the rows rejected, columns emptied.
+
+    A value outside its choices or range is left empty (its row is reported) or, in a required
+    column, rejects its row (see :func:`_unfit`).
+    """
     bad_all = np.zeros(len(out), dtype=bool)
+    emptied: set[str] = set()
     live = ~rejected
     for col in _targets(spec):
-        if col.name == spec.id_field:
+        if col.name == spec.id_field or col.name not in out:
             continue
-        s = out[col.name] if col.name in out else pd.Series(None, index=out.index, dtype=object)
-        if col.required:
-            bad = live & s.isna().to_numpy()
-            issues.add_rows(
-                "missing_value",
-                "rejected",
-                rows[bad],
-                out[spec.id_field][bad],
-                f"{col.name} is required but empty (map a field with --map "
-                f"{col.name}=SOURCE if the file names it differently)",
-            )
-            bad_all |= bad
-        if col.choices is not None and col.name in out:
+        s = out[col.name]
+        if col.choices is not None:
             odd = s.notna() & ~s.isin(col.choices)  # normalise only values not already a choice
             norm = s[odd].astype(str).str.strip().str.lower().str.replace(" ", "_", regex=False)
             fixable = pd.Series(False, index=s.index)
@@ -1109,28 +1299,51 @@ def _rules(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues) 
                 s = s.where(~fixable, norm)
                 out[col.name] = s
             bad = live & (s.notna() & ~s.isin(col.choices)).to_numpy()
-            issues.add_rows(
-                "bad_choice",
-                "rejected",
-                rows[bad],
-                out[spec.id_field][bad],
-                [f"{col.name}: {v!r} is not one of {list(col.choices)}" for v in s[bad]],
-            )
-            bad_all |= bad
-        if (col.min is not None or col.max is not None) and col.name in out:
+            if bad.any():
+                messages = [f"{col.name}: {v!r} is not one of {list(col.choices)}"
+                            for v in s[bad]]
+                if _unfit(col, rows, out[spec.id_field][bad], bad, "bad_choice", messages,
+                          issues):
+                    bad_all |= bad
+                else:
+                    out.loc[bad, col.name] = None
+                    emptied.add(col.name)
+        if col.min is not None or col.max is not None:
             num = pd.to_numeric(s, errors="coerce").astype("float64")
             lo = num < col.min if col.min is not None else pd.Series(False, index=num.index)
             hi = num > col.max if col.max is not None else pd.Series(False, index=num.index)
             bad = live & (lo | hi).to_numpy()
-            unit = f" {col.unit}" if col.unit else ""
-            issues.add_rows(
-                "out_of_range",
-                "rejected",
-                rows[bad],
-                out[spec.id_field][bad],
-                [f"{col.name}: {v} is outside [{col.min}, {col.max}]{unit}" for v in num[bad]],
-            )
-            bad_all |= bad
+            if bad.any():
+                unit = f" {col.unit}" if col.unit else ""
+                messages = [f"{col.name}: {v} is outside [{col.min}, {col.max}]{unit}"
+                            for v in num[bad]]
+                if _unfit(col, rows, out[spec.id_field][bad], bad, "out_of_range", messages,
+                          issues):
+                    bad_all |= bad
+                else:
+                    out.loc[bad, col.name] = None
+                    emptied.add(col.name)
+    return bad_all, emptied
+
+
+def _required(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues) -> np.ndarray:
+    """Reject rows whose required values are empty (after value maps and defaults)."""
+    bad_all = np.zeros(len(out), dtype=bool)
+    live = ~rejected
+    for col in _targets(spec):
+        if col.name == spec.id_field or not col.required:
+            continue
+        s = out[col.name] if col.name in out else pd.Series(None, index=out.index, dtype=object)
+        bad = live & s.isna().to_numpy()
+        issues.add_rows(
+            "missing_value",
+            "rejected",
+            rows[bad],
+            out[spec.id_field][bad],
+            f"{col.name} is required but empty (map a field with --map {col.name}=SOURCE if "
+            f"the file names it differently, or give a default with --set {col.name}=VALUE)",
+        )
+        bad_all |= bad
     return bad_all
 
 
