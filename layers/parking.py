@@ -12,6 +12,9 @@ KIND_VALUES: tuple[tuple[str, str], ...] = (
     ("路边", "on_street"), ("路侧", "on_street"), ("路内", "on_street"), ("占道", "on_street"),
 )
 
+#: OpenStreetMap ``fee=yes/no`` says whether, not how much: free is 0, paid is unknown.
+FEE_VALUES = (("no", 0.0), ("yes", None), ("免费", 0.0), ("收费", None))
+
 SPEC = LayerSpec(
     name="parking",
     title_zh="停车场",
@@ -28,7 +31,7 @@ SPEC = LayerSpec(
         Column("total_spaces", "int", "车位总数", "Total spaces", unit="个", min=0,
                required=True, aliases=("totalSpotNumber", "capacity", "车位数", "泊位数")),
         Column("fee_per_hour", "float", "收费", "Fee", unit="元/小时", min=0,
-               aliases=("fee", "收费标准")),
+               aliases=("fee", "收费标准"), values=FEE_VALUES),
         Column("operator", "text", "运营单位", "Operator", aliases=("运营单位",)),
     ),
     style=MapStyle(fill=(60, 200, 120, 170), line=(20, 120, 60, 255), radius_m=8, z_order=20),

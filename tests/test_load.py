@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -22,6 +23,7 @@ from twin.load_formats import detect_dbf_encoding, parse_degrees
 from twin.schema import validate_layer_frame
 
 LON, LAT = fx.LON, fx.LAT
+OSM = Path(__file__).parent / "data" / "osm"  # real OpenStreetMap data (ODbL; see its README)
 
 
 def issues(report, kind):
@@ -531,3 +533,135 @@ def test_ids_padded_with_any_whitespace_str_strip_knows_are_found():
                       dtype=object)
     expected = [t is not None and t != t.strip() for t in texts]
     assert _padded(texts).tolist() == expected
+
+
+# -- real OpenStreetMap files: attributes never cost a feature -----------------------------------
+
+
+def _rejected_kinds(report) -> set[str]:
+    return {i["kind"] for i in report["issues"] if i["severity"] == "rejected"}
+
+
+def test_osm_buildings_keep_every_footprint_whatever_their_tags():
+    """489 buildings of central Helsinki as overpass-turbo exports them: building=yes/apartments/
+    roof …, building:levels 2.5 and 3.5. Only footprints that are no area are rejected."""
+    result = load_file("buildings", OSM / "helsinki_buildings.geojson")
+    rep, f = result.report, result.frame
+    assert rep["counts"]["read"] == 489 and rep["counts"]["rejected"] == 7
+    assert _rejected_kinds(rep) == {"degenerate_geometry"}  # unclosed rings cut by the extract
+    assert rep["mapping"] == {"name": "name", "use": "building", "floors": "building:levels",
+                              "height_m": "height"}
+    attrs = f["attrs"].map(json.loads)
+    building = attrs.map(lambda a: a["building"])
+    # the declared OSM value map: apartments → residential …; yes (use unknown) → empty
+    assert (f["use"][building == "apartments"] == "residential").all()
+    assert (f["use"][building == "church"] == "public").all()
+    assert f["use"][building == "yes"].isna().all() and (building == "yes").sum() > 350
+    # a value outside the use choices (building=ship …) is left empty, its feature kept
+    odd = [i for i in rep["issues"] if i["kind"] == "bad_choice"]
+    assert odd and all(i["severity"] == "repaired" and "left empty" in i["message"] for i in odd)
+    assert f["building_code"].str.startswith("bui-").all()
+    # half floors (a loft): the value is left empty and listed, the footprint kept
+    half = [i for i in rep["issues"] if i["kind"] == "bad_value"]
+    assert sorted(i["message"].split("'")[1] for i in half) == ["2.5", "2.5", "3.5", "3.5"]
+    levels = attrs.map(lambda a: a.get("building:levels"))
+    assert f["floors"][levels.isin(["2.5", "3.5"])].isna().sum() >= 4
+    assert (f["floors"][levels == "6"] == 6).all()
+    assert rep["counts"]["values_emptied"] == len(odd) + len(half)
+    with pytest.raises(LoadError, match="rejected under --strict"):
+        load_file("buildings", OSM / "helsinki_buildings.geojson", strict=True)
+
+
+def test_osm_cameras_load_with_declared_and_given_defaults():
+    """221 cameras tagged man_made=surveillance: 6 say camera:type=dome, none has a heading."""
+    path = OSM / "helsinki_cameras.geojson"
+    declared = load_file("cameras", path)
+    assert declared.report["counts"]["loaded"] == 6  # domes see all round: heading 0, 30 m
+    assert (declared.frame["fov_deg"] == 360).all() and (declared.frame["heading_deg"] == 0).all()
+    assert (declared.frame["range_m"] == 30).all()
+    missing = [i for i in declared.report["issues"] if i["kind"] == "missing_value"]
+    assert len(missing) == 2 * 215 and "--set heading_deg=VALUE" in missing[0]["message"]
+    given = load_file("cameras", path, defaults={"fov_deg": "90", "heading_deg": 0})
+    f = given.frame
+    assert len(f) == 221 and given.report["counts"]["rejected"] == 0
+    assert sorted(f["fov_deg"].unique()) == [90, 360]  # the domes keep their map
+    defaults = {i["message"].split(":")[0]: i["message"]
+                for i in given.report["issues"] if i["kind"] == "default_applied"}
+    assert "215 feature(s) had none; set to 90.0, the given (--set) default" in defaults["fov_deg"]
+    assert "30.0, the declared default" in defaults["range_m"]
+    # tag values mapped by the user: a revolving camera sees all round
+    revolving = load_file("cameras", path, mapping={"fov_deg": "revolving"},
+                          values={"fov_deg": {"YES": 360}})
+    assert revolving.report["counts"]["loaded"] == 34
+
+
+@pytest.mark.parametrize(
+    ("defaults", "values", "message"),
+    [
+        ({"fov_deg": 400}, None, r"--set fov_deg=400: 400 does not fit fov_deg \(a number in "),
+        ({"camera_id": "C1"}, None, r"'camera_id' is the id \(ids cannot have a default\)"),
+        ({"colour": "red"}, None, r"'colour' is not one of its fields"),
+        ({"status": "broken"}, None, r"does not fit status \(\['online', 'offline'"),
+        (None, {"status": {"on": "up"}}, r"--values status:on=up: 'up' is not one of"),
+        (None, {"colour": {"a": "b"}}, r"cameras has no field 'colour'"),
+    ],
+)
+def test_defaults_and_value_maps_that_cannot_apply_are_refused_first(defaults, values, message):
+    with pytest.raises(LoadError, match=message):
+        load_file("cameras", OSM / "helsinki_cameras.geojson", defaults=defaults, values=values)
+
+
+def test_osm_parking_rejects_the_stray_line_and_loads_the_rest():
+    """43 car parks (areas and points) and one parking aisle tagged amenity=parking."""
+    path = OSM / "helsinki_parking.geojson"
+    result = load_file("parking", path, defaults={"kind": "surface", "total_spaces": 0},
+                       values={"kind": {"inline": "on_street"}})
+    rep = result.report
+    rejected = [(i["row"], i["kind"]) for i in rep["issues"] if i["severity"] == "rejected"]
+    assert (44, "wrong_geometry_type") in rejected  # the aisle, the file's last row
+    assert _rejected_kinds(rep) == {"wrong_geometry_type", "degenerate_geometry"}
+    assert rep["counts"]["rejected"] == 3 and rep["counts"]["read"] == 44
+    assert set(result.frame.geom_type) == {"Polygon", "Point"}
+    fees = result.frame["fee_per_hour"]
+    assert (fees.dropna() == 0).all() and fees.isna().any()  # fee=no is free; fee=yes unknown
+
+
+@pytest.mark.parametrize("fmt", ["gpkg", "geojson", "kml", "csv"])
+def test_one_stray_line_among_100_lots_is_rejected_alone(tmp_path, fmt):
+    geoms = [box(LON + i * D, LAT, LON + i * D + D / 2, LAT + D / 2) if i % 2
+             else Point(LON + i * D, LAT) for i in range(99)]
+    geoms.insert(57, LineString([(LON, LAT), (LON + D, LAT)]))
+    lots = gpd.GeoDataFrame({"lot_id": [f"P{i}" for i in range(100)], "kind": ["surface"] * 100,
+                             "total_spaces": [10] * 100}, geometry=geoms, crs=4326)
+    path = tmp_path / f"lots.{fmt}"
+    if fmt == "csv":
+        pd.DataFrame(lots.drop(columns="geometry")).assign(wkt=lots.geometry.to_wkt()).to_csv(
+            path, index=False)
+    else:
+        pyogrio.write_dataframe(lots, path, driver={"kml": "KML"}.get(fmt))
+    result = load_file("parking", path)
+    assert result.report["counts"]["loaded"] == 99 and result.report["counts"]["rejected"] == 1
+    bad = issues(result.report, "wrong_geometry_type")
+    assert [i["row"] for i in bad] == [58] and "this is a LineString" in bad[0]["message"]
+    assert "P57" not in set(result.frame["lot_id"])
+
+
+def test_a_closed_line_where_areas_are_wanted_becomes_their_polygon(tmp_path):
+    ring = list(fx.footprint(1).exterior.coords)
+    frame = gpd.GeoDataFrame({"building_code": ["B1", "B2", "B3"]},
+                             geometry=[fx.footprint(0), LineString(ring),
+                                       LineString(ring[:3])], crs=4326)
+    result = load_file("buildings", write_geojson(tmp_path, frame))
+    assert result.frame["building_code"].tolist() == ["B1", "B2"]
+    got = result.frame.geometry[1]
+    assert got.geom_type == "Polygon" and got.symmetric_difference(fx.footprint(1)).area < 1e-12
+    assert issues(result.report, "ring_to_polygon")[0]["row"] == 2
+    assert issues(result.report, "wrong_geometry_type")[0]["row"] == 3  # an open line stays out
+
+
+def test_a_single_part_multipolygon_is_not_reported_as_split(tmp_path):
+    frame = gpd.GeoDataFrame({"building_code": ["B1"]},
+                             geometry=[shapely.MultiPolygon([fx.footprint(0)])], crs=4326)
+    result = load_file("buildings", write_geojson(tmp_path, frame))
+    assert result.frame.geom_type.tolist() == ["Polygon"]
+    assert result.report["counts"]["repaired"] == 0 and not issues(result.report, "split_multipart")

@@ -710,6 +710,21 @@ def _clean_geometries(spec: LayerSpec, geoms, rows, issues: _Issues, valid: np.n
         valid = valid.copy()
         valid[coll] = shapely.is_valid(geoms[coll])
     wrong = ~empty & ~np.isin(types, allowed + allowed_multi)
+    if 3 in allowed and 1 not in allowed:
+        # a closed line where an area is wanted is the outline of one (CAD, GPS traces)
+        ring = wrong & (types == 1)
+        ring[ring] = shapely.is_closed(geoms[ring]) & \
+            (shapely.get_num_coordinates(geoms[ring]) >= 4)
+        if ring.any():
+            coords, which = shapely.get_coordinates(geoms[ring], return_index=True)
+            geoms = geoms.copy()
+            geoms[ring] = shapely.polygons(shapely.linearrings(coords, indices=which))
+            valid = valid.copy()
+            valid[ring] = shapely.is_valid(geoms[ring])
+            wrong &= ~ring
+            issues.add_rows("ring_to_polygon", "repaired", rows[ring], None,
+                            f"a closed LineString where {spec.name} takes areas: taken as the "
+                            "outline of a Polygon")
     names = [_TYPE_NAMES.get(int(t), "?") for t in types[wrong]]
     issues.add_rows(
         "wrong_geometry_type",
@@ -794,7 +809,7 @@ def _split_multipart(spec: LayerSpec, out: pd.DataFrame, geoms, rows, issues: _I
     suffix = np.where(order > 1, np.char.add("-", order.astype(str)), "")
     new[spec.id_field] = np.char.add(ids.astype(str), suffix).astype(object)
     counts = np.bincount(index, minlength=len(geoms))
-    for i in np.flatnonzero(multi):
+    for i in np.flatnonzero(multi & (counts > 1)):  # one part: a Multi… type, nothing split
         base = out[spec.id_field].iloc[i]
         made = [str(base)] + [f"{base}-{k}" for k in range(2, counts[i] + 1)]
         issues.add(
@@ -1028,8 +1043,7 @@ def _apply_value_maps(spec, out: pd.DataFrame, maps, used_map, issues: _Issues, 
         out[name] = new
         changed.add(name)
         pairs = pd.DataFrame({"from": s.iloc[where].astype(str).to_numpy(),
-                              "to": mapped.map(lambda v: "(empty)" if v is None else str(v))
-                              .to_numpy()})
+                              "to": ["(empty)" if pd.isna(v) else str(v) for v in mapped]})
         counts = pairs.value_counts()
         listed = ", ".join(f"{f!r} → {t} ×{n}" for (f, t), n in counts.head(12).items())
         more = f" and {len(counts) - 12} more" if len(counts) > 12 else ""
