@@ -665,3 +665,87 @@ def test_a_single_part_multipolygon_is_not_reported_as_split(tmp_path):
     result = load_file("buildings", write_geojson(tmp_path, frame))
     assert result.frame.geom_type.tolist() == ["Polygon"]
     assert result.report["counts"]["repaired"] == 0 and not issues(result.report, "split_multipart")
+
+
+# -- a --crs that cannot be right is refused unless forced ---------------------------------------
+
+
+def _wgs84_gpkg(tmp_path):
+    path = tmp_path / "楼栋.gpkg"
+    pyogrio.write_dataframe(buildings_frame(code=["B1", "B2", "B3", "B4"]), path)
+    return path
+
+
+def _gk_csv(tmp_path, epsg=4546):
+    pts = gpd.GeoSeries([Point(LON + i * D, LAT + i * D) for i in range(4)], crs=4326)
+    pts = pts.to_crs(epsg)
+    path = tmp_path / "gk.csv"
+    pd.DataFrame({"camera_id": [f"C{i}" for i in range(4)], "x": pts.x.round(2),
+                  "y": pts.y.round(2), "heading": 0, "fov": 60, "range": 30}).to_csv(
+        path, index=False)
+    return path
+
+
+def _prj_shapefile(tmp_path, epsg=4546):
+    path = tmp_path / "gk" / "楼栋.shp"
+    path.parent.mkdir()
+    pyogrio.write_dataframe(buildings_frame(code=["B1", "B2", "B3"]).to_crs(epsg), path)
+    return path
+
+
+CRS_CASES = [
+    # (id, file maker, layer, --crs, the refusal; None: loads)
+    ("4547-on-wgs84-gpkg", _wgs84_gpkg, "buildings", "4547",
+     r"楼栋.gpkg says its CRS is EPSG:4326 \(degrees\) and its coordinates fit it .*"
+     r"--crs 4547 \(EPSG:4547\) contradicts it"),
+    ("4547-on-geojson-degrees", lambda t: write_geojson(t, buildings_frame(code=["B1", "B2"])),
+     "buildings", "4547", r"--crs 4547 is in metres but the coordinates look like degrees"),
+    ("other-zone-than-the-prj", _prj_shapefile, "buildings", "4549",
+     r"says its CRS is EPSG:4546 \(metres\) and its coordinates fit it.*--crs 4549"),
+    ("gcj02-in-helsinki", lambda t: OSM / "helsinki_cameras.geojson", "cameras", "gcj02",
+     r"--crs gcj02 is a Chinese CRS but under it no feature lies in China"),
+    ("cgcs2000-on-wgs84-gpkg", _wgs84_gpkg, "buildings", "cgcs2000", None),
+    ("gcj02-on-wgs84-gpkg", _wgs84_gpkg, "buildings", "gcj02", None),
+    ("the-prj's-own-zone", _prj_shapefile, "buildings", "4546", None),
+    ("right-zone-for-a-csv", _gk_csv, "cameras", "4546", None),
+]
+
+
+@pytest.mark.parametrize(("maker", "layer", "crs", "refusal"), [c[1:] for c in CRS_CASES],
+                         ids=[c[0] for c in CRS_CASES])
+def test_a_crs_that_cannot_be_right_is_refused_unless_forced(tmp_path, maker, layer, crs,
+                                                             refusal):
+    path = maker(tmp_path)
+    options = {"crs": crs, "defaults": {"fov_deg": 360}} if layer == "cameras" else {"crs": crs}
+    if refusal is None:
+        result = load_file(layer, path, **options)
+        assert not issues(result.report, "crs_forced")
+        return
+    with pytest.raises(LoadError, match=refusal) as info:
+        load_file(layer, path, **options)
+    assert "add --force-crs to load the features where they land" in str(info.value)
+    forced = load_file(layer, path, force_crs=True, **options)
+    assert forced.report["counts"]["loaded"] > 0
+    warned = issues(forced.report, "crs_forced")
+    assert warned and all("Loaded anyway (--force-crs)" in i["message"] for i in warned)
+
+
+def test_4547_on_a_wgs84_geopackage_forced_says_every_doubt(tmp_path):
+    forced = load_file("buildings", _wgs84_gpkg(tmp_path), crs="4547", force_crs=True)
+    said = " ".join(i["message"] for i in issues(forced.report, "crs_forced"))
+    assert "contradicts it" in said and "look like degrees" in said
+    assert "4 distinct positions of the file fall within 0.00 m" in said  # the collapse
+    assert "no feature lies in China" in said
+    b = shapely.bounds(forced.frame.geometry.values)
+    assert np.ptp(b[:, 0]) < 1e-6  # where --crs 4547 puts them: one point off Borneo
+
+
+def test_a_load_landing_far_from_the_community_is_refused_unless_forced(tmp_path):
+    community = box(LON - D, LAT - D, LON + 5 * D, LAT + 5 * D)
+    path = _gk_csv(tmp_path)  # CGCS2000 GK by central meridian 111°E (Guilin)
+    assert load_file("cameras", path, crs="4546", area=community).report["counts"]["loaded"] == 4
+    with pytest.raises(LoadError, match=r"every feature lies more than 2 km outside the "
+                       r"community boundary \(the nearest 3\d\d.\d km\)"):
+        load_file("cameras", path, crs="4547", area=community)  # the zone of 114°E
+    forced = load_file("cameras", path, crs="4547", area=community, force_crs=True)
+    assert len(issues(forced.report, "far_outside")) == 4 and issues(forced.report, "crs_forced")

@@ -133,6 +133,7 @@ def load_file(
     on_geometries: Callable[[np.ndarray], None] | None = None,
     max_unzipped_bytes: int | None = None,
     max_zip_ratio: float | None = None,
+    force_crs: bool = False,
 ) -> LoadResult:
     """Read a staff file and return the layer's canonical frame and a report; write nothing.
 
@@ -177,6 +178,10 @@ def load_file(
         rejected rows included) once they are reprojected and repaired: only multi-part ones
         change after that, when they are split. :func:`load_layer` starts locating them in
         the grid cells while the attributes are checked.
+    force_crs
+        Load even when *crs* contradicts the file's own CRS, cannot hold the coordinates
+        (degrees read as metres, every feature on one point, a Chinese CRS with nothing in
+        China), or every feature lands far outside *area*; each such doubt is then a warning.
     max_unzipped_bytes, max_zip_ratio
         Limits of what a ``.zip`` may unpack to, checked on its entries before anything is
         unpacked (defaults :data:`twin.load_formats.MAX_UNZIPPED_BYTES`, 2 GiB, and
@@ -242,7 +247,7 @@ def load_file(
         if isinstance(area, Future):  # load_layer reads the boundary while the file is read
             area = area.result()
         frame, rows = _check(spec, raw, crs, mapping or {}, strict, area, issues, report,
-                             on_geometries, values, defaults)
+                             on_geometries, values, defaults, force_crs)
         t_check = time.perf_counter()
     except LoadError as exc:
         _finish(report, issues, t0, None)
@@ -412,7 +417,7 @@ def _finish(report: dict, issues: _Issues, t0: float, frame) -> None:
 
 
 def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, report,
-           on_geometries=None, values=None, defaults=None):
+           on_geometries=None, values=None, defaults=None, force_crs=False):
     value_maps = _value_maps(spec, values or {})
     given_defaults = _given_defaults(spec, defaults or {})
     frame = raw.frame.reset_index(drop=True)
@@ -432,7 +437,7 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="is-valid") as pool:
         if spec.geometry_type is not None:
             geoms = np.asarray(frame.geometry.values, dtype=object)
-            geoms, used = _to_wgs84(spec, raw, geoms, crs, strict, area, issues)
+            geoms, used = _to_wgs84(spec, raw, geoms, crs, strict, area, issues, force_crs)
             report["crs"] = used
             valid = pool.submit(shapely.is_valid, geoms)
             attrs_frame = pd.DataFrame(frame.drop(columns=frame.geometry.name))
@@ -489,7 +494,7 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
         if dup is not None and dup.any():  # a split id like B1-2 that the file also uses
             _reject_duplicates(spec, out, rows, dup, issues)
             out, geoms, rows = out[~dup].reset_index(drop=True), geoms[~dup], rows[~dup]
-        _far_outside(out[spec.id_field], geoms, rows, area, issues)
+        _far_outside(out[spec.id_field], geoms, rows, area, issues, force_crs)
         if spec.name == "grid_cells":
             _grid_topology(out, geoms, rows, area, issues)
     report["counts"]["split_parts_added"] = int(len(out) - len(pd.unique(rows)))
@@ -568,7 +573,56 @@ def _crs_hint(x, y, area) -> str:
     return " Give the CRS the surveyor used (an EPSG code, e.g. --crs 4547)."
 
 
-def _to_wgs84(spec, raw: RawData, geoms, crs, strict, area, issues: _Issues):
+def _insist(force: bool, message: str, issues: _Issues) -> None:
+    """Refuse a load whose coordinates are in doubt, unless forced: then warn."""
+    if not force:
+        raise LoadError(f"{message} Nothing was loaded; fix --crs, or add --force-crs to load "
+                        "the features where they land.")
+    issues.add("crs_forced", "warning", f"{message} Loaded anyway (--force-crs).")
+
+
+def _contradiction(raw: RawData, choice: tcrs.CrsChoice, crs, x, y, projected: bool) -> str:
+    """Say how ``--crs`` contradicts the CRS the file states and its coordinates fit ('' if not).
+
+    A file whose stated CRS does not fit its numbers (a wrong .prj) is what ``--crs`` is for;
+    two systems in degrees, or GCJ-02/BD-09 over degrees, differ by metres, not kilometres.
+    """
+    if not raw.crs_stated or raw.crs is None or choice.crs.equals(raw.crs):
+        return ""
+    if raw.crs.is_geographic and (choice.offset or choice.crs.is_geographic):
+        return ""
+    fits = not projected if raw.crs.is_geographic else not tcrs.looks_like_degrees(x, y)
+    if not fits:
+        return ""
+    unit = "degrees" if raw.crs.is_geographic else "metres"
+    return (
+        f"{raw.file.name} says its CRS is {_crs_name(raw.crs)} ({unit}) and its coordinates "
+        f"fit it{_example(x, y)}; --crs {crs} ({_crs_name(choice.crs)}) contradicts it and "
+        "would move every feature. Leave --crs out to use the file's own CRS."
+    )
+
+
+def _landing(choice: tcrs.CrsChoice, crs, x0, y0, geoms, force: bool, issues: _Issues) -> None:
+    """Doubt a --crs under which the features collapse onto one point, or lie outside China.
+
+    The second only for a Chinese CRS (CGCS2000 and its zones, GCJ-02, BD-09 …).
+    """
+    x, y = _centres(geoms)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return
+    distinct = len(np.unique(np.column_stack([x0[ok], y0[ok]]), axis=0))
+    span_m = max(np.ptp(x[ok]) * np.cos(np.radians(np.nanmedian(y[ok]))), np.ptp(y[ok])) * 111e3
+    if distinct >= 3 and span_m < 1.0:
+        _insist(force, f"under --crs {crs} the {distinct} distinct positions of the file fall "
+                f"within {span_m:.2f} m of each other{_example(x, y)}: a CRS in metres for "
+                "numbers in degrees?", issues)
+    if tcrs.is_chinese(choice) and not tcrs.in_china(x[ok], y[ok]).any():
+        _insist(force, f"--crs {crs} is a Chinese CRS but under it no feature lies in China"
+                f"{_example(x, y)}.", issues)
+
+
+def _to_wgs84(spec, raw: RawData, geoms, crs, strict, area, issues: _Issues, force=False):
     """Reproject (and de-offset) geometries to EPSG:4326; returns them and what was done."""
     if shapely.has_z(geoms).any():
         geoms = shapely.force_2d(geoms)
@@ -579,6 +633,13 @@ def _to_wgs84(spec, raw: RawData, geoms, crs, strict, area, issues: _Issues):
     used: dict[str, Any] = {"declared": raw.crs.to_string() if raw.crs else None}
     if choice is not None:
         source, how = choice.crs, "--crs " + str(crs)
+        why = _contradiction(raw, choice, crs, x, y, projected_numbers)
+        if why:
+            _insist(force, why, issues)
+        if choice.crs.is_projected and tcrs.looks_like_degrees(x, y):
+            _insist(force, f"--crs {crs} is in metres but the coordinates look like degrees"
+                    f"{_example(x, y)}: every feature would fall within metres of the CRS's "
+                    "origin. Give the degrees' CRS (4326, cgcs2000, gcj02, bd09).", issues)
         if choice.crs.is_geographic and projected_numbers:
             zone = tcrs.detect_gk_zone(x, y) if choice.label == tcrs.CGCS2000 else None
             if zone is None:
@@ -644,6 +705,8 @@ def _to_wgs84(spec, raw: RawData, geoms, crs, strict, area, issues: _Issues):
             used["note"] = "CGCS2000 and WGS84 agree to a few centimetres; no datum shift applied"
         geoms = gpd.GeoSeries(geoms, crs=source).to_crs(tcrs.WGS84).values
         geoms = np.asarray(geoms, dtype=object)
+    if choice is not None:
+        _landing(choice, crs, x, y, geoms, force, issues)
     return geoms, used
 
 
@@ -822,7 +885,7 @@ def _split_multipart(spec: LayerSpec, out: pd.DataFrame, geoms, rows, issues: _I
     return new, parts, rows[index]
 
 
-def _far_outside(ids: pd.Series, geoms, rows, area, issues: _Issues) -> None:
+def _far_outside(ids: pd.Series, geoms, rows, area, issues: _Issues, force=False) -> None:
     if len(geoms) == 0:
         return
     x, y = _centres(geoms)
@@ -843,6 +906,10 @@ def _far_outside(ids: pd.Series, geoms, rows, area, issues: _Issues) -> None:
         dist[out[~near]] = shapely.distance(area_m, points[~near])
         far = dist > FAR_FROM_AREA_M
         what = "the community boundary"
+        if far.all():  # not one feature near: the wrong file, store or CRS
+            _insist(force, f"every feature lies more than {FAR_FROM_AREA_M / 1000:g} km outside "
+                    f"the community boundary (the nearest {np.min(dist) / 1000:,.1f} km): the "
+                    "wrong file or store, or wrong coordinates?", issues)
     else:
         mx, my = np.nanmedian(x), np.nanmedian(y)
         _, _, dist = pyproj.Geod(ellps="WGS84").inv(np.full_like(x, mx), np.full_like(y, my), x, y)

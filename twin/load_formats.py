@@ -79,6 +79,7 @@ class RawData:
     file: Path
     crs: pyproj.CRS | None = None
     crs_how: str = ""
+    crs_stated: bool = False  # the file names its CRS (.prj, GeoPackage); not a format's rule
     encoding: str | None = None
     encoding_how: str = ""
     source_layer: str | None = None
@@ -396,6 +397,7 @@ def _read_vector(
     frame = frame.reset_index(drop=True)
     crs = pyproj.CRS.from_user_input(frame.crs) if frame.crs is not None else None
     crs_how = "the file's own CRS" + (" (.prj)" if fmt == "Shapefile" else "") if crs else ""
+    stated = crs is not None and fmt not in ("GeoJSON", "KML")  # GDAL says 4326 for any
     if fmt in ("GeoJSON", "KML") and crs is None:
         crs, crs_how = pyproj.CRS.from_epsg(4326), f"{fmt} is WGS84 by definition"
     return RawData(
@@ -404,6 +406,7 @@ def _read_vector(
         file=file,
         crs=crs,
         crs_how=crs_how,
+        crs_stated=stated,
         encoding=encoding or "UTF-8",
         encoding_how=enc_how,
         source_layer=", ".join(layers) if layers != [None] else None,
