@@ -749,3 +749,37 @@ def test_a_load_landing_far_from_the_community_is_refused_unless_forced(tmp_path
         load_file("cameras", path, crs="4547", area=community)  # the zone of 114°E
     forced = load_file("cameras", path, crs="4547", area=community, force_crs=True)
     assert len(issues(forced.report, "far_outside")) == 4 and issues(forced.report, "crs_forced")
+
+
+@pytest.mark.parametrize(
+    ("values", "defaults", "want_values", "want_defaults"),
+    [
+        (["use:apartments=residential", "use:yes=", "fov_deg: dome = 360"],
+         ["fov_deg=360", "status = online"],
+         {"use": {"apartments": "residential", "yes": ""}, "fov_deg": {"dome": "360"}},
+         {"fov_deg": "360", "status": "online"}),
+        ([], [], {}, {}),
+    ],
+)
+def test_values_and_defaults_are_parsed_from_the_command_line_form(values, defaults, want_values,
+                                                                  want_defaults):
+    from twin.load import parse_defaults, parse_values
+
+    assert parse_values(values) == want_values
+    assert parse_defaults(defaults) == want_defaults
+
+
+@pytest.mark.parametrize("item", ["use=residential", "use:apartments", ":a=b"])
+def test_a_misspelt_values_item_says_how_to_write_it(item):
+    from twin.load import parse_values
+
+    with pytest.raises(LoadError, match=r"write it as FIELD:FROM=TO"):
+        parse_values([item])
+
+
+@pytest.mark.parametrize("item", ["fov_deg", "fov_deg=", "=360"])
+def test_a_misspelt_set_item_says_how_to_write_it(item):
+    from twin.load import parse_defaults
+
+    with pytest.raises(LoadError, match=r"write it as FIELD=VALUE"):
+        parse_defaults([item])

@@ -31,7 +31,15 @@ from twin.twin import GRID_LAYER, READ_GRIDS, GridCells, current_grid_cells, put
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["LoadError", "LoadResult", "load_file", "load_layer", "source_fingerprint"]
+__all__ = [
+    "LoadError",
+    "LoadResult",
+    "load_file",
+    "load_layer",
+    "parse_defaults",
+    "parse_values",
+    "source_fingerprint",
+]
 
 #: The report lists every rejected and repaired feature but only this many warnings (a version
 #: keeps its report); the counts by kind (``issue_counts``) are always complete.
@@ -320,6 +328,44 @@ def load_layer(
     result.report["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
     result.report["version"] = int(result.version.version)
     return result
+
+
+def parse_values(items: list[str]) -> dict[str, dict[str, str]]:
+    """Parse ``FIELD:FROM=TO`` items (``--values``) into :func:`load_file`'s *values*.
+
+    ``FIELD:FROM=`` (nothing after ``=``) leaves the field empty for that value.
+
+    Raises
+    ------
+    LoadError
+        If an item is not written ``FIELD:FROM=TO``.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        field, colon, rest = item.partition(":")
+        source, equals, value = rest.partition("=")
+        if not colon or not equals or not field.strip() or not source.strip():
+            raise LoadError(f"--values {item!r}: write it as FIELD:FROM=TO, e.g. "
+                            "--values use:apartments=residential (FIELD:FROM= to leave it empty)")
+        out.setdefault(field.strip(), {})[source.strip()] = value.strip()
+    return out
+
+
+def parse_defaults(items: list[str]) -> dict[str, str]:
+    """Parse ``FIELD=VALUE`` items (``--set``) into :func:`load_file`'s *defaults*.
+
+    Raises
+    ------
+    LoadError
+        If an item is not written ``FIELD=VALUE``.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        field, equals, value = item.partition("=")
+        if not equals or not field.strip() or not value.strip():
+            raise LoadError(f"--set {item!r}: write it as FIELD=VALUE, e.g. --set fov_deg=360")
+        out[field.strip()] = value.strip()
+    return out
 
 
 def _grid_lookup(store) -> GridCells:
