@@ -236,6 +236,13 @@ def make_ratio_bomb(folder: Path) -> Path:
     return _raw_zip(folder / "ratio_bomb.zip", entries)
 
 
+def make_wgs84_gpkg(folder: Path) -> Path:
+    """Footprints in a GeoPackage that says (rightly) EPSG:4326: a --crs 4547 would wreck them."""
+    path = folder / "楼栋_wgs84.gpkg"
+    pyogrio.write_dataframe(_buildings(5), path, layer="楼栋")
+    return path
+
+
 def make_lying_prj(folder: Path) -> Path:
     """Coordinates in CGCS2000 GK zone 37 (metres, with zone prefix) under a .prj saying 4326."""
     metres = _buildings().to_crs(4525)
