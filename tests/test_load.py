@@ -783,3 +783,33 @@ def test_a_misspelt_set_item_says_how_to_write_it(item):
 
     with pytest.raises(LoadError, match=r"write it as FIELD=VALUE"):
         parse_defaults([item])
+
+
+@pytest.mark.parametrize(
+    ("layer", "column", "source", "given", "expected"),
+    [
+        ("facilities", "kind", "amenity", ["doctors", "Marketplace", "community_centre", "bench"],
+         ["clinic", "market", "community_center", None]),
+        ("facilities", "kind", "类型", ["幼儿园", "卫生服务站", "菜市场", "公园"],
+         ["kindergarten", "clinic", "market", "park"]),
+        ("parking", "kind", "parking", ["street_side", "underground", "地面", "路边"],
+         ["on_street", "underground", "surface", "on_street"]),
+        ("buildings", "use", "用途", ["住宅", "商住", "厂房", "yes"],
+         ["residential", "mixed", "industrial", None]),
+    ],
+)
+def test_declared_value_maps_translate_osm_tags_and_chinese_names(tmp_path, layer, column,
+                                                                   source, given, expected):
+    spec = layers.get_layer(layer)
+    frame = gpd.GeoDataFrame(
+        {spec.id_field: [f"X{i}" for i in range(4)], source: given, "total_spaces": 5},
+        geometry=[Point(LON + i * D, LAT) if layer != "buildings" else fx.footprint(i)
+                  for i in range(4)], crs=4326)
+    result = load_file(layer, write_geojson(tmp_path, frame))
+    got = result.frame.set_index(spec.id_field)[column].reindex([f"X{i}" for i in range(4)])
+    want = [e for e in expected]
+    if spec.column(column).required and None in expected:  # a required kind rejects its row
+        assert result.report["counts"]["rejected"] == expected.count(None)
+        want = [e for e in expected if e is not None]
+        got = got.dropna()
+    assert [None if pd.isna(v) else v for v in got] == want
