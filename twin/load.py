@@ -496,7 +496,8 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
             report["crs"] = None
         out, used_map = _map_attributes(spec, attrs_frame, mapping, raw.coordinate_columns)
         report["mapping"] = used_map
-        report["attrs_fields"] = [c for c in attrs_frame.columns if c not in used_map.values()]
+        unmapped = [c for c in attrs_frame.columns if c not in used_map.values()]
+        report["attrs_fields"] = unmapped
         changed: set[str] = set()  # columns some of whose file values were mapped or emptied
         out = _apply_value_maps(spec, out, value_maps, used_map, attribute_issues, changed)
         out, bad, emptied = _convert(spec, out, rows, attribute_issues)
@@ -511,7 +512,6 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
     if spec.name == "grid_cells":
         out, bad = _grid_codes(out, rows, issues)
         rejected |= bad
-    unmapped = [c for c in attrs_frame.columns if c not in used_map.values()]
     out, bad = _ids(spec, out, geoms, rows, rejected, issues,
                     lambda: _attrs_json(attrs_frame[unmapped]) if unmapped else None)
     rejected |= bad
@@ -527,7 +527,7 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
     # the file's fields no column takes, and the file's values of columns the loader changed
     # (value maps, values that did not fit): nothing staff send is lost
     originals = [used_map[c] for c in spec.column_names if c in changed and c in used_map]
-    kept = [c for c in attrs_frame.columns if c not in used_map.values()] + originals
+    kept = unmapped + originals
     out = out[keep].reset_index(drop=True)
     out["attrs"] = _attrs_json(attrs_frame.loc[keep, kept].reset_index(drop=True)) \
         if kept else None
@@ -551,7 +551,8 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
         example = f"; e.g. row {first.get('row')}: {first['message']}" if first else ""
         raise LoadError(
             f"no feature of {raw.file.name} could be loaded into {spec.name} ({top}){example}. "
-            "Fix the file, or map fields with --map FIELD=SOURCE; --report FILE.json lists all."
+            "Fix the file, map fields with --map FIELD=SOURCE, or give values the file lacks "
+            "with --set FIELD=VALUE; --report FILE.json lists all."
         )
     if geoms is not None:
         out = gpd.GeoDataFrame(out, geometry=geoms, crs=tcrs.WGS84, copy=False)
