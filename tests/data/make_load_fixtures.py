@@ -126,7 +126,7 @@ def make_zipped_shapefile(folder: Path) -> Path:
 
 
 def _shapefile(folder: Path, n: int = 83, name: str = "buildings") -> Path:
-    path = folder / name / f"{name}.shp"
+    path = folder / f"{name}.shp"
     path.parent.mkdir(parents=True, exist_ok=True)
     pyogrio.write_dataframe(_buildings(n), path, encoding="UTF-8")
     return path
@@ -165,7 +165,7 @@ def make_foreign_dbf(folder: Path) -> Path:
 
 def make_foreign_dbf_without_shx(folder: Path) -> Path:
     """As :func:`make_foreign_dbf`, and no .shx to count the shapes by (it is restored)."""
-    path = make_foreign_dbf(folder / "no_shx")
+    path = make_foreign_dbf(folder / "foreign_dbf_no_shx")
     path.with_suffix(".shx").unlink()
     return path
 
