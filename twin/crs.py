@@ -254,6 +254,27 @@ def parse_crs(value: str | int | pyproj.CRS) -> CrsChoice:
     return CrsChoice(label, crs)
 
 
+#: The datums of Chinese surveying (CGCS2000, Xi'an 1980, Beijing 1954): a CRS on them, or an
+#: offset system, is a Chinese CRS, whose data must lie in China.
+CHINESE_DATUMS = (4490, 4610, 4214)
+
+
+def is_chinese(choice: CrsChoice) -> bool:
+    """Tell whether a ``--crs`` only makes sense in China (a Chinese datum, GCJ-02 or BD-09)."""
+    if choice.offset:
+        return True
+    geodetic = choice.crs.geodetic_crs
+    return geodetic is not None and geodetic.to_epsg() in CHINESE_DATUMS
+
+
+def looks_like_degrees(x: np.ndarray, y: np.ndarray) -> bool:
+    """Tell whether every coordinate could be degrees (|x| ≤ 180, |y| ≤ 90): not metres."""
+    x = np.asarray(x, dtype="float64")
+    y = np.asarray(y, dtype="float64")
+    ok = np.isfinite(x) & np.isfinite(y)
+    return bool(ok.any() and (np.abs(x[ok]) <= 180).all() and (np.abs(y[ok]) <= 90).all())
+
+
 # -- Gauss-Krüger zones of CGCS2000 --------------------------------------------------------------
 #
 # EPSG:4491-4501  6° zones 13-23 with the zone number as false-easting prefix (x = zone·10⁶ + …)

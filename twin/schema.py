@@ -46,10 +46,21 @@ class Column:
     personal: bool = False
     aliases: tuple[str, ...] = ()
     doc: str = ""
+    #: Value map of the loader: (source value, value) pairs; source values match ignoring case
+    #: and surrounding spaces; a value of None leaves the column empty (e.g. OSM building=yes)
+    values: tuple[tuple[str, Any], ...] = ()
+    #: The loader's default for features without a value: a value, or a function of the
+    #: converted frame returning one value per row (None/NaN where it gives none)
+    default: Any = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"column {self.name}: dtype {self.dtype!r} not in {DTYPES}")
+        for source, value in self.values:
+            if self.choices is not None and value is not None and value not in self.choices:
+                raise ValueError(
+                    f"column {self.name}: value map {source!r} → {value!r} is not a choice"
+                )
 
     def label(self, lang: str = "zh-CN") -> str:
         text = self.label_zh if lang.startswith("zh") else self.label_en
