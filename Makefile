@@ -7,6 +7,8 @@ DEMO := data/demo/guilin_demo.gpkg
 # the demo runs on a copy, so live events never change the committed GeoPackage
 LIVE := var/demo-live.gpkg
 PORT ?= 8501
+# the demo listens on this machine only; HOST=0.0.0.0 to serve a network (mind the demo passwords)
+HOST ?= 127.0.0.1
 
 .PHONY: demo test bench venv data services lint clean
 
@@ -35,7 +37,8 @@ demo: venv data $(LIVE)
 	@$(PY) scripts/run_feeds.py --simulate --db $(LIVE) > var/feeds.log 2>&1 & feeds=$$!; \
 	trap 'kill $$feeds 2>/dev/null' EXIT INT TERM; \
 	TWIN_DATABASE_URL=$(abspath $(LIVE)) $(PY) -m streamlit run app.py \
-	  --server.port $(PORT) --server.headless true
+	  --server.port $(PORT) --server.address $(HOST) --server.headless true \
+	  --browser.gatherUsageStats false --browser.serverAddress $(HOST)
 
 ## pass all the tests (installs and starts PostGIS, Mosquitto and Chromium as root where missing)
 test: venv data

@@ -9,7 +9,7 @@ import streamlit as st
 
 from twin import access, settings
 from twin.access import User
-from ui.common import get_store, store_url, t
+from ui.common import get_store, md, store_url, t
 
 LOGGER = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def logout_button(lang: str | None = None) -> None:
     user = current_user()
     if user is None:
         return
-    st.caption(t("auth.logged_in_as", lang, name=user.name, role=t_role(user.role, lang)))
+    st.caption(t("auth.logged_in_as", lang, name=md(user.name), role=t_role(user.role, lang)))
     if st.button(t("auth.logout", lang), key="logout"):
         try:
             _store().append_audit(user.username, "logout", f"user:{user.username}", {}, origin())
