@@ -40,6 +40,11 @@ def t(key: str, lang: str | None = None, **fmt: object) -> str:
 #: neither can Streamlit's own ``:color[…]``, ``:material/…:``, emoji shortcodes or ``$`` math.
 _MD_ESCAPES = str.maketrans({c: "\\" + c for c in string.punctuation})
 _LEADING_SPACE = re.compile(r"^[ \t]+", re.MULTILINE)
+#: GitHub-flavoured Markdown also turns bare ``http://…``, ``www.…`` and ``a@b.c`` in plain text
+#: into links, after escapes are read; an invisible WORD JOINER breaks each of these patterns.
+_AUTOLINK = re.compile(r"(?i)(?<=https:)|(?<=http:)|(?<=mailto:)|(?<=xmpp:)|(?<=www)(?=\.)"
+                       r"|(?<=[-.\w+]@)(?=[-\w])")
+WORD_JOINER = "\u2060"
 
 
 def md(value: Any) -> str:
@@ -47,12 +52,14 @@ def md(value: Any) -> str:
 
     Use it wherever text from outside (ids, names, notices, poll choices, error messages) reaches
     ``st.markdown``, ``st.caption``, ``st.subheader``, ``st.error``, a widget's label or a radio's
-    options. Line breaks stay line breaks; leading spaces cannot start a code block; None and NaN
+    options. Line breaks stay line breaks; leading spaces cannot start a code block; a bare URL or
+    e-mail address gets an invisible :data:`WORD_JOINER` so it is not made a link; None and NaN
     show as nothing.
     """
     if value is None or (isinstance(value, float) and value != value):
         return ""
-    text = str(value).replace("\r\n", "\n").replace("\r", "\n").translate(_MD_ESCAPES)
+    text = str(value).replace("\r\n", "\n").replace("\r", "\n")
+    text = _AUTOLINK.sub(WORD_JOINER, text).translate(_MD_ESCAPES)
     text = _LEADING_SPACE.sub(lambda m: "\u00a0" * len(m.group()), text)
     return text.replace("\n", "  \n")
 
