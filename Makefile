@@ -7,8 +7,10 @@ DEMO := data/demo/guilin_demo.gpkg
 # the demo runs on a copy, so live events never change the committed GeoPackage
 LIVE := var/demo-live.gpkg
 PORT ?= 8501
-# the demo listens on this machine only; HOST=0.0.0.0 to serve a network (mind the demo passwords)
-HOST ?= 127.0.0.1
+# the demo listens on this machine only; `make demo HOST=0.0.0.0` to serve a network (mind the
+# demo passwords). Set here, not with ?=: a HOST in the environment (zsh exports the machine's
+# name as HOST) must not open the demo to the network; only the command line overrides it.
+HOST = 127.0.0.1
 
 .PHONY: demo test bench venv data services lint clean
 

@@ -327,11 +327,12 @@ def test_streamlit_config_is_private_and_hides_error_details():
     assert details in {o.value for o in ShowErrorDetailsConfigOptions}
 
 
-def demo_command(**variables: str) -> list[str]:
+def demo_command(env: dict[str, str] | None = None, **variables: str) -> list[str]:
     """The `make demo` streamlit command line as make would run it (``make -n``, nothing run)."""
     args = [f"{k}={v}" for k, v in variables.items()]
     out = subprocess.run(["make", "-n", "-s", "demo", f"PY={sys.executable}", *args], cwd=ROOT,
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+                         capture_output=True, text=True, check=True, timeout=60,
+                         env={**os.environ, **(env or {})}).stdout
     script = out.replace("\\\n", " ")
     line = next(x for x in script.splitlines() if "streamlit run" in x)
     return shlex.split(line[line.index(f"{sys.executable} -m streamlit run"):])
@@ -345,6 +346,12 @@ def test_make_demo_listens_on_localhost_unless_told(host, address):
     # the URL printed at start is the one given: no look-up of an external address
     assert words[words.index("--browser.serverAddress") + 1] == address
     assert words[words.index("--browser.gatherUsageStats") + 1] == "false"
+
+
+def test_a_host_in_the_environment_does_not_open_the_demo():
+    """zsh exports the machine's name as HOST: only `make demo HOST=…` may change the address."""
+    words = demo_command(env={"HOST": "myhost.example"})
+    assert words[words.index("--server.address") + 1] == "127.0.0.1"
 
 
 @contextmanager
