@@ -38,7 +38,7 @@ demo: venv data $(LIVE)
 	@echo "GridTwin: http://localhost:$(PORT) (demo users: docs/trust.md); feeds log: var/feeds.log"
 	@$(PY) scripts/run_feeds.py --simulate --db $(LIVE) > var/feeds.log 2>&1 & feeds=$$!; \
 	trap 'kill $$feeds 2>/dev/null' EXIT INT TERM; \
-	TWIN_DATABASE_URL=$(abspath $(LIVE)) $(PY) -m streamlit run app.py \
+	TWIN_DATABASE_URL=$(abspath $(LIVE)) $(PY) -m ui.serve run app.py \
 	  --server.port $(PORT) --server.address $(HOST) --server.headless true \
 	  --browser.gatherUsageStats false --browser.serverAddress $(HOST)
 

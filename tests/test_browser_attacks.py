@@ -334,14 +334,14 @@ def demo_command(env: dict[str, str] | None = None, **variables: str) -> list[st
                          capture_output=True, text=True, check=True, timeout=60,
                          env={**os.environ, **(env or {})}).stdout
     script = out.replace("\\\n", " ")
-    line = next(x for x in script.splitlines() if "streamlit run" in x)
-    return shlex.split(line[line.index(f"{sys.executable} -m streamlit run"):])
+    line = next(x for x in script.splitlines() if "ui.serve run" in x)
+    return shlex.split(line[line.index(f"{sys.executable} -m ui.serve run"):])
 
 
 @pytest.mark.parametrize(("host", "address"), [(None, "127.0.0.1"), ("0.0.0.0", "0.0.0.0")])
 def test_make_demo_listens_on_localhost_unless_told(host, address):
     words = demo_command(**({} if host is None else {"HOST": host}))
-    assert words[1:4] == ["-m", "streamlit", "run"]
+    assert words[1:5] == ["-m", "ui.serve", "run", "app.py"]  # streamlit run, asking nothing
     assert words[words.index("--server.address") + 1] == address
     # the URL printed at start is the one given: no look-up of an external address
     assert words[words.index("--browser.serverAddress") + 1] == address
@@ -445,20 +445,32 @@ def stop(proc, out) -> None:
         out.close()
 
 
-@pytest.mark.parametrize(("how", "host", "asks_outside"), [
+def cross_origin_websocket(port: int) -> bytes:
+    """Open the app's WebSocket from another origin (a page elsewhere); return the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall((
+            f"GET /_stcore/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: http://{EVIL}\r\n\r\n").encode())
+        return conn.recv(1024)  # the answer comes after the origin check (and any look-up)
+
+
+BARE = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", "0",
+        "--server.headless", "true"]
+
+
+@pytest.mark.parametrize(("how", "words", "asks_outside"), [
     ("make demo", None, False),
-    ("make demo HOST=0.0.0.0", "0.0.0.0", False),
-    # the control: streamlit's own default on every interface asks checkip.amazonaws.com, so the
-    # recorder does catch the request this test is about
-    ("streamlit --server.address 0.0.0.0", "bare", True),
+    ("make demo HOST=0.0.0.0", {"HOST": "0.0.0.0"}, False),
+    # controls: plain `streamlit run` asks checkip.amazonaws.com when it listens on every
+    # interface, and on a WebSocket from another origin; the recorder catches both
+    ("streamlit run, every interface", [*BARE, "--server.address", "0.0.0.0"], True),
+    ("streamlit run, 127.0.0.1", [*BARE, "--server.address", "127.0.0.1"], True),
 ])
-def test_the_demo_server_asks_nothing_of_the_internet_at_start(how, host, asks_outside,
-                                                                tmp_path):
-    if host == "bare":
-        words = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", "0",
-                 "--server.address", "0.0.0.0", "--server.headless", "true"]
-    else:
-        words = demo_command(**({} if host is None else {"HOST": host}))
+def test_the_demo_server_asks_nothing_of_the_internet(how, words, asks_outside, tmp_path):
+    if not isinstance(words, list):
+        words = demo_command(**(words or {}))
+    address = words[words.index("--server.address") + 1]
     port = free_port()
     log = tmp_path / "streamlit.log"
     with request_recorder() as (proxy, seen):
@@ -466,15 +478,17 @@ def test_the_demo_server_asks_nothing_of_the_internet_at_start(how, host, asks_o
         try:
             banner = wait_for_banner(proc, log)
             listening = listening_addresses(port)
+            answer = cross_origin_websocket(port)
         finally:
             stop(proc, out)
+    assert answer.startswith(b"HTTP/1.1 403"), answer  # refused, as it should be
     asked = [s.split(b"\r\n", 1)[0].decode(errors="replace") for s in seen]
     if asks_outside:
         assert any("checkip.amazonaws.com" in a for a in asked), (asked, banner)
         return
     assert asked == [], f"{how} asked the internet: {asked}"
     assert "External URL" not in banner
-    if host is None:
+    if address == "127.0.0.1":
         assert listening == {"0100007F"}, listening  # 127.0.0.1 only, nothing on ::
     else:
         assert "00000000" in listening, listening  # told to: every interface
