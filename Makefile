@@ -40,7 +40,7 @@ demo: venv data $(LIVE)
 	trap 'kill $$feeds 2>/dev/null' EXIT INT TERM; \
 	TWIN_DATABASE_URL=$(abspath $(LIVE)) $(PY) -m ui.serve run app.py \
 	  --server.port $(PORT) --server.address $(HOST) --server.headless true \
-	  --browser.gatherUsageStats false --browser.serverAddress $(HOST)
+	  --browser.gatherUsageStats false
 
 ## pass all the tests (installs and starts PostGIS, Mosquitto and Chromium as root where missing)
 test: venv data
