@@ -25,27 +25,29 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests import services
 from tests.browser import (
-    ARTIFACTS,
-    CHROMIUM_ARGS,
     DX,
     DY,
     LAT,
     LON,
     ROOT,
-    distinct_colours,
     free_port,
     is_local,
     small_twin_layers,
     streamlit_server,
 )
-from twin import deck, i18n
+from tests.test_browser import (  # noqa: F401 - chromium is a fixture used by name
+    chromium,
+    projector,
+    shot,
+    tooltip_at,
+    wait_for_map,
+    wait_until,
+)
+from twin import i18n
 from ui.common import WORD_JOINER
 
 WAIT_MS = 60_000
-CHART = "[data-testid='stDeckGlJsonChart']"
-CANVAS = f"{CHART} canvas"
 EVIL = "evil.example"
 
 # -- the hostile community -------------------------------------------------------------------
@@ -119,21 +121,6 @@ def write_hostile_twin(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    path = services.chromium_path()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        services.missing("Playwright", "pip install playwright (never `playwright install`)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory):
     gpkg = write_hostile_twin(tmp_path_factory.mktemp("attacks") / "hostile.gpkg")
     with streamlit_server(gpkg) as url:
@@ -141,7 +128,7 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture
-def browser_page(chromium, server):
+def browser_page(chromium, server):  # noqa: F811 - the imported fixture
     """A fresh browser on the app: every request, page error and dialog recorded."""
     context = chromium.new_context(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
     page = context.new_page()
@@ -157,33 +144,6 @@ def log_in(page, username: str) -> None:
     page.get_by_label("用户名").fill(username)
     page.get_by_label("密码").fill(PASSWORD)
     page.get_by_role("button", name="登录").click()
-
-
-def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
-    """Poll *predicate* (each call is a browser round trip) until it returns a truthy value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def wait_for_map(page) -> bytes:
-    page.wait_for_selector(CANVAS, timeout=WAIT_MS)
-    chart = page.locator(CHART).first
-
-    def drawn() -> bytes | None:
-        png = chart.screenshot()
-        return png if distinct_colours(png) >= 8 else None
-
-    return wait_until(drawn, what="the map canvas to draw")
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
 def nothing_injected(page) -> None:
@@ -240,39 +200,6 @@ def test_the_map_draws_with_expression_ids_and_shows_them_as_text(browser_page):
     shot(page, "attack-map.png")
     assert page.locator("[data-testid='stMarkdown'] code").count() == 0
     nothing_injected(page)
-
-
-def projector(page, grids):
-    """(lon, lat) → page pixels, from the map's initial view (fitted to the grids, pitch 0)."""
-    import math
-
-    from ui.mapview import MAP_HEIGHT
-
-    box = page.locator(CANVAS).first.bounding_box()
-    view = deck.fit_view(tuple(grids.total_bounds), height=MAP_HEIGHT)
-    scale = 512 * 2 ** view.zoom
-
-    def merc(lat: float) -> float:
-        return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
-
-    def at(lon: float, lat: float) -> tuple[float, float]:
-        dx = (lon - view.longitude) / 360 * scale
-        dy = (merc(view.latitude) - merc(lat)) / (2 * math.pi) * scale
-        return box["x"] + box["width"] / 2 + dx, box["y"] + box["height"] / 2 + dy
-
-    return at
-
-
-def tooltip_at(page, x: float, y: float, timeout_s: float = 10.0) -> str | None:
-    page.mouse.move(x - 30, y - 30)
-    page.mouse.move(x, y, steps=4)
-    tooltip = page.locator(".deck-tooltip")
-    try:
-        wait_until(lambda: tooltip.count() and tooltip.first.is_visible()
-                   and tooltip.first.inner_text().strip(), timeout_s, "a tooltip")
-    except AssertionError:
-        return None
-    return tooltip.first.inner_text()
 
 
 @pytest.mark.browser
