@@ -183,7 +183,7 @@ def _made_inert(layer: pdk.Layer) -> pdk.Layer:
     return layer
 
 
-_layer = data_layer
+_layer = data_layer  # the builders below call it by its short name
 #: Layers whose data is already inert (made by :func:`data_layer`, or converted once).
 _INERT_LAYERS: weakref.WeakSet[pdk.Layer] = weakref.WeakSet()
 
