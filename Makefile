@@ -7,6 +7,10 @@ DEMO := data/demo/guilin_demo.gpkg
 # the demo runs on a copy, so live events never change the committed GeoPackage
 LIVE := var/demo-live.gpkg
 PORT ?= 8501
+# the demo listens on this machine only; `make demo HOST=0.0.0.0` to serve a network (mind the
+# demo passwords). Set here, not with ?=: a HOST in the environment (zsh exports the machine's
+# name as HOST) must not open the demo to the network; only the command line overrides it.
+HOST = 127.0.0.1
 
 .PHONY: demo test bench venv data services lint clean
 
@@ -34,8 +38,9 @@ demo: venv data $(LIVE)
 	@echo "GridTwin: http://localhost:$(PORT) (demo users: docs/trust.md); feeds log: var/feeds.log"
 	@$(PY) scripts/run_feeds.py --simulate --db $(LIVE) > var/feeds.log 2>&1 & feeds=$$!; \
 	trap 'kill $$feeds 2>/dev/null' EXIT INT TERM; \
-	TWIN_DATABASE_URL=$(abspath $(LIVE)) $(PY) -m streamlit run app.py \
-	  --server.port $(PORT) --server.headless true
+	TWIN_DATABASE_URL=$(abspath $(LIVE)) $(PY) -m ui.serve run app.py \
+	  --server.port $(PORT) --server.address $(HOST) --server.headless true \
+	  --browser.gatherUsageStats false
 
 ## pass all the tests (installs and starts PostGIS, Mosquitto and Chromium as root where missing)
 test: venv data

@@ -8,7 +8,7 @@ import streamlit as st
 
 from twin import trust
 from twin.i18n import LANGUAGE_NAMES, LANGUAGES
-from ui.common import current_language, t
+from ui.common import current_language, run_page, t
 
 st.set_page_config(
     page_title=t("app.title", current_language()),
@@ -78,6 +78,6 @@ if PAGES:
     NAV = st.navigation(PAGES)
     if USER is not None and auth.take_just_signed_in():
         st.switch_page(next(iter(PAGES.values()))[0])  # the role's home, not the public page
-    NAV.run()
+    run_page(NAV, LANG)  # an unexpected error is a message, never a traceback
 elif USER is not None:
     st.warning(t("nav.nothing", LANG))

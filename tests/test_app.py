@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -192,12 +193,13 @@ def test_missing_store_tells_what_to_run(url, key, tmp_path, monkeypatch):
     at.session_state["auth.last_activity"] = pd.Timestamp.now(tz="UTC").isoformat()
     at.run()
     assert not at.exception, at.exception
-    messages = "\n".join(m.value for m in (*at.warning, *at.info, *at.error))
+    messages = unescaped(_messages(at))
     if key == "store.error":
-        assert "127.0.0.1:1/nothing" in messages
-    else:
-        assert i18n.t(key, "zh-CN", url=url) in messages
-    assert "secret" not in messages
+        assert "postgresql://127.0.0.1:1/nothing" in messages
+    else:  # the file's name, never the server's path to it
+        assert i18n.t(key, "zh-CN", url="nothing_here.gpkg") in messages
+        assert str(tmp_path) not in messages
+    assert "secret" not in messages and "nobody" not in messages
     assert not at.get("deck_gl_json_chart")
     if url.endswith("nothing_here.gpkg"):
         assert not (tmp_path / "nothing_here.gpkg").exists()  # looking must not create it
@@ -229,6 +231,17 @@ def _messages(at: AppTest) -> str:
     return "\n".join(m.value for m in (*at.warning, *at.info, *at.error))
 
 
+def internal_error_shown(messages: str) -> bool:
+    """True when *messages* hold the bilingual 'internal error, reference …' sentence."""
+    ref = re.search(r"[0-9a-f]{8}", messages)
+    return bool(ref) and i18n.t("error.internal", "zh-CN", ref=ref.group()) in messages
+
+
+def unescaped(markdown: str) -> str:
+    """Markdown source as it reads: backslash escapes taken off (what the browser shows)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def test_no_grid_layer_and_no_cases_give_a_message(tmp_path, monkeypatch):
     from tests.browser import small_twin_layers
     from twin.twin import put_layer
@@ -255,7 +268,9 @@ def test_a_failing_data_step_is_a_message_not_a_traceback(make_app, monkeypatch)
     monkeypatch.setattr(cockpit, "cockpit_data", broken)
     at = make_app("official").run()
     assert not at.exception, at.exception
-    assert "database went away" in _messages(at)
+    messages = unescaped(_messages(at))
+    assert "database went away" not in messages  # internals stay in the log
+    assert internal_error_shown(messages)
     assert not at.get("deck_gl_json_chart")
 
 
@@ -277,3 +292,53 @@ def test_tile_url_draws_tiles_under_gcj02_shifted_layers(make_app, monkeypatch):
     assert after["lon"] == pytest.approx(lon[0], abs=2e-6)
     assert after["lat"] == pytest.approx(lat[0], abs=2e-6)
     assert abs(after["lon"] - before["lon"]) > 0.002
+
+
+# -- user text is inert in Markdown; errors show no internals -------------------------------
+
+MARKUP = [
+    "![同意](http://evil.example/x.png)", "[点击此处验证身份](http://evil.example/login)",
+    "B-`x`", "``", "**粗** _斜_ ~~删~~", "<img src=x onerror=alert(1)>", "# 标题", "1. 一",
+    "- 项", "> 引", "| a | b |", ":red[红] :material/home: :smile:", "$x^2$", "a\\*b",
+    "https://evil.example www.evil.example a@evil.example", "&lt;b&gt;", "---", "",
+]
+
+
+@pytest.mark.parametrize("text", MARKUP)
+def test_md_escapes_every_markdown_character_and_keeps_the_text(text):
+    from ui.common import WORD_JOINER, md
+
+    escaped = md(text)
+    assert unescaped(escaped).replace(WORD_JOINER, "") == text
+    if "evil.example" in text:  # a bare URL or address is broken up, so GFM links nothing
+        plain = escaped.replace("\\", "")
+        assert not re.search(r"https?://|www\.|\w@\w", plain), escaped
+    # every ASCII punctuation character is escaped: none can open or close anything
+    bare = re.sub(r"\\.", "", escaped)
+    assert not re.search(r"[!-/:-@\[-`{-~]", bare), bare
+
+
+def test_md_keeps_lines_and_never_starts_a_code_block():
+    from ui.common import md
+
+    assert md("一\n二") == "一  \n二"
+    assert md("    缩进").startswith("\u00a0" * 4)
+    assert md(None) == "" and md(float("nan")) == ""
+
+
+def test_an_unexpected_error_in_a_page_is_a_bilingual_message_without_internals(make_app,
+                                                                                monkeypatch):
+    from ui import mapview
+
+    def broken(*args, **kwargs):
+        raise IndexError("single positional indexer is out-of-bounds /srv/secret/ui/x.py")
+
+    monkeypatch.setattr(mapview, "kpi_tiles", broken)
+    for lang in ("zh-CN", "en"):
+        at = make_app("official", lang).run()
+        assert not at.exception, at.exception
+        messages = unescaped(_messages(at))
+        assert "IndexError" not in messages and "/srv/secret" not in messages
+        ref = re.search(r"[0-9a-f]{8}", messages).group()
+        internal = i18n.t("error.internal", lang, ref=ref)
+        assert i18n.t("error.page", lang, error=internal) in messages

@@ -330,3 +330,123 @@ def test_offline_deck_keeps_the_no_basemap_sentinel():
     layer = pdk.Layer("ScatterplotLayer", [{"p": [LON, LAT]}], get_position="p")
     text = deck.offline_deck([layer], deck.fit_view(None), height=300).to_json()
     assert json.loads(text)["mapStyle"] == "__MAP_STYLE__" and "mapProvider" not in text
+
+
+# -- inert data: deck.gl's JSON converter never reads a value as an expression ----------------
+
+#: What @deck.gl/json reads as code, a constant, an enumeration, a class or a function call.
+HOSTILE = ["@@=f()", "@@=[lon, lat]", "@@=-", "@@#GL.ONE", "@@#MapController", "@@#nope.nope",
+           "@@type", "@@function", "@@", "@@=", deck.INERT_MARK + "@@=f()", deck.INERT_MARK]
+HARMLESS = ["B-1", "一号楼", "a@@=b", " @@=f()", "@", "", "=f()", "#GL.ONE"]
+
+
+def converter_hits(value, where: str = "") -> list[str]:
+    """Places in *value* that @deck.gl/json would convert (strings, and keys of objects)."""
+    if isinstance(value, str):
+        return [where] if value.startswith(("@@=", "@@#")) else []
+    if isinstance(value, dict):
+        keys = [f"{where}.{k}" for k in value if k in ("@@type", "@@function")]
+        return keys + [h for k, v in value.items() for h in converter_hits(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [h for i, v in enumerate(value) for h in converter_hits(v, f"{where}[{i}]")]
+    return []
+
+
+def data_hits(deck_json: str) -> list[str]:
+    """Converter hits in the data of every layer of a deck's JSON (props are pydeck's own)."""
+    layers_json = json.loads(deck_json)["layers"]
+    return [h for i, layer in enumerate(layers_json)
+            for h in converter_hits(layer.get("data"), f"layers[{i}].data")]
+
+
+@pytest.mark.parametrize("text", HOSTILE + HARMLESS)
+def test_inert_value_marks_exactly_the_converter_prefixes_and_round_trips(text):
+    marked = deck.inert_value(text)
+    assert not marked.startswith("@@")
+    assert marked == (deck.INERT_MARK + text if text in HOSTILE else text)
+    assert deck.plain_value(marked) == text
+    assert deck.inert_strings([text, None, 3]) == [marked, None, 3]
+
+
+def test_every_converter_prefix_is_covered():
+    assert all(p.startswith(deck.CONVERTER_PREFIX) for p in deck.CONVERTER_PREFIXES)
+    assert all(deck.inert_value(p + "x") != p + "x" for p in deck.CONVERTER_PREFIXES)
+
+
+def test_records_make_every_string_and_key_inert_and_keep_the_rest():
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        "id": ["@@=f()", "B-1", None], "n": [1, 2, 3], "xy": [[1.5, 2.5]] * 3,
+        "mixed": ["@@type", 1, [1]], "cat": pd.Categorical(["@@#GL.ONE", "b", "b"]),
+        "s": pd.array(["@@function", "a", None], dtype="string"), "@@type": ["X"] * 3})
+    rows = deck.records(frame)
+    assert converter_hits(rows) == []
+    assert [r["id"] for r in rows] == [deck.INERT_MARK + "@@=f()", "B-1", None]
+    assert rows[0]["xy"] == [1.5, 2.5] and rows[1]["n"] == 2 and rows[2]["mixed"] == [1]
+    assert rows[0][deck.INERT_MARK + "@@type"] == "X"
+
+
+def test_spec_layers_and_tooltips_carry_hostile_ids_as_text(buildings):
+    spec = layers.get_layer("buildings")
+    hostile = buildings.assign(building_code=HOSTILE[: len(buildings)],
+                               name=HOSTILE[-len(buildings):])
+    made = deck.spec_layers(spec, hostile, "en")
+    text = deck.offline_deck(made, deck.fit_view(None)).to_json()
+    assert data_hits(text) == []
+    ids = [deck.plain_value(r["id"]) for layer in made for r in layer.data]
+    assert ids == list(hostile["building_code"])
+    # props stay pydeck expressions: only data is marked
+    assert json.loads(text)["layers"][0]["getPolygon"] == "@@=polygon"
+
+
+def test_offline_deck_makes_the_data_of_plain_pydeck_layers_inert_once():
+    geojson = {"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"name": "@@#X.Y", "@@type": "ScatterplotLayer"},
+        "geometry": {"type": "Point", "coordinates": [LON, LAT]}}]}
+    plain = pdk.Layer("GeoJsonLayer", geojson, id="g")
+    rows = pdk.Layer("ScatterplotLayer", [{"id": "@@=f()", "p": [LON, LAT]}], id="s",
+                     get_position="p")
+    first = deck.offline_deck([plain, rows], deck.fit_view(None)).to_json()
+    again = deck.offline_deck([plain, rows], deck.fit_view(None)).to_json()
+    assert data_hits(first) == [] and first == again  # a layer drawn twice is marked once
+    assert json.loads(first)["layers"][1]["data"][0]["id"] == deck.INERT_MARK + "@@=f()"
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_selected_feature_gives_back_the_stored_id(text):
+    event = {"selection": {"objects": {"buildings": [{"id": deck.inert_value(text)}]}}}
+    assert deck.selected_feature(event) == ("buildings", text)
+
+
+def test_the_thematic_map_of_a_store_with_hostile_values_is_inert(store):
+    """Ids, names, case texts and sensor ids typed as expressions, through the whole cockpit."""
+    import pandas as pd
+
+    from tests.browser import small_twin_layers
+    from twin import cockpit
+    from twin.twin import put_layer
+
+    twin_layers = small_twin_layers()
+    buildings = twin_layers["buildings"]
+    twin_layers["buildings"] = buildings.assign(
+        building_code=["@@=f()", "@@#GL.ONE", "B-`x`", "@@type", "@@function"],
+        name=["@@=[lon, lat]"] * len(buildings))
+    twin_layers["sensors"] = twin_layers["sensors"].assign(sensor_id=["@@=s()", "S2", "@@#s"])
+    for name, frame_ in twin_layers.items():
+        put_layer(store, name, frame_, actor="tests", source="test_deck")
+    now = pd.Timestamp.now(tz="UTC")
+    store.create_case({
+        "id": "@@=case()", "status": "dispatched", "service_code": "@@#E.X", "family": "event",
+        "source": "patrol", "description": "@@=desc()", "lon": LON + 0.001, "lat": LAT + 0.001,
+        "grid_code": "45031100100101", "requested_at": now, "updated_at": now,
+        "deadline_at": now + pd.Timedelta(hours=2), "data": json.dumps({})})
+    data = cockpit.cockpit_data(store, at=now)
+    states = {s: s for s in ("open", "warning", "overdue", "closed", "ok", "alarm", "offline")}
+    chart = deck.thematic_deck(data, deck.THEMATIC, {}, "en", status_names=states,
+                               state_names=states)
+    text = chart.to_json()
+    assert data_hits(text) == []
+    ids = {deck.plain_value(r.get("id")) for layer in chart.layers
+           for r in (layer.data or []) if isinstance(r, dict)}
+    assert {"@@=f()", "@@#GL.ONE", "@@type", "@@=s()", "@@=case()"} <= ids

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,30 +80,112 @@ class LegendEntry:
         return f"#{r:02x}{g:02x}{b:02x}"
 
 
+# -- inert data: nothing a value holds is read as a deck.gl expression -------------------------
+
+#: deck.gl's JSON converter (which Streamlit runs over the whole deck, data included) reads a
+#: string value starting ``@@=`` as code and ``@@#`` as a constant or enumeration, and an object
+#: with a ``@@type`` or ``@@function`` key as a class or a function call. Every value from the
+#: twin that starts with ``@@`` is therefore marked (:data:`INERT_MARK` put in front).
+CONVERTER_PREFIX = "@@"
+CONVERTER_PREFIXES = ("@@=", "@@#", "@@type", "@@function")
+#: WORD JOINER: invisible and zero-width, so a marked value reads the same in a tooltip. A value
+#: that already starts with it is marked too, so :func:`plain_value` undoes exactly one mark.
+INERT_MARK = "\u2060"
+_MARKED = (CONVERTER_PREFIX, INERT_MARK)
+#: What :func:`pandas.api.types.infer_dtype` calls an array that holds at least one string.
+_WITH_STRINGS = ("string", "mixed", "mixed-integer")
+
+
+def inert_value(value: Any) -> Any:
+    """*value* with every string (nested lists and dict keys too) safe from deck.gl's converter.
+
+    A string that starts with ``@@`` (any of :data:`CONVERTER_PREFIXES`) or with
+    :data:`INERT_MARK` gets :data:`INERT_MARK` in front; anything else comes back unchanged.
+    For whole columns use :func:`inert_strings` (vectorised).
+    """
+    if isinstance(value, str):
+        return INERT_MARK + value if value.startswith(_MARKED) else value
+    if isinstance(value, Mapping):
+        return {inert_value(k): inert_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [inert_value(v) for v in value]
+    return value
+
+
+def plain_value(value: Any) -> Any:
+    """Undo :func:`inert_value` on a string read back from the map (a selection's id)."""
+    if isinstance(value, str) and value.startswith(INERT_MARK):
+        return value[len(INERT_MARK):]
+    return value
+
+
+def inert_strings(values: Any) -> list:
+    """Top-level strings of *values* marked as :func:`inert_value` does (one vectorised pass)."""
+    column = pd.Series(values, dtype=object) if not isinstance(values, pd.Series) else values
+    out = column.to_numpy(dtype=object, na_value=None)
+    if pd.api.types.infer_dtype(out, skipna=True) not in _WITH_STRINGS:
+        return out.tolist()  # no string in it (numbers, lists of numbers, nothing)
+    hit = pd.Series(out, dtype=object).str.startswith(_MARKED, na=False).to_numpy(dtype=bool)
+    if hit.any():
+        out = out.copy()
+        out[hit] = INERT_MARK + out[hit]
+    return out.tolist()
+
+
 # -- records ----------------------------------------------------------------------------------
 
 
 def _column_list(series: pd.Series) -> list:
-    """Return a column as plain Python values for JSON (missing values as None)."""
+    """Return a column as plain Python values for JSON (missing values as None), strings inert."""
     if isinstance(series.dtype, np.dtype) and series.dtype.kind in "biuf":
         return series.to_numpy().tolist()
-    return series.to_numpy(dtype=object, na_value=None).tolist()
+    return inert_strings(series)
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows of *frame* as deck.gl's data: a list of ``{column: value}`` objects.
 
     The same as ``frame.to_dict(orient="records")`` (what pydeck does with a frame), built from
-    whole columns at once, several times faster on the map's tens of thousands of rows.
+    whole columns at once, several times faster on the map's tens of thousands of rows. Every
+    string value and column name is made inert (:func:`inert_value`): an id or a name typed as
+    ``@@=f()`` is drawn as that text, never run as an expression. Nested values are meant to
+    be numbers (coordinates, colours): nested strings are only made inert by :func:`data_layer`
+    for list data.
     """
-    names = [str(c) for c in frame.columns]
+    names = [inert_value(str(c)) for c in frame.columns]
     columns = [_column_list(frame[c]) for c in frame.columns]
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
-def _layer(kind: str, data: Any = None, **props: Any) -> pdk.Layer:
-    """Return a pydeck layer; a frame *data* becomes :func:`records` first."""
-    return pdk.Layer(kind, records(data) if isinstance(data, pd.DataFrame) else data, **props)
+def data_layer(kind: str, data: Any = None, **props: Any) -> pdk.Layer:
+    """Return a pydeck layer whose data is inert: every map layer of the twin is made here.
+
+    A frame *data* becomes :func:`records`; a list of records goes through :func:`inert_value`;
+    a string (a URL pydeck would load) or None is passed as is. *props* are the layer's own
+    (accessor strings such as ``"[lon, lat]"`` are pydeck's expressions on purpose).
+    """
+    if isinstance(data, pd.DataFrame):
+        data = records(data)
+    elif isinstance(data, (list, tuple, Mapping)):
+        data = inert_value(data)
+    layer = pdk.Layer(kind, data, **props)
+    _INERT_LAYERS.add(layer)
+    return layer
+
+
+def _made_inert(layer: pdk.Layer) -> pdk.Layer:
+    """*layer* with inert data: layers not made by :func:`data_layer` are converted here."""
+    if layer not in _INERT_LAYERS:
+        data = layer.data
+        if isinstance(data, (list, tuple, Mapping)):
+            layer.data = inert_value(data)
+        _INERT_LAYERS.add(layer)
+    return layer
+
+
+_layer = data_layer  # the builders below call it by its short name
+#: Layers whose data is already inert (made by :func:`data_layer`, or converted once).
+_INERT_LAYERS: weakref.WeakSet[pdk.Layer] = weakref.WeakSet()
 
 
 # -- ids --------------------------------------------------------------------------------------
@@ -544,7 +627,10 @@ def legend(names: Iterable[str], lang: str = "zh-CN") -> list[LegendEntry]:
 
 
 def selected_feature(selection: Mapping[str, Any] | None) -> tuple[str, str] | None:
-    """Return the (layer, feature id) a ``st.pydeck_chart`` selection event points at, if any."""
+    """Return the (layer, feature id) a ``st.pydeck_chart`` selection event points at, if any.
+
+    The id is the stored one: the mark :func:`records` put on an ``@@…`` id is taken off.
+    """
     if not selection:
         return None
     objects = (selection.get("selection") or {}).get("objects") or {}
@@ -552,7 +638,7 @@ def selected_feature(selection: Mapping[str, Any] | None) -> tuple[str, str] | N
         if picked:
             first = picked[0]
             if isinstance(first, Mapping) and first.get("id") is not None:
-                return layer_name(deck_id), str(first["id"])
+                return layer_name(deck_id), str(plain_value(first["id"]))
     return None
 
 
@@ -841,9 +927,11 @@ def offline_deck(layers: list[pdk.Layer], view_state: pdk.ViewState | Mapping[st
 
     No map provider, and pydeck's map-style sentinel left in place: Streamlit reads the sentinel
     as "no basemap". Any other style, ``None`` included, makes Streamlit fetch CARTO's style from
-    the internet, which an offline cockpit (and a resident's privacy) must never do.
+    the internet, which an offline cockpit (and a resident's privacy) must never do. The data of
+    every layer is inert (:func:`inert_value`), also of layers a page made with ``pdk.Layer``.
     """
-    return CompactDeck(layers=list(layers), initial_view_state=view_state, map_provider=None,
+    layers = [_made_inert(layer) for layer in layers]
+    return CompactDeck(layers=layers, initial_view_state=view_state, map_provider=None,
                        tooltip=tooltip, height=height)
 
 

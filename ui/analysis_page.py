@@ -12,7 +12,7 @@ import streamlit as st
 
 from twin import deck, query
 from twin.errors import TwinError
-from ui.common import current_language, open_twin, t
+from ui.common import current_language, error_text, open_twin, t
 
 LANG = current_language()
 st.title(t("analysis.title", LANG))
@@ -37,7 +37,7 @@ if st.button(t("analysis.run", LANG), key="analysis_run"):
         st.session_state["analysis_result"] = (name, QUERIES[name][1]())
     except (TwinError, ImportError) as exc:
         st.session_state.pop("analysis_result", None)
-        st.error(t("analysis.failed", LANG, error=str(exc)))
+        st.error(t("analysis.failed", LANG, error=error_text(exc, LANG, what="an analysis")))
 stored = st.session_state.get("analysis_result")
 if not stored or stored[0] != name:
     st.caption(t("analysis.hint", LANG))

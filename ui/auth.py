@@ -10,7 +10,7 @@ import streamlit as st
 from twin import settings, trust
 from twin.errors import TwinError
 from twin.trust import User
-from ui.common import get_store, present_store, store_url, t
+from ui.common import get_store, md, present_store, store_url, t
 
 LOGGER = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def logout_button(lang: str | None = None) -> None:
     user = current_user()
     if user is None:
         return
-    st.caption(t("auth.logged_in_as", lang, name=user.name, role=t_role(user.role, lang)))
+    st.caption(t("auth.logged_in_as", lang, name=md(user.name), role=t_role(user.role, lang)))
     if st.button(t("auth.logout", lang), key="logout"):
         try:
             trust.record_logout(_store(), user, origin=origin())

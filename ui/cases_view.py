@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 
@@ -11,7 +12,7 @@ import streamlit as st
 from twin import cases, trust
 from twin.errors import TwinError
 from ui.auth import origin
-from ui.common import local_time, status_names, t
+from ui.common import error_text, local_time, md, status_names, t
 
 LOGGER = logging.getLogger(__name__)
 
@@ -29,9 +30,14 @@ def case_list(table: pd.DataFrame, lang: str, *, key: str) -> str | None:
         t("case.col.deadline", lang): local_time(shown["deadline_at"]),
         t("case.col.description", lang): shown["description"],
     })
+    # the list's rows are part of its key: a filter or a new case starts a fresh selection, so
+    # a row number picked in one list never points into another (or past its end)
+    rows_key = hashlib.blake2b("\n".join(shown["id"].astype(str)).encode(), digest_size=8)
     event = st.dataframe(frame, hide_index=True, width="stretch", on_select="rerun",
-                         selection_mode="single-row", key=key, height=320)
+                         selection_mode="single-row", key=f"{key}-{rows_key.hexdigest()}",
+                         height=320)
     rows = (event or {}).get("selection", {}).get("rows", []) if event else []
+    rows = [r for r in rows if 0 <= r < len(shown)]
     return str(shown.iloc[rows[0]]["id"]) if rows else None
 
 
@@ -40,13 +46,13 @@ def case_detail(store, user, case_id: str, grid_cells, lang: str, *, key: str) -
     try:
         case = trust.read_case(store, user, case_id, grid_cells)
     except TwinError as exc:
-        st.warning(str(exc))
+        st.warning(error_text(exc, lang, what="opening a case"))
         return
     names = status_names(lang)
-    st.subheader(t("case.detail", lang, id=case_id))
+    st.subheader(t("case.detail", lang, id=md(case_id)))
     cols = st.columns(3)
-    cols[0].metric(t("case.col.status", lang), names.get(case["status"], case["status"]))
-    cols[1].metric(t("case.col.category", lang), str(case["service_code"]))
+    cols[0].metric(t("case.col.status", lang), md(names.get(case["status"], case["status"])))
+    cols[1].metric(t("case.col.category", lang), md(case["service_code"]))
     deadline = case.get("deadline_at")
     cols[2].metric(t("case.col.deadline", lang),
                    "—" if deadline is None or pd.isna(deadline)
@@ -84,6 +90,6 @@ def case_detail(store, user, case_id: str, grid_cells, lang: str, *, key: str) -
             trust.transition_case(store, user, case_id, action, origin=origin(),
                                    grid_cells=grid_cells, note=note)
         except TwinError as exc:
-            st.error(str(exc))
+            st.error(error_text(exc, lang, what="a case action"))
         else:
             st.success(t("case.applied", lang, action=labels[action]))

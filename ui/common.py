@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
+import secrets
+import string
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import streamlit as st
 
 from twin import i18n
+from twin.errors import TwinError
 from twin.store import Store, open_store, resolve_url
 
 LOGGER = logging.getLogger(__name__)
@@ -28,6 +33,60 @@ def t(key: str, lang: str | None = None, **fmt: object) -> str:
     return _translate(key, lang or current_language(), **fmt)
 
 
+# -- user text in Markdown, errors without internals --------------------------------------------
+
+#: Every ASCII punctuation character is backslash-escaped: CommonMark shows an escaped one as
+#: itself, so no emphasis, code span, link, image, HTML, table, heading or list can start, and
+#: neither can Streamlit's own ``:color[…]``, ``:material/…:``, emoji shortcodes or ``$`` math.
+_MD_ESCAPES = str.maketrans({c: "\\" + c for c in string.punctuation})
+_LEADING_SPACE = re.compile(r"^[ \t]+", re.MULTILINE)
+#: GitHub-flavoured Markdown also turns bare ``http://…``, ``www.…`` and ``a@b.c`` in plain text
+#: into links, after escapes are read; an invisible WORD JOINER breaks each of these patterns.
+_AUTOLINK = re.compile(r"(?i)(?<=https:)|(?<=http:)|(?<=mailto:)|(?<=xmpp:)|(?<=www)(?=\.)"
+                       r"|(?<=[-.\w+]@)(?=[-\w])")
+WORD_JOINER = "\u2060"
+
+
+def md(value: Any) -> str:
+    """*value* as Markdown that shows exactly its text: the one escape for user text in the UI.
+
+    Use it wherever text from outside (ids, names, notices, poll choices, error messages) reaches
+    ``st.markdown``, ``st.caption``, ``st.subheader``, ``st.error``, a widget's label or a radio's
+    options. Line breaks stay line breaks; leading spaces cannot start a code block; a bare URL or
+    e-mail address gets an invisible :data:`WORD_JOINER` so it is not made a link; None and NaN
+    show as nothing.
+    """
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    text = str(value).replace("\r\n", "\n").replace("\r", "\n")
+    text = _AUTOLINK.sub(WORD_JOINER, text).translate(_MD_ESCAPES)
+    text = _LEADING_SPACE.sub(lambda m: "\u00a0" * len(m.group()), text)
+    return text.replace("\n", "  \n")
+
+
+def error_text(exc: BaseException, lang: str | None = None, *, what: str = "a page step") -> str:
+    """What a user may read about *exc*: a :class:`TwinError`'s message, else a reference only.
+
+    A ``TwinError`` says what to do next and is written for users (escaped with :func:`md`).
+    Anything else (a bug, a driver's message) may hold server paths or internals: it is logged
+    with a short reference and the user reads only that reference, in their language.
+    """
+    if isinstance(exc, TwinError):
+        LOGGER.warning("%s failed: %s", what, exc)
+        return md(str(exc))
+    ref = secrets.token_hex(4)
+    LOGGER.error("%s failed (reference %s)", what, ref, exc_info=exc)
+    return t("error.internal", lang, ref=ref)
+
+
+def run_page(navigation: Any, lang: str | None = None) -> None:
+    """Run the chosen page; an unexpected error is a friendly message, never a traceback."""
+    try:
+        navigation.run()
+    except Exception as exc:  # the app's edge: st.stop()/reruns are BaseExceptions, not caught
+        st.error(t("error.page", lang, error=error_text(exc, lang, what="the page")))
+
+
 def store_url() -> str:
     """The configured store: ``TWIN_DATABASE_URL`` or the demo GeoPackage (read on every run)."""
     return resolve_url()
@@ -39,6 +98,15 @@ def _is_file_url(url: str) -> bool:
 
 def _file_path(url: str) -> Path:
     return Path(url.split("://", 1)[1] if "://" in url else url)
+
+
+def shown_url(url: str) -> str:
+    """The store as users may see it: a file's name (no server path), a server's host and
+    database (no user or password)."""
+    if _is_file_url(url):
+        return _file_path(url).name
+    scheme, rest = url.split("://", 1)
+    return f"{scheme.split('+')[0]}://{rest.rsplit('@', 1)[-1].split('?')[0]}"
 
 
 @st.cache_resource(show_spinner=False)
@@ -83,7 +151,7 @@ def read_layers(url: str, versions: tuple[tuple[str, int], ...]) -> dict[str, gp
 def open_twin(lang: str) -> tuple[Store, dict[str, gpd.GeoDataFrame]] | None:
     """The store and its layers, or None after telling the user what to do (never a traceback)."""
     url = store_url()
-    shown = url.split("@")[-1]  # never show a password
+    shown = md(shown_url(url))  # never a password or a server path
     if _is_file_url(url) and not _file_path(url).exists():
         st.warning(t("store.missing", lang, url=shown))
         st.code(DEMO_COMMANDS, language="bash")
@@ -93,8 +161,8 @@ def open_twin(lang: str) -> tuple[Store, dict[str, gpd.GeoDataFrame]] | None:
         versions = layer_versions(store)
         twin_layers = read_layers(url, versions) if versions else {}
     except Exception as exc:  # the page's edge: any failure becomes a message, not a traceback
-        LOGGER.exception("cannot open the store %s", shown)
-        st.error(t("store.error", lang, url=shown, error=str(exc)))
+        st.error(t("store.error", lang, url=shown,
+                   error=error_text(exc, lang, what=f"opening the store {shown_url(url)}")))
         st.code(DEMO_COMMANDS, language="bash")
         return None
     if not twin_layers:

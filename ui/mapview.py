@@ -14,7 +14,7 @@ import streamlit as st
 import layers as declared
 from twin import cockpit, deck, settings, trust
 from twin.cockpit import Scope
-from ui.common import DEMO_COMMANDS, status_names, t
+from ui.common import DEMO_COMMANDS, error_text, md, status_names, t
 
 LOGGER = logging.getLogger(__name__)
 
@@ -138,8 +138,8 @@ def cockpit_data(store, twin_layers: dict, controls: Controls, scope: Scope, lan
         return cockpit.cockpit_data(store, at=controls.at, window=controls.window, scope=scope,
                                     layers=twin_layers)
     except Exception as exc:  # the page's edge: the message, then stop
-        LOGGER.exception("building the cockpit data failed")
-        st.error(t("cockpit.error", lang or None, error=str(exc)))
+        st.error(t("cockpit.error", lang or None,
+                   error=error_text(exc, lang or None, what="building the cockpit data")))
         st.code(DEMO_COMMANDS, language="bash")
         st.stop()
 
@@ -190,8 +190,7 @@ def draw_map(data, controls: Controls, lang: str, *, key: str) -> Any:
     try:
         return _draw_map(data, controls, lang, key=key)
     except Exception as exc:  # the map's edge: a message in place of the map
-        LOGGER.exception("drawing the map failed")
-        st.error(t("map.error", lang, error=str(exc)))
+        st.error(t("map.error", lang, error=error_text(exc, lang, what="drawing the map")))
         return None
 
 
@@ -248,15 +247,15 @@ def feature_detail(store, twin_layers: dict, data, picked, user, lang: str) -> N
         st.caption(t("map.select_hint", lang))
         return
     name, feature_id = picked
-    st.markdown(f"**{html.escape(layer_titles(lang).get(name, name))}** · `{feature_id}`")
+    st.markdown(f"**{md(layer_titles(lang).get(name, name))}** · {md(feature_id)}")
     if name == "cases":
         row = data.cases.loc[data.cases["id"].astype(str) == feature_id]
         if row.empty:
             st.caption(t("map.feature_missing", lang))
             return
         case = row.iloc[0]
-        st.write(status_names(lang).get(case["state"], case["state"]), "·",
-                 case["service_code"])
+        st.text(f"{status_names(lang).get(case['state'], case['state'])} · "
+                f"{case['service_code']}")
         st.text(str(case["description"]))
         return
     if name == "alarms":
@@ -280,7 +279,7 @@ def feature_detail(store, twin_layers: dict, data, picked, user, lang: str) -> N
 
 def _building_detail(store, twin_layers: dict, data, code: str, user, lang: str) -> None:
     """Households (as the role may see them), the building's sensors and its open cases."""
-    st.markdown(f"**{html.escape(t('detail.households', lang))}**")
+    st.markdown(f"**{md(t('detail.households', lang))}**")
     try:
         residents = trust.read_residents(store, user, building_code=code, origin="web",
                                           buildings=twin_layers.get("buildings"),
@@ -298,7 +297,7 @@ def _building_detail(store, twin_layers: dict, data, code: str, user, lang: str)
         mine = sensors.loc[sensors["ref_building"] == code, ["sensor_id", "kind", "state",
                                                               "values"]]
         if len(mine):
-            st.markdown(f"**{html.escape(t('layer.sensors', lang))}**")
+            st.markdown(f"**{md(t('layer.sensors', lang))}**")
             st.dataframe(mine, hide_index=True, width="stretch")
     buildings = data.buildings
     row = buildings.loc[buildings["building_code"] == code]

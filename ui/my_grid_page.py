@@ -9,7 +9,7 @@ from twin.errors import TwinError
 from ui import mapview
 from ui.auth import current_user, origin
 from ui.cases_view import case_detail, case_list
-from ui.common import current_language, open_twin, t
+from ui.common import current_language, error_text, md, open_twin, t
 from ui.live import live_alarms
 
 LANG = current_language()
@@ -24,7 +24,7 @@ mine = frozenset(trust.unit_grids_of(user, grid_cells))
 if not mine:
     st.info(t("mygrid.none", LANG))
     st.stop()
-st.caption(t("mygrid.grids", LANG, grids=", ".join(sorted(mine))))
+st.caption(t("mygrid.grids", LANG, grids=md(", ".join(sorted(mine)))))
 
 controls = mapview.sidebar_controls(LANG, default_layers=("grid_cells", "buildings", "sensors",
                                                           "cases", "alarms"))
@@ -66,6 +66,6 @@ if sent:
                                   lat=lat, description=description, source="patrol",
                                   grid_cells=grid_cells, photos=photos)
     except TwinError as exc:
-        st.error(str(exc))
+        st.error(error_text(exc, LANG, what="reporting a case"))
     else:
         st.success(t("mygrid.reported", LANG, id=case["id"]))

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pydeck as pdk
 import streamlit as st
 
 from twin import trust
-from twin.deck import TEXT_TOOLTIP, offline_deck, polygon_rings
+from twin.deck import TEXT_TOOLTIP, data_layer, offline_deck, polygon_rings
 from twin.errors import TwinError
 from twin.trust import participation
 from ui.auth import origin, require_page
-from ui.common import current_language, open_twin, t
+from ui.common import current_language, error_text, md, open_twin, t
 
 LANG = current_language()
 user = require_page("page.participation", LANG)
@@ -30,12 +31,11 @@ if notices.empty:
     st.caption(t("part.none", LANG))
 for notice in notices.to_dict("records"):
     with st.container(border=True):
-        # titles, bodies and options are user text: escaped before markdown renders them
-        st.markdown(f"**{trust.safe_text(notice['title'])}**")
-        st.caption(f"{trust.safe_text(notice['scope_kind'])} · "
-                   f"{trust.safe_text(notice['scope_id'])}")
+        # titles, bodies, questions and choices are user text: escaped (md) or plain (st.text)
+        st.markdown(f"**{md(notice['title'])}**")
+        st.caption(f"{md(notice['scope_kind'])} · {md(notice['scope_id'])}")
         if notice["body"]:
-            st.markdown(trust.safe_text(notice["body"]))
+            st.text(str(notice["body"]))
         questions = json.loads(notice["questions"]) if notice["questions"] else []
         if not questions or not trust.can(user, "participation.answer"):
             continue
@@ -43,14 +43,14 @@ for notice in notices.to_dict("records"):
             st.success(t("part.answered", LANG))
             continue
         with st.form(f"answer_{notice['id']}"):
-            picks = [st.radio(trust.safe_text(q["question"]), q["choices"],
+            picks = [st.radio(md(q["question"]), q["choices"], format_func=md,
                               key=f"q_{notice['id']}_{i}") for i, q in enumerate(questions)]
             if st.form_submit_button(t("part.submit", LANG)):
                 try:
                     participation.answer(store, user, notice["id"], picks, origin=origin())
                     st.success(t("part.thanks", LANG))
                 except TwinError as exc:
-                    st.error(str(exc))
+                    st.error(error_text(exc, LANG, what="answering a poll"))
 
 # -- a resident's own data -------------------------------------------------------------------------
 if trust.can(user, "data.export_own"):
@@ -81,9 +81,9 @@ if trust.can(user, "participation.publish"):
                 made = participation.publish(store, user, kind=kind, scope_kind=scope_kind,
                                              scope_id=scope_id, title=title, body=body,
                                              questions=questions, origin=origin())
-                st.success(t("part.published", LANG, id=made["id"]))
+                st.success(t("part.published", LANG, id=md(made["id"])))
             except TwinError as exc:
-                st.error(str(exc))
+                st.error(error_text(exc, LANG, what="publishing a notice"))
 
 # -- results per building or grid, on the map ----------------------------------------------------
 polls = notices.loc[notices["kind"] != "notice"] if not notices.empty else notices
@@ -95,11 +95,14 @@ if trust.can(user, "participation.results") and len(polls):
     st.dataframe(participation.results(store, poll_id, by=by), hide_index=True, width="stretch")
     layer = participation.results_layer(store, poll_id, by=by, layers=twin_layers)
     if len(layer):
-        data = layer.drop(columns="geometry").assign(polygon=polygon_rings(layer.geometry.values))
+        # only what the map draws; every string goes through the deck's inert data
+        data = pd.DataFrame({"id": layer["code"].astype(str).to_numpy(),
+                             "tooltip": layer["tooltip"].to_numpy(),
+                             "polygon": polygon_rings(layer.geometry.values)})
         centre = layer.union_all().centroid
         st.pydeck_chart(offline_deck(
-            [pdk.Layer("PolygonLayer", data, id="poll-results", get_polygon="polygon",
-                       get_fill_color=[230, 120, 40, 150], pickable=True)],
+            [data_layer("PolygonLayer", data, id="poll-results", get_polygon="polygon",
+                        get_fill_color=[230, 120, 40, 150], pickable=True)],
             pdk.ViewState(longitude=centre.x, latitude=centre.y, zoom=15),
             tooltip=TEXT_TOOLTIP, height=360,
         ), height=360)
