@@ -437,3 +437,23 @@ def test_two_workers_in_a_shared_subscription_survive_hostile_messages(
     counts = [p.counters.dead_letters for p, _ in workers]
     assert sum(counts) == len(corpus) and min(counts) > 0, counts  # both met hostile ones
     assert np.sum([p.counters.acknowledged for p, _ in workers]) == len(mixed)
+
+
+def test_with_the_id_limit_lifted_postgis_refusing_a_long_id_costs_one_dead_letter(store,
+                                                                                 layers_):
+    from twin.feeds.models import Limits
+
+    long_id = _random_text(2800, "lifted")
+    source = ListSource([_obs(f"run-{i}") for i in range(30)] + [_obs(long_id)]
+                        + [_obs(f"run-{i}") for i in range(30, 60)])
+    pipeline = Pipeline(store, Registry.from_layers(layers_), limits=Limits(max_id_chars=10_000))
+    pipeline.run(source, max_batch=25)
+    stored = set(store.read_events()["id"])
+    assert {f"run-{i}" for i in range(60)} <= stored and source.acked == 61
+    dead = store.read_rows(DEAD_LETTERS)
+    if store.url.startswith("postgresql"):  # the btree refuses it: found, dead-lettered
+        assert long_id not in stored
+        assert dead["reason"].tolist() == ["store_rejected"]
+        assert "index row size" in dead["detail"].iloc[0]
+    else:  # SQLite has no such limit
+        assert long_id in stored and dead.empty
