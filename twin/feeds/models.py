@@ -681,7 +681,8 @@ class _Typed:
 
 
 def _fields_ok(ids: list, sensors: list, values: list, devices: _DeviceArrays, max_id: int
-               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None,
+                          np.ndarray | None]:
     """Per observation: id, sensor and values pass their checks (not the time).
 
     The types are already known (:class:`_Observation`: ids and values not empty): a clean
@@ -689,7 +690,8 @@ def _fields_ok(ids: list, sensors: list, values: list, devices: _DeviceArrays, m
     numpy comparison over all the values, against the range each sensor's profile allows
     for each property (:func:`declared_bounds`); any doubt falls back to the checks one
     observation at a time. Returns the mask, and when the values were read column-wise, each
-    observation's count of values and every value (flattened), for the caller to reuse.
+    observation's count of values, every value (flattened) and each observation's row in the
+    device table, for the caller to reuse.
     """
     n, position = len(ids), devices.position
     if n and (set(sensors) <= position.keys() and max(map(len, ids)) <= max_id
@@ -702,11 +704,11 @@ def _fields_ok(ids: list, sensors: list, values: list, devices: _DeviceArrays, m
                                  dtype=float, count=len(props))
             counts = np.fromiter(map(len, values), dtype=np.int64, count=n)
             rows = np.fromiter(map(position.__getitem__, sensors), dtype=np.int64, count=n)
-            profile = np.repeat(devices.profile[rows], counts)
-            bad = ~((number >= devices.lo[profile, code]) & (number <= devices.hi[profile, code]))
+            at = np.repeat(devices.profile[rows], counts) * len(_PROPERTY_CODE) + code
+            bad = ~((number >= devices.lo.ravel()[at]) & (number <= devices.hi.ravel()[at]))
             row_bad = np.zeros(n, dtype=bool)
             row_bad[np.repeat(np.arange(n), counts)[bad]] = True
-            return ~row_bad, counts, number
+            return ~row_bad, counts, number, rows
     lo, hi, profile = devices.lo, devices.hi, devices.profile
     ok = np.fromiter(
         (i != "" and len(i) <= max_id and s in position
@@ -714,7 +716,7 @@ def _fields_ok(ids: list, sensors: list, values: list, devices: _DeviceArrays, m
          and "\x00" not in i and "\x00" not in s
          for i, s, v in zip(ids, sensors, values, strict=True)),
         dtype=bool, count=n)
-    return ok, None, None
+    return ok, None, None, None
 
 
 _COMPACT = msgspec.json.Encoder(order="sorted")
@@ -788,8 +790,8 @@ def _valid_observations(typed: _Typed, messages: list[Message], registry: Regist
     when = np.fromiter(map(stamp_ns.get, stamps, itertools.repeat(nat, len(stamps))),
                        dtype=np.int64, count=n)
     received = _received_ns(messages)[owners]
-    fields_ok, counts, numbers = _fields_ok(ids, sensors, values, devices,
-                                            typed.limits.max_id_chars)
+    fields_ok, counts, numbers, rows = _fields_ok(ids, sensors, values, devices,
+                                                  typed.limits.max_id_chars)
     good = (
         (when != nat) & (when >= EARLIEST.value) & (when <= received + MAX_FUTURE.value)
         & fields_ok
@@ -809,10 +811,12 @@ def _valid_observations(typed: _Typed, messages: list[Message], registry: Regist
     if take is not None:
         ids, sensors, values = ([c[k] for k in take] for c in (ids, sensors, values))
         if counts is not None:
-            numbers, counts = numbers[np.repeat(good, counts)], counts[keep]
+            numbers, counts, rows = numbers[np.repeat(good, counts)], counts[keep], rows[keep]
         placed = {int(np.searchsorted(keep, k)): xy for k, xy in placed.items() if good[k]}
     source = np.asarray(sensors, dtype=object)
-    rows = np.fromiter(map(position.__getitem__, sensors), dtype=np.int64, count=len(sensors))
+    if rows is None:  # the batch was checked one by one
+        rows = np.fromiter(map(position.__getitem__, sensors), dtype=np.int64,
+                           count=len(sensors))
     lon, lat = devices.lon[rows], devices.lat[rows]
     own = [(k, x, y) for k, (x, y) in placed.items() if x is not None and y is not None]
     if own:  # a moving device's own position
