@@ -145,6 +145,12 @@ def check_dead_letters(dead: pd.DataFrame, corpus: list[Hostile]) -> None:
             assert by_hash.get(digest) == h.reason, h.name
             row = dead[dead["payload_sha256"] == digest].iloc[0]
             assert row["payload_bytes"] == len(h.payload), h.name
+        else:  # the dead letter is the observation, as JSON
+            body = json.loads(h.payload)
+            for obj in body if isinstance(body, list) else [body]:
+                if obj["id"] not in h.stored:
+                    digest = hashlib.sha256(_j(obj)).hexdigest()
+                    assert by_hash.get(digest) == h.reason, h.name
     for row in dead.itertuples():
         assert row.detail, row.reason
         kept = row.payload.encode("utf-8")
