@@ -313,6 +313,17 @@ def test_a_bug_in_the_store_is_not_mistaken_for_a_refused_message(store, layers_
     assert source.acked == 0 and store.read_rows(DEAD_LETTERS).empty
 
 
+def test_a_store_that_refuses_every_message_of_a_batch_is_a_fault_not_poison(store, layers_):
+    class Refusing(FlakyStore):
+        def append_events(self, events):
+            raise ValidationError("column payload is missing (test)")
+
+    source = ListSource([_obs(f"run-{i}") for i in range(20)])
+    with pytest.raises(ValidationError, match="column payload is missing"):
+        Pipeline(Refusing(store), Registry.from_layers(layers_)).run(source, max_batch=20)
+    assert source.acked == 0 and store.read_rows(DEAD_LETTERS).empty
+
+
 @pytest.fixture
 def layers_(grid_cells):
     return feed_layers(grid_cells)

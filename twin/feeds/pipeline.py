@@ -21,6 +21,9 @@ from twin.schema import DEAD_LETTERS
 
 LOGGER = logging.getLogger(__name__)
 
+#: A batch of at least this many messages that the store refuses one by one, every one, is a
+#: fault of the store, raised, not that many poison messages dead-lettered.
+SYSTEMATIC = 16
 #: Ids remembered to absorb redeliveries before they reach the store (between half and all
 #: of this many: the most recent ones).
 SEEN_IDS = 200_000
@@ -215,7 +218,30 @@ class Pipeline:
         The decoder is meant to stop everything a store refuses; this is the second line, so
         that a message it missed costs a few more transactions instead of the worker (which
         would die on it again at every redelivery). Returns the parts that were written.
+
+        Raises
+        ------
+        Exception
+            The store's error, if it refused every message of a batch of at least
+            :data:`SYSTEMATIC` messages one by one: that is a fault (a schema that does not
+            match, say), not poison, and dead-lettering everything would hide it.
         """
+        refused: list[tuple[Message, BaseException]] = []
+        parts = self._halves(messages, retry, refused)
+        if len(refused) == len(messages) >= SYSTEMATIC:
+            raise refused[0][1]
+        for message, exc in refused:
+            LOGGER.warning("the store refused a message on %s: %s", message.topic,
+                           _first_line(exc))
+            row = _dead(message, message.payload, "store_rejected",
+                        f"the store refused it: {_first_line(exc)}", self.limits or LIMITS)
+            self.store.put_rows(DEAD_LETTERS, pd.DataFrame([row]))
+            self.counters.dead_letters += 1
+            self.counters.reasons["store_rejected"] += 1
+        return parts
+
+    def _halves(self, messages: list[Message], retry: bool,
+                refused: list[tuple[Message, BaseException]]) -> list[Decoded]:
         decoded = decode_batch(messages, self.registry, self.limits)
         try:
             self._write(decoded, retry=retry)
@@ -226,19 +252,11 @@ class Pipeline:
             if not refused_values(exc):
                 raise
             if len(messages) == 1:
-                self._refused(messages[0], exc)
+                refused.append((messages[0], exc))
                 return []
         half = len(messages) // 2
-        return (self._write_apart(messages[:half], retry=retry)
-                + self._write_apart(messages[half:], retry=retry))
-
-    def _refused(self, message: Message, exc: BaseException) -> None:
-        LOGGER.warning("the store refused a message on %s: %s", message.topic, _first_line(exc))
-        row = _dead(message, message.payload, "store_rejected",
-                    f"the store refused it: {_first_line(exc)}", self.limits or LIMITS)
-        self.store.put_rows(DEAD_LETTERS, pd.DataFrame([row]))
-        self.counters.dead_letters += 1
-        self.counters.reasons["store_rejected"] += 1
+        return (self._halves(messages[:half], retry, refused)
+                + self._halves(messages[half:], retry, refused))
 
     def _write(self, decoded: Decoded, *, retry: bool = False) -> None:
         """Store a batch's dead letters and events; count what was new, sent twice or retried.
