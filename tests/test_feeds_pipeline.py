@@ -427,9 +427,12 @@ class ListSource(ReplaySource):
 def _ids(message: Message) -> list:
     try:
         body = json.loads(message.payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # hostile payloads (tests/test_feeds_hostile.py)
         return []
-    return [o.get("id") for o in (body if isinstance(body, list) else [body])]
+    if not isinstance(body, (list, dict)):
+        return []
+    return [o.get("id") for o in (body if isinstance(body, list) else [body])
+            if isinstance(o, dict)]
 
 
 def _run_in_thread(pipeline, source, **options):

@@ -307,7 +307,10 @@ DEAD_LETTERS = TableSpec(
         _c("reason", "text", "malformed_json, unknown_sensor, bad_time, out_of_range, "
            "non_finite_number, nul_character …"),
         _c("detail", "text", "what exactly was wrong, for the person fixing the device"),
-        _c("payload", "text", "the raw payload as received (UTF-8, invalid bytes replaced)"),
+        _c("payload", "text", "the raw payload as received (UTF-8, invalid bytes replaced), "
+           "its first 4 KiB when longer"),
+        _c("payload_bytes", "int", "size of the whole payload in bytes (UTF-8)"),
+        _c("payload_sha256", "text", "SHA-256 of the whole payload (hex), also when cut"),
     ),
     key="id",
 )

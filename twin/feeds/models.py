@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from twin.enrich import Enricher
-from twin.schema import EVENTS
+from twin.schema import DEAD_LETTERS, EVENTS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -55,6 +55,46 @@ PROPERTIES: dict[str, Property] = {p.name: p for p in (
     Property("battery", "0-1", 0, 1, "Device.batteryLevel"),
     Property("temperature", "degC", -60, 90, "WeatherObserved.temperature"),
 )}
+_PROPERTY_CODE = {name: code for code, name in enumerate(PROPERTIES)}
+#: What a sensor of each kind (``layers/sensors.py``) may report when its row declares no
+#: ``properties``; a declaration, e.g. ``{"pm25": "ug/m3"}``, replaces this list.
+KIND_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "parking": ("occupied",),
+    "air": ("pm25", "pm10", "no2", "temperature"),
+    "smoke": ("smoke",),
+    "water_leak": ("leak",),
+    "noise": ("noise",),
+    "manhole": ("open", "tilt"),
+    "elevator": ("running", "fault"),
+    "water_meter": ("flow",),
+    "door": ("door",),
+    "gas": ("gas",),
+}
+#: Reported by any device whatever it declares (FIWARE Device.batteryLevel).
+DEVICE_PROPERTIES = ("battery",)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one message may hold before it is dead-lettered unread (see docs/feeds.md).
+
+    Checked before or while parsing, so that no message can make decoding fail, take long or
+    reach the store with something the store refuses.
+    """
+
+    #: A message's payload, in bytes (a 50-observation gateway message is about 6 KB).
+    max_message_bytes: int = 256 * 2**10
+    #: Nesting of JSON arrays and objects (the contract needs 3: array, observation, values).
+    max_depth: int = 16
+    #: Digits of an integer literal (float64 holds 309; Python refuses more than 4,300).
+    max_number_digits: int = 1000
+    #: Characters of a message id (PostgreSQL's btree holds about 2,700 bytes).
+    max_id_chars: int = 200
+    #: Bytes of a dead letter's payload kept (its size and SHA-256 are of the whole).
+    dead_payload_bytes: int = 4 * 2**10
+
+
+LIMITS = Limits()
 CAMERA_KINDS = ("crowd", "fire_smoke", "illegal_parking", "garbage", "intrusion", "fall")
 #: Clock skew allowed for devices whose clocks run ahead.
 MAX_FUTURE = pd.Timedelta(minutes=5)
@@ -153,6 +193,74 @@ class _DeviceArrays:
         self.columns = {c: frame[c].to_numpy(dtype=object) for c in ENRICH_OUT}
         self.camera_json = np.array([_camera_json(c) for c in self.columns["camera_ids"]] or [],
                                     dtype=object)
+        self.profile, self.lo, self.hi = _profiles(frame)
+
+
+def declared_bounds(kind: Any, declared: Any) -> dict[str, tuple[float, float]]:
+    """Return what a sensor may report: ``{property: (min, max)}``.
+
+    *declared* is the sensor's ``properties`` (JSON text or an object): ``{"pm25": "ug/m3"}``
+    names properties; ``{"pm25": {"unit": "ug/m3", "min": 0, "max": 500}}`` also narrows
+    the range of :data:`PROPERTIES` (never widens it). Without a declaration the sensor's
+    *kind* decides (:data:`KIND_PROPERTIES`), and a device of no known kind may report any
+    property. :data:`DEVICE_PROPERTIES` are allowed to every device.
+    """
+    spec = declared
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec)
+        except ValueError:
+            spec = None
+    names: Any = None
+    if isinstance(spec, dict) and spec:
+        names = spec
+    elif isinstance(spec, (list, tuple)) and spec:
+        names = {name: None for name in spec if isinstance(name, str)}
+    elif isinstance(kind, str) and kind in KIND_PROPERTIES:
+        names = dict.fromkeys(KIND_PROPERTIES[kind])
+    else:
+        names = dict.fromkeys(PROPERTIES)
+    out = {}
+    for name in [*names, *DEVICE_PROPERTIES]:
+        prop = PROPERTIES.get(name)
+        if prop is None:
+            continue
+        lo, hi = prop.min, prop.max
+        narrow = names.get(name) if isinstance(names, dict) else None
+        if isinstance(narrow, dict):
+            if _number(narrow.get("min")) and math.isfinite(narrow["min"]):
+                lo = max(lo, float(narrow["min"]))
+            if _number(narrow.get("max")) and math.isfinite(narrow["max"]):
+                hi = min(hi, float(narrow["max"]))
+        out[name] = (lo, hi)
+    return out
+
+
+def _profiles(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each sensor's profile, and per profile and property code the lowest and highest value.
+
+    Sensors share a few profiles (kind and declaration), so a batch is checked by fancy
+    indexing two small tables. A property a profile does not allow has the range
+    (+inf, -inf), which no value is in.
+    """
+    kinds = frame["kind"].to_numpy(dtype=object) if "kind" in frame else [None] * len(frame)
+    declared = (frame["properties"].to_numpy(dtype=object) if "properties" in frame
+                else [None] * len(frame))
+    keys: dict[tuple, int] = {}
+    rows: list[dict[str, tuple[float, float]]] = []
+    profile = np.zeros(len(frame), dtype=np.int64)
+    for i, (kind, spec) in enumerate(zip(kinds, declared, strict=True)):  # once per layer
+        key = (kind, spec if isinstance(spec, str) or spec is None else repr(spec))
+        if key not in keys:
+            keys[key] = len(rows)
+            rows.append(declared_bounds(kind, spec))
+        profile[i] = keys[key]
+    lo = np.full((max(len(rows), 1), len(PROPERTIES)), np.inf)
+    hi = np.full((max(len(rows), 1), len(PROPERTIES)), -np.inf)
+    for r, bounds in enumerate(rows):
+        for name, (low, high) in bounds.items():
+            lo[r, _PROPERTY_CODE[name]], hi[r, _PROPERTY_CODE[name]] = low, high
+    return profile, lo, hi
 
 
 @dataclass
@@ -167,17 +275,106 @@ class Decoded:
     prepared: Any = None    # the events as the store will write them (Store.prepare_events)
 
 
-def _text(raw: bytes) -> str:
-    # PostgreSQL text holds no NUL; invalid UTF-8 is kept visible as escapes
-    return raw.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+class Unreadable(ValueError):
+    """A payload refused before or while parsing: *reason* names the limit or the fault."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+#: A JSON string literal (unrolled: linear time), blanked before brackets are counted.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_OPEN, _CLOSE = np.zeros(256, dtype=np.int8), np.zeros(256, dtype=np.int8)
+_OPEN[[ord("["), ord("{")]] = 1
+_CLOSE[[ord("]"), ord("}")]] = 1
+
+
+def nesting_depth(payload: bytes) -> int:
+    """Return how deeply JSON arrays and objects nest in *payload* (brackets in strings aside).
+
+    Counted without parsing, in C and numpy passes, so that a message nested thousands of
+    levels deep is refused before a recursive parser meets it.
+    """
+    bare = _STRING.sub(b'""', payload)
+    codes = np.frombuffer(bare, dtype=np.uint8)
+    steps = _OPEN[codes].astype(np.int32) - _CLOSE[codes]
+    return int(np.cumsum(steps).max()) if len(steps) else 0
+
+
+def parse(payload: bytes, limits: Limits = LIMITS) -> Any:
+    """Read one payload as ``json.loads`` does, within *limits*, or raise :class:`Unreadable`.
+
+    Reasons: ``too_large`` (more than ``max_message_bytes``), ``too_deep`` (nesting past
+    ``max_depth``), ``number_too_long`` (an integer of more than ``max_number_digits``
+    digits), ``malformed_json`` (not JSON, or not UTF-8). Lone surrogates that ``json.loads``
+    lets through are found later, on the fields that are stored (``invalid_text``).
+    """
+    if len(payload) > limits.max_message_bytes:
+        raise Unreadable("too_large", f"the message has {len(payload):,} bytes, more than the "
+                         f"{limits.max_message_bytes:,} allowed: send fewer observations a "
+                         "message")
+    # the cheap test first: fewer brackets than the limit cannot nest deeper than it
+    if payload.count(b"[") + payload.count(b"{") > limits.max_depth:
+        depth = nesting_depth(payload)
+        if depth > limits.max_depth:
+            raise Unreadable("too_deep", f"JSON nested {depth} levels deep, more than the "
+                             f"{limits.max_depth} allowed")
+    digits = limits.max_number_digits
+
+    def bounded_int(text: str) -> int:
+        if len(text) - text.startswith("-") > digits:
+            raise Unreadable("number_too_long", f"an integer of {len(text):,} characters, "
+                             f"more than the {digits} digits allowed")
+        return int(text)
+
+    try:
+        return json.loads(payload, parse_int=bounded_int)
+    except Unreadable:
+        raise
+    except RecursionError:  # the depth was counted above; this only makes sure
+        raise Unreadable("too_deep", "JSON nested too deeply to read") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise Unreadable("malformed_json", str(exc)) from None
 
 
 def dead_letter_id(topic: str, raw: str, reason: str) -> str:
     """Return a stable id, so that the same bad message redelivered is stored once."""
-    return hashlib.sha1(f"{topic}\n{reason}\n{raw}".encode()).hexdigest()[:24]
+    text = f"{topic}\n{reason}\n{raw}".encode("utf-8", "surrogatepass")
+    return hashlib.sha1(text).hexdigest()[:24]
 
 
-def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
+#: Lone surrogates (``"\ud800"`` in JSON, or their bytes) are not text any store can encode.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    r"""Return *text* as any store keeps it: NUL written ``\u0000``, lone surrogates escaped."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    if _SURROGATE.search(text):
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _dead(msg: Message, raw: str | bytes, reason: str, detail: str,
+          limits: Limits = LIMITS) -> dict[str, Any]:
+    r"""Return a dead-letter row: payload cut to ``dead_payload_bytes``, size and hash whole.
+
+    The row itself must be storable whatever was sent: invalid UTF-8 is kept visible as
+    escapes, NUL as ``\u0000``, lone surrogates as ``\ud800``; the topic and detail are cut.
+    """
+    whole = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(whole).hexdigest()
+    kept = whole[:limits.dead_payload_bytes].decode("utf-8", errors="backslashreplace")
+    topic = msg.topic if len(msg.topic) <= 512 else msg.topic[:512] + "…"
+    return {"id": dead_letter_id(msg.topic, digest, reason), "received_at": msg.received_at,
+            "topic": storable(topic), "reason": reason, "detail": storable(detail[:500]),
+            "payload": storable(kept), "payload_bytes": len(whole), "payload_sha256": digest}
+
+
+def decode_batch(messages: list[Message], registry: Registry,
+                 limits: Limits | None = None) -> Decoded:
     """Decode, validate and enrich a batch; everything that fails becomes a dead letter.
 
     Reasons: ``malformed_json``, ``bad_message`` (a required field missing or of the wrong type),
@@ -186,28 +383,34 @@ def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
     ``non_finite_number`` (NaN or ±Infinity, which Python's JSON reads but PostgreSQL jsonb
     rejects) and ``nul_character`` (a ``\u0000`` in a string, which PostgreSQL text rejects):
     the last two are checked on the fields that are stored, so that one such message can never
-    make the whole batch fail to store, again at every redelivery. Duplicate ids inside the
-    batch are kept once.
+    make the whole batch fail to store, again at every redelivery. So are ``invalid_text``
+    (a lone surrogate), ``id_too_long`` and the *limits* a payload must keep before it is
+    read (``too_large``, ``too_deep``, ``number_too_long``: see :func:`parse`); observations
+    are also checked against what their sensor declares (``undeclared_property``) and their
+    own position against the earth (``out_of_range``). Duplicate ids inside the batch are
+    kept once. No payload makes this raise.
     """
+    limits = limits or LIMITS
     dead: list[dict[str, Any]] = []
     objs: dict[str, list[dict]] = {kind: [] for kind in TOPIC_KINDS.values()}
     owners: dict[str, list[int]] = {kind: [] for kind in TOPIC_KINDS.values()}
-    typed = _Typed()
+    typed = _Typed(limits)
+    largest = limits.max_message_bytes
     for i, msg in enumerate(messages):  # JSON parsing is per message by nature
         kind = msg.kind
-        if kind == "obs" and typed.add(i, msg.payload):
+        if kind == "obs" and len(msg.payload) <= largest and typed.add(i, msg.payload):
             continue
         try:
-            body = json.loads(msg.payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            dead.append(_dead(msg, _text(msg.payload), "malformed_json", str(exc)))
+            body = parse(msg.payload, limits)
+        except Unreadable as exc:
+            dead.append(_dead(msg, msg.payload, exc.reason, str(exc), limits))
             continue
         body = body if type(body) is list else [body]
         if set(map(type, body)) - {dict}:  # rare: sort the objects from the rest
             for obj in body:
                 if not isinstance(obj, dict):
                     dead.append(_dead(msg, json.dumps(obj, ensure_ascii=False), "bad_message",
-                                      "each observation must be a JSON object"))
+                                      "each observation must be a JSON object", limits))
             body = [obj for obj in body if isinstance(obj, dict)]
         objs[kind] += body  # a gateway's 50 observations in one step, not one by one
         owners[kind] += [i] * len(body)
@@ -215,6 +418,7 @@ def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
     observations: list[tuple[int, dict]] = []
     if len(typed):
         ok, extra, observations = _valid_observations(typed, messages, registry)
+        dead.extend(typed.dead)
         if ok is not None:
             frames.append(ok)
             readings.append(extra)
@@ -223,7 +427,7 @@ def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
         if kind == "obs":
             chosen = observations + chosen
         if chosen:
-            ok, bad, extra = decode(chosen, messages, registry)
+            ok, bad, extra = decode(chosen, messages, registry, limits)
             frames.append(ok)
             dead.extend(bad)
             (readings if kind == "obs" else alerts).append(extra)
@@ -238,8 +442,8 @@ def decode_batch(messages: list[Message], registry: Registry) -> Decoded:
         repeated = before - len(events)
     return Decoded(
         events=events,
-        dead=pd.DataFrame(dead, columns=["id", "received_at", "topic", "reason", "detail",
-                                         "payload"]).drop_duplicates("id"),
+        dead=pd.DataFrame(dead, columns=[c.name for c in DEAD_LETTERS.columns]
+                          ).drop_duplicates("id"),
         readings=_concat(readings, ["event_id", "source_id", "observed_at", "property", "value",
                                     "lon", "lat"]),
         alerts=_concat(alerts, ["event_id", "camera_id", "observed_at", "kind", "confidence"]),
@@ -252,24 +456,17 @@ def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def _dead(msg: Message, raw: str, reason: str, detail: str) -> dict[str, Any]:
-    # the dead letter itself must be storable: a NUL is kept visible as the JSON escape \u0000
-    # (json.dumps already writes it so; raw bytes go through _text, topics are checked here)
-    return {"id": dead_letter_id(msg.topic, raw, reason), "received_at": msg.received_at,
-            "topic": _no_nul(msg.topic), "reason": reason, "detail": _no_nul(detail[:500]),
-            "payload": _no_nul(raw)}
+def _unstorable(value: Any, max_id: int | None = None) -> str | None:
+    r"""Why *value* cannot be stored: a reason, or None.
 
-
-def _no_nul(text: str) -> str:
-    return text.replace("\x00", "\\u0000") if "\x00" in text else text
-
-
-def _unstorable(value: Any) -> str | None:
-    """Why *value* cannot be stored: ``non_finite_number``, ``nul_character`` or None.
-
-    PostgreSQL jsonb has no NaN or Infinity (which ``json.loads`` accepts, also as an
-    overflowing ``1e999``) and PostgreSQL text holds no NUL; keys are looked at too.
+    ``non_finite_number``, ``nul_character``, ``invalid_text`` or ``id_too_long`` (a text
+    longer than *max_id*, for ids). PostgreSQL jsonb has no NaN or Infinity (which
+    ``json.loads`` accepts, also as an overflowing ``1e999``), PostgreSQL text holds no NUL,
+    no store encodes a lone surrogate (which ``json.loads`` reads from ``"\ud800"``), and an
+    id must fit a btree index entry; keys are looked at too.
     """
+    if max_id is not None and type(value) is str and len(value) > max_id:
+        return "id_too_long"
     stack = [value]
     while stack:
         item = stack.pop()
@@ -277,6 +474,8 @@ def _unstorable(value: Any) -> str | None:
         if kind is str:
             if "\x00" in item:
                 return "nul_character"
+            if _SURROGATE.search(item):
+                return "invalid_text"
         elif kind is float:
             if not math.isfinite(item):
                 return "non_finite_number"
@@ -288,12 +487,16 @@ def _unstorable(value: Any) -> str | None:
     return None
 
 
-def _reject_unstorable(reject: _Reject, frame: pd.DataFrame, fields: tuple[str, ...]) -> None:
-    """Dead-letter the rows whose stored *fields* hold NaN/Infinity or a NUL character."""
+def _reject_unstorable(reject: _Reject, frame: pd.DataFrame, fields: tuple[str, ...],
+                       max_id: int) -> None:
+    """Dead-letter the rows whose stored *fields* cannot be stored (see :func:`_unstorable`).
+
+    NaN/Infinity, a NUL character, a lone surrogate, or an ``id`` longer than *max_id*.
+    """
     found: dict[int, tuple[str, str]] = {}
     for pos, obj in enumerate(frame["_obj"]):  # per row: this is the one-by-one path
         for name in fields:
-            why = _unstorable(obj.get(name))
+            why = _unstorable(obj.get(name), max_id if name == "id" else None)
             if why is not None:
                 found[pos] = (why, name)
                 break
@@ -301,8 +504,11 @@ def _reject_unstorable(reject: _Reject, frame: pd.DataFrame, fields: tuple[str, 
         return
     text = {"non_finite_number": "is NaN or Infinity (or holds one): send finite numbers; "
                                  "JSON has no NaN and the store cannot keep it",
-            "nul_character": "contains a NUL character (\\u0000), which the store cannot keep"}
-    for reason in ("non_finite_number", "nul_character"):
+            "nul_character": "contains a NUL character (\\u0000), which the store cannot keep",
+            "invalid_text": "contains a lone surrogate (e.g. \\ud800), which is not text: send "
+                            "UTF-8",
+            "id_too_long": f"is longer than {max_id} characters: use a shorter id"}
+    for reason in text:
         mask = np.zeros(len(frame), dtype=bool)
         mask[[pos for pos, (why, _) in found.items() if why == reason]] = True
         reject(mask, reason, lambda r, why=text[reason]: f"{found[r.name][1]} {why}")
@@ -329,8 +535,8 @@ def _times(frame: pd.DataFrame, column: str, received: pd.Series) -> tuple[pd.Se
 class _Reject:
     """Collects (row mask, reason, detail) and removes rejected rows, in order of checks."""
 
-    def __init__(self, frame: pd.DataFrame, messages: list[Message]) -> None:
-        self.frame, self.messages, self.dead = frame, messages, []
+    def __init__(self, frame: pd.DataFrame, messages: list[Message], limits: Limits) -> None:
+        self.frame, self.messages, self.dead, self.limits = frame, messages, [], limits
         self.alive = np.ones(len(frame), dtype=bool)
 
     def __call__(self, mask: np.ndarray, reason: str, detail: Any) -> None:
@@ -340,7 +546,7 @@ class _Reject:
             msg = self.messages[row["_msg"]]
             text = detail(row) if callable(detail) else detail
             raw = json.dumps(row["_obj"], ensure_ascii=False, default=str)
-            self.dead.append(_dead(msg, raw, reason, text))
+            self.dead.append(_dead(msg, raw, reason, text, self.limits))
         self.alive &= ~hit
 
 
@@ -357,13 +563,16 @@ def _number(value: Any) -> bool:
     return type(value) is float or type(value) is int  # bool is not a number here
 
 
-def _good_values(values: Any) -> bool:
-    """Return True if *values* is a non-empty object of known properties, numbers in range."""
+def _good_values(values: Any, lo: np.ndarray, hi: np.ndarray) -> bool:
+    """Return True if *values* holds only properties the sensor reports, numbers in range.
+
+    *lo* and *hi* are the sensor's range per property code; *values* must not be empty.
+    """
     if type(values) is not dict or not values:
         return False
     for prop, value in values.items():
-        spec = PROPERTIES.get(prop)
-        if spec is None or not _number(value) or not spec.min <= value <= spec.max:
+        code = _PROPERTY_CODE.get(prop)
+        if code is None or not _number(value) or not lo[code] <= value <= hi[code]:
             return False
     return True
 
@@ -391,9 +600,6 @@ class _Observation(msgspec.Struct, gc=False):
 
 
 _TYPED = msgspec.json.Decoder(_Observation | list[_Observation])
-_PROPERTY_CODE = {name: code for code, name in enumerate(PROPERTIES)}
-_PROPERTY_MIN = np.array([p.min for p in PROPERTIES.values()], dtype=float)
-_PROPERTY_MAX = np.array([p.max for p in PROPERTIES.values()], dtype=float)
 
 
 class _Typed:
@@ -409,7 +615,9 @@ class _Typed:
     in the CPU's cache, rather than by a pass per field over the whole batch's objects later.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits = LIMITS) -> None:
+        self.limits = limits
+        self.dead: list[dict[str, Any]] = []  # messages that decoded typed but not plain
         self.ids: list[str] = []
         self.sensors: list[str] = []
         self.stamps: list[str] = []
@@ -427,7 +635,7 @@ class _Typed:
         """Decode one message's observations; False (nothing kept) if it does not fit."""
         try:
             body = _TYPED.decode(payload)
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, RecursionError):  # an unknown key nested very deep
             return False
         if type(body) is list:
             self.owners += [owner] * len(body)
@@ -452,27 +660,41 @@ class _Typed:
         return {k: (x, y) for k, (x, y) in enumerate(zip(self.lons, self.lats, strict=True))
                 if x is not None or y is not None}
 
-    def plain(self, k: int, messages: list[Message]) -> tuple[int, dict]:
-        """Observation *k* as ``json.loads`` reads it, for the checks one by one."""
+    def plain(self, k: int, messages: list[Message]) -> tuple[int, dict] | None:
+        """Observation *k* as ``json.loads`` reads it, for the checks one by one.
+
+        None if its message is past a limit of :func:`parse` (an unknown key nested deep):
+        the whole message is then a dead letter, in :attr:`dead`.
+        """
         owner, slot = self.owners[k], self.slots[k]
         if owner not in self._plain:  # a gateway's 50 unknown sensors: one parse, not 50
-            self._plain[owner] = json.loads(messages[owner].payload)
+            msg = messages[owner]
+            try:
+                self._plain[owner] = parse(msg.payload, self.limits)
+            except Unreadable as exc:
+                self._plain[owner] = None
+                self.dead.append(_dead(msg, msg.payload, exc.reason, str(exc), self.limits))
         body = self._plain[owner]
+        if body is None:
+            return None
         return owner, body if slot < 0 else body[slot]
 
 
-def _fields_ok(ids: list, sensors: list, values: list, position: dict
-               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def _fields_ok(ids: list, sensors: list, values: list, devices: _DeviceArrays, max_id: int
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None,
+                          np.ndarray | None]:
     """Per observation: id, sensor and values pass their checks (not the time).
 
     The types are already known (:class:`_Observation`: ids and values not empty): a clean
     batch (the common case) is checked with set and C-level passes over the columns and one
-    numpy comparison over all the values; any doubt falls back to the checks one observation
-    at a time. Returns the mask, and when the values were read column-wise, each
-    observation's count of values and every value (flattened), for the caller to reuse.
+    numpy comparison over all the values, against the range each sensor's profile allows
+    for each property (:func:`declared_bounds`); any doubt falls back to the checks one
+    observation at a time. Returns the mask, and when the values were read column-wise, each
+    observation's count of values, every value (flattened) and each observation's row in the
+    device table, for the caller to reuse.
     """
-    n = len(ids)
-    if n and (set(sensors) <= position.keys()
+    n, position = len(ids), devices.position
+    if n and (set(sensors) <= position.keys() and max(map(len, ids)) <= max_id
               and "\x00" not in "".join(ids) and "\x00" not in "".join(sensors)):
         props = list(itertools.chain.from_iterable(values))
         if set(props) <= _PROPERTY_CODE.keys():
@@ -480,16 +702,21 @@ def _fields_ok(ids: list, sensors: list, values: list, position: dict
                                count=len(props))
             number = np.fromiter(itertools.chain.from_iterable(map(dict.values, values)),
                                  dtype=float, count=len(props))
-            bad = ~((number >= _PROPERTY_MIN[code]) & (number <= _PROPERTY_MAX[code]))
             counts = np.fromiter(map(len, values), dtype=np.int64, count=n)
+            rows = np.fromiter(map(position.__getitem__, sensors), dtype=np.int64, count=n)
+            at = np.repeat(devices.profile[rows], counts) * len(_PROPERTY_CODE) + code
+            bad = ~((number >= devices.lo.ravel()[at]) & (number <= devices.hi.ravel()[at]))
             row_bad = np.zeros(n, dtype=bool)
             row_bad[np.repeat(np.arange(n), counts)[bad]] = True
-            return ~row_bad, counts, number
+            return ~row_bad, counts, number, rows
+    lo, hi, profile = devices.lo, devices.hi, devices.profile
     ok = np.fromiter(
-        (i != "" and s in position and _good_values(v) and "\x00" not in i
-         and "\x00" not in s for i, s, v in zip(ids, sensors, values, strict=True)),
+        (i != "" and len(i) <= max_id and s in position
+         and _good_values(v, lo[profile[position[s]]], hi[profile[position[s]]])
+         and "\x00" not in i and "\x00" not in s
+         for i, s, v in zip(ids, sensors, values, strict=True)),
         dtype=bool, count=n)
-    return ok, None, None
+    return ok, None, None, None
 
 
 _COMPACT = msgspec.json.Encoder(order="sorted")
@@ -563,15 +790,20 @@ def _valid_observations(typed: _Typed, messages: list[Message], registry: Regist
     when = np.fromiter(map(stamp_ns.get, stamps, itertools.repeat(nat, len(stamps))),
                        dtype=np.int64, count=n)
     received = _received_ns(messages)[owners]
-    fields_ok, counts, numbers = _fields_ok(ids, sensors, values, position)
+    fields_ok, counts, numbers, rows = _fields_ok(ids, sensors, values, devices,
+                                                  typed.limits.max_id_chars)
     good = (
         (when != nat) & (when >= EARLIEST.value) & (when <= received + MAX_FUTURE.value)
         & fields_ok
     )
+    for k, (x, y) in placed.items():  # moving devices (rare): their position on the earth
+        if x is not None and y is not None and not (abs(x) <= 180 and abs(y) <= 90):
+            good[k] = False
     if good.all():
         rest, keep, take = [], np.arange(n), None
     else:
-        rest = [typed.plain(k, messages) for k in np.flatnonzero(~good).tolist()]
+        rest = [p for k in np.flatnonzero(~good).tolist()
+                if (p := typed.plain(k, messages)) is not None]
         keep = np.flatnonzero(good)
         take = keep.tolist()
     if len(keep) == 0:
@@ -579,10 +811,12 @@ def _valid_observations(typed: _Typed, messages: list[Message], registry: Regist
     if take is not None:
         ids, sensors, values = ([c[k] for k in take] for c in (ids, sensors, values))
         if counts is not None:
-            numbers, counts = numbers[np.repeat(good, counts)], counts[keep]
+            numbers, counts, rows = numbers[np.repeat(good, counts)], counts[keep], rows[keep]
         placed = {int(np.searchsorted(keep, k)): xy for k, xy in placed.items() if good[k]}
     source = np.asarray(sensors, dtype=object)
-    rows = np.fromiter(map(position.__getitem__, sensors), dtype=np.int64, count=len(sensors))
+    if rows is None:  # the batch was checked one by one
+        rows = np.fromiter(map(position.__getitem__, sensors), dtype=np.int64,
+                           count=len(sensors))
     lon, lat = devices.lon[rows], devices.lat[rows]
     own = [(k, x, y) for k, (x, y) in placed.items() if x is not None and y is not None]
     if own:  # a moving device's own position
@@ -645,13 +879,13 @@ def _received_ns(messages: list[Message]) -> np.ndarray:
     return stamps.to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
-def _observations(chosen, messages, registry):
+def _observations(chosen, messages, registry, limits):
     frame = _frame(chosen, ("id", "sensor_id", "observed_at", "values", "lon", "lat"))
     received = _received(frame, messages)
-    reject = _Reject(frame, messages)
+    reject = _Reject(frame, messages, limits)
     reject(~_is_text(frame["id"]), "bad_message", "id must be a non-empty string")
     reject(~_is_text(frame["sensor_id"]), "bad_message", "sensor_id must be a non-empty string")
-    _reject_unstorable(reject, frame, ("id", "sensor_id", "values"))
+    _reject_unstorable(reject, frame, ("id", "sensor_id", "values"), limits.max_id_chars)
     values_ok = frame["values"].map(lambda v: isinstance(v, dict) and len(v) > 0)
     reject(~values_ok.to_numpy(dtype=bool), "bad_message",
            "values must be an object of property → number")
@@ -668,19 +902,39 @@ def _observations(chosen, messages, registry):
     long = pd.DataFrame(pairs, columns=["pos", "property", "value"])
     # an integer no float can hold (JSON allows any) is out of range like any other too large
     is_num = long["value"].map(lambda v: type(v) is float or (type(v) is int and abs(v) < 2**1023))
-    prop_known = long["property"].isin(PROPERTIES)
+    code = long["property"].map(_PROPERTY_CODE).fillna(-1).to_numpy(dtype=np.int64)
+    prop_known = code >= 0
     num = pd.to_numeric(long["value"].where(is_num), errors="coerce")
-    lo = long["property"].map(lambda p: PROPERTIES[p].min if p in PROPERTIES else np.nan)
-    hi = long["property"].map(lambda p: PROPERTIES[p].max if p in PROPERTIES else np.nan)
-    out_of_range = prop_known & (~is_num | num.isna() | (num < lo) | (num > hi))
-    for mask, reason in ((~prop_known, "unknown_property"), (out_of_range, "out_of_range")):
+    devices = registry.sensor_arrays
+    sensor_of = frame["sensor_id"].to_numpy(dtype=object)[long["pos"].to_numpy(dtype=int)]
+    profile = devices.profile[[devices.position[s] for s in sensor_of]].astype(np.int64)
+    lo = np.where(prop_known, devices.lo[profile, np.maximum(code, 0)], np.nan)
+    hi = np.where(prop_known, devices.hi[profile, np.maximum(code, 0)], np.nan)
+    declared = prop_known & (lo <= hi)  # a property the sensor does not report: (+inf, -inf)
+    out_of_range = declared & (~is_num | num.isna() | (num < lo) | (num > hi)).to_numpy()
+    known_list = ", ".join(f"{p.name} [{p.min:g}, {p.max:g}] {p.unit}"
+                           for p in PROPERTIES.values())
+    for mask, reason, known in (
+            (~prop_known, "unknown_property", lambda r: f"known: {known_list}"),
+            (prop_known & ~declared, "undeclared_property",
+             lambda r: f"sensor {r['sensor_id']!r} reports "
+             + ", ".join(sorted(_allowed(registry, r["sensor_id"])))
+             + " (its properties in the sensors layer, or its kind's)"),
+            (out_of_range, "out_of_range",
+             lambda r: "allowed: " + ", ".join(
+                 f"{name} [{low:g}, {high:g}]"
+                 for name, (low, high) in sorted(_allowed(registry, r["sensor_id"]).items())))):
         bad_pos = np.zeros(len(frame), dtype=bool)
         bad_pos[long.loc[mask, "pos"].to_numpy(dtype=int)] = True
         bad_props = long[mask].groupby("pos")["property"].agg(", ".join)
-        reject(bad_pos, reason, lambda r, b=bad_props, why=reason: (
-            f"{why.replace('_', ' ')}: {b.get(r.name, '')} (known: "
-            + ", ".join(f"{p.name} [{p.min:g}, {p.max:g}] {p.unit}" for p in PROPERTIES.values())
-            + ")"))
+        reject(bad_pos, reason, lambda r, b=bad_props, why=reason, known=known: (
+            f"{why.replace('_', ' ')}: {b.get(r.name, '')} ({known(r)})"))
+    own_lon = pd.to_numeric(frame["lon"], errors="coerce").to_numpy(dtype=float)
+    own_lat = pd.to_numeric(frame["lat"], errors="coerce").to_numpy(dtype=float)
+    placed = np.isfinite(own_lon) & np.isfinite(own_lat)
+    off_earth = placed & ~((np.abs(own_lon) <= 180) & (np.abs(own_lat) <= 90))
+    reject(off_earth, "out_of_range", lambda r: f"position lon={r['lon']!r}, lat={r['lat']!r} "
+           "is not on the earth: lon/lat must be WGS84 degrees (|lon| <= 180, |lat| <= 90)")
     keep = reject.alive
     ok = frame[keep]
     devices = registry.sensors.loc[ok["sensor_id"]]
@@ -698,6 +952,12 @@ def _observations(chosen, messages, registry):
     readings["lon"] = np.asarray(lon, dtype=float)[where[pos].to_numpy()] if len(pos) else []
     readings["lat"] = np.asarray(lat, dtype=float)[where[pos].to_numpy()] if len(pos) else []
     return events, reject.dead, readings
+
+
+def _allowed(registry: Registry, sensor_id: str) -> dict[str, tuple[float, float]]:
+    """Return what *sensor_id* may report (for the detail of a dead letter)."""
+    row = registry.sensors.loc[sensor_id]
+    return declared_bounds(row.get("kind"), row.get("properties"))
 
 
 def _moving(ok: pd.DataFrame, devices: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -748,13 +1008,14 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
 
 
-def _alerts(chosen, messages, registry):
+def _alerts(chosen, messages, registry, limits):
     frame = _frame(chosen, ("id", "camera_id", "observed_at", "kind", "confidence",
                             "snapshot_url"))
     received = _received(frame, messages)
-    reject = _Reject(frame, messages)
+    reject = _Reject(frame, messages, limits)
     reject(~_is_text(frame["id"]), "bad_message", "id must be a non-empty string")
-    _reject_unstorable(reject, frame, ("id", "camera_id", "kind", "confidence", "snapshot_url"))
+    _reject_unstorable(reject, frame, ("id", "camera_id", "kind", "confidence", "snapshot_url"),
+                       limits.max_id_chars)
     reject(~frame["camera_id"].isin(registry.cameras.index).to_numpy(), "unknown_camera",
            lambda r: f"camera {r['camera_id']!r} is not in the cameras layer")
     reject(~frame["kind"].isin(CAMERA_KINDS).to_numpy(), "bad_message",
@@ -784,13 +1045,13 @@ REPORT_FIELDS = ("id", "service_code", "description", "lat", "long", "requested_
                  "media_url", "role", "address")
 
 
-def _reports(chosen, messages, registry):
+def _reports(chosen, messages, registry, limits):
     frame = _frame(chosen, REPORT_FIELDS)
     received = _received(frame, messages)
-    reject = _Reject(frame, messages)
+    reject = _Reject(frame, messages, limits)
     reject(~_is_text(frame["id"]), "bad_message", "id must be a non-empty string")
     reject(~_is_text(frame["service_code"]), "bad_message", "service_code is required")
-    _reject_unstorable(reject, frame, REPORT_FIELDS)
+    _reject_unstorable(reject, frame, REPORT_FIELDS, limits.max_id_chars)
     lon = pd.to_numeric(frame["long"], errors="coerce")
     lat = pd.to_numeric(frame["lat"], errors="coerce")
     reject(~((lon.abs() <= 180) & (lat.abs() <= 90)).to_numpy(), "out_of_range",

@@ -14,27 +14,59 @@ import numpy as np
 import pandas as pd
 
 from twin.feeds.buffer import DiskBuffer
-from twin.feeds.models import Decoded, Message, Registry, decode_batch
+from twin.feeds.models import LIMITS, Decoded, Limits, Message, Registry, _dead, decode_batch
 from twin.feeds.sources import Source
 from twin.feeds.state import LiveState
 from twin.schema import DEAD_LETTERS
 
 LOGGER = logging.getLogger(__name__)
 
+#: A batch of at least this many messages that the store refuses one by one, every one, is a
+#: fault of the store, raised, not that many poison messages dead-lettered.
+SYSTEMATIC = 16
 #: Ids remembered to absorb redeliveries before they reach the store (between half and all
 #: of this many: the most recent ones).
 SEEN_IDS = 200_000
 
 
+def refused_values(exc: BaseException) -> bool:
+    """Return True if *exc* is a store refusing the values it was given, not a fault.
+
+    Values: a :class:`twin.errors.ValidationError` or any ``ValueError`` (text that does not
+    encode, pyarrow's ``ArrowInvalid``), or a PostgreSQL error of class 22 (data exception)
+    or 54 (program limit exceeded, e.g. an index row too large). An unavailable store
+    (``ConnectionError``) and anything else (a bug, a broken schema) are not.
+    """
+    if isinstance(exc, ConnectionError):
+        return False
+    if isinstance(exc, ValueError):
+        return True
+    state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(state, str) and state[:2] in ("22", "54")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
 @dataclass
 class Counters:
-    """How many messages met each outcome since the pipeline started."""
+    """How many messages met each outcome since the pipeline started.
+
+    ``duplicates`` are events whose id was sent again (a redelivery, a publisher's retry, an
+    id twice in a batch); ``retried`` are events of this worker's own batches that it wrote
+    again after an attempt failed (store unavailable, or buffered on disk) and found already
+    stored: the failed attempt had committed before its answer was lost. Neither is stored
+    twice.
+    """
 
     received: int = 0
     batches: int = 0
     events: int = 0
     stored: int = 0
     duplicates: int = 0
+    retried: int = 0
     dead_letters: int = 0
     buffered: int = 0
     acknowledged: int = 0
@@ -88,12 +120,15 @@ class Pipeline:
         The buffer's bound.
     retry_s
         Pause between attempts to reach an unavailable store.
+    limits
+        What a message may hold (:class:`twin.feeds.models.Limits`; default ``LIMITS``).
     """
 
     def __init__(self, store, registry: Registry | None = None, *, rules=None,
                  buffer_dir: str | Path | None = None, buffer_bytes: int = 256 * 2**20,
-                 retry_s: float = 0.5) -> None:
+                 retry_s: float = 0.5, limits: Limits | None = None) -> None:
         self.store = store
+        self.limits = limits
         self.registry = registry or Registry.from_store(store)
         self.rules = rules
         self.state = LiveState(self.registry.sensors)
@@ -122,9 +157,14 @@ class Pipeline:
         """
         self.counters.received += len(messages)
         self.counters.batches += 1
-        decoded = decode_batch(messages, self.registry)
+        decoded = decode_batch(messages, self.registry, self.limits)
         if len(decoded.events):
-            decoded.prepared = self.store.prepare_events(decoded.events)
+            try:
+                decoded.prepared = self.store.prepare_events(decoded.events)
+            except Exception as exc:
+                if not refused_values(exc):
+                    raise
+                decoded.prepared = None  # the commit finds the message the store refuses
         return decoded
 
     def _commit(self, source: Source, messages: list[Message], decoded: Decoded | None,
@@ -134,13 +174,18 @@ class Pipeline:
         Returns False, without acknowledging, if *stop* is set while the store is down and the
         buffer cannot take the batch (the broker redelivers it: at least once still holds).
         """
+        retry, parts = False, [decoded]
         while True:
             try:
                 if self.buffer is not None and len(self.buffer):
                     self._drain()  # older batches first
-                self._write(decoded)
+                if parts is None:  # the store refused the batch whole: write it apart
+                    parts = self._write_apart(messages, retry=retry)
+                else:
+                    self._write(decoded, retry=retry)
                 break
             except ConnectionError as exc:  # StoreUnavailableError is one
+                retry = True  # the attempt may have committed before its answer was lost
                 self.counters.store_failures += 1
                 if self.buffer is not None and self.buffer.has_room(messages):
                     self.buffer.push(messages)
@@ -152,13 +197,73 @@ class Pipeline:
                     return False
                 if stop is None:
                     time.sleep(self.retry_s)
+            except Exception as exc:
+                if not refused_values(exc) or parts is None:
+                    raise
+                LOGGER.warning("the store refused a batch of %d messages (%s); writing it apart "
+                               "to dead-letter the ones it refuses", len(messages),
+                               _first_line(exc))
+                parts = None
         source.ack(messages)
         self.counters.acknowledged += len(messages)
         if decoded is not None:
-            self._after(decoded, source.now())
+            now = source.now()
+            for part in parts:
+                self._after(part, now)
         return True
 
-    def _write(self, decoded: Decoded) -> None:
+    def _write_apart(self, messages: list[Message], *, retry: bool) -> list[Decoded]:
+        """Write *messages* in halves until each one the store refuses is alone; dead-letter it.
+
+        The decoder is meant to stop everything a store refuses; this is the second line, so
+        that a message it missed costs a few more transactions instead of the worker (which
+        would die on it again at every redelivery). Returns the parts that were written.
+
+        Raises
+        ------
+        Exception
+            The store's error, if it refused every message of a batch of at least
+            :data:`SYSTEMATIC` messages one by one: that is a fault (a schema that does not
+            match, say), not poison, and dead-lettering everything would hide it.
+        """
+        refused: list[tuple[Message, BaseException]] = []
+        parts = self._halves(messages, retry, refused)
+        if len(refused) == len(messages) >= SYSTEMATIC:
+            raise refused[0][1]
+        for message, exc in refused:
+            LOGGER.warning("the store refused a message on %s: %s", message.topic,
+                           _first_line(exc))
+            row = _dead(message, message.payload, "store_rejected",
+                        f"the store refused it: {_first_line(exc)}", self.limits or LIMITS)
+            self.store.put_rows(DEAD_LETTERS, pd.DataFrame([row]))
+            self.counters.dead_letters += 1
+            self.counters.reasons["store_rejected"] += 1
+        return parts
+
+    def _halves(self, messages: list[Message], retry: bool,
+                refused: list[tuple[Message, BaseException]]) -> list[Decoded]:
+        decoded = decode_batch(messages, self.registry, self.limits)
+        try:
+            self._write(decoded, retry=retry)
+            return [decoded]
+        except ConnectionError:
+            raise
+        except Exception as exc:
+            if not refused_values(exc):
+                raise
+            if len(messages) == 1:
+                refused.append((messages[0], exc))
+                return []
+        half = len(messages) // 2
+        return (self._halves(messages[:half], retry, refused)
+                + self._halves(messages[half:], retry, refused))
+
+    def _write(self, decoded: Decoded, *, retry: bool = False) -> None:
+        """Store a batch's dead letters and events; count what was new, sent twice or retried.
+
+        *retry*: an earlier attempt at this batch failed, and may have committed all the same;
+        ids it finds stored count as ``retried``, not ``duplicates``.
+        """
         events = decoded.events
         ids = events["id"].tolist()
         if self._seen.isdisjoint(ids) and self._seen_before.isdisjoint(ids):
@@ -176,7 +281,10 @@ class Pipeline:
         stored = self.store.append_events(write) if len(new) else 0
         self.counters.events += len(events) + decoded.duplicates
         self.counters.stored += stored
-        self.counters.duplicates += len(new) - stored
+        if retry:
+            self.counters.retried += len(new) - stored
+        else:
+            self.counters.duplicates += len(new) - stored
         self.counters.dead_letters += len(decoded.dead)
         self.counters.reasons.update(decoded.dead["reason"].tolist())
         self._seen.update(ids)
@@ -187,11 +295,12 @@ class Pipeline:
         """Store the buffered batches, oldest first; raises while the store is still down."""
         while (item := self.buffer.oldest()) is not None:
             path, messages = item
-            decoded = decode_batch(messages, self.registry)
-            self._write(decoded)
+            # buffered after an attempt that failed
+            parts = self._write_apart(messages, retry=True)
             self.buffer.drop(path)
             LOGGER.info("stored %d buffered messages from %s", len(messages), path.name)
-            self._after(decoded, pd.Timestamp.now(tz="UTC"))
+            for part in parts:
+                self._after(part, pd.Timestamp.now(tz="UTC"))
 
     def _after(self, decoded: Decoded, now: pd.Timestamp) -> None:
         """Live state, then rules; a failure here never loses data (the events are stored)."""

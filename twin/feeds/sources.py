@@ -209,8 +209,13 @@ class MqttSource(Source):
         LOGGER.warning("MQTT %s disconnected (%s); reconnecting", self.name, reason)
 
     def _on_message(self, client, userdata, msg) -> None:
-        # paho's network thread: enqueue only (a datetime is ten times cheaper than a Timestamp)
-        self._queue.put(Message(msg.topic, msg.payload, datetime.now(UTC),
+        # paho's network thread: enqueue only (a datetime is ten times cheaper than a Timestamp);
+        # an exception here would end that thread, and with it this worker's deliveries
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # brokers refuse topics that are not UTF-8; in case one did not
+            topic = bytes(msg._topic).decode("utf-8", "backslashreplace")
+        self._queue.put(Message(topic, msg.payload, datetime.now(UTC),
                                 token=(self._generation, msg.mid, msg.qos)))
 
     def fetch(self, max_items: int, timeout: float) -> list[Message]:
