@@ -9,8 +9,8 @@ import pyogrio
 import pytest
 import shapely
 
-import layers
 from scripts import make_demo
+from twin import layers
 from twin.errors import ValidationError
 from twin.settings import PROJECT_DIR
 from twin.store import open_store

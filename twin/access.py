@@ -569,7 +569,7 @@ def read_residents(
     PermissionDeniedError
         For the public, and for a grid worker asking for a building outside their grids.
     """
-    from layers import get_layer
+    from twin.layers import get_layer
 
     user = user or ANONYMOUS
     mode = PERSONAL_ACCESS.get(user.role, "none")
@@ -625,7 +625,7 @@ def read_layer(store, user: User | None, name: str, *, origin: str = "") -> pd.D
     The residents layer goes through :func:`read_residents`. Other layers with personal columns
     (the grid workers' phones of ``grid_cells``) show full values to admin and data staff only.
     """
-    from layers import get_layer
+    from twin.layers import get_layer
 
     if name == "residents":
         return read_residents(store, user, origin=origin)

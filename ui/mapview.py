@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-import layers as declared
 from twin import access, cockpit, deck, settings
+from twin import layers as declared
 from twin.cockpit import Scope
 from ui.common import DEMO_COMMANDS, status_names, t
 
