@@ -98,7 +98,6 @@ def test_hostile_values_are_stored_and_read_back_literally(store, buildings):
 
 WRAPPER = """
 import runpy, sys
-sys.path.insert(0, {root!r})
 import streamlit as st
 from twin.access import User, safe_text
 from twin.store import open_store
