@@ -106,14 +106,17 @@ def test_version():
 
 def test_no_sys_path_edits_anywhere_in_the_repository():
     edits = re.compile(r"sys\.path\.(insert|append|extend)|sys\.path\s*(\+?=|\[)")
-    offenders = [
-        f"{path.relative_to(ROOT)}:{n}"
-        for path in ROOT.rglob("*.py")
-        if not {".venv", "node_modules", ".git"} & set(path.relative_to(ROOT).parts)
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-        if edits.search(line) and path != Path(__file__)
-    ]
-    assert offenders == []
+    offenders = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in {"node_modules", "var"}]
+        for name in files:
+            path = Path(folder) / name
+            if name.endswith(".py") and path != Path(__file__):
+                text = path.read_text(encoding="utf-8")
+                offenders += [f"{path.relative_to(ROOT)}:{n}"
+                              for n, line in enumerate(text.splitlines(), 1)
+                              if edits.search(line)]
+    assert offenders == [], "import through the installed package (pip install -e .) instead"
 
 
 # -- exit codes ---------------------------------------------------------------------------------

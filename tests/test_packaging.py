@@ -75,6 +75,17 @@ def test_one_console_script_per_subcommand_and_gridtwin_itself():
     assert scripts == {f"gridtwin-{name}": f"{module}:main" for name, module in COMMANDS.items()}
 
 
+def test_every_console_script_shows_its_help(capsys):
+    import importlib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for name, target in scripts.items():
+        module, _, func = target.partition(":")
+        assert getattr(importlib.import_module(module), func)(["--help"]) == 0, name
+        out = capsys.readouterr().out
+        assert out.startswith("usage: ") and "--version" in out, name
+
+
 def test_only_twin_is_installed_and_every_package_under_it_is():
     tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(tool["packages"])
