@@ -148,11 +148,12 @@ def _database_has_twin(url: str) -> bool:
     engine = sa.create_engine(parsed, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
+            # every twin's schema has the table twin.store.migrations records its migrations in
             return sa.inspect(conn).has_table("twin_schema_migrations", schema=schema)
     except sa.exc.OperationalError as exc:
-        first = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc) else ""
+        reason = (str(exc.orig or exc).strip().splitlines() or ["no answer"])[0]
         raise StoreUnavailableError(
-            f"cannot reach {masked(url)}: {first}; check that the database is running and the URL "
+            f"cannot reach {masked(url)}: {reason}; check that the database is running and the URL "
             "is right") from None
     finally:
         engine.dispose()
