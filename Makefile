@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+GRIDTWIN := $(VENV)/bin/gridtwin
 DEMO := data/demo/guilin_demo.gpkg
 # the demo runs on a copy, so live events never change the committed GeoPackage
 LIVE := var/demo-live.gpkg
@@ -24,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 $(DEMO): | $(VENV)/.installed
-	$(PY) scripts/make_demo.py --out $(DEMO)
+	$(GRIDTWIN) make-demo --store $(DEMO)
 
 data: $(DEMO)
 
@@ -36,7 +37,7 @@ $(LIVE): $(DEMO)
 ## run the cockpit on the embedded demo community with live simulated feeds: http://localhost:8501
 demo: venv data $(LIVE)
 	@echo "GridTwin: http://localhost:$(PORT) (demo users: docs/trust.md); feeds log: var/feeds.log"
-	@$(PY) scripts/run_feeds.py --simulate --db $(LIVE) > var/feeds.log 2>&1 & feeds=$$!; \
+	@$(GRIDTWIN) feeds --simulate --store $(LIVE) > var/feeds.log 2>&1 & feeds=$$!; \
 	trap 'kill $$feeds 2>/dev/null' EXIT INT TERM; \
 	TWIN_DATABASE_URL=$(abspath $(LIVE)) $(PY) -m ui.serve run app.py \
 	  --server.port $(PORT) --server.address $(HOST) --server.headless true \

@@ -75,7 +75,7 @@ ORDER BY g.grid_code COLLATE "C"
 
 def _columns(layer: str) -> str:
     """Every declared column of *layer* (JSON as text, as ours returns it)."""
-    import layers
+    from twin import layers
 
     return ", ".join(f"{c.name}::text AS {c.name}" if c.dtype == "json" else c.name
                      for c in layers.get_layer(layer).all_columns)

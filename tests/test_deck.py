@@ -13,9 +13,8 @@ import pytest
 import shapely
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 
-import layers
 from tests.conftest import LAT, LON
-from twin import deck
+from twin import deck, layers
 from twin.errors import LayerNotFoundError, ValidationError
 
 XSS = ["<script>alert(1)</script>", '<img src=x onerror="alert(1)">', "a & b's \"q\""]

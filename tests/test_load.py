@@ -14,8 +14,8 @@ import pytest
 import shapely
 from shapely.geometry import LineString, Point, box
 
-import layers
 from tests.data import make_load_fixtures as fx
+from twin import layers
 from twin.crs import gcj02_to_bd09, wgs84_to_gcj02
 from twin.errors import ValidationError
 from twin.load import LoadError, load_file

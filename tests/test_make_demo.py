@@ -1,17 +1,23 @@
-"""scripts/make_demo.py: a GeoPackage GDAL lists, every layer readable, reproducible content."""
+"""gridtwin make-demo (scripts/make_demo.py): a GeoPackage GDAL lists, every layer readable,
+reproducible content; the same demo in a PostGIS schema; nothing half-built, no password shown."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import uuid
 
 import pandas as pd
 import pyogrio
 import pytest
 import shapely
 
-import layers
 from scripts import make_demo
+from tests.services import POSTGIS_URL
+from twin import layers
+from twin.cli import main as gridtwin
 from twin.errors import ValidationError
+from twin.schema import USERS
 from twin.settings import PROJECT_DIR
 from twin.store import open_store
 
@@ -49,7 +55,7 @@ def test_versions_record_the_script_and_seed(built):
 
 
 def test_the_committed_demo_matches_a_fresh_build(built, tmp_path):
-    assert COMMITTED.exists(), "run: python -m scripts.make_demo --force"
+    assert COMMITTED.exists(), "run: gridtwin make-demo --force (or make data)"
     copy = tmp_path / "committed.gpkg"  # opening may upgrade a file: never the tracked one
     shutil.copyfile(COMMITTED, copy)
     with open_store(built) as fresh, open_store(copy) as committed:
@@ -73,9 +79,51 @@ def test_twin_errors_become_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise ValidationError("layer 'buildings': bad floors. Fix the template.")
 
-    monkeypatch.setattr(make_demo, "put_layer", broken)
+    monkeypatch.setattr("twin.twin.put_layer", broken)
     out = tmp_path / "x.gpkg"
     assert make_demo.main(["--out", str(out)]) == 2
-    assert capsys.readouterr().err.strip() == (
-        "make_demo: layer 'buildings': bad floors. Fix the template.")
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: layer 'buildings': bad floors. Fix the template. (hint: ")
+    assert len(err.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
+
+
+@pytest.fixture(params=["embedded", "postgis"])
+def target(request, tmp_path):
+    """Where to build: a new GeoPackage, or a PostGIS schema no one has made yet (dropped after)."""
+    if request.param == "embedded":
+        yield str(tmp_path / "built" / "demo.gpkg"), {}
+        return
+    request.getfixturevalue("postgis_url")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    yield f"{POSTGIS_URL}?schema={schema}", {"schema": schema}
+    open_store(POSTGIS_URL, schema=schema, drop_schema_on_close=True).close()
+
+
+def test_builds_into_either_store_and_never_shows_the_password(target, built, tmp_path,
+                                                               monkeypatch, capsys):
+    url, options = target
+    monkeypatch.chdir(tmp_path)  # a URL taken for a path would leave a folder here
+    assert gridtwin(["make-demo", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "twin:twin@" not in out and "wrote 5" in out
+    if options:
+        assert "twin:***@127.0.0.1" in out
+        assert not any(p.name.startswith("postgresql") for p in tmp_path.rglob("*"))
+    with open_store(built) as reference:
+        expected = {n: len(reference.read_layer(n)) for n in SCENARIO_LAYERS}
+    with open_store(POSTGIS_URL if options else url, **options) as store:
+        assert {n: len(store.read_layer(n)) for n in SCENARIO_LAYERS} == expected
+        assert store.layer_versions("buildings")[-1].version == 1
+        assert len(store.read_rows(USERS)) == 7
+    # a second build is refused, nothing changed; --force replaces the file or adds versions
+    assert gridtwin(["make-demo", "--store", url]) == 2
+    err = capsys.readouterr().err
+    assert "--force" in err and len(err.strip().splitlines()) == 1 and "twin:twin@" not in err
+    assert gridtwin(["make-demo", "--store", url, "--force", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["layers"] == expected and "twin:twin@" not in report["store"]
+    with open_store(POSTGIS_URL if options else url, **options) as store:
+        versions = [v.version for v in store.layer_versions("buildings")]
+        # a database keeps its history (new grids re-assign buildings: one more version)
+        assert versions[0] == 1 and (len(versions) > 1) == bool(options)

@@ -11,9 +11,9 @@ import pytest
 import shapely
 from shapely.geometry import Point, box
 
-import layers
 import twin.query as Q
 from tests.test_query import clinic_and_homes, grid, local, lonlat, put
+from twin import layers
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.query import _cache, proximity
 from twin.query import sql as q

@@ -11,7 +11,7 @@ import pytest
 import shapely
 from pyproj import Geod
 
-import layers
+from twin import layers
 from twin.errors import ValidationError
 from twin.scenario import (
     ANCHOR,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import shapely
 
-import layers
+from twin import layers
 from twin.errors import (
     ConfigError,
     DuplicateIdError,

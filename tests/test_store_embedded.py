@@ -17,8 +17,8 @@ import pytest
 import shapely
 from shapely.geometry import LineString, Point, Polygon
 
-import layers
 from tests.services import missing
+from twin import layers
 from twin.errors import ConfigError, ValidationError
 from twin.schema import TABLES
 from twin.store import gpkg, open_store

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 from shapely.geometry import box
 
-import layers
 from tests.test_store import T0, _events
+from twin import layers
 from twin.errors import ConfigError, StoreUnavailableError, TwinError
 from twin.store import open_store
 from twin.store.migrations import MIGRATIONS

@@ -17,7 +17,7 @@ import pydeck as pdk
 import shapely
 from pydeck.bindings.json_tools import default_serialize
 
-import layers as declared
+from twin import layers as declared
 from twin import settings
 from twin.crs import wgs84_to_gcj02
 from twin.enrich import CONE_SEGMENTS, camera_cones  # noqa: F401 (re-exported)

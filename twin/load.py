@@ -21,8 +21,8 @@ import pandas as pd
 import pyproj
 import shapely
 
-import layers as declared
 from twin import crs as tcrs
+from twin import layers as declared
 from twin.enrich import PolygonIndex, grid_index
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.load_formats import LoadError, RawData, read_source, resolve_source
@@ -1503,7 +1503,7 @@ _PART_WORDS = {
 
 def _grid_codes(out: pd.DataFrame, rows, issues: _Issues):
     """Derive grid_code from its parts (or the parts from the code); reject malformed codes."""
-    from layers.grid_cells import full_code
+    from twin.layers.grid_cells import full_code
 
     for name in ("grid_code", *_PART_RULES):
         if name not in out:

@@ -25,7 +25,7 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import LineString, Point, Polygon
 
-import layers
+from twin import layers
 from twin.enrich import assign_grids, grid_index
 from twin.errors import ValidationError
 from twin.schema import CASES, CRS, EVENTS, coerce_table, validate_layer_frame

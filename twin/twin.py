@@ -9,7 +9,7 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 
-import layers
+from twin import layers
 from twin.enrich import ASSIGNED_NAMES, assign_grids, grid_index
 from twin.errors import LayerNotFoundError, StaleUpdateError
 from twin.schema import validate_layer_frame

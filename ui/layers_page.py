@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-import layers as declared
+from twin import layers as declared
 from ui.common import current_language, get_store, local_time, store_url, t
 
 LANG = current_language()

@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-import layers as declared
 from twin import cockpit, deck, settings, trust
+from twin import layers as declared
 from twin.cockpit import Scope
 from ui.common import DEMO_COMMANDS, error_text, md, status_names, t
 

@@ -455,5 +455,4 @@ def main(folder: str | Path | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else None))

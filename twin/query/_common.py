@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-import layers
+from twin import layers
 from twin.crs import utm_crs
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.query import _cache

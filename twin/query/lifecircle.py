@@ -213,7 +213,7 @@ def life_circles(
 
 
 def _kinds(kinds: Any, facilities: pd.DataFrame) -> list[str]:
-    from layers.facilities import KINDS
+    from twin.layers.facilities import KINDS
 
     if kinds is None or kinds == "":
         return sorted(set(facilities["kind"].dropna()))

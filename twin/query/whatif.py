@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-import layers
+from twin import layers
 from twin.errors import NotFoundError, ValidationError
 from twin.query import lifecircle
 from twin.query import viewshed as cov_mod

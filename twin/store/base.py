@@ -329,7 +329,7 @@ class Store(abc.ABC):
 
     def layers(self) -> list[str]:
         """Names of the layers that have a current version."""
-        import layers as declared
+        from twin import layers as declared
 
         return [n for n in declared.names() if self.layer_versions(n)]
 

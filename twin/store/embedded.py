@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-import layers as declared
+from twin import layers as declared
 from twin.errors import (
     ConfigError,
     DuplicateIdError,

@@ -330,7 +330,7 @@ def _partition_layer_histories(conn: sa.Connection) -> None:
     Only declared layers are touched: a table of the user's that happens to end in
     ``__history`` is left alone.
     """
-    import layers
+    from twin import layers
 
     for name in layers.names():
         if _relkind(conn, name + HISTORY_SUFFIX) == "r":

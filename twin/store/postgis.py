@@ -18,7 +18,7 @@ import pandas as pd
 import shapely
 import sqlalchemy as sa
 
-import layers
+from twin import layers
 from twin.errors import (
     ConfigError,
     DuplicateIdError,

@@ -143,7 +143,7 @@ def read_residents(
     PermissionDeniedError
         For the public, and for a grid worker asking for a building outside their grids.
     """
-    from layers import get_layer
+    from twin.layers import get_layer
 
     user = user or ANONYMOUS
     mode = PERSONAL_ACCESS.get(user.role, "none")
@@ -204,7 +204,7 @@ def sensitive_columns(name: str) -> tuple[str, ...]:
     Its columns declared ``personal=True`` and, in a layer that has any, its free ``attrs``:
     the extra fields of a file (an emergency phone, a health note) are personal unless declared.
     """
-    from layers import get_layer
+    from twin.layers import get_layer
 
     personal = get_layer(name).personal_columns
     return (*personal, "attrs") if personal else ()
@@ -220,7 +220,7 @@ def protect(store, user: User | None, frame: pd.DataFrame, layers: Iterable[str]
     the public. Residents' columns are never shown in full here: only :func:`read_residents`,
     scoped to a grid worker's grids or a resident's own record, does that.
     """
-    from layers import get_layer
+    from twin.layers import get_layer
 
     user = user or ANONYMOUS
     columns: dict[str, str] = {}
