@@ -286,3 +286,60 @@ def test_json_output_is_data(store, capsys):
     assert code == 0 and report["dry_run"] is True and report["cases_anonymised"] == 0
     code, out, _ = cli("seed", "--json", capsys=capsys)
     assert code == 0 and json.loads(out)["categories"] > 0
+
+
+# -- a command runs as a named user: personal columns follow their role --------------------------
+
+
+@pytest.fixture
+def cells_with_phones(store, grid_cells):
+    from twin import trust
+
+    store.write_layer("grid_cells", grid_cells.assign(
+        grid_worker=["gw1", "gw2"], grid_worker_phone=["13900001111", "13900002222"]),
+        actor="t", source="t")
+    for name, role in (("adm", "admin"), ("pla", "planner")):
+        trust.create_user(store, name, "long enough", role)
+    return store
+
+
+@pytest.mark.parametrize("user, phones", [
+    ("adm", ["13900001111", "13900002222"]),
+    ("pla", ["139****1111", "139****2222"]),
+    (None, None),
+])
+def test_query_and_export_show_personal_columns_as_the_named_user_may(
+        cells_with_phones, tmp_path, capsys, user, phones):
+    import pandas as pd
+
+    from tests.conftest import LAT, LON
+
+    store, url = cells_with_phones, url_of(cells_with_phones)
+    named = ["--user", user] if user else []
+    query = ["query", "within", "-p", "layer=grid_cells", "-p", "distance_m=500",
+             "-p", f"point={LON},{LAT}", "--out", tmp_path / "q.csv", "--store", url, *named]
+    export = ["export", "layer", "grid_cells", "--out", tmp_path / "e.csv", "--store", url,
+              *named]
+    for args, out in ((query, "q.csv"), (export, "e.csv")):
+        code, _, err = cli(*args, capsys=capsys)
+        assert code == 0, err
+        table = pd.read_csv(tmp_path / out, dtype=str)
+        if phones is None:
+            assert "grid_worker_phone" not in table
+        else:
+            assert sorted(table["grid_worker_phone"]) == phones
+    reads = store.read_audit().query("action == 'personal.read'")
+    assert len(reads) == (2 if user == "adm" else 0)
+    assert set(reads["actor"]) <= {"adm"}
+
+
+def test_an_unknown_or_disabled_user_is_refused(cells_with_phones, tmp_path, capsys):
+    from twin import trust
+
+    url = url_of(cells_with_phones)
+    trust.update_user(cells_with_phones, "pla", disabled=True)
+    for name in ("ghost", "pla"):
+        code, _, err = cli("export", "layer", "grid_cells", "--out", tmp_path / "x.csv",
+                           "--store", url, "--user", name, capsys=capsys)
+        assert code == 2 and f"no enabled user {name!r}" in err
+    assert not (tmp_path / "x.csv").exists()

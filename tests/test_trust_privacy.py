@@ -69,7 +69,8 @@ def test_roles_without_planner_queries_are_refused(twin_store, role):  # noqa: F
 def test_layer_reads_and_exports_follow_the_same_rule(twin_store, tmp_path, role, expected):  # noqa: F811
     user = USERS.get(role)
     frame = trust.read_layer(twin_store, user, "grid_cells")
-    out = trust.export_layer(twin_store, user, "grid_cells", tmp_path / "cells.geojson")
+    out, rows = trust.export_layer(twin_store, user, "grid_cells", tmp_path / "cells.geojson")
+    assert rows == 2
     written = gpd.read_file(out)
     for table in (frame, written):
         if expected is None:

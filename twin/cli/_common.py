@@ -56,6 +56,23 @@ def add_json_option(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"print {what} as JSON on stdout")
 
 
+def add_user_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--user NAME``: the stored user a command runs as (default ``TWIN_USER``)."""
+    parser.add_argument("--user", dest="user", metavar="NAME", default=argparse.SUPPRESS,
+                        help="run as this stored user: their role decides which personal data "
+                        "the answer holds, and reading it is audited under their name "
+                        "(default: TWIN_USER; without one, what the public may see)")
+
+
+def command_user(store, args: argparse.Namespace):
+    """Return the :class:`twin.trust.User` the command runs as (None: the public)."""
+    import os
+
+    from twin import trust
+
+    return trust.run_as(store, getattr(args, "user", None) or os.environ.get("TWIN_USER"))
+
+
 def wants_json(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "json", False))
 

@@ -6,13 +6,21 @@ import argparse
 import json
 from pathlib import Path
 
-from twin.cli._common import add_json_option, add_store_option, open_store, print_json
+from twin.cli._common import (
+    add_json_option,
+    add_store_option,
+    add_user_option,
+    command_user,
+    open_store,
+    print_json,
+)
 from twin.errors import ValidationError
 
 NAME = "export"
-HELP = "export the indicator report (CSV, .xlsx) or Open311 JSON"
+HELP = "export the indicator report (CSV, .xlsx), Open311 JSON or a layer as the user may see it"
 DESCRIPTION = (
-    "Export the indicator report (CSV / Excel) and Open311 GeoReport v2 JSON from the store."
+    "Export the indicator report (CSV / Excel), Open311 GeoReport v2 JSON, or a layer as the "
+    "user running the command may see it (personal columns masked or left out by role)."
 )
 EPILOG = """\
 examples:
@@ -21,6 +29,7 @@ examples:
   gridtwin export kpi --freq M --by street --out monthly.csv --lang en
   gridtwin export open311 services --out services.json
   gridtwin export open311 requests --out requests.json --store twin.gpkg
+  gridtwin export layer grid_cells --out grids.gpkg --user admin
 (also: gridtwin-export …, python scripts/export.py …)
 
 exit codes: 0 written, 2 bad input (nothing written), 1 failure
@@ -43,7 +52,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     o.add_argument("kind", choices=["services", "requests"])
     o.add_argument("--lang", default="zh-CN")
     o.add_argument("--out", required=True, help="FILE.json")
-    for child in (k, o):  # the store and --json may also follow the subcommand
+    la = sub.add_parser("layer", help="a layer as .geojson, .gpkg or .csv, as --user may see it")
+    la.add_argument("layer", metavar="LAYER", help="the layer (e.g. grid_cells, buildings)")
+    la.add_argument("--out", required=True, help="FILE.geojson, FILE.gpkg or FILE.csv")
+    add_user_option(la)
+    for child in (k, o, la):  # the store and --json may also follow the subcommand
         add_store_option(child)
         add_json_option(child, "what was written (file and rows)")
 
@@ -83,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
         payload = open311.services(lang=args.lang)
     else:
         with open_store(args) as store:
+            if args.what == "layer":
+                from twin import trust
+
+                written, rows = trust.export_layer(store, command_user(store, args), args.layer,
+                                                   out, origin="cli:export")
+                return _done(args, written, rows)
             if args.what == "kpi":
                 table = kpi_report(store, period=args.period, by=args.by, freq=args.freq,
                                    as_of=args.as_of, lang=args.lang)

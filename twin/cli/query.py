@@ -7,7 +7,7 @@ import inspect
 import json
 import logging
 
-from twin.cli._common import add_json_option, add_store_option
+from twin.cli._common import add_json_option, add_store_option, add_user_option
 from twin.errors import ValidationError
 
 NAME = "query"
@@ -50,6 +50,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", metavar="CSV",
                    help="live state table (e.g. lot_id, available_spaces) for nearest and parking")
     add_store_option(p)
+    add_user_option(p)
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the answer")
     p.add_argument("--summary", metavar="CSV",
                    help="also write the summary table (life circles, what-if) here")
@@ -92,7 +93,8 @@ def parse_params(items: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from twin.cli._common import open_store
+    from twin import trust
+    from twin.cli._common import command_user, open_store
     from twin.query import QUERIES
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -124,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise ValidationError(f"query {args.name!r} needs --param {missing[0]}=…")
     with open_store(args) as store:
-        result = fn(store, **params)
+        result = trust.query_as(store, command_user(store, args), args.name,
+                                origin="cli:query", **params)
     out = result.to_file(args.out)
     if args.summary and result.summary is not None:
         result.summary.to_csv(args.summary, index=False)

@@ -40,8 +40,14 @@ def query_as(store, user: User | None, name: str, *, origin: str = "", **params:
 
 
 def export_layer(store, user: User | None, name: str, path: str | Path, *,
-                 origin: str = "") -> Path:
-    """Write layer *name* as *user* may see it to .geojson, .gpkg or .csv; return the path."""
+                 origin: str = "") -> tuple[Path, int]:
+    """Write layer *name* as *user* may see it to .geojson, .gpkg or .csv.
+
+    Returns
+    -------
+    (path, rows)
+        The file written and the number of features in it.
+    """
     from twin.query import QueryResult
 
     require(user, "queries.run")
@@ -49,4 +55,4 @@ def export_layer(store, user: User | None, name: str, path: str | Path, *,
     current = [v.version for v in store.layer_versions(name) if v.current]
     answer = QueryResult(name, frame, {"layer": name}, None,
                          {name: current[-1] if current else None}, "read")
-    return answer.to_file(path)
+    return answer.to_file(path), len(frame)

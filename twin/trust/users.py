@@ -307,6 +307,25 @@ def session_user(store, username: str | None) -> User | None:
     return None if user.disabled else user
 
 
+def run_as(store, username: str | None) -> User | None:
+    """Return the stored user a command runs as, or None (the public) when none is named.
+
+    Raises
+    ------
+    PermissionDeniedError
+        If *username* is not an enabled user of this store.
+    """
+    if not username:
+        return None
+    user = session_user(store, username)
+    if user is None:
+        raise PermissionDeniedError(
+            f"no enabled user {username!r} in this store; list them with `gridtwin users list` "
+            "or leave --user out to run as the public"
+        )
+    return user
+
+
 def session_expired(
     last_activity: Any, now: Any = None, timeout_min: float | None = None
 ) -> bool:
