@@ -113,8 +113,8 @@ def login_form(lang: str | None = None) -> User | None:
         return None
     try:
         user = trust.authenticate(_store(), username, password, origin=origin())
-    except trust.AccountLockedError:
-        st.error(t("auth.locked", lang, minutes=f"{settings.get('lockout_min'):g}"))
+    except trust.AccountLockedError as exc:  # the same for every name, stored or not
+        st.error(t("auth.locked", lang, minutes=exc.minutes or f"{settings.get('lockout_min'):g}"))
         return None
     except trust.LoginError:
         st.error(t("auth.failed", lang))
