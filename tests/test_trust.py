@@ -134,6 +134,7 @@ def test_session_timeout():
     ("session_timeout_min", "45", 45.0),
     ("retention_days", "30", 30),
     ("upload_max_bytes", "1000", 1000),
+    ("max_logins_per_client", "7", 7),
 ])
 def test_access_settings_come_from_the_environment(monkeypatch, name, raw, value):
     monkeypatch.delenv(f"TWIN_{name.upper()}", raising=False)

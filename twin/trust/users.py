@@ -287,12 +287,17 @@ def _locked(message: str, name: str, until: pd.Timestamp, now: pd.Timestamp) -> 
     return AccountLockedError(message.format(name=name, minutes=minutes), minutes=minutes)
 
 
-def _refuse(store, prefix: str, row: dict[str, Any], until: pd.Timestamp, now: pd.Timestamp,
-            message: str, detail: dict[str, Any]) -> AccountLockedError:
-    """Return the error for a refused attempt; audit only the first refusal of a window."""
+def _refuse(store, prefix: str, seen: Iterable[str], row: dict[str, Any], until: pd.Timestamp,
+            now: pd.Timestamp, message: str, detail: dict[str, Any]) -> AccountLockedError:
+    """Return the error for a refused attempt; audit only the first refusal of a window.
+
+    The first refusal stores a marker (the INSERT only one caller wins); once the marker is
+    among the *seen* rows, a refusal writes nothing at all.
+    """
     marker = {**row, "id": f"{prefix}:refused", "scope": "refused", "slot": 0,
               "outcome": "refused"}
-    if store.put_rows(LOGIN_ATTEMPTS, pd.DataFrame([marker]), on_conflict="ignore"):
+    if marker["id"] not in set(seen) and store.put_rows(
+            LOGIN_ATTEMPTS, pd.DataFrame([marker]), on_conflict="ignore"):
         store.append_audit(row["username"], "login.locked", f"user:{row['username']}",
                            {**detail, "until": until.isoformat()}, row["client"])
     return _locked(message, row["username"], until, now)
@@ -344,10 +349,10 @@ def authenticate(
     base = {"username": name, "client": client, "bucket": bucket, "at": now}
     # 1. the client's allowance, whatever the name (a client trying many names is slowed)
     client_key = _scope_key("client", client, bucket)
-    taken = store.read_rows(LOGIN_ATTEMPTS, client=client, bucket=bucket, scope="client")["id"]
+    taken = store.read_rows(LOGIN_ATTEMPTS, client=client, bucket=bucket)["id"].tolist()
     if _claim(store, client_key, per_client, taken,
               {**base, "scope": "client", "outcome": "claimed"}) is None:
-        raise _refuse(store, client_key, base, until, now, _CLIENT_LOCKED,
+        raise _refuse(store, client_key, taken, base, until, now, _CLIENT_LOCKED,
                       {"limit": "client", "max": per_client})
     # 2. the name's allowance from this client; renewed by a success here or an unlock
     mine = store.read_rows(LOGIN_ATTEMPTS, username=name, bucket=bucket)
@@ -357,7 +362,7 @@ def authenticate(
     row = {**base, "scope": "user", "outcome": "pending"}
     slot = _claim(store, user_key, per_name, mine["id"], row)
     if slot is None:
-        raise _refuse(store, user_key, base, until, now, _NAME_LOCKED,
+        raise _refuse(store, user_key, mine["id"].tolist(), base, until, now, _NAME_LOCKED,
                       {"limit": "name", "max": per_name})
     # 3. the check itself: the same work whether or not the name exists
     stored = _user_row(store, name) if name else None
