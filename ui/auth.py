@@ -27,9 +27,10 @@ def origin() -> str:
     """Where the request comes from, for the audit log: ``web:<ip>`` (or ``web`` if unknown)."""
     try:
         ip = st.context.ip_address
-    except Exception:  # older servers, AppTest: no client address
+    except Exception:  # older servers: no client address
         ip = None
-    return f"web:{ip}" if ip else "web"
+    # login throttling counts per client: only a real address names one (AppTest gives a mock)
+    return f"web:{ip}" if isinstance(ip, str) and ip else "web"
 
 
 def _store():
