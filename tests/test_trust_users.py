@@ -126,6 +126,19 @@ def test_a_client_trying_many_names_is_slowed_other_clients_are_not(store, monke
         "planner")
 
 
+def test_a_throttled_client_adds_no_rows_however_fast_it_sends(store, monkeypatch):
+    monkeypatch.setenv("TWIN_MAX_LOGINS_PER_CLIENT", "8")
+    trust.create_user(store, "admin", RIGHT, "admin")
+    for i in range(10):  # the client's allowance (8) is used up, its first refusal audited
+        _try(store, "admin", f"guess-{i}")
+    audit, attempts = len(store.read_audit()), len(store.read_rows(LOGIN_ATTEMPTS))
+    answers = {_try(store, name, "guess")[0] for name in ("admin", "nobody", "root")
+               for _ in range(20)}
+    assert answers == {"AccountLockedError"}
+    assert len(store.read_audit()) == audit  # not one audit row per refused attempt
+    assert len(store.read_rows(LOGIN_ATTEMPTS)) == attempts  # nor one attempt row
+
+
 def test_the_window_ends_a_success_renews_an_admin_unlocks(store, monkeypatch):
     monkeypatch.setenv("TWIN_MAX_FAILED_LOGINS", "3")
     trust.create_user(store, "carol", RIGHT, "official")
