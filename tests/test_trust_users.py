@@ -157,7 +157,10 @@ def test_the_window_ends_a_success_renews_an_admin_unlocks(store, monkeypatch):
         _try(store, "carol", "wrong-password", now=later)
     assert _try(store, "carol", RIGHT, now=later)[0] == "AccountLockedError"
     monkeypatch.setattr(users_module, "_now", lambda: later)  # the admin acts in that window
+    listed = trust.list_users(store).set_index("username").loc["carol"]
+    assert listed["failed_logins"] == 5 and pd.notna(listed["locked_until"])
     trust.update_user(store, "carol", unlock=True, actor="adm")
+    assert pd.isna(trust.list_users(store).set_index("username").loc["carol", "locked_until"])
     assert isinstance(_try(store, "carol", RIGHT, now=later), User)
 
 

@@ -183,8 +183,26 @@ def get_user(store, username: str) -> User:
 
 
 def list_users(store) -> pd.DataFrame:
-    """Every user without password hashes (username, role, grids, disabled, last login …)."""
-    return store.read_rows(USERS).drop(columns=["password_hash"])
+    """Every user without password hashes (username, role, grids, disabled, last login …).
+
+    ``failed_logins`` counts the failed password checks of the current login window (from any
+    client); ``locked_until`` is the window's end when some client has used up the name's
+    allowance (``scripts/users.py unlock NAME`` renews it).
+    """
+    users = store.read_rows(USERS).drop(columns=["password_hash"])
+    bucket, until = _window(_now())
+    rows = store.read_rows(LOGIN_ATTEMPTS, bucket=bucket, scope=("user", "unlock"))
+    failed = rows.loc[rows["outcome"] == "failed"].groupby("username").size()
+    users["failed_logins"] = users["username"].map(failed).fillna(0).astype("int64")
+    limit = settings.get("max_failed_logins")
+    pairs = rows.loc[rows["scope"] == "user", ["username", "client"]].drop_duplicates()
+    locked = {  # a few rows per name and client of one window: an administrator's listing
+        name for name, client in pairs.itertuples(index=False)
+        if rows["id"].str.startswith(_name_prefix(rows, name, client, bucket) + ":").sum() >= limit
+    }
+    users["locked_until"] = pd.Series(until, index=users.index).where(
+        users["username"].isin(locked))
+    return users
 
 
 def update_user(
@@ -257,6 +275,17 @@ def _window(now: pd.Timestamp) -> tuple[int, pd.Timestamp]:
 def _scope_key(*parts: Any) -> str:
     text = "\n".join(str(p) for p in parts)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _name_prefix(rows: pd.DataFrame, name: str, client: str, bucket: int) -> str:
+    """Return the slot prefix of *name* from *client* in the window of *rows* (its attempts).
+
+    The prefix is renewed by each success from that client and by each unlock.
+    """
+    mine = rows["username"] == name
+    renewals = int((mine & (rows["outcome"] == "ok") & (rows["client"] == client)).sum()
+                   + (mine & (rows["outcome"] == "unlock")).sum())
+    return f"{_scope_key('user', name, client, bucket)}:{renewals}"
 
 
 def _claim(store, prefix: str, limit: int, taken: Iterable[str], row: dict[str, Any]) -> int | None:
@@ -356,9 +385,7 @@ def authenticate(
                       {"limit": "client", "max": per_client})
     # 2. the name's allowance from this client; renewed by a success here or an unlock
     mine = store.read_rows(LOGIN_ATTEMPTS, username=name, bucket=bucket)
-    renewals = int(((mine["outcome"] == "ok") & (mine["client"] == client)).sum()
-                   + (mine["outcome"] == "unlock").sum())
-    user_key = f"{_scope_key('user', name, client, bucket)}:{renewals}"
+    user_key = _name_prefix(mine, name, client, bucket)
     row = {**base, "scope": "user", "outcome": "pending"}
     slot = _claim(store, user_key, per_name, mine["id"], row)
     if slot is None:
