@@ -16,6 +16,7 @@ import pytest
 
 from tests import services
 from tests.browser import CHROMIUM_ARGS, LAT, LON, ROOT, free_port, write_small_twin
+from tests.sessions import store_users
 from twin import cases, trust
 from twin.errors import LayerNotFoundError, TwinError, ValidationError
 from twin.schema import USERS
@@ -128,7 +129,8 @@ def hostile_server(tmp_path_factory):
                      role="dispatcher")
         from twin.trust import participation
 
-        participation.publish(store, User("adm", "admin"), kind="poll", scope_kind="building",
+        admin, = store_users(store, User("adm", "admin"))
+        participation.publish(store, admin, kind="poll", scope_kind="building",
                               scope_id="B-X", title=PAYLOAD, body=PAYLOAD,
                               questions=[{"question": PAYLOAD, "choices": [PAYLOAD, "ok"]}])
     script = folder / "wrapper.py"

@@ -9,6 +9,7 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 
+from tests.sessions import store_users
 from twin import retention, schema, settings, trust
 from twin.cases import ROLES
 from twin.errors import (
@@ -46,6 +47,7 @@ def twin_store(store, grid_cells, buildings):
         "household_size": [3, 2, 4], "tags": ["独居老人", None, None],
     })
     store.write_layer("residents", residents, actor="t", source="t")
+    store_users(store, *USERS.values())  # the library acts only for stored users
     return store
 
 
@@ -132,6 +134,7 @@ def test_session_timeout():
     ("session_timeout_min", "45", 45.0),
     ("retention_days", "30", 30),
     ("upload_max_bytes", "1000", 1000),
+    ("max_logins_per_client", "7", 7),
 ])
 def test_access_settings_come_from_the_environment(monkeypatch, name, raw, value):
     monkeypatch.delenv(f"TWIN_{name.upper()}", raising=False)
@@ -226,12 +229,12 @@ def test_grid_worker_sees_full_values_of_their_grids_only(twin_store):
     with pytest.raises(PermissionDeniedError, match="not in the grids"):
         trust.read_residents(twin_store, gw, building_code="B3")
     assert _last_audit(twin_store)["action"] == "residents.denied"
-    other = User("gw2", "grid_worker", grids=("R02",))
+    other, = store_users(twin_store, User("gw2", "grid_worker", grids=("R02",)))
     assert trust.read_residents(twin_store, other)["resident_id"].tolist() == ["P3"]
 
 
 def test_grid_worker_bound_to_a_unit_grid_code(twin_store):
-    gw = User("gw9", "grid_worker", grids=("45031100100102",))
+    gw, = store_users(twin_store, User("gw9", "grid_worker", grids=("45031100100102",)))
     assert trust.read_residents(twin_store, gw)["resident_id"].tolist() == ["P3"]
 
 
@@ -302,7 +305,7 @@ def test_case_transitions_respect_roles_and_grids_and_are_audited(twin_store, gr
     with pytest.raises(PermissionDeniedError, match="own grids"):
         trust.transition_case(twin_store, gw1, case["id"], "handle", grid_cells=cells)
     assert _last_audit(twin_store)["action"] == "case.denied"
-    gw2 = User("gw2", "grid_worker", grids=("R02",))
+    gw2, = store_users(twin_store, User("gw2", "grid_worker", grids=("R02",)))
     done = trust.transition_case(twin_store, gw2, case["id"], "handle", grid_cells=cells)
     assert done["status"] == "handling"
     actions = twin_store.read_audit()["action"].tolist()

@@ -7,8 +7,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.browser import ROOT, write_small_twin
-from tests.sessions import sign_in_as
+from tests.sessions import sign_in_as, store_users
 from twin import trust
+from twin.errors import PermissionDeniedError
 from twin.store import open_store
 from twin.trust import User, participation
 
@@ -118,6 +119,8 @@ def test_a_disabled_or_demoted_user_loses_their_rights_at_the_next_request(gpkg)
     with open_store(gpkg) as store:  # and the library refuses a step by a stale User object
         with pytest.raises(trust.LoginError):
             trust.authenticate(store, "disp1", "test-password")
+        with pytest.raises(PermissionDeniedError, match="not an enabled user"):
+            trust.visible_cases(store, User("disp1", "dispatcher"))
 
 
 @pytest.mark.parametrize("role, allowed", [
@@ -169,8 +172,9 @@ def test_public_page_needs_no_login_and_shows_no_personal_data(gpkg):
 
 def test_participation_page_residents_answer_once_staff_see_results(gpkg):
     with open_store(gpkg) as store:
+        official, = store_users(store, User("off", "official"))
         poll = participation.publish(
-            store, User("off", "official"), kind="poll", scope_kind="building", scope_id="B-1",
+            store, official, kind="poll", scope_kind="building", scope_id="B-1",
             title=XSS, body="**加装电梯**", questions=[{"question": "同意?",
                                                       "choices": ["同意", "不同意"]}])
     resident = User("resident", "resident", resident_id="P1", building_code="B-1")

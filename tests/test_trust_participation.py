@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from tests.sessions import store_users
 from tests.test_trust import USERS, cheap_hashes, twin_store  # noqa: F401  (fixtures)
 from twin.errors import DuplicateIdError, PermissionDeniedError, ValidationError
 from twin.trust import User
@@ -14,6 +15,13 @@ Q = [{"question": "加装电梯?", "choices": ["赞成", "反对", "<b>弃权</b
 P1 = User("p1", "resident", resident_id="P1", building_code="B1")
 P2 = User("p2", "resident", resident_id="P2", building_code="B2")
 P3 = USERS["resident"]  # lives in B3, grid 02 (R02)
+P9 = User("p9", "resident", building_code="B1")
+
+
+@pytest.fixture(autouse=True)
+def residents_stored(twin_store):  # noqa: F811
+    """The residents above as stored users (the library acts only for those)."""
+    store_users(twin_store, P1, P2, P9)
 
 
 def test_poll_life_and_one_answer_per_resident(twin_store):  # noqa: F811
@@ -39,7 +47,7 @@ def test_poll_life_and_one_answer_per_resident(twin_store):  # noqa: F811
     assert layer.set_index("code").loc["45031100100101", "answers"] == 2
     assert set(layer["leading"]) <= {"赞成", "反对"}
     with pytest.raises(ValidationError, match="not an option"):
-        part.answer(twin_store, User("p9", "resident", building_code="B1"), poll["id"], ["也许"])
+        part.answer(twin_store, P9, poll["id"], ["也许"])
 
 
 def test_scope_decides_who_sees_and_answers(twin_store):  # noqa: F811

@@ -368,6 +368,28 @@ USERS = TableSpec(
     key="username",
 )
 
+#: What became of a login attempt (twin.trust.users: one row per claimed attempt slot).
+LOGIN_OUTCOMES = ("claimed", "pending", "ok", "failed", "refused", "unlock")
+
+LOGIN_ATTEMPTS = TableSpec(
+    "twin_login_attempts",
+    (
+        _c("id", "text", "the slot an attempt claimed: hash of scope and window, then a number; "
+           "the unique key is what makes two parallel attempts never share one"),
+        _c("scope", "text", "user (a name from one client), client (every name from one client), "
+           "refused (first refusal of a window) or unlock (an administrator's unlock)"),
+        _c("username", "text", "the name as typed (cut to 64 characters)"),
+        _c("client", "text", "where the attempt came from (web:<ip>, a script …)"),
+        _c("bucket", "int", "the throttling window: minutes since 1970 // TWIN_LOCKOUT_MIN"),
+        _c("slot", "int", "the attempt's number within its scope and window, from 1"),
+        _c("at", "datetime"),
+        _c("outcome", "text", "claimed (a client's slot); pending until the password was "
+           "checked, then ok or failed; refused; unlock",
+           choices=LOGIN_OUTCOMES),
+    ),
+    key="id",
+)
+
 NOTICE_KINDS = ("notice", "poll", "survey")
 NOTICE_SCOPES = ("building", "grid", "community")
 
@@ -408,7 +430,7 @@ ANSWERS = TableSpec(
 
 TABLES = (
     EVENTS, CASES, CASE_HISTORY, AUDIT, LAYER_VERSIONS, DEAD_LETTERS, ALARMS,
-    USERS, NOTICES, ANSWERS,
+    USERS, NOTICES, ANSWERS, LOGIN_ATTEMPTS,
 )
 
 

@@ -107,11 +107,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "max_failed_logins", _positive_int, 5,
-        "Failed password attempts in a row that lock an account.",
+        "Password checks allowed for one name from one client in each login window; "
+        "further attempts are refused unchecked until the window ends (a success renews it).",
     ),
     Setting(
         "lockout_min", _positive_float, 15.0,
-        "Minutes an account stays locked after too many failed logins.",
+        "Minutes of a login window: how long refused attempts wait at most.",
+    ),
+    Setting(
+        "max_logins_per_client", _positive_int, 30,
+        "Login attempts (any names) allowed from one client in each login window.",
     ),
     Setting(
         "retention_days", _positive_int, 365 * 3,

@@ -27,9 +27,10 @@ def origin() -> str:
     """Where the request comes from, for the audit log: ``web:<ip>`` (or ``web`` if unknown)."""
     try:
         ip = st.context.ip_address
-    except Exception:  # older servers, AppTest: no client address
+    except Exception:  # older servers: no client address
         ip = None
-    return f"web:{ip}" if ip else "web"
+    # login throttling counts per client: only a real address names one (AppTest gives a mock)
+    return f"web:{ip}" if isinstance(ip, str) and ip else "web"
 
 
 def _store():
@@ -113,8 +114,8 @@ def login_form(lang: str | None = None) -> User | None:
         return None
     try:
         user = trust.authenticate(_store(), username, password, origin=origin())
-    except trust.AccountLockedError:
-        st.error(t("auth.locked", lang, minutes=f"{settings.get('lockout_min'):g}"))
+    except trust.AccountLockedError as exc:  # the same for every name, stored or not
+        st.error(t("auth.locked", lang, minutes=exc.minutes or f"{settings.get('lockout_min'):g}"))
         return None
     except trust.LoginError:
         st.error(t("auth.failed", lang))

@@ -7,7 +7,8 @@ functions with the user they authenticated and never filter by role or grid them
 module             what it decides
 =================  ==================================================================
 ``permissions``    roles, the permission table, pages per role (:data:`PERMISSIONS`)
-``users``          users, argon2 passwords, login with lockout, sessions, demo users
+``users``          users, argon2 passwords, throttled login, sessions, resolve (the only
+                   users the library acts for), demo users
 ``privacy``        masking, rounding for the public, scoped readers of personal data
 ``casework``       which cases a user sees; case steps run and audited as the user
 ``public``         what the public transparency page shows
@@ -83,6 +84,7 @@ from twin.trust.users import (
     hash_password,
     list_users,
     record_logout,
+    resolve,
     run_as,
     session_expired,
     session_user,
@@ -144,6 +146,7 @@ __all__ = [
     "safe_text",
     "secret",
     "session_expired",
+    "resolve",
     "session_user",
     "store_photo",
     "transition_case",

@@ -11,6 +11,7 @@ import pandas as pd
 
 from twin.timeutil import to_utc
 from twin.trust.permissions import User, require
+from twin.trust.users import resolve
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def read_audit(
     end: Any = None,
 ) -> pd.DataFrame:
     """Return the audit log filtered (admin only); substrings of actor, action and target."""
-    require(user, "audit.read")
+    require(resolve(store, user), "audit.read")
     log = store.read_audit()
     keep = pd.Series(True, index=log.index)
     for column, value in (("actor", actor), ("action", action), ("target", target)):

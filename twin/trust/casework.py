@@ -12,6 +12,7 @@ from twin import cases, cockpit
 from twin.errors import PermissionDeniedError
 from twin.trust.permissions import User, can, require
 from twin.trust.privacy import unit_grids_of
+from twin.trust.users import resolve
 
 
 def allowed_actions(case: Mapping[str, Any], user: User | None) -> list[str]:
@@ -40,6 +41,7 @@ def transition_case(
     PermissionDeniedError
         If the role does not own the step or the case is outside a grid worker's grids.
     """
+    user = resolve(store, user)
     if user.is_anonymous or user.disabled:
         raise PermissionDeniedError("log in to work on cases")
     grids = unit_grids_of(user, grid_cells) if user.role == "grid_worker" else None
@@ -58,7 +60,7 @@ def transition_case(
 
 def report_case(store, user: User, *, origin: str = "", **kwargs: Any) -> dict[str, Any]:
     """Report a new case as *user* (see :func:`twin.cases.report`) and audit it."""
-    require(user, "cases.report")
+    user = require(resolve(store, user), "cases.report")
     reporter = dict(kwargs.pop("reporter", None) or {})
     reporter.setdefault("username", user.username)
     if user.resident_id:
@@ -95,7 +97,7 @@ def visible_cases(store, user: User | None, grid_cells: pd.DataFrame | None = No
     PermissionDeniedError
         If *user* does not handle cases (``page.cases``).
     """
-    user = require(user, "page.cases")
+    user = require(resolve(store, user), "page.cases")
     table = cockpit.cases_at(store.read_cases())
     if user.role == "grid_worker":
         mine = unit_grids_of(user, grid_cells)
@@ -121,7 +123,7 @@ def read_case(store, user: User | None, case_id: str,
     NotFoundError
         If there is no such case.
     """
-    user = require(user, "page.cases")
+    user = require(resolve(store, user), "page.cases")
     case = store.get_case(case_id)
     if not _may_see(case, user, grid_cells):
         raise PermissionDeniedError(

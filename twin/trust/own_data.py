@@ -13,6 +13,7 @@ from twin.errors import TwinError
 from twin.trust import participation
 from twin.trust.permissions import User, require
 from twin.trust.privacy import read_residents
+from twin.trust.users import resolve
 
 LOGGER = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def export_own_data(store, user: User, *, origin: str = "") -> dict[str, Any]:
     PermissionDeniedError
         If *user* is not a resident.
     """
-    require(user, "data.export_own")
+    user = require(resolve(store, user), "data.export_own")
     record = read_residents(store, user, origin=origin)
     reported = [
         {k: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in c.items()

@@ -16,6 +16,7 @@ from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, 
 from twin.schema import ANSWERS, NOTICE_KINDS, NOTICE_SCOPES, NOTICES
 from twin.trust.permissions import User, require
 from twin.trust.privacy import buildings_in_scope, layer_or_empty, unit_grids_of
+from twin.trust.users import resolve
 
 LOGGER = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def publish(
     ValidationError
         For an unknown kind or scope, an empty title or malformed questions.
     """
-    require(user, "participation.publish")
+    user = require(resolve(store, user), "participation.publish")
     if kind not in KINDS:
         raise ValidationError(f"kind must be one of {list(KINDS)}; got {kind!r}")
     if scope_kind not in SCOPES:
@@ -162,7 +163,7 @@ def notices_for(store, user: User | None) -> pd.DataFrame:
     PermissionDeniedError
         If *user* is not logged in.
     """
-    require(user, "page.participation")
+    user = require(resolve(store, user), "page.participation")
     notices = store.read_rows(NOTICES)
     if user.role == "resident":  # type: ignore[union-attr]
         notices = notices.loc[_in_scope(notices, resident_place(store, user))]
@@ -189,7 +190,7 @@ def answer(
     ValidationError
         If the poll is closed, a notice, or a choice is not one of the options.
     """
-    require(user, "participation.answer")
+    user = require(resolve(store, user), "participation.answer")
     poll = get_notice(store, poll_id)
     if poll["kind"] == "notice":
         raise ValidationError(f"{poll_id} is a notice, not a poll; nothing to answer")

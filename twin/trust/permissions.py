@@ -61,7 +61,12 @@ PERSONAL_ACCESS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class User:
-    """A logged-in person (or :data:`ANONYMOUS`): who, in which role, where they work or live."""
+    """A logged-in person (or :data:`ANONYMOUS`): who, in which role, where they work or live.
+
+    Made by :func:`twin.trust.authenticate` and :func:`twin.trust.session_user`; one made
+    anywhere else carries no rights into the library, which resolves every user it is given
+    against the store (:func:`twin.trust.users.resolve`).
+    """
 
     username: str
     role: str
@@ -121,6 +126,10 @@ def pages_for(user: User | None) -> list[str]:
 
 
 def with_role(user: User, role: str) -> User:
-    """Return a copy of *user* in another role (for tests and previews; nothing is stored)."""
+    """Return a copy of *user* in another role (for tests and previews; nothing is stored).
+
+    Only :func:`can`, :func:`require` and :func:`pages_for` see the copy's role: the library's
+    readers and steps take the role from the store (:func:`twin.trust.users.resolve`).
+    """
     return replace(user, role=role)
 

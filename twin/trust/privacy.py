@@ -11,7 +11,8 @@ import pandas as pd
 
 from twin import settings
 from twin.errors import LayerNotFoundError, PermissionDeniedError
-from twin.trust.permissions import ANONYMOUS, PERSONAL_ACCESS, User
+from twin.trust.permissions import PERSONAL_ACCESS, User
+from twin.trust.users import resolve
 
 LOGGER = logging.getLogger(__name__)
 
@@ -141,11 +142,13 @@ def read_residents(
     Raises
     ------
     PermissionDeniedError
-        For the public, and for a grid worker asking for a building outside their grids.
+        For the public, a user who is not stored and enabled (see
+        :func:`twin.trust.users.resolve`), and for a grid worker asking for a building outside
+        their grids.
     """
     from twin.layers import get_layer
 
-    user = user or ANONYMOUS
+    user = resolve(store, user)
     mode = PERSONAL_ACCESS.get(user.role, "none")
     if user.disabled or mode == "none":
         raise PermissionDeniedError(
@@ -222,7 +225,7 @@ def protect(store, user: User | None, frame: pd.DataFrame, layers: Iterable[str]
     """
     from twin.layers import get_layer
 
-    user = user or ANONYMOUS
+    user = resolve(store, user)
     columns: dict[str, str] = {}
     for name in layers:
         try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,9 +17,8 @@ import pandas as pd
 
 from twin import settings
 from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, ValidationError
-from twin.schema import ROLES, USERS
-from twin.trust.permissions import User
-from twin.trust.privacy import layer_or_empty
+from twin.schema import LOGIN_ATTEMPTS, ROLES, USERS
+from twin.trust.permissions import ANONYMOUS, User
 
 LOGGER = logging.getLogger(__name__)
 
@@ -28,7 +29,12 @@ class LoginError(PermissionDeniedError):
 
 
 class AccountLockedError(LoginError):
-    """Too many failed logins: the account is locked for a while."""
+    """Too many login attempts: refused without a check until the window ends."""
+
+    def __init__(self, message: str, *, minutes: int = 0) -> None:
+        super().__init__(message)
+        #: minutes until logins are checked again
+        self.minutes = minutes
 
 
 def _hasher():
@@ -177,8 +183,26 @@ def get_user(store, username: str) -> User:
 
 
 def list_users(store) -> pd.DataFrame:
-    """Every user without password hashes (username, role, grids, disabled, last login …)."""
-    return store.read_rows(USERS).drop(columns=["password_hash"])
+    """Every user without password hashes (username, role, grids, disabled, last login …).
+
+    ``failed_logins`` counts the failed password checks of the current login window (from any
+    client); ``locked_until`` is the window's end when some client has used up the name's
+    allowance (``scripts/users.py unlock NAME`` renews it).
+    """
+    users = store.read_rows(USERS).drop(columns=["password_hash"])
+    bucket, until = _window(_now())
+    rows = store.read_rows(LOGIN_ATTEMPTS, bucket=bucket, scope=("user", "unlock"))
+    failed = rows.loc[rows["outcome"] == "failed"].groupby("username").size()
+    users["failed_logins"] = users["username"].map(failed).fillna(0).astype("int64")
+    limit = settings.get("max_failed_logins")
+    pairs = rows.loc[rows["scope"] == "user", ["username", "client"]].drop_duplicates()
+    locked = {  # a few rows per name and client of one window: an administrator's listing
+        name for name, client in pairs.itertuples(index=False)
+        if rows["id"].str.startswith(_name_prefix(rows, name, client, bucket) + ":").sum() >= limit
+    }
+    users["locked_until"] = pd.Series(until, index=users.index).where(
+        users["username"].isin(locked))
+    return users
 
 
 def update_user(
@@ -222,68 +246,188 @@ def update_user(
         changed["unlocked"] = True
     row["updated_at"] = _now()
     _put_user(store, row)
+    if changed.get("unlocked"):
+        unlock_logins(store, username)
     store.append_audit(actor, "user.update", f"user:{username}", changed, origin)
     return _user_from_row(row)
 
 
-def authenticate(store, username: str, password: str, *, origin: str = "") -> User:
-    """Check a password; count failures (stored) and lock the account after too many.
+# ---------------------------------------------------------------------------------------------
+# Login throttling. Every attempt first claims a numbered slot in twin_login_attempts by an
+# INSERT that the table's unique key lets only one caller win; a password is checked only by
+# the holder of a slot, so however many attempts run in parallel, at most the limit per window
+# are ever checked. Nothing is read and then written back: no count can be lost in a race.
+
+
+def _clean(text: Any, limit: int) -> str:
+    """Return *text* as storable text: no lone surrogates or NULs, at most *limit* characters."""
+    text = str(text if text is not None else "")
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\0", "")[:limit]
+
+
+def _window(now: pd.Timestamp) -> tuple[int, pd.Timestamp]:
+    """Return the throttling window holding *now* (its number) and when it ends."""
+    width = float(settings.get("lockout_min")) * 60
+    bucket = int(now.timestamp() // width)
+    return bucket, pd.Timestamp((bucket + 1) * width, unit="s", tz="UTC")
+
+
+def _scope_key(*parts: Any) -> str:
+    text = "\n".join(str(p) for p in parts)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _name_prefix(rows: pd.DataFrame, name: str, client: str, bucket: int) -> str:
+    """Return the slot prefix of *name* from *client* in the window of *rows* (its attempts).
+
+    The prefix is renewed by each success from that client and by each unlock.
+    """
+    mine = rows["username"] == name
+    renewals = int((mine & (rows["outcome"] == "ok") & (rows["client"] == client)).sum()
+                   + (mine & (rows["outcome"] == "unlock")).sum())
+    return f"{_scope_key('user', name, client, bucket)}:{renewals}"
+
+
+def _claim(store, prefix: str, limit: int, taken: Iterable[str], row: dict[str, Any]) -> int | None:
+    """Claim the first free slot ``<prefix>:<k>`` (k ≤ *limit*); return k, or None when full.
+
+    *taken* are slot ids already seen stored: they are skipped (rows are never removed within
+    a window), every other slot is tried by an INSERT that only one caller can win.
+    """
+    seen = {int(i.rsplit(":", 1)[1]) for i in taken
+            if i.startswith(prefix + ":") and i.rsplit(":", 1)[1].isdigit()}
+    for k in range(1, limit + 1):
+        if k in seen:
+            continue
+        claim = {**row, "id": f"{prefix}:{k}", "slot": k}
+        if store.put_rows(LOGIN_ATTEMPTS, pd.DataFrame([claim]), on_conflict="ignore"):
+            return k
+    return None
+
+
+_NAME_LOCKED = ("too many failed logins for {name!r} from this place: further logins are locked "
+                "for {minutes} min; try again then or ask an administrator to unlock it")
+_CLIENT_LOCKED = ("too many logins from this place: logins from here are locked for {minutes} "
+                  "min; try again then")
+
+
+def _locked(message: str, name: str, until: pd.Timestamp, now: pd.Timestamp) -> AccountLockedError:
+    minutes = max(1, int(np.ceil((until - now).total_seconds() / 60)))
+    return AccountLockedError(message.format(name=name, minutes=minutes), minutes=minutes)
+
+
+def _refuse(store, prefix: str, seen: Iterable[str], row: dict[str, Any], until: pd.Timestamp,
+            now: pd.Timestamp, message: str, detail: dict[str, Any]) -> AccountLockedError:
+    """Return the error for a refused attempt; audit only the first refusal of a window.
+
+    The first refusal stores a marker (the INSERT only one caller wins); once the marker is
+    among the *seen* rows, a refusal writes nothing at all.
+    """
+    marker = {**row, "id": f"{prefix}:refused", "scope": "refused", "slot": 0,
+              "outcome": "refused"}
+    if marker["id"] not in set(seen) and store.put_rows(
+            LOGIN_ATTEMPTS, pd.DataFrame([marker]), on_conflict="ignore"):
+        store.append_audit(row["username"], "login.locked", f"user:{row['username']}",
+                           {**detail, "until": until.isoformat()}, row["client"])
+    return _locked(message, row["username"], until, now)
+
+
+def authenticate(
+    store, username: str, password: str, *, origin: str = "", now: Any = None
+) -> User:
+    """Check a password, throttled per name and client and per client, race-free.
+
+    In each window of ``TWIN_LOCKOUT_MIN`` minutes a password is checked at most
+    ``TWIN_MAX_FAILED_LOGINS`` times for one name from one client (*origin*), and at most
+    ``TWIN_MAX_LOGINS_PER_CLIENT`` times for all names from one client; attempts past either
+    limit are refused without checking. A successful login, or an administrator's
+    ``update_user(..., unlock=True)``, gives the name a fresh allowance. Unknown and known
+    names get the same answers after the same work. Each checked attempt is audited; of the
+    refused ones only the first per window.
+
+    Parameters
+    ----------
+    store
+        The store.
+    username, password
+        As typed.
+    origin
+        The client: ``web:<ip>``, a script … (throttling and the audit log).
+    now
+        The time of the attempt (for tests; default: now).
 
     Returns
     -------
     User
-        The user, on success (the failure count is reset).
+        The user, on success.
 
     Raises
     ------
     AccountLockedError
-        If the account is locked (it unlocks by itself after ``TWIN_LOCKOUT_MIN`` minutes).
+        When a limit is reached (with ``minutes`` until the window ends); the attempt that
+        reaches the name's limit with a wrong password raises it too.
     LoginError
-        For an unknown user, a wrong password or a disabled account (one message for all).
+        For an unknown name, a wrong password or a disabled account (one message for all).
     """
-    row = _user_row(store, str(username).strip()) if username else None
-    now = _now()
-    wrong = LoginError("wrong username or password (or the account is disabled); try again")
-    if row is None:
-        verify_password(None, password)  # same work as for a real user
-        store.append_audit(str(username)[:64], "login.failed", f"user:{str(username)[:64]}",
-                           {"reason": "unknown user"}, origin)
-        raise wrong
-    locked = row.get("locked_until")
-    if locked is not None and not pd.isna(locked) and pd.Timestamp(locked) > now:
-        minutes = int(np.ceil((pd.Timestamp(locked) - now).total_seconds() / 60))
-        store.append_audit(row["username"], "login.locked", f"user:{row['username']}",
-                           {"minutes_left": minutes}, origin)
-        raise AccountLockedError(
-            f"account {row['username']!r} is locked after too many failed logins; try again in "
-            f"{minutes} min or ask an administrator to unlock it"
-        )
-    ok = verify_password(row.get("password_hash"), password)
-    if not ok or bool(row.get("disabled")):
-        failed = int(0 if pd.isna(row.get("failed_logins")) else row["failed_logins"]) + 1
-        row["failed_logins"] = failed
-        detail: dict[str, Any] = {"failed_logins": failed}
-        if failed >= settings.get("max_failed_logins"):
-            row["locked_until"] = now + pd.Timedelta(minutes=settings.get("lockout_min"))
-            row["failed_logins"] = 0
-            detail["locked_until"] = row["locked_until"].isoformat()
-        row["updated_at"] = now
-        _put_user(store, row)
-        store.append_audit(row["username"], "login.failed", f"user:{row['username']}", detail,
-                           origin)
-        if "locked_until" in detail:
-            raise AccountLockedError(
-                f"too many failed logins: account {row['username']!r} is locked for "
-                f"{settings.get('lockout_min'):g} min"
-            )
-        raise wrong
-    row.update(failed_logins=0, locked_until=None, last_login_at=now, updated_at=now)
-    if _hasher().check_needs_rehash(row["password_hash"]):
-        row["password_hash"] = _hasher().hash(password)
-    _put_user(store, row)
-    store.append_audit(row["username"], "login", f"user:{row['username']}",
-                       {"role": row["role"]}, origin)
-    return _user_from_row(row)
+    now = _now() if now is None else pd.Timestamp(now)
+    now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+    name = _clean(str(username).strip() if username else "", 64)
+    client = _clean(origin, 128)
+    bucket, until = _window(now)
+    per_name, per_client = settings.get("max_failed_logins"), settings.get("max_logins_per_client")
+    base = {"username": name, "client": client, "bucket": bucket, "at": now}
+    # 1. the client's allowance, whatever the name (a client trying many names is slowed)
+    client_key = _scope_key("client", client, bucket)
+    taken = store.read_rows(LOGIN_ATTEMPTS, client=client, bucket=bucket)["id"].tolist()
+    if _claim(store, client_key, per_client, taken,
+              {**base, "scope": "client", "outcome": "claimed"}) is None:
+        raise _refuse(store, client_key, taken, base, until, now, _CLIENT_LOCKED,
+                      {"limit": "client", "max": per_client})
+    # 2. the name's allowance from this client; renewed by a success here or an unlock
+    mine = store.read_rows(LOGIN_ATTEMPTS, username=name, bucket=bucket)
+    user_key = _name_prefix(mine, name, client, bucket)
+    row = {**base, "scope": "user", "outcome": "pending"}
+    slot = _claim(store, user_key, per_name, mine["id"], row)
+    if slot is None:
+        raise _refuse(store, user_key, mine["id"].tolist(), base, until, now, _NAME_LOCKED,
+                      {"limit": "name", "max": per_name})
+    # 3. the check itself: the same work whether or not the name exists
+    stored = _user_row(store, name) if name else None
+    ok = verify_password(None if stored is None else stored.get("password_hash"), password)
+    reason = ("unknown user" if stored is None else "disabled" if bool(stored.get("disabled"))
+              else None if ok else "wrong password")
+    claimed = {**row, "id": f"{user_key}:{slot}", "slot": slot}
+    if reason is not None:
+        store.put_rows(LOGIN_ATTEMPTS, pd.DataFrame([{**claimed, "outcome": "failed"}]),
+                       on_conflict="update")
+        detail: dict[str, Any] = {"reason": reason, "attempt": slot, "of": per_name}
+        last = slot >= per_name
+        if last:
+            detail["locked_until"] = until.isoformat()
+        store.append_audit(name, "login.failed", f"user:{name}", detail, client)
+        if last:
+            raise _locked(_NAME_LOCKED, name, until, now)
+        raise LoginError("wrong username or password (or the account is disabled); try again")
+    store.put_rows(LOGIN_ATTEMPTS, pd.DataFrame([{**claimed, "outcome": "ok"}]),
+                   on_conflict="update")
+    stored.update(last_login_at=now, updated_at=now)
+    if _hasher().check_needs_rehash(stored["password_hash"]):
+        stored["password_hash"] = _hasher().hash(password)
+    _put_user(store, stored)
+    store.append_audit(stored["username"], "login", f"user:{stored['username']}",
+                       {"role": stored["role"]}, client)
+    return _user_from_row(stored)
+
+
+def unlock_logins(store, username: str, *, now: Any = None) -> None:
+    """Give *username* a fresh login allowance from every client in the current window."""
+    now = _now() if now is None else pd.Timestamp(now)
+    name = _clean(username, 64)
+    bucket, _ = _window(now)
+    row = {"id": f"{_scope_key('unlock', name, bucket)}:{uuid.uuid4().hex}", "scope": "unlock",
+           "username": name, "client": "", "bucket": bucket, "slot": 0, "at": now,
+           "outcome": "unlock"}
+    store.put_rows(LOGIN_ATTEMPTS, pd.DataFrame([row]), on_conflict="ignore")
 
 
 def record_logout(store, user: User, *, origin: str = "") -> None:
@@ -305,6 +449,30 @@ def session_user(store, username: str | None) -> User | None:
         return None
     user = _user_from_row(row)
     return None if user.disabled else user
+
+
+def resolve(store, user: User | None) -> User:
+    """Return who *user* is according to the store now: the only user the library acts for.
+
+    Every scoped reader and step of :mod:`twin.trust` passes the user it was given through
+    here, so a ``User`` made up by a caller carries no rights: its name must be a stored,
+    enabled user, and role, grids, resident and building are taken from the store, never
+    from the object. None and the public stay :data:`~twin.trust.permissions.ANONYMOUS`.
+
+    Raises
+    ------
+    PermissionDeniedError
+        If the name is not a stored user, or the user is disabled.
+    """
+    if user is None or user.is_anonymous:
+        return ANONYMOUS
+    current = session_user(store, user.username)
+    if current is None:
+        raise PermissionDeniedError(
+            f"{user.username!r} is not an enabled user of this twin; log in "
+            "(users come from twin.trust.authenticate, not from a User made up by a caller)"
+        )
+    return current
 
 
 def run_as(store, username: str | None) -> User | None:
@@ -354,6 +522,8 @@ def create_demo_users(store, *, actor: str = "make_demo", origin: str = "") -> l
     The grid worker gets the first responsibility grid of the stored grid cells (and that
     grid's worker name); the resident is the first resident living in a building of that grid.
     """
+    from twin.trust.privacy import layer_or_empty  # privacy asks this module who users are
+
     cells = layer_or_empty(store, "grid_cells")
     grid = display = None
     if not cells.empty:
