@@ -216,11 +216,7 @@ def test_demo_community_runs(tmp_path, monkeypatch):
     shutil.copyfile(demo, copy)  # never touch the committed file
     monkeypatch.setenv("TWIN_DATABASE_URL", str(copy))
     monkeypatch.chdir(ROOT)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    # a session from before the store went away: its user cannot be read now, so the visitor
-    # is out until the store is back, and the public page says what is wrong
-    at.session_state["auth.user"] = "u_official"
-    at.session_state["auth.last_activity"] = pd.Timestamp.now(tz="UTC").isoformat()
+    at = login(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT), "official")
     at.run()
     assert not at.exception, at.exception
     ids = [layer["id"] for layer in chart_spec(at)["layers"]]
