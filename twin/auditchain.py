@@ -1,0 +1,357 @@
+"""The audit log's keyed hash chain: its secret, each row's HMAC, and checking a run of rows.
+
+Each row's ``hash`` is HMAC-SHA256, under a key kept outside the store (:func:`audit_key`),
+over the previous row's hash and the row's canonical JSON. Without the key nobody can rewrite
+a row and recompute the hashes after it. Rows written before the chain was keyed (plain
+sha256) stay verifiable as they are, and are never rewritten: they may only form the start of
+the log, and the first keyed row's HMAC covers the last of them.
+
+What a chain alone cannot show — that rows were cut off its end, or the table emptied or
+dropped — the anchored head shows (:mod:`twin.audit_anchor`); :func:`verify_chain` checks
+both. See docs/trust.md, "Audit log", for the threat model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from twin import settings
+from twin.errors import ConfigError
+
+LOGGER = logging.getLogger(__name__)
+
+GENESIS_HASH = "0" * 64
+ROW_FIELDS = ("seq", "at", "actor", "action", "target", "detail", "origin")
+KEY_MIN_CHARS = 32
+_KEY_ID_LABEL = b"gridtwin audit key id"
+
+
+# -- the secret ---------------------------------------------------------------------------------
+
+
+def audit_dir() -> Path:
+    """Return the folder of the key file and the anchored heads (``TWIN_AUDIT_DIR``)."""
+    return Path(settings.get("audit_dir") or Path(settings.get("data_dir")) / "audit")
+
+
+def audit_key() -> bytes:
+    """Return the audit chain's secret: ``TWIN_AUDIT_KEY``, else the key file.
+
+    The key file (``TWIN_AUDIT_KEY_FILE``, default ``audit.key`` in :func:`audit_dir`) is
+    created with 32 random bytes, mode 0600, the first time it is needed.
+
+    Raises
+    ------
+    ConfigError
+        If the key is shorter than 32 characters, or the key file is readable by others.
+    """
+    text = settings.get("audit_key")
+    if text:
+        if len(text) < KEY_MIN_CHARS:
+            raise ConfigError(
+                f"TWIN_AUDIT_KEY has {len(text)} characters; use at least {KEY_MIN_CHARS} "
+                "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+            )
+        return text.encode("utf-8")
+    return _key_file(Path(settings.get("audit_key_file") or audit_dir() / "audit.key"))
+
+
+def _key_file(path: Path) -> bytes:
+    if not path.exists():
+        _create_key_file(path)
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        raise ConfigError(
+            f"the audit key file {path} may be read by other users (mode {mode & 0o777:o}); "
+            f"run `chmod 600 {path}`"
+        )
+    text = path.read_text(encoding="utf-8").strip()
+    if len(text) < KEY_MIN_CHARS:
+        raise ConfigError(
+            f"the audit key file {path} holds {len(text)} characters; it needs at least "
+            f"{KEY_MIN_CHARS}. Restore it from its backup (a new key fails every existing row)."
+        )
+    return text.encode("utf-8")
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a random key to *path*, 0600, atomically; a key another process wrote wins."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(secrets.token_hex(32) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, path)  # never replaces a key that exists
+            LOGGER.warning("created the audit key file %s; back it up apart from the store", path)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def key_id(key: bytes) -> str:
+    """Return a short public name of *key*, to tell "another key" from "changed rows"."""
+    return hmac.new(key, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:16]
+
+
+def mac(key: bytes, label: str, payload: Any) -> str:
+    """Return HMAC-SHA256 of *payload*'s canonical JSON under *key*, separated by *label*."""
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+    return hmac.new(key, (label + "\n" + text).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+# -- one row --------------------------------------------------------------------------------------
+
+
+def canonical(row: dict[str, Any]) -> str:
+    """Return the canonical JSON of an audit row's content (the same for both stores)."""
+    fields = {k: row.get(k) for k in ROW_FIELDS}
+    if isinstance(fields["at"], (datetime, pd.Timestamp)):
+        fields["at"] = pd.Timestamp(fields["at"]).tz_convert("UTC").isoformat()
+    if isinstance(fields["detail"], str):
+        fields["detail"] = json.loads(fields["detail"])
+    if fields["seq"] is not None:
+        fields["seq"] = int(fields["seq"])
+    return json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def row_hash(prev_hash: str, row: dict[str, Any], key: bytes | None = None) -> str:
+    """Return the keyed hash of an audit row: HMAC-SHA256 over *prev_hash* and the row."""
+    message = (prev_hash + "\n" + canonical(row)).encode("utf-8")
+    return hmac.new(key or audit_key(), message, hashlib.sha256).hexdigest()
+
+
+def legacy_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    """Return the unkeyed sha256 of a row as written before the chain was keyed."""
+    return hashlib.sha256((prev_hash + "\n" + canonical(row)).encode("utf-8")).hexdigest()
+
+
+# -- a run of rows ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    """The result of checking the audit chain (of a store or of an exported file).
+
+    *reason* is one of ``intact``, ``changed`` (a row's content or link does not match its
+    hash), ``missing`` (rows absent from the middle or start), ``truncated`` (the log ends
+    before its anchored head: rows cut off, the table emptied or dropped), ``anchor`` (the
+    anchored head itself was altered or made with another key), ``export`` (an exported
+    file's signed head is missing or does not match its rows) and ``earlier`` (an earlier
+    check failed and no full check has passed since).
+    """
+
+    ok: bool
+    rows: int
+    first_bad_seq: int | None = None
+    message: str = ""
+    reason: str = "intact"
+    rows_read: int = 0
+    legacy_rows: int = 0
+    anchored_seq: int | None = None
+    incremental: bool = False
+
+
+@dataclass(frozen=True)
+class Run:
+    """What :func:`check_run` found: the first bad row, or where the checked run ends."""
+
+    bad_seq: int | None
+    reason: str
+    message: str
+    last_seq: int
+    last_hash: str
+    keyed: bool
+    legacy_rows: int
+    hashes: dict[int, str]
+
+
+def columns_of(frame: pd.DataFrame) -> Iterable[tuple]:
+    """Yield (seq, content row, prev_hash, hash) from an audit frame, without pandas per row."""
+    names = [*ROW_FIELDS, "prev_hash", "hash"]
+    arrays = [frame[n].tolist() for n in names]
+    for values in zip(*arrays, strict=True):
+        row = dict(zip(ROW_FIELDS, values[:7], strict=True))
+        yield int(values[0]), row, values[7], values[8]
+
+
+def check_run(
+    rows: Iterable[tuple],
+    key: bytes,
+    *,
+    prev_seq: int = 0,
+    prev_hash: str = GENESIS_HASH,
+    keyed: bool = False,
+    linked: bool = True,
+    watch: Sequence[int] = (),
+) -> Run:
+    """Check rows (from :func:`columns_of`) continuing a chain that ended at *prev_seq*.
+
+    Every row must follow the one before (seq + 1, its ``prev_hash`` equal to that row's
+    hash) unless *linked* is False (a filtered export: each row checked on its own), and
+    carry the HMAC of its content. Plain sha256 rows (written before the chain was keyed)
+    pass only before the first keyed row (*keyed*: one was seen before this run). The
+    hashes of the rows in *watch* are returned, to compare with an anchored head.
+    """
+    legacy = 0
+    hashes: dict[int, str] = {}
+    watched = set(watch)
+    expected = prev_seq + 1
+    for seq, row, stored_prev, stored in rows:
+        if linked and seq != expected:
+            if seq > expected:
+                span = f"row {expected}" if seq == expected + 1 else f"rows {expected}–{seq - 1}"
+                return Run(expected, "missing", f"{span} missing: deleted from the log",
+                           prev_seq, prev_hash, keyed, legacy, hashes)
+            return Run(seq, "changed", f"row {seq} out of order (expected {expected})",
+                       prev_seq, prev_hash, keyed, legacy, hashes)
+        if linked and stored_prev != prev_hash:
+            return Run(seq, "changed",
+                       f"row {seq} does not follow row {seq - 1}: one of them was changed "
+                       "or replaced", prev_seq, prev_hash, keyed, legacy, hashes)
+        if hmac.compare_digest(row_hash(stored_prev, row, key), str(stored)):
+            keyed = True
+        elif not keyed and hmac.compare_digest(legacy_hash(stored_prev, row), str(stored)):
+            legacy += 1
+        else:
+            return Run(seq, "changed",
+                       f"row {seq} does not match its hash: it was changed (or the key "
+                       "differs from the one that wrote it)", prev_seq, prev_hash, keyed,
+                       legacy, hashes)
+        if seq in watched:
+            hashes[seq] = str(stored)
+        prev_seq, prev_hash, expected = seq, str(stored), seq + 1
+    return Run(None, "intact", "", prev_seq, prev_hash, keyed, legacy, hashes)
+
+
+# -- a store ------------------------------------------------------------------------------------
+
+
+def next_link(store: Any, last: tuple[int, str] | None) -> tuple[int, str]:
+    """Return (seq, prev_hash) of the next row, given the store's last (seq, hash) or None.
+
+    The next seq follows the larger of the stored and the anchored head, so a seq is never
+    used twice even after rows were deleted; when the anchored head is ahead of the store
+    (or differs from the stored row at its seq) the new row links to the anchored hash, so
+    the gap or change stays visible in the chain for good.
+    """
+    from twin import audit_anchor
+
+    state = audit_anchor.load(store)
+    head = state.head if state.valid else None
+    if head is not None and (last is None or head.seq >= int(last[0])):
+        return head.seq + 1, head.hash
+    if last is None:
+        return 1, GENESIS_HASH
+    return int(last[0]) + 1, str(last[1])
+
+
+def anchor_row(store: Any, row: dict[str, Any]) -> None:
+    """Record a committed row as the store's anchored head (call after its commit)."""
+    from twin import audit_anchor
+
+    audit_anchor.advance(store, head=(int(row["seq"]), str(row["hash"])))
+
+
+def verify_chain(store: Any, *, incremental: bool = False) -> ChainCheck:
+    """Check a store's audit chain and its anchored head; record the result.
+
+    A full check reads every row. An incremental check (the audit page on each visit)
+    reads only the rows from the last verified checkpoint on, plus the anchored head: it
+    proves that the checkpoint row is unchanged, every row since is linked and keyed, and
+    the log still reaches its anchored head — not that rows before the checkpoint are
+    unchanged (a full check does; an earlier failure is reported until one passes).
+    Without a checkpoint it is a full check.
+    """
+    from twin import audit_anchor
+
+    key = audit_key()
+    state = audit_anchor.load(store)  # before the rows: every row it anchors is committed
+    if not state.valid:
+        check = ChainCheck(False, 0, state.head.seq if state.head else 1,
+                           f"the anchored head {state.path} is not valid: {state.problem}",
+                           "anchor", incremental=incremental)
+        return check
+    point = state.checkpoint if incremental else None
+    if point is not None and state.head is not None and state.head.seq < point.seq:
+        point = None  # an anchor older than the checkpoint: start where both agree
+    since = point.seq if point is not None else None
+    frame = store.read_audit(since=since) if since is not None else store.read_audit()
+    rows = columns_of(frame)
+    watch = [state.head.seq] if state.head is not None else []
+    legacy_before = 0
+    if point is None:
+        run = check_run(rows, key, watch=watch)
+    else:
+        first = next(rows, None)
+        if first is None or first[0] != point.seq:
+            run = Run(point.seq, "missing", f"row {point.seq} (the last verified) is missing",
+                      0, GENESIS_HASH, False, 0, {})
+        elif str(first[3]) != point.hash:
+            run = Run(point.seq, "changed", f"row {point.seq} differs from when it was last "
+                      "verified", 0, GENESIS_HASH, False, 0, {})
+        else:  # its content is checked against its hash again, then the rows after it
+            run = check_run(itertools.chain([first], rows), key, prev_seq=point.seq - 1,
+                            prev_hash=first[2], keyed=point.keyed, watch=watch)
+            legacy_before = point.legacy_rows - (0 if point.keyed else 1)
+    run = _against_head(run, state.head)
+    anchored = state.head.seq if state.head else None
+    if run.bad_seq is not None:
+        audit_anchor.advance(store, broken={"seq": run.bad_seq, "reason": run.reason,
+                                            "message": run.message})
+        return ChainCheck(False, run.last_seq, run.bad_seq, run.message, run.reason,
+                          len(frame), run.legacy_rows, anchored, point is not None)
+    if point is not None and state.broken:
+        seq = int(state.broken["seq"])
+        return ChainCheck(False, run.last_seq, seq,
+                          f"an earlier check failed: {state.broken['message']}; run the full "
+                          "check once the log is restored", "earlier", len(frame),
+                          run.legacy_rows, anchored, True)
+    legacy = run.legacy_rows + legacy_before
+    if run.last_seq:
+        audit_anchor.advance(store, head=(run.last_seq, run.last_hash),
+                             checkpoint=(run.last_seq, run.last_hash, run.keyed, legacy),
+                             clear_broken=point is None)
+    what = f"intact: {run.last_seq} rows"
+    if legacy:
+        what += f" ({legacy} written before the chain was keyed)"
+    if anchored is None:
+        what += "; no anchored head on this machine yet (anchored now)"
+    return ChainCheck(True, run.last_seq, None, what, "intact", len(frame), legacy,
+                      anchored, point is not None)
+
+
+def _against_head(run: Run, head: Any) -> Run:
+    """Fail an intact run that stops short of, or disagrees with, the anchored head."""
+    if run.bad_seq is not None or head is None:
+        return run
+    if run.last_seq < head.seq:
+        first = run.last_seq + 1
+        span = f"row {first}" if first == head.seq else f"rows {first}–{head.seq}"
+        return Run(first, "truncated",
+                   f"the log ends at row {run.last_seq} but its head was anchored at row "
+                   f"{head.seq} ({head.at}): {span} cut off, or the table emptied or dropped",
+                   run.last_seq, run.last_hash, run.keyed, run.legacy_rows, run.hashes)
+    seen = run.hashes.get(head.seq)
+    if seen is not None and seen != head.hash:
+        return Run(head.seq, "changed",
+                   f"row {head.seq} differs from the anchored head: it was replaced",
+                   run.last_seq, run.last_hash, run.keyed, run.legacy_rows, run.hashes)
+    return run
