@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from twin import settings
+from twin import audit_anchor, settings
 from twin.errors import TwinError
 from twin.scenario import SCALES, make_scenario
 from twin.store import open_store
@@ -59,6 +59,7 @@ def build(out: Path, *, scale: str = "community", seed: int = 0, force: bool = F
         finally:
             store.close()
         os.replace(tmp, out)
+        audit_anchor.move(tmp, out)  # the audit log's anchored head follows the file
     finally:
         for leftover in out.parent.glob(f"{tmp.name}*"):
             leftover.unlink()

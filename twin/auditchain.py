@@ -120,6 +120,10 @@ def mac(key: bytes, label: str, payload: Any) -> str:
 # -- one row --------------------------------------------------------------------------------------
 
 
+# one encoder for every row: json.dumps with options builds a new one per call
+_ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str).encode
+
+
 def canonical(row: dict[str, Any]) -> str:
     """Return the canonical JSON of an audit row's content (the same for both stores)."""
     fields = {k: row.get(k) for k in ROW_FIELDS}
@@ -129,7 +133,7 @@ def canonical(row: dict[str, Any]) -> str:
         fields["detail"] = json.loads(fields["detail"])
     if fields["seq"] is not None:
         fields["seq"] = int(fields["seq"])
-    return json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
+    return _ENCODE(fields)
 
 
 def row_hash(prev_hash: str, row: dict[str, Any], key: bytes | None = None) -> str:
@@ -187,6 +191,9 @@ def columns_of(frame: pd.DataFrame) -> Iterable[tuple]:
     """Yield (seq, content row, prev_hash, hash) from an audit frame, without pandas per row."""
     names = [*ROW_FIELDS, "prev_hash", "hash"]
     arrays = [frame[n].tolist() for n in names]
+    at = frame["at"]
+    if isinstance(at.dtype, pd.DatetimeTZDtype):  # formatted once here, not per row below
+        arrays[1] = [None if pd.isna(t) else t.isoformat() for t in at.dt.tz_convert("UTC")]
     for values in zip(*arrays, strict=True):
         row = dict(zip(ROW_FIELDS, values[:7], strict=True))
         yield int(values[0]), row, values[7], values[8]
@@ -296,33 +303,31 @@ def verify_chain(store: Any, *, incremental: bool = False) -> ChainCheck:
     frame = store.read_audit(since=since) if since is not None else store.read_audit()
     rows = columns_of(frame)
     watch = [state.head.seq] if state.head is not None else []
-    legacy_before = 0
+    legacy_before, read = 0, len(frame)
+    if point is not None:
+        first = next(rows, None)
+        if first is None or first[0] != point.seq or str(first[3]) != point.hash:
+            # the last verified row is gone or changed: only a full check says what happened
+            point, frame = None, store.read_audit()
+            rows, read = columns_of(frame), read + len(frame)
     if point is None:
         run = check_run(rows, key, watch=watch)
-    else:
-        first = next(rows, None)
-        if first is None or first[0] != point.seq:
-            run = Run(point.seq, "missing", f"row {point.seq} (the last verified) is missing",
-                      0, GENESIS_HASH, False, 0, {})
-        elif str(first[3]) != point.hash:
-            run = Run(point.seq, "changed", f"row {point.seq} differs from when it was last "
-                      "verified", 0, GENESIS_HASH, False, 0, {})
-        else:  # its content is checked against its hash again, then the rows after it
-            run = check_run(itertools.chain([first], rows), key, prev_seq=point.seq - 1,
-                            prev_hash=first[2], keyed=point.keyed, watch=watch)
-            legacy_before = point.legacy_rows - (0 if point.keyed else 1)
+    else:  # the checkpoint row's content is checked against its hash again, then the rest
+        run = check_run(itertools.chain([first], rows), key, prev_seq=point.seq - 1,
+                        prev_hash=first[2], keyed=point.keyed, watch=watch)
+        legacy_before = point.legacy_rows - (0 if point.keyed else 1)
     run = _against_head(run, state.head)
     anchored = state.head.seq if state.head else None
     if run.bad_seq is not None:
         audit_anchor.advance(store, broken={"seq": run.bad_seq, "reason": run.reason,
                                             "message": run.message})
         return ChainCheck(False, run.last_seq, run.bad_seq, run.message, run.reason,
-                          len(frame), run.legacy_rows, anchored, point is not None)
+                          read, run.legacy_rows, anchored, point is not None)
     if point is not None and state.broken:
         seq = int(state.broken["seq"])
         return ChainCheck(False, run.last_seq, seq,
                           f"an earlier check failed: {state.broken['message']}; run the full "
-                          "check once the log is restored", "earlier", len(frame),
+                          "check once the log is restored", "earlier", read,
                           run.legacy_rows, anchored, True)
     legacy = run.legacy_rows + legacy_before
     if run.last_seq:
@@ -334,7 +339,7 @@ def verify_chain(store: Any, *, incremental: bool = False) -> ChainCheck:
         what += f" ({legacy} written before the chain was keyed)"
     if anchored is None:
         what += "; no anchored head on this machine yet (anchored now)"
-    return ChainCheck(True, run.last_seq, None, what, "intact", len(frame), legacy,
+    return ChainCheck(True, run.last_seq, None, what, "intact", read, legacy,
                       anchored, point is not None)
 
 

@@ -575,7 +575,11 @@ def migrate(conn: sa.Connection, schema: str | None) -> list[int]:
     """
     lock(conn, f"gridtwin:migrate:{schema or 'public'}")
     if schema:
-        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}"))
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+        # exists: a role given only its schema (docs/trust.md, Audit log) must still open it
+        if not conn.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"),
+                            {"s": schema}).scalar():
+            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}"))
         conn.execute(
             sa.text("SELECT set_config('search_path', :p, true)"), {"p": f"{quote(schema)},public"}
         )
@@ -605,4 +609,5 @@ def migrate(conn: sa.Connection, schema: str | None) -> list[int]:
         applied.append(migration.version)
     _sync_core_columns(conn)
     _sync_case_rollup(conn)
+    _audit_append_only(conn)  # an audit table dropped and made again gets its triggers back
     return applied
