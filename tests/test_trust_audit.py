@@ -427,3 +427,31 @@ def test_the_audit_page_checks_incrementally_and_shows_a_cut_log(tmp_path, monke
     gone = {i18n.catalog(lang)["audit.reason_missing"] for lang in i18n.LANGUAGES}
     assert not at.success and any(text in at.error[0].value for text in gone)
     assert str(last - 2) in at.error[0].value
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+def test_the_audit_command_verifies_and_resets_the_anchor(tmp_path, capsys):
+    from scripts.audit import main
+
+    path = tmp_path / "cli.gpkg"
+    with open_store(path) as store:
+        _fill(store, 5)
+    assert main(["--store", str(path), "verify"]) == 0
+    assert "intact: 5 rows" in capsys.readouterr().out
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM twin_audit WHERE seq > 3")
+    assert main(["--store", str(path), "verify", "--incremental"]) == 1
+    assert "cut off" in capsys.readouterr().out
+    assert main(["--store", str(path), "reset-anchor", "--actor", "keeper"]) == 0
+    # a reset accepts the log as it is now (the row continues from row 3) and records the
+    # head it set aside
+    assert "audit row 4" in capsys.readouterr().out
+    with open_store(path) as store:
+        last = store.read_audit().iloc[-1]
+        assert (last["actor"], last["action"]) == ("keeper", "audit.anchor_reset")
+        assert json.loads(last["detail"])["previous_head"]["seq"] == 5
+    assert main(["--store", str(path), "verify"]) == 0
+    assert main(["protect", "--admin-url", "postgresql+psycopg://nobody@127.0.0.1:1/x",
+                 "--app-role", "twin"]) == 2

@@ -6,12 +6,14 @@ It lives in ``TWIN_AUDIT_DIR`` (see :func:`twin.auditchain.audit_dir`), where th
 database role cannot reach, and is signed with the audit key, so that cutting rows off the
 log's end, emptying the table or dropping it is detected: the log no longer reaches its head.
 Updates are serialised by a lock file and only ever move the head forward.
+:func:`verify_chain` checks a store's chain (:mod:`twin.auditchain`) against its head.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -24,7 +26,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from twin.auditchain import audit_dir, audit_key, key_id, mac
+from twin.auditchain import (
+    GENESIS_HASH,
+    ChainCheck,
+    Run,
+    audit_dir,
+    audit_key,
+    check_run,
+    columns_of,
+    key_id,
+    mac,
+)
 
 try:  # POSIX; elsewhere concurrent writers of one head file are not serialised
     import fcntl
@@ -234,3 +246,111 @@ def reset(store: Any, actor: str, origin: str = "") -> dict[str, Any]:
     detail = {"previous_head": asdict(state.head) if state.head else None,
               "previous_valid": state.valid, "problem": state.problem}
     return store.append_audit(actor, "audit.anchor_reset", "audit", detail, origin)
+
+
+# -- the chain of a store against its head ---------------------------------------------------
+
+
+def next_link(store: Any, last: tuple[int, str] | None) -> tuple[int, str]:
+    """Return (seq, prev_hash) of the next row, given the store's last (seq, hash) or None.
+
+    The next seq follows the larger of the stored and the anchored head, so a seq is never
+    used twice even after rows were deleted; when the anchored head is ahead of the store
+    (or differs from the stored row at its seq) the new row links to the anchored hash, so
+    the gap or change stays visible in the chain for good.
+    """
+    state = load(store)
+    head = state.head if state.valid else None
+    if head is not None and (last is None or head.seq >= int(last[0])):
+        return head.seq + 1, head.hash
+    if last is None:
+        return 1, GENESIS_HASH
+    return int(last[0]) + 1, str(last[1])
+
+
+def anchor_row(store: Any, row: dict[str, Any]) -> None:
+    """Record a committed row as the store's anchored head (call after its commit)."""
+    advance(store, head=(int(row["seq"]), str(row["hash"])))
+
+
+def verify_chain(store: Any, *, incremental: bool = False) -> ChainCheck:
+    """Check a store's audit chain and its anchored head; record the result.
+
+    A full check reads every row. An incremental check (the audit page on each visit)
+    reads only the rows from the last verified checkpoint on, plus the anchored head: it
+    proves that the checkpoint row is unchanged, every row since is linked and keyed, and
+    the log still reaches its anchored head — not that rows before the checkpoint are
+    unchanged (a full check does; an earlier failure is reported until one passes).
+    Without a checkpoint it is a full check.
+    """
+    key = audit_key()
+    state = load(store)  # before the rows: every row it anchors is committed
+    if not state.valid:
+        check = ChainCheck(False, 0, state.head.seq if state.head else 1,
+                           f"the anchored head {state.path} is not valid: {state.problem}",
+                           "anchor", incremental=incremental)
+        return check
+    point = state.checkpoint if incremental else None
+    if point is not None and state.head is not None and state.head.seq < point.seq:
+        point = None  # an anchor older than the checkpoint: start where both agree
+    since = point.seq if point is not None else None
+    frame = store.read_audit(since=since) if since is not None else store.read_audit()
+    rows = columns_of(frame)
+    watch = [state.head.seq] if state.head is not None else []
+    legacy_before, read = 0, len(frame)
+    if point is not None:
+        first = next(rows, None)
+        if first is None or first[0] != point.seq or str(first[3]) != point.hash:
+            # the last verified row is gone or changed: only a full check says what happened
+            point, frame = None, store.read_audit()
+            rows, read = columns_of(frame), read + len(frame)
+    if point is None:
+        run = check_run(rows, key, watch=watch)
+    else:  # the checkpoint row's content is checked against its hash again, then the rest
+        run = check_run(itertools.chain([first], rows), key, prev_seq=point.seq - 1,
+                        prev_hash=first[2], keyed=point.keyed, watch=watch)
+        legacy_before = point.legacy_rows - (0 if point.keyed else 1)
+    run = _against_head(run, state.head)
+    anchored = state.head.seq if state.head else None
+    if run.bad_seq is not None:
+        advance(store, broken={"seq": run.bad_seq, "reason": run.reason,
+                                            "message": run.message})
+        return ChainCheck(False, run.last_seq, run.bad_seq, run.message, run.reason,
+                          read, run.legacy_rows, anchored, point is not None)
+    if point is not None and state.broken:
+        seq = int(state.broken["seq"])
+        return ChainCheck(False, run.last_seq, seq,
+                          f"an earlier check failed: {state.broken['message']}; run the full "
+                          "check once the log is restored", "earlier", read,
+                          run.legacy_rows, anchored, True)
+    legacy = run.legacy_rows + legacy_before
+    if run.last_seq:
+        advance(store, head=(run.last_seq, run.last_hash),
+                             checkpoint=(run.last_seq, run.last_hash, run.keyed, legacy),
+                             clear_broken=point is None)
+    what = f"intact: {run.last_seq} rows"
+    if legacy:
+        what += f" ({legacy} written before the chain was keyed)"
+    if anchored is None:
+        what += "; no anchored head on this machine yet (anchored now)"
+    return ChainCheck(True, run.last_seq, None, what, "intact", read, legacy,
+                      anchored, point is not None)
+
+
+def _against_head(run: Run, head: Any) -> Run:
+    """Fail an intact run that stops short of, or disagrees with, the anchored head."""
+    if run.bad_seq is not None or head is None:
+        return run
+    if run.last_seq < head.seq:
+        first = run.last_seq + 1
+        span = f"row {first}" if first == head.seq else f"rows {first}–{head.seq}"
+        return Run(first, "truncated",
+                   f"the log ends at row {run.last_seq} but its head was anchored at row "
+                   f"{head.seq} ({head.at}): {span} cut off, or the table emptied or dropped",
+                   run.last_seq, run.last_hash, run.keyed, run.legacy_rows, run.hashes)
+    seen = run.hashes.get(head.seq)
+    if seen is not None and seen != head.hash:
+        return Run(head.seq, "changed",
+                   f"row {head.seq} differs from the anchored head: it was replaced",
+                   run.last_seq, run.last_hash, run.keyed, run.legacy_rows, run.hashes)
+    return run

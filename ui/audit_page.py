@@ -20,7 +20,7 @@ if opened is None:
 store, _ = opened
 
 # each visit checks only the rows since the last verified one and the anchored head; the
-# button reads the whole log (twin.auditchain.verify_chain says what each proves)
+# button reads the whole log (twin.audit_anchor.verify_chain says what each proves)
 full = st.button(t("audit.full_check", LANG), key="audit_full_check")
 check = trust.verify_audit_chain(store, incremental=not full)
 reasons = {

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from twin.errors import ConfigError
+from twin.errors import ConfigError, StoreUnavailableError
 from twin.schema import AUDIT
 from twin.store.migrations import AUDIT_GUARD, quote
 
@@ -97,7 +97,17 @@ def protect_audit_table(
     table = f"{where}.{quote(AUDIT.name)}"
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
-        with engine.begin() as conn:
+        try:
+            connection = engine.connect()
+        except sa.exc.OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            if url.password:
+                reason = reason.replace(str(url.password), "***")
+            raise StoreUnavailableError(
+                f"cannot connect as the administrator to {url.host}:{url.port or 5432}/"
+                f"{url.database} ({reason}); check the administrator's URL"
+            ) from None
+        with connection as conn, conn.begin():
             superuser = conn.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = :r"),
                                      {"r": app_role}).scalar()
             if superuser is None:

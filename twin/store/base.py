@@ -541,12 +541,14 @@ class Store(abc.ABC):
         """Read the audit log in chain order: every row, or the rows from seq *since* on."""
 
     def verify_audit(self) -> int | None:
-        """Check the whole keyed chain and its anchored head (:func:`twin.auditchain.verify_chain`).
+        """Check the whole keyed chain and its anchored head (twin.audit_anchor.verify_chain).
 
         Returns the seq of the first row that was changed or is missing (the first one cut off
         the end, 1 for an emptied or dropped table), or None if the log is intact.
         """
-        return auditchain.verify_chain(self).first_bad_seq
+        from twin import audit_anchor
+
+        return audit_anchor.verify_chain(self).first_bad_seq
 
     # -- life cycle -----------------------------------------------------------------------------
 

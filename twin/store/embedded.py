@@ -19,7 +19,7 @@ import pandas as pd
 import shapely
 
 import layers as declared
-from twin import auditchain
+from twin import audit_anchor
 from twin.errors import (
     ConfigError,
     DuplicateIdError,
@@ -1242,7 +1242,7 @@ class EmbeddedStore(Store):
     ) -> dict[str, Any]:
         with self._transaction() as conn:
             row = self._audit(conn, actor, action, target, detail, origin)
-        auditchain.anchor_row(self, row)  # after the commit: the head never runs ahead
+        audit_anchor.anchor_row(self, row)  # after the commit: the head never runs ahead
         return row
 
     def _audit(
@@ -1260,7 +1260,7 @@ class EmbeddedStore(Store):
         last = conn.execute(
             f"SELECT seq, hash FROM {q(AUDIT.name)} ORDER BY seq DESC LIMIT 1"
         ).fetchone()
-        seq, prev = auditchain.next_link(self, last)  # never a seq used before, even if deleted
+        seq, prev = audit_anchor.next_link(self, last)  # never a seq used before, even if deleted
         row = {
             "seq": seq,
             "at": _now(),

@@ -19,7 +19,7 @@ import shapely
 import sqlalchemy as sa
 
 import layers
-from twin import auditchain
+from twin import audit_anchor
 from twin.errors import (
     ConfigError,
     DuplicateIdError,
@@ -1553,7 +1553,7 @@ class PostGISStore(Store):
         """Append one row to the hash-chained audit log, serialised by an advisory lock."""
         with self._begin() as conn:
             row = self._audit(conn, actor, action, target, detail, origin)
-        auditchain.anchor_row(self, row)  # after the commit: the head never runs ahead
+        audit_anchor.anchor_row(self, row)  # after the commit: the head never runs ahead
         return row
 
     def _audit(
@@ -1570,7 +1570,7 @@ class PostGISStore(Store):
         last = conn.execute(
             sa.text(f"SELECT seq, hash FROM {quote(AUDIT.name)} ORDER BY seq DESC LIMIT 1")
         ).first()
-        seq, prev_hash = auditchain.next_link(self, last)  # never a seq used before
+        seq, prev_hash = audit_anchor.next_link(self, last)  # never a seq used before
         row = {
             "seq": seq,
             "at": pd.Timestamp(utcnow()),

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from twin import auditchain
+from twin import audit_anchor, auditchain
 from twin.auditchain import ChainCheck
 from twin.trust.permissions import User, require
 
@@ -28,9 +28,9 @@ def verify_audit_chain(store, *, incremental: bool = False) -> ChainCheck:
 
     A full check (the default) reads every row; ``incremental=True`` (the audit page on each
     visit) reads only the rows since the last verified checkpoint (see
-    :func:`twin.auditchain.verify_chain` for what each proves).
+    :func:`twin.audit_anchor.verify_chain` for what each proves).
     """
-    return auditchain.verify_chain(store, incremental=incremental)
+    return audit_anchor.verify_chain(store, incremental=incremental)
 
 
 def read_audit(
