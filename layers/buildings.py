@@ -2,6 +2,43 @@
 
 from twin.schema import Column, LayerSpec, MapStyle
 
+#: The ``use`` of OpenStreetMap ``building=*`` values (wiki Key:building, by its categories) and
+#: of the Chinese names offices use. ``yes`` is a building of unknown use: left empty.
+_OSM_USE = {
+    "residential": (
+        "apartments", "barracks", "bungalow", "cabin", "detached", "dormitory", "farm", "ger",
+        "house", "houseboat", "residential", "semidetached_house", "static_caravan",
+        "stilt_house", "terrace", "tree_house",
+    ),
+    "commercial": ("commercial", "hotel", "kiosk", "office", "retail", "supermarket"),
+    "industrial": ("factory", "industrial", "manufacture", "warehouse"),
+    "public": (
+        "cathedral", "chapel", "church", "civic", "college", "fire_station", "government",
+        "hospital", "kindergarten", "monastery", "mosque", "museum", "public", "religious",
+        "school", "shrine", "sports_centre", "sports_hall", "stadium", "synagogue", "temple",
+        "toilets", "train_station", "transportation", "university",
+    ),
+    "other": (
+        "barn", "boathouse", "bunker", "carport", "construction", "container", "cowshed",
+        "farm_auxiliary", "garage", "garages", "gatehouse", "greenhouse", "hut", "outbuilding",
+        "parking", "roof", "ruins", "service", "shed", "silo", "stable", "storage_tank", "sty",
+        "transformer_tower", "utility", "water_tower",
+    ),
+}
+_ZH_USE = {
+    "residential": ("住宅", "居住", "住宅楼", "宿舍", "民居"),
+    "commercial": ("商业", "商铺", "商场", "办公", "写字楼", "酒店", "商务"),
+    "industrial": ("工业", "厂房", "仓库", "仓储"),
+    "public": ("公共", "公建", "公共服务", "学校", "医院", "幼儿园", "政府", "社区服务中心"),
+    "mixed": ("商住", "综合", "混合", "商住混合"),
+    "other": ("其他", "其它", "车库", "附属", "配套"),
+}
+USE_VALUES: tuple[tuple[str, str | None], ...] = (
+    ("yes", None),
+    *((name, use) for vocabulary in (_OSM_USE, _ZH_USE) for use, names in vocabulary.items()
+      for name in names),
+)
+
 SPEC = LayerSpec(
     name="buildings",
     title_zh="楼栋",
@@ -14,7 +51,7 @@ SPEC = LayerSpec(
         Column("name", "text", "名称", "Name", aliases=("bldg_name", "楼栋名称", "名称")),
         Column("use", "text", "用途", "Use",
                choices=("residential", "commercial", "public", "mixed", "industrial", "other"),
-               aliases=("building", "用途")),
+               aliases=("building", "用途"), values=USE_VALUES),
         Column("floors", "int", "层数", "Floors", unit="层", min=0, max=200,
                aliases=("building:levels", "levels", "层数", "cs")),
         Column("height_m", "float", "高度", "Height", unit="m", min=0, max=700,

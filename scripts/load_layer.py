@@ -49,6 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=SOURCE",
         help="take layer field FIELD from source field SOURCE (repeatable)",
     )
+    p.add_argument(
+        "--values",
+        action="append",
+        default=[],
+        metavar="FIELD:FROM=TO",
+        help="map the file's value FROM of FIELD to TO (FIELD:FROM= leaves it empty; repeatable)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="VALUE for the features without one in FIELD, e.g. --set fov_deg=360 (repeatable)",
+    )
+    p.add_argument(
+        "--force-crs",
+        action="store_true",
+        help="load even when --crs contradicts the file or the features land far away",
+    )
     p.add_argument("--lon", help="longitude column of a table")
     p.add_argument("--lat", help="latitude column of a table")
     p.add_argument("--wkt", help="WKT geometry column of a table")
@@ -138,7 +157,7 @@ def _run(args: argparse.Namespace, progress) -> int:
     if not args.layer or not args.path:
         raise UsageError("give LAYER PATH (e.g. buildings 楼栋.zip), or --history / --rollback")
     import layers
-    from twin.load import load_layer
+    from twin.load import load_layer, parse_defaults, parse_values
 
     layers.get_layer(args.layer)  # an unknown layer fails before the store is opened
     options = {
@@ -146,6 +165,9 @@ def _run(args: argparse.Namespace, progress) -> int:
         "encoding": args.encoding,
         "source_layer": args.source_layer,
         "mapping": _mapping(args.map),
+        "values": parse_values(args.values),
+        "defaults": parse_defaults(args.set),
+        "force_crs": args.force_crs,
         "lon": args.lon,
         "lat": args.lat,
         "wkt": args.wkt,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from tests.data import make_load_fixtures as fx
 from tests.services import POSTGIS_URL
 
 LON, LAT = fx.LON, fx.LAT
+OSM = Path(__file__).parent / "data" / "osm"  # real OpenStreetMap data (ODbL; see its README)
 
 
 def db_url(store) -> str:
@@ -171,6 +173,126 @@ CASES = [
         r"rejected under --strict.*duplicate_id 2",
     ),
     ("kml", "roads", fx.make_roads_kml, [], 0, r"loaded 2 "),
+    # real OpenStreetMap files: tags never cost a feature; defaults and value maps on the line
+    (
+        "osm-buildings",
+        "buildings",
+        lambda _d: OSM / "helsinki_buildings.geojson",
+        [],
+        0,
+        r"loaded 494 feature\(s\) from 489 read \(34 repaired, 7 rejected.*"
+        r"rejected: row 13: invalid geometry \(Too few points",
+    ),
+    (
+        "osm-cameras",
+        "cameras",
+        lambda _d: OSM / "helsinki_cameras.geojson",
+        [],
+        0,
+        r"loaded 6 feature\(s\) from 221 read \(0 repaired, 215 rejected.*"
+        r"heading_deg is required but empty .* --set heading_deg=VALUE",
+    ),
+    (
+        "osm-cameras-set",
+        "cameras",
+        lambda _d: OSM / "helsinki_cameras.geojson",
+        ["--set", "fov_deg=90", "--set", "heading_deg=0"],
+        0,
+        r"loaded 221 feature\(s\) from 221 read \(0 repaired, 0 rejected",
+    ),
+    (
+        "osm-cameras-values",
+        "cameras",
+        lambda _d: OSM / "helsinki_cameras.geojson",
+        ["--map", "fov_deg=revolving", "--values", "fov_deg:yes=360"],
+        0,
+        r"loaded 34 feature\(s\) from 221 read",
+    ),
+    (
+        "osm-parking",
+        "parking",
+        lambda _d: OSM / "helsinki_parking.geojson",
+        ["--set", "kind=surface", "--set", "total_spaces=0", "--values", "kind:inline=on_street"],
+        0,
+        r"loaded 43 feature\(s\) from 44 read \(\d+ repaired, 3 rejected.*"
+        r"row 44: parking takes Polygon/Point; this is a LineString",
+    ),
+    (
+        "bad-set",
+        "cameras",
+        lambda _d: OSM / "helsinki_cameras.geojson",
+        ["--set", "fov_deg=wide"],
+        2,
+        r"--set fov_deg=wide: 'wide' does not fit fov_deg",
+    ),
+    # a --crs that contradicts the file is refused unless forced
+    (
+        "wrong-crs",
+        "buildings",
+        fx.make_wgs84_gpkg,
+        ["--crs", "4547"],
+        2,
+        r"says its CRS is EPSG:4326 \(degrees\) and its coordinates fit it.*--crs 4547 "
+        r"\(EPSG:4547\) contradicts it.*add --force-crs",
+    ),
+    (
+        "wrong-crs-forced",
+        "buildings",
+        fx.make_wgs84_gpkg,
+        ["--crs", "4547", "--force-crs"],
+        0,
+        r"loaded 5 .*warning: file: .*contradicts it.*Loaded anyway \(--force-crs\)",
+    ),
+    # a broken shapefile or a zip bomb is refused whole, before anything is written
+    (
+        "empty-dbf",
+        "buildings",
+        fx.make_empty_dbf,
+        [],
+        2,
+        r"buildings.dbf \(the attribute table\) is empty \(0 bytes\).*Nothing was loaded",
+    ),
+    ("garbage-dbf", "buildings", fx.make_garbage_dbf, [], 2, r"buildings.dbf .* is not a dBASE"),
+    (
+        "truncated-dbf",
+        "buildings",
+        fx.make_truncated_dbf,
+        [],
+        2,
+        r"declares 83 records but its [\d,]+ bytes hold only 41: it was cut short",
+    ),
+    (
+        "foreign-dbf",
+        "buildings",
+        fx.make_foreign_dbf,
+        [],
+        2,
+        r"buildings.dbf has 3 attribute records for 83 shapes",
+    ),
+    (
+        "foreign-dbf-no-shx",
+        "buildings",
+        fx.make_foreign_dbf_without_shx,
+        [],
+        2,
+        r"buildings.dbf has 3 attribute records for 83 shapes",
+    ),
+    (
+        "zip-bomb",
+        "buildings",
+        fx.make_zip_bomb,
+        [],
+        2,
+        r"bomb.zip would unpack to 3.0 GiB .* more than the 2.0 GiB .* refused without unpacking",
+    ),
+    (
+        "ratio-bomb",
+        "buildings",
+        fx.make_ratio_bomb,
+        [],
+        2,
+        r"buildings.dbf inflates 1,029:1 \(63.7 KiB → 64.0 MiB\), past the 100:1",
+    ),
     (
         "unknown-map-field",
         "buildings",
@@ -267,7 +389,30 @@ def _check_bowtie(now, rep, path):
     assert set(now.geom_type) == {"Polygon"}
 
 
+def _check_osm_buildings(now, rep, path):
+    half = [i["message"] for i in rep["issues"] if i["kind"] == "bad_value"]
+    assert len(half) == 4 and all("is not a whole number; left empty" in m for m in half)
+    attrs = now["attrs"].map(json.loads)
+    assert (now["use"][attrs.map(lambda a: a["building"]) == "apartments"] == "residential").all()
+    half = attrs.map(lambda a: a.get("building:levels")).isin(["2.5", "3.5"])
+    assert half.sum() >= 4 and now["floors"][half].isna().all()  # kept, floors left empty
+    assert {i["kind"] for i in rep["issues"] if i["severity"] == "rejected"} == {
+        "degenerate_geometry"}
+
+
+def _check_osm_cameras_set(now, rep, path):
+    assert sorted(now["fov_deg"].unique()) == [90, 360] and (now["range_m"] == 30).all()
+
+
+def _check_osm_parking(now, rep, path):
+    assert set(now.geom_type) == {"Polygon", "Point"}
+    assert [i["row"] for i in rep["issues"] if i["kind"] == "wrong_geometry_type"] == [44]
+
+
 CHECKS = {
+    "osm-buildings": _check_osm_buildings,
+    "osm-cameras-set": _check_osm_cameras_set,
+    "osm-parking": _check_osm_parking,
     "gbk-no-cpg": _check_gbk,
     "zipped-gbk": _check_gbk,
     "no-shx": _check_no_shx,
@@ -296,6 +441,42 @@ def test_unknown_layer_and_missing_file_are_rejected(store, base, tmp_path, caps
     code, _, err = run(store, "buildings", tmp_path / "missing.shp", capsys=capsys)
     assert code == 2 and "does not exist" in err
     assert_unchanged(store, "buildings", base["buildings"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--values", "use=house"], r"--values 'use=house': write it as FIELD:FROM=TO"),
+        (["--set", "floors"], r"--set 'floors': write it as FIELD=VALUE"),
+    ],
+)
+def test_misspelt_values_and_set_are_refused_with_how_to_write_them(store, base, capsys, args,
+                                                                     message):
+    base["buildings"]
+    code, _, err = run(store, "buildings", OSM / "helsinki_buildings.geojson", *args,
+                       capsys=capsys)
+    assert code == 2 and re.search(message, err) and len(err.strip().splitlines()) == 1
+    assert_unchanged(store, "buildings", base["buildings"])
+
+
+def test_a_load_landing_far_from_the_community_is_refused_unless_forced(store, base, tmp_path,
+                                                                      capsys):
+    """Helsinki's buildings loaded into the store of a community in Guilin."""
+    base["buildings"]
+    store.write_layer("community", fx.community_boundary(), actor="seed", source="seed")
+    path = OSM / "helsinki_buildings.geojson"
+    code, _, err = run(store, "buildings", path, capsys=capsys)
+    assert code == 2, err
+    assert re.search(r"every feature lies more than 2 km outside the community boundary "
+                     r"\(the nearest [\d,]+\.\d km\).*--force-crs", err)
+    assert_unchanged(store, "buildings", base["buildings"])
+    report = tmp_path / "r.json"
+    code, out, err = run(store, "buildings", path, "--force-crs", "--report", report,
+                         capsys=capsys)
+    assert code == 0 and "loaded 494 feature(s)" in out
+    forced = [i for i in json.loads(report.read_text())["issues"] if i["kind"] == "crs_forced"]
+    assert len(forced) == 1 and "Loaded anyway (--force-crs)" in forced[0]["message"]
+    assert_new_version_and_v1_intact(store, "buildings", base["buildings"])
 
 
 def test_history_and_rollback(store, base, tmp_path, capsys):

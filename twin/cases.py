@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from shapely.geometry import Point
 from twin import settings
 from twin.errors import NotFoundError, PermissionDeniedError, StaleUpdateError, ValidationError
 from twin.schema import CASE_DATA_COLUMNS, CASES, ROLES
+from twin.timeutil import to_local, to_utc
 from twin.workcal import UNITS, WorkCalendar, load_calendar, to_datetime
 
 LOGGER = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ _WORKING = ("filed", "dispatched", "handling", "fed_back", "checked", "on_hold")
 
 @dataclass(frozen=True)
 class Transition:
-    """One step of the loop: from which statuses, to which status, and which roles own it."""
+    """One step of the loop: from which statuses, to which, which roles own it, what it does."""
 
     action: str
     sources: tuple[str, ...]
@@ -61,6 +63,210 @@ class Transition:
     note_required: bool = False
     fields: tuple[str, ...] = ()  # keyword fields the action accepts
     doc: str = ""
+    effect: Callable[[Step], None] | None = None  # what the step does (collect: see report())
+
+
+# -- what each step does -------------------------------------------------------------------------
+# Each transition below names its effect; :func:`transition` checks the step against the table,
+# then runs the effect on a :class:`Step` and writes what it produced. Effects only compute: they
+# change the step's ``data``, ``changes`` and ``record``, never the store, and raise
+# ValidationError before anything is written.
+
+
+@dataclass
+class Step:
+    """One step in progress: the case before it, the new ``data``, and what the step changes.
+
+    Effects work on this: ``data`` is the case's JSON as it will be stored, ``changes`` the column
+    updates, ``record`` the step's own data kept in the case history.
+    """
+
+    case: dict[str, Any]
+    at: pd.Timestamp
+    role: str
+    fields: dict[str, Any]
+    calendar: WorkCalendar
+    categories: pd.DataFrame | None
+    grid_cells: gpd.GeoDataFrame | None
+    data: dict[str, Any]
+    cat: pd.Series
+    changes: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def deadlines(self) -> dict[str, Any]:
+        """The case's deadlines by stage (``file`` … ``check``, ``total``), as ISO text."""
+        return self.data["deadlines"]
+
+    def start_stage(self, stage: str, start: pd.Timestamp) -> pd.Timestamp:
+        """Start *stage*'s timer at *start* with the category's limit; return its deadline."""
+        amount, unit = stage_limit(self.cat, stage, self.case.get("area_class"))
+        due = self.calendar.add(start, amount, unit)
+        self.deadlines[stage] = _iso(due)
+        self.data["timer"] = {"stage": stage, "start": _iso(start), "deadline": _iso(due),
+                              "unit": unit}
+        self.record[f"{stage}_deadline"] = _iso(due)
+        return due
+
+    def total_from_handle(self, handle_due: pd.Timestamp) -> None:
+        """Set the total deadline: the handling deadline plus the check stage's limit."""
+        amount, unit = stage_limit(self.cat, "check", self.case.get("area_class"))
+        total = self.calendar.add(handle_due, amount, unit)
+        self.deadlines["total"] = _iso(total)
+        self.changes["deadline_at"] = total
+
+
+def _file(s: Step) -> None:
+    dispatch_due = s.start_stage("dispatch", s.at)
+    amount, unit = stage_limit(s.cat, "handle", s.case.get("area_class"))
+    s.total_from_handle(s.calendar.add(dispatch_due, amount, unit))
+    s.record["total_deadline"] = s.deadlines["total"]
+
+
+def _dispatch(s: Step) -> None:
+    department = s.fields.get("department") or s.case.get("department")
+    assignee = s.fields.get("assignee", s.case.get("assignee"))
+    s.changes.update(department=department, assignee=assignee)
+    s.start_stage("handle", s.at)
+    s.record.update(department=department, assignee=assignee)
+
+
+def _return(s: Step) -> None:
+    counts = s.data["counts"]
+    counts["returned"] = counts.get("returned", 0) + 1
+    s.start_stage("dispatch", s.at)
+
+
+def _handle(s: Step) -> None:
+    s.data["timer"]["handling_since"] = _iso(s.at)
+
+
+def _feedback(s: Step) -> None:
+    s.data.setdefault("photos_after", []).extend(s.fields.get("photos", []))
+    s.start_stage("check", s.at)
+
+
+def _check(s: Step) -> None:
+    s.data.setdefault("photos_check", []).extend(s.fields.get("photos", []))
+    s.data["timer"] = {"stage": "close", "start": _iso(s.at), "deadline": s.deadlines.get("total"),
+                       "unit": "urgent_hours"}
+
+
+def _rework(s: Step) -> None:
+    s.data["times"].setdefault("first_rework", _iso(s.at))
+    s.total_from_handle(s.start_stage("handle", s.at))
+
+
+def _close(s: Step) -> None:
+    s.changes["closed_at"] = s.at
+    s.data["timer"] = None
+
+
+def _force_close(s: Step) -> None:
+    _close(s)
+    s.data["forced"] = True
+
+
+def _evaluate(s: Step) -> None:
+    score = s.fields.get("score")
+    if score is not None and not 0 <= float(score) <= 100:
+        raise ValidationError(f"score must lie in 0-100; got {score}")
+    s.data["evaluation"] = score
+
+
+def _stop_timer(s: Step) -> None:
+    s.data["timer"] = None
+
+
+def _merge(s: Step) -> None:
+    s.data["merged_into"] = s.fields["into"]
+    s.data["timer"] = None
+    s.record["into"] = s.fields["into"]
+
+
+def _request_extension(s: Step) -> None:
+    s.data["extension_request"] = {"amount": s.fields.get("amount"),
+                                   "unit": s.fields.get("unit"), "at": _iso(s.at)}
+
+
+def _extended_deadline(s: Step, old: pd.Timestamp) -> pd.Timestamp:
+    """Return the new handling deadline: the date given, or the amount added to *old*."""
+    if s.fields.get("deadline") is not None:
+        return to_datetime(s.fields["deadline"])
+    request = s.data.get("extension_request") or {}
+    amount = s.fields.get("amount", request.get("amount"))
+    unit = s.fields.get("unit", request.get("unit"))
+    if amount is None or unit not in UNITS:
+        raise ValidationError(
+            f"extend needs a new deadline=… or amount=… with unit in {list(UNITS)}")
+    return s.calendar.add(old, float(amount), unit)
+
+
+def _extend(s: Step) -> None:
+    old = pd.Timestamp(s.deadlines["handle"]) if s.deadlines.get("handle") else s.at
+    new = _extended_deadline(s, old)
+    if new <= old:
+        raise ValidationError(f"the new deadline {new.isoformat()} is not after the current "
+                              f"one {old.isoformat()}")
+    s.deadlines["handle"] = _iso(new)
+    if s.data.get("timer") and s.data["timer"].get("stage") == "handle":
+        s.data["timer"]["deadline"] = _iso(new)
+    s.data["extended"] = True
+    s.data.pop("extension_request", None)
+    s.total_from_handle(new)
+    s.record.update(old_deadline=_iso(old), new_deadline=_iso(new))
+
+
+def _hold(s: Step) -> None:
+    s.data["held_since"] = _iso(s.at)
+    s.data["timer"] = None
+
+
+def _resume(s: Step) -> None:
+    s.data.pop("held_since", None)
+    s.total_from_handle(s.start_stage("handle", s.at))
+
+
+def _supervise(s: Step) -> None:
+    kind = s.fields.get("kind", "timeout")
+    if kind not in SUPERVISION_KINDS:
+        raise ValidationError(f"supervision kind must be one of {list(SUPERVISION_KINDS)}")
+    if kind in ("leader", "key") and s.role not in ("official", "admin"):
+        raise PermissionDeniedError(f"{kind} supervision (督办) is for officials; "
+                                    f"role {s.role!r} may only supervise timeouts")
+    s.data.setdefault("supervision", []).append(
+        {"kind": kind, "at": _iso(s.at), "stage": (s.data.get("timer") or {}).get("stage")})
+    s.record["kind"] = kind
+
+
+def _recategorise(s: Step) -> None:
+    case, code = s.case, s.fields.get("service_code")
+    new_cat = lookup_category(code, s.categories)
+    if code == case["service_code"]:
+        raise ValidationError(f"case {case['id']} already has category {code}")
+    place = {k: case.get(k) for k in ("grid_code", "resp_grid_id", "community_code")}
+    routed = route(new_cat, place, s.grid_cells)
+    s.changes.update(service_code=code, family=new_cat["family"],
+                     department=routed["department"], assignee=routed["assignee"])
+    s.data["category"] = {"zh": new_cat["name_zh"], "en": new_cat["name_en"],
+                          "major": new_cat["major_code"], "minor": new_cat["minor_code"]}
+    s.data.update(route=routed["route"], post=routed["post"])
+    s.record.update(old=case["service_code"], new=code, route=routed["route"])
+    s.cat = new_cat
+    _restart_timer(s)
+
+
+def _restart_timer(s: Step) -> None:
+    """Restart the running timer from its stage's start with the (new) category's limits."""
+    stage = (s.data.get("timer") or {}).get("stage")
+    if not stage:
+        return
+    due = s.start_stage(stage, pd.Timestamp(s.data["timer"]["start"]))
+    if stage == "handle":
+        s.total_from_handle(due)
+    elif stage == "dispatch":
+        s.total_from_handle(s.calendar.add(due, *stage_limit(s.cat, "handle",
+                                                             s.case.get("area_class"))))
 
 
 #: The state machine, declared once. docs/cases.md is written from this table.
@@ -70,50 +276,62 @@ TRANSITIONS: tuple[Transition, ...] = (
                "Collect", own_grid=True,
                doc="a report comes in (patrol, resident, camera, sensor, instruction)"),
     Transition("file", ("collected",), "filed", ("dispatcher", "admin"), "立案", "File",
-               doc="the command centre accepts the report as a case; stage timers start"),
+               doc="the command centre accepts the report as a case; stage timers start",
+               effect=_file),
     Transition("cancel", ("collected", "filed"), "cancelled", ("dispatcher", "admin"), "作废",
-               "Cancel", note_required=True, doc="not a case (false, out of scope)"),
+               "Cancel", note_required=True, doc="not a case (false, out of scope)",
+               effect=_stop_timer),
     Transition("merge", ("collected", "filed"), "merged", ("dispatcher", "admin"), "合并",
-               "Merge", fields=("into",), doc="a duplicate folded into an open case"),
+               "Merge", fields=("into",), doc="a duplicate folded into an open case",
+               effect=_merge),
     Transition("dispatch", ("filed",), "dispatched", ("dispatcher", "admin"), "派遣", "Dispatch",
                fields=("department", "assignee"),
-               doc="sent to the routed department / grid worker (or the ones given)"),
+               doc="sent to the routed department / grid worker (or the ones given)",
+               effect=_dispatch),
     Transition("return", ("dispatched", "handling"), "filed", ("grid_worker", "official", "admin"),
                "回退", "Return", own_grid=True, note_required=True,
-               doc="the receiver says it is not theirs; the command centre re-dispatches"),
+               doc="the receiver says it is not theirs; the command centre re-dispatches",
+               effect=_return),
     Transition("handle", ("dispatched",), "handling", ("grid_worker", "official", "admin"), "处置",
-               "Handle", own_grid=True, doc="the receiver starts handling"),
+               "Handle", own_grid=True, doc="the receiver starts handling", effect=_handle),
     Transition("feedback", ("handling",), "fed_back", ("grid_worker", "official", "admin"),
                "处理反馈", "Report handling", own_grid=True, fields=("photos",),
-               doc="the receiver reports the result, with photos"),
+               doc="the receiver reports the result, with photos", effect=_feedback),
     Transition("check", ("fed_back",), "checked", ("grid_worker", "admin"), "核查", "Check",
-               own_grid=True, fields=("photos",), doc="the grid worker confirms on site"),
+               own_grid=True, fields=("photos",), doc="the grid worker confirms on site",
+               effect=_check),
     Transition("rework", ("fed_back",), "handling", ("grid_worker", "dispatcher", "admin"), "返工",
                "Rework", own_grid=True, note_required=True,
-               doc="the check failed; handling starts again with a new handling deadline"),
+               doc="the check failed; handling starts again with a new handling deadline",
+               effect=_rework),
     Transition("close", ("checked",), "closed", ("dispatcher", "admin"), "结案", "Close",
-               doc="the command centre closes the case"),
+               doc="the command centre closes the case", effect=_close),
     Transition("evaluate", ("closed",), "evaluated", ("official", "admin"), "综合评价", "Evaluate",
-               fields=("score",), doc="the case is rated (0-100)"),
+               fields=("score",), doc="the case is rated (0-100)", effect=_evaluate),
     Transition("request_extension", ("dispatched", "handling"), None,
                ("grid_worker", "official", "admin"), "申请延期", "Request extension",
-               own_grid=True, note_required=True, fields=("amount", "unit")),
+               own_grid=True, note_required=True, fields=("amount", "unit"),
+               effect=_request_extension),
     Transition("extend", ("dispatched", "handling"), None, ("official", "admin"), "延期", "Extend",
                fields=("deadline", "amount", "unit"),
-               doc="an approved new handling deadline (a date, or an amount added to it)"),
+               doc="an approved new handling deadline (a date, or an amount added to it)",
+               effect=_extend),
     Transition("hold", ("dispatched", "handling"), "on_hold", ("official", "admin"), "挂账",
                "Hold", note_required=True,
-               doc="long-term hold: cannot be solved now; out of the due-to-close count"),
+               doc="long-term hold: cannot be solved now; out of the due-to-close count",
+               effect=_hold),
     Transition("resume", ("on_hold",), "handling", ("official", "admin"), "恢复处置", "Resume",
-               doc="back from hold; the handling deadline restarts"),
+               doc="back from hold; the handling deadline restarts", effect=_resume),
     Transition("supervise", _WORKING, None, ("official", "dispatcher", "admin"), "督办",
                "Supervise", fields=("kind",),
-               doc="timeout (automatic or by the centre), leader or key case (officials only)"),
+               doc="timeout (automatic or by the centre), leader or key case (officials only)",
+               effect=_supervise),
     Transition("force_close", _WORKING, "closed", ("official", "admin"), "强制结案", "Force close",
-               note_required=True, doc="closed by an official's decision"),
+               note_required=True, doc="closed by an official's decision", effect=_force_close),
     Transition("recategorise", ("collected", "filed", "dispatched", "handling"), None,
                ("dispatcher", "admin"), "变更类别", "Change category", fields=("service_code",),
-               doc="a new category re-routes the case and recomputes the open timers"),
+               doc="a new category re-routes the case and recomputes the open timers",
+               effect=_recategorise),
 )
 TRANSITIONS_BY_ACTION = {t.action: t for t in TRANSITIONS}
 
@@ -291,7 +509,7 @@ def stage_deadlines(
         amounts = rows[f"{stage}_limit"].astype(float).to_numpy()
         units = rows[f"{stage}_unit"].to_numpy()
     cal = calendar or load_calendar()
-    due = cal.deadlines(pd.to_datetime(starts, utc=True), amounts, units)
+    due = cal.deadlines(to_utc(starts), amounts, units)
     return pd.Series(due, index=cases.index)
 
 
@@ -371,11 +589,12 @@ def _data(case: dict[str, Any]) -> dict[str, Any]:
     value = case.get("data")
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return {}
-    return json.loads(value) if isinstance(value, str) else dict(value)
+    # a deep copy: a step refused half-way must leave the case it was given as it was
+    return json.loads(value) if isinstance(value, str) else copy.deepcopy(dict(value))
 
 
 def _iso(ts: pd.Timestamp | None) -> str | None:
-    return None if ts is None or pd.isna(ts) else pd.Timestamp(ts).tz_convert("UTC").isoformat()
+    return None if ts is None or pd.isna(ts) else to_utc(ts).isoformat()
 
 
 def _check_role(transition: Transition, role: str) -> None:
@@ -491,26 +710,11 @@ def report(
     ValidationError
         For an unknown category or source, or a position that is not a WGS84 lon/lat.
     """
-    transition = TRANSITIONS_BY_ACTION["collect"]
-    _check_role(transition, role)
-    if source not in SOURCES:
-        raise ValidationError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
-    if role == "resident" and source != "resident":
-        raise PermissionDeniedError("a resident's report has source 'resident'")
-    if not (-180 <= float(lon) <= 180 and -90 <= float(lat) <= 90):
-        raise ValidationError(f"({lon}, {lat}) is not a WGS84 longitude/latitude")
-    if not str(description).strip():
-        raise ValidationError("a case needs a description of what is wrong")
+    _check_report(role, source, lon, lat, description)
     cat = lookup_category(category, categories)
     ts = _time(at)
     place = locate(float(lon), float(lat), grid_cells)
-    if role == "grid_worker" and grid_cells is not None and "grid_worker" in grid_cells:
-        grids = grids_of_worker(actor, grid_cells)
-        if grids and place["grid_code"] not in grids:
-            raise PermissionDeniedError(
-                f"grid worker {actor!r} collects in their own grids ({', '.join(sorted(grids))}); "
-                f"this point lies in {place['grid_code']!r}. Ask that grid's worker or the centre."
-            )
+    _check_collect_place(actor, role, place, grid_cells)
     routed = route(cat, place, grid_cells)
     cal = calendar or load_calendar()
     amount, unit = stage_limit(cat, "file", place["area_class"])
@@ -534,7 +738,7 @@ def report(
         "possible_duplicates": duplicates["id"].tolist(),
     }
     case = {
-        "id": case_id or f"{ts.tz_convert('Asia/Shanghai'):%Y%m%d}-{uuid.uuid4().hex[:8]}",
+        "id": case_id or new_case_id(ts),
         "status": "collected", "service_code": category, "family": cat["family"],
         "source": source, "description": description, "lon": float(lon), "lat": float(lat),
         **{k: place[k] for k in ("grid_code", "resp_grid_id", "community_code", "street_code")},
@@ -549,6 +753,37 @@ def report(
     LOGGER.info("case %s collected by %s (%s) in grid %s", case["id"], actor, role,
                 place["grid_code"])
     return stored
+
+
+def new_case_id(at: pd.Timestamp) -> str:
+    """Return a new case id: the local date of *at* and a random suffix (``20260302-1a2b3c4d``)."""
+    return f"{to_local(at):%Y%m%d}-{uuid.uuid4().hex[:8]}"
+
+
+def _check_report(role: str, source: str, lon: float, lat: float, description: str) -> None:
+    """Refuse a report the role may not make, or whose source, position or text is wrong."""
+    _check_role(TRANSITIONS_BY_ACTION["collect"], role)
+    if source not in SOURCES:
+        raise ValidationError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
+    if role == "resident" and source != "resident":
+        raise PermissionDeniedError("a resident's report has source 'resident'")
+    if not (-180 <= float(lon) <= 180 and -90 <= float(lat) <= 90):
+        raise ValidationError(f"({lon}, {lat}) is not a WGS84 longitude/latitude")
+    if not str(description).strip():
+        raise ValidationError("a case needs a description of what is wrong")
+
+
+def _check_collect_place(actor: str, role: str, place: dict[str, Any],
+                         grid_cells: gpd.GeoDataFrame | None) -> None:
+    """Refuse a grid worker's report from outside their own grids."""
+    if role != "grid_worker" or grid_cells is None or "grid_worker" not in grid_cells:
+        return
+    grids = grids_of_worker(actor, grid_cells)
+    if grids and place["grid_code"] not in grids:
+        raise PermissionDeniedError(
+            f"grid worker {actor!r} collects in their own grids ({', '.join(sorted(grids))}); "
+            f"this point lies in {place['grid_code']!r}. Ask that grid's worker or the centre."
+        )
 
 
 # -- transitions ---------------------------------------------------------------------------------
@@ -625,28 +860,13 @@ def transition(
         )
     t = TRANSITIONS_BY_ACTION[action]
     case = store.get_case(case_id)
-    _check_role(t, role)
-    status = case["status"]
-    if status not in t.sources:
-        possible = [x.action for x in TRANSITIONS if status in x.sources]
-        raise ValidationError(
-            f"cannot {action} case {case_id}: it is {status} ({STATUSES[status][0]}); "
-            f"{action} is allowed from {', '.join(t.sources)}. From {status}: "
-            f"{', '.join(possible) or 'nothing (the case is finished)'}."
-        )
     grids = set(actor_grids) if actor_grids is not None else (
         grids_of_worker(actor, grid_cells) if grid_cells is not None else None)
-    _check_own_grid(t, case, actor, role, grids)
-    unknown = sorted(set(fields) - set(t.fields))
-    if unknown:
-        raise ValidationError(
-            f"{action} takes no field(s) {unknown}; it takes {list(t.fields) or 'none'}"
-        )
-    if t.note_required and not str(note).strip():
-        raise ValidationError(f"{action} ({t.label_zh}) needs a note saying why")
+    _check_step(t, case, actor, role, grids, note, fields)
     ts = _time(at, case)
     cal = calendar or load_calendar()
     changes, data, step_data = _apply(t, case, ts, role, fields, cal, categories, grid_cells)
+    status = case["status"]
     if t.target is not None:
         changes["status"] = t.target
     changes["updated_at"] = ts
@@ -668,142 +888,46 @@ def transition(
     return updated
 
 
+def _check_step(t: Transition, case: dict[str, Any], actor: str, role: str,
+                grids: set[str] | None, note: str, fields: dict[str, Any]) -> None:
+    """Refuse a step the table does not allow: role, status, own grid, fields, note."""
+    _check_role(t, role)
+    status = case["status"]
+    if status not in t.sources:
+        possible = [x.action for x in TRANSITIONS if status in x.sources]
+        raise ValidationError(
+            f"cannot {t.action} case {case['id']}: it is {status} ({STATUSES[status][0]}); "
+            f"{t.action} is allowed from {', '.join(t.sources)}. From {status}: "
+            f"{', '.join(possible) or 'nothing (the case is finished)'}."
+        )
+    _check_own_grid(t, case, actor, role, grids)
+    unknown = sorted(set(fields) - set(t.fields))
+    if unknown:
+        raise ValidationError(
+            f"{t.action} takes no field(s) {unknown}; it takes {list(t.fields) or 'none'}"
+        )
+    if t.note_required and not str(note).strip():
+        raise ValidationError(f"{t.action} ({t.label_zh}) needs a note saying why")
+
+
 def _apply(t: Transition, case: dict[str, Any], ts: pd.Timestamp, role: str,
            fields: dict[str, Any], cal: WorkCalendar, categories: pd.DataFrame | None,
            grid_cells: gpd.GeoDataFrame | None) -> tuple[dict, dict, dict]:
-    """Compute the column changes, the new ``data`` and the step's own data for one transition."""
+    """Compute the column changes, the new ``data`` and the step's own data for one transition.
+
+    Every step records its time and count; then the transition's declared effect runs.
+    """
     data = _data(case)
     data.setdefault("times", {})[t.action] = _iso(ts)
     counts = data.setdefault("counts", {})
     counts[t.action] = counts.get(t.action, 0) + 1
-    deadlines = data.setdefault("deadlines", {})
-    cat = lookup_category(case["service_code"], categories)
-    area = case.get("area_class")
-    changes: dict[str, Any] = {}
-    step: dict[str, Any] = {}
-
-    def start_stage(stage: str, start: pd.Timestamp) -> pd.Timestamp:
-        amount, unit = stage_limit(cat, stage, area)
-        due = cal.add(start, amount, unit)
-        deadlines[stage] = _iso(due)
-        data["timer"] = {"stage": stage, "start": _iso(start), "deadline": _iso(due),
-                         "unit": unit}
-        step[f"{stage}_deadline"] = _iso(due)
-        return due
-
-    def total_from_handle(handle_due: pd.Timestamp) -> None:
-        amount, unit = stage_limit(cat, "check", area)
-        total = cal.add(handle_due, amount, unit)
-        deadlines["total"] = _iso(total)
-        changes["deadline_at"] = total
-
-    a = t.action
-    if a == "file":
-        dispatch_due = start_stage("dispatch", ts)
-        amount, unit = stage_limit(cat, "handle", area)
-        total_from_handle(cal.add(dispatch_due, amount, unit))
-        step["total_deadline"] = deadlines["total"]
-    elif a == "dispatch":
-        department = fields.get("department") or case.get("department")
-        changes["department"] = department
-        changes["assignee"] = fields.get("assignee", case.get("assignee"))
-        start_stage("handle", ts)
-        step.update(department=department, assignee=changes["assignee"])
-    elif a == "return":
-        counts["returned"] = counts.get("returned", 0) + 1
-        start_stage("dispatch", ts)
-    elif a == "handle":
-        data["timer"]["handling_since"] = _iso(ts)
-    elif a == "feedback":
-        data.setdefault("photos_after", []).extend(fields.get("photos", []))
-        start_stage("check", ts)
-    elif a == "check":
-        data.setdefault("photos_check", []).extend(fields.get("photos", []))
-        data["timer"] = {"stage": "close", "start": _iso(ts), "deadline": deadlines.get("total"),
-                         "unit": "urgent_hours"}
-    elif a == "rework":
-        data["times"].setdefault("first_rework", _iso(ts))
-        total_from_handle(start_stage("handle", ts))
-    elif a in ("close", "force_close"):
-        changes["closed_at"] = ts
-        data["timer"] = None
-        if a == "force_close":
-            data["forced"] = True
-    elif a == "evaluate":
-        score = fields.get("score")
-        if score is not None and not 0 <= float(score) <= 100:
-            raise ValidationError(f"score must lie in 0-100; got {score}")
-        data["evaluation"] = score
-    elif a == "cancel":
-        data["timer"] = None
-    elif a == "merge":
-        data["merged_into"] = fields["into"]
-        data["timer"] = None
-        step["into"] = fields["into"]
-    elif a == "request_extension":
-        data["extension_request"] = {"amount": fields.get("amount"), "unit": fields.get("unit"),
-                                     "at": _iso(ts)}
-    elif a == "extend":
-        old = pd.Timestamp(deadlines["handle"]) if deadlines.get("handle") else ts
-        if fields.get("deadline") is not None:
-            new = to_datetime(fields["deadline"])
-        else:
-            req = data.get("extension_request") or {}
-            amount = fields.get("amount", req.get("amount"))
-            unit = fields.get("unit", req.get("unit"))
-            if amount is None or unit not in UNITS:
-                raise ValidationError(
-                    f"extend needs a new deadline=… or amount=… with unit in {list(UNITS)}")
-            new = cal.add(old, float(amount), unit)
-        if new <= old:
-            raise ValidationError(f"the new deadline {new.isoformat()} is not after the current "
-                                  f"one {old.isoformat()}")
-        deadlines["handle"] = _iso(new)
-        if data.get("timer") and data["timer"].get("stage") == "handle":
-            data["timer"]["deadline"] = _iso(new)
-        data["extended"] = True
-        data.pop("extension_request", None)
-        total_from_handle(new)
-        step.update(old_deadline=_iso(old), new_deadline=_iso(new))
-    elif a == "hold":
-        data["held_since"] = _iso(ts)
-        data["timer"] = None
-    elif a == "resume":
-        data.pop("held_since", None)
-        total_from_handle(start_stage("handle", ts))
-    elif a == "supervise":
-        kind = fields.get("kind", "timeout")
-        if kind not in SUPERVISION_KINDS:
-            raise ValidationError(f"supervision kind must be one of {list(SUPERVISION_KINDS)}")
-        if kind in ("leader", "key") and role not in ("official", "admin"):
-            raise PermissionDeniedError(f"{kind} supervision (督办) is for officials; "
-                                        f"role {role!r} may only supervise timeouts")
-        data.setdefault("supervision", []).append({"kind": kind, "at": _iso(ts),
-                                                   "stage": (data.get("timer") or {}).get("stage")})
-        step["kind"] = kind
-    elif a == "recategorise":
-        code = fields.get("service_code")
-        new_cat = lookup_category(code, categories)
-        if code == case["service_code"]:
-            raise ValidationError(f"case {case['id']} already has category {code}")
-        place = {k: case.get(k) for k in ("grid_code", "resp_grid_id", "community_code")}
-        routed = route(new_cat, place, grid_cells)
-        changes.update(service_code=code, family=new_cat["family"],
-                       department=routed["department"], assignee=routed["assignee"])
-        data["category"] = {"zh": new_cat["name_zh"], "en": new_cat["name_en"],
-                            "major": new_cat["major_code"], "minor": new_cat["minor_code"]}
-        data.update(route=routed["route"], post=routed["post"])
-        step.update(old=case["service_code"], new=code, route=routed["route"])
-        cat = new_cat
-        stage = (data.get("timer") or {}).get("stage")
-        if stage:  # the running timer restarts from its stage start with the new limits
-            start = pd.Timestamp(data["timer"]["start"])
-            due = start_stage(stage, start)
-            if stage in ("dispatch", "handle"):
-                handle_due = due if stage == "handle" else cal.add(
-                    due, *stage_limit(cat, "handle", area))
-                total_from_handle(handle_due)
-    return changes, data, step
+    data.setdefault("deadlines", {})
+    step = Step(case=case, at=ts, role=role, fields=fields, calendar=cal, categories=categories,
+                grid_cells=grid_cells, data=data,
+                cat=lookup_category(case["service_code"], categories))
+    if t.effect is not None:
+        t.effect(step)
+    return step.changes, step.data, step.record
 
 
 # -- duplicates ----------------------------------------------------------------------------------
@@ -933,7 +1057,7 @@ def case_table(cases: pd.DataFrame) -> pd.DataFrame:
     for name, dtype in TABLE_COLUMNS.items():
         series = out[name] if name in out else pd.Series(None, index=out.index, dtype=object)
         if dtype == "datetime":
-            out[name] = pd.to_datetime(series, utc=True, format="ISO8601")
+            out[name] = to_utc(series)
         elif dtype == "int":
             out[name] = pd.to_numeric(series, errors="coerce").fillna(0).astype(int)
         elif dtype == "bool":
@@ -979,7 +1103,7 @@ def timer_states(
     total = cal.elapsed_seconds(out["timer_start"], out["timer_deadline"], units)
     now_arr = pd.Series(ts, index=out.index)
     remaining = cal.elapsed_seconds(now_arr, out["timer_deadline"], units)
-    deadline_total = pd.to_datetime(out["deadline_at"], utc=True)
+    deadline_total = to_utc(out["deadline_at"])
     overdue = (out["timer_deadline"] < ts).to_numpy() | (deadline_total < ts).fillna(False) \
         .to_numpy()
     limit = warn_before_hours * 3600 if warn_before_hours is not None else total * warn_share

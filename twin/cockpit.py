@@ -18,10 +18,11 @@ import shapely
 
 from twin import cases as caseloop
 from twin import kpi, schema
-from twin.crs import utm_epsg
+from twin.crs import utm_crs
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.lru import LRUCache
 from twin.store.base import Store
+from twin.timeutil import local_zone, to_local, to_utc
 from twin.twin import Twin
 
 LOGGER = logging.getLogger(__name__)
@@ -57,7 +58,6 @@ ONLINE_INTERVALS = 3.0
 LIVE_LOOKBACK = timedelta(hours=1)
 #: A case is drawn on the building it lies within this many metres of.
 CASE_BUILDING_M = 30.0
-TIMEZONE = "Asia/Shanghai"
 KPI_NAMES = ("reports_today", "open", "overdue", "close_rate", "ontime_close_rate",
              "sensors_online", "parking_available", "air_quality")
 CASE_STATES = ("open", "warning", "overdue", "closed")
@@ -133,10 +133,7 @@ class CockpitInputs:
 
 def as_time(value: Any = None) -> pd.Timestamp:
     """Return a timezone-aware UTC timestamp: *value* (naive means UTC), or now."""
-    if value is None:
-        return pd.Timestamp.now(tz="UTC")
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return pd.Timestamp.now(tz="UTC") if value is None else to_utc(value)
 
 
 def window_length(window: str) -> timedelta:
@@ -318,7 +315,7 @@ def cases_at(cases: pd.DataFrame, at: Any = None) -> pd.DataFrame:
 
 
 def _local_midnight(ts: pd.Timestamp) -> pd.Timestamp:
-    return ts.tz_convert(TIMEZONE).normalize().tz_convert("UTC")
+    return to_local(ts).normalize().tz_convert("UTC")
 
 
 def _payload_values(payloads: pd.Series) -> pd.DataFrame:
@@ -466,7 +463,7 @@ def _building_index(buildings: gpd.GeoDataFrame) -> tuple[str, shapely.STRtree, 
 
     def make() -> tuple[gpd.GeoDataFrame, tuple[str, shapely.STRtree, np.ndarray]]:
         minx, miny, maxx, maxy = buildings.total_bounds
-        metric = f"EPSG:{utm_epsg((minx + maxx) / 2, (miny + maxy) / 2)}"
+        metric = utm_crs((minx + maxx) / 2, (miny + maxy) / 2)
         tree = shapely.STRtree(buildings.geometry.to_crs(metric).values)
         return buildings, (metric, tree, buildings["building_code"].to_numpy(dtype=object))
 
@@ -578,10 +575,11 @@ def hourly(times: pd.Series, at: Any, window: str) -> pd.DataFrame:
     ts = as_time(at)
     span = window_length(window)
     freq = "D" if span > timedelta(days=1) else "h"
-    local = pd.to_datetime(times, utc=True).dt.tz_convert(TIMEZONE)
-    local = local[(local > (ts - span).tz_convert(TIMEZONE)) & (local <= ts.tz_convert(TIMEZONE))]
-    bins = pd.date_range((ts - span).tz_convert(TIMEZONE).floor(freq),
-                         ts.tz_convert(TIMEZONE).floor(freq), freq=freq)
+    zone = local_zone()
+    local = to_utc(times).dt.tz_convert(zone)
+    local = local[(local > (ts - span).tz_convert(zone)) & (local <= ts.tz_convert(zone))]
+    bins = pd.date_range((ts - span).tz_convert(zone).floor(freq),
+                         ts.tz_convert(zone).floor(freq), freq=freq)
     counts = local.dt.floor(freq).value_counts().reindex(bins, fill_value=0)
     return pd.DataFrame({"time": bins.tz_localize(None), "count": counts.to_numpy()})
 

@@ -11,6 +11,7 @@ import pandas as pd
 import shapely
 from pyproj import CRS
 
+from twin.crs import centred_equidistant_crs
 from twin.errors import ValidationError
 from twin.schema import ASSIGNED_COLUMNS
 
@@ -346,11 +347,9 @@ def assign_grids(
 # -- camera view cones (also drawn by twin.deck) -----------------------------------------------
 
 
-def cone_metric_crs(frame: gpd.GeoDataFrame | gpd.GeoSeries) -> str:
-    """Return an azimuthal equidistant CRS centred on *frame*: true metres from its centre."""
-    minx, miny, maxx, maxy = frame.to_crs(4326).total_bounds
-    lon0, lat0 = (minx + maxx) / 2, (miny + maxy) / 2
-    return f"+proj=aeqd +lat_0={lat0:.7f} +lon_0={lon0:.7f} +x_0=0 +y_0=0 +ellps=WGS84 +units=m"
+#: The cones' CRS: true bearings from the cameras (declared in :mod:`twin.crs`; twin.deck imports
+#: this name).
+cone_metric_crs = centred_equidistant_crs
 
 
 def camera_cones(cameras: gpd.GeoDataFrame, segments: int = CONE_SEGMENTS) -> gpd.GeoDataFrame:

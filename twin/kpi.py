@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from twin.errors import ValidationError
+from twin.timeutil import local_zone, to_utc
 
 LOGGER = logging.getLogger(__name__)
 
@@ -69,21 +70,14 @@ NEEDED = ("status", "filed_at", "file_deadline", "dispatched_at", "first_rework_
           "extended")
 
 
-def _utc(series: pd.Series) -> pd.Series:
-    return pd.to_datetime(series, utc=True, format="ISO8601") if series.dtype == object else (
-        series.dt.tz_localize("UTC") if getattr(series.dt, "tz", None) is None else series)
-
-
 def period_bounds(period: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """Return ``[start, end)`` in UTC of a period (local Asia/Shanghai calendar periods).
+    """Return ``[start, end)`` in UTC of a period (calendar periods in the local zone).
 
     A period is ``"2026-03"``, ``"2026"``, ``"2026-Q1"``, ``"2026-03-02"`` or ``(start, end)``.
     """
     if isinstance(period, tuple | list) and len(period) == 2:
-        start, end = (pd.Timestamp(p) for p in period)
-        start = start.tz_localize("Asia/Shanghai") if start.tzinfo is None else start
-        end = end.tz_localize("Asia/Shanghai") if end.tzinfo is None else end
-        return start.tz_convert("UTC"), end.tz_convert("UTC")
+        zone = local_zone()  # a bound given without a zone is local wall time
+        return to_utc(period[0], naive_zone=zone), to_utc(period[1], naive_zone=zone)
     try:
         if not re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?|-Q[1-4])?", str(period)):
             raise ValueError(period)
@@ -92,9 +86,8 @@ def period_bounds(period: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
         raise ValidationError(
             f"period {period!r} is not understood; give 2026-03, 2026-Q1, 2026 or (start, end)"
         ) from None
-    start = p.start_time.tz_localize("Asia/Shanghai").tz_convert("UTC")
-    end = (p + 1).start_time.tz_localize("Asia/Shanghai").tz_convert("UTC")
-    return start, end
+    zone = local_zone()
+    return to_utc(p.start_time, naive_zone=zone), to_utc((p + 1).start_time, naive_zone=zone)
 
 
 def case_counts(cases: pd.DataFrame, as_of: pd.Series | pd.Timestamp) -> pd.DataFrame:
@@ -110,7 +103,7 @@ def case_counts(cases: pd.DataFrame, as_of: pd.Series | pd.Timestamp) -> pd.Data
         raise ValidationError(
             f"indicators need case columns {missing}; build the table with twin.cases.case_table"
         )
-    t = {c: _utc(cases[c]) for c in NEEDED if c not in ("status", "extended")}
+    t = {c: to_utc(cases[c]) for c in NEEDED if c not in ("status", "extended")}
     as_of = as_of if isinstance(as_of, pd.Series) else pd.Series(as_of, index=cases.index)
 
     def by(ts: pd.Series) -> np.ndarray:  # the step happened, no later than as_of
@@ -239,7 +232,7 @@ def indicators(
     missing = [c for c in cols if c not in cases]
     if missing:
         raise ValidationError(f"cases have no column(s) {missing} to slice by")
-    filed_at = _utc(cases["filed_at"])
+    filed_at = to_utc(cases["filed_at"])
     if freq is not None:
         keep = filed_at.notna()
         if period is not None:
@@ -286,10 +279,7 @@ FREQS = {"M": "month", "Q": "quarter", "Y": "year"}
 
 
 def _as_of_or_none(as_of: Any) -> pd.Timestamp | None:
-    if as_of is None:
-        return None
-    ts = pd.Timestamp(as_of)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return None if as_of is None else to_utc(as_of)
 
 
 def _store_indicators(store, *, period, cols, freq, as_of, weights, compare) -> pd.DataFrame:
@@ -343,7 +333,8 @@ def _period_codes(filed_at: pd.Series, freq: str) -> tuple[np.ndarray, np.ndarra
 
     Only the few distinct periods are turned into Period objects; the rows get them by lookup.
     """
-    local = filed_at.dt.tz_convert("Asia/Shanghai")
+    zone = local_zone()
+    local = filed_at.dt.tz_convert(zone)
     year = local.dt.year.to_numpy()
     if freq == "M":
         code = year * 12 + local.dt.month.to_numpy() - 1
@@ -356,8 +347,7 @@ def _period_codes(filed_at: pd.Series, freq: str) -> tuple[np.ndarray, np.ndarra
                else pd.Period(year=int(c // 4), quarter=int(c % 4) + 1, freq="Q") if freq == "Q"
                else pd.Period(year=int(c), freq="Y") for c in uniq]
     labels = np.array([str(p) for p in periods], dtype=object)[inverse]
-    end_u = pd.DatetimeIndex([(p + 1).start_time for p in periods]).tz_localize(
-        "Asia/Shanghai").tz_convert("UTC")
+    end_u = to_utc(pd.DatetimeIndex([(p + 1).start_time for p in periods]), naive_zone=zone)
     ends = pd.Series(end_u[inverse], index=filed_at.index)
     return code, labels, ends
 
@@ -372,8 +362,7 @@ def _previous(period: Any, start, end, length) -> tuple[pd.Timestamp, pd.Timesta
 def _as_of(as_of: Any, end: pd.Timestamp | None) -> pd.Timestamp:
     now = pd.Timestamp.now(tz="UTC")
     if as_of is not None:
-        ts = pd.Timestamp(as_of)
-        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        return to_utc(as_of)
     return now if end is None else min(end, now)
 
 
@@ -396,9 +385,9 @@ def average_handling_hours(cases: pd.DataFrame, *, by: str | list[str] | None = 
                            calendar=None) -> pd.DataFrame:
     """Mean hours from filing to closing of closed cases; working hours too with a calendar."""
     keys = [] if by is None else [SLICES[k] for k in ([by] if isinstance(by, str) else by)]
-    closed = cases.loc[_utc(cases["closed_at"]).notna() & _utc(cases["filed_at"]).notna()]
+    closed = cases.loc[to_utc(cases["closed_at"]).notna() & to_utc(cases["filed_at"]).notna()]
     frame = pd.DataFrame({k: closed[k] for k in keys}, index=closed.index)
-    start, stop = _utc(closed["filed_at"]), _utc(closed["closed_at"])
+    start, stop = to_utc(closed["filed_at"]), to_utc(closed["closed_at"])
     frame["hours"] = (stop - start).dt.total_seconds() / 3600
     if calendar is not None and len(closed):
         frame["working_hours"] = calendar.working_seconds(start, stop) / 3600

@@ -31,7 +31,15 @@ from twin.twin import GRID_LAYER, READ_GRIDS, GridCells, current_grid_cells, put
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["LoadError", "LoadResult", "load_file", "load_layer", "source_fingerprint"]
+__all__ = [
+    "LoadError",
+    "LoadResult",
+    "load_file",
+    "load_layer",
+    "parse_defaults",
+    "parse_values",
+    "source_fingerprint",
+]
 
 #: The report lists every rejected and repaired feature but only this many warnings (a version
 #: keeps its report); the counts by kind (``issue_counts``) are always complete.
@@ -40,6 +48,7 @@ FAR_FROM_AREA_M = 2000.0  # a feature farther than this outside the community is
 FAR_FROM_MEDIAN_M = 10_000.0  # without a community: at least this far from the data's median
 TOPOLOGY_TOLERANCE_M2 = 1.0  # overlaps and gaps smaller than this are slivers, not reported
 STRICT_KINDS = {"grid_overlap", "grid_gap", "grid_outside_boundary"}  # also reject under strict
+VALUE_KINDS = {"bad_value", "bad_choice", "out_of_range"}  # a value that does not fit its field
 _GEOM_IDS = {"Point": 0, "LineString": 1, "Polygon": 3}
 _MULTI_OF = {0: 4, 1: 5, 3: 6}
 _TYPE_NAMES = {
@@ -121,6 +130,8 @@ def load_file(
     encoding: str | None = None,
     source_layer: str | None = None,
     mapping: dict[str, str] | None = None,
+    values: dict[str, dict[str, Any]] | None = None,
+    defaults: dict[str, Any] | None = None,
     lon: str | None = None,
     lat: str | None = None,
     wkt: str | None = None,
@@ -128,6 +139,9 @@ def load_file(
     area: Any = None,
     progress: Progress | None = None,
     on_geometries: Callable[[np.ndarray], None] | None = None,
+    max_unzipped_bytes: int | None = None,
+    max_zip_ratio: float | None = None,
+    force_crs: bool = False,
 ) -> LoadResult:
     """Read a staff file and return the layer's canonical frame and a report; write nothing.
 
@@ -146,10 +160,20 @@ def load_file(
         The layer of a GeoPackage/KML, the sheet of an .xlsx, or the file within a folder/.zip.
     mapping
         ``{declared field: source field}``, taking precedence over the automatic matches.
+    values
+        ``{declared field: {file value: value}}`` (``--values FIELD:FROM=TO``), over the
+        declared value maps (e.g. OSM ``building=apartments`` → ``use`` residential); file
+        values match ignoring case and surrounding spaces; an empty or None value empties the
+        field. The file's values of a field that a map changed are kept in ``attrs``.
+    defaults
+        ``{declared field: value}`` (``--set FIELD=VALUE``) for the features without a value
+        (the field missing from the file, empty, or emptied because its value did not fit),
+        over the declared defaults (e.g. a camera's range).
     lon, lat, wkt
         Coordinate columns of a table (found automatically when named lon/lat/经度/纬度/wkt …).
     strict
-        Reject the whole load when any feature would be repaired or rejected.
+        Reject the whole load when any feature would be repaired or rejected (a value left
+        empty because it did not fit its field counts as a repair).
     area
         A shapely geometry in EPSG:4326 (the community boundary): features far outside are
         reported, grid cells are checked for gaps against it, and swapped coordinates are
@@ -162,6 +186,14 @@ def load_file(
         rejected rows included) once they are reprojected and repaired: only multi-part ones
         change after that, when they are split. :func:`load_layer` starts locating them in
         the grid cells while the attributes are checked.
+    force_crs
+        Load even when *crs* contradicts the file's own CRS, cannot hold the coordinates
+        (degrees read as metres, every feature on one point, a Chinese CRS with nothing in
+        China), or every feature lands far outside *area*; each such doubt is then a warning.
+    max_unzipped_bytes, max_zip_ratio
+        Limits of what a ``.zip`` may unpack to, checked on its entries before anything is
+        unpacked (defaults :data:`twin.load_formats.MAX_UNZIPPED_BYTES`, 2 GiB, and
+        :data:`twin.load_formats.MAX_ZIP_RATIO`, 100:1 for entries over 16 MiB).
 
     Returns
     -------
@@ -191,7 +223,9 @@ def load_file(
     hashing.shutdown(wait=False)
     try:
         with contextlib.ExitStack() as stack:
-            file = resolve_source(path, source_layer, stack)
+            file = resolve_source(path, source_layer, stack,
+                                  max_unzipped_bytes=max_unzipped_bytes,
+                                  max_zip_ratio=max_zip_ratio)
             size = _size(path)
             note(f"reading {file.name} ({size / 1e6:.1f} MB)")
             raw = read_source(
@@ -221,7 +255,7 @@ def load_file(
         if isinstance(area, Future):  # load_layer reads the boundary while the file is read
             area = area.result()
         frame, rows = _check(spec, raw, crs, mapping or {}, strict, area, issues, report,
-                             on_geometries)
+                             on_geometries, values, defaults, force_crs)
         t_check = time.perf_counter()
     except LoadError as exc:
         _finish(report, issues, t0, None)
@@ -294,6 +328,44 @@ def load_layer(
     result.report["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
     result.report["version"] = int(result.version.version)
     return result
+
+
+def parse_values(items: list[str]) -> dict[str, dict[str, str]]:
+    """Parse ``FIELD:FROM=TO`` items (``--values``) into :func:`load_file`'s *values*.
+
+    ``FIELD:FROM=`` (nothing after ``=``) leaves the field empty for that value.
+
+    Raises
+    ------
+    LoadError
+        If an item is not written ``FIELD:FROM=TO``.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        field, colon, rest = item.partition(":")
+        source, equals, value = rest.partition("=")
+        if not colon or not equals or not field.strip() or not source.strip():
+            raise LoadError(f"--values {item!r}: write it as FIELD:FROM=TO, e.g. "
+                            "--values use:apartments=residential (FIELD:FROM= to leave it empty)")
+        out.setdefault(field.strip(), {})[source.strip()] = value.strip()
+    return out
+
+
+def parse_defaults(items: list[str]) -> dict[str, str]:
+    """Parse ``FIELD=VALUE`` items (``--set``) into :func:`load_file`'s *defaults*.
+
+    Raises
+    ------
+    LoadError
+        If an item is not written ``FIELD=VALUE``.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        field, equals, value = item.partition("=")
+        if not equals or not field.strip() or not value.strip():
+            raise LoadError(f"--set {item!r}: write it as FIELD=VALUE, e.g. --set fov_deg=360")
+        out[field.strip()] = value.strip()
+    return out
 
 
 def _grid_lookup(store) -> GridCells:
@@ -377,6 +449,9 @@ def _finish(report: dict, issues: _Issues, t0: float, frame) -> None:
             "repaired": len(issues.rows("repaired")),
             "rejected": len(issues.rows("rejected")),
             "warnings": sum(1 for i in issues.items if i["severity"] == "warning"),
+            # values left empty because they did not fit (their features loaded)
+            "values_emptied": sum(1 for i in issues.items
+                                  if i["severity"] == "repaired" and i["kind"] in VALUE_KINDS),
         }
     )
     if frame is not None:
@@ -388,7 +463,9 @@ def _finish(report: dict, issues: _Issues, t0: float, frame) -> None:
 
 
 def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, report,
-           on_geometries=None):
+           on_geometries=None, values=None, defaults=None, force_crs=False):
+    value_maps = _value_maps(spec, values or {})
+    given_defaults = _given_defaults(spec, defaults or {})
     frame = raw.frame.reset_index(drop=True)
     n = len(frame)
     report["counts"] = {"read": n}
@@ -406,7 +483,7 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="is-valid") as pool:
         if spec.geometry_type is not None:
             geoms = np.asarray(frame.geometry.values, dtype=object)
-            geoms, used = _to_wgs84(spec, raw, geoms, crs, strict, area, issues)
+            geoms, used = _to_wgs84(spec, raw, geoms, crs, strict, area, issues, force_crs)
             report["crs"] = used
             valid = pool.submit(shapely.is_valid, geoms)
             attrs_frame = pd.DataFrame(frame.drop(columns=frame.geometry.name))
@@ -419,9 +496,13 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
             report["crs"] = None
         out, used_map = _map_attributes(spec, attrs_frame, mapping, raw.coordinate_columns)
         report["mapping"] = used_map
-        report["attrs_fields"] = [c for c in attrs_frame.columns if c not in used_map.values()]
-        out, bad = _convert(spec, out, rows, attribute_issues)
+        unmapped = [c for c in attrs_frame.columns if c not in used_map.values()]
+        report["attrs_fields"] = unmapped
+        changed: set[str] = set()  # columns some of whose file values were mapped or emptied
+        out = _apply_value_maps(spec, out, value_maps, used_map, attribute_issues, changed)
+        out, bad, emptied = _convert(spec, out, rows, attribute_issues)
         rejected |= bad
+        changed |= emptied
         if geoms is not None:
             geoms, bad = _clean_geometries(spec, geoms, rows, issues, valid.result())
             rejected |= bad
@@ -431,14 +512,27 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
     if spec.name == "grid_cells":
         out, bad = _grid_codes(out, rows, issues)
         rejected |= bad
-    out, bad = _ids(spec, out, geoms, rows, rejected, issues)
+    out, bad = _ids(spec, out, geoms, rows, rejected, issues,
+                    lambda: _attrs_json(attrs_frame[unmapped]) if unmapped else None)
     rejected |= bad
     named = out[spec.id_field].notna().to_numpy()
     issues.named_rows = rows[named]
     issues.named_ids = out[spec.id_field].to_numpy(dtype=object)[named]
-    rejected |= _rules(spec, out, rows, rejected, issues)
+    bad, emptied = _fit(spec, out, rows, rejected, issues)
+    rejected |= bad
+    changed |= emptied
+    _apply_defaults(spec, out, given_defaults, rejected, issues)
+    rejected |= _required(spec, out, rows, rejected, issues)
     keep = ~rejected
-    out, geoms, rows = out[keep].reset_index(drop=True), _take(geoms, keep), rows[keep]
+    # the file's fields no column takes, and the file's values of columns the loader changed
+    # (value maps, values that did not fit): nothing staff send is lost
+    originals = [used_map[c] for c in spec.column_names if c in changed and c in used_map]
+    kept = unmapped + originals
+    out = out[keep].reset_index(drop=True)
+    out["attrs"] = _attrs_json(attrs_frame.loc[keep, kept].reset_index(drop=True)) \
+        if kept else None
+    report["attrs_fields"] = kept
+    geoms, rows = _take(geoms, keep), rows[keep]
     if geoms is not None:
         whole = len(out)
         out, geoms, rows = _split_multipart(spec, out, geoms, rows, issues)
@@ -446,7 +540,7 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
         if dup is not None and dup.any():  # a split id like B1-2 that the file also uses
             _reject_duplicates(spec, out, rows, dup, issues)
             out, geoms, rows = out[~dup].reset_index(drop=True), geoms[~dup], rows[~dup]
-        _far_outside(out[spec.id_field], geoms, rows, area, issues)
+        _far_outside(out[spec.id_field], geoms, rows, area, issues, force_crs)
         if spec.name == "grid_cells":
             _grid_topology(out, geoms, rows, area, issues)
     report["counts"]["split_parts_added"] = int(len(out) - len(pd.unique(rows)))
@@ -457,7 +551,8 @@ def _check(spec, raw: RawData, crs, mapping, strict, area, issues: _Issues, repo
         example = f"; e.g. row {first.get('row')}: {first['message']}" if first else ""
         raise LoadError(
             f"no feature of {raw.file.name} could be loaded into {spec.name} ({top}){example}. "
-            "Fix the file, or map fields with --map FIELD=SOURCE; --report FILE.json lists all."
+            "Fix the file, map fields with --map FIELD=SOURCE, or give values the file lacks "
+            "with --set FIELD=VALUE; --report FILE.json lists all."
         )
     if geoms is not None:
         out = gpd.GeoDataFrame(out, geometry=geoms, crs=tcrs.WGS84, copy=False)
@@ -525,7 +620,56 @@ def _crs_hint(x, y, area) -> str:
     return " Give the CRS the surveyor used (an EPSG code, e.g. --crs 4547)."
 
 
-def _to_wgs84(spec, raw: RawData, geoms, crs, strict, area, issues: _Issues):
+def _insist(force: bool, message: str, issues: _Issues) -> None:
+    """Refuse a load whose coordinates are in doubt, unless forced: then warn."""
+    if not force:
+        raise LoadError(f"{message} Nothing was loaded; fix --crs, or add --force-crs to load "
+                        "the features where they land.")
+    issues.add("crs_forced", "warning", f"{message} Loaded anyway (--force-crs).")
+
+
+def _contradiction(raw: RawData, choice: tcrs.CrsChoice, crs, x, y, projected: bool) -> str:
+    """Say how ``--crs`` contradicts the CRS the file states and its coordinates fit ('' if not).
+
+    A file whose stated CRS does not fit its numbers (a wrong .prj) is what ``--crs`` is for;
+    two systems in degrees, or GCJ-02/BD-09 over degrees, differ by metres, not kilometres.
+    """
+    if not raw.crs_stated or raw.crs is None or choice.crs.equals(raw.crs):
+        return ""
+    if raw.crs.is_geographic and (choice.offset or choice.crs.is_geographic):
+        return ""
+    fits = not projected if raw.crs.is_geographic else not tcrs.looks_like_degrees(x, y)
+    if not fits:
+        return ""
+    unit = "degrees" if raw.crs.is_geographic else "metres"
+    return (
+        f"{raw.file.name} says its CRS is {_crs_name(raw.crs)} ({unit}) and its coordinates "
+        f"fit it{_example(x, y)}; --crs {crs} ({_crs_name(choice.crs)}) contradicts it and "
+        "would move every feature. Leave --crs out to use the file's own CRS."
+    )
+
+
+def _landing(choice: tcrs.CrsChoice, crs, x0, y0, geoms, force: bool, issues: _Issues) -> None:
+    """Doubt a --crs under which the features collapse onto one point, or lie outside China.
+
+    The second only for a Chinese CRS (CGCS2000 and its zones, GCJ-02, BD-09 …).
+    """
+    x, y = _centres(geoms)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return
+    distinct = len(np.unique(np.column_stack([x0[ok], y0[ok]]), axis=0))
+    span_m = max(np.ptp(x[ok]) * np.cos(np.radians(np.nanmedian(y[ok]))), np.ptp(y[ok])) * 111e3
+    if distinct >= 3 and span_m < 1.0:
+        _insist(force, f"under --crs {crs} the {distinct} distinct positions of the file fall "
+                f"within {span_m:.2f} m of each other{_example(x, y)}: a CRS in metres for "
+                "numbers in degrees?", issues)
+    if tcrs.is_chinese(choice) and not tcrs.in_china(x[ok], y[ok]).any():
+        _insist(force, f"--crs {crs} is a Chinese CRS but under it no feature lies in China"
+                f"{_example(x, y)}.", issues)
+
+
+def _to_wgs84(spec, raw: RawData, geoms, crs, strict, area, issues: _Issues, force=False):
     """Reproject (and de-offset) geometries to EPSG:4326; returns them and what was done."""
     if shapely.has_z(geoms).any():
         geoms = shapely.force_2d(geoms)
@@ -536,6 +680,13 @@ def _to_wgs84(spec, raw: RawData, geoms, crs, strict, area, issues: _Issues):
     used: dict[str, Any] = {"declared": raw.crs.to_string() if raw.crs else None}
     if choice is not None:
         source, how = choice.crs, "--crs " + str(crs)
+        why = _contradiction(raw, choice, crs, x, y, projected_numbers)
+        if why:
+            _insist(force, why, issues)
+        if choice.crs.is_projected and tcrs.looks_like_degrees(x, y):
+            _insist(force, f"--crs {crs} is in metres but the coordinates look like degrees"
+                    f"{_example(x, y)}: every feature would fall within metres of the CRS's "
+                    "origin. Give the degrees' CRS (4326, cgcs2000, gcj02, bd09).", issues)
         if choice.crs.is_geographic and projected_numbers:
             zone = tcrs.detect_gk_zone(x, y) if choice.label == tcrs.CGCS2000 else None
             if zone is None:
@@ -601,6 +752,8 @@ def _to_wgs84(spec, raw: RawData, geoms, crs, strict, area, issues: _Issues):
             used["note"] = "CGCS2000 and WGS84 agree to a few centimetres; no datum shift applied"
         geoms = gpd.GeoSeries(geoms, crs=source).to_crs(tcrs.WGS84).values
         geoms = np.asarray(geoms, dtype=object)
+    if choice is not None:
+        _landing(choice, crs, x, y, geoms, force, issues)
     return geoms, used
 
 
@@ -667,6 +820,21 @@ def _clean_geometries(spec: LayerSpec, geoms, rows, issues: _Issues, valid: np.n
         valid = valid.copy()
         valid[coll] = shapely.is_valid(geoms[coll])
     wrong = ~empty & ~np.isin(types, allowed + allowed_multi)
+    if 3 in allowed and 1 not in allowed:
+        # a closed line where an area is wanted is the outline of one (CAD, GPS traces)
+        ring = wrong & (types == 1)
+        ring[ring] = shapely.is_closed(geoms[ring]) & \
+            (shapely.get_num_coordinates(geoms[ring]) >= 4)
+        if ring.any():
+            coords, which = shapely.get_coordinates(geoms[ring], return_index=True)
+            geoms = geoms.copy()
+            geoms[ring] = shapely.polygons(shapely.linearrings(coords, indices=which))
+            valid = valid.copy()
+            valid[ring] = shapely.is_valid(geoms[ring])
+            wrong &= ~ring
+            issues.add_rows("ring_to_polygon", "repaired", rows[ring], None,
+                            f"a closed LineString where {spec.name} takes areas: taken as the "
+                            "outline of a Polygon")
     names = [_TYPE_NAMES.get(int(t), "?") for t in types[wrong]]
     issues.add_rows(
         "wrong_geometry_type",
@@ -751,7 +919,7 @@ def _split_multipart(spec: LayerSpec, out: pd.DataFrame, geoms, rows, issues: _I
     suffix = np.where(order > 1, np.char.add("-", order.astype(str)), "")
     new[spec.id_field] = np.char.add(ids.astype(str), suffix).astype(object)
     counts = np.bincount(index, minlength=len(geoms))
-    for i in np.flatnonzero(multi):
+    for i in np.flatnonzero(multi & (counts > 1)):  # one part: a Multi… type, nothing split
         base = out[spec.id_field].iloc[i]
         made = [str(base)] + [f"{base}-{k}" for k in range(2, counts[i] + 1)]
         issues.add(
@@ -764,7 +932,7 @@ def _split_multipart(spec: LayerSpec, out: pd.DataFrame, geoms, rows, issues: _I
     return new, parts, rows[index]
 
 
-def _far_outside(ids: pd.Series, geoms, rows, area, issues: _Issues) -> None:
+def _far_outside(ids: pd.Series, geoms, rows, area, issues: _Issues, force=False) -> None:
     if len(geoms) == 0:
         return
     x, y = _centres(geoms)
@@ -785,6 +953,10 @@ def _far_outside(ids: pd.Series, geoms, rows, area, issues: _Issues) -> None:
         dist[out[~near]] = shapely.distance(area_m, points[~near])
         far = dist > FAR_FROM_AREA_M
         what = "the community boundary"
+        if far.all():  # not one feature near: the wrong file, store or CRS
+            _insist(force, f"every feature lies more than {FAR_FROM_AREA_M / 1000:g} km outside "
+                    f"the community boundary (the nearest {np.min(dist) / 1000:,.1f} km): the "
+                    "wrong file or store, or wrong coordinates?", issues)
     else:
         mx, my = np.nanmedian(x), np.nanmedian(y)
         _, _, dist = pyproj.Geod(ellps="WGS84").inv(np.full_like(x, mx), np.full_like(y, my), x, y)
@@ -842,10 +1014,9 @@ def _map_attributes(spec: LayerSpec, src: pd.DataFrame, mapping: dict, coordinat
                 used[name] = hit
                 taken.add(hit)
                 break
-    # the columns keep their dtypes: text read through Arrow converts cheaply from there
+    # the columns keep their dtypes: text read through Arrow converts cheaply from there;
+    # ``attrs`` is made by _check once it knows which rows load and which values changed
     out = pd.DataFrame({name: src[source] for name, source in used.items()}, index=src.index)
-    extra = [c for c in columns if c not in set(used.values())]
-    out["attrs"] = _attrs_json(src[extra]) if extra else None
     return out, used
 
 
@@ -888,9 +1059,31 @@ def _merge_attrs(obj: dict) -> dict:
     return obj
 
 
+_KEPT = "left empty; the file's value is kept in attrs"
+
+
+def _unfit(col: Column, rows, ids, bad, kind: str, messages, issues: _Issues) -> bool:
+    """Report values of *col* that do not fit it: a required column rejects their rows.
+
+    An optional one only loses the value (the caller empties it): attributes never cost a
+    feature its geometry. Returns whether the rows are rejected.
+    """
+    if col.required:
+        issues.add_rows(kind, "rejected", rows[bad], ids,
+                        [f"{m}; {col.name} is required" for m in messages])
+        return True
+    issues.add_rows(kind, "repaired", rows[bad], ids, [f"{m}; {_KEPT}" for m in messages])
+    return False
+
+
 def _convert(spec: LayerSpec, out: pd.DataFrame, rows, issues: _Issues):
-    """Convert mapped fields to their declared types; rows with values that do not convert fail."""
+    """Convert mapped fields to their declared types.
+
+    A value that does not convert is left empty (its column is returned in the set of emptied
+    columns) or, in a required column, rejects its row.
+    """
     rejected = np.zeros(len(out), dtype=bool)
+    emptied: set[str] = set()
     for col in _targets(spec):
         if col.name not in out:
             continue
@@ -898,16 +1091,160 @@ def _convert(spec: LayerSpec, out: pd.DataFrame, rows, issues: _Issues):
         converted, bad = _convert_series(s, col)
         out[col.name] = converted
         if bad.any():
-            values = s[bad].tolist()
-            issues.add_rows(
-                "bad_value",
-                "rejected",
-                rows[bad],
-                None,
-                [f"{col.name}: {v!r} is not {_DTYPE_WORDS[col.dtype]}" for v in values],
-            )
-            rejected |= bad
-    return out, rejected
+            messages = [f"{col.name}: {v!r} is not {_DTYPE_WORDS[col.dtype]}" for v in s[bad]]
+            if _unfit(col, rows, None, bad, "bad_value", messages, issues):
+                rejected |= bad
+            else:
+                emptied.add(col.name)
+    return out, rejected, emptied
+
+
+# -- value maps and defaults ---------------------------------------------------------------------
+
+
+def _norm_keys(values: pd.Series) -> pd.Series:
+    """Return values as value maps match them: text, stripped, lower case, 3.0 as 3.
+
+    Arrow's string kernels do it, with no loop in Python.
+    """
+    text = values.astype("string[pyarrow]").str.strip().str.lower()
+    return text.str.replace(r"^(-?\d+)\.0$", r"\1", regex=True).astype(object)
+
+
+def _value_maps(spec: LayerSpec, given: dict) -> dict[str, dict[str, Any]]:
+    """Return the value map of every column: the declared one, overridden by *given*."""
+    targets = {c.name: c for c in _targets(spec)}
+    unknown = [name for name in given if name not in targets]
+    if unknown:
+        raise LoadError(
+            f"--values {unknown[0]}:…: {spec.name} has no field {unknown[0]!r}; its fields are "
+            f"{list(targets)}."
+        )
+    maps: dict[str, dict[str, Any]] = {}
+    for name, col in targets.items():
+        pairs = list(col.values) + list((given.get(name) or {}).items())
+        if not pairs:
+            continue
+        keys = _norm_keys(pd.Series([k for k, _ in pairs], dtype=object)).tolist()
+        table = dict(zip(keys[: len(col.values)], [v for _, v in col.values], strict=True))
+        for key, (source, value) in zip(keys[len(col.values):], pairs[len(col.values):],
+                                        strict=True):
+            if isinstance(value, str) and value.strip() == "":
+                value = None
+            if col.choices is not None and value is not None and value not in col.choices:
+                raise LoadError(
+                    f"--values {name}:{source}={value}: {value!r} is not one of "
+                    f"{list(col.choices)}; map to one of them (or to nothing: {name}:{source}=)."
+                )
+            table[key] = value
+        table = {k: v for k, v in table.items() if k != v}  # case is _fit's to normalise
+        if table:
+            maps[name] = table
+    return maps
+
+
+def _apply_value_maps(spec, out: pd.DataFrame, maps, used_map, issues: _Issues, changed):
+    """Replace the file's values by their mapped ones; report what was mapped, per column."""
+    for name, table in maps.items():
+        if name not in out:
+            continue
+        s = out[name]
+        col = spec.column(name)
+        todo = s.notna().to_numpy()
+        if col.choices is not None:  # values already a choice need no look-up
+            todo = todo & ~s.isin(col.choices).to_numpy()
+        if not todo.any():
+            continue
+        keys = _norm_keys(s[todo])
+        hit = keys.isin(table.keys()).to_numpy()
+        if not hit.any():
+            continue
+        where = np.flatnonzero(todo)[hit]
+        mapped = keys[hit].map(table)
+        new = s.astype(object)
+        new.iloc[where] = mapped.to_numpy(dtype=object)
+        out[name] = new
+        changed.add(name)
+        pairs = pd.DataFrame({"from": s.iloc[where].astype(str).to_numpy(),
+                              "to": mapped.to_numpy(dtype=object)})
+        counts = pairs.value_counts(dropna=False)
+        listed = ", ".join(f"{f!r} → {'(empty)' if pd.isna(t) else t} ×{n}"
+                           for (f, t), n in counts.head(12).items())
+        more = f" and {len(counts) - 12} more" if len(counts) > 12 else ""
+        issues.add(
+            "values_mapped",
+            "info",
+            f"{name} (from {used_map.get(name, name)}): {len(where):,} value(s) mapped: "
+            f"{listed}{more}; the file's values are kept in attrs",
+        )
+    return out
+
+
+def _given_defaults(spec: LayerSpec, given: dict) -> dict[str, Any]:
+    """Check the defaults given for a load (``--set``): known columns, values that fit them."""
+    targets = {c.name: c for c in _targets(spec)}
+    out = {}
+    for name, value in given.items():
+        col = targets.get(name)
+        if col is None or name == spec.id_field:
+            what = "is the id (ids cannot have a default)" if name == spec.id_field else \
+                f"is not one of its fields {list(targets)}"
+            raise LoadError(f"--set {name}={value}: {name!r} {what}.")
+        converted, bad = _convert_series(pd.Series([value], dtype=object), col)
+        fits = not bad.any() and converted.notna().all()
+        v = converted.iloc[0] if fits else None
+        if fits and col.choices is not None and v not in col.choices:
+            fits = False
+        if fits and col.dtype in ("int", "float"):
+            fits = (col.min is None or v >= col.min) and (col.max is None or v <= col.max)
+        if not fits:
+            allowed = list(col.choices) if col.choices else _DTYPE_WORDS[col.dtype]
+            bounds = f" in [{col.min}, {col.max}]" if col.min is not None else ""
+            raise LoadError(f"--set {name}={value}: {value!r} does not fit {name} "
+                            f"({allowed}{bounds}).")
+        out[name] = v.item() if hasattr(v, "item") else v
+    return out
+
+
+def _apply_defaults(spec, out: pd.DataFrame, given: dict, rejected, issues: _Issues) -> None:
+    """Fill empty values with the given defaults, else the declared ones; report each column.
+
+    Empty are the values the file lacks, those a value map empties and those emptied because
+    they did not fit (their rows are reported). Declared defaults that are functions of the
+    frame run last, on the values filled before them.
+    """
+    plain = [c for c in _targets(spec) if c.name != spec.id_field
+             and (c.name in given or (c.default is not None and not callable(c.default)))]
+    computed = [c for c in _targets(spec) if c.name not in given and callable(c.default)]
+    live = ~rejected
+    for col in plain + computed:
+        s = out[col.name] if col.name in out else pd.Series(None, index=out.index, dtype=object)
+        empty = s.isna().to_numpy() & live
+        if not empty.any():
+            continue
+        if col.name in given:
+            value, how = given[col.name], "given (--set)"
+        elif callable(col.default):
+            value, how = np.asarray(col.default(out), dtype=object), "declared"
+            value = np.where(pd.isna(value), None, value)
+            empty &= pd.notna(value)
+            if not empty.any():
+                continue
+            value = value[empty]
+        else:
+            value, how = col.default, "declared"
+        filled = s.astype(object).copy()
+        filled[empty] = value
+        out[col.name] = _convert_series(filled, col)[0]
+        shown = value if not isinstance(value, np.ndarray) else \
+            ", ".join(sorted({str(v) for v in value}))
+        doc = f" ({col.doc})" if col.doc and how == "declared" else ""
+        issues.add(
+            "default_applied",
+            "info",
+            f"{col.name}: {int(empty.sum()):,} feature(s) had none; set to {shown}, the {how} "
+            f"default{doc}",
+        )
 
 
 _DTYPE_WORDS = {
@@ -985,7 +1322,8 @@ def _convert_series(s: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray]:
     return s.where(~bad, None), bad
 
 
-def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Issues):
+def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Issues,
+         attrs_of: Callable[[], pd.Series | None] = lambda: None):
     """Reject duplicate ids; give features without one a stable id from their geometry."""
     idf = spec.id_field
     if idf not in out:
@@ -1010,7 +1348,7 @@ def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Iss
         _reject_duplicates(spec, out, rows, dup, issues)
     missing = ids.isna().to_numpy() & live
     if missing.any():
-        gen = _stable_ids(spec, out, geoms, missing)
+        gen = _stable_ids(spec, out, geoms, missing, attrs_of)
         out.loc[missing, idf] = gen
         issues.add(
             "generated_ids",
@@ -1051,16 +1389,20 @@ def _reject_duplicates(spec, out, rows, dup, issues: _Issues) -> None:
         )
 
 
-def _stable_ids(spec: LayerSpec, out: pd.DataFrame, geoms, missing) -> np.ndarray:
+def _stable_ids(spec: LayerSpec, out: pd.DataFrame, geoms, missing, attrs_of) -> np.ndarray:
     if geoms is not None:
         blobs = shapely.to_wkb(geoms[missing], hex=False, output_dimension=2)
         blobs = [b if b is not None else b"" for b in blobs]
     else:
         cols = [c for c in out.columns if c != spec.id_field]
+        rows = out.loc[missing, cols]
+        attrs = attrs_of()  # the file's other fields, as in attrs, tell rows apart too
+        rows["attrs"] = attrs[missing].to_numpy() if attrs is not None else None
         blobs = (
-            out.loc[missing, cols]
+            rows
             .to_json(orient="records", lines=True, force_ascii=False)
             .encode()
+            .rstrip(b"\n")  # pandas ends the lines with one: not one more row
             .split(b"\n")
         )
     prefix = spec.name.encode() + b"\0"
@@ -1073,26 +1415,20 @@ def _stable_ids(spec: LayerSpec, out: pd.DataFrame, geoms, missing) -> np.ndarra
     ).astype(object)
 
 
-def _rules(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues) -> np.ndarray:
-    """Check required, choice and range rules row by row (vectorised per column)."""
+def _fit(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues):
+    """Check choice and range rules (vectorised per column): the rows rejected, columns emptied.
+
+    A value outside its choices or range is left empty (its row is reported) or, in a required
+    column, rejects its row (see :func:`_unfit`).
+    """
     bad_all = np.zeros(len(out), dtype=bool)
+    emptied: set[str] = set()
     live = ~rejected
     for col in _targets(spec):
-        if col.name == spec.id_field:
+        if col.name == spec.id_field or col.name not in out:
             continue
-        s = out[col.name] if col.name in out else pd.Series(None, index=out.index, dtype=object)
-        if col.required:
-            bad = live & s.isna().to_numpy()
-            issues.add_rows(
-                "missing_value",
-                "rejected",
-                rows[bad],
-                out[spec.id_field][bad],
-                f"{col.name} is required but empty (map a field with --map "
-                f"{col.name}=SOURCE if the file names it differently)",
-            )
-            bad_all |= bad
-        if col.choices is not None and col.name in out:
+        s = out[col.name]
+        if col.choices is not None:
             odd = s.notna() & ~s.isin(col.choices)  # normalise only values not already a choice
             norm = s[odd].astype(str).str.strip().str.lower().str.replace(" ", "_", regex=False)
             fixable = pd.Series(False, index=s.index)
@@ -1101,28 +1437,51 @@ def _rules(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues) 
                 s = s.where(~fixable, norm)
                 out[col.name] = s
             bad = live & (s.notna() & ~s.isin(col.choices)).to_numpy()
-            issues.add_rows(
-                "bad_choice",
-                "rejected",
-                rows[bad],
-                out[spec.id_field][bad],
-                [f"{col.name}: {v!r} is not one of {list(col.choices)}" for v in s[bad]],
-            )
-            bad_all |= bad
-        if (col.min is not None or col.max is not None) and col.name in out:
+            if bad.any():
+                messages = [f"{col.name}: {v!r} is not one of {list(col.choices)}"
+                            for v in s[bad]]
+                if _unfit(col, rows, out[spec.id_field][bad], bad, "bad_choice", messages,
+                          issues):
+                    bad_all |= bad
+                else:
+                    out.loc[bad, col.name] = None
+                    emptied.add(col.name)
+        if col.min is not None or col.max is not None:
             num = pd.to_numeric(s, errors="coerce").astype("float64")
             lo = num < col.min if col.min is not None else pd.Series(False, index=num.index)
             hi = num > col.max if col.max is not None else pd.Series(False, index=num.index)
             bad = live & (lo | hi).to_numpy()
-            unit = f" {col.unit}" if col.unit else ""
-            issues.add_rows(
-                "out_of_range",
-                "rejected",
-                rows[bad],
-                out[spec.id_field][bad],
-                [f"{col.name}: {v} is outside [{col.min}, {col.max}]{unit}" for v in num[bad]],
-            )
-            bad_all |= bad
+            if bad.any():
+                unit = f" {col.unit}" if col.unit else ""
+                messages = [f"{col.name}: {v} is outside [{col.min}, {col.max}]{unit}"
+                            for v in num[bad]]
+                if _unfit(col, rows, out[spec.id_field][bad], bad, "out_of_range", messages,
+                          issues):
+                    bad_all |= bad
+                else:
+                    out.loc[bad, col.name] = None
+                    emptied.add(col.name)
+    return bad_all, emptied
+
+
+def _required(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues) -> np.ndarray:
+    """Reject rows whose required values are empty (after value maps and defaults)."""
+    bad_all = np.zeros(len(out), dtype=bool)
+    live = ~rejected
+    for col in _targets(spec):
+        if col.name == spec.id_field or not col.required:
+            continue
+        s = out[col.name] if col.name in out else pd.Series(None, index=out.index, dtype=object)
+        bad = live & s.isna().to_numpy()
+        issues.add_rows(
+            "missing_value",
+            "rejected",
+            rows[bad],
+            out[spec.id_field][bad],
+            f"{col.name} is required but empty (map a field with --map {col.name}=SOURCE if "
+            f"the file names it differently, or give a default with --set {col.name}=VALUE)",
+        )
+        bad_all |= bad
     return bad_all
 
 

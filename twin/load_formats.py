@@ -10,6 +10,7 @@ import shutil
 import struct
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ class RawData:
     file: Path
     crs: pyproj.CRS | None = None
     crs_how: str = ""
+    crs_stated: bool = False  # the file names its CRS (.prj, GeoPackage); not a format's rule
     encoding: str | None = None
     encoding_how: str = ""
     source_layer: str | None = None
@@ -88,24 +90,26 @@ class RawData:
 # -- finding the data file -----------------------------------------------------------------------
 
 
-def resolve_source(path: Path, source_layer: str | None, stack: contextlib.ExitStack) -> Path:
-    """Return the file to read: *path* itself, the one data file in a folder or in a .zip."""
+def resolve_source(
+    path: Path,
+    source_layer: str | None,
+    stack: contextlib.ExitStack,
+    *,
+    max_unzipped_bytes: int | None = None,
+    max_zip_ratio: float | None = None,
+) -> Path:
+    """Return the file to read: *path* itself, the one data file in a folder or in a .zip.
+
+    A .zip is inspected before anything is written: its entries GridTwin could read are checked
+    against *max_unzipped_bytes* (default :data:`MAX_UNZIPPED_BYTES`) and *max_zip_ratio*
+    (default :data:`MAX_ZIP_RATIO`), then only those entries are streamed into a temporary
+    folder, counting what is written (see :func:`unzip_checked`).
+    """
     if not path.exists():
         raise LoadError(f"{path} does not exist; check the path (a file, a folder or a .zip).")
     if path.is_file() and path.suffix.lower() == ".zip":
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="twin-load-")))
-        try:
-            with zipfile.ZipFile(path) as zf:
-                for member in zf.infolist():
-                    name = _zip_name(member)
-                    target = (tmp / name).resolve()
-                    if not str(target).startswith(str(tmp.resolve())) or member.is_dir():
-                        continue  # never write outside the temporary folder
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(member) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-        except zipfile.BadZipFile:
-            raise LoadError(f"{path.name} is not a readable .zip; re-create the archive.") from None
+        tmp = unzip_checked(path, stack, max_unzipped_bytes=max_unzipped_bytes,
+                            max_zip_ratio=max_zip_ratio)
         return resolve_source(tmp, source_layer, stack)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
@@ -135,6 +139,108 @@ def resolve_source(path: Path, source_layer: str | None, stack: contextlib.ExitS
             f"use one of {', '.join(SUFFIXES)} or a .zip/folder of them.{hint}"
         )
     return path
+
+
+#: The most a .zip may unpack to (the entries GridTwin reads, summed): 2 GiB. The largest
+#: staff files seen are a few hundred MB; a larger archive can be unzipped and loaded as a folder.
+MAX_UNZIPPED_BYTES = 2 * 1024**3
+#: The most an entry may inflate (uncompressed / compressed size) once larger than
+#: :data:`ZIP_RATIO_FROM_BYTES`: Apache POI's zip-bomb guard uses the same 100:1. Real GIS data
+#: compress 2-20:1; a run of zeros compresses 1,000:1.
+MAX_ZIP_RATIO = 100.0
+ZIP_RATIO_FROM_BYTES = 16 * 1024**2  # smaller entries cannot hurt, whatever their ratio
+MAX_ZIP_ENTRIES = 10_000  # of the entries GridTwin reads
+#: Besides the data files, the parts of a shapefile that GDAL reads with it.
+SIDECAR_SUFFIXES = {".shx", ".dbf", ".prj", ".cpg", ".qpj"}
+_UNZIP_SUFFIXES = set(SUFFIXES) | SIDECAR_SUFFIXES
+
+
+def unzip_checked(
+    path: Path,
+    stack: contextlib.ExitStack,
+    *,
+    max_unzipped_bytes: int | None = None,
+    max_zip_ratio: float | None = None,
+) -> Path:
+    """Unpack the readable entries of the .zip *path* into a temporary folder and return it.
+
+    Only entries with a suffix GridTwin reads (:data:`SUFFIXES` and the shapefile parts) are
+    written; the archive's own table of entries is checked first (total size, ratio, count), and
+    the bytes are counted again while streaming, so an archive whose entries say less than they
+    hold is stopped at the limit too. The folder is removed when *stack* closes.
+
+    Raises
+    ------
+    LoadError
+        If the archive is not a .zip, or unpacks to more than the limits allow (a zip bomb).
+    """
+    limit = MAX_UNZIPPED_BYTES if max_unzipped_bytes is None else int(max_unzipped_bytes)
+    ratio = MAX_ZIP_RATIO if max_zip_ratio is None else float(max_zip_ratio)
+    try:
+        zf = stack.enter_context(zipfile.ZipFile(path))
+        members = [
+            (m, _zip_name(m))
+            for m in zf.infolist()
+            if not m.is_dir() and Path(_zip_name(m)).suffix.lower() in _UNZIP_SUFFIXES
+        ]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise LoadError(f"{path.name} is not a readable .zip; re-create the archive.") from None
+    total = sum(m.file_size for m, _ in members)
+    unzip_yourself = (
+        "If the archive is genuine, unzip it yourself and load the folder; otherwise ask for "
+        "the data again."
+    )
+    if len(members) > MAX_ZIP_ENTRIES:
+        raise LoadError(
+            f"{path.name} holds {len(members):,} data files; GridTwin unpacks at most "
+            f"{MAX_ZIP_ENTRIES:,}. {unzip_yourself}"
+        )
+    if total > limit:
+        raise LoadError(
+            f"{path.name} would unpack to {_bytes(total)} (its data files), more than the "
+            f"{_bytes(limit)} GridTwin unpacks from a .zip: refused without unpacking "
+            f"(a zip bomb?). {unzip_yourself}"
+        )
+    for m, name in members:
+        inflates = m.file_size / max(m.compress_size, 1)
+        if m.file_size > ZIP_RATIO_FROM_BYTES and inflates > ratio:
+            raise LoadError(
+                f"{path.name}: {name} inflates {inflates:,.0f}:1 ({_bytes(m.compress_size)} → "
+                f"{_bytes(m.file_size)}), past the {ratio:,.0f}:1 GridTwin accepts from a .zip: "
+                f"refused without unpacking (a zip bomb?). {unzip_yourself}"
+            )
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="twin-load-")))
+    root = tmp.resolve()
+    written = 0
+    try:
+        for member, name in members:
+            target = (tmp / name).resolve()
+            if not target.is_relative_to(root) or target == root:
+                continue  # never write outside the temporary folder
+            target.parent.mkdir(parents=True, exist_ok=True)
+            left = member.file_size  # zipfile stops at the declared size and checks the CRC
+            with zf.open(member) as src, open(target, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    written += len(chunk)
+                    left -= len(chunk)
+                    if written > limit or left < 0:
+                        raise LoadError(
+                            f"{path.name}: {name} holds more than its entry says; refused "
+                            f"while unpacking (a damaged archive or a zip bomb). {unzip_yourself}"
+                        )
+                    dst.write(chunk)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        raise LoadError(
+            f"{path.name}: cannot unpack {name}: {_first_line(exc)}; re-create the archive."
+        ) from None
+    return tmp
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _zip_name(member: zipfile.ZipInfo) -> str:
@@ -237,8 +343,9 @@ def _read_vector(
     issues: list[dict] = []
     enc_how = ""
     layer = None
+    records = None
     if fmt == "Shapefile":
-        file, enc, enc_how, shp_issues = _prepare_shapefile(file, encoding, stack)
+        file, enc, enc_how, shp_issues, records = _prepare_shapefile(file, encoding, stack)
         issues += shp_issues
         encoding = enc
     elif fmt in ("GeoPackage", "KML"):
@@ -267,15 +374,30 @@ def _read_vector(
                 f"{file.name}: field names or text are not valid {encoding or 'UTF-8'} "
                 f"({enc_how}); give the right one with --encoding (GB18030 or UTF-8)."
             ) from None
+        except (pyogrio.errors.FeatureError, pyogrio.errors.FieldError,
+                pyogrio.errors.GeometryError) as exc:
+            raise LoadError(
+                f"{file.name} is damaged and cannot be read as {fmt}: {_first_line(exc)}. "
+                "Nothing was loaded; export the data again."
+            ) from None
         if len(layers) > 1:
             frame["kml_folder"] = name
         frames.append(frame)
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    if records is not None:  # the .shx was restored from the .shp: count the shapes now
+        shapes = pyogrio.read_info(file)["features"]
+        if records != shapes:  # GDAL reads as many features as the .dbf has records
+            raise LoadError(
+                f"{file.stem}.dbf has {records:,} attribute records for {shapes:,} shapes in "
+                f"{file.name}: the parts do not belong together (or one was cut short). Nothing "
+                "was loaded; send the shapefile again with all its parts from one export."
+            )
     if not isinstance(frame, gpd.GeoDataFrame):
         frame = gpd.GeoDataFrame(frame, geometry=[None] * len(frame))
     frame = frame.reset_index(drop=True)
     crs = pyproj.CRS.from_user_input(frame.crs) if frame.crs is not None else None
     crs_how = "the file's own CRS" + (" (.prj)" if fmt == "Shapefile" else "") if crs else ""
+    stated = crs is not None and fmt not in ("GeoJSON", "KML")  # GDAL says 4326 for any
     if fmt in ("GeoJSON", "KML") and crs is None:
         crs, crs_how = pyproj.CRS.from_epsg(4326), f"{fmt} is WGS84 by definition"
     return RawData(
@@ -284,6 +406,7 @@ def _read_vector(
         file=file,
         crs=crs,
         crs_how=crs_how,
+        crs_stated=stated,
         encoding=encoding or "UTF-8",
         encoding_how=enc_how,
         source_layer=", ".join(layers) if layers != [None] else None,
@@ -320,7 +443,11 @@ def _choose_layer(file: Path, fmt: str, source_layer: str | None):
 
 
 def _prepare_shapefile(file: Path, encoding: str | None, stack):
-    """Check the parts of a shapefile; restore a missing .shx in a copy; choose the encoding."""
+    """Check the parts of a shapefile; restore a missing .shx in a copy; choose the encoding.
+
+    Returns the file to read, the encoding, how it was chosen, issues, and the .dbf's number of
+    records when there was no .shx to check it against (None otherwise).
+    """
     issues = []
     parts = {p.suffix.lower(): p for p in file.parent.glob(glob_escape(file.stem) + ".*")}
     if ".dbf" not in parts:
@@ -328,6 +455,9 @@ def _prepare_shapefile(file: Path, encoding: str | None, stack):
             f"{file.name}: the .dbf (attribute table) is missing; send all parts of the shapefile "
             "(.shp, .shx, .dbf, .prj, .cpg) together, e.g. as one .zip."
         )
+    records = check_dbf(parts[".dbf"], parts.get(".shx"))
+    if ".shx" in parts:
+        records = None  # checked against the .shx already
     if ".shx" not in parts:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="twin-shx-")))
         for p in parts.values():
@@ -347,12 +477,12 @@ def _prepare_shapefile(file: Path, encoding: str | None, stack):
     stack.callback(pyogrio.set_gdal_config_options, {"SHAPE_RESTORE_SHX": None})
     pyogrio.set_gdal_config_options({"SHAPE_RESTORE_SHX": "YES" if restore else None})
     if encoding:
-        return file, encoding, "--encoding", issues
+        return file, encoding, "--encoding", issues, records
     if ".cpg" in parts:
         text = parts[".cpg"].read_text(encoding="ascii", errors="replace").strip()
         codec = CPG_CODECS.get(text.lower().replace(" ", ""))
         if codec:
-            return file, codec, f".cpg says {text}", issues
+            return file, codec, f".cpg says {text}", issues, records
         issues.append(
             {
                 "kind": "unknown_cpg",
@@ -366,7 +496,66 @@ def _prepare_shapefile(file: Path, encoding: str | None, stack):
         if codec == "GB18030"
         else "no .cpg; text decodes as UTF-8"
     )
-    return file, codec, how, issues
+    return file, codec, how, issues, records
+
+
+# dBASE version bytes GDAL and ArcGIS write (III, IV, V, FoxPro, Visual FoxPro; with or
+# without memo)
+_DBF_VERSIONS = {0x02, 0x03, 0x04, 0x05, 0x30, 0x31, 0x32, 0x43, 0x63, 0x83, 0x8B, 0x8E, 0xCB,
+                 0xF5, 0xFB}
+
+
+def check_dbf(dbf: Path, shx: Path | None = None) -> int:
+    """Check that a shapefile's .dbf is a whole attribute table; return its number of records.
+
+    GDAL reads a shapefile whose .dbf is empty or garbage as features without attributes, with no
+    error: staff would replace a layer with features whose attributes are all lost. The header
+    must be dBASE's, the file long enough for the records it declares and, with a .shx, hold one
+    record per shape.
+
+    Raises
+    ------
+    LoadError
+        If the .dbf is empty, unreadable, cut short or does not match the .shp.
+    """
+    resend = (
+        "send the shapefile again with all its parts (.shp, .shx, .dbf, .prj, .cpg) from one "
+        "export, e.g. as one .zip, or as a GeoPackage"
+    )
+    size = dbf.stat().st_size
+    if size == 0:
+        raise LoadError(
+            f"{dbf.name} (the attribute table) is empty (0 bytes): every feature would lose its "
+            f"attributes. Nothing was loaded; {resend}."
+        )
+    with open(dbf, "rb") as fh:
+        head = fh.read(32)
+    if len(head) < 32 or head[0] not in _DBF_VERSIONS:
+        raise LoadError(
+            f"{dbf.name} (the attribute table) is not a dBASE file ({size} bytes that GDAL would "
+            f"read as no attributes at all). Nothing was loaded; {resend}."
+        )
+    n_records, header_len, record_len = struct.unpack("<IHH", head[4:12])
+    if header_len < 33 or record_len < 1:
+        raise LoadError(
+            f"{dbf.name} (the attribute table) has a damaged header (header {header_len} bytes, "
+            f"records {record_len} bytes). Nothing was loaded; {resend}."
+        )
+    if header_len + n_records * record_len > size:
+        whole = max(size - header_len, 0) // record_len
+        raise LoadError(
+            f"{dbf.name} (the attribute table) declares {n_records:,} records but its "
+            f"{size:,} bytes hold only {whole:,}: it was cut short. Nothing was loaded; {resend}."
+        )
+    if shx is not None and shx.stat().st_size >= 100:
+        shapes = (shx.stat().st_size - 100) // 8
+        if shapes != n_records:
+            raise LoadError(
+                f"{dbf.name} has {n_records:,} attribute records for {shapes:,} shapes in the "
+                f".shp/.shx: the parts do not belong together (or one was cut short). Nothing "
+                f"was loaded; {resend}."
+            )
+    return n_records
 
 
 def glob_escape(text: str) -> str:

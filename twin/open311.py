@@ -10,6 +10,7 @@ import pandas as pd
 
 from twin import cases as cases_mod
 from twin.errors import DuplicateIdError, ValidationError
+from twin.timeutil import to_local
 
 LOGGER = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def services(categories: pd.DataFrame | None = None, *, lang: str = "zh-CN") -> 
 def _w3c(value: Any) -> str | None:
     if value is None or pd.isna(value):
         return None
-    return pd.Timestamp(value).tz_convert("Asia/Shanghai").isoformat()
+    return to_local(value).isoformat()
 
 
 def _agency(code: str | None, departments: pd.DataFrame, lang: str) -> str | None:

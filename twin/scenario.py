@@ -29,6 +29,7 @@ import layers
 from twin.enrich import assign_grids, grid_index
 from twin.errors import ValidationError
 from twin.schema import CASES, CRS, EVENTS, coerce_table, validate_layer_frame
+from twin.timeutil import to_utc
 
 LOGGER = logging.getLogger(__name__)
 
@@ -1137,13 +1138,11 @@ CASE_SOURCES = ("patrol", "resident", "camera", "sensor", "instruction")
 
 
 def _window(start: datetime | None, end: datetime | None) -> tuple[pd.Timestamp, pd.Timestamp]:
-    end_ts = pd.Timestamp(end or datetime(2026, 3, 1, tzinfo=UTC))
-    start_ts = pd.Timestamp(start) if start is not None else end_ts - timedelta(days=90)
-    start_ts = start_ts.tz_localize("UTC") if start_ts.tzinfo is None else start_ts
-    end_ts = end_ts.tz_localize("UTC") if end_ts.tzinfo is None else end_ts
+    end_ts = to_utc(end or datetime(2026, 3, 1, tzinfo=UTC))
+    start_ts = to_utc(start) if start is not None else end_ts - timedelta(days=90)
     if not start_ts < end_ts:
         raise ValidationError(f"start {start_ts} must be before end {end_ts}.")
-    return start_ts.tz_convert("UTC"), end_ts.tz_convert("UTC")
+    return start_ts, end_ts
 
 
 def _located_points(

@@ -16,6 +16,18 @@ from twin.errors import DuplicateIdError, ValidationError
 DTYPES = ("text", "int", "float", "bool", "date", "datetime", "json")
 GEOMETRY_TYPES = ("Point", "LineString", "Polygon")
 CRS = "EPSG:4326"
+#: shapely type id of each geometry type a layer declares, and of its multi-part form.
+GEOMETRY_TYPE_IDS = {"Point": 0, "LineString": 1, "Polygon": 3}
+MULTI_TYPE_IDS = {0: 4, 1: 5, 3: 6}
+#: Name of every shapely geometry type id (for messages).
+GEOMETRY_TYPE_NAMES = {0: "Point", 1: "LineString", 2: "LinearRing", 3: "Polygon",
+                       4: "MultiPoint", 5: "MultiLineString", 6: "MultiPolygon",
+                       7: "GeometryCollection"}
+#: Text read as a boolean (trimmed, lower-cased): staff files through the loader, values written
+#: through :func:`coerce_series`. Declared once.
+BOOLEAN_WORDS = {"true": True, "false": False, "1": True, "0": False, "是": True, "否": False,
+                 "yes": True, "no": False, "y": True, "n": False, "t": True, "f": False,
+                 "1.0": True, "0.0": False}
 
 
 @dataclass(frozen=True)
@@ -34,10 +46,21 @@ class Column:
     personal: bool = False
     aliases: tuple[str, ...] = ()
     doc: str = ""
+    #: Value map of the loader: (source value, value) pairs; source values match ignoring case
+    #: and surrounding spaces; a value of None leaves the column empty (e.g. OSM building=yes)
+    values: tuple[tuple[str, Any], ...] = ()
+    #: The loader's default for features without a value: a value, or a function of the
+    #: converted frame returning one value per row (None/NaN where it gives none)
+    default: Any = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"column {self.name}: dtype {self.dtype!r} not in {DTYPES}")
+        for source, value in self.values:
+            if self.choices is not None and value is not None and value not in self.choices:
+                raise ValueError(
+                    f"column {self.name}: value map {source!r} → {value!r} is not a choice"
+                )
 
     def label(self, lang: str = "zh-CN") -> str:
         text = self.label_zh if lang.startswith("zh") else self.label_en
@@ -410,8 +433,7 @@ def coerce_series(series: pd.Series, column: Column) -> pd.Series:
         ) from None
 
 
-_BOOLS = {True: True, False: False, "true": True, "false": False,  # 1 and 0 hash as True/False
-          "1": True, "0": False, "是": True, "否": False}
+_BOOLS = {True: True, False: False, **BOOLEAN_WORDS}  # 1 and 0 hash as True and False
 
 
 def _is_text_dtype(kind: Any) -> bool:
@@ -493,7 +515,7 @@ def _convert(series: pd.Series, column: Column) -> pd.Series:
     if dtype == "bool":
         if (series.notna() & ~series.map(lambda v: _hashable_in(v, _BOOLS))).any():
             raise ValueError("not booleans")
-        out = series.map(lambda v: _BOOLS.get(v.lower() if isinstance(v, str) else v))
+        out = series.map(lambda v: _BOOLS.get(v.strip().lower() if isinstance(v, str) else v))
         return out.astype("boolean")
     if dtype == "date":
         out = pd.to_datetime(series, errors="raise").dt.date
@@ -505,7 +527,7 @@ def _convert(series: pd.Series, column: Column) -> pd.Series:
 
 
 def _hashable_in(value: Any, mapping: dict) -> bool:
-    key = value.lower() if isinstance(value, str) else value
+    key = value.strip().lower() if isinstance(value, str) else value
     try:
         return key in mapping
     except TypeError:
@@ -653,10 +675,10 @@ def validate_layer_frame(
             f"{_ids(out.loc[empty, spec.id_field])}."
         )
     kinds = pd.Series(shapely.get_type_id(values), index=frame.index)
-    allowed = [_TYPE_IDS[t] for t in spec.geometry_types]
+    allowed = [GEOMETRY_TYPE_IDS[t] for t in spec.geometry_types]
     bad = ~kinds.isin(allowed)
     if bad.any():
-        got = sorted({_TYPE_NAMES[k] for k in kinds[bad]})
+        got = sorted({GEOMETRY_TYPE_NAMES.get(k, "?") for k in kinds[bad]})
         raise ValidationError(
             f"layer {spec.name!r} takes {'/'.join(spec.geometry_types)} geometries; got {got} for "
             f"{_ids(out.loc[bad, spec.id_field])}. Convert them or load with scripts/load_layer.py."
@@ -710,11 +732,6 @@ def layer_frame_to_store(
         out[col.name] = coerce_series(out[col.name], col)
     check_rules(out, tuple(assigned), spec.id_field)
     return out
-
-
-_TYPE_IDS = {"Point": 0, "LineString": 1, "Polygon": 3}
-_TYPE_NAMES = {0: "Point", 1: "LineString", 2: "LinearRing", 3: "Polygon", 4: "MultiPoint",
-               5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection"}
 
 
 def coerce_table(table: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:

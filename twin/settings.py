@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _time_zone(text: str) -> str:
+    name = text.strip()
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(name) from None
+    return name
+
+
 _positive_int.__name__ = "positive whole number"
 _positive_float.__name__ = "positive number"
+_time_zone.__name__ = "IANA time zone name (e.g. Asia/Shanghai)"
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -67,7 +78,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Folder of the demo community and the seed tables.",
     ),
     Setting("language", str, "zh-CN", "Default user interface language: zh-CN or en."),
-    Setting("timezone", str, "Asia/Shanghai", "Time zone in which times are shown."),
+    Setting(
+        "timezone",
+        _time_zone,
+        "Asia/Shanghai",
+        "The community's time zone (twin.timeutil.local_zone): times are stored in UTC and shown "
+        "in it; local days, months and quarters are counted in it.",
+    ),
     Setting("mqtt_url", str, "mqtt://127.0.0.1:1883", "Broker of the live feeds."),
     Setting("tile_url", str, "", "Optional basemap tile URL; empty means the twin's own basemap."),
     Setting(

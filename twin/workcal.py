@@ -14,6 +14,7 @@ import pandas as pd
 
 from twin import settings
 from twin.errors import ValidationError
+from twin.timeutil import local_zone, to_utc
 
 LOGGER = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ class WorkCalendar:
 
     Build one with :func:`load_calendar` (the seed tables) or :meth:`from_rules`. All times go in
     and come out as timezone-aware timestamps; inside, seconds since the epoch of local wall time
-    are used (Asia/Shanghai has no daylight saving).
+    are used, so the zone must keep one UTC offset over the calendar's years (Asia/Shanghai has
+    no daylight saving; a zone that has is refused).
     """
 
     first_day: date
@@ -51,7 +53,7 @@ class WorkCalendar:
     holidays: frozenset[date]
     workdays: frozenset[date]  # make-up working days on weekends (调休上班)
     periods: tuple[tuple[int, int], ...]  # working periods of a day, seconds from midnight
-    timezone: str = "Asia/Shanghai"
+    timezone: str = field(default_factory=local_zone)
     provisional_years: frozenset[int] = frozenset()
     _arrays: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -66,15 +68,18 @@ class WorkCalendar:
         holidays: list[date | str] = (),
         workdays: list[date | str] = (),
         periods: list[tuple[str, str]] = (("08:30", "12:00"), ("14:30", "17:30")),
-        timezone: str = "Asia/Shanghai",
+        timezone: str | None = None,
         provisional_years: frozenset[int] = frozenset(),
     ) -> WorkCalendar:
         """Build a calendar for ``first_day``–``last_day`` with these days off and make-up days.
 
+        The time zone defaults to :func:`twin.timeutil.local_zone`.
+
         Raises
         ------
         ValidationError
-            If periods overlap, are empty or not in order, or a day is listed both ways.
+            If periods overlap, are empty or not in order, a day is listed both ways, or the
+            zone changes its UTC offset (daylight saving) within the calendar's years.
         """
         secs = tuple((_parse_hhmm(a), _parse_hhmm(b)) for a, b in periods)
         if not secs:
@@ -91,9 +96,24 @@ class WorkCalendar:
         if both:
             raise ValidationError(f"calendar: {both[:5]} listed both as holiday and as working day")
         cal = cls(pd.Timestamp(first_day).date(), pd.Timestamp(last_day).date(), hol, wrk, secs,
-                  timezone, frozenset(provisional_years))
+                  timezone or local_zone(), frozenset(provisional_years))
+        cal._check_fixed_offset()
         cal._build()
         return cal
+
+    def _check_fixed_offset(self) -> None:
+        """Refuse a zone whose UTC offset changes within the calendar (its clock is wall time)."""
+        utc = pd.date_range(pd.Timestamp(self.first_day, tz="UTC") - pd.Timedelta(days=1),
+                            pd.Timestamp(self.last_day, tz="UTC") + pd.Timedelta(days=2),
+                            freq="6h")
+        offsets = utc.tz_convert(self.timezone).tz_localize(None) - utc.tz_localize(None)
+        if offsets.nunique() > 1:
+            raise ValidationError(
+                f"working calendar: time zone {self.timezone} changes its UTC offset between "
+                f"{self.first_day} and {self.last_day} (daylight saving); the working clock needs "
+                "a fixed offset. Set TWIN_TIMEZONE to the community's zone without daylight "
+                "saving, e.g. Asia/Shanghai."
+            )
 
     def _build(self) -> None:
         days = pd.date_range(self.first_day, self.last_day, freq="D")
@@ -337,39 +357,59 @@ def read_calendar_tables(seed_dir: str | Path | None = None) -> tuple[pd.DataFra
     return days, hours
 
 
-def calendar_from_tables(days: pd.DataFrame, hours: pd.DataFrame) -> WorkCalendar:
-    """Build the :class:`WorkCalendar` from the seed tables of :func:`read_calendar_tables`."""
+def calendar_from_tables(days: pd.DataFrame, hours: pd.DataFrame, zone: str | None = None
+                         ) -> WorkCalendar:
+    """Build the :class:`WorkCalendar` from the seed tables of :func:`read_calendar_tables`.
+
+    The time zone is *zone*, else :func:`twin.timeutil.local_zone`; the hours table may name it
+    in a ``timezone`` column, and must then name that one.
+
+    Raises
+    ------
+    ValidationError
+        If the table names another zone, or several.
+    """
     years = sorted({int(f[9:13]) for f in days["file"]}) if "file" in days else sorted(
         {d.year for d in days["date"]})
     provisional = frozenset(
         int(y) for y in {d.year for d in days.loc[days["status"] == "provisional", "date"]})
-    tzs = set(hours["timezone"]) if "timezone" in hours else {"Asia/Shanghai"}
-    if len(tzs) != 1:
-        raise ValidationError(f"working_hours.csv: one time zone expected, got {sorted(tzs)}")
+    zone = zone or local_zone()
+    named = set(hours["timezone"]) - {""} if "timezone" in hours else set()
+    if named - {zone}:
+        raise ValidationError(
+            f"working_hours.csv names the time zone {', '.join(sorted(named))}, but the "
+            f"community's zone (setting timezone, TWIN_TIMEZONE) is {zone}; make them agree "
+            "(or leave the table's timezone column empty)."
+        )
     return WorkCalendar.from_rules(
         date(years[0], 1, 1),
         date(years[-1], 12, 31),
         holidays=days.loc[days["kind"] == "holiday", "date"].tolist(),
         workdays=days.loc[days["kind"] == "workday", "date"].tolist(),
         periods=list(zip(hours["start"], hours["end"], strict=True)),
-        timezone=tzs.pop(),
+        timezone=zone,
         provisional_years=provisional,
     )
 
 
 @cache
-def _cached(folder: str) -> WorkCalendar:
-    return calendar_from_tables(*read_calendar_tables(folder))
+def _cached(folder: str, zone: str) -> WorkCalendar:
+    return calendar_from_tables(*read_calendar_tables(folder), zone=zone)
 
 
 def load_calendar(seed_dir: str | Path | None = None) -> WorkCalendar:
-    """Load the working calendar from ``data/seed`` (cached per folder; restart after edits)."""
-    return _cached(str(_seed_dir(seed_dir).resolve()))
+    """Load the working calendar from ``data/seed``.
+
+    Cached per folder and time zone: restart after editing the tables.
+    """
+    return _cached(str(_seed_dir(seed_dir).resolve()), local_zone())
 
 
 def to_datetime(value: Any) -> pd.Timestamp:
-    """Return a timezone-aware UTC timestamp from a datetime, ISO text or Timestamp (naive: UTC)."""
+    """Return a timezone-aware UTC timestamp from a datetime, ISO text or Timestamp (naive: UTC).
+
+    Unlike :func:`twin.timeutil.to_utc` it takes only one time, never a missing one.
+    """
     if isinstance(value, datetime | pd.Timestamp | str | np.datetime64):
-        return pd.Timestamp(value).tz_localize("UTC") if pd.Timestamp(value).tzinfo is None \
-            else pd.Timestamp(value).tz_convert("UTC")
+        return to_utc(value)
     raise ValidationError(f"not a time: {value!r}; give an ISO 8601 string or a datetime")

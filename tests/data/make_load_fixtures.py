@@ -125,6 +125,124 @@ def make_zipped_shapefile(folder: Path) -> Path:
     return path
 
 
+def _shapefile(folder: Path, n: int = 83, name: str = "buildings") -> Path:
+    path = folder / f"{name}.shp"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pyogrio.write_dataframe(_buildings(n), path, encoding="UTF-8")
+    return path
+
+
+def make_empty_dbf(folder: Path) -> Path:
+    """An 83-building shapefile whose .dbf arrived as 0 bytes (a failed copy); the .shp is good."""
+    path = _shapefile(folder / "empty_dbf")
+    path.with_suffix(".dbf").write_bytes(b"")
+    return path
+
+
+def make_garbage_dbf(folder: Path) -> Path:
+    """A .dbf that is not dBASE at all (an HTML error page saved under its name)."""
+    path = _shapefile(folder / "garbage_dbf")
+    path.with_suffix(".dbf").write_bytes(b"<html><body>502 Bad Gateway</body></html>\n" * 4)
+    return path
+
+
+def make_truncated_dbf(folder: Path) -> Path:
+    """A .dbf cut off halfway (an interrupted download)."""
+    path = _shapefile(folder / "truncated_dbf")
+    dbf = path.with_suffix(".dbf")
+    dbf.write_bytes(dbf.read_bytes()[: dbf.stat().st_size // 2])
+    return path
+
+
+def make_foreign_dbf(folder: Path) -> Path:
+    """The .dbf of another export (3 records) beside an 83-shape .shp/.shx."""
+    path = _shapefile(folder / "foreign_dbf")
+    other = _shapefile(folder / "foreign_dbf_other", n=3)
+    shutil.copy(other.with_suffix(".dbf"), path.with_suffix(".dbf"))
+    shutil.rmtree(other.parent)
+    return path
+
+
+def make_foreign_dbf_without_shx(folder: Path) -> Path:
+    """As :func:`make_foreign_dbf`, and no .shx to count the shapes by (it is restored)."""
+    path = make_foreign_dbf(folder / "foreign_dbf_no_shx")
+    path.with_suffix(".shx").unlink()
+    return path
+
+
+ZIP_BOMB_BYTES = 3 * 1024**3
+
+
+def _raw_zip(path: Path, entries: list[tuple[str, bytes, int, int]]) -> Path:
+    """Write a .zip by hand: (name, raw deflate data, crc32, uncompressed size) per entry.
+
+    zipfile would have to deflate a bomb's 3 GiB to write it; written by hand it takes the time
+    of its 3 MB.
+    """
+    import struct
+
+    local, central = bytearray(), bytearray()
+    for name, data, crc, size in entries:
+        encoded = name.encode()
+        offset = len(local)
+        fields = (20, 0x800, 8, 0, 0x21, crc, len(data), size, len(encoded), 0)
+        local += struct.pack("<IHHHHHIIIHH", 0x04034B50, *fields) + encoded + data
+        central += (
+            struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, *fields, 0, 0, 0, 0, offset)
+            + encoded
+        )
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(central),
+                      len(local), 0)
+    path.write_bytes(bytes(local + central) + end)
+    return path
+
+
+def _deflate(data: bytes) -> tuple[bytes, int, int]:
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return packer.compress(data) + packer.flush(), zlib.crc32(data), len(data)
+
+
+def make_zip_bomb(folder: Path, size: int = ZIP_BOMB_BYTES) -> Path:
+    """A 3 MB .zip holding a 3 GiB "buildings.shp" of zeros beside a real .shx and .dbf.
+
+    The zeros are 1 MiB deflate blocks repeated (each ends on a full flush, so the same bytes
+    follow each other as one valid stream), as zip bombs are made.
+    """
+    import zlib
+
+    shp = _shapefile(folder / "bomb_parts", n=3)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = packer.compress(bytes(1 << 20)) + packer.flush(zlib.Z_FULL_FLUSH)
+    crc, zeros = 0, bytes(16 << 20)
+    for _ in range(size // len(zeros)):
+        crc = zlib.crc32(zeros, crc)
+    data = block * (size >> 20) + b"\x03\x00"  # the last block: empty, final, fixed Huffman
+    entries = [("buildings.shp", data, crc, size)]
+    for suffix in (".shx", ".dbf"):
+        entries.append(("buildings" + suffix, *_deflate(shp.with_suffix(suffix).read_bytes())))
+    shutil.rmtree(shp.parent)
+    return _raw_zip(folder / "bomb.zip", entries)
+
+
+def make_ratio_bomb(folder: Path) -> Path:
+    """A .zip under the size limit whose 64 MiB .dbf of zeros inflates 1,000:1."""
+    shp = _shapefile(folder / "ratio_parts", n=3)
+    entries = [("buildings.dbf", *_deflate(bytes(64 << 20)))]
+    for suffix in (".shp", ".shx"):
+        entries.append(("buildings" + suffix, *_deflate(shp.with_suffix(suffix).read_bytes())))
+    shutil.rmtree(shp.parent)
+    return _raw_zip(folder / "ratio_bomb.zip", entries)
+
+
+def make_wgs84_gpkg(folder: Path) -> Path:
+    """Footprints in a GeoPackage that says (rightly) EPSG:4326: a --crs 4547 would wreck them."""
+    path = folder / "楼栋_wgs84.gpkg"
+    pyogrio.write_dataframe(_buildings(5), path, layer="楼栋")
+    return path
+
+
 def make_lying_prj(folder: Path) -> Path:
     """Coordinates in CGCS2000 GK zone 37 (metres, with zone prefix) under a .prj saying 4326."""
     metres = _buildings().to_crs(4525)
@@ -318,6 +436,9 @@ def make_large(folder: Path, n: int = 20_000, vertices: int = 620) -> Path:
     return path
 
 
+#: made by the tests only: too large for the repository (large: 200 MB; the bombs: 3 MB that
+#: would hand anyone who unzips them by hand 3 GiB)
+NOT_STORED = {"large", "zip_bomb", "ratio_bomb"}
 ALL = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("make_")}
 
 
@@ -327,8 +448,8 @@ def main(folder: str | Path | None = None) -> int:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     for name, fn in ALL.items():
-        if name == "large":
-            continue  # generated by the test itself, never stored
+        if name in NOT_STORED:
+            continue  # generated by the tests themselves, never stored
         print(fn(folder).relative_to(folder))
     return 0
 

@@ -15,6 +15,7 @@ import pandas as pd
 import shapely
 
 import layers
+from twin.crs import utm_crs
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.query import _cache
 from twin.schema import CRS, LayerSpec
@@ -216,12 +217,6 @@ def lonlat(value: Any, name: str = "point") -> tuple[float, float]:
             "is it in a projected CRS or swapped?"
         )
     return lon, lat
-
-
-def utm_crs(lon: float, lat: float) -> str:
-    """Return the UTM zone (WGS 84) holding (lon, lat): the local metric CRS of every query."""
-    zone = min(int((lon + 180) // 6) + 1, 60)
-    return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
 
 
 def utm_of_frame(*frames: gpd.GeoDataFrame | None) -> str:

@@ -18,6 +18,7 @@ from twin.query import sql as q
 from twin.query._common import QueryResult, field_of, geoframe, spec_of
 from twin.query.proximity import OPS, _mask, _use_sql, parse_where
 from twin.schema import CASES, EVENTS
+from twin.timeutil import to_utc
 
 LOGGER = logging.getLogger(__name__)
 
@@ -32,12 +33,11 @@ def _time(name: str, value: Any) -> pd.Timestamp | None:
     if value is None or value == "":
         return None
     try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError):
+        return to_utc(value)
+    except ValidationError:
         raise ValidationError(
             f"{name} must be a date or time like 2026-03-01T08:00, got {value!r}"
         ) from None
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 UNIT_LAYERS = ("community", "grid_cells")

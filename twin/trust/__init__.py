@@ -14,6 +14,7 @@ module             what it decides
 ``participation``  notices, polls and answers, scoped to buildings and grids
 ``audit``          reading, exporting and verifying the audit log
 ``uploads``        photo checks and storage
+``exports``        planner answers and layer files, personal columns protected
 ``own_data``       a resident's export of everything held about them
 ``escaping``       text made inert before Markdown or HTML
 =================  ==================================================================
@@ -38,6 +39,7 @@ from twin.trust.casework import (
     visible_cases,
 )
 from twin.trust.escaping import html_text, safe_text
+from twin.trust.exports import export_layer, query_as
 from twin.trust.own_data import export_own_data
 from twin.trust.permissions import (
     ANONYMOUS,
@@ -60,6 +62,7 @@ from twin.trust.privacy import (
     mask_name,
     mask_other,
     mask_phone,
+    protect,
     read_layer,
     read_residents,
     round_location,
@@ -113,6 +116,7 @@ __all__ = [
     "create_demo_users",
     "create_user",
     "export_audit_csv",
+    "export_layer",
     "export_own_data",
     "get_user",
     "hash_password",
@@ -125,7 +129,9 @@ __all__ = [
     "mask_other",
     "mask_phone",
     "pages_for",
+    "protect",
     "public_summary",
+    "query_as",
     "read_audit",
     "read_layer",
     "read_residents",

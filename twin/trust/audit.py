@@ -11,6 +11,7 @@ import pandas as pd
 
 from twin import audit_anchor, auditchain
 from twin.auditchain import ChainCheck
+from twin.timeutil import to_utc
 from twin.trust.permissions import User, require
 
 __all__ = ["ChainCheck", "export_audit_csv", "read_audit", "verify_audit_chain",
@@ -51,15 +52,10 @@ def read_audit(
         if value:
             keep &= log[column].astype(str).str.contains(str(value), regex=False)
     if start is not None:
-        keep &= log["at"] >= _utc(start)
+        keep &= log["at"] >= to_utc(start)
     if end is not None:
-        keep &= log["at"] < _utc(end)
+        keep &= log["at"] < to_utc(end)
     return log.loc[keep].reset_index(drop=True)
-
-
-def _utc(value: Any) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
 
 
 def export_audit_csv(store, user: User | None, *, origin: str = "", **filters: Any) -> bytes:

@@ -30,6 +30,9 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "page.users": ("admin",),
     "users.manage": ("admin",),
     "audit.read": ("admin",),
+    # planner answers and layer files; a command without a named user is the public and gets
+    # no personal data (twin.trust.privacy.protect)
+    "queries.run": ("admin", "official", "planner", "data_staff", ANONYMOUS_ROLE),
     "layers.load": ("admin", "data_staff"),
     "layers.rollback": ("admin", "data_staff"),
     "participation.publish": ("admin", "official", "grid_worker"),

@@ -180,8 +180,8 @@ def read_residents(
         out = residents.loc[residents["building_code"].isin(mine)]
     elif mode == "self":
         out = residents.loc[residents["resident_id"] == (user.resident_id or "\0")]
-    else:  # masked
-        out = mask_frame(residents, spec.personal_columns)
+    else:  # masked, free attributes too
+        out = mask_frame(residents, sensitive_columns("residents"))
     out = pd.DataFrame(out).reset_index(drop=True)
     store.append_audit(
         user.username, "residents.read",
@@ -193,28 +193,69 @@ def read_residents(
     return out
 
 
+#: Roles that see the contact data in layers about staff (grid workers' phones) in full,
+#: audited; other staff see them masked and the public not at all.
+FULL_LAYER_ACCESS = ("admin", "data_staff")
+
+
+def sensitive_columns(name: str) -> tuple[str, ...]:
+    """Return the columns of layer *name* that are about people.
+
+    Its columns declared ``personal=True`` and, in a layer that has any, its free ``attrs``:
+    the extra fields of a file (an emergency phone, a health note) are personal unless declared.
+    """
+    from layers import get_layer
+
+    personal = get_layer(name).personal_columns
+    return (*personal, "attrs") if personal else ()
+
+
+def protect(store, user: User | None, frame: pd.DataFrame, layers: Iterable[str], *,
+            what: str, origin: str = "") -> pd.DataFrame:
+    """Return *frame* as *user* may see it, for any path: reads, query answers, exports.
+
+    The sensitive columns (:func:`sensitive_columns`) of *layers* found in *frame* are shown in
+    full to :data:`FULL_LAYER_ACCESS` (and the showing audited as ``personal.read``, with *what*,
+    the columns and the row count, never the values), masked for other staff and dropped for
+    the public. Residents' columns are never shown in full here: only :func:`read_residents`,
+    scoped to a grid worker's grids or a resident's own record, does that.
+    """
+    from layers import get_layer
+
+    user = user or ANONYMOUS
+    columns: dict[str, str] = {}
+    for name in layers:
+        try:
+            get_layer(name)
+        except KeyError:  # not a declared layer (a what-if or derived table)
+            continue
+        for column in sensitive_columns(name):
+            if column in frame.columns:
+                columns.setdefault(column, name)
+    if not columns:
+        return frame
+    if user.is_anonymous or user.disabled:
+        return frame.drop(columns=list(columns))
+    full = [c for c, layer in columns.items()
+            if layer != "residents" and user.role in FULL_LAYER_ACCESS]
+    masked = [c for c in columns if c not in full]
+    out = mask_frame(frame, masked) if masked else frame
+    if full:
+        store.append_audit(user.username, "personal.read", what,
+                           {"role": user.role, "columns": full, "rows": len(out)}, origin)
+    return out
+
+
 def read_layer(store, user: User | None, name: str, *, origin: str = "") -> pd.DataFrame:
-    """Layer *name* as *user* may see it: personal columns masked unless their role needs them.
+    """Layer *name* as *user* may see it (see :func:`protect`).
 
     The residents layer goes through :func:`read_residents`. Other layers with personal columns
     (the grid workers' phones of ``grid_cells``) show full values to admin and data staff only.
     """
-    from layers import get_layer
-
     if name == "residents":
         return read_residents(store, user, origin=origin)
-    user = user or ANONYMOUS
-    frame = store.read_layer(name)
-    personal = get_layer(name).personal_columns
-    if not personal:
-        return frame
-    if user.role in ("admin", "data_staff"):
-        store.append_audit(user.username, "layer.read_personal", f"layer:{name}",
-                           {"columns": list(personal), "rows": len(frame)}, origin)
-        return frame
-    if user.is_anonymous:
-        return frame.drop(columns=list(personal))
-    return mask_frame(frame, personal)
+    return protect(store, user, store.read_layer(name), [name], what=f"layer:{name}",
+                   origin=origin)
 
 
 def unit_grids_of(user: User, grid_cells: pd.DataFrame | None) -> set[str]:
