@@ -31,6 +31,21 @@ def postgis_url() -> str:
     return POSTGIS_URL
 
 
+@pytest.fixture(scope="session", autouse=True)
+def audit_dir(tmp_path_factory):
+    """Keep the audit key and anchored heads of the test stores out of the project's data/."""
+    import os
+
+    folder = tmp_path_factory.mktemp("audit")
+    before = os.environ.get("TWIN_AUDIT_DIR")
+    os.environ["TWIN_AUDIT_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("TWIN_AUDIT_DIR", None)
+    else:
+        os.environ["TWIN_AUDIT_DIR"] = before
+
+
 def _open(kind: str, tmp_path, request):
     if kind == "embedded":
         return open_store(tmp_path / "twin.gpkg")

@@ -553,7 +553,8 @@ def _tamper(store, seq: int) -> None:
     else:
         import sqlalchemy as sa
 
-        with store.engine.begin() as conn:
+        with store.engine.begin() as conn:  # as the table's owner: its triggers off first
+            conn.execute(sa.text("ALTER TABLE twin_audit DISABLE TRIGGER USER"))
             conn.execute(sa.text("UPDATE twin_audit SET actor = 'nobody' WHERE seq = :s"),
                          {"s": seq})
 

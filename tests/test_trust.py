@@ -381,7 +381,8 @@ def _tamper(store, seq: int) -> None:
     if store.url.startswith("postgresql"):
         import sqlalchemy as sa
 
-        with store.engine.begin() as conn:
+        with store.engine.begin() as conn:  # as the table's owner: its triggers off first
+            conn.execute(sa.text("ALTER TABLE twin_audit DISABLE TRIGGER USER"))
             conn.execute(sa.text("UPDATE twin_audit SET target = 'residents:nobody' "
                                  "WHERE seq = :s"), {"s": seq})
     else:

@@ -139,6 +139,23 @@ SETTINGS: tuple[Setting, ...] = (
         "argon2_memory_kib", _positive_int, 65536,
         "argon2id memory of password hashes in KiB (RFC 9106 low-memory profile: 64 MiB).",
     ),
+    # -- the audit log's keyed chain and anchored head (twin.auditchain; docs/trust.md) --
+    Setting(
+        "audit_key", str, "",
+        "Secret (at least 32 characters) of the audit log's HMAC chain; empty: read from "
+        "audit_key_file. Every process writing one store needs the same key; never put it "
+        "in the store.",
+    ),
+    Setting(
+        "audit_key_file", str, "",
+        "File holding the audit key (mode 0600); empty: audit.key in audit_dir, created "
+        "with a random key on first use.",
+    ),
+    Setting(
+        "audit_dir", str, "",
+        "Folder outside every store for the audit key file and the anchored heads of the "
+        "audit logs (one signed file per store); empty: the audit folder of data_dir.",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -1,4 +1,4 @@
-"""审计 The audit log for auditors (admin): browse, filter, export CSV, check the hash chain."""
+"""审计 The audit log for auditors (admin): browse, filter, export CSV, check the keyed chain."""
 
 from __future__ import annotations
 
@@ -19,11 +19,24 @@ if opened is None:
     st.stop()
 store, _ = opened
 
-check = trust.verify_audit_chain(store)
+# each visit checks only the rows since the last verified one and the anchored head; the
+# button reads the whole log (twin.audit_anchor.verify_chain says what each proves)
+full = st.button(t("audit.full_check", LANG), key="audit_full_check")
+check = trust.verify_audit_chain(store, incremental=not full)
+reasons = {
+    "changed": t("audit.reason_changed", LANG),
+    "missing": t("audit.reason_missing", LANG),
+    "truncated": t("audit.reason_truncated", LANG),
+    "anchor": t("audit.reason_anchor", LANG),
+    "earlier": t("audit.reason_earlier", LANG),
+}
 if check.ok:
     st.success(t("audit.chain_ok", LANG, rows=check.rows))
 else:
-    st.error(t("audit.chain_broken", LANG, seq=check.first_bad_seq))
+    st.error(t("audit.chain_broken", LANG, seq=check.first_bad_seq) + " "
+             + reasons.get(check.reason, ""))
+st.caption(t("audit.checked", LANG, read=check.rows_read,
+             anchored=check.anchored_seq if check.anchored_seq is not None else "—"))
 
 columns = st.columns(3)
 filters = {

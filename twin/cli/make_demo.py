@@ -59,7 +59,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def fill(store, scenario: dict, *, scale: str, seed: int,
          echo: Callable[[str], None] = print) -> dict[str, int]:
     """Write every layer of *scenario* into *store*, then the demo users; return layer → rows."""
-    from twin.access import create_demo_users
+    from twin.trust import create_demo_users
     from twin.twin import put_layer
 
     rows = {}
@@ -97,6 +97,7 @@ def build(url: str | Path, *, scale: str = "community", seed: int = 0, force: bo
 
 def _build_file(out: Path, *, scale: str, seed: int, force: bool, echo) -> dict[str, int]:
     """Write to a temporary file beside *out*, moved into place only when complete."""
+    from twin import audit_anchor
     from twin.scenario import make_scenario
     from twin.store import open_store
 
@@ -114,6 +115,7 @@ def _build_file(out: Path, *, scale: str, seed: int, force: bool, echo) -> dict[
         with open_store(tmp) as store:
             rows = fill(store, scenario, scale=scale, seed=seed, echo=echo)
         os.replace(tmp, out)
+        audit_anchor.move(tmp, out)  # the audit log's anchored head follows the file
     finally:
         for leftover in out.parent.glob(f"{tmp.name}*"):
             leftover.unlink()

@@ -78,7 +78,7 @@ def _grids(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twin import access
+    from twin import trust
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.demo and not args.action:
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     origin = "gridtwin users"
     with open_store(args) as store:
         if args.demo:
-            users = access.create_demo_users(store, actor=actor, origin=origin)
+            users = trust.create_demo_users(store, actor=actor, origin=origin)
             if as_json:
                 print_json([{"username": u.username, "role": access.DEMO_USERS[u.username][0],
                              "password": access.DEMO_USERS[u.username][1],
@@ -103,29 +103,29 @@ def run(args: argparse.Namespace) -> int:
             return 0
         username = getattr(args, "username", None)
         if args.action == "create":
-            user = access.create_user(
+            user = trust.create_user(
                 store, username, _password(), args.role, display_name=args.name,
                 grids=_grids(args.grids), resident_id=args.resident_id,
                 building_code=args.building, actor=actor, origin=origin)
             print(f"created {user.username} ({user.role})")
         elif args.action == "list":
-            _list(access.list_users(store), as_json)
+            _list(trust.list_users(store), as_json)
         elif args.action == "set-password":
-            access.update_user(store, username, password=_password("new password: "),
+            trust.update_user(store, username, password=_password("new password: "),
                                actor=actor, origin=origin)
             print(f"password of {username} changed")
         elif args.action in ("disable", "enable"):
-            access.update_user(store, username, disabled=args.action == "disable",
+            trust.update_user(store, username, disabled=args.action == "disable",
                                actor=actor, origin=origin)
             print(f"{username} {args.action}d")
         elif args.action == "unlock":
-            access.update_user(store, username, unlock=True, actor=actor, origin=origin)
+            trust.update_user(store, username, unlock=True, actor=actor, origin=origin)
             print(f"{username} unlocked")
         elif args.action == "set-role":
-            access.update_user(store, username, role=args.role, actor=actor, origin=origin)
+            trust.update_user(store, username, role=args.role, actor=actor, origin=origin)
             print(f"{username} is now {args.role}")
         elif args.action == "set-grids":
-            access.update_user(store, username, grids=_grids(args.grids), actor=actor,
+            trust.update_user(store, username, grids=_grids(args.grids), actor=actor,
                                origin=origin)
             print(f"{username} works in {args.grids}")
     return 0

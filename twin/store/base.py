@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import abc
-import hashlib
-import json
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +13,8 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from twin import auditchain
+from twin.auditchain import GENESIS_HASH  # noqa: F401 - kept importable from here
 from twin.errors import NotFoundError, StaleUpdateError, ValidationError
 from twin.schema import (
     ASSIGNED_COLUMNS,
@@ -100,20 +100,13 @@ def utcnow() -> datetime:
 
 
 def audit_hash(prev_hash: str, row: dict[str, Any]) -> str:
-    """Chain-hash an audit row: sha256 over the previous hash and the row's canonical JSON.
+    """Chain-hash an audit row: HMAC-SHA256 under the audit key over the previous hash and row.
 
-    Both stores call this, so a chain written by one verifies the same way as the other.
+    Both stores call this, so a chain written by one verifies the same way as the other. The
+    key lives outside the store (:func:`twin.auditchain.audit_key`); rows written before the
+    chain was keyed carry :func:`twin.auditchain.legacy_hash` and stay verifiable.
     """
-    fields = {k: row.get(k) for k in ("seq", "at", "actor", "action", "target", "detail", "origin")}
-    if isinstance(fields["at"], (datetime, pd.Timestamp)):
-        fields["at"] = pd.Timestamp(fields["at"]).tz_convert("UTC").isoformat()
-    if isinstance(fields["detail"], str):
-        fields["detail"] = json.loads(fields["detail"])
-    text = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256((prev_hash + "\n" + text).encode("utf-8")).hexdigest()
-
-
-GENESIS_HASH = "0" * 64
+    return auditchain.row_hash(prev_hash, row)
 
 
 def current_stamps(
@@ -544,17 +537,18 @@ class Store(abc.ABC):
         """Append one row to the hash-chained audit log (serialised: no two rows share a seq)."""
 
     @abc.abstractmethod
-    def read_audit(self) -> pd.DataFrame:
-        """Read the whole audit log in chain order."""
+    def read_audit(self, since: int | None = None) -> pd.DataFrame:
+        """Read the audit log in chain order: every row, or the rows from seq *since* on."""
 
     def verify_audit(self) -> int | None:
-        """Return the seq of the first row whose hash breaks the chain, or None if intact."""
-        prev = GENESIS_HASH
-        for row in self.read_audit().to_dict("records"):
-            if row["prev_hash"] != prev or audit_hash(prev, row) != row["hash"]:
-                return int(row["seq"])
-            prev = row["hash"]
-        return None
+        """Check the whole keyed chain and its anchored head (twin.audit_anchor.verify_chain).
+
+        Returns the seq of the first row that was changed or is missing (the first one cut off
+        the end, 1 for an emptied or dropped table), or None if the log is intact.
+        """
+        from twin import audit_anchor
+
+        return audit_anchor.verify_chain(self).first_bad_seq
 
     # -- life cycle -----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from twin import audit_anchor
 from twin import layers as declared
 from twin.errors import (
     ConfigError,
@@ -46,7 +47,6 @@ from twin.schema import (
 )
 from twin.store import gpkg, rollup
 from twin.store.base import (
-    GENESIS_HASH,
     GRID_NAMES,
     BBox,
     LayerVersion,
@@ -1241,10 +1241,12 @@ class EmbeddedStore(Store):
         origin: str = "",
     ) -> dict[str, Any]:
         with self._transaction() as conn:
-            return self._audit(conn, actor, action, target, detail, origin)
+            row = self._audit(conn, actor, action, target, detail, origin)
+        audit_anchor.anchor_row(self, row)  # after the commit: the head never runs ahead
+        return row
 
-    @staticmethod
     def _audit(
+        self,
         conn: sqlite3.Connection,
         actor: str,
         action: str,
@@ -1258,7 +1260,7 @@ class EmbeddedStore(Store):
         last = conn.execute(
             f"SELECT seq, hash FROM {q(AUDIT.name)} ORDER BY seq DESC LIMIT 1"
         ).fetchone()
-        seq, prev = (int(last[0]) + 1, last[1]) if last else (1, GENESIS_HASH)
+        seq, prev = audit_anchor.next_link(self, last)  # never a seq used before, even if deleted
         row = {
             "seq": seq,
             "at": _now(),
@@ -1273,6 +1275,8 @@ class EmbeddedStore(Store):
         EmbeddedStore._insert(conn, AUDIT, coerce_table(AUDIT, pd.DataFrame([row])))
         return row
 
-    def read_audit(self) -> pd.DataFrame:
+    def read_audit(self, since: int | None = None) -> pd.DataFrame:
         with self._snapshot() as conn:
-            return self._select(conn, AUDIT, "seq")
+            if since is None:
+                return self._select(conn, AUDIT, "seq")
+            return self._select(conn, AUDIT, "seq", ["seq >= ?"], [int(since)])

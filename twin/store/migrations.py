@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from twin.errors import ConfigError
 from twin.schema import (
+    AUDIT,
     CASE_DATA_COLUMNS,
     CASES,
     EVENTS,
@@ -459,6 +460,44 @@ def _sync_case_rollup(conn: sa.Connection) -> None:
         build_case_rollup(conn)
 
 
+AUDIT_GUARD = "twin_audit_append_only"
+
+
+def _audit_append_only(conn: sa.Connection) -> None:
+    """Refuse UPDATE, DELETE and TRUNCATE of the audit log with triggers.
+
+    The triggers stop every role that is not the table's owner from changing or removing
+    rows through the application; the owner could still disable them, which is why
+    :func:`twin.store.audit_roles.protect_audit_table` gives the table (and this function)
+    to a separate NOLOGIN role. Created only when missing, so that a store whose table was
+    given away still opens (only the owner may create or replace them).
+    """
+    exists = conn.execute(
+        sa.text("SELECT 1 FROM pg_proc WHERE proname = :f "
+                "AND pronamespace = current_schema()::regnamespace"), {"f": AUDIT_GUARD}
+    ).scalar()
+    if not exists:
+        conn.execute(sa.text(
+            f"CREATE FUNCTION {AUDIT_GUARD}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n"
+            "  RAISE EXCEPTION 'the audit log is append-only: % on % refused', TG_OP,\n"
+            "    TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege',\n"
+            "    HINT = 'audit rows are only ever appended (docs/trust.md, Audit log)';\n"
+            "END $$"
+        ))
+    triggers = set(conn.execute(
+        sa.text("SELECT tgname FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass)"),
+        {"t": quote(AUDIT.name)},
+    ).scalars())
+    for name, when, level in ((f"{AUDIT_GUARD}_rows", "UPDATE OR DELETE", "ROW"),
+                              (f"{AUDIT_GUARD}_truncate", "TRUNCATE", "STATEMENT")):
+        if name not in triggers:
+            conn.execute(sa.text(
+                f"CREATE TRIGGER {name} BEFORE {when} ON {quote(AUDIT.name)} "
+                f"FOR EACH {level} EXECUTE FUNCTION {AUDIT_GUARD}()"
+            ))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables derived from twin.schema", _create_core_tables),
     Migration(2, "case indexes on requested_at, filed_at and (grid_code, requested_at)",
@@ -471,6 +510,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               build_case_rollup),
     Migration(6, "BRIN indexes of append-only tables summarise each block range once full",
               _brin_autosummarize),
+    Migration(7, "audit log append-only: triggers refuse UPDATE, DELETE and TRUNCATE",
+              _audit_append_only),
 )
 
 
@@ -534,7 +575,11 @@ def migrate(conn: sa.Connection, schema: str | None) -> list[int]:
     """
     lock(conn, f"gridtwin:migrate:{schema or 'public'}")
     if schema:
-        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}"))
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+        # exists: a role given only its schema (docs/trust.md, Audit log) must still open it
+        if not conn.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"),
+                            {"s": schema}).scalar():
+            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}"))
         conn.execute(
             sa.text("SELECT set_config('search_path', :p, true)"), {"p": f"{quote(schema)},public"}
         )
@@ -564,4 +609,5 @@ def migrate(conn: sa.Connection, schema: str | None) -> list[int]:
         applied.append(migration.version)
     _sync_core_columns(conn)
     _sync_case_rollup(conn)
+    _audit_append_only(conn)  # an audit table dropped and made again gets its triggers back
     return applied

@@ -18,7 +18,7 @@ import pandas as pd
 import shapely
 import sqlalchemy as sa
 
-from twin import layers
+from twin import audit_anchor, layers
 from twin.errors import (
     ConfigError,
     DuplicateIdError,
@@ -43,7 +43,6 @@ from twin.schema import (
 )
 from twin.store import rollup
 from twin.store.base import (
-    GENESIS_HASH,
     GRID_NAMES,
     BBox,
     LayerVersion,
@@ -1552,7 +1551,9 @@ class PostGISStore(Store):
     ) -> dict[str, Any]:
         """Append one row to the hash-chained audit log, serialised by an advisory lock."""
         with self._begin() as conn:
-            return self._audit(conn, actor, action, target, detail, origin)
+            row = self._audit(conn, actor, action, target, detail, origin)
+        audit_anchor.anchor_row(self, row)  # after the commit: the head never runs ahead
+        return row
 
     def _audit(
         self,
@@ -1568,9 +1569,9 @@ class PostGISStore(Store):
         last = conn.execute(
             sa.text(f"SELECT seq, hash FROM {quote(AUDIT.name)} ORDER BY seq DESC LIMIT 1")
         ).first()
-        prev_hash = GENESIS_HASH if last is None else last[1]
+        seq, prev_hash = audit_anchor.next_link(self, last)  # never a seq used before
         row = {
-            "seq": 1 if last is None else int(last[0]) + 1,
+            "seq": seq,
             "at": pd.Timestamp(utcnow()),
             "actor": actor,
             "action": action,
@@ -1583,15 +1584,17 @@ class PostGISStore(Store):
         self._insert(conn, AUDIT, _table_row(AUDIT, row))
         return row
 
-    def read_audit(self) -> pd.DataFrame:
-        """Return the whole audit log in chain order."""
+    def read_audit(self, since: int | None = None) -> pd.DataFrame:
+        """Return the audit log in chain order: every row, or those from seq *since* on."""
+        where = "" if since is None else " WHERE seq >= :since"
         with self._begin() as conn:
             return _frame(
                 conn.execute(
                     sa.text(
                         f"SELECT {_select_list(AUDIT.columns, False)} "
-                        f"FROM {quote(AUDIT.name)} ORDER BY seq"
-                    )
+                        f"FROM {quote(AUDIT.name)}{where} ORDER BY seq"
+                    ),
+                    {} if since is None else {"since": int(since)},
                 ),
                 AUDIT.columns,
                 False,
