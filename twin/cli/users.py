@@ -90,13 +90,13 @@ def run(args: argparse.Namespace) -> int:
         if args.demo:
             users = trust.create_demo_users(store, actor=actor, origin=origin)
             if as_json:
-                print_json([{"username": u.username, "role": access.DEMO_USERS[u.username][0],
-                             "password": access.DEMO_USERS[u.username][1],
+                print_json([{"username": u.username, "role": trust.DEMO_USERS[u.username][0],
+                             "password": trust.DEMO_USERS[u.username][1],
                              "grids": list(u.grids), "resident_id": u.resident_id}
                             for u in users])
                 return 0
             for user in users:
-                role, password = access.DEMO_USERS[user.username]
+                role, password = trust.DEMO_USERS[user.username]
                 extra = f" grids={','.join(user.grids)}" if user.grids else ""
                 extra += f" resident={user.resident_id}" if user.resident_id else ""
                 print(f"{user.username:<11} {role:<12} password {password}{extra}")
