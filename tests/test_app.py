@@ -302,7 +302,8 @@ MARKUP = [
 
 @pytest.mark.parametrize("text", MARKUP)
 def test_md_escapes_every_markdown_character_and_keeps_the_text(text):
-    from ui.common import WORD_JOINER, md
+    from twin.trust.escaping import WORD_JOINER
+    from ui.common import md
 
     escaped = md(text)
     assert unescaped(escaped).replace(WORD_JOINER, "") == text

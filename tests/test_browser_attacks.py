@@ -45,7 +45,7 @@ from tests.test_browser import (  # noqa: F401 - chromium is a fixture used by n
     wait_until,
 )
 from twin import i18n
-from ui.common import WORD_JOINER
+from twin.trust.escaping import WORD_JOINER
 
 WAIT_MS = 60_000
 EVIL = "evil.example"

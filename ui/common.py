@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import re
 import secrets
-import string
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import streamlit as st
 from twin import i18n
 from twin.errors import TwinError
 from twin.store import Store, open_store, resolve_url
+from twin.trust.escaping import safe_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -35,33 +34,8 @@ def t(key: str, lang: str | None = None, **fmt: object) -> str:
 
 # -- user text in Markdown, errors without internals --------------------------------------------
 
-#: Every ASCII punctuation character is backslash-escaped: CommonMark shows an escaped one as
-#: itself, so no emphasis, code span, link, image, HTML, table, heading or list can start, and
-#: neither can Streamlit's own ``:color[…]``, ``:material/…:``, emoji shortcodes or ``$`` math.
-_MD_ESCAPES = str.maketrans({c: "\\" + c for c in string.punctuation})
-_LEADING_SPACE = re.compile(r"^[ \t]+", re.MULTILINE)
-#: GitHub-flavoured Markdown also turns bare ``http://…``, ``www.…`` and ``a@b.c`` in plain text
-#: into links, after escapes are read; an invisible WORD JOINER breaks each of these patterns.
-_AUTOLINK = re.compile(r"(?i)(?<=https:)|(?<=http:)|(?<=mailto:)|(?<=xmpp:)|(?<=www)(?=\.)"
-                       r"|(?<=[-.\w+]@)(?=[-\w])")
-WORD_JOINER = "\u2060"
-
-
-def md(value: Any) -> str:
-    """*value* as Markdown that shows exactly its text: the one escape for user text in the UI.
-
-    Use it wherever text from outside (ids, names, notices, poll choices, error messages) reaches
-    ``st.markdown``, ``st.caption``, ``st.subheader``, ``st.error``, a widget's label or a radio's
-    options. Line breaks stay line breaks; leading spaces cannot start a code block; a bare URL or
-    e-mail address gets an invisible :data:`WORD_JOINER` so it is not made a link; None and NaN
-    show as nothing.
-    """
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    text = str(value).replace("\r\n", "\n").replace("\r", "\n")
-    text = _AUTOLINK.sub(WORD_JOINER, text).translate(_MD_ESCAPES)
-    text = _LEADING_SPACE.sub(lambda m: "\u00a0" * len(m.group()), text)
-    return text.replace("\n", "  \n")
+#: the one escape for user text in Markdown, from the library (twin.trust.escaping)
+md = safe_text
 
 
 def error_text(exc: BaseException, lang: str | None = None, *, what: str = "a page step") -> str:
