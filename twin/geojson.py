@@ -68,13 +68,18 @@ def write(frame: gpd.GeoDataFrame, path: str | Path) -> Path:
     ValidationError
         If *frame* has no geometry column.
     """
+    path = write_whole(Path(path), dumps(frame))
+    LOGGER.info("wrote %d features to %s (RFC 7946)", len(frame), path)
+    return path
+
+
+def write_whole(path: str | Path, data: bytes) -> Path:
+    """Write *data* to *path* whole or not at all (beside it, then renamed over it)."""
     path = Path(path)
-    data = dumps(frame)
     part = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
     try:
         part.write_bytes(data)
         os.replace(part, path)
     finally:
         part.unlink(missing_ok=True)
-    LOGGER.info("wrote %d features to %s (RFC 7946)", len(frame), path)
     return path

@@ -1,8 +1,15 @@
-"""Exchange of categories and cases as Open311 GeoReport v2 JSON (services and requests)."""
+"""Exchange of categories and cases as Open311 GeoReport v2: XML (the spec's default) and JSON."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -14,12 +21,24 @@ from twin.timeutil import to_local
 
 LOGGER = logging.getLogger(__name__)
 
+# The GeoReport v2 field lists, in the order the spec lists them (and XML writes them).
 REQUEST_FIELDS = (
     "service_request_id", "status", "status_notes", "service_name", "service_code",
     "description", "agency_responsible", "service_notice", "requested_datetime",
     "updated_datetime", "expected_datetime", "address", "address_id", "zipcode", "lat", "long",
     "media_url",
 )
+SERVICE_FIELDS = (
+    "service_code", "service_name", "description", "metadata", "type", "keywords", "group",
+)
+# "free form text limited to 4,000 characters" (POST Service Request, description)
+DESCRIPTION_MAX = 4000
+FORMATS = ("xml", "json")
+# kind → (root element, item element, fields); the spec wraps one request like many
+_KINDS = {
+    "services": ("services", "service", SERVICE_FIELDS),
+    "requests": ("service_requests", "request", REQUEST_FIELDS),
+}
 
 
 def _name(row: pd.Series, lang: str) -> str:
@@ -27,22 +46,26 @@ def _name(row: pd.Series, lang: str) -> str:
 
 
 def services(categories: pd.DataFrame | None = None, *, lang: str = "zh-CN") -> list[dict]:
-    """Return the category list as GeoReport v2 ``services.json`` entries."""
+    """Return the category list as GeoReport v2 services, fields in the spec's order.
+
+    Write them with :func:`services_xml` / :func:`services_json` (or :func:`write_file`).
+    """
     cats = cases_mod.load_categories() if categories is None else categories
     group = "major_zh" if lang.startswith("zh") else "major_en"
-    return [
+    return _records([
         {"service_code": row["service_code"], "service_name": _name(row, lang),
          "description": row["filing_condition"], "metadata": False, "type": "realtime",
          "keywords": ",".join([row["name_zh"], row["name_en"], row["family"]]),
          "group": row[group]}
         for _, row in cats.iterrows()
-    ]
+    ], "services")
 
 
 def _w3c(value: Any) -> str | None:
+    """Write a time as the spec's W3C profile of ISO 8601: local, whole seconds, with its offset."""
     if value is None or pd.isna(value):
         return None
-    return to_local(value).isoformat()
+    return to_local(value).isoformat(timespec="seconds")
 
 
 def _agency(code: str | None, departments: pd.DataFrame, lang: str) -> str | None:
@@ -64,9 +87,13 @@ def requests(
     departments: pd.DataFrame | None = None,
     lang: str = "zh-CN",
 ) -> list[dict]:
-    """Cases as GeoReport v2 ``requests.json`` entries (status open|closed, times with offset).
+    """Cases as GeoReport v2 service requests (status open|closed, times with offset).
 
-    Personal data (reporter) are never exported; photos become ``media_url`` (the first one).
+    Fields come in the spec's order; descriptions are plain text of at most
+    :data:`DESCRIPTION_MAX` characters with phone and ID numbers masked. Personal data (the
+    reporter) are never exported; photos become ``media_url`` (the first one). Write them with
+    :func:`requests_xml` / :func:`requests_json` (or :func:`write_file`); one request is a list
+    of one, as the spec's ``GET service_requests/{id}`` returns it.
     """
     cats = cases_mod.load_categories() if categories is None else categories
     deps = cases_mod.load_departments() if departments is None else departments
@@ -96,7 +123,213 @@ def requests(
             "long": None if pd.isna(row.get("lon")) else float(row["lon"]),
             "media_url": photos[0] if photos else None,
         })
+    return _records(out, "requests")
+
+
+# -- plain text and the two formats ---------------------------------------------------------------
+
+# characters XML 1.0 cannot hold (C0 controls but tab and newlines, surrogates, U+FFFE/U+FFFF)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+_BREAKS = {"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre"}
+_HIDDEN = {"script", "style", "head", "title", "template"}
+# mainland mobile numbers and 18-digit ID numbers typed into a description by a resident
+_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])(\d{4})\d{10}(\d{3}[\dXx])(?![0-9A-Za-z])")
+
+
+class _TextOnly(HTMLParser):
+    """Collect the text of an HTML fragment: tags dropped, entities decoded, scripts left out."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in _HIDDEN:
+            self._hidden += 1
+        elif tag in _BREAKS:
+            self.parts.append("\n")
+
+    def handle_startendtag(self, tag: str, attrs: list) -> None:
+        if tag in _BREAKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _HIDDEN:
+            self._hidden = max(0, self._hidden - 1)
+        elif tag in _BREAKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            self.parts.append(data)
+
+
+def plain_text(value: Any, limit: int | None = None) -> str | None:
+    """*value* as plain text: HTML tags dropped, entities decoded, whitespace tidied.
+
+    Line breaks (``<br>``, paragraphs) stay as newlines; characters XML cannot carry are dropped;
+    text longer than *limit* characters is cut to *limit*, ending in ``…``.
+    """
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    text = str(value)
+    if "<" in text or "&" in text:
+        parser = _TextOnly()
+        parser.feed(text)
+        parser.close()
+        text = "".join(parser.parts)
+    text = _NOT_XML.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    lines = [" ".join(line.split()) for line in text.split("\n")]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def _scrub(text: str | None) -> str | None:
+    """Mask phone and ID numbers in free text as :mod:`twin.trust.privacy` masks the columns."""
+    if not text:
+        return text
+    text = _ID_NUMBER.sub(lambda m: m[1] + "*" * 10 + m[2], text)
+    return _PHONE.sub(r"\1****\2", text)
+
+
+def _value(value: Any) -> Any:
+    """Return a field value as JSON has it: W3C times, missing as None, numpy as Python."""
+    if value is None:
+        return None
+    if isinstance(value, (pd.Timestamp, datetime)):
+        return _w3c(value)
+    if isinstance(value, (str, bool, list, dict)):
+        return value
+    if pd.isna(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _records(records: Iterable[Mapping[str, Any]] | pd.DataFrame, kind: str) -> list[dict]:
+    """Exactly the spec's fields of *kind*, in order, text plain and descriptions within limits."""
+    if kind not in _KINDS:
+        raise ValidationError(f"unknown Open311 list {kind!r}; use one of: {', '.join(_KINDS)}")
+    fields = _KINDS[kind][2]
+    rows = records.to_dict("records") if isinstance(records, pd.DataFrame) else records
+    out = []
+    for row in rows:
+        rec = {f: _value(row.get(f)) for f in fields}
+        for f in ("status_notes", "service_name", "agency_responsible", "service_notice",
+                  "address", "keywords", "group"):
+            if isinstance(rec.get(f), str):
+                rec[f] = plain_text(rec[f])
+        if kind == "requests":
+            rec["description"] = _scrub(plain_text(rec["description"], DESCRIPTION_MAX))
+        else:
+            rec["description"] = plain_text(rec["description"])
+        out.append(rec)
     return out
+
+
+def _xml_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _to_xml(records: list[dict], kind: str) -> bytes:
+    root_tag, item_tag, fields = _KINDS[kind]
+    root = ET.Element(root_tag)
+    for rec in records:
+        item = ET.SubElement(root, item_tag)
+        for f in fields:
+            ET.SubElement(item, f).text = _xml_text(rec[f])
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+def _to_json(records: list[dict]) -> bytes:
+    return json.dumps(records, ensure_ascii=False, indent=2, allow_nan=False).encode("utf-8")
+
+
+def services_xml(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> bytes:
+    """GeoReport v2 ``services.xml`` (UTF-8, with its declaration) of service records.
+
+    *records* are :func:`services` entries, or any records or frame with those fields; missing
+    fields are written empty, other fields left out.
+    """
+    return _to_xml(_records(records, "services"), "services")
+
+
+def services_json(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> bytes:
+    """GeoReport v2 ``services.json`` (UTF-8) of service records (as :func:`services_xml`)."""
+    return _to_json(_records(records, "services"))
+
+
+def requests_xml(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> bytes:
+    """GeoReport v2 ``requests.xml`` (UTF-8, with its declaration) of request records.
+
+    *records* are :func:`requests` entries, or any records or frame with those fields (times
+    may be timestamps). One request is a list of one: the spec's ``service_requests/{id}.xml``
+    wraps it in ``<service_requests>`` too.
+    """
+    return _to_xml(_records(records, "requests"), "requests")
+
+
+def requests_json(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> bytes:
+    """GeoReport v2 ``requests.json`` (UTF-8) of request records (as :func:`requests_xml`)."""
+    return _to_json(_records(records, "requests"))
+
+
+_WRITERS = {
+    ("services", "xml"): services_xml,
+    ("services", "json"): services_json,
+    ("requests", "xml"): requests_xml,
+    ("requests", "json"): requests_json,
+}
+
+
+def write_file(
+    path: str | Path,
+    kind: str,
+    records: Iterable[Mapping[str, Any]] | pd.DataFrame,
+    *,
+    format: str | None = None,  # noqa: A002 - the spec's word
+) -> Path:
+    """Write *records* as GeoReport v2 ``services`` or ``requests`` to *path*; return the path.
+
+    Parameters
+    ----------
+    path
+        The file; written whole or not at all.
+    kind
+        ``"services"`` or ``"requests"``.
+    records
+        :func:`services` or :func:`requests` entries (or records with their fields).
+    format
+        ``"xml"`` (the spec's default) or ``"json"``; by default taken from the file's extension.
+
+    Raises
+    ------
+    ValidationError
+        For another kind or format, or an extension that is neither ``.xml`` nor ``.json``.
+    """
+    from twin.geojson import write_whole
+
+    path = Path(path)
+    if format is None:
+        format = path.suffix.lower().lstrip(".")  # noqa: A001
+        if format not in FORMATS:
+            raise ValidationError(
+                f"cannot tell the Open311 format of {path.name!r}: name it .xml or .json "
+                "(or pass format='xml'|'json')"
+            )
+    if format not in FORMATS:
+        raise ValidationError(f"Open311 format must be one of {FORMATS}, got {format!r}")
+    if kind not in _KINDS:
+        raise ValidationError(f"unknown Open311 list {kind!r}; use one of: {', '.join(_KINDS)}")
+    return write_whole(path, _WRITERS[kind, format](records))
 
 
 def import_requests(
