@@ -216,3 +216,15 @@ def test_write_file_picks_the_format_and_refuses_others(tmp_path):
         open311.write_file(tmp_path / "s.xml", "cases", svcs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt", "services.json",
                                                          "services.xml"]
+
+
+def test_text_made_plain_once_is_not_taken_for_markup_again():
+    frame = pd.DataFrame({"service_request_id": ["R1"],
+                          "description": ["写成 &lt;b&gt;粗体&lt;/b&gt; 的字"]})
+    records = open311.requests_xml(frame)
+    [el] = _items(records, "service_requests", "request")
+    assert el.findtext("description") == "写成 <b>粗体</b> 的字"
+    # records of this module go to either format as they are
+    once = open311._records(frame, "requests")
+    [again] = json.loads(open311.requests_json(once))
+    assert again["description"] == "写成 <b>粗体</b> 的字"

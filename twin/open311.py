@@ -7,17 +7,17 @@ import logging
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 
 from twin import cases as cases_mod
 from twin.errors import DuplicateIdError, ValidationError
-from twin.timeutil import to_local
+from twin.timeutil import to_local, to_utc
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _name(row: pd.Series, lang: str) -> str:
     return row["name_zh"] if lang.startswith("zh") else row["name_en"]
 
 
-def services(categories: pd.DataFrame | None = None, *, lang: str = "zh-CN") -> list[dict]:
+def services(categories: pd.DataFrame | None = None, *, lang: str = "zh-CN") -> Records:
     """Return the category list as GeoReport v2 services, fields in the spec's order.
 
     Write them with :func:`services_xml` / :func:`services_json` (or :func:`write_file`).
@@ -59,13 +59,6 @@ def services(categories: pd.DataFrame | None = None, *, lang: str = "zh-CN") -> 
          "group": row[group]}
         for _, row in cats.iterrows()
     ], "services")
-
-
-def _w3c(value: Any) -> str | None:
-    """Write a time as the spec's W3C profile of ISO 8601: local, whole seconds, with its offset."""
-    if value is None or pd.isna(value):
-        return None
-    return to_local(value).isoformat(timespec="seconds")
 
 
 def _agency(code: str | None, departments: pd.DataFrame, lang: str) -> str | None:
@@ -86,7 +79,7 @@ def requests(
     categories: pd.DataFrame | None = None,
     departments: pd.DataFrame | None = None,
     lang: str = "zh-CN",
-) -> list[dict]:
+) -> Records:
     """Cases as GeoReport v2 service requests (status open|closed, times with offset).
 
     Fields come in the spec's order; descriptions are plain text of at most
@@ -97,32 +90,37 @@ def requests(
     """
     cats = cases_mod.load_categories() if categories is None else categories
     deps = cases_mod.load_departments() if departments is None else departments
-    out = []
-    for row in pd.DataFrame(cases).to_dict("records"):
-        data = cases_mod._data(row)
-        code = row["service_code"]
-        cat = cats.loc[code] if code in cats.index else None
-        label = cases_mod.STATUSES.get(row["status"], (row["status"], row["status"]))
-        photos = data.get("photos_after") or data.get("photos") or []
-        out.append({
-            "service_request_id": row["id"],
-            "status": "closed" if row["status"] in cases_mod.TERMINAL else "open",
-            "status_notes": label[0] if lang.startswith("zh") else label[1],
-            "service_name": _name(cat, lang) if cat is not None else None,
-            "service_code": code,
-            "description": row.get("description"),
-            "agency_responsible": _agency(row.get("department"), deps, lang),
-            "service_notice": "",
-            "requested_datetime": _w3c(row.get("requested_at")),
-            "updated_datetime": _w3c(row.get("updated_at")),
-            "expected_datetime": _w3c(row.get("deadline_at")),
-            "address": data.get("address"),
-            "address_id": None,
-            "zipcode": None,
-            "lat": None if pd.isna(row.get("lat")) else float(row["lat"]),
-            "long": None if pd.isna(row.get("lon")) else float(row["lon"]),
-            "media_url": photos[0] if photos else None,
-        })
+    zh = lang.startswith("zh")
+    frame = pd.DataFrame(cases).reset_index(drop=True)
+
+    def column(name: str) -> pd.Series:
+        return frame[name] if name in frame else pd.Series(None, index=frame.index, dtype=object)
+
+    data = [cases_mod._data({"data": value}) for value in column("data")]
+    photos = [d.get("photos_after") or d.get("photos") or [None] for d in data]
+    status = column("status")
+    labels = {code: pair[0 if zh else 1] for code, pair in cases_mod.STATUSES.items()}
+    department = column("department")
+    agencies = {code: _agency(code, deps, lang) for code in department.dropna().unique()}
+    out = pd.DataFrame({
+        "service_request_id": column("id"),
+        "status": status.isin(cases_mod.TERMINAL).map({True: "closed", False: "open"}),
+        "status_notes": status.map(labels).fillna(status),
+        "service_name": column("service_code").map(cats["name_zh" if zh else "name_en"]),
+        "service_code": column("service_code"),
+        "description": column("description"),
+        "agency_responsible": department.map(agencies),
+        "service_notice": "",
+        "requested_datetime": column("requested_at"),
+        "updated_datetime": column("updated_at"),
+        "expected_datetime": column("deadline_at"),
+        "address": [d.get("address") for d in data],
+        "address_id": None,
+        "zipcode": None,
+        "lat": pd.to_numeric(column("lat")),
+        "long": pd.to_numeric(column("lon")),
+        "media_url": [p[0] for p in photos],
+    })
     return _records(out, "requests")
 
 
@@ -166,68 +164,114 @@ class _TextOnly(HTMLParser):
             self.parts.append(data)
 
 
+def _strip_html(text: str) -> str:
+    parser = _TextOnly()
+    parser.feed(text)
+    parser.close()
+    return "".join(parser.parts)
+
+
+def _plain(series: pd.Series, limit: int | None = None) -> pd.Series:
+    """Text of *series* as :func:`plain_text` makes it (missing values stay missing)."""
+    missing = series.isna()
+    if missing.all():
+        return pd.Series(None, index=series.index, dtype=object)
+    text = series.where(missing, series.astype(str)).astype("string")
+    markup = text.str.contains("[<&]", regex=True).fillna(False).astype(bool)
+    if markup.any():  # the HTML parser only where there can be markup
+        text[markup] = [_strip_html(t) for t in text[markup]]
+    text = (
+        text.str.replace(_NOT_XML, "", regex=True)
+        .str.replace(r"\r\n?", "\n", regex=True)
+        .str.replace(r"[^\S\n]+", " ", regex=True)
+        .str.replace(r" ?\n ?", "\n", regex=True)
+        .str.replace(r"\n{3,}", "\n\n", regex=True)
+        .str.strip()
+    )
+    if limit is not None:
+        long = (text.str.len() > limit).fillna(False).astype(bool)
+        if long.any():
+            text[long] = text[long].str.slice(0, limit - 1).str.rstrip() + "…"
+    return text.astype(object).where(~missing, None)
+
+
 def plain_text(value: Any, limit: int | None = None) -> str | None:
-    """*value* as plain text: HTML tags dropped, entities decoded, whitespace tidied.
+    """Return *value* as plain text: HTML tags dropped, entities decoded, whitespace tidied.
 
     Line breaks (``<br>``, paragraphs) stay as newlines; characters XML cannot carry are dropped;
     text longer than *limit* characters is cut to *limit*, ending in ``…``.
     """
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
-    text = str(value)
-    if "<" in text or "&" in text:
-        parser = _TextOnly()
-        parser.feed(text)
-        parser.close()
-        text = "".join(parser.parts)
-    text = _NOT_XML.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    lines = [" ".join(line.split()) for line in text.split("\n")]
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    if limit is not None and len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return text
+    return _plain(pd.Series([value], dtype=object), limit).iloc[0]
 
 
-def _scrub(text: str | None) -> str | None:
+def _scrub(series: pd.Series) -> pd.Series:
     """Mask phone and ID numbers in free text as :mod:`twin.trust.privacy` masks the columns."""
-    if not text:
-        return text
-    text = _ID_NUMBER.sub(lambda m: m[1] + "*" * 10 + m[2], text)
-    return _PHONE.sub(r"\1****\2", text)
+    text = series.astype("string")
+    text = text.str.replace(_ID_NUMBER, lambda m: m[1] + "*" * 10 + m[2], regex=True)
+    text = text.str.replace(_PHONE, lambda m: m[1] + "****" + m[2], regex=True)
+    return text.astype(object).where(series.notna(), None)
 
 
-def _value(value: Any) -> Any:
-    """Return a field value as JSON has it: W3C times, missing as None, numpy as Python."""
-    if value is None:
-        return None
-    if isinstance(value, (pd.Timestamp, datetime)):
-        return _w3c(value)
-    if isinstance(value, (str, bool, list, dict)):
-        return value
-    if pd.isna(value):
-        return None
-    return value.item() if hasattr(value, "item") else value
+_W3C = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:Z|[+-]\d{2}:\d{2})$"
 
 
-def _records(records: Iterable[Mapping[str, Any]] | pd.DataFrame, kind: str) -> list[dict]:
+def _w3c_column(series: pd.Series) -> pd.Series:
+    """Format times (or ISO 8601 text) as W3C text: local zone, whole seconds, ``+08:00``."""
+    done = series.astype("string").str.match(_W3C).fillna(False).astype(bool)
+    todo = series.notna() & ~done
+    out = series.astype(object).where(done, None)
+    if todo.any():
+        utc = to_utc(series[todo])
+        local = to_local(utc)
+        wall = local.dt.tz_localize(None)
+        # numpy formats in C; the offsets are few (one per zone and DST state): format those once
+        stamps = np.datetime_as_string(wall.to_numpy("datetime64[s]"), unit="s")
+        minutes = ((wall - utc.dt.tz_localize(None)).dt.total_seconds() // 60).astype(int)
+        offsets = {m: f"{'+' if m >= 0 else '-'}{abs(m) // 60:02d}:{abs(m) % 60:02d}"
+                   for m in minutes.unique()}
+        out[todo] = stamps.astype(object) + minutes.map(offsets).to_numpy(dtype=object)
+    return out
+
+
+_TEXT_FIELDS = ("status_notes", "service_name", "agency_responsible", "service_notice", "address",
+                "keywords", "group")
+
+
+class Records(list):
+    """GeoReport v2 records made by this module: the spec's fields in order, text already plain.
+
+    A list of dicts like any other; the serialisers write it as it is, so text that was made
+    plain once (``&lt;b&gt;`` → ``<b>``) is not taken for markup a second time.
+    """
+
+    def __init__(self, items: Iterable[dict], kind: str) -> None:
+        super().__init__(items)
+        self.kind = kind
+
+
+def _records(records: Iterable[Mapping[str, Any]] | pd.DataFrame, kind: str) -> Records:
     """Exactly the spec's fields of *kind*, in order, text plain and descriptions within limits."""
     if kind not in _KINDS:
         raise ValidationError(f"unknown Open311 list {kind!r}; use one of: {', '.join(_KINDS)}")
+    if isinstance(records, Records) and records.kind == kind:
+        return records
     fields = _KINDS[kind][2]
-    rows = records.to_dict("records") if isinstance(records, pd.DataFrame) else records
-    out = []
-    for row in rows:
-        rec = {f: _value(row.get(f)) for f in fields}
-        for f in ("status_notes", "service_name", "agency_responsible", "service_notice",
-                  "address", "keywords", "group"):
-            if isinstance(rec.get(f), str):
-                rec[f] = plain_text(rec[f])
-        if kind == "requests":
-            rec["description"] = _scrub(plain_text(rec["description"], DESCRIPTION_MAX))
-        else:
-            rec["description"] = plain_text(rec["description"])
-        out.append(rec)
-    return out
+    frame = records if isinstance(records, pd.DataFrame) else pd.DataFrame.from_records(
+        list(records), columns=None)
+    frame = frame.reindex(columns=list(fields)).astype(object)
+    for f in fields:
+        if f.endswith("_datetime"):
+            frame[f] = _w3c_column(frame[f])
+        elif f in _TEXT_FIELDS:
+            frame[f] = _plain(frame[f])
+    if kind == "requests":
+        frame["description"] = _scrub(_plain(frame["description"], DESCRIPTION_MAX))
+    else:
+        frame["description"] = _plain(frame["description"])
+    # None, not NaN: JSON has no NaN and XML writes an empty element
+    return Records(frame.astype(object).where(frame.notna(), None).to_dict("records"), kind)
 
 
 def _xml_text(value: Any) -> str:
@@ -250,7 +294,9 @@ def _to_xml(records: list[dict], kind: str) -> bytes:
 
 
 def _to_json(records: list[dict]) -> bytes:
-    return json.dumps(records, ensure_ascii=False, indent=2, allow_nan=False).encode("utf-8")
+    # one request a line: readable, and each line goes through json's C encoder (indent does not)
+    lines = ",\n".join(json.dumps(r, ensure_ascii=False, allow_nan=False) for r in records)
+    return f"[\n{lines}\n]\n".encode() if records else b"[]\n"
 
 
 def services_xml(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> bytes:
