@@ -228,3 +228,17 @@ def test_text_made_plain_once_is_not_taken_for_markup_again():
     once = open311._records(frame, "requests")
     [again] = json.loads(open311.requests_json(once))
     assert again["description"] == "写成 <b>粗体</b> 的字"
+
+
+def test_nothing_to_export_is_an_empty_list_in_both_formats():
+    empty = open311.requests(pd.DataFrame(columns=["id", "status", "service_code"]))
+    assert empty == [] and json.loads(open311.requests_json(empty)) == []
+    assert _items(open311.requests_xml(empty), "service_requests", "request") == []
+
+
+def test_control_characters_anywhere_still_make_well_formed_xml():
+    [el] = _items(open311.requests_xml([{"service_request_id": "R\x01-1",
+                                         "media_url": "http://x/\x0bp.jpg"}]),
+                  "service_requests", "request")
+    assert (el.findtext("service_request_id"), el.findtext("media_url")) == (
+        "R-1", "http://x/p.jpg")

@@ -279,7 +279,7 @@ def _xml_text(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return _NOT_XML.sub("", str(value))  # ids and URLs too: one control byte breaks the file
 
 
 def _to_xml(records: list[dict], kind: str) -> bytes:
