@@ -1,9 +1,8 @@
-"""Export the indicator report (CSV / Excel) and Open311 GeoReport v2 JSON from the store."""
+"""Export the indicator report (CSV / Excel) and Open311 GeoReport v2 XML or JSON from the store."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ examples:
   python scripts/export.py kpi --freq M --by street --out monthly.csv --lang en
   python scripts/export.py open311 services --out services.json
   python scripts/export.py open311 requests --out requests.json
+  python scripts/export.py open311 requests --out requests.xml   (the spec's default format)
 
 exit codes: 0 written, 2 bad input (nothing written), 1 internal error
 """
@@ -37,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--as-of", help="close the books at this time (default: period end or now)")
     k.add_argument("--lang", default="zh-CN", help="column names: zh-CN (default) or en")
     k.add_argument("--out", required=True, help="report.csv or report.xlsx")
-    o = sub.add_parser("open311", help="Open311 GeoReport v2 JSON")
+    o = sub.add_parser("open311", help="Open311 GeoReport v2 XML or JSON")
     o.add_argument("kind", choices=["services", "requests"])
     o.add_argument("--lang", default="zh-CN")
-    o.add_argument("--out", required=True, help="FILE.json")
+    o.add_argument("--out", required=True, help="FILE.xml or FILE.json")
     return p
 
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"wrote {len(table)} rows to {out}")
                     return 0
                 payload = open311.requests(store.read_cases(), lang=args.lang)
-        out.write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
+        open311.write_file(out, args.kind, payload)  # .xml or .json, by the name
         rows = len(payload)
     except TwinError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -242,3 +242,16 @@ def test_control_characters_anywhere_still_make_well_formed_xml():
                   "service_requests", "request")
     assert (el.findtext("service_request_id"), el.findtext("media_url")) == (
         "R-1", "http://x/p.jpg")
+
+
+def test_export_command_writes_xml_or_json_by_the_file_name(tmp_path, capsys):
+    from scripts import export
+
+    xml, js = tmp_path / "services.xml", tmp_path / "services.json"
+    assert export.main(["open311", "services", "--out", str(xml)]) == 0
+    assert export.main(["open311", "services", "--out", str(js), "--lang", "en"]) == 0
+    items = _items(xml.read_bytes(), "services", "service")
+    assert len(items) == len(json.loads(js.read_text(encoding="utf-8")))
+    assert export.main(["open311", "services", "--out", str(tmp_path / "s.csv")]) == 2
+    assert ".xml or .json" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()
