@@ -255,3 +255,36 @@ def test_export_command_writes_xml_or_json_by_the_file_name(tmp_path, capsys):
     assert export.main(["open311", "services", "--out", str(tmp_path / "s.csv")]) == 2
     assert ".xml or .json" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_an_xml_export_imports_back_as_the_same_cases(reported, grid_cells):
+    exported = open311.requests(reported.read_cases())
+    back = open311.read_records(open311.requests_xml(exported), "requests")
+    # XML holds text: the same values as JSON, empty for null or ""
+    assert back == [{k: None if v in (None, "") else str(v) for k, v in r.items()}
+                    for r in open311.read_records(open311.requests_json(exported), "requests")]
+    assert {r["lat"] for r in back} == {str(round(LAT + 0.0005, 7))}
+    renamed = [dict(r, service_request_id="X-" + r["service_request_id"]) for r in back]
+    cells = grid_cells.assign(grid_worker=["w1", "w2"])
+    created = open311.import_requests(reported, renamed, actor="sync", grid_cells=cells)
+    assert sorted(created) == ["X-C-HTML", "X-C-LONG", "X-C-PHONE"]
+    html = reported.get_case("X-C-HTML")
+    assert html["description"] == "垃圾 & 杂物\n堆在 路口\n\n已拍照 <3 中"
+    assert pd.Timestamp(html["requested_at"]) == pd.Timestamp("2026-03-02T02:00:00Z")
+
+
+@pytest.mark.parametrize(("data", "match"), [
+    (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><service_requests/>', "DOCTYPE"),
+    (b"<service_requests><request>", "well-formed"),
+    (b"<services/>", "expected <service_requests>"),
+    (b'{"service_request_id": "1"}', "list of objects"),
+    (b"hello", "XML or JSON"),
+])
+def test_read_records_refuses_what_is_not_georeport(data, match):
+    with pytest.raises(ValidationError, match=match):
+        open311.read_records(data, "requests")
+
+
+def test_a_latitude_that_is_not_a_number_is_refused():
+    with pytest.raises(ValidationError, match="lat must be a number"):
+        open311.requests_xml([{"service_request_id": "R1", "lat": "north"}])

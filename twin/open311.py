@@ -268,6 +268,11 @@ def _records(records: Iterable[Mapping[str, Any]] | pd.DataFrame, kind: str) -> 
             frame[f] = _plain(frame[f])
     if kind == "requests":
         frame["description"] = _scrub(_plain(frame["description"], DESCRIPTION_MAX))
+        for f in ("lat", "long"):  # WGS84 degrees; 7 decimals are 1 cm, as in GeoJSON exports
+            try:
+                frame[f] = pd.to_numeric(frame[f]).round(7).astype(object)
+            except (TypeError, ValueError):
+                raise ValidationError(f"Open311 {f} must be a number of degrees") from None
     else:
         frame["description"] = _plain(frame["description"])
     # None, not NaN: JSON has no NaN and XML writes an empty element
@@ -376,6 +381,43 @@ def write_file(
     if kind not in _KINDS:
         raise ValidationError(f"unknown Open311 list {kind!r}; use one of: {', '.join(_KINDS)}")
     return write_whole(path, _WRITERS[kind, format](records))
+
+
+def read_records(data: bytes | str, kind: str) -> list[dict]:
+    """Parse GeoReport v2 ``services`` or ``requests`` from XML or JSON (what the other side sent).
+
+    XML is told from JSON by its first character; values come back as text (``None`` for an
+    empty element), JSON values as they are. The result feeds :func:`import_requests` and
+    :func:`import_services`.
+
+    Raises
+    ------
+    ValidationError
+        If *data* is neither, holds a DOCTYPE or entity declaration (never needed by GeoReport and
+        the way to XML entity attacks), or is not a list of *kind*.
+    """
+    if kind not in _KINDS:
+        raise ValidationError(f"unknown Open311 list {kind!r}; use one of: {', '.join(_KINDS)}")
+    text = data.decode("utf-8-sig") if isinstance(data, bytes) else data.lstrip("\ufeff")
+    root_tag, item_tag, _fields = _KINDS[kind]
+    if text.lstrip().startswith("<"):
+        if "<!DOCTYPE" in text or "<!ENTITY" in text:
+            raise ValidationError("Open311 XML with a DOCTYPE or entities is refused; send plain "
+                                  "GeoReport v2 XML")
+        try:
+            root = ET.fromstring(text)
+        except ET.ParseError as exc:
+            raise ValidationError(f"not well-formed Open311 XML: {exc}") from None
+        if root.tag != root_tag:
+            raise ValidationError(f"expected <{root_tag}> for {kind}, got <{root.tag}>")
+        return [{child.tag: child.text or None for child in item} for item in root.iter(item_tag)]
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise ValidationError(f"Open311 {kind} must be XML or JSON: {exc}") from None
+    if not isinstance(payload, list) or not all(isinstance(r, dict) for r in payload):
+        raise ValidationError(f"Open311 {kind} JSON must be a list of objects")
+    return payload
 
 
 def import_requests(
