@@ -107,8 +107,8 @@ def reported(store, grid_cells):
     cases.report(store, description=HTML, case_id="C-HTML", photos=["http://x/p.jpg"],
                  address="桂花路<b>1</b>号", **common)
     cases.report(store, description="长" * 5000, case_id="C-LONG", **common)
-    cases.report(store, description="垃圾很多，请联系13912345678，身份证450311199001011234",
-                 case_id="C-PHONE", **common)
+    cases.report(store, description="垃圾很多，请联系13912345678或139-1234-5678，"
+                 "身份证450311199001011234", case_id="C-PHONE", **common)
     cases.transition(store, "C-HTML", "file", actor="d1", role="dispatcher",
                      at="2026-03-02T02:30:00Z")
     return store
@@ -142,7 +142,7 @@ def test_requests_xml_has_the_spec_fields_in_order_and_plain_text(reported):
     long = items["C-LONG"].findtext("description")
     assert len(long) == open311.DESCRIPTION_MAX and long.endswith("…")
     assert items["C-PHONE"].findtext("description") == (
-        "垃圾很多，请联系139****5678，身份证4503**********1234")
+        "垃圾很多，请联系139****5678或139-****-5678，身份证4503**********1234")
     # JSON says the same, with nulls where XML has empty elements
     as_json = json.loads(open311.requests_json(records))
     assert as_json == records
@@ -288,3 +288,10 @@ def test_read_records_refuses_what_is_not_georeport(data, match):
 def test_a_latitude_that_is_not_a_number_is_refused():
     with pytest.raises(ValidationError, match="lat must be a number"):
         open311.requests_xml([{"service_request_id": "R1", "lat": "north"}])
+
+
+def test_a_number_at_the_cut_is_masked_whole():
+    text = "长" * (open311.DESCRIPTION_MAX - 5) + "13812345678"
+    [rec] = open311.requests(pd.DataFrame({"id": ["R1"], "description": [text],
+                                           "status": ["filed"], "service_code": ["E0101"]}))
+    assert rec["description"].endswith("138*…") and "1234" not in rec["description"]

@@ -131,7 +131,7 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]
 _BREAKS = {"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre"}
 _HIDDEN = {"script", "style", "head", "title", "template"}
 # mainland mobile numbers and 18-digit ID numbers typed into a description by a resident
-_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)([ -]?)\d{4}([ -]?)(\d{4})(?!\d)")
 _ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])(\d{4})\d{10}(\d{3}[\dXx])(?![0-9A-Za-z])")
 
 
@@ -188,11 +188,20 @@ def _plain(series: pd.Series, limit: int | None = None) -> pd.Series:
         .str.replace(r"\n{3,}", "\n\n", regex=True)
         .str.strip()
     )
-    if limit is not None:
-        long = (text.str.len() > limit).fillna(False).astype(bool)
-        if long.any():
-            text[long] = text[long].str.slice(0, limit - 1).str.rstrip() + "…"
-    return text.astype(object).where(~missing, None)
+    return _cut(text.astype(object).where(~missing, None), limit)
+
+
+def _cut(series: pd.Series, limit: int | None) -> pd.Series:
+    """Cut text longer than *limit* characters to *limit*, the last one ``…``."""
+    if limit is None:
+        return series
+    text = series.astype("string")
+    long = (text.str.len() > limit).fillna(False).astype(bool)
+    if not long.any():
+        return series
+    out = series.copy()
+    out[long] = (text[long].str.slice(0, limit - 1).str.rstrip() + "…").astype(object)
+    return out
 
 
 def plain_text(value: Any, limit: int | None = None) -> str | None:
@@ -210,7 +219,7 @@ def _scrub(series: pd.Series) -> pd.Series:
     """Mask phone and ID numbers in free text as :mod:`twin.trust.privacy` masks the columns."""
     text = series.astype("string")
     text = text.str.replace(_ID_NUMBER, lambda m: m[1] + "*" * 10 + m[2], regex=True)
-    text = text.str.replace(_PHONE, lambda m: m[1] + "****" + m[2], regex=True)
+    text = text.str.replace(_PHONE, lambda m: m[1] + m[2] + "****" + m[3] + m[4], regex=True)
     return text.astype(object).where(series.notna(), None)
 
 
@@ -267,7 +276,8 @@ def _records(records: Iterable[Mapping[str, Any]] | pd.DataFrame, kind: str) -> 
         elif f in _TEXT_FIELDS:
             frame[f] = _plain(frame[f])
     if kind == "requests":
-        frame["description"] = _scrub(_plain(frame["description"], DESCRIPTION_MAX))
+        # masked before the cut, so that no half of a number is left unmasked at the end
+        frame["description"] = _cut(_scrub(_plain(frame["description"])), DESCRIPTION_MAX)
         for f in ("lat", "long"):  # WGS84 degrees; 7 decimals are 1 cm, as in GeoJSON exports
             try:
                 frame[f] = pd.to_numeric(frame[f]).round(7).astype(object)
