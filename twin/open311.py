@@ -1,48 +1,64 @@
-"""Exchange of categories and cases as Open311 GeoReport v2 JSON (services and requests)."""
+"""Exchange of categories and cases as Open311 GeoReport v2: XML (the spec's default) and JSON."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 
 from twin import cases as cases_mod
 from twin.errors import DuplicateIdError, ValidationError
-from twin.timeutil import to_local
+from twin.timeutil import to_local, to_utc
 
 LOGGER = logging.getLogger(__name__)
 
+# The GeoReport v2 field lists, in the order the spec lists them (and XML writes them).
 REQUEST_FIELDS = (
     "service_request_id", "status", "status_notes", "service_name", "service_code",
     "description", "agency_responsible", "service_notice", "requested_datetime",
     "updated_datetime", "expected_datetime", "address", "address_id", "zipcode", "lat", "long",
     "media_url",
 )
+SERVICE_FIELDS = (
+    "service_code", "service_name", "description", "metadata", "type", "keywords", "group",
+)
+# "free form text limited to 4,000 characters" (POST Service Request, description)
+DESCRIPTION_MAX = 4000
+FORMATS = ("xml", "json")
+# kind → (root element, item element, fields); the spec wraps one request like many
+_KINDS = {
+    "services": ("services", "service", SERVICE_FIELDS),
+    "requests": ("service_requests", "request", REQUEST_FIELDS),
+}
 
 
 def _name(row: pd.Series, lang: str) -> str:
     return row["name_zh"] if lang.startswith("zh") else row["name_en"]
 
 
-def services(categories: pd.DataFrame | None = None, *, lang: str = "zh-CN") -> list[dict]:
-    """Return the category list as GeoReport v2 ``services.json`` entries."""
+def services(categories: pd.DataFrame | None = None, *, lang: str = "zh-CN") -> Records:
+    """Return the category list as GeoReport v2 services, fields in the spec's order.
+
+    Write them with :func:`services_xml` / :func:`services_json` (or :func:`write_file`).
+    """
     cats = cases_mod.load_categories() if categories is None else categories
     group = "major_zh" if lang.startswith("zh") else "major_en"
-    return [
+    return _records([
         {"service_code": row["service_code"], "service_name": _name(row, lang),
          "description": row["filing_condition"], "metadata": False, "type": "realtime",
          "keywords": ",".join([row["name_zh"], row["name_en"], row["family"]]),
          "group": row[group]}
         for _, row in cats.iterrows()
-    ]
-
-
-def _w3c(value: Any) -> str | None:
-    if value is None or pd.isna(value):
-        return None
-    return to_local(value).isoformat()
+    ], "services")
 
 
 def _agency(code: str | None, departments: pd.DataFrame, lang: str) -> str | None:
@@ -63,40 +79,355 @@ def requests(
     categories: pd.DataFrame | None = None,
     departments: pd.DataFrame | None = None,
     lang: str = "zh-CN",
-) -> list[dict]:
-    """Cases as GeoReport v2 ``requests.json`` entries (status open|closed, times with offset).
+) -> Records:
+    """Cases as GeoReport v2 service requests (status open|closed, times with offset).
 
-    Personal data (reporter) are never exported; photos become ``media_url`` (the first one).
+    Fields come in the spec's order; descriptions are plain text of at most
+    :data:`DESCRIPTION_MAX` characters with phone and ID numbers masked. Personal data (the
+    reporter) are never exported; photos become ``media_url`` (the first one). Write them with
+    :func:`requests_xml` / :func:`requests_json` (or :func:`write_file`); one request is a list
+    of one, as the spec's ``GET service_requests/{id}`` returns it.
     """
     cats = cases_mod.load_categories() if categories is None else categories
     deps = cases_mod.load_departments() if departments is None else departments
-    out = []
-    for row in pd.DataFrame(cases).to_dict("records"):
-        data = cases_mod._data(row)
-        code = row["service_code"]
-        cat = cats.loc[code] if code in cats.index else None
-        label = cases_mod.STATUSES.get(row["status"], (row["status"], row["status"]))
-        photos = data.get("photos_after") or data.get("photos") or []
-        out.append({
-            "service_request_id": row["id"],
-            "status": "closed" if row["status"] in cases_mod.TERMINAL else "open",
-            "status_notes": label[0] if lang.startswith("zh") else label[1],
-            "service_name": _name(cat, lang) if cat is not None else None,
-            "service_code": code,
-            "description": row.get("description"),
-            "agency_responsible": _agency(row.get("department"), deps, lang),
-            "service_notice": "",
-            "requested_datetime": _w3c(row.get("requested_at")),
-            "updated_datetime": _w3c(row.get("updated_at")),
-            "expected_datetime": _w3c(row.get("deadline_at")),
-            "address": data.get("address"),
-            "address_id": None,
-            "zipcode": None,
-            "lat": None if pd.isna(row.get("lat")) else float(row["lat"]),
-            "long": None if pd.isna(row.get("lon")) else float(row["lon"]),
-            "media_url": photos[0] if photos else None,
-        })
+    zh = lang.startswith("zh")
+    frame = pd.DataFrame(cases).reset_index(drop=True)
+
+    def column(name: str) -> pd.Series:
+        return frame[name] if name in frame else pd.Series(None, index=frame.index, dtype=object)
+
+    data = [cases_mod._data({"data": value}) for value in column("data")]
+    photos = [d.get("photos_after") or d.get("photos") or [None] for d in data]
+    status = column("status")
+    labels = {code: pair[0 if zh else 1] for code, pair in cases_mod.STATUSES.items()}
+    department = column("department")
+    agencies = {code: _agency(code, deps, lang) for code in department.dropna().unique()}
+    out = pd.DataFrame({
+        "service_request_id": column("id"),
+        "status": status.isin(cases_mod.TERMINAL).map({True: "closed", False: "open"}),
+        "status_notes": status.map(labels).fillna(status),
+        "service_name": column("service_code").map(cats["name_zh" if zh else "name_en"]),
+        "service_code": column("service_code"),
+        "description": column("description"),
+        "agency_responsible": department.map(agencies),
+        "service_notice": "",
+        "requested_datetime": column("requested_at"),
+        "updated_datetime": column("updated_at"),
+        "expected_datetime": column("deadline_at"),
+        "address": [d.get("address") for d in data],
+        "address_id": None,
+        "zipcode": None,
+        "lat": pd.to_numeric(column("lat")),
+        "long": pd.to_numeric(column("lon")),
+        "media_url": [p[0] for p in photos],
+    })
+    return _records(out, "requests")
+
+
+# -- plain text and the two formats ---------------------------------------------------------------
+
+# characters XML 1.0 cannot hold (C0 controls but tab and newlines, surrogates, U+FFFE/U+FFFF)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+_BREAKS = {"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre"}
+_HIDDEN = {"script", "style", "head", "title", "template"}
+# mainland mobile numbers and 18-digit ID numbers typed into a description by a resident
+_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)([ -]?)\d{4}([ -]?)(\d{4})(?!\d)")
+_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])(\d{4})\d{10}(\d{3}[\dXx])(?![0-9A-Za-z])")
+
+
+class _TextOnly(HTMLParser):
+    """Collect the text of an HTML fragment: tags dropped, entities decoded, scripts left out."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in _HIDDEN:
+            self._hidden += 1
+        elif tag in _BREAKS:
+            self.parts.append("\n")
+
+    def handle_startendtag(self, tag: str, attrs: list) -> None:
+        if tag in _BREAKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _HIDDEN:
+            self._hidden = max(0, self._hidden - 1)
+        elif tag in _BREAKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            self.parts.append(data)
+
+
+def _strip_html(text: str) -> str:
+    parser = _TextOnly()
+    parser.feed(text)
+    parser.close()
+    return "".join(parser.parts)
+
+
+def _plain(series: pd.Series, limit: int | None = None) -> pd.Series:
+    """Text of *series* as :func:`plain_text` makes it (missing values stay missing)."""
+    missing = series.isna()
+    if missing.all():
+        return pd.Series(None, index=series.index, dtype=object)
+    text = series.where(missing, series.astype(str)).astype("string")
+    markup = text.str.contains("[<&]", regex=True).fillna(False).astype(bool)
+    if markup.any():  # the HTML parser only where there can be markup
+        text[markup] = [_strip_html(t) for t in text[markup]]
+    text = (
+        text.str.replace(_NOT_XML, "", regex=True)
+        .str.replace(r"\r\n?", "\n", regex=True)
+        .str.replace(r"[^\S\n]+", " ", regex=True)
+        .str.replace(r" ?\n ?", "\n", regex=True)
+        .str.replace(r"\n{3,}", "\n\n", regex=True)
+        .str.strip()
+    )
+    return _cut(text.astype(object).where(~missing, None), limit)
+
+
+def _cut(series: pd.Series, limit: int | None) -> pd.Series:
+    """Cut text longer than *limit* characters to *limit*, the last one ``…``."""
+    if limit is None:
+        return series
+    text = series.astype("string")
+    long = (text.str.len() > limit).fillna(False).astype(bool)
+    if not long.any():
+        return series
+    out = series.copy()
+    out[long] = (text[long].str.slice(0, limit - 1).str.rstrip() + "…").astype(object)
     return out
+
+
+def plain_text(value: Any, limit: int | None = None) -> str | None:
+    """Return *value* as plain text: HTML tags dropped, entities decoded, whitespace tidied.
+
+    Line breaks (``<br>``, paragraphs) stay as newlines; characters XML cannot carry are dropped;
+    text longer than *limit* characters is cut to *limit*, ending in ``…``.
+    """
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return _plain(pd.Series([value], dtype=object), limit).iloc[0]
+
+
+def _scrub(series: pd.Series) -> pd.Series:
+    """Mask phone and ID numbers in free text as :mod:`twin.trust.privacy` masks the columns."""
+    text = series.astype("string")
+    text = text.str.replace(_ID_NUMBER, lambda m: m[1] + "*" * 10 + m[2], regex=True)
+    text = text.str.replace(_PHONE, lambda m: m[1] + m[2] + "****" + m[3] + m[4], regex=True)
+    return text.astype(object).where(series.notna(), None)
+
+
+_W3C = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:Z|[+-]\d{2}:\d{2})$"
+
+
+def _w3c_column(series: pd.Series) -> pd.Series:
+    """Format times (or ISO 8601 text) as W3C text: local zone, whole seconds, ``+08:00``."""
+    done = series.astype("string").str.match(_W3C).fillna(False).astype(bool)
+    todo = series.notna() & ~done
+    out = series.astype(object).where(done, None)
+    if todo.any():
+        utc = to_utc(series[todo])
+        local = to_local(utc)
+        wall = local.dt.tz_localize(None)
+        # numpy formats in C; the offsets are few (one per zone and DST state): format those once
+        stamps = np.datetime_as_string(wall.to_numpy("datetime64[s]"), unit="s")
+        minutes = ((wall - utc.dt.tz_localize(None)).dt.total_seconds() // 60).astype(int)
+        offsets = {m: f"{'+' if m >= 0 else '-'}{abs(m) // 60:02d}:{abs(m) % 60:02d}"
+                   for m in minutes.unique()}
+        out[todo] = stamps.astype(object) + minutes.map(offsets).to_numpy(dtype=object)
+    return out
+
+
+_TEXT_FIELDS = ("status_notes", "service_name", "agency_responsible", "service_notice", "address",
+                "keywords", "group")
+
+
+class Records(list):
+    """GeoReport v2 records made by this module: the spec's fields in order, text already plain.
+
+    A list of dicts like any other; the serialisers write it as it is, so text that was made
+    plain once (``&lt;b&gt;`` → ``<b>``) is not taken for markup a second time.
+    """
+
+    def __init__(self, items: Iterable[dict], kind: str) -> None:
+        super().__init__(items)
+        self.kind = kind
+
+
+def _records(records: Iterable[Mapping[str, Any]] | pd.DataFrame, kind: str) -> Records:
+    """Exactly the spec's fields of *kind*, in order, text plain and descriptions within limits."""
+    if kind not in _KINDS:
+        raise ValidationError(f"unknown Open311 list {kind!r}; use one of: {', '.join(_KINDS)}")
+    if isinstance(records, Records) and records.kind == kind:
+        return records
+    fields = _KINDS[kind][2]
+    frame = records if isinstance(records, pd.DataFrame) else pd.DataFrame.from_records(
+        list(records), columns=None)
+    frame = frame.reindex(columns=list(fields)).astype(object)
+    for f in fields:
+        if f.endswith("_datetime"):
+            frame[f] = _w3c_column(frame[f])
+        elif f in _TEXT_FIELDS:
+            frame[f] = _plain(frame[f])
+    if kind == "requests":
+        # masked before the cut, so that no half of a number is left unmasked at the end
+        frame["description"] = _cut(_scrub(_plain(frame["description"])), DESCRIPTION_MAX)
+        for f in ("lat", "long"):  # WGS84 degrees; 7 decimals are 1 cm, as in GeoJSON exports
+            try:
+                frame[f] = pd.to_numeric(frame[f]).round(7).astype(object)
+            except (TypeError, ValueError):
+                raise ValidationError(f"Open311 {f} must be a number of degrees") from None
+    else:
+        frame["description"] = _plain(frame["description"])
+    # None, not NaN: JSON has no NaN and XML writes an empty element
+    return Records(frame.astype(object).where(frame.notna(), None).to_dict("records"), kind)
+
+
+def _xml_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _NOT_XML.sub("", str(value))  # ids and URLs too: one control byte breaks the file
+
+
+def _to_xml(records: list[dict], kind: str) -> bytes:
+    root_tag, item_tag, fields = _KINDS[kind]
+    root = ET.Element(root_tag)
+    for rec in records:
+        item = ET.SubElement(root, item_tag)
+        for f in fields:
+            ET.SubElement(item, f).text = _xml_text(rec[f])
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+def _to_json(records: list[dict]) -> bytes:
+    # one request a line: readable, and each line goes through json's C encoder (indent does not)
+    lines = ",\n".join(json.dumps(r, ensure_ascii=False, allow_nan=False) for r in records)
+    return f"[\n{lines}\n]\n".encode() if records else b"[]\n"
+
+
+def services_xml(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> bytes:
+    """GeoReport v2 ``services.xml`` (UTF-8, with its declaration) of service records.
+
+    *records* are :func:`services` entries, or any records or frame with those fields; missing
+    fields are written empty, other fields left out.
+    """
+    return _to_xml(_records(records, "services"), "services")
+
+
+def services_json(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> bytes:
+    """GeoReport v2 ``services.json`` (UTF-8) of service records (as :func:`services_xml`)."""
+    return _to_json(_records(records, "services"))
+
+
+def requests_xml(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> bytes:
+    """GeoReport v2 ``requests.xml`` (UTF-8, with its declaration) of request records.
+
+    *records* are :func:`requests` entries, or any records or frame with those fields (times
+    may be timestamps). One request is a list of one: the spec's ``service_requests/{id}.xml``
+    wraps it in ``<service_requests>`` too.
+    """
+    return _to_xml(_records(records, "requests"), "requests")
+
+
+def requests_json(records: Iterable[Mapping[str, Any]] | pd.DataFrame) -> bytes:
+    """GeoReport v2 ``requests.json`` (UTF-8) of request records (as :func:`requests_xml`)."""
+    return _to_json(_records(records, "requests"))
+
+
+_WRITERS = {
+    ("services", "xml"): services_xml,
+    ("services", "json"): services_json,
+    ("requests", "xml"): requests_xml,
+    ("requests", "json"): requests_json,
+}
+
+
+def write_file(
+    path: str | Path,
+    kind: str,
+    records: Iterable[Mapping[str, Any]] | pd.DataFrame,
+    *,
+    format: str | None = None,  # noqa: A002 - the spec's word
+) -> Path:
+    """Write *records* as GeoReport v2 ``services`` or ``requests`` to *path*; return the path.
+
+    Parameters
+    ----------
+    path
+        The file; written whole or not at all.
+    kind
+        ``"services"`` or ``"requests"``.
+    records
+        :func:`services` or :func:`requests` entries (or records with their fields).
+    format
+        ``"xml"`` (the spec's default) or ``"json"``; by default taken from the file's extension.
+
+    Raises
+    ------
+    ValidationError
+        For another kind or format, or an extension that is neither ``.xml`` nor ``.json``.
+    """
+    from twin.geojson import write_whole
+
+    path = Path(path)
+    if format is None:
+        format = path.suffix.lower().lstrip(".")  # noqa: A001
+        if format not in FORMATS:
+            raise ValidationError(
+                f"cannot tell the Open311 format of {path.name!r}: name it .xml or .json "
+                "(or pass format='xml'|'json')"
+            )
+    if format not in FORMATS:
+        raise ValidationError(f"Open311 format must be one of {FORMATS}, got {format!r}")
+    if kind not in _KINDS:
+        raise ValidationError(f"unknown Open311 list {kind!r}; use one of: {', '.join(_KINDS)}")
+    return write_whole(path, _WRITERS[kind, format](records))
+
+
+def read_records(data: bytes | str, kind: str) -> list[dict]:
+    """Parse GeoReport v2 ``services`` or ``requests`` from XML or JSON (what the other side sent).
+
+    XML is told from JSON by its first character; values come back as text (``None`` for an
+    empty element), JSON values as they are. The result feeds :func:`import_requests` and
+    :func:`import_services`.
+
+    Raises
+    ------
+    ValidationError
+        If *data* is neither, holds a DOCTYPE or entity declaration (never needed by GeoReport and
+        the way to XML entity attacks), or is not a list of *kind*.
+    """
+    if kind not in _KINDS:
+        raise ValidationError(f"unknown Open311 list {kind!r}; use one of: {', '.join(_KINDS)}")
+    text = data.decode("utf-8-sig") if isinstance(data, bytes) else data.lstrip("\ufeff")
+    root_tag, item_tag, _fields = _KINDS[kind]
+    if text.lstrip().startswith("<"):
+        if "<!DOCTYPE" in text or "<!ENTITY" in text:
+            raise ValidationError("Open311 XML with a DOCTYPE or entities is refused; send plain "
+                                  "GeoReport v2 XML")
+        try:
+            root = ET.fromstring(text)
+        except ET.ParseError as exc:
+            raise ValidationError(f"not well-formed Open311 XML: {exc}") from None
+        if root.tag != root_tag:
+            raise ValidationError(f"expected <{root_tag}> for {kind}, got <{root.tag}>")
+        return [{child.tag: child.text or None for child in item} for item in root.iter(item_tag)]
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise ValidationError(f"Open311 {kind} must be XML or JSON: {exc}") from None
+    if not isinstance(payload, list) or not all(isinstance(r, dict) for r in payload):
+        raise ValidationError(f"Open311 {kind} JSON must be a list of objects")
+    return payload
 
 
 def import_requests(

@@ -1,9 +1,8 @@
-"""``gridtwin export``: the indicator report (CSV / Excel) and Open311 GeoReport v2 JSON."""
+"""``gridtwin export``: the indicator report (CSV / Excel) and Open311 GeoReport v2 XML or JSON."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from twin.cli._common import (
@@ -19,7 +18,7 @@ from twin.errors import ValidationError
 NAME = "export"
 HELP = "export the indicator report (CSV, .xlsx), Open311 JSON or a layer as the user may see it"
 DESCRIPTION = (
-    "Export the indicator report (CSV / Excel), Open311 GeoReport v2 JSON, or a layer as the "
+    "Export the indicator report (CSV / Excel), Open311 GeoReport v2 XML or JSON, or a layer as the "
     "user running the command may see it (personal columns masked or left out by role)."
 )
 EPILOG = """\
@@ -29,6 +28,7 @@ examples:
   gridtwin export kpi --freq M --by street --out monthly.csv --lang en
   gridtwin export open311 services --out services.json
   gridtwin export open311 requests --out requests.json --store twin.gpkg
+  gridtwin export open311 requests --out requests.xml   (the spec's default format)
   gridtwin export layer grid_cells --out grids.gpkg --user admin
 (also: gridtwin-export …, python scripts/export.py …)
 
@@ -48,10 +48,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     k.add_argument("--as-of", help="close the books at this time (default: period end or now)")
     k.add_argument("--lang", default="zh-CN", help="column names: zh-CN (default) or en")
     k.add_argument("--out", required=True, help="report.csv or report.xlsx")
-    o = sub.add_parser("open311", help="Open311 GeoReport v2 JSON")
+    o = sub.add_parser("open311", help="Open311 GeoReport v2 XML or JSON")
     o.add_argument("kind", choices=["services", "requests"])
     o.add_argument("--lang", default="zh-CN")
-    o.add_argument("--out", required=True, help="FILE.json")
+    o.add_argument("--out", required=True, help="FILE.xml or FILE.json")
     la = sub.add_parser("layer", help="a layer as .geojson, .gpkg or .csv, as --user may see it")
     la.add_argument("layer", metavar="LAYER", help="the layer (e.g. grid_cells, buildings)")
     la.add_argument("--out", required=True, help="FILE.geojson, FILE.gpkg or FILE.csv")
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                 write_table(table, out)
                 return _done(args, out, len(table))
             payload = open311.requests(store.read_cases(), lang=args.lang)
-    out.write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
+    open311.write_file(out, args.kind, payload)  # .xml (the spec's default) or .json, by the name
     return _done(args, out, len(payload))
 
 

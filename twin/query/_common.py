@@ -74,6 +74,9 @@ class QueryResult:
     def to_file(self, path: str | Path) -> Path:
         """Write the features to GeoJSON, GeoPackage or CSV, chosen by the file's extension.
 
+        GeoJSON is written as RFC 7946 has it (:func:`twin.geojson.write`): WGS84, no ``crs``
+        member, exterior rings counter-clockwise and holes clockwise, 7 decimals.
+
         Raises
         ------
         ValidationError
@@ -94,10 +97,12 @@ class QueryResult:
                 raise ValidationError(
                     f"query {self.name!r} returns a table without geometry; write it to .csv"
                 )
-            driver = "GPKG" if ext == ".gpkg" else "GeoJSON"
-            frame.to_file(
-                path, driver=driver, engine="pyogrio", layer=self.name if driver == "GPKG" else None
-            )
+            if ext == ".gpkg":
+                frame.to_file(path, driver="GPKG", engine="pyogrio", layer=self.name)
+            else:
+                from twin import geojson  # RFC 7946: no crs member, right-hand rings, 1 cm
+
+                geojson.write(frame, path)
         else:
             raise ValidationError(
                 f"cannot write {path.name!r}: use a .geojson, .gpkg or .csv file name"
