@@ -16,10 +16,10 @@ from twin.cli._common import (
 from twin.errors import ValidationError
 
 NAME = "export"
-HELP = "export the indicator report (CSV, .xlsx), Open311 JSON or a layer as the user may see it"
+HELP = "export the indicator report (CSV, .xlsx), Open311 XML/JSON, or a layer as --user sees it"
 DESCRIPTION = (
-    "Export the indicator report (CSV / Excel), Open311 GeoReport v2 XML or JSON, or a layer as the "
-    "user running the command may see it (personal columns masked or left out by role)."
+    "Export the indicator report (CSV / Excel), Open311 GeoReport v2 XML or JSON, or a layer "
+    "as the user running the command may see it (personal columns masked or left out by role)."
 )
 EPILOG = """\
 examples:
