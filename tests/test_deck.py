@@ -15,6 +15,7 @@ from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 
 from tests.conftest import LAT, LON
 from twin import deck, layers
+from twin.crs import centred_equidistant_crs
 from twin.errors import LayerNotFoundError, ValidationError
 
 XSS = ["<script>alert(1)</script>", '<img src=x onerror="alert(1)">', "a & b's \"q\""]
@@ -168,7 +169,7 @@ def test_camera_cone_points_east_and_has_the_sector_area():
     cams = frame(camera_id=["C1"], heading_deg=[90.0], fov_deg=[60.0], range_m=[50.0],
                  geometry=[Point(LON, LAT)])
     cones = deck.camera_cones(cams)
-    metric = deck.local_metric_crs(cams)
+    metric = centred_equidistant_crs(cams)
     cone = cones.to_crs(metric).geometry.iloc[0]
     cam = cams.to_crs(metric).geometry.iloc[0]
     assert cone.is_valid
@@ -187,7 +188,7 @@ def test_camera_cone_points_east_and_has_the_sector_area():
 def test_camera_cone_heading_is_clockwise_from_north(heading, direction):
     cams = frame(camera_id=["C"], heading_deg=[float(heading)], fov_deg=[30.0], range_m=[40.0],
                  geometry=[Point(LON, LAT)])
-    metric = deck.local_metric_crs(cams)
+    metric = centred_equidistant_crs(cams)
     c = deck.camera_cones(cams).to_crs(metric).geometry.iloc[0].centroid
     o = cams.to_crs(metric).geometry.iloc[0]
     v = np.array([c.x - o.x, c.y - o.y])
@@ -204,7 +205,7 @@ def test_camera_cones_are_built_for_many_cameras_at_once():
                                          LAT + rng.uniform(0, 0.01, n)))
     cones = deck.camera_cones(cams)
     assert len(cones) == n and cones.crs.equals("EPSG:4326")
-    area = cones.to_crs(deck.local_metric_crs(cams)).area.to_numpy()
+    area = cones.to_crs(centred_equidistant_crs(cams)).area.to_numpy()
     want = np.pi * cams.range_m.to_numpy() ** 2 * cams.fov_deg.to_numpy() / 360
     np.testing.assert_allclose(area, want, rtol=0.02)
 

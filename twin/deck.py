@@ -21,9 +21,9 @@ from twin import layers as declared
 from twin import settings
 from twin.crs import wgs84_to_gcj02
 from twin.enrich import CONE_SEGMENTS, camera_cones  # noqa: F401 (re-exported)
-from twin.enrich import cone_metric_crs as local_metric_crs  # noqa: F401 (re-exported)
 from twin.lru import LRUCache
 from twin.schema import LayerSpec
+from twin.timeutil import local_zone
 
 LOGGER = logging.getLogger(__name__)
 
@@ -830,7 +830,7 @@ def case_layers(cases: pd.DataFrame, labels: Mapping[str, str], status_names: Ma
                         labels.get("category", "category"): frame["service_code"],
                         labels.get("description", "description"): frame["description"],
                         labels.get("deadline", "deadline"): pd.to_datetime(
-                            frame["deadline_at"], utc=True).dt.tz_convert("Asia/Shanghai")
+                            frame["deadline_at"], utc=True).dt.tz_convert(local_zone())
                         .dt.strftime("%m-%d %H:%M")})
     colors = [list(CASE_COLORS.get(s, CASE_COLORS["open"])) for s in state]
     radius = np.where(state == "overdue", 9.0, np.where(state == "closed", 3.0, 5.0))

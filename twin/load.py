@@ -26,7 +26,17 @@ from twin import layers as declared
 from twin.enrich import PolygonIndex, grid_index
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.load_formats import LoadError, RawData, read_source, resolve_source
-from twin.schema import ASSIGNED_COLUMNS, Column, LayerSpec, duplicated, validate_layer_frame
+from twin.schema import (
+    ASSIGNED_COLUMNS,
+    BOOLEAN_WORDS,
+    GEOMETRY_TYPE_IDS,
+    GEOMETRY_TYPE_NAMES,
+    MULTI_TYPE_IDS,
+    Column,
+    LayerSpec,
+    duplicated,
+    validate_layer_frame,
+)
 from twin.twin import GRID_LAYER, READ_GRIDS, GridCells, current_grid_cells, put_layer
 
 LOGGER = logging.getLogger(__name__)
@@ -49,18 +59,6 @@ FAR_FROM_MEDIAN_M = 10_000.0  # without a community: at least this far from the 
 TOPOLOGY_TOLERANCE_M2 = 1.0  # overlaps and gaps smaller than this are slivers, not reported
 STRICT_KINDS = {"grid_overlap", "grid_gap", "grid_outside_boundary"}  # also reject under strict
 VALUE_KINDS = {"bad_value", "bad_choice", "out_of_range"}  # a value that does not fit its field
-_GEOM_IDS = {"Point": 0, "LineString": 1, "Polygon": 3}
-_MULTI_OF = {0: 4, 1: 5, 3: 6}
-_TYPE_NAMES = {
-    0: "Point",
-    1: "LineString",
-    2: "LinearRing",
-    3: "Polygon",
-    4: "MultiPoint",
-    5: "MultiLineString",
-    6: "MultiPolygon",
-    7: "GeometryCollection",
-}
 
 Progress = Callable[[str], None]
 
@@ -808,8 +806,8 @@ def _clean_geometries(spec: LayerSpec, geoms, rows, issues: _Issues, valid: np.n
         "the feature has no geometry (null or empty)",
     )
     rejected |= empty
-    allowed = [_GEOM_IDS[t] for t in spec.geometry_types]
-    allowed_multi = [_MULTI_OF[t] for t in allowed]
+    allowed = [GEOMETRY_TYPE_IDS[t] for t in spec.geometry_types]
+    allowed_multi = [MULTI_TYPE_IDS[t] for t in allowed]
     types = shapely.get_type_id(geoms)
     # collections of allowed parts are taken apart later; other types are rejected
     coll = (types == 7) & ~empty
@@ -835,7 +833,7 @@ def _clean_geometries(spec: LayerSpec, geoms, rows, issues: _Issues, valid: np.n
             issues.add_rows("ring_to_polygon", "repaired", rows[ring], None,
                             f"a closed LineString where {spec.name} takes areas: taken as the "
                             "outline of a Polygon")
-    names = [_TYPE_NAMES.get(int(t), "?") for t in types[wrong]]
+    names = [GEOMETRY_TYPE_NAMES.get(int(t), "?") for t in types[wrong]]
     issues.add_rows(
         "wrong_geometry_type",
         "rejected",
@@ -1256,22 +1254,6 @@ _DTYPE_WORDS = {
     "datetime": "a date and time",
     "json": "JSON",
 }
-_BOOLS = {
-    "true": True,
-    "false": False,
-    "1": True,
-    "0": False,
-    "是": True,
-    "否": False,
-    "yes": True,
-    "no": False,
-    "y": True,
-    "n": False,
-    "t": True,
-    "f": False,
-    "1.0": True,
-    "0.0": False,
-}
 
 
 def _convert_series(s: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray]:
@@ -1304,7 +1286,7 @@ def _convert_series(s: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray]:
         return num.where(~bad), bad
     if col.dtype == "bool":
         key = s.map(lambda v: str(v).strip().lower(), na_action="ignore")
-        val = key.map(_BOOLS)
+        val = key.map(BOOLEAN_WORDS)
         bad = present & val.isna().to_numpy()
         return val.astype("boolean"), bad
     if col.dtype in ("date", "datetime"):

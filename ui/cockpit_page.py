@@ -8,7 +8,7 @@ import streamlit as st
 from twin import cockpit, deck
 from ui import mapview
 from ui.auth import current_user
-from ui.common import current_language, open_twin, t
+from ui.common import current_language, local_time, open_twin, t
 from ui.live import live_alarms
 
 LANG = current_language()
@@ -56,5 +56,4 @@ with drill_col:
         st.bar_chart(pd.DataFrame(table).set_index(mapview.indicator_labels(LANG)["name"])[
             [mapview.indicator_labels(LANG)["open_cases"]]], height=220, horizontal=True)
     st.dataframe(table, hide_index=True, width="stretch", height=220)
-st.caption(t("cockpit.as_of", LANG, time=cockpit.as_time(data.at).tz_convert(
-    "Asia/Shanghai").strftime("%Y-%m-%d %H:%M")))
+st.caption(t("cockpit.as_of", LANG, time=local_time(pd.Series([cockpit.as_time(data.at)])).iloc[0]))

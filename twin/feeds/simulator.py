@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from twin.feeds.models import Message
+from twin.timeutil import local_zone
 
 LOGGER = logging.getLogger(__name__)
 
-TZ = "Asia/Shanghai"
 REPORT_CODES = ("E0101", "E0102", "E0501", "E0502", "E0401", "P0105", "P0301")
 
 
@@ -163,4 +163,4 @@ class Simulator:
 
 
 def _iso(second: int) -> str:
-    return pd.Timestamp(second, unit="s", tz="UTC").tz_convert(TZ).isoformat()
+    return pd.Timestamp(second, unit="s", tz="UTC").tz_convert(local_zone()).isoformat()

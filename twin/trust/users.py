@@ -18,6 +18,7 @@ import pandas as pd
 from twin import settings
 from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, ValidationError
 from twin.schema import LOGIN_ATTEMPTS, ROLES, USERS
+from twin.timeutil import to_utc
 from twin.trust.permissions import ANONYMOUS, User
 
 LOGGER = logging.getLogger(__name__)
@@ -369,8 +370,7 @@ def authenticate(
     LoginError
         For an unknown name, a wrong password or a disabled account (one message for all).
     """
-    now = _now() if now is None else pd.Timestamp(now)
-    now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+    now = _now() if now is None else to_utc(now)
     name = _clean(str(username).strip() if username else "", 64)
     client = _clean(origin, 128)
     bucket, until = _window(now)
