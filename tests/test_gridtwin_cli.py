@@ -180,12 +180,12 @@ def test_a_database_that_cannot_be_reached_is_a_failure_and_its_password_never_s
 
 
 def test_an_internal_error_is_exit_1_without_traceback_unless_debug(store, capsys, monkeypatch):
-    from twin import access
+    from twin import trust
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(access, "list_users", broken)
+    monkeypatch.setattr(trust, "list_users", broken)
     code, _, err = cli("users", "list", "--store", url_of(store), capsys=capsys)
     assert code == 1 and "internal error: RuntimeError: disk on fire" in err
     assert "--debug" in err and "Traceback" not in err
