@@ -86,7 +86,7 @@ def write_hostile_twin(path: Path) -> Path:
     """The hostile twin, a resident of building B-1, an official, a Markdown poll, four cases."""
     from twin import trust
     from twin.store import open_store
-    from twin.trust import User, participation
+    from twin.trust import participation
     from twin.twin import put_layer
 
     with open_store(path) as store:
@@ -95,11 +95,11 @@ def write_hostile_twin(path: Path) -> Path:
         store.write_layer("residents", pd.DataFrame({
             "resident_id": ["P1"], "building_code": ["B-1"], "name": ["王五"],
             "phone": ["13812345678"]}), actor="tests", source="test_browser_attacks")
-        trust.create_user(store, OFFICIAL, PASSWORD, "official", display_name="值班长")
+        official = trust.create_user(store, OFFICIAL, PASSWORD, "official", display_name="值班长")
         trust.create_user(store, RESIDENT, PASSWORD, "resident", resident_id="P1",
                            building_code="B-1", display_name="`王五` **居民**")
         participation.publish(
-            store, User("tests", "official"), kind="poll", scope_kind="building",
+            store, official, kind="poll", scope_kind="building",
             scope_id="B-1", title=TITLE, body=BODY,
             questions=[{"question": QUESTION, "choices": CHOICES}])
         now = pd.Timestamp.now(tz="UTC")
