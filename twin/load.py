@@ -26,7 +26,14 @@ from twin import crs as tcrs
 from twin.enrich import PolygonIndex, grid_index
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.load_formats import LoadError, RawData, read_source, resolve_source
-from twin.schema import ASSIGNED_COLUMNS, Column, LayerSpec, duplicated, validate_layer_frame
+from twin.schema import (
+    ASSIGNED_COLUMNS,
+    Column,
+    LayerSpec,
+    ValidatedLayer,
+    duplicated,
+    validate_layer_frame,
+)
 from twin.twin import GRID_LAYER, READ_GRIDS, GridCells, current_grid_cells, put_layer
 
 LOGGER = logging.getLogger(__name__)
@@ -286,10 +293,9 @@ def load_layer(
     src = result.report["source"]
     source = f"{src['name']} sha256:{src['sha256']}"
     result.report.setdefault("timings_s", {})["write"] = None  # filled after the write
-    result.version = put_layer(
-        store, layer, result.frame, actor=actor, source=source, note=note, report=result.report,
-        grid_cells=grid_cells, _prevalidated=True,  # load_file's frame: validated already
-        _located=where,
+    result.version = put_layer(  # load_file's frame: validated already
+        store, layer, ValidatedLayer(layer, result.frame), actor=actor, source=source, note=note,
+        report=result.report, grid_cells=grid_cells, _located=where,
     )
     result.report["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
     result.report["version"] = int(result.version.version)

@@ -6,7 +6,7 @@ import abc
 import hashlib
 import json
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +23,7 @@ from twin.schema import (
     CRS,
     Column,
     TableSpec,
+    ValidatedLayer,
     check_rules,
     coerce_series,
     coerce_table,
@@ -193,7 +194,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def write_layers(
         self,
-        frames: dict[str, gpd.GeoDataFrame | pd.DataFrame],
+        frames: Mapping[str, gpd.GeoDataFrame | pd.DataFrame | ValidatedLayer],
         *,
         actor: str,
         source: str,
@@ -201,7 +202,6 @@ class Store(abc.ABC):
         report: dict | None = None,
         case_grids: pd.DataFrame | None = None,
         expect: Mapping[str, int | None] | None = None,
-        _prevalidated: Collection[str] = (),
     ) -> list[LayerVersion]:
         """Store several layers as their next versions, and re-grid cases, in ONE transaction.
 
@@ -212,7 +212,9 @@ class Store(abc.ABC):
         Parameters
         ----------
         frames
-            Layer name → its features (see :meth:`write_layer`).
+            Layer name → its features (see :meth:`write_layer`), or a
+            :class:`twin.schema.ValidatedLayer`, which is not validated again (only its
+            assigned grid columns are checked; see :func:`twin.schema.layer_frame_to_store`).
         actor, source, note, report
             Recorded with every version written (and in the audit log).
         case_grids
@@ -226,11 +228,6 @@ class Store(abc.ABC):
             checked under the write's locks: the grid cells features were assigned to, the
             located layers re-assigned to new grid cells. A write based on a version another
             writer has replaced fails instead of undoing that writer's work.
-        _prevalidated
-            Private to :func:`twin.twin.put_layer` for :func:`twin.load.load_layer`: names whose
-            frame :func:`twin.schema.validate_layer_frame` returned and only the assigned grid
-            columns changed since; those are checked by
-            :func:`twin.schema.layer_frame_to_store` instead of validated twice.
 
         Returns
         -------
