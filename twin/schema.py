@@ -693,7 +693,7 @@ class ValidatedLayer:
     frame: pd.DataFrame
 
     def with_frame(self, frame: pd.DataFrame) -> ValidatedLayer:
-        """The same layer with its grid columns assigned again (nothing else changed)."""
+        """Return the same layer with its grid columns assigned again (nothing else changed)."""
         return ValidatedLayer(self.name, frame)
 
     def __len__(self) -> int:

@@ -137,7 +137,8 @@ def put_layer(
 
 
 def _put_grid_cells(
-    store: Store, frame: Frame | ValidatedLayer, *, actor: str, source: str, note: str, report: dict | None
+    store: Store, frame: Frame | ValidatedLayer, *, actor: str, source: str, note: str,
+    report: dict | None,
 ) -> LayerVersion:
     """Write new grid cells with every located layer and open case re-assigned to them."""
     from twin.cases import OPEN_STATUSES

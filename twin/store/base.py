@@ -6,7 +6,7 @@ import abc
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -551,6 +551,25 @@ class Store(abc.ABC):
             if row["prev_hash"] != prev or audit_hash(prev, row) != row["hash"]:
                 return int(row["seq"])
             prev = row["hash"]
+        return None
+
+    # -- what a store can do beyond the contract ------------------------------------------------
+
+    def watermark(self) -> Hashable | None:
+        """Return a token that changes whenever cases, events or alarms may have changed.
+
+        Cheap (no query): the cockpit asks on every rerun whether to read again. None: the
+        store cannot tell, and readers re-read after a while instead.
+        """
+        return None
+
+    def fast_reader(self) -> Any | None:
+        """Return this store's reader for planner queries run inside the database, or None.
+
+        A PostGIS store gives a :class:`twin.store.postgis.PostGISReader` (its schema and a
+        pooled read-only connection); :mod:`twin.query` then runs its SQL paths. None: the
+        queries work in memory on :meth:`read_layer` frames.
+        """
         return None
 
     # -- life cycle -----------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def quote(name: str) -> str:
 
 
 def key_columns(table: TableSpec) -> list[str]:
-    """The columns of a table's declared key, in order."""
+    """Return the columns of a table's declared key, in order."""
     return [k.strip() for k in table.key.split(",")]
 
 
@@ -62,7 +62,7 @@ def canonical_json(value: Any) -> str | None:
 
 
 def utc(value: Any) -> pd.Timestamp:
-    """A time as a UTC Timestamp (a naive one is taken as UTC)."""
+    """Return a time as a UTC Timestamp (a naive one is taken as UTC)."""
     stamp = pd.Timestamp(value)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
@@ -109,7 +109,7 @@ def _sqlite_now() -> pd.Timestamp:
 
 
 def python_value(value: Any, dtype: str) -> Any:
-    """A coerced cell as a plain Python value (None when missing; datetimes stay Timestamps)."""
+    """Return a coerced cell as a plain Python value (None when missing; Timestamps stay)."""
     if value is None or (not isinstance(value, (str, bytes, dict, list)) and pd.isna(value)):
         return None
     if dtype == "int":
@@ -192,21 +192,21 @@ class Dialect:
     any_of: Callable[[str, str, Sequence[Any], dict[str, Any]], str] = field(repr=False)
 
     def mark(self, column: Column, name: str | None = None) -> str:
-        """The bound parameter ``:name`` of a value of *column* (JSON cast where it is a type)."""
+        """Return the bound parameter ``:name`` of *column* (JSON cast where it is a type)."""
         mark = f":{name or column.name}"
         return f"CAST({mark} AS jsonb)" if self.json_cast and column.dtype == "json" else mark
 
     def select(self, column: Column | str, dtype: str = "text") -> str:
-        """A column in a SELECT list, JSON as text (so both stores give the same values)."""
+        """Return a column in a SELECT list, JSON as text (both stores give the same values)."""
         name, dtype = (column.name, column.dtype) if isinstance(column, Column) else (column, dtype)
         return quote(name) + ("::text" if self.json_cast and dtype == "json" else "")
 
     def as_text(self, name: str) -> str:
-        """A stored time column as text (compared only with this store's own text)."""
+        """Return a stored time column as text (compared only with this store's own text)."""
         return quote(name) + ("::text" if self.json_cast else "")
 
     def order(self, name: str) -> str:
-        """An ORDER BY term of a text column, compared bytewise."""
+        """Return an ORDER BY term of a text column, compared bytewise."""
         return quote(name) + self.collate
 
     def index_ddl(self, table: TableSpec) -> list[str]:

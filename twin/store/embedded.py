@@ -22,7 +22,6 @@ from twin.schema import (
     CASES,
     CRS,
     EVENTS,
-    LAYER_VERSIONS,
     TABLES,
     Column,
     LayerSpec,
@@ -455,6 +454,22 @@ class EmbeddedStore(SQLStore):
             self._connections = []
             self._generation += 1
 
+    def watermark(self) -> tuple:
+        """Return the size and modification time of the file and its write-ahead log.
+
+        Every commit changes one of them (a write lands in the log first, a checkpoint moves it
+        into the file), so equal tokens mean nothing was written in between.
+        """
+        stamp = []
+        for file in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                info = file.stat()
+            except OSError:
+                stamp.append(None)
+            else:
+                stamp.append((info.st_size, info.st_mtime_ns))
+        return tuple(stamp)
+
     # -- statements ---------------------------------------------------------------------------
 
     @staticmethod
@@ -654,7 +669,7 @@ class EmbeddedStore(SQLStore):
     def _locked_cases(
         self, conn: sqlite3.Connection, ids: list[str], columns: list[Column]
     ) -> pd.DataFrame:
-        """(The write transaction is IMMEDIATE: the whole file is locked already.)"""
+        """Read the cases (the IMMEDIATE write transaction has locked the whole file already)."""
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS _regrid_ids (id TEXT PRIMARY KEY)")
         conn.execute("DELETE FROM _regrid_ids")
         conn.executemany("INSERT INTO _regrid_ids (id) VALUES (?)", [(i,) for i in ids])
@@ -682,7 +697,7 @@ class EmbeddedStore(SQLStore):
         return _decode_columns(columns, rows)
 
     def _count_rows(self, conn: sqlite3.Connection, query: Any) -> pd.DataFrame | list[tuple]:
-        """Times are fixed-width ISO 8601 UTC text here: comparing the text compares the times."""
+        """Run a count query (times are fixed-width UTC text here: text compares as time)."""
         if any(_CASE_COLUMNS[k].dtype != "text" for k in query.by):
             return conn.execute(query.sql, query.params).fetchall()
         return _packed_counts(conn, query)

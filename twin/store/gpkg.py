@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import shapely
 
-
 APPLICATION_ID = 0x47504B47  # "GPKG"
 USER_VERSION = 10300  # GeoPackage 1.3.0
 SRS_ID = 4326

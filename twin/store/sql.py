@@ -86,7 +86,7 @@ def stored_value(value: Any, column: Column) -> Any:
 
 
 def never_written(name: str) -> LayerNotFoundError:
-    """The error of a layer read before it was ever loaded."""
+    """Return the error of a layer read before it was ever loaded."""
     return LayerNotFoundError(
         f"layer {name!r} has not been loaded into this store yet; load it with "
         f"`python scripts/load_layer.py {name} FILE`"
@@ -94,7 +94,7 @@ def never_written(name: str) -> LayerNotFoundError:
 
 
 def no_version(name: str, version: int, versions: Sequence[LayerVersion]) -> NotFoundError:
-    """The error of a layer version that does not exist."""
+    """Return the error of a layer version that does not exist."""
     return NotFoundError(
         f"layer {name!r} has no version {version}; its versions are "
         f"{[v.version for v in versions]} (see scripts/load_layer.py --list or "
@@ -103,7 +103,7 @@ def no_version(name: str, version: int, versions: Sequence[LayerVersion]) -> Not
 
 
 def no_case(case_id: str) -> NotFoundError:
-    """The error of a case id that is not stored."""
+    """Return the error of a case id that is not stored."""
     return NotFoundError(
         f"no case {case_id!r} in the store; check the id (read_cases lists the cases)"
     )
@@ -123,13 +123,13 @@ class SQLStore(Store):
 
     @abc.abstractmethod
     def _write(self) -> contextlib.AbstractContextManager[Any]:
-        """A write transaction: one writer at a time, committed on success or rolled back."""
+        """Open a write transaction: one writer at a time, committed or rolled back."""
 
     @abc.abstractmethod
     def _read(
         self, *, repeatable: bool = False, single: bool = False
     ) -> contextlib.AbstractContextManager[Any]:
-        """A read: every query inside sees one committed state.
+        """Open a read: every query inside sees one committed state.
 
         *repeatable*: catalogs are read in the same snapshot too (PostgreSQL); *single*: only
         one statement is run, so no transaction needs opening for it.
@@ -147,7 +147,7 @@ class SQLStore(Store):
 
     @abc.abstractmethod
     def _frame(self, columns: Sequence[Column], rows: list[tuple]) -> pd.DataFrame:
-        """A typed frame (:func:`twin.schema.coerce_series` dtypes) of fetched rows."""
+        """Return a typed frame (:func:`twin.schema.coerce_series` dtypes) of fetched rows."""
 
     @abc.abstractmethod
     def _insert(self, conn: Any, table: TableSpec, frame: pd.DataFrame, conflict: str = "") -> int:
@@ -184,7 +184,7 @@ class SQLStore(Store):
 
     @abc.abstractmethod
     def _locked_cases(self, conn: Any, ids: list[str], columns: list[Column]) -> pd.DataFrame:
-        """The *columns* of the cases *ids*, locked against other writers until the commit."""
+        """Read the *columns* of the cases *ids*, locked against other writers to the commit."""
 
     @abc.abstractmethod
     def _case_columns(
@@ -194,14 +194,14 @@ class SQLStore(Store):
 
     @abc.abstractmethod
     def _count_rows(self, conn: Any, query: Any) -> pd.DataFrame | list[tuple]:
-        """The rows of a count query (:class:`twin.store.base.CountQuery`), in bulk."""
+        """Run a count query (:class:`twin.store.base.CountQuery`); its rows, read in bulk."""
 
     @abc.abstractmethod
     def _put_rows(self, table: TableSpec, rows: pd.DataFrame, conflict: str) -> int:
         """Insert checked rows with an ``ON CONFLICT`` tail, in one transaction; the count."""
 
     def _rollup_key(self, name: str) -> str:
-        """The SQL of a rollup slice key as the cases hold it."""
+        """Return the SQL of a rollup slice key as the cases hold it."""
         return quote(name)
 
     def _rollup_usable(self, conn: Any) -> bool:
