@@ -155,8 +155,10 @@ class Store(abc.ABC):
     """Where the twin keeps its layers (versioned), events, cases and audit log.
 
     Implementations: :class:`twin.store.embedded.EmbeddedStore` (a GeoPackage file) and
-    :class:`twin.store.postgis.PostGISStore`. Both take and return GeoDataFrames in EPSG:4326 with
-    exactly the declared columns (``LayerSpec.column_names`` / ``TableSpec.columns``) in order.
+    :class:`twin.store.postgis.PostGISStore`, children of :class:`twin.store.sql.SQLStore`,
+    which holds what they share over a dialect (:mod:`twin.store.dialect`). Both take and
+    return GeoDataFrames in EPSG:4326 with exactly the declared columns
+    (``LayerSpec.column_names`` / ``TableSpec.columns``) in order.
     Every method that writes is atomic: when it raises, nothing it was asked to do is stored.
     Times come back as timezone-aware UTC pandas Timestamps.
     """

@@ -7,6 +7,7 @@ Nothing here touches a connection.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ CASE_INDEXES: tuple[str | tuple[str, ...], ...] = (
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+@functools.lru_cache(maxsize=4096)
 def quote(name: str) -> str:
     """Quote an SQL identifier that comes from a declaration (never from user input).
 

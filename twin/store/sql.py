@@ -39,6 +39,7 @@ from twin.schema import (
     LayerSpec,
     TableSpec,
     ValidatedLayer,
+    coerce_series,
     coerce_table,
     layer_frame_to_store,
 )
@@ -70,16 +71,21 @@ LOGGER = logging.getLogger(__name__)
 _CASE_COLUMNS = {c.name: c for c in CASES.columns}
 _FIXED_CASE_FIELDS = ("id", "version")
 _VERSIONS = quote(LAYER_VERSIONS.name)
+_STAMPS: dict[str, str] = {}  # dialect → the head of the current-versions SELECT
 
 
-def stored_value(value: Any, column: Column) -> Any:
-    """One fetched cell as the plain Python value a case dict holds (None when NULL)."""
+def stored_value(value: Any, column: Column, *, json_as_stored: bool = False) -> Any:
+    """Return one fetched cell as the plain Python value a case dict holds (None when NULL).
+
+    JSON comes back canonical: re-serialised, unless *json_as_stored* (a store that keeps the
+    canonical text it was given, as the embedded one does).
+    """
     if value is None:
         return None
     if column.dtype == "datetime":
         return pd.Timestamp(value).tz_convert("UTC")
     if column.dtype == "json":  # PostgreSQL gives its own form of JSON: the stores' canonical one
-        return canonical_json(json.loads(value))
+        return value if json_as_stored else canonical_json(json.loads(value))
     if column.dtype in ("int", "float", "bool"):
         return {"int": int, "float": float, "bool": bool}[column.dtype](value)
     return value
@@ -340,22 +346,29 @@ class SQLStore(Store):
         return self._frame(table.columns, rows)
 
     def _versions(self, conn: Any, name: str) -> list[LayerVersion]:
-        frame = self._select(conn, LAYER_VERSIONS, quote("version"), [f"{quote('layer')} = :l"],
-                             {"l": name})
-        return [
-            LayerVersion(
+        # a few rows, converted value by value: decoding a frame costs more than reading them
+        rows = self._rows(
+            conn,
+            f"SELECT {', '.join(self.dialect.select(c) for c in LAYER_VERSIONS.columns)} "
+            f"FROM {_VERSIONS} WHERE {quote('layer')} = :l ORDER BY {quote('version')}",
+            {"l": name},
+        )
+        names = [c.name for c in LAYER_VERSIONS.columns]
+        out = []
+        for row in rows:
+            r = dict(zip(names, row, strict=True))
+            out.append(LayerVersion(
                 layer=r["layer"],
                 version=int(r["version"]),
-                created_at=r["created_at"],
+                created_at=pd.Timestamp(r["created_at"]).tz_convert("UTC"),
                 actor=r["actor"],
                 source=r["source"],
                 rows=int(r["rows"]),
                 note=r["note"] or "",
                 report=json.loads(r["report"]) if r["report"] else None,
                 current=bool(r["current"]),
-            )
-            for r in frame.to_dict("records")
-        ]
+            ))
+        return out
 
     def layer_versions(self, name: str) -> list[LayerVersion]:
         spec = declared.get_layer(name)
@@ -378,13 +391,13 @@ class SQLStore(Store):
     def _current_stamps(self, conn: Any, names: list[str]) -> dict[str, tuple[int, str] | None]:
         params: dict[str, Any] = {}
         among = self.dialect.any_of("layer", "names", names, params)
-        rows = self._rows(
-            conn,
-            f"SELECT {quote('layer')}, {quote('version')}, {self.dialect.as_text('created_at')} "
-            f"FROM {_VERSIONS} WHERE {quote('current')} AND {among}",
-            params,
-        )
-        return current_stamps(rows, names)
+        head = _STAMPS.get(self.dialect.name)
+        if head is None:  # the planner queries ask on every call: the SQL is made once
+            head = _STAMPS[self.dialect.name] = (
+                f"SELECT {quote('layer')}, {quote('version')}, "
+                f"{self.dialect.as_text('created_at')} FROM {_VERSIONS} WHERE {quote('current')} "
+            )
+        return current_stamps(self._rows(conn, f"{head}AND {among}", params), names)
 
     def read_layer(self, name: str, version: int | None = None) -> gpd.GeoDataFrame | pd.DataFrame:
         spec = declared.get_layer(name)
@@ -535,7 +548,9 @@ class SQLStore(Store):
         )
         if not rows:
             raise no_case(case_id)
-        return {c.name: stored_value(v, c) for c, v in zip(CASES.columns, rows[0], strict=True)}
+        as_stored = not self.dialect.json_cast
+        return {c.name: stored_value(v, c, json_as_stored=as_stored)
+                for c, v in zip(CASES.columns, rows[0], strict=True)}
 
     def _step(self, case_id: str, version: int, history: dict[str, Any]) -> pd.DataFrame:
         step = {**history, "case_id": case_id, "version": version}
@@ -585,10 +600,12 @@ class SQLStore(Store):
             raise ValidationError("; ".join(problems) + f". Fields that can change: {allowed}.")
         values = {**changes}
         values.setdefault("updated_at", self.dialect.now())
-        typed = coerce_table(CASES, pd.DataFrame([values]))
         columns = [_CASE_COLUMNS[k] for k in values]
-        params = {
-            f"p_{c.name}": self.dialect.values(typed[c.name], c.dtype)[0] for c in columns
+        params = {  # only the changed columns are typed (a whole case row costs more)
+            f"p_{c.name}": self.dialect.values(
+                coerce_series(pd.Series([values[c.name]], dtype=object), c), c.dtype
+            )[0]
+            for c in columns
         }
         params.update(id=case_id, expected=int(expected_version))
         sets = ", ".join(f"{quote(c.name)} = {self.dialect.mark(c, f'p_{c.name}')}"
