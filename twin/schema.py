@@ -671,7 +671,7 @@ def validate_layer_frame(
     return gpd.GeoDataFrame(out, geometry=geoms.values, crs=CRS, copy=False).reset_index(drop=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ValidatedLayer:
     """A layer frame :func:`validate_layer_frame` returned: the stores write it unchecked again.
 
@@ -687,10 +687,15 @@ class ValidatedLayer:
         The layer.
     frame
         Exactly what ``validate_layer_frame`` returned (grid columns aside).
+    located
+        Optionally, where the features lie in the grid cells the loader read
+        (``GridCells.cells.locate``, computed while the frame was validated), so that
+        :func:`twin.twin.put_layer` need not locate them again; None: not known.
     """
 
     name: str
     frame: pd.DataFrame
+    located: Any = None
 
     def with_frame(self, frame: pd.DataFrame) -> ValidatedLayer:
         """Return the same layer with its grid columns assigned again (nothing else changed)."""

@@ -64,7 +64,6 @@ def put_layer(
     note: str = "",
     report: dict | None = None,
     grid_cells: Any = READ_GRIDS,
-    _located: Any = None,
 ) -> LayerVersion:
     """Write *frame* as the next version of layer *name*, its grids assigned first.
 
@@ -94,9 +93,6 @@ def put_layer(
         (:func:`twin.load.load_layer` reads it while the file is being checked); by default
         it is read here. If other grid cells are loaded before the write, they are read and
         the features assigned again.
-    _located
-        Private to :func:`twin.load.load_layer`: the grid index positions of *frame*'s features
-        (``grid_cells.locate``), computed while the frame was validated.
 
     Returns
     -------
@@ -116,15 +112,17 @@ def put_layer(
     write = dict(actor=actor, source=source, note=note, report=report)
     if not spec.located or spec.geometry_type is None:
         return store.write_layers({name: frame}, **write)[0]
+    # where the loader found the features in *grid_cells* (valid only with those cells)
+    located = frame.located if isinstance(frame, ValidatedLayer) else None
     for attempt in range(1, REGRID_ATTEMPTS + 1):
         grids = current_grid_cells(store) if grid_cells is READ_GRIDS else grid_cells
         assigned = frame
         if grids.cells is None:
             LOGGER.info("no grid_cells in %r yet; %s keeps its own grid columns", store, name)
         elif len(grids.cells) and isinstance(frame, ValidatedLayer):
-            assigned = frame.with_frame(assign_grids(frame.frame, grids.cells, located=_located))
+            assigned = frame.with_frame(assign_grids(frame.frame, grids.cells, located=located))
         elif len(grids.cells):
-            assigned = assign_grids(frame, grids.cells, located=_located)
+            assigned = assign_grids(frame, grids.cells)
         try:
             return store.write_layers({name: assigned}, expect={GRID_LAYER: grids.version},
                                       **write)[0]
@@ -132,7 +130,7 @@ def put_layer(
             if attempt == REGRID_ATTEMPTS:
                 raise
             LOGGER.info("grid cells loaded while %s was assigned; assigning again", name)
-            grid_cells, _located = READ_GRIDS, None
+            grid_cells, located = READ_GRIDS, None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
