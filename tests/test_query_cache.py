@@ -351,3 +351,54 @@ def test_answers_do_not_share_column_labels():
     a["extra"] = 1
     b = geoframe({"code": np.array(["b"], dtype=object)}, geometry, 1)
     assert b.columns.name is None and list(b.columns) == ["code", "geometry"]
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """Module → the modules of *package* it imports (at the top or inside a function)."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    folder = Path(importlib.import_module(package).__file__).parent
+    names = {f"{package}.{p.stem}" for p in folder.glob("*.py") if p.stem != "__init__"}
+    out: dict[str, set[str]] = {}
+    for name in names:
+        tree = ast.parse((folder / (name.rsplit(".", 1)[1] + ".py")).read_text("utf-8"))
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        out[name] = (found & names) - {name}
+    return out
+
+
+@pytest.mark.parametrize("package", ["twin.query", "twin.store"])
+def test_the_query_and_store_modules_import_each_other_without_a_cycle(package):
+    graph = _imports(package)
+    assert graph["twin.query._cache" if package == "twin.query" else "twin.store.dialect"] == set()
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo += graph[name]
+        return seen
+
+    cycles = sorted(name for name in graph if name in reach(name))
+    assert cycles == [], f"modules on an import cycle: {cycles}"
+
+
+def test_the_sql_paths_are_chosen_by_the_stores_fast_reader_not_its_engine(store):
+    from twin.query._common import is_postgis
+
+    reader = store.fast_reader()
+    assert is_postgis(store) == (reader is not None)
+    if reader is None:
+        with pytest.raises(ValidationError, match="runs no planner queries in SQL"):
+            q.table(store, "buildings")
+    else:
+        assert q.table(store, "buildings") == f'"{reader.schema}"."buildings"'

@@ -464,17 +464,20 @@ def test_get_case_is_a_keyed_read(store):
     assert got["version"] == 1 and isinstance(got["version"], int)
 
 
-BAD_CASE_CALLS = [
-    ("duplicate id", lambda s: s.create_case(_case()), DuplicateIdError, "C1"),
+BAD_CASE_CALLS = [  # one wording on both stores (the shared parent words them once)
+    ("duplicate id", lambda s: s.create_case(_case()), DuplicateIdError,
+     r"case 'C1' exists already; change it with update_case"),
     ("stale update", lambda s: s.update_case("C1", {"status": "x"}, expected_version=0),
-     StaleUpdateError, "reload"),
+     StaleUpdateError, r"case C1 was changed by someone else \(now version 1, you had 0\); "
+     "reload it"),
     ("missing case", lambda s: s.update_case("nope", {"status": "x"}, expected_version=1),
-     NotFoundError, "nope"),
-    ("missing get", lambda s: s.get_case("nope"), NotFoundError, "nope"),
+     NotFoundError, r"no case 'nope' in the store; check the id"),
+    ("missing get", lambda s: s.get_case("nope"), NotFoundError,
+     r"no case 'nope' in the store; check the id"),
     ("unknown field", lambda s: s.update_case("C1", {"colour": "x"}, expected_version=1),
-     ValidationError, "colour"),
+     ValidationError, r"cases have no fields \['colour'\]\. Fields that can change"),
     ("version is not a field", lambda s: s.update_case("C1", {"version": 7}, expected_version=1),
-     ValidationError, "version"),
+     ValidationError, r"\['version'\] cannot be changed: the store keeps the id"),
 ]
 
 
@@ -1002,3 +1005,76 @@ def test_purge_layer_versions_keeps_the_current_one_and_is_audited(store, buildi
         store.purge_layer_versions("buildings", 0, actor="keeper")
     with pytest.raises(LayerNotFoundError):
         store.purge_layer_versions("planets", 2, actor="keeper")
+
+
+# -- what the two stores share, and what a store offers beyond the contract ------------------------
+
+
+def test_a_validated_layer_is_written_without_a_second_validation(store, buildings, monkeypatch):
+    from twin import schema
+    from twin.schema import ValidatedLayer
+
+    spec = layers.get_layer("buildings")
+    checked = validate_layer_frame(spec, buildings)
+    calls = []
+    real = schema.validate_layer_frame
+    monkeypatch.setattr(schema, "validate_layer_frame",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    v = store.write_layers({"buildings": ValidatedLayer("buildings", checked)}, actor="a",
+                           source="t")[0]
+    assert (v.version, v.rows, calls) == (1, 3, [])
+    assert_same_layer(store.read_layer("buildings"), buildings, "buildings")
+    with pytest.raises(ValidationError, match="handed over as layer 'parking'"):
+        store.write_layers({"parking": ValidatedLayer("buildings", checked)}, actor="a",
+                           source="t")
+    with pytest.raises(ValidationError, match="not the canonical table"):
+        store.write_layers({"buildings": ValidatedLayer("buildings", buildings.iloc[::-1])},
+                           actor="a", source="t")
+    assert [h.version for h in store.layer_versions("buildings")] == [1]
+
+
+def test_the_watermark_moves_with_a_write_and_not_with_a_read(store):
+    mark = store.watermark()
+    if mark is None:  # a store that cannot tell (PostGIS): the cockpit re-reads on a timer
+        assert store.fast_reader() is not None
+        return
+    store.read_cases()
+    assert store.watermark() == mark
+    store.create_case(_case())
+    assert store.watermark() != mark
+
+
+def test_only_a_store_that_runs_sql_for_queries_offers_a_fast_reader(store):
+    reader = store.fast_reader()
+    if reader is None:
+        assert type(store).__name__ == "EmbeddedStore"
+        return
+    assert reader.schema == (store.schema or "public")
+    pooled = reader.connection()
+    try:
+        with pooled.driver_connection.cursor() as cursor:
+            cursor.execute("SELECT current_schema()")
+            assert cursor.fetchone()[0] == reader.schema
+    finally:
+        pooled.close()
+
+
+#: The orchestration both stores share: written once in twin.store.sql.SQLStore.
+SHARED = (
+    "write_layers", "read_layer", "layer_versions", "current_versions", "set_current_version",
+    "purge_layer_versions", "read_events", "put_rows", "read_rows", "create_case",
+    "update_case", "get_case", "case_history", "read_cases", "case_counts", "append_audit",
+    "read_audit", "_audit", "_regrid_cases", "_versions", "_current_stamps", "_select",
+)
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_the_concrete_stores_do_not_redo_the_shared_orchestration(name):
+    from twin.store.embedded import EmbeddedStore
+    from twin.store.postgis import PostGISStore
+    from twin.store.sql import SQLStore
+
+    assert name in vars(SQLStore)
+    for concrete in (EmbeddedStore, PostGISStore):
+        assert issubclass(concrete, SQLStore)
+        assert name not in vars(concrete), f"{concrete.__name__} redefines {name}"

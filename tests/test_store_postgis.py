@@ -374,7 +374,7 @@ def test_the_server_lost_during_an_event_copy_is_an_outage_and_nothing_is_half_s
     """The pipeline buffers on StoreUnavailableError; a raw COPY error must become one."""
     from twin.store import postgis
 
-    real = postgis._copy_events
+    real = postgis.copy_events
 
     def cut_then_copy(conn, *args):
         pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
@@ -382,10 +382,10 @@ def test_the_server_lost_during_an_event_copy_is_an_outage_and_nothing_is_half_s
             other.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
         return real(conn, *args)
 
-    monkeypatch.setattr(postgis, "_copy_events", cut_then_copy)
+    monkeypatch.setattr(postgis, "copy_events", cut_then_copy)
     with pytest.raises(StoreUnavailableError, match="does not answer"):
         pg.append_events(_events(5))
-    monkeypatch.setattr(postgis, "_copy_events", real)
+    monkeypatch.setattr(postgis, "copy_events", real)
     assert pg.read_events().empty
     assert pg.append_events(_events(5)) == 5
 
@@ -740,7 +740,9 @@ def test_binary_copy_fields_of_every_type_read_back_as_the_values(pg, nulls):
     """The binary COPY encoding of each declared dtype, as PostgreSQL reads it: with NULLs
     (lengths and values as Arrow pieces) and without (the fixed-size ones packed by numpy)."""
     from twin.store.migrations import SQL_TYPES
-    from twin.store.postgis import _binary_parts, _binary_tuples, _copy_binary
+    from twin.store.pgcopy import binary_parts as _binary_parts
+    from twin.store.pgcopy import binary_tuples as _binary_tuples
+    from twin.store.pgcopy import copy_binary as _copy_binary
 
     when = pd.Timestamp("2026-03-01 08:30:15.123456", tz="UTC")
     columns = {
@@ -811,7 +813,9 @@ def test_layer_ewkb_is_the_bytes_geos_writes(kind):
     import numpy as np
     import shapely
 
-    from twin.store.postgis import _binary_ewkb, _binary_tuples, _simple_ewkb
+    from twin.store.pgcopy import binary_ewkb as _binary_ewkb
+    from twin.store.pgcopy import binary_tuples as _binary_tuples
+    from twin.store.pgcopy import simple_ewkb as _simple_ewkb
 
     square = box(110.0, 25.0, 110.001, 25.001)
     values = {

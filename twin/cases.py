@@ -949,8 +949,9 @@ def find_duplicates(
     (vectorised). Returns those cases with a ``distance_m`` column, nearest first.
     """
     from twin.crs import local_metric_crs
+    from twin.store.base import Store
 
-    frame = cases.read_cases() if hasattr(cases, "read_cases") else cases
+    frame = cases.read_cases() if isinstance(cases, Store) else cases
     ts = _time(at)
     if frame.empty:
         return frame.assign(distance_m=pd.Series(dtype="float64"))

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -162,7 +161,7 @@ def read_alarms(store: Store) -> pd.DataFrame:
     empty = pd.DataFrame(columns=["id", "status", "severity", "source_id", "opened_at",
                                   "resolved_at", "property", "value", "lon", "lat",
                                   "grid_code", "building_code", "case_id"])
-    if table is None or not hasattr(store, "read_rows"):
+    if table is None:
         return empty
     try:
         return store.read_rows(table)
@@ -183,25 +182,11 @@ def clear_caches() -> None:
 def store_watermark(store: Store) -> Hashable | None:
     """Return a token that changes whenever the store's cases, events or alarms may have changed.
 
-    The store's own ``watermark()`` when it has one; for a file store the size and modification
-    time of the file and its write-ahead log; None when the store cannot tell (the cockpit then
+    :meth:`twin.store.base.Store.watermark`: for a file store the size and modification time
+    of the file and its write-ahead log; None when the store cannot tell (the cockpit then
     re-reads every :data:`INPUT_TTL_S` seconds).
     """
-    own = getattr(store, "watermark", None)
-    if callable(own):
-        return own()
-    path = getattr(store, "path", None)
-    if not isinstance(path, Path):
-        return None
-    stamp = []
-    for file in (path, path.with_name(path.name + "-wal")):
-        try:
-            info = file.stat()
-        except OSError:
-            stamp.append(None)
-        else:
-            stamp.append((info.st_size, info.st_mtime_ns))
-    return tuple(stamp)
+    return store.watermark()
 
 
 def _read_key(store: Store) -> tuple:

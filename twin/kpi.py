@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from twin.errors import ValidationError
+from twin.store.base import Store
 from twin.timeutil import local_zone, to_utc
 
 LOGGER = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ def indicators(
         cols.append(SLICES[k])
     if freq is not None and freq not in FREQS:
         raise ValidationError(f"freq must be M, Q or Y; got {freq!r}")
-    if not isinstance(cases, pd.DataFrame) and hasattr(cases, "case_counts"):
+    if isinstance(cases, Store):  # counted inside the database
         return _store_indicators(cases, period=period, cols=cols, freq=freq, as_of=as_of,
                                  weights=weights, compare=compare)
     missing = [c for c in cols if c not in cases]

@@ -34,6 +34,7 @@ from twin.schema import (
     MULTI_TYPE_IDS,
     Column,
     LayerSpec,
+    ValidatedLayer,
     duplicated,
     validate_layer_frame,
 )
@@ -318,10 +319,9 @@ def load_layer(
     src = result.report["source"]
     source = f"{src['name']} sha256:{src['sha256']}"
     result.report.setdefault("timings_s", {})["write"] = None  # filled after the write
-    result.version = put_layer(
-        store, layer, result.frame, actor=actor, source=source, note=note, report=result.report,
-        grid_cells=grid_cells, _prevalidated=True,  # load_file's frame: validated already
-        _located=where,
+    result.version = put_layer(  # load_file's frame: validated already, its grids located
+        store, layer, ValidatedLayer(layer, result.frame, located=where), actor=actor,
+        source=source, note=note, report=result.report, grid_cells=grid_cells,
     )
     result.report["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
     result.report["version"] = int(result.version.version)

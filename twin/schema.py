@@ -718,19 +718,59 @@ def validate_layer_frame(
     return gpd.GeoDataFrame(out, geometry=geoms.values, crs=CRS, copy=False).reset_index(drop=True)
 
 
+@dataclass(frozen=True, eq=False)
+class ValidatedLayer:
+    """A layer frame :func:`validate_layer_frame` returned: the stores write it unchecked again.
+
+    Checking a whole frame again cost a fifth of a 100,000-feature load, so the loader hands
+    over what it validated as this type (:func:`twin.load.load_layer` → :func:`twin.twin.
+    put_layer` → :meth:`twin.store.base.Store.write_layers`). Only the grid columns
+    :func:`twin.enrich.assign_grids` fills may change after validation (:meth:`with_frame`);
+    :func:`layer_frame_to_store` checks those, and the shape of the table, nothing else.
+
+    Attributes
+    ----------
+    name
+        The layer.
+    frame
+        Exactly what ``validate_layer_frame`` returned (grid columns aside).
+    located
+        Optionally, where the features lie in the grid cells the loader read
+        (``GridCells.cells.locate``, computed while the frame was validated), so that
+        :func:`twin.twin.put_layer` need not locate them again; None: not known.
+    """
+
+    name: str
+    frame: pd.DataFrame
+    located: Any = None
+
+    def with_frame(self, frame: pd.DataFrame) -> ValidatedLayer:
+        """Return the same layer with its grid columns assigned again (nothing else changed)."""
+        return ValidatedLayer(self.name, frame)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
 def layer_frame_to_store(
-    spec: LayerSpec, frame: pd.DataFrame, *, prevalidated: bool = False
+    spec: LayerSpec, frame: pd.DataFrame | ValidatedLayer, *, prevalidated: bool = False
 ) -> gpd.GeoDataFrame | pd.DataFrame:
     """Return the frame a store writes: :func:`validate_layer_frame`'s, or a re-checked handover.
 
-    The stores call this on every frame they are given. *prevalidated* is the loader's private
-    handover (:func:`twin.twin.put_layer` from :func:`twin.load.load_layer`): the frame is what
-    ``validate_layer_frame`` returned (every value canonical, every geometry tested and repaired)
-    and only the grid columns :func:`twin.enrich.assign_grids` fills have changed since. Checking
-    it all again cost a fifth of a 100,000-feature load, so only what can have changed is
+    The stores call this on every frame they are given. A :class:`ValidatedLayer` (or, with
+    *prevalidated*, a frame said to be one) is what ``validate_layer_frame`` returned (every value
+    canonical, every geometry tested and repaired) with at most the grid columns
+    :func:`twin.enrich.assign_grids` fills changed since, so only what can have changed is
     checked: the exact canonical columns in order, a fresh 0..n-1 index, the CRS, and the
-    assigned columns' values and rules. Every other caller gets the full validation.
+    assigned columns' values and rules. Every other frame gets the full validation.
     """
+    if isinstance(frame, ValidatedLayer):
+        if frame.name != spec.name:
+            raise ValidationError(
+                f"a validated {frame.name!r} frame was handed over as layer {spec.name!r}; "
+                "write each layer under its own name"
+            )
+        frame, prevalidated = frame.frame, True
     if not prevalidated:
         return validate_layer_frame(spec, frame)
     expected = spec.column_names + (["geometry"] if spec.geometry_type else [])

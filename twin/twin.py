@@ -12,7 +12,7 @@ import pandas as pd
 from twin import layers
 from twin.enrich import ASSIGNED_NAMES, assign_grids, grid_index
 from twin.errors import LayerNotFoundError, StaleUpdateError
-from twin.schema import validate_layer_frame
+from twin.schema import ValidatedLayer, validate_layer_frame
 from twin.store.base import LayerVersion, Store
 
 LOGGER = logging.getLogger(__name__)
@@ -57,15 +57,13 @@ def current_grid_cells(store: Store) -> GridCells:
 def put_layer(
     store: Store,
     name: str,
-    frame: Frame,
+    frame: Frame | ValidatedLayer,
     *,
     actor: str,
     source: str,
     note: str = "",
     report: dict | None = None,
     grid_cells: Any = READ_GRIDS,
-    _prevalidated: bool = False,
-    _located: Any = None,
 ) -> LayerVersion:
     """Write *frame* as the next version of layer *name*, its grids assigned first.
 
@@ -85,7 +83,9 @@ def put_layer(
     name
         A declared layer.
     frame
-        The features, in any CRS the store accepts.
+        The features, in any CRS the store accepts; or a :class:`twin.schema.ValidatedLayer`
+        (what the loader validated: the store then re-checks only the grid columns assigned
+        here).
     actor, source, note, report
         Recorded with the version (who, from what file or script, why, loader report).
     grid_cells
@@ -93,13 +93,6 @@ def put_layer(
         (:func:`twin.load.load_layer` reads it while the file is being checked); by default
         it is read here. If other grid cells are loaded before the write, they are read and
         the features assigned again.
-    _prevalidated
-        Private to :func:`twin.load.load_layer`: *frame* is what
-        :func:`twin.schema.validate_layer_frame` returned, so the store re-checks only the grid
-        columns assigned here (:func:`twin.schema.layer_frame_to_store`).
-    _located
-        Private to :func:`twin.load.load_layer`: the grid index positions of *frame*'s features
-        (``grid_cells.locate``), computed while the frame was validated.
 
     Returns
     -------
@@ -116,17 +109,20 @@ def put_layer(
     spec = layers.get_layer(name)
     if name == GRID_LAYER:
         return _put_grid_cells(store, frame, actor=actor, source=source, note=note, report=report)
-    write = dict(actor=actor, source=source, note=note, report=report,
-                 _prevalidated={name} if _prevalidated else ())
+    write = dict(actor=actor, source=source, note=note, report=report)
     if not spec.located or spec.geometry_type is None:
         return store.write_layers({name: frame}, **write)[0]
+    # where the loader found the features in *grid_cells* (valid only with those cells)
+    located = frame.located if isinstance(frame, ValidatedLayer) else None
     for attempt in range(1, REGRID_ATTEMPTS + 1):
         grids = current_grid_cells(store) if grid_cells is READ_GRIDS else grid_cells
         assigned = frame
         if grids.cells is None:
             LOGGER.info("no grid_cells in %r yet; %s keeps its own grid columns", store, name)
+        elif len(grids.cells) and isinstance(frame, ValidatedLayer):
+            assigned = frame.with_frame(assign_grids(frame.frame, grids.cells, located=located))
         elif len(grids.cells):
-            assigned = assign_grids(frame, grids.cells, located=_located)
+            assigned = assign_grids(frame, grids.cells)
         try:
             return store.write_layers({name: assigned}, expect={GRID_LAYER: grids.version},
                                       **write)[0]
@@ -134,20 +130,24 @@ def put_layer(
             if attempt == REGRID_ATTEMPTS:
                 raise
             LOGGER.info("grid cells loaded while %s was assigned; assigning again", name)
-            grid_cells, _located = READ_GRIDS, None
+            grid_cells, located = READ_GRIDS, None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _put_grid_cells(
-    store: Store, frame: Frame, *, actor: str, source: str, note: str, report: dict | None
+    store: Store, frame: Frame | ValidatedLayer, *, actor: str, source: str, note: str,
+    report: dict | None,
 ) -> LayerVersion:
     """Write new grid cells with every located layer and open case re-assigned to them."""
     from twin.cases import OPEN_STATUSES
 
-    grids = validate_layer_frame(layers.get_layer(GRID_LAYER), frame)
+    grids = (frame.frame if isinstance(frame, ValidatedLayer)
+             else validate_layer_frame(layers.get_layer(GRID_LAYER), frame))
     index = grid_index(grids) if len(grids) else None
     for attempt in range(1, REGRID_ATTEMPTS + 1):
-        frames: dict[str, Frame] = {GRID_LAYER: grids}
+        frames: dict[str, Frame | ValidatedLayer] = {
+            GRID_LAYER: ValidatedLayer(GRID_LAYER, grids)
+        }
         read: dict[str, int | None] = {}  # the versions re-assigned (a load meanwhile: again)
         for spec in layers.registry().values():
             if not spec.located or spec.geometry_type is None or spec.name == GRID_LAYER:

@@ -15,7 +15,7 @@ import pyproj
 import shapely
 
 from twin.errors import LayerNotFoundError
-from twin.schema import CRS, LAYER_VERSIONS
+from twin.schema import CRS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -69,13 +69,6 @@ def stamps(store: Any, names: Iterable[str]) -> dict[str, Stamp | None]:
     Asks :meth:`twin.store.base.Store.current_versions` (one small SELECT on either store).
     """
     return store.current_versions(list(dict.fromkeys(names)))
-
-
-def versions_table(store: Any) -> str:
-    """Return the schema-qualified versions table of a PostGIS store."""
-    from twin.query import sql as q
-
-    return q.table(store, LAYER_VERSIONS.name)
 
 
 # -- layers and derived objects --------------------------------------------------------------------

@@ -238,9 +238,8 @@ def utm_of_frame(*frames: gpd.GeoDataFrame | None) -> str:
 
 
 def is_postgis(store: Any) -> bool:
-    """Tell whether *store* is a PostGIS store (SQL paths are used then)."""
-    engine = getattr(store, "engine", None)
-    return engine is not None and getattr(engine.dialect, "name", "") == "postgresql"
+    """Tell whether *store* runs planner queries in SQL (it has a fast reader: PostGIS)."""
+    return store.fast_reader() is not None
 
 
 def current_version(store: Any, name: str) -> int | None:

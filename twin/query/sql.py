@@ -19,8 +19,9 @@ import sqlalchemy as sa
 from twin.errors import StoreUnavailableError, ValidationError
 from twin.query._cache import crs_object
 from twin.query._common import geoframe, none_for_null
-from twin.schema import CRS, Column, LayerSpec, coerce_series
+from twin.schema import CRS, LAYER_VERSIONS, Column, LayerSpec, coerce_series
 from twin.store.base import current_stamps
+from twin.store.dialect import quote
 
 LOGGER = logging.getLogger(__name__)
 
@@ -31,13 +32,28 @@ def ident(name: str) -> str:
     """Double-quote an SQL identifier; only names of the declared specs ever reach here."""
     if not _SAFE.match(name):  # a second line of defence behind spec_of/field_of
         raise ValidationError(f"refusing the name {name!r} in SQL")
-    return '"' + name + '"'
+    return quote(name)
+
+
+def reader(store: Any) -> Any:
+    """Return the store's fast reader (:meth:`twin.store.base.Store.fast_reader`).
+
+    Raises
+    ------
+    ValidationError
+        If the store runs no SQL for the planner queries (the embedded store).
+    """
+    found = store.fast_reader()
+    if found is None:
+        raise ValidationError(
+            f"{store!r} runs no planner queries in SQL; use engine='memory' (or a PostGIS store)"
+        )
+    return found
 
 
 def table(store: Any, name: str) -> str:
     """Name the schema-qualified table of a layer's current version (or of events/cases)."""
-    schema = getattr(store, "schema", None) or "public"
-    return f"{ident(schema)}.{ident(name)}"
+    return f"{ident(reader(store).schema)}.{ident(name)}"
 
 
 def select_list(columns: tuple[Column, ...] | list[Column], alias: str = "t") -> str:
@@ -58,12 +74,12 @@ def run(store: Any, sql: str, params: dict[str, Any]) -> pd.DataFrame:
 
 def run_read(store: Any, sql: str, params: dict[str, Any], *, one_plan: bool = False
              ) -> tuple[list[str], list[Any]]:
-    """Run one read-only statement on the store's read engine; return column names and rows.
+    """Run one read-only statement through the store's fast reader; return names and rows.
 
     *sql* binds its parameters as ``:name``. One round trip (autocommit, no ping: see
-    ``twin.store.postgis._engine``), on the pooled connection's own driver cursor: a planner
-    read is a single SELECT, so SQLAlchemy's statement and result machinery would only add
-    time. A pooled connection the server has dropped since (a restart) fails at once, is
+    :class:`twin.store.postgis.PostGISReader`), on the pooled connection's own driver cursor:
+    a planner read is a single SELECT, so SQLAlchemy's statement and result machinery would
+    only add time. A pooled connection the server has dropped since (a restart) fails at once, is
     discarded, and the statement is run again once on a new connection; a server that does not
     answer gives :class:`StoreUnavailableError`.
 
@@ -97,7 +113,7 @@ _PLAN_MODE = "plan_cache_mode"
 
 def _read_once(store: Any, statement: str, params: dict[str, Any], one_plan: bool
                ) -> tuple[list[str], list[Any]]:
-    pooled = store.read_engine.raw_connection()  # a failed connect: psycopg.OperationalError
+    pooled = reader(store).connection()  # a failed connect: psycopg.OperationalError
     try:
         driver = pooled.driver_connection
         try:
@@ -177,11 +193,10 @@ def run_versioned_row(
 
 def _versions_cte(store: Any) -> str:
     """Return the CTE ``_v``: the current versions asked for (``:_layers``) as one JSON text."""
-    from twin.query._cache import versions_table
-
     return (
         "_v AS (SELECT json_agg(json_build_array(layer, version, created_at::text))::text "
-        f"AS _versions FROM {versions_table(store)} WHERE current AND layer = ANY(:_layers))"
+        f"AS _versions FROM {table(store, LAYER_VERSIONS.name)} "
+        "WHERE current AND layer = ANY(:_layers))"
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +23,7 @@ from twin.schema import (
     CRS,
     Column,
     TableSpec,
+    ValidatedLayer,
     check_rules,
     coerce_series,
     coerce_table,
@@ -147,8 +148,10 @@ class Store(abc.ABC):
     """Where the twin keeps its layers (versioned), events, cases and audit log.
 
     Implementations: :class:`twin.store.embedded.EmbeddedStore` (a GeoPackage file) and
-    :class:`twin.store.postgis.PostGISStore`. Both take and return GeoDataFrames in EPSG:4326 with
-    exactly the declared columns (``LayerSpec.column_names`` / ``TableSpec.columns``) in order.
+    :class:`twin.store.postgis.PostGISStore`, children of :class:`twin.store.sql.SQLStore`,
+    which holds what they share over a dialect (:mod:`twin.store.dialect`). Both take and
+    return GeoDataFrames in EPSG:4326 with exactly the declared columns
+    (``LayerSpec.column_names`` / ``TableSpec.columns``) in order.
     Every method that writes is atomic: when it raises, nothing it was asked to do is stored.
     Times come back as timezone-aware UTC pandas Timestamps.
     """
@@ -186,7 +189,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def write_layers(
         self,
-        frames: dict[str, gpd.GeoDataFrame | pd.DataFrame],
+        frames: Mapping[str, gpd.GeoDataFrame | pd.DataFrame | ValidatedLayer],
         *,
         actor: str,
         source: str,
@@ -194,7 +197,6 @@ class Store(abc.ABC):
         report: dict | None = None,
         case_grids: pd.DataFrame | None = None,
         expect: Mapping[str, int | None] | None = None,
-        _prevalidated: Collection[str] = (),
     ) -> list[LayerVersion]:
         """Store several layers as their next versions, and re-grid cases, in ONE transaction.
 
@@ -205,7 +207,9 @@ class Store(abc.ABC):
         Parameters
         ----------
         frames
-            Layer name → its features (see :meth:`write_layer`).
+            Layer name → its features (see :meth:`write_layer`), or a
+            :class:`twin.schema.ValidatedLayer`, which is not validated again (only its
+            assigned grid columns are checked; see :func:`twin.schema.layer_frame_to_store`).
         actor, source, note, report
             Recorded with every version written (and in the audit log).
         case_grids
@@ -219,11 +223,6 @@ class Store(abc.ABC):
             checked under the write's locks: the grid cells features were assigned to, the
             located layers re-assigned to new grid cells. A write based on a version another
             writer has replaced fails instead of undoing that writer's work.
-        _prevalidated
-            Private to :func:`twin.twin.put_layer` for :func:`twin.load.load_layer`: names whose
-            frame :func:`twin.schema.validate_layer_frame` returned and only the assigned grid
-            columns changed since; those are checked by
-            :func:`twin.schema.layer_frame_to_store` instead of validated twice.
 
         Returns
         -------
@@ -549,6 +548,25 @@ class Store(abc.ABC):
         from twin import audit_anchor
 
         return audit_anchor.verify_chain(self).first_bad_seq
+
+    # -- what a store can do beyond the contract ------------------------------------------------
+
+    def watermark(self) -> Hashable | None:
+        """Return a token that changes whenever cases, events or alarms may have changed.
+
+        Cheap (no query): the cockpit asks on every rerun whether to read again. None: the
+        store cannot tell, and readers re-read after a while instead.
+        """
+        return None
+
+    def fast_reader(self) -> Any | None:
+        """Return this store's reader for planner queries run inside the database, or None.
+
+        A PostGIS store gives a :class:`twin.store.postgis.PostGISReader` (its schema and a
+        pooled read-only connection); :mod:`twin.query` then runs its SQL paths. None: the
+        queries work in memory on :meth:`read_layer` frames.
+        """
+        return None
 
     # -- life cycle -----------------------------------------------------------------------------
 

@@ -1,35 +1,21 @@
-"""GeoPackage 1.3 written with plain sqlite3: core tables, geometry blobs, typed column values."""
+"""GeoPackage 1.3 written with plain sqlite3: core tables and geometry blobs.
+
+Its column types and value forms are the SQLite dialect's (:data:`twin.store.dialect.SQLITE`).
+"""
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import struct
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import shapely
 
 APPLICATION_ID = 0x47504B47  # "GPKG"
 USER_VERSION = 10300  # GeoPackage 1.3.0
 SRS_ID = 4326
-
-# GeoPackage column types by Column.dtype (GeoPackage 1.3, table 1 "Data types")
-SQL_TYPES = {
-    "text": "TEXT",
-    "int": "INTEGER",
-    "float": "REAL",
-    "bool": "BOOLEAN",
-    "date": "DATE",
-    "datetime": "DATETIME",
-    "json": "TEXT",
-}
-
-# GDAL reads DATETIME as 'YYYY-MM-DDTHH:MM:SS.SSSZ' and warns ("non-conformant content") on any
-# other form; a fixed width also keeps text comparison in SQL equal to time order.
-DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"  # cut to milliseconds, then "Z" appended
 
 _WGS84_WKT = (
     'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563,'
@@ -93,22 +79,6 @@ CORE_DDL = (
         CONSTRAINT fk_gc_tn FOREIGN KEY (table_name) REFERENCES gpkg_contents(table_name),
         CONSTRAINT fk_gc_srs FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys (srs_id))""",
 )
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def quote(name: str) -> str:
-    """Quote an SQL identifier that comes from a declaration (never from user input).
-
-    Raises
-    ------
-    ValueError
-        If *name* is not a plain identifier: a declaration is wrong, not the user's data.
-    """
-    if not _NAME.match(name):
-        raise ValueError(f"not a plain SQL identifier: {name!r}")
-    return f'"{name}"'
-
 
 def is_geopackage(conn: sqlite3.Connection) -> bool:
     """Tell whether the file says it is a GeoPackage (application_id 'GPKG')."""
@@ -211,28 +181,3 @@ def decode_geometries(blobs: Sequence[bytes | None]) -> np.ndarray:
         for b in blobs
     ]
     return shapely.from_wkb(np.asarray(wkb, dtype=object))
-
-
-# -- attribute values --------------------------------------------------------------------------
-
-
-def format_datetimes(series: pd.Series) -> pd.Series:
-    """UTC 'YYYY-MM-DDTHH:MM:SS.SSSZ' text (None where missing), floored to milliseconds."""
-    # numpy formats a million times in C (strftime goes through Python objects); years 0-9999
-    stamps = series.dt.tz_convert("UTC").dt.floor("ms").dt.tz_localize(None)
-    text = np.char.add(np.datetime_as_string(stamps.to_numpy("datetime64[ms]"), unit="ms"), "Z")
-    out = text.astype(object)
-    out[series.isna().to_numpy()] = None
-    return pd.Series(out, index=series.index, dtype=object)
-
-
-def to_sql_values(series: pd.Series, dtype: str) -> list:
-    """Python values that sqlite3 binds, for a series already coerced to *dtype*."""
-    if dtype == "datetime":
-        return format_datetimes(series).tolist()
-    if dtype == "date":
-        text = pd.to_datetime(series).dt.strftime("%Y-%m-%d")
-        return text.astype(object).where(series.notna(), None).tolist()
-    if dtype == "bool":
-        series = series.astype("Int64")
-    return series.astype(object).where(series.notna(), None).tolist()

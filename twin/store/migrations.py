@@ -19,26 +19,18 @@ from twin.schema import (
     TableSpec,
 )
 from twin.store import rollup
+from twin.store.dialect import (
+    HISTORY_SUFFIX,
+    POSTGRES,
+    SRID,
+    VERSION_COLUMN,
+    key_columns,
+    quote,
+)
 
 LOGGER = logging.getLogger(__name__)
 
-SQL_TYPES = {
-    "text": "TEXT",
-    "int": "BIGINT",
-    "float": "DOUBLE PRECISION",
-    "bool": "BOOLEAN",
-    "date": "DATE",
-    "datetime": "TIMESTAMPTZ",
-    "json": "JSONB",
-}
-SRID = 4326
-HISTORY_SUFFIX = "__history"
-VERSION_COLUMN = "_version"
-# Plain btree indexes beyond the primary keys, for the filters the store offers (read_cases,
-# case_counts); a tuple is a composite index.
-INDEXES: dict[str, tuple[str | tuple[str, ...], ...]] = {
-    CASES.name: ("status", "grid_code", "requested_at", "filed_at", ("grid_code", "requested_at")),
-}
+SQL_TYPES = POSTGRES.types
 # Append-only tables written at feed rate (table → its time column). Every index is paid for on
 # every stored row, so these keep only what reading them needs: the key compared bytewise
 # (COLLATE "C": no locale comparisons while the primary key is checked), one BRIN index on the
@@ -47,15 +39,6 @@ INDEXES: dict[str, tuple[str | tuple[str, ...], ...]] = {
 # within it. Measured on the 2-core test machine, 100,000 events COPied into a table of
 # 300,000: 48,000-69,000 rows/s with the btree and GiST indexes, 180,000-200,000 rows/s lean.
 APPEND_ONLY: dict[str, str] = {EVENTS.name: "observed_at"}
-
-
-def quote(name: str) -> str:
-    """Quote an SQL identifier (names come from declared specs; quoted all the same)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def key_columns(table: TableSpec) -> list[str]:
-    return [k.strip() for k in table.key.split(",")]
 
 
 def _point_expression() -> str:
@@ -96,7 +79,7 @@ def table_ddl(table: TableSpec) -> list[str]:
             f"CREATE INDEX IF NOT EXISTS {quote(table.name + '_geom_gist')} "
             f"ON {name} USING gist (geom)"
         )
-    return statements + index_ddl(table)
+    return statements + POSTGRES.index_ddl(table)
 
 
 def brin_name(table_name: str) -> str:
@@ -122,19 +105,6 @@ def _brin_autosummarize(conn: sa.Connection) -> None:
     for name in APPEND_ONLY:
         conn.execute(sa.text(f"ALTER INDEX IF EXISTS {quote(brin_name(name))} "
                              "SET (autosummarize = on)"))
-
-
-def index_ddl(table: TableSpec) -> list[str]:
-    """``CREATE INDEX IF NOT EXISTS`` statements of the declared :data:`INDEXES` of *table*."""
-    out = []
-    for columns in INDEXES.get(table.name, ()):
-        names = (columns,) if isinstance(columns, str) else columns
-        index = f"{table.name}_{'_'.join(names)}_idx"
-        out.append(
-            f"CREATE INDEX IF NOT EXISTS {quote(index)} "
-            f"ON {quote(table.name)} ({', '.join(quote(c) for c in names)})"
-        )
-    return out
 
 
 def table_exists(conn: sa.Connection, table: str) -> bool:
@@ -283,7 +253,7 @@ def _create_core_tables(conn: sa.Connection) -> None:
 
 
 def _case_indexes(conn: sa.Connection) -> None:
-    for statement in index_ddl(CASES):
+    for statement in POSTGRES.index_ddl(CASES):
         conn.execute(sa.text(statement))
 
 
@@ -532,7 +502,7 @@ def _sync_core_columns(conn: sa.Connection) -> None:
         if table is CASES and have:
             fill_case_columns(conn, [n for n in CASE_DATA_COLUMNS if n not in have])
         if have and statements:  # an index on a column just added (IF NOT EXISTS: cheap)
-            for statement in index_ddl(table):
+            for statement in POSTGRES.index_ddl(table):
                 conn.execute(sa.text(statement))
 
 

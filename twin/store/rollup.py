@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from twin.schema import ASSIGNED_COLUMNS
+from twin.store.dialect import quote
 
 #: The rollup table, and the table recording which definition it was built with.
 TABLE = "twin_case_months"
@@ -300,28 +301,24 @@ def sum_columns() -> list[str]:
     return ["cases", *components()]
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _grouped(select: str, *, having_changes: bool) -> str:
     """Sum contribution rows per rollup key (optionally only keys whose sums change)."""
-    keys = ", ".join([*(_quote(k) for k in SLICES), "month"])
-    sums = ", ".join(f"SUM({_quote(c)})" for c in sum_columns())
-    having = (" HAVING " + " OR ".join(f"SUM({_quote(c)}) <> 0" for c in sum_columns())
+    keys = ", ".join([*(quote(k) for k in SLICES), "month"])
+    sums = ", ".join(f"SUM({quote(c)})" for c in sum_columns())
+    having = (" HAVING " + " OR ".join(f"SUM({quote(c)}) <> 0" for c in sum_columns())
               if having_changes else "")
     # (WHERE true: SQLite's upsert needs a WHERE to tell its ON CONFLICT from a join's ON)
     return f"SELECT {keys}, {sums} FROM ({select}) AS _d WHERE true GROUP BY {keys}{having}"
 
 
 def _insert_head() -> str:
-    columns = ", ".join([*(_quote(k) for k in SLICES), "month", *map(_quote, sum_columns())])
-    return f"INSERT INTO {_quote(TABLE)} AS _t ({columns}) "
+    columns = ", ".join([*(quote(k) for k in SLICES), "month", *map(quote, sum_columns())])
+    return f"INSERT INTO {quote(TABLE)} AS _t ({columns}) "
 
 
 def _conflict() -> str:
-    keys = ", ".join([*(_quote(k) for k in SLICES), "month"])
-    sets = ", ".join(f"{_quote(c)} = _t.{_quote(c)} + excluded.{_quote(c)}" for c in sum_columns())
+    keys = ", ".join([*(quote(k) for k in SLICES), "month"])
+    sets = ", ".join(f"{quote(c)} = _t.{quote(c)} + excluded.{quote(c)}" for c in sum_columns())
     return f" ON CONFLICT ({keys}) DO UPDATE SET {sets}"
 
 
@@ -332,26 +329,26 @@ def _table_ddl(*, postgis: bool) -> list[str]:
     DISTINCT); the embedded store keeps empty slices as a marker (:func:`sqlite_key`), so the
     key can be the primary key of a WITHOUT ROWID table: each upsert then changes one B-tree.
     """
-    keys = [f"{_quote(k)}{' TEXT' if postgis else ' NOT NULL'}" for k in SLICES]
+    keys = [f"{quote(k)}{' TEXT' if postgis else ' NOT NULL'}" for k in SLICES]
     # INTEGER: PostgreSQL sums integers as bigint, bigints as numeric (twice the time here)
-    sums = [f"{_quote(c)} INTEGER NOT NULL" for c in sum_columns()]
+    sums = [f"{quote(c)} INTEGER NOT NULL" for c in sum_columns()]
     # the unit grid and month first: grouping by them reads the key in order (embedded)
-    key_list = ", ".join([_quote(SLICES[0]), "month", *(_quote(k) for k in SLICES[1:])])
+    key_list = ", ".join([quote(SLICES[0]), "month", *(quote(k) for k in SLICES[1:])])
     columns = ", ".join([*keys, "month INTEGER NOT NULL", *sums])
     if postgis:
-        out = [f"CREATE TABLE {_quote(TABLE)} ({columns})",
-               f"CREATE UNIQUE INDEX {_quote(TABLE + '_key')} ON {_quote(TABLE)} ({key_list}) "
+        out = [f"CREATE TABLE {quote(TABLE)} ({columns})",
+               f"CREATE UNIQUE INDEX {quote(TABLE + '_key')} ON {quote(TABLE)} ({key_list}) "
                "NULLS NOT DISTINCT"]
     else:
-        out = [f"CREATE TABLE {_quote(TABLE)} ({columns}, PRIMARY KEY ({key_list})) "
+        out = [f"CREATE TABLE {quote(TABLE)} ({columns}, PRIMARY KEY ({key_list})) "
                "WITHOUT ROWID"]
     # rows whose cases all moved away are deleted after each write, found through this
-    return [*out, f"CREATE INDEX {_quote(TABLE + '_empty')} ON {_quote(TABLE)} (month) "
+    return [*out, f"CREATE INDEX {quote(TABLE + '_empty')} ON {quote(TABLE)} (month) "
             "WHERE cases = 0"]
 
 
 def _meta_ddl(time_type: str) -> list[str]:
-    return [f"CREATE TABLE IF NOT EXISTS {_quote(META)} (name TEXT PRIMARY KEY, "
+    return [f"CREATE TABLE IF NOT EXISTS {quote(META)} (name TEXT PRIMARY KEY, "
             f"fingerprint TEXT NOT NULL, built_at {time_type})"]
 
 
@@ -371,38 +368,38 @@ def _pg_contributions(source: str, sign: int) -> str:
     assert LOCAL_TZ == "Asia/Shanghai"  # written into _PG_MONTH / _PG_END
     inner = (f"(SELECT *, {_PG_MONTH} AS _m, {_PG_END} AS _e FROM {source} "
              "WHERE filed_at IS NOT NULL OFFSET 0) AS _r")
-    return contribution_select(inner, sign=sign, month="_m", end="_e", key=_quote, quote=_quote)
+    return contribution_select(inner, sign=sign, month="_m", end="_e", key=quote, quote=quote)
 
 
 def postgis_statements(cases: str) -> list[str]:
     """Return the DDL (re)creating the PostGIS rollup, its triggers on *cases*, and its fill."""
-    out = [f"DROP TABLE IF EXISTS {_quote(TABLE)} CASCADE",
+    out = [f"DROP TABLE IF EXISTS {quote(TABLE)} CASCADE",
            *_table_ddl(postgis=True)]
     for op, (event, parts) in _PG_OPS.items():
-        function = _quote(f"{TABLE}_{op}")
+        function = quote(f"{TABLE}_{op}")
         select = " UNION ALL ".join(_pg_contributions(src, sign) for src, sign in parts)
-        keys = ", ".join([*(_quote(k) for k in SLICES), "month"])
+        keys = ", ".join([*(quote(k) for k in SLICES), "month"])
         body = (f"{_insert_head()}{_grouped(select, having_changes=True)} ORDER BY {keys}"
-                f"{_conflict()}; DELETE FROM {_quote(TABLE)} WHERE cases = 0;")
+                f"{_conflict()}; DELETE FROM {quote(TABLE)} WHERE cases = 0;")
         refs = " ".join(f"{'OLD' if s == '_old' else 'NEW'} TABLE AS {s}" for s, _ in parts)
         out += [
             f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS "
             f"$body$ BEGIN {body} RETURN NULL; END $body$",
-            f"DROP TRIGGER IF EXISTS {function} ON {_quote(cases)}",
-            f"CREATE TRIGGER {function} AFTER {event} ON {_quote(cases)} REFERENCING {refs} "
+            f"DROP TRIGGER IF EXISTS {function} ON {quote(cases)}",
+            f"CREATE TRIGGER {function} AFTER {event} ON {quote(cases)} REFERENCING {refs} "
             f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
         ]
-    truncate = _quote(f"{TABLE}_truncate")
+    truncate = quote(f"{TABLE}_truncate")
     out += [
         f"CREATE OR REPLACE FUNCTION {truncate}() RETURNS trigger LANGUAGE plpgsql AS "
-        f"$body$ BEGIN TRUNCATE {_quote(TABLE)}; RETURN NULL; END $body$",
-        f"DROP TRIGGER IF EXISTS {truncate} ON {_quote(cases)}",
-        f"CREATE TRIGGER {truncate} AFTER TRUNCATE ON {_quote(cases)} "
+        f"$body$ BEGIN TRUNCATE {quote(TABLE)}; RETURN NULL; END $body$",
+        f"DROP TRIGGER IF EXISTS {truncate} ON {quote(cases)}",
+        f"CREATE TRIGGER {truncate} AFTER TRUNCATE ON {quote(cases)} "
         f"FOR EACH STATEMENT EXECUTE FUNCTION {truncate}()",
-        f"{_insert_head()}{_grouped(_pg_contributions(_quote(cases), 1), having_changes=False)}",
+        f"{_insert_head()}{_grouped(_pg_contributions(quote(cases), 1), having_changes=False)}",
         *_meta_ddl("TIMESTAMPTZ"),
-        f"DELETE FROM {_quote(META)} WHERE name = '{TABLE}'",
-        f"INSERT INTO {_quote(META)} (name, fingerprint, built_at) "
+        f"DELETE FROM {quote(META)} WHERE name = '{TABLE}'",
+        f"INSERT INTO {quote(META)} (name, fingerprint, built_at) "
         f"VALUES ('{TABLE}', '{fingerprint('postgis')}', now())",
     ]
     return out
@@ -421,12 +418,12 @@ _SQLITE_EMPTY = "X''"  # a zero-length BLOB: no TEXT slice value equals it, NULL
 
 def sqlite_key(name: str) -> str:
     """Return the stored form of a slice value in the embedded rollup (NULL → an empty BLOB)."""
-    return f"coalesce({_quote(name)}, {_SQLITE_EMPTY})"
+    return f"coalesce({quote(name)}, {_SQLITE_EMPTY})"
 
 
 def sqlite_value(name: str) -> str:
     """Return the slice value of a stored embedded rollup key."""
-    return f"nullif({_quote(name)}, {_SQLITE_EMPTY})"
+    return f"nullif({quote(name)}, {_SQLITE_EMPTY})"
 
 
 def _sqlite_contributions(source: str, sign: int) -> str:
@@ -435,10 +432,10 @@ def _sqlite_contributions(source: str, sign: int) -> str:
     # with numeric affinity, DATETIME's, and scan the calendar for every case.)
     utc_month = ("(CAST(substr(_r.filed_at, 1, 4) AS INTEGER) * 12 "
                  "+ CAST(substr(_r.filed_at, 6, 2) AS INTEGER) - 1)")
-    joined = (f"{source} JOIN {_quote(CALENDAR)} AS _m ON _m.month BETWEEN {utc_month} - 1 "
+    joined = (f"{source} JOIN {quote(CALENDAR)} AS _m ON _m.month BETWEEN {utc_month} - 1 "
               f"AND {utc_month} + 1 AND _m.starts <= _r.filed_at AND _r.filed_at < _m.ends")
     return contribution_select(joined, sign=sign, month="_m.month", end="_m.ends",
-                               key=sqlite_key, quote=_quote)
+                               key=sqlite_key, quote=quote)
 
 
 def sqlite_statements(cases: str, time: Callable[[pd.Series], pd.Series]) -> list[tuple[str, list]]:
@@ -451,48 +448,48 @@ def sqlite_statements(cases: str, time: Callable[[pd.Series], pd.Series]) -> lis
                         time(cal["ends"]).tolist(), strict=True))
     used = used_columns()
     out: list[tuple[str, list]] = [(s, []) for s in (
-        f"DROP TABLE IF EXISTS {_quote(TABLE)}",
-        f"DROP TABLE IF EXISTS {_quote(CALENDAR)}",
-        f"DROP TABLE IF EXISTS {_quote(PAUSED)}",
+        f"DROP TABLE IF EXISTS {quote(TABLE)}",
+        f"DROP TABLE IF EXISTS {quote(CALENDAR)}",
+        f"DROP TABLE IF EXISTS {quote(PAUSED)}",
         *_table_ddl(postgis=False),
-        f"CREATE TABLE {_quote(PAUSED)} (paused INTEGER)",
-        f"CREATE TABLE {_quote(CALENDAR)} (month INTEGER PRIMARY KEY, starts TEXT NOT NULL "
+        f"CREATE TABLE {quote(PAUSED)} (paused INTEGER)",
+        f"CREATE TABLE {quote(CALENDAR)} (month INTEGER PRIMARY KEY, starts TEXT NOT NULL "
         "UNIQUE, ends TEXT NOT NULL)",
     )]
-    out.append((f"INSERT INTO {_quote(CALENDAR)} (month, starts, ends) VALUES (?, ?, ?)",
+    out.append((f"INSERT INTO {quote(CALENDAR)} (month, starts, ends) VALUES (?, ?, ?)",
                 cal_rows))
     for op in ("insert", "update", "delete"):
-        out.append((f"DROP TRIGGER IF EXISTS {_quote(f'{TABLE}_{op}')}", []))
+        out.append((f"DROP TRIGGER IF EXISTS {quote(f'{TABLE}_{op}')}", []))
     upsert = _conflict().replace("_t.", "")  # SQLite: the target table by its own name
 
     def row(prefix: str) -> str:
-        return "(SELECT " + ", ".join(f"{prefix}.{_quote(c)} AS {_quote(c)}" for c in used) + \
+        return "(SELECT " + ", ".join(f"{prefix}.{quote(c)} AS {quote(c)}" for c in used) + \
             ") AS _r"
 
     def put(prefix: str, sign: int) -> str:
-        columns = ", ".join([*(_quote(k) for k in SLICES), "month", *map(_quote, sum_columns())])
-        return (f"INSERT INTO {_quote(TABLE)} ({columns}) "
+        columns = ", ".join([*(quote(k) for k in SLICES), "month", *map(quote, sum_columns())])
+        return (f"INSERT INTO {quote(TABLE)} ({columns}) "
                 f"{_sqlite_contributions(row(prefix), sign)}{upsert};")
 
-    drop_empty = f"DELETE FROM {_quote(TABLE)} WHERE cases = 0;"
-    changed = " OR ".join(f"OLD.{_quote(c)} IS NOT NEW.{_quote(c)}" for c in used)
-    running = f"NOT EXISTS (SELECT 1 FROM {_quote(PAUSED)})"
+    drop_empty = f"DELETE FROM {quote(TABLE)} WHERE cases = 0;"
+    changed = " OR ".join(f"OLD.{quote(c)} IS NOT NEW.{quote(c)}" for c in used)
+    running = f"NOT EXISTS (SELECT 1 FROM {quote(PAUSED)})"
     out += [(s, []) for s in (
-        f"CREATE TRIGGER {_quote(TABLE + '_insert')} AFTER INSERT ON {_quote(cases)} "
+        f"CREATE TRIGGER {quote(TABLE + '_insert')} AFTER INSERT ON {quote(cases)} "
         f"WHEN NEW.filed_at IS NOT NULL AND {running} BEGIN {put('NEW', 1)} END",
-        f"CREATE TRIGGER {_quote(TABLE + '_update')} AFTER UPDATE ON {_quote(cases)} "
+        f"CREATE TRIGGER {quote(TABLE + '_update')} AFTER UPDATE ON {quote(cases)} "
         f"WHEN ({changed}) AND {running} BEGIN {put('OLD', -1)} {put('NEW', 1)} {drop_empty} "
         "END",
-        f"CREATE TRIGGER {_quote(TABLE + '_delete')} AFTER DELETE ON {_quote(cases)} "
+        f"CREATE TRIGGER {quote(TABLE + '_delete')} AFTER DELETE ON {quote(cases)} "
         f"WHEN OLD.filed_at IS NOT NULL AND {running} BEGIN {put('OLD', -1)} {drop_empty} END",
     )]
-    fill = _grouped(_sqlite_contributions(f"{_quote(cases)} AS _r", 1), having_changes=False)
-    columns = ", ".join([*(_quote(k) for k in SLICES), "month", *map(_quote, sum_columns())])
+    fill = _grouped(_sqlite_contributions(f"{quote(cases)} AS _r", 1), having_changes=False)
+    columns = ", ".join([*(quote(k) for k in SLICES), "month", *map(quote, sum_columns())])
     out += [(s, []) for s in (
-        f"INSERT INTO {_quote(TABLE)} ({columns}) {fill}",
+        f"INSERT INTO {quote(TABLE)} ({columns}) {fill}",
         *_meta_ddl("TEXT"),
-        f"DELETE FROM {_quote(META)} WHERE name = '{TABLE}'",
-        f"INSERT INTO {_quote(META)} (name, fingerprint, built_at) "
+        f"DELETE FROM {quote(META)} WHERE name = '{TABLE}'",
+        f"INSERT INTO {quote(META)} (name, fingerprint, built_at) "
         f"VALUES ('{TABLE}', '{fingerprint('embedded')}', datetime('now'))",
     )]
     return out
@@ -504,11 +501,11 @@ def sqlite_batch(cases: str, sign: int) -> str:
     A bulk write of the embedded store runs it around its INSERT with the triggers paused:
     one grouped upsert per batch instead of one upsert per case (~25 µs a case).
     """
-    columns = ", ".join(f"_c.{_quote(c)}" for c in used_columns())
+    columns = ", ".join(f"_c.{quote(c)}" for c in used_columns())
     # CROSS JOIN keeps this order: the batch, then each case by its id (SQLite would otherwise
     # scan every stored case, the batch table having no statistics)
-    source = (f"(SELECT {columns} FROM temp.{_quote(BATCH)} AS _b "
-              f"CROSS JOIN {_quote(cases)} AS _c ON _c.id = _b.id) AS _r")
-    names = ", ".join([*(_quote(k) for k in SLICES), "month", *map(_quote, sum_columns())])
+    source = (f"(SELECT {columns} FROM temp.{quote(BATCH)} AS _b "
+              f"CROSS JOIN {quote(cases)} AS _c ON _c.id = _b.id) AS _r")
+    names = ", ".join([*(quote(k) for k in SLICES), "month", *map(quote, sum_columns())])
     grouped = _grouped(_sqlite_contributions(source, sign), having_changes=True)
-    return f"INSERT INTO {_quote(TABLE)} ({names}) {grouped}{_conflict().replace('_t.', '')}"
+    return f"INSERT INTO {quote(TABLE)} ({names}) {grouped}{_conflict().replace('_t.', '')}"

@@ -1,0 +1,770 @@
+"""The one SQL parent of the stores: what both do, written once over a :class:`Dialect`.
+
+:class:`SQLStore` holds the orchestration — layer versions, rollbacks, purges, events and case
+reads, case creation and updates (one set of messages), the audit chain, the case counts,
+declared tables. A concrete store (:mod:`twin.store.embedded`, :mod:`twin.store.postgis`)
+keeps only its connections and what its database does in bulk: how a layer version's rows
+are written and made current, how events are encoded and appended, how many rows are read
+fast. Statements bind their parameters as ``:name`` on both.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+
+import layers as declared
+from twin import audit_anchor
+from twin.errors import (
+    DuplicateIdError,
+    LayerNotFoundError,
+    NotFoundError,
+    StaleUpdateError,
+    ValidationError,
+)
+from twin.schema import (
+    AUDIT,
+    CASE_HISTORY,
+    CASES,
+    EVENTS,
+    LAYER_VERSIONS,
+    Column,
+    LayerSpec,
+    TableSpec,
+    ValidatedLayer,
+    coerce_series,
+    coerce_table,
+    layer_frame_to_store,
+)
+from twin.store import rollup
+from twin.store.base import (
+    GRID_NAMES,
+    BBox,
+    LayerVersion,
+    Store,
+    audit_hash,
+    case_columns,
+    check_expected,
+    count_frame,
+    current_stamps,
+    layer_audit,
+    plan_case_counts,
+    prepare_case_grids,
+    prepare_equals,
+    prepare_rows,
+    purge_plan,
+    regrid_plan,
+    with_points,
+)
+from twin.store.dialect import Dialect, canonical_json, key_columns, quote
+
+LOGGER = logging.getLogger(__name__)
+
+_CASE_COLUMNS = {c.name: c for c in CASES.columns}
+_FIXED_CASE_FIELDS = ("id", "version")
+_VERSIONS = quote(LAYER_VERSIONS.name)
+_STAMPS: dict[str, str] = {}  # dialect → the head of the current-versions SELECT
+
+
+def stored_value(value: Any, column: Column, *, json_as_stored: bool = False) -> Any:
+    """Return one fetched cell as the plain Python value a case dict holds (None when NULL).
+
+    JSON comes back canonical: re-serialised, unless *json_as_stored* (a store that keeps the
+    canonical text it was given, as the embedded one does).
+    """
+    if value is None:
+        return None
+    if column.dtype == "datetime":
+        return pd.Timestamp(value).tz_convert("UTC")
+    if column.dtype == "json":  # PostgreSQL gives its own form of JSON: the stores' canonical one
+        return value if json_as_stored else canonical_json(json.loads(value))
+    if column.dtype in ("int", "float", "bool"):
+        return {"int": int, "float": float, "bool": bool}[column.dtype](value)
+    return value
+
+
+def never_written(name: str) -> LayerNotFoundError:
+    """Return the error of a layer read before it was ever loaded."""
+    return LayerNotFoundError(
+        f"layer {name!r} has not been loaded into this store yet; load it with "
+        f"`python scripts/load_layer.py {name} FILE`"
+    )
+
+
+def no_version(name: str, version: int, versions: Sequence[LayerVersion]) -> NotFoundError:
+    """Return the error of a layer version that does not exist."""
+    return NotFoundError(
+        f"layer {name!r} has no version {version}; its versions are "
+        f"{[v.version for v in versions]} (see scripts/load_layer.py --list or "
+        "store.layer_versions)"
+    )
+
+
+def no_case(case_id: str) -> NotFoundError:
+    """Return the error of a case id that is not stored."""
+    return NotFoundError(
+        f"no case {case_id!r} in the store; check the id (read_cases lists the cases)"
+    )
+
+
+class SQLStore(Store):
+    """A store kept in an SQL database: the shared orchestration over :attr:`dialect`.
+
+    Subclasses give the connections (:meth:`_write`, :meth:`_read`, :meth:`_rows`,
+    :meth:`_execute`, :meth:`_frame`, :meth:`_insert`) and their bulk paths (layer rows, events,
+    column reads, counted rows, declared rows); see each hook.
+    """
+
+    dialect: Dialect
+
+    # -- connections (the subclass's) ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def _write(self) -> contextlib.AbstractContextManager[Any]:
+        """Open a write transaction: one writer at a time, committed or rolled back."""
+
+    @abc.abstractmethod
+    def _read(
+        self, *, repeatable: bool = False, single: bool = False
+    ) -> contextlib.AbstractContextManager[Any]:
+        """Open a read: every query inside sees one committed state.
+
+        *repeatable*: catalogs are read in the same snapshot too (PostgreSQL); *single*: only
+        one statement is run, so no transaction needs opening for it.
+        """
+
+    @abc.abstractmethod
+    def _rows(self, conn: Any, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
+        """Run a SELECT with ``:name`` parameters; return its rows as tuples."""
+
+    @abc.abstractmethod
+    def _execute(
+        self, conn: Any, sql: str, params: Mapping[str, Any] | Sequence[Mapping] | None = None
+    ) -> int:
+        """Run a statement (a list of parameter mappings: once per mapping); return rowcount."""
+
+    @abc.abstractmethod
+    def _frame(self, columns: Sequence[Column], rows: list[tuple]) -> pd.DataFrame:
+        """Return a typed frame (:func:`twin.schema.coerce_series` dtypes) of fetched rows."""
+
+    @abc.abstractmethod
+    def _insert(self, conn: Any, table: TableSpec, frame: pd.DataFrame, conflict: str = "") -> int:
+        """Insert a frame coerced with coerce_table (*conflict*: an ``ON CONFLICT`` tail)."""
+
+    def _hold(self, conn: Any, *what: str) -> None:
+        """Hold a lock named by *what* until the transaction ends (no-op: writers take turns)."""
+
+    # -- bulk paths (the subclass's) ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _ensure_layer_tables(self, conn: Any, spec: LayerSpec) -> None:
+        """Create (or bring up to the declaration) the tables of a layer's versions."""
+
+    @abc.abstractmethod
+    def _write_rows(self, conn: Any, spec: LayerSpec, frame: pd.DataFrame, version: int) -> None:
+        """Write the rows of a validated frame as *version* of the layer (not yet current)."""
+
+    @abc.abstractmethod
+    def _show_version(self, conn: Any, spec: LayerSpec, version: int) -> None:
+        """Make what readers of the layer's current table see *version*'s rows."""
+
+    @abc.abstractmethod
+    def _drop_versions(
+        self, conn: Any, spec: LayerSpec, gone: list[int], versions: list[LayerVersion]
+    ) -> int:
+        """Delete the rows of the versions *gone*; return how many rows went."""
+
+    @abc.abstractmethod
+    def _layer_rows(
+        self, conn: Any, spec: LayerSpec, version: int, *, current: bool
+    ) -> gpd.GeoDataFrame | pd.DataFrame:
+        """Read *version* of a layer (*current*: it is the current one), sorted by its id."""
+
+    @abc.abstractmethod
+    def _locked_cases(self, conn: Any, ids: list[str], columns: list[Column]) -> pd.DataFrame:
+        """Read the *columns* of the cases *ids*, locked against other writers to the commit."""
+
+    @abc.abstractmethod
+    def _case_columns(
+        self, conn: Any, columns: list[Column], where: list[str], params: dict[str, Any]
+    ) -> pd.DataFrame:
+        """Only these case columns of the cases matching *where*, sorted by id, in bulk."""
+
+    @abc.abstractmethod
+    def _count_rows(self, conn: Any, query: Any) -> pd.DataFrame | list[tuple]:
+        """Run a count query (:class:`twin.store.base.CountQuery`); its rows, read in bulk."""
+
+    @abc.abstractmethod
+    def _put_rows(self, table: TableSpec, rows: pd.DataFrame, conflict: str) -> int:
+        """Insert checked rows with an ``ON CONFLICT`` tail, in one transaction; the count."""
+
+    def _rollup_key(self, name: str) -> str:
+        """Return the SQL of a rollup slice key as the cases hold it."""
+        return quote(name)
+
+    def _rollup_usable(self, conn: Any) -> bool:
+        """Whether the case rollup can answer the months it holds."""
+        return True
+
+    def _before_counts(self, conn: Any) -> None:
+        """Prepare the read transaction of :meth:`case_counts` (settings of the session)."""
+
+    # -- layers -----------------------------------------------------------------------------------
+
+    def _after_rows_written(self, spec: LayerSpec, version: int) -> None:
+        """Run inside write_layers' transaction once a layer's rows are in (a hook)."""
+
+    def write_layers(
+        self,
+        frames: Mapping[str, gpd.GeoDataFrame | pd.DataFrame | ValidatedLayer],
+        *,
+        actor: str,
+        source: str,
+        note: str = "",
+        report: dict | None = None,
+        case_grids: pd.DataFrame | None = None,
+        expect: Mapping[str, int | None] | None = None,
+    ) -> list[LayerVersion]:
+        """Store several layers (and re-grid cases) in one transaction; see :class:`Store`.
+
+        Layers are locked in name order, so two loads of overlapping layers cannot deadlock;
+        the versions are made current last, just before the commit (a PostGIS view repointed
+        locks its readers out until then).
+        """
+        checked = [
+            (spec := declared.get_layer(name), layer_frame_to_store(spec, frame))
+            for name, frame in frames.items()
+        ]
+        wanted = None if case_grids is None else prepare_case_grids(case_grids)
+        created_at = self.dialect.now()
+        expect = dict(expect or {})
+        written = []
+        with self._write() as conn:
+            for name in sorted(set(frames) | set(expect)):
+                self._hold(conn, "layer", name)
+            if expect:
+                check_expected(expect, self._current_stamps(conn, list(expect)))
+            if wanted is not None and len(wanted):
+                self._regrid_cases(conn, wanted, actor=actor, source=source, note=note,
+                                   at=created_at)
+            for spec, frame in checked:
+                version = self._write_version(conn, spec, frame, created_at, actor, source,
+                                              note, report)
+                self._audit(conn, actor, "layer.write", f"layer:{spec.name}",
+                            layer_audit(version), source)
+                self._after_rows_written(spec, version.version)
+                written.append(version)
+            for (spec, _), version in zip(checked, written, strict=True):
+                self._show_version(conn, spec, version.version)
+        for version in written:
+            LOGGER.info("%s wrote version %d of layer %s (%d rows) from %s", actor,
+                        version.version, version.layer, version.rows, source)
+        return written
+
+    def _write_version(
+        self,
+        conn: Any,
+        spec: LayerSpec,
+        frame: gpd.GeoDataFrame | pd.DataFrame,
+        created_at: pd.Timestamp,
+        actor: str,
+        source: str,
+        note: str,
+        report: dict | None,
+    ) -> LayerVersion:
+        """Write one validated layer frame as its next version, recorded as current."""
+        self._ensure_layer_tables(conn, spec)
+        version = int(self._rows(
+            conn,
+            f"SELECT COALESCE(MAX({quote('version')}), 0) + 1 FROM {_VERSIONS} "
+            f"WHERE {quote('layer')} = :layer",
+            {"layer": spec.name},
+        )[0][0])
+        self._write_rows(conn, spec, frame, version)
+        record = {
+            "layer": spec.name, "version": version, "created_at": created_at, "actor": actor,
+            "source": source, "rows": len(frame), "note": note, "report": report,
+            "current": False,
+        }
+        self._insert(conn, LAYER_VERSIONS, coerce_table(LAYER_VERSIONS, pd.DataFrame([record])))
+        self._flag_current(conn, spec.name, version)
+        return LayerVersion(
+            layer=spec.name, version=version, created_at=created_at, actor=actor, source=source,
+            rows=len(frame), note=note,
+            report=None if report is None else json.loads(canonical_json(report)), current=True,
+        )
+
+    def _flag_current(self, conn: Any, name: str, version: int) -> None:
+        self._execute(
+            conn,
+            f"UPDATE {_VERSIONS} SET {quote('current')} = ({quote('version')} = :version) "
+            f"WHERE {quote('layer')} = :layer",
+            {"version": int(version), "layer": name},
+        )
+
+    def _regrid_cases(
+        self, conn: Any, wanted: pd.DataFrame, *, actor: str, source: str, note: str,
+        at: pd.Timestamp,
+    ) -> None:
+        """Move cases to new grids (inside the caller's transaction): columns, version, step."""
+        stored_columns = [_CASE_COLUMNS[n] for n in ("id", "version", "status", *GRID_NAMES)]
+        stored = self._locked_cases(conn, wanted["id"].tolist(), stored_columns)
+        updates, steps = regrid_plan(wanted, stored, actor=actor, source=source, note=note,
+                                     at=at)
+        if updates.empty:
+            return
+        sets = ", ".join(f"{quote(n)} = :{n}" for n in GRID_NAMES)
+        later = self.dialect.greatest.format(a=quote("updated_at"), b=":at")
+        stamp = self.dialect.time(at)
+        self._execute(
+            conn,
+            f"UPDATE {quote(CASES.name)} SET {sets}, version = version + 1, updated_at = {later} "
+            "WHERE id = :id AND version = :expected",
+            [{**r, "expected": int(r["expected"]), "at": stamp}
+             for r in updates.to_dict("records")],
+        )
+        self._insert(conn, CASE_HISTORY, steps)
+        LOGGER.info("%d cases moved to their new grids", len(updates))
+
+    def _select(
+        self, conn: Any, table: TableSpec, order: str, clauses: Sequence[str] = (),
+        params: Mapping[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        names = ", ".join(self.dialect.select(c) for c in table.columns)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._rows(
+            conn, f"SELECT {names} FROM {quote(table.name)}{where} ORDER BY {order}", params
+        )
+        return self._frame(table.columns, rows)
+
+    def _versions(self, conn: Any, name: str) -> list[LayerVersion]:
+        # a few rows, converted value by value: decoding a frame costs more than reading them
+        rows = self._rows(
+            conn,
+            f"SELECT {', '.join(self.dialect.select(c) for c in LAYER_VERSIONS.columns)} "
+            f"FROM {_VERSIONS} WHERE {quote('layer')} = :l ORDER BY {quote('version')}",
+            {"l": name},
+        )
+        names = [c.name for c in LAYER_VERSIONS.columns]
+        out = []
+        for row in rows:
+            r = dict(zip(names, row, strict=True))
+            out.append(LayerVersion(
+                layer=r["layer"],
+                version=int(r["version"]),
+                created_at=pd.Timestamp(r["created_at"]).tz_convert("UTC"),
+                actor=r["actor"],
+                source=r["source"],
+                rows=int(r["rows"]),
+                note=r["note"] or "",
+                report=json.loads(r["report"]) if r["report"] else None,
+                current=bool(r["current"]),
+            ))
+        return out
+
+    def layer_versions(self, name: str) -> list[LayerVersion]:
+        spec = declared.get_layer(name)
+        with self._read() as conn:
+            return self._versions(conn, spec.name)
+
+    def current_versions(self, names: Sequence[str]) -> dict[str, tuple[int, str] | None]:
+        """Return ``{name: (version, created_at text)}`` of the current versions, in one SELECT.
+
+        The planner queries ask on every call: no whole version records are decoded.
+        """
+        names = list(dict.fromkeys(names))
+        for name in names:
+            declared.get_layer(name)
+        if not names:
+            return {}
+        with self._read(single=True) as conn:
+            return self._current_stamps(conn, names)
+
+    def _current_stamps(self, conn: Any, names: list[str]) -> dict[str, tuple[int, str] | None]:
+        params: dict[str, Any] = {}
+        among = self.dialect.any_of("layer", "names", names, params)
+        head = _STAMPS.get(self.dialect.name)
+        if head is None:  # the planner queries ask on every call: the SQL is made once
+            head = _STAMPS[self.dialect.name] = (
+                f"SELECT {quote('layer')}, {quote('version')}, "
+                f"{self.dialect.as_text('created_at')} FROM {_VERSIONS} WHERE {quote('current')} "
+            )
+        return current_stamps(self._rows(conn, f"{head}AND {among}", params), names)
+
+    def read_layer(self, name: str, version: int | None = None) -> gpd.GeoDataFrame | pd.DataFrame:
+        spec = declared.get_layer(name)
+        # the version is chosen in this snapshot and its rows read in the same one
+        with self._read(repeatable=True) as conn:
+            versions = self._versions(conn, spec.name)
+            if not versions:
+                raise never_written(spec.name)
+            current = version is None
+            if current:
+                version = next(v.version for v in versions if v.current)
+            version = int(version)
+            if version not in {v.version for v in versions}:
+                raise no_version(spec.name, version, versions)
+            return self._layer_rows(conn, spec, version, current=current)
+
+    def set_current_version(self, name: str, version: int, *, actor: str) -> LayerVersion:
+        spec = declared.get_layer(name)
+        version = int(version)
+        with self._write() as conn:
+            self._hold(conn, "layer", spec.name)
+            versions = self._versions(conn, spec.name)
+            if not versions:
+                raise never_written(spec.name)
+            if version not in {v.version for v in versions}:
+                raise no_version(spec.name, version, versions)
+            previous = next((v.version for v in versions if v.current), None)
+            self._ensure_layer_tables(conn, spec)
+            self._show_version(conn, spec, version)
+            self._flag_current(conn, spec.name, version)
+            chosen = next(v for v in self._versions(conn, spec.name) if v.version == version)
+            self._audit(conn, actor, "layer.rollback", f"layer:{spec.name}",
+                        layer_audit(chosen, previous=previous))
+        LOGGER.info("%s made version %d of layer %s current", actor, version, spec.name)
+        return chosen
+
+    def purge_layer_versions(self, name: str, before_version: int, *, actor: str) -> list[int]:
+        spec = declared.get_layer(name)
+        with self._write() as conn:
+            self._hold(conn, "layer", spec.name)
+            versions = self._versions(conn, spec.name)
+            gone = purge_plan(versions, before_version)
+            if not gone:
+                return []
+            rows = int(self._drop_versions(conn, spec, gone, versions))
+            params: dict[str, Any] = {"layer": spec.name}
+            among = self.dialect.any_of("version", "gone", gone, params)
+            self._execute(
+                conn,
+                f"DELETE FROM {_VERSIONS} WHERE {quote('layer')} = :layer AND {among} "
+                f"AND NOT {quote('current')}",
+                params,
+            )
+            self._audit(conn, actor, "layer.purge", f"layer:{spec.name}",
+                        {"layer": spec.name, "versions": gone, "rows": rows})
+        LOGGER.info("%s purged versions %s of layer %s (%d rows)", actor, gone, spec.name, rows)
+        return gone
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def read_events(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        bbox: BBox | None = None,
+        grid_code: str | None = None,
+        kind: str | None = None,
+    ) -> gpd.GeoDataFrame:
+        """Events with ``start <= observed_at < end`` in *bbox* and grid, oldest first.
+
+        Events keep no geometry column: the bbox is a filter on lon/lat and the points are
+        built from them.
+        """
+        clauses, params = self._time_range("observed_at", start, end)
+        if bbox is not None:
+            x0, y0, x1, y1 = (float(v) for v in bbox)
+            clauses.append("lon >= :x0 AND lon <= :x1 AND lat >= :y0 AND lat <= :y1")
+            params.update(x0=x0, y0=y0, x1=x1, y1=y1)
+        for name, value in (("grid_code", grid_code), ("kind", kind)):
+            if value is not None:
+                clauses.append(f"{quote(name)} = :{name}")
+                params[name] = value
+        order = f"{quote('observed_at')}, {self.dialect.order('id')}"
+        with self._read() as conn:
+            frame = self._select(conn, EVENTS, order, clauses, params)
+        return with_points(frame)
+
+    def _time_range(self, column: str, start: Any, end: Any) -> tuple[list[str], dict[str, Any]]:
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        for name, bound, op in (("start", start, ">="), ("end", end, "<")):
+            if bound is not None:
+                clauses.append(f"{quote(column)} {op} :{name}")
+                params[name] = self.dialect.time(bound)
+        return clauses, params
+
+    # -- declared tables --------------------------------------------------------------------------
+
+    def put_rows(
+        self, table: TableSpec, frame: pd.DataFrame, *, on_conflict: str = "ignore"
+    ) -> int:
+        rows = prepare_rows(table, frame, on_conflict)
+        if rows.empty:
+            return 0
+        keys = key_columns(table)
+        if on_conflict == "update":
+            assign = ", ".join(
+                f"{quote(c.name)} = excluded.{quote(c.name)}"
+                for c in table.columns
+                if c.name not in keys
+            )
+            action = f"DO UPDATE SET {assign}"
+        else:
+            action = "DO NOTHING"
+        conflict = f" ON CONFLICT ({', '.join(quote(k) for k in keys)}) {action}"
+        written = int(self._put_rows(table, rows, conflict))
+        LOGGER.debug("%s: %d of %d rows written", table.name, written, len(rows))
+        return written
+
+    def read_rows(self, table: TableSpec, **equals: Any) -> pd.DataFrame:
+        by_name = {c.name: c for c in table.columns}
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        for i, (name, typed) in enumerate(prepare_equals(table, equals)):
+            values = self.dialect.values(typed, by_name[name].dtype)
+            if not values:
+                clauses.append(self.dialect.false)
+                continue
+            marks = []
+            for j, value in enumerate(values):
+                params[f"v{i}_{j}"] = value
+                marks.append(f":v{i}_{j}")
+            clauses.append(f"{quote(name)} IN ({', '.join(marks)})")
+        order = ", ".join(self.dialect.order(k) for k in key_columns(table))
+        with self._read() as conn:
+            return self._select(conn, table, order, clauses, params)
+
+    # -- cases ------------------------------------------------------------------------------------
+
+    def _case(self, conn: Any, case_id: str) -> dict[str, Any]:
+        # one keyed row through the key's index, converted value by value (no frame)
+        rows = self._rows(
+            conn,
+            f"SELECT {', '.join(self.dialect.select(c) for c in CASES.columns)} "
+            f"FROM {quote(CASES.name)} WHERE id = :id",
+            {"id": case_id},
+        )
+        if not rows:
+            raise no_case(case_id)
+        as_stored = not self.dialect.json_cast
+        return {c.name: stored_value(v, c, json_as_stored=as_stored)
+                for c, v in zip(CASES.columns, rows[0], strict=True)}
+
+    def _step(self, case_id: str, version: int, history: dict[str, Any]) -> pd.DataFrame:
+        step = {**history, "case_id": case_id, "version": version}
+        step.setdefault("at", self.dialect.now())
+        return coerce_table(CASE_HISTORY, pd.DataFrame([step]))
+
+    def create_case(
+        self, case: dict[str, Any], *, history: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        record = {**case, "version": 1}
+        record.setdefault("updated_at", self.dialect.now())
+        frame = coerce_table(CASES, pd.DataFrame([record]))
+        case_id = frame.loc[0, "id"]
+        if case_id is None or pd.isna(case_id):
+            raise ValidationError("a case needs an id; give one (the cases module makes them)")
+        steps = None if history is None else self._step(case_id, 1, history)
+        with self._write() as conn:
+            if not self._insert(conn, CASES, frame, " ON CONFLICT (id) DO NOTHING"):
+                raise DuplicateIdError(
+                    f"case {case_id!r} exists already; change it with update_case or give the "
+                    "new case another id"
+                )
+            if steps is not None:
+                self._insert(conn, CASE_HISTORY, steps)
+            return self._case(conn, case_id)
+
+    def update_case(
+        self,
+        case_id: str,
+        changes: dict[str, Any],
+        *,
+        expected_version: int,
+        history: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        unknown = sorted(k for k in changes if k not in _CASE_COLUMNS)
+        fixed = sorted(k for k in changes if k in _FIXED_CASE_FIELDS)
+        problems = []
+        if unknown:
+            problems.append(f"cases have no fields {unknown}")
+        if fixed:
+            problems.append(
+                f"{fixed} cannot be changed: the store keeps the id and counts the "
+                "version itself (pass expected_version)"
+            )
+        if problems:
+            allowed = [n for n in _CASE_COLUMNS if n not in _FIXED_CASE_FIELDS]
+            raise ValidationError("; ".join(problems) + f". Fields that can change: {allowed}.")
+        values = {**changes}
+        values.setdefault("updated_at", self.dialect.now())
+        columns = [_CASE_COLUMNS[k] for k in values]
+        params = {  # only the changed columns are typed (a whole case row costs more)
+            f"p_{c.name}": self.dialect.values(
+                coerce_series(pd.Series([values[c.name]], dtype=object), c), c.dtype
+            )[0]
+            for c in columns
+        }
+        params.update(id=case_id, expected=int(expected_version))
+        sets = ", ".join(f"{quote(c.name)} = {self.dialect.mark(c, f'p_{c.name}')}"
+                         for c in columns)
+        expected_version = int(expected_version)
+        steps = None if history is None else self._step(case_id, expected_version + 1, history)
+        with self._write() as conn:
+            changed = self._execute(
+                conn,
+                f"UPDATE {quote(CASES.name)} SET {sets}, version = version + 1 "
+                "WHERE id = :id AND version = :expected",
+                params,
+            )
+            if not changed:
+                now = self._rows(conn, f"SELECT version FROM {quote(CASES.name)} WHERE id = :id",
+                                 {"id": case_id})
+                if not now:
+                    raise no_case(case_id)
+                raise StaleUpdateError(
+                    f"case {case_id} was changed by someone else (now version {now[0][0]}, you "
+                    f"had {expected_version}); reload it and try again"
+                )
+            if steps is not None:
+                self._insert(conn, CASE_HISTORY, steps)
+            return self._case(conn, case_id)
+
+    def get_case(self, case_id: str) -> dict[str, Any]:
+        with self._read(single=True) as conn:
+            return self._case(conn, case_id)
+
+    def case_history(self, case_id: str) -> pd.DataFrame:
+        with self._read() as conn:
+            return self._select(conn, CASE_HISTORY, "version", ["case_id = :id"], {"id": case_id})
+
+    def read_cases(
+        self,
+        *,
+        status: str | None = None,
+        grid_code: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> gpd.GeoDataFrame | pd.DataFrame:
+        clauses, params = self._time_range("requested_at", since, until)
+        for name, value in (("status", status), ("grid_code", grid_code)):
+            if value is not None:
+                clauses.append(f"{quote(name)} = :{name}")
+                params[name] = value
+        if columns is None:
+            with self._read() as conn:
+                frame = self._select(conn, CASES, self.dialect.order("id"), clauses, params)
+            return with_points(frame)
+        wanted, points = case_columns(columns)
+        fetched = list(wanted)
+        if points:
+            fetched += [_CASE_COLUMNS[n] for n in ("lon", "lat") if _CASE_COLUMNS[n] not in wanted]
+        with self._read() as conn:
+            frame = self._case_columns(conn, fetched, clauses, params)
+        if not points:
+            return frame[[c.name for c in wanted]]
+        return with_points(frame)[[*(c.name for c in wanted), "geometry"]]
+
+    def case_counts(
+        self,
+        components: dict[str, str] | Sequence[str] | None = None,
+        *,
+        by: Sequence[str] = (),
+        period: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        as_of: datetime | None = None,
+    ) -> pd.DataFrame:
+        """Count cases per slice and period (see :meth:`Store.case_counts`).
+
+        Months that the rollup holds (:mod:`twin.store.rollup`) are summed from it; the rest is
+        ONE ``GROUP BY`` over the cases, in the same read (one snapshot).
+        """
+        cases = quote(CASES.name)
+        with self._read() as conn:
+            self._before_counts(conn)
+
+            def span(where: str, params: dict[str, Any]) -> tuple[Any, Any]:
+                return self._rows(
+                    conn, f"SELECT min(filed_at), max(filed_at) FROM {cases} WHERE {where}", params
+                )[0]
+
+            def grouped(lo: Any, hi: Any) -> pd.DataFrame:
+                query = plan_case_counts(
+                    components, by, period, lo, hi, as_of, span=span, table=CASES.name,
+                    quote=quote, fence=self.dialect.fence, time=self.dialect.time,
+                )
+                rows = [] if query is None else self._count_rows(conn, query)
+                return count_frame(query, rows, by=by, components=components, period=period)
+
+            def from_rollup(plan: rollup.RollupSplit) -> pd.DataFrame:
+                query = rollup.read_query(plan, quote=quote, key=self._rollup_key)
+                return rollup.finish(query, self._count_rows(conn, query), plan, components)
+
+            return rollup.counts(
+                components, by, period, since, until, as_of,
+                from_rollup=from_rollup if self._rollup_usable(conn) else None, grouped=grouped,
+            )
+
+    # -- audit ------------------------------------------------------------------------------------
+
+    def append_audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        detail: dict[str, Any] | None = None,
+        origin: str = "",
+    ) -> dict[str, Any]:
+        """Append one row to the keyed audit chain (serialised: no two rows share a seq).
+
+        The anchored head (:mod:`twin.audit_anchor`) moves after the commit, so it never runs
+        ahead of what is stored.
+        """
+        with self._write() as conn:
+            row = self._audit(conn, actor, action, target, detail, origin)
+        audit_anchor.anchor_row(self, row)
+        return row
+
+    def _audit(
+        self,
+        conn: Any,
+        actor: str,
+        action: str,
+        target: str,
+        detail: dict[str, Any] | None = None,
+        origin: str = "",
+    ) -> dict[str, Any]:
+        """Append one audit row inside the caller's write transaction (the audit lock held).
+
+        The one place a row joins the chain: :func:`twin.store.base.audit_hash` over the
+        previous row's hash, at the next seq after both the stored and the anchored head (a
+        seq is never used twice, even after rows were deleted).
+        """
+        self._hold(conn, "audit")
+        last = self._rows(conn, f"SELECT seq, hash FROM {quote(AUDIT.name)} "
+                                "ORDER BY seq DESC LIMIT 1")
+        seq, prev = audit_anchor.next_link(self, last[0] if last else None)
+        row = {
+            "seq": seq,
+            "at": self.dialect.now(),
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "detail": canonical_json(detail),
+            "origin": origin,
+            "prev_hash": prev,
+        }
+        row["hash"] = audit_hash(prev, row)
+        self._insert(conn, AUDIT, coerce_table(AUDIT, pd.DataFrame([row])))
+        return row
+
+    def read_audit(self, since: int | None = None) -> pd.DataFrame:
+        with self._read() as conn:
+            if since is None:
+                return self._select(conn, AUDIT, "seq")
+            return self._select(conn, AUDIT, "seq", ["seq >= :since"], {"since": int(since)})
+
