@@ -15,7 +15,7 @@ import pandas as pd
 
 from twin import auditchain
 from twin.auditchain import GENESIS_HASH  # noqa: F401 - kept importable from here
-from twin.errors import NotFoundError, StaleUpdateError, ValidationError
+from twin.errors import LayerNotFoundError, NotFoundError, StaleUpdateError, ValidationError
 from twin.schema import (
     ASSIGNED_COLUMNS,
     CASE_HISTORY,
@@ -108,6 +108,14 @@ def audit_hash(prev_hash: str, row: dict[str, Any]) -> str:
     chain was keyed carry :func:`twin.auditchain.legacy_hash` and stay verifiable.
     """
     return auditchain.row_hash(prev_hash, row)
+
+
+def layer_or_empty(store: Store, name: str) -> pd.DataFrame:
+    """Return the current layer *name* of *store*, or an empty frame when it was never loaded."""
+    try:
+        return store.read_layer(name)
+    except LayerNotFoundError:
+        return pd.DataFrame()
 
 
 def current_stamps(

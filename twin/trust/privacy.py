@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from twin import settings
-from twin.errors import LayerNotFoundError, PermissionDeniedError
+from twin.errors import PermissionDeniedError
+from twin.store.base import layer_or_empty
 from twin.trust.permissions import PERSONAL_ACCESS, User
 from twin.trust.users import resolve
 
@@ -100,14 +101,6 @@ def buildings_in_scope(user: User, buildings: pd.DataFrame,
         if column in buildings:
             mask |= buildings[column].isin(grids)
     return mask
-
-
-def layer_or_empty(store, name: str) -> pd.DataFrame:
-    """Return the current layer *name*, or an empty frame when it was never loaded."""
-    try:
-        return store.read_layer(name)
-    except LayerNotFoundError:
-        return pd.DataFrame()
 
 
 def read_residents(

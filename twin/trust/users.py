@@ -18,6 +18,7 @@ import pandas as pd
 from twin import settings
 from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, ValidationError
 from twin.schema import LOGIN_ATTEMPTS, ROLES, USERS
+from twin.store.base import layer_or_empty
 from twin.timeutil import to_utc
 from twin.trust.permissions import ANONYMOUS, User
 
@@ -522,8 +523,6 @@ def create_demo_users(store, *, actor: str = "make_demo", origin: str = "") -> l
     The grid worker gets the first responsibility grid of the stored grid cells (and that
     grid's worker name); the resident is the first resident living in a building of that grid.
     """
-    from twin.trust.privacy import layer_or_empty  # privacy asks this module who users are
-
     cells = layer_or_empty(store, "grid_cells")
     grid = display = None
     if not cells.empty:
