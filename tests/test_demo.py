@@ -238,3 +238,28 @@ def test_every_path_is_a_valid_walk_and_every_status_is_known():
         assert all(to in STATUSES for _, to in _path_statuses(actions)), name
     with pytest.raises(ValidationError, match="not allowed"):
         _path_statuses(("dispatch",))
+
+
+def test_the_state_machine_carries_on_from_every_open_demo_case(demo, scenario):
+    """The library's own steps work on the demo's cases: their data are what twin.cases wrote."""
+    from twin.cases import OPEN_STATUSES, allowed_actions, transition
+
+    store, _, _ = demo
+    cases = store.read_cases()
+    later = NOW + pd.Timedelta(hours=1)
+    fields = {"evaluate": {"score": 88}}
+    tried = set()
+    for status in OPEN_STATUSES + ("closed",):
+        mine = cases.loc[cases["status"] == status]
+        if mine.empty:
+            continue
+        case = mine.iloc[0].to_dict()
+        action = next(a for a in ("file", "handle", "feedback", "check", "close", "resume",
+                                  "evaluate", "dispatch") if a in allowed_actions(case, "admin"))
+        after = transition(store, case["id"], action, actor="admin", role="admin", at=later,
+                           note="demo test", grid_cells=scenario["grid_cells"],
+                           **fields.get(action, {}))
+        assert after["version"] == case["version"] + 1
+        tried.add(status)
+    assert {"collected", "filed", "dispatched", "handling", "fed_back", "checked", "on_hold",
+            "closed"} <= tried

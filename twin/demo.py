@@ -269,7 +269,7 @@ def _plan(layers: _Layers, n: int, rng: np.random.Generator, now: pd.Timestamp, 
     plan["stop"] = np.where(waits, rng.integers(2, np.maximum(length, 3)), length)
     plan = plan.sort_values("requested_at", kind="stable").reset_index(drop=True)
     local_day = to_local(plan["requested_at"]).dt.strftime("%Y%m%d")
-    plan["id"] = local_day + "-d" + pd.Series(rng.permutation(10_000_000)[:n] % 10_000_000
+    plan["id"] = local_day + "-d" + pd.Series(rng.choice(16**7, size=n, replace=False)
                                                ).map("{:07x}".format)
     alarm = plan["source"].eq("sensor")
     stamp = plan["requested_at"].dt.strftime("%Y%m%dT%H%M%S")
@@ -440,6 +440,9 @@ def _assemble(plan: pd.DataFrame, steps: pd.DataFrame, layers: _Layers, cats: pd
     records = plan.to_dict("records")
     cat_of = cats.to_dict("index")
     steps = steps.sort_values(["case", "pos"], kind="stable")
+    for col in ("at", "due", "total"):  # whole UTC seconds, as isoformat() writes them
+        text = steps[col].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        steps[f"{col}_iso"] = text.astype(object).where(steps[col].notna(), None)
     bounds = np.flatnonzero(np.diff(steps["case"].to_numpy())) + 1
     all_rows = list(steps.itertuples(index=False))
     starts = np.concatenate([[0], bounds])
@@ -465,11 +468,11 @@ def _assemble(plan: pd.DataFrame, steps: pd.DataFrame, layers: _Layers, cats: pd
         status, closed_at, deadline_at = None, None, None
         dept, assignee = routed["department"], routed["assignee"]
         for row in group:
-            a, ts = row.action, row.at
+            a, ts, iso_at = row.action, row.at, row.at_iso
             step: dict[str, Any] = {}
             if a == "collect":
                 actor, role = _collector(p, worker, reporters[ci])
-                data["times"]["collected"] = _iso(ts)
+                data["times"]["collected"] = iso_at
                 step = {"route": routed["route"]}
                 new = "collected"
             else:
@@ -481,7 +484,7 @@ def _assemble(plan: pd.DataFrame, steps: pd.DataFrame, layers: _Layers, cats: pd
                 elif actor == "worker":
                     actor = worker if (worker and data["post"] == "grid_worker") else dept
                     role = "grid_worker" if data["post"] == "grid_worker" else "official"
-                data["times"][a] = _iso(ts)
+                data["times"][a] = iso_at
                 data["counts"][a] = data["counts"].get(a, 0) + 1
                 new = t.target or status
                 if a == "recategorise":
@@ -496,7 +499,7 @@ def _assemble(plan: pd.DataFrame, steps: pd.DataFrame, layers: _Layers, cats: pd
                 elif a == "dispatch":
                     step = {"department": dept, "assignee": assignee}
                 elif a == "rework":
-                    data["times"].setdefault("first_rework", _iso(ts))
+                    data["times"].setdefault("first_rework", iso_at)
                 elif a in ("feedback", "check"):
                     key = "photos_after" if a == "feedback" else "photos_check"
                     data.setdefault(key, []).append(f"demo/{p['id']}/{a}.jpg")
@@ -507,38 +510,38 @@ def _assemble(plan: pd.DataFrame, steps: pd.DataFrame, layers: _Layers, cats: pd
                 elif a == "evaluate":
                     data["evaluation"] = 60 + int(p["id"][-3:], 16) % 41
                 elif a == "hold":
-                    data["held_since"] = _iso(ts)
+                    data["held_since"] = iso_at
                 elif a == "resume":
                     data.pop("held_since", None)
                 elif a == "request_extension":
-                    data["extension_request"] = {"amount": None, "unit": None, "at": _iso(ts)}
+                    data["extension_request"] = {"amount": None, "unit": None, "at": iso_at}
                 elif a == "extend":
                     step = {"old_deadline": data["deadlines"].get("handle"),
-                            "new_deadline": _iso(row.due)}
+                            "new_deadline": row.due_iso}
                     data["extended"] = True
                     data.pop("extension_request", None)
                 elif a == "supervise":
                     kind = "leader" if p["path"] == "leader_supervised" else "timeout"
                     if kind == "leader":
                         actor, role = "official", "official"
-                    data["supervision"].append({"kind": kind, "at": _iso(ts), "stage": (
+                    data["supervision"].append({"kind": kind, "at": iso_at, "stage": (
                         data["timer"] or {}).get("stage")})
                     step = {"kind": kind}
             # the running timer after the step
             if isinstance(row.stage, str):
-                data["deadlines"][row.stage] = _iso(row.due)
-                step[f"{row.stage}_deadline"] = _iso(row.due)
-                data["timer"] = {"stage": row.stage, "start": _iso(ts), "deadline": _iso(row.due),
+                data["deadlines"][row.stage] = row.due_iso
+                step[f"{row.stage}_deadline"] = row.due_iso
+                data["timer"] = {"stage": row.stage, "start": iso_at, "deadline": row.due_iso,
                                  "unit": row.unit}
             if a == "extend":
-                data["deadlines"]["handle"] = _iso(row.due)
+                data["deadlines"]["handle"] = row.due_iso
                 if data["timer"] and data["timer"].get("stage") == "handle":
-                    data["timer"]["deadline"] = _iso(row.due)
+                    data["timer"]["deadline"] = row.due_iso
             if not pd.isna(row.total):
-                data["deadlines"]["total"] = _iso(row.total)
+                data["deadlines"]["total"] = row.total_iso
                 deadline_at = row.total
             if a == "check":
-                data["timer"] = {"stage": "close", "start": _iso(ts),
+                data["timer"] = {"stage": "close", "start": iso_at,
                                  "deadline": data["deadlines"].get("total"),
                                  "unit": "urgent_hours"}
             if new in ("closed", "evaluated", "cancelled", "on_hold"):
@@ -620,6 +623,7 @@ def _alarms(plan: pd.DataFrame, cases: pd.DataFrame, layers: _Layers, rng: np.ra
     if sensors.empty:
         return coerce_table(ALARMS, pd.DataFrame(columns=[c.name for c in ALARMS.columns]))
     rows = []
+    by_id = sensors.set_index("sensor_id", drop=False)
     status_of = cases.set_index("id")["status"]
     closed_of = cases.set_index("id")["closed_at"]
     # promoted: in progress while the case is open, closed when it is
@@ -630,7 +634,7 @@ def _alarms(plan: pd.DataFrame, cases: pd.DataFrame, layers: _Layers, rng: np.ra
         hist = [("open", "in_progress", p.requested_at, f"case {p.id}")]
         if done:
             hist.append(("in_progress", "closed", at, "case closed"))
-        rows.append(_alarm_row(rules, sensors, rule_id, p.sensor_id, p.requested_at, hist,
+        rows.append(_alarm_row(rules, by_id, rule_id, p.sensor_id, p.requested_at, hist,
                                case_id=p.id))
     # others: a few a week over the year, the last days still open or acknowledged
     kinds = {r: rules.at[r, "applies_to"] for r in ("smoke", "manhole_open", "water_leak",
@@ -657,7 +661,7 @@ def _alarms(plan: pd.DataFrame, cases: pd.DataFrame, layers: _Layers, rng: np.ra
             hist.append((status, new, t, "误报" if new == "closed" and status != "resolved"
                          else ""))
             status = new
-        rows.append(_alarm_row(rules, sensors, rule_id, sensor, at, hist))
+        rows.append(_alarm_row(rules, by_id, rule_id, sensor, at, hist))
     frame = pd.DataFrame(rows).drop_duplicates("id")
     return coerce_table(ALARMS, frame)
 
@@ -665,7 +669,7 @@ def _alarms(plan: pd.DataFrame, cases: pd.DataFrame, layers: _Layers, rng: np.ra
 def _alarm_row(rules: pd.DataFrame, sensors: pd.DataFrame, rule_id: str, sensor_id: str,
                at: pd.Timestamp, hist: list, case_id: str | None = None) -> dict[str, Any]:
     rule = rules.loc[rule_id]
-    s = sensors.loc[sensors["sensor_id"] == sensor_id].iloc[0]
+    s = sensors.loc[sensor_id]
     status = hist[-1][1] if hist else "open"
     threshold = None if pd.isna(rule["threshold"]) else float(rule["threshold"])
     value = 1.0 if rule["kind"] == "state" else round((threshold or 1.0) * 1.3, 1)
