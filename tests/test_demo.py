@@ -240,6 +240,23 @@ def test_every_path_is_a_valid_walk_and_every_status_is_known():
         _path_statuses(("dispatch",))
 
 
+
+def test_the_cockpit_tiles_show_real_numbers_at_now(demo):
+    """What issue 17 met: 0, 0, 0 and "—" for both close rates; now every tile has a value."""
+    from twin import cockpit
+
+    store, _, _ = demo
+    cockpit.clear_caches()
+    inputs = cockpit.load_inputs(store, at=NOW)
+    cases_t = cockpit.cases_at(inputs.cases, NOW)
+    tiles = cockpit.kpi_tiles(cases_t, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), NOW)
+    assert tiles["reports_today"] > 0 and tiles["open"] > 10 and tiles["overdue"] > 0
+    assert 50 < tiles["close_rate"] < 100 and 30 < tiles["ontime_close_rate"] < 100
+    assert len(inputs.live) > 100 and len(inputs.alarms) > 100  # the last hour's readings
+    assert len(cockpit.hourly(pd.to_datetime(inputs.events["observed_at"], utc=True), NOW,
+                              "24h")) > 0
+
+
 def test_the_state_machine_carries_on_from_every_open_demo_case(demo, scenario):
     """The library's own steps work on the demo's cases: their data are what twin.cases wrote."""
     from twin.cases import OPEN_STATUSES, allowed_actions, transition
