@@ -138,6 +138,8 @@ def test_residents_report_cases_and_answer_polls_in_their_scope(demo):
         cases["source"] == "resident", "data"]]
     assert reporters and all(r.get("resident_id") for r in reporters)
     assert not any("name" in r or "phone" in r for r in reporters)
+    history = store.read_rows(CASE_HISTORY, action="collect", role="resident")
+    assert set(history["actor"]) == {"resident", "public-report"}
     resident = get_user(store, "resident")
     assert any(r.get("username") == "resident" for r in reporters)
     notices = store.read_rows(NOTICES)
@@ -228,6 +230,12 @@ def test_a_store_without_the_demo_layers_is_refused(store):
     with pytest.raises(ValidationError, match="make-demo"):
         populate(store, now=NOW)
     assert store.read_cases().empty
+
+
+@pytest.mark.parametrize("bad", [{"days": 0}, {"days": 1.5}, {"per_day": -1}, {"events": -5}])
+def test_bad_sizes_are_refused_before_anything_is_read(bad):
+    with pytest.raises(ValidationError, match="populate needs days"):
+        populate(None, now=NOW, **bad)
 
 
 def test_every_path_is_a_valid_walk_and_every_status_is_known():

@@ -176,8 +176,11 @@ def populate(store, *, seed: int = 0, now: Any = None, days: int = 395,
     Raises
     ------
     ValidationError
-        If the store lacks the demo layers.
+        If the store lacks the demo layers or a count is not positive (nothing is written).
     """
+    if not (isinstance(days, int) and days > 0 and per_day > 0 and events >= 0):
+        raise ValidationError(f"populate needs days > 0 (an integer), per_day > 0 and events >= 0;"
+                              f" got days={days!r}, per_day={per_day!r}, events={events!r}")
     now = to_utc(pd.Timestamp.now(tz="UTC").floor("min") if now is None else now)
     layers = _layers(store)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
@@ -571,7 +574,8 @@ def _collector(p: pd.Series, worker: str | None, reporter: dict) -> tuple[str, s
     if p["source"] == "patrol" and worker:
         return worker, "grid_worker"
     if p["source"] == "resident":
-        return reporter.get("username") or "resident", "resident"
+        # residents without a login report through the public channel
+        return reporter.get("username") or "public-report", "resident"
     if p["source"] == "instruction":
         return "official", "official"
     return "system", "dispatcher"
