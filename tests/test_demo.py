@@ -62,6 +62,10 @@ def test_populate_writes_a_year_of_everything_in_seconds(demo):
     history = store.read_rows(CASE_HISTORY)
     assert {"return", "rework", "extend", "request_extension", "hold", "resume", "supervise",
             "force_close", "recategorise", "evaluate", "cancel"} <= set(history["action"])
+    data = [json.loads(d) for d in cases["data"]]
+    addresses = [d["address"] for d in data]
+    assert all(a is None or (isinstance(a, str) and "社区" in a) for a in addresses)
+    assert sum(a is not None for a in addresses) > len(cases) / 2
     scores = [json.loads(d).get("evaluation") for d in cases.loc[
         cases["status"] == "evaluated", "data"]]
     assert scores and all(60 <= s <= 100 for s in scores)

@@ -17,6 +17,7 @@ from twin.cases import (
     load_categories,
     route,
 )
+from twin.cockpit import nearest_building
 from twin.errors import ValidationError
 from twin.feeds.rules import load_rules
 from twin.scenario import _located_points, make_events
@@ -270,6 +271,12 @@ def _plan(layers: _Layers, n: int, rng: np.random.Generator, now: pd.Timestamp, 
     length = np.array([len(PATHS[x][1]) + 1 for x in path])
     waits = (requested > now - pd.Timedelta(days=14)) & (rng.random(n) < 0.35) & (length > 3)
     plan["stop"] = np.where(waits, rng.integers(2, np.maximum(length, 3)), length)
+    # the address of the building the case is at or next to
+    near = nearest_building(layers.buildings, plan["lon"].to_numpy(), plan["lat"].to_numpy())
+    address = layers.buildings.set_index("building_code")["address"] \
+        if "address" in layers.buildings else pd.Series(dtype=object)
+    lookup = {k: v for k, v in address.items() if isinstance(v, str) and v}
+    plan["address"] = np.array([lookup.get(c) for c in near], dtype=object)
     plan = plan.sort_values("requested_at", kind="stable").reset_index(drop=True)
     local_day = to_local(plan["requested_at"]).dt.strftime("%Y%m%d")
     plan["id"] = local_day + "-d" + pd.Series(rng.choice(16**7, size=n, replace=False)
@@ -463,7 +470,8 @@ def _assemble(plan: pd.DataFrame, steps: pd.DataFrame, layers: _Layers, cats: pd
         data: dict[str, Any] = {
             "category": {"zh": cat["name_zh"], "en": cat["name_en"], "major": cat["major_code"],
                          "minor": cat["minor_code"]},
-            "photos": [], "reporter": reporters[ci], "address": None,
+            "photos": [], "reporter": reporters[ci],
+            "address": p["address"] if isinstance(p["address"], str) else None,
             "route": routed["route"], "post": routed["post"], "times": {}, "counts": {},
             "deadlines": {}, "timer": None, "supervision": [], "possible_duplicates": [],
             "demo": True,
@@ -504,8 +512,9 @@ def _assemble(plan: pd.DataFrame, steps: pd.DataFrame, layers: _Layers, cats: pd
                 elif a == "rework":
                     data["times"].setdefault("first_rework", iso_at)
                 elif a in ("feedback", "check"):
-                    key = "photos_after" if a == "feedback" else "photos_check"
-                    data.setdefault(key, []).append(f"demo/{p['id']}/{a}.jpg")
+                    # no photos: the demo has no files to show (the lists exist, as after a
+                    # step taken without photos)
+                    data.setdefault("photos_after" if a == "feedback" else "photos_check", [])
                 elif a == "close":
                     closed_at = ts
                 elif a == "force_close":
