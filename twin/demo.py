@@ -89,7 +89,7 @@ SOURCE_P = (0.5, 0.25, 0.08, 0.1, 0.07)
 #: Sensor-fed categories: the alarm rules' case categories (data/rules.csv) by sensor kind.
 SENSOR_CATEGORY = {"smoke": "P0150", "manhole": "P0102", "water_leak": "E0402",
                    "noise": "E0301"}
-PER_DAY = 7.0  # cases a day at community scale (about 12 unit grids)
+PER_GRID_DAY = 0.6  # cases a day per unit grid: about 7 a day in a 12-grid community
 
 
 def _path_statuses(actions: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -106,6 +106,9 @@ def _path_statuses(actions: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 _PATH_STATUSES = {name: _path_statuses(steps) for name, (_, steps) in PATHS.items()}
+#: Where recent cases wait at *now*, in turn ("collected" first: waiting to be filed).
+WAITING = ("collected", "filed", "dispatched", "handling", "fed_back", "checked")
+WAIT_DAYS, WAIT_PER_STATUS = 6, 3  # of the cases requested in the last 6 days, 3 per status
 
 
 @dataclass
@@ -146,7 +149,7 @@ def _demo_user(store, role: str) -> User | None:
 
 
 def populate(store, *, seed: int = 0, now: Any = None, days: int = 395,
-             per_day: float = PER_DAY, events: int = 20_000) -> dict[str, int]:
+             per_day: float | None = None, events: int = 20_000) -> dict[str, int]:
     """Fill a demo store with a year of governance life up to *now*, deterministically.
 
     The store must hold the demo layers and users (``make-demo``). Written in bulk: cases through
@@ -164,7 +167,8 @@ def populate(store, *, seed: int = 0, now: Any = None, days: int = 395,
     now
         The demo's present (default: this minute); cases are requested in the *days* before.
     days, per_day
-        How far back the cases go and how many a day are reported on average.
+        How far back the cases go and how many a day are reported on average (default
+        :data:`PER_GRID_DAY` per unit grid, so a street gets ten times a community's).
     events
         Sensor readings and camera alerts in the last week.
 
@@ -179,7 +183,8 @@ def populate(store, *, seed: int = 0, now: Any = None, days: int = 395,
     ValidationError
         If the store lacks the demo layers or a count is not positive (nothing is written).
     """
-    if not (isinstance(days, int) and days > 0 and per_day > 0 and events >= 0):
+    if not (isinstance(days, int) and days > 0 and (per_day is None or per_day > 0)
+            and events >= 0):
         raise ValidationError(f"populate needs days > 0 (an integer), per_day > 0 and events >= 0;"
                               f" got days={days!r}, per_day={per_day!r}, events={events!r}")
     now = to_utc(pd.Timestamp.now(tz="UTC").floor("min") if now is None else now)
@@ -187,6 +192,8 @@ def populate(store, *, seed: int = 0, now: Any = None, days: int = 395,
     rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
     cal = load_calendar()
     cats = load_categories()
+    if per_day is None:
+        per_day = PER_GRID_DAY * len(layers.grid_cells)
     n = max(1, int(round(days * per_day)))
     plan = _plan(layers, n, rng, now, days, cats)
     steps = _step_times(plan, rng, now, cal, cats)
@@ -267,10 +274,6 @@ def _plan(layers: _Layers, n: int, rng: np.random.Generator, now: pd.Timestamp, 
         **{c: pts[c].to_numpy() for c in ("lon", "lat", "grid_code", "resp_grid_id",
                                           "community_code", "street_code")},
     })
-    # a third of the last fortnight's cases wait at some step (open at now, some overdue)
-    length = np.array([len(PATHS[x][1]) + 1 for x in path])
-    waits = (requested > now - pd.Timedelta(days=14)) & (rng.random(n) < 0.35) & (length > 3)
-    plan["stop"] = np.where(waits, rng.integers(2, np.maximum(length, 3)), length)
     # the address of the building the case is at or next to
     near = nearest_building(layers.buildings, plan["lon"].to_numpy(), plan["lat"].to_numpy())
     address = layers.buildings.set_index("building_code")["address"] \
@@ -410,8 +413,18 @@ def _step_times(plan: pd.DataFrame, rng: np.random.Generator, now: pd.Timestamp,
                           "due": utc(due), "total": utc(total), "stage": stage,
                           "unit": stage_unit})
     # a step after now has not happened yet (nor any after it)
-    cut = (frame["at"] > now).groupby(frame["case"]).cummax()
-    cut |= frame["pos"].to_numpy() >= plan["stop"].to_numpy()[case]
+    cut = (frame["at"] > now).groupby(frame["case"]).cummax().to_numpy().copy()
+    # and a few recent cases wait at each open status (some of them overdue by now)
+    status = np.concatenate([["collected", *(to for _, to in _PATH_STATUSES[p])]
+                             for p in plan["path"]])
+    recent = (plan["requested_at"] > now - pd.Timedelta(days=WAIT_DAYS)).to_numpy()[case]
+    stop = lengths.copy()
+    for target in WAITING:
+        rows = np.flatnonzero((status == target) & ~cut & recent & (stop[case] == lengths[case])
+                              & (pos < lengths[case] - 1))
+        pick = rng.choice(rows, size=min(WAIT_PER_STATUS, len(rows)), replace=False)
+        stop[case[pick]] = pos[pick] + 1
+    cut |= pos >= stop[case]
     return frame.loc[~cut].reset_index(drop=True)
 
 
@@ -509,6 +522,8 @@ def _assemble(plan: pd.DataFrame, steps: pd.DataFrame, layers: _Layers, cats: pd
                     step = {"old": old, "new": code, "route": routed["route"]}
                 elif a == "dispatch":
                     step = {"department": dept, "assignee": assignee}
+                elif a == "return":
+                    data["counts"]["returned"] = data["counts"].get("returned", 0) + 1
                 elif a == "rework":
                     data["times"].setdefault("first_rework", iso_at)
                 elif a in ("feedback", "check"):
