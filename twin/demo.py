@@ -167,7 +167,8 @@ def populate(store, *, seed: int = 0, now: Any = None, days: int = 395,
     now
         The demo's present (default: this minute); cases are requested in the *days* before.
     days, per_day
-        How far back the cases go and how many a day are reported on average (default
+        How far back the cases go (395: thirteen months, so that the month a year before the
+        last full one is complete for 同比) and how many a day are reported on average (default
         :data:`PER_GRID_DAY` per unit grid, so a street gets ten times a community's).
     events
         Sensor readings and camera alerts in the last week.
