@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 GRIDTWIN := $(VENV)/bin/gridtwin
 DEMO := data/demo/guilin_demo.gpkg
-# the demo runs on a copy, so live events never change the committed GeoPackage
+# the demo runs on its own build, made fresh at each start: a lived-in year leading up to the
+# moment it starts (twin.demo), and live events that never change the committed GeoPackage
 LIVE := var/demo-live.gpkg
 PORT ?= 8501
 # the demo listens on this machine only; `make demo HOST=0.0.0.0` to serve a network (mind the
@@ -13,7 +14,7 @@ PORT ?= 8501
 # name as HOST) must not open the demo to the network; only the command line overrides it.
 HOST = 127.0.0.1
 
-.PHONY: demo test bench venv data services lint clean
+.PHONY: demo live test bench venv data services lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "GridTwin needs Python 3.11+; set PYTHON=python3.11"'
@@ -25,17 +26,16 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 $(DEMO): | $(VENV)/.installed
-	$(GRIDTWIN) make-demo --store $(DEMO)
+	$(GRIDTWIN) make-demo --store $(DEMO) --no-history
 
 data: $(DEMO)
 
-$(LIVE): $(DEMO)
-	@mkdir -p $(dir $@)
-	rm -f $@ $@-wal $@-shm
-	cp $(DEMO) $@
+live: venv
+	@mkdir -p $(dir $(LIVE))
+	$(GRIDTWIN) make-demo --store $(LIVE) --force
 
 ## run the cockpit on the embedded demo community with live simulated feeds: http://localhost:8501
-demo: venv data $(LIVE)
+demo: venv live
 	@echo "GridTwin: http://localhost:$(PORT) (demo users: docs/trust.md); feeds log: var/feeds.log"
 	@$(GRIDTWIN) feeds --simulate --store $(LIVE) > var/feeds.log 2>&1 & feeds=$$!; \
 	trap 'kill $$feeds 2>/dev/null' EXIT INT TERM; \

@@ -29,8 +29,21 @@ SCENARIO_LAYERS = ["community", "grid_cells", "residents", "roads", "parking", "
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo.gpkg"
-    assert make_demo.main(["--out", str(out), "--seed", "0"]) == 0
+    # the committed file holds the layers and demo users; `make demo` adds a lived-in year
+    assert make_demo.main(["--out", str(out), "--seed", "0", "--no-history"]) == 0
     return out
+
+
+def test_by_default_the_demo_is_lived_in_up_to_now(tmp_path):
+    out = tmp_path / "lived.gpkg"
+    now = "2026-12-07T10:00:00+08:00"
+    assert make_demo.main(["--out", str(out), "--now", now]) == 0
+    with open_store(out) as store:
+        cases = store.read_cases()
+        assert len(cases) > 1000 and cases["status"].nunique() >= 6
+        assert (cases["status"] == "closed").any() and (cases["status"] != "closed").any()
+        assert pd.to_datetime(cases["requested_at"], utc=True).max() <= pd.Timestamp(now)
+        assert len(store.read_events()) > 0
 
 
 def test_writes_a_geopackage_gdal_lists_with_every_layer_readable(built, capsys):

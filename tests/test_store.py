@@ -621,6 +621,16 @@ def test_read_rows_filters_by_equality_and_lists(store):
     assert store.read_rows(DEAD_LETTERS).empty
 
 
+def test_read_rows_orders_text_keys_bytewise_and_number_keys_as_numbers(store):
+    steps = pd.DataFrame({"case_id": ["C2", "C10", "C2", "C10"], "version": [2, 2, 1, 1],
+                          "at": [T0] * 4, "actor": "t", "role": "dispatcher", "action": "file",
+                          "from_status": "collected", "to_status": "filed"})
+    assert store.put_rows(CASE_HISTORY, steps) == 4
+    history = store.read_rows(CASE_HISTORY)  # key (case_id text, version bigint)
+    assert list(zip(history["case_id"], history["version"], strict=True)) == [
+        ("C10", 1), ("C10", 2), ("C2", 1), ("C2", 2)]
+
+
 def test_dead_letters_keep_the_raw_payload(store):
     raw = '{"id": "m1", "values": {"pm25": 乱码\t\\x00\n'  # PostgreSQL text holds no NUL
     rows = pd.DataFrame({"id": ["d1"], "received_at": [T0], "topic": ["gridtwin/c/obs"],

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from twin.cli._common import (
     add_json_option,
@@ -53,12 +54,21 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true",
                    help="replace an existing file; add new versions to a database that has layers")
+    p.add_argument("--now", metavar="TIME",
+                   help="the demo's present: a year of cases, alarms and polls leads up to it "
+                   "(ISO 8601; default: now)")
+    p.add_argument("--no-history", dest="history", action="store_false",
+                   help="layers and demo users only: no cases, alarms, polls or readings")
     add_json_option(p, "the rows written per layer")
 
 
-def fill(store, scenario: dict, *, scale: str, seed: int,
+def fill(store, scenario: dict, *, scale: str, seed: int, now: Any = None, history: bool = True,
          echo: Callable[[str], None] = print) -> dict[str, int]:
-    """Write every layer of *scenario* into *store*, then the demo users; return layer → rows."""
+    """Write *scenario*'s layers, the demo users and a lived-in year; return table → rows.
+
+    With *history*, :func:`twin.demo.populate` writes a year of cases, alarms, notices, polls
+    and readings leading up to *now* (default: the current time).
+    """
     from twin.trust import create_demo_users
     from twin.twin import put_layer
 
@@ -75,10 +85,17 @@ def fill(store, scenario: dict, *, scale: str, seed: int,
     # one user per role with the passwords documented in docs/trust.md
     users = create_demo_users(store, actor=ACTOR, origin=ORIGIN)
     echo(f"{'users':<16} {len(users):>7} demo users (docs/trust.md)")
+    if history:
+        from twin.demo import populate
+
+        for table, count in populate(store, seed=seed, now=now).items():
+            rows[table] = count
+            echo(f"{table:<16} {count:>7} rows  (a lived-in year, fictional)")
     return rows
 
 
 def build(url: str | Path, *, scale: str = "community", seed: int = 0, force: bool = False,
+          now: Any = None, history: bool = True,
           echo: Callable[[str], None] = print) -> dict[str, int]:
     """Build the demo into the store at *url* (a GeoPackage path or a PostGIS URL).
 
@@ -89,13 +106,16 @@ def build(url: str | Path, *, scale: str = "community", seed: int = 0, force: bo
     """
     text = str(url)
     if is_database_url(text):
-        return _build_database(text, scale=scale, seed=seed, force=force, echo=echo)
+        return _build_database(text, scale=scale, seed=seed, force=force, now=now,
+                               history=history, echo=echo)
     from twin.store.embedded import path_of
 
-    return _build_file(path_of(text), scale=scale, seed=seed, force=force, echo=echo)
+    return _build_file(path_of(text), scale=scale, seed=seed, force=force, now=now,
+                       history=history, echo=echo)
 
 
-def _build_file(out: Path, *, scale: str, seed: int, force: bool, echo) -> dict[str, int]:
+def _build_file(out: Path, *, scale: str, seed: int, force: bool, now: Any, history: bool,
+                echo) -> dict[str, int]:
     """Write to a temporary file beside *out*, moved into place only when complete."""
     from twin import audit_anchor
     from twin.scenario import make_scenario
@@ -113,7 +133,8 @@ def _build_file(out: Path, *, scale: str, seed: int, force: bool, echo) -> dict[
     tmp.unlink()  # the store creates its own file
     try:
         with open_store(tmp) as store:
-            rows = fill(store, scenario, scale=scale, seed=seed, echo=echo)
+            rows = fill(store, scenario, scale=scale, seed=seed, now=now, history=history,
+                        echo=echo)
         os.replace(tmp, out)
         audit_anchor.move(tmp, out)  # the audit log's anchored head follows the file
     finally:
@@ -122,7 +143,8 @@ def _build_file(out: Path, *, scale: str, seed: int, force: bool, echo) -> dict[
     return rows
 
 
-def _build_database(url: str, *, scale: str, seed: int, force: bool, echo) -> dict[str, int]:
+def _build_database(url: str, *, scale: str, seed: int, force: bool, now: Any, history: bool,
+                    echo) -> dict[str, int]:
     from twin.scenario import make_scenario
     from twin.store import open_store
 
@@ -133,18 +155,19 @@ def _build_database(url: str, *, scale: str, seed: int, force: bool, echo) -> di
             raise ConfigError(
                 f"{masked(url)} already holds layers ({', '.join(present)}); pass --force to add "
                 "the demo as their next versions, or give an empty database or ?schema=NAME")
-        return fill(store, scenario, scale=scale, seed=seed, echo=echo)
+        return fill(store, scenario, scale=scale, seed=seed, now=now, history=history,
+                    echo=echo)
 
 
 def run(args: argparse.Namespace) -> int:
     as_json = bool(getattr(args, "json", False))
     url = store_url(args)
-    rows = build(url, scale=args.scale, seed=args.seed, force=args.force,
-                 echo=(lambda line: None) if as_json else print)
+    rows = build(url, scale=args.scale, seed=args.seed, force=args.force, now=args.now,
+                 history=args.history, echo=(lambda line: None) if as_json else print)
     if as_json:
         print_json({"store": masked(url), "layers": rows})
     else:
-        print(f"wrote {sum(rows.values())} rows in {len(rows)} layers to {masked(url)}")
+        print(f"wrote {sum(rows.values())} rows in {len(rows)} tables to {masked(url)}")
     return 0
 
 

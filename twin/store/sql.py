@@ -532,7 +532,9 @@ class SQLStore(Store):
                 params[f"v{i}_{j}"] = value
                 marks.append(f":v{i}_{j}")
             clauses.append(f"{quote(name)} IN ({', '.join(marks)})")
-        order = ", ".join(self.dialect.order(k) for k in key_columns(table))
+        text = {c.name for c in table.columns if c.dtype == "text"}
+        order = ", ".join(self.dialect.order(k) if k in text else quote(k)
+                          for k in key_columns(table))
         with self._read() as conn:
             return self._select(conn, table, order, clauses, params)
 
