@@ -151,13 +151,18 @@ def streamlit_server(database_url: str | Path, timeout: float = 60.0) -> Iterato
                 raise TimeoutError(f"streamlit did not answer in {timeout} s: {log.read_text()}")
         yield base
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process_group(proc)
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """Stop a server started in its own process group: TERM, then KILL after 10 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 def distinct_colours(png: bytes) -> int:

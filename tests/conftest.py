@@ -15,6 +15,13 @@ from twin.store import open_store
 STORE_KINDS = ["embedded", "postgis"]
 
 
+@pytest.fixture(autouse=True)
+def cheap_hashes(monkeypatch):
+    """Lighter argon2 parameters in tests (production keeps RFC 9106's: see docs/trust.md)."""
+    monkeypatch.setenv("TWIN_ARGON2_TIME_COST", "1")
+    monkeypatch.setenv("TWIN_ARGON2_MEMORY_KIB", "1024")
+
+
 @pytest.fixture(scope="session")
 def postgis_url() -> str:
     """The PostGIS test database URL, after checking that it answers and has PostGIS."""

@@ -34,6 +34,7 @@ from tests.browser import (
     free_port,
     is_local,
     small_twin_layers,
+    stop_process_group,
     streamlit_server,
 )
 from tests.test_browser import (  # noqa: F401 - chromium is a fixture used by name
@@ -356,16 +357,8 @@ def wait_for_banner(proc, log: Path, timeout_s: float = 60.0) -> str:
 
 
 def stop(proc, out) -> None:
-    import signal
-
     try:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process_group(proc)
     finally:
         out.close()
 

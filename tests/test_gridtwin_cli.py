@@ -43,12 +43,6 @@ READERS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    """Lighter argon2 parameters in tests (production keeps RFC 9106's: see docs/trust.md)."""
-    monkeypatch.setenv("TWIN_ARGON2_TIME_COST", "1")
-    monkeypatch.setenv("TWIN_ARGON2_MEMORY_KIB", "1024")
-
 
 def run_process(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     # PYTHONPATH: this checkout's twin, as pytest's pythonpath gives the tests (the venv's

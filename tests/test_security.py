@@ -33,11 +33,6 @@ HOSTILE = [
 PAYLOAD = '<img src=x onerror="window.__xss=1"><script>window.__xss=1</script>'
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    monkeypatch.setenv("TWIN_ARGON2_TIME_COST", "1")
-    monkeypatch.setenv("TWIN_ARGON2_MEMORY_KIB", "1024")
-
 
 def _intact(store) -> None:
     """The store's tables are all there and the audit chain holds."""

@@ -24,12 +24,6 @@ from twin.trust import ANONYMOUS, User
 PHONE, ID_NO = "13812345678", "450311199001011234"
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    """Lighter argon2 parameters in tests (production keeps RFC 9106's: see docs/trust.md)."""
-    monkeypatch.setenv("TWIN_ARGON2_TIME_COST", "1")
-    monkeypatch.setenv("TWIN_ARGON2_MEMORY_KIB", "1024")
-
 
 @pytest.fixture
 def twin_store(store, grid_cells, buildings):

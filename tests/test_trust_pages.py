@@ -16,11 +16,6 @@ from twin.trust import User, participation
 XSS = '<img src=x onerror="window.__xss=1">'
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    monkeypatch.setenv("TWIN_ARGON2_TIME_COST", "1")
-    monkeypatch.setenv("TWIN_ARGON2_MEMORY_KIB", "1024")
-
 
 @pytest.fixture
 def gpkg(tmp_path, monkeypatch):

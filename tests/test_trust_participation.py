@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from tests.sessions import store_users
-from tests.test_trust import USERS, cheap_hashes, twin_store  # noqa: F401  (fixtures)
+from tests.test_trust import USERS, twin_store  # noqa: F401  (fixtures)
 from twin.errors import DuplicateIdError, PermissionDeniedError, ValidationError
 from twin.trust import User
 from twin.trust import participation as part

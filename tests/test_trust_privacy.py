@@ -13,7 +13,7 @@ import pytest
 from shapely.geometry import Point
 
 from tests.conftest import LAT, LON
-from tests.test_trust import PHONE, USERS, cheap_hashes, twin_store  # noqa: F401 (fixtures)
+from tests.test_trust import PHONE, USERS, twin_store  # noqa: F401 (fixtures)
 from twin import trust
 from twin.errors import PermissionDeniedError
 

@@ -25,12 +25,6 @@ NOW = pd.Timestamp("2026-12-06 10:07:30", tz="UTC")
 RIGHT = "the-right-password"
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    """Lighter argon2 parameters in tests (production keeps RFC 9106's: see docs/trust.md)."""
-    monkeypatch.setenv("TWIN_ARGON2_TIME_COST", "1")
-    monkeypatch.setenv("TWIN_ARGON2_MEMORY_KIB", "1024")
-
 
 @pytest.fixture
 def checks(monkeypatch):

@@ -9,13 +9,6 @@ from tests.services import POSTGIS_URL
 from twin import trust
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    """Lighter argon2 parameters in tests (production keeps RFC 9106's: see docs/trust.md)."""
-    monkeypatch.setenv("TWIN_ARGON2_TIME_COST", "1")
-    monkeypatch.setenv("TWIN_ARGON2_MEMORY_KIB", "1024")
-
-
 def url(store) -> str:
     schema = getattr(store, "schema", None)
     return f"{POSTGIS_URL}?schema={schema}" if schema else str(store.url)

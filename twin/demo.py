@@ -408,7 +408,7 @@ def _step_times(plan: pd.DataFrame, rng: np.random.Generator, now: pd.Timestamp,
         last[ci] = t
     # whole seconds: both stores keep them exactly, so the same seed gives the same demo anywhere
     def utc(v: np.ndarray) -> pd.Series:
-        return pd.Series(v).dt.floor("s").dt.tz_localize("UTC")
+        return to_utc(pd.Series(v).dt.floor("s"))
 
     frame = pd.DataFrame({"case": case, "pos": pos, "action": action, "at": utc(at),
                           "due": utc(due), "total": utc(total), "stage": stage,

@@ -165,7 +165,12 @@ def run(args: argparse.Namespace) -> int:
     rows = build(url, scale=args.scale, seed=args.seed, force=args.force, now=args.now,
                  history=args.history, echo=(lambda line: None) if as_json else print)
     if as_json:
-        print_json({"store": masked(url), "layers": rows})
+        from twin import layers
+
+        declared = set(layers.names())
+        print_json({"store": masked(url),
+                    "layers": {k: v for k, v in rows.items() if k in declared},
+                    "history": {k: v for k, v in rows.items() if k not in declared}})
     else:
         print(f"wrote {sum(rows.values())} rows in {len(rows)} tables to {masked(url)}")
     return 0

@@ -28,6 +28,7 @@ from twin.schema import (
     coerce_series,
     coerce_table,
 )
+from twin.timeutil import to_utc
 
 BBox = tuple[float, float, float, float]  # min lon, min lat, max lon, max lat (EPSG:4326)
 
@@ -926,11 +927,6 @@ def count_slices(by: Sequence[str]) -> list[str]:
     return names
 
 
-def _utc_stamp(value: Any) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
 def period_edges(
     first: Any, last: Any, period: str
 ) -> tuple[list[str], list[pd.Timestamp]]:
@@ -939,8 +935,8 @@ def period_edges(
     There is one edge more than labels: period *i* is ``[edges[i], edges[i + 1])``.
     """
     freq = COUNT_PERIODS[period]
-    lo = _utc_stamp(first).tz_convert(LOCAL_TZ).tz_localize(None)
-    hi = _utc_stamp(last).tz_convert(LOCAL_TZ).tz_localize(None)
+    lo = to_utc(first).tz_convert(LOCAL_TZ).tz_localize(None)
+    hi = to_utc(last).tz_convert(LOCAL_TZ).tz_localize(None)
     periods = pd.period_range(pd.Period(lo, freq), pd.Period(hi, freq), freq=freq)
     starts = [p.start_time for p in periods] + [(periods[-1] + 1).start_time]
     edges = [pd.Timestamp(s).tz_localize(LOCAL_TZ).tz_convert("UTC") for s in starts]
@@ -1018,9 +1014,9 @@ def plan_case_counts(
     for name, bound, op in (("since", since, ">="), ("until", until, "<")):
         if bound is not None:
             where.append(f"filed_at {op} :{name}")
-            params[name] = time(_utc_stamp(bound))
+            params[name] = time(to_utc(bound))
     where_sql = " AND ".join(where)
-    stop = None if as_of is None else _utc_stamp(as_of)
+    stop = None if as_of is None else to_utc(as_of)
     names = list(chosen)
     keys_sql = [quote(k) for k in keys]
     labels = None

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from twin.schema import CASES, EVENTS, Column, TableSpec
+from twin.timeutil import to_utc
 
 #: A layer's table of every version is its name and this suffix (both stores).
 HISTORY_SUFFIX = "__history"
@@ -65,8 +66,7 @@ def canonical_json(value: Any) -> str | None:
 
 def utc(value: Any) -> pd.Timestamp:
     """Return a time as a UTC Timestamp (a naive one is taken as UTC)."""
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return to_utc(pd.Timestamp(value))
 
 
 # -- GeoPackage values (SQLite) ---------------------------------------------------------------

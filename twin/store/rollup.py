@@ -25,6 +25,7 @@ import pandas as pd
 
 from twin.schema import ASSIGNED_COLUMNS
 from twin.store.dialect import quote
+from twin.timeutil import to_utc
 
 #: The rollup table, and the table recording which definition it was built with.
 TABLE = "twin_case_months"
@@ -121,9 +122,7 @@ class RollupSplit:
 
 def _month_edge(value: Any) -> int | None:
     """Return the month ordinal of *value* if it is a local month's first instant, else None."""
-    from twin.store.base import _utc_stamp
-
-    stamp = _utc_stamp(value)
+    stamp = to_utc(value)
     ordinal = month_ordinal(stamp)
     return ordinal if month_start(ordinal) == stamp else None
 
@@ -144,7 +143,7 @@ def split(
     *as_of*: every month is then counted as of its own end). Months after *as_of*'s month
     start are left to the ``GROUP BY`` (``rest``).
     """
-    from twin.store.base import _utc_stamp, check_components, count_slices
+    from twin.store.base import check_components, count_slices
 
     chosen, _ = check_components(components_)
     keys = count_slices(by)
@@ -160,7 +159,7 @@ def split(
         return None
     rest, rest_since = False, None
     if as_of is not None:
-        cut = month_ordinal(_utc_stamp(as_of))  # months before it ended by as_of
+        cut = month_ordinal(to_utc(as_of))  # months before it ended by as_of
         if hi is None or cut < hi:
             rest, rest_since = True, month_start(cut)
             hi = cut
@@ -169,7 +168,7 @@ def split(
     return RollupSplit(
         names=list(chosen), columns=[known[e] for e in chosen.values()], by=keys, lo=lo, hi=hi,
         rest=rest, rest_since=rest_since,
-        rest_until=None if until is None else _utc_stamp(until),
+        rest_until=None if until is None else to_utc(until),
     )
 
 

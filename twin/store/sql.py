@@ -21,8 +21,8 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 
-import layers as declared
 from twin import audit_anchor
+from twin import layers as declared
 from twin.errors import (
     DuplicateIdError,
     LayerNotFoundError,
