@@ -1074,6 +1074,20 @@ def _unfit(col: Column, rows, ids, bad, kind: str, messages, issues: _Issues) ->
     return False
 
 
+def _reject_or_empty(col: Column, rows, out: pd.DataFrame, id_field: str, bad, kind: str,
+                     messages, issues: _Issues, emptied: set[str]) -> np.ndarray:
+    """Report unfit values of *col* (:func:`_unfit`); return the rows that must be rejected.
+
+    In an optional column the values are emptied instead (and the column noted in *emptied*),
+    so no row is rejected.
+    """
+    if _unfit(col, rows, out[id_field][bad], bad, kind, messages, issues):
+        return bad
+    out.loc[bad, col.name] = None
+    emptied.add(col.name)
+    return np.zeros(len(out), dtype=bool)
+
+
 def _convert(spec: LayerSpec, out: pd.DataFrame, rows, issues: _Issues):
     """Convert mapped fields to their declared types.
 
@@ -1422,12 +1436,8 @@ def _fit(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues):
             if bad.any():
                 messages = [f"{col.name}: {v!r} is not one of {list(col.choices)}"
                             for v in s[bad]]
-                if _unfit(col, rows, out[spec.id_field][bad], bad, "bad_choice", messages,
-                          issues):
-                    bad_all |= bad
-                else:
-                    out.loc[bad, col.name] = None
-                    emptied.add(col.name)
+                bad_all |= _reject_or_empty(col, rows, out, spec.id_field, bad, "bad_choice",
+                                            messages, issues, emptied)
         if col.min is not None or col.max is not None:
             num = pd.to_numeric(s, errors="coerce").astype("float64")
             lo = num < col.min if col.min is not None else pd.Series(False, index=num.index)
@@ -1437,12 +1447,8 @@ def _fit(spec: LayerSpec, out: pd.DataFrame, rows, rejected, issues: _Issues):
                 unit = f" {col.unit}" if col.unit else ""
                 messages = [f"{col.name}: {v} is outside [{col.min}, {col.max}]{unit}"
                             for v in num[bad]]
-                if _unfit(col, rows, out[spec.id_field][bad], bad, "out_of_range", messages,
-                          issues):
-                    bad_all |= bad
-                else:
-                    out.loc[bad, col.name] = None
-                    emptied.add(col.name)
+                bad_all |= _reject_or_empty(col, rows, out, spec.id_field, bad, "out_of_range",
+                                            messages, issues, emptied)
     return bad_all, emptied
 
 
