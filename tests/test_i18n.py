@@ -93,3 +93,27 @@ def test_t_formats_and_falls_back():
 def test_unknown_language_is_refused_with_the_known_ones():
     with pytest.raises(ConfigError, match="zh-CN, en"):
         i18n.t("app.title", "fr")
+
+
+def write_catalog(directory, lang, base, **fragments):
+    (directory / f"{lang}.json").write_text(json.dumps(base), encoding="utf-8")
+    (directory / lang).mkdir(exist_ok=True)
+    for name, words in fragments.items():
+        (directory / lang / f"{name}.json").write_text(json.dumps(words), encoding="utf-8")
+
+
+def test_page_fragments_merge_into_their_language(tmp_path):
+    write_catalog(tmp_path, "en", {"a": "A"}, wall={"wall.title": "Wall"}, cases={"c": "C"})
+    assert i18n.catalog("en", tmp_path) == {"a": "A", "wall.title": "Wall", "c": "C"}
+
+
+def test_a_key_in_two_files_is_refused_naming_both(tmp_path):
+    write_catalog(tmp_path, "en", {"a": "A"}, wall={"a": "again"})
+    with pytest.raises(ConfigError, match=r"'a' stands in both .*en\.json and .*wall\.json"):
+        i18n.catalog("en", tmp_path)
+
+
+def test_every_fragment_has_its_twin_in_the_other_language():
+    names = {lang: {p.name for p in (ROOT / "data" / "i18n" / lang).glob("*.json")}
+             for lang in i18n.LANGUAGES}
+    assert names["zh-CN"] == names["en"]

@@ -41,13 +41,31 @@ def normalize_language(lang: str | None) -> str:
 def catalog(lang: str = DEFAULT_LANGUAGE, directory: Path = CATALOG_DIR) -> dict[str, str]:
     """Return the catalog of *lang*: message key → text (a ``str.format`` template).
 
+    The catalog is ``<lang>.json`` and, merged into it, every ``<lang>/*.json`` (one file per page
+    or feature, so that work on one page does not touch the words of another). A key may stand in
+    one file only.
+
     Raises
     ------
     ConfigError
-        If the catalog file is missing or is not a JSON object of strings.
+        If the catalog file is missing, is not a JSON object of strings, or a key stands twice.
     """
     lang = normalize_language(lang)
-    path = Path(directory) / f"{lang}.json"
+    base = Path(directory) / f"{lang}.json"
+    merged: dict[str, str] = {}
+    where: dict[str, Path] = {}
+    for path in (base, *sorted((Path(directory) / lang).glob("*.json"))):
+        for key, text in _read_catalog_file(path, lang).items():
+            if key in merged:
+                raise ConfigError(
+                    f"message {key!r} stands in both {where[key]} and {path}; keep one"
+                )
+            merged[key] = text
+            where[key] = path
+    return merged
+
+
+def _read_catalog_file(path: Path, lang: str) -> dict[str, str]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
