@@ -28,7 +28,7 @@ from twin.schema import (
     coerce_series,
     coerce_table,
 )
-from twin.timeutil import to_utc
+from twin.timeutil import local_zone, to_utc
 
 BBox = tuple[float, float, float, float]  # min lon, min lat, max lon, max lat (EPSG:4326)
 
@@ -509,8 +509,8 @@ class Store(abc.ABC):
             Case columns to slice by (e.g. ``grid_code``, ``department``).
         period
             ``"day"``, ``"month"``, ``"quarter"`` or ``"year"`` of ``filed_at`` in local time
-            (Asia/Shanghai): adds a ``period`` column (``2026-03``, ``2026-03-02``, ``2026Q1``,
-            ``2026``). None: no period; then *as_of* is required.
+            (settings ``timezone``): adds a ``period`` column (``2026-03``, ``2026-03-02``,
+            ``2026Q1``, ``2026``). None: no period; then *as_of* is required.
         since, until
             Bounds of ``filed_at`` (values are bound as parameters).
         as_of
@@ -860,7 +860,6 @@ CASE_COMPONENTS: dict[str, str] = {
 
 #: Periods of :meth:`Store.case_counts` → pandas frequency.
 COUNT_PERIODS = {"day": "D", "month": "M", "quarter": "Q", "year": "Y"}
-LOCAL_TZ = "Asia/Shanghai"
 _TOKEN = re.compile(r"\s+|'[^']*'|\{as_of\}|<=|>=|<>|[=<>()]|[A-Za-z_][A-Za-z0-9_]*|.")
 _KEYWORDS = {"AND", "OR", "NOT", "IS", "NULL", "TRUE", "FALSE"}
 
@@ -935,11 +934,12 @@ def period_edges(
     There is one edge more than labels: period *i* is ``[edges[i], edges[i + 1])``.
     """
     freq = COUNT_PERIODS[period]
-    lo = to_utc(first).tz_convert(LOCAL_TZ).tz_localize(None)
-    hi = to_utc(last).tz_convert(LOCAL_TZ).tz_localize(None)
+    zone = local_zone()
+    lo = to_utc(first).tz_convert(zone).tz_localize(None)
+    hi = to_utc(last).tz_convert(zone).tz_localize(None)
     periods = pd.period_range(pd.Period(lo, freq), pd.Period(hi, freq), freq=freq)
     starts = [p.start_time for p in periods] + [(periods[-1] + 1).start_time]
-    edges = [pd.Timestamp(s).tz_localize(LOCAL_TZ).tz_convert("UTC") for s in starts]
+    edges = [pd.Timestamp(s).tz_localize(zone).tz_convert("UTC") for s in starts]
     return [str(p) for p in periods], edges
 
 

@@ -65,6 +65,7 @@ from twin.store.base import (
     with_points,
 )
 from twin.store.dialect import Dialect, canonical_json, key_columns, quote
+from twin.timeutil import local_zone
 
 LOGGER = logging.getLogger(__name__)
 
@@ -210,9 +211,17 @@ class SQLStore(Store):
         """Return the SQL of a rollup slice key as the cases hold it."""
         return quote(name)
 
+    #: The time zone whose local months the case rollup sums (set when the store opens and
+    #: brings its rollup up to date; see :mod:`twin.store.rollup`).
+    _rollup_zone: str | None = None
+
     def _rollup_usable(self, conn: Any) -> bool:
-        """Whether the case rollup can answer the months it holds."""
-        return True
+        """Whether the case rollup can answer the months it holds.
+
+        Not when the zone setting changed since the store opened: its months are another
+        zone's (the store rebuilds the rollup when it opens next); the GROUP BY answers.
+        """
+        return self._rollup_zone == local_zone()
 
     def _before_counts(self, conn: Any) -> None:
         """Prepare the read transaction of :meth:`case_counts` (settings of the session)."""
