@@ -548,6 +548,31 @@ class Store(abc.ABC):
     def read_audit(self, since: int | None = None) -> pd.DataFrame:
         """Read the audit log in chain order: every row, or the rows from seq *since* on."""
 
+    @abc.abstractmethod
+    def search_audit(
+        self, *, contains: Mapping[str, str] | None = None, start: Any = None, end: Any = None,
+        before: int | None = None, limit: int = 100,
+    ) -> tuple[pd.DataFrame, int]:
+        """Return a page of the audit log, newest first, and how many rows match in all.
+
+        Parameters
+        ----------
+        contains
+            Column (``actor``, ``action``, ``target``, ``detail``, ``origin``) → a text each
+            matching row holds (case-sensitive substring; empty texts are ignored).
+        start, end
+            Rows at or after *start* and before *end* (UTC, or aware times).
+        before
+            Rows with a ``seq`` below this one (the next page after a page ending there).
+        limit
+            At most this many rows (≥ 1).
+
+        Raises
+        ------
+        ValidationError
+            For another column or a *limit* below 1.
+        """
+
     def verify_audit(self) -> int | None:
         """Check the whole keyed chain and its anchored head (twin.audit_anchor.verify_chain).
 

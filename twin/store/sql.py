@@ -65,7 +65,7 @@ from twin.store.base import (
     with_points,
 )
 from twin.store.dialect import Dialect, canonical_json, key_columns, quote
-from twin.timeutil import local_zone
+from twin.timeutil import local_zone, to_utc
 
 LOGGER = logging.getLogger(__name__)
 
@@ -772,6 +772,36 @@ class SQLStore(Store):
         row["hash"] = audit_hash(prev, row)
         self._insert(conn, AUDIT, coerce_table(AUDIT, pd.DataFrame([row])))
         return row
+
+    def search_audit(
+        self, *, contains: Mapping[str, str] | None = None, start: Any = None, end: Any = None,
+        before: int | None = None, limit: int = 100,
+    ) -> tuple[pd.DataFrame, int]:
+        searchable = ("actor", "action", "target", "detail", "origin")
+        wanted = {k: str(v) for k, v in (contains or {}).items() if v not in (None, "")}
+        if set(wanted) - set(searchable) or int(limit) < 1:
+            raise ValidationError(
+                f"the audit log is searched in {', '.join(searchable)} with a limit ≥ 1; "
+                f"got {sorted(wanted)} and limit {limit}")
+        clauses, params = [], {}
+        for i, (column, text) in enumerate(sorted(wanted.items())):
+            value = self.dialect.as_text(column) if column == "detail" else quote(column)
+            clauses.append(f"{self.dialect.position}({value}, :c{i}) > 0")
+            params[f"c{i}"] = text
+        for name, op, value in (("start", ">=", start), ("end", "<", end)):
+            if value is not None:
+                clauses.append(f"{quote('at')} {op} :{name}")
+                params[name] = self.dialect.time(to_utc(value))
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        page, page_params = list(clauses), {**params, "limit": int(limit)}
+        if before is not None:
+            page.append("seq < :before")
+            page_params["before"] = int(before)
+        with self._read() as conn:
+            total = self._rows(conn, f"SELECT count(*) FROM {quote(AUDIT.name)}{where}",
+                               params)[0][0]
+            rows = self._select(conn, AUDIT, "seq DESC LIMIT :limit", page, page_params)
+        return rows, int(total)
 
     def read_audit(self, since: int | None = None) -> pd.DataFrame:
         with self._read() as conn:
