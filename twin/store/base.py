@@ -21,6 +21,7 @@ from twin.schema import (
     CASE_HISTORY,
     CASES,
     CRS,
+    LOGIN_ATTEMPTS,
     Column,
     TableSpec,
     ValidatedLayer,
@@ -402,6 +403,21 @@ class Store(abc.ABC):
         ------
         ValidationError
             If a name is not a column of *table* or a value does not convert to its type.
+        """
+
+    @abc.abstractmethod
+    def delete_rows_before(self, table: TableSpec, column: str, before: Any, *,
+                           dry_run: bool = False) -> int:
+        """Delete the rows of a declared table whose time *column* is before *before*.
+
+        For tables that hold what is only needed for a while (login attempts); never the
+        audit log, cases, events or layers, which have their own retention. Returns how many
+        rows were (with *dry_run*: would be) deleted, in one transaction.
+
+        Raises
+        ------
+        ValidationError
+            If *table* is not one of :data:`TIMED_TABLES` or *column* not a time of it.
         """
 
     # -- cases ----------------------------------------------------------------------------------
@@ -882,6 +898,9 @@ CASE_COMPONENTS: dict[str, str] = {
     "closed_on_time": _FILED + f" AND {_NOT_CANCELLED} AND closed_at <= {{as_of}} "
     "AND closed_at <= deadline_at",
 }
+
+#: Tables whose old rows :meth:`Store.delete_rows_before` may delete (needed only for a while).
+TIMED_TABLES = (LOGIN_ATTEMPTS.name,)
 
 #: Periods of :meth:`Store.case_counts` → pandas frequency.
 COUNT_PERIODS = {"day": "D", "month": "M", "quarter": "Q", "year": "Y"}

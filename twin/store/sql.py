@@ -47,6 +47,7 @@ from twin.schema import (
 from twin.store import rollup
 from twin.store.base import (
     GRID_NAMES,
+    TIMED_TABLES,
     BBox,
     LayerVersion,
     Store,
@@ -546,6 +547,21 @@ class SQLStore(Store):
                           for k in key_columns(table))
         with self._read() as conn:
             return self._select(conn, table, order, clauses, params)
+
+    def delete_rows_before(self, table: TableSpec, column: str, before: Any, *,
+                           dry_run: bool = False) -> int:
+        times = {c.name for c in table.columns if c.dtype == "datetime"}
+        if table.name not in TIMED_TABLES or column not in times:
+            raise ValidationError(
+                f"rows are deleted by age only from {', '.join(TIMED_TABLES)} (by a time "
+                f"column); not from {table.name} by {column!r}")
+        where = f"FROM {quote(table.name)} WHERE {quote(column)} < :before"
+        params = {"before": self.dialect.time(to_utc(before))}
+        with self._write() as conn:
+            count = int(self._rows(conn, f"SELECT count(*) {where}", params)[0][0])
+            if count and not dry_run:
+                self._execute(conn, f"DELETE {where}", params)
+        return count
 
     # -- cases ------------------------------------------------------------------------------------
 
