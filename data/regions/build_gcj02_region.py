@@ -72,12 +72,13 @@ def read_topojson(path: Path, obj: str) -> list[tuple[str | None, object]]:
         parts = [g["arcs"]] if g["type"] == "Polygon" else g.get("arcs", [])
         polys = [p for p in (polygon(x) for x in parts) if p is not None]
         if polys:
-            out.append((g.get("properties", {}).get("name"), shapely.make_valid(MultiPolygon(polys))))
+            name = g.get("properties", {}).get("name")
+            out.append((name, shapely.make_valid(MultiPolygon(polys))))
     return out
 
 
 def _polygonal(geom):
-    """The polygons of *geom* (make_valid may add stray lines and points), as one valid geometry."""
+    """Keep the polygons of *geom* (make_valid may add stray lines and points), valid, as one."""
     parts = shapely.get_parts(shapely.make_valid(geom))
     parts = np.concatenate([shapely.get_parts(p) for p in parts]) if len(parts) else parts
     polys = parts[np.isin(shapely.get_type_id(parts), (3, 6))]
@@ -99,7 +100,8 @@ def _samples(geom) -> np.ndarray:
 
 def build(countries_path: Path, land_path: Path):
     window = shapely.box(*WINDOW)
-    feats = [(n, shapely.intersection(g, window)) for n, g in read_topojson(countries_path, "countries")]
+    feats = read_topojson(countries_path, "countries")
+    feats = [(n, shapely.intersection(g, window)) for n, g in feats]
     feats = [(n, g) for n, g in feats if not g.is_empty]
     china = shapely.union_all([g for n, g in feats if n in CHINA_NAMES])
     islands = shapely.points(list(EXTRA_ISLANDS.values()))
@@ -129,7 +131,8 @@ def build(countries_path: Path, land_path: Path):
     sea = _polygonal(shapely.difference(_polygonal(sea), land, grid_size=grid))
     region = shapely.union(china, sea, grid_size=grid)
     # fill holes: sea enclosed by the region (the middle of the Bohai) is China's too
-    region = shapely.union_all(shapely.polygons(shapely.get_exterior_ring(shapely.get_parts(region))))
+    shells = shapely.get_exterior_ring(shapely.get_parts(region))
+    region = shapely.union_all(shapely.polygons(shells))
     region = shapely.simplify(region, SIMPLIFY_DEG, preserve_topology=True)
     region = shapely.set_precision(region, 1e-4)
     region = _polygonal(region)
@@ -148,7 +151,8 @@ def main(argv=None):
             "type": "Feature",
             "properties": {
                 "name": "GCJ-02 region (China's land and its coastal sea)",
-                "source": "Natural Earth 1:10m admin-0 countries via world-atlas 2.0.2 (public domain)",
+                "source": "Natural Earth 1:10m admin-0 countries via world-atlas 2.0.2 "
+                "(public domain); see README.md",
                 "sea_km": SEA_KM,
                 "simplify_deg": SIMPLIFY_DEG,
             },
