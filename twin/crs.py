@@ -66,11 +66,35 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: Side of the cells of the lookup grid that settles most points without the polygon (degrees).
+REGION_GRID_DEG = 0.5
+
+
+@cache
+def _region_grid() -> tuple[float, float, float, np.ndarray]:
+    """Classify a grid over the region once: 1 cell wholly inside, 0 wholly outside, 2 on the edge.
+
+    Built on first use (~12,000 cells, a fraction of a second); :func:`in_china` then needs the
+    polygon only for points in edge cells, a few percent of them.
+    """
+    region = gcj02_region()
+    xmin, ymin, xmax, ymax = region.bounds
+    step = REGION_GRID_DEG
+    nx, ny = int(np.ceil((xmax - xmin) / step)), int(np.ceil((ymax - ymin) / step))
+    x0, y0 = np.meshgrid(xmin + step * np.arange(nx), ymin + step * np.arange(ny))
+    cells = shapely.box(x0, y0, x0 + step, y0 + step)
+    state = np.full(cells.shape, 2, dtype="int8")
+    state[shapely.contains_properly(region, cells)] = 1
+    state[~shapely.intersects(region, cells)] = 0
+    return xmin, ymin, step, state
+
+
 def in_china(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     """Tell which (lon, lat) pairs lie in the GCJ-02 region (China's land and coastal sea).
 
-    Vectorised: one ``shapely.contains_xy`` over the arrays on the prepared region, after a
-    bounding-box test that settles most points far from China without touching the polygon.
+    Vectorised: a lookup in a 0.5° grid classified once against the region settles the points
+    in cells wholly inside or outside it; one ``shapely.contains_xy`` on the prepared region
+    settles the rest (cells the region's edge crosses). About 0.1-0.3 s per million points.
 
     Parameters
     ----------
@@ -80,17 +104,22 @@ def in_china(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        Booleans, True where the point is inside (see :func:`gcj02_region`).
+        Booleans of the same shape, True where the point is inside (see :func:`gcj02_region`).
     """
     lon = np.asarray(lon, dtype="float64")
     lat = np.asarray(lat, dtype="float64")
-    region = gcj02_region()
-    xmin, ymin, xmax, ymax = region.bounds
-    near = (lon >= xmin) & (lon <= xmax) & (lat >= ymin) & (lat <= ymax)
-    if near.all():
-        return shapely.contains_xy(region, lon, lat)
-    out = np.zeros(near.shape, dtype=bool)
-    out[near] = shapely.contains_xy(region, lon[near], lat[near])
+    xmin, ymin, step, state = _region_grid()
+    with np.errstate(invalid="ignore"):
+        ix = np.floor((lon - xmin) / step)
+        iy = np.floor((lat - ymin) / step)
+    ny, nx = state.shape
+    ok = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)  # False for NaN
+    cls = np.zeros(lon.shape, dtype="int8")
+    cls[ok] = state[iy[ok].astype("intp"), ix[ok].astype("intp")]
+    out = cls == 1
+    edge = cls == 2
+    if edge.any():
+        out[edge] = shapely.contains_xy(gcj02_region(), lon[edge], lat[edge])
     return out
 
 
