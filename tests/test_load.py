@@ -813,3 +813,42 @@ def test_declared_value_maps_translate_osm_tags_and_chinese_names(tmp_path, laye
         want = [e for e in expected if e is not None]
         got = got.dropna()
     assert [None if pd.isna(v) else v for v in got] == want
+
+
+# -- the GCJ-02 region at China's borders and in its seas (issue 18) -----------------------------
+
+
+def test_gcj02_points_near_borders_and_in_the_seas_load_shifted_exactly_inside_china(store,
+                                                                                    tmp_path):
+    """A file of AMap (GCJ-02) points on both sides of China's borders, in its seas and at
+    its islands, loaded into each store: the points in China come back at their true WGS84
+    position (shifted 300-700 m), the neighbours' points exactly where the file put them."""
+    from tests.test_crs import SHIFTED, UNSHIFTED, metres
+    from twin.load import load_layer
+
+    names = sorted(SHIFTED) + sorted(UNSHIFTED)
+    truth = np.array([{**SHIFTED, **UNSHIFTED}[n] for n in names])
+    inside = np.isin(names, list(SHIFTED))
+    glon, glat = wgs84_to_gcj02(truth[:, 0], truth[:, 1])  # what AMap shows for them
+    glon, glat = np.round(glon, 7), np.round(glat, 7)
+    frame = fx._cameras(glon, glat)
+    frame["name"] = names
+    path = tmp_path / "amap_border_points.csv"
+    frame.to_csv(path, index=False)
+
+    result = load_layer(store, "cameras", path, actor="t", crs="gcj02")
+    assert result.report["counts"]["loaded"] == len(names) and result.report["counts"][
+        "rejected"] == 0
+    assert result.report["crs"]["converted"] == "gcj02 → WGS84"
+    kept = issues(result.report, "outside_china_not_shifted")
+    assert len(kept) == 1 and kept[0]["message"].startswith(f"{int((~inside).sum())} feature(s)")
+    stored = store.read_layer("cameras").set_index("name").loc[names]
+    x, y = stored.geometry.x.to_numpy(), stored.geometry.y.to_numpy()
+    # inside: back at the true position (the inverse is exact to 1e-9°; the CSV keeps 1e-7°)
+    off = metres(x[inside], y[inside], truth[inside, 0], truth[inside, 1])
+    assert off.max() < 0.05, dict(zip(np.array(names)[inside], off, strict=True))
+    moved = metres(x[inside], y[inside], glon[inside], glat[inside])
+    assert (moved > 200).all() and (moved < 800).all()
+    # outside: untouched, to the centimetre (Seoul, Hanoi, Vladivostok, Sinuiju, Boten …)
+    still = metres(x[~inside], y[~inside], glon[~inside], glat[~inside])
+    assert still.max() < 0.01, dict(zip(np.array(names)[~inside], still, strict=True))

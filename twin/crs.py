@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pyproj
 import shapely
-from shapely.geometry import Polygon
 
 from twin.errors import ConfigError, ValidationError
 
@@ -18,45 +20,107 @@ LOGGER = logging.getLogger(__name__)
 WGS84 = "EPSG:4326"
 CGCS2000 = "EPSG:4490"
 
-# -- the China outline ---------------------------------------------------------------------------
+# -- the GCJ-02 region -----------------------------------------------------------------------------
 #
-# GCJ-02 offsets apply only inside mainland China. A rectangle of China would also shift Seoul,
-# Pyongyang, Hanoi, Ulaanbaatar and Taipei, so this is a coarse outline of the mainland border
-# and coast (plus Hainan), 80 vertices, drawn by hand from the border's turning points and kept
-# 10-50 km outside the coast so that coastal towns and near-shore islands fall inside. Its error
-# is tens of kilometres along the border: points within that distance of a land border (or on
-# Taiwan's side of the strait) may be classified wrongly; Hong Kong and Macau fall inside.
-# Vertices are (lon, lat), clockwise from the northern tip at Mohe.
-# fmt: off
-CHINA_OUTLINE_LONLAT: tuple[tuple[float, float], ...] = (
-    (122.3, 53.6), (125.5, 53.1), (127.5, 50.3), (130.0, 48.9), (131.0, 47.7), (133.5, 48.5),
-    (134.8, 48.6), (133.1, 45.1), (131.4, 44.9), (131.3, 42.9), (130.6, 42.4), (128.0, 41.9),
-    (126.5, 41.4), (124.4, 40.0), (121.4, 38.6), (123.0, 37.5), (121.5, 34.5), (122.5, 32.0),
-    (123.0, 30.5), (121.5, 28.0), (120.5, 27.0), (119.9, 25.3), (118.6, 24.2), (117.2, 23.2),
-    (114.6, 22.1), (111.5, 19.8), (110.0, 17.9), (108.4, 18.3), (108.0, 21.5), (106.7, 22.0),
-    (105.5, 23.3), (103.9, 22.6), (102.2, 22.4), (101.7, 21.1), (100.1, 21.5), (99.2, 22.1),
-    (98.8, 23.2), (97.6, 23.8), (97.5, 24.8), (98.7, 25.9), (98.7, 27.5), (97.3, 28.2),
-    (94.0, 29.0), (92.0, 27.8), (90.0, 28.2), (88.8, 27.6), (88.0, 28.0), (86.0, 27.9),
-    (84.0, 28.6), (81.0, 30.2), (78.5, 32.5), (79.5, 35.5), (77.8, 35.5), (75.0, 37.0),
-    (73.5, 39.5), (75.5, 40.6), (78.0, 41.0), (80.2, 42.2), (80.4, 44.2), (82.5, 45.2),
-    (83.0, 47.2), (85.5, 47.1), (87.3, 49.1), (88.0, 48.6), (91.0, 45.5), (95.0, 44.2),
-    (96.4, 42.7), (100.8, 42.6), (105.0, 41.6), (107.5, 42.4), (110.0, 42.6), (112.2, 43.9),
-    (114.5, 44.9), (116.0, 45.6), (117.8, 46.6), (119.9, 46.9), (115.5, 47.8), (117.5, 49.8),
-    (118.8, 49.9), (120.5, 52.6),
-)
-# fmt: on
-CHINA_OUTLINE = Polygon(CHINA_OUTLINE_LONLAT)
-shapely.prepare(CHINA_OUTLINE)
+# GCJ-02 offsets apply where AMap applies them: China's land — the mainland with its border
+# regions, Hainan, Taiwan, Hong Kong, Macau and the South China Sea islands — and the sea along
+# its coasts; nowhere in a neighbouring country (Seoul, Pyongyang, Hanoi, Ulaanbaatar,
+# Vladivostok … are never shifted). The region ships as data, data/regions/gcj02_region.geojson
+# (installed as twin/regions/…; twin/regions links to data/regions in a checkout): Natural Earth's
+# 1:10m borders (public domain) and the sea within 100 km of that land that is nearer to it than to
+# any other country. data/regions/README.md says how it was built and how far it can be wrong;
+# docs/loading.md gives the error bound in metres.
+
+REGION_DIR = Path(__file__).resolve().parent / "regions"
+GCJ02_REGION_FILE = REGION_DIR / "gcj02_region.geojson"
+
+
+@cache
+def gcj02_region():
+    """Return the region where GCJ-02 coordinates carry the offset: a prepared (Multi)Polygon.
+
+    Read once from :data:`GCJ02_REGION_FILE` (lon/lat, EPSG:4326) and prepared, so that
+    :func:`in_china` tests a million points in a fraction of a second.
+
+    Raises
+    ------
+    ConfigError
+        If the region file is missing or unreadable (a broken install).
+    """
+    try:
+        collection = json.loads(GCJ02_REGION_FILE.read_text(encoding="utf-8"))
+        geom = shapely.from_geojson(json.dumps(collection["features"][0]["geometry"]))
+    except (OSError, ValueError, KeyError, IndexError, shapely.errors.GEOSException) as exc:
+        raise ConfigError(
+            f"the GCJ-02 region {GCJ02_REGION_FILE} is missing or unreadable ({exc}); "
+            "reinstall gridtwin (the file ships in the package) or restore data/regions/."
+        ) from None
+    shapely.prepare(geom)
+    return geom
+
+
+def __getattr__(name: str):
+    # CHINA_OUTLINE: the old name of the region, read on first use (keeps `import twin.crs` cheap)
+    if name == "CHINA_OUTLINE":
+        return gcj02_region()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: Side of the cells of the lookup grid that settles most points without the polygon (degrees).
+REGION_GRID_DEG = 0.5
+
+
+@cache
+def _region_grid() -> tuple[float, float, float, np.ndarray]:
+    """Classify a grid over the region once: 1 cell wholly inside, 0 wholly outside, 2 on the edge.
+
+    Built on first use (~12,000 cells, a fraction of a second); :func:`in_china` then needs the
+    polygon only for points in edge cells, a few percent of them.
+    """
+    region = gcj02_region()
+    xmin, ymin, xmax, ymax = region.bounds
+    step = REGION_GRID_DEG
+    nx, ny = int(np.ceil((xmax - xmin) / step)), int(np.ceil((ymax - ymin) / step))
+    x0, y0 = np.meshgrid(xmin + step * np.arange(nx), ymin + step * np.arange(ny))
+    cells = shapely.box(x0, y0, x0 + step, y0 + step)
+    state = np.full(cells.shape, 2, dtype="int8")
+    state[shapely.contains_properly(region, cells)] = 1
+    state[~shapely.intersects(region, cells)] = 0
+    return xmin, ymin, step, state
 
 
 def in_china(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """Boolean array: which (lon, lat) pairs lie inside the coarse outline of mainland China.
+    """Tell which (lon, lat) pairs lie in the GCJ-02 region (China's land and coastal sea).
 
-    See :data:`CHINA_OUTLINE_LONLAT` for how coarse it is.
+    Vectorised: a lookup in a 0.5° grid classified once against the region settles the points
+    in cells wholly inside or outside it; one ``shapely.contains_xy`` on the prepared region
+    settles the rest (cells the region's edge crosses). About 0.1-0.3 s per million points.
+
+    Parameters
+    ----------
+    lon, lat
+        Longitudes and latitudes in degrees (array-likes of one shape). NaN is outside.
+
+    Returns
+    -------
+    numpy.ndarray
+        Booleans of the same shape, True where the point is inside (see :func:`gcj02_region`).
     """
     lon = np.asarray(lon, dtype="float64")
     lat = np.asarray(lat, dtype="float64")
-    return shapely.contains_xy(CHINA_OUTLINE, lon, lat)
+    xmin, ymin, step, state = _region_grid()
+    with np.errstate(invalid="ignore"):
+        ix = np.floor((lon - xmin) / step)
+        iy = np.floor((lat - ymin) / step)
+    ny, nx = state.shape
+    ok = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)  # False for NaN
+    cls = np.zeros(lon.shape, dtype="int8")
+    cls[ok] = state[iy[ok].astype("intp"), ix[ok].astype("intp")]
+    out = cls == 1
+    edge = cls == 2
+    if edge.any():
+        out[edge] = shapely.contains_xy(gcj02_region(), lon[edge], lat[edge])
+    return out
 
 
 # -- GCJ-02 and BD-09 ----------------------------------------------------------------------------
@@ -387,12 +451,12 @@ def detect_swapped(lon: np.ndarray, lat: np.ndarray, expected=None) -> np.ndarra
 
     A point counts as swapped when it is impossible as given but valid swapped (|lat| > 90,
     |lon| ≤ 90), or when it lies outside the *expected* area (a shapely geometry in EPSG:4326;
-    default the outline of China) as given but inside it swapped. A point inside both, or
-    outside both, is not flagged.
+    default the GCJ-02 region, China's land and coastal sea) as given but inside it swapped. A
+    point inside both, or outside both, is not flagged.
     """
     lon = np.asarray(lon, dtype="float64")
     lat = np.asarray(lat, dtype="float64")
-    region = CHINA_OUTLINE if expected is None else expected
+    region = gcj02_region() if expected is None else expected
     impossible = (np.abs(lat) > 90) & (np.abs(lon) <= 90) & (np.abs(lat) <= 180)
     inside = shapely.contains_xy(region, lon, lat)
     inside_swapped = shapely.contains_xy(region, lat, lon)
