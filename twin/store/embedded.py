@@ -194,7 +194,7 @@ def _fill_case_columns(conn: sqlite3.Connection, names: Sequence[str]) -> None:
 
 
 def _geometry_type_name(spec: LayerSpec) -> str:
-    """The column's type in gpkg_geometry_columns: the declared one (POINT, POLYGON …).
+    """Return the column's type for gpkg_geometry_columns: the declared one (POINT …).
 
     A layer that declares more than one kind (parking: areas and points) holds both in one
     column, which the standard calls GEOMETRY; GDAL warns on a POLYGON column holding points.
@@ -221,7 +221,7 @@ ABOUT_ROWS = (
 
 
 def _write_about(conn: sqlite3.Connection) -> None:
-    """A small attributes table saying what the file is (listed; it holds nothing private).
+    """Write a small attributes table saying what the file is (listed; nothing private).
 
     GDAL lists every table of a GeoPackage, registered or not, unless gpkg_contents names at
     least one attributes table: this one keeps the store's own tables off the layer list.

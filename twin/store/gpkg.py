@@ -276,7 +276,7 @@ def has_spatial_index(conn: sqlite3.Connection, table: str, column: str = "geom"
 
 
 def _rtree_triggers(table: str, column: str, fid: str) -> list[str]:
-    """The standard rtree triggers (GeoPackage 1.3 annex, as GDAL writes them)."""
+    """Return the standard rtree triggers (GeoPackage 1.4 annex, as GDAL 3.12 writes them)."""
     t, c, i = f'"{table}"', f'"{column}"', f'"{fid}"'
     r = f'"{rtree_name(table, column)}"'
     name = rtree_name(table, column)
