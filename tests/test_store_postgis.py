@@ -20,7 +20,7 @@ from twin import layers
 from twin.errors import ConfigError, StoreUnavailableError, TwinError
 from twin.store import open_store
 from twin.store.migrations import MIGRATIONS
-from twin.store.postgis import PostGISStore
+from twin.store.postgis import PostGISStore, history_schema
 
 HOSTILE = [
     "'); DROP TABLE twin_audit; --",
@@ -412,9 +412,10 @@ def test_layer_tables_hold_exactly_the_declared_columns(pg, buildings):
             t=table,
         )
 
-    assert columns("buildings") == spec.column_names + ["geom"]
+    # the current version's view: its stable key first (GDAL's FID, QGIS's key), then the layer
+    assert columns("buildings") == ["ogc_fid", *spec.column_names, "geom"]
     assert columns("buildings__history") == ["_version", *spec.column_names, "geom"]
-    assert columns("residents") == layers.get_layer("residents").column_names
+    assert columns("residents") == ["ogc_fid", *layers.get_layer("residents").column_names]
     assert _scalars(pg, "SELECT DISTINCT ST_SRID(geom) FROM buildings") == [4326]
 
 
@@ -536,10 +537,10 @@ def _relkinds(store: PostGISStore, prefix: str) -> dict[str, str]:
         rows = conn.execute(
             sa.text(
                 "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n "
-                "ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname LIKE :p "
+                "ON n.oid = c.relnamespace WHERE n.nspname IN (:s, :h) AND c.relname LIKE :p "
                 "AND c.relkind IN ('r', 'p', 'v')"
-            ),
-            {"s": store.schema, "p": prefix + "%"},
+            ),  # the versions' partitions are in the history schema
+            {"s": store.schema, "h": history_schema(store.schema), "p": prefix + "%"},
         ).fetchall()
     return dict(rows)
 
@@ -568,8 +569,8 @@ def test_each_version_is_a_partition_and_the_layer_a_view_of_the_current_one(pg)
     assert _scalars(pg, "SELECT count(*) FROM buildings") == [2]
     assert _scalars(pg, "SELECT count(*) FROM buildings__history") == [5]
     # each partition has its own primary key on the id and a GiST index (part of the parent's)
-    indexes = _scalars(pg, "SELECT indexname FROM pg_indexes WHERE schemaname = :s "
-                           "AND tablename = 'buildings__v2'", s=pg.schema)
+    indexes = _scalars(pg, "SELECT indexname FROM pg_indexes WHERE schemaname = :h "
+                           "AND tablename = 'buildings__v2'", h=history_schema(pg.schema))
     assert sorted(indexes) == ["buildings__v2_geom_gist", "buildings__v2_pkey"]
 
 
@@ -705,8 +706,8 @@ def test_an_old_schema_is_migrated_to_partitions_keeping_every_version(pg, postg
             "residents": "v", "residents__history": "p", "residents__v1": "r",
             "residents__v2": "r"}
         assert len(again.read_layer("residents", version=1)) == 1
-        names = _scalars(again, "SELECT indexname FROM pg_indexes WHERE schemaname = :s",
-                         s=pg.schema)
+        names = _scalars(again, "SELECT indexname FROM pg_indexes WHERE schemaname IN (:s, :h)",
+                         s=pg.schema, h=history_schema(pg.schema))
         assert {"buildings_geom_gist", "buildings__v1_geom_gist", "buildings__v3_pkey"} <= set(
             names)
         again.set_current_version("buildings", 3, actor="admin")
