@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import shutil
 import socket
+import subprocess
 import threading
 import uuid
 from datetime import timedelta
@@ -15,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from shapely.geometry import box
 
+from tests.services import missing
 from tests.test_store import T0, _events
 from twin import layers
 from twin.errors import ConfigError, StoreUnavailableError, TwinError
@@ -840,3 +844,86 @@ def test_layer_ewkb_is_the_bytes_geos_writes(kind):
     flat = shapely.force_2d(values)
     expected = shapely.to_wkb(shapely.set_srid(flat, 4326), include_srid=True, byte_order=1)
     assert fields == list(expected)
+
+
+# -- desktop GIS: each layer listed once, with a key --------------------------------------------
+
+
+def _ogr_pg(pg: PostGISStore, *args: str) -> subprocess.CompletedProcess:
+    """Run gdal-bin's ogrinfo on the store's schema, as QGIS lists one schema's layers."""
+    url = sa.make_url(pg.engine.url)
+    conn = (f"PG:host={url.host} port={url.port or 5432} dbname={url.database} "
+            f"user={url.username} password={url.password} schemas={pg.schema}")
+    return subprocess.run(["ogrinfo", "-ro", conn, *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def _listed_layers(pg: PostGISStore) -> list[str]:
+    done = _ogr_pg(pg)
+    assert done.returncode == 0 and "ERROR" not in done.stderr, done.stderr
+    return [line.split(": ", 1)[1].split(" (")[0] for line in done.stdout.splitlines()
+            if re.match(r"^\d+: ", line)]
+
+
+# each step after a first version of buildings and of cameras
+DESKTOP_STEPS = {
+    "first version": lambda pg, url: None,
+    "three versions": lambda pg, url: [
+        pg.write_layer("buildings", _buildings(n), actor="a", source=str(n)) for n in (4, 2)],
+    "rollback": lambda pg, url: (
+        pg.write_layer("buildings", _buildings(4), actor="a", source="v2"),
+        pg.set_current_version("buildings", 1, actor="admin")),
+    "purge": lambda pg, url: (
+        pg.write_layer("buildings", _buildings(4), actor="a", source="v2"),
+        pg.purge_layer_versions("buildings", 2, actor="admin")),
+    "a store from before, reopened": lambda pg, url: _as_before_and_reopen(pg, url),
+}
+
+
+def _as_before_and_reopen(pg: PostGISStore, url: str) -> None:
+    """Move the partitions back beside the layers and drop the keys, as stores were; reopen."""
+    history = history_schema(pg.schema)
+    with pg.engine.begin() as conn:
+        for name in _scalars(pg, "SELECT relname FROM pg_class c JOIN pg_namespace n ON "
+                                 "n.oid = c.relnamespace WHERE n.nspname = :h", h=history):
+            if re.match(r".*__v\d+$", name):
+                conn.execute(sa.text(f'ALTER TABLE "{history}"."{name}" SET SCHEMA "{pg.schema}"'))
+        for layer in ("buildings", "cameras"):
+            conn.execute(sa.text(f'DROP VIEW "{layer}"'))
+            conn.execute(sa.text(f'CREATE VIEW "{layer}" AS SELECT * FROM "{layer}__v1"'))
+    assert "buildings__v1" in _listed_layers(pg)  # what desktop GIS users saw before
+    PostGISStore(url, schema=pg.schema).close()
+
+
+@pytest.mark.parametrize("step", list(DESKTOP_STEPS))
+def test_a_desktop_gis_lists_each_layer_once_with_a_key(pg, postgis_url, cameras, step):
+    if shutil.which("ogrinfo") is None:
+        missing("ogrinfo (gdal-bin)", "apt-get install gdal-bin")
+    pg.write_layer("buildings", _buildings(3), actor="a", source="v1")
+    pg.write_layer("cameras", cameras, actor="a", source="c")
+    DESKTOP_STEPS[step](pg, postgis_url)
+    listed = _listed_layers(pg)
+    assert sorted(set(listed)) == sorted(listed)  # once each
+    assert {"buildings", "cameras"} <= set(listed)
+    assert not [n for n in listed if re.match(r".*__v\d+$", n)]  # no version partitions
+    for layer in ("buildings", "cameras"):
+        done = _ogr_pg(pg, "-so", layer)
+        assert "FID Column = ogc_fid" in done.stdout, done.stdout
+
+
+def test_the_key_is_the_same_for_a_feature_in_every_version_and_unique(pg):
+    pg.write_layer("buildings", _buildings(500), actor="a", source="v1")
+    first = dict(_rows(pg, "SELECT building_code, ogc_fid FROM buildings"))
+    pg.write_layer("buildings", _buildings(800).iloc[300:], actor="a", source="v2")
+    second = dict(_rows(pg, "SELECT building_code, ogc_fid FROM buildings"))
+    shared = set(first) & set(second)
+    assert len(shared) == 200 and all(first[c] == second[c] for c in shared)
+    assert len(set(second.values())) == len(second) == 500
+    assert all(0 <= k < 2**53 for k in second.values())
+    pg.set_current_version("buildings", 1, actor="admin")  # a rollback keeps the keys too
+    assert dict(_rows(pg, "SELECT building_code, ogc_fid FROM buildings")) == first
+
+
+def _rows(store: PostGISStore, sql: str) -> list[tuple]:
+    with store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(sql))]
