@@ -211,6 +211,8 @@ def _envelope(blob: bytes | None) -> tuple[float, float, float, float] | None:
     if kind:
         order = "<" if flags & 1 else ">"
         minx, maxx, miny, maxy = struct.unpack_from(f"{order}4d", blob, 8)
+        if minx != minx:  # NaN: an empty geometry written without the empty flag
+            return None
         return minx, maxx, miny, maxy
     geom = shapely.from_wkb(bytes(blob[8:]))
     if geom is None or geom.is_empty:
@@ -357,7 +359,28 @@ def fill_spatial_index(
 
 
 def envelopes(blobs: Sequence[bytes | None]) -> np.ndarray:
-    """(min x, max x, min y, max y) of each geometry blob, NaN for NULL or empty, vectorised."""
+    """(min x, max x, min y, max y) of each geometry blob, NaN for NULL or empty, vectorised.
+
+    Blobs with a little-endian xy envelope in their header (all this store writes) are read
+    from it, the others (GDAL's points have none) from their WKB.
+    """
+    out = np.full((len(blobs), 4), np.nan)
+    if not len(blobs):
+        return out
+    headed = np.fromiter(
+        (b is not None and len(b) >= 40 and b[3] & 0b1111 == _FLAGS_XY_LE for b in blobs),
+        dtype=bool, count=len(blobs),
+    )
+    if headed.any():
+        raw = b"".join(bytes(b[8:40]) for b, h in zip(blobs, headed, strict=True) if h)
+        out[headed] = np.frombuffer(raw, dtype="<f8").reshape(-1, 4)
+    rest = np.flatnonzero(~headed)
+    if len(rest):
+        out[rest] = _decoded_envelopes([blobs[i] for i in rest])
+    return out
+
+
+def _decoded_envelopes(blobs: Sequence[bytes | None]) -> np.ndarray:
     geoms = decode_geometries(blobs)
     if len(geoms) == 0:
         return np.empty((0, 4))
