@@ -208,6 +208,7 @@ def missing_store(request, tmp_path):
     yield f"{POSTGIS_URL}?schema={schema}", exists
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema}_history CASCADE"))  # versions
     engine.dispose()
 
 

@@ -73,8 +73,9 @@ def test_the_file_says_it_is_a_geopackage_1_3(store):
         srs = {r[0] for r in conn.execute("SELECT srs_id FROM gpkg_spatial_ref_sys")}
         own = {r[0]: r[1] for r in conn.execute("SELECT table_name, data_type FROM gpkg_contents")}
     assert {-1, 0, 4326} <= srs
-    assert own == {table.name: "attributes" for table in TABLES}
-    assert {"twin_events", "twin_cases", "twin_audit", "twin_layer_versions"} <= set(own)
+    # the store's own tables (users, cases, audit …) are not layers: only the note on the file
+    assert own == {"gridtwin_about": "attributes"}
+    assert not {table.name for table in TABLES} & set(own)
 
 
 def test_pyogrio_lists_the_layer_tables(store, buildings, grid_cells):
@@ -83,8 +84,9 @@ def test_pyogrio_lists_the_layer_tables(store, buildings, grid_cells):
     assert listed["buildings"] == "Polygon"
     assert listed["buildings__history"] == "Polygon"
     assert listed["grid_cells"] == "Polygon"
-    assert listed["residents"] is None
-    assert listed["twin_events"] is None
+    assert listed["gridtwin_about"] is None
+    private = {"residents", "residents__history", *(table.name for table in TABLES)}
+    assert not private & set(listed)  # personal data and secrets are not listed as layers
 
 
 def test_pyogrio_reads_the_current_version_with_the_declared_columns(store, buildings, grid_cells):
@@ -104,7 +106,9 @@ def test_pyogrio_reads_the_current_version_with_the_declared_columns(store, buil
 
 def test_gdal_reads_dates_and_times_from_the_store_tables(store, buildings, grid_cells):
     _fill(store, buildings, grid_cells)
-    events = pyogrio.read_dataframe(store.path, layer="twin_events")
+    events = pyogrio.read_dataframe(  # unlisted, but readable on purpose
+        store.path, layer="twin_events", LIST_ALL_TABLES="YES"
+    )
     assert events["id"].tolist() == ["e1", "e2"]
     observed = pd.to_datetime(events["observed_at"], utc=True)
     assert observed.tolist() == [pd.Timestamp(T0), pd.Timestamp(T0 + timedelta(seconds=1))]
@@ -120,7 +124,13 @@ def test_ogrinfo_finds_no_errors_or_warnings(store, buildings, grid_cells):
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == ""  # no "ERROR", no "Warning: non-conformant content"
     assert "Layer name: buildings" in done.stdout
-    assert "observed_at (DateTime) = 2026/03/02 08:00:00+00" in done.stdout
+    assert "Layer name: twin_" not in done.stdout and "Layer name: residents" not in done.stdout
+    events = subprocess.run(  # the store's own tables stay readable by name, on purpose
+        ["ogrinfo", "-ro", "-oo", "LIST_ALL_TABLES=YES", str(store.path), "twin_events"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert events.stderr.strip() == ""
+    assert "observed_at (DateTime) = 2026/03/02 08:00:00+00" in events.stdout
 
 
 def test_geometry_blobs_carry_a_standard_header(store, buildings):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import shutil
 import socket
+import subprocess
 import threading
 import uuid
 from datetime import timedelta
@@ -15,12 +18,13 @@ import pytest
 import sqlalchemy as sa
 from shapely.geometry import box
 
+from tests.services import missing
 from tests.test_store import T0, _events
 from twin import layers
 from twin.errors import ConfigError, StoreUnavailableError, TwinError
 from twin.store import open_store
 from twin.store.migrations import MIGRATIONS
-from twin.store.postgis import PostGISStore
+from twin.store.postgis import PostGISStore, history_schema
 
 HOSTILE = [
     "'); DROP TABLE twin_audit; --",
@@ -412,9 +416,10 @@ def test_layer_tables_hold_exactly_the_declared_columns(pg, buildings):
             t=table,
         )
 
-    assert columns("buildings") == spec.column_names + ["geom"]
+    # the current version's view: its stable key first (GDAL's FID, QGIS's key), then the layer
+    assert columns("buildings") == ["ogc_fid", *spec.column_names, "geom"]
     assert columns("buildings__history") == ["_version", *spec.column_names, "geom"]
-    assert columns("residents") == layers.get_layer("residents").column_names
+    assert columns("residents") == ["ogc_fid", *layers.get_layer("residents").column_names]
     assert _scalars(pg, "SELECT DISTINCT ST_SRID(geom) FROM buildings") == [4326]
 
 
@@ -536,10 +541,10 @@ def _relkinds(store: PostGISStore, prefix: str) -> dict[str, str]:
         rows = conn.execute(
             sa.text(
                 "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n "
-                "ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname LIKE :p "
+                "ON n.oid = c.relnamespace WHERE n.nspname IN (:s, :h) AND c.relname LIKE :p "
                 "AND c.relkind IN ('r', 'p', 'v')"
-            ),
-            {"s": store.schema, "p": prefix + "%"},
+            ),  # the versions' partitions are in the history schema
+            {"s": store.schema, "h": history_schema(store.schema), "p": prefix + "%"},
         ).fetchall()
     return dict(rows)
 
@@ -568,8 +573,8 @@ def test_each_version_is_a_partition_and_the_layer_a_view_of_the_current_one(pg)
     assert _scalars(pg, "SELECT count(*) FROM buildings") == [2]
     assert _scalars(pg, "SELECT count(*) FROM buildings__history") == [5]
     # each partition has its own primary key on the id and a GiST index (part of the parent's)
-    indexes = _scalars(pg, "SELECT indexname FROM pg_indexes WHERE schemaname = :s "
-                           "AND tablename = 'buildings__v2'", s=pg.schema)
+    indexes = _scalars(pg, "SELECT indexname FROM pg_indexes WHERE schemaname = :h "
+                           "AND tablename = 'buildings__v2'", h=history_schema(pg.schema))
     assert sorted(indexes) == ["buildings__v2_geom_gist", "buildings__v2_pkey"]
 
 
@@ -705,8 +710,8 @@ def test_an_old_schema_is_migrated_to_partitions_keeping_every_version(pg, postg
             "residents": "v", "residents__history": "p", "residents__v1": "r",
             "residents__v2": "r"}
         assert len(again.read_layer("residents", version=1)) == 1
-        names = _scalars(again, "SELECT indexname FROM pg_indexes WHERE schemaname = :s",
-                         s=pg.schema)
+        names = _scalars(again, "SELECT indexname FROM pg_indexes WHERE schemaname IN (:s, :h)",
+                         s=pg.schema, h=history_schema(pg.schema))
         assert {"buildings_geom_gist", "buildings__v1_geom_gist", "buildings__v3_pkey"} <= set(
             names)
         again.set_current_version("buildings", 3, actor="admin")
@@ -839,3 +844,86 @@ def test_layer_ewkb_is_the_bytes_geos_writes(kind):
     flat = shapely.force_2d(values)
     expected = shapely.to_wkb(shapely.set_srid(flat, 4326), include_srid=True, byte_order=1)
     assert fields == list(expected)
+
+
+# -- desktop GIS: each layer listed once, with a key --------------------------------------------
+
+
+def _ogr_pg(pg: PostGISStore, *args: str) -> subprocess.CompletedProcess:
+    """Run gdal-bin's ogrinfo on the store's schema, as QGIS lists one schema's layers."""
+    url = sa.make_url(pg.engine.url)
+    conn = (f"PG:host={url.host} port={url.port or 5432} dbname={url.database} "
+            f"user={url.username} password={url.password} schemas={pg.schema}")
+    return subprocess.run(["ogrinfo", "-ro", conn, *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def _listed_layers(pg: PostGISStore) -> list[str]:
+    done = _ogr_pg(pg)
+    assert done.returncode == 0 and "ERROR" not in done.stderr, done.stderr
+    return [line.split(": ", 1)[1].split(" (")[0] for line in done.stdout.splitlines()
+            if re.match(r"^\d+: ", line)]
+
+
+# each step after a first version of buildings and of cameras
+DESKTOP_STEPS = {
+    "first version": lambda pg, url: None,
+    "three versions": lambda pg, url: [
+        pg.write_layer("buildings", _buildings(n), actor="a", source=str(n)) for n in (4, 2)],
+    "rollback": lambda pg, url: (
+        pg.write_layer("buildings", _buildings(4), actor="a", source="v2"),
+        pg.set_current_version("buildings", 1, actor="admin")),
+    "purge": lambda pg, url: (
+        pg.write_layer("buildings", _buildings(4), actor="a", source="v2"),
+        pg.purge_layer_versions("buildings", 2, actor="admin")),
+    "a store from before, reopened": lambda pg, url: _as_before_and_reopen(pg, url),
+}
+
+
+def _as_before_and_reopen(pg: PostGISStore, url: str) -> None:
+    """Move the partitions back beside the layers and drop the keys, as stores were; reopen."""
+    history = history_schema(pg.schema)
+    with pg.engine.begin() as conn:
+        for name in _scalars(pg, "SELECT relname FROM pg_class c JOIN pg_namespace n ON "
+                                 "n.oid = c.relnamespace WHERE n.nspname = :h", h=history):
+            if re.match(r".*__v\d+$", name):
+                conn.execute(sa.text(f'ALTER TABLE "{history}"."{name}" SET SCHEMA "{pg.schema}"'))
+        for layer in ("buildings", "cameras"):
+            conn.execute(sa.text(f'DROP VIEW "{layer}"'))
+            conn.execute(sa.text(f'CREATE VIEW "{layer}" AS SELECT * FROM "{layer}__v1"'))
+    assert "buildings__v1" in _listed_layers(pg)  # what desktop GIS users saw before
+    PostGISStore(url, schema=pg.schema).close()
+
+
+@pytest.mark.parametrize("step", list(DESKTOP_STEPS))
+def test_a_desktop_gis_lists_each_layer_once_with_a_key(pg, postgis_url, cameras, step):
+    if shutil.which("ogrinfo") is None:
+        missing("ogrinfo (gdal-bin)", "apt-get install gdal-bin")
+    pg.write_layer("buildings", _buildings(3), actor="a", source="v1")
+    pg.write_layer("cameras", cameras, actor="a", source="c")
+    DESKTOP_STEPS[step](pg, postgis_url)
+    listed = _listed_layers(pg)
+    assert sorted(set(listed)) == sorted(listed)  # once each
+    assert {"buildings", "cameras"} <= set(listed)
+    assert not [n for n in listed if re.match(r".*__v\d+$", n)]  # no version partitions
+    for layer in ("buildings", "cameras"):
+        done = _ogr_pg(pg, "-so", layer)
+        assert "FID Column = ogc_fid" in done.stdout, done.stdout
+
+
+def test_the_key_is_the_same_for_a_feature_in_every_version_and_unique(pg):
+    pg.write_layer("buildings", _buildings(500), actor="a", source="v1")
+    first = dict(_rows(pg, "SELECT building_code, ogc_fid FROM buildings"))
+    pg.write_layer("buildings", _buildings(800).iloc[300:], actor="a", source="v2")
+    second = dict(_rows(pg, "SELECT building_code, ogc_fid FROM buildings"))
+    shared = set(first) & set(second)
+    assert len(shared) == 200 and all(first[c] == second[c] for c in shared)
+    assert len(set(second.values())) == len(second) == 500
+    assert all(0 <= k < 2**53 for k in second.values())
+    pg.set_current_version("buildings", 1, actor="admin")  # a rollback keeps the keys too
+    assert dict(_rows(pg, "SELECT building_code, ogc_fid FROM buildings")) == first
+
+
+def _rows(store: PostGISStore, sql: str) -> list[tuple]:
+    with store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(sql))]

@@ -394,6 +394,7 @@ def test_the_app_role_may_only_insert_and_select_once_the_table_is_protected(adm
     finally:
         with admin_engine.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema}_history CASCADE"))
             for role in (app, owner):
                 conn.execute(sa.text(f"DROP OWNED BY {role}"))
                 conn.execute(sa.text(f"DROP ROLE {role}"))

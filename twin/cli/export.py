@@ -30,6 +30,7 @@ examples:
   gridtwin export open311 requests --out requests.json --store twin.gpkg
   gridtwin export open311 requests --out requests.xml   (the spec's default format)
   gridtwin export layer grid_cells --out grids.gpkg --user admin
+  gridtwin export gpkg --user planner1 shared.gpkg   (every map layer, for a GIS user)
 (also: gridtwin-export …, python scripts/export.py …)
 
 exit codes: 0 written, 2 bad input (nothing written), 1 failure
@@ -56,7 +57,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     la.add_argument("layer", metavar="LAYER", help="the layer (e.g. grid_cells, buildings)")
     la.add_argument("--out", required=True, help="FILE.geojson, FILE.gpkg or FILE.csv")
     add_user_option(la)
-    for child in (k, o, la):  # the store and --json may also follow the subcommand
+    g = sub.add_parser("gpkg", help="every map layer as --user may see it, in one GeoPackage "
+                       "to share (never users, cases, audit or residents)")
+    g.add_argument("out_file", nargs="?", metavar="OUT", help="FILE.gpkg")
+    g.add_argument("--out", help="FILE.gpkg (or give it as OUT)")
+    add_user_option(g)
+    for child in (k, o, la, g):  # the store and --json may also follow the subcommand
         add_store_option(child)
         add_json_option(child, "what was written (file and rows)")
 
@@ -91,11 +97,13 @@ def write_table(table, out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from twin import open311
 
-    out = Path(args.out)
+    out = Path(args.out) if args.what != "gpkg" else None
     if args.what == "open311" and args.kind == "services":  # the seed table; no store needed
         payload = open311.services(lang=args.lang)
     else:
         with open_store(args) as store:
+            if args.what == "gpkg":
+                return _share_geopackage(store, args)
             if args.what == "layer":
                 from twin import trust
 
@@ -110,6 +118,23 @@ def run(args: argparse.Namespace) -> int:
             payload = open311.requests(store.read_cases(), lang=args.lang)
     open311.write_file(out, args.kind, payload)  # .xml (the spec's default) or .json, by the name
     return _done(args, out, len(payload))
+
+
+def _share_geopackage(store, args: argparse.Namespace) -> int:
+    """``export gpkg``: the map layers as the user may see them, one GeoPackage to share."""
+    from twin import trust
+
+    out = args.out or args.out_file
+    if not out:
+        raise ValidationError("name the GeoPackage to write: gridtwin export gpkg OUT.gpkg")
+    written, rows = trust.export_geopackage(store, command_user(store, args), out,
+                                            origin="cli:export")
+    if getattr(args, "json", False):
+        print_json({"out": str(written), "rows": sum(rows.values()), "layers": rows})
+    else:
+        print(f"wrote {sum(rows.values())} features of {len(rows)} layers "
+              f"({', '.join(rows)}) to {written}")
+    return 0
 
 
 def _done(args: argparse.Namespace, out: Path, rows: int) -> int:

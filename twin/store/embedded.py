@@ -14,7 +14,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
 
 from twin.errors import ConfigError, StoreUnavailableError
 from twin.schema import (
@@ -195,7 +194,48 @@ def _fill_case_columns(conn: sqlite3.Connection, names: Sequence[str]) -> None:
 
 
 def _geometry_type_name(spec: LayerSpec) -> str:
+    """Return the column's type for gpkg_geometry_columns: the declared one (POINT …).
+
+    A layer that declares more than one kind (parking: areas and points) holds both in one
+    column, which the standard calls GEOMETRY; GDAL warns on a POLYGON column holding points.
+    """
     return "GEOMETRY" if spec.also_geometry_types else spec.geometry_type.upper()
+
+
+def _listed(spec: LayerSpec) -> bool:
+    """Whether a layer is entered in gpkg_contents, so that GIS programs list it.
+
+    Map layers are; a layer without geometry is a list of people (residents) and is not,
+    like the store's own tables (users, cases, audit …): see docs/loading.md.
+    """
+    return spec.geometry_type is not None
+
+
+ABOUT_TABLE = "gridtwin_about"
+ABOUT_ROWS = (
+    ("what", "GridTwin store: the map layers (current version) and every version (__history)."),
+    ("sharing", "Do not send this file: it is the twin's database. For someone else, write "
+                "`gridtwin export gpkg --user NAME out.gpkg`: only what that user may see."),
+    ("index", "Every layer has the standard GeoPackage rtree spatial index."),
+)
+
+
+def _write_about(conn: sqlite3.Connection) -> None:
+    """Write a small attributes table saying what the file is (listed; nothing private).
+
+    GDAL lists every table of a GeoPackage, registered or not, unless gpkg_contents names at
+    least one attributes table: this one keeps the store's own tables off the layer list.
+    """
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {ABOUT_TABLE} ({FID} INTEGER PRIMARY KEY AUTOINCREMENT "
+        "NOT NULL, key TEXT NOT NULL UNIQUE, value TEXT)"
+    )
+    conn.executemany(
+        f"INSERT INTO {ABOUT_TABLE} (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        ABOUT_ROWS,
+    )
+    gpkg.register_table(conn, ABOUT_TABLE, description="GridTwin: what this file is")
 
 
 def _packed_counts(conn: sqlite3.Connection, query: Any) -> pd.DataFrame:
@@ -227,6 +267,32 @@ def _packed_counts(conn: sqlite3.Connection, query: Any) -> pd.DataFrame:
     return table.to_pandas().astype({c.name: "str" for c in columns if c.dtype == "text"})
 
 
+@contextlib.contextmanager
+def _bulk(
+    conn: sqlite3.Connection, table: str, spec: LayerSpec, *, replace: bool = False
+) -> Iterator[None]:
+    """Write many rows of a layer table with its spatial index kept in one bulk step.
+
+    The standard triggers would call five SQL functions per row; instead the rtree triggers
+    are set aside for the inserts (inside the caller's transaction: no other connection sees
+    the table without them) and the new rows' envelopes entered at once, vectorised. With
+    *replace* the table is emptied by the block, and its index with it.
+    """
+    if spec.geometry_type is None or not gpkg.has_spatial_index(conn, table, GEOMETRY_COLUMN):
+        yield
+        return
+    triggers = gpkg.set_aside_triggers(conn, table, GEOMETRY_COLUMN)
+    before = conn.execute(f"SELECT coalesce(max({FID}), 0) FROM {q(table)}").fetchone()[0]
+    if replace:
+        conn.execute(f"DELETE FROM {q(gpkg.rtree_name(table, GEOMETRY_COLUMN))}")
+        before = 0
+    yield
+    gpkg.fill_spatial_index(conn, table, GEOMETRY_COLUMN, FID, where=f"{FID} > ?",
+                            params=(before,))
+    for statement in triggers:
+        conn.execute(statement)
+
+
 class EmbeddedStore(SQLStore):
     """A GeoPackage 1.3 file holding the twin's layers (every version), events, cases and audit.
 
@@ -234,7 +300,10 @@ class EmbeddedStore(SQLStore):
     show — and ``<name>__history`` keeps the rows of every version with a ``_version`` column.
     Every write is one SQLite transaction (``BEGIN IMMEDIATE``), so a failed write leaves the
     file as it was and two processes writing the same file take turns. Spatial filtering is done
-    in memory (no SpatiaLite, no GeoPackage R-tree: plain sqlite3 cannot maintain one).
+    in memory (no SpatiaLite). Every layer table carries the standard GeoPackage rtree
+    spatial index, kept by the standard triggers (whose SQL functions every connection of the
+    store registers, :func:`twin.store.gpkg.register_functions`), so QGIS and GDAL use it and
+    may edit the file.
 
     Parameters
     ----------
@@ -279,6 +348,8 @@ class EmbeddedStore(SQLStore):
             # a bigger page cache than SQLite's 2 MB: writing a million cases updates five
             # indexes at random places, which otherwise re-reads pages from disk every row
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            # the standard rtree triggers (ours, or GDAL's after QGIS edited the file) call them
+            gpkg.register_functions(conn)
         except sqlite3.DatabaseError as exc:
             if "not a database" in str(exc):
                 raise ConfigError(
@@ -372,7 +443,9 @@ class EmbeddedStore(SQLStore):
                         _fill_case_columns(conn, added)
                 for statement in _table_ddl(table):
                     conn.execute(statement)
-                gpkg.register_table(conn, table.name, description=f"GridTwin {table.name}")
+                gpkg.unregister_table(conn, table.name)  # private: not a layer (older files)
+            _write_about(conn)
+            self._index_layers(conn)
             if not self._rollup_current(conn):
                 self._build_case_rollup(conn)
         # GDAL checks application_id in the main file's header, which WAL only updates at a
@@ -381,6 +454,18 @@ class EmbeddedStore(SQLStore):
 
     def _is_complete(self, conn: sqlite3.Connection) -> bool:
         if not gpkg.is_geopackage(conn):
+            return False
+        listed = dict(conn.execute("SELECT table_name, data_type FROM gpkg_contents").fetchall())
+        if ABOUT_TABLE not in listed or any(t.name in listed for t in TABLES):
+            return False  # a file from before: its private tables were listed
+        if any(
+            not gpkg.has_spatial_index(conn, table, column)
+            for table, column in conn.execute(
+                "SELECT table_name, column_name FROM gpkg_geometry_columns"
+            ).fetchall()
+        ):
+            return False
+        if any(name in listed for name in self._unlisted_layers()):
             return False
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         for table in TABLES:
@@ -391,6 +476,23 @@ class EmbeddedStore(SQLStore):
             if any(SQLITE.index_name(table.name, c) not in indexes for c in names):
                 return False  # a file made before an index was declared: create it on open
         return self._rollup_current(conn)
+
+    @staticmethod
+    def _unlisted_layers() -> list[str]:
+        from twin import layers
+
+        specs = [layers.get_layer(n) for n in layers.names()]
+        return [t for s in specs if not _listed(s) for t in (s.name, s.name + HISTORY_SUFFIX)]
+
+    def _index_layers(self, conn: sqlite3.Connection) -> None:
+        """Unlist private layers; give every listed feature table its spatial index (old files)."""
+        for name in self._unlisted_layers():
+            gpkg.unregister_table(conn, name)
+        for table, column in conn.execute(
+            "SELECT table_name, column_name FROM gpkg_geometry_columns"
+        ).fetchall():
+            if _table_columns(conn, table):
+                gpkg.create_spatial_index(conn, table, column, FID)
 
     @staticmethod
     def _rollup_current(conn: sqlite3.Connection) -> bool:
@@ -530,6 +632,8 @@ class EmbeddedStore(SQLStore):
                 # the current table shows exactly the declared columns, in order; it is
                 # refilled from the history in this same transaction, so rebuild it
                 LOGGER.info("rebuilding table %s for the declared columns", table)
+                gpkg.drop_spatial_index(conn, table, GEOMETRY_COLUMN)
+                gpkg.unregister_table(conn, table)  # the type may have changed too
                 conn.execute(f"DROP TABLE {q(table)}")
                 existing = []
             if existing:
@@ -551,6 +655,9 @@ class EmbeddedStore(SQLStore):
                 else:
                     columns.append(f"UNIQUE ({q(spec.id_field)})")
                 conn.execute(f"CREATE TABLE {q(table)} ({', '.join(columns)})")
+            if not _listed(spec):
+                gpkg.unregister_table(conn, table)
+                continue
             gpkg.register_table(
                 conn,
                 table,
@@ -558,6 +665,8 @@ class EmbeddedStore(SQLStore):
                 geometry_type=_geometry_type_name(spec) if geometry else None,
                 geometry_column=GEOMETRY_COLUMN,
             )
+            if geometry:
+                gpkg.create_spatial_index(conn, table, GEOMETRY_COLUMN, FID)
 
     @staticmethod
     def _current_columns(spec: LayerSpec) -> list[str]:
@@ -582,11 +691,13 @@ class EmbeddedStore(SQLStore):
             names.append(q(GEOMETRY_COLUMN))
         values.append([version] * len(frame))
         names.append(VERSION_COLUMN)
-        conn.executemany(
-            f"INSERT INTO {q(spec.name + HISTORY_SUFFIX)} ({', '.join(names)}) "
-            f"VALUES ({', '.join('?' for _ in names)})",
-            list(zip(*values, strict=True)),
-        )
+        history = spec.name + HISTORY_SUFFIX
+        with _bulk(conn, history, spec):
+            conn.executemany(
+                f"INSERT INTO {q(history)} ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' for _ in names)})",
+                list(zip(*values, strict=True)),
+            )
         if spec.geometry_type is not None:
             self._widen_history_extent(conn, spec, frame)
 
@@ -594,17 +705,20 @@ class EmbeddedStore(SQLStore):
         """Replace the current table's rows with those of *version*; update the extent."""
         columns = self._layer_select(spec)
         current, history = q(spec.name), q(spec.name + HISTORY_SUFFIX)
-        conn.execute(f"DELETE FROM {current}")
-        conn.execute(
-            f"INSERT INTO {current} ({columns}) SELECT {columns} FROM {history} "
-            f"WHERE {VERSION_COLUMN} = ? ORDER BY {q(spec.id_field)}",
-            (version,),
-        )
+        with _bulk(conn, spec.name, spec, replace=True):
+            conn.execute(f"DELETE FROM {current}")
+            conn.execute(
+                f"INSERT INTO {current} ({columns}) SELECT {columns} FROM {history} "
+                f"WHERE {VERSION_COLUMN} = ? ORDER BY {q(spec.id_field)}",
+                (version,),
+            )
         bounds = None
         if spec.geometry_type is not None:
             blobs = [row[0] for row in conn.execute(f"SELECT {q(GEOMETRY_COLUMN)} FROM {current}")]
-            if blobs:
-                bounds = shapely.total_bounds(gpkg.decode_geometries(blobs))
+            env = gpkg.envelopes(blobs)  # from the blobs' headers: no WKB parsed
+            if len(env) and np.isfinite(env).any():
+                bounds = (np.nanmin(env[:, 0]), np.nanmin(env[:, 2]), np.nanmax(env[:, 1]),
+                          np.nanmax(env[:, 3]))
         gpkg.touch(conn, spec.name, bounds)
 
     @staticmethod

@@ -43,8 +43,7 @@ from twin.store.migrations import (
     partition_ddl,
     partition_index_ddl,
     partition_name,
-    point_view,
-    table_exists,
+    view_columns,
 )
 from twin.store.pgcopy import (
     aggregate,
@@ -72,6 +71,63 @@ COUNT_WORK_MEM = "256MB"
 _CASE_ID = next(c for c in CASES.columns if c.name == "id")
 _ENGINES: dict[tuple[str, str | None, bool], sa.Engine] = {}
 _ENGINES_LOCK = threading.Lock()
+#: The key column of every current-layer view, first: GDAL takes a column of this name as the
+#: FID, QGIS offers the first integer column of a view as its key.
+KEY_COLUMN = "ogc_fid"
+_KEY_BITS = (1 << 53) - 1  # positive, and exact in a double (JavaScript, JSON readers)
+
+
+def history_schema(schema: str | None) -> str:
+    """Return the schema holding the version partitions of the twin in *schema*.
+
+    Apart from the layers, so that a desktop GIS listing the twin's schema shows each layer
+    once (the current version's view) and its history once (``<layer>__history``), not one
+    more layer per version.
+    """
+    name = f"{schema or 'public'}_history"
+    if len(name) > 63:  # PostgreSQL's name limit: keep it unique to the schema
+        import hashlib
+
+        name = f"{name[:46]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}_history"
+    return name
+
+
+def key_expression(id_field: str) -> str:
+    """Return the SQL of a layer view's key: a stable 53-bit integer from the feature's id.
+
+    The same id gives the same key in every version and every session (``hashtextextended``
+    is what hash partitioning relies on, so it does not change between PostgreSQL releases);
+    two of 100,000 ids share one with a chance of about 1 in 2 million.
+    """
+    return f"(hashtextextended({quote(id_field)}::text, 0) & {_KEY_BITS})"
+
+
+def key_view(conn: sa.Connection, spec: LayerSpec, version: int) -> None:
+    """Make the view ``<layer>`` show *version*'s partition, with the key column first.
+
+    ``CREATE OR REPLACE VIEW`` keeps objects that depend on the view; when the columns changed
+    (a column declared later, or a view from before the key) it is dropped and made again.
+    """
+    columns = spec.column_names + (["geom"] if spec.geometry_type else [])
+    have = view_columns(conn, spec.name)
+    select = ", ".join([f"{key_expression(spec.id_field)} AS {KEY_COLUMN}",
+                        *(quote(c) for c in columns)])
+    if have and have != [KEY_COLUMN, *columns]:
+        conn.execute(sa.text(f"DROP VIEW {quote(spec.name)}"))
+    conn.execute(sa.text(
+        f"CREATE OR REPLACE VIEW {quote(spec.name)} AS SELECT {select} "
+        f"FROM {quote(partition_name(spec.name, version))}"
+    ))
+    conn.execute(sa.text(
+        f"COMMENT ON COLUMN {quote(spec.name)}.{KEY_COLUMN} IS "
+        f"'stable key of {spec.id_field} (the same in every version)'"
+    ))
+
+
+def _partition_exists(conn: sa.Connection, name: str) -> bool:
+    """Whether partition *name* exists on the search path (it lives in the history schema)."""
+    return conn.execute(sa.text("SELECT to_regclass(:n) IS NOT NULL"),
+                        {"n": quote(name)}).scalar()
 
 
 def _engine(url: sa.URL, schema: str | None, *, reads: bool = False) -> sa.Engine:
@@ -86,7 +142,9 @@ def _engine(url: sa.URL, schema: str | None, *, reads: bool = False) -> sa.Engin
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
-            options = "-ctimezone=UTC" + (f" -csearch_path={schema},public" if schema else "")
+            path = f"{schema},{history_schema(schema)},public" if schema else \
+                f"public,{history_schema(schema)}"
+            options = f"-ctimezone=UTC -csearch_path={path}"
             connect_args: dict[str, Any] = {"options": options, "application_name": "gridtwin"}
             if "connect_timeout" not in url.query:
                 connect_args["connect_timeout"] = 5
@@ -203,6 +261,7 @@ class PostGISStore(SQLStore):
         self.engine = _engine(parsed, schema)
         self.read_engine = _engine(parsed, schema, reads=True)
         self._closed = False
+        self._history: str | None = None
         try:
             self._open()
         except Exception:
@@ -281,8 +340,70 @@ class PostGISStore(SQLStore):
                 )
             self._rollup_zone = local_zone()  # migrate brings the rollup to this zone
             applied = migrate(conn, self.schema)
+            self._history_apart(conn)
         if applied:
             LOGGER.info("schema %s migrated to %s", self.schema or "public", applied[-1])
+
+    def _history_apart(self, conn: sa.Connection) -> None:
+        """Keep version partitions in the history schema and give every layer view its key.
+
+        Stores written before (partitions beside the views, views without a key) are brought
+        to it when opened; afterwards this is two catalog reads. Inside :meth:`_open`'s
+        transaction, after the migrations (whose advisory lock it holds).
+        """
+        from twin import layers
+
+        schema, history = self.schema or "public", history_schema(self.schema)
+        self._history = self._usable_history_schema(conn, history)
+        if self._history is None:  # partitions stay beside the views; keys all the same
+            history = schema
+        conn.execute(sa.text("SELECT set_config('search_path', :p, true)"),
+                     {"p": f"{quote(schema)},{quote(history)},public"})
+        parts = conn.execute(sa.text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :s AND p.relname LIKE :h"
+        ), {"s": schema, "h": "%" + HISTORY_SUFFIX}).scalars().all()
+        for part in parts if history != schema else ():
+            conn.execute(sa.text(
+                f"ALTER TABLE {quote(schema)}.{quote(part)} SET SCHEMA {quote(history)}"))
+        current = dict(conn.execute(sa.text(
+            "SELECT layer, version FROM twin_layer_versions WHERE current")).fetchall())
+        for name, version in current.items():
+            if name not in layers.names():
+                continue
+            have = view_columns(conn, name)
+            if have and have[0] != KEY_COLUMN and _partition_exists(
+                conn, partition_name(name, version)
+            ):
+                key_view(conn, layers.get_layer(name), version)
+        if parts and history != schema:
+            LOGGER.info("moved %d version partitions to schema %s", len(parts), history)
+
+    @staticmethod
+    def _usable_history_schema(conn: sa.Connection, history: str) -> str | None:
+        """Return the history schema, created if missing; None if this role may not.
+
+        A role given only its own schema (docs/trust.md, Audit log) cannot create another:
+        then the partitions stay in the twin's schema (a desktop GIS lists them too) until an
+        administrator runs ``CREATE SCHEMA <schema>_history AUTHORIZATION <role>``.
+        """
+        exists = conn.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"),
+                              {"s": history}).scalar()
+        if not exists:
+            if not conn.execute(sa.text(
+                "SELECT has_database_privilege(current_database(), 'CREATE')"
+            )).scalar():
+                LOGGER.warning("cannot create schema %s: version partitions stay beside the "
+                               "layers; ask an administrator to create it for this role",
+                               history)
+                return None
+            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quote(history)}"))
+            return history
+        usable = conn.execute(sa.text(
+            "SELECT has_schema_privilege(:s, 'CREATE') AND has_schema_privilege(:s, 'USAGE')"
+        ), {"s": history}).scalar()
+        return history if usable else None
 
     def close(self) -> None:
         """Dispose of the connections; drop the schema when asked to at construction."""
@@ -293,6 +414,8 @@ class PostGISStore(SQLStore):
             if self._drop_schema_on_close and self.schema:
                 with self._begin() as conn:
                     conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {quote(self.schema)} CASCADE"))
+                    conn.execute(sa.text(
+                        f"DROP SCHEMA IF EXISTS {quote(history_schema(self.schema))} CASCADE"))
                 _forget_engine(self.engine)
                 _forget_engine(self.read_engine)
         finally:
@@ -388,18 +511,22 @@ class PostGISStore(SQLStore):
         ):
             conn.execute(sa.text(statement))
         conn.execute(sa.text(attach_ddl(spec.name, version)))
+        if self._history is not None:  # apart: a desktop GIS lists the layers once each
+            conn.execute(sa.text(
+                f"ALTER TABLE {quote(partition_name(spec.name, version))} "
+                f"SET SCHEMA {quote(self._history)}"
+            ))
 
     def _show_version(self, conn: sa.Connection, spec: LayerSpec, version: int) -> None:
-        """Make the view ``<name>`` show *version*'s partition (same transaction)."""
-        columns = spec.column_names + (["geom"] if spec.geometry_type else [])
-        point_view(conn, spec.name, version, columns)
+        """Make the view ``<name>`` show *version*'s partition (same transaction), keyed."""
+        key_view(conn, spec, version)
 
     def _drop_versions(
         self, conn: sa.Connection, spec: LayerSpec, gone: list[int],
         versions: list[LayerVersion],
     ) -> int:
         for version in gone:
-            if table_exists(conn, partition_name(spec.name, version)):
+            if _partition_exists(conn, partition_name(spec.name, version)):
                 conn.execute(sa.text(f"DROP TABLE {quote(partition_name(spec.name, version))}"))
         return sum(v.rows for v in versions if v.version in gone)
 

@@ -42,7 +42,7 @@ from twin.trust.casework import (
     visible_cases,
 )
 from twin.trust.escaping import html_text, safe_text
-from twin.trust.exports import export_layer, query_as
+from twin.trust.exports import export_geopackage, export_layer, query_as
 from twin.trust.own_data import export_own_data
 from twin.trust.permissions import (
     ANONYMOUS,
@@ -121,6 +121,7 @@ __all__ = [
     "create_demo_users",
     "create_user",
     "export_audit_csv",
+    "export_geopackage",
     "export_layer",
     "export_own_data",
     "get_user",
