@@ -742,8 +742,9 @@ def _to_wgs84(spec, raw: RawData, geoms, crs, strict, area, issues: _Issues, for
             issues.add(
                 "outside_china_not_shifted",
                 "warning",
-                f"{kept} feature(s) lie outside mainland China, where {choice.offset} has no "
-                "offset; they were not shifted",
+                f"{kept} feature(s) lie outside the region where {choice.offset} has an offset "
+                "(China's land with Hong Kong, Macau, Taiwan and its seas; see "
+                "docs/loading.md); they were not shifted",
             )
     if not source.equals(tcrs.WGS84):
         if source.equals(tcrs.CGCS2000):
