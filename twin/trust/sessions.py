@@ -47,7 +47,7 @@ def _now() -> pd.Timestamp:
 
 
 def _key() -> bytes:
-    """The signing key: derived from the audit key, so there is no second secret to keep."""
+    """Return the signing key: derived from the audit key (no second secret to keep)."""
     from twin.auditchain import audit_key
 
     return hmac.new(audit_key(), _DOMAIN, hashlib.sha256).digest()
@@ -62,7 +62,7 @@ def _hash(session_id: str) -> str:
 
 
 def _split(token: Any) -> str | None:
-    """The id of a well-formed, correctly signed *token*, else None."""
+    """Return the id of a well-formed, correctly signed *token*, else None."""
     if not isinstance(token, str) or token.count(".") != 1 or len(token) > 200:
         return None
     session_id, signature = token.split(".")
@@ -121,8 +121,11 @@ def open_session(store, user: User, *, origin: str = "", now: Any = None) -> str
 
 
 def session_problem(store, token: Any, *, now: Any = None) -> str | None:
-    """Why *token* does not resume (``invalid``, ``revoked``, ``expired``, ``idle``,
-    ``disabled``), or None when it does. :func:`resume_session` is the one pages call."""
+    """Return why *token* does not resume, or None when it does.
+
+    The reasons: ``invalid``, ``revoked``, ``expired``, ``idle``, ``disabled``. Pages call
+    :func:`resume_session`; this one is for tests and for telling the user why.
+    """
     session_id = _split(token)
     if session_id is None:
         return "invalid"
@@ -234,7 +237,7 @@ def issue_code(token: str, *, ttl_s: float = CODE_TTL_S) -> str:
 
 
 def redeem_code(code: Any) -> str | None:
-    """The session token behind *code* if it is known and fresh (then it is gone), else None."""
+    """Return the token behind *code* if known and fresh (then it is gone), else None."""
     if not isinstance(code, str):
         return None
     with _CODES_LOCK:
