@@ -79,6 +79,7 @@ from twin.trust.sessions import (
     open_session,
     redeem_code,
     resume_session,
+    session_problem,
 )
 from twin.trust.uploads import UPLOAD_TYPES, UploadRejectedError, check_photo, store_photo
 from twin.trust.users import (
@@ -172,4 +173,5 @@ __all__ = [
     "end_all_sessions_of",
     "issue_code",
     "redeem_code",
+    "session_problem",
 ]
