@@ -92,10 +92,15 @@ if PAGES:
                                 logged_in=USER is not None)
     first = next(iter(PAGES))
     NAV = st.navigation({**PAGES, first: [*PAGES[first], *extra]})
-    if USER is not None and auth.take_just_signed_in():
-        # the page asked for before logging in (a deep link), else the role's home
+    if USER is not None and auth.just_signed_in():
+        # the page asked for before logging in (a deep link), else the role's home; asked
+        # again until it is on screen (a run cut short by another loses its switch)
         public = {page.url_path for pages in pages_of(None).values() for page in pages}
-        st.switch_page(OPEN[ASKED] if ASKED in OPEN and ASKED not in public else HOME)
+        target = OPEN[ASKED] if ASKED in OPEN and ASKED not in public else HOME
+        if ASKED == target.url_path:
+            auth.arrived()
+        else:
+            st.switch_page(target)
     auth.keep_cookie()
     run_page(NAV, LANG)  # an unexpected error is a message, never a traceback
 elif USER is not None:

@@ -85,7 +85,18 @@ def wait_for_cookie(context) -> dict:
 
 
 def at_path(page, path: str) -> None:
-    wait_until(lambda: page.url.rstrip("/").endswith(path), 30, f"the URL to end in {path}")
+    try:
+        wait_until(lambda: page.evaluate("() => location.pathname").rstrip("/").endswith(path),
+                   60, f"the URL to end in {path}")
+    except AssertionError as exc:
+        page.screenshot(path=str(ARTIFACTS / f"sessions-not-at-{path.strip('/')}.png"))
+        raise AssertionError(f"{exc}; the URL is {page.url}") from None
+
+
+def idle(page) -> None:
+    """Wait until the app has finished its run (Streamlit's "running" indicator is gone)."""
+    page.wait_for_function(
+        "() => !document.querySelector(\"[data-testid='stStatusWidget']\")", timeout=WAIT_MS)
 
 
 def no_streamlit_not_found(page) -> None:
@@ -103,7 +114,8 @@ def test_a_login_survives_a_reload_on_the_same_page(server, new_context):
     cookie = wait_for_cookie(context)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
     assert page.evaluate("() => document.cookie").find(ts.COOKIE_NAME) == -1  # not for scripts
-    page.get_by_role("link", name=zh("nav.cases")).click()
+    idle(page)
+    page.locator(f"{SIDEBAR} a[href$='/cases']").click()
     at_path(page, "/cases")
     page.get_by_role("heading", name=zh("nav.cases")).first.wait_for(timeout=WAIT_MS)
     page.reload(wait_until="domcontentloaded")

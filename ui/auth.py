@@ -185,9 +185,11 @@ def keep_cookie() -> None:
     The app calls it on a run that stays on screen (not one that switches page at once), so
     the small script reaches the page and runs.
     """
-    code = st.session_state.pop(CODE_KEY, None)
-    if code:
+    code = st.session_state.get(CODE_KEY)
+    if code and trust.code_pending(code):  # sent again until the page has exchanged it
         _post(SESSION_ROUTE, {"code": code})
+    elif code:
+        st.session_state.pop(CODE_KEY, None)
     elif st.session_state.pop(CLEAR_KEY, False):
         _post(LOGOUT_ROUTE, {})
 
@@ -254,9 +256,15 @@ def _open_session(user: User) -> None:
         st.session_state.pop(CLEAR_KEY, None)
 
 
-def take_just_signed_in() -> bool:
-    """True once, on the first run after a successful login (the app then opens the home page)."""
-    return bool(st.session_state.pop(JUST_SIGNED_IN_KEY, False))
+def just_signed_in() -> bool:
+    """True from a successful login until :func:`arrived` (the app opens the first page)."""
+    return bool(st.session_state.get(JUST_SIGNED_IN_KEY, False))
+
+
+def arrived() -> None:
+    """The first page after a login is on screen: :func:`just_signed_in` is False again."""
+    st.session_state.pop(JUST_SIGNED_IN_KEY, None)
+
 
 
 def login_gate(lang: str | None = None) -> User | None:

@@ -73,6 +73,7 @@ from twin.trust.privacy import (
 from twin.trust.public import PublicSummary, public_summary
 from twin.trust.secrets import secret
 from twin.trust.sessions import (
+    code_pending,
     end_all_sessions_of,
     end_session,
     issue_code,
@@ -174,4 +175,5 @@ __all__ = [
     "issue_code",
     "redeem_code",
     "session_problem",
+    "code_pending",
 ]

@@ -245,3 +245,10 @@ def redeem_code(code: Any) -> str | None:
     if entry is None or entry[0] < time.monotonic():
         return None
     return entry[1]
+
+
+def code_pending(code: Any) -> bool:
+    """Return True while *code* waits to be redeemed (issued, fresh, not yet exchanged)."""
+    with _CODES_LOCK:
+        entry = _CODES.get(code) if isinstance(code, str) else None
+    return entry is not None and entry[0] >= time.monotonic()
