@@ -72,8 +72,12 @@ def logged_in(page) -> None:
 
 def login_form(page) -> None:
     """Wait until the page shows the login form, and no logout button."""
-    page.get_by_label(zh("auth.password")).wait_for(timeout=WAIT_MS)
-    assert page.get_by_role("button", name=LOGOUT).count() == 0
+    try:
+        page.get_by_label(zh("auth.password")).wait_for(timeout=WAIT_MS)
+        page.get_by_role("button", name=LOGOUT).wait_for(state="detached", timeout=WAIT_MS)
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "sessions-no-login-form.png"))
+        raise
 
 
 def session_cookie(context) -> dict | None:
@@ -152,7 +156,7 @@ def test_the_public_page_opens_without_login(server, new_context):
     url, _ = server
     _, page = new_context()
     page.goto(f"{url}/public", wait_until="domcontentloaded")
-    page.get_by_role("heading", name=zh("nav.public")).first.wait_for(timeout=WAIT_MS)
+    page.get_by_role("heading", name=zh("public.title")).first.wait_for(timeout=WAIT_MS)
     login_form(page)
     no_streamlit_not_found(page)
     at_path(page, "/public")
