@@ -237,4 +237,5 @@ def test_on_a_phone_the_sidebar_leaves_the_page_free(server, new_context):
     page.reload(wait_until="domcontentloaded")
     logged_in_somewhere.wait_for(timeout=WAIT_MS)
     assert sidebar_out_of_the_way()
+    idle(page)
     page.screenshot(path=str(ARTIFACTS / "sessions-phone-my-grid.png"))
