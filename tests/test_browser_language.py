@@ -64,6 +64,11 @@ TEXTS_JS = r"""
     }
     out.push(text);
   }
+  for (const input of document.querySelectorAll("input:not([type='password']):not([type='checkbox']):not([type='radio'])")) {
+    if (input.closest(skip) || !input.value || !input.getClientRects().length) continue;
+    const box = input.getBoundingClientRect();
+    if (box.right > 0 && box.bottom > 0) out.push(input.value.trim());
+  }
   return out;
 }
 """
@@ -92,11 +97,26 @@ def server(twin):
         yield url
 
 
-def idle(page) -> None:
-    page.wait_for_function(
-        "() => !document.querySelector(\"[data-testid='stStatusWidget']\")", timeout=WAIT_MS)
-    page.wait_for_function(
-        "() => !document.querySelector(\"[data-testid='stSkeleton']\")", timeout=WAIT_MS)
+BUSY = ("[data-testid='stStatusWidget'], [data-testid='stSkeleton'], [data-stale='true'], "
+        "[data-testid='stSpinner']")
+
+
+def settled_texts(page) -> list[str]:
+    """The page's chrome texts once the app has finished drawing it.
+
+    Streamlit shows its "running" widget only after a moment, so a finished-looking page may
+    be one whose rerun has not started: the texts count once no element is busy or stale and
+    three samples in a row agree.
+    """
+    seen: list[list[str]] = []
+
+    def stable() -> list[str] | None:
+        busy = page.evaluate(f"() => !!document.querySelector({BUSY!r})")
+        seen.append(None if busy else page.evaluate(TEXTS_JS))
+        return seen[-1] if len(seen) >= 3 and seen[-1] is not None \
+            and seen[-1] == seen[-2] == seen[-3] else None
+
+    return wait_until(stable, 90, "the page to settle")
 
 
 def wrong_language(texts: list[str], lang: str, data_values: list[str]) -> list[str]:
@@ -146,7 +166,7 @@ def test_every_page_shows_one_language(chromium, server, twin, username, lang): 
         page.get_by_label(i18n.t("auth.password", "zh-CN")).fill(trust.DEMO_USERS[username][1])
         page.get_by_role("button", name=i18n.t("auth.submit", "zh-CN")).click()
         page.get_by_role("button", name=i18n.t("auth.logout", "zh-CN")).wait_for(timeout=WAIT_MS)
-        idle(page)
+        settled_texts(page)
         switch_language(page, lang)
         paths = [a.get_attribute("href").rsplit("/", 1)[-1]
                  for a in page.locator("[data-testid='stSidebarNav'] a").all()]
@@ -156,8 +176,7 @@ def test_every_page_shows_one_language(chromium, server, twin, username, lang): 
             page.locator(f"[data-testid='stSidebarNav'] a[href$='/{path}']").click()
             wait_until(lambda p=path: page.evaluate("() => location.pathname").endswith(p),
                        60, f"/{path}")
-            idle(page)
-            bad = wrong_language(page.evaluate(TEXTS_JS), lang, data_values)
+            bad = wrong_language(settled_texts(page), lang, data_values)
             if bad:
                 problems[path] = bad
                 page.screenshot(path=str(ARTIFACTS / f"language-{lang}-{username}-{path}.png"))
