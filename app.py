@@ -14,7 +14,11 @@ import streamlit as st
 
 from twin import trust
 from twin.i18n import LANGUAGE_NAMES, LANGUAGES
+from ui import auth
 from ui.common import current_language, run_page, t
+
+if "lang" not in st.session_state:  # a new page load: the language this browser chose before
+    st.session_state["lang"] = auth.saved_language() or current_language()
 
 st.set_page_config(
     page_title=t("app.title", current_language()),
@@ -32,6 +36,7 @@ with st.sidebar:
     )
 
 LANG = current_language()
+auth.keep_language(LANG)  # a reload keeps it (a cookie, through ui/serve.py)
 HERE = Path(__file__).resolve().parent
 
 
@@ -74,7 +79,6 @@ def pages_of(user) -> dict[str, list[st.Page]]:
     return sections
 
 
-from ui import auth  # noqa: E402 - after set_page_config: the gate may draw the login form
 from ui.routing import asked_path, not_found_page, root_page  # noqa: E402
 
 ASKED = asked_path(url for *_, url, _ in navigation())

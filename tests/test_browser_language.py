@@ -64,7 +64,8 @@ TEXTS_JS = r"""
     }
     out.push(text);
   }
-  for (const input of document.querySelectorAll("input:not([type='password']):not([type='checkbox']):not([type='radio'])")) {
+  const typed = "input:not([type='password']):not([type='checkbox']):not([type='radio'])";
+  for (const input of document.querySelectorAll(typed)) {
     if (input.closest(skip) || !input.value || !input.getClientRects().length) continue;
     const box = input.getBoundingClientRect();
     if (box.right > 0 && box.bottom > 0) out.push(input.value.trim());
@@ -168,9 +169,9 @@ def test_every_page_shows_one_language(chromium, server, twin, username, lang): 
         page.get_by_role("button", name=i18n.t("auth.logout", "zh-CN")).wait_for(timeout=WAIT_MS)
         settled_texts(page)
         switch_language(page, lang)
-        paths = [a.get_attribute("href").rsplit("/", 1)[-1]
-                 for a in page.locator("[data-testid='stSidebarNav'] a").all()]
-        assert paths, "no page in the navigation"
+        links = page.locator("[data-testid='stSidebarNav'] a")
+        wait_until(lambda: links.count(), 60, "the navigation")
+        paths = [a.get_attribute("href").rsplit("/", 1)[-1] for a in links.all()]
         problems = {}
         for path in paths:
             page.locator(f"[data-testid='stSidebarNav'] a[href$='/{path}']").click()

@@ -239,3 +239,19 @@ def test_on_a_phone_the_sidebar_leaves_the_page_free(server, new_context):
     assert sidebar_out_of_the_way()
     idle(page)
     page.screenshot(path=str(ARTIFACTS / "sessions-phone-my-grid.png"))
+
+
+def test_a_reload_keeps_the_chosen_language(server, new_context):
+    url, _ = server
+    context, page = new_context()
+    page.goto(url, wait_until="domcontentloaded")
+    log_in(page, "resident")
+    logged_in(page)
+    wait_for_cookie(context)
+    page.locator(".st-key-lang").click()
+    page.get_by_role("option", name=i18n.LANGUAGE_NAMES["en"]).click()
+    page.get_by_role("button", name=i18n.t("auth.logout", "en")).wait_for(timeout=WAIT_MS)
+    wait_until(lambda: any(c["name"] == "twin_lang" and c["value"] == "en"
+                           for c in context.cookies()), 30, "the language cookie")
+    page.reload(wait_until="domcontentloaded")
+    page.get_by_role("button", name=i18n.t("auth.logout", "en")).wait_for(timeout=WAIT_MS)

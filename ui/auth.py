@@ -42,6 +42,9 @@ REFUSED_KEY = "auth.refused_cookie"
 #: reasons of a refused session that the user is told as "expired"
 EXPIRY_REASONS = ("idle", "expired")
 SESSION_ROUTE, LOGOUT_ROUTE = "/_twin/session", "/_twin/logout"  # ui/serve.py serves them
+LANGUAGE_ROUTE, LANGUAGE_COOKIE = "/_twin/language", "twin_lang"
+#: the language the browser's cookie holds, as far as this tab knows
+SAVED_LANGUAGE_KEY = "auth.saved_lang"
 
 
 def origin() -> str:
@@ -58,13 +61,31 @@ def _store():
     return get_store(store_url())
 
 
-def _cookie() -> str | None:
-    """The session cookie the browser sent when this page was loaded, if any."""
+def _cookie(name: str = COOKIE_NAME) -> str | None:
+    """A cookie the browser sent when this page was loaded (the session's by default)."""
     try:
-        value = st.context.cookies.get(COOKIE_NAME)
+        value = st.context.cookies.get(name)
     except Exception:  # no browser behind this run (AppTest, bare mode)
         return None
     return value if isinstance(value, str) and value else None
+
+
+def saved_language() -> str | None:
+    """The language this browser chose before (its cookie), for a new page load; else None."""
+    from twin.i18n import LANGUAGES
+
+    lang = _cookie(LANGUAGE_COOKIE)
+    st.session_state.setdefault(SAVED_LANGUAGE_KEY, lang)
+    return lang if lang in LANGUAGES else None
+
+
+def keep_language(lang: str) -> None:
+    """Have the browser remember *lang* (a cookie) when it differs from what it holds."""
+    from twin.i18n import DEFAULT_LANGUAGE
+
+    if (st.session_state.get(SAVED_LANGUAGE_KEY) or DEFAULT_LANGUAGE) != lang:
+        _post(LANGUAGE_ROUTE, {"lang": lang})
+        st.session_state[SAVED_LANGUAGE_KEY] = lang
 
 
 def sign_in(user: User, token: str | None = None) -> None:

@@ -29,6 +29,9 @@ from twin.trust.sessions import COOKIE_NAME, redeem_code
 
 SESSION_ROUTE = "/_twin/session"
 LOGOUT_ROUTE = "/_twin/logout"
+LANGUAGE_ROUTE = "/_twin/language"
+#: the cookie that keeps the chosen UI language across reloads (not a secret)
+LANGUAGE_COOKIE = "twin_lang"
 
 
 def _no_external_ip() -> None:
@@ -54,12 +57,13 @@ def _same_origin(request: Any) -> bool:
     return origin.split("://", 1)[-1] == request.headers.get("host", "")
 
 
-def _cookie(response: Any, request: Any, value: str, max_age: int) -> None:
+def _cookie(response: Any, request: Any, value: str, max_age: int,
+            name: str = COOKIE_NAME) -> None:
     from streamlit import config
 
     base = (config.get_option("server.baseUrlPath") or "").strip("/")
     response.set_cookie(
-        COOKIE_NAME, value, max_age=max_age, path=f"/{base}" if base else "/",
+        name, value, max_age=max_age, path=f"/{base}" if base else "/",
         httponly=True, samesite="strict",
         secure=request.url.scheme == "https" or bool(config.get_option("server.sslCertFile")),
     )
@@ -95,6 +99,26 @@ async def _logout_endpoint(request: Any) -> Any:
     return response
 
 
+async def _language_endpoint(request: Any) -> Any:
+    """``POST {"lang": "en"}``: the language cookie, so that a reload keeps the language."""
+    from starlette.responses import Response
+
+    from twin.i18n import LANGUAGES
+
+    if not _same_origin(request):
+        return Response("cross-site request refused", status_code=403)
+    try:
+        body = json.loads((await request.body())[:256] or b"{}")
+    except ValueError:
+        body = {}
+    lang = body.get("lang") if isinstance(body, dict) else None
+    if lang not in LANGUAGES:
+        return Response(f"unknown language; one of {', '.join(LANGUAGES)}", status_code=400)
+    response = Response(status_code=204)
+    _cookie(response, request, lang, 365 * 24 * 3600, name=LANGUAGE_COOKIE)
+    return response
+
+
 def session_routes(base_url: str | None) -> list[Any]:
     """The cookie routes under Streamlit's ``server.baseUrlPath``."""
     from starlette.routing import Route
@@ -103,6 +127,7 @@ def session_routes(base_url: str | None) -> list[Any]:
     return [
         Route(prefix + SESSION_ROUTE, _session_endpoint, methods=["POST"]),
         Route(prefix + LOGOUT_ROUTE, _logout_endpoint, methods=["POST"]),
+        Route(prefix + LANGUAGE_ROUTE, _language_endpoint, methods=["POST"]),
     ]
 
 
