@@ -183,3 +183,17 @@ def is_local(url: str) -> bool:
     if parts.scheme in {"data", "blob", "about"}:
         return True
     return parts.hostname in {"127.0.0.1", "localhost", "::1"}
+
+
+def reload_midway(page, timeout_ms: float = 60_000) -> None:
+    """Reload *page* as F5 would, and wait until the app is back with the user still logged in.
+
+    The session survives in its HttpOnly cookie (docs/trust.md, Sessions): after the reload the
+    logout button (key ``logout``, in the sidebar, present even while a phone's sidebar is
+    collapsed) is there again and the login form is not. A journey marks the spot with
+    ``# RELOAD-MIDWAY`` and calls this.
+    """
+    page.reload(wait_until="domcontentloaded")
+    page.locator(".st-key-logout").wait_for(state="attached", timeout=timeout_ms)
+    if page.locator("input[type='password']").count():
+        raise AssertionError("the reload landed on the login form: the session did not resume")

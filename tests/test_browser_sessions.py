@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.browser import ARTIFACTS, streamlit_server, write_small_twin
+from tests.browser import ARTIFACTS, reload_midway, streamlit_server, write_small_twin
 from tests.test_browser import chromium, wait_until  # noqa: F401 - chromium is a fixture
 from twin import i18n, trust
 from twin.schema import SESSION_SEEN
@@ -122,7 +122,7 @@ def test_a_login_survives_a_reload_on_the_same_page(server, new_context):
     page.locator(f"{SIDEBAR} a[href$='/cases']").click()
     at_path(page, "/cases")
     page.get_by_role("heading", name=zh("nav.cases")).first.wait_for(timeout=WAIT_MS)
-    page.reload(wait_until="domcontentloaded")
+    reload_midway(page)
     logged_in(page)
     at_path(page, "/cases")
     assert page.get_by_label(zh("auth.password")).count() == 0
