@@ -1,4 +1,10 @@
-"""Streamlit entry of the cockpit: page config, language switch, login, the pages of each role."""
+"""Streamlit entry of the cockpit: page config, language switch, login, the pages of each role.
+
+Every page has its own URL (``/cockpit``, ``/cases``, ``/public`` …) that survives a reload; the
+root ``/`` opens the user's home page; a path the user may not open, or that names no page,
+shows a "not found / not allowed" message in the user's language with a link home (never
+Streamlit's own "Page not found").
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,17 @@ import streamlit as st
 
 from twin import trust
 from twin.i18n import LANGUAGE_NAMES, LANGUAGES
+from ui import auth
 from ui.common import current_language, run_page, t
+
+if "lang" not in st.session_state:  # a new page load: the language this browser chose before
+    st.session_state["lang"] = auth.saved_language() or current_language()
 
 st.set_page_config(
     page_title=t("app.title", current_language()),
     page_icon="🏙️",
     layout="wide",
-    initial_sidebar_state="expanded",
+    initial_sidebar_state="auto",  # open on a wide screen, out of the way on a phone
 )
 
 with st.sidebar:
@@ -26,6 +36,7 @@ with st.sidebar:
     )
 
 LANG = current_language()
+auth.keep_language(LANG)  # a reload keeps it (a cookie, through ui/serve.py)
 HERE = Path(__file__).resolve().parent
 
 
@@ -68,16 +79,33 @@ def pages_of(user) -> dict[str, list[st.Page]]:
     return sections
 
 
-from ui import auth  # noqa: E402 - after set_page_config: the gate may draw the login form
+from ui.routing import asked_path, not_found_page, root_page  # noqa: E402
 
+ASKED = asked_path(url for *_, url, _ in navigation())
 USER = auth.login_gate(LANG)
 with st.sidebar:
     auth.logout_button(LANG)
 PAGES = pages_of(USER)
 if PAGES:
-    NAV = st.navigation(PAGES)
-    if USER is not None and auth.take_just_signed_in():
-        st.switch_page(next(iter(PAGES.values()))[0])  # the role's home, not the public page
+    HOME = next(iter(PAGES.values()))[0]  # the role's first page; the public page when logged out
+    OPEN = {page.url_path: page for pages in PAGES.values() for page in pages}
+    known = {url: title for _, _, title, _, url, _ in navigation()}
+    extra = [root_page(HOME, LANG)]
+    if ASKED and ASKED not in OPEN:
+        extra += not_found_page(ASKED, HOME, LANG, title=known.get(ASKED),
+                                logged_in=USER is not None)
+    first = next(iter(PAGES))
+    NAV = st.navigation({**PAGES, first: [*PAGES[first], *extra]})
+    if USER is not None and auth.just_signed_in():
+        # the page asked for before logging in (a deep link), else the role's home; asked
+        # again until it is on screen (a run cut short by another loses its switch)
+        public = {page.url_path for pages in pages_of(None).values() for page in pages}
+        target = OPEN[ASKED] if ASKED in OPEN and ASKED not in public else HOME
+        if ASKED == target.url_path:
+            auth.arrived()
+        else:
+            st.switch_page(target)
+    auth.keep_cookie()
     run_page(NAV, LANG)  # an unexpected error is a message, never a traceback
 elif USER is not None:
     st.warning(t("nav.nothing", LANG))

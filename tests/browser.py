@@ -120,7 +120,8 @@ def _healthy(url: str) -> bool:
 
 @contextmanager
 def streamlit_server(database_url: str | Path, timeout: float = 60.0) -> Iterator[str]:
-    """Run ``streamlit run app.py`` on a free port against *database_url*; yield its base URL.
+    """Run ``python -m ui.serve run app.py`` (streamlit run, offline, with the session routes)
+    on a free port against *database_url*; yield its base URL.
 
     The process (and its children) is always killed on exit. Waiting polls the health endpoint;
     between polls it waits on the process itself, so a server that dies is reported at once.
@@ -132,7 +133,7 @@ def streamlit_server(database_url: str | Path, timeout: float = 60.0) -> Iterato
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+            [sys.executable, "-m", "ui.serve", "run", "app.py", "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1",
              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -182,3 +183,17 @@ def is_local(url: str) -> bool:
     if parts.scheme in {"data", "blob", "about"}:
         return True
     return parts.hostname in {"127.0.0.1", "localhost", "::1"}
+
+
+def reload_midway(page, timeout_ms: float = 60_000) -> None:
+    """Reload *page* as F5 would, and wait until the app is back with the user still logged in.
+
+    The session survives in its HttpOnly cookie (docs/trust.md, Sessions): after the reload the
+    logout button (key ``logout``, in the sidebar, present even while a phone's sidebar is
+    collapsed) is there again and the login form is not. A journey marks the spot with
+    ``# RELOAD-MIDWAY`` and calls this.
+    """
+    page.reload(wait_until="domcontentloaded")
+    page.locator(".st-key-logout").wait_for(state="attached", timeout=timeout_ms)
+    if page.locator("input[type='password']").count():
+        raise AssertionError("the reload landed on the login form: the session did not resume")

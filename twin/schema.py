@@ -428,9 +428,36 @@ ANSWERS = TableSpec(
     key="poll_id,resident_key",
 )
 
+#: A cockpit login that survives a reload (twin.trust.sessions; docs/trust.md, Sessions). The
+#: browser holds the id in an HttpOnly cookie; the store holds only its SHA-256.
+SESSIONS = TableSpec(
+    "twin_sessions",
+    (
+        _c("id_hash", "text", "SHA-256 (hex) of the session id; the id itself is never stored"),
+        _c("username", "text", "the user the session was opened for"),
+        _c("created_at", "datetime"),
+        _c("expires_at", "datetime", "absolute end (created_at + TWIN_SESSION_MAX_HOURS)"),
+        _c("revoked_at", "datetime", "set at logout, or when the user is disabled or their "
+           "password changes; a revoked session never resumes"),
+        _c("origin", "text", "where it was opened (web:<ip>)"),
+    ),
+    key="id_hash",
+)
+
+#: When each session was last used: written apart from :data:`SESSIONS` so that a session
+#: being used can never write back over its revocation (each row is replaced whole).
+SESSION_SEEN = TableSpec(
+    "twin_session_seen",
+    (
+        _c("id_hash", "text"),
+        _c("last_seen_at", "datetime", "idle timeout: TWIN_SESSION_TIMEOUT_MIN after this"),
+    ),
+    key="id_hash",
+)
+
 TABLES = (
     EVENTS, CASES, CASE_HISTORY, AUDIT, LAYER_VERSIONS, DEAD_LETTERS, ALARMS,
-    USERS, NOTICES, ANSWERS, LOGIN_ATTEMPTS,
+    USERS, NOTICES, ANSWERS, LOGIN_ATTEMPTS, SESSIONS, SESSION_SEEN,
 )
 
 

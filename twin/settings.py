@@ -106,6 +106,10 @@ SETTINGS: tuple[Setting, ...] = (
         "Minutes of inactivity after which a cockpit login expires.",
     ),
     Setting(
+        "session_max_hours", _positive_float, 12.0,
+        "Hours after which a cockpit login ends however active it was (a new login needed).",
+    ),
+    Setting(
         "max_failed_logins", _positive_int, 5,
         "Password checks allowed for one name from one client in each login window; "
         "further attempts are refused unchecked until the window ends (a success renews it).",

@@ -1,7 +1,16 @@
-"""Login for the cockpit: the form, the session (with a timeout), logout, the public pages."""
+"""Login for the cockpit: the form, the session that survives a reload, logout, the public pages.
+
+A login opens a stored session (:func:`twin.trust.open_session`); the browser keeps it in an
+HttpOnly, SameSite=Strict cookie, set by the route ``ui/serve.py`` adds: the page posts a
+one-time code there (one small same-origin fetch), never the session itself. A new page load
+(F5, a wall screen's reload, a deep link) resumes from the cookie; every later request of the
+page checks the session again, so a logout elsewhere, a disabled user or an idle timeout ends
+it at the next click.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pandas as pd
@@ -10,6 +19,7 @@ import streamlit as st
 from twin import settings, trust
 from twin.errors import TwinError
 from twin.trust import User
+from twin.trust.sessions import COOKIE_NAME
 from ui.common import get_store, md, present_store, store_url, t
 
 LOGGER = logging.getLogger(__name__)
@@ -21,6 +31,20 @@ SESSION_KEY = "auth.user"
 JUST_SIGNED_IN_KEY = "auth.just_signed_in"
 ACTIVITY_KEY = "auth.last_activity"
 EXPIRED_KEY = "auth.expired"
+#: the session's cookie value (kept server-side in this tab's state, checked on every run)
+TOKEN_KEY = "auth.token"
+#: a one-time code waiting to be exchanged for the cookie by the page
+CODE_KEY = "auth.cookie_code"
+#: the cookie should be cleared on the next run (after a logout or a refused resume)
+CLEAR_KEY = "auth.clear_cookie"
+#: a cookie value this tab already found refused (not asked again, not audited again)
+REFUSED_KEY = "auth.refused_cookie"
+#: reasons of a refused session that the user is told as "expired"
+EXPIRY_REASONS = ("idle", "expired")
+SESSION_ROUTE, LOGOUT_ROUTE = "/_twin/session", "/_twin/logout"  # ui/serve.py serves them
+LANGUAGE_ROUTE, LANGUAGE_COOKIE = "/_twin/language", "twin_lang"
+#: the language the browser's cookie holds, as far as this tab knows
+SAVED_LANGUAGE_KEY = "auth.saved_lang"
 
 
 def origin() -> str:
@@ -37,28 +61,112 @@ def _store():
     return get_store(store_url())
 
 
-def sign_in(user: User) -> None:
-    """Put *user* into this session (after a successful login, or in tests)."""
+def _cookie(name: str = COOKIE_NAME) -> str | None:
+    """A cookie the browser sent when this page was loaded (the session's by default)."""
+    try:
+        value = st.context.cookies.get(name)
+    except Exception:  # no browser behind this run (AppTest, bare mode)
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def saved_language() -> str | None:
+    """The language this browser chose before (its cookie), for a new page load; else None."""
+    from twin.i18n import LANGUAGES
+
+    lang = _cookie(LANGUAGE_COOKIE)
+    st.session_state.setdefault(SAVED_LANGUAGE_KEY, lang)
+    return lang if lang in LANGUAGES else None
+
+
+def keep_language(lang: str) -> None:
+    """Have the browser remember *lang* (a cookie) when it differs from what it holds."""
+    from twin.i18n import DEFAULT_LANGUAGE
+
+    if (st.session_state.get(SAVED_LANGUAGE_KEY) or DEFAULT_LANGUAGE) != lang:
+        _post(LANGUAGE_ROUTE, {"lang": lang})
+        st.session_state[SAVED_LANGUAGE_KEY] = lang
+
+
+def sign_in(user: User, token: str | None = None) -> None:
+    """Put *user* into this session (after a successful login, a resumed cookie, or in tests).
+
+    *token* is the stored session behind it (None: this tab only, as AppTest signs in).
+    """
     st.session_state[SESSION_KEY] = user.username  # rights are read anew on every request
     st.session_state[ACTIVITY_KEY] = pd.Timestamp.now(tz="UTC").isoformat()
     st.session_state.pop(EXPIRED_KEY, None)
+    if token:
+        st.session_state[TOKEN_KEY] = token
+    else:
+        st.session_state.pop(TOKEN_KEY, None)
 
 
 def sign_out() -> None:
-    """Forget the user of this session."""
-    for key in (SESSION_KEY, ACTIVITY_KEY):
+    """Forget the user of this tab (the stored session is ended by :func:`logout_button`)."""
+    for key in (SESSION_KEY, ACTIVITY_KEY, TOKEN_KEY, CODE_KEY):
         st.session_state.pop(key, None)
+
+
+def _refused(store, token: str) -> None:
+    """Remember that *token* does not resume; say so if it merely expired; clear the cookie."""
+    try:
+        reason = trust.session_problem(store, token)
+    except TwinError:
+        reason = None
+    LOGGER.info("session refused: %s", reason)
+    if reason in EXPIRY_REASONS:
+        st.session_state[EXPIRED_KEY] = True
+    st.session_state[REFUSED_KEY] = token
+    st.session_state[CLEAR_KEY] = True
+
+
+def _from_cookie() -> User | None:
+    """The user of the session cookie of a new page load, or None (then the login form)."""
+    cookie = _cookie()
+    if cookie is None or cookie == st.session_state.get(REFUSED_KEY):
+        return None
+    try:
+        store = present_store()
+        user = None if store is None else trust.resume_session(store, cookie, origin=origin())
+    except TwinError as exc:  # the store is away: log in again when it answers
+        LOGGER.warning("cannot resume a session: %s", exc)
+        return None
+    if user is None:
+        _refused(store, cookie)
+        return None
+    sign_in(user, cookie)
+    return user
 
 
 def current_user() -> User | None:
     """The logged-in user of this session as the store holds them now, or None.
 
-    An idle session past the timeout ends here, and so does the session of a user disabled or
-    removed since they logged in; a changed role or grid takes effect on the next request.
+    A tab with a stored session checks it on every request: ended by a logout, past its idle
+    timeout or lifetime, or its user disabled or removed, it is out here. A changed role or
+    grid takes effect on the next request. A tab without one resumes the browser's cookie.
     """
     username = st.session_state.get(SESSION_KEY)
     if not isinstance(username, str) or not username:
-        return None
+        return _from_cookie()
+    token = st.session_state.get(TOKEN_KEY)
+    if token:
+        try:
+            store = present_store()
+            user = None if store is None else trust.resume_session(store, token)
+        except TwinError as exc:  # the store is away: out for now, back in when it answers
+            LOGGER.warning("cannot check the session of %s: %s", username, exc)
+            return None
+        if user is None:
+            sign_out()
+            if store is not None:
+                _refused(store, token)
+        return user
+    return _tab_user(username)
+
+
+def _tab_user(username: str) -> User | None:
+    """The user of a tab signed in without a stored session (AppTest, OIDC), timed out here."""
     if trust.session_expired(st.session_state.get(ACTIVITY_KEY)):
         LOGGER.info("session of %s expired", username)
         sign_out()
@@ -67,7 +175,7 @@ def current_user() -> User | None:
     try:
         store = present_store()
         user = None if store is None else trust.session_user(store, username)
-    except TwinError as exc:  # the store is away: out for now, back in when it answers again
+    except TwinError as exc:  # the store is away: out for now, back in when it answers
         LOGGER.warning("cannot check the session of %s: %s", username, exc)
         return None
     if user is None:
@@ -76,6 +184,35 @@ def current_user() -> User | None:
         return None
     st.session_state[ACTIVITY_KEY] = pd.Timestamp.now(tz="UTC").isoformat()
     return user
+
+
+def _post(route: str, body: dict[str, str]) -> None:
+    """Let the page POST *body* to one of our routes (same origin, cookies included)."""
+    from streamlit import config
+
+    base = (config.get_option("server.baseUrlPath") or "").strip("/")
+    url = f"/{base}{route}" if base else route
+    st.html(
+        "<script>fetch(" + json.dumps(url) + ", {method: 'POST', credentials: 'same-origin', "
+        "headers: {'Content-Type': 'application/json'}, body: "
+        + json.dumps(json.dumps(body)) + "});</script>",
+        unsafe_allow_javascript=True,
+    )
+
+
+def keep_cookie() -> None:
+    """Hand the browser a pending session cookie, or clear a dead one (once, on this run).
+
+    The app calls it on a run that stays on screen (not one that switches page at once), so
+    the small script reaches the page and runs.
+    """
+    code = st.session_state.get(CODE_KEY)
+    if code and trust.code_pending(code):  # sent again until the page has exchanged it
+        _post(SESSION_ROUTE, {"code": code})
+    elif code:
+        st.session_state.pop(CODE_KEY, None)
+    elif st.session_state.pop(CLEAR_KEY, False):
+        _post(LOGOUT_ROUTE, {})
 
 
 def _oidc_configured() -> bool:
@@ -120,16 +257,35 @@ def login_form(lang: str | None = None) -> User | None:
     except trust.LoginError:
         st.error(t("auth.failed", lang))
         return None
-    sign_in(user)
+    _open_session(user)
     # start again without the form, on the user's first page rather than the public one
     st.session_state[JUST_SIGNED_IN_KEY] = True
     st.rerun()
     return user
 
 
-def take_just_signed_in() -> bool:
-    """True once, on the first run after a successful login (the app then opens the home page)."""
-    return bool(st.session_state.pop(JUST_SIGNED_IN_KEY, False))
+def _open_session(user: User) -> None:
+    """Sign *user* in with a stored session, and queue the cookie for the page."""
+    try:
+        token = trust.open_session(_store(), user, origin=origin())
+    except TwinError as exc:  # no stored session: this tab only (a reload logs out)
+        LOGGER.warning("cannot open a session for %s: %s", user.username, exc)
+        token = None
+    sign_in(user, token)
+    if token:
+        st.session_state[CODE_KEY] = trust.issue_code(token)
+        st.session_state.pop(CLEAR_KEY, None)
+
+
+def just_signed_in() -> bool:
+    """True from a successful login until :func:`arrived` (the app opens the first page)."""
+    return bool(st.session_state.get(JUST_SIGNED_IN_KEY, False))
+
+
+def arrived() -> None:
+    """The first page after a login is on screen: :func:`just_signed_in` is False again."""
+    st.session_state.pop(JUST_SIGNED_IN_KEY, None)
+
 
 
 def login_gate(lang: str | None = None) -> User | None:
@@ -143,7 +299,7 @@ def login_gate(lang: str | None = None) -> User | None:
     if _oidc_configured():
         user = _oidc_user()
         if user is not None:
-            sign_in(user)
+            _open_session(user)
             return user
     return login_form(lang)
 
@@ -155,11 +311,17 @@ def logout_button(lang: str | None = None) -> None:
         return
     st.caption(t("auth.logged_in_as", lang, name=md(user.name), role=t_role(user.role, lang)))
     if st.button(t("auth.logout", lang), key="logout"):
+        token = st.session_state.get(TOKEN_KEY)
         try:
+            if token:
+                trust.end_session(_store(), token)  # the cookie is refused from now on
             trust.record_logout(_store(), user, origin=origin())
         except Exception:  # logging out must work even if the store is gone
-            LOGGER.exception("audit of logout failed")
+            LOGGER.exception("ending the session or its audit failed")
         sign_out()
+        st.session_state[CLEAR_KEY] = True
+        if token:
+            st.session_state[REFUSED_KEY] = token  # this tab's cookie: not resumed again
         if _oidc_configured() and getattr(getattr(st, "user", None), "is_logged_in", False):
             st.logout()
         st.rerun()

@@ -14,6 +14,8 @@ from twin.schema import (
     CASE_DATA_COLUMNS,
     CASES,
     EVENTS,
+    SESSION_SEEN,
+    SESSIONS,
     TABLES,
     LayerSpec,
     TableSpec,
@@ -468,6 +470,17 @@ def _audit_append_only(conn: sa.Connection) -> None:
             ))
 
 
+def _sessions(conn: sa.Connection) -> None:
+    """Create the session tables (twin.trust.sessions) and an index to end a user's sessions."""
+    for table in (SESSIONS, SESSION_SEEN):
+        for statement in table_ddl(table):
+            conn.execute(sa.text(statement))
+    conn.execute(sa.text(
+        f"CREATE INDEX IF NOT EXISTS {quote(SESSIONS.name + '_username_idx')} "
+        f"ON {quote(SESSIONS.name)} (username)"
+    ))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables derived from twin.schema", _create_core_tables),
     Migration(2, "case indexes on requested_at, filed_at and (grid_code, requested_at)",
@@ -482,6 +495,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _brin_autosummarize),
     Migration(7, "audit log append-only: triggers refuse UPDATE, DELETE and TRUNCATE",
               _audit_append_only),
+    Migration(8, "login sessions (twin_sessions, twin_session_seen), by id hash and by user",
+              _sessions),
 )
 
 

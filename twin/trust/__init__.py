@@ -9,6 +9,7 @@ module             what it decides
 ``permissions``    roles, the permission table, pages per role (:data:`PERMISSIONS`)
 ``users``          users, argon2 passwords, throttled login, sessions, resolve (the only
                    users the library acts for), demo users
+``sessions``       logins that survive a reload: signed, expiring, revocable, stored
 ``privacy``        masking, rounding for the public, scoped readers of personal data
 ``casework``       which cases a user sees; case steps run and audited as the user
 ``public``         what the public transparency page shows
@@ -73,6 +74,16 @@ from twin.trust.privacy import (
 )
 from twin.trust.public import PublicSummary, public_summary
 from twin.trust.secrets import secret
+from twin.trust.sessions import (
+    code_pending,
+    end_all_sessions_of,
+    end_session,
+    issue_code,
+    open_session,
+    redeem_code,
+    resume_session,
+    session_problem,
+)
 from twin.trust.uploads import UPLOAD_TYPES, UploadRejectedError, check_photo, store_photo
 from twin.trust.users import (
     DEMO_USERS,
@@ -162,4 +173,12 @@ __all__ = [
     "verify_password",
     "visible_cases",
     "with_role",
+    "open_session",
+    "resume_session",
+    "end_session",
+    "end_all_sessions_of",
+    "issue_code",
+    "redeem_code",
+    "session_problem",
+    "code_pending",
 ]

@@ -251,6 +251,10 @@ def update_user(
     if changed.get("unlocked"):
         unlock_logins(store, username)
     store.append_audit(actor, "user.update", f"user:{username}", changed, origin)
+    if row["disabled"] or password is not None:  # a stolen or old login must not outlive this
+        from twin.trust.sessions import end_all_sessions_of
+
+        end_all_sessions_of(store, username)
     return _user_from_row(row)
 
 
