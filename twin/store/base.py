@@ -584,8 +584,9 @@ class Store(abc.ABC):
         """Insert alarms (ALARMS columns plus ``since``/``until``, their episode) once each.
 
         An alarm is inserted unless its (rule, source) already has one whose time span meets
-        the episode; the database refuses a second active alarm of a (rule, source) (a unique
-        partial index). Returns the ids inserted now: a worker that lost the race gets none.
+        the episode (checked under a lock per key); the database refuses a second open alarm of
+        a (rule, source) whatever happens (a unique partial index). Returns the ids inserted
+        now: a worker that lost the race gets none.
         """
 
     @abc.abstractmethod

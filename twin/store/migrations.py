@@ -482,13 +482,13 @@ MIGRATIONS: tuple[Migration, ...] = (
               _brin_autosummarize),
     Migration(7, "audit log append-only: triggers refuse UPDATE, DELETE and TRUNCATE",
               _audit_append_only),
-    Migration(10, "one active alarm per (rule, source): duplicates closed, unique partial index",
+    Migration(10, "one open alarm per (rule, source): duplicates closed, unique partial index",
               lambda conn: _alarm_once(conn)),  # defined below, with the other additions
 )
 
 
 def _alarm_once(conn: sa.Connection) -> None:
-    """Close duplicate active alarms (all but the earliest), then index one per (rule, source).
+    """Close duplicate open alarms (all but the earliest), then index one per (rule, source).
 
     Feed workers open alarms with ``INSERT … ON CONFLICT DO NOTHING``: with this index the
     database, not the luck of delivery, keeps an episode to one alarm (docs/feeds.md).

@@ -779,7 +779,7 @@ class SQLStore(Store):
         An alarm spans ``opened_at`` to its end (open-ended while active); an episode spans
         ``since`` (``data.since``, when the condition began) to ``until`` (None: going on). Each
         (rule, source) is locked for the transaction (PostgreSQL advisory lock; the embedded
-        store has one writer at a time), and the unique partial index refuses a second active
+        store has one writer at a time), and the unique partial index refuses a second open
         alarm whatever happens (``ON CONFLICT DO NOTHING``, no target: every unique index).
         """
         rows = prepare_rows(ALARMS, alarms.drop(columns=["since", "until"]), "ignore")
@@ -864,11 +864,14 @@ class SQLStore(Store):
 
 # -- alarms once per (rule, source, episode), whatever the number of workers ----------------------
 
-#: Alarm statuses of an episode still going on; at most one alarm per (rule, source) holds one.
+#: Alarm statuses of an episode still going on: no second alarm of its (rule, source) opens
+#: while one of these is stored (the check of :meth:`SQLStore.open_alarms`, under a lock).
 ACTIVE_ALARMS = ("open", "acknowledged", "in_progress")
-#: The unique partial index that makes the database refuse a second active alarm of a
-#: (rule, source): migration 10 on PostGIS, made on first use in the embedded store.
-ALARM_ONCE_INDEX = "twin_alarms_one_active"
+#: The unique partial index refusing a second *open* alarm of a (rule, source) whatever any
+#: worker does: migration 10 on PostGIS, made on first use in the embedded store. Open only:
+#: acknowledged and in-progress alarms are people's work, which may outlive an episode (a
+#: case still being handled) and which imports and the demo write as they were.
+ALARM_ONCE_INDEX = "twin_alarms_one_open"
 _ACTIVE_SQL = ", ".join(f"'{s}'" for s in ACTIVE_ALARMS)
 #: When an inactive alarm's episode ended: resolved_at, else (closed by hand) its last change.
 _ENDED_SQL = "coalesce(a.resolved_at, a.updated_at, a.opened_at)"
@@ -876,20 +879,20 @@ _FAR_FUTURE = pd.Timestamp("9999-01-01", tz="UTC")
 
 
 def alarm_once_ddl() -> list[str]:
-    """Return the statements closing duplicate active alarms, then indexing one per key.
+    """Return the statements closing duplicate open alarms, then indexing one per key.
 
     Stores written before the index existed (several workers each opening the same alarm)
-    may hold several active alarms of one (rule, source): all but the earliest are closed
+    may hold several open alarms of one (rule, source): all but the earliest are closed
     (``resolved_at`` set to their last change) so that the index can be built.
     """
     alarms = quote(ALARMS.name)
     return [
         f"UPDATE {alarms} SET status = 'closed', "
         f"resolved_at = coalesce(resolved_at, updated_at, opened_at) "
-        f"WHERE status IN ({_ACTIVE_SQL}) AND EXISTS (SELECT 1 FROM {alarms} b "
+        f"WHERE status = 'open' AND EXISTS (SELECT 1 FROM {alarms} b "
         f"WHERE b.rule_id = {alarms}.rule_id AND b.source_id = {alarms}.source_id "
-        f"AND b.status IN ({_ACTIVE_SQL}) AND (b.opened_at < {alarms}.opened_at "
+        f"AND b.status = 'open' AND (b.opened_at < {alarms}.opened_at "
         f"OR (b.opened_at = {alarms}.opened_at AND b.id < {alarms}.id)))",
         f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(ALARM_ONCE_INDEX)} ON {alarms} "
-        f"(rule_id, source_id) WHERE status IN ({_ACTIVE_SQL})",
+        "(rule_id, source_id) WHERE status = 'open'",
     ]
