@@ -332,7 +332,8 @@ class Pipeline:
         try:
             self.state.update(decoded.readings)
             if self.rules is not None:
-                self.rules.evaluate(decoded.readings, decoded.alerts, now)
+                self.rules.evaluate(decoded.readings, decoded.alerts, now,
+                                    self.state.lot_occupancy())
                 self._count_alarms()
         except ConnectionError:
             if raise_unavailable:

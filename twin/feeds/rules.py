@@ -32,6 +32,11 @@ OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
 ACTIVE = ("open", "acknowledged", "in_progress")
 #: Rule kinds decided on readings: re-read from the stored events of the sources a batch touched.
 READING_KINDS = ("threshold", "state", "geofence")
+#: A lot whose share in a worker's own live state is this close to an occupancy threshold is
+#: read back from the store (a worker's view of a lot lags by a few sensors' reports at most).
+LOCAL_MARGIN = 0.15
+#: Seconds between two sweeps for resolved auto-case alarms left without their case.
+SWEEP_RESOLVED_S = 60.0
 #: Alarm life cycle: status → statuses it may move to by hand.
 ALARM_TRANSITIONS = {
     "open": ("acknowledged", "in_progress", "resolved", "closed"),
@@ -119,6 +124,7 @@ class RuleEngine:
                                         role="dispatcher", alarm=alarm)["case_id"])
         self.opened = 0
         self.resolved = 0
+        self._swept: pd.Timestamp | None = None  # the last sweep of resolved alarms
 
     # -- conditions ------------------------------------------------------------------------------
 
@@ -175,23 +181,40 @@ class RuleEngine:
 
     # -- alarms, decided from the store so that every worker decides alike ---------------------
 
-    def evaluate(self, readings: pd.DataFrame, alerts: pd.DataFrame,
-                 now: pd.Timestamp) -> pd.DataFrame:
+    def evaluate(self, readings: pd.DataFrame, alerts: pd.DataFrame, now: pd.Timestamp,
+                 local_occupancy: pd.DataFrame | None = None) -> pd.DataFrame:
         """Open or resolve the alarms a stored batch calls for; return the alarms opened.
 
         The batch's readings and alerts only say which (rule, source) to look at; what is
         decided comes from the stored events of those sources (:meth:`_with_history`) and the
         lots' stored occupancy (:meth:`shared_occupancy`), which every worker reads alike.
+        *local_occupancy* (this worker's live state) only spares reading back lots far from
+        any threshold that hold no alarm.
         """
-        conds = self.conditions(readings, alerts, self.shared_occupancy(readings))
-        return self.apply(conds, now)
+        live = self._live_keys()
+        occupancy = self.shared_occupancy(readings, local_occupancy, live)
+        conds = self.conditions(readings, alerts, occupancy)
+        return self.apply(conds, now, live)
 
-    def apply(self, conds: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
-        """Open or resolve alarms for *conds* (widened with the stored history); return opened."""
+    def apply(self, conds: pd.DataFrame, now: pd.Timestamp,
+              live: set[tuple[str, str]] | None = None) -> pd.DataFrame:
+        """Open or resolve alarms for *conds* (widened with the stored history); return opened.
+
+        *live*: the (rule, source) keys holding an active alarm (default: read now).
+        """
         if conds.empty:
             return pd.DataFrame()
-        raised, ends = episodes(self._with_history(conds), self.rules["duration_s"])
+        live = self._live_keys() if live is None else live
+        raised, ends = episodes(self._with_history(conds, live), self.rules["duration_s"])
         return self._record(raised, ends, now)
+
+    def _active_alarms(self) -> pd.DataFrame:
+        """Return the stored active alarms (open, acknowledged, in progress): one read."""
+        return self.store.read_rows(ALARMS, status=ACTIVE)
+
+    def _live_keys(self, alarms: pd.DataFrame | None = None) -> set[tuple[str, str]]:
+        alarms = self._active_alarms() if alarms is None else alarms
+        return set(zip(alarms["rule_id"], alarms["source_id"], strict=True))
 
     def _record(self, raised: pd.DataFrame, ends: pd.DataFrame,
                 now: pd.Timestamp) -> pd.DataFrame:
@@ -222,7 +245,7 @@ class RuleEngine:
         if case_id:
             alarm["case_id"] = case_id
 
-    def _with_history(self, conds: pd.DataFrame) -> pd.DataFrame:
+    def _with_history(self, conds: pd.DataFrame, live: set[tuple[str, str]]) -> pd.DataFrame:
         """Replace the batch's reading conditions by those of the stored history of its keys.
 
         Only keys that may change an alarm are kept: a true condition, or a false one of a
@@ -232,17 +255,13 @@ class RuleEngine:
         kinds = self.rules["kind"].reindex(conds["rule_id"]).to_numpy()
         from_readings = np.isin(kinds, READING_KINDS)
         batch, rest = conds[from_readings], conds[~from_readings]
-        rest = self._keep_changing(rest)
+        rest = self._keep_changing(rest, live)
         if batch.empty:
             return rest
         keys = set(zip(batch.loc[batch["active"], "rule_id"],
                        batch.loc[batch["active"], "source_id"], strict=True))
         quiet = batch.loc[~batch["active"]]
-        if len(quiet):
-            alarms = self.store.read_rows(ALARMS, status=ACTIVE,
-                                          source_id=sorted(set(quiet["source_id"])))
-            live = set(zip(alarms["rule_id"], alarms["source_id"], strict=True))
-            keys |= live & set(zip(quiet["rule_id"], quiet["source_id"], strict=True))
+        keys |= live & set(zip(quiet["rule_id"], quiet["source_id"], strict=True))
         if not keys:
             return rest
         mine = pd.Series([k in keys for k in zip(batch["rule_id"], batch["source_id"],
@@ -258,13 +277,11 @@ class RuleEngine:
         both = pd.concat([p for p in (stored, batch, rest) if len(p)], ignore_index=True)
         return both.drop_duplicates(["rule_id", "source_id", "at", "active"])
 
-    def _keep_changing(self, conds: pd.DataFrame) -> pd.DataFrame:
+    @staticmethod
+    def _keep_changing(conds: pd.DataFrame, live: set[tuple[str, str]]) -> pd.DataFrame:
         """Drop false conditions of (rule, source) keys holding no active alarm: nothing to do."""
         if conds.empty or conds["active"].all():
             return conds
-        quiet = conds.loc[~conds["active"]]
-        alarms = self.store.read_rows(ALARMS, status=ACTIVE, rule_id=sorted(set(quiet["rule_id"])))
-        live = set(zip(alarms["rule_id"], alarms["source_id"], strict=True))
         keep = conds["active"].to_numpy() | np.fromiter(
             (k in live for k in zip(conds["rule_id"], conds["source_id"], strict=True)),
             dtype=bool, count=len(conds))
@@ -275,17 +292,32 @@ class RuleEngine:
         """How far before a batch the stored history is read: the longest duration + an hour."""
         return pd.Timedelta(seconds=float(self.rules["duration_s"].max() or 0) + 3600)
 
-    def shared_occupancy(self, readings: pd.DataFrame) -> pd.DataFrame:
+    def shared_occupancy(self, readings: pd.DataFrame, local: pd.DataFrame | None = None,
+                         live: set[tuple[str, str]] | None = None) -> pd.DataFrame:
         """Occupancy of the lots whose sensors are in *readings*, from the stored events.
 
         Each sensor's latest ``occupied`` reading within :data:`OFFLINE_INTERVALS` of its
-        report interval before the batch's last time: what any worker reads alike.
+        report interval before the batch's last time: what any worker reads alike. With
+        *local* (this worker's view, ``LiveState.lot_occupancy``) only lots whose local share
+        is within :data:`LOCAL_MARGIN` of an occupancy threshold, or that hold an active alarm
+        (*live*), are read back: the others could neither open nor resolve one.
         """
-        if readings.empty or not (self.rules["kind"] == "occupancy").any():
+        rules = self.rules[self.rules["kind"] == "occupancy"]
+        if readings.empty or rules.empty:
             return pd.DataFrame(columns=["monitored", "occupied", "share"])
         sensors = self.registry.sensors
         occupied = readings[readings["property"].to_numpy() == "occupied"]
         lots = sensors["lot_id"].reindex(occupied["source_id"]).dropna().unique()
+        if local is not None and len(lots):
+            near = np.zeros(len(lots), dtype=bool)
+            share = local["share"].reindex(lots).to_numpy(dtype=float)
+            for rid, rule in rules.iterrows():
+                near |= np.isnan(share) | (np.abs(share - float(rule["threshold"]))
+                                           <= LOCAL_MARGIN) | OPS[rule["op"]](
+                    share, float(rule["threshold"]))
+                near |= np.fromiter(((rid, lot) in (live or ()) for lot in lots), dtype=bool,
+                                    count=len(lots))
+            lots = lots[near]
         if not len(lots):
             return pd.DataFrame(columns=["monitored", "occupied", "share"])
         members = sensors[sensors["lot_id"].isin(lots)]
@@ -307,13 +339,15 @@ class RuleEngine:
 
     def tick(self, now: pd.Timestamp, started: pd.Timestamp) -> None:
         """Offline sensors, camera alarms gone quiet, and auto-cases a worker left unmade."""
-        raised, ends = self._offline(now, started)
-        quiet = self._quiet_cameras(now)
+        active = self._active_alarms()
+        live = self._live_keys(active)
+        raised, ends = self._offline(now, started, live)
+        quiet = self._quiet_cameras(now, active)
         self._record(raised, pd.concat([e for e in (ends, quiet) if len(e)], ignore_index=True)
                      if len(ends) or len(quiet) else ends, now)
-        self.sweep_cases(now)
+        self.sweep_cases(now, active)
 
-    def _offline(self, now: pd.Timestamp, started: pd.Timestamp
+    def _offline(self, now: pd.Timestamp, started: pd.Timestamp, live: set[tuple[str, str]]
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Episodes of sensors gone silent, from the last time each was stored."""
         rules = self.rules[self.rules["kind"] == "offline"]
@@ -325,8 +359,6 @@ class RuleEngine:
         seen = self.store.events_last_seen(now - 2 * limit.max()).reindex(sensors.index)
         since = seen.fillna(pd.Timestamp(started)).astype("datetime64[us, UTC]")
         offline = (now - since) > limit
-        alarms = self.store.read_rows(ALARMS, status=ACTIVE, rule_id=list(rules.index))
-        live = set(zip(alarms["rule_id"], alarms["source_id"], strict=True))
         raised, ends = [], []
         for rid, rule in rules.iterrows():
             fits = (sensors["kind"] == rule["applies_to"]) | (rule["applies_to"] == "*")
@@ -344,13 +376,11 @@ class RuleEngine:
                                       "resolved_at": since[back].to_numpy()}))
         return (pd.concat(raised, ignore_index=True), pd.concat(ends, ignore_index=True))
 
-    def _quiet_cameras(self, now: pd.Timestamp) -> pd.DataFrame:
+    def _quiet_cameras(self, now: pd.Timestamp, active: pd.DataFrame) -> pd.DataFrame:
         """Return the ends of camera alarms with no stored alert for ``clear_after_s``."""
         rules = self.rules[self.rules["kind"] == "camera"]
-        if rules.empty:
-            return pd.DataFrame(columns=END_COLUMNS)
-        alarms = self.store.read_rows(ALARMS, status=ACTIVE, rule_id=list(rules.index))
-        if alarms.empty:
+        alarms = active[active["rule_id"].isin(rules.index)]
+        if rules.empty or alarms.empty:
             return pd.DataFrame(columns=END_COLUMNS)
         clear = rules["clear_after_s"].fillna(600.0).astype(float)
         alerts = alerts_from_events(self.store.events_of(
@@ -369,16 +399,22 @@ class RuleEngine:
                             "resolved_at": last + wait})
         return pd.DataFrame(out, columns=END_COLUMNS)
 
-    def sweep_cases(self, now: pd.Timestamp) -> int:
+    def sweep_cases(self, now: pd.Timestamp, active: pd.DataFrame | None = None) -> int:
         """Make the cases of auto-case alarms that have none (their worker died before it).
 
         Idempotent across workers: a case's id is derived from its alarm's, so a second
-        attempt meets the first one's case (``DuplicateIdError``) and only links it.
+        attempt meets the first one's case (``DuplicateIdError``) and only links it. Open
+        alarms (in *active*) at every tick; resolved ones of the last day once a minute.
         """
         auto = list(self.rules.index[self.rules["auto_case"]])
         if not auto:
             return 0
-        alarms = self.store.read_rows(ALARMS, rule_id=auto, status=("open", "resolved"))
+        alarms = self._active_alarms() if active is None else active
+        alarms = alarms[alarms["rule_id"].isin(auto) & (alarms["status"] == "open")]
+        if self._swept is None or now - self._swept >= pd.Timedelta(seconds=SWEEP_RESOLVED_S):
+            self._swept = now
+            alarms = pd.concat([alarms, self.store.read_rows(ALARMS, rule_id=auto,
+                                                             status="resolved")])
         pending = alarms[alarms["case_id"].isna()
                          & (alarms["opened_at"] >= now - pd.Timedelta(days=1))]
         for alarm in pending.to_dict("records"):
