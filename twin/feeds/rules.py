@@ -191,7 +191,7 @@ class RuleEngine:
         *local_occupancy* (this worker's live state) only spares reading back lots far from
         any threshold that hold no alarm.
         """
-        live = self._live_keys()
+        live = self.store.active_alarm_keys()
         occupancy = self.shared_occupancy(readings, local_occupancy, live)
         conds = self.conditions(readings, alerts, occupancy)
         return self.apply(conds, now, live)
@@ -204,15 +204,34 @@ class RuleEngine:
         """
         if conds.empty:
             return pd.DataFrame()
-        live = self._live_keys() if live is None else live
-        raised, ends = episodes(self._with_history(conds, live), self.rules["duration_s"])
-        return self._record(raised, ends, now)
+        live = self.store.active_alarm_keys() if live is None else live
+        widened = self._with_history(conds, live)
+        raised, ends = episodes(widened, self.rules["duration_s"])
+        resolved = self.resolved
+        opened = self._record(raised, ends, now)
+        if self.resolved == resolved or ends.empty:
+            return opened
+        # An alarm was just resolved. Another worker may have skipped the next episode of its
+        # key a moment ago (true readings, the alarm still active as it read): read the
+        # history of the keys resolved once more, now that the resolution is committed and
+        # their readings with it, and open what it holds.
+        kinds = self.rules["kind"].reindex(ends["rule_id"]).to_numpy()
+        keys = set(zip(ends["rule_id"][np.isin(kinds, READING_KINDS)],
+                       ends["source_id"][np.isin(kinds, READING_KINDS)], strict=True))
+        if not keys:
+            return opened
+        start = widened["at"].min()
+        again, _ = episodes(self._stored_conds(keys, start), self.rules["duration_s"])
+        more = self._record(again, pd.DataFrame(columns=END_COLUMNS), now)
+        return pd.concat([p for p in (opened, more) if len(p)], ignore_index=True) \
+            if len(more) else opened
 
     def _active_alarms(self) -> pd.DataFrame:
         """Return the stored active alarms (open, acknowledged, in progress): one read."""
         return self.store.read_rows(ALARMS, status=ACTIVE)
 
     def _live_keys(self, alarms: pd.DataFrame | None = None) -> set[tuple[str, str]]:
+        """Return the (rule, source) keys holding an active alarm (of *alarms*, or read now)."""
         alarms = self._active_alarms() if alarms is None else alarms
         return set(zip(alarms["rule_id"], alarms["source_id"], strict=True))
 
@@ -258,8 +277,9 @@ class RuleEngine:
         rest = self._keep_changing(rest, live)
         if batch.empty:
             return rest
+        # true for a key with an alarm open already: nothing to decide (a long episode's batches)
         keys = set(zip(batch.loc[batch["active"], "rule_id"],
-                       batch.loc[batch["active"], "source_id"], strict=True))
+                       batch.loc[batch["active"], "source_id"], strict=True)) - live
         quiet = batch.loc[~batch["active"]]
         keys |= live & set(zip(quiet["rule_id"], quiet["source_id"], strict=True))
         if not keys:
@@ -267,15 +287,19 @@ class RuleEngine:
         mine = pd.Series([k in keys for k in zip(batch["rule_id"], batch["source_id"],
                                                  strict=True)], index=batch.index, dtype=bool)
         batch = batch[mine]
-        start = batch["at"].min() - self.lookback
+        stored = self._stored_conds(keys, batch["at"].min() - self.lookback)
+        both = pd.concat([p for p in (stored, batch, rest) if len(p)], ignore_index=True)
+        return both.drop_duplicates(["rule_id", "source_id", "at", "active"])
+
+    def _stored_conds(self, keys: set[tuple[str, str]], start: pd.Timestamp) -> pd.DataFrame:
+        """Conditions of the reading rules *keys* on their sources' observations since *start*."""
         events = self.store.events_of(sorted({s for _, s in keys}), start, "obs")
         readings = readings_from_events(events)
         stored = self.conditions(readings, pd.DataFrame(), pd.DataFrame(), kinds=READING_KINDS)
         if len(stored):
             hit = [k in keys for k in zip(stored["rule_id"], stored["source_id"], strict=True)]
             stored = stored[np.asarray(hit, dtype=bool)]
-        both = pd.concat([p for p in (stored, batch, rest) if len(p)], ignore_index=True)
-        return both.drop_duplicates(["rule_id", "source_id", "at", "active"])
+        return stored
 
     @staticmethod
     def _keep_changing(conds: pd.DataFrame, live: set[tuple[str, str]]) -> pd.DataFrame:

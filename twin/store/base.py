@@ -605,6 +605,10 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def active_alarm_keys(self) -> set[tuple[str, str]]:
+        """Return the (rule_id, source_id) of every open, acknowledged or in-progress alarm."""
+
+    @abc.abstractmethod
     def events_last_seen(self, start: Any, kind: str = "obs") -> pd.Series:
         """Latest stored ``observed_at`` per source of events of *kind* since *start*."""
 

@@ -839,6 +839,13 @@ class SQLStore(Store):
             return self._execute(conn, sql, {"case_id": case_id, "data": data, "id": alarm_id,
                                               "now": self.dialect.time(now)}) > 0
 
+    def active_alarm_keys(self) -> set[tuple[str, str]]:
+        """Return the (rule_id, source_id) of every active alarm: one lean query, no frame."""
+        with self._read(single=True) as conn:
+            rows = self._rows(conn, f"SELECT rule_id, source_id FROM {quote(ALARMS.name)} "
+                                    f"WHERE status IN ({_ACTIVE_SQL})")
+        return {(r[0], r[1]) for r in rows}
+
     def events_last_seen(self, start: Any, kind: str = "obs") -> pd.Series:
         """Latest ``observed_at`` per source among events of *kind* since *start* (the store's)."""
         with self._read(single=True) as conn:
