@@ -205,3 +205,60 @@ def test_episodes_are_cut_the_same_from_any_order_of_the_readings():
     # one run of 3 true readings (2 minutes ≥ 1 minute) raises; the single true one does not
     assert raised[["since", "until"]].values.tolist() == [[at[1], at[4]]]
     assert ends["resolved_at"].tolist() == [at[0], at[4], at[6]]
+
+
+def _alarm(alarm_id: str, opened: str, status: str = "open") -> dict:
+    return {"id": alarm_id, "rule_id": "smoke", "source_id": "S-SMK1", "source_kind": "sensor",
+            "status": status, "severity": "critical", "opened_at": pd.Timestamp(opened, tz="UTC"),
+            "updated_at": pd.Timestamp(opened, tz="UTC"), "property": "smoke", "value": 1.0,
+            "lon": 110.29, "lat": 25.08, "data": {}}
+
+
+def test_the_database_refuses_a_second_open_alarm_and_migration_10_closes_old_doubles(pg_store):
+    import sqlalchemy as sa
+
+    from twin.store.sql import ALARM_ONCE_INDEX, alarm_once_ddl
+
+    # a first-wave store: the index missing, the same smoke alarm opened by two workers
+    with pg_store.engine.begin() as conn:
+        conn.execute(sa.text(f'DROP INDEX "{ALARM_ONCE_INDEX}"'))
+    pg_store.put_rows(ALARMS, pd.DataFrame([_alarm("smoke/S-SMK1/a", "2026-03-02T00:01Z"),
+                                            _alarm("smoke/S-SMK1/b", "2026-03-02T00:02Z")]))
+    with pg_store.engine.begin() as conn:
+        for statement in alarm_once_ddl():  # what migration 10 runs
+            conn.execute(sa.text(statement))
+    got = pg_store.read_rows(ALARMS).set_index("id")["status"].to_dict()
+    assert got == {"smoke/S-SMK1/a": "open", "smoke/S-SMK1/b": "closed"}
+    # whatever code writes: a second open alarm of the key is refused by the index
+    with pytest.raises(sa.exc.IntegrityError, match=ALARM_ONCE_INDEX):
+        pg_store.put_rows(ALARMS, pd.DataFrame([_alarm("smoke/S-SMK1/c", "2026-03-02T01:00Z")]))
+    # and open_alarms, under its lock, inserts nothing while one is open, and reports it
+    episode = pd.DataFrame([{**_alarm("smoke/S-SMK1/d", "2026-03-02T02:00Z"),
+                             "since": pd.Timestamp("2026-03-02T02:00Z"), "until": None}])
+    assert pg_store.open_alarms(episode) == []
+    assert len(pg_store.read_rows(ALARMS)) == 2
+
+
+def test_an_episode_already_alarmed_and_resolved_is_not_alarmed_again(store):
+    """A late reading of a resolved episode (another worker's, late) opens nothing."""
+    first = pd.DataFrame([{**_alarm("smoke/S-SMK1/t1", "2026-03-02T00:01Z"),
+                           "since": pd.Timestamp("2026-03-02T00:01Z", tz="UTC"),
+                           "until": None}])
+    assert store.open_alarms(first) == ["smoke/S-SMK1/t1"]
+    ended = pd.DataFrame({"rule_id": ["smoke"], "source_id": ["S-SMK1"],
+                          "resolved_at": [pd.Timestamp("2026-03-02T00:10Z", tz="UTC")]})
+    assert store.resolve_alarms(ended, pd.Timestamp("2026-03-02T00:11Z", tz="UTC")) == [
+        "smoke/S-SMK1/t1"]
+    assert store.resolve_alarms(ended, pd.Timestamp("2026-03-02T00:12Z", tz="UTC")) == []
+    # the same episode seen truncated (it started before the reader's window)
+    late = pd.DataFrame([{**_alarm("smoke/S-SMK1/t5", "2026-03-02T00:05Z", "resolved"),
+                          "resolved_at": pd.Timestamp("2026-03-02T00:10Z", tz="UTC"),
+                          "since": pd.Timestamp("2026-03-02T00:05Z", tz="UTC"),
+                          "until": pd.Timestamp("2026-03-02T00:10Z", tz="UTC")}])
+    assert store.open_alarms(late) == []
+    # the next episode, after the end, is a new alarm
+    after = pd.DataFrame([{**_alarm("smoke/S-SMK1/t20", "2026-03-02T00:20Z"),
+                           "since": pd.Timestamp("2026-03-02T00:20Z", tz="UTC"),
+                           "until": None}])
+    assert store.open_alarms(after) == ["smoke/S-SMK1/t20"]
+    assert store.active_alarm_keys() == {("smoke", "S-SMK1")}

@@ -169,8 +169,8 @@ def test_a_wrong_password_is_refused_with_a_clear_error_that_hides_it(secured, m
 def test_an_untrusted_ca_is_refused_with_a_clear_error(secured, monkeypatch):
     folder, ports = secured
     monkeypatch.setenv("TWIN_MQTT_CA_FILE", str(folder / "rogue.crt"))
-    with pytest.raises(ConfigError, match=r"TLS with the MQTT broker .* failed: "
-                                          r"the broker's certificate is not trusted.*TWIN_MQTT_CA_FILE"):
+    with pytest.raises(ConfigError, match=r"TLS with the MQTT broker .* failed: the broker's "
+                                          r"certificate is not trusted.*TWIN_MQTT_CA_FILE"):
         MqttSource(f"mqtts://127.0.0.1:{ports[0]}", ["gridtwin/x/obs"], client_id="rogue-ca")
 
 
@@ -191,3 +191,38 @@ def test_bad_security_settings_say_what_to_fix(monkeypatch, env, message):
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=message):
         MqttSecurity.from_settings("mqtts://127.0.0.1:8883")
+
+
+def test_the_simulator_publishes_over_tls_with_the_same_settings(secured, pg_store):
+    from twin.cli import run_command
+
+    _, ports = secured
+    url = f"mqtts://127.0.0.1:{ports[0]}"
+    community = f"c{uuid.uuid4().hex[:6]}"
+    source = MqttSource(url, [f"gridtwin/{community}/#"], client_id=f"sim-{community}")
+    assert source.subscribed.wait(10)
+    try:
+        code = run_command("simulate", ["--mqtt", url, "--store",
+                                        f"{pg_store.url}?schema={pg_store.schema}",
+                                        "--community", community, "--rate", "1000",
+                                        "--hours", "0.2"])
+        assert code == 0
+        got: list = []
+        wait_for(lambda: got.extend(source.fetch(1000, 0.2)) or len(got) > 10, 20,
+                 "the simulator's messages over TLS")
+    finally:
+        source.close()
+    assert all(m.topic.startswith(f"gridtwin/{community}/") for m in got)
+
+
+def test_the_simulator_says_why_the_broker_refused_it(secured, monkeypatch, pg_store, capsys):
+    from twin.cli import run_command
+
+    _, ports = secured
+    monkeypatch.setenv("TWIN_MQTT_PASSWORD_FILE", "")
+    monkeypatch.setenv("TWIN_MQTT_PASSWORD", "not-it")
+    code = run_command("simulate", ["--mqtt", f"mqtts://127.0.0.1:{ports[0]}", "--store",
+                                    f"{pg_store.url}?schema={pg_store.schema}", "--rate", "10",
+                                    "--hours", "0.01"])
+    err = capsys.readouterr().err
+    assert code == 2 and "refused the connection" in err and "not-it" not in err
