@@ -165,6 +165,9 @@ class MqttSource(Source):
         or the broker refuses the login; an unreachable broker is retried instead.
     """
 
+    #: Why the broker refused this client (a login it rejects): fetch raises it.
+    refusal: ConfigError | None = None
+
     def __init__(self, url: str, topics: list[str], *, client_id: str | None = None,
                  session_expiry_s: int = 7 * 86400, receive_maximum: int = 20_000,
                  keepalive: int = 30, linger_s: float = 0.02,
@@ -184,7 +187,6 @@ class MqttSource(Source):
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.subscribed = threading.Event()
-        self.refusal: ConfigError | None = None
         self.client = mqtt_client(url, client_id=self.client_id, security=security,
                                   manual_ack=True)
         self.client.reconnect_delay_set(min_delay=0.2, max_delay=2)
