@@ -13,6 +13,7 @@ MEASUREMENTS = {
     "queries": "benchmarks.queries",
     "cockpit": "benchmarks.cockpit",
     "kpi": "benchmarks.kpi",
+    "browser": "benchmarks.browser",
 }
 DEFAULT_QUICK_SCALES = ("community", "street")
 

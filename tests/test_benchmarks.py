@@ -127,3 +127,16 @@ def test_query_anchors_and_ours_agree_on_both_stores(scen, postgis_url, monkeypa
                 assert ours(pg, *a) == want and ours(emb, *a) == want, name
         within = queries.sides(pg, xy)["within"]
         assert within[1](*xy[0]) != within[1](*xy[1])  # different points, different answers
+
+
+def test_browser_steps_are_judged_against_their_limits():
+    from benchmarks import browser
+
+    def fig(step, seconds):
+        return common.Figure("browser", step, "community", {}, "o", "floor", seconds, 0.5, 3,
+                             None, extra={"limit_s": browser.LIMITS[step]}).as_dict()
+
+    rows = report.targets([fig("login → first map", 2.5), fig("back to the cockpit", 1.6)])
+    verdicts = {r[1].split(", ")[1].split(" ≤")[0]: r[3] for r in rows if r[0] == "17 cockpit"}
+    assert verdicts == {"login → first map": "met", "back to the cockpit": "**NOT met**",
+                        "language switch": "**not measured**"}

@@ -1088,3 +1088,25 @@ def test_the_concrete_stores_do_not_redo_the_shared_orchestration(name):
     for concrete in (EmbeddedStore, PostGISStore):
         assert issubclass(concrete, SQLStore)
         assert name not in vars(concrete), f"{concrete.__name__} redefines {name}"
+
+
+def test_the_rollup_counts_the_months_of_the_zone_setting(store_factory, generated_cases,
+                                                          monkeypatch):
+    """Months are local months of the ``timezone`` setting; a store opened after the setting
+    changed rebuilds its rollup for the new zone, one opened before answers by the GROUP BY."""
+    first, again = store_factory
+    first.put_rows(CASES, generated_cases)
+    monkeypatch.setenv("TWIN_TIMEZONE", "Asia/Kathmandu")  # +05:45: no month edge in common
+    filed = pd.to_datetime(generated_cases["filed_at"], utc=True).dropna()
+    want = filed.dt.tz_convert("Asia/Kathmandu").dt.strftime("%Y-%m").value_counts().sort_index()
+    shanghai = filed.dt.tz_convert("Asia/Shanghai").dt.strftime("%Y-%m").value_counts()
+    assert not want.equals(shanghai.sort_index())  # the cases straddle month edges
+
+    reads = _rollup_reads(monkeypatch)
+    stale = first.case_counts(["filed"], period="month")  # opened in Shanghai's months
+    assert reads == []  # its rollup holds the old zone's months: the GROUP BY answers
+    reopened = again()
+    fresh = reopened.case_counts(["filed"], period="month")
+    assert len(reads) == 1  # rebuilt for Kathmandu on opening, and read
+    for got in (stale, fresh):
+        assert got.set_index("period")["filed"].to_dict() == want.to_dict()

@@ -497,3 +497,25 @@ def test_buildings_in_scope_is_vectorised(buildings):
     b = gpd.GeoDataFrame(buildings.assign(resp_grid_id=["R01", "R02", None]))
     mask = trust.buildings_in_scope(User("g", "grid_worker", grids=("R02",)), b)
     assert mask.tolist() == [False, True, False]
+
+
+def test_retention_deletes_login_attempts_older_than_a_day(twin_store):
+    from twin.schema import AUDIT, LOGIN_ATTEMPTS
+
+    now = pd.Timestamp("2026-06-01T12:00Z")
+    ages = [pd.Timedelta(minutes=5), pd.Timedelta(hours=23), pd.Timedelta(days=2),
+            pd.Timedelta(days=400)]
+    twin_store.put_rows(LOGIN_ATTEMPTS, pd.DataFrame([
+        {"id": f"slot{i}", "scope": "user", "username": "someone", "client": "web:10.0.0.9",
+         "bucket": 1, "slot": i + 1, "at": now - age, "outcome": "failed"}
+        for i, age in enumerate(ages)]))
+    dry = retention.apply_retention(twin_store, days=365, now=now, dry_run=True)
+    assert dry.login_attempts_deleted == 2 and len(twin_store.read_rows(LOGIN_ATTEMPTS)) == 4
+    done = retention.apply_retention(twin_store, days=365, now=now)
+    assert done.login_attempts_deleted == 2
+    assert twin_store.read_rows(LOGIN_ATTEMPTS)["id"].tolist() == ["slot0", "slot1"]
+    assert json.loads(twin_store.read_audit()["detail"].iloc[-1])["login_attempts"] == 2
+    with pytest.raises(ValidationError, match="by age only from twin_login_attempts"):
+        twin_store.delete_rows_before(AUDIT, "at", now)
+    with pytest.raises(ValidationError, match="by age only"):
+        twin_store.delete_rows_before(LOGIN_ATTEMPTS, "username", now)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from tests.services import POSTGIS_URL, missing
 from tests.sessions import store_users
 from twin import audit_anchor, auditchain, i18n, trust
-from twin.errors import ConfigError
+from twin.errors import ConfigError, PermissionDeniedError, ValidationError
 from twin.schema import AUDIT
 from twin.store import open_store
 from twin.trust import User
@@ -463,3 +463,65 @@ def test_the_audit_command_verifies_and_resets_the_anchor(tmp_path, capsys):
     assert main(["--store", str(path), "verify"]) == 0
     assert main(["protect", "--admin-url", "postgresql+psycopg://nobody@127.0.0.1:1/x",
                  "--app-role", "twin"]) == 1  # a server that does not answer: a failure
+
+
+# -- reading a page at a time ---------------------------------------------------------------------
+
+
+def test_the_log_is_read_a_page_at_a_time_filtered_in_the_database(store):
+    admin, official = store_users(store, ADMIN, User("official1", "official"))
+    _fill(store, 25)
+    for i in range(5):
+        store.append_audit("dispatcher9", "case.dispatch", f"case:C{i}", {"to": "100%_x"}, "web")
+    every = store.read_audit()
+    pages, before = [], None
+    while True:
+        page = trust.audit_page(store, admin, actor="official1", limit=10, before=before)
+        pages.append(page.rows["seq"].tolist())
+        assert page.total == 25
+        if page.next_before is None:
+            break
+        before = page.next_before
+    want = every.loc[every["actor"] == "official1", "seq"].tolist()[::-1]
+    assert [len(p) for p in pages] == [10, 10, 5] and sum(pages, []) == want  # newest first
+
+    # substrings as typed: LIKE's wildcards are plain characters here
+    assert trust.audit_page(store, admin, action="case.").total == 5
+    assert trust.audit_page(store, admin, action="case%").total == 0
+    assert trust.audit_page(store, admin, target="B1").total == 11  # B1, B10 … B19
+    assert store.search_audit(contains={"detail": "100%_x"})[1] == 5
+    assert trust.read_audit(store, admin, actor="dispatcher9")["seq"].is_monotonic_increasing
+    with pytest.raises(PermissionDeniedError):
+        trust.audit_page(store, official)
+    with pytest.raises(ValidationError, match="searched in"):
+        store.search_audit(contains={"hash": "ab"})
+
+
+def test_the_audit_page_pages_through_the_log_in_local_time(tmp_path, monkeypatch):
+    from tests.browser import write_small_twin
+
+    path = write_small_twin(tmp_path / "page.gpkg")
+    monkeypatch.setenv("TWIN_DATABASE_URL", str(path))
+    with open_store(path) as store:
+        _fill(store, 230)
+        newest = store.read_audit()["at"].max()
+    at = _audit_page(str(path))
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert len(table) == 100
+    local = newest.tz_convert("Asia/Shanghai").strftime("%Y-%m-%d %H:%M:%S")
+    assert local in table.iloc[:, 1].tolist()  # shown in the community's time, not UTC
+    seqs = [table.iloc[:, 0].tolist()]
+    at.button(key="audit_older").click().run()
+    seqs.append(at.dataframe[0].value.iloc[:, 0].tolist())
+    at.button(key="audit_older").click().run()
+    seqs.append(at.dataframe[0].value.iloc[:, 0].tolist())
+    assert at.button(key="audit_older").disabled  # the oldest row is on this page
+    assert [len(s) for s in seqs[:2]] == [100, 100] and seqs[2][-1] == 1
+    assert seqs[0][0] > seqs[0][-1] > seqs[1][0] > seqs[1][-1] > seqs[2][0]
+    at.button(key="audit_newer").click().run()
+    assert at.dataframe[0].value.iloc[:, 0].tolist() == seqs[1]
+    at.text_input(key="audit_action").input("residents.read").run()  # a filter starts anew
+    filtered = at.dataframe[0].value
+    assert set(filtered.iloc[:, 3]) == {"residents.read"} and len(filtered) == 100
+    assert any("230" in c.value for c in at.caption)  # rows 1–100 of 230

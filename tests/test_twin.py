@@ -84,7 +84,7 @@ def test_put_layer_without_grids_keeps_the_frames_own_columns(store, cameras):
 def test_twin_reads_once_per_version_and_rereads_when_it_changes(store, buildings):
     twin = Twin(store)
     assert twin.versions() == {}
-    with pytest.raises(LayerNotFoundError, match="make_demo"):
+    with pytest.raises(LayerNotFoundError, match="gridtwin make-demo"):
         twin.layer("buildings")
     with pytest.raises(LayerNotFoundError, match="declared layers"):
         twin.layer("no_such_layer")

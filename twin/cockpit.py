@@ -16,7 +16,7 @@ import pandas as pd
 import shapely
 
 from twin import cases as caseloop
-from twin import kpi, schema
+from twin import kpi, layercache, schema
 from twin.crs import utm_crs
 from twin.errors import LayerNotFoundError, ValidationError
 from twin.lru import LRUCache
@@ -170,13 +170,12 @@ def read_alarms(store: Store) -> pd.DataFrame:
 
 
 _INPUTS = LRUCache(CACHE_ENTRIES)
-_INDEXES = LRUCache(CACHE_ENTRIES)
 
 
 def clear_caches() -> None:
     """Forget every cached read and index (tests; after restoring a store from a backup)."""
     _INPUTS.clear()
-    _INDEXES.clear()
+    layercache.clear()
 
 
 def store_watermark(store: Store) -> Hashable | None:
@@ -440,19 +439,15 @@ def nearest_building(buildings: gpd.GeoDataFrame, lon: np.ndarray, lat: np.ndarr
 
 
 def _building_index(buildings: gpd.GeoDataFrame) -> tuple[str, shapely.STRtree, np.ndarray]:
-    """Return the metric CRS, STRtree and codes of *buildings*, built once per frame.
+    """Return the metric CRS, STRtree and codes of *buildings*, built once per frame."""
 
-    Layer frames are never changed in place (a new version is a new frame), so the frame's
-    identity is its key; the cache holds the frame, so the identity cannot be reused meanwhile.
-    """
-
-    def make() -> tuple[gpd.GeoDataFrame, tuple[str, shapely.STRtree, np.ndarray]]:
+    def make() -> tuple[str, shapely.STRtree, np.ndarray]:
         minx, miny, maxx, maxy = buildings.total_bounds
         metric = utm_crs((minx + maxx) / 2, (miny + maxy) / 2)
         tree = shapely.STRtree(buildings.geometry.to_crs(metric).values)
-        return buildings, (metric, tree, buildings["building_code"].to_numpy(dtype=object))
+        return metric, tree, buildings["building_code"].to_numpy(dtype=object)
 
-    return _INDEXES.get(("buildings", id(buildings), len(buildings)), make)[1]
+    return layercache.of_frame(buildings, "building-index", make)
 
 
 def building_table(buildings: gpd.GeoDataFrame, cases_t: pd.DataFrame,

@@ -17,8 +17,8 @@ import pydeck as pdk
 import shapely
 from pydeck.bindings.json_tools import default_serialize
 
+from twin import layercache, settings
 from twin import layers as declared
-from twin import settings
 from twin.crs import wgs84_to_gcj02
 from twin.enrich import CONE_SEGMENTS, camera_cones  # noqa: F401 (re-exported)
 from twin.lru import LRUCache
@@ -935,19 +935,13 @@ def offline_deck(layers: list[pdk.Layer], view_state: pdk.ViewState | Mapping[st
                        tooltip=tooltip, height=height)
 
 
-_BASEMAP = LRUCache(16)
 _TOOLTIPS = LRUCache(32)
 
 
 def _static(name: str, frame: gpd.GeoDataFrame, lang: str, crs: str,
             make: Callable[[], list[pdk.Layer]]) -> list[pdk.Layer]:
-    """Basemap layers built once per layer frame, language and display CRS.
-
-    Layer frames are never changed in place (a new version is a new frame); the cache holds the
-    frame, so its identity cannot be reused while the entry lives. Built layers are only read.
-    """
-    key = (name, id(frame), len(frame), lang, crs)
-    return _BASEMAP.get(key, lambda: (frame, make()))[1]
+    """Basemap layers built once per layer frame, language and display CRS (only read after)."""
+    return layercache.of_frame(frame, ("basemap", name, lang, crs), make)
 
 
 def tile_bounds(x: np.ndarray, y: np.ndarray, z: int) -> np.ndarray:

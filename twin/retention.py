@@ -11,6 +11,7 @@ import pandas as pd
 
 from twin import settings
 from twin.errors import ValidationError
+from twin.schema import LOGIN_ATTEMPTS
 from twin.store.base import purge_plan
 from twin.trust import participation
 
@@ -22,6 +23,10 @@ ANONYMISED = {"anonymised": True}
 #: Layers made of personal data whose replaced versions the retention run deletes.
 PERSONAL_LAYERS = ("residents",)
 
+#: Login attempts (names as typed, client addresses) are kept this long: they throttle logins
+#: within their window (``TWIN_LOCKOUT_MIN``) and help look into an attack for a day after.
+LOGIN_ATTEMPTS_KEPT = pd.Timedelta(days=1)
+
 
 @dataclass
 class RetentionReport:
@@ -31,6 +36,7 @@ class RetentionReport:
     cases_anonymised: int = 0
     answers_anonymised: int = 0
     versions_purged: dict[str, list[int]] = field(default_factory=dict)
+    login_attempts_deleted: int = 0
     dry_run: bool = False
 
 
@@ -47,7 +53,8 @@ def apply_retention(
 
     Reporters of cases closed before the cutoff are removed from the case (the step is kept in
     its history); answers to polls given before it keep the answer and the place but lose the
-    resident (a per-poll pseudonym still allows one answer each); versions of the residents
+    resident (a per-poll pseudonym still allows one answer each); login attempts older than
+    :data:`LOGIN_ATTEMPTS_KEPT` are deleted; versions of the residents
     layer that were replaced before the cutoff are deleted with their history rows — every
     version created before the cutoff except the newest of them (it may have stayed current
     until recently) and the current one. The run is audited; the audit log itself is never
@@ -81,13 +88,21 @@ def apply_retention(
     report.answers_anonymised = participation.anonymise_answers(store, cutoff, dry_run=dry_run)
     for name in PERSONAL_LAYERS:
         report.versions_purged[name] = _purge_versions(store, name, cutoff, actor, dry_run)
+    report.login_attempts_deleted = store.delete_rows_before(
+        LOGIN_ATTEMPTS, "at", now - max(LOGIN_ATTEMPTS_KEPT, _lockout_window()), dry_run=dry_run)
     store.append_audit(actor, "retention.run", "personal_data",
                        {"days": days, "cutoff": cutoff.isoformat(), "dry_run": dry_run,
                         "cases": report.cases_anonymised, "answers": report.answers_anonymised,
-                        "versions": report.versions_purged},
+                        "versions": report.versions_purged,
+                        "login_attempts": report.login_attempts_deleted},
                        origin)
     LOGGER.info("retention (%d days, dry run %s): %s", days, dry_run, report)
     return report
+
+
+def _lockout_window() -> pd.Timedelta:
+    """Return the login throttling window (attempts inside it still count)."""
+    return pd.Timedelta(minutes=float(settings.get("lockout_min")))
 
 
 def _anonymise_reporters(store, cutoff: pd.Timestamp, days: int, actor: str,

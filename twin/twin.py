@@ -9,7 +9,7 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 
-from twin import layers
+from twin import layercache, layers
 from twin.enrich import ASSIGNED_NAMES, assign_grids, grid_index
 from twin.errors import LayerNotFoundError, StaleUpdateError
 from twin.schema import ValidatedLayer, validate_layer_frame
@@ -180,7 +180,10 @@ def _put_grid_cells(
 
 
 class Twin:
-    """Layers of a store held in memory, each re-read only when its current version changes.
+    """The layers of a store, each re-read only when its current version changes.
+
+    The frames come from the twin's one layer cache (:mod:`twin.layercache`), shared with the
+    queries, the cockpit and the maps: treat them as read-only.
 
     Parameters
     ----------
@@ -190,19 +193,14 @@ class Twin:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._cache: dict[str, tuple[int, Frame]] = {}
 
     def versions(self) -> dict[str, int]:
         """Return layer name → current version number, for every layer the store holds."""
-        out = {}
-        for name in layers.names():
-            version = current_version(self.store, name)
-            if version is not None:
-                out[name] = version.version
-        return out
+        stamps = layercache.stamps(self.store, layers.names())
+        return {name: stamp[0] for name, stamp in stamps.items() if stamp is not None}
 
     def layer(self, name: str) -> Frame:
-        """Return the current version of layer *name*, cached until another one becomes current.
+        """Return the current version of layer *name*.
 
         Raises
         ------
@@ -210,27 +208,18 @@ class Twin:
             If the layer is not declared or the store has no version of it.
         """
         layers.get_layer(name)
-        version = current_version(self.store, name)
-        if version is None:
-            self._cache.pop(name, None)
+        stamp = layercache.stamps(self.store, [name])[name]
+        if stamp is None:
             raise LayerNotFoundError(
                 f"layer {name!r} has no data in {self.store!r} yet; load it with "
-                f"scripts/load_layer.py or build the demo with scripts/make_demo.py."
+                f"`gridtwin load` or build the demo with `gridtwin make-demo`."
             )
-        cached = self._cache.get(name)
-        if cached is not None and cached[0] == version.version:
-            return cached[1]
-        LOGGER.debug("reading %s version %d", name, version.version)
-        frame = self.store.read_layer(name, version=version.version)
-        self._cache[name] = (version.version, frame)
-        return frame
+        return layercache.layer(self.store, name, stamp)
 
     def put_layer(self, name: str, frame: Frame, **kwargs) -> LayerVersion:
-        """Write a layer through :func:`put_layer` and drop its cached copy."""
-        version = put_layer(self.store, name, frame, **kwargs)
-        self._cache.pop(name, None)
-        return version
+        """Write a layer through :func:`put_layer` (the next read sees the new version)."""
+        return put_layer(self.store, name, frame, **kwargs)
 
     def clear(self) -> None:
-        """Forget every cached layer."""
-        self._cache.clear()
+        """Forget the cached layers of this twin's store."""
+        layercache.clear(self.store)

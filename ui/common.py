@@ -1,4 +1,4 @@
-"""What every page shares: the language, the store (one per URL), the layers (per version)."""
+"""What every page shares: the language, the store (one per URL), its layers (twin.layercache)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import geopandas as gpd
 import streamlit as st
 
-from twin import i18n
+from twin import i18n, layercache
 from twin.errors import TwinError
 from twin.store import Store, open_store, resolve_url
 from twin.trust.escaping import safe_text
@@ -100,28 +100,6 @@ def present_store() -> Store | None:
     return get_store(url)
 
 
-def layer_versions(store: Store) -> tuple[tuple[str, int], ...]:
-    """(layer, current version) of every layer with data: the cache key of the layer frames."""
-    out = []
-    for name in store.layers():
-        current = [v.version for v in store.layer_versions(name) if v.current]
-        if current:
-            out.append((name, current[-1]))
-    return tuple(out)
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def read_layers(url: str, versions: tuple[tuple[str, int], ...]) -> dict[str, gpd.GeoDataFrame]:
-    """The current version of every layer; a new version of any layer is a new cache entry.
-
-    A resource, not data: every session shares the same frames (no copy per rerun), so pages
-    and ``twin`` treat them as read-only, and ``twin.cockpit`` / ``twin.deck`` key their derived
-    data (building index, basemap layers) on the frames' identity.
-    """
-    store = get_store(url)
-    return {name: store.read_layer(name, version) for name, version in versions}
-
-
 def open_twin(lang: str) -> tuple[Store, dict[str, gpd.GeoDataFrame]] | None:
     """The store and its layers, or None after telling the user what to do (never a traceback)."""
     url = store_url()
@@ -132,8 +110,7 @@ def open_twin(lang: str) -> tuple[Store, dict[str, gpd.GeoDataFrame]] | None:
         return None
     try:
         store = get_store(url)
-        versions = layer_versions(store)
-        twin_layers = read_layers(url, versions) if versions else {}
+        twin_layers = layercache.layers(store)  # shared by every session, page and query
     except Exception as exc:  # the page's edge: any failure becomes a message, not a traceback
         st.error(t("store.error", lang, url=shown,
                    error=error_text(exc, lang, what=f"opening the store {shown_url(url)}")))

@@ -41,14 +41,16 @@ def run(args: argparse.Namespace) -> int:
         print_json({"dry_run": args.dry_run, "cutoff": report.cutoff,
                     "cases_anonymised": report.cases_anonymised,
                     "answers_anonymised": report.answers_anonymised,
-                    "versions_purged": report.versions_purged})
+                    "versions_purged": report.versions_purged,
+                    "login_attempts_deleted": report.login_attempts_deleted})
         return 0
     verb = "would anonymise" if args.dry_run else "anonymised"
     purged = "; ".join(f"{name} versions {', '.join(map(str, gone)) or 'none'}"
                        for name, gone in report.versions_purged.items())
     print(f"{verb}: {report.cases_anonymised} case reporters, {report.answers_anonymised} poll "
           f"answers; {'would delete' if args.dry_run else 'deleted'}: {purged} "
-          f"(older than {report.cutoff:%Y-%m-%d})")
+          f"(older than {report.cutoff:%Y-%m-%d}), {report.login_attempts_deleted} login "
+          "attempts (older than a day)")
     return 0
 
 

@@ -21,6 +21,7 @@ from twin.schema import (
     CASE_HISTORY,
     CASES,
     CRS,
+    LOGIN_ATTEMPTS,
     Column,
     TableSpec,
     ValidatedLayer,
@@ -28,7 +29,7 @@ from twin.schema import (
     coerce_series,
     coerce_table,
 )
-from twin.timeutil import to_utc
+from twin.timeutil import local_zone, to_utc
 
 BBox = tuple[float, float, float, float]  # min lon, min lat, max lon, max lat (EPSG:4326)
 
@@ -404,6 +405,21 @@ class Store(abc.ABC):
             If a name is not a column of *table* or a value does not convert to its type.
         """
 
+    @abc.abstractmethod
+    def delete_rows_before(self, table: TableSpec, column: str, before: Any, *,
+                           dry_run: bool = False) -> int:
+        """Delete the rows of a declared table whose time *column* is before *before*.
+
+        For tables that hold what is only needed for a while (login attempts); never the
+        audit log, cases, events or layers, which have their own retention. Returns how many
+        rows were (with *dry_run*: would be) deleted, in one transaction.
+
+        Raises
+        ------
+        ValidationError
+            If *table* is not one of :data:`TIMED_TABLES` or *column* not a time of it.
+        """
+
     # -- cases ----------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -509,8 +525,8 @@ class Store(abc.ABC):
             Case columns to slice by (e.g. ``grid_code``, ``department``).
         period
             ``"day"``, ``"month"``, ``"quarter"`` or ``"year"`` of ``filed_at`` in local time
-            (Asia/Shanghai): adds a ``period`` column (``2026-03``, ``2026-03-02``, ``2026Q1``,
-            ``2026``). None: no period; then *as_of* is required.
+            (settings ``timezone``): adds a ``period`` column (``2026-03``, ``2026-03-02``,
+            ``2026Q1``, ``2026``). None: no period; then *as_of* is required.
         since, until
             Bounds of ``filed_at`` (values are bound as parameters).
         as_of
@@ -547,6 +563,31 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def read_audit(self, since: int | None = None) -> pd.DataFrame:
         """Read the audit log in chain order: every row, or the rows from seq *since* on."""
+
+    @abc.abstractmethod
+    def search_audit(
+        self, *, contains: Mapping[str, str] | None = None, start: Any = None, end: Any = None,
+        before: int | None = None, limit: int = 100,
+    ) -> tuple[pd.DataFrame, int]:
+        """Return a page of the audit log, newest first, and how many rows match in all.
+
+        Parameters
+        ----------
+        contains
+            Column (``actor``, ``action``, ``target``, ``detail``, ``origin``) → a text each
+            matching row holds (case-sensitive substring; empty texts are ignored).
+        start, end
+            Rows at or after *start* and before *end* (UTC, or aware times).
+        before
+            Rows with a ``seq`` below this one (the next page after a page ending there).
+        limit
+            At most this many rows (≥ 1).
+
+        Raises
+        ------
+        ValidationError
+            For another column or a *limit* below 1.
+        """
 
     def verify_audit(self) -> int | None:
         """Check the whole keyed chain and its anchored head (twin.audit_anchor.verify_chain).
@@ -897,9 +938,11 @@ CASE_COMPONENTS: dict[str, str] = {
     "AND closed_at <= deadline_at",
 }
 
+#: Tables whose old rows :meth:`Store.delete_rows_before` may delete (needed only for a while).
+TIMED_TABLES = (LOGIN_ATTEMPTS.name,)
+
 #: Periods of :meth:`Store.case_counts` → pandas frequency.
 COUNT_PERIODS = {"day": "D", "month": "M", "quarter": "Q", "year": "Y"}
-LOCAL_TZ = "Asia/Shanghai"
 _TOKEN = re.compile(r"\s+|'[^']*'|\{as_of\}|<=|>=|<>|[=<>()]|[A-Za-z_][A-Za-z0-9_]*|.")
 _KEYWORDS = {"AND", "OR", "NOT", "IS", "NULL", "TRUE", "FALSE"}
 
@@ -974,11 +1017,12 @@ def period_edges(
     There is one edge more than labels: period *i* is ``[edges[i], edges[i + 1])``.
     """
     freq = COUNT_PERIODS[period]
-    lo = to_utc(first).tz_convert(LOCAL_TZ).tz_localize(None)
-    hi = to_utc(last).tz_convert(LOCAL_TZ).tz_localize(None)
+    zone = local_zone()
+    lo = to_utc(first).tz_convert(zone).tz_localize(None)
+    hi = to_utc(last).tz_convert(zone).tz_localize(None)
     periods = pd.period_range(pd.Period(lo, freq), pd.Period(hi, freq), freq=freq)
     starts = [p.start_time for p in periods] + [(periods[-1] + 1).start_time]
-    edges = [pd.Timestamp(s).tz_localize(LOCAL_TZ).tz_convert("UTC") for s in starts]
+    edges = [pd.Timestamp(s).tz_localize(zone).tz_convert("UTC") for s in starts]
     return [str(p) for p in periods], edges
 
 

@@ -177,6 +177,9 @@ class Dialect:
         The SQL of the later of ``{a}`` (a stored time that may be NULL) and ``{b}``.
     false
         The SQL of false.
+    position
+        The function giving the 1-based place of a substring in a text, 0 if absent
+        (``position(haystack, needle)``): a substring test with no LIKE wildcards to escape.
     """
 
     name: str
@@ -191,6 +194,7 @@ class Dialect:
     collate: str
     greatest: str
     false: str
+    position: str
     any_of: Callable[[str, str, Sequence[Any], dict[str, Any]], str] = field(repr=False)
 
     def mark(self, column: Column, name: str | None = None) -> str:
@@ -261,6 +265,7 @@ SQLITE = Dialect(
     collate="",  # SQLite compares text bytewise
     greatest="max(coalesce({a}, ''), {b})",
     false="0",
+    position="instr",
     any_of=_in_list,
 )
 
@@ -283,5 +288,6 @@ POSTGRES = Dialect(
     collate=' COLLATE "C"',
     greatest="GREATEST({a}, {b})",
     false="false",
+    position="strpos",
     any_of=_any_array,
 )

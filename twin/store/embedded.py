@@ -46,6 +46,7 @@ from twin.store.dialect import (
     to_sql_values,
 )
 from twin.store.sql import SQLStore
+from twin.timeutil import local_zone
 
 LOGGER = logging.getLogger(__name__)
 
@@ -357,6 +358,7 @@ class EmbeddedStore(SQLStore):
                 f"{self.path} is an SQLite database but not a GeoPackage; "
                 "choose another path for the store"
             )
+        self._rollup_zone = local_zone()  # _is_complete or the build below makes it current
         if self._is_complete(conn):
             return
         with self._write() as conn:
@@ -711,6 +713,8 @@ class EmbeddedStore(SQLStore):
 
         (min and max in one SELECT would scan the index: SQLite optimises a lone min or max.)
         """
+        if not super()._rollup_usable(conn):
+            return False
         first = conn.execute(f"SELECT min(filed_at) FROM {q(CASES.name)}").fetchone()[0]
         if first is None:
             return True

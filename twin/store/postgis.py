@@ -59,6 +59,7 @@ from twin.store.pgcopy import (
     unpack_columns,
 )
 from twin.store.sql import SQLStore
+from twin.timeutil import local_zone
 
 LOGGER = logging.getLogger(__name__)
 
@@ -278,6 +279,7 @@ class PostGISStore(SQLStore):
                     "has no PostGIS; as a superuser run `CREATE EXTENSION postgis;` in it "
                     "(install the package first, e.g. apt-get install postgresql-15-postgis-3)"
                 )
+            self._rollup_zone = local_zone()  # migrate brings the rollup to this zone
             applied = migrate(conn, self.schema)
         if applied:
             LOGGER.info("schema %s migrated to %s", self.schema or "public", applied[-1])

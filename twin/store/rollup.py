@@ -3,10 +3,11 @@
 Why: the indicator table by grid × month over a million cases is one ``GROUP BY`` that reads
 every case (PostGIS ~1.5–4 s, SQLite ~7 s). A case's contribution to the counts of its filing
 month — every :data:`~twin.store.base.CASE_COMPONENTS` evaluated as of the END of that local
-(Asia/Shanghai) month — depends on its own row only. So the stores keep, per (unit grid columns,
-local month of ``filed_at``), the sum of those contributions in :data:`TABLE`, and triggers in
-the database subtract a row's old contribution and add its new one in the same transaction as
-any change of ``twin_cases`` (bulk writes, case steps, re-gridding, deletes, SQL typed by hand).
+month (setting ``timezone``) — depends on its own row only. So the stores keep, per (unit grid
+columns, local month of ``filed_at``), the sum of those contributions in :data:`TABLE`, and
+triggers in the database subtract a row's old contribution and add its new one in the same
+transaction as any change of ``twin_cases`` (bulk writes, case steps, re-gridding, deletes, SQL
+typed by hand).
 
 :meth:`Store.case_counts` answers from the rollup when the request is one it holds (standard
 components, slices among :data:`SLICES`, ``period="month"``, bounds on month edges) for the
@@ -25,7 +26,7 @@ import pandas as pd
 
 from twin.schema import ASSIGNED_COLUMNS
 from twin.store.dialect import quote
-from twin.timeutil import to_utc
+from twin.timeutil import local_zone, to_utc
 
 #: The rollup table, and the table recording which definition it was built with.
 TABLE = "twin_case_months"
@@ -57,26 +58,20 @@ def used_columns() -> list[str]:
 
 def fingerprint(dialect: str) -> str:
     """Return a hash of what the sums depend on; stores rebuild the rollup when it changes."""
-    from twin.store.base import LOCAL_TZ
-
-    text = repr((REVISION, dialect, LOCAL_TZ, SLICES, sorted(components().items())))
+    text = repr((REVISION, dialect, local_zone(), SLICES, sorted(components().items())))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def month_ordinal(stamp: pd.Timestamp) -> int:
     """``year * 12 + month - 1`` of the local month holding UTC time *stamp*."""
-    from twin.store.base import LOCAL_TZ
-
-    local = stamp.tz_convert(LOCAL_TZ)
+    local = stamp.tz_convert(local_zone())
     return local.year * 12 + local.month - 1
 
 
 def month_start(ordinal: int) -> pd.Timestamp:
     """Return the UTC start of the local month *ordinal*."""
-    from twin.store.base import LOCAL_TZ
-
     return pd.Timestamp(year=ordinal // 12, month=ordinal % 12 + 1, day=1).tz_localize(
-        LOCAL_TZ).tz_convert("UTC")
+        local_zone()).tz_convert("UTC")
 
 
 def month_label(ordinal: int) -> str:
@@ -91,11 +86,9 @@ def calendar_bounds() -> tuple[pd.Timestamp, pd.Timestamp]:
 
 def calendar() -> pd.DataFrame:
     """Return every local month the embedded store's triggers know: ordinal, UTC start and end."""
-    from twin.store.base import LOCAL_TZ
-
     first, last = FIRST_YEAR * 12, (LAST_YEAR + 1) * 12
     starts = pd.date_range(f"{FIRST_YEAR}-01-01", periods=last - first + 1, freq="MS")
-    utc = starts.tz_localize(LOCAL_TZ).tz_convert("UTC")
+    utc = starts.tz_localize(local_zone()).tz_convert("UTC")
     return pd.DataFrame({"month": range(first, last), "starts": utc[:-1], "ends": utc[1:]})
 
 
@@ -353,19 +346,26 @@ def _meta_ddl(time_type: str) -> list[str]:
 
 # -- PostGIS: statement triggers over transition tables ----------------------------------------
 
-_PG_LOCAL = "filed_at AT TIME ZONE 'Asia/Shanghai'"
-_PG_MONTH = (f"(EXTRACT(YEAR FROM {_PG_LOCAL}) * 12 + EXTRACT(MONTH FROM {_PG_LOCAL}) - 1)"
-             "::integer")
-_PG_END = f"((date_trunc('month', {_PG_LOCAL}) + interval '1 month') AT TIME ZONE 'Asia/Shanghai')"
+def _pg_local_month(zone: str) -> tuple[str, str]:
+    """Return SQL of ``filed_at``'s local month ordinal in *zone*, and of that month's UTC end.
+
+    The zone is written into the trigger functions; :func:`fingerprint` holds it, so a store
+    whose zone setting changed rebuilds its rollup (and these functions) when it opens.
+    """
+    literal = "'" + zone.replace("'", "''") + "'"
+    local = f"filed_at AT TIME ZONE {literal}"
+    month = f"(EXTRACT(YEAR FROM {local}) * 12 + EXTRACT(MONTH FROM {local}) - 1)::integer"
+    end = f"((date_trunc('month', {local}) + interval '1 month') AT TIME ZONE {literal})"
+    return month, end
+
+
 _PG_OPS = {"insert": ("INSERT", [("_new", 1)]), "update": ("UPDATE", [("_old", -1), ("_new", 1)]),
            "delete": ("DELETE", [("_old", -1)])}
 
 
 def _pg_contributions(source: str, sign: int) -> str:
-    from twin.store.base import LOCAL_TZ
-
-    assert LOCAL_TZ == "Asia/Shanghai"  # written into _PG_MONTH / _PG_END
-    inner = (f"(SELECT *, {_PG_MONTH} AS _m, {_PG_END} AS _e FROM {source} "
+    month, end = _pg_local_month(local_zone())
+    inner = (f"(SELECT *, {month} AS _m, {end} AS _e FROM {source} "
              "WHERE filed_at IS NOT NULL OFFSET 0) AS _r")
     return contribution_select(inner, sign=sign, month="_m", end="_e", key=quote, quote=quote)
 

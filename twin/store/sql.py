@@ -48,6 +48,7 @@ from twin.schema import (
 from twin.store import rollup
 from twin.store.base import (
     GRID_NAMES,
+    TIMED_TABLES,
     BBox,
     LayerVersion,
     Store,
@@ -66,6 +67,7 @@ from twin.store.base import (
     with_points,
 )
 from twin.store.dialect import Dialect, canonical_json, key_columns, quote
+from twin.timeutil import local_zone, to_utc
 
 LOGGER = logging.getLogger(__name__)
 
@@ -211,9 +213,17 @@ class SQLStore(Store):
         """Return the SQL of a rollup slice key as the cases hold it."""
         return quote(name)
 
+    #: The time zone whose local months the case rollup sums (set when the store opens and
+    #: brings its rollup up to date; see :mod:`twin.store.rollup`).
+    _rollup_zone: str | None = None
+
     def _rollup_usable(self, conn: Any) -> bool:
-        """Whether the case rollup can answer the months it holds."""
-        return True
+        """Whether the case rollup can answer the months it holds.
+
+        Not when the zone setting changed since the store opened: its months are another
+        zone's (the store rebuilds the rollup when it opens next); the GROUP BY answers.
+        """
+        return self._rollup_zone == local_zone()
 
     def _before_counts(self, conn: Any) -> None:
         """Prepare the read transaction of :meth:`case_counts` (settings of the session)."""
@@ -539,6 +549,21 @@ class SQLStore(Store):
         with self._read() as conn:
             return self._select(conn, table, order, clauses, params)
 
+    def delete_rows_before(self, table: TableSpec, column: str, before: Any, *,
+                           dry_run: bool = False) -> int:
+        times = {c.name for c in table.columns if c.dtype == "datetime"}
+        if table.name not in TIMED_TABLES or column not in times:
+            raise ValidationError(
+                f"rows are deleted by age only from {', '.join(TIMED_TABLES)} (by a time "
+                f"column); not from {table.name} by {column!r}")
+        where = f"FROM {quote(table.name)} WHERE {quote(column)} < :before"
+        params = {"before": self.dialect.time(to_utc(before))}
+        with self._write() as conn:
+            count = int(self._rows(conn, f"SELECT count(*) {where}", params)[0][0])
+            if count and not dry_run:
+                self._execute(conn, f"DELETE {where}", params)
+        return count
+
     # -- cases ------------------------------------------------------------------------------------
 
     def _case(self, conn: Any, case_id: str) -> dict[str, Any]:
@@ -764,6 +789,36 @@ class SQLStore(Store):
         row["hash"] = audit_hash(prev, row)
         self._insert(conn, AUDIT, coerce_table(AUDIT, pd.DataFrame([row])))
         return row
+
+    def search_audit(
+        self, *, contains: Mapping[str, str] | None = None, start: Any = None, end: Any = None,
+        before: int | None = None, limit: int = 100,
+    ) -> tuple[pd.DataFrame, int]:
+        searchable = ("actor", "action", "target", "detail", "origin")
+        wanted = {k: str(v) for k, v in (contains or {}).items() if v not in (None, "")}
+        if set(wanted) - set(searchable) or int(limit) < 1:
+            raise ValidationError(
+                f"the audit log is searched in {', '.join(searchable)} with a limit ≥ 1; "
+                f"got {sorted(wanted)} and limit {limit}")
+        clauses, params = [], {}
+        for i, (column, text) in enumerate(sorted(wanted.items())):
+            value = self.dialect.as_text(column) if column == "detail" else quote(column)
+            clauses.append(f"{self.dialect.position}({value}, :c{i}) > 0")
+            params[f"c{i}"] = text
+        for name, op, value in (("start", ">=", start), ("end", "<", end)):
+            if value is not None:
+                clauses.append(f"{quote('at')} {op} :{name}")
+                params[name] = self.dialect.time(to_utc(value))
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        page, page_params = list(clauses), {**params, "limit": int(limit)}
+        if before is not None:
+            page.append("seq < :before")
+            page_params["before"] = int(before)
+        with self._read() as conn:
+            total = self._rows(conn, f"SELECT count(*) FROM {quote(AUDIT.name)}{where}",
+                               params)[0][0]
+            rows = self._select(conn, AUDIT, "seq DESC LIMIT :limit", page, page_params)
+        return rows, int(total)
 
     def read_audit(self, since: int | None = None) -> pd.DataFrame:
         with self._read() as conn:

@@ -24,7 +24,9 @@ module             what it decides
 from __future__ import annotations
 
 from twin.trust.audit import (
+    AuditPage,
     ChainCheck,
+    audit_page,
     export_audit_csv,
     read_audit,
     verify_audit_chain,
@@ -136,6 +138,8 @@ __all__ = [
     "public_summary",
     "query_as",
     "read_audit",
+    "audit_page",
+    "AuditPage",
     "read_layer",
     "read_residents",
     "record_logout",

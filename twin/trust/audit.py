@@ -5,18 +5,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from twin import audit_anchor, auditchain
 from twin.auditchain import ChainCheck
-from twin.timeutil import to_utc
 from twin.trust.permissions import User, require
 from twin.trust.users import resolve
 
-__all__ = ["ChainCheck", "export_audit_csv", "read_audit", "verify_audit_chain",
-           "verify_audit_csv"]
+__all__ = ["AuditPage", "ChainCheck", "audit_page", "export_audit_csv", "read_audit",
+           "verify_audit_chain", "verify_audit_csv"]
 
 HEAD_ACTION = "audit.export_head"
 _HEAD_LABEL = "gridtwin audit export"
@@ -45,18 +45,48 @@ def read_audit(
     start: Any = None,
     end: Any = None,
 ) -> pd.DataFrame:
-    """Return the audit log filtered (admin only); substrings of actor, action and target."""
+    """Return the whole audit log filtered, in chain order (admin only; for exports).
+
+    Substrings of actor, action and target; the page reads one page at a time
+    (:func:`audit_page`).
+    """
+    log = audit_page(store, user, actor=actor, action=action, target=target, start=start,
+                     end=end, limit=None).rows
+    return log.iloc[::-1].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """Rows of the audit log, newest first, and where the next (older) page starts."""
+
+    rows: pd.DataFrame
+    total: int
+    next_before: int | None
+
+
+def audit_page(
+    store,
+    user: User | None,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+    start: Any = None,
+    end: Any = None,
+    before: int | None = None,
+    limit: int | None = 100,
+) -> AuditPage:
+    """Return one page of the audit log, newest first, filtered in the database (admin only).
+
+    *before* is the ``next_before`` of the page before it; ``limit=None`` reads every match.
+    """
     require(resolve(store, user), "audit.read")
-    log = store.read_audit()
-    keep = pd.Series(True, index=log.index)
-    for column, value in (("actor", actor), ("action", action), ("target", target)):
-        if value:
-            keep &= log[column].astype(str).str.contains(str(value), regex=False)
-    if start is not None:
-        keep &= log["at"] >= to_utc(start)
-    if end is not None:
-        keep &= log["at"] < to_utc(end)
-    return log.loc[keep].reset_index(drop=True)
+    rows, total = store.search_audit(
+        contains={"actor": actor, "action": action, "target": target}, start=start, end=end,
+        before=before, limit=limit if limit is not None else 2**62)
+    more = limit is not None and len(rows) == limit and int(rows["seq"].iloc[-1]) > 1
+    return AuditPage(rows.reset_index(drop=True), total,
+                     int(rows["seq"].iloc[-1]) if more else None)
 
 
 def export_audit_csv(store, user: User | None, *, origin: str = "", **filters: Any) -> bytes:
