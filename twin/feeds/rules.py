@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import operator
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ READING_KINDS = ("threshold", "state", "geofence")
 #: A lot whose share in a worker's own live state is this close to an occupancy threshold is
 #: read back from the store (a worker's view of a lot lags by a few sensors' reports at most).
 LOCAL_MARGIN = 0.15
+#: Seconds between two checks of every sensor's last stored time (the offline rules).
+OFFLINE_CHECK_S = 30.0
 #: Seconds between two sweeps for resolved auto-case alarms left without their case.
 SWEEP_RESOLVED_S = 60.0
 #: Alarm life cycle: status → statuses it may move to by hand.
@@ -125,6 +128,7 @@ class RuleEngine:
         self.opened = 0
         self.resolved = 0
         self._swept: pd.Timestamp | None = None  # the last sweep of resolved alarms
+        self._offline_at = -OFFLINE_CHECK_S  # time.monotonic() of the last offline check
 
     # -- conditions ------------------------------------------------------------------------------
 
@@ -365,7 +369,11 @@ class RuleEngine:
         """Offline sensors, camera alarms gone quiet, and auto-cases a worker left unmade."""
         active = self._active_alarms()
         live = self._live_keys(active)
-        raised, ends = self._offline(now, started, live)
+        raised, ends = pd.DataFrame(columns=EPISODE_COLUMNS), pd.DataFrame(columns=END_COLUMNS)
+        if time.monotonic() - self._offline_at >= OFFLINE_CHECK_S:
+            # a GROUP BY over the last hours of events: minutes are this rule's resolution
+            self._offline_at = time.monotonic()
+            raised, ends = self._offline(now, started, live)
         quiet = self._quiet_cameras(now, active)
         self._record(raised, pd.concat([e for e in (ends, quiet) if len(e)], ignore_index=True)
                      if len(ends) or len(quiet) else ends, now)
