@@ -160,6 +160,31 @@ SETTINGS: tuple[Setting, ...] = (
         "Folder outside every store for the audit key file and the anchored heads of the "
         "audit logs (one signed file per store); empty: the audit folder of data_dir.",
     ),
+    # -- secured MQTT for feed workers and the simulator (twin.feeds.transport; docs/feeds.md) --
+    Setting(
+        "mqtt_tls", _bool, False,
+        "Connect to the broker over TLS even with an mqtt:// URL (mqtts:// always does); the "
+        "broker's certificate and host name are checked.",
+    ),
+    Setting(
+        "mqtt_ca_file", str, "",
+        "PEM file of the authorities trusted for the broker's certificate; empty: the "
+        "system's.",
+    ),
+    Setting(
+        "mqtt_cert_file", str, "",
+        "PEM client certificate, when the broker asks for one (require_certificate).",
+    ),
+    Setting("mqtt_key_file", str, "", "PEM key of mqtt_cert_file (keep it mode 0600)."),
+    Setting("mqtt_username", str, "", "MQTT login name; empty: anonymous."),
+    Setting(
+        "mqtt_password", str, "",
+        "MQTT password (secret: prefer mqtt_password_file); never logged or shown.",
+    ),
+    Setting(
+        "mqtt_password_file", str, "",
+        "File whose first line is the MQTT password (mode 0600; a container secret).",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

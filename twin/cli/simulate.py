@@ -8,7 +8,7 @@ import threading
 import time
 
 from twin.cli._common import FAILURE, add_json_option, add_store_option, open_store, print_json
-from twin.errors import ValidationError
+from twin.errors import ConfigError, ValidationError
 
 NAME = "simulate"
 HELP = "publish simulated sensor and camera traffic to MQTT"
@@ -42,30 +42,29 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from urllib.parse import urlparse
-
-    import paho.mqtt.client as mqtt
     import pandas as pd
 
     from twin.feeds.models import Registry
     from twin.feeds.simulator import Simulator
+    from twin.feeds.transport import broker_address, connect, mqtt_client
 
-    url = urlparse(args.mqtt)
-    if url.scheme not in ("mqtt", "tcp") or not url.hostname:
-        raise ValidationError(f"--mqtt {args.mqtt!r}: write it as mqtt://host:port")
+    try:
+        host, port = broker_address(args.mqtt)
+    except ConfigError:
+        raise ValidationError(f"--mqtt {args.mqtt!r}: write it as mqtt://host:port "
+                              "(mqtts://host:8883 for TLS)") from None
     with open_store(args) as store:
         registry = Registry.from_store(store)
     sim = Simulator(registry.sensors, registry.cameras, community=args.community, seed=args.seed)
     window = threading.Semaphore(MAX_IN_FLIGHT)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt_client(args.mqtt)  # TLS and login from the settings (docs/feeds.md)
     client.on_publish = lambda *a: window.release()
     try:
-        client.connect(url.hostname, url.port or 1883)
+        connect(client, args.mqtt)  # a refused certificate or login: ConfigError, one line
     except OSError as exc:
-        sys.stderr.write(f"error: cannot reach the MQTT broker {url.hostname}:{url.port or 1883}: "
+        sys.stderr.write(f"error: cannot reach the MQTT broker {host}:{port}: "
                          f"{exc} (hint: start the broker, or check --mqtt)\n")
         return FAILURE
-    client.loop_start()
     sent = 0
     start = time.monotonic()
     cursor = pd.Timestamp.now(tz="UTC").floor("s")

@@ -1,4 +1,4 @@
-"""The ingest pipeline: decode → validate → dedupe → enrich → write → ack → state → rules."""
+"""The ingest pipeline: decode → validate → dedupe → enrich → write → state → rules → ack."""
 
 from __future__ import annotations
 
@@ -169,10 +169,13 @@ class Pipeline:
 
     def _commit(self, source: Source, messages: list[Message], decoded: Decoded | None,
                 stop: threading.Event | _Either | None) -> bool:
-        """Write a decoded batch (or buffer it), then acknowledge, then live state and rules.
+        """Write a decoded batch (or buffer it), then live state and rules, then acknowledge.
 
-        Returns False, without acknowledging, if *stop* is set while the store is down and the
-        buffer cannot take the batch (the broker redelivers it: at least once still holds).
+        Rules run before the acknowledgement: a worker killed between the two has its batch
+        redelivered (to it, or to another worker of the group), whose rules then run on it;
+        the database keeps the alarms they open to one per episode. Returns False, without
+        acknowledging, if *stop* is set while the store is down and the buffer cannot take the
+        batch, or the rules cannot reach the store (the broker redelivers it).
         """
         retry, parts = False, [decoded]
         while True:
@@ -204,13 +207,30 @@ class Pipeline:
                                "to dead-letter the ones it refuses", len(messages),
                                _first_line(exc))
                 parts = None
-        source.ack(messages)
-        self.counters.acknowledged += len(messages)
         if decoded is not None:
             now = source.now()
             for part in parts:
-                self._after(part, now)
+                if not self._after_retrying(part, now, stop):
+                    return False
+        source.ack(messages)
+        self.counters.acknowledged += len(messages)
         return True
+
+    def _after_retrying(self, decoded: Decoded, now: pd.Timestamp,
+                        stop: threading.Event | _Either | None) -> bool:
+        """Run :meth:`_after` until the store answers; False if stopped while it does not."""
+        while True:
+            try:
+                self._after(decoded, now, raise_unavailable=True)
+                return True
+            except ConnectionError as exc:
+                self.counters.store_failures += 1
+                LOGGER.warning("rules could not reach the store (%s); retrying in %.1f s",
+                               exc, self.retry_s)
+                if stop is not None and stop.wait(self.retry_s):
+                    return False
+                if stop is None:
+                    time.sleep(self.retry_s)
 
     def _write_apart(self, messages: list[Message], *, retry: bool) -> list[Decoded]:
         """Write *messages* in halves until each one the store refuses is alone; dead-letter it.
@@ -302,14 +322,23 @@ class Pipeline:
             for part in parts:
                 self._after(part, pd.Timestamp.now(tz="UTC"))
 
-    def _after(self, decoded: Decoded, now: pd.Timestamp) -> None:
-        """Live state, then rules; a failure here never loses data (the events are stored)."""
+    def _after(self, decoded: Decoded, now: pd.Timestamp, *,
+               raise_unavailable: bool = False) -> None:
+        """Live state, then rules; a failure here never loses data (the events are stored).
+
+        The rules see every reading of the batch, not only those newer than this worker's
+        live state: they decide from the stored events (:meth:`RuleEngine.evaluate`).
+        """
         try:
-            newer = self.state.update(decoded.readings)
+            self.state.update(decoded.readings)
             if self.rules is not None:
-                conds = self.rules.conditions(newer, decoded.alerts, self.state.lot_occupancy())
-                self.rules.apply(conds, now)
+                self.rules.evaluate(decoded.readings, decoded.alerts, now,
+                                    self.state.lot_occupancy())
                 self._count_alarms()
+        except ConnectionError:
+            if raise_unavailable:
+                raise
+            LOGGER.warning("alarms not decided: the store is unavailable")
         except Exception:  # rules are data written by people: log and keep ingesting
             LOGGER.exception("live state or rules failed on a batch")
 
@@ -322,11 +351,12 @@ class Pipeline:
                 pass
         if self.rules is not None:
             try:
-                conds = self.rules.tick_conditions(now, self.state.sensors_status(now))
-                self.rules.apply(conds, now)
+                self.rules.tick(now, self.state.started)
                 self._count_alarms()
             except ConnectionError:
                 LOGGER.warning("alarms not written: the store is unavailable")
+            except Exception:  # rules are data written by people: log and keep ingesting
+                LOGGER.exception("time-driven rules failed")
 
     def _count_alarms(self) -> None:
         self.counters.alarms_opened = self.rules.opened

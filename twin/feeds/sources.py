@@ -11,12 +11,12 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pandas as pd
 
 from twin.errors import ConfigError
 from twin.feeds.models import Message
+from twin.feeds.transport import MqttSecurity, broker_address, connect, mqtt_client, refused
 
 LOGGER = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class MqttSource(Source):
     Parameters
     ----------
     url
-        ``mqtt://host:port``.
+        ``mqtt://host:port``, or ``mqtts://host:8883`` for TLS.
     topics
         Topic filters; a shared subscription ``$share/<group>/<filter>`` spreads messages over
         the workers of a group.
@@ -155,19 +155,27 @@ class MqttSource(Source):
     max_bytes
         Payload bytes after which a batch closes (about 20,000 observations in gateway
         messages): bounds a transaction's size and what a crash makes the broker redeliver.
+    security
+        TLS and login (:class:`twin.feeds.transport.MqttSecurity`; default from the settings).
+
+    Raises
+    ------
+    ConfigError
+        If the URL is not an MQTT one, TLS with the broker fails (an untrusted certificate)
+        or the broker refuses the login; an unreachable broker is retried instead.
     """
+
+    #: Why the broker refused this client (a login it rejects): fetch raises it.
+    refusal: ConfigError | None = None
 
     def __init__(self, url: str, topics: list[str], *, client_id: str | None = None,
                  session_expiry_s: int = 7 * 86400, receive_maximum: int = 20_000,
                  keepalive: int = 30, linger_s: float = 0.02,
-                 max_bytes: int = 2 * 2**20) -> None:
-        import paho.mqtt.client as mqtt
+                 max_bytes: int = 2 * 2**20, security: MqttSecurity | None = None) -> None:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
-        parsed = urlparse(url)
-        if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
-            raise ConfigError(f"MQTT URL {url!r} must look like mqtt://host:1883")
+        host, port = broker_address(url)
         self.name = url
         self.topics = list(topics)
         stable = uuid.uuid5(uuid.NAMESPACE_URL, url + "|".join(topics)).hex[:12]
@@ -179,8 +187,8 @@ class MqttSource(Source):
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                  protocol=mqtt.MQTTv5, manual_ack=True)
+        self.client = mqtt_client(url, client_id=self.client_id, security=security,
+                                  manual_ack=True)
         self.client.reconnect_delay_set(min_delay=0.2, max_delay=2)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -189,13 +197,22 @@ class MqttSource(Source):
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = session_expiry_s
         props.ReceiveMaximum = receive_maximum
-        self.client.connect_async(parsed.hostname, parsed.port or 1883, keepalive=keepalive,
-                                  clean_start=False, properties=props)
-        self.client.loop_start()
+        try:  # at once: a certificate or a login the broker refuses is said now, in one line
+            connect(self.client, url, keepalive=keepalive, clean_start=False, properties=props)
+        except ConfigError:
+            self.client.loop_stop()
+            raise
+        except OSError as exc:  # not reachable yet: keep trying in the background
+            LOGGER.warning("MQTT broker %s:%d not reachable (%s); retrying", host, port, exc)
+            self.client.connect_async(host, port, keepalive=keepalive, clean_start=False,
+                                      properties=props)
+            self.client.loop_start()
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
         if reason.is_failure:
-            LOGGER.warning("MQTT connect to %s refused: %s", self.name, reason)
+            LOGGER.error("MQTT connect to %s refused: %s", self.name, reason)
+            self.refusal = refused(self.name, reason)
+            client.disconnect()  # retrying a refused login forever helps nobody
             return
         with self._lock:
             self._generation += 1
@@ -206,6 +223,8 @@ class MqttSource(Source):
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         self.connected.clear()
+        if self.refusal is not None:
+            return  # refused: not reconnecting (fetch raises the refusal)
         LOGGER.warning("MQTT %s disconnected (%s); reconnecting", self.name, reason)
 
     def _on_message(self, client, userdata, msg) -> None:
@@ -229,6 +248,8 @@ class MqttSource(Source):
         try:
             out = [get(timeout=timeout)]
         except queue.Empty:
+            if self.refusal is not None:
+                raise self.refusal from None
             return []
         size = len(out[0].payload)
         deadline = time.monotonic() + self.linger_s
@@ -263,14 +284,14 @@ class MqttSource(Source):
 
 def open_source(url: str, *, topics: list[str] | None = None, client_id: str | None = None,
                 speed: float | None = None, **options) -> Source:
-    """Open a source by URL: ``mqtt://host:port`` or a ``.jsonl`` replay path.
+    """Open a source by URL: ``mqtt://host:port``, ``mqtts://host:port`` or a ``.jsonl`` path.
 
     Raises
     ------
     ConfigError
         If the URL is neither.
     """
-    if url.startswith(("mqtt://", "tcp://")):
+    if url.startswith(("mqtt://", "tcp://", "mqtts://", "ssl://")):
         return MqttSource(url, topics or ["gridtwin/+/obs", "gridtwin/+/camera",
                                           "gridtwin/+/reports"], client_id=client_id, **options)
     if url.endswith(".jsonl") or url.startswith("replay:"):

@@ -618,6 +618,45 @@ class Store(abc.ABC):
         """
         return None
 
+    # -- alarms once per (rule, source, episode) across feed workers (docs/feeds.md) --------------
+
+    @abc.abstractmethod
+    def open_alarms(self, alarms: pd.DataFrame) -> list[str]:
+        """Insert alarms (ALARMS columns plus ``since``/``until``, their episode) once each.
+
+        An alarm is inserted unless its (rule, source) already has one whose time span meets
+        the episode (checked under a lock per key); the database refuses a second open alarm of
+        a (rule, source) whatever happens (a unique partial index). Returns the ids inserted
+        now: a worker that lost the race gets none.
+        """
+
+    @abc.abstractmethod
+    def resolve_alarms(self, ends: pd.DataFrame, now: Any) -> list[str]:
+        """Resolve the active alarm of each (``rule_id``, ``source_id``, ``resolved_at``).
+
+        Only an alarm opened before that end is resolved. Returns the ids resolved now (none
+        when another worker did first).
+        """
+
+    @abc.abstractmethod
+    def link_alarm_case(self, alarm_id: str, case_id: str, data: str, now: Any) -> bool:
+        """Record an alarm's case unless it has one (open/acknowledged → in_progress).
+
+        Returns True if recorded now, False if the alarm had a case already.
+        """
+
+    @abc.abstractmethod
+    def active_alarm_keys(self) -> set[tuple[str, str]]:
+        """Return the (rule_id, source_id) of every open, acknowledged or in-progress alarm."""
+
+    @abc.abstractmethod
+    def events_last_seen(self, start: Any, kind: str = "obs") -> pd.Series:
+        """Latest stored ``observed_at`` per source of events of *kind* since *start*."""
+
+    @abc.abstractmethod
+    def events_of(self, sources: Sequence[str], start: Any, kind: str) -> pd.DataFrame:
+        """Return the stored events of *kind* from *sources* since *start*, oldest first."""
+
     # -- life cycle -----------------------------------------------------------------------------
 
     def close(self) -> None:  # noqa: B027 - a store with nothing to release need not override

@@ -497,7 +497,21 @@ MIGRATIONS: tuple[Migration, ...] = (
               _audit_append_only),
     Migration(8, "login sessions (twin_sessions, twin_session_seen), by id hash and by user",
               _sessions),
+    Migration(9, "one open alarm per (rule, source): duplicates closed, unique partial index",
+              lambda conn: _alarm_once(conn)),  # defined below, with the other additions
 )
+
+
+def _alarm_once(conn: sa.Connection) -> None:
+    """Close duplicate open alarms (all but the earliest), then index one per (rule, source).
+
+    Feed workers open alarms with ``INSERT … ON CONFLICT DO NOTHING``: with this index the
+    database, not the luck of delivery, keeps an episode to one alarm (docs/feeds.md).
+    """
+    from twin.store.sql import alarm_once_ddl
+
+    for statement in alarm_once_ddl():
+        conn.execute(sa.text(statement))
 
 
 def _sync_core_columns(conn: sa.Connection) -> None:

@@ -31,6 +31,7 @@ from twin.errors import (
     ValidationError,
 )
 from twin.schema import (
+    ALARMS,
     AUDIT,
     CASE_HISTORY,
     CASES,
@@ -825,3 +826,135 @@ class SQLStore(Store):
                 return self._select(conn, AUDIT, "seq")
             return self._select(conn, AUDIT, "seq", ["seq >= :since"], {"since": int(since)})
 
+    # -- alarms once per (rule, source, episode), whatever the number of workers ---------------
+
+    def open_alarms(self, alarms: pd.DataFrame) -> list[str]:
+        """Insert each alarm unless its (rule, source) has one whose time span meets its episode.
+
+        An alarm spans ``opened_at`` to its end (open-ended while active); an episode spans
+        ``since`` (``data.since``, when the condition began) to ``until`` (None: going on). Each
+        (rule, source) is locked for the transaction (PostgreSQL advisory lock; the embedded
+        store has one writer at a time), and the unique partial index refuses a second open
+        alarm whatever happens (``ON CONFLICT DO NOTHING``, no target: every unique index).
+        """
+        rows = prepare_rows(ALARMS, alarms.drop(columns=["since", "until"]), "ignore")
+        since = [self.dialect.time(v) for v in alarms["since"]]
+        until = [self.dialect.time(_FAR_FUTURE if v is None or pd.isna(v) else v)
+                 for v in alarms["until"]]
+        table = quote(ALARMS.name)
+        names = ", ".join(quote(c.name) for c in ALARMS.columns)
+        marks = ", ".join(self.dialect.mark(c, f"p_{c.name}") for c in ALARMS.columns)
+        sql = (
+            f"INSERT INTO {table} ({names}) SELECT {marks} "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} a "
+            "WHERE a.rule_id = :p_rule_id AND a.source_id = :p_source_id AND a.opened_at <= :until "
+            f"AND (a.status IN ({_ACTIVE_SQL}) OR {_ENDED_SQL} >= :since)) ON CONFLICT DO NOTHING"
+        )
+        values = {c.name: self.dialect.values(rows[c.name], c.dtype) for c in ALARMS.columns}
+        inserted = []
+        with self._write() as conn:
+            if self.dialect.name == "sqlite" and not getattr(self, "_alarm_index_made", False):
+                for statement in alarm_once_ddl():
+                    self._execute(conn, statement)
+                self._alarm_index_made = True
+            for key in sorted(set(zip(rows["rule_id"], rows["source_id"], strict=True))):
+                self._hold(conn, "alarm", *key)
+            for i in range(len(rows)):
+                params = {f"p_{name}": column[i] for name, column in values.items()}
+                params.update(since=since[i], until=until[i])
+                if self._execute(conn, sql, params) > 0:
+                    inserted.append(rows["id"].iloc[i])
+        return inserted
+
+    def resolve_alarms(self, ends: pd.DataFrame, now: Any) -> list[str]:
+        """Resolve the active alarm of each (rule, source) opened before its episode's end."""
+        sql = (
+            f"UPDATE {quote(ALARMS.name)} SET status = 'resolved', resolved_at = :ended, "
+            f"updated_at = :now WHERE rule_id = :rule_id AND source_id = :source_id "
+            f"AND status IN ({_ACTIVE_SQL}) AND opened_at <= :ended RETURNING id"
+        )
+        done = []
+        with self._write() as conn:
+            for row in ends.sort_values(["rule_id", "source_id"]).itertuples(index=False):
+                done += [r[0] for r in self._rows(conn, sql, {
+                    "rule_id": row.rule_id, "source_id": row.source_id,
+                    "ended": self.dialect.time(row.resolved_at), "now": self.dialect.time(now)})]
+        return done
+
+    def link_alarm_case(self, alarm_id: str, case_id: str, data: str, now: Any) -> bool:
+        """Record an alarm's case (once) and move an open or acknowledged one to in_progress."""
+        column = next(c for c in ALARMS.columns if c.name == "data")
+        sql = (
+            f"UPDATE {quote(ALARMS.name)} SET case_id = :case_id, status = CASE WHEN status IN "
+            "('open', 'acknowledged') THEN 'in_progress' ELSE status END, "
+            f"data = {self.dialect.mark(column, 'data')}, updated_at = :now "
+            "WHERE id = :id AND case_id IS NULL"
+        )
+        with self._write() as conn:
+            return self._execute(conn, sql, {"case_id": case_id, "data": data, "id": alarm_id,
+                                              "now": self.dialect.time(now)}) > 0
+
+    def active_alarm_keys(self) -> set[tuple[str, str]]:
+        """Return the (rule_id, source_id) of every active alarm: one lean query, no frame."""
+        with self._read(single=True) as conn:
+            rows = self._rows(conn, f"SELECT rule_id, source_id FROM {quote(ALARMS.name)} "
+                                    f"WHERE status IN ({_ACTIVE_SQL})")
+        return {(r[0], r[1]) for r in rows}
+
+    def events_last_seen(self, start: Any, kind: str = "obs") -> pd.Series:
+        """Latest ``observed_at`` per source among events of *kind* since *start* (the store's)."""
+        with self._read(single=True) as conn:
+            rows = self._rows(
+                conn,
+                f"SELECT source_id, max(observed_at) FROM {quote(EVENTS.name)} "
+                "WHERE observed_at >= :start AND kind = :kind GROUP BY source_id",
+                {"start": self.dialect.time(start), "kind": kind},
+            )
+        return pd.Series(pd.to_datetime([r[1] for r in rows], utc=True, format="ISO8601"),
+                         index=pd.Index([r[0] for r in rows], name="source_id"),
+                         dtype="datetime64[us, UTC]")
+
+    def events_of(self, sources: Sequence[str], start: Any, kind: str) -> pd.DataFrame:
+        """Events of *kind* from *sources* observed since *start*, oldest first (id breaks ties)."""
+        params: dict[str, Any] = {"start": self.dialect.time(start), "kind": kind}
+        within = self.dialect.any_of("source_id", "src", list(sources), params)
+        clauses = ["observed_at >= :start", "kind = :kind", within]
+        order = f"{quote('observed_at')}, {self.dialect.order('id')}"
+        with self._read() as conn:
+            return self._select(conn, EVENTS, order, clauses, params)
+
+
+# -- alarms once per (rule, source, episode), whatever the number of workers ----------------------
+
+#: Alarm statuses of an episode still going on: no second alarm of its (rule, source) opens
+#: while one of these is stored (the check of :meth:`SQLStore.open_alarms`, under a lock).
+ACTIVE_ALARMS = ("open", "acknowledged", "in_progress")
+#: The unique partial index refusing a second *open* alarm of a (rule, source) whatever any
+#: worker does: migration 9 on PostGIS, made on first use in the embedded store. Open only:
+#: acknowledged and in-progress alarms are people's work, which may outlive an episode (a
+#: case still being handled) and which imports and the demo write as they were.
+ALARM_ONCE_INDEX = "twin_alarms_one_open"
+_ACTIVE_SQL = ", ".join(f"'{s}'" for s in ACTIVE_ALARMS)
+#: When an inactive alarm's episode ended: resolved_at, else (closed by hand) its last change.
+_ENDED_SQL = "coalesce(a.resolved_at, a.updated_at, a.opened_at)"
+_FAR_FUTURE = pd.Timestamp("9999-01-01", tz="UTC")
+
+
+def alarm_once_ddl() -> list[str]:
+    """Return the statements closing duplicate open alarms, then indexing one per key.
+
+    Stores written before the index existed (several workers each opening the same alarm)
+    may hold several open alarms of one (rule, source): all but the earliest are closed
+    (``resolved_at`` set to their last change) so that the index can be built.
+    """
+    alarms = quote(ALARMS.name)
+    return [
+        f"UPDATE {alarms} SET status = 'closed', "
+        f"resolved_at = coalesce(resolved_at, updated_at, opened_at) "
+        f"WHERE status = 'open' AND EXISTS (SELECT 1 FROM {alarms} b "
+        f"WHERE b.rule_id = {alarms}.rule_id AND b.source_id = {alarms}.source_id "
+        f"AND b.status = 'open' AND (b.opened_at < {alarms}.opened_at "
+        f"OR (b.opened_at = {alarms}.opened_at AND b.id < {alarms}.id)))",
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(ALARM_ONCE_INDEX)} ON {alarms} "
+        "(rule_id, source_id) WHERE status = 'open'",
+    ]
