@@ -27,7 +27,7 @@ import pandas as pd
 from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, ValidationError
 from twin.feeds import rules
 from twin.schema import ALARMS
-from twin.trust.permissions import User, require
+from twin.trust.permissions import User, can, require
 from twin.trust.privacy import unit_grids_of
 from twin.trust.users import resolve
 
@@ -100,6 +100,33 @@ def visible_alarms(store, user: User | None, *, grid_cells: pd.DataFrame | None 
     order = table.assign(_opened=opened).sort_values(["rank", "_opened", "id"],
                                                      ascending=[True, False, True])
     return order.drop(columns="_opened").reset_index(drop=True)
+
+
+def allowed_alarm_actions(alarm: Any, user: User | None) -> list[str]:
+    """Return what *user* may do with *alarm* now: ``acknowledge``, ``promote``, ``dismiss``.
+
+    For the buttons of a page; each step checks again against the stored user and alarm (and a
+    grid worker's grids) when it is taken.
+    """
+    if user is None or user.is_anonymous or user.disabled:
+        return []
+    status = alarm["status"]
+    if status not in ACTIVE:
+        return []
+    has_case = alarm.get("case_id") is not None and not pd.isna(alarm.get("case_id"))
+    out = []
+    if status == "open" and can(user, "alarms.acknowledge"):
+        out.append("acknowledge")
+    if not has_case and can(user, "alarms.promote"):
+        out.append("promote")
+    if can(user, "alarms.dismiss"):
+        out.append("dismiss")
+    return out
+
+
+def case_category(alarm: Any) -> str | None:
+    """Return the case category (service code) the alarm's rule names, or None."""
+    return _data(dict(alarm)).get("case_category") or None
 
 
 def _alarm(store, alarm_id: str) -> dict[str, Any]:
