@@ -137,14 +137,18 @@ def _promote(store: Store, user, alarm: Any, lang: str, grid_cells, key: str) ->
             promote(code)
 
 
-def _announce(alarms: pd.DataFrame, lang: str) -> None:
-    """Pop up (toast) the alarms this screen has not seen yet, most urgent first."""
-    seen = st.session_state.setdefault(SEEN_KEY, set())
+def _announce(alarms: pd.DataFrame, lang: str, key: str) -> None:
+    """Pop up (toast) the alarms this panel has not shown yet, most urgent first.
+
+    A critical alarm stays 30 s (or until closed by hand), the others 10 s.
+    """
+    seen = st.session_state.setdefault(f"{SEEN_KEY}-{key}", set())
     fresh = alarms.loc[~alarms["id"].isin(seen) & alarms["status"].eq("open")]
     for alarm in fresh.head(3).to_dict("records"):
         sev = severity_names(lang).get(alarm["severity"], alarm["severity"])
         st.toast(f"{sev} · {_name(alarm, lang)} · {alarm['source_id']}",
-                 icon="🚨" if alarm["severity"] == "critical" else "⚠️")
+                 icon="🚨" if alarm["severity"] == "critical" else "⚠️",
+                 duration=30 if alarm["severity"] == "critical" else "long")
     seen.update(alarms["id"])
 
 
@@ -182,7 +186,7 @@ def alarm_panel(store: Store, user, lang: str, *, grid_cells=None,
     if len(alarms) == 0:
         st.success(t("live.no_alarms", lang))
         return
-    _announce(alarms, lang)
+    _announce(alarms, lang, key)
     count = html.escape(t("live.alarms", lang, count=len(alarms)))
     st.markdown(f'<div class="gt-alarm-count">{count}</div>', unsafe_allow_html=True)
     for i, alarm in enumerate(alarms.head(acted).to_dict("records")):

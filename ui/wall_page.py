@@ -25,7 +25,7 @@ LANG = current_language()
 user = current_user()
 
 BOARD_REFRESH_S = 30
-MAP_HEIGHT = 738
+MAP_HEIGHT = 880
 RANKED = 10
 WALL_LAYERS = ("grid_cells", "buildings", "cases", "sensors", "alarms")
 
@@ -51,13 +51,13 @@ header[data-testid="stHeader"], [data-testid="stDecoration"] {display: none !imp
 .gt-tile .s {font-size: .72rem; color: #9fb3c8; white-space: nowrap; overflow: hidden;
   text-overflow: ellipsis;}
 .gt-tile.bad .v {color: #ff5c6c;}
-table.gt-rank {width: 100%; border-collapse: collapse; font-size: .82rem;}
+table.gt-rank {width: 100%; border-collapse: collapse; font-size: .95rem;}
 table.gt-rank th {color: #9fb3c8; font-weight: 500; text-align: right; padding: 2px 4px;}
-table.gt-rank td {text-align: right; padding: 3px 4px; border-top: 1px solid #1f2d44;}
+table.gt-rank td {text-align: right; padding: 6px 4px; border-top: 1px solid #1f2d44;}
 table.gt-rank th:nth-child(-n+2), table.gt-rank td:nth-child(-n+2) {text-align: left;}
 table.gt-rank tr.hot td {color: #ff8a95;}
-.gt-trend {display: grid; grid-template-columns: 1.4fr 1fr 1fr 1fr; font-size: .82rem;
-  row-gap: 4px;}
+.gt-trend {display: grid; grid-template-columns: 1.25fr .95fr 1.15fr 1.15fr; font-size: .9rem;
+  row-gap: 8px; white-space: nowrap; margin-bottom: .4rem;}
 .gt-trend .h {color: #9fb3c8;} .gt-up {color: #2ee59d;} .gt-down {color: #ff5c6c;}
 .gt-alarm {border-radius: 6px; padding: .3rem .55rem; font-size: .85rem; line-height: 1.25rem;
   border-left: 6px solid #3aa0ff; background: rgba(58, 160, 255, .12);}
@@ -68,9 +68,11 @@ table.gt-rank tr.hot td {color: #ff8a95;}
 .gt-sev {font-weight: 700;} .gt-status {color: #9fb3c8; font-size: .75rem;}
 .gt-where {color: #9fb3c8; font-size: .75rem;}
 .gt-alarm-count {color: #ff8a95; font-weight: 600; font-size: .9rem;}
+.gt-h {font-size: 1.05rem; font-weight: 600; color: #7fe7ff; line-height: 1.6rem;}
 .st-key-wall-alarms .stButton button, .st-key-wall-alarms [data-testid="stPopover"] button
   {min-height: 1.9rem; padding: 0 .4rem; font-size: .8rem;}
-.st-key-wall-right h3 {font-size: 1rem; margin: 0; padding: .2rem 0;}
+.st-key-wall-right h3 {font-size: 1.05rem; line-height: 1.7rem; margin: 0;
+  padding: 0; color: #7fe7ff;}
 </style>
 """
 
@@ -173,7 +175,7 @@ def trends_html(data: cockpit.CockpitData) -> str:
             f'<div class="gt-trend">{grid}</div>{_bars(data.daily)}</div>')
 
 
-def _bars(daily: pd.DataFrame, width: int = 400, height: int = 120) -> str:
+def _bars(daily: pd.DataFrame, width: int = 400, height: int = 250) -> str:
     """Reports per day as an inline SVG bar chart with its first and last day."""
     if daily.empty:
         return ""
@@ -291,7 +293,8 @@ board_col, right = st.columns([3.5, 1.25])
 with board_col:
     board(store, twin_layers, scope, building)
 with right, st.container(key="wall-right"):
-    st.subheader(t("live.alarms.title", LANG))
+    st.markdown(f'<div class="gt-h">{html.escape(t("live.alarms.title", LANG))}</div>',
+                unsafe_allow_html=True)
     with st.container(key="wall-alarms"):
         alarm_panel(store, user, LANG, grid_cells=cells, grids=in_scope, building=building,
                     grid_names=grid_names, acted=3, listed=6, key="wall")
