@@ -156,6 +156,20 @@ def no_scroll(page) -> dict:
     }""")
 
 
+def difference(png_a: bytes, png_b: bytes) -> float:
+    """Mean absolute difference of two screenshots, small and grey (0 same … 255)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def small(png: bytes) -> np.ndarray:
+        image = Image.open(io.BytesIO(png)).convert("L").resize((96, 64))
+        return np.asarray(image, dtype=float)
+
+    return float(np.abs(small(png_a) - small(png_b)).mean())
+
+
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / name))
@@ -168,6 +182,10 @@ def test_official_runs_the_wall(page, demo):
     page.get_by_role("button", name="登录").click()
     page.get_by_text(tr("cockpit.title")).wait_for(timeout=WAIT_MS)  # the official's home
     page.wait_for_selector(f"{CHART} canvas", timeout=WAIT_MS)
+    # the cockpit has the same alarm actions: the most urgent alarm with its buttons
+    cockpit_top = page.locator(".st-key-cockpit-alarms-row-0")
+    cockpit_top.get_by_role("button", name=tr("alarm.acknowledge")).wait_for(timeout=WAIT_MS)
+    assert cockpit_top.get_by_role("button", name=tr("alarm.promote")).is_visible()
     started = time.monotonic()
     title = page.get_by_text(tr("wall.title"))
 
@@ -233,12 +251,31 @@ def test_official_runs_the_wall(page, demo):
     assert json.loads(stored_alarm(demo, ids["second"])["data"])["history"][-1][
         "actor"] == USER
 
-    # a new alarm arrives: the panel shows it without anyone touching the page
+    # the official pans the map; a new alarm arrives: the alarm panel, the tiles and the map
+    # refresh without anyone touching the page, and the map keeps the view the official chose
+    chart = page.locator(CHART).first
+    fitted = chart.screenshot()
+    box = chart.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx - 320, cy - 160, steps=12)
+    page.mouse.up()
+    time.sleep(1.0)
+    panned = chart.screenshot()
+    tile = page.locator(".gt-tile[data-tile='5'] .v")
+    alarms_before = tile.inner_text()
     fresh = _alarm("smoke", "烟雾报警", "critical", demo["smoke"], 0, "P0150",
                    pd.Timestamp.now(tz="UTC"))
     with open_store(demo["path"]) as store:
         store.put_rows(ALARMS, pd.DataFrame([fresh]))
     alarm_row(page, fresh["id"]).wait_for(timeout=30_000)
+    wait_until(lambda: tile.inner_text() != alarms_before, timeout_s=60,
+               what="the tiles refreshed on their own")
+    time.sleep(1.0)  # the map redrawn with the new alarm
+    refreshed = chart.screenshot()
+    assert difference(refreshed, panned) < difference(refreshed, fitted) / 2, (
+        "the map lost the official's view on refresh")
     # RELOAD-MIDWAY
 
     # drill into the quiet grid: ranking, live events and alarms follow

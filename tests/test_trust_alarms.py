@@ -86,6 +86,8 @@ def test_scope_and_grid_workers_see_only_their_grids(alarm_store):
     store, cells = alarm_store
     mine = alarms.visible_alarms(store, USERS["grid_worker"], grid_cells=cells)
     assert set(mine["grid_code"]) == {G1} and len(mine) == 4
+    # without the grids given, the store's grid cells expand the responsibility grid R01
+    assert set(alarms.visible_alarms(store, USERS["grid_worker"])["id"]) == set(mine["id"])
     drilled = alarms.visible_alarms(store, USERS["official"], grid_cells=cells, grids=[G2])
     assert list(drilled["rule_id"]) == ["smoke"]
     with pytest.raises(PermissionDeniedError, match="alarms.read"):

@@ -147,7 +147,8 @@ def _announce(alarms: pd.DataFrame, lang: str, key: str) -> None:
     for alarm in fresh.head(3).to_dict("records"):
         sev = severity_names(lang).get(alarm["severity"], alarm["severity"])
         st.toast(f"{sev} · {_name(alarm, lang)} · {alarm['source_id']}",
-                 icon="🚨" if alarm["severity"] == "critical" else "⚠️",
+                 icon=":material/emergency_home:" if alarm["severity"] == "critical"
+                 else ":material/warning:",
                  duration=30 if alarm["severity"] == "critical" else "long")
     seen.update(alarms["id"])
 
@@ -157,7 +158,7 @@ def _outcome(lang: str) -> None:
     if done:
         st.toast({"acknowledge": t("alarm.done.acknowledge", lang),
                   "dismiss": t("alarm.done.dismiss", lang),
-                  "promote": t("alarm.done.promote", lang)}[done], icon="✅")
+                  "promote": t("alarm.done.promote", lang)}[done], icon=":material/check_circle:")
     problem = st.session_state.pop("alarm_error", None)
     if problem:
         st.error(problem)
@@ -239,3 +240,16 @@ def live_events(store: Store, lang: str, grids: tuple[str, ...] | None = None,
 def _kind_names(lang: str) -> dict[str, str]:
     return {"obs": t("live.kind.obs", lang), "camera": t("live.kind.camera", lang),
             "report": t("live.kind.report", lang), "alarm": t("live.kind.alarm", lang)}
+
+
+def live_alarms(store: Store, lang: str, grids: tuple[str, ...] | None = None) -> None:
+    """The live panel as the phone page (my grid) uses it: alarms, then the latest events.
+
+    Kept for ui/my_grid_page.py; it reads through :mod:`twin.trust.alarms` now (the session's
+    user, their grids) and offers the actions that user may take.
+    """
+    from ui.auth import current_user
+
+    st.subheader(t("live.title", lang))
+    alarm_panel(store, current_user(), lang, grids=grids, acted=2, key="grid-alarms")
+    live_events(store, lang, grids)

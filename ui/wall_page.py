@@ -71,6 +71,10 @@ table.gt-rank tr.hot td {color: #ff8a95;}
 .gt-h {font-size: 1.05rem; font-weight: 600; color: #7fe7ff; line-height: 1.6rem;}
 .st-key-wall-alarms .stButton button, .st-key-wall-alarms [data-testid="stPopover"] button
   {min-height: 1.9rem; padding: 0 .4rem; font-size: .8rem;}
+[data-testid="stToastContainer"] {right: auto !important; left: 34% !important;
+  top: auto !important; bottom: 1.2rem !important; width: 30rem;}
+[data-testid="stToast"] {background: rgba(18, 30, 50, .95) !important;
+  border: 1px solid #00e5ff !important;}
 .st-key-wall-right h3 {font-size: 1.05rem; line-height: 1.7rem; margin: 0;
   padding: 0; color: #7fe7ff;}
 </style>

@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, ValidationError
+from twin.errors import (
+    DuplicateIdError,
+    LayerNotFoundError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
 from twin.feeds import rules
 from twin.schema import ALARMS
 from twin.trust.permissions import User, can, require
@@ -39,9 +45,27 @@ ACTIVE = rules.ACTIVE
 MAX_REASON = 500
 
 
-def _grids_of(user: User, grid_cells: pd.DataFrame | None) -> set[str] | None:
-    """Return the unit grids a grid worker works in (None: every grid, for other roles)."""
-    return unit_grids_of(user, grid_cells) if user.role == "grid_worker" else None
+def _grids_of(store, user: User, grid_cells: pd.DataFrame | None) -> set[str] | None:
+    """Return the unit and responsibility grids a grid worker works in (None: every grid).
+
+    Without *grid_cells* the store's current unit grids expand the responsibility grids.
+    """
+    if user.role != "grid_worker":
+        return None
+    if grid_cells is None:
+        try:
+            grid_cells = store.read_layer("grid_cells")
+        except LayerNotFoundError:
+            grid_cells = None
+    return unit_grids_of(user, grid_cells) | set(user.grids)
+
+
+def _in(alarms: pd.DataFrame, grids: set[str]) -> pd.Series:
+    """Return True for the alarms whose unit or responsibility grid is one of *grids*."""
+    where = alarms["grid_code"].isin(sorted(grids))
+    if "resp_grid_id" in alarms:
+        where |= alarms["resp_grid_id"].isin(sorted(grids))
+    return where
 
 
 def _data(alarm: dict[str, Any]) -> dict[str, Any]:
@@ -84,9 +108,9 @@ def visible_alarms(store, user: User | None, *, grid_cells: pd.DataFrame | None 
     """
     user = require(resolve(store, user), "alarms.read")
     table = store.read_rows(ALARMS, status=ACTIVE) if active_only else store.read_rows(ALARMS)
-    mine = _grids_of(user, grid_cells)
+    mine = _grids_of(store, user, grid_cells)
     if mine is not None:
-        table = table.loc[table["grid_code"].isin(sorted(mine))]
+        table = table.loc[_in(table, mine)]
     if grids is not None:
         table = table.loc[table["grid_code"].isin(list(grids))]
     table = table.copy()
@@ -144,8 +168,8 @@ def _authorise(store, user: User | None, alarm_id: str, permission: str,
     try:
         require(user, permission)
         alarm = _alarm(store, alarm_id)
-        mine = _grids_of(user, grid_cells)
-        if mine is not None and alarm.get("grid_code") not in mine:
+        mine = _grids_of(store, user, grid_cells)
+        if mine is not None and not _in(pd.DataFrame([alarm]), mine).iloc[0]:
             raise PermissionDeniedError(
                 f"alarm {alarm_id} is in grid {alarm.get('grid_code')!r}, not in the grids of "
                 f"{user.username!r}; the duty officer or that grid's worker handles it")
