@@ -77,14 +77,18 @@ def _card(alarm: Any, lang: str, grid_names: dict[str, str], *, top: bool) -> No
 
 
 def _act(what: str, call, lang: str) -> None:
-    """Run one alarm action; on success tell the user and refresh the panel, else say why."""
+    """Run one alarm action; on success tell the user and refresh the page, else say why.
+
+    The whole page reruns (not only the panel) so that tiles, map and ranking count the alarm's
+    new state at once; the map keeps its view (same initial view).
+    """
     try:
         call()
     except Exception as exc:  # the panel's edge: the library's message, never a traceback
         st.session_state["alarm_error"] = error_text(exc, lang, what=f"alarm {what}")
     else:
         st.session_state["alarm_done"] = what
-    st.rerun(scope="fragment")
+    st.rerun()
 
 
 def _actions(store: Store, user, alarm: Any, lang: str, grid_cells, key: str) -> None:

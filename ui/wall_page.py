@@ -68,7 +68,8 @@ table.gt-rank tr.hot td {color: #ff8a95;}
 .gt-sev {font-weight: 700;} .gt-status {color: #9fb3c8; font-size: .75rem;}
 .gt-where {color: #9fb3c8; font-size: .75rem;}
 .gt-alarm-count {color: #ff8a95; font-weight: 600; font-size: .9rem;}
-.gt-h {font-size: 1.05rem; font-weight: 600; color: #7fe7ff; line-height: 1.6rem;}
+.gt-h {font-size: 1.05rem; font-weight: 600; color: #7fe7ff; line-height: 1.6rem;
+  margin-bottom: .5rem;}
 .st-key-wall-alarms .stButton button, .st-key-wall-alarms [data-testid="stPopover"] button
   {min-height: 1.9rem; padding: 0 .4rem; font-size: .8rem;}
 [data-testid="stToastContainer"] {right: auto !important; left: 34% !important;
