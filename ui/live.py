@@ -28,6 +28,18 @@ SHOWN = 15
 #: Alarms with their own action row; the rest are listed in a table.
 ACTED = 4
 SEEN_KEY = "alarms_seen"
+#: How an alarm card looks on every page (the most urgent one pulses when critical).
+ALARM_CSS = """<style>
+.gt-alarm {border-radius: 6px; padding: .3rem .55rem; font-size: .85rem; line-height: 1.25rem;
+  border-left: 6px solid #3aa0ff; background: rgba(58, 160, 255, .12);}
+.gt-alarm.gt-critical {border-left-color: #ff1744; background: rgba(255, 23, 68, .18);}
+.gt-alarm.gt-warning {border-left-color: #ffb300; background: rgba(255, 179, 0, .14);}
+.gt-alarm.gt-top.gt-critical {animation: gt-pulse 1.6s ease-in-out infinite;}
+@keyframes gt-pulse {50% {box-shadow: 0 0 18px 3px rgba(255, 23, 68, .75);}}
+.gt-sev {font-weight: 700;} .gt-status {color: #9fb3c8; font-size: .75rem;}
+.gt-where {color: #9fb3c8; font-size: .75rem;}
+.gt-alarm-count {color: #ff8a95; font-weight: 600; font-size: .9rem;}
+</style>"""
 
 
 def severity_names(lang: str) -> dict[str, str]:
@@ -179,6 +191,7 @@ def alarm_panel(store: Store, user, lang: str, *, grid_cells=None,
     when given: a drill-down keeps the panel in scope.
     """
     names = grid_names or {}
+    st.markdown(ALARM_CSS, unsafe_allow_html=True)
     _outcome(lang)
     try:
         alarms = alarm_work.visible_alarms(store, user, grid_cells=grid_cells, grids=grids)

@@ -59,15 +59,6 @@ table.gt-rank tr.hot td {color: #ff8a95;}
 .gt-trend {display: grid; grid-template-columns: 1.25fr .95fr 1.15fr 1.15fr; font-size: .9rem;
   row-gap: 8px; white-space: nowrap; margin-bottom: .4rem;}
 .gt-trend .h {color: #9fb3c8;} .gt-up {color: #2ee59d;} .gt-down {color: #ff5c6c;}
-.gt-alarm {border-radius: 6px; padding: .3rem .55rem; font-size: .85rem; line-height: 1.25rem;
-  border-left: 6px solid #3aa0ff; background: rgba(58, 160, 255, .12);}
-.gt-alarm.gt-critical {border-left-color: #ff1744; background: rgba(255, 23, 68, .18);}
-.gt-alarm.gt-warning {border-left-color: #ffb300; background: rgba(255, 179, 0, .14);}
-.gt-alarm.gt-top.gt-critical {animation: gt-pulse 1.6s ease-in-out infinite;}
-@keyframes gt-pulse {50% {box-shadow: 0 0 18px 3px rgba(255, 23, 68, .75);}}
-.gt-sev {font-weight: 700;} .gt-status {color: #9fb3c8; font-size: .75rem;}
-.gt-where {color: #9fb3c8; font-size: .75rem;}
-.gt-alarm-count {color: #ff8a95; font-weight: 600; font-size: .9rem;}
 .gt-h {font-size: 1.05rem; font-weight: 600; color: #7fe7ff; line-height: 1.6rem;
   margin-bottom: .5rem;}
 .st-key-wall-alarms .stButton button, .st-key-wall-alarms [data-testid="stPopover"] button
