@@ -31,7 +31,7 @@ SEEN_KEY = "alarms_seen"
 #: How an alarm card looks on every page (the most urgent one pulses when critical).
 ALARM_CSS = """<style>
 .gt-alarm {border-radius: 6px; padding: .3rem .55rem; font-size: .85rem; line-height: 1.25rem;
-  border-left: 6px solid #3aa0ff; background: rgba(58, 160, 255, .12);}
+  border-left: 6px solid #3aa0ff; background: rgba(58, 160, 255, .12); margin-bottom: .5rem;}
 .gt-alarm.gt-critical {border-left-color: #ff1744; background: rgba(255, 23, 68, .18);}
 .gt-alarm.gt-warning {border-left-color: #ffb300; background: rgba(255, 179, 0, .14);}
 .gt-alarm.gt-top.gt-critical {animation: gt-pulse 1.6s ease-in-out infinite;}
