@@ -52,6 +52,7 @@ def navigation() -> tuple[tuple[str, str, str, str, str, str], ...]:
     return (
         (ops, "ui/cockpit_page.py", t("nav.cockpit", LANG), ":material/dashboard:", "cockpit",
          "page.cockpit"),
+        (ops, "ui/wall_page.py", t("nav.wall", LANG), ":material/tv:", "wall", "page.cockpit"),
         (ops, "ui/my_grid_page.py", t("nav.my_grid", LANG), ":material/location_on:", "my-grid",
          "page.my_grid"),
         (ops, "ui/cases_page.py", t("nav.cases", LANG), ":material/assignment:", "cases",

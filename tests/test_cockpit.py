@@ -160,3 +160,59 @@ def test_live_reads_are_reused_as_time_moves_on(store, monkeypatch):
     assert n == 2  # the window's events and the last hour's readings
     cockpit.cockpit_data(store)  # a rerun with nothing written reads no events again
     assert len(calls) == n
+
+
+# -- 挂账 stops the clock; the big screen's ranking and trends --------------------------------
+
+
+def test_a_case_on_hold_is_open_but_never_overdue():
+    held = case(6, G2, status="on_hold", hours_ago=40, due_in=-20)  # its deadline long passed
+    table = cockpit.cases_at(pd.DataFrame([*CASES, held]), NOW)
+    states = dict(zip(table["id"], table["state"], strict=True))
+    assert states["C6"] == "open" and states["C2"] == "overdue"
+    kpis = cockpit.kpi_tiles(table, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), NOW)
+    assert (kpis["open"], kpis["overdue"], kpis["on_hold"]) == (3, 1, 1)
+    resumed = cockpit.cases_at(pd.DataFrame([*CASES, {**held, "status": "handling"}]), NOW)
+    assert dict(zip(resumed["id"], resumed["state"], strict=True))["C6"] == "overdue"
+
+
+def test_ranking_puts_the_grid_with_most_overdue_first_and_follows_the_scope(store):
+    data = cockpit.cockpit_data(store, at=NOW, wall=True)
+    ranking = data.ranking
+    assert list(ranking.columns) == list(cockpit.RANKING_COLUMNS)
+    assert list(ranking["code"]) == [G1, G2]  # G1: 1 overdue of 2 open; G2: none open
+    assert ranking.loc[0, ["open_cases", "overdue", "on_hold"]].tolist() == [2, 1, 0]
+    grid = cockpit.cockpit_data(store, at=NOW, wall=True,
+                                scope=cockpit.Scope(street="450311001", grid=G2))
+    assert list(grid.ranking["code"]) == [G2]
+    assert cockpit.cockpit_data(store, at=NOW).ranking.empty  # the cockpit does not pay for it
+
+
+def _filed(i, requested, *, closed=None, due_h=24.0):
+    requested = pd.Timestamp(requested, tz="Asia/Shanghai").tz_convert("UTC")
+    return {**case(i, G1), "requested_at": requested, "updated_at": requested,
+            "filed_at": requested, "status": "closed" if closed else "handling",
+            "deadline_at": requested + pd.Timedelta(hours=due_h),
+            "closed_at": None if closed is None else requested + pd.Timedelta(hours=closed)}
+
+
+def test_trends_compare_the_month_so_far_with_last_month_and_last_year():
+    at = pd.Timestamp("2026-03-10 12:00", tz="Asia/Shanghai")
+    rows = [
+        _filed(1, "2026-03-02 09:00", closed=2), _filed(2, "2026-03-03 09:00", closed=30),
+        _filed(3, "2026-03-04 09:00", closed=5), _filed(4, "2026-03-05 09:00"),  # overdue, open
+        _filed(5, "2026-02-02 09:00", closed=1), _filed(6, "2026-02-03 09:00", closed=1),
+        _filed(7, "2026-02-20 09:00", closed=1),  # after the same span of February: not counted
+        _filed(8, "2025-03-05 09:00", closed=1),
+    ]
+    table = cockpit.cases_at(pd.DataFrame(rows), at)
+    got = cockpit.trends(table, at).set_index("metric")
+    assert got.loc["reports", "value"] == 4
+    assert got.loc["reports", "mom"] == pytest.approx(100.0)   # 4 against 2 in Feb 1–10
+    assert got.loc["reports", "yoy"] == pytest.approx(300.0)   # 4 against 1 in March 2025
+    assert got.loc["close_rate", "value"] == pytest.approx(75.0)         # 3 closed of 4 due
+    assert got.loc["ontime_close_rate", "value"] == pytest.approx(50.0)  # 2 on time of 4
+    assert got.loc["ontime_close_rate", "mom"] == pytest.approx(-50.0)   # Feb: 100 %
+    daily = cockpit.daily_reports(table, at, days=10)
+    assert len(daily) == 10 and daily["count"].sum() == 4
+    assert daily.iloc[-1]["day"] == pd.Timestamp("2026-03-10")

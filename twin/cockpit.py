@@ -57,7 +57,7 @@ ONLINE_INTERVALS = 3.0
 LIVE_LOOKBACK = timedelta(hours=1)
 #: A case is drawn on the building it lies within this many metres of.
 CASE_BUILDING_M = 30.0
-KPI_NAMES = ("reports_today", "open", "overdue", "close_rate", "ontime_close_rate",
+KPI_NAMES = ("reports_today", "open", "overdue", "on_hold", "close_rate", "ontime_close_rate",
              "sensors_online", "parking_available", "air_quality")
 CASE_STATES = ("open", "warning", "overdue", "closed")
 _OPEN_ALARMS = ("open", "acknowledged", "in_progress")
@@ -265,8 +265,9 @@ def cases_at(cases: pd.DataFrame, at: Any = None) -> pd.DataFrame:
     """Cases as they stood at *at*: requested by then, with their ``state`` at that moment.
 
     ``state`` is ``closed`` (closed, cancelled or merged by *at*), ``overdue`` (open and past
-    its stage or total deadline), ``warning`` (the running stage timer near its end, see
-    :func:`twin.cases.timer_states`) or ``open``. Timers come from :func:`twin.cases.case_table`.
+    its stage or total deadline, unless on hold: 挂账 stops the clock), ``warning`` (the
+    running stage timer near its end, see :func:`twin.cases.timer_states`) or ``open``.
+    Timers come from :func:`twin.cases.case_table`.
     """
     ts = as_time(at)
     columns = ["id", "status", "state", "service_code", "description", "lon", "lat",
@@ -284,7 +285,9 @@ def cases_at(cases: pd.DataFrame, at: Any = None) -> pd.DataFrame:
     finished = table["status"].isin(_TERMINAL) & (closed_at.isna() | (closed_at <= ts))
     deadline = pd.to_datetime(table["deadline_at"], utc=True)
     timer = pd.to_datetime(table["timer_deadline"], utc=True)
-    late = ((deadline < ts) | (timer < ts)).fillna(False)
+    # an on-hold case (挂账) has its clock stopped: it stays open but is never overdue
+    held = table["status"].eq("on_hold")
+    late = ((deadline < ts) | (timer < ts)).fillna(False) & ~held
     state = np.where(finished, "closed", np.where(late, "overdue", "open")).astype(object)
     running = table.loc[~finished & table["status"].isin(caseloop.OPEN_STATUSES)]
     if len(running) and running["timer_deadline"].notna().any():
@@ -497,6 +500,7 @@ def kpi_tiles(cases_t: pd.DataFrame, sensors: pd.DataFrame, parking: pd.DataFram
         "reports_today": int((requested >= _local_midnight(ts)).sum()),
         "open": int(open_mask.sum()),
         "overdue": int((cases_t["state"] == "overdue").sum()),
+        "on_hold": int((open_mask & cases_t["status"].eq("on_hold")).sum()),
         **close_rates(cases_t, ts),
         "sensors_online": (int(sensors["online"].sum()), len(sensors)) if len(sensors) else None,
         "parking_available": None,
@@ -564,6 +568,125 @@ def hourly(times: pd.Series, at: Any, window: str) -> pd.DataFrame:
     return pd.DataFrame({"time": bins.tz_localize(None), "count": counts.to_numpy()})
 
 
+# -- the big screen: rankings and trends with 同比 / 环比 ----------------------------------------
+
+#: Columns of :func:`grid_ranking`, worst grid first.
+RANKING_COLUMNS = ("code", "name", "open_cases", "overdue", "on_hold", "ontime_close_rate")
+#: Metrics of :func:`trends`: reports this month so far, and the two close rates.
+TREND_METRICS = ("reports", "close_rate", "ontime_close_rate")
+
+
+def grid_ranking(grids: pd.DataFrame, cases_t: pd.DataFrame, at: Any = None) -> pd.DataFrame:
+    """Rank the unit grids of *grids*: most overdue first, then most open, then worst on time.
+
+    Parameters
+    ----------
+    grids
+        :func:`grid_table` rows of the grids to rank (``grid_code``, ``name``, ``open_cases``,
+        ``overdue``).
+    cases_t
+        :func:`cases_at` of the same scope at *at* (case-table columns).
+    at
+        When the books are closed for the on-time close rate (default now).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`RANKING_COLUMNS`; ``on_hold`` counts open cases on hold (挂账, never overdue),
+        ``ontime_close_rate`` is 按期结案率 (%) of the grid's filed cases, NaN when none was due.
+    """
+    out = pd.DataFrame({
+        "code": grids["grid_code"].astype(str).to_numpy(),
+        "name": grids["name"].to_numpy() if "name" in grids else grids["grid_code"].to_numpy(),
+        "open_cases": grids["open_cases"].to_numpy(dtype="int64"),
+        "overdue": grids["overdue"].to_numpy(dtype="int64"),
+    })
+    index = pd.Index(out["code"])
+    if len(cases_t):
+        held = cases_t.loc[cases_t["state"].ne("closed") & cases_t["status"].eq("on_hold")]
+        out["on_hold"] = _count_by(held["grid_code"], index)
+        filed = cases_t.loc[pd.to_datetime(cases_t["filed_at"], utc=True).notna()
+                            & cases_t["grid_code"].notna()]
+        rates = kpi.indicators(filed, by="grid", as_of=as_time(at), compare=False) if len(
+            filed) else pd.DataFrame(columns=["grid_code", "ontime_close_rate"])
+        out["ontime_close_rate"] = out["code"].map(
+            rates.set_index("grid_code")["ontime_close_rate"].astype(float)).to_numpy()
+    else:
+        out["on_hold"] = 0
+        out["ontime_close_rate"] = np.nan
+    order = out.assign(_rate=out["ontime_close_rate"].fillna(101.0))
+    order = order.sort_values(["overdue", "open_cases", "_rate", "code"],
+                              ascending=[False, False, True, True], kind="stable")
+    return out.loc[order.index, list(RANKING_COLUMNS)].reset_index(drop=True)
+
+
+def _month_start(ts: pd.Timestamp) -> pd.Timestamp:
+    """Return the first moment of *ts*'s local calendar month, in UTC."""
+    local = to_local(ts)
+    return local.normalize().replace(day=1).tz_convert("UTC")
+
+
+def _change(now: float, before: float, points: bool) -> float:
+    """Percentage points for rates (*points*), else the relative change in %; NaN if unknown."""
+    if pd.isna(now) or pd.isna(before):
+        return np.nan
+    if points:
+        return float(now) - float(before)
+    return np.nan if before == 0 else (float(now) - float(before)) / float(before) * 100.0
+
+
+def trends(cases_t: pd.DataFrame, at: Any = None) -> pd.DataFrame:
+    """Compare this month so far with last month (环比) and a year before (同比), same span.
+
+    ``reports`` counts cases reported since the local month began, compared as a relative
+    change (%) with the same number of days of the month before and of the same month a year
+    before; ``close_rate`` and ``ontime_close_rate`` are :func:`twin.kpi.indicators` of the
+    month's filed cases as of *at*, compared in percentage points (kpi's own 同比/环比).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per :data:`TREND_METRICS`: ``metric``, ``value``, ``mom``, ``yoy``, ``unit``
+        (``count`` or ``%``); a comparison with no data is NaN.
+    """
+    ts = as_time(at)
+    start = _month_start(ts)
+    span = ts - start
+    requested = pd.to_datetime(cases_t["requested_at"], utc=True) if len(cases_t) else \
+        pd.Series(dtype="datetime64[ns, UTC]")
+
+    def reported(since: pd.Timestamp) -> int:
+        return int(((requested >= since) & (requested < since + span)).sum())
+
+    now_n = reported(start)
+    rows = [{"metric": "reports", "value": float(now_n), "unit": "count",
+             "mom": _change(now_n, reported(_month_start(start - pd.Timedelta(days=1))), False),
+             "yoy": _change(now_n, reported(start - pd.DateOffset(years=1)), False)}]
+    period = f"{to_local(ts):%Y-%m}"
+    table = kpi.indicators(cases_t, period=period, as_of=ts) if len(cases_t) else pd.DataFrame()
+    for name in TREND_METRICS[1:]:
+        row = table.iloc[0] if len(table) else {}
+        rows.append({"metric": name, "value": row.get(name, np.nan), "unit": "%",
+                     "mom": row.get(f"{name}_mom", np.nan), "yoy": row.get(f"{name}_yoy", np.nan)})
+    out = pd.DataFrame(rows, columns=["metric", "value", "mom", "yoy", "unit"])
+    for c in ("value", "mom", "yoy"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
+    return out
+
+
+def daily_reports(cases_t: pd.DataFrame, at: Any = None, days: int = 30) -> pd.DataFrame:
+    """Cases reported per local day over the *days* days ending at *at* (``day``, ``count``)."""
+    ts = as_time(at)
+    zone = local_zone()
+    end = ts.tz_convert(zone).normalize()
+    bins = pd.date_range(end - pd.Timedelta(days=days - 1), end, freq="D")
+    local = pd.to_datetime(cases_t["requested_at"], utc=True).dt.tz_convert(zone) if len(
+        cases_t) else pd.Series(dtype=f"datetime64[ns, {zone}]")
+    local = local[(local >= bins[0]) & (local <= ts.tz_convert(zone))]
+    counts = local.dt.normalize().value_counts().reindex(bins, fill_value=0)
+    return pd.DataFrame({"day": bins.tz_localize(None), "count": counts.to_numpy()})
+
+
 # -- the page's data --------------------------------------------------------------------------
 
 
@@ -592,6 +715,10 @@ class CockpitData:
     names: dict[str, str]
     layers: dict[str, gpd.GeoDataFrame] = field(default_factory=dict)
     hidden: dict[str, int] = field(default_factory=dict)
+    #: the big screen's panels (``cockpit_data(..., wall=True)``), else empty
+    ranking: pd.DataFrame = field(default_factory=pd.DataFrame)
+    trends: pd.DataFrame = field(default_factory=pd.DataFrame)
+    daily: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _in_scope(frame: pd.DataFrame, scope: Scope) -> pd.DataFrame:
@@ -625,8 +752,11 @@ def _whole_or_none(frame: pd.DataFrame, name: str, hidden: dict[str, int]) -> pd
     return frame.iloc[:0]
 
 
-def build(inputs: CockpitInputs, scope: Scope | None = None) -> CockpitData:
+def build(inputs: CockpitInputs, scope: Scope | None = None, *,
+          wall: bool = False) -> CockpitData:
     """Turn what was read into what the page draws, for *scope* (pure, no I/O).
+
+    With *wall* also the big screen's grid ranking, trends (同比/环比) and daily reports.
 
     Raises
     ------
@@ -690,18 +820,25 @@ def build(inputs: CockpitInputs, scope: Scope | None = None) -> CockpitData:
             basemap[name] = _whole_or_none(_in_scope(layers[name], scope), name, hidden)
     sensor_rank = sensors_s["state"].map({"alarm": 0, "offline": 1}).fillna(2) if len(
         sensors_s) and "state" in sensors_s else None
-    return CockpitData(
+    out = CockpitData(
         at=at, window=inputs.window, scope=scope, kpis=kpis, grids=grids,
         buildings=buildings, cases=shown, alarms=_in_scope(alarms, scope),
         sensors=_limit(sensors_s, "sensors", hidden, sensor_rank), parking=parking_s,
         events=events_s,
         drill=drill, trend=trend, names=names, layers=basemap, hidden=hidden,
     )
+    if wall:
+        ranked = grids_all.loc[scope.mask(grids_all["grid_code"])]
+        out.ranking = grid_ranking(ranked, cases_s, at)
+        out.trends = trends(cases_s, at)
+        out.daily = daily_reports(cases_s, at)
+    return out
 
 
 def cockpit_data(source: Store | Twin, *, at: Any = None, window: str = "24h",
                  scope: Scope | None = None,
-                 layers: dict[str, gpd.GeoDataFrame] | None = None) -> CockpitData:
+                 layers: dict[str, gpd.GeoDataFrame] | None = None,
+                 wall: bool = False) -> CockpitData:
     """Everything the cockpit page draws at time *at* for *scope*: read, then :func:`build`.
 
     This is the page's whole data-building step, callable without streamlit (the benchmark
@@ -719,6 +856,8 @@ def cockpit_data(source: Store | Twin, *, at: Any = None, window: str = "24h",
         Street / community / grid drill-down and allowed grids (default: everything).
     layers
         The store's current layers when the caller caches them (default: read them).
+    wall
+        Also compute the big screen's ranking, trends and daily reports (see :func:`build`).
 
     Returns
     -------
@@ -729,4 +868,5 @@ def cockpit_data(source: Store | Twin, *, at: Any = None, window: str = "24h",
     ValidationError
         For an unknown window, or a store without grid cells.
     """
-    return build(load_inputs(source, at=at, window=window, layers=layers), scope)
+    return build(load_inputs(source, at=at, window=window, layers=layers), scope,
+                 wall=wall)

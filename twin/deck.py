@@ -1096,3 +1096,47 @@ def thematic_deck(
     if "alarms" in wanted:
         layers_out.extend(alarm_layer(data.alarms, labels, lang, crs))
     return offline_deck(layers_out, view_state, tooltip=TEXT_TOOLTIP, height=height)
+
+
+# -- labels of the big screen (names on grids and buildings) ------------------------------------
+
+#: Layer ids of the name labels (not pickable: tooltips stay those of the shapes below).
+GRID_NAMES_ID = "grid_cells-names"
+BUILDING_NAMES_ID = "buildings-names"
+#: The font of map labels: the machine's Noto CJK (fonts-noto-cjk), nothing fetched.
+LABEL_FONT = "'Noto Sans CJK SC', 'Noto Sans SC', 'Microsoft YaHei', sans-serif"
+
+
+def name_labels(frame: gpd.GeoDataFrame, text: pd.Series, layer_id: str, *, size: float = 14,
+                color: tuple[int, ...] = (230, 237, 243, 235), crs: str = "wgs84") -> pdk.Layer:
+    """Return a TextLayer writing *text* on each feature of *frame* (at a point on its surface).
+
+    deck.gl's TextLayer draws only the characters of its font atlas, by default ASCII: Chinese
+    names need ``characterSet: "auto"`` (the atlas is built from the strings shown). The text is
+    inert like every value on the map, with a dark outline so it reads on any fill.
+
+    Parameters
+    ----------
+    frame
+        Features with a geometry (grid cells, buildings) in EPSG:4326.
+    text
+        One label per row of *frame* (empty labels are left out).
+    layer_id
+        The deck layer id (:data:`GRID_NAMES_ID`, :data:`BUILDING_NAMES_ID`).
+    size, color
+        Pixel size and RGBA colour of the text.
+    crs
+        The display datum (``wgs84`` or ``gcj02``).
+    """
+    labels = pd.Series(text, index=frame.index).fillna("").astype(str)
+    keep = labels.str.strip().ne("").to_numpy() & ~frame.geometry.is_empty.to_numpy()
+    shown = frame.loc[keep]
+    points = shapely.point_on_surface(shown.geometry.values)
+    lon, lat = display_xy(shapely.get_x(points), shapely.get_y(points), crs)
+    data = pd.DataFrame({"lon": lon, "lat": lat, "text": labels[keep].to_numpy()})
+    return _layer("TextLayer", data, id=layer_id, get_position="[lon, lat]", get_text="text",
+                  get_size=size, get_color=list(color), pickable=False, character_set="'auto'",
+                  font_family=f'"{LABEL_FONT}"', font_weight=600, outline_width=3,
+                  outline_color=[14, 17, 23, 255], font_settings={"sdf": True},
+                  get_text_anchor="'middle'", get_alignment_baseline="'center'",
+                  billboard=True)

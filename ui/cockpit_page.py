@@ -9,7 +9,7 @@ from twin import cockpit, deck
 from ui import mapview
 from ui.auth import current_user
 from ui.common import current_language, local_time, open_twin, t
-from ui.live import live_alarms
+from ui.live import alarm_panel, live_events
 
 LANG = current_language()
 user = current_user()
@@ -41,7 +41,13 @@ with map_col:
 with side_col:
     picked = deck.selected_feature(event)
     mapview.feature_detail(store, twin_layers, data, picked, user, LANG)
-    live_alarms(store, LANG, tuple(sorted(scope.grids)) if scope.grids else None)
+    in_scope = data.grids["grid_code"].astype(str)
+    in_scope = tuple(sorted(in_scope)) if scope.level != "district" or scope.grids else None
+    names = dict(zip(data.grids["grid_code"].astype(str), data.grids["name"], strict=True))
+    st.subheader(t("live.alarms.title", LANG))
+    alarm_panel(store, user, LANG, grid_cells=twin_layers["grid_cells"], grids=in_scope,
+                grid_names=names, acted=3, key="cockpit-alarms")
+    live_events(store, LANG, in_scope, grid_names=names)
 
 chart_col, drill_col = st.columns(2)
 with chart_col:

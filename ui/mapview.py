@@ -180,6 +180,23 @@ def _view(data) -> Any:
     return views[key]
 
 
+def fitted_view(data, height: int, bounds: tuple[float, float, float, float] | None = None,
+                key: str = "wall") -> Any:
+    """The view of a map fitted once per scope (and *bounds*, a building's), then kept.
+
+    A refresh redraws the map with the same initial view, so the browser keeps the view the
+    user panned or zoomed to; only a new scope (a drill-down) fits the map again.
+    """
+    views = st.session_state.setdefault(VIEW_KEY, {})
+    scope = (key, data.scope.street, data.scope.community, data.scope.grid, bounds,
+             _display_crs(), height)
+    if scope not in views:
+        if bounds is None and len(data.grids):
+            bounds = tuple(data.grids.total_bounds)
+        views[scope] = deck.fit_view(deck.display_bounds(bounds, _display_crs()), height=height)
+    return views[scope]
+
+
 def _display_crs() -> str:
     """The datum the map is drawn in: GCJ-02 only under GCJ-02 tiles (TWIN_TILE_URL/_CRS)."""
     return settings.get("tile_crs") if settings.get("tile_url") else "wgs84"

@@ -41,6 +41,11 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "cases.report": TRANSITIONS_BY_ACTION["collect"].roles,
     "data.export_own": ("resident",),
     "retention.run": ("admin",),
+    # alarms on the cockpit and the big screen (/wall, opened with page.cockpit): twin.trust.alarms
+    "alarms.read": STAFF,
+    "alarms.acknowledge": ("admin", "official", "dispatcher", "grid_worker"),
+    "alarms.dismiss": ("admin", "official", "dispatcher"),
+    "alarms.promote": ("admin", "official", "dispatcher"),
 }
 
 #: How each role sees personal data (columns flagged ``personal=True``):
