@@ -16,7 +16,14 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests import services
-from tests.browser import ARTIFACTS, CHROMIUM_ARGS, ROOT, distinct_colours, streamlit_server
+from tests.browser import (
+    ARTIFACTS,
+    CHROMIUM_ARGS,
+    ROOT,
+    distinct_colours,
+    reload_midway,
+    streamlit_server,
+)
 from twin import cases as caseloop
 from twin import i18n
 from twin.demo import populate
@@ -284,7 +291,9 @@ def test_official_runs_the_wall(page, demo):
     print(f"wall: map after a refresh differs {kept:.1f} from the panned view, "
           f"{reset:.1f} from the fitted one")
     assert kept < reset / 2, "the map lost the official's view on refresh"
-    # RELOAD-MIDWAY
+    reload_midway(page)  # a wall screen that reloads stays logged in, on the wall
+    assert page.url.rstrip("/").endswith("/wall")
+    page.locator(".gt-ranking tr[data-grid]").first.wait_for(timeout=60_000)
 
     # drill into the quiet grid: ranking, live events and alarms follow
     quiet = demo["quiet"]
