@@ -55,6 +55,10 @@ def navigation() -> tuple[tuple[str, str, str, str, str, str], ...]:
          "page.public"),
         (town, "ui/audit_page.py", t("nav.audit", LANG), ":material/verified_user:", "audit",
          "page.audit"),
+        (town, "ui/users_page.py", t("nav.users", LANG), ":material/manage_accounts:", "users",
+         "page.users"),
+        (town, "ui/resident_page.py", t("nav.my_reports", LANG), ":material/report:",
+         "my-reports", "page.my_reports"),
     )
 
 

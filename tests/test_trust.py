@@ -186,7 +186,7 @@ PAGES = {  # role → pages it may open
     "grid_worker": {"public", "my_grid", "cases", "participation"},
     "planner": {"public", "cockpit", "kpi", "queries", "participation"},
     "data_staff": {"public", "cockpit", "queries", "layers", "participation"},
-    "resident": {"public", "participation"},
+    "resident": {"public", "participation", "my_reports"},
 }
 
 

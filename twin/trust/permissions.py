@@ -41,6 +41,9 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "cases.report": TRANSITIONS_BY_ACTION["collect"].roles,
     "data.export_own": ("resident",),
     "retention.run": ("admin",),
+    # a resident's own problem reports: report with a photo, follow them (twin.trust.my_reports)
+    "page.my_reports": ("resident",),
+    "reports.follow": ("resident",),
 }
 
 #: How each role sees personal data (columns flagged ``personal=True``):
