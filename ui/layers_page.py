@@ -46,7 +46,9 @@ for name, spec in declared.registry().items():
         t("layers.col.actor", LANG): current.actor if current else None,
         t("layers.col.source", LANG): current.source if current else None,
     })
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+overview = pd.DataFrame(rows)
+st.dataframe(overview.astype(object).where(overview.notna(), "—"), hide_index=True,
+             width="stretch")
 
 
 def title_of(name: str) -> str:
@@ -57,8 +59,10 @@ def show_report(report: dict, key: str) -> None:
     """The counts of a load report and its issues, the rejected rows first."""
     counts = report.get("counts", {})
     cols = st.columns(5)
+    loaded = t("roles.load.would_load", LANG) if report.get("dry_run") else \
+        t("roles.load.loaded_count", LANG)
     for col, (key, label) in zip(cols, (
-            ("read", t("roles.load.read", LANG)), ("loaded", t("roles.load.would_load", LANG)),
+            ("read", t("roles.load.read", LANG)), ("loaded", loaded),
             ("rejected", t("roles.load.rejected", LANG)),
             ("repaired", t("roles.load.repaired", LANG)),
             ("warnings", t("roles.load.warnings", LANG))), strict=True):
@@ -74,7 +78,8 @@ def show_report(report: dict, key: str) -> None:
     st.dataframe(pd.DataFrame({
         t("roles.load.col.severity", LANG): issues["severity"].map(severities)
         .fillna(issues["severity"]),
-        t("roles.load.col.row", LANG): issues["row"].astype("Int64"),
+        t("roles.load.col.row", LANG): issues["row"].map(
+            lambda r: "" if pd.isna(r) else str(int(r))),
         t("roles.load.col.id", LANG): issues["id"].fillna(""),
         t("roles.load.col.message", LANG): issues["message"],
     }), hide_index=True, width="stretch", key=key)

@@ -1,0 +1,304 @@
+"""Every role's daily job in a real Chromium: data staff load, admin manages users, residents.
+
+Each journey checks the store after each step (what the page claims must be what was written)
+and keeps screenshots in tests/artifacts/roles-*.png.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests import services
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, streamlit_server, write_small_twin
+from tests.test_trust_roles import PNG, data_home, osm_buildings
+from twin import i18n, layers, trust
+from twin.store import open_store
+from twin.trust import participation
+
+pytestmark = pytest.mark.browser
+
+WAIT_MS = 60_000
+LANG = "zh-CN"
+PASSWORD = "roles-password-1"
+POLL_TITLE = "加装电梯意见征集"
+
+
+def t(key: str, **fmt) -> str:
+    return i18n.t(key, LANG, **fmt)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    path = services.chromium_path()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        services.missing("Playwright", "pip install playwright (never `playwright install`)")
+    with sync_playwright() as p:  # noqa: SIM117 - the browser outlives one context
+        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The small twin with a data staff, an admin, a resident of B-1 and a poll for B-1."""
+    folder = tmp_path_factory.mktemp("roles")
+    gpkg = write_small_twin(folder / "roles.gpkg")
+    with open_store(gpkg) as store:
+        trust.create_user(store, "boss", PASSWORD, "admin", actor="tests")
+        trust.create_user(store, "ds", PASSWORD, "data_staff", actor="tests")
+        trust.create_user(store, "res", PASSWORD, "resident", resident_id="P1",
+                          building_code="B-1", actor="tests")
+        participation.publish(store, trust.get_user(store, "boss"), kind="poll",
+                              scope_kind="building", scope_id="B-1", title=POLL_TITLE,
+                              questions=[{"question": "是否同意加装电梯？",
+                                          "choices": ["同意", "不同意"]}])
+    mp = pytest.MonkeyPatch()  # photos of the journey land in this folder, not the repository
+    home = folder / "data_home"
+    home.mkdir()
+    mp.setenv("TWIN_DATA_DIR", str(data_home(home)))
+    try:
+        with streamlit_server(gpkg) as url:
+            yield url, gpkg, home
+    finally:
+        mp.undo()
+
+
+def browse(chromium, server, phone: bool = False):
+    url = server[0]
+    size = {"width": 390, "height": 844} if phone else {"width": 1920, "height": 1080}
+    context = chromium.new_context(viewport=size, locale=LANG, is_mobile=phone,
+                                   has_touch=phone, device_scale_factor=2 if phone else 1)
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.goto(url, wait_until="domcontentloaded")
+    return context, page
+
+
+def log_in(page, username: str, password: str = PASSWORD) -> None:
+    page.get_by_label(t("auth.username")).fill(username)
+    page.get_by_label(t("auth.password")).fill(password)
+    page.get_by_role("button", name=t("auth.submit")).click()
+    page.get_by_role("button", name=t("auth.logout")).wait_for(timeout=WAIT_MS)
+
+
+def go(page, title: str, phone: bool = False) -> None:
+    """Open a page from the navigation (opening the sidebar on a phone first)."""
+    if phone:
+        opener = page.locator("[data-testid='stExpandSidebarButton'], "
+                              "[data-testid='stSidebarCollapsedControl'] button")
+        if opener.first.is_visible():
+            opener.first.click()
+    page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).first.click()
+    page.get_by_role("heading", name=title).first.wait_for(timeout=WAIT_MS)
+    if phone:
+        close = page.locator("[data-testid='stSidebar'] [data-testid='stSidebarCollapseButton'] "
+                             "button")
+        if close.first.is_visible():
+            close.first.click()
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick *option* in the select box labelled *label*."""
+    page.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()
+    page.get_by_role("option", name=option, exact=True).first.click()
+
+
+def settle(page) -> None:
+    """Wait until the app has finished its run (no 'running' indicator)."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=WAIT_MS)
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    settle(page)
+    page.screenshot(path=str(ARTIFACTS / f"roles-{name}.png"), full_page=True)
+
+
+def current(gpkg, layer: str):
+    with open_store(gpkg) as store:
+        return next(v for v in store.layer_versions(layer) if v.current)
+
+
+def test_data_staff_upload_dry_run_load_and_roll_back(chromium, server, tmp_path):
+    _, gpkg, _ = server
+    before = current(gpkg, "buildings")
+    upload = tmp_path / "osm_buildings.geojson"
+    upload.write_bytes(osm_buildings())
+    context, page = browse(chromium, server)
+    try:
+        log_in(page, "ds")
+        go(page, t("nav.layers"))
+        page.locator("[data-testid='stFileUploader'] input[type=file]").set_input_files(upload)
+        page.locator("[data-testid='stFileChipName'][title='osm_buildings.geojson']").wait_for(
+            timeout=WAIT_MS)
+        choose(page, t("roles.load.layer"), f"{layers.get_layer('buildings').title(LANG)} "
+                                            "(buildings)")
+        settle(page)
+        page.get_by_role("button", name=t("roles.load.dry_run")).click()
+        report = page.get_by_text(t("roles.load.dry_report", name="osm_buildings.geojson"))
+        report.wait_for(timeout=WAIT_MS)
+        metrics = page.locator("[data-testid='stMetric']")
+        assert metrics.filter(has_text=t("roles.load.would_load")).first.inner_text().endswith("2")
+        assert metrics.filter(has_text=t("roles.load.rejected")).first.inner_text().endswith("1")
+        page.locator("[data-testid='stDataFrame']").last.scroll_into_view_if_needed()
+        shot(page, "data-staff-dry-run")
+        assert current(gpkg, "buildings").version == before.version  # a dry run writes nothing
+        # RELOAD-MIDWAY
+        page.get_by_role("button", name=t("roles.load.load")).click()
+        done = current_after(gpkg, before.version)
+        page.get_by_text(t("roles.load.loaded", layer=f"{layers.get_layer('buildings').title(LANG)}"
+                         " (buildings)", version=done.version, rows=2)).wait_for(timeout=WAIT_MS)
+        assert done.rows == 2 and done.actor == "ds" and done.source.startswith("osm_buildings")
+        shot(page, "data-staff-loaded")
+        choose(page, t("layers.pick"), f"{layers.get_layer('buildings').title(LANG)} (buildings)")
+        settle(page)
+        page.get_by_role("button", name=t("roles.rollback.button", version=before.version)
+                         ).click()
+        page.get_by_text(t("roles.rollback.done", layer=f"{layers.get_layer('buildings').title(LANG)}"
+                         " (buildings)", version=before.version, rows=before.rows)
+                         ).wait_for(timeout=WAIT_MS)
+        back = current(gpkg, "buildings")
+        assert (back.version, back.rows) == (before.version, before.rows)
+        shot(page, "data-staff-rolled-back")
+        assert not page.errors, page.errors
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "roles-FAILED.png"), full_page=True)
+        raise
+    finally:
+        context.close()
+
+
+def current_after(gpkg, version: int, timeout_s: float = 60.0):
+    """The current version of buildings once it is newer than *version* (the load committed)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = current(gpkg, "buildings")
+        if now.version > version:
+            return now
+        time.sleep(0.25)  # polling the store, the condition itself
+    raise AssertionError(f"no version after {version} in {timeout_s} s")
+
+
+def test_admin_creates_a_user_changes_their_role_and_they_log_in(chromium, server):
+    from ui.auth import t_role
+
+    _, gpkg, _ = server
+    context, page = browse(chromium, server)
+    try:
+        log_in(page, "boss")
+        go(page, t("nav.users"))
+        form = page.locator("[data-testid='stForm']").filter(
+            has=page.get_by_role("button", name=t("users.create_button")))
+        form.get_by_label(t("users.col.username")).fill("newdisp")
+        form.get_by_label(t("users.col.name")).fill("新调度员")
+        choose(page, t("users.col.role"), t_role("dispatcher", LANG))
+        form.get_by_role("button", name=t("users.create_button")).click()
+        page.get_by_text(t("users.created", name="newdisp")).wait_for(timeout=WAIT_MS)
+        password = page.locator("[data-testid='stCode'] code").first.inner_text().strip()
+        assert re.fullmatch(r"[A-Za-z0-9]{14}", password), password
+        with open_store(gpkg) as store:
+            assert trust.get_user(store, "newdisp").role == "dispatcher"
+            made = store.read_audit().query("action == 'user.create'")
+            assert made["target"].iloc[-1] == "user:newdisp" and made["actor"].iloc[-1] == "boss"
+        shot(page, "admin-created")
+        # RELOAD-MIDWAY
+        choose(page, t("users.pick"), "newdisp")
+        settle(page)
+        edit = page.locator("[data-testid='stForm']").filter(
+            has=page.get_by_role("button", name=t("users.save")))
+        edit.locator("[data-testid='stSelectbox']").first.click()
+        page.get_by_role("option", name=t_role("planner", LANG), exact=True).click()
+        edit.get_by_role("button", name=t("users.save")).click()
+        page.get_by_text(t("users.saved", name="newdisp")).wait_for(timeout=WAIT_MS)
+        with open_store(gpkg) as store:
+            assert trust.get_user(store, "newdisp").role == "planner"
+        assert page.locator("[data-testid='stCode']").count() == 0  # the password is gone
+        shot(page, "admin-changed-role")
+        assert not page.errors, page.errors
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "roles-FAILED.png"), full_page=True)
+        raise
+    finally:
+        context.close()
+    context, page = browse(chromium, server)
+    try:
+        log_in(page, "newdisp", password)
+        page.locator("[data-testid='stSidebarNav'] a").filter(
+            has_text=t("nav.analysis")).first.wait_for(timeout=WAIT_MS)
+        assert page.locator("[data-testid='stSidebarNav'] a").filter(
+            has_text=t("nav.cases")).count() == 0  # a planner, not a dispatcher any more
+        with open_store(gpkg) as store:
+            logins = store.read_audit().query("action == 'login' and actor == 'newdisp'")
+            assert json.loads(logins["detail"].iloc[-1])["role"] == "planner"
+        shot(page, "admin-new-user-logged-in")
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "roles-FAILED.png"), full_page=True)
+        raise
+    finally:
+        context.close()
+
+
+def test_resident_on_a_phone_reports_with_a_photo_follows_and_answers_a_poll(
+        chromium, server, tmp_path):
+    _, gpkg, data_dir = server
+    photo = tmp_path / "problem.png"
+    photo.write_bytes(PNG)
+    context, page = browse(chromium, server, phone=True)
+    try:
+        log_in(page, "res")
+        go(page, t("roles.rep.title"), phone=True)
+        page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=WAIT_MS)
+        form = page.locator("[data-testid='stForm']")
+        form.get_by_label(t("roles.rep.description")).fill("楼下垃圾堆了三天")
+        form.locator("input[type=file]").set_input_files(photo)
+        form.locator("[data-testid='stFileChipName'][title='problem.png']").wait_for(
+            timeout=WAIT_MS)
+        shot(page, "resident-report-form")
+        form.get_by_role("button", name=t("roles.rep.send")).click()
+        page.get_by_text(re.compile("已收到您的反映")).wait_for(timeout=WAIT_MS)
+        with open_store(gpkg) as store:
+            cases = store.read_cases()
+        assert len(cases) == 1
+        case = cases.iloc[0]
+        data = case["data"] if isinstance(case["data"], dict) else json.loads(case["data"])
+        assert case["source"] == "resident" and data["reporter"]["username"] == "res"
+        assert data["address"] == "1栋" and case["grid_code"] == "45031100100101"
+        assert (data_dir / data["photos"][0]).read_bytes() == PNG
+        status = page.get_by_text(re.compile("信息收集 · 处理中"))
+        status.wait_for(timeout=WAIT_MS)
+        shot(page, "resident-reported")
+        # RELOAD-MIDWAY
+        with open_store(gpkg) as store:  # the centre files it; the resident follows
+            trust.create_user(store, "disp", PASSWORD, "dispatcher", actor="tests")
+            trust.transition_case(store, trust.get_user(store, "disp"), case["id"], "file")
+        go(page, t("nav.participation"), phone=True)
+        poll = page.locator("[data-testid='stForm']").filter(has_text="是否同意加装电梯")
+        poll.get_by_text("同意", exact=True).click()
+        poll.get_by_role("button", name=t("part.submit")).click()
+        page.get_by_text(t("part.thanks")).wait_for(timeout=WAIT_MS)
+        with open_store(gpkg) as store:
+            poll_id = participation.notices_for(store, trust.get_user(store, "res"))["id"].iloc[0]
+            assert participation.has_answered(store, trust.get_user(store, "res"), poll_id)
+            answers = participation.results(store, poll_id).set_index("choice")["answers"]
+            assert answers.to_dict() == {"同意": 1, "不同意": 0}
+        shot(page, "resident-poll-answered")
+        go(page, t("roles.rep.title"), phone=True)
+        page.get_by_text(re.compile("已立案 · 处理中")).wait_for(timeout=WAIT_MS)
+        shot(page, "resident-follows")
+        assert not page.errors, page.errors
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "roles-FAILED.png"), full_page=True)
+        raise
+    finally:
+        context.close()
