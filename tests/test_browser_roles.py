@@ -89,7 +89,7 @@ def log_in(page, username: str, password: str = PASSWORD) -> None:
     page.get_by_role("button", name=t("auth.logout")).wait_for(timeout=WAIT_MS)
 
 
-def go(page, title: str, phone: bool = False) -> None:
+def go(page, title: str, phone: bool = False, heading: str | None = None) -> None:
     """Open a page from the navigation (opening the sidebar on a phone first)."""
     if phone:
         opener = page.locator("[data-testid='stExpandSidebarButton'], "
@@ -97,7 +97,7 @@ def go(page, title: str, phone: bool = False) -> None:
         if opener.first.is_visible():
             opener.first.click()
     page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).first.click()
-    page.get_by_role("heading", name=title).first.wait_for(timeout=WAIT_MS)
+    page.get_by_role("heading", name=heading or title).first.wait_for(timeout=WAIT_MS)
     if phone:
         close = page.locator("[data-testid='stSidebar'] [data-testid='stSidebarCollapseButton'] "
                              "button")
@@ -149,6 +149,8 @@ def test_data_staff_upload_dry_run_load_and_roll_back(chromium, server, tmp_path
         metrics = page.locator("[data-testid='stMetric']")
         assert metrics.filter(has_text=t("roles.load.would_load")).first.inner_text().endswith("2")
         assert metrics.filter(has_text=t("roles.load.rejected")).first.inner_text().endswith("1")
+        page.get_by_text(t("roles.load.rejected_row", row=3,
+                           reason="buildings takes Polygon; this is a LineString")).wait_for()
         page.locator("[data-testid='stDataFrame']").last.scroll_into_view_if_needed()
         shot(page, "data-staff-dry-run")
         assert current(gpkg, "buildings").version == before.version  # a dry run writes nothing
@@ -197,7 +199,7 @@ def test_admin_creates_a_user_changes_their_role_and_they_log_in(chromium, serve
     context, page = browse(chromium, server)
     try:
         log_in(page, "boss")
-        go(page, t("nav.users"))
+        go(page, t("nav.users"), heading=t("users.title"))
         form = page.locator("[data-testid='stForm']").filter(
             has=page.get_by_role("button", name=t("users.create_button")))
         form.get_by_label(t("users.col.username")).fill("newdisp")
@@ -282,7 +284,7 @@ def test_resident_on_a_phone_reports_with_a_photo_follows_and_answers_a_poll(
         with open_store(gpkg) as store:  # the centre files it; the resident follows
             trust.create_user(store, "disp", PASSWORD, "dispatcher", actor="tests")
             trust.transition_case(store, trust.get_user(store, "disp"), case["id"], "file")
-        go(page, t("nav.participation"), phone=True)
+        go(page, t("nav.participation"), phone=True, heading=t("part.title"))
         poll = page.locator("[data-testid='stForm']").filter(has_text="是否同意加装电梯")
         poll.get_by_text("同意", exact=True).click()
         poll.get_by_role("button", name=t("part.submit")).click()

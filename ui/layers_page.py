@@ -71,6 +71,12 @@ def show_report(report: dict, key: str) -> None:
     if issues.empty:
         st.caption(t("roles.load.no_issues", LANG))
         return
+    rejected = issues.loc[issues["severity"] == "rejected"].head(20)
+    if len(rejected):  # the rows that will not load, spelled out before any table
+        st.markdown("\n".join(
+            f"- {t('roles.load.rejected_row', LANG, row=md(r), reason=md(m))}"
+            for r, m in zip(rejected["row"].map(lambda r: "—" if pd.isna(r) else int(r)),
+                            rejected["message"], strict=True)))
     severities = {"rejected": t("roles.load.sev.rejected", LANG),
                   "repaired": t("roles.load.sev.repaired", LANG),
                   "warning": t("roles.load.sev.warning", LANG),
