@@ -7,12 +7,21 @@ and keeps screenshots in tests/artifacts/roles-*.png.
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
+from playwright.sync_api import expect
+from shapely.geometry import Point
 
 from tests import services
-from tests.browser import ARTIFACTS, CHROMIUM_ARGS, streamlit_server, write_small_twin
+from tests.browser import (
+    ARTIFACTS,
+    CHROMIUM_ARGS,
+    distinct_colours,
+    streamlit_server,
+    write_small_twin,
+)
 from tests.test_trust_roles import PNG, data_home, osm_buildings
 from twin import i18n, layers, trust
 from twin.store import open_store
@@ -82,7 +91,24 @@ def browse(chromium, server, phone: bool = False):
     return context, page
 
 
-def log_in(page, username: str, password: str = PASSWORD) -> None:
+def close_sidebar(page) -> None:
+    """On a phone the sidebar opens over the page: close it when it is open."""
+    sidebar = page.locator("[data-testid='stSidebar']")
+    sidebar.wait_for(state="attached", timeout=WAIT_MS)
+    if sidebar.get_attribute("aria-expanded") == "false" or \
+            sidebar.get_attribute("data-collapsed") == "true":
+        return
+    sidebar.hover()
+    page.locator("[data-testid='stSidebarCollapseButton'] button").first.click()
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stSidebar\"]')"
+        ".getAttribute('data-collapsed') !== 'false'", timeout=WAIT_MS)
+
+
+def log_in(page, username: str, password: str = PASSWORD, phone: bool = False) -> None:
+    if phone:
+        page.get_by_label(t("auth.username")).wait_for(timeout=WAIT_MS)
+        close_sidebar(page)
     page.get_by_label(t("auth.username")).fill(username)
     page.get_by_label(t("auth.password")).fill(password)
     page.get_by_role("button", name=t("auth.submit")).click()
@@ -99,10 +125,7 @@ def go(page, title: str, phone: bool = False, heading: str | None = None) -> Non
     page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).first.click()
     page.get_by_role("heading", name=heading or title).first.wait_for(timeout=WAIT_MS)
     if phone:
-        close = page.locator("[data-testid='stSidebar'] [data-testid='stSidebarCollapseButton'] "
-                             "button")
-        if close.first.is_visible():
-            close.first.click()
+        close_sidebar(page)
 
 
 def choose(page, label: str, option: str) -> None:
@@ -131,6 +154,7 @@ def current(gpkg, layer: str):
 def test_data_staff_upload_dry_run_load_and_roll_back(chromium, server, tmp_path):
     _, gpkg, _ = server
     before = current(gpkg, "buildings")
+    title = f"{layers.get_layer('buildings').title(LANG)} (buildings)"
     upload = tmp_path / "osm_buildings.geojson"
     upload.write_bytes(osm_buildings())
     context, page = browse(chromium, server)
@@ -165,9 +189,8 @@ def test_data_staff_upload_dry_run_load_and_roll_back(chromium, server, tmp_path
         settle(page)
         page.get_by_role("button", name=t("roles.rollback.button", version=before.version)
                          ).click()
-        page.get_by_text(t("roles.rollback.done", layer=f"{layers.get_layer('buildings').title(LANG)}"
-                         " (buildings)", version=before.version, rows=before.rows)
-                         ).wait_for(timeout=WAIT_MS)
+        page.get_by_text(t("roles.rollback.done", layer=title, version=before.version,
+                           rows=before.rows)).wait_for(timeout=WAIT_MS)
         back = current(gpkg, "buildings")
         assert (back.version, back.rows) == (before.version, before.rows)
         shot(page, "data-staff-rolled-back")
@@ -251,6 +274,40 @@ def test_admin_creates_a_user_changes_their_role_and_they_log_in(chromium, serve
         context.close()
 
 
+def tap_building(page, gpkg, code: str) -> None:
+    """Tap building *code* on the resident page's map (its view is fitted to the buildings)."""
+    from twin.deck import fit_view
+
+    MAP_WIDTH, MAP_HEIGHT = 340, 320  # noqa: N806 - as ui/resident_page.py fits its view
+
+    with open_store(gpkg) as store:
+        buildings = store.read_layer("buildings")
+        community = store.read_layer("community")  # the view is fitted to it
+    canvas = page.locator("[data-testid='stDeckGlJsonChart'] canvas").first
+    canvas.wait_for(timeout=WAIT_MS)
+    wait_until(lambda: distinct_colours(canvas.screenshot()) >= 3, what="the map to draw")
+    view = fit_view(tuple(community.total_bounds), width=MAP_WIDTH, height=MAP_HEIGHT)
+    point = buildings.set_index("building_code").geometry[code].representative_point()
+    scale = 512 * 2 ** view.zoom
+    merc = lambda la: math.log(math.tan(math.pi / 4 + math.radians(la) / 2))  # noqa: E731
+    box = canvas.bounding_box()
+    x = box["x"] + box["width"] / 2 + (point.x - view.longitude) / 360 * scale
+    y = box["y"] + box["height"] / 2 + (merc(view.latitude) - merc(point.y)) / (2 * math.pi) \
+        * scale
+    page.touchscreen.tap(x, y)  # a phone: a finger, not a mouse
+
+
+def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
+    """Poll *predicate* (a browser round trip each) until it is truthy."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    return value
+
+
 def test_resident_on_a_phone_reports_with_a_photo_follows_and_answers_a_poll(
         chromium, server, tmp_path):
     _, gpkg, data_dir = server
@@ -258,9 +315,18 @@ def test_resident_on_a_phone_reports_with_a_photo_follows_and_answers_a_poll(
     photo.write_bytes(PNG)
     context, page = browse(chromium, server, phone=True)
     try:
-        log_in(page, "res")
+        log_in(page, "res", phone=True)
         go(page, t("roles.rep.title"), phone=True)
-        page.locator("[data-testid='stDeckGlJsonChart'] canvas").first.wait_for(timeout=WAIT_MS)
+        place = page.locator("[data-testid='stSelectbox']").filter(has_text=t("roles.rep.place"))
+        chosen = expect(place.locator("input"))
+        for _ in range(3):  # the map takes taps once its component is ready: tap until it does
+            tap_building(page, gpkg, "B-2")  # the place picked on the map …
+            try:
+                chosen.to_have_value("2栋 (B-2)", timeout=10_000)  # … shows in the list
+                break
+            except AssertionError:
+                continue
+        chosen.to_have_value("2栋 (B-2)", timeout=1_000)
         form = page.locator("[data-testid='stForm']")
         form.get_by_label(t("roles.rep.description")).fill("楼下垃圾堆了三天")
         form.locator("input[type=file]").set_input_files(photo)
@@ -275,10 +341,14 @@ def test_resident_on_a_phone_reports_with_a_photo_follows_and_answers_a_poll(
         case = cases.iloc[0]
         data = case["data"] if isinstance(case["data"], dict) else json.loads(case["data"])
         assert case["source"] == "resident" and data["reporter"]["username"] == "res"
-        assert data["address"] == "1栋" and case["grid_code"] == "45031100100101"
+        assert data["address"] == "2栋" and case["grid_code"] == "45031100100101"
+        with open_store(gpkg) as store:
+            b2 = store.read_layer("buildings").set_index("building_code").geometry["B-2"]
+        assert b2.contains(Point(case["lon"], case["lat"]))
         assert (data_dir / data["photos"][0]).read_bytes() == PNG
-        status = page.get_by_text(re.compile("信息收集 · 处理中"))
+        status = page.get_by_text(re.compile("暴露垃圾 · 信息收集 · 处理中")).first
         status.wait_for(timeout=WAIT_MS)
+        status.scroll_into_view_if_needed()
         shot(page, "resident-reported")
         # RELOAD-MIDWAY
         with open_store(gpkg) as store:  # the centre files it; the resident follows
@@ -296,7 +366,8 @@ def test_resident_on_a_phone_reports_with_a_photo_follows_and_answers_a_poll(
             assert answers.to_dict() == {"同意": 1, "不同意": 0}
         shot(page, "resident-poll-answered")
         go(page, t("roles.rep.title"), phone=True)
-        page.get_by_text(re.compile("已立案 · 处理中")).wait_for(timeout=WAIT_MS)
+        page.get_by_text(re.compile("暴露垃圾 · 已立案 · 处理中")).wait_for(timeout=WAIT_MS)
+        page.locator("[data-testid='stDataFrame']").last.scroll_into_view_if_needed()
         shot(page, "resident-follows")
         assert not page.errors, page.errors
     except Exception:

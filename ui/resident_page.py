@@ -7,10 +7,16 @@ the page shows only what it returns: the resident's own reports, nobody else's n
 from __future__ import annotations
 
 import pandas as pd
-import pydeck as pdk
 import streamlit as st
 
-from twin.deck import TEXT_TOOLTIP, data_layer, offline_deck, polygon_rings
+from twin.deck import (
+    TEXT_TOOLTIP,
+    data_layer,
+    fit_view,
+    offline_deck,
+    polygon_rings,
+    selected_feature,
+)
 from twin.errors import TwinError
 from twin.trust import my_reports
 from ui.auth import origin, require_page
@@ -27,6 +33,7 @@ store, twin_layers = opened
 FLASH = "rep.flash"
 PLACE = "rep_place"
 MAP_PICK = "rep_map"
+MAP_WIDTH, MAP_HEIGHT = 340, 320  # fitted for a phone: the whole community in view
 
 shown = st.session_state.pop(FLASH, None)
 if shown:
@@ -39,22 +46,34 @@ names = dict(zip(places["building_code"], places["name"], strict=True))
 
 # -- where: tap a building on the map, or choose it from the list ---------------------------------
 st.subheader(t("roles.rep.new", LANG))
-picked = (st.session_state.get(MAP_PICK) or {}).get("selection", {}).get("objects", {})
-tapped = [o.get("id") for o in picked.get("rep-buildings", []) if o.get("id") in names]
-if tapped and st.session_state.get("rep_last_tap") != tapped[0]:
-    st.session_state[PLACE] = st.session_state["rep_last_tap"] = tapped[0]
+# the tap of the last run (the map's state), read before the list and the highlight are drawn
+tapped = selected_feature(st.session_state.get(MAP_PICK))
+if tapped and tapped[1] in names and st.session_state.get("rep_last_tap") != tapped[1]:
+    st.session_state[PLACE] = st.session_state["rep_last_tap"] = tapped[1]
 if buildings is not None and len(buildings) and codes:
+    chosen = st.session_state.get(PLACE, codes[0])
     data = pd.DataFrame({"id": buildings["building_code"].astype(str).to_numpy(),
                          "tooltip": buildings["building_code"].astype(str).map(names).to_numpy(),
                          "polygon": polygon_rings(buildings.geometry.values)})
-    centre = buildings.union_all().centroid
+    data["fill"] = [[240, 140, 40, 220] if c == chosen else [40, 120, 200, 150]
+                    for c in data["id"]]
+    context = []
+    area = twin_layers.get("community")
+    extent = area if area is not None and len(area) else buildings  # the whole community
+    if area is not None and len(area):  # the community's outline: where a report may be placed
+        context.append(data_layer(
+            "PolygonLayer", pd.DataFrame({"polygon": polygon_rings(area.geometry.values)}),
+            id="rep-area", get_polygon="polygon", filled=True, stroked=True,
+            get_fill_color=[255, 255, 255, 12], get_line_color=[160, 170, 180],
+            line_width_min_pixels=1, pickable=False))
     st.pydeck_chart(offline_deck(
-        [data_layer("PolygonLayer", data, id="rep-buildings", get_polygon="polygon",
-                    get_fill_color=[40, 120, 200, 140], get_line_color=[20, 60, 120],
+        [*context,
+         data_layer("PolygonLayer", data, id="rep-buildings", get_polygon="polygon",
+                    get_fill_color="fill", get_line_color=[20, 60, 120],
                     line_width_min_pixels=1, pickable=True, auto_highlight=True)],
-        pdk.ViewState(longitude=centre.x, latitude=centre.y, zoom=16),
-        tooltip=TEXT_TOOLTIP, height=320,
-    ), height=320, on_select="rerun", selection_mode="single-object", key=MAP_PICK)
+        fit_view(tuple(extent.total_bounds), width=MAP_WIDTH, height=MAP_HEIGHT),
+        tooltip=TEXT_TOOLTIP, height=MAP_HEIGHT,
+    ), height=MAP_HEIGHT, on_select="rerun", selection_mode="single-object", key=MAP_PICK)
     st.caption(t("roles.rep.map_hint", LANG))
 if not codes:
     st.info(t("roles.rep.no_places", LANG))
@@ -92,13 +111,13 @@ mine = my_reports.my_reports(store, user, LANG)
 if mine.empty:
     st.caption(t("roles.rep.none", LANG))
     st.stop()
-st.dataframe(pd.DataFrame({
-    t("roles.rep.col.when", LANG): local_time(mine["requested_at"]),
-    t("roles.rep.col.category", LANG): mine["category"],
-    t("roles.rep.col.status", LANG): mine["status_text"],
-    t("roles.rep.col.description", LANG): mine["description"],
-    t("roles.rep.col.photos", LANG): mine["photos"],
-}), hide_index=True, width="stretch", key="rep_table")
+when = local_time(mine["requested_at"])
+for i, report in enumerate(mine.head(20).to_dict("records")):  # cards: readable on a phone
+    with st.container(border=True):
+        done = t("roles.rep.finished", LANG) if report["finished"] else t("roles.rep.open", LANG)
+        st.markdown(f"**{md(report['category'])}** · {md(report['status_text'])} · {done}")
+        st.caption(f"{when.iloc[i]} · {t('roles.rep.photo_count', LANG, n=report['photos'])}")
+        st.text(str(report["description"]))
 ids = mine["id"].tolist()
 if st.session_state.get("rep_follow") not in ids:
     st.session_state["rep_follow"] = ids[0]
