@@ -11,6 +11,7 @@ import math
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 from shapely.geometry import Point
 
@@ -85,6 +86,7 @@ def browse(chromium, server, phone: bool = False):
     context = chromium.new_context(viewport=size, locale=LANG, is_mobile=phone,
                                    has_touch=phone, device_scale_factor=2 if phone else 1)
     page = context.new_page()
+    page.set_default_timeout(WAIT_MS)  # a shared 2-core machine: clicks may wait for a busy app
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
     page.goto(url, wait_until="domcontentloaded")
@@ -117,6 +119,7 @@ def log_in(page, username: str, password: str = PASSWORD, phone: bool = False) -
 
 def go(page, title: str, phone: bool = False, heading: str | None = None) -> None:
     """Open a page from the navigation (opening the sidebar on a phone first)."""
+    settle(page)
     if phone:
         opener = page.locator("[data-testid='stExpandSidebarButton'], "
                               "[data-testid='stSidebarCollapsedControl'] button")
@@ -128,16 +131,33 @@ def go(page, title: str, phone: bool = False, heading: str | None = None) -> Non
         close_sidebar(page)
 
 
-def choose(page, label: str, option: str) -> None:
-    """Pick *option* in the select box labelled *label*."""
-    page.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()
-    page.get_by_role("option", name=option, exact=True).first.click()
+def choose(page, label: str, option: str, box=None) -> None:
+    """Pick *option* in the select box labelled *label* (or the locator *box*).
+
+    The list opens on a click, or, when a rerun closed it again, on the arrow key.
+    """
+    box = box or page.locator("[data-testid='stSelectbox']").filter(has_text=label).first
+    box.scroll_into_view_if_needed()
+    wanted = page.get_by_role("option", name=option, exact=True).first
+    for opener in (lambda: box.click(), lambda: box.locator("input").press("ArrowDown"),
+                   lambda: box.locator("button").first.click()):
+        settle(page)  # a rerun still drawing would close the list again
+        opener()
+        try:
+            wanted.wait_for(timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    wanted.click()
+    expect(box.locator("input")).to_have_value(option, timeout=WAIT_MS)
 
 
 def settle(page) -> None:
     """Wait until the app has finished its run (no 'running' indicator)."""
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=WAIT_MS)
+        "() => document.querySelector('[data-testid=\"stApp\"]')"
+        "?.getAttribute('data-test-script-state') === 'notRunning'"
+        " && !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=WAIT_MS)
 
 
 def shot(page, name: str) -> None:
@@ -239,11 +259,14 @@ def test_admin_creates_a_user_changes_their_role_and_they_log_in(chromium, serve
         shot(page, "admin-created")
         # RELOAD-MIDWAY
         choose(page, t("users.pick"), "newdisp")
-        settle(page)
         edit = page.locator("[data-testid='stForm']").filter(
             has=page.get_by_role("button", name=t("users.save")))
-        edit.locator("[data-testid='stSelectbox']").first.click()
-        page.get_by_role("option", name=t_role("planner", LANG), exact=True).click()
+        # the form of the picked user is drawn (it held the first user's role before)
+        expect(edit.locator("[data-testid='stSelectbox'] input").first).to_have_value(
+            t_role("dispatcher", LANG), timeout=WAIT_MS)
+        settle(page)
+        choose(page, "", t_role("planner", LANG),
+               box=edit.locator("[data-testid='stSelectbox']").first)
         edit.get_by_role("button", name=t("users.save")).click()
         page.get_by_text(t("users.saved", name="newdisp")).wait_for(timeout=WAIT_MS)
         with open_store(gpkg) as store:
