@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from twin import settings
 from twin.deck import (
     TEXT_TOOLTIP,
     data_layer,
@@ -89,7 +90,8 @@ with st.form("rep_form", clear_on_submit=True):
                             format_func=cat_names.__getitem__, key="rep_category")
     description = st.text_area(t("roles.rep.description", LANG), key="rep_description")
     photo = st.file_uploader(t("roles.rep.photo", LANG), type=["jpg", "jpeg", "png", "webp"],
-                             key="rep_photo")
+                             key="rep_photo",  # the library's limit, shown by the browser too
+                             max_upload_size=max(1, settings.get("upload_max_bytes") >> 20))
     if st.form_submit_button(t("roles.rep.send", LANG), type="primary"):
         where = places.set_index("building_code").loc[place]
         try:
