@@ -61,3 +61,22 @@ def test_users_page_creates_a_user_and_shows_the_password_once(gpkg):
         assert trust.authenticate(store, "helper1", shown[0], origin="t").role == "planner"
     at.run()
     assert not at.code  # shown once only
+
+
+@pytest.mark.parametrize("name, role", [
+    ("users_page.py", "admin"), ("layers_page.py", "data_staff"),
+    ("resident_page.py", "resident"),
+])
+def test_english_pages_have_no_chinese_words_of_their_own(gpkg, name, role):
+    import re
+
+    at = _page(name, role)
+    assert not at.exception
+    words = [*(e.value for e in (*at.title, *at.subheader, *at.caption, *at.info)),
+             *(w.label for w in (*at.text_input, *at.selectbox, *at.button, *at.checkbox,
+                                 *at.text_area))]
+    words += [str(o) for box in at.selectbox if box.label in {"Role", "Kind of problem",
+                                                               "What kind of problem"}
+              for o in box.options]
+    chinese = [w for w in words if re.search(r"[\u4e00-\u9fff]", str(w))]
+    assert words and not chinese, chinese
