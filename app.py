@@ -52,7 +52,7 @@ def navigation() -> tuple[tuple[str, str, str, str, str, str], ...]:
     return (
         (ops, "ui/cockpit_page.py", t("nav.cockpit", LANG), ":material/dashboard:", "cockpit",
          "page.cockpit"),
-        (ops, "ui/wall_page.py", t("nav.wall", LANG), ":material/tv:", "wall", "page.cockpit"),
+        (ops, "ui/wall_page.py", t("nav.wall", LANG), ":material/tv:", "wall", "page.wall"),
         (ops, "ui/my_grid_page.py", t("nav.my_grid", LANG), ":material/location_on:", "my-grid",
          "page.my_grid"),
         (ops, "ui/cases_page.py", t("nav.cases", LANG), ":material/assignment:", "cases",
@@ -67,6 +67,10 @@ def navigation() -> tuple[tuple[str, str, str, str, str, str], ...]:
          "page.public"),
         (town, "ui/audit_page.py", t("nav.audit", LANG), ":material/verified_user:", "audit",
          "page.audit"),
+        (town, "ui/users_page.py", t("nav.users", LANG), ":material/manage_accounts:", "users",
+         "page.users"),
+        (town, "ui/resident_page.py", t("nav.my_reports", LANG), ":material/report:",
+         "my-reports", "page.my_reports"),
     )
 
 

@@ -179,14 +179,14 @@ def test_lockout_follows_the_setting(twin_store, monkeypatch):
 # -- permissions, role by role --------------------------------------------------------------
 
 PAGES = {  # role → pages it may open
-    "admin": {"public", "cockpit", "cases", "kpi", "queries", "layers", "participation",
+    "admin": {"public", "cockpit", "wall", "cases", "kpi", "queries", "layers", "participation",
               "audit", "users"},
-    "official": {"public", "cockpit", "cases", "kpi", "queries", "participation"},
+    "official": {"public", "cockpit", "wall", "cases", "kpi", "queries", "participation"},
     "dispatcher": {"public", "cockpit", "cases", "kpi", "participation"},
     "grid_worker": {"public", "my_grid", "cases", "participation"},
     "planner": {"public", "cockpit", "kpi", "queries", "participation"},
     "data_staff": {"public", "cockpit", "queries", "layers", "participation"},
-    "resident": {"public", "participation"},
+    "resident": {"public", "participation", "my_reports"},
 }
 
 

@@ -242,3 +242,94 @@ def test_minutes_are_until_the_window_ends(store):
     left = (start + pd.Timedelta(minutes=width) - NOW).total_seconds() / 60
     assert last[2] == int(-(-left // 1))
     assert re.search(rf"locked for {last[2]} min", last[1])
+
+
+# -- administrators manage users through twin.trust.admin (issue 17: the users page) ------------
+
+
+@pytest.fixture
+def admins(store):
+    """An admin and a planner, stored."""
+    from twin.trust import admin
+
+    boss, planner = store_users(store, User("boss", "admin"), User("plan1", "planner"))
+    return admin, boss, planner
+
+
+def test_an_admin_creates_a_user_with_a_password_shown_once_and_they_log_in(store, admins):
+    admin, boss, _ = admins
+    made = admin.add_user(store, boss, "newbie", "dispatcher", display_name="新人",
+                          origin="web:10.1.1.1")
+    assert len(made.password) == admin.GENERATED_PASSWORD_LENGTH
+    assert trust.authenticate(store, "newbie", made.password, origin="t").role == "dispatcher"
+    row = store.read_audit().query("action == 'user.create' and target == 'user:newbie'")
+    assert row["actor"].tolist() == ["boss"] and row["origin"].tolist() == ["web:10.1.1.1"]
+    assert made.password not in store.read_audit()["detail"].astype(str).str.cat()
+    table = admin.users_table(store, boss)
+    assert "password_hash" not in table
+    assert table.set_index("username").loc["newbie", "enabled"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"username": "gw", "role": "grid_worker"}, "needs"),
+    ({"username": "res", "role": "resident"}, "resident id or a building"),
+    ({"username": "x y", "role": "planner"}, "no spaces"),
+    ({"username": "p2", "role": "king"}, "unknown role"),
+    ({"username": "p3", "role": "planner", "password": "short"}, "at least 8"),
+    ({"username": "plan1", "role": "planner"}, "exists"),
+])
+def test_a_bad_new_user_is_refused_with_a_message(store, admins, kwargs, match):
+    from twin.errors import ValidationError
+
+    admin, boss, _ = admins
+    before = len(admin.users_table(store, boss))
+    with pytest.raises(ValidationError, match=match):
+        admin.add_user(store, boss, **kwargs)
+    assert len(admin.users_table(store, boss)) == before
+
+
+def test_only_admins_manage_users(store, admins):
+    admin, _, planner = admins
+    for call in (lambda: admin.users_table(store, planner),
+                 lambda: admin.add_user(store, planner, "sneaky", "admin"),
+                 lambda: admin.change_user(store, planner, "plan1", role="admin"),
+                 lambda: admin.reset_password(store, planner, "boss"),
+                 lambda: admin.users_table(store, User("plan1", "admin"))):  # rights: stored
+        with pytest.raises(PermissionDeniedError):
+            call()
+    assert trust.get_user(store, "plan1").role == "planner"
+    # a made-up User named after the admin gets the admin's stored rights, nothing more
+    assert len(admin.users_table(store, User("boss", "resident"))) == 2
+
+
+def test_change_role_grids_disable_and_reset(store, admins):
+    from twin.errors import ValidationError
+
+    admin, boss, _ = admins
+    changed = admin.change_user(store, boss, "plan1", role="grid_worker", grids="R01, R02")
+    assert (changed.role, changed.grids) == ("grid_worker", ("R01", "R02"))
+    with pytest.raises(ValidationError, match="needs grids"):
+        admin.change_user(store, boss, "plan1", grids="")
+    admin.change_user(store, boss, "plan1", disabled=True)
+    assert trust.session_user(store, "plan1") is None
+    admin.change_user(store, boss, "plan1", disabled=False)
+    again = admin.reset_password(store, boss, "plan1")
+    assert trust.authenticate(store, "plan1", again.password, origin="t").username == "plan1"
+    with pytest.raises(trust.LoginError):
+        trust.authenticate(store, "plan1", "test-password", origin="t")
+    actions = store.read_audit().query("target == 'user:plan1' and actor == 'boss'")["action"]
+    assert actions.tolist() == ["user.update"] * 4  # the refused change wrote nothing
+
+
+def test_the_last_admin_cannot_be_removed(store, admins):
+    admin, boss, _ = admins
+    for change in ({"role": "planner"}, {"disabled": True}):
+        with pytest.raises(PermissionDeniedError, match="last enabled administrator"):
+            admin.change_user(store, boss, "boss", **change)
+    assert trust.session_user(store, "boss").role == "admin"
+    admin.add_user(store, boss, "boss2", "admin")
+    admin.change_user(store, boss, "boss", role="planner")  # another admin remains
+    assert trust.get_user(store, "boss").role == "planner"
+    boss2 = trust.get_user(store, "boss2")
+    with pytest.raises(PermissionDeniedError, match="last enabled administrator"):
+        admin.change_user(store, boss2, "boss2", disabled=True)

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pydeck as pdk
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from twin import trust
 from twin.deck import TEXT_TOOLTIP, data_layer, offline_deck, polygon_rings
@@ -24,6 +25,17 @@ if opened is None:
     st.stop()
 store, twin_layers = opened
 notices = participation.notices_for(store, user)
+scope_names = {"building": t("roles.part.scope.building", LANG),
+               "grid": t("roles.part.scope.grid", LANG),
+               "community": t("roles.part.scope.community", LANG)}
+
+# -- a resident's way to report a problem and follow it (ui/resident_page.py) --------------------
+if trust.can(user, "page.my_reports"):
+    try:
+        st.page_link("ui/resident_page.py", label=t("roles.part.report_link", LANG),
+                     icon=":material/report:")
+    except StreamlitAPIException:  # run on its own (AppTest), outside the app's navigation
+        pass
 
 # -- notices and polls (what a resident sees; staff see all) -------------------------------------
 st.subheader(t("part.notices", LANG))
@@ -33,7 +45,8 @@ for notice in notices.to_dict("records"):
     with st.container(border=True):
         # titles, bodies, questions and choices are user text: escaped (md) or plain (st.text)
         st.markdown(f"**{md(notice['title'])}**")
-        st.caption(f"{md(notice['scope_kind'])} · {md(notice['scope_id'])}")
+        st.caption(f"{scope_names.get(notice['scope_kind'], md(notice['scope_kind']))} · "
+                   f"{md(notice['scope_id'])}")
         if notice["body"]:
             st.text(str(notice["body"]))
         questions = json.loads(notice["questions"]) if notice["questions"] else []

@@ -17,12 +17,12 @@ import streamlit as st
 
 from twin import cockpit, deck
 from ui import mapview
-from ui.auth import current_user
+from ui.auth import require_page
 from ui.common import current_language, error_text, local_time, open_twin, t
 from ui.live import alarm_panel, live_events
 
 LANG = current_language()
-user = current_user()
+user = require_page("page.wall", LANG)
 
 BOARD_REFRESH_S = 30
 MAP_HEIGHT = 880

@@ -19,6 +19,8 @@ module             what it decides
 ``exports``        planner answers and layer files, personal columns protected
 ``own_data``       a resident's export of everything held about them
 ``escaping``       text made inert before Markdown or HTML
+``admin``          users managed by administrators; layer uploads and rollbacks as a user
+``my_reports``     a resident's problem reports: report with a photo, follow their own
 =================  ==================================================================
 """
 

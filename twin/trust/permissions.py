@@ -20,12 +20,15 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "page.public": EVERYONE,
     # the big-screen cockpit map; grid workers have their own phone page with their grids' map
     "page.cockpit": tuple(r for r in STAFF if r != "grid_worker"),
+    # the big screen of the command centre (/wall): officials on duty, and admins setting it up
+    "page.wall": ("admin", "official"),
     "page.my_grid": ("grid_worker",),
     "page.cases": ("admin", "official", "dispatcher", "grid_worker"),
     "page.kpi": ("admin", "official", "dispatcher", "planner"),
     "page.queries": ("admin", "official", "planner", "data_staff"),
     "page.layers": ("admin", "data_staff"),
     "page.participation": ROLES,
+    "page.my_reports": ("resident",),
     "page.audit": ("admin",),
     "page.users": ("admin",),
     "users.manage": ("admin",),
@@ -41,11 +44,13 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "cases.report": TRANSITIONS_BY_ACTION["collect"].roles,
     "data.export_own": ("resident",),
     "retention.run": ("admin",),
-    # alarms on the cockpit and the big screen (/wall, opened with page.cockpit): twin.trust.alarms
+    # alarms on the cockpit and the big screen (/wall): twin.trust.alarms
     "alarms.read": STAFF,
     "alarms.acknowledge": ("admin", "official", "dispatcher", "grid_worker"),
     "alarms.dismiss": ("admin", "official", "dispatcher"),
     "alarms.promote": ("admin", "official", "dispatcher"),
+    # a resident's own problem reports: report with a photo, follow them (twin.trust.my_reports)
+    "reports.follow": ("resident",),
 }
 
 #: How each role sees personal data (columns flagged ``personal=True``):
