@@ -20,6 +20,7 @@ from tests.browser import (
     ARTIFACTS,
     CHROMIUM_ARGS,
     distinct_colours,
+    reload_midway,
     streamlit_server,
     write_small_twin,
 )
@@ -198,13 +199,14 @@ def test_data_staff_upload_dry_run_load_and_roll_back(chromium, server, tmp_path
         page.locator("[data-testid='stDataFrame']").last.scroll_into_view_if_needed()
         shot(page, "data-staff-dry-run")
         assert current(gpkg, "buildings").version == before.version  # a dry run writes nothing
-        # RELOAD-MIDWAY
         page.get_by_role("button", name=t("roles.load.load")).click()
         done = current_after(gpkg, before.version)
         page.get_by_text(t("roles.load.loaded", layer=f"{layers.get_layer('buildings').title(LANG)}"
                          " (buildings)", version=done.version, rows=2)).wait_for(timeout=WAIT_MS)
         assert done.rows == 2 and done.actor == "ds" and done.source.startswith("osm_buildings")
         shot(page, "data-staff-loaded")
+        reload_midway(page)  # still logged in, still on the layers page
+        page.get_by_text(t("layers.pick")).first.wait_for(timeout=WAIT_MS)
         choose(page, t("layers.pick"), f"{layers.get_layer('buildings').title(LANG)} (buildings)")
         settle(page)
         page.get_by_role("button", name=t("roles.rollback.button", version=before.version)
@@ -257,7 +259,8 @@ def test_admin_creates_a_user_changes_their_role_and_they_log_in(chromium, serve
             made = store.read_audit().query("action == 'user.create'")
             assert made["target"].iloc[-1] == "user:newdisp" and made["actor"].iloc[-1] == "boss"
         shot(page, "admin-created")
-        # RELOAD-MIDWAY
+        reload_midway(page)
+        page.get_by_text(t("users.pick")).first.wait_for(timeout=WAIT_MS)
         choose(page, t("users.pick"), "newdisp")
         edit = page.locator("[data-testid='stForm']").filter(
             has=page.get_by_role("button", name=t("users.save")))
@@ -373,7 +376,7 @@ def test_resident_on_a_phone_reports_with_a_photo_follows_and_answers_a_poll(
         status.wait_for(timeout=WAIT_MS)
         status.scroll_into_view_if_needed()
         shot(page, "resident-reported")
-        # RELOAD-MIDWAY
+        reload_midway(page)  # the phone reloads the tab: still the resident
         with open_store(gpkg) as store:  # the centre files it; the resident follows
             trust.create_user(store, "disp", PASSWORD, "dispatcher", actor="tests")
             trust.transition_case(store, trust.get_user(store, "disp"), case["id"], "file")
