@@ -14,7 +14,7 @@ st.set_page_config(
     page_title=t("app.title", current_language()),
     page_icon="🏙️",
     layout="wide",
-    initial_sidebar_state="expanded",
+    initial_sidebar_state="auto",  # open on a desk, closed on a phone (out of the way)
 )
 
 with st.sidebar:

@@ -226,6 +226,7 @@ def test_dispatcher_files_dispatches_to_a_person_and_recategorises(chromium, ser
         assert "Dispatch" not in body and "Change category" not in body
         assert "张三" in body and "一网格" in body  # assignee and grid by name
         page.locator(CANVAS).first.wait_for(timeout=WAIT_MS)  # the case's small map
+        page.get_by_text(zh("case.detail", id=case_id)).first.scroll_into_view_if_needed()
         shot(page, "casework-dispatcher.png")
         assert steps_of(case_id, path) == ["collect", "file", "dispatch", "recategorise"]
         assert not page.errors, page.errors
@@ -289,8 +290,12 @@ def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(chromi
         applied(page, "处理反馈")
         case = wait_for_case(path, case_id, lambda c: c["status"] == "fed_back", "fed back")
         assert len(case["data"]["photos_after"]) == 1
-        page.get_by_text(zh("casework.photos.after")).first.wait_for(timeout=WAIT_MS)
-        page.locator("[data-testid='stImage'] img").first.wait_for(timeout=WAIT_MS)
+        # the page ran again: the grid worker's next step is the check, both photos show
+        page.locator("[data-testid='stSelectbox']", has_text="核查").first.wait_for(
+            timeout=WAIT_MS)
+        wait_until(lambda: page.locator("[data-testid='stImage'] img").count() == 2, 60,
+                   "the photos before and after")
+        page.get_by_text(zh("casework.photos")).first.scroll_into_view_if_needed()
         shot(page, "casework-phone-feedback.png")
 
         # report a new case: tap the map (the picker is the page's last map)
@@ -325,7 +330,9 @@ def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(chromi
         assert LON < report["lon"] < LON + 0.002 and LAT < report["lat"] < LAT + 0.0027
         # the form is empty again, and the new case is on the worker's list
         assert page.get_by_label(zh("mygrid.description")).input_value() == ""
-        page.get_by_text(zh("case.detail", id=report["id"])).first.wait_for(timeout=WAIT_MS)
+        detail = page.get_by_text(zh("case.detail", id=report["id"])).first
+        detail.wait_for(timeout=WAIT_MS)
+        detail.scroll_into_view_if_needed()
         shot(page, "casework-phone-reported.png")
         assert not page.errors, page.errors
     finally:
@@ -360,6 +367,7 @@ def test_official_evaluates_the_closed_case_with_a_score(chromium, server):  # n
         applied(page, "综合评价")
         case = wait_for_case(path, case_id, lambda c: c["status"] == "evaluated", "evaluated")
         assert case["data"]["evaluation"] == 85
+        page.get_by_text(zh("case.history")).first.scroll_into_view_if_needed()
         shot(page, "casework-evaluated.png")
         assert steps_of(case_id, path)[-3:] == ["check", "close", "evaluate"]
         assert not page.errors, page.errors

@@ -81,6 +81,7 @@ def show_notice() -> None:
     notice = st.session_state.pop(NOTICE_KEY, None)
     if notice:
         st.success(notice)
+        st.toast(notice)  # seen where the user is on a long page, too
 
 
 def stage_labels(lang: str) -> dict[str, str]:
@@ -151,16 +152,19 @@ def case_detail(store, user, case_id: str, grid_cells, lang: str, *, key: str,
     cols[1].metric(t("case.col.category", lang), card["category"])
     if not compact:
         cols[2].metric(t("case.col.grid", lang), card["grid"] or "—")
-    st.markdown(md(str(case.get("description") or "")))
-    facts = [(t("case.col.grid", lang), card["grid"]),
-             (t("casework.address", lang), card["address"]),
-             (t("casework.department", lang), card["department"]),
-             (t("casework.assignee", lang), card["assignee"])]
-    st.markdown("  \n".join(f"**{html.escape(label)}**: {md(value or '—')}"
-                            for label, value in facts))
-    picker.case_map(card["lon"], card["lat"], grid_cells, case.get("grid_code"), buildings,
-                    height=200 if compact else 240)
-    _timers(card, lang)
+    left, right = (st.container(), st.container()) if compact else st.columns(2)
+    with left:
+        st.markdown(md(str(case.get("description") or "")))
+        facts = [(t("case.col.grid", lang), card["grid"]),
+                 (t("casework.address", lang), card["address"]),
+                 (t("casework.department", lang), card["department"]),
+                 (t("casework.assignee", lang), card["assignee"])]
+        st.markdown("  \n".join(f"**{html.escape(label)}**: {md(value or '—')}"
+                                for label, value in facts))
+        picker.case_map(card["lon"], card["lat"], grid_cells, case.get("grid_code"), buildings,
+                        height=200 if compact else 240)
+    with right:
+        _timers(card, lang)
     _photos(card, lang)
     _history(card, lang)
     if user is not None:
