@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 
 import pandas as pd
@@ -20,6 +21,7 @@ from tests.browser import (
     ARTIFACTS,
     LAT,
     LON,
+    ROOT,
     small_twin_layers,
     streamlit_server,
 )
@@ -68,7 +70,24 @@ def write_twin(path):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def data_dir(tmp_path_factory):
+    """A data folder of the test's own (photos land there), with the project's seed tables."""
+    folder = tmp_path_factory.mktemp("casework-data")
+    for name in ("seed", "rules.csv"):
+        (folder / name).symlink_to(ROOT / "data" / name)
+    before = os.environ.get("TWIN_DATA_DIR")
+    os.environ["TWIN_DATA_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop("TWIN_DATA_DIR", None)
+        else:
+            os.environ["TWIN_DATA_DIR"] = before
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, data_dir):
     path, case_id = write_twin(tmp_path_factory.mktemp("casework") / "casework.gpkg")
     with streamlit_server(path) as url:
         yield url, path, case_id
@@ -262,7 +281,8 @@ def test_official_approves_an_extension_with_a_new_deadline(chromium, server):  
         context.close()
 
 
-def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(chromium, server):  # noqa: F811
+def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(
+        chromium, server, data_dir):  # noqa: F811
     url, path, case_id = server
     context, page = new_page(chromium, url, phone=True)
     try:
@@ -279,6 +299,7 @@ def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(chromi
         applied(page, "处置")
         case = wait_for_case(path, case_id, lambda c: c["status"] == "handling", "handling")
         assert len(case["data"]["photos_before"]) == 1
+        assert (data_dir / case["data"]["photos_before"][0]).is_file()
 
         # RELOAD-MIDWAY
         choose_action(page, "处理反馈")
