@@ -65,8 +65,8 @@ def _grid_layer(grid_cells: gpd.GeoDataFrame, highlight: str | None = None) -> l
         return []
     chosen = polys["grid_code"].astype(str).eq(str(highlight)).to_numpy()
     fill = np.where(chosen[:, None], [[0, 229, 255, 70]], [[0, 229, 255, 18]]).tolist()
-    data = pd.DataFrame({"polygon": deck.polygon_rings(polys.geometry.values),
-                         "color": fill})
+    data = pd.DataFrame({"id": polys["grid_code"].astype(str).to_numpy(),
+                         "polygon": deck.polygon_rings(polys.geometry.values), "color": fill})
     points = shapely.point_on_surface(polys.geometry.values)
     names = polys["name"] if "name" in polys else polys["grid_code"]
     labels = pd.DataFrame({"lon": shapely.get_x(points), "lat": shapely.get_y(points),
@@ -110,7 +110,9 @@ def _marker(lon: float, lat: float, layer_id: str = "picker-marker") -> list:
 def _cases_layer(cases: pd.DataFrame | None) -> list:
     if cases is None or len(cases) == 0:
         return []
-    pts = pd.DataFrame({"lon": pd.to_numeric(cases["lon"]), "lat": pd.to_numeric(cases["lat"])})
+    pts = pd.DataFrame({"id": cases["id"].astype(str).to_numpy(),
+                        "lon": pd.to_numeric(cases["lon"]).to_numpy(),
+                        "lat": pd.to_numeric(cases["lat"]).to_numpy()})
     state = cases["state"].astype(str).to_numpy() if "state" in cases else np.full(len(pts),
                                                                                    "open")
     pts["color"] = [list(deck.CASE_COLORS.get(s, deck.CASE_COLORS["open"])) for s in state]
