@@ -170,17 +170,29 @@ def pick_first_row(page, case_id: str) -> None:
 
 
 def choose_action(page, step: str) -> None:
-    choose(page, zh("case.action"), step)
-    page.get_by_role("button", name=f"{zh('case.apply')} · {step}").wait_for(timeout=WAIT_MS)
+    """Pick the step in the action selectbox until its form's button shows (the page may still
+    be running after the previous step)."""
+    button = page.get_by_role("button", name=f"{zh('case.apply')} · {step}")
+
+    def shown():
+        try:
+            choose(page, zh("case.action"), step)
+            button.wait_for(timeout=5_000)
+        except Exception:  # the select was redrawn under the click: try again
+            page.keyboard.press("Escape")
+            return False
+        return True
+
+    wait_until(shown, 60, f"the form of {step}")
 
 
 def choose(page, label: str, option: str) -> None:
     """Pick *option* (text it contains) in the selectbox labelled *label*."""
     box = page.locator("[data-testid='stSelectbox']", has_text=label).first
     box.scroll_into_view_if_needed()
-    box.locator("input").click()
-    box.locator("input").fill(option)
-    page.get_by_role("option", name=re.compile(re.escape(option))).first.click()
+    box.locator("input").click(timeout=5_000)
+    box.locator("input").fill(option, timeout=5_000)
+    page.get_by_role("option", name=re.compile(re.escape(option))).first.click(timeout=5_000)
     page.wait_for_timeout(300)  # the select closes; the next widget is then in place
 
 
@@ -249,6 +261,9 @@ def test_dispatcher_files_dispatches_to_a_person_and_recategorises(chromium, ser
         shot(page, "casework-dispatcher.png")
         assert steps_of(case_id, path) == ["collect", "file", "dispatch", "recategorise"]
         assert not page.errors, page.errors
+    except Exception:
+        shot(page, "casework-failed.png")
+        raise
     finally:
         context.close()
 
@@ -277,6 +292,9 @@ def test_official_approves_an_extension_with_a_new_deadline(chromium, server):  
         assert case["status"] == "dispatched" and case["extended"]
         shot(page, "casework-official-extend.png")
         assert not page.errors, page.errors
+    except Exception:
+        shot(page, "casework-failed.png")
+        raise
     finally:
         context.close()
 
@@ -312,8 +330,7 @@ def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(
         case = wait_for_case(path, case_id, lambda c: c["status"] == "fed_back", "fed back")
         assert len(case["data"]["photos_after"]) == 1
         # the page ran again: the grid worker's next step is the check, both photos show
-        page.locator("[data-testid='stSelectbox']", has_text="核查").first.wait_for(
-            timeout=WAIT_MS)
+        page.get_by_role("button", name=f"{zh('case.apply')} · 核查").wait_for(timeout=WAIT_MS)
         wait_until(lambda: page.locator("[data-testid='stImage'] img").count() == 2, 60,
                    "the photos before and after")
         page.get_by_text(zh("casework.photos")).first.scroll_into_view_if_needed()
@@ -356,6 +373,9 @@ def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(
         detail.scroll_into_view_if_needed()
         shot(page, "casework-phone-reported.png")
         assert not page.errors, page.errors
+    except Exception:
+        shot(page, "casework-failed.png")
+        raise
     finally:
         context.close()
 
@@ -381,9 +401,10 @@ def test_official_evaluates_the_closed_case_with_a_score(chromium, server):  # n
         # RELOAD-MIDWAY
         choose_action(page, "综合评价")
         thumb = page.get_by_role("slider").first
-        thumb.click()
+        thumb.focus()
         for _ in range(5):
             thumb.press("ArrowLeft")
+        page.get_by_text("85").first.wait_for(timeout=WAIT_MS)
         apply(page, "综合评价")
         applied(page, "综合评价")
         case = wait_for_case(path, case_id, lambda c: c["status"] == "evaluated", "evaluated")
@@ -392,5 +413,8 @@ def test_official_evaluates_the_closed_case_with_a_score(chromium, server):  # n
         shot(page, "casework-evaluated.png")
         assert steps_of(case_id, path)[-3:] == ["check", "close", "evaluate"]
         assert not page.errors, page.errors
+    except Exception:
+        shot(page, "casework-failed.png")
+        raise
     finally:
         context.close()
