@@ -93,10 +93,14 @@ def server(tmp_path_factory, data_dir):
         yield url, path, case_id
 
 
-def new_page(chromium, url, *, phone: bool = False):  # noqa: F811 - the imported fixture
+def new_page(chromium, url, *, phone: bool = False, where=None):  # noqa: F811 - a fixture
     size = {"width": 390, "height": 844} if phone else {"width": 1920, "height": 1080}
+    located = {} if where is None else {
+        "geolocation": {"longitude": where[0], "latitude": where[1], "accuracy": 10},
+        "permissions": ["geolocation"]}
     context = chromium.new_context(viewport=size, locale="zh-CN", is_mobile=phone,
-                                   has_touch=phone, device_scale_factor=2 if phone else 1)
+                                   has_touch=phone, device_scale_factor=2 if phone else 1,
+                                   **located)
     page = context.new_page()
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
@@ -412,6 +416,48 @@ def test_official_evaluates_the_closed_case_with_a_score(chromium, server):  # n
         page.get_by_text(zh("case.history")).first.scroll_into_view_if_needed()
         shot(page, "casework-evaluated.png")
         assert steps_of(case_id, path)[-3:] == ["check", "close", "evaluate"]
+        assert not page.errors, page.errors
+    except Exception:
+        shot(page, "casework-failed.png")
+        raise
+    finally:
+        context.close()
+
+
+def test_a_report_from_the_devices_place_outside_every_grid_names_the_nearest(
+        chromium, server):  # noqa: F811
+    url, path, _ = server
+    west = (LON - 0.0093, LAT + 0.0013)  # about 940 m west of the community
+    context, page = new_page(chromium, url, phone=True, where=west)
+    try:
+        log_in(page, "zhangsan")
+        page.get_by_text(zh("mygrid.report")).first.wait_for(timeout=WAIT_MS)
+        locate = page.get_by_role("button", name=zh("casework.locate"))
+        locate.scroll_into_view_if_needed()
+        locate.click()
+        page.get_by_text(f"{zh('mygrid.lon')} {west[0]:.6f}").first.wait_for(timeout=WAIT_MS)
+        with open_store(path) as store:
+            before = len(store.read_cases())
+        page.get_by_label(zh("mygrid.description")).fill("井盖缺失")
+        page.get_by_role("button", name=zh("mygrid.submit")).click()
+        # RELOAD-MIDWAY
+        message = page.get_by_text(re.compile("最近的网格是「一网格」，相距 9[0-9]{2} 米"))
+        message.first.wait_for(timeout=WAIT_MS)
+        message.first.scroll_into_view_if_needed()
+        shot(page, "casework-phone-outside.png")
+        with open_store(path) as store:
+            assert len(store.read_cases()) == before  # refused: no orphan case
+        # the place moved just inside the nearest grid; reporting again is accepted
+        page.get_by_text(zh("casework.moved", grid="一网格")).first.wait_for(timeout=WAIT_MS)
+        page.get_by_label(zh("mygrid.description")).fill("井盖缺失")
+        page.get_by_role("button", name=zh("mygrid.submit")).click()
+        page.get_by_text(re.compile(zh("mygrid.reported", id="") + r"\d{8}-")).first.wait_for(
+            timeout=WAIT_MS)
+        with open_store(path) as store:
+            table = store.read_cases()
+        assert len(table) == before + 1
+        new = table.sort_values("requested_at").iloc[-1]
+        assert new["grid_code"] == "45031100100101" and abs(new["lon"] - LON) < 0.0002
         assert not page.errors, page.errors
     except Exception:
         shot(page, "casework-failed.png")

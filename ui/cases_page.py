@@ -26,7 +26,8 @@ states = f1.multiselect(t("cases.filter.state", LANG), ["overdue", "warning", "o
                         key="cases_state")
 named = grid_names(grid_cells)
 grids = f2.multiselect(t("cases.filter.grid", LANG), sorted(table["grid_code"].dropna().unique()),
-                       format_func=lambda c: named.get(c, c), key="cases_grid")
+                       format_func=lambda c: named.get(c, c), key="cases_grid",
+                       placeholder=t("casework.all_grids", LANG))
 text = f3.text_input(t("cases.filter.text", LANG), key="cases_text")
 shown = table.loc[table["state"].isin(states)]
 if grids:
