@@ -152,25 +152,20 @@ def open_cases_page(page) -> None:
 
 def pick_first_row(page, case_id: str) -> None:
     """Select the list's first row (the case with the nearest deadline) until its detail shows."""
-    grid = page.locator("[data-testid='stDataFrame']").first
-    grid.wait_for(timeout=WAIT_MS)
-    grid.scroll_into_view_if_needed()
     detail = page.get_by_text(zh("case.detail", id=case_id))
 
     def selected():
-        box = grid.bounding_box()
-        page.mouse.click(box["x"] + 12, box["y"] + 35 + 17)  # the row marker of row one
         try:
+            grid = page.locator("[data-testid='stDataFrame']").first
+            grid.scroll_into_view_if_needed(timeout=5_000)
+            box = grid.bounding_box()
+            page.mouse.click(box["x"] + 12, box["y"] + 35 + 17)  # the row marker of row one
             detail.first.wait_for(timeout=4_000)
-        except Exception:  # not drawn yet: click again
+        except Exception:  # the list was drawn anew meanwhile: again
             return False
         return True
 
-    try:
-        wait_until(selected, 60, f"case {case_id} to be selected")
-    except AssertionError:
-        shot(page, "casework-failed.png")
-        raise
+    wait_until(selected, 60, f"case {case_id} to be selected")
 
 
 def choose_action(page, step: str) -> None:
