@@ -236,9 +236,10 @@ def step_form(store, user, case: dict, grid_cells, lang: str, *, key: str) -> No
     action = st.selectbox(t("case.action", lang), actions, format_func=steps.__getitem__,
                           key=f"{key}-action-{case['id']}")
     tr = cases.TRANSITIONS_BY_ACTION[action]
-    # the case's version is in the form's key: after a step the old form is gone, so a second
-    # click on it cannot submit the step twice
-    with st.form(f"{key}-act-{case['id']}-{case['version']}-{action}", clear_on_submit=True):
+    # the case's version is in the form's key: after a step the old form is gone (the next one
+    # is empty), so a second click on it cannot submit the step twice; a refused step keeps
+    # what was typed
+    with st.form(f"{key}-act-{case['id']}-{case['version']}-{action}"):
         fields = _fields(store, user, case, action, grid_cells, lang, key)
         note = st.text_input(t("casework.note_required", lang) if tr.note_required
                              else t("case.note", lang))

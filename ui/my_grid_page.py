@@ -69,7 +69,8 @@ else:
     st.caption(f"{t('mygrid.lon', LANG)} {place[0]:.6f} · {t('mygrid.lat', LANG)} {place[1]:.6f}")
 
 cat_names = category_names(LANG)
-with st.form(f"report_case_{form_round}", clear_on_submit=True):
+# a report taken starts a new round (a fresh form); a refused one keeps what was typed
+with st.form(f"report_case_{form_round}"):
     category = st.selectbox(t("mygrid.category", LANG), list(cat_names),
                             format_func=cat_names.__getitem__)
     description = st.text_area(t("mygrid.description", LANG), height=80)
