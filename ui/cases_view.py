@@ -239,10 +239,11 @@ def step_form(store, user, case: dict, grid_cells, lang: str, *, key: str) -> No
     # the case's version is in the form's key: after a step the old form is gone (the next one
     # is empty), so a second click on it cannot submit the step twice; a refused step keeps
     # what was typed
-    with st.form(f"{key}-act-{case['id']}-{case['version']}-{action}"):
-        fields = _fields(store, user, case, action, grid_cells, lang, key)
+    form = f"{key}-act-{case['id']}-{case['version']}-{action}"
+    with st.form(form):
+        fields = _fields(store, user, case, action, grid_cells, lang, form)
         note = st.text_input(t("casework.note_required", lang) if tr.note_required
-                             else t("case.note", lang))
+                             else t("case.note", lang), key=f"{form}-note")
         done = st.form_submit_button(f"{t('case.apply', lang)} · {steps[action]}",
                                      type="primary", width="stretch")
     if not done:
@@ -278,7 +279,8 @@ def _fields(store, user, case: dict, action: str, grid_cells, lang: str, key: st
         label = {"handle": t("casework.photos.before", lang),
                  "feedback": t("casework.photos.after", lang),
                  "check": t("casework.photos.check", lang)}[action]
-        files = st.file_uploader(label, type=PHOTO_TYPES, accept_multiple_files=True)
+        files = st.file_uploader(label, type=PHOTO_TYPES, accept_multiple_files=True,
+                                 key=f"{key}-photos")
         return {"photos": lambda: [trust.store_photo(f.getvalue()) for f in files or []]}
     if action == "supervise":
         kinds = supervision_labels(lang)

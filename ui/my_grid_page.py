@@ -72,9 +72,11 @@ cat_names = category_names(LANG)
 # a report taken starts a new round (a fresh form); a refused one keeps what was typed
 with st.form(f"report_case_{form_round}"):
     category = st.selectbox(t("mygrid.category", LANG), list(cat_names),
-                            format_func=cat_names.__getitem__)
-    description = st.text_area(t("mygrid.description", LANG), height=80)
-    photo = st.file_uploader(t("mygrid.photo", LANG), type=["jpg", "jpeg", "png", "webp"])
+                            format_func=cat_names.__getitem__, key=f"report_cat_{form_round}")
+    description = st.text_area(t("mygrid.description", LANG), height=80,
+                               key=f"report_text_{form_round}")
+    photo = st.file_uploader(t("mygrid.photo", LANG), type=["jpg", "jpeg", "png", "webp"],
+                             key=f"report_photo_{form_round}")
     sent = st.form_submit_button(t("mygrid.submit", LANG), type="primary", width="stretch")
 if sent:
     if place is None:
