@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import time
 
 import pandas as pd
 import pytest
@@ -195,12 +196,21 @@ def choose(page, label: str, option: str) -> None:
     page.wait_for_timeout(300)  # the select closes; the next widget is then in place
 
 
+TIMINGS: dict[str, float] = {}  # step → seconds from the click to the refreshed page
+
+
 def apply(page, step: str) -> None:
+    page.started = time.monotonic()
     page.get_by_role("button", name=f"{zh('case.apply')} · {step}").click()
 
 
 def applied(page, step: str) -> None:
+    """Wait for the step's notice on the page run again; keep how long the step took."""
     page.get_by_text(zh("case.applied", action=step)).first.wait_for(timeout=WAIT_MS)
+    TIMINGS[step] = round(time.monotonic() - page.started, 2)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "casework-step-seconds.json").write_text(
+        json.dumps(TIMINGS, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
 def photo(colour: tuple[int, int, int]) -> dict:
