@@ -169,6 +169,24 @@ def pick_first_row(page, case_id: str) -> None:
     wait_until(selected, 60, f"case {case_id} to be selected")
 
 
+def retried(action, what: str) -> None:
+    """Run a browser *action* until it works: a page still running redraws elements under it."""
+
+    def attempt():
+        try:
+            action()
+        except Exception:  # detached or not there yet
+            return False
+        return True
+
+    wait_until(attempt, 60, what)
+
+
+def scroll_to(page, text: str) -> None:
+    retried(lambda: page.get_by_text(text).first.scroll_into_view_if_needed(timeout=5_000),
+            f"{text!r} to scroll into view")
+
+
 def choose_action(page, step: str) -> None:
     """Pick the step in the action selectbox until its form's button shows (the page may still
     be running after the previous step)."""
@@ -189,7 +207,7 @@ def choose_action(page, step: str) -> None:
 def choose(page, label: str, option: str) -> None:
     """Pick *option* (text it contains) in the selectbox labelled *label*."""
     box = page.locator("[data-testid='stSelectbox']", has_text=label).first
-    box.scroll_into_view_if_needed()
+    box.scroll_into_view_if_needed(timeout=5_000)
     box.locator("input").click(timeout=5_000)
     box.locator("input").fill(option, timeout=5_000)
     page.get_by_role("option", name=re.compile(re.escape(option))).first.click(timeout=5_000)
@@ -266,7 +284,7 @@ def test_dispatcher_files_dispatches_to_a_person_and_recategorises(chromium, ser
         assert "Dispatch" not in body and "Change category" not in body
         assert "张三" in body and "一网格" in body  # assignee and grid by name
         page.locator(CANVAS).first.wait_for(timeout=WAIT_MS)  # the case's small map
-        page.get_by_text(zh("case.detail", id=case_id)).first.scroll_into_view_if_needed()
+        scroll_to(page, zh("case.detail", id=case_id))
         shot(page, "casework-dispatcher.png")
         assert steps_of(case_id, path) == ["collect", "file", "dispatch", "recategorise"]
         assert not page.errors, page.errors
@@ -342,14 +360,14 @@ def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(
         page.get_by_role("button", name=f"{zh('case.apply')} · 核查").wait_for(timeout=WAIT_MS)
         wait_until(lambda: page.locator("[data-testid='stImage'] img").count() == 2, 60,
                    "the photos before and after")
-        page.get_by_text(zh("casework.photos")).first.scroll_into_view_if_needed()
+        scroll_to(page, zh("casework.photos"))
         shot(page, "casework-phone-feedback.png")
 
         # report a new case: tap the map (the picker is the page's last map)
         with open_store(path) as store:
             before = set(store.read_cases()["id"])
         picker = page.locator(CHART).last
-        picker.scroll_into_view_if_needed()
+        retried(lambda: picker.scroll_into_view_if_needed(timeout=5_000), "the tap map")
         picker.locator("canvas").first.wait_for(timeout=WAIT_MS)
         caption = page.get_by_text(re.compile(zh("mygrid.lon") + r" 110\.\d{6}"))
 
@@ -376,10 +394,11 @@ def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(
         assert report["grid_code"] == "45031100100101"  # the left grid: zhangsan's
         assert LON < report["lon"] < LON + 0.002 and LAT < report["lat"] < LAT + 0.0027
         # the form is empty again, and the new case is on the worker's list
-        assert page.get_by_label(zh("mygrid.description")).input_value() == ""
+        text = page.get_by_label(zh("mygrid.description"))
+        wait_until(lambda: text.input_value(timeout=5_000) == "", 60, "an empty report form")
         detail = page.get_by_text(zh("case.detail", id=report["id"])).first
         detail.wait_for(timeout=WAIT_MS)
-        detail.scroll_into_view_if_needed()
+        retried(lambda: detail.scroll_into_view_if_needed(timeout=5_000), "the new case")
         shot(page, "casework-phone-reported.png")
         assert not page.errors, page.errors
     except Exception:
@@ -418,9 +437,21 @@ def test_official_evaluates_the_closed_case_with_a_score(chromium, server):  # n
         applied(page, "综合评价")
         case = wait_for_case(path, case_id, lambda c: c["status"] == "evaluated", "evaluated")
         assert case["data"]["evaluation"] == 85
-        page.get_by_text(zh("case.history")).first.scroll_into_view_if_needed()
+        scroll_to(page, zh("case.history"))
         shot(page, "casework-evaluated.png")
         assert steps_of(case_id, path)[-3:] == ["check", "close", "evaluate"]
+        # in English the same case speaks English: status, category and labels
+        english = page.get_by_text(i18n.t("case.detail", "en", id=case_id)).first
+        retried(lambda: (choose(page, zh("sidebar.language"), "English"),
+                         english.wait_for(timeout=10_000)), "the page in English")
+        page.locator("[data-testid='stMetric']", has_text="Dirty road").first.wait_for(
+            timeout=WAIT_MS)
+        assert page.locator("[data-testid='stMetric']", has_text="Evaluated").count() == 1
+        main = page.locator("[data-testid='stMain']").inner_text()
+        for word in ("已评价", "道路不洁", "计时", "照片", "办理过程", "责任部门"):
+            assert word not in main, word
+        scroll_to(page, i18n.t("case.history", "en"))
+        shot(page, "casework-evaluated-en.png")
         assert not page.errors, page.errors
     except Exception:
         shot(page, "casework-failed.png")
@@ -438,7 +469,7 @@ def test_a_report_from_the_devices_place_outside_every_grid_names_the_nearest(
         log_in(page, "zhangsan")
         page.get_by_text(zh("mygrid.report")).first.wait_for(timeout=WAIT_MS)
         locate = page.get_by_role("button", name=zh("casework.locate"))
-        locate.scroll_into_view_if_needed()
+        retried(lambda: locate.scroll_into_view_if_needed(timeout=5_000), "the locate button")
         locate.click()
         page.get_by_text(f"{zh('mygrid.lon')} {west[0]:.6f}").first.wait_for(timeout=WAIT_MS)
         with open_store(path) as store:
@@ -448,7 +479,7 @@ def test_a_report_from_the_devices_place_outside_every_grid_names_the_nearest(
         # RELOAD-MIDWAY
         message = page.get_by_text(re.compile("最近的网格是「一网格」，相距 9[0-9]{2} 米"))
         message.first.wait_for(timeout=WAIT_MS)
-        message.first.scroll_into_view_if_needed()
+        retried(lambda: message.first.scroll_into_view_if_needed(timeout=5_000), "the message")
         shot(page, "casework-phone-outside.png")
         with open_store(path) as store:
             assert len(store.read_cases()) == before  # refused: no orphan case
