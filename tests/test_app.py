@@ -169,9 +169,9 @@ def test_grid_worker_sees_only_their_grids(make_app):
     at = make_app("grid_worker").run()
     assert not at.exception, at.exception
     assert at.title[0].value == i18n.t("mygrid.title", "zh-CN")
-    layer = {x["id"]: x for x in chart_spec(at)["layers"]}
-    assert [row["id"] for row in layer["grid_cells"]["data"]] == [G1]
-    assert {row["id"] for row in layer["cases"]["data"]} == {"C0", "C1"}
+    layer = {x["id"]: x for x in chart_spec(at)["layers"]}  # the tap-to-report map
+    assert [row["id"] for row in layer["picker-grids"]["data"]] == [G1]
+    assert {row["id"] for row in layer["picker-cases"]["data"]} == {"C0", "C1"}
     at.switch_page("ui/cases_page.py").run()
     shown = set(at.dataframe[0].value.iloc[:, 0])
     assert shown == {"C0", "C1"}

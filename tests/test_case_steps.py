@@ -85,3 +85,33 @@ def test_effects_compute_changes_data_and_the_step_record():
     changes, data, record = _run("force_close", _handling_case())
     assert changes == {"closed_at": AT + pd.Timedelta(hours=1)}
     assert data["timer"] is None and data["forced"] is True and record == {}
+
+
+def _closed_case() -> dict:
+    case = _handling_case()
+    case.update(status="closed", closed_at=AT)
+    case["data"]["timer"] = None
+    return case
+
+
+@pytest.mark.parametrize("score", [None, -1, 100.5, "abc", float("nan")])
+def test_evaluate_needs_a_score_on_the_declared_scale(score):
+    case = _closed_case()
+    before = copy.deepcopy(case)
+    with pytest.raises(ValidationError, match=r"score from 0 to 100"):
+        _run("evaluate", case, role="official", score=score)
+    assert case == before
+
+
+def test_evaluate_keeps_the_score_in_the_case_and_its_step():
+    assert cases.SCORE_RANGE == (0, 100)
+    _, data, record = _run("evaluate", _closed_case(), role="official", score=85)
+    assert data["evaluation"] == 85.0 and record == {"score": 85.0}
+
+
+def test_handle_keeps_photos_of_the_place_before():
+    case = _handling_case()
+    case["status"] = "dispatched"
+    _, data, _ = _run("handle", case, role="grid_worker", photos=["photos/" + "a" * 20 + ".png"])
+    assert data["photos_before"] == ["photos/" + "a" * 20 + ".png"]
+    assert "photos" in cases.TRANSITIONS_BY_ACTION["handle"].fields

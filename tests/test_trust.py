@@ -519,3 +519,125 @@ def test_retention_deletes_login_attempts_older_than_a_day(twin_store):
         twin_store.delete_rows_before(AUDIT, "at", now)
     with pytest.raises(ValidationError, match="by age only"):
         twin_store.delete_rows_before(LOGIN_ATTEMPTS, "username", now)
+
+
+# -- case work: what the step forms offer, what the case page shows ---------------------------
+
+
+def _reported(store, cells, user="grid_worker", category="E0101"):
+    lon, lat = cells.geometry.iloc[0].centroid.coords[0]  # in grid 01 (R01, gw1's)
+    return trust.report_case(store, USERS[user], category=category, lon=lon, lat=lat,
+                             description="垃圾堆放", source="patrol", grid_cells=cells)
+
+
+def test_a_report_outside_every_grid_is_refused_naming_the_nearest_grid(twin_store):
+    cells = twin_store.read_layer("grid_cells")
+    east = cells.total_bounds[2]
+    lat = float(cells.geometry.iloc[1].centroid.y)
+    before = len(twin_store.read_cases())
+    with pytest.raises(trust.OutsideGridsError, match="nearest grid is 二网格") as caught:
+        trust.report_case(twin_store, USERS["grid_worker"], category="E0101", lon=east + 0.0093,
+                          lat=lat, description="x", source="patrol", grid_cells=cells)
+    near = caught.value.nearest
+    # 0.0093° of longitude at this latitude: about 930 m, measured in metres, not degrees
+    assert near["grid_code"] == "45031100100102" and 900 <= near["distance_m"] <= 960
+    assert len(twin_store.read_cases()) == before  # nothing written: no orphan case
+    # the suggested point lies just inside that grid, and a report there is accepted
+    from twin.cases import locate
+
+    assert locate(near["lon"], near["lat"], cells)["grid_code"] == "45031100100102"
+    inside = trust.report_case(twin_store, USERS["dispatcher"], category="E0101",
+                               lon=near["lon"], lat=near["lat"], description="x",
+                               source="patrol", grid_cells=cells)
+    assert inside["grid_code"] == "45031100100102"
+
+
+def test_nearest_grid_inside_is_zero_metres(grid_cells):
+    from twin.cases import nearest_grid
+
+    lon, lat = grid_cells.geometry.iloc[0].centroid.coords[0]
+    near = nearest_grid(lon, lat, grid_cells)
+    assert near["inside"] and near["distance_m"] == 0 and near["grid_code"] == "45031100100101"
+    assert nearest_grid(lon, lat, grid_cells.iloc[:0]) is None
+
+
+def test_a_grid_worker_always_sees_their_own_report(twin_store):
+    cells = twin_store.read_layer("grid_cells")
+    case = _reported(twin_store, cells)
+    gw1 = USERS["grid_worker"]
+    # the grids are given to someone else afterwards: the report stays visible to its reporter
+    moved = cells.assign(resp_grid_id=["R09", "R02"])
+    assert case["id"] in set(trust.visible_cases(twin_store, gw1, moved)["id"])
+    assert trust.read_case(twin_store, gw1, case["id"], moved)["id"] == case["id"]
+    gw2, = store_users(twin_store, User("gw2", "grid_worker", grids=("R02",)))
+    assert case["id"] not in set(trust.visible_cases(twin_store, gw2, cells)["id"])
+
+
+def test_dispatch_offers_the_routed_department_first_and_the_grids_worker(twin_store):
+    cells = twin_store.read_layer("grid_cells")
+    store_users(twin_store, User("gw2", "grid_worker", grids=("R02",)))
+    case = _reported(twin_store, cells)
+    dispatcher = USERS["dispatcher"]
+    trust.transition_case(twin_store, dispatcher, case["id"], "file", grid_cells=cells)
+    people = trust.eligible_assignees(twin_store, dispatcher, case["id"], cells)
+    assert people["username"].tolist()[:2] == ["gw1", "gw2"]
+    assert people["covers"].tolist()[:2] == [True, False]
+    departments = trust.departments(twin_store.get_case(case["id"]), cells)
+    assert departments["code"].iloc[0] == "territory:450311001001" and departments["routed"].iloc[0]
+    assert {"CMD", "SANIT"} <= set(departments["code"])
+    # only someone who may dispatch the case now is told whom to dispatch it to
+    with pytest.raises(PermissionDeniedError):
+        trust.eligible_assignees(twin_store, USERS["grid_worker"], case["id"], cells)
+    with pytest.raises(PermissionDeniedError):
+        trust.eligible_assignees(twin_store, USERS["planner"], case["id"], cells)
+
+
+def test_category_choices_have_names_and_leave_out_the_current_one():
+    table = trust.category_choices({"service_code": "E0101"})
+    assert "E0101" not in set(table["service_code"]) and "E0102" in set(table["service_code"])
+    assert table.loc[table["service_code"] == "E0102", "name_zh"].item() == "道路不洁"
+
+
+@pytest.mark.parametrize("lang, step, status, category", [
+    ("zh-CN", "变更类别", "已派遣", "道路不洁"),
+    ("en", "Change category", "Dispatched", "Dirty road"),
+])
+def test_case_card_shows_names_in_the_users_language(twin_store, lang, step, status, category):
+    from twin.cases import lookup_category
+
+    cells = twin_store.read_layer("grid_cells")
+    case = _reported(twin_store, cells)
+    dispatcher = USERS["dispatcher"]
+    for action, fields in (("file", {}), ("dispatch", {"assignee": "gw1", "department": "CMD"}),
+                           ("recategorise", {"service_code": "E0102"})):
+        trust.transition_case(twin_store, dispatcher, case["id"], action, grid_cells=cells,
+                              **fields)
+    card = trust.case_card(twin_store, dispatcher, case["id"], cells, lang)
+    assert card["category"] == category
+    assert card["status"] == status and card["grid"] == "一网格"
+    history = card["history"]
+    assert history["step"].iloc[-1] == step
+    assert history["action"].tolist() == ["collect", "file", "dispatch", "recategorise"]
+    record = history["data"].iloc[-1]
+    assert record["old"] == lookup_category("E0101")["name_zh" if lang == "zh-CN" else "name_en"]
+    assert "E0101" not in str(record) and "E0102" not in str(record)
+    assert history["data"].iloc[2]["department"] != "CMD"  # the department by name
+    running = card["timers"].loc[card["timers"]["running"], "stage"].tolist()
+    assert running == ["handle"] and card["running_stage"] == "handle"
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "photos/../x.png", "photos/abc.png",
+                                  "/etc/passwd", None])
+def test_photo_file_takes_only_stored_photo_names(name):
+    with pytest.raises(ValidationError):
+        trust.photo_file(name)
+
+
+def test_photo_file_finds_a_stored_photo(tmp_path, monkeypatch):
+    monkeypatch.setenv("TWIN_DATA_DIR", str(tmp_path))
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 32
+    name = trust.store_photo(png)
+    assert trust.photo_file(name).read_bytes() == png
+    (tmp_path / name).unlink()
+    with pytest.raises(NotFoundError):
+        trust.photo_file(name)

@@ -29,6 +29,8 @@ SOURCES = ("patrol", "resident", "camera", "sensor", "instruction")
 FAMILIES = ("component", "event")
 AREA_CLASSES = ("A", "B", "C")
 SUPERVISION_KINDS = ("timeout", "leader", "key")
+#: The evaluation (综合评价) scale: a score from 0 to 100, as the area scores of GB/T 30428.4.
+SCORE_RANGE = (0, 100)
 
 #: Every status a case can be in, with zh/en labels; the terminal ones end the loop.
 STATUSES: dict[str, tuple[str, str]] = {
@@ -139,6 +141,7 @@ def _return(s: Step) -> None:
 
 def _handle(s: Step) -> None:
     s.data["timer"]["handling_since"] = _iso(s.at)
+    s.data.setdefault("photos_before", []).extend(s.fields.get("photos", []))
 
 
 def _feedback(s: Step) -> None:
@@ -169,9 +172,15 @@ def _force_close(s: Step) -> None:
 
 def _evaluate(s: Step) -> None:
     score = s.fields.get("score")
-    if score is not None and not 0 <= float(score) <= 100:
-        raise ValidationError(f"score must lie in 0-100; got {score}")
-    s.data["evaluation"] = score
+    low, high = SCORE_RANGE
+    try:
+        value = float(score)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not low <= value <= high:  # NaN fails too
+        raise ValidationError(f"evaluate needs a score from {low} to {high}; got {score!r}")
+    s.data["evaluation"] = value
+    s.record["score"] = value
 
 
 def _stop_timer(s: Step) -> None:
@@ -293,7 +302,9 @@ TRANSITIONS: tuple[Transition, ...] = (
                doc="the receiver says it is not theirs; the command centre re-dispatches",
                effect=_return),
     Transition("handle", ("dispatched",), "handling", ("grid_worker", "official", "admin"), "处置",
-               "Handle", own_grid=True, doc="the receiver starts handling", effect=_handle),
+               "Handle", own_grid=True, fields=("photos",),
+               doc="the receiver starts handling, with photos of the place before",
+               effect=_handle),
     Transition("feedback", ("handling",), "fed_back", ("grid_worker", "official", "admin"),
                "处理反馈", "Report handling", own_grid=True, fields=("photos",),
                doc="the receiver reports the result, with photos", effect=_feedback),
@@ -580,6 +591,60 @@ def locate(lon: float, lat: float, grid_cells: gpd.GeoDataFrame | None) -> dict[
         if not level.empty and level.iloc[0] in AREA_CLASSES:
             place["area_class"] = level.iloc[0]
     return place
+
+
+def nearest_grid(lon: float, lat: float, grid_cells: gpd.GeoDataFrame | None
+                 ) -> dict[str, Any] | None:
+    """Return the unit grid nearest to a point, with the distance in metres (0 inside it).
+
+    Distances are measured in a local metric CRS (one STRtree query over the grids), never in
+    degrees. Used to tell a reporter whose point lies outside every grid where the nearest grid
+    is, instead of storing a case that belongs to no one.
+
+    Parameters
+    ----------
+    lon, lat
+        WGS84 position.
+    grid_cells
+        The unit grids (layer ``grid_cells``).
+
+    Returns
+    -------
+    dict or None
+        ``grid_code``, ``name`` (the grid's name or its code), ``distance_m`` (rounded to the
+        metre), ``inside`` and ``lon``/``lat`` of a point just inside that grid, nearest to the
+        given one; None when there are no grids.
+    """
+    import shapely
+    from shapely.ops import nearest_points
+
+    from twin.crs import local_metric_crs
+
+    if grid_cells is None or len(grid_cells) == 0:
+        return None
+    here = gpd.GeoSeries([Point(float(lon), float(lat))], crs=4326)
+    cells = grid_cells.to_crs(4326) if grid_cells.crs else grid_cells.set_crs(4326)
+    metric = local_metric_crs(cells)
+    polys = cells.geometry.to_crs(metric).values
+    point = here.to_crs(metric).values[0]
+    tree = shapely.STRtree(polys)
+    hit = int(tree.query_nearest(point, all_matches=False)[0])
+    poly = polys[hit]
+    distance = float(shapely.distance(poly, point))
+    if distance == 0:
+        target = point
+    else:  # a point 1 m inside the grid, on the side facing the given point
+        edge = nearest_points(poly, point)[0]
+        inner = poly.buffer(-1.0)
+        target = nearest_points(inner if not inner.is_empty else poly, edge)[0]
+    back = gpd.GeoSeries([target], crs=metric).to_crs(4326).values[0]
+    row = cells.iloc[hit]
+    name = row.get("name") if "name" in cells else None
+    return {"grid_code": str(row["grid_code"]),
+            "name": str(name) if name is not None and not pd.isna(name) and str(name) else
+            str(row["grid_code"]),
+            "distance_m": round(distance), "inside": distance == 0,
+            "lon": round(float(back.x), 7), "lat": round(float(back.y), 7)}
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import streamlit as st
 
 from twin import trust
 from ui.auth import current_user
-from ui.cases_view import case_detail, case_list
+from ui.cases_view import case_detail, case_list, grid_names, show_notice
 from ui.common import current_language, open_twin, status_names, t
 
 LANG = current_language()
@@ -24,8 +24,10 @@ f1, f2, f3 = st.columns(3)
 states = f1.multiselect(t("cases.filter.state", LANG), ["overdue", "warning", "open", "closed"],
                         default=["overdue", "warning", "open"], format_func=names.__getitem__,
                         key="cases_state")
+named = grid_names(grid_cells)
 grids = f2.multiselect(t("cases.filter.grid", LANG), sorted(table["grid_code"].dropna().unique()),
-                       key="cases_grid")
+                       format_func=lambda c: named.get(c, c), key="cases_grid",
+                       placeholder=t("casework.all_grids", LANG))
 text = f3.text_input(t("cases.filter.text", LANG), key="cases_text")
 shown = table.loc[table["state"].isin(states)]
 if grids:
@@ -34,8 +36,10 @@ if text:
     shown = shown.loc[shown["description"].astype(str).str.contains(text, regex=False)
                       | shown["id"].astype(str).str.contains(text, regex=False)]
 st.caption(t("cases.count", LANG, count=len(shown), total=len(table)))
-picked = case_list(shown, LANG, key="cases_list")
+show_notice()
+picked = case_list(shown, LANG, key="cases_list", grid_cells=grid_cells)
 if picked:
-    case_detail(store, user, picked, grid_cells, LANG, key="cases")
+    case_detail(store, user, picked, grid_cells, LANG, key="cases",
+                buildings=twin_layers.get("buildings"))
 else:
     st.caption(t("cases.pick", LANG))

@@ -36,11 +36,19 @@ from twin.trust.audit import (
     verify_audit_csv,
 )
 from twin.trust.casework import (
+    OutsideGridsError,
     allowed_actions,
+    case_card,
     case_for_role,
     case_history,
+    category_choices,
+    departments,
+    eligible_assignees,
+    people_names,
+    photo_file,
     read_case,
     report_case,
+    step_names,
     transition_case,
     visible_cases,
 )
@@ -109,6 +117,14 @@ from twin.trust.users import (
 
 __all__ = [
     "allowed_actions",
+    "case_card",
+    "category_choices",
+    "departments",
+    "eligible_assignees",
+    "OutsideGridsError",
+    "people_names",
+    "photo_file",
+    "step_names",
     "ANONYMOUS",
     "ANONYMOUS_ROLE",
     "DEMO_USERS",
