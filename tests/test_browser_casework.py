@@ -399,7 +399,9 @@ def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(
         assert LON < report["lon"] < LON + 0.002 and LAT < report["lat"] < LAT + 0.0027
         # the form is empty again, and the new case is on the worker's list
         text = page.get_by_label(zh("mygrid.description"))
-        wait_until(lambda: text.input_value(timeout=5_000) == "", 60, "an empty report form")
+        # (while the page reruns the old form may still be drawn beside the new one)
+        wait_until(lambda: text.count() == 1 and text.input_value(timeout=5_000) == "", 60,
+                   "an empty report form")
         detail = page.get_by_text(zh("case.detail", id=report["id"])).first
         detail.wait_for(timeout=WAIT_MS)
         retried(lambda: detail.scroll_into_view_if_needed(timeout=5_000), "the new case")
