@@ -741,3 +741,34 @@ def test_gi_star_z_scores_agree_with_esda(emb):
 def test_bad_hot_spot_parameters_are_refused(emb, kwargs, match):
     with pytest.raises(ValidationError, match=match):
         Q.hot_spots(emb, "cases", **kwargs)
+
+
+def test_what_if_a_second_camera_closes_the_blind_spot_behind_a_building(emb):
+    # 100 × 100 m (two grids of 50 × 100); an all-round camera in the middle; a 10 × 20 m
+    # building east of it casts the only blind spot, between the building and the east edge
+    put(emb, "grid_cells", grid(0, 0, 100, 100))
+    put(emb, "buildings", local([box(70, 40, 80, 60)], building_code=["B1"], use=["other"]))
+    put(emb, "cameras", local([Point(50, 50)], camera_id=["C1"], heading_deg=[0.0],
+                              fov_deg=[360.0], range_m=[200.0], status=["online"]))
+    blind = Q.coverage(emb, output="blind_spots")
+    assert len(blind.frame) == 1 and blind.frame["grid_code"].iloc[0].endswith("02")
+    east = {"camera_id": "C9", "heading_deg": 0.0, "fov_deg": 360.0, "range_m": 200.0,
+            "lon": lonlat(95, 50)[0], "lat": lonlat(95, 50)[1]}
+    # both cameras stand on the building's axis: two slivers (< 20 m²) along its long walls
+    # stay unseen by either, and are not blind spots at min_area_m2=20
+    r = Q.what_if(emb, "coverage", add=[east], min_area_m2=20)
+    s = r.summary.set_index("measure")
+    assert (s.loc["blind_spots", "before"], s.loc["blind_spots", "after"]) == (1, 0)
+    assert s.loc["blind_spot_area_m2", "before"] == pytest.approx(blind.frame["area_m2"].sum())
+    assert Q.what_if(emb, "coverage", add=[east]).summary.set_index("measure").loc[
+        "blind_spots", "after"] == 2  # at the default 10 m² the slivers count
+    assert s.loc["blind_spot_area_m2", "delta"] < 0 and s.loc["coverage_share", "delta"] > 0
+    assert r.notes["blind_spots_closed"] == 1
+    assert r.frame["blind_spots_closed"].tolist() == [0, 1]
+    # a camera far off in the west corner changes nothing
+    west = {**east, "camera_id": "C8", "range_m": 5.0, "lon": lonlat(2, 2)[0],
+            "lat": lonlat(2, 2)[1]}
+    none = Q.what_if(emb, "coverage", add=[west], min_area_m2=10)
+    assert none.notes["blind_spots_closed"] == 0
+    with pytest.raises(ValidationError, match="min_area_m2"):
+        Q.what_if(emb, "coverage", add=[west], min_area_m2=-1)
