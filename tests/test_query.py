@@ -772,3 +772,13 @@ def test_what_if_a_second_camera_closes_the_blind_spot_behind_a_building(emb):
     assert none.notes["blind_spots_closed"] == 0
     with pytest.raises(ValidationError, match="min_area_m2"):
         Q.what_if(emb, "coverage", add=[west], min_area_m2=-1)
+
+
+def test_life_circles_must_reach_farther_for_a_longer_walk(emb):
+    facilities, homes = clinic_and_homes([10])
+    put(emb, "buildings", homes)
+    put(emb, "facilities", facilities)
+    with pytest.raises(ValidationError, match="10 min is 300 m but 5 min is 400 m"):
+        Q.life_circles(emb, circles={5: 400, 10: 300})
+    assert Q.life_circles(emb, circles={5: 200, 10: 600}).parameters["circles"] == {5: 200.0,
+                                                                                     10: 600.0}
