@@ -25,6 +25,8 @@ RAMPS: dict[str, tuple[tuple[int, int, int], ...]] = {
     "good": ((237, 248, 233), (186, 228, 179), (116, 196, 118), (49, 163, 84), (0, 109, 44)),
     "diverging": ((33, 102, 172), (103, 169, 207), (247, 247, 247), (239, 138, 98), (178, 24, 43)),
 }
+#: The same, red below 0 and blue above (a balance: short is bad).
+RAMPS["diverging_r"] = RAMPS["diverging"][::-1]
 #: Colour of features whose value is missing.
 NO_DATA = (120, 120, 130)
 METHODS = ("quantile", "equal")
@@ -216,7 +218,7 @@ def numeric(values, title: str, unit: str = "", *, ramp_name: str = "sequential"
     title, unit
         The legend's heading and the unit written on its labels, in the reader's language.
     ramp_name
-        A key of :data:`RAMPS`; ``diverging`` centres the classes on 0.
+        A key of :data:`RAMPS`; the ``diverging`` ramps centre the classes on 0.
     k, method
         Classes and how they are cut, see :func:`breaks`.
     scale
@@ -233,7 +235,8 @@ def numeric(values, title: str, unit: str = "", *, ramp_name: str = "sequential"
     """
     scaled = pd.to_numeric(pd.Series(values), errors="coerce").astype("float64") * scale
     places = 1 if unit == "%" else decimals_for(scaled.to_numpy())
-    edges = breaks(scaled, k, method, diverging=ramp_name == "diverging", decimals=places)
+    edges = breaks(scaled, k, method, diverging=ramp_name.startswith("diverging"),
+                   decimals=places)
     n = max(len(edges) - 1, 1)
     palette = ramp(ramp_name, n) if n > 1 else [ramp(ramp_name, 5)[-1]]
     idx = classify(scaled, edges)
