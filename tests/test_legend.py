@@ -56,7 +56,7 @@ def test_bad_classes_are_refused(k, method):
 
 
 def test_numeric_legend_lists_ranges_with_units_and_colours_follow_the_values():
-    shares = [0.0, 0.05, 0.1, 0.2, 0.4, np.nan]
+    shares = [0.0, 0.051, 0.1, 0.2, 0.4, np.nan]
     legend, colours = L.numeric(shares, "Coverage", "%", ramp_name="good", k=4, scale=100,
                                 missing_label="no data")
     labels = [label for _c, label in legend.entries]
@@ -85,3 +85,10 @@ def test_legend_html_escapes_every_text():
 def test_tooltips_leave_out_missing_values():
     lines = L.tooltip_lines(["A", "B"], [("Area", L.format_values([1234.5, None], "m²"))])
     assert lines == ["A\nArea: 1,235 m²", "B"]
+
+
+def test_counts_get_whole_number_classes():
+    legend, _ = L.numeric([0, 1, 1, 2, 3, 7, 9], "Kinds lacking", "kinds", k=4)
+    labels = [label for _c, label in legend.entries]
+    assert all("." not in label for label in labels), labels
+    assert labels[0].startswith("0 – ") and labels[-1].endswith("9 kinds")

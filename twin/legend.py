@@ -234,7 +234,11 @@ def numeric(values, title: str, unit: str = "", *, ramp_name: str = "sequential"
         The :class:`Legend` and the colours, in the order of *values*.
     """
     scaled = pd.to_numeric(pd.Series(values), errors="coerce").astype("float64") * scale
-    places = 1 if unit == "%" else decimals_for(scaled.to_numpy())
+    finite = scaled.to_numpy()[np.isfinite(scaled.to_numpy())]
+    if len(finite) and np.all(finite == np.round(finite)):
+        places = 0  # counts: classes of whole numbers
+    else:
+        places = 1 if unit == "%" else decimals_for(finite)
     edges = breaks(scaled, k, method, diverging=ramp_name.startswith("diverging"),
                    decimals=places)
     n = max(len(edges) - 1, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -253,15 +254,31 @@ def show_legend(legend: lg.Legend, where=st) -> None:
     where.markdown(lg.legend_html(legend), unsafe_allow_html=True)  # every text escaped
 
 
-def readable_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The answer's table with names for columns and rounded numbers."""
+def readable_table(frame: pd.DataFrame, style: dict | None = None) -> pd.DataFrame:
+    """The answer's table: names and units for columns, shares in per cent, rounded numbers."""
     out = pd.DataFrame(frame).drop(columns="geometry", errors="ignore").copy()
+    units = {c: (u, k) for c, u, k in (style or {}).get("lines", []) if u not in (None, "none")}
+    names = {}
     for col in out.columns:
+        unit, scale = units.get(col, (None, 1))
         if pd.api.types.is_float_dtype(out[col]):
-            out[col] = out[col].round(DECIMALS.get(col, 3 if col.endswith("_p") else 1))
+            out[col] = (out[col] * scale).round(DECIMALS.get(col, 1 if scale == 1 else 2))
+        label = COLUMNS.get(col)
+        if col.startswith("dist_") and col.endswith("_m"):
+            kind = col[5:-2]
+            label = t("planner.col.dist", LANG, kind=KINDS.get(kind, kind))
+            unit = "m"
+        elif re.fullmatch(r"lacks_\d+min", col):
+            label = t("planner.col.lacks_in", LANG, minutes=col[6:-3])
+            out[col] = _kind_names(out[col])
+        elif re.fullmatch(r"lacks_\d+min_count", col):
+            label = t("planner.col.lacks_count_in", LANG, minutes=col[6:-9])
+            unit = "kinds"
+        if label is not None:
+            names[col] = f"{label} ({UNITS[unit]})" if unit and UNITS.get(unit) else label
     if "spot" in out:
         out["spot"] = out["spot"].map({k: v[0] for k, v in SPOTS.items()}).fillna(out["spot"])
-    return out.rename(columns={c: COLUMNS[c] for c in out.columns if c in COLUMNS})
+    return out.rename(columns=names)
 
 
 # -- the question and its answer --------------------------------------------------------------
@@ -315,7 +332,7 @@ if result is not None:
                        correction=CORRECTION_NAMES[result.parameters["correction"]],
                        alpha=f"{result.parameters['alpha']:.2f}",
                        min_count=result.parameters["min_count"]))
-    st.dataframe(readable_table(shown_frame), width="stretch", hide_index=True)
+    st.dataframe(readable_table(shown_frame, style), width="stretch", hide_index=True)
     if result.summary is not None:
         st.dataframe(readable_table(result.summary), width="stretch", hide_index=True)
     with tempfile.TemporaryDirectory() as folder:
