@@ -83,20 +83,43 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
+def settle(page) -> None:
+    """Wait until the app has finished its run (Streamlit's running indicator is gone)."""
+    status = page.locator("[data-testid='stStatusWidget']")
+    wait_until(lambda: status.count() == 0 or not status.first.is_visible(), 60, "the app's run")
+
+
+def shown_value(box) -> str:
+    """What a select box shows: its text, or its input's value (a searchable box)."""
+    inputs = box.locator("input")
+    return box.inner_text() + (inputs.first.input_value() if inputs.count() else "")
+
+
 def choose(page, label: str, option: str) -> None:
-    """Pick *option* in the Streamlit select box labelled *label*."""
-    page.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()
+    """Pick *option* in the Streamlit select box labelled *label*; wait for the rerun."""
+    box = page.locator("[data-testid='stSelectbox']").filter(has_text=label).first
+    box.click()
     page.get_by_role("option", name=option, exact=True).click()
+    wait_until(lambda: option in shown_value(box), 30, f"{option} to be chosen")
+    settle(page)
 
 
 def set_number(page, label: str, value) -> None:
+    """Type *value* into the number input labelled *label*; again if a rerun reset it."""
     box = page.get_by_label(label, exact=True)
-    box.fill(str(value))
-    box.press("Tab")
+    for _ in range(3):
+        wait_until(lambda: box.count() == 1, 60, f"one {label} (the last form's gone)")
+        box.fill(str(value))
+        box.press("Tab")
+        settle(page)
+        if float(box.input_value()) == float(value):
+            return
+    raise AssertionError(f"{label} does not keep {value}: {box.input_value()}")
 
 
 def run_and_wait(page, must_read: str) -> str:
     """Submit the parameters; wait for the legend that reads *must_read*; return its text."""
+    settle(page)
     page.get_by_role("button", name=zh("analysis.run")).click()
     legend = page.locator(LEGEND).filter(has_text=must_read).first
     legend.wait_for(state="visible", timeout=WAIT_MS)
@@ -138,6 +161,9 @@ def test_planner_runs_every_query_sees_legends_and_tries_a_camera(page, server):
     _, gpkg = server
     for i, (question, change, must_read) in enumerate(QUERIES):
         choose(page, zh("analysis.pick"), zh(question))
+        about = "planner.about." + question.split(".")[-1]
+        page.get_by_text(zh(about)).wait_for(timeout=WAIT_MS)  # this question's form is drawn
+        settle(page)
         kind, label_key, value = change
         if kind == "number":
             label = zh(label_key, minutes=15) if label_key == "planner.p.circle" else zh(label_key)
@@ -166,6 +192,8 @@ def test_planner_runs_every_query_sees_legends_and_tries_a_camera(page, server):
     points, _, grids = quiet_points(gpkg, grid_code=_busiest_grid(gpkg))
     pick = page.locator(f"{CHART} canvas").nth(1)
     pick.wait_for(timeout=WAIT_MS)
+    pick.scroll_into_view_if_needed()
+    settle(page)
     at = projector_for(page, 1, deck.fit_view(tuple(grids.total_bounds), height=430))
     x, y = at(points.iloc[0].x, points.iloc[0].y)
     chosen = page.get_by_text(re.compile(zh("planner.whatif.chosen", lon="", lat="")[:4]))

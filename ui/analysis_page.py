@@ -285,7 +285,16 @@ def readable_table(frame: pd.DataFrame, style: dict | None = None) -> pd.DataFra
 
 name = st.selectbox(t("analysis.pick", LANG), list(QUERY_NAMES), format_func=QUERY_NAMES.get,
                     key="analysis_query")
+ABOUT = {
+    "coverage": t("planner.about.coverage", LANG),
+    "blind_spots": t("planner.about.blind_spots", LANG),
+    "parking": t("planner.about.parking", LANG),
+    "life_circles": t("planner.about.life_circles", LANG),
+    "hot_spots": t("planner.about.hot_spots", LANG),
+    "counts": t("planner.about.counts", LANG),
+}
 with st.form(f"analysis_form_{name}"):
+    st.caption(ABOUT[name])
     query_name, params, extras = ask_parameters(name)
     run = st.form_submit_button(t("analysis.run", LANG), type="primary")
 if run:
