@@ -53,6 +53,13 @@ COLUMNS = {
     "gi_z": t("planner.col.gi_z", LANG), "gi_p_adj": t("planner.col.gi_p_adj", LANG),
     "confidence": t("planner.col.confidence", LANG), "spot": t("planner.col.spot", LANG),
     "unit": t("planner.col.unit", LANG), "building_code": t("planner.col.building_code", LANG),
+    "h3": t("planner.col.h3", LANG), "gi_p": t("planner.col.gi_p", LANG),
+    "minutes": t("planner.col.minutes", LANG), "distance_m": t("planner.col.distance_m", LANG),
+    "kind": t("planner.col.kind", LANG),
+    "buildings_lacking": t("planner.col.buildings_lacking", LANG),
+    "residents_lacking": t("planner.col.residents_lacking", LANG),
+    "lots_within": t("planner.col.lots_within", LANG),
+    "spaces_share": t("planner.col.spaces_share", LANG),
 }
 KINDS = {
     "school": t("planner.kind.school", LANG), "kindergarten": t("planner.kind.kindergarten", LANG),
@@ -210,6 +217,8 @@ DECIMALS = {"gi_z": 2, "gi_p_adj": 3, "confidence": 0, "count": 0, "residents": 
 
 def tooltips(style: dict, frame: pd.DataFrame) -> list[str]:
     """Readable hover lines: labels, rounded values, units (plain text, never HTML)."""
+    if "confidence" in frame:  # a confidence only where a cell was called hot or cold
+        frame = frame.assign(confidence=frame["confidence"].where(frame["confidence"] > 0))
     lines = []
     for col, unit, scale in style["lines"]:
         if col not in frame:
@@ -278,6 +287,10 @@ def readable_table(frame: pd.DataFrame, style: dict | None = None) -> pd.DataFra
             names[col] = f"{label} ({UNITS[unit]})" if unit and UNITS.get(unit) else label
     if "spot" in out:
         out["spot"] = out["spot"].map({k: v[0] for k, v in SPOTS.items()}).fillna(out["spot"])
+    if "kind" in out:
+        out["kind"] = out["kind"].map(KINDS).fillna(out["kind"])
+    if "distance_m" in out:
+        names["distance_m"] = f"{COLUMNS['distance_m']} ({UNITS['m']})"
     return out.rename(columns=names)
 
 
