@@ -219,10 +219,13 @@ def test_planner_runs_every_query_sees_legends_and_tries_a_camera(page, server):
     gained = page.locator("[data-testid='stMetric']").filter(has_text=zh("planner.m.covered_gain"))
     gained.first.wait_for(timeout=WAIT_MS)
     value = gained.first.locator("[data-testid='stMetricValue']").inner_text()
+    assert value.startswith("+"), value
     number = float(re.sub(r"[^\d.\-]", "", value.split(zh("planner.unit.m2"))[0]))
     assert number > 0, value  # the coverage number changed
     share = page.locator("[data-testid='stMetric']").filter(has_text=zh("planner.m.coverage"))
-    assert "+" in share.last.inner_text(), share.last.inner_text()
+    text = share.last.inner_text()
+    assert re.search(r"\+\d+\.\d\d " + zh("planner.unit.pp"), text), text
+    assert not LONG_FLOAT.search(page.locator("[data-testid='stMetric']").first.inner_text())
     page.locator(f"{CHART} canvas").nth(3).wait_for(timeout=WAIT_MS)  # before and after maps
     shot(page, "planner-8-whatif-result.png")
     assert not page.errors, page.errors

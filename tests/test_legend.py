@@ -24,6 +24,11 @@ def test_values_are_rounded_with_their_unit(values, unit, kwargs, expected):
     assert L.format_values(values, unit, **kwargs).tolist() == expected
 
 
+def test_changes_carry_their_sign():
+    assert L.format_values([0.0033, -0.01, 0.0], "pp", scale=100, decimals=2, sign=True
+                           ).tolist() == ["+0.33 pp", "-1.00 pp", "0.00 pp"]
+
+
 def test_no_sixteen_digit_floats_survive():
     text = L.format_values(np.random.default_rng(0).random(50) * 1e5, "m²")
     assert text.str.len().max() <= len("100,000 m²")

@@ -59,7 +59,7 @@ def decimals_for(values: np.ndarray | Sequence[float]) -> int:
 
 
 def format_values(values, unit: str = "", *, decimals: int | None = None,
-                  scale: float = 1.0, missing: str = "—") -> pd.Series:
+                  scale: float = 1.0, missing: str = "—", sign: bool = False) -> pd.Series:
     """Values as rounded display text with thousands separators and a unit: ``12,345 m²``.
 
     Parameters
@@ -75,6 +75,8 @@ def format_values(values, unit: str = "", *, decimals: int | None = None,
         Factor applied first (100 turns a share into per cent).
     missing
         Text of a missing value.
+    sign
+        Write ``+`` before positive values (a change).
 
     Returns
     -------
@@ -91,15 +93,18 @@ def format_values(values, unit: str = "", *, decimals: int | None = None,
     rounded = np.sign(v) * np.floor(np.abs(v) * factor + 0.5) / factor  # half away from 0
     text = rounded.map(lambda x: f"{x:,.{places}f}" if math.isfinite(x) else missing)
     text = text.str.replace(r"^-(0(\.0+)?)$", r"\1", regex=True)  # no "-0.0"
+    if sign:
+        text = text.where(~(rounded > 0), "+" + text)
     if unit:
         sep = "" if unit == "%" else " "
         text = text.where(text == missing, text + sep + unit)
     return text.astype(object)
 
 
-def format_value(value, unit: str = "", *, decimals: int | None = None, scale: float = 1.0) -> str:
+def format_value(value, unit: str = "", *, decimals: int | None = None, scale: float = 1.0,
+                 sign: bool = False) -> str:
     """One value as :func:`format_values` writes it."""
-    return str(format_values([value], unit, decimals=decimals, scale=scale).iloc[0])
+    return str(format_values([value], unit, decimals=decimals, scale=scale, sign=sign).iloc[0])
 
 
 # -- classes ----------------------------------------------------------------------------------

@@ -489,12 +489,12 @@ def coverage_pair(answer) -> None:
     cols[0].metric(t("planner.m.coverage", LANG),
                    lg.format_value(s.loc["coverage_share", "after"], "%", scale=100),
                    lg.format_value(s.loc["coverage_share", "delta"], t("planner.unit.pp", LANG),
-                                   scale=100, decimals=2))
+                                   scale=100, decimals=2, sign=True))
     cols[1].metric(t("planner.m.covered_gain", LANG),
-                   lg.format_value(s.loc["covered_area_m2", "delta"], UNITS["m2"]))
-    cols[2].metric(t("planner.m.blind_spots", LANG),
-                   f"{int(s.loc['blind_spots', 'after']):,}",
-                   f"{int(s.loc['blind_spots', 'delta']):+,}", delta_color="inverse")
+                   lg.format_value(s.loc["covered_area_m2", "delta"], UNITS["m2"], sign=True))
+    fewer = int(s.loc["blind_spots", "delta"])
+    cols[2].metric(t("planner.m.blind_spots", LANG), f"{int(s.loc['blind_spots', 'after']):,}",
+                   f"{fewer:+,}" if fewer else None, delta_color="inverse")
     cols[3].metric(t("planner.m.closed", LANG), f"{answer.notes.get('blind_spots_closed', 0):,}")
     both = pd.concat([f["coverage_share_before"], f["coverage_share_after"]], ignore_index=True)
     legend, colours = lg.numeric(both, COLUMNS["coverage_share"], "%", ramp_name="good",
@@ -505,7 +505,7 @@ def coverage_pair(answer) -> None:
         (t("planner.before", LANG), pct("coverage_share_before")),
         (t("planner.after", LANG), pct("coverage_share_after")),
         (t("planner.change", LANG), lg.format_values(f["delta"], t("planner.unit.pp", LANG),
-                                                     scale=100, decimals=2)),
+                                                     scale=100, decimals=2, sign=True)),
         (t("planner.m.closed", LANG), lg.format_values(f["blind_spots_closed"], decimals=0))])
     pair(f, [colours[:n], colours[n:]], tips, legend)
 
