@@ -127,10 +127,19 @@ def set_number(page, label: str, value) -> None:
 
 
 def run_and_wait(page, must_read: str) -> str:
-    """Submit the parameters; wait for the legend that reads *must_read*; return its text."""
-    settle(page)
-    page.get_by_role("button", name=zh("analysis.run")).click()
+    """Submit the parameters; wait for the legend that reads *must_read*; return its text.
+
+    A click that lands while the last rerun replaces the form is lost; it is repeated then.
+    """
     legend = page.locator(LEGEND).filter(has_text=must_read).first
+    for _ in range(3):
+        settle(page)
+        page.get_by_role("button", name=zh("analysis.run")).click()
+        try:
+            legend.wait_for(state="visible", timeout=40_000)
+            break
+        except Exception:  # noqa: BLE001 - Playwright's timeout: submit again
+            continue
     legend.wait_for(state="visible", timeout=WAIT_MS)
     page.locator(f"{CHART} canvas").first.wait_for(timeout=WAIT_MS)
     return legend.inner_text()
@@ -197,6 +206,7 @@ def test_planner_runs_every_query_sees_legends_and_tries_a_camera(page, server):
 
     # what-if: back to coverage, click an open place in a grid, add a camera, compare
     choose(page, zh("analysis.pick"), zh("analysis.q.coverage"))
+    page.get_by_text(zh("planner.about.coverage")).wait_for(timeout=WAIT_MS)
     run_and_wait(page, "%")
     points, _, grids = quiet_points(gpkg, grid_code=_busiest_grid(gpkg))
     pick = page.locator(f"{CHART} canvas").nth(1)
