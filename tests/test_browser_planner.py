@@ -87,9 +87,10 @@ def page(chromium, server):
     context.close()
 
 
-def shot(page, name: str) -> None:
+def shot(page, name: str, *, full_page: bool = True) -> None:
+    """Screenshot into tests/artifacts (full_page=False keeps the scrolled-to part in view)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True, timeout=WAIT_MS)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=full_page, timeout=WAIT_MS)
 
 
 def settle(page) -> None:
@@ -237,7 +238,7 @@ def test_planner_runs_every_query_sees_legends_and_tries_a_camera(page, server):
     assert re.search(r"\+\d+\.\d\d " + zh("planner.unit.pp"), text), text
     assert not LONG_FLOAT.search(page.locator("[data-testid='stMetric']").first.inner_text())
     page.locator(f"{CHART} canvas").nth(3).wait_for(timeout=WAIT_MS)  # before and after maps
-    shot(page, "planner-8-whatif-result.png")
+    shot(page, "planner-8-whatif-result.png", full_page=False)
     assert not page.errors, page.errors
 
 
