@@ -151,12 +151,12 @@ def hover_text(page, chart_index: int, dx: float = 0.0, dy: float = 0.0) -> str 
     box = page.locator(f"{CHART} canvas").nth(chart_index).bounding_box()
     x, y = box["x"] + box["width"] / 2 + dx, box["y"] + box["height"] / 2 + dy
     tooltip = page.locator(".deck-tooltip")
-    for attempt in range(6):  # the map may still be settling: move in again
+    for attempt in range(10):  # the map may still be settling: move in again
         page.mouse.move(x - 40 + attempt, y - 40)
         page.mouse.move(x, y, steps=5)
         try:
             return wait_until(lambda: tooltip.count() and tooltip.first.is_visible()
-                              and tooltip.first.inner_text().strip(), 5, "a tooltip")
+                              and tooltip.first.inner_text().strip(), 8, "a tooltip")
         except AssertionError:
             continue
     return None
@@ -237,7 +237,14 @@ def test_planner_runs_every_query_sees_legends_and_tries_a_camera(page, server):
     text = share.last.inner_text()
     assert re.search(r"\+\d+\.\d\d " + zh("planner.unit.pp"), text), text
     assert not LONG_FLOAT.search(page.locator("[data-testid='stMetric']").first.inner_text())
-    page.locator(f"{CHART} canvas").nth(3).wait_for(timeout=WAIT_MS)  # before and after maps
+    after = page.locator(f"{CHART} canvas").nth(3)  # before and after, side by side
+    after.wait_for(timeout=WAIT_MS)
+    after.evaluate("e => e.scrollIntoView({block: 'center'})")
+    wait_until(lambda: 0 <= after.bounding_box()["y"] < 1080 - 300, 10, "the after map in view")
+    settle(page)
+    tip = hover_text(page, 3)
+    assert tip and zh("planner.before") in tip and zh("planner.after") in tip, tip
+    assert not LONG_FLOAT.search(tip), tip
     shot(page, "planner-8-whatif-result.png", full_page=False)
     assert not page.errors, page.errors
 
