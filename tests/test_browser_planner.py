@@ -150,7 +150,7 @@ def hover_text(page, chart_index: int, dx: float = 0.0, dy: float = 0.0) -> str 
     """The tooltip at an offset from the centre of chart *chart_index* (None if none shows)."""
     box = page.locator(f"{CHART} canvas").nth(chart_index).bounding_box()
     x, y = box["x"] + box["width"] / 2 + dx, box["y"] + box["height"] / 2 + dy
-    tooltip = page.locator(".deck-tooltip")
+    tooltip = page.locator(".deck-tooltip:visible")  # one per map; the hovered one shows
     for attempt in range(10):  # the map may still be settling: move in again
         page.mouse.move(x - 40 + attempt, y - 40)
         page.mouse.move(x, y, steps=5)
