@@ -650,3 +650,135 @@ def test_cli_writes_the_answer_and_refuses_bad_parameters(emb, tmp_path, capsys)
         assert main([*argv, "--db", str(emb.url), "--out", str(tmp_path / "x.csv")]) == 2
         err = capsys.readouterr().err
         assert message in err and "hint:" in err and "Traceback" not in err
+
+
+# -- hot spots: honest statistics (issue 17) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("correction", "expected"),
+    [
+        # Benjamini-Hochberg by hand: sorted p·m/rank = .04, .06, .0533, .05 → step-up minima
+        ("fdr_bh", [0.05, 0.05, 0.01 * 4, 0.05]),
+        ("bonferroni", [0.12, 0.16, 0.04, 0.2]),
+        ("none", [0.03, 0.04, 0.01, 0.05]),
+    ],
+)
+def test_p_values_are_adjusted_for_many_cells(correction, expected):
+    from twin.query.hotspots import adjust_p
+
+    got = adjust_p(np.array([0.03, 0.04, 0.01, 0.05]), correction)
+    assert got == pytest.approx(expected)
+    assert adjust_p(np.array([0.9, 0.5]), "bonferroni").tolist() == [1.0, 1.0]
+
+
+def test_one_case_makes_no_hot_spot(emb):
+    lon, lat = lonlat(300, 0)
+    emb.create_case({"id": "K1", "status": "filed", "lon": lon, "lat": lat, "requested_at": T0})
+    # the old rule (raw p < 0.05 and z > 0, no minimum count) called empty cells next to one
+    # case hot; with no correction they are now "too few", not hot
+    naive = Q.hot_spots(emb, "cases", correction="none", min_count=1).frame
+    looked_hot = (naive["gi_p"] < 0.05) & (naive["gi_z"] > 0) & (naive["count"] == 0)
+    assert looked_hot.any() and (naive.loc[looked_hot, "spot"] == "too few").all()
+    honest = Q.hot_spots(emb, "cases")
+    assert honest.parameters["correction"] == "fdr_bh" and honest.parameters["min_count"] == 3
+    assert set(honest.frame["spot"]) <= {"not significant", "too few"}
+    assert honest.notes["hot"] == 0 and honest.notes["cold"] == 0
+    assert (honest.frame["confidence"] == 0).all()
+    assert (honest.frame["gi_p_adj"] >= honest.frame["gi_p"] - 1e-15).all()
+
+
+def _cluster_and_noise(emb, cluster=40, noise=60, seed=1):
+    rng = np.random.default_rng(seed)
+    lon, lat = lonlat(300, 0)
+    spread = np.c_[rng.uniform(-0.004, 0.012, noise), rng.uniform(-0.004, 0.004, noise)]
+    pts = np.r_[
+        np.c_[np.full(cluster, lon), np.full(cluster, lat)] + rng.normal(0, 0.00005, (cluster, 2)),
+        spread + [110.29, 25.08],
+    ]
+    emb.append_events(pd.DataFrame({"id": [f"A{i}" for i in range(len(pts))], "kind": "alarm",
+                                    "observed_at": T0, "lon": pts[:, 0], "lat": pts[:, 1]}))
+    return pts
+
+
+def test_a_known_cluster_stays_hot_under_every_correction_and_hot_cells_hold_cases(emb):
+    _cluster_and_noise(emb)
+    hot = {}
+    for correction in ("none", "fdr_bh", "bonferroni"):
+        r = Q.hot_spots(emb, "events", type="alarm", correction=correction)
+        f = r.frame
+        top = f.sort_values("count").iloc[-1]
+        assert top["spot"] == "hot" and top["confidence"] >= 95, correction
+        called = f[f["spot"] == "hot"]
+        assert (called["count"] >= 3).all() and (called["gi_p_adj"] < 0.05).all()
+        assert ((f["spot"] == "not significant") == (f["gi_p_adj"] >= 0.05)).all()
+        hot[correction] = r.notes["hot"]
+    assert hot["none"] >= hot["fdr_bh"] >= hot["bonferroni"] >= 1
+
+
+def test_gi_star_z_scores_agree_with_esda(emb):
+    esda = pytest.importorskip("esda")  # dev extra: a test-only oracle
+    from libpysal.weights import WSP
+
+    _cluster_and_noise(emb, seed=7)
+    r = Q.hot_spots(emb, "events", type="alarm", k=2, correction="none")
+    cells = r.frame["h3"].tolist()
+    w = WSP(ring_weights(cells, 2)).to_W(silence_warnings=True)
+    g = esda.G_Local(r.frame["count"].to_numpy(float), w, transform="B", star=True,
+                     permutations=0)
+    assert np.allclose(r.frame["gi_z"].to_numpy(), g.Zs, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"correction": "holm"}, "correction must be one of fdr_bh, bonferroni, none"),
+        ({"min_count": 0}, "min_count"),
+        ({"alpha": "five"}, "alpha must lie between 0 and 1"),
+        ({"alpha": 1.5}, "alpha must lie between 0 and 1"),
+    ],
+)
+def test_bad_hot_spot_parameters_are_refused(emb, kwargs, match):
+    with pytest.raises(ValidationError, match=match):
+        Q.hot_spots(emb, "cases", **kwargs)
+
+
+def test_what_if_a_second_camera_closes_the_blind_spot_behind_a_building(emb):
+    # 100 × 100 m (two grids of 50 × 100); an all-round camera in the middle; a 10 × 20 m
+    # building east of it casts the only blind spot, between the building and the east edge
+    put(emb, "grid_cells", grid(0, 0, 100, 100))
+    put(emb, "buildings", local([box(70, 40, 80, 60)], building_code=["B1"], use=["other"]))
+    put(emb, "cameras", local([Point(50, 50)], camera_id=["C1"], heading_deg=[0.0],
+                              fov_deg=[360.0], range_m=[200.0], status=["online"]))
+    blind = Q.coverage(emb, output="blind_spots")
+    assert len(blind.frame) == 1 and blind.frame["grid_code"].iloc[0].endswith("02")
+    east = {"camera_id": "C9", "heading_deg": 0.0, "fov_deg": 360.0, "range_m": 200.0,
+            "lon": lonlat(95, 50)[0], "lat": lonlat(95, 50)[1]}
+    # both cameras stand on the building's axis: two slivers (< 20 m²) along its long walls
+    # stay unseen by either, and are not blind spots at min_area_m2=20
+    r = Q.what_if(emb, "coverage", add=[east], min_area_m2=20)
+    s = r.summary.set_index("measure")
+    assert (s.loc["blind_spots", "before"], s.loc["blind_spots", "after"]) == (1, 0)
+    assert s.loc["blind_spot_area_m2", "before"] == pytest.approx(blind.frame["area_m2"].sum())
+    assert Q.what_if(emb, "coverage", add=[east]).summary.set_index("measure").loc[
+        "blind_spots", "after"] == 2  # at the default 10 m² the slivers count
+    assert s.loc["blind_spot_area_m2", "delta"] < 0 and s.loc["coverage_share", "delta"] > 0
+    assert r.notes["blind_spots_closed"] == 1
+    assert r.frame["blind_spots_closed"].tolist() == [0, 1]
+    # a camera far off in the west corner changes nothing
+    west = {**east, "camera_id": "C8", "range_m": 5.0, "lon": lonlat(2, 2)[0],
+            "lat": lonlat(2, 2)[1]}
+    none = Q.what_if(emb, "coverage", add=[west], min_area_m2=10)
+    assert none.notes["blind_spots_closed"] == 0
+    with pytest.raises(ValidationError, match="min_area_m2"):
+        Q.what_if(emb, "coverage", add=[west], min_area_m2=-1)
+
+
+def test_life_circles_must_reach_farther_for_a_longer_walk(emb):
+    facilities, homes = clinic_and_homes([10])
+    put(emb, "buildings", homes)
+    put(emb, "facilities", facilities)
+    with pytest.raises(ValidationError, match="10 min is 300 m but 5 min is 400 m"):
+        Q.life_circles(emb, circles={5: 400, 10: 300})
+    assert Q.life_circles(emb, circles={5: 200, 10: 600}).parameters["circles"] == {5: 200.0,
+                                                                                     10: 600.0}

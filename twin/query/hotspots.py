@@ -6,6 +6,13 @@ k rings of i (i itself included), x̄ the mean and S = sqrt(Σx²/n − x̄²)::
     Gi* = (Σ_j w_ij x_j − x̄ Σ_j w_ij) / (S · sqrt((n Σ_j w_ij² − (Σ_j w_ij)²) / (n − 1)))
 
 Gi* is a z-score; its two-sided p-value is erfc(|z| / √2) (Getis & Ord 1992, Ord & Getis 1995).
+
+One test per cell is many tests at once: with 40 cells and α = 0.05 about two cells look
+significant by chance alone. The p-values are therefore adjusted (Benjamini–Hochberg false
+discovery rate by default, Bonferroni on request) before a cell is called hot or cold, and a
+cell is called hot only when it holds at least ``min_count`` points itself, cold only when at
+least ``min_count`` points were to be expected in its neighbourhood: one case cannot make a hot
+spot, and an empty corner of a quiet month is not a cold one.
 """
 
 from __future__ import annotations
@@ -48,6 +55,83 @@ def getis_ord_gi_star(x: np.ndarray, weights) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         z = np.where(den > 0, num / den, 0.0)
     return z, erfc(np.abs(z) / np.sqrt(2.0))
+
+
+#: Multiple-testing corrections of the per-cell p-values.
+CORRECTIONS = ("fdr_bh", "bonferroni", "none")
+#: Labels of a cell; "too few" is a cell whose statistic looks hot or cold but whose count (or
+#: expected count) is under ``min_count``.
+SPOTS = ("hot", "cold", "not significant", "too few")
+
+
+def adjust_p(p: np.ndarray, correction: str = "fdr_bh") -> np.ndarray:
+    """Adjust the p-values of *m* simultaneous tests.
+
+    Parameters
+    ----------
+    p
+        Raw p-values.
+    correction
+        ``"fdr_bh"`` (Benjamini & Hochberg 1995: controls the expected share of false hot
+        spots among those called), ``"bonferroni"`` (controls the chance of any false one;
+        stricter) or ``"none"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Adjusted p-values, capped at 1, in the order of *p*.
+
+    Raises
+    ------
+    ValidationError
+        Unknown correction.
+    """
+    if correction not in CORRECTIONS:
+        raise ValidationError(
+            f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}"
+        )
+    p = np.asarray(p, dtype=float)
+    m = len(p)
+    if m == 0 or correction == "none":
+        return p.copy()
+    if correction == "bonferroni":
+        return np.minimum(p * m, 1.0)
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * m / np.arange(1, m + 1)
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]  # step-up: q_(i) = min over j ≥ i
+    out = np.empty(m)
+    out[order] = np.minimum(ranked, 1.0)
+    return out
+
+
+def classify_spots(
+    z: np.ndarray,
+    p_adj: np.ndarray,
+    counts: np.ndarray,
+    expected: np.ndarray,
+    alpha: float,
+    min_count: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label each cell hot, cold, not significant or too few, and its confidence (99/95/90/0).
+
+    A significant positive z is *hot* only when the cell's own count reaches *min_count*; a
+    significant negative z is *cold* only when its neighbourhood was expected to hold at least
+    *min_count* points (*expected*: mean count × number of neighbours). Otherwise the cell is
+    *too few*: the statistic points one way, the data are too thin to say so. Confidence is
+    read from the adjusted p-value and is 0 for every cell not called hot or cold.
+    """
+    significant = p_adj < alpha
+    hot = significant & (z > 0) & (counts >= min_count)
+    cold = significant & (z < 0) & (expected >= min_count)
+    thin = significant & ~hot & ~cold
+    spot = np.select([hot, cold, thin], ["hot", "cold", "too few"], "not significant")
+    called = hot | cold
+    confidence = np.select(
+        [called & (p_adj < 0.01), called & (p_adj < 0.05), called & (p_adj < 0.10)],
+        [99, 95, 90],
+        0,
+    )
+    return spot.astype(str), confidence
 
 
 def ring_weights(cells: list[str], k: int) -> csr_matrix:
@@ -95,6 +179,8 @@ def hot_spots(
     resolution: int = 10,
     k: int = 1,
     alpha: float = 0.05,
+    correction: str = "fdr_bh",
+    min_count: int = 3,
 ) -> QueryResult:
     """Density of cases or events per H3 hexagon and their Getis-Ord Gi* hot and cold spots.
 
@@ -113,19 +199,25 @@ def hot_spots(
     k
         Neighbourhood: cells within k rings count as neighbours (≥ 1).
     alpha
-        Significance level for calling a cell hot or cold.
+        Significance level for calling a cell hot or cold (after the correction).
+    correction
+        ``"fdr_bh"`` (default), ``"bonferroni"`` or ``"none"``: see :func:`adjust_p`.
+    min_count
+        Points a cell must hold to be called hot (and be expected in its neighbourhood to be
+        called cold), ≥ 1.
 
     Returns
     -------
     QueryResult
         One hexagon per study cell (the community area's cells plus any with points):
-        ``h3``, ``count``, ``density_per_km2``, ``gi_z``, ``gi_p``, ``spot`` (hot / cold /
-        not significant), ``confidence`` (99 / 95 / 90 / 0).
+        ``h3``, ``count``, ``density_per_km2``, ``gi_z``, ``gi_p``, ``gi_p_adj`` (corrected),
+        ``spot`` (hot / cold / not significant / too few), ``confidence`` (99 / 95 / 90 / 0,
+        from the corrected p-value).
 
     Raises
     ------
     ValidationError
-        Unknown source, bad resolution, k, alpha or period.
+        Unknown source, bad resolution, k, alpha, correction, minimum count or period.
     """
     import h3
 
@@ -135,8 +227,17 @@ def hot_spots(
     if not 7 <= res <= 12:
         raise ValidationError(f"resolution must lie in 7–12 for a community, got {resolution!r}")
     k = count("k", k)
-    if not 0 < float(alpha) < 1:
-        raise ValidationError(f"alpha must lie between 0 and 1, got {alpha!r}")
+    try:
+        alpha_ok = 0 < float(alpha) < 1
+    except (TypeError, ValueError):
+        alpha_ok = False
+    if not alpha_ok:
+        raise ValidationError(f"alpha must lie between 0 and 1 (e.g. 0.05), got {alpha!r}")
+    if correction not in CORRECTIONS:
+        raise ValidationError(
+            f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}"
+        )
+    min_count = count("min_count", min_count)
     t0, t1 = _time("start", start), _time("end", end)
     versions: dict[str, Any] = {}
     pts = _points(store, source, t0, t1, type)
@@ -154,10 +255,12 @@ def hot_spots(
             cells |= set(h3.grid_disk(c, k))
     cells = sorted(cells)
     x = counts.reindex(cells).fillna(0).to_numpy(dtype=float)
-    z, p = getis_ord_gi_star(x, ring_weights(cells, k))
+    weights = ring_weights(cells, k)
+    z, p = getis_ord_gi_star(x, weights)
+    p_adj = adjust_p(p, correction)
+    expected = (x.mean() if len(x) else 0.0) * np.asarray(weights.sum(axis=1)).ravel()
+    spot, confidence = classify_spots(z, p_adj, x, expected, float(alpha), min_count)
     area_km2 = np.array([h3.cell_area(c, "km^2") for c in cells])
-    spot = np.where(p < alpha, np.where(z > 0, "hot", "cold"), "not significant")
-    confidence = np.select([p < 0.01, p < 0.05, p < 0.10], [99, 95, 90], 0)
     boundary = [shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)]) for c in cells]
     frame = gpd.GeoDataFrame(
         {
@@ -166,6 +269,7 @@ def hot_spots(
             "density_per_km2": x / area_km2,
             "gi_z": z,
             "gi_p": p,
+            "gi_p_adj": p_adj,
             "spot": spot,
             "confidence": confidence,
         },
@@ -180,10 +284,13 @@ def hot_spots(
         "resolution": res,
         "k": k,
         "alpha": float(alpha),
+        "correction": correction,
+        "min_count": min_count,
     }
     notes = {
         "points": int(len(pts)),
         "hot": int((spot == "hot").sum()),
         "cold": int((spot == "cold").sum()),
+        "too_few": int((spot == "too few").sum()),
     }
     return QueryResult("hot_spots", frame, params, None, versions, f"h3-gi*-k{k}", notes=notes)

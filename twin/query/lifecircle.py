@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -47,7 +48,15 @@ def _circles(circles: Any) -> dict[int, float]:
         raise ValidationError(f"circles must map minutes to metres, got {circles!r}") from None
     if not out:
         raise ValidationError("give at least one circle, e.g. {5: 300}")
-    return dict(sorted(out.items()))
+    out = dict(sorted(out.items()))
+    pairs = list(out.items())
+    for (m0, d0), (m1, d1) in itertools.pairwise(pairs):
+        if d1 <= d0:
+            raise ValidationError(
+                f"a longer walk must reach farther: {m1} min is {d1:g} m but {m0} min is "
+                f"{d0:g} m; give the {m1}-minute circle more than {d0:g} m"
+            )
+    return out
 
 
 def residents_of(buildings: pd.DataFrame, persons_per_household: float) -> np.ndarray:

@@ -14,7 +14,14 @@ from twin import layers
 from twin.errors import NotFoundError, ValidationError
 from twin.query import lifecircle
 from twin.query import viewshed as cov_mod
-from twin.query._common import QueryResult, check_in_area, lonlat, read, study_area
+from twin.query._common import (
+    QueryResult,
+    check_in_area,
+    lonlat,
+    positive,
+    read,
+    study_area,
+)
 from twin.schema import CRS, validate_layer_frame
 
 LOGGER = logging.getLogger(__name__)
@@ -115,13 +122,15 @@ def what_if(
         The changes, see :func:`edit_layer`.
     **params
         Parameters of the query (life circles: circles, kinds, method, uses,
-        persons_per_household; coverage: only_online).
+        persons_per_household; coverage: only_online, min_area_m2 of a blind spot).
 
     Returns
     -------
     QueryResult
-        Coverage: per unit grid ``coverage_share_before`` / ``_after`` / ``delta``; life circles:
-        per building lacks before and after. ``summary`` compares the totals.
+        Coverage: per unit grid ``coverage_share_before`` / ``_after`` / ``delta``, and
+        ``blind_spots_before`` / ``_after`` / ``blind_spots_closed`` (blind spots of before now
+        seen but for less than ``min_area_m2``); life circles: per building lacks before and
+        after. ``summary`` compares the totals (coverage: also blind spots and their area).
 
     Raises
     ------
@@ -139,8 +148,9 @@ def what_if(
     after = edit_layer(before, layer, add=add, move=move, remove=remove, area=area)
     change = {"add": None if add is None else len(add), "move": move, "remove": remove}
     if query == "coverage":
-        allowed = {"only_online"}
+        allowed = {"only_online", "min_area_m2"}
         _check(params, allowed)
+        min_area = positive("min_area_m2", params.get("min_area_m2", 10.0))
         cams_b, buildings, grids = cov_mod._inputs(
             store, versions, bool(params.get("only_online")), True
         )
@@ -158,24 +168,38 @@ def what_if(
         frame.insert(3, "covered_area_m2_before", gb["covered_area_m2"].to_numpy())
         frame.insert(4, "coverage_share_before", gb["coverage_share"].to_numpy())
         frame["delta"] = frame["coverage_share_after"] - frame["coverage_share_before"]
+        spots = _blind_spots(b, a, min_area)
+        for col, values in spots.items():
+            frame[col] = values
         public = float(gb["public_area_m2"].sum())
         summary = pd.DataFrame(
             {
-                "measure": ["covered_area_m2", "coverage_share", "cameras"],
+                "measure": [
+                    "covered_area_m2",
+                    "coverage_share",
+                    "cameras",
+                    "blind_spots",
+                    "blind_spot_area_m2",
+                ],
                 "before": [
                     gb["covered_area_m2"].sum(),
                     gb["covered_area_m2"].sum() / public,
                     len(cams_b),
+                    spots["blind_spots_before"].sum(),
+                    spots["blind_spot_area_m2_before"].sum(),
                 ],
                 "after": [
                     ga["covered_area_m2"].sum(),
                     ga["covered_area_m2"].sum() / public,
                     len(after),
+                    spots["blind_spots_after"].sum(),
+                    spots["blind_spot_area_m2_after"].sum(),
                 ],
             }
         )
         summary["delta"] = summary["after"] - summary["before"]
         versions[layer] = f"{versions.get(layer)}+what-if"
+        notes = {"blind_spots_closed": int(spots["blind_spots_closed"].sum())}
         return QueryResult(
             "what_if_coverage",
             frame,
@@ -184,6 +208,7 @@ def what_if(
             versions,
             "view-cone-shadow",
             summary=summary,
+            notes=notes,
         )
     allowed = {"circles", "kinds", "method", "uses", "persons_per_household"}
     _check(params, allowed)
@@ -231,10 +256,39 @@ def what_if(
     )
 
 
+def _blind_spots(before, after, min_area: float) -> dict[str, np.ndarray]:
+    """Per unit grid: blind spots (and their area) before and after, and those closed.
+
+    A blind spot of *before* is closed when every piece left of it unseen after the change is
+    smaller than *min_area* (a sliver along a wall is not a blind spot, as in
+    :func:`~twin.query.viewshed.blind_spot_frame`).
+    """
+    n = len(before.public)
+
+    def parts(cov):
+        unseen = shapely.difference(cov.public, cov.covered)
+        geoms, owner = shapely.get_parts(unseen, return_index=True)
+        area = shapely.area(geoms)
+        keep = (shapely.get_type_id(geoms) == 3) & (area >= min_area)
+        return geoms[keep], owner[keep], area[keep]
+
+    gb, ob, ab = parts(before)
+    _ga, oa, aa = parts(after)
+    left = np.zeros(len(gb))  # largest piece of each blind spot of before still unseen
+    if len(gb):
+        pieces, of = shapely.get_parts(shapely.difference(gb, after.covered), return_index=True)
+        np.maximum.at(left, of, shapely.area(pieces))
+    closed = left < min_area
+    return {
+        "blind_spots_before": np.bincount(ob, minlength=n),
+        "blind_spots_after": np.bincount(oa, minlength=n),
+        "blind_spots_closed": np.bincount(ob[closed], minlength=n),
+        "blind_spot_area_m2_before": np.bincount(ob, weights=ab, minlength=n),
+        "blind_spot_area_m2_after": np.bincount(oa, weights=aa, minlength=n),
+    }
+
+
 def _check(params: dict, allowed: set) -> None:
     bad = sorted(set(params) - allowed)
     if bad:
         raise ValidationError(f"unknown parameters {bad}; this what-if takes {sorted(allowed)}")
-
-
-_ = np
