@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tests import services
-from tests.browser import ARTIFACTS, CHROMIUM_ARGS, streamlit_server
+from tests.browser import ARTIFACTS, CHROMIUM_ARGS, reload_midway, streamlit_server
 from tests.test_browser import demo_copy, quiet_points, wait_until
 from twin import deck, i18n
 
@@ -202,7 +202,8 @@ def test_planner_runs_every_query_sees_legends_and_tries_a_camera(page, server):
             # the honest labels and the correction chosen are said on the page
             assert zh("planner.correction.bonferroni") in page.locator("body").inner_text()
         if i == 2:
-            pass  # RELOAD-MIDWAY
+            reload_midway(page)  # still the planner, still on the analysis page
+            page.get_by_text(zh("analysis.pick")).first.wait_for(timeout=WAIT_MS)
     assert not page.errors, page.errors
 
     # what-if: back to coverage, click an open place in a grid, add a camera, compare
