@@ -15,7 +15,7 @@ import streamlit as st
 from twin import trust
 from twin.i18n import LANGUAGE_NAMES, LANGUAGES
 from ui import auth
-from ui.common import current_language, run_page, t
+from ui.common import current_language, run_page, streamlit_words, t
 
 if "lang" not in st.session_state:  # a new page load: the language this browser chose before
     st.session_state["lang"] = auth.saved_language() or current_language()
@@ -37,6 +37,7 @@ with st.sidebar:
 
 LANG = current_language()
 auth.keep_language(LANG)  # a reload keeps it (a cookie, through ui/serve.py)
+streamlit_words(LANG)
 HERE = Path(__file__).resolve().parent
 
 

@@ -137,16 +137,16 @@ def test_language_switch_and_layer_toggle(make_app):
     at.selectbox(key="lang").set_value("en").run()
     assert not at.exception
     assert at.title[0].value == "Community governance cockpit"
-    at.multiselect(key="map_layers").set_value(["buildings"]).run()
+    at.multiselect(key="map_layers@en").set_value(["buildings"]).run()
     ids = [layer["id"] for layer in chart_spec(at)["layers"]]
     assert "buildings" in ids and "cases" not in ids and "grid_cells" not in ids
 
 
 def test_drill_down_to_a_grid(make_app):
     at = make_app("official").run()
-    at.selectbox(key="drill_street").set_value("450311001").run()
-    at.selectbox(key="drill_community").set_value("450311001001").run()
-    at.selectbox(key="drill_grid").set_value(G2).run()
+    at.selectbox(key="drill_street@zh-CN").set_value("450311001").run()
+    at.selectbox(key="drill_community@zh-CN").set_value("450311001001").run()
+    at.selectbox(key="drill_grid@zh-CN").set_value(G2).run()
     assert not at.exception
     layer = {x["id"]: x for x in chart_spec(at)["layers"]}
     assert [row["id"] for row in layer["grid_cells"]["data"]] == [G2]

@@ -120,12 +120,27 @@ def plain_value(value: Any) -> Any:
 
 
 def inert_strings(values: Any) -> list:
-    """Top-level strings of *values* marked as :func:`inert_value` does (one vectorised pass)."""
+    """Top-level strings of *values* marked as :func:`inert_value` does (one vectorised pass).
+
+    Marked values are rare, so the common case must cost next to nothing beyond the list
+    itself: a text column is searched in its own (Arrow) storage, an object column through one
+    search of its joined text, before any string is looked at one by one.
+    """
     column = pd.Series(values, dtype=object) if not isinstance(values, pd.Series) else values
-    out = column.to_numpy(dtype=object, na_value=None)
-    if pd.api.types.infer_dtype(out, skipna=True) not in _WITH_STRINGS:
-        return out.tolist()  # no string in it (numbers, lists of numbers, nothing)
-    hit = pd.Series(out, dtype=object).str.startswith(_MARKED, na=False).to_numpy(dtype=bool)
+    if isinstance(column.dtype, pd.StringDtype):
+        hit = column.str.startswith(_MARKED, na=False).to_numpy(dtype=bool)
+        out = column.to_numpy(dtype=object, na_value=None)
+    else:
+        out = column.to_numpy(dtype=object, na_value=None)
+        kind = pd.api.types.infer_dtype(out, skipna=True)
+        if kind not in _WITH_STRINGS:
+            return out.tolist()  # no string in it (numbers, lists of numbers, nothing)
+        strings = out[pd.notna(out)] if kind == "string" else \
+            [v for v in out if isinstance(v, str)]  # (lists of coordinates are not searched)
+        joined = "\x1f".join(strings)
+        if CONVERTER_PREFIX not in joined and INERT_MARK not in joined:
+            return out.tolist()
+        hit = pd.Series(out, dtype=object).str.startswith(_MARKED, na=False).to_numpy(dtype=bool)
     if hit.any():
         out = out.copy()
         out[hit] = INERT_MARK + out[hit]

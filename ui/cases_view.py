@@ -64,9 +64,10 @@ def case_list(table: pd.DataFrame, lang: str, *, key: str, grid_cells=None,
     # the list's rows are part of its key: a step that reorders the list starts a fresh
     # selection (a row number never points at another case); the case picked is kept by id
     rows_key = hashlib.blake2b("\n".join(shown["id"].astype(str)).encode(), digest_size=8)
+    # (and the language: the table's column headers are drawn anew in the other language)
     event = st.dataframe(frame, hide_index=True, width="stretch", on_select="rerun",
-                         selection_mode="single-row", key=f"{key}-{rows_key.hexdigest()}",
-                         height=height)
+                         selection_mode="single-row",
+                         key=f"{key}-{lang}-{rows_key.hexdigest()}", height=height)
     rows = (event or {}).get("selection", {}).get("rows", []) if event else []
     rows = [r for r in rows if 0 <= r < len(shown)]
     kept = f"{key}-picked"

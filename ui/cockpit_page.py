@@ -52,8 +52,9 @@ with side_col:
 chart_col, drill_col = st.columns(2)
 with chart_col:
     st.subheader(t("cockpit.trend", LANG))
-    trend = data.trend.rename(columns={"time": t("cockpit.time", LANG),
-                                       "count": t("cockpit.reports", LANG)})
+    # local time as text: the chart's own time axis would speak English ("05 AM", "Mon 07")
+    trend = data.trend.assign(time=local_time(data.trend["time"], "%m-%d %H:%M")).rename(
+        columns={"time": t("cockpit.time", LANG), "count": t("cockpit.reports", LANG)})
     st.bar_chart(trend, x=t("cockpit.time", LANG), y=t("cockpit.reports", LANG), height=220)
 with drill_col:
     st.subheader(t("cockpit.drill", LANG))

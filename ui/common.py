@@ -143,3 +143,22 @@ def local_time(series, fmt: str = "%Y-%m-%d %H:%M"):
     from twin.timeutil import local_zone
 
     return pd.to_datetime(series, utc=True).dt.tz_convert(local_zone()).dt.strftime(fmt)
+
+
+def streamlit_words(lang: str) -> None:
+    """Put Streamlit's own few English words in *lang* (by style sheet; nothing is fetched).
+
+    Streamlit draws a file uploader's button ("Upload"), its size and type line ("200MB per
+    file • JPG, PNG") and a form's "Press Ctrl+Enter to submit form" in English whatever the
+    page's language. The button is labelled from the catalog; the two hints are hidden (each
+    uploader's label says what to give).
+    """
+    label = t("upload.button", lang).replace("\\", "").replace('"', "")
+    st.html(
+        "<style>"
+        "[data-testid='stFileUploaderDropzoneInstructions'], [data-testid='InputInstructions']"
+        " {display: none !important}"
+        "[data-testid='stFileUploaderDropzone'] button * {display: none !important}"
+        f"[data-testid='stFileUploaderDropzone'] button::after {{content: \"{label}\"}}"
+        "</style>"
+    )

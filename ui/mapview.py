@@ -14,6 +14,7 @@ import streamlit as st
 from twin import cockpit, deck, settings, trust
 from twin import layers as declared
 from twin.cockpit import Scope
+from twin.i18n import LANGUAGES
 from ui.common import DEMO_COMMANDS, error_text, md, status_names, t
 
 LOGGER = logging.getLogger(__name__)
@@ -70,26 +71,48 @@ def sensor_state_names(lang: str) -> dict[str, str]:
             "offline": t("sensor.offline", lang)}
 
 
+def widget_key(name: str, lang: str) -> str:
+    """The session key of a picker whose options are shown in *lang*, carrying its choice over.
+
+    Streamlit's frontend keeps a keyed picker's chosen options as the labels it last drew, so
+    after a language switch the chips and selects would stay in the old language. A key per
+    language draws them anew; the choice made in the other language is kept.
+    """
+    key = f"{name}@{lang}"
+    if key not in st.session_state:
+        for other in LANGUAGES:
+            held = st.session_state.get(f"{name}@{other}")
+            if other != lang and held is not None:
+                st.session_state[key] = held
+                break
+    return key
+
+
 def sidebar_controls(lang: str, *, default_layers: tuple[str, ...] | None = None) -> Controls:
     """The map's controls in the sidebar (kept in session_state by their keys)."""
     titles = layer_titles(lang)
     labels = indicator_labels(lang)
     windows = {"1h": t("window.1h", lang), "24h": t("window.24h", lang),
                "7d": t("window.7d", lang)}
+    layers_key, window_key = widget_key("map_layers", lang), widget_key("window", lang)
     with st.sidebar:
         st.subheader(t("map.layers", lang))
         visible = st.multiselect(
             t("map.layers.pick", lang), deck.THEMATIC,
-            default=list(default_layers or deck.THEMATIC),
-            format_func=titles.__getitem__, key="map_layers", help=t("map.layers.help", lang))
+            # a choice carried over from the other language is the value: no default beside it
+            default=None if layers_key in st.session_state else list(
+                default_layers or deck.THEMATIC),
+            format_func=titles.__getitem__, key=layers_key, help=t("map.layers.help", lang))
         building_metric = st.selectbox(t("map.building_metric", lang), cockpit.BUILDING_METRICS,
-                                       format_func=labels.__getitem__, key="building_metric")
+                                       format_func=labels.__getitem__,
+                                       key=widget_key("building_metric", lang))
         grid_indicator = st.selectbox(t("map.grid_indicator", lang), cockpit.GRID_INDICATORS,
-                                      format_func=labels.__getitem__, key="grid_indicator")
+                                      format_func=labels.__getitem__,
+                                      key=widget_key("grid_indicator", lang))
         extrude = st.toggle(t("map.extrude", lang), key="extrude")
-        window = st.segmented_control(t("map.window", lang), list(windows),
-                                      format_func=windows.__getitem__, default="24h",
-                                      key="window") or "24h"
+        window = st.segmented_control(
+            t("map.window", lang), list(windows), format_func=windows.__getitem__,
+            default=None if window_key in st.session_state else "24h", key=window_key) or "24h"
         now = pd.Timestamp.now(tz="UTC").floor("min")
         hours_back = st.slider(t("map.time", lang), min_value=-168, max_value=0, value=0,
                                step=1, key="hours_back", help=t("map.time.help", lang),
@@ -110,15 +133,18 @@ def drill_scope(twin_layers: dict, lang: str, grids: frozenset[str] | None = Non
     with st.sidebar:
         st.subheader(t("drill.title", lang))
         streets = sorted(codes.str[: cockpit.STREET_DIGITS].unique())
-        street = st.selectbox(t("drill.street", lang), [None, *streets], key="drill_street",
+        street = st.selectbox(t("drill.street", lang), [None, *streets],
+                              key=widget_key("drill_street", lang),
                               format_func=lambda c: every if c is None else names.get(c, c))
         communities = sorted(codes[codes.str.startswith(street or "")]
                              .str[: cockpit.COMMUNITY_DIGITS].unique())
         community = st.selectbox(
-            t("drill.community", lang), [None, *communities], key="drill_community",
+            t("drill.community", lang), [None, *communities],
+            key=widget_key("drill_community", lang),
             format_func=lambda c: every if c is None else names.get(c, c))
         in_community = sorted(codes[codes.str.startswith(community or street or "")])
-        grid = st.selectbox(t("drill.grid", lang), [None, *in_community], key="drill_grid",
+        grid = st.selectbox(t("drill.grid", lang), [None, *in_community],
+                            key=widget_key("drill_grid", lang),
                             format_func=lambda c: every if c is None else
                             f"{grid_names.get(c, c)} · {c[-4:]}")
     if grid and not grid.startswith(community or ""):
