@@ -162,3 +162,20 @@ def streamlit_words(lang: str) -> None:
         f"[data-testid='stFileUploaderDropzone'] button::after {{content: \"{label}\"}}"
         "</style>"
     )
+
+
+def widget_key(name: str, lang: str) -> str:
+    """The session key of a picker whose options are shown in *lang*, carrying its choice over.
+
+    Streamlit's frontend keeps a keyed picker's chosen options as the labels it last drew, so
+    after a language switch the chips and selects would stay in the old language. A key per
+    language draws them anew; the choice made in the other language is kept.
+    """
+    key = f"{name}@{lang}"
+    if key not in st.session_state:
+        for other in i18n.LANGUAGES:
+            held = st.session_state.get(f"{name}@{other}")
+            if other != lang and held is not None:
+                st.session_state[key] = held
+                break
+    return key

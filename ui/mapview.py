@@ -14,8 +14,7 @@ import streamlit as st
 from twin import cockpit, deck, settings, trust
 from twin import layers as declared
 from twin.cockpit import Scope
-from twin.i18n import LANGUAGES
-from ui.common import DEMO_COMMANDS, error_text, md, status_names, t
+from ui.common import DEMO_COMMANDS, error_text, md, status_names, t, widget_key
 
 LOGGER = logging.getLogger(__name__)
 
@@ -69,23 +68,6 @@ def tooltip_labels(lang: str) -> dict[str, str]:
 def sensor_state_names(lang: str) -> dict[str, str]:
     return {"ok": t("sensor.ok", lang), "alarm": t("sensor.alarm", lang),
             "offline": t("sensor.offline", lang)}
-
-
-def widget_key(name: str, lang: str) -> str:
-    """The session key of a picker whose options are shown in *lang*, carrying its choice over.
-
-    Streamlit's frontend keeps a keyed picker's chosen options as the labels it last drew, so
-    after a language switch the chips and selects would stay in the old language. A key per
-    language draws them anew; the choice made in the other language is kept.
-    """
-    key = f"{name}@{lang}"
-    if key not in st.session_state:
-        for other in LANGUAGES:
-            held = st.session_state.get(f"{name}@{other}")
-            if other != lang and held is not None:
-                st.session_state[key] = held
-                break
-    return key
 
 
 def sidebar_controls(lang: str, *, default_layers: tuple[str, ...] | None = None) -> Controls:

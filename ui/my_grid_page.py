@@ -11,7 +11,7 @@ from twin import trust
 from ui import picker
 from ui.auth import current_user, origin
 from ui.cases_view import case_detail, case_list, category_names, show_notice
-from ui.common import current_language, error_text, md, open_twin, t
+from ui.common import current_language, error_text, md, open_twin, t, widget_key
 from ui.live import live_alarms
 
 LANG = current_language()
@@ -72,7 +72,8 @@ cat_names = category_names(LANG)
 # a report taken starts a new round (a fresh form); a refused one keeps what was typed
 with st.form(f"report_case_{form_round}"):
     category = st.selectbox(t("mygrid.category", LANG), list(cat_names),
-                            format_func=cat_names.__getitem__, key=f"report_cat_{form_round}")
+                            format_func=cat_names.__getitem__,
+                            key=widget_key(f"report_cat_{form_round}", LANG))
     description = st.text_area(t("mygrid.description", LANG), height=80,
                                key=f"report_text_{form_round}")
     photo = st.file_uploader(t("mygrid.photo", LANG), type=["jpg", "jpeg", "png", "webp"],

@@ -14,7 +14,7 @@ from twin.deck import TEXT_TOOLTIP, data_layer, offline_deck, polygon_rings
 from twin.errors import TwinError
 from twin.trust import participation
 from ui.auth import origin, require_page
-from ui.common import current_language, error_text, md, open_twin, t
+from ui.common import current_language, error_text, md, open_twin, t, widget_key
 
 LANG = current_language()
 user = require_page("page.participation", LANG)
@@ -79,8 +79,14 @@ if trust.can(user, "data.export_own"):
 if trust.can(user, "participation.publish"):
     st.subheader(t("part.publish", LANG))
     with st.form("publish"):
-        kind = st.selectbox(t("part.kind", LANG), participation.KINDS, key="pub_kind")
-        scope_kind = st.selectbox(t("part.scope", LANG), participation.SCOPES, key="pub_scope")
+        kinds = {"notice": t("part.kind.notice", LANG), "poll": t("part.kind.poll", LANG),
+                 "survey": t("part.kind.survey", LANG)}
+        kind = st.selectbox(t("part.kind", LANG), participation.KINDS,
+                            format_func=lambda k: kinds.get(k, k),
+                            key=widget_key("pub_kind", LANG))
+        scope_kind = st.selectbox(t("part.scope", LANG), participation.SCOPES,
+                                  format_func=lambda k: scope_names.get(k, k),
+                                  key=widget_key("pub_scope", LANG))
         scope_id = st.text_input(t("part.scope_id", LANG), key="pub_scope_id")
         title = st.text_input(t("part.notice_title", LANG), key="pub_title")
         body = st.text_area(t("part.body", LANG), key="pub_body")
