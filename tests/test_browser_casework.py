@@ -426,6 +426,8 @@ def test_official_evaluates_the_closed_case_with_a_score(chromium, server):  # n
     try:
         log_in(page, "chief")
         open_cases_page(page)
+        reload_midway(page)  # F5 on the cases page: still the official, still on the page
+        page.get_by_text(zh("cases.filter.state")).first.wait_for(timeout=WAIT_MS)
         states = page.locator("[data-testid='stMultiSelect']",
                               has_text=zh("cases.filter.state")).first
         states.locator("input").click()
@@ -472,6 +474,8 @@ def test_a_report_from_the_devices_place_outside_every_grid_names_the_nearest(
     context, page = new_page(chromium, url, phone=True, where=west)
     try:
         log_in(page, "zhangsan")
+        page.get_by_text(zh("mygrid.report")).first.wait_for(timeout=WAIT_MS)
+        reload_midway(page)  # the phone reloads the tab: still the grid worker, same page
         page.get_by_text(zh("mygrid.report")).first.wait_for(timeout=WAIT_MS)
         locate = page.get_by_role("button", name=zh("casework.locate"))
         retried(lambda: locate.scroll_into_view_if_needed(timeout=5_000), "the locate button")
