@@ -521,15 +521,20 @@ def set_alarm_status(store, alarm_id: str, status: str, *, actor: str,
 
 
 def promote_alarm(store, alarm_id: str, *, actor: str, role: str, category: str | None = None,
-                  grid_cells=None, alarm: dict | None = None) -> dict[str, Any]:
+                  grid_cells=None, alarm: dict | None = None,
+                  existing_ok: bool = True) -> dict[str, Any]:
     """Make an alarm a case through ``twin.cases.report`` (source sensor, or camera for video).
 
-    The alarm records the case id and moves to ``in_progress``.
+    The alarm records the case id and moves to ``in_progress``. The case id comes from the
+    alarm's, so a second attempt finds the first case: workers (*existing_ok*) link it; a
+    person promoting by hand is told instead (DuplicateIdError).
 
     Raises
     ------
     ValidationError
         If no category is given and the rule names none.
+    DuplicateIdError
+        If the alarm's case exists already and *existing_ok* is false.
     """
     from twin import cases
 
@@ -553,6 +558,8 @@ def promote_alarm(store, alarm_id: str, *, actor: str, role: str, category: str 
             case_id=case_id,
         )
     except DuplicateIdError:  # made already (another worker, or this one before a crash)
+        if not existing_ok:
+            raise
         case = store.get_case(case_id)
     now = pd.Timestamp.now(tz="UTC")
     data.setdefault("history", []).append({"at": now.isoformat(), "actor": actor,

@@ -86,7 +86,6 @@ from twin.trust.public import PublicSummary, public_summary
 from twin.trust.secrets import secret
 from twin.trust.sessions import (
     code_pending,
-    end_all_sessions_of,
     end_session,
     issue_code,
     open_session,
@@ -103,6 +102,7 @@ from twin.trust.users import (
     authenticate,
     create_demo_users,
     create_user,
+    end_all_sessions_of,
     get_user,
     hash_password,
     list_users,

@@ -291,7 +291,8 @@ def promote_alarm(store, user: User | None, alarm_id: str, *, category: str | No
                               "category (service code) of the case")
     try:
         done = rules.promote_alarm(store, alarm_id, actor=user.username, role=user.role,
-                                   category=category, grid_cells=grid_cells, alarm=alarm)
+                                   category=category, grid_cells=grid_cells, alarm=alarm,
+                                   existing_ok=False)
     except DuplicateIdError:
         raise ValidationError(f"alarm {alarm_id} was promoted to a case meanwhile (by another "
                               "screen); reload the list") from None

@@ -29,7 +29,7 @@ import pandas as pd
 from twin import settings
 from twin.schema import SESSION_SEEN, SESSIONS
 from twin.trust.permissions import User
-from twin.trust.users import session_user
+from twin.trust.users import revoke_sessions, session_user
 
 LOGGER = logging.getLogger(__name__)
 
@@ -187,14 +187,6 @@ def resume_session(
     return user
 
 
-def _revoke(store, rows: pd.DataFrame, now: pd.Timestamp) -> int:
-    live = rows[rows["revoked_at"].isna()].copy()
-    if live.empty:
-        return 0
-    live["revoked_at"] = now
-    return store.put_rows(SESSIONS, live, on_conflict="update")
-
-
 def end_session(store, token: Any, *, now: Any = None) -> str | None:
     """Revoke the session *token* names (logout); return its user's name, or None if unknown.
 
@@ -206,17 +198,8 @@ def end_session(store, token: Any, *, now: Any = None) -> str | None:
     rows = store.read_rows(SESSIONS, id_hash=_hash(session_id))
     if rows.empty:
         return None
-    _revoke(store, rows, _now() if now is None else pd.Timestamp(now))
+    revoke_sessions(store, rows, _now() if now is None else pd.Timestamp(now))
     return str(rows.iloc[0]["username"])
-
-
-def end_all_sessions_of(store, username: str, *, now: Any = None) -> int:
-    """Revoke every live session of *username* (disabled, password changed); return how many."""
-    rows = store.read_rows(SESSIONS, username=str(username))
-    ended = _revoke(store, rows, _now() if now is None else pd.Timestamp(now))
-    if ended:
-        LOGGER.info("%d session(s) of %s ended", ended, username)
-    return ended
 
 
 # -- one-time codes: the bridge from a script run to the HTTP response that sets the cookie -----

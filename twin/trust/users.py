@@ -17,7 +17,7 @@ import pandas as pd
 
 from twin import settings
 from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, ValidationError
-from twin.schema import LOGIN_ATTEMPTS, ROLES, USERS
+from twin.schema import LOGIN_ATTEMPTS, ROLES, SESSIONS, USERS
 from twin.store.base import layer_or_empty
 from twin.timeutil import to_utc
 from twin.trust.permissions import ANONYMOUS, User
@@ -252,8 +252,6 @@ def update_user(
         unlock_logins(store, username)
     store.append_audit(actor, "user.update", f"user:{username}", changed, origin)
     if row["disabled"] or password is not None:  # a stolen or old login must not outlive this
-        from twin.trust.sessions import end_all_sessions_of
-
         end_all_sessions_of(store, username)
     return _user_from_row(row)
 
@@ -438,6 +436,28 @@ def unlock_logins(store, username: str, *, now: Any = None) -> None:
 def record_logout(store, user: User, *, origin: str = "") -> None:
     """Write a user's logout to the audit log."""
     store.append_audit(user.username, "logout", f"user:{user.username}", {}, origin)
+
+
+def revoke_sessions(store, rows: pd.DataFrame, now: pd.Timestamp) -> int:
+    """Mark the live sessions among *rows* (of ``twin_sessions``) revoked at *now*; how many."""
+    live = rows[rows["revoked_at"].isna()].copy()
+    if live.empty:
+        return 0
+    live["revoked_at"] = now
+    return store.put_rows(SESSIONS, live, on_conflict="update")
+
+
+def end_all_sessions_of(store, username: str, *, now: Any = None) -> int:
+    """Revoke every live session of *username* (disabled, password changed); return how many.
+
+    Here, with the users, because changing a user ends their sessions (twin.trust.sessions
+    opens and resumes them).
+    """
+    rows = store.read_rows(SESSIONS, username=str(username))
+    ended = revoke_sessions(store, rows, _now() if now is None else pd.Timestamp(now))
+    if ended:
+        LOGGER.info("%d session(s) of %s ended", ended, username)
+    return ended
 
 
 def session_user(store, username: str | None) -> User | None:
