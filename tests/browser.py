@@ -197,3 +197,23 @@ def reload_midway(page, timeout_ms: float = 60_000) -> None:
     page.locator(".st-key-logout").wait_for(state="attached", timeout=timeout_ms)
     if page.locator("input[type='password']").count():
         raise AssertionError("the reload landed on the login form: the session did not resume")
+
+
+def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
+    """Poll *predicate* (each call is a browser round trip) until it returns a truthy value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def settle(page, timeout_ms: float = 60_000) -> None:
+    """Wait until the app has finished its run: the script is not running and Streamlit's
+    "running" indicator is gone (a click made during a rerun may be dropped by it)."""
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stApp\"]')"
+        "?.getAttribute('data-test-script-state') === 'notRunning'"
+        " && !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)

@@ -22,6 +22,26 @@ def cheap_hashes(monkeypatch):
     monkeypatch.setenv("TWIN_ARGON2_MEMORY_KIB", "1024")
 
 
+@pytest.fixture(scope="module")
+def chromium():
+    """The machine's headless Chromium through Playwright (one per test module: a module that
+    drives its own sync Playwright, as the wall's does, must not find another running)."""
+    from tests.browser import CHROMIUM_ARGS
+    from tests.services import chromium_path
+
+    path = chromium_path()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("Playwright", "pip install playwright (never `playwright install`)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="session")
 def postgis_url() -> str:
     """The PostGIS test database URL, after checking that it answers and has PostGIS."""

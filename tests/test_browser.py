@@ -5,19 +5,17 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from tests import services
 from tests.browser import (
     ARTIFACTS,
-    CHROMIUM_ARGS,
     ROOT,
     distinct_colours,
     is_local,
     streamlit_server,
+    wait_until,
     write_small_twin,
 )
 from twin import deck, i18n
@@ -28,20 +26,6 @@ WAIT_MS = 60_000
 CHART = "[data-testid='stDeckGlJsonChart']"
 CANVAS = f"{CHART} canvas"
 
-
-@pytest.fixture(scope="module")
-def chromium():
-    path = services.chromium_path()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        services.missing("Playwright", "pip install playwright (never `playwright install`)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 USER, PASSWORD = "duty_chief", "demo-password-1"
@@ -121,16 +105,6 @@ def test_public_page_draws_its_map_offline(visitor):
     wait_for_map(visitor)
     assert_offline(visitor)
 
-
-def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
-    """Poll *predicate* (each call is a browser round trip) until it returns a truthy value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def wait_for_map(page) -> bytes:

@@ -33,17 +33,17 @@ from tests.browser import (
     ROOT,
     free_port,
     is_local,
+    settle,
     small_twin_layers,
     stop_process_group,
     streamlit_server,
+    wait_until,
 )
-from tests.test_browser import (  # noqa: F401 - chromium is a fixture used by name
-    chromium,
+from tests.test_browser import (
     projector,
     shot,
     tooltip_at,
     wait_for_map,
-    wait_until,
 )
 from twin import i18n
 from twin.trust.escaping import WORD_JOINER
@@ -129,7 +129,7 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture
-def browser_page(chromium, server):  # noqa: F811 - the imported fixture
+def browser_page(chromium, server):
     """A fresh browser on the app: every request, page error and dialog recorded."""
     context = chromium.new_context(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
     page = context.new_page()
@@ -193,8 +193,10 @@ def test_the_map_draws_with_expression_ids_and_shows_them_as_text(browser_page):
     page.mouse.click(cx, cy)
     header = page.locator("[data-testid='stMarkdown']", has_text=CALL_ID)
     header.first.wait_for(timeout=WAIT_MS)
+    settle(page)  # the selection's rerun has finished: a click during it may be dropped
     tx, ty = to_screen(LON + 0.0034, LAT + 0.0021)  # the building with a backtick in its id
-    page.mouse.move(tx - 40, ty - 40)
+    tooltip = tooltip_at(page, tx, ty)
+    assert tooltip is not None and "B-`x` **粗**" in tooltip, tooltip
     page.mouse.click(tx, ty)
     page.locator("[data-testid='stMarkdown']", has_text="B-`x` **粗**").first.wait_for(
         timeout=WAIT_MS)

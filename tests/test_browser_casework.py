@@ -26,13 +26,12 @@ from tests.browser import (
     reload_midway,
     small_twin_layers,
     streamlit_server,
+    wait_until,
 )
 from tests.test_browser import (
     CANVAS,
     CHART,
     WAIT_MS,
-    chromium,  # noqa: F401 - a fixture, used by name
-    wait_until,
 )
 from twin import i18n, trust
 from twin.store import open_store
@@ -95,7 +94,7 @@ def server(tmp_path_factory, data_dir):
         yield url, path, case_id
 
 
-def new_page(chromium, url, *, phone: bool = False, where=None):  # noqa: F811 - a fixture
+def new_page(chromium, url, *, phone: bool = False, where=None):
     size = {"width": 390, "height": 844} if phone else {"width": 1920, "height": 1080}
     located = {} if where is None else {
         "geolocation": {"longitude": where[0], "latitude": where[1], "accuracy": 10},
@@ -248,7 +247,7 @@ def steps_of(case_id: str, path) -> list[str]:
 # -- the journeys, in order --------------------------------------------------------------------
 
 
-def test_dispatcher_files_dispatches_to_a_person_and_recategorises(chromium, server):  # noqa: F811
+def test_dispatcher_files_dispatches_to_a_person_and_recategorises(chromium, server):
     url, path, case_id = server
     context, page = new_page(chromium, url)
     try:
@@ -297,7 +296,7 @@ def test_dispatcher_files_dispatches_to_a_person_and_recategorises(chromium, ser
         context.close()
 
 
-def test_official_approves_an_extension_with_a_new_deadline(chromium, server):  # noqa: F811
+def test_official_approves_an_extension_with_a_new_deadline(chromium, server):
     url, path, case_id = server
     before = stored(path, case_id)
     old = pd.Timestamp(before["data"]["deadlines"]["handle"])
@@ -330,7 +329,7 @@ def test_official_approves_an_extension_with_a_new_deadline(chromium, server):  
 
 
 def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(
-        chromium, server, data_dir):  # noqa: F811
+        chromium, server, data_dir):
     url, path, case_id = server
     context, page = new_page(chromium, url, phone=True)
     try:
@@ -414,7 +413,7 @@ def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(
         context.close()
 
 
-def test_official_evaluates_the_closed_case_with_a_score(chromium, server):  # noqa: F811
+def test_official_evaluates_the_closed_case_with_a_score(chromium, server):
     url, path, case_id = server
     with open_store(path) as store:  # the check and the close are not this journey's steps
         cells = store.read_layer("grid_cells")
@@ -468,7 +467,7 @@ def test_official_evaluates_the_closed_case_with_a_score(chromium, server):  # n
 
 
 def test_a_report_from_the_devices_place_outside_every_grid_names_the_nearest(
-        chromium, server):  # noqa: F811
+        chromium, server):
     url, path, _ = server
     west = (LON - 0.0093, LAT + 0.0013)  # about 940 m west of the community
     context, page = new_page(chromium, url, phone=True, where=west)

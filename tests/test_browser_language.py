@@ -21,8 +21,7 @@ import re
 import pandas as pd
 import pytest
 
-from tests.browser import ARTIFACTS, streamlit_server, write_small_twin
-from tests.test_browser import chromium, wait_until  # noqa: F401 - chromium is a fixture
+from tests.browser import ARTIFACTS, streamlit_server, wait_until, write_small_twin
 from twin import i18n, trust
 from twin.schema import USERS
 from twin.store import open_store
@@ -160,7 +159,7 @@ ROLES = sorted(trust.DEMO_USERS)
 
 @pytest.mark.parametrize("lang", i18n.LANGUAGES)
 @pytest.mark.parametrize("username", ROLES)
-def test_every_page_shows_one_language(chromium, server, twin, username, lang):  # noqa: F811
+def test_every_page_shows_one_language(chromium, server, twin, username, lang):
     _, data_values = twin
     context = chromium.new_context(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
     try:

@@ -10,9 +10,14 @@ import re
 import pandas as pd
 import pytest
 
-from tests import services
-from tests.browser import ARTIFACTS, CHROMIUM_ARGS, reload_midway, streamlit_server
-from tests.test_browser import demo_copy, quiet_points, wait_until
+from tests.browser import (
+    ARTIFACTS,
+    reload_midway,
+    settle,
+    streamlit_server,
+    wait_until,
+)
+from tests.test_browser import demo_copy, quiet_points
 from twin import deck, i18n
 
 pytestmark = pytest.mark.browser
@@ -27,18 +32,6 @@ LONG_FLOAT = re.compile(r"\d\.\d{4,}")  # what a raw float looks like; rounded v
 def zh(key: str, **fmt) -> str:
     return i18n.t(key, "zh-CN", **fmt)
 
-
-@pytest.fixture(scope="module")
-def chromium():
-    path = services.chromium_path()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +85,6 @@ def shot(page, name: str, *, full_page: bool = True) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / name), full_page=full_page, timeout=WAIT_MS)
 
-
-def settle(page) -> None:
-    """Wait until the app has finished its run (Streamlit's running indicator is gone)."""
-    status = page.locator("[data-testid='stStatusWidget']")
-    wait_until(lambda: status.count() == 0 or not status.first.is_visible(), 60, "the app's run")
 
 
 def shown_value(box) -> str:

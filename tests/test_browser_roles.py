@@ -15,13 +15,13 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 from shapely.geometry import Point
 
-from tests import services
 from tests.browser import (
     ARTIFACTS,
-    CHROMIUM_ARGS,
     distinct_colours,
     reload_midway,
+    settle,
     streamlit_server,
+    wait_until,
     write_small_twin,
 )
 from tests.test_trust_roles import PNG, data_home, osm_buildings
@@ -40,20 +40,6 @@ POLL_TITLE = "加装电梯意见征集"
 def t(key: str, **fmt) -> str:
     return i18n.t(key, LANG, **fmt)
 
-
-@pytest.fixture(scope="module")
-def chromium():
-    path = services.chromium_path()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        services.missing("Playwright", "pip install playwright (never `playwright install`)")
-    with sync_playwright() as p:  # noqa: SIM117 - the browser outlives one context
-        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -152,13 +138,6 @@ def choose(page, label: str, option: str, box=None) -> None:
     wanted.click()
     expect(box.locator("input")).to_have_value(option, timeout=WAIT_MS)
 
-
-def settle(page) -> None:
-    """Wait until the app has finished its run (no 'running' indicator)."""
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=\"stApp\"]')"
-        "?.getAttribute('data-test-script-state') === 'notRunning'"
-        " && !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=WAIT_MS)
 
 
 def shot(page, name: str) -> None:
@@ -322,16 +301,6 @@ def tap_building(page, gpkg, code: str) -> None:
         * scale
     page.touchscreen.tap(x, y)  # a phone: a finger, not a mouse
 
-
-def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
-    """Poll *predicate* (a browser round trip each) until it is truthy."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-    return value
 
 
 def test_resident_on_a_phone_reports_with_a_photo_follows_and_answers_a_poll(

@@ -10,8 +10,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.browser import ARTIFACTS, reload_midway, streamlit_server, write_small_twin
-from tests.test_browser import chromium, wait_until  # noqa: F401 - chromium is a fixture
+from tests.browser import (
+    ARTIFACTS,
+    reload_midway,
+    settle,
+    streamlit_server,
+    wait_until,
+    write_small_twin,
+)
 from twin import i18n, trust
 from twin.schema import SESSION_SEEN
 from twin.store import open_store
@@ -40,7 +46,7 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture
-def new_context(chromium, server):  # noqa: F811 - the imported fixture
+def new_context(chromium, server):
     """Make fresh browser contexts (closed at the end); each is a new browser's cookie jar."""
     made = []
 
@@ -97,11 +103,6 @@ def at_path(page, path: str) -> None:
         raise AssertionError(f"{exc}; the URL is {page.url}") from None
 
 
-def idle(page) -> None:
-    """Wait until the app has finished its run (Streamlit's "running" indicator is gone)."""
-    page.wait_for_function(
-        "() => !document.querySelector(\"[data-testid='stStatusWidget']\")", timeout=WAIT_MS)
-
 
 def no_streamlit_not_found(page) -> None:
     assert page.get_by_text("Page not found").count() == 0
@@ -118,7 +119,7 @@ def test_a_login_survives_a_reload_on_the_same_page(server, new_context):
     cookie = wait_for_cookie(context)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
     assert page.evaluate("() => document.cookie").find(ts.COOKIE_NAME) == -1  # not for scripts
-    idle(page)
+    settle(page)
     page.locator(f"{SIDEBAR} a[href$='/cases']").click()
     at_path(page, "/cases")
     page.get_by_role("heading", name=zh("nav.cases")).first.wait_for(timeout=WAIT_MS)
@@ -237,7 +238,7 @@ def test_on_a_phone_the_sidebar_leaves_the_page_free(server, new_context):
     page.reload(wait_until="domcontentloaded")
     logged_in_somewhere.wait_for(timeout=WAIT_MS)
     assert sidebar_out_of_the_way()
-    idle(page)
+    settle(page)
     page.screenshot(path=str(ARTIFACTS / "sessions-phone-my-grid.png"))
 
 

@@ -23,6 +23,7 @@ from tests.browser import (
     distinct_colours,
     reload_midway,
     streamlit_server,
+    wait_until,
 )
 from twin import cases as caseloop
 from twin import i18n
@@ -123,17 +124,6 @@ def page(server):
             context.close()
             browser.close()
 
-
-def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
-    """Poll *predicate* until it returns a truthy value (each call is a round trip)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def stored_alarm(demo, alarm_id: str) -> dict:
