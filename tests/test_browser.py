@@ -119,10 +119,10 @@ def wait_for_map(page) -> bytes:
     return wait_until(drawn, what="the map canvas to draw")
 
 
-def projector(page, grids):
+def projector(page, grids, height: int | None = None):
     """(lon, lat) → page pixels, from the map's initial view (fitted to the grids, pitch 0)."""
     box = page.locator(CANVAS).first.bounding_box()
-    view = deck.fit_view(tuple(grids.total_bounds), height=mapview_height())
+    view = deck.fit_view(tuple(grids.total_bounds), height=height or mapview_height())
     scale = 512 * 2 ** view.zoom
     merc = lambda la: math.log(math.tan(math.pi / 4 + math.radians(la) / 2))  # noqa: E731
 

@@ -20,6 +20,7 @@ LOGGER = logging.getLogger(__name__)
 
 VIEW_KEY = "map_view"
 MAP_HEIGHT = 640
+WALL_MAP_HEIGHT = 880  # the big screen's map (ui/wall_page.py)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ LANG = current_language()
 user = require_page("page.wall", LANG)
 
 BOARD_REFRESH_S = 30
-MAP_HEIGHT = 880
+MAP_HEIGHT = mapview.WALL_MAP_HEIGHT
 RANKED = 10
+DRILLED = "wall_drilled_by_map"  # a click on the map drilled down: the page follows
 WALL_LAYERS = ("grid_cells", "buildings", "cases", "sensors", "alarms")
 
 CSS = """
@@ -245,12 +246,51 @@ def draw_map(data: cockpit.CockpitData, twin_layers: dict, building: str | None)
         chart.layers.append(deck.name_labels(data.buildings, data.buildings["name"],
                                              deck.BUILDING_NAMES_ID, size=12,
                                              color=(255, 226, 140, 235)))
-    st.pydeck_chart(chart, height=MAP_HEIGHT, key="wall-map")
+    # a map per drill level and place: a drill starts the new map with nothing selected
+    key = "wall-map-" + "-".join(str(part) for part in (data.scope.level, data.scope.street,
+                                                        data.scope.community, data.scope.grid))
+    st.pydeck_chart(chart, height=MAP_HEIGHT, key=key, selection_mode="single-object",
+                    on_select=drill_on_click(twin_layers, key))
+
+
+def drill_on_click(twin_layers: dict, key: str):
+    """A click on the map drills down to what was clicked: a grid, or a building in its grid.
+
+    The callback sets the drill pickers (it runs before any widget of the next run exists) and
+    asks the board for a whole-page run, so the header, panels and alarms follow the click.
+    """
+    def drill() -> None:
+        picked = deck.selected_feature(st.session_state.get(key))
+        if picked is None:
+            return
+        layer, feature = picked
+        if layer == "grid_cells":
+            grid, building = feature, None
+        elif layer == "buildings" and twin_layers.get("buildings") is not None:
+            rows = twin_layers["buildings"]
+            rows = rows.loc[rows["building_code"].astype(str) == feature, "grid_code"]
+            if rows.empty or pd.isna(rows.iloc[0]):
+                return
+            grid, building = str(rows.iloc[0]), feature
+        else:
+            return
+        st.session_state.update({
+            "wall_street": grid[: cockpit.STREET_DIGITS],
+            "wall_community": grid[: cockpit.COMMUNITY_DIGITS],
+            "wall_grid": grid, DRILLED: True})
+        if building is None:  # the picker's own first option ("all buildings"), not a blank
+            st.session_state.pop("wall_building", None)
+        else:
+            st.session_state["wall_building"] = building
+
+    return drill
 
 
 @st.fragment(run_every=BOARD_REFRESH_S)
 def board(store, twin_layers: dict, scope: cockpit.Scope, building: str | None) -> None:
     """Ranking and trends (left), tiles and map (centre): one read, refreshed on its own."""
+    if st.session_state.pop(DRILLED, False):
+        st.rerun(scope="app")  # a click on the map drilled down: the whole page follows
     try:
         data = cockpit.cockpit_data(store, scope=scope, layers=twin_layers, wall=True)
     except Exception as exc:  # the board's edge: a message in place of the panels
