@@ -399,8 +399,8 @@ def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(
         # the form is empty again, and the new case is on the worker's list
         text = page.get_by_label(zh("mygrid.description"))
         # (while the page reruns the old form may still be drawn beside the new one)
-        wait_until(lambda: text.count() == 1 and text.input_value(timeout=5_000) == "", 60,
-                   "an empty report form")
+        wait_until(lambda: text.evaluate_all("els => els.length === 1 && els[0].value === ''"),
+                   60, "an empty report form")  # one look in the page: the count and value agree
         detail = page.get_by_text(zh("case.detail", id=report["id"])).first
         detail.wait_for(timeout=WAIT_MS)
         retried(lambda: detail.scroll_into_view_if_needed(timeout=5_000), "the new case")
