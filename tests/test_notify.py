@@ -50,9 +50,9 @@ def free_port() -> int:
 class Receiver:
     """A local HTTP receiver recording every request; ``mode`` says how it answers.
 
-    ``ok`` → 200; ``fail`` → 500 (nothing kept); ``lost`` → the request is kept but the
-    answer is 500 (a receiver that processed it and crashed before answering: it will come
-    again, and the idempotency key dedupes it).
+    ``ok`` → 200; ``fail`` → 500 and ``redirect`` → 302 (nothing kept); ``lost`` → the
+    request is kept but the answer is 500 (a receiver that processed it and crashed before
+    answering: it will come again, and the idempotency key dedupes it).
     """
 
     def __init__(self, port: int | None = None) -> None:
@@ -74,7 +74,10 @@ class Receiver:
                 if receiver.mode in ("ok", "lost"):
                     receiver.requests.append({"path": self.path, "headers": self.headers,
                                               "body": body})
-                self.send_response(200 if receiver.mode == "ok" else 500)
+                code = {"ok": 200, "redirect": 302}.get(receiver.mode, 500)
+                self.send_response(code)
+                if code == 302:  # followed as a GET by a naive client: no delivery
+                    self.send_header("Location", "/elsewhere")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -250,11 +253,14 @@ def test_a_message_is_dead_after_the_retry_limit_and_can_be_requeued(store, rece
     enqueue_alarms(store, 1)
     policy = notify.RetryPolicy(max_attempts=3, base_s=10, cap_s=100)
     outcomes = []
+    receiver.mode = "redirect"
     for _ in range(4):
         done = deliver(store, clock, policy=policy)
-        outcomes.append((done.claimed, done.retried, done.dead))
+        outcomes.append((done.claimed, done.retried, done.dead, done.errors[:1]))
         clock.advance(100)
-    assert outcomes == [(1, 1, 0), (1, 1, 0), (1, 0, 1), (0, 0, 0)]
+        receiver.mode = "fail"
+    assert [o[:3] for o in outcomes] == [(1, 1, 0), (1, 1, 0), (1, 0, 1), (0, 0, 0)]
+    assert "HTTP 302" in outcomes[0][3][0] and "HTTP 500" in outcomes[1][3][0]
     row = outbox(store).iloc[0]
     assert (row["status"], row["attempts"]) == ("dead", 3) and "HTTP 500" in row["last_error"]
     report = notify.status(store)

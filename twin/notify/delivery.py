@@ -91,6 +91,16 @@ def body_bytes(payload: Any) -> bytes:
                       separators=(",", ":")).encode("utf-8")
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: urllib would follow a POST's 302 as a GET, and its 2xx is no delivery."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def send_webhook(channel: Channel, row: Mapping[str, Any], now: pd.Timestamp,
                  timeout_s: float) -> None:
     """POST the row's payload to the channel's URL, signed; raise DeliveryError unless 2xx."""
@@ -106,7 +116,7 @@ def send_webhook(channel: Channel, row: Mapping[str, Any], now: pd.Timestamp,
     }
     request = urllib.request.Request(channel.url, data=body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+        with _OPENER.open(request, timeout=timeout_s) as answer:
             status = answer.status
     except urllib.error.HTTPError as exc:
         raise DeliveryError(f"HTTP {exc.code} from {redact_url(channel.url)}") from None
