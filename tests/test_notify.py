@@ -458,3 +458,29 @@ def test_a_wrong_channel_is_refused_saying_what_to_fix(fields, message):
 ])
 def test_channel_urls_are_listed_without_their_tokens(url, shown):
     assert notify.redact_url(url) == shown
+
+
+def test_the_worker_loop_waits_for_a_store_that_does_not_answer(store, receiver):
+    from twin.errors import StoreUnavailableError
+
+    receiver.start()
+    channel(store, "ops", receiver.url)
+    enqueue_alarms(store, 2)
+    stop = threading.Event()
+
+    class Blinking:  # the database away for the first pass
+        failed = 0
+
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def claim_outbox(self, *args, **kwargs):
+            if not self.failed:
+                self.failed += 1
+                raise StoreUnavailableError("PostgreSQL does not answer")
+            if len(receiver.requests) >= 2:
+                stop.set()
+            return store.claim_outbox(*args, **kwargs)
+
+    total = notify.run(Blinking(), stop=stop, interval_s=0.01, policy=POLICY)
+    assert total.delivered == 2 and len(receiver.requests) == 2

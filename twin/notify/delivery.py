@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 import pandas as pd
 
 from twin import settings
+from twin.errors import StoreUnavailableError
 from twin.notify.channels import Channel, read_channels, redact_url
 from twin.notify.signing import (
     EVENT_HEADER,
@@ -244,12 +245,20 @@ def deliver_due(
 
 def run(store, *, stop: threading.Event | None = None, interval_s: float = 5.0,
         **options: Any) -> DeliveryReport:
-    """Deliver until *stop* is set: a pass, then a pause of *interval_s* when nothing was due."""
+    """Deliver until *stop* is set: a pass, then a pause of *interval_s* when nothing was due.
+
+    A store that does not answer is waited for (a pause, then the next pass), not fatal.
+    """
     stop = stop or threading.Event()
     total = DeliveryReport()
     options.setdefault("worker", worker_name())
     while not stop.is_set():
-        done = deliver_due(store, **options)
+        try:
+            done = deliver_due(store, **options)
+        except StoreUnavailableError as exc:  # the database away for a while: wait, go on
+            LOGGER.warning("notifications wait for the store: %s", exc)
+            stop.wait(interval_s)
+            continue
         for name in ("claimed", "delivered", "retried", "dead"):
             setattr(total, name, getattr(total, name) + getattr(done, name))
         if done.claimed == 0:
