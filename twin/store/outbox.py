@@ -36,16 +36,21 @@ def claim(store: Any, conn: Any, worker: str, now: pd.Timestamp, lease_until: pd
 
     Due: pending with ``next_at <= now``, or sending with a lease run out (its worker died).
     """
-    skip = " FOR UPDATE SKIP LOCKED" if store.dialect.name == "postgresql" else ""
     params = {"worker": worker, "now": store.dialect.time(now),
               "lease": store.dialect.time(lease_until), "limit": int(limit)}
+    due = (f"SELECT id FROM {_TABLE} WHERE (status = 'pending' AND next_at <= :now) "
+           "OR (status = 'sending' AND claimed_until <= :now) ORDER BY next_at, id LIMIT :limit")
+    if store.dialect.name == "postgresql":
+        # locked once, in a materialised CTE: a LIMIT subquery inside IN may be run again
+        head = f"WITH due AS MATERIALIZED ({due} FOR UPDATE SKIP LOCKED) "
+        due = "SELECT id FROM due"
+    else:
+        head = ""
     ids = [r[0] for r in store._rows(
         conn,
-        f"UPDATE {_TABLE} SET status = 'sending', claimed_by = :worker, "
+        f"{head}UPDATE {_TABLE} SET status = 'sending', claimed_by = :worker, "
         "claimed_until = :lease, attempts = attempts + 1 "
-        f"WHERE id IN (SELECT id FROM {_TABLE} WHERE (status = 'pending' AND next_at <= :now) "
-        "OR (status = 'sending' AND claimed_until <= :now) "
-        f"ORDER BY next_at, id LIMIT :limit{skip}) RETURNING id",
+        f"WHERE id IN ({due}) RETURNING id",
         params,
     )]
     if not ids:
