@@ -110,13 +110,32 @@ def outbox_rows(
     return pd.DataFrame(rows)
 
 
-def enqueue(store, event: str, subject: str, data: Mapping[str, Any], **options: Any) -> int:
+def enqueue(
+    store,
+    event: str,
+    subject: str,
+    data: Mapping[str, Any],
+    *,
+    grids: Iterable[str] = (),
+    recipients: Iterable[str] = (),
+    personal: Mapping[str, Any] | None = None,
+    view: View | None = None,
+    key: str | None = None,
+    at: Any = None,
+    channels: Sequence[Channel] | None = None,
+) -> int:
     """Put the notifications of one event in the outbox, in a transaction of their own.
 
-    Takes the arguments of :func:`outbox_rows`; returns how many rows were new (an event
-    enqueued twice under the same *key* is stored once per channel).
+    The arguments are described in :mod:`twin.notify` (and are :func:`outbox_rows`'s).
+
+    Returns
+    -------
+    int
+        How many rows were new: one per channel that takes the event; an event enqueued twice
+        under the same *key* is stored once per channel.
     """
-    rows = outbox_rows(store, event, subject, data, **options)
+    rows = outbox_rows(store, event, subject, data, grids=grids, recipients=recipients,
+                       personal=personal, view=view, key=key, at=at, channels=channels)
     return store.enqueue(rows) if len(rows) else 0
 
 
