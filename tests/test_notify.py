@@ -375,7 +375,6 @@ def test_an_alarm_opened_is_told_to_the_subscribers_of_its_grid_once(store, grid
     import geopandas as gpd
     from shapely.geometry import Point
 
-    from tests.test_feeds_pipeline import feed_layers
     from twin.feeds.models import Registry
     from twin.feeds.rules import RuleEngine, load_rules
     from twin.schema import ALARMS
@@ -386,13 +385,12 @@ def test_an_alarm_opened_is_told_to_the_subscribers_of_its_grid_once(store, grid
             grid="45031100100102", events=["alarm.opened"])
     channel(store, "cases-only", "https://ops.example/c", role="official",
             events=["case.assigned"])
-    layers_ = feed_layers(grid_cells)
-    layers_["cameras"] = gpd.GeoDataFrame(  # one camera in each unit grid
+    cameras = gpd.GeoDataFrame(  # one camera in each unit grid
         {"camera_id": ["C1", "C2"], "heading_deg": [90.0] * 2, "fov_deg": [60.0] * 2,
          "range_m": [40.0] * 2},
         geometry=[Point(LON + 0.0002, LAT + 0.0002), Point(LON + 0.0015, LAT + 0.0002)],
         crs=4326)
-    registry = Registry.from_layers(layers_)
+    registry = Registry.from_layers({"cameras": cameras, "grid_cells": grid_cells})
     now = pd.Timestamp("2026-12-01T08:00Z")
     # two feed workers see the same camera alerts: the database opens each alarm once, and
     # only the worker that opened it writes its notifications
