@@ -873,6 +873,7 @@ def transition(
     actor_grids: Iterable[str] | None = None,
     categories: pd.DataFrame | None = None,
     calendar: WorkCalendar | None = None,
+    outbox: Callable[[dict[str, Any], dict[str, Any]], Any] | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """Move a case one step along the loop, if *role* owns that step; record who and when.
@@ -897,6 +898,10 @@ def transition(
         Category table and working calendar (default: the seed tables).
     grid_cells, actor_grids
         Where a grid worker works (for steps a grid worker may take only in their own grids).
+    outbox
+        Called as ``outbox(case_before, case_after)`` before the step is written; the
+        notification rows it returns (:func:`twin.notify.outbox_rows`) are written in the
+        step's transaction (:func:`twin.trust.transition_case` passes the assignment's).
     **fields
         What the action takes: ``department``/``assignee`` (dispatch), ``photos`` (feedback,
         check), ``deadline`` or ``amount``+``unit`` (extend), ``kind`` (supervise),
@@ -939,9 +944,10 @@ def transition(
     changes["data"] = data
     history = {"at": ts, "actor": actor, "role": role, "action": action, "from_status": status,
                "to_status": changes.get("status", status), "note": note, "data": step_data}
+    rows = None if outbox is None else outbox(case, {**case, **changes})
     try:
         updated = store.update_case(case_id, changes, expected_version=int(case["version"]),
-                                    history=history)
+                                    history=history, outbox=rows)
     except StaleUpdateError:
         raise StaleUpdateError(
             f"case {case_id} was changed by someone else while {actor} tried to {action} it "

@@ -455,9 +455,63 @@ SESSION_SEEN = TableSpec(
     key="id_hash",
 )
 
+#: Where notifications go (twin.notify; docs/notify.md): a webhook or an apprise URL, for one
+#: role's view of the events of a grid (or of every grid), optionally addressed to one person.
+NOTIFY_KINDS = ("webhook", "apprise")
+NOTIFY_CHANNELS = TableSpec(
+    "twin_notify_channels",
+    (
+        _c("id", "text", "the channel's name (letters, digits, . _ -)"),
+        _c("kind", "text", "webhook (signed JSON POST) or apprise (WeCom, DingTalk, SMS, e-mail …)",
+           choices=NOTIFY_KINDS),
+        _c("url", "text", "https://… of the receiver, or an apprise URL (wecombot://, dingtalk://, "
+           "mailto://, json:// …); it may carry a token: listed masked"),
+        _c("secret", "text", "webhook HMAC-SHA256 key (never listed)"),
+        _c("role", "text", "the role whose view of the events the channel gets", choices=ROLES),
+        _c("grid", "text", "unit grid code or responsibility grid id; empty: every grid"),
+        _c("recipient", "text", "only events addressed to this user or department; empty: all"),
+        _c("events", "json", "event names the channel takes (case.assigned, alarm.opened …)"),
+        _c("lang", "text", "language of the message texts: zh-CN or en"),
+        _c("enabled", "bool"),
+        _c("created_by", "text"),
+        _c("updated_at", "datetime"),
+    ),
+    key="id",
+)
+
+#: Delivery state of an outbox row (twin.notify).
+OUTBOX_STATUSES = ("pending", "sending", "delivered", "dead")
+
+#: Notifications waiting to leave, written in the transaction of what caused them; delivered
+#: at least once by ``gridtwin notify`` workers (claimed, retried with backoff, then dead).
+OUTBOX = TableSpec(
+    "twin_outbox",
+    (
+        _c("id", "text", "idempotency key: hash of the event key and the channel (sent as the "
+           "Idempotency-Key header; a receiver dedupes on it)"),
+        _c("event", "text", "case.assigned, alarm.opened …"),
+        _c("subject", "text", "what it is about: case:<id>, alarm:<id> …"),
+        _c("channel", "text", "the channel (twin_notify_channels.id) it goes to"),
+        _c("recipient", "text", "the user or department it is addressed to, if any"),
+        _c("role", "text", "the role whose view the payload is"),
+        _c("payload", "json", "the message as that role may see it (title, text, data)"),
+        _c("status", "text", "pending → sending → delivered, or back to pending, or dead",
+           choices=OUTBOX_STATUSES),
+        _c("attempts", "int", "delivery attempts so far"),
+        _c("created_at", "datetime"),
+        _c("next_at", "datetime", "not tried again before this time (backoff)"),
+        _c("claimed_by", "text", "the worker sending it now"),
+        _c("claimed_until", "datetime", "the claim's lease: another worker may take it after"),
+        _c("delivered_at", "datetime"),
+        _c("last_error", "text", "why the last attempt failed"),
+    ),
+    key="id",
+)
+
 TABLES = (
     EVENTS, CASES, CASE_HISTORY, AUDIT, LAYER_VERSIONS, DEAD_LETTERS, ALARMS,
     USERS, NOTICES, ANSWERS, LOGIN_ATTEMPTS, SESSIONS, SESSION_SEEN,
+    NOTIFY_CHANNELS, OUTBOX,
 )
 
 

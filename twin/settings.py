@@ -185,6 +185,17 @@ SETTINGS: tuple[Setting, ...] = (
         "mqtt_password_file", str, "",
         "File whose first line is the MQTT password (mode 0600; a container secret).",
     ),
+    # -- notifications out (twin.notify; docs/notify.md) ---------------------------------------
+    Setting("notify_max_attempts", _positive_int, 8,
+            "Delivery attempts of a notification before it is marked dead."),
+    Setting("notify_backoff_s", _positive_float, 30.0,
+            "Wait after the first failed attempt (seconds); doubled after each one, with jitter."),
+    Setting("notify_backoff_cap_s", _positive_float, 3600.0,
+            "Longest wait between two attempts (seconds)."),
+    Setting("notify_lease_s", _positive_float, 60.0,
+            "How long a worker holds a claimed notification before another may take it."),
+    Setting("notify_timeout_s", _positive_float, 10.0,
+            "Seconds a webhook or apprise request may take before it counts as failed."),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

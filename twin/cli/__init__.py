@@ -31,6 +31,7 @@ COMMANDS = {
     "audit": "twin.cli.audit",
     "make-demo": "twin.cli.make_demo",
     "seed": "twin.cli.seed",
+    "notify": "twin.cli.notify",
 }
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter

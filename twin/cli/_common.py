@@ -32,6 +32,7 @@ DOCS = {
     "retention": "docs/trust.md",
     "seed": "docs/cases.md",
     "make-demo": "README.md",
+    "notify": "docs/notify.md",
 }
 # user:password@ in any URL a message happens to carry
 _CREDENTIALS = re.compile(r"(://[^/:@\s]*):[^@\s/]*@")

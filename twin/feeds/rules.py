@@ -23,6 +23,7 @@ from twin.feeds.episodes import (
     readings_from_events,
 )
 from twin.feeds.state import OFFLINE_INTERVALS
+from twin.notify import alarm_rows
 from twin.schema import ALARMS
 
 LOGGER = logging.getLogger(__name__)
@@ -248,7 +249,9 @@ class RuleEngine:
             return pd.DataFrame()
         rows = [self._alarm(row, now) for row in raised.itertuples(index=False)]
         frame = pd.DataFrame(rows)
-        inserted = set(self.store.open_alarms(frame))
+        # the grid's subscribers are told in the transaction that opens each alarm (only the
+        # worker that opens it writes them): twin.notify, docs/notify.md
+        inserted = set(self.store.open_alarms(frame, outbox=alarm_rows(self.store, rows)))
         self.opened += len(inserted)
         self.resolved += sum(1 for a in rows if a["id"] in inserted and a["status"] == "resolved")
         opened = [a for a in rows if a["id"] in inserted]

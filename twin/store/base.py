@@ -424,12 +424,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def create_case(
-        self, case: dict[str, Any], *, history: dict[str, Any] | None = None
+        self, case: dict[str, Any], *, history: dict[str, Any] | None = None,
+        outbox: pd.DataFrame | list | None = None,
     ) -> dict[str, Any]:
         """Store a new case (fields of :data:`twin.schema.CASES`) at version 1 and return it.
 
         *history* (fields of :data:`twin.schema.CASE_HISTORY` but ``case_id`` and ``version``)
-        is recorded as the case's first step in the same transaction.
+        is recorded as the case's first step in the same transaction, and so are the
+        notifications *outbox* (rows of :data:`twin.schema.OUTBOX`, see :mod:`twin.notify`).
 
         Raises
         ------
@@ -445,12 +447,14 @@ class Store(abc.ABC):
         *,
         expected_version: int,
         history: dict[str, Any] | None = None,
+        outbox: pd.DataFrame | list | None = None,
     ) -> dict[str, Any]:
         """Apply *changes* if the stored case is still at *expected_version*; return the new case.
 
         ``version`` becomes ``expected_version + 1`` and ``updated_at`` now (unless given).
         *history* is recorded as a step at the new version in the same transaction; steps are
-        never changed or deleted.
+        never changed or deleted. The notifications *outbox* (rows of :data:`twin.schema.
+        OUTBOX`) are written in that transaction too: none when the update is refused.
 
         Raises
         ------
@@ -621,8 +625,12 @@ class Store(abc.ABC):
     # -- alarms once per (rule, source, episode) across feed workers (docs/feeds.md) --------------
 
     @abc.abstractmethod
-    def open_alarms(self, alarms: pd.DataFrame) -> list[str]:
+    def open_alarms(self, alarms: pd.DataFrame,
+                    outbox: pd.DataFrame | None = None) -> list[str]:
         """Insert alarms (ALARMS columns plus ``since``/``until``, their episode) once each.
+
+        *outbox*: notifications (rows of :data:`twin.schema.OUTBOX` whose ``subject`` is
+        ``alarm:<id>``) written in the same transaction for the alarms inserted now only.
 
         An alarm is inserted unless its (rule, source) already has one whose time span meets
         the episode (checked under a lock per key); the database refuses a second open alarm of
@@ -656,6 +664,38 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def events_of(self, sources: Sequence[str], start: Any, kind: str) -> pd.DataFrame:
         """Return the stored events of *kind* from *sources* since *start*, oldest first."""
+
+    # -- the notification outbox (twin.notify; docs/notify.md) -------------------------------------
+
+    @abc.abstractmethod
+    def enqueue(self, rows: pd.DataFrame | list) -> int:
+        """Write outbox rows (:data:`twin.schema.OUTBOX`) in one transaction; return the new."""
+
+    @abc.abstractmethod
+    def claim_outbox(self, worker: str, now: Any, *, lease_s: float = 60.0,
+                     limit: int = 20) -> pd.DataFrame:
+        """Claim up to *limit* due outbox rows for *worker* until ``now + lease_s``.
+
+        Due: pending with ``next_at <= now``, or claimed by a worker whose lease ran out. Each
+        claimed row counts one more attempt. Two workers never claim the same row at once.
+        """
+
+    @abc.abstractmethod
+    def settle_outbox(self, row_id: str, worker: str, *, status: str, now: Any,
+                      next_at: Any = None, error: str | None = None) -> bool:
+        """Record an attempt: ``delivered``, ``pending`` (tried again at *next_at*) or ``dead``.
+
+        Returns False when the row was no longer *worker*'s (its lease ran out and another
+        worker took it); a delivery is recorded whoever holds the row.
+        """
+
+    @abc.abstractmethod
+    def outbox_summary(self) -> pd.DataFrame:
+        """Rows per status (``status``, ``rows``, earliest ``next_at``, ``latest`` created)."""
+
+    @abc.abstractmethod
+    def requeue_outbox(self, ids: Sequence[str] | None = None, now: Any = None) -> int:
+        """Put dead outbox rows (all, or *ids*) back to pending with no attempts; the count."""
 
     # -- life cycle -----------------------------------------------------------------------------
 

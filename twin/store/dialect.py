@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from twin.schema import CASES, EVENTS, Column, TableSpec
+from twin.schema import CASES, EVENTS, OUTBOX, Column, TableSpec
 from twin.timeutil import to_utc
 
 #: A layer's table of every version is its name and this suffix (both stores).
@@ -30,6 +30,8 @@ SRID = 4326
 CASE_INDEXES: tuple[str | tuple[str, ...], ...] = (
     "status", "grid_code", "requested_at", "filed_at", ("grid_code", "requested_at"),
 )
+#: The delivery workers claim the due rows of the outbox (twin.notify) by status and time.
+OUTBOX_INDEXES: tuple[str | tuple[str, ...], ...] = (("status", "next_at"),)
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -257,7 +259,8 @@ SQLITE = Dialect(
     values=to_sql_values,
     time=_sqlite_time,
     now=_sqlite_now,
-    indexes={EVENTS.name: ("observed_at", "grid_code"), CASES.name: CASE_INDEXES},
+    indexes={EVENTS.name: ("observed_at", "grid_code"), CASES.name: CASE_INDEXES,
+             OUTBOX.name: OUTBOX_INDEXES},
     index_name=lambda table, columns: f"{table}__{'__'.join(_names(columns))}",
     # SQLite keeps a FROM subquery ending so as one step (no flattening)
     fence=" LIMIT -1",
@@ -280,7 +283,7 @@ POSTGRES = Dialect(
     values=_pg_values,
     time=_pg_time,
     now=_pg_now,
-    indexes={CASES.name: CASE_INDEXES},
+    indexes={CASES.name: CASE_INDEXES, OUTBOX.name: OUTBOX_INDEXES},
     index_name=lambda table, columns: f"{table}_{'_'.join(_names(columns))}_idx",
     # OFFSET 0 keeps a FROM subquery as one plan step (not pulled up)
     fence=" OFFSET 0",

@@ -14,6 +14,8 @@ from twin.schema import (
     CASE_DATA_COLUMNS,
     CASES,
     EVENTS,
+    NOTIFY_CHANNELS,
+    OUTBOX,
     SESSION_SEEN,
     SESSIONS,
     TABLES,
@@ -499,7 +501,16 @@ MIGRATIONS: tuple[Migration, ...] = (
               _sessions),
     Migration(9, "one open alarm per (rule, source): duplicates closed, unique partial index",
               lambda conn: _alarm_once(conn)),  # defined below, with the other additions
+    Migration(11, "notifications: channels (twin_notify_channels) and the outbox (twin_outbox) "
+              "with its (status, next_at) index", lambda conn: _notify_tables(conn)),
 )
+
+
+def _notify_tables(conn: sa.Connection) -> None:
+    """Create the notification channels and the outbox the delivery workers claim from."""
+    for table in (NOTIFY_CHANNELS, OUTBOX):
+        for statement in table_ddl(table):
+            conn.execute(sa.text(statement))
 
 
 def _alarm_once(conn: sa.Connection) -> None:

@@ -45,7 +45,7 @@ from twin.schema import (
     coerce_table,
     layer_frame_to_store,
 )
-from twin.store import rollup
+from twin.store import outbox, rollup
 from twin.store.base import (
     GRID_NAMES,
     TIMED_TABLES,
@@ -586,7 +586,8 @@ class SQLStore(Store):
         return coerce_table(CASE_HISTORY, pd.DataFrame([step]))
 
     def create_case(
-        self, case: dict[str, Any], *, history: dict[str, Any] | None = None
+        self, case: dict[str, Any], *, history: dict[str, Any] | None = None,
+        outbox: pd.DataFrame | list | None = None,
     ) -> dict[str, Any]:
         record = {**case, "version": 1}
         record.setdefault("updated_at", self.dialect.now())
@@ -603,6 +604,7 @@ class SQLStore(Store):
                 )
             if steps is not None:
                 self._insert(conn, CASE_HISTORY, steps)
+            self._enqueue(conn, outbox)
             return self._case(conn, case_id)
 
     def update_case(
@@ -612,6 +614,7 @@ class SQLStore(Store):
         *,
         expected_version: int,
         history: dict[str, Any] | None = None,
+        outbox: pd.DataFrame | list | None = None,
     ) -> dict[str, Any]:
         unknown = sorted(k for k in changes if k not in _CASE_COLUMNS)
         fixed = sorted(k for k in changes if k in _FIXED_CASE_FIELDS)
@@ -658,6 +661,7 @@ class SQLStore(Store):
                 )
             if steps is not None:
                 self._insert(conn, CASE_HISTORY, steps)
+            self._enqueue(conn, outbox)
             return self._case(conn, case_id)
 
     def get_case(self, case_id: str) -> dict[str, Any]:
@@ -828,7 +832,8 @@ class SQLStore(Store):
 
     # -- alarms once per (rule, source, episode), whatever the number of workers ---------------
 
-    def open_alarms(self, alarms: pd.DataFrame) -> list[str]:
+    def open_alarms(self, alarms: pd.DataFrame,
+                    outbox: pd.DataFrame | None = None) -> list[str]:
         """Insert each alarm unless its (rule, source) has one whose time span meets its episode.
 
         An alarm spans ``opened_at`` to its end (open-ended while active); an episode spans
@@ -864,6 +869,9 @@ class SQLStore(Store):
                 params.update(since=since[i], until=until[i])
                 if self._execute(conn, sql, params) > 0:
                     inserted.append(rows["id"].iloc[i])
+            if outbox is not None and len(outbox) and inserted:
+                opened = {f"alarm:{i}" for i in inserted}
+                self._enqueue(conn, outbox[outbox["subject"].isin(opened)])
         return inserted
 
     def resolve_alarms(self, ends: pd.DataFrame, now: Any) -> list[str]:
@@ -922,6 +930,53 @@ class SQLStore(Store):
         order = f"{quote('observed_at')}, {self.dialect.order('id')}"
         with self._read() as conn:
             return self._select(conn, EVENTS, order, clauses, params)
+
+
+    # -- the notification outbox (twin.notify) ---------------------------------------------------
+
+    def _enqueue(self, conn: Any, rows: pd.DataFrame | list | None) -> int:
+        """Write outbox rows inside the caller's transaction (a key stored already is kept)."""
+        return outbox.insert(self, conn, rows)
+
+    def enqueue(self, rows: pd.DataFrame | list) -> int:
+        """Write outbox rows in a transaction of their own; return how many were new."""
+        with self._write() as conn:
+            return self._enqueue(conn, rows)
+
+    def claim_outbox(self, worker: str, now: Any, *, lease_s: float = 60.0,
+                     limit: int = 20) -> pd.DataFrame:
+        """Claim due outbox rows for *worker* (see :mod:`twin.store.outbox`); return them."""
+        now = to_utc(pd.Timestamp(now))
+        with self._write() as conn:
+            return outbox.claim(self, conn, worker, now, now + pd.Timedelta(seconds=lease_s),
+                                limit)
+
+    def settle_outbox(self, row_id: str, worker: str, *, status: str, now: Any,
+                      next_at: Any = None, error: str | None = None) -> bool:
+        """Record an attempt's outcome: delivered, pending again (at *next_at*) or dead."""
+        if status not in ("delivered", "pending", "dead"):
+            raise ValidationError(f"an attempt ends delivered, pending or dead; not {status!r}")
+        with self._write() as conn:
+            return outbox.settle(self, conn, row_id, worker, status=status,
+                                 now=to_utc(pd.Timestamp(now)),
+                                 next_at=None if next_at is None else to_utc(pd.Timestamp(next_at)),
+                                 error=error)
+
+    def outbox_summary(self) -> pd.DataFrame:
+        """Rows per delivery status, with the earliest next try and the latest row."""
+        with self._read() as conn:
+            rows = outbox.summary(self, conn)
+        frame = pd.DataFrame(rows, columns=["status", "rows", "next_at", "latest"])
+        frame["rows"] = frame["rows"].astype(int)
+        for column in ("next_at", "latest"):
+            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+        return frame
+
+    def requeue_outbox(self, ids: Sequence[str] | None = None, now: Any = None) -> int:
+        """Put dead outbox rows (all, or *ids*) back to pending; return how many."""
+        when = to_utc(pd.Timestamp(now)) if now is not None else self.dialect.now()
+        with self._write() as conn:
+            return outbox.requeue(self, conn, None if ids is None else list(ids), when)
 
 
 # -- alarms once per (rule, source, episode), whatever the number of workers ----------------------

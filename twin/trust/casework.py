@@ -14,6 +14,7 @@ import pandas as pd
 from twin import cases, cockpit, settings
 from twin.errors import NotFoundError, PermissionDeniedError, ValidationError
 from twin.schema import USERS
+from twin.trust.outgoing import assignment_rows
 from twin.trust.permissions import User, can, require
 from twin.trust.privacy import unit_grids_of
 from twin.trust.users import resolve
@@ -53,7 +54,9 @@ def transition_case(
 ) -> dict[str, Any]:
     """Move a case one step as *user* (role and grids from the user) and audit the step.
 
-    See :func:`twin.cases.transition` for the actions and their fields.
+    See :func:`twin.cases.transition` for the actions and their fields. A step that assigns
+    the case writes its notifications in the step's transaction
+    (:func:`twin.trust.outgoing.assignment_rows`).
 
     Raises
     ------
@@ -65,8 +68,10 @@ def transition_case(
         raise PermissionDeniedError("log in to work on cases")
     grids = unit_grids_of(user, grid_cells) if user.role == "grid_worker" else None
     try:
-        case = cases.transition(store, case_id, action, actor=user.username, role=user.role,
-                                actor_grids=grids, grid_cells=grid_cells, **kwargs)
+        case = cases.transition(
+            store, case_id, action, actor=user.username, role=user.role, actor_grids=grids,
+            grid_cells=grid_cells,
+            outbox=lambda before, after: assignment_rows(store, before, after, action), **kwargs)
     except PermissionDeniedError as exc:
         store.append_audit(user.username, "case.denied", f"case:{case_id}",
                            {"action": action, "role": user.role, "reason": str(exc)}, origin)

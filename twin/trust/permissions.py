@@ -51,6 +51,8 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "alarms.promote": ("admin", "official", "dispatcher"),
     # a resident's own problem reports: report with a photo, follow them (twin.trust.my_reports)
     "reports.follow": ("resident",),
+    # notification channels and the outbox (twin.trust.outgoing; docs/notify.md)
+    "notify.manage": ("admin",),
 }
 
 #: How each role sees personal data (columns flagged ``personal=True``):
