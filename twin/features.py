@@ -13,6 +13,7 @@ spatial index, ``LIMIT``/``OFFSET``).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from collections.abc import Mapping
@@ -24,7 +25,6 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from shapely.geometry import mapping
 
 from twin import layers as declared
 from twin.errors import LayerNotFoundError, NotFoundError, ValidationError
@@ -499,17 +499,21 @@ def read_one(store, user: User | None, name: str, fid: str, *, crs: str = CRS84,
 
 
 def _jsonable(value: Any) -> Any:
+    kind = type(value)
+    if kind is int or kind is bool:
+        return value
+    if kind is str:
+        return _json_text(value) if value[:1] in "{[" else value
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     if isinstance(value, pd.Timestamp):
         return None if pd.isna(value) else value.isoformat()
+    if isinstance(value, dt.date):  # a date column (and datetime.datetime)
+        return value.isoformat()
     if isinstance(value, np.generic):
         return _jsonable(value.item())
     if isinstance(value, str) and value[:1] in "{[":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
+        return _json_text(value)
     try:
         if pd.isna(value):
             return None
@@ -518,17 +522,39 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def geojson_features(page: FeaturePage) -> list[dict[str, Any]]:
-    """Return the page's features as GeoJSON Feature objects (``id`` the collection's id field)."""
+def _json_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def features_json(page: FeaturePage) -> list[str]:
+    """Return the page's features as GeoJSON Feature texts (``id`` the collection's id field).
+
+    Written as text, the geometries by shapely at once: a page of 100 buildings is served in a
+    few milliseconds, where dicts of coordinates would take tens.
+    """
     frame = page.frame
     geometry = frame.geometry if isinstance(frame, gpd.GeoDataFrame) else None
-    props = frame.drop(columns=[geometry.name]) if geometry is not None else frame
-    geoms = ([None if g is None or g.is_empty else mapping(g)
-              for g in geometry] if geometry is not None else [None] * len(frame))
+    if geometry is not None:
+        texts = shapely.to_geojson(geometry.to_numpy())
+        geoms = ["null" if g is None else g for g in texts]
+    else:
+        geoms = ["null"] * len(frame)
+    names = [c for c in frame.columns if geometry is None or c != geometry.name]
+    columns = [[_jsonable(v) for v in frame[c].tolist()] for c in names]
     id_field = page.collection.id_field
     out = []
-    for record, geom in zip(props.to_dict("records"), geoms, strict=True):
-        properties = {k: _jsonable(v) for k, v in record.items()}
-        out.append({"type": "Feature", "id": properties.get(id_field), "geometry": geom,
-                    "properties": properties})
+    for values, geom in zip(zip(*columns, strict=True) if names else [()] * len(frame), geoms,
+                            strict=True):
+        properties = dict(zip(names, values, strict=True))
+        out.append(f'{{"type":"Feature","id":{json.dumps(properties.get(id_field))},'
+                   f'"geometry":{geom},"properties":'
+                   f'{json.dumps(properties, ensure_ascii=False, default=str)}}}')
     return out
+
+
+def geojson_features(page: FeaturePage) -> list[dict[str, Any]]:
+    """Return the page's features as GeoJSON Feature objects (see :func:`features_json`)."""
+    return json.loads("[" + ",".join(features_json(page)) + "]")

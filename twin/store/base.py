@@ -273,8 +273,9 @@ class Store(abc.ABC):
 
         The features of *version* (None: the current one) whose geometry intersects *bbox*
         (lon/lat, EPSG:4326) and whose columns equal *equals*, sorted by the layer's id, from
-        *offset*, at most *limit*. The stores answer with their SQL and spatial index; this
-        default reads the version whole.
+        *offset*, at most *limit*. The stores answer with their SQL and spatial index, and
+        give the values as the database holds them (dates may be text: a page is for serving,
+        not for computing); this default reads the version whole.
 
         Raises
         ------
@@ -757,8 +758,9 @@ def prepare_equals(table: TableSpec, equals: dict[str, Any]) -> list[tuple[str, 
     out = []
     for name, value in equals.items():
         values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
-        typed = coerce_table(table, pd.DataFrame({name: pd.Series(values, dtype=object)}))[name]
-        out.append((name, typed))
+        # only the filtered column is typed: coercing the table's others (absent, empty) cost
+        # most of a one-row read (an API key checked on every request)
+        out.append((name, coerce_series(pd.Series(values, dtype=object), columns[name])))
     return out
 
 

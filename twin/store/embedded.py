@@ -107,6 +107,15 @@ def _decode(
     return gpd.GeoDataFrame(out, geometry=geoms, crs=CRS)
 
 
+def _plain(columns: Sequence[Column], rows: list[tuple]) -> gpd.GeoDataFrame:
+    """Return rows of a page of features as stored (not coerced: a page is for serving)."""
+    names = [c.name for c in columns]
+    raw = pd.DataFrame.from_records(rows, columns=[*names, GEOMETRY_COLUMN]) if rows else \
+        pd.DataFrame({n: pd.Series([], dtype=object) for n in [*names, GEOMETRY_COLUMN]})
+    geoms = gpkg.decode_geometries(raw[GEOMETRY_COLUMN].tolist())
+    return gpd.GeoDataFrame(raw[names], geometry=geoms, crs=CRS)
+
+
 def _decode_columns(columns: Sequence[Column], rows: list[tuple]) -> pd.DataFrame:
     """Typed frame from sqlite3 rows of the store's own tables, one vectorised step per column.
 
@@ -771,8 +780,9 @@ class EmbeddedStore(SQLStore):
     ) -> tuple[gpd.GeoDataFrame | pd.DataFrame, int]:
         """One page: the current table's rtree finds the candidates of *bbox*, SQL the equals.
 
-        The rtree holds envelopes: the candidates are checked exactly with shapely before the
-        page is cut. A past version (no rtree of its own) is read whole and filtered.
+        Values come as stored (:func:`_plain`). The rtree holds envelopes: the candidates are
+        checked exactly with shapely before the page is cut. A past version (no rtree of its
+        own) is read whole and filtered.
         """
         if not current or spec.geometry_type is None or not gpkg.has_spatial_index(
                 conn, spec.name, GEOMETRY_COLUMN):
@@ -796,8 +806,8 @@ class EmbeddedStore(SQLStore):
             rows = conn.execute(f"{select} LIMIT :lim OFFSET :off",
                                 {**params, "lim": -1 if limit is None else limit,
                                  "off": offset}).fetchall()
-            return _decode(spec.all_columns, rows, geometry=True), int(matched)
-        frame = _decode(spec.all_columns, conn.execute(select, params).fetchall(), geometry=True)
+            return _plain(spec.all_columns, rows), int(matched)
+        frame = _plain(spec.all_columns, conn.execute(select, params).fetchall())
         return page_features(frame, spec.name, bbox=bbox, limit=limit, offset=offset)
 
     # -- events -----------------------------------------------------------------------------------

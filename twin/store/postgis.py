@@ -561,7 +561,10 @@ class PostGISStore(SQLStore):
         bbox: tuple[float, float, float, float] | None, equals: dict[str, Any],
         limit: int | None, offset: int,
     ) -> tuple[gpd.GeoDataFrame | pd.DataFrame, int]:
-        """One page in SQL: the version's partition, its GiST index for *bbox*, LIMIT/OFFSET."""
+        """One page in SQL: the version's partition, its GiST index for *bbox*, LIMIT/OFFSET.
+
+        Values come as the driver returns them (not coerced: a page is for serving).
+        """
         geometry = spec.geometry_type is not None
         where, params = _feature_where(spec, bbox, equals)
         table = quote(partition_name(spec.name, version))
@@ -575,7 +578,12 @@ class PostGISStore(SQLStore):
         else:  # past the end: the window had no row to count on
             matched = int(conn.execute(sa.text(f"SELECT count(*) FROM {table}{where}"),
                                        params).scalar())
-        return _frame([r[:-1] for r in rows], spec.all_columns, geometry), matched
+        names = [c.name for c in spec.all_columns]
+        frame = pd.DataFrame.from_records([tuple(r[:len(names)]) for r in rows], columns=names)
+        if not geometry:
+            return frame, matched
+        wkb = np.array([r[len(names)] for r in rows], dtype=object)
+        return gpd.GeoDataFrame(frame, geometry=shapely.from_wkb(wkb), crs=CRS), matched
 
     # -- events -----------------------------------------------------------------------------------
 
