@@ -76,3 +76,43 @@ def test_the_token_bucket_allows_a_minutes_worth_then_refills():
     assert wait == pytest.approx(20.0)  # one token every 20 s at 3 per minute
     assert limiter.take("k", 3, now=20.0) == 0.0
     assert limiter.take("other", 3, now=0.0) == 0.0  # buckets apart
+
+
+def test_users_command_creates_lists_and_revokes_keys(tmp_path, capsys):
+    import json
+
+    from twin.cli import main
+    from twin.store import open_store
+
+    path = tmp_path / "twin.gpkg"
+    with open_store(path) as store:
+        store_users(store, User("wang", "grid_worker", grids=("R01",)))
+    assert main(["users", "--store", str(path), "create-key", "wang", "--label", "gis",
+                 "--rate", "30", "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert made["key"].startswith("gtk_") and made["rate_per_min"] == 30
+    assert main(["users", "--store", str(path), "keys", "--json"]) == 0
+    listed = capsys.readouterr().out
+    assert made["key_id"] in listed and made["key"] not in listed
+    assert main(["users", "--store", str(path), "revoke-key", made["key_id"]]) == 0
+    assert "revoked" in capsys.readouterr().out
+    with open_store(path) as store, pytest.raises(KeyRefusedError):
+        key_user(store, made["key"])
+
+
+def test_serve_listens_on_this_machine_only_unless_told(tmp_path, monkeypatch):
+    import uvicorn
+
+    from twin.cli import main
+    from twin.store import open_store
+
+    path = tmp_path / "twin.gpkg"
+    open_store(path).close()
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    monkeypatch.delenv("TWIN_API_HOST", raising=False)
+    assert main(["serve", "--store", str(path)]) == 0
+    assert (calls[-1]["host"], calls[-1]["port"]) == ("127.0.0.1", 8090)
+    monkeypatch.setenv("TWIN_API_HOST", "0.0.0.0")
+    assert main(["serve", "--store", str(path), "--port", "9001"]) == 0
+    assert (calls[-1]["host"], calls[-1]["port"]) == ("0.0.0.0", 9001)
