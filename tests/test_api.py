@@ -423,3 +423,11 @@ def test_gdal_oapif_lists_and_reads_the_collections(served):
                                "building_code = 'B7'"], capture_output=True, text=True,
                               timeout=60)
     assert "7栋" in features.stdout, features.stdout + features.stderr
+    # a key in the connection string: every link the client follows carries it
+    keyed = f"{url}?api_key={served.keys['grid_worker']}"
+    alarms = subprocess.run([ogrinfo, "-ro", "-so", keyed, "alarms"], capture_output=True,
+                            text=True, timeout=60)
+    assert "Feature Count: 1" in alarms.stdout, alarms.stdout + alarms.stderr  # their grid only
+    residents = subprocess.run([ogrinfo, "-ro", "-q", keyed, "residents"], capture_output=True,
+                               text=True, timeout=60)
+    assert PHONE in residents.stdout and "13600005678" not in residents.stdout
