@@ -176,6 +176,8 @@ def test_the_openapi_document_is_valid(served):
     assert "/ogc/collections/{cid}/items" in doc["paths"]
     params = {p["name"] for p in doc["paths"]["/ogc/collections/{cid}/items"]["get"]["parameters"]}
     assert {"bbox", "bbox-crs", "datetime", "limit", "offset", "crs", "version", "at"} <= params
+    assert set(doc["components"]["securitySchemes"]) == {"apiKeyHeader", "apiKeyQuery",
+                                                         "bearerToken"}
 
 
 # -- what each caller sees ----------------------------------------------------------------------
