@@ -352,6 +352,7 @@ def test_unknown_and_revoked_keys_are_refused_never_read_as_the_public(served):
     for key in ("gtk_nope_nope", forged, "not a key"):
         response = served.get("/ogc/collections", headers={"X-API-Key": key})
         assert response.status_code == 401 and response.json()["type"].endswith("key-refused")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
     text, record = create_key(served.store, "pla", actor="tests")
     assert served.get("/ogc/collections", params={"api_key": text}).status_code == 200
     revoke_key(served.store, record.key_id, actor="tests")
@@ -421,10 +422,6 @@ def test_gdal_oapif_lists_and_reads_the_collections(served):
                              text=True, timeout=60)
     assert summary.returncode == 0, summary.stderr
     assert "Feature Count: 25" in summary.stdout
-    features = subprocess.run([ogrinfo, "-ro", "-q", url, "buildings", "-where",
-                               "building_code = 'B7'"], capture_output=True, text=True,
-                              timeout=60)
-    assert "7栋" in features.stdout, features.stdout + features.stderr
     # a key in the connection string: every link the client follows carries it
     keyed = f"{url}?api_key={served.keys['grid_worker']}"
     alarms = subprocess.run([ogrinfo, "-ro", "-so", keyed, "alarms"], capture_output=True,

@@ -71,7 +71,7 @@ def caller(request: Request) -> Caller:
     elif bearer:
         scheme, _, token = bearer.partition(" ")
         if scheme.lower() != "bearer":
-            raise Problem("key-refused")
+            raise Problem("key-refused", headers={"WWW-Authenticate": 'Bearer realm="gridtwin"'})
         user, key = token_user(the_store, token.strip())
         via = "token"
     else:

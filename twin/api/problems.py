@@ -116,8 +116,8 @@ def from_twin_error(exc: errors.TwinError) -> Problem:
     from twin.trust.apikeys import KeyRefusedError
 
     reason = str(exc)
-    if isinstance(exc, KeyRefusedError):
-        return Problem("key-refused")
+    if isinstance(exc, KeyRefusedError):  # RFC 9110: a 401 names how to authenticate
+        return Problem("key-refused", headers={"WWW-Authenticate": 'Bearer realm="gridtwin"'})
     if isinstance(exc, errors.PermissionDeniedError):
         return Problem("forbidden", reason=reason)
     if isinstance(exc, errors.LayerNotFoundError | errors.NotFoundError):
