@@ -44,9 +44,13 @@ demo: venv live
 	  --browser.gatherUsageStats false
 
 ## serve the embedded demo over HTTP (OGC API Features): http://127.0.0.1:8090/ogc (docs/api.md)
+## on a copy (var/serve-demo.gpkg: API keys and audit rows never touch the committed demo)
 API_PORT ?= 8090
+SERVE_STORE := var/serve-demo.gpkg
 serve: venv data
-	$(GRIDTWIN) serve --store $(DEMO) --host $(HOST) --port $(API_PORT)
+	@mkdir -p var
+	@test -f $(SERVE_STORE) || cp $(DEMO) $(SERVE_STORE)
+	$(GRIDTWIN) serve --store $(SERVE_STORE) --host $(HOST) --port $(API_PORT)
 
 ## pass all the tests (installs and starts PostGIS, Mosquitto and Chromium as root where missing)
 test: venv data
