@@ -14,6 +14,7 @@ MEASUREMENTS = {
     "cockpit": "benchmarks.cockpit",
     "kpi": "benchmarks.kpi",
     "browser": "benchmarks.browser",
+    "serve": "benchmarks.serve",
 }
 DEFAULT_QUICK_SCALES = ("community", "street")
 

@@ -21,6 +21,7 @@ module             what it decides
 ``escaping``       text made inert before Markdown or HTML
 ``admin``          users managed by administrators; layer uploads and rollbacks as a user
 ``my_reports``     a resident's problem reports: report with a photo, follow their own
+``apikeys``        API keys and short-lived tokens of the HTTP service, rate limits
 =================  ==================================================================
 """
 
