@@ -14,7 +14,7 @@ PORT ?= 8501
 # name as HOST) must not open the demo to the network; only the command line overrides it.
 HOST = 127.0.0.1
 
-.PHONY: demo live test bench venv data services lint clean
+.PHONY: demo live serve test bench venv data services lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "GridTwin needs Python 3.11+; set PYTHON=python3.11"'
@@ -42,6 +42,11 @@ demo: venv live
 	TWIN_DATABASE_URL=$(abspath $(LIVE)) $(PY) -m ui.serve run app.py \
 	  --server.port $(PORT) --server.address $(HOST) --server.headless true \
 	  --browser.gatherUsageStats false
+
+## serve the embedded demo over HTTP (OGC API Features): http://127.0.0.1:8090/ogc (docs/api.md)
+API_PORT ?= 8090
+serve: venv data
+	$(GRIDTWIN) serve --store $(DEMO) --host $(HOST) --port $(API_PORT)
 
 ## pass all the tests (installs and starts PostGIS, Mosquitto and Chromium as root where missing)
 test: venv data

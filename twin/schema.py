@@ -455,9 +455,28 @@ SESSION_SEEN = TableSpec(
     key="id_hash",
 )
 
+#: API keys of the HTTP service (twin.trust.apikeys; docs/api.md). The key is shown once, at
+#: creation; the store keeps only the SHA-256 of its secret part, so a copy of the table opens
+#: nothing. A key acts as its user: role, grids and rights are read from twin_users on each use.
+API_KEYS = TableSpec(
+    "twin_api_keys",
+    (
+        _c("key_id", "text", "public part of the key (gtk_<key_id>_<secret>), shown in lists"),
+        _c("secret_hash", "text", "SHA-256 (hex) of the secret part; the secret is never stored"),
+        _c("username", "text", "the user the key acts as (and so their role)"),
+        _c("label", "text", "what the key is for (the partner, the platform)"),
+        _c("rate_per_min", "int", "requests per minute allowed (token bucket, per process)"),
+        _c("created_at", "datetime"),
+        _c("created_by", "text"),
+        _c("revoked_at", "datetime", "set when revoked; a revoked key is refused at once"),
+    ),
+    key="key_id",
+)
+
 TABLES = (
     EVENTS, CASES, CASE_HISTORY, AUDIT, LAYER_VERSIONS, DEAD_LETTERS, ALARMS,
     USERS, NOTICES, ANSWERS, LOGIN_ATTEMPTS, SESSIONS, SESSION_SEEN,
+    API_KEYS,
 )
 
 

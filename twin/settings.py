@@ -176,6 +176,34 @@ SETTINGS: tuple[Setting, ...] = (
         "PEM client certificate, when the broker asks for one (require_certificate).",
     ),
     Setting("mqtt_key_file", str, "", "PEM key of mqtt_cert_file (keep it mode 0600)."),
+    # -- the HTTP service: gridtwin serve (twin.api; docs/api.md) --
+    Setting(
+        "api_host", str, "127.0.0.1",
+        "Address gridtwin serve listens on: this machine only unless set (0.0.0.0: every "
+        "network; put a TLS proxy in front).",
+    ),
+    Setting("api_port", _positive_int, 8090, "Port gridtwin serve listens on."),
+    Setting(
+        "api_cors_origins", str, "",
+        "Comma-separated origins whose web pages may call the API (CORS); empty: none, * : any.",
+    ),
+    Setting(
+        "api_rate_per_min", _positive_int, 600,
+        "Requests per minute a new API key may make (token bucket per key, in each server "
+        "process); `gridtwin users create-key --rate` sets a key's own.",
+    ),
+    Setting(
+        "api_anonymous_rate_per_min", _positive_int, 600,
+        "Requests per minute from one client address without a key (in each server process).",
+    ),
+    Setting(
+        "api_token_minutes", _positive_float, 15.0,
+        "Minutes a short-lived API token (POST /auth/token) stays valid.",
+    ),
+    Setting(
+        "api_max_limit", _positive_int, 1000,
+        "Most features one page of /ogc/collections/{id}/items may hold (limit=).",
+    ),
     Setting("mqtt_username", str, "", "MQTT login name; empty: anonymous."),
     Setting(
         "mqtt_password", str, "",

@@ -19,7 +19,7 @@ from twin.cli._common import BAD_INPUT, execute
 
 __all__ = ["COMMANDS", "build_parser", "main", "run_command"]
 
-#: subcommand → module, in the order ``--help`` lists them (``serve`` will join here)
+#: subcommand → module, in the order ``--help`` lists them
 COMMANDS = {
     "load": "twin.cli.load",
     "query": "twin.cli.query",
@@ -31,6 +31,7 @@ COMMANDS = {
     "audit": "twin.cli.audit",
     "make-demo": "twin.cli.make_demo",
     "seed": "twin.cli.seed",
+    "serve": "twin.cli.serve",
 }
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter

@@ -26,6 +26,10 @@ examples:
   gridtwin users set-role wang dispatcher
   gridtwin users set-grids wang R03
   gridtwin users disable wang   |   enable wang   |   unlock wang
+  gridtwin users create-key wang --label "district platform" [--rate 600]
+                                               prints the API key ONCE (docs/api.md)
+  gridtwin users keys [wang] [--json]          the keys (ids, owners, limits; no secrets)
+  gridtwin users revoke-key 3f9a0c1e2b4d       refused from the next request on
 (also: gridtwin-users …, python scripts/users.py …)
 
 The password is asked for on the terminal, or read from TWIN_NEW_PASSWORD (never an argument,
@@ -58,7 +62,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     g = sub.add_parser("set-grids", help="set a grid worker's responsibility grids")
     g.add_argument("username")
     g.add_argument("grids", help="a,b,c")
-    for child in (*children, r, g):  # the store and --json may also follow the action
+    k = sub.add_parser("create-key", help="create an API key acting as a user (shown once)")
+    k.add_argument("username")
+    k.add_argument("--label", default="", help="what the key is for (a partner, a platform)")
+    k.add_argument("--rate", type=int, default=None,
+                   help="requests per minute (default TWIN_API_RATE_PER_MIN)")
+    keys = sub.add_parser("keys", help="list API keys (no secrets)")
+    keys.add_argument("username", nargs="?", default=None)
+    revoke = sub.add_parser("revoke-key", help="revoke an API key (by its id)")
+    revoke.add_argument("key_id")
+    for child in (*children, r, g, k, keys, revoke):  # the store, --json may follow the action
         add_store_option(child)
         add_json_option(child, "the users listed")
 
@@ -124,10 +137,38 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "set-role":
             trust.update_user(store, username, role=args.role, actor=actor, origin=origin)
             print(f"{username} is now {args.role}")
+        elif args.action in ("create-key", "keys", "revoke-key"):
+            return _keys(store, args, actor, origin, as_json)
         elif args.action == "set-grids":
             trust.update_user(store, username, grids=_grids(args.grids), actor=actor,
                                origin=origin)
             print(f"{username} works in {args.grids}")
+    return 0
+
+
+def _keys(store, args: argparse.Namespace, actor: str, origin: str, as_json: bool) -> int:
+    from twin.trust import apikeys
+
+    if args.action == "create-key":
+        text, key = apikeys.create_key(store, args.username, label=args.label,
+                                       rate_per_min=args.rate, actor=actor, origin=origin)
+        if as_json:
+            print_json({"key": text, "key_id": key.key_id, "username": key.username,
+                        "rate_per_min": key.rate_per_min})
+        else:
+            print(f"API key of {key.username} (id {key.key_id}, {key.rate_per_min}/min); "
+                  "shown only now, keep it secret:")
+            print(text)
+    elif args.action == "keys":
+        rows = apikeys.list_keys(store, args.username)
+        if as_json:
+            print(rows.to_json(orient="records", date_format="iso", force_ascii=False))
+        else:
+            sys.stdout.write((rows.to_string(index=False) if len(rows) else "no keys") + "\n")
+    elif apikeys.revoke_key(store, args.key_id, actor=actor, origin=origin):
+        print(f"key {args.key_id} revoked")
+    else:
+        print(f"key {args.key_id} was already revoked")
     return 0
 
 

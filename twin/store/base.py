@@ -264,6 +264,27 @@ class Store(abc.ABC):
             If that version does not exist.
         """
 
+    def read_features(
+        self, name: str, *, version: int | None = None,
+        bbox: tuple[float, float, float, float] | None = None,
+        equals: Mapping[str, Any] | None = None, limit: int | None = None, offset: int = 0,
+    ) -> tuple[gpd.GeoDataFrame | pd.DataFrame, int]:
+        """Return one page of a layer's features and how many match in all.
+
+        The features of *version* (None: the current one) whose geometry intersects *bbox*
+        (lon/lat, EPSG:4326) and whose columns equal *equals*, sorted by the layer's id, from
+        *offset*, at most *limit*. The stores answer with their SQL and spatial index, and
+        give the values as the database holds them (dates may be text: a page is for serving,
+        not for computing); this default reads the version whole.
+
+        Raises
+        ------
+        LayerNotFoundError, NotFoundError
+            As :meth:`read_layer`; ValidationError for a column the layer does not declare.
+        """
+        return page_features(self.read_layer(name, version), name, bbox=bbox, equals=equals,
+                             limit=limit, offset=offset)
+
     @abc.abstractmethod
     def layer_versions(self, name: str) -> list[LayerVersion]:
         """Every version of layer *name*, oldest first (empty if never written)."""
@@ -698,6 +719,39 @@ class Store(abc.ABC):
 ON_CONFLICT = ("ignore", "update")
 
 
+def feature_equals(name: str, equals: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return *equals* checked against the columns layer *name* declares (ValidationError)."""
+    from twin import layers as declared
+
+    spec = declared.get_layer(name)
+    out = dict(equals or {})
+    for column in out:
+        if column not in spec.column_names:
+            raise ValidationError(f"layer {name!r} has no column {column!r}; its columns: "
+                                  f"{', '.join(spec.column_names)}")
+    return out
+
+
+def page_features(
+    frame: pd.DataFrame, name: str, *, bbox: tuple[float, float, float, float] | None = None,
+    equals: Mapping[str, Any] | None = None, limit: int | None = None, offset: int = 0,
+) -> tuple[pd.DataFrame, int]:
+    """Filter a layer frame by *bbox* and *equals* and cut one page of it; return it and the count.
+
+    (:meth:`Store.read_features` in memory: for a version without a spatial index to use.)
+    """
+    import shapely
+
+    keep = np.ones(len(frame), dtype=bool)
+    for column, value in feature_equals(name, equals).items():
+        keep &= (frame[column] == value).fillna(False).to_numpy(dtype=bool)
+    if bbox is not None and isinstance(frame, gpd.GeoDataFrame):
+        keep &= shapely.intersects(frame.geometry.to_numpy(), shapely.box(*bbox))
+    matched = frame.loc[keep]
+    stop = None if limit is None else offset + limit
+    return matched.iloc[offset:stop].reset_index(drop=True), len(matched)
+
+
 def prepare_rows(table: TableSpec, frame: pd.DataFrame, on_conflict: str) -> pd.DataFrame:
     """Type and check the rows of a :meth:`Store.put_rows` call, as both stores need them."""
     if on_conflict not in ON_CONFLICT:
@@ -727,8 +781,9 @@ def prepare_equals(table: TableSpec, equals: dict[str, Any]) -> list[tuple[str, 
     out = []
     for name, value in equals.items():
         values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
-        typed = coerce_table(table, pd.DataFrame({name: pd.Series(values, dtype=object)}))[name]
-        out.append((name, typed))
+        # only the filtered column is typed: coercing the table's others (absent, empty) cost
+        # most of a one-row read (an API key checked on every request)
+        out.append((name, coerce_series(pd.Series(values, dtype=object), columns[name])))
     return out
 
 

@@ -34,6 +34,7 @@ from twin.store.base import (
     PreparedEvents,
     checked_events,
     count_columns,
+    page_features,
     read_csv_columns,
 )
 from twin.store.dialect import (
@@ -104,6 +105,15 @@ def _decode(
         return out
     geoms = gpkg.decode_geometries(raw[GEOMETRY_COLUMN].tolist())
     return gpd.GeoDataFrame(out, geometry=geoms, crs=CRS)
+
+
+def _plain(columns: Sequence[Column], rows: list[tuple]) -> gpd.GeoDataFrame:
+    """Return rows of a page of features as stored (not coerced: a page is for serving)."""
+    names = [c.name for c in columns]
+    raw = pd.DataFrame.from_records(rows, columns=[*names, GEOMETRY_COLUMN]) if rows else \
+        pd.DataFrame({n: pd.Series([], dtype=object) for n in [*names, GEOMETRY_COLUMN]})
+    geoms = gpkg.decode_geometries(raw[GEOMETRY_COLUMN].tolist())
+    return gpd.GeoDataFrame(raw[names], geometry=geoms, crs=CRS)
 
 
 def _decode_columns(columns: Sequence[Column], rows: list[tuple]) -> pd.DataFrame:
@@ -762,6 +772,43 @@ class EmbeddedStore(SQLStore):
                 (version,),
             ).fetchall()
         return _decode(spec.all_columns, rows, geometry=spec.geometry_type is not None)
+
+    def _feature_page(
+        self, conn: sqlite3.Connection, spec: LayerSpec, version: int, current: bool,
+        bbox: tuple[float, float, float, float] | None, equals: dict[str, Any],
+        limit: int | None, offset: int,
+    ) -> tuple[gpd.GeoDataFrame | pd.DataFrame, int]:
+        """One page: the current table's rtree finds the candidates of *bbox*, SQL the equals.
+
+        Values come as stored (:func:`_plain`). The rtree holds envelopes: the candidates are
+        checked exactly with shapely before the page is cut. A past version (no rtree of its
+        own) is read whole and filtered.
+        """
+        if not current or spec.geometry_type is None or not gpkg.has_spatial_index(
+                conn, spec.name, GEOMETRY_COLUMN):
+            return super()._feature_page(conn, spec, version, current, bbox, equals, limit,
+                                         offset)
+        clauses, params = [], {}
+        for i, (column, value) in enumerate(equals.items()):
+            clauses.append(f"{q(column)} = :e{i}")
+            params[f"e{i}"] = value
+        if bbox is not None:
+            clauses.append(
+                f"{FID} IN (SELECT id FROM {q(gpkg.rtree_name(spec.name, GEOMETRY_COLUMN))} "
+                "WHERE maxx >= :x0 AND minx <= :x1 AND maxy >= :y0 AND miny <= :y1)")
+            params.update(zip(("x0", "y0", "x1", "y1"), map(float, bbox), strict=True))
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        select = (f"SELECT {self._layer_select(spec)} FROM {q(spec.name)}{where} "
+                  f"ORDER BY {q(spec.id_field)}, {FID}")
+        if bbox is None:  # no exact check to make: the page and the count in SQL
+            matched = conn.execute(f"SELECT count(*) FROM {q(spec.name)}{where}",
+                                   params).fetchone()[0]
+            rows = conn.execute(f"{select} LIMIT :lim OFFSET :off",
+                                {**params, "lim": -1 if limit is None else limit,
+                                 "off": offset}).fetchall()
+            return _plain(spec.all_columns, rows), int(matched)
+        frame = _plain(spec.all_columns, conn.execute(select, params).fetchall())
+        return page_features(frame, spec.name, bbox=bbox, limit=limit, offset=offset)
 
     # -- events -----------------------------------------------------------------------------------
 

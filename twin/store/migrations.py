@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from twin.errors import ConfigError
 from twin.schema import (
+    API_KEYS,
     AUDIT,
     CASE_DATA_COLUMNS,
     CASES,
@@ -499,7 +500,19 @@ MIGRATIONS: tuple[Migration, ...] = (
               _sessions),
     Migration(9, "one open alarm per (rule, source): duplicates closed, unique partial index",
               lambda conn: _alarm_once(conn)),  # defined below, with the other additions
+    Migration(10, "API keys of the HTTP service (twin_api_keys), by key id and by user",
+              lambda conn: _api_keys(conn)),
 )
+
+
+def _api_keys(conn: sa.Connection) -> None:
+    """Create the API key table (twin.trust.apikeys) and an index to list a user's keys."""
+    for statement in table_ddl(API_KEYS):
+        conn.execute(sa.text(statement))
+    conn.execute(sa.text(
+        f"CREATE INDEX IF NOT EXISTS {quote(API_KEYS.name + '_username_idx')} "
+        f"ON {quote(API_KEYS.name)} (username)"
+    ))
 
 
 def _alarm_once(conn: sa.Connection) -> None:

@@ -33,7 +33,7 @@ from twin.schema import (
     coerce_table,
 )
 from twin.store.base import LayerVersion, PreparedEvents, checked_events
-from twin.store.dialect import HISTORY_SUFFIX, POSTGRES, VERSION_COLUMN, quote
+from twin.store.dialect import HISTORY_SUFFIX, POSTGRES, SRID, VERSION_COLUMN, quote
 from twin.store.migrations import (
     attach_ddl,
     layer_ddl,
@@ -177,6 +177,20 @@ def _frame(
         return out
     wkb = raw["geom"].to_numpy(dtype=object)
     return gpd.GeoDataFrame(out, geometry=shapely.from_wkb(wkb), crs=CRS)
+
+
+def _feature_where(
+    spec: LayerSpec, bbox: tuple[float, float, float, float] | None, equals: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """Return the WHERE of a page of features: in *bbox* (the GiST index), columns equal."""
+    clauses, params = [], {}
+    for i, (column, value) in enumerate(equals.items()):
+        clauses.append(f"{quote(column)} = :_e{i}")
+        params[f"_e{i}"] = value
+    if bbox is not None and spec.geometry_type is not None:
+        clauses.append(f"ST_Intersects(geom, ST_MakeEnvelope(:_x0, :_y0, :_x1, :_y1, {SRID}))")
+        params.update(zip(("_x0", "_y0", "_x1", "_y1"), map(float, bbox), strict=True))
+    return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
 def _select_list(columns: Sequence[Column], geometry: bool) -> str:
@@ -541,6 +555,35 @@ class PostGISStore(SQLStore):
             f"ORDER BY {POSTGRES.order(spec.id_field)}"
         )).fetchall()
         return _frame(rows, spec.all_columns, geometry)
+
+    def _feature_page(
+        self, conn: sa.Connection, spec: LayerSpec, version: int, current: bool,
+        bbox: tuple[float, float, float, float] | None, equals: dict[str, Any],
+        limit: int | None, offset: int,
+    ) -> tuple[gpd.GeoDataFrame | pd.DataFrame, int]:
+        """One page in SQL: the version's partition, its GiST index for *bbox*, LIMIT/OFFSET.
+
+        Values come as the driver returns them (not coerced: a page is for serving).
+        """
+        geometry = spec.geometry_type is not None
+        where, params = _feature_where(spec, bbox, equals)
+        table = quote(partition_name(spec.name, version))
+        rows = conn.execute(sa.text(
+            f"SELECT {_select_list(spec.all_columns, geometry)}, count(*) OVER () AS _matched "
+            f"FROM {table}{where} ORDER BY {POSTGRES.order(spec.id_field)} "
+            f"LIMIT :_limit OFFSET :_offset"
+        ), {**params, "_limit": limit, "_offset": offset}).fetchall()
+        if rows:
+            matched = int(rows[0][-1])
+        else:  # past the end: the window had no row to count on
+            matched = int(conn.execute(sa.text(f"SELECT count(*) FROM {table}{where}"),
+                                       params).scalar())
+        names = [c.name for c in spec.all_columns]
+        frame = pd.DataFrame.from_records([tuple(r[:len(names)]) for r in rows], columns=names)
+        if not geometry:
+            return frame, matched
+        wkb = np.array([r[len(names)] for r in rows], dtype=object)
+        return gpd.GeoDataFrame(frame, geometry=shapely.from_wkb(wkb), crs=CRS), matched
 
     # -- events -----------------------------------------------------------------------------------
 

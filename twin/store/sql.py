@@ -57,7 +57,9 @@ from twin.store.base import (
     check_expected,
     count_frame,
     current_stamps,
+    feature_equals,
     layer_audit,
+    page_features,
     plan_case_counts,
     prepare_case_grids,
     prepare_equals,
@@ -410,20 +412,43 @@ class SQLStore(Store):
             )
         return current_stamps(self._rows(conn, f"{head}AND {among}", params), names)
 
+    def _pick_version(self, conn: Any, spec: LayerSpec, version: int | None) -> tuple[int, bool]:
+        """Return the version to read (None: the current one) and whether it is the current."""
+        versions = self._versions(conn, spec.name)
+        if not versions:
+            raise never_written(spec.name)
+        now = next(v.version for v in versions if v.current)
+        version = now if version is None else int(version)
+        if version not in {v.version for v in versions}:
+            raise no_version(spec.name, version, versions)
+        return version, version == now
+
     def read_layer(self, name: str, version: int | None = None) -> gpd.GeoDataFrame | pd.DataFrame:
         spec = declared.get_layer(name)
         # the version is chosen in this snapshot and its rows read in the same one
         with self._read(repeatable=True) as conn:
-            versions = self._versions(conn, spec.name)
-            if not versions:
-                raise never_written(spec.name)
-            current = version is None
-            if current:
-                version = next(v.version for v in versions if v.current)
-            version = int(version)
-            if version not in {v.version for v in versions}:
-                raise no_version(spec.name, version, versions)
+            version, current = self._pick_version(conn, spec, version)
             return self._layer_rows(conn, spec, version, current=current)
+
+    def read_features(
+        self, name: str, *, version: int | None = None,
+        bbox: tuple[float, float, float, float] | None = None,
+        equals: Mapping[str, Any] | None = None, limit: int | None = None, offset: int = 0,
+    ) -> tuple[gpd.GeoDataFrame | pd.DataFrame, int]:
+        spec = declared.get_layer(name)
+        equals = feature_equals(spec.name, equals)
+        with self._read(repeatable=True) as conn:
+            version, current = self._pick_version(conn, spec, version)
+            return self._feature_page(conn, spec, version, current, bbox, equals, limit, offset)
+
+    def _feature_page(
+        self, conn: Any, spec: LayerSpec, version: int, current: bool,
+        bbox: tuple[float, float, float, float] | None, equals: dict[str, Any],
+        limit: int | None, offset: int,
+    ) -> tuple[gpd.GeoDataFrame | pd.DataFrame, int]:
+        """One page of a version's features (the store's SQL; this default pages in memory)."""
+        return page_features(self._layer_rows(conn, spec, version, current=current), spec.name,
+                             bbox=bbox, equals=equals, limit=limit, offset=offset)
 
     def set_current_version(self, name: str, version: int, *, actor: str) -> LayerVersion:
         spec = declared.get_layer(name)

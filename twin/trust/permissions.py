@@ -46,6 +46,8 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "retention.run": ("admin",),
     # alarms on the cockpit and the big screen (/wall): twin.trust.alarms
     "alarms.read": STAFF,
+    # the live events (sensor readings, camera and resident reports) as features (twin.features)
+    "events.read": STAFF,
     "alarms.acknowledge": ("admin", "official", "dispatcher", "grid_worker"),
     "alarms.dismiss": ("admin", "official", "dispatcher"),
     "alarms.promote": ("admin", "official", "dispatcher"),
