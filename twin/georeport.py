@@ -37,6 +37,8 @@ POST_FIELDS = (
 )
 #: A POST body larger than this is refused before it is parsed (a photo goes as multipart).
 MAX_BODY_BYTES = 64 * 2**10
+#: A multipart POST (fields and a photo in ``media``) may be this large (the photo limit + fields).
+MAX_UPLOAD_BYTES = 6 * 2**20
 _ATTRIBUTE = re.compile(r"^attribute\[([^\]]{1,100})\]$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
@@ -167,9 +169,13 @@ def parse_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     ValidationError
         For a body that is too large, not UTF-8, or malformed for its type, saying what to send.
     """
-    if len(body) > MAX_BODY_BYTES:
-        raise ValidationError(f"the request body has {len(body)} bytes; at most "
-                              f"{MAX_BODY_BYTES} are accepted (send a photo as media_url)")
+    multipart = (content_type or "").lower().startswith("multipart/form-data")
+    limit = MAX_UPLOAD_BYTES if multipart else MAX_BODY_BYTES
+    if len(body) > limit:
+        raise ValidationError(f"the request body has {len(body)} bytes; at most {limit} are "
+                              "accepted (a photo as a multipart field 'media', or media_url)")
+    if multipart:
+        return _multipart(body, content_type or "")
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -195,6 +201,28 @@ def parse_body(body: bytes, content_type: str | None) -> dict[str, Any]:
                                   "are GeoReport v2 fields") from None
         return {child.tag: child.text or "" for child in root}
     return dict(parse_qsl(text, keep_blank_values=True))
+
+
+def _multipart(body: bytes, content_type: str) -> dict[str, Any]:
+    """Fields of a ``multipart/form-data`` body; a file field ``media`` comes back as bytes."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise ValidationError("malformed multipart body: no parts (is the boundary right?)")
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        if name == "media" or part.get_filename():
+            fields["media"] = payload
+        else:
+            fields[str(name)] = payload.decode("utf-8", errors="replace")
+    return fields
 
 
 def _text(fields: Mapping[str, Any], key: str, limit: int = 200) -> str | None:
