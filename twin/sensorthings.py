@@ -276,7 +276,7 @@ class _Parser:
         kind, text = self.take()
         if kind == "lp":
             inner = self.expr()
-            if self.take()[0] != "rp":
+            if self.peek() is None or self.take()[0] != "rp":
                 raise ValidationError("$filter: a '(' is not closed")
             return inner
         if kind != "word":
