@@ -143,6 +143,7 @@ def report_many(
     calendar: WorkCalendar | None = None,
     at: Any = None,
     duplicate_hours: float = 24,
+    places: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any] | TwinError]:
     """Collect many reports at once; return, per report, its stored case or why it was refused.
 
@@ -163,6 +164,9 @@ def report_many(
         When they were reported (default now; one time for the batch).
     duplicate_hours
         As in :func:`twin.cases.report` (one read of the recent cases for the whole batch).
+    places
+        What :func:`locate_many` gave for these reports when the caller located them already
+        (in order, one per report).
 
     Returns
     -------
@@ -193,11 +197,14 @@ def report_many(
             results[i] = exc
         except (KeyError, TypeError, ValueError) as exc:
             results[i] = ValidationError(f"report {i} is incomplete or wrong: {exc}")
-    places = locate_many([float(r["lon"]) for _, r, _ in checked],
-                         [float(r["lat"]) for _, r, _ in checked], grid_cells)
-    places = places.to_dict("records")
+    if places is not None and len(places) == len(reports):
+        located = [dict(places[i]) for i, _, _ in checked]
+    else:
+        located = locate_many([float(r["lon"]) for _, r, _ in checked],
+                              [float(r["lat"]) for _, r, _ in checked], grid_cells
+                              ).to_dict("records")
     keep: list[tuple[int, Mapping[str, Any], pd.Series, dict[str, Any]]] = []
-    for (i, rep, cat), place in zip(checked, places, strict=True):
+    for (i, rep, cat), place in zip(checked, located, strict=True):
         try:
             cases_mod._check_collect_place(rep["actor"], rep["role"], place, grid_cells)
         except TwinError as exc:

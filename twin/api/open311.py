@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -23,6 +24,7 @@ from twin.api import deps
 from twin.api.problems import Problem, body, language
 from twin.errors import LayerNotFoundError, TwinError
 from twin.trust import georeport as access
+from twin.trust.apikeys import key_user
 
 LOGGER = logging.getLogger(__name__)
 PREFIX = "/open311/v2"
@@ -161,14 +163,20 @@ async def post_request(request: Request, fmt: str) -> Response:
         georeport.split_format(f"requests.{fmt}")
         raw = await request.body()
         fields = georeport.parse_body(raw, request.headers.get("content-type"))
-        if fields.get("api_key") and not request.headers.get(deps.KEY_HEADER):
-            request.scope["twin.body_key"] = str(fields["api_key"])
-        who = await run_in_threadpool(_caller, request)
+        key = (request.headers.get(deps.KEY_HEADER) or request.query_params.get(deps.KEY_QUERY)
+               or str(fields.get("api_key") or ""))
+        if key:  # resolved with the batch: one read per key and batch, not per post
+            who: Any = key
+            origin = f"api:{request.client.host if request.client else 'unknown'}"
+        else:  # a token, or nobody (refused by the library: posting needs a key)
+            caller = await run_in_threadpool(_caller, request)
+            who, origin = caller.user, caller.origin
         photo = fields.pop("media", None)
         posted = georeport.parse_post(fields)
-        answer = await intake(request).submit((who.user, posted, photo, who.origin, lang))
+        answer = await intake(request).submit((who, posted, photo, origin, lang))
         if isinstance(answer, BaseException):
             raise answer
+        request.scope["twin.owner"] = answer.pop("owner", "-")
         return _reply(georeport.posted_body([answer], fmt), fmt)
     except (TwinError, Problem) as exc:
         return _error(exc, fmt, lang)
@@ -182,8 +190,9 @@ class Intake:
     a light one.
     """
 
-    def __init__(self, store) -> None:
+    def __init__(self, store, limiter: Any) -> None:
         self.store = store
+        self.limiter = limiter
         self.pending: list[tuple[tuple, asyncio.Future]] = []
         self.running = False
 
@@ -212,18 +221,52 @@ class Intake:
     def _file(self, items: list[tuple]) -> list[Any]:
         grids = _grid_cells(self.store)
         out: list[Any] = [None] * len(items)
+        users = self._users(items, out)
         for lang in {i[4] for i in items}:
-            chosen = [n for n, i in enumerate(items) if i[4] == lang]
-            done = access.post_requests(self.store, [items[n][:4] for n in chosen],
-                                        grid_cells=grids, lang=lang)
+            chosen = [n for n, i in enumerate(items) if i[4] == lang and out[n] is None]
+            done = access.post_requests(
+                self.store, [(users.get(n, items[n][0]), *items[n][1:4]) for n in chosen],
+                grid_cells=grids, lang=lang)
             for n, result in zip(chosen, done, strict=True):
+                if isinstance(result, dict):
+                    result["owner"] = result["case"]["data"]["reporter"]["username"]
                 out[n] = result
         return out
+
+    def _users(self, items: list[tuple], out: list[Any]) -> dict[int, Any]:
+        """Resolve the keys of a batch, each once, and take each post from its key's allowance.
+
+        As :func:`twin.api.deps.caller` does for other routes (same buckets): a refused key
+        or a post past the rate gets its error in *out*.
+        """
+        resolved: dict[str, Any] = {}
+        users: dict[int, Any] = {}
+        for n, item in enumerate(items):
+            if not isinstance(item[0], str):
+                continue
+            if item[0] not in resolved:
+                try:
+                    resolved[item[0]] = key_user(self.store, item[0])
+                except TwinError as exc:
+                    resolved[item[0]] = exc
+            found = resolved[item[0]]
+            if isinstance(found, TwinError):
+                out[n] = found
+                continue
+            user, key = found
+            wait = self.limiter.take(f"key:{key.key_id}", key.rate_per_min)
+            if wait > 0:
+                retry = max(1, math.ceil(wait))
+                out[n] = Problem("rate-limited", headers={"Retry-After": str(retry)},
+                                 rate=key.rate_per_min, retry_after=retry)
+                continue
+            users[n] = user
+        return users
 
 
 def intake(request: Request) -> Intake:
     """Return the app's :class:`Intake` (made on first use)."""
     state = request.app.state
     if getattr(state, "open311_intake", None) is None:
-        state.open311_intake = Intake(deps.store(request))
+        state.open311_intake = Intake(deps.store(request), state.limiter)
     return state.open311_intake

@@ -141,16 +141,20 @@ def report_cases(store, items: Sequence[tuple[User, Mapping[str, Any]]], *,
         # one lookup for the batch; the nearest grid is sought only for the few outside
         where = intake.locate_many([_degrees(r.get("lon")) for _, r in batch],
                                    [_degrees(r.get("lat")) for _, r in batch], grid_cells)
-        inside = []
-        for (i, report), grid in zip(batch, where["grid_code"], strict=True):
+        inside, places = [], []
+        for (i, report), place in zip(batch, where.to_dict("records"), strict=True):
             try:
-                if grid is None:
+                if place["grid_code"] is None:
                     _refuse_outside_grids(report.get("lon"), report.get("lat"), grid_cells)
                 inside.append((i, report))
+                places.append(place)
             except TwinError as exc:
                 results[i] = exc
         batch = inside
-    done = intake.report_many(store, [r for _, r in batch], grid_cells=grid_cells)
+    else:
+        places = None
+    done = intake.report_many(store, [r for _, r in batch], grid_cells=grid_cells,
+                              places=places)
     for (i, _), result in zip(batch, done, strict=True):
         results[i] = result
     return results  # type: ignore[return-value]

@@ -11,6 +11,7 @@ reports in full.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -172,12 +173,18 @@ def post_requests(
     return results  # type: ignore[return-value]
 
 
+@functools.lru_cache(maxsize=256)
+def _local_text(stamp: str) -> str:
+    """Return a stored UTC time as local W3C text (a batch shares a few deadlines)."""
+    return to_local(pd.Timestamp(stamp)).isoformat(timespec="seconds")
+
+
 def _notice(case: Mapping[str, Any], cat: pd.Series, lang: str) -> str:
     """Return what the reporter is told: the category, who has it and by when it is filed."""
     zh = str(lang).startswith("zh")
     data = cases_mod._data(dict(case))
     due = (data.get("deadlines") or {}).get("file")
-    due_text = to_local(pd.Timestamp(due)).isoformat(timespec="seconds") if due else ""
+    due_text = _local_text(due) if due else ""
     name = cat["name_zh"] if zh else cat["name_en"]
     grid = case.get("grid_code") or ""
     if zh:
