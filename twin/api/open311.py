@@ -44,8 +44,8 @@ def _reply(data: bytes, fmt: str, status: int = 200) -> Response:
 
 def _error(exc: BaseException, fmt: str, lang: str) -> Response:
     """Return the spec's error answer for a library error, a problem (key, rate) or a bug."""
-    if isinstance(exc, Problem):
-        status, text = exc.status, body(exc, lang)["detail"]
+    if isinstance(exc, Problem):  # a refused key is the spec's 403, not 401
+        status, text = (403 if exc.status == 401 else exc.status), body(exc, lang)["detail"]
         headers = exc.headers
     else:
         status = georeport.status_of(exc)
