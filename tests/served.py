@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import socket
 import threading
@@ -93,8 +94,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: One served twin per store kind for the whole session (the Open311 and SensorThings tests
+#: share it: neither depends on what the other writes); stopped when the session ends.
+_SERVED: dict[str, Served] = {}
+
+
 def serve(kind: str, tmp_path_factory, postgis_url: str | None):
-    """Yield a :class:`Served` twin of *kind* (embedded or postgis) under uvicorn."""
+    """Yield the session's :class:`Served` twin of *kind* (embedded or postgis) under uvicorn."""
+    if kind not in _SERVED:
+        starting = _start(kind, tmp_path_factory, postgis_url)
+        _SERVED[kind] = next(starting)
+        atexit.register(lambda: next(starting, None))
+    yield _SERVED[kind]
+
+
+def _start(kind: str, tmp_path_factory, postgis_url: str | None):
     import uvicorn
 
     if kind == "embedded":

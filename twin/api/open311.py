@@ -182,6 +182,15 @@ async def post_request(request: Request, fmt: str) -> Response:
         return _error(exc, fmt, lang)
 
 
+@router.api_route("/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
+def unknown(request: Request, rest: str) -> Response:
+    """Any other path below the base: the spec's 404, in the format its ending asks for."""
+    fmt = rest.rpartition(".")[2] if rest.endswith((".xml", ".json")) else "xml"
+    return _error(georeport.NotFoundError(
+        f"{rest!r} is not a GeoReport v2 path here; GET discovery.xml lists the endpoints"),
+        fmt, _lang(request))
+
+
 class Intake:
     """Posts gathered while the store files the previous batch, then filed as one batch.
 
