@@ -21,6 +21,8 @@ module             what it decides
 ``escaping``       text made inert before Markdown or HTML
 ``admin``          users managed by administrators; layer uploads and rollbacks as a user
 ``my_reports``     a resident's problem reports: report with a photo, follow their own
+``georeport``      Open311 GeoReport v2: posts filed as the key's owner, requests by role
+``sensing``        SensorThings: the public view (rounded, no home presence) or staff's
 =================  ==================================================================
 """
 
