@@ -14,6 +14,7 @@ MEASUREMENTS = {
     "cockpit": "benchmarks.cockpit",
     "kpi": "benchmarks.kpi",
     "browser": "benchmarks.browser",
+    "serve": "benchmarks.serve",
     "open311": "benchmarks.open311",
 }
 DEFAULT_QUICK_SCALES = ("community", "street")

@@ -17,7 +17,7 @@ UI_SOURCES = [ROOT / "app.py", *sorted((ROOT / "ui").glob("**/*.py"))]
 
 
 def keys_used() -> dict[str, list[str]]:
-    """Literal keys of every ``t("…")`` call in app.py and ui/, with where they are used."""
+    """Literal keys of every ``t("…")`` call in app.py and ui/ (and the API's problem kinds)."""
     used: dict[str, list[str]] = {}
     for path in UI_SOURCES:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -33,6 +33,12 @@ def keys_used() -> dict[str, list[str]]:
                 f"{where}: t() needs a literal key so this test can check it"
             )
             used.setdefault(first.value, []).append(where)
+    # the HTTP service's problem details: a title and a detail per declared kind
+    from twin.api.problems import KINDS
+
+    for kind in KINDS:
+        for part in ("title", "detail"):
+            used.setdefault(f"api.problem.{kind}.{part}", []).append("twin/api/problems.py")
     return used
 
 

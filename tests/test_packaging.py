@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # PyPI name → conda-forge name where they differ
-CONDA_NAMES = {"psycopg[binary]": "psycopg", "h3": "h3-py"}
+CONDA_NAMES = {"psycopg[binary]": "psycopg", "h3": "h3-py", "psycopg2-binary": "psycopg2"}
 
 
 def _name_and_spec(requirement: str) -> tuple[str, str]:

@@ -388,12 +388,7 @@ def _read_layer(store, user: User, coll: Collection, query: FeatureQuery,
         frame = _filter(read_residents(store, user, origin=origin), coll, query)
         page = frame.iloc[query.offset:query.offset + query.limit]
         return FeaturePage(coll, page, len(frame), query)
-    if version is None:
-        stamp = store.current_versions([coll.id]).get(coll.id)
-        if stamp is None:
-            raise LayerNotFoundError(f"layer {coll.id!r} has no version in this store yet")
-        version = stamp[0]
-    frame, matched = store.read_features(
+    frame, matched, version = store.read_features(
         coll.id, version=version, bbox=query.bbox, equals=dict(query.equals),
         limit=query.limit, offset=query.offset)
     frame = protect(store, user, frame, [coll.id], what=what, origin=origin)

@@ -268,8 +268,8 @@ class Store(abc.ABC):
         self, name: str, *, version: int | None = None,
         bbox: tuple[float, float, float, float] | None = None,
         equals: Mapping[str, Any] | None = None, limit: int | None = None, offset: int = 0,
-    ) -> tuple[gpd.GeoDataFrame | pd.DataFrame, int]:
-        """Return one page of a layer's features and how many match in all.
+    ) -> tuple[gpd.GeoDataFrame | pd.DataFrame, int, int]:
+        """Return one page of a layer's features, how many match in all, and the version read.
 
         The features of *version* (None: the current one) whose geometry intersects *bbox*
         (lon/lat, EPSG:4326) and whose columns equal *equals*, sorted by the layer's id, from
@@ -282,8 +282,14 @@ class Store(abc.ABC):
         LayerNotFoundError, NotFoundError
             As :meth:`read_layer`; ValidationError for a column the layer does not declare.
         """
-        return page_features(self.read_layer(name, version), name, bbox=bbox, equals=equals,
-                             limit=limit, offset=offset)
+        if version is None:
+            stamp = self.current_versions([name]).get(name)
+            if stamp is None:
+                raise LayerNotFoundError(f"layer {name!r} has no version in this store yet")
+            version = stamp[0]
+        frame, matched = page_features(self.read_layer(name, version), name, bbox=bbox,
+                                       equals=equals, limit=limit, offset=offset)
+        return frame, matched, int(version)
 
     @abc.abstractmethod
     def layer_versions(self, name: str) -> list[LayerVersion]:

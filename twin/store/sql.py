@@ -434,12 +434,14 @@ class SQLStore(Store):
         self, name: str, *, version: int | None = None,
         bbox: tuple[float, float, float, float] | None = None,
         equals: Mapping[str, Any] | None = None, limit: int | None = None, offset: int = 0,
-    ) -> tuple[gpd.GeoDataFrame | pd.DataFrame, int]:
+    ) -> tuple[gpd.GeoDataFrame | pd.DataFrame, int, int]:
         spec = declared.get_layer(name)
         equals = feature_equals(spec.name, equals)
         with self._read(repeatable=True) as conn:
             version, current = self._pick_version(conn, spec, version)
-            return self._feature_page(conn, spec, version, current, bbox, equals, limit, offset)
+            frame, matched = self._feature_page(conn, spec, version, current, bbox, equals,
+                                                limit, offset)
+        return frame, matched, version
 
     def _feature_page(
         self, conn: Any, spec: LayerSpec, version: int, current: bool,
