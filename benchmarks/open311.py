@@ -153,8 +153,8 @@ def measure(kind: str, seconds: float, connections: int) -> Figure:
             url = f"{PG_URL}?schema={store.schema}"
         key = _prepare(store)
         bodies = _bodies(store, key)
-        base = stack.enter_context(_server(url))
-        result = _wrk(base, bodies, seconds, connections)
+        with _server(url) as base:  # stopped before counting: posts in flight finish first
+            result = _wrk(base, bodies, seconds, connections)
         stored = len(store.read_cases(columns=["id"]))
         audited = int((store.read_audit()["action"] == "case.collect").sum())
     ok = result["requests"] - result["non_2xx"]
