@@ -226,7 +226,8 @@ def _store(store, keep, ts, grid_cells, categories, calendar, duplicate_hours) -
     due = cases_mod.stage_deadlines(frame, "file", pd.Series([ts] * len(frame)),
                                     categories=categories, calendar=calendar or load_calendar())
     recent = store.read_cases(since=(ts - pd.Timedelta(hours=duplicate_hours)).to_pydatetime(),
-                              until=(ts + pd.Timedelta(microseconds=1)).to_pydatetime(),
+                              # the embedded store keeps milliseconds: a bound 1 ms on
+                              until=(ts + pd.Timedelta(milliseconds=1)).to_pydatetime(),
                               columns=_DUPLICATE_COLUMNS)
     duplicates = _duplicates(recent, [r for _, r, _, _ in keep], ts, duplicate_hours)
     iso = cases_mod._iso(ts)
