@@ -176,6 +176,8 @@ def test_the_openapi_document_is_valid(served):
     assert "/ogc/collections/{cid}/items" in doc["paths"]
     params = {p["name"] for p in doc["paths"]["/ogc/collections/{cid}/items"]["get"]["parameters"]}
     assert {"bbox", "bbox-crs", "datetime", "limit", "offset", "crs", "version", "at"} <= params
+    assert set(doc["components"]["securitySchemes"]) == {"apiKeyHeader", "apiKeyQuery",
+                                                         "bearerToken"}
 
 
 # -- what each caller sees ----------------------------------------------------------------------
@@ -423,3 +425,11 @@ def test_gdal_oapif_lists_and_reads_the_collections(served):
                                "building_code = 'B7'"], capture_output=True, text=True,
                               timeout=60)
     assert "7栋" in features.stdout, features.stdout + features.stderr
+    # a key in the connection string: every link the client follows carries it
+    keyed = f"{url}?api_key={served.keys['grid_worker']}"
+    alarms = subprocess.run([ogrinfo, "-ro", "-so", keyed, "alarms"], capture_output=True,
+                            text=True, timeout=60)
+    assert "Feature Count: 1" in alarms.stdout, alarms.stdout + alarms.stderr  # their grid only
+    residents = subprocess.run([ogrinfo, "-ro", "-q", keyed, "residents"], capture_output=True,
+                               text=True, timeout=60)
+    assert PHONE in residents.stdout and "13600005678" not in residents.stdout

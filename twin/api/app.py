@@ -152,6 +152,7 @@ def create_app(store_or_url: Any = None, *, settings: ApiSettings | None = None)
 
     for name in settings.routers:
         app.include_router(importlib.import_module(name).router)
+    _document_security(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins),
@@ -163,6 +164,29 @@ def create_app(store_or_url: Any = None, *, settings: ApiSettings | None = None)
     if owned:
         app.router.on_shutdown.append(store.close)
     return app
+
+
+def _document_security(app: FastAPI) -> None:
+    """Add the credentials (key header or query, bearer token; all optional) to the OpenAPI."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version,
+                              description=app.description, routes=app.routes)
+            doc.setdefault("components", {})["securitySchemes"] = {
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "apiKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"},
+                "bearerToken": {"type": "http", "scheme": "bearer",
+                                "description": "from POST /auth/token"},
+            }
+            # no credentials is allowed too: the caller then reads as the public
+            doc["security"] = [{}, {"apiKeyHeader": []}, {"apiKeyQuery": []},
+                               {"bearerToken": []}]
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_environment() -> FastAPI:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import pandas as pd
 from fastapi import APIRouter, Query, Request
@@ -46,7 +47,33 @@ def _link(href: str, rel: str, type_: str = JSON, title: str | None = None) -> d
     return link
 
 
-def _json(body: Any, media_type: str = JSON, headers: dict[str, str] | None = None):
+def _carry_key(body: Any, key: str | None) -> Any:
+    """Add ``api_key`` to every link of *body* when the request carried it in its query.
+
+    A client that can only put the key in the URL (a GDAL connection string) follows the links
+    it is given: without the key they would be read as the public.
+    """
+    if not key:
+        return body
+    if isinstance(body, dict):
+        for name, value in body.items():
+            if name == "links" and isinstance(value, list):
+                for link in value:
+                    href = link["href"]
+                    if f"{deps.KEY_QUERY}=" not in href:
+                        link["href"] = href + ("&" if "?" in href else "?") + urlencode(
+                            {deps.KEY_QUERY: key})
+            else:
+                _carry_key(value, key)
+    elif isinstance(body, list):
+        for item in body:
+            _carry_key(item, key)
+    return body
+
+
+def _json(request: Request, body: Any, media_type: str = JSON,
+          headers: dict[str, str] | None = None):
+    body = _carry_key(body, request.query_params.get(deps.KEY_QUERY))
     return JSONResponse(body, media_type=media_type, headers=headers)
 
 
@@ -101,7 +128,7 @@ def _collection_doc(coll: features.Collection, base: str, lang: str) -> dict[str
 @router.get("", summary="Landing page")
 def landing(request: Request, caller: deps.CallerDep):
     base = _base(request)
-    return _json({
+    return _json(request, {
         "title": "GridTwin 智慧社区数字孪生",
         "description": "OGC API – Features of the community twin: every declared layer, and "
                        "the cases, alarms and events your role may read.",
@@ -115,15 +142,15 @@ def landing(request: Request, caller: deps.CallerDep):
 
 
 @router.get("/conformance", summary="Conformance classes")
-def conformance(caller: deps.CallerDep):
-    return _json({"conformsTo": CONFORMANCE})
+def conformance(request: Request, caller: deps.CallerDep):
+    return _json(request, {"conformsTo": CONFORMANCE})
 
 
 @router.get("/collections", summary="The collections the caller may read")
 def collections(request: Request, caller: deps.CallerDep):
     base = _base(request)
     visible = features.collections_for(deps.store(request), caller.user)
-    return _json({
+    return _json(request, {
         "links": [_link(f"{base}/collections", "self")],
         "collections": [_collection_doc(c, base, caller.lang) for c in visible],
         "crs": list(features.CRS_OFFERED),
@@ -132,13 +159,12 @@ def collections(request: Request, caller: deps.CallerDep):
 
 @router.get("/collections/{cid}", summary="One collection")
 def collection(cid: str, request: Request, caller: deps.CallerDep):
-    return _json(_collection_doc(_collection(caller, request, cid), _base(request), caller.lang))
+    return _json(request, _collection_doc(_collection(caller, request, cid), _base(request),
+                                          caller.lang))
 
 
 def _items_url(base: str, cid: str, params: dict[str, Any], offset: int) -> str:
-    from urllib.parse import urlencode
-
-    kept = {k: v for k, v in params.items() if k != deps.KEY_QUERY}
+    kept = dict(params)  # api_key too, when the caller put it in the URL (see _carry_key)
     kept["offset"] = offset
     return f"{base}/collections/{cid}/items?{urlencode(kept)}"
 
@@ -189,6 +215,7 @@ def items(
     if page.version is not None:
         body["layerVersion"] = page.version
         headers["X-Twin-Layer-Version"] = str(page.version)
+    _carry_key(body, request.query_params.get(deps.KEY_QUERY))
     # the features are written as text at once (twin.features.features_json), the rest around
     rest = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     text = ('{"type":"FeatureCollection","features":['
@@ -222,4 +249,4 @@ def item(
     headers = {"Content-Crs": f"<{features.parse_crs(crs)}>"}
     if layer_version is not None:
         headers["X-Twin-Layer-Version"] = str(layer_version)
-    return _json(feature, GEOJSON, headers)
+    return _json(request, feature, GEOJSON, headers)

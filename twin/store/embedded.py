@@ -110,8 +110,8 @@ def _decode(
 def _plain(columns: Sequence[Column], rows: list[tuple]) -> gpd.GeoDataFrame:
     """Return rows of a page of features as stored (not coerced: a page is for serving)."""
     names = [c.name for c in columns]
-    raw = pd.DataFrame.from_records(rows, columns=[*names, GEOMETRY_COLUMN]) if rows else \
-        pd.DataFrame({n: pd.Series([], dtype=object) for n in [*names, GEOMETRY_COLUMN]})
+    # object columns as fetched: inferring pandas' string dtype would cost more than the read
+    raw = pd.DataFrame(rows, columns=[*names, GEOMETRY_COLUMN], dtype=object)
     geoms = gpkg.decode_geometries(raw[GEOMETRY_COLUMN].tolist())
     return gpd.GeoDataFrame(raw[names], geometry=geoms, crs=CRS)
 

@@ -184,7 +184,8 @@ def _page_frame(spec: LayerSpec, rows: Sequence[Sequence[Any]], geometry: bool
                 ) -> gpd.GeoDataFrame | pd.DataFrame:
     """Return rows of a page of features as the driver gave them (a page is for serving)."""
     names = [c.name for c in spec.all_columns]
-    frame = pd.DataFrame.from_records([tuple(r[:len(names)]) for r in rows], columns=names)
+    # object columns as fetched: inferring pandas' string dtype would cost more than the read
+    frame = pd.DataFrame([tuple(r[:len(names)]) for r in rows], columns=names, dtype=object)
     if not geometry:
         return frame
     wkb = np.array([bytes(r[len(names)]) for r in rows], dtype=object)
