@@ -15,6 +15,7 @@ MEASUREMENTS = {
     "kpi": "benchmarks.kpi",
     "browser": "benchmarks.browser",
     "serve": "benchmarks.serve",
+    "open311": "benchmarks.open311",
 }
 DEFAULT_QUICK_SCALES = ("community", "street")
 

@@ -732,6 +732,7 @@ def report(
     duplicate_hours: float = 24,
     categories: pd.DataFrame | None = None,
     calendar: WorkCalendar | None = None,
+    attributes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Collect (信息收集) a new case at a point; route it and start the filing timer.
 
@@ -762,6 +763,8 @@ def report(
     duplicate_hours
         Open cases of the same category within 50 m reported in this many hours before are
         recorded as ``possible_duplicates`` (see :func:`find_duplicates`).
+    attributes
+        Answers to the category's extra questions (Open311 ``attribute[code]``), kept as they are.
 
     Returns
     -------
@@ -802,6 +805,8 @@ def report(
         "supervision": [],
         "possible_duplicates": duplicates["id"].tolist(),
     }
+    if attributes:
+        data["attributes"] = dict(attributes)
     case = {
         "id": case_id or new_case_id(ts),
         "status": "collected", "service_code": category, "family": cat["family"],

@@ -41,7 +41,8 @@ from twin.trust.apikeys import RateLimiter
 ACCESS_LOGGER = logging.getLogger("twin.api.access")
 
 #: Modules of twin.api whose ``router`` the app includes, in order.
-ROUTERS: tuple[str, ...] = ("twin.api.auth", "twin.api.ogc")
+ROUTERS: tuple[str, ...] = ("twin.api.auth", "twin.api.ogc", "twin.api.open311",
+                             "twin.api.sensorthings")
 
 
 @dataclass(frozen=True)

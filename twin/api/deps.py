@@ -61,7 +61,8 @@ def caller(request: Request) -> Caller:
         return cached
     the_store = store(request)
     settings = request.app.state.settings
-    key_text = request.headers.get(KEY_HEADER) or request.query_params.get(KEY_QUERY)
+    key_text = (request.headers.get(KEY_HEADER) or request.query_params.get(KEY_QUERY)
+                or request.scope.get("twin.body_key"))  # Open311 posts it in the form body
     bearer = request.headers.get("authorization", "")
     origin = f"api:{_client(request)}"
     lang = language(request.headers.get("accept-language"))

@@ -467,6 +467,29 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def create_cases(
+        self,
+        cases: Sequence[dict[str, Any]],
+        *,
+        histories: Sequence[dict[str, Any]],
+        audits: Sequence[tuple[str, str, str, dict[str, Any], str]] = (),
+    ) -> int:
+        """Store many new cases, their first steps and audit rows in ONE transaction.
+
+        The batch form of :meth:`create_case` for intake (Open311 posts gathered for a few
+        milliseconds): every case at version 1 with its step (``histories``, one per case, in
+        order), then the audit rows ``(actor, action, target, detail, origin)`` appended to
+        the chain. All or nothing; returns the number of cases stored.
+
+        Raises
+        ------
+        DuplicateIdError
+            If one of the ids exists (nothing is written).
+        ValidationError
+            If *histories* does not hold one step per case.
+        """
+
+    @abc.abstractmethod
     def update_case(
         self,
         case_id: str,

@@ -634,6 +634,37 @@ class SQLStore(Store):
             self._enqueue(conn, outbox)
             return self._case(conn, case_id)
 
+    def create_cases(
+        self,
+        cases: Sequence[dict[str, Any]],
+        *,
+        histories: Sequence[dict[str, Any]],
+        audits: Sequence[tuple[str, str, str, dict[str, Any], str]] = (),
+    ) -> int:
+        if len(histories) != len(cases):
+            raise ValidationError(f"{len(cases)} cases need {len(cases)} first steps; "
+                                  f"got {len(histories)}")
+        if not cases:
+            return 0
+        now = self.dialect.now()
+        frame = coerce_table(CASES, pd.DataFrame(
+            [{"updated_at": now, **c, "version": 1} for c in cases]))
+        if frame["id"].isna().any() or frame["id"].duplicated().any():
+            raise ValidationError("every new case needs its own id (the cases module makes them)")
+        steps = coerce_table(CASE_HISTORY, pd.DataFrame(
+            [{"at": now, **h, "case_id": c["id"], "version": 1}
+             for c, h in zip(cases, histories, strict=True)]))
+        with self._write() as conn:
+            written = self._insert(conn, CASES, frame, " ON CONFLICT (id) DO NOTHING")
+            if written != len(frame):
+                raise DuplicateIdError(f"{len(frame) - written} of {len(frame)} case ids exist "
+                                       "already; nothing of the batch was stored")
+            self._insert(conn, CASE_HISTORY, steps)
+            rows = self._audit_many(conn, audits)
+        if rows:
+            audit_anchor.anchor_row(self, rows[-1])
+        return int(written)
+
     def update_case(
         self,
         case_id: str,
@@ -820,6 +851,31 @@ class SQLStore(Store):
         row["hash"] = audit_hash(prev, row)
         self._insert(conn, AUDIT, coerce_table(AUDIT, pd.DataFrame([row])))
         return row
+
+    def _audit_many(
+        self, conn: Any, audits: Sequence[tuple[str, str, str, dict[str, Any] | None, str]]
+    ) -> list[dict[str, Any]]:
+        """Append several audit rows in the caller's write transaction, as :meth:`_audit` does.
+
+        One lock, one read of the head and one insert for the lot; each row links to the one
+        before it exactly as if appended one by one.
+        """
+        if not audits:
+            return []
+        self._hold(conn, "audit")
+        last = self._rows(conn, f"SELECT seq, hash FROM {quote(AUDIT.name)} "
+                                "ORDER BY seq DESC LIMIT 1")
+        seq, prev = audit_anchor.next_link(self, last[0] if last else None)
+        now = self.dialect.now()
+        rows = []
+        for actor, action, target, detail, origin in audits:
+            row = {"seq": seq, "at": now, "actor": actor, "action": action, "target": target,
+                   "detail": canonical_json(detail), "origin": origin, "prev_hash": prev}
+            row["hash"] = prev = audit_hash(prev, row)
+            rows.append(row)
+            seq += 1
+        self._insert(conn, AUDIT, coerce_table(AUDIT, pd.DataFrame(rows)))
+        return rows
 
     def search_audit(
         self, *, contains: Mapping[str, str] | None = None, start: Any = None, end: Any = None,

@@ -22,6 +22,8 @@ module             what it decides
 ``admin``          users managed by administrators; layer uploads and rollbacks as a user
 ``my_reports``     a resident's problem reports: report with a photo, follow their own
 ``apikeys``        API keys and short-lived tokens of the HTTP service, rate limits
+``georeport``      Open311 GeoReport v2: posts filed as the key's owner, requests by role
+``sensing``        SensorThings: the public view (rounded, no home presence) or staff's
 =================  ==================================================================
 """
 

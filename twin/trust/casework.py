@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from twin import cases, cockpit, settings
-from twin.errors import NotFoundError, PermissionDeniedError, ValidationError
+from twin.errors import NotFoundError, PermissionDeniedError, TwinError, ValidationError
 from twin.schema import USERS
 from twin.trust.outgoing import assignment_rows
 from twin.trust.permissions import User, can, require
@@ -94,6 +94,83 @@ def report_case(store, user: User, *, origin: str = "", **kwargs: Any) -> dict[s
     store.append_audit(user.username, "case.collect", f"case:{case['id']}",
                        {"role": user.role, "source": case["source"]}, origin)
     return case
+
+
+def report_cases(store, items: Sequence[tuple[User, Mapping[str, Any]]], *,
+                 grid_cells: pd.DataFrame | None = None) -> list[dict[str, Any] | TwinError]:
+    """Report many cases at once, each as its user (see :func:`twin.intake.report_many`).
+
+    The batch form of :func:`report_case` for intake that arrives together (Open311 posts):
+    the same checks per report — the user resolved against the store and allowed to report,
+    a place inside a grid — then one located, routed and timed batch stored in one transaction
+    with its ``case.collect`` audit rows.
+
+    Parameters
+    ----------
+    store
+        The store.
+    items
+        ``(user, report)`` pairs; *report* holds the arguments of :func:`report_case` (and
+        ``origin``).
+    grid_cells
+        The unit grids (the layer cache's frame).
+
+    Returns
+    -------
+    list
+        Per item, the stored case or the error that refused it (nothing of it stored).
+    """
+    from twin import intake
+
+    users: dict[str, User | TwinError] = {}
+    results: list[dict[str, Any] | TwinError | None] = [None] * len(items)
+    batch: list[tuple[int, dict[str, Any]]] = []
+    for i, (user, report) in enumerate(items):
+        key = user.username if user is not None else ""
+        if key not in users:
+            try:
+                users[key] = require(resolve(store, user), "cases.report")
+            except TwinError as exc:
+                users[key] = exc
+        who = users[key]
+        if isinstance(who, TwinError):
+            results[i] = who
+            continue
+        reporter = dict(report.get("reporter") or {})
+        reporter.setdefault("username", who.username)
+        if who.resident_id:
+            reporter.setdefault("resident_id", who.resident_id)
+        batch.append((i, {**report, "reporter": reporter, "actor": who.username,
+                          "role": who.role}))
+    if grid_cells is not None and len(grid_cells) and batch:
+        # one lookup for the batch; the nearest grid is sought only for the few outside
+        where = intake.locate_many([_degrees(r.get("lon")) for _, r in batch],
+                                   [_degrees(r.get("lat")) for _, r in batch], grid_cells)
+        inside, places = [], []
+        for (i, report), place in zip(batch, where.to_dict("records"), strict=True):
+            try:
+                if place["grid_code"] is None:
+                    _refuse_outside_grids(report.get("lon"), report.get("lat"), grid_cells)
+                inside.append((i, report))
+                places.append(place)
+            except TwinError as exc:
+                results[i] = exc
+        batch = inside
+    else:
+        places = None
+    done = intake.report_many(store, [r for _, r in batch], grid_cells=grid_cells,
+                              places=places)
+    for (i, _), result in zip(batch, done, strict=True):
+        results[i] = result
+    return results  # type: ignore[return-value]
+
+
+def _degrees(value: Any) -> float:
+    """Return a coordinate as a float (NaN for none: twin.cases says what is wrong)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _refuse_outside_grids(lon: Any, lat: Any, grid_cells: pd.DataFrame | None) -> None:

@@ -51,6 +51,9 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "alarms.acknowledge": ("admin", "official", "dispatcher", "grid_worker"),
     "alarms.dismiss": ("admin", "official", "dispatcher"),
     "alarms.promote": ("admin", "official", "dispatcher"),
+    # SensorThings: exact sensor places, the building a sensor belongs to, and readings that
+    # tell when someone is home (door magnets, water meters); others get the public view
+    "sensors.private": STAFF,
     # a resident's own problem reports: report with a photo, follow them (twin.trust.my_reports)
     "reports.follow": ("resident",),
     # notification channels and the outbox (twin.trust.outgoing; docs/notify.md)
