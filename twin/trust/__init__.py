@@ -21,6 +21,7 @@ module             what it decides
 ``escaping``       text made inert before Markdown or HTML
 ``admin``          users managed by administrators; layer uploads and rollbacks as a user
 ``my_reports``     a resident's problem reports: report with a photo, follow their own
+``organisations``  the organisations layer edited by admins; their indicators by scope
 =================  ==================================================================
 """
 
@@ -54,6 +55,13 @@ from twin.trust.casework import (
 )
 from twin.trust.escaping import html_text, safe_text
 from twin.trust.exports import export_geopackage, export_layer, query_as
+from twin.trust.organisations import (
+    organisation_indicators,
+    organisation_names,
+    organisations_for_edit,
+    public_organisations,
+    save_organisations,
+)
 from twin.trust.own_data import export_own_data
 from twin.trust.permissions import (
     ANONYMOUS,
@@ -116,6 +124,11 @@ from twin.trust.users import (
 )
 
 __all__ = [
+    "organisation_indicators",
+    "organisation_names",
+    "organisations_for_edit",
+    "public_organisations",
+    "save_organisations",
     "allowed_actions",
     "case_card",
     "category_choices",

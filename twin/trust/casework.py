@@ -262,7 +262,7 @@ def _territory_name(community_code: str | None, grid_cells: pd.DataFrame | None)
 
 def departments(case: Mapping[str, Any] | None = None,
                 grid_cells: pd.DataFrame | None = None,
-                organisations: pd.DataFrame | None = None) -> pd.DataFrame:
+                organisations: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Return the departments a case can go to, the routed ones first.
 
     Parameters
@@ -272,7 +272,8 @@ def departments(case: Mapping[str, Any] | None = None,
     grid_cells
         The unit grids, to name the community's territory (its responsible body).
     organisations
-        The organisations layer: each organisation (``org:<id>``) may be dispatched a case.
+        Organisation id → name (:func:`twin.trust.organisations.organisation_names`): each
+        organisation (``org:<id>``) may be dispatched a case.
 
     Returns
     -------
@@ -280,13 +281,10 @@ def departments(case: Mapping[str, Any] | None = None,
         ``code``, ``name_zh``, ``name_en``, ``routed`` (on the case's route, in route order).
     """
     table = cases.load_departments()[["code", "name_zh", "name_en"]].reset_index(drop=True)
-    if organisations is not None and len(organisations):
-        from twin import organisations as orgs
-
-        named = orgs.names(organisations)
+    if organisations:
         table = pd.concat([table, pd.DataFrame({
-            "code": [orgs.department_code(o) for o in named],
-            "name_zh": list(named.values()), "name_en": list(named.values())})],
+            "code": [f"org:{o}" for o in organisations],
+            "name_zh": list(organisations.values()), "name_en": list(organisations.values())})],
             ignore_index=True)
     route: list[str] = []
     if case is not None:
@@ -425,7 +423,7 @@ def case_card(store, user: User | None, case_id: str, grid_cells: pd.DataFrame |
                                   *(_as_dict(d).get("assignee") for d in history["data"])])
     from twin import organisations as orgs
 
-    depts = departments(case, grid_cells, orgs.current(store)).set_index("code")
+    depts = departments(case, grid_cells, orgs.names(orgs.current(store))).set_index("code")
     name_col = "name_zh" if zh else "name_en"
 
     def dept_name(code: Any) -> str:
