@@ -12,7 +12,7 @@ import pytest
 from tests.browser import DX, DY, LAT, LON, organisation_areas, small_twin_layers
 from tests.sessions import store_users
 from tests.test_trust_roles import data_home
-from twin import cases, organisations, trust
+from twin import cases, organisations, orgkpi, trust
 from twin.errors import PermissionDeniedError, ValidationError
 from twin.load import load_layer
 from twin.trust import User
@@ -110,7 +110,7 @@ def test_organisations_load_like_a_layer_with_history_and_the_admin_edits_them(s
 ])
 def test_services_that_cannot_be_read_are_refused(text, match):
     with pytest.raises(ValidationError, match=match):
-        organisations.parse_services(text)
+        organisations.parse_services(text, set(cases.load_categories().index))
 
 
 def test_routing_own_clocks_escalation_and_scoped_access(org_store):
@@ -158,9 +158,9 @@ def test_routing_own_clocks_escalation_and_scoped_access(org_store):
     _step(store, "pm2", "org_staff", c2["id"], "feedback", AT + pd.Timedelta(minutes=30))
     late = AT + pd.Timedelta(hours=23)  # Sunday 09:00: past PM1's Sunday 08:04
     assert list(organisations.overdue(store.read_cases(), late)["id"]) == [c1["id"]]
-    assert organisations.escalate_overdue(store, late, grid_cells=small_twin_layers()[
+    assert cases.escalate_org_overdue(store, late, grid_cells=small_twin_layers()[
         "grid_cells"]) == [c1["id"]]
-    assert organisations.escalate_overdue(store, late + pd.Timedelta(hours=1)) == []
+    assert cases.escalate_org_overdue(store, late + pd.Timedelta(hours=1)) == []
     back = store.get_case(c1["id"])
     assert back["department"] == "territory:450311001001" and back["assignee"] == "张三"
     assert back["org_id"] == "PM1" and back["supervised"] == 1
@@ -192,7 +192,7 @@ def test_routing_own_clocks_escalation_and_scoped_access(org_store):
     public = trust.public_organisations(store)
     assert public["owned"].isna().all() and public["on_time_rate"].isna().all()
     assert not {"contact_name", "contact_phone", "org_id", "office_phone"} & set(public.columns)
-    shown = organisations.public_indicators(store.read_cases(), organisations.current(store),
+    shown = orgkpi.public_indicators(store.read_cases(), organisations.current(store),
                                             min_count=1).set_index("name")
     assert shown.loc["丹桂园物业", "satisfaction"] == 90 and shown.loc["桂花苑物业", "owned"] == 1
 

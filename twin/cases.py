@@ -153,8 +153,9 @@ def _org_clock(s: Step, department: Any) -> None:
     if org_id not in set(areas["org_id"].astype(str)):
         raise ValidationError(f"no organisation {org_id!r} in the organisations layer; pick one "
                               "it lists (or load it first)")
+    cats = s.categories if s.categories is not None else load_categories()
     due = orgs.deadline(org_id, s.case["service_code"], s.case.get("area_class"), s.at, areas,
-                        s.calendar)
+                        cats, s.calendar)
     s.data["org"] = {"id": org_id, "since": _iso(s.at), "deadline": _iso(due)}
     s.record.update(org=org_id, org_deadline=_iso(due))
 
@@ -1306,4 +1307,44 @@ def escalate_overdue(store, now: Any = None, *, actor: str = "system", role: str
             done.append(case_id)
         except (StaleUpdateError, NotFoundError) as exc:
             LOGGER.warning("escalation of case %s skipped: %s", case_id, exc)
+    return done
+
+
+def escalate_org_overdue(store, now: Any = None, *, grid_cells: pd.DataFrame | None = None,
+                         areas: gpd.GeoDataFrame | None = None, actor: str = "system",
+                         role: str = "dispatcher") -> list[str]:
+    """Hand every case an organisation held past its own deadline back to the community.
+
+    Each gets a timeout supervision (督办) step that moves it to the community's territory
+    department (its grid worker as assignee) and records the organisation and its missed
+    deadline — one timeline entry; the case's organisation (``org_id``) is kept, for its
+    indicators (twin.orgkpi). A case changed concurrently is skipped and picked up on the
+    next run. See :mod:`twin.organisations` for the organisations' own deadlines.
+
+    Returns
+    -------
+    list of str
+        The ids of the cases escalated now.
+    """
+    from twin import organisations
+
+    now = to_utc(pd.Timestamp.now(tz="UTC") if now is None else now)
+    late = organisations.overdue(store.read_cases(), now)
+    named = organisations.names(_organisations(store, areas))
+    done = []
+    for case in late.to_dict("records"):
+        place = {k: case.get(k) for k in ("grid_code", "resp_grid_id", "community_code")}
+        territory = territory_department(case.get("community_code")) or "CMD"
+        assignee = grid_worker(place, grid_cells)
+        org = str(case["org_id"])
+        note = (f"{named.get(org, org)} 超过自身时限 "
+                f"{to_local(pd.Timestamp(case['org_deadline'])):%Y-%m-%d %H:%M}"
+                f",督办并退回社区 / missed its own limit: supervised, back to the community")
+        try:
+            transition(store, case["id"], "supervise", actor=actor, role=role,
+                       at=max(now, pd.Timestamp(case["updated_at"])), note=note,
+                       kind="timeout", department=territory, assignee=assignee)
+            done.append(case["id"])
+        except StaleUpdateError as exc:
+            LOGGER.warning("escalation of case %s skipped: %s", case["id"], exc)
     return done

@@ -1,4 +1,4 @@
-"""Organisations (共建共治): who owns which categories where, own clocks, escalation, indicators.
+"""Organisations (共建共治): who owns which categories where, their own clocks and deadlines.
 
 The organisations are data: the layer ``organisations`` (``layers/organisations.py``), one row
 per service area, loaded and versioned like any layer. This module reads it (through the layer
@@ -11,20 +11,18 @@ cache, :mod:`twin.layercache`) and answers, vectorised over many cases at once:
 - its own handling deadline for a case (:func:`org_deadlines`): its time limit for the
   category (its SLA; the category's own limit when it names none), on its own working hours
   (:func:`org_calendar`);
-- which of its cases missed that deadline (:func:`overdue`) and handing them back to the
-  community under timeout supervision (督办, :func:`escalate_overdue`);
-- its indicators (:func:`indicators`): cases owned, handled on time, escalated, reworked,
-  residents' satisfaction from evaluations; :func:`public_indicators` the same with small
-  counts suppressed.
+- which of its cases missed that deadline (:func:`overdue`); handing them back to the
+  community under timeout supervision (督办) is :func:`twin.cases.escalate_org_overdue`;
+- its indicators are :mod:`twin.orgkpi`'s.
 
 Who may see or change organisations is decided in :mod:`twin.trust.organisations`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
+from collections.abc import Collection
 from dataclasses import replace
 from datetime import date
 from functools import cache
@@ -36,7 +34,7 @@ import pandas as pd
 import shapely
 
 from twin import layercache
-from twin.errors import LayerNotFoundError, StaleUpdateError, ValidationError
+from twin.errors import LayerNotFoundError, ValidationError
 from twin.timeutil import local_zone, to_utc
 from twin.workcal import UNITS, WorkCalendar, _parse_hhmm, load_calendar
 
@@ -51,9 +49,6 @@ TYPE_PRIORITY = ("property_company", "owners_committee", "co_building_unit",
                  "social_organisation", "residents_committee", "party_committee")
 #: Statuses in which the organisation holds the case (its clock runs until it reports).
 HOLDING = ("dispatched", "handling")
-#: Fewer owned cases than this (or evaluations, for satisfaction) are not published: a small
-#: count can point at a household (docs/trust.md, The public page).
-PUBLIC_MIN_CASES = 5
 
 _SERVICE = re.compile(r"^\s*([PE]\d{4})\s*(?:=\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z_]+))?\s*$")
 
@@ -70,10 +65,12 @@ def org_of_department(department: Any) -> str | None:
     return None
 
 
-def parse_services(text: Any) -> dict[str, tuple[float | None, str | None]]:
+def parse_services(text: Any, known: Collection[str] | None = None
+                   ) -> dict[str, tuple[float | None, str | None]]:
     """Parse ``E0101=4 working_hours; P0107=2 working_days; E0201`` → code → (amount, unit).
 
-    A code alone owns the category with its own handling limit (``(None, None)``).
+    A code alone owns the category with its own handling limit (``(None, None)``). With
+    *known* (the category table's codes), a code not among them is refused.
 
     Raises
     ------
@@ -81,8 +78,6 @@ def parse_services(text: Any) -> dict[str, tuple[float | None, str | None]]:
         Naming the part that is not ``CODE`` or ``CODE=AMOUNT UNIT``, an unknown category or
         unit.
     """
-    from twin.cases import lookup_category
-
     if text is None or (isinstance(text, float) and np.isnan(text)) or not str(text).strip():
         return {}
     out: dict[str, tuple[float | None, str | None]] = {}
@@ -95,7 +90,9 @@ def parse_services(text: Any) -> dict[str, tuple[float | None, str | None]]:
                 f"services: {part.strip()!r} is not CODE or CODE=AMOUNT UNIT "
                 f"(e.g. E0101=4 working_hours; units {', '.join(UNITS)})")
         code, amount, unit = found.groups()
-        lookup_category(code)
+        if known is not None and code not in known:
+            raise ValidationError(f"services: unknown category {code!r} (see "
+                                  "data/seed/categories.csv)")
         if unit is not None and unit not in UNITS:
             raise ValidationError(f"services: unit {unit!r} of {code} is not one of "
                                   f"{', '.join(UNITS)}")
@@ -125,8 +122,10 @@ def parse_hours(text: Any) -> tuple[tuple[str, str], ...]:
     return tuple(periods)
 
 
-def check(areas: pd.DataFrame) -> None:
+def check(areas: pd.DataFrame, known: Collection[str] | None = None) -> None:
     """Check every organisation's services and hours, and that one organisation is one kind.
+
+    *known*: the category codes services may name (the category table's).
 
     Raises
     ------
@@ -136,7 +135,8 @@ def check(areas: pd.DataFrame) -> None:
     problems = []
     for org_id, services, hours in areas[["org_id", "services", "working_hours"]].drop_duplicates(
             ).itertuples(index=False):
-        for parse, value in ((parse_services, services), (parse_hours, hours)):
+        for parse, value in ((lambda v: parse_services(v, known), services),
+                             (parse_hours, hours)):
             try:
                 parse(value)
             except ValidationError as exc:
@@ -293,12 +293,10 @@ def org_calendar(org: pd.Series | dict, base: WorkCalendar | None = None) -> Wor
     return _calendar(base or load_calendar(), parse_hours(org.get("working_hours")), days)
 
 
-def _limits(org: pd.Series, codes: np.ndarray, area: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _limits(org: pd.Series, codes: np.ndarray, area: np.ndarray, cats: pd.DataFrame
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Return the organisation's handling limit and unit per case (the category's by default)."""
-    from twin.cases import load_categories
-
     services = parse_services(org.get("services"))
-    cats = load_categories()
     known = pd.Series(codes).isin(cats.index).to_numpy()
     rows = cats.reindex(codes)
     pick = pd.Series(area).fillna("B").str.lower().map({"a": 0, "b": 1, "c": 2}).fillna(1)
@@ -314,11 +312,14 @@ def _limits(org: pd.Series, codes: np.ndarray, area: np.ndarray) -> tuple[np.nda
 
 
 def org_deadlines(org_ids: Any, codes: Any, area_classes: Any, starts: Any,
-                  areas: pd.DataFrame, calendar: WorkCalendar | None = None) -> pd.DatetimeIndex:
+                  areas: pd.DataFrame, categories: pd.DataFrame,
+                  calendar: WorkCalendar | None = None) -> pd.DatetimeIndex:
     """Return each case's deadline at its organisation: its limit on its own calendar.
 
-    Vectorised per organisation (one :meth:`WorkCalendar.deadlines` call each). NaT where the
-    organisation is not in *areas* or the start is missing.
+    Vectorised per organisation (one :meth:`WorkCalendar.deadlines` call each). A category
+    the organisation names no limit for takes its own handling limit from *categories* (the
+    category table, :func:`twin.cases.load_categories`). NaT where the organisation is not in
+    *areas* or the start is missing.
     """
     org_ids = np.asarray(org_ids, dtype=object)
     codes = np.asarray(codes, dtype=object)
@@ -333,16 +334,18 @@ def org_deadlines(org_ids: Any, codes: Any, area_classes: Any, starts: Any,
         if not mine.any():
             continue
         org = orgs.loc[org_id]
-        amounts, units = _limits(org, codes[mine], area_classes[mine])
+        amounts, units = _limits(org, codes[mine], area_classes[mine], categories)
         due = org_calendar(org, calendar).deadlines(starts[mine], amounts, units)
         out[mine] = due.tz_convert("UTC").tz_localize(None).to_numpy("datetime64[ns]")
     return pd.DatetimeIndex(out).tz_localize("UTC")
 
 
 def deadline(org_id: str, code: str, area_class: Any, start: Any, areas: pd.DataFrame,
-             calendar: WorkCalendar | None = None) -> pd.Timestamp | None:
-    """One case's deadline at organisation *org_id* (see :func:`org_deadlines`)."""
-    due = org_deadlines([org_id], [code], [area_class], [to_utc(start)], areas, calendar)[0]
+             categories: pd.DataFrame, calendar: WorkCalendar | None = None
+             ) -> pd.Timestamp | None:
+    """Return one case's deadline at organisation *org_id* (see :func:`org_deadlines`)."""
+    due = org_deadlines([org_id], [code], [area_class], [to_utc(start)], areas, categories,
+                        calendar)[0]
     return None if pd.isna(due) else due
 
 
@@ -360,144 +363,6 @@ def overdue(cases: pd.DataFrame, now: Any = None) -> pd.DataFrame:
     return cases.loc[late]
 
 
-def escalate_overdue(store, now: Any = None, *, grid_cells: pd.DataFrame | None = None,
-                     areas: pd.DataFrame | None = None, actor: str = "system",
-                     role: str = "dispatcher") -> list[str]:
-    """Hand every case an organisation held past its own deadline back to the community.
-
-    Each gets a timeout supervision (督办) step that moves it to the community's territory
-    department (its grid worker as assignee) and records the organisation and its missed
-    deadline — one timeline entry; the case's organisation (``org_id``) is kept, for its
-    indicators. A case changed concurrently is skipped and picked up on the next run.
-
-    Returns
-    -------
-    list of str
-        The ids of the cases escalated now.
-    """
-    from twin.cases import grid_worker, territory_department, transition
-
-    now = to_utc(pd.Timestamp.now(tz="UTC") if now is None else now)
-    late = overdue(store.read_cases(), now)
-    named = names(areas if areas is not None else current(store))
-    done = []
-    for case in late.to_dict("records"):
-        place = {k: case.get(k) for k in ("grid_code", "resp_grid_id", "community_code")}
-        territory = territory_department(case.get("community_code")) or "CMD"
-        assignee = grid_worker(place, grid_cells)
-        org = str(case["org_id"])
-        note = (f"{named.get(org, org)} 超过自身时限 "
-                f"{pd.Timestamp(case['org_deadline']).tz_convert(local_zone()):%Y-%m-%d %H:%M}"
-                f",督办并退回社区 / missed its own limit: supervised, back to the community")
-        try:
-            transition(store, case["id"], "supervise", actor=actor, role=role,
-                       at=max(now, pd.Timestamp(case["updated_at"])), note=note,
-                       kind="timeout", department=territory, assignee=assignee)
-            done.append(case["id"])
-        except StaleUpdateError as exc:
-            LOGGER.warning("escalation of case %s skipped: %s", case["id"], exc)
-    return done
-
-
-# -- indicators of every organisation -----
-
-
-def _scores(cases: pd.DataFrame) -> pd.Series:
-    """Return the evaluation scores of the evaluated cases (the only JSON read: few rows)."""
-    done = cases.loc[cases["status"] == "evaluated", "data"]
-
-    def score(value: Any) -> float:
-        data = json.loads(value) if isinstance(value, str) else dict(value or {})
-        got = data.get("evaluation")
-        return float(got) if isinstance(got, int | float) else np.nan
-    return pd.Series([score(v) for v in done], index=done.index, dtype=float)
-
-
-def indicators(cases: pd.DataFrame, areas: pd.DataFrame, *, since: Any = None,
-               until: Any = None, as_of: Any = None) -> pd.DataFrame:
-    """Return one row per organisation: what it owned and how it did.
-
-    The cohort is the cases an organisation was given (``org_id``) that were requested in
-    ``[since, until)`` (default: all). Counted as of *as_of* (default now):
-
-    ============== ================================================================
-    ``owned``      cases given to the organisation
-    ``due``        dispatched to it and either reported (处理反馈) or past its deadline
-    ``on_time``    reported by its own deadline, without being escalated
-    ``on_time_rate`` on_time ÷ due, in %
-    ``escalated``  handed back to the community after missing its limit (督办)
-    ``reworked``   sent back to handling at least once; ``rework_rate`` ÷ reported, in %
-    ``evaluations`` / ``satisfaction``  evaluated cases and their mean score (0-100)
-    ============== ================================================================
-    """
-    from twin.cases import case_table
-
-    orgs = table(areas)
-    base = orgs[["org_id", "name", "org_type"]].copy()
-    cols = ("owned", "due", "on_time", "escalated", "reported", "reworked", "evaluations")
-    if len(cases) == 0 or "org_id" not in cases or cases["org_id"].isna().all():
-        return base.assign(**{c: 0 for c in cols}, on_time_rate=np.nan, rework_rate=np.nan,
-                           satisfaction=np.nan)
-    as_of = to_utc(pd.Timestamp.now(tz="UTC") if as_of is None else as_of)
-    t = case_table(cases.loc[cases["org_id"].notna()])
-    requested = pd.to_datetime(t["requested_at"], utc=True)
-    keep = requested <= as_of
-    if since is not None:
-        keep &= requested >= to_utc(since)
-    if until is not None:
-        keep &= requested < to_utc(until)
-    t = t.loc[keep]
-    due_at = pd.to_datetime(t["org_deadline"], utc=True)
-    reported = t["fed_back_at"].notna() & (t["fed_back_at"] <= as_of)
-    escalated = t["department"].astype(str) != ORG_PREFIX + t["org_id"].astype(str)
-    escalated &= due_at.notna() & ~reported & t["supervised"].gt(0)
-    frame = pd.DataFrame({
-        "org_id": t["org_id"].astype(str),
-        "owned": 1,
-        "due": (due_at.notna() & (reported | (due_at <= as_of))).astype(int),
-        "on_time": (reported & ~escalated & (t["fed_back_at"] <= due_at)).astype(int),
-        "escalated": escalated.astype(int),
-        "reported": reported.astype(int),
-        "reworked": (reported & t["first_rework_at"].notna()).astype(int),
-    })
-    scores = _scores(t)
-    frame["score"] = scores.reindex(t.index)
-    grouped = frame.groupby("org_id").agg(
-        owned=("owned", "sum"), due=("due", "sum"), on_time=("on_time", "sum"),
-        escalated=("escalated", "sum"), reported=("reported", "sum"),
-        reworked=("reworked", "sum"), evaluations=("score", "count"),
-        satisfaction=("score", "mean"))
-    out = base.merge(grouped, left_on="org_id", right_index=True, how="left")
-    for c in cols:
-        out[c] = out[c].fillna(0).astype(int)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["on_time_rate"] = np.where(out["due"] > 0, 100 * out["on_time"] / out["due"],
-                                       np.nan)
-        out["rework_rate"] = np.where(out["reported"] > 0,
-                                      100 * out["reworked"] / out["reported"], np.nan)
-    out["satisfaction"] = out["satisfaction"].astype(float)
-    return out.reset_index(drop=True)
-
-
-def public_indicators(cases: pd.DataFrame, areas: pd.DataFrame,
-                      min_count: int = PUBLIC_MIN_CASES, **period: Any) -> pd.DataFrame:
-    """Return the indicators the public may see: organisation name and type, no person.
-
-    Small counts are suppressed: an owned count below *min_count*, a rate over fewer than
-    *min_count* cases and a satisfaction over fewer than *min_count* evaluations are left
-    empty (``suppressed`` marks a row whose count is hidden).
-    """
-    full = indicators(cases, areas, **period)
-    out = full[["name", "org_type"]].copy()
-    small = full["owned"] < min_count
-    out["owned"] = full["owned"].astype("Int64").mask(small)
-    out["on_time_rate"] = full["on_time_rate"].round(1).mask(full["due"] < min_count)
-    out["rework_rate"] = full["rework_rate"].round(1).mask(full["reported"] < min_count)
-    out["satisfaction"] = full["satisfaction"].round(1).mask(full["evaluations"] < min_count)
-    out["suppressed"] = small.to_numpy()
-    return out.reset_index(drop=True)
-
-
 def valid_today(areas: pd.DataFrame, day: date | None = None) -> np.ndarray:
     """Whether each service area is valid on *day* (default: today, local)."""
     day = day or (pd.Timestamp.now(tz=local_zone()).date())
@@ -505,11 +370,10 @@ def valid_today(areas: pd.DataFrame, day: date | None = None) -> np.ndarray:
 
 
 __all__ = [
-    "LAYER", "ORG_PREFIX", "PUBLIC_MIN_CASES", "TYPE_PRIORITY", "check", "current",
-    "deadline", "department_code", "empty_areas", "escalate_overdue", "indicators", "names",
-    "org_calendar", "org_deadlines", "org_of_department", "orgs_at", "overdue", "owners_at",
-    "parse_hours", "parse_services", "public_indicators", "table", "valid_today",
-    "buildings_served",
+    "LAYER", "ORG_PREFIX", "TYPE_PRIORITY", "buildings_served", "check", "current",
+    "deadline", "department_code", "empty_areas", "names", "org_calendar", "org_deadlines",
+    "org_of_department", "orgs_at", "overdue", "owners_at", "parse_hours", "parse_services",
+    "table", "valid_today",
 ]
 
 

@@ -8,6 +8,8 @@ import geopandas as gpd
 import pandas as pd
 
 from twin import organisations as orgs
+from twin import orgkpi
+from twin.cases import load_categories
 from twin.errors import ValidationError
 from twin.schema import ORG_ROLES
 from twin.trust.permissions import User, require
@@ -80,7 +82,7 @@ def save_organisations(store, user: User | None, edited: pd.DataFrame, *, origin
         if edited[column].isna().any() or (edited[column].astype(str).str.strip() == "").any():
             raise ValidationError(f"{column} is required for every service area")
     edited = edited.replace({"": None})
-    orgs.check(edited)
+    orgs.check(edited, set(load_categories().index))
     shapes = areas.set_index("area_id").geometry
     frame = edited.merge(pd.DataFrame({"area_id": shapes.index, "geometry": shapes.values}),
                          on="area_id")
@@ -91,7 +93,7 @@ def save_organisations(store, user: User | None, edited: pd.DataFrame, *, origin
 
 
 def organisation_indicators(store, user: User | None, **period: Any) -> pd.DataFrame:
-    """Return the indicators (:func:`twin.organisations.indicators`) *user* may see.
+    """Return the indicators (:func:`twin.orgkpi.indicators`) *user* may see.
 
     The community's staff see every organisation; an organisation's staff their own.
 
@@ -101,7 +103,7 @@ def organisation_indicators(store, user: User | None, **period: Any) -> pd.DataF
         If *user* may not read organisations' indicators.
     """
     user = require(resolve(store, user), "organisations.indicators")
-    table = orgs.indicators(store.read_cases(), orgs.current(store), **period)
+    table = orgkpi.indicators(store.read_cases(), orgs.current(store), **period)
     if user.role in ORG_ROLES:
         table = table.loc[table["org_id"] == (user.org_id or "\0")]
     return table.reset_index(drop=True)
@@ -110,6 +112,6 @@ def organisation_indicators(store, user: User | None, **period: Any) -> pd.DataF
 def public_organisations(store, **period: Any) -> pd.DataFrame:
     """Return what anyone may see of the organisations' work: names, types, rates.
 
-    Small counts are suppressed (:func:`twin.organisations.public_indicators`); no person.
+    Small counts are suppressed (:func:`twin.orgkpi.public_indicators`); no person.
     """
-    return orgs.public_indicators(store.read_cases(), orgs.current(store), **period)
+    return orgkpi.public_indicators(store.read_cases(), orgs.current(store), **period)
