@@ -7,6 +7,7 @@ import streamlit as st
 
 from twin.errors import TwinError
 from twin.trust import admin
+from ui import organisations_view
 from ui.auth import origin, require_page, t_role
 from ui.common import current_language, error_text, local_time, md, present_store, t
 
@@ -104,3 +105,6 @@ if st.button(t("users.reset", LANG), key=f"reset_{name}"):
         st.error(error_text(exc, LANG, what="resetting a password"))
     else:
         flash(t("users.reset_done", LANG, name=md(name)), again.password)
+
+# -- the organisations that govern with the community (layer organisations) -------------------
+organisations_view.editor(store, user, LANG)
