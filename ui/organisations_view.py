@@ -9,7 +9,7 @@ from twin import trust
 from twin.errors import TwinError
 from twin.layers import get_layer
 from ui.auth import origin
-from ui.common import error_text, t
+from ui.common import error_text, md, t
 
 
 def type_names(lang: str) -> dict[str, str]:
@@ -58,13 +58,18 @@ def public_performance(store, lang: str) -> None:
     if table.empty:
         return
     st.subheader(t("orgs.public", lang))
-    shown = table[["name", "org_type", "owned", "on_time_rate", "rework_rate",
-                   "satisfaction"]].copy()
-    shown["org_type"] = shown["org_type"].map(type_names(lang)).fillna(shown["org_type"])
-    shown["owned"] = shown["owned"].astype(object).where(shown["owned"].notna(),
-                                                         t("orgs.suppressed", lang))
-    st.dataframe(shown.rename(columns=_labels(lang)), hide_index=True, width="stretch",
-                 key="orgs_public")
+    types, labels, hidden = type_names(lang), _labels(lang), t("orgs.suppressed", lang)
+
+    def figure(value: object, unit: str = "") -> str:
+        return hidden if pd.isna(value) else f"{value:g}{unit}"
+
+    # one line per organisation: readable on a phone, plain text (names are escaped)
+    for row in table.itertuples(index=False):
+        st.markdown(
+            f"**{md(row.name)}** · {md(types.get(row.org_type, row.org_type))}  \n"
+            f"{labels['owned']} {figure(row.owned)} · {labels['on_time_rate']} "
+            f"{figure(row.on_time_rate)} · {labels['rework_rate']} {figure(row.rework_rate)} · "
+            f"{labels['satisfaction']} {figure(row.satisfaction)}")
     st.caption(t("orgs.public_note", lang))
 
 
