@@ -192,6 +192,8 @@ def _plan(areas: gpd.GeoDataFrame, grid_cells: gpd.GeoDataFrame, rng: np.random.
     plan["path"] = [OUTCOMES[int(rng.choice(3, p=OUTCOME_P.get(o, OTHER_P)))] for o in org]
     plan["file"] = plan["collect"] + _hours(rng, 0.1, 1.0, n)
     plan["dispatch"] = plan["file"] + _hours(rng, 0.05, 0.5, n)
+    for column in ("collect", "file", "dispatch"):  # whole seconds, as stored
+        plan[column] = pd.to_datetime(plan[column], utc=True).dt.floor("s")
     cats = loop.load_categories()
     plan["org_due"] = org_deadlines(org, code, plan["area_class"], plan["dispatch"], areas,
                                     cats)
@@ -213,6 +215,9 @@ def _plan(areas: gpd.GeoDataFrame, grid_cells: gpd.GeoDataFrame, rng: np.random.
     plan["id"] = [f"{to_local(t):%Y%m%d}-{int(r):08x}" for t, r in zip(
         plan["collect"], rng.integers(0, 2**32, n), strict=True)]
     plan["source"] = np.where(rng.random(n) < 0.5, "patrol", "resident")
+    for column in ("collect", "file", "dispatch", "handle", "feedback", "rework", "feedback2",
+                   "supervise", "check", "close", "evaluate"):  # whole seconds, as stored
+        plan[column] = pd.to_datetime(plan[column], utc=True).dt.floor("s")
     return plan
 
 
@@ -268,7 +273,8 @@ def _histories(plan: pd.DataFrame, due: pd.DataFrame, grid_cells: gpd.GeoDataFra
         data: dict[str, Any] = {
             "category": {"zh": cat["name_zh"], "en": cat["name_en"], "major": cat["major_code"],
                          "minor": cat["minor_code"]},
-            "photos": [], "reporter": {} if p["source"] == "patrol" else {"channel": "12345"},
+            "photos": [], "reporter": {} if p["source"] == "patrol" else {
+                "resident_id": p["resident_id"], "channel": "12345"},
             "address": None, "route": routed["route"], "post": routed["post"], "times": {},
             "counts": {}, "deadlines": {}, "timer": None, "supervision": [],
             "possible_duplicates": [], "demo": True}
@@ -417,6 +423,14 @@ def populate(store, *, seed: int, now: pd.Timestamp, days: int,
     create_staff(store)
     plan = _plan(areas, grid_cells, rng, now, days)
     plan = plan.loc[plan["collect"] <= now].reset_index(drop=True)
+    # residents' reports name a resident (the hotline took them); without residents: patrols
+    residents = layer_or_empty(store, "residents")
+    if residents.empty:
+        plan["source"] = "patrol"
+        plan["resident_id"] = None
+    else:
+        ids = residents["resident_id"].astype(str).to_numpy()
+        plan["resident_id"] = ids[rng.integers(0, len(ids), len(plan))]
     cases, history = _histories(plan, _deadlines(plan), grid_cells, areas, now)
     counts = {"org_cases": store.put_rows(CASES, coerce_table(CASES, pd.DataFrame(cases))),
               "org_history": store.put_rows(CASE_HISTORY,
