@@ -62,12 +62,13 @@ with st.form("user_create", clear_on_submit=True):
     grids = c4.text_input(t("users.grids_hint", LANG), key="new_grids")
     building = c5.text_input(t("users.building", LANG), key="new_building")
     resident = c6.text_input(t("users.resident", LANG), key="new_resident")
+    org = st.text_input(t("orgs.user_org", LANG), key="new_org")
     password = st.text_input(t("users.password_optional", LANG), type="password",
                              key="new_password")
     if st.form_submit_button(t("users.create_button", LANG)):
         try:
             made = admin.add_user(store, user, username, role, display_name=display, grids=grids,
-                                  building_code=building, resident_id=resident,
+                                  building_code=building, resident_id=resident, org_id=org,
                                   password=password or None, origin=origin())
         except TwinError as exc:
             st.error(error_text(exc, LANG, what="creating a user"))
