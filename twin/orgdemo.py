@@ -411,7 +411,7 @@ def populate(store, *, seed: int, now: pd.Timestamp, days: int,
     Returns
     -------
     dict
-        How many ``org_cases`` and ``org_history`` steps were written.
+        How many ``cases`` and ``history`` steps were written (added to the demo's counts).
     """
     from twin.twin import put_layer
 
@@ -432,8 +432,8 @@ def populate(store, *, seed: int, now: pd.Timestamp, days: int,
         ids = residents["resident_id"].astype(str).to_numpy()
         plan["resident_id"] = ids[rng.integers(0, len(ids), len(plan))]
     cases, history = _histories(plan, _deadlines(plan), grid_cells, areas, now)
-    counts = {"org_cases": store.put_rows(CASES, coerce_table(CASES, pd.DataFrame(cases))),
-              "org_history": store.put_rows(CASE_HISTORY,
-                                            coerce_table(CASE_HISTORY, pd.DataFrame(history)))}
+    counts = {"cases": store.put_rows(CASES, coerce_table(CASES, pd.DataFrame(cases))),
+              "history": store.put_rows(CASE_HISTORY,
+                                        coerce_table(CASE_HISTORY, pd.DataFrame(history)))}
     LOGGER.info("demo organisations: %s", counts)
     return counts
