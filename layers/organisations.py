@@ -14,6 +14,16 @@ from twin.schema import Column, LayerSpec, MapStyle
 ORG_TYPES = ("party_committee", "residents_committee", "property_company", "owners_committee",
              "co_building_unit", "social_organisation")
 
+
+
+def _check(frame) -> None:
+    """Refuse organisations whose services or hours cannot be read (twin.organisations.check)."""
+    from twin.cases import load_categories
+    from twin.organisations import check
+
+    check(frame, set(load_categories().index))
+
+
 SPEC = LayerSpec(
     name="organisations",
     title_zh="共建组织",
@@ -50,4 +60,5 @@ SPEC = LayerSpec(
     style=MapStyle(fill=(255, 170, 0, 30), line=(230, 130, 0, 220), line_width_m=2,
                    z_order=12, visible=False),
     tooltip=("name", "org_type", "office_phone"),
+    check=_check,
 )

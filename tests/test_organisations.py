@@ -223,3 +223,13 @@ def test_organisation_staff_need_an_organisation(store):
         trust.create_user(store, "nobody", "a-long-password", "org_staff")
     assert cases.route(cases.lookup_category("E0101"), {"community_code": "450311001001"},
                        org="PM1")["post"] == "organisation"
+
+
+def test_a_file_whose_services_cannot_be_read_is_refused_and_nothing_written(store, tmp_path):
+    path = tmp_path / "orgs.geojson"
+    areas = organisation_areas()
+    areas.loc[0, "services"] = "E0101=2 fortnights"
+    areas.to_file(path, driver="GeoJSON")
+    with pytest.raises(ValidationError, match="PM1.*fortnights"):
+        load_layer(store, "organisations", path, actor="datastaff")
+    assert store.layer_versions("organisations") == []

@@ -194,9 +194,18 @@ def _valid(areas: pd.DataFrame, days: np.ndarray) -> np.ndarray:
     return ok & (np.isnat(end) | (days <= end))
 
 
+def _readable_services(text: Any) -> dict[str, tuple[float | None, str | None]]:
+    """Parse *text*; a layer written before its rules were checked owns nothing it cannot say."""
+    try:
+        return parse_services(text)
+    except ValidationError as exc:
+        LOGGER.warning("organisations: %s; that area owns nothing until it is corrected", exc)
+        return {}
+
+
 def _owned_codes(areas: pd.DataFrame) -> list[dict[str, tuple[float | None, str | None]]]:
     return layercache.of_frame(areas, "org-services",
-                               lambda: [parse_services(s) for s in areas["services"]])
+                               lambda: [_readable_services(s) for s in areas["services"]])
 
 
 def _area_tree(areas: gpd.GeoDataFrame) -> tuple[shapely.STRtree, np.ndarray, np.ndarray]:
@@ -296,7 +305,7 @@ def org_calendar(org: pd.Series | dict, base: WorkCalendar | None = None) -> Wor
 def _limits(org: pd.Series, codes: np.ndarray, area: np.ndarray, cats: pd.DataFrame
             ) -> tuple[np.ndarray, np.ndarray]:
     """Return the organisation's handling limit and unit per case (the category's by default)."""
-    services = parse_services(org.get("services"))
+    services = _readable_services(org.get("services"))
     known = pd.Series(codes).isin(cats.index).to_numpy()
     rows = cats.reindex(codes)
     pick = pd.Series(area).fillna("B").str.lower().map({"a": 0, "b": 1, "c": 2}).fillna(1)

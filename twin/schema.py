@@ -107,6 +107,9 @@ class LayerSpec:
     tooltip: tuple[str, ...] = ()
     fiware_type: str | None = None
     doc: str = ""
+    #: A check of the whole loaded frame beyond the columns' rules (``gridtwin load`` runs it
+    #: before anything is written): a function raising ValidationError, or None.
+    check: Any = None
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
