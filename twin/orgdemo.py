@@ -40,7 +40,7 @@ STAFF: dict[str, tuple[str, str, str, str]] = {
     "pm1staff": ("org_staff", "PM1", "桂馨苑物业 客服", "pm1staff-demo"),
     "pm2staff": ("org_staff", "PM2", "丹桂园物业 客服", "pm2staff-demo"),
     "ocstaff": ("org_staff", "OC1", "桂馨苑业委会", "ocstaff-demo"),
-    "schoolstaff": ("org_staff", "CB1", "雁湖小学 后勤", "schoolstaff-demo"),
+    "schoolstaff": ("org_staff", "CB1", "共建学校 后勤", "schoolstaff-demo"),
     "socialstaff": ("org_staff", "SO1", "邻里守望社工站", "socialstaff-demo"),
 }
 #: (org id, share of the cases, outcomes: on time, reworked, late → escalated)
@@ -87,10 +87,11 @@ def demo_areas(grid_cells: gpd.GeoDataFrame, buildings: gpd.GeoDataFrame,
     inside = facilities.loc[facilities.geometry.intersects(community)] if len(facilities) \
         else facilities
     units = []
-    for kind, org_id, fallback, services in (
-            ("school", "CB1", "学校", "E0501=1 working_hours; E0201=4 working_hours"),
-            ("clinic", "CB2", "卫生服务站", "E0502=2 working_hours; E0102")):
-        found = inside.loc[inside["kind"] == kind] if "kind" in inside else inside.iloc[0:0]
+    for kinds, org_id, fallback, services in (
+            (("school", "kindergarten"), "CB1", "学校",
+             "E0501=1 working_hours; E0201=4 working_hours"),
+            (("clinic", "hospital"), "CB2", "卫生服务站", "E0502=2 working_hours; E0102")):
+        found = inside.loc[inside["kind"].isin(kinds)] if "kind" in inside else inside.iloc[0:0]
         shape = found.geometry.iloc[:1] if len(found) else gpd.GeoSeries(
             [community.centroid], crs=4326)
         name = str(found["name"].iloc[0]) if len(found) and "name" in found else fallback
