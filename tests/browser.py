@@ -217,3 +217,24 @@ def settle(page, timeout_ms: float = 60_000) -> None:
         "() => document.querySelector('[data-testid=\"stApp\"]')"
         "?.getAttribute('data-test-script-state') === 'notRunning'"
         " && !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
+
+
+def organisation_areas() -> gpd.GeoDataFrame:
+    """Organisations of the small community: two estates' property companies, their owners'
+    committee, a social organisation serving everyone (layer ``organisations``)."""
+    west, east = box(LON, LAT, LON + 0.0015, LAT + DY), box(LON + 0.0028, LAT, LON + DX, LAT + DY)
+    return gpd.GeoDataFrame(
+        {"area_id": ["PM1-A", "PM2-A", "OC1-A", "SO1-A"],
+         "org_id": ["PM1", "PM2", "OC1", "SO1"],
+         "name": ["桂花苑物业", "丹桂园物业", "桂花苑业委会", "邻里互助社"],
+         "org_type": ["property_company", "property_company", "owners_committee",
+                      "social_organisation"],
+         "services": ["E0101=2 working_hours; P0201", "E0101; E0550=1 working_days", "E0301",
+                      ""],
+         "working_hours": ["08:00-12:00", "", "", ""],
+         "working_days": ["daily", "workdays", "workdays", "workdays"],
+         "office_phone": ["0773-5551001", "0773-5551002", "", ""],
+         "contact_name": ["王经理", "李经理", "赵主任", "钱社工"],
+         "contact_phone": ["13800000001", "13800000002", "13800000003", "13800000004"],
+         "valid_from": ["2025-01-01"] * 4, "valid_to": [None] * 4},
+        geometry=[west, east, west, box(LON, LAT, LON + DX, LAT + DY)], crs=4326)

@@ -20,7 +20,7 @@ def store_users(store, *users: trust.User) -> list[trust.User]:
         trust.create_user(store, user.username, PASSWORD, user.role,
                           display_name=user.display_name, grids=user.grids,
                           resident_id=user.resident_id, building_code=user.building_code,
-                          actor="tests", replace_existing=True)
+                          org_id=user.org_id, actor="tests", replace_existing=True)
         for user in users
     ]
 

@@ -53,6 +53,8 @@ USERS = {
     "planner": User("pla", "planner"),
     "data_staff": User("dat", "data_staff"),
     "resident": User("res", "resident", resident_id="P3", building_code="B3"),
+    "org_admin": User("oad", "org_admin", org_id="PM1"),
+    "org_staff": User("ost", "org_staff", org_id="PM1"),
 }
 
 
@@ -156,7 +158,10 @@ def test_docs_list_one_demo_user_per_role_with_its_password():
     text = (Path(__file__).resolve().parent.parent / "docs" / "trust.md").read_text("utf-8")
     rows = re.findall(r"^\| (\w+) \| [^|]+ \| (\w+-demo) \|$", text, re.M)
     assert dict(rows) == {name: password for name, (_, password) in trust.DEMO_USERS.items()}
-    assert sorted(role for role, _ in trust.DEMO_USERS.values()) == sorted(ROLES)
+    # an organisation's staff belong to one: the demo's are made with its organisations
+    # (twin.orgdemo) and listed in a table of their own
+    assert sorted(role for role, _ in trust.DEMO_USERS.values()) == sorted(
+        r for r in ROLES if r not in schema.ORG_ROLES)
 
 
 @pytest.mark.parametrize("raw", ["many", "0", "-1"])
@@ -187,6 +192,8 @@ PAGES = {  # role → pages it may open
     "planner": {"public", "cockpit", "kpi", "queries", "participation"},
     "data_staff": {"public", "cockpit", "queries", "layers", "participation"},
     "resident": {"public", "participation", "my_reports"},
+    "org_admin": {"public", "cases"},
+    "org_staff": {"public", "cases"},
 }
 
 

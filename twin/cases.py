@@ -19,7 +19,7 @@ from shapely.geometry import Point
 
 from twin import settings
 from twin.errors import NotFoundError, PermissionDeniedError, StaleUpdateError, ValidationError
-from twin.schema import CASE_DATA_COLUMNS, CASES, ROLES
+from twin.schema import CASE_DATA_COLUMNS, CASES, ORG_ROLES, ROLES
 from twin.timeutil import to_local, to_utc
 from twin.workcal import UNITS, WorkCalendar, load_calendar, to_datetime
 
@@ -93,6 +93,8 @@ class Step:
     data: dict[str, Any]
     cat: pd.Series
     changes: dict[str, Any] = field(default_factory=dict)
+    #: the organisations layer (twin.organisations), read when a step needs it
+    organisations: Callable[[], gpd.GeoDataFrame] | None = None
     record: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -131,6 +133,31 @@ def _dispatch(s: Step) -> None:
     s.changes.update(department=department, assignee=assignee)
     s.start_stage("handle", s.at)
     s.record.update(department=department, assignee=assignee)
+    _org_clock(s, department)
+
+
+def _org_clock(s: Step, department: Any) -> None:
+    """Start the organisation's own clock when a case is dispatched to one (twin.organisations).
+
+    Its deadline is its own limit for the category on its own working hours; a case dispatched
+    elsewhere that no organisation had yet held drops the routed organisation.
+    """
+    from twin import organisations as orgs
+
+    org_id = orgs.org_of_department(department)
+    if org_id is None:
+        if not (s.data.get("org") or {}).get("deadline"):
+            s.data.pop("org", None)
+        return
+    areas = s.organisations() if s.organisations is not None else orgs.empty_areas()
+    if org_id not in set(areas["org_id"].astype(str)):
+        raise ValidationError(f"no organisation {org_id!r} in the organisations layer; pick one "
+                              "it lists (or load it first)")
+    cats = s.categories if s.categories is not None else load_categories()
+    due = orgs.deadline(org_id, s.case["service_code"], s.case.get("area_class"), s.at, areas,
+                        cats, s.calendar)
+    s.data["org"] = {"id": org_id, "since": _iso(s.at), "deadline": _iso(due)}
+    s.record.update(org=org_id, org_deadline=_iso(due))
 
 
 def _return(s: Step) -> None:
@@ -246,6 +273,13 @@ def _supervise(s: Step) -> None:
     s.data.setdefault("supervision", []).append(
         {"kind": kind, "at": _iso(s.at), "stage": (s.data.get("timer") or {}).get("stage")})
     s.record["kind"] = kind
+    if s.fields.get("department"):  # handed back (an organisation missed its limit)
+        department, assignee = s.fields["department"], s.fields.get("assignee")
+        s.changes.update(department=department, assignee=assignee)
+        s.record.update(department=department, assignee=assignee,
+                        from_department=s.case.get("department"))
+        if s.data.get("org"):
+            s.data["org"]["escalated_at"] = _iso(s.at)
 
 
 def _recategorise(s: Step) -> None:
@@ -254,7 +288,14 @@ def _recategorise(s: Step) -> None:
     if code == case["service_code"]:
         raise ValidationError(f"case {case['id']} already has category {code}")
     place = {k: case.get(k) for k in ("grid_code", "resp_grid_id", "community_code")}
-    routed = route(new_cat, place, s.grid_cells)
+    org = None
+    if s.organisations is not None and case.get("lon") is not None:
+        org = owners_at([case["lon"]], [case["lat"]], [code], s.at, s.organisations())[0]
+    routed = route(new_cat, place, s.grid_cells, org=org)
+    if org:
+        s.data["org"] = {"id": org, "routed": _iso(s.at)}
+    elif not (s.data.get("org") or {}).get("deadline"):
+        s.data.pop("org", None)
     s.changes.update(service_code=code, family=new_cat["family"],
                      department=routed["department"], assignee=routed["assignee"])
     s.data["category"] = {"zh": new_cat["name_zh"], "en": new_cat["name_en"],
@@ -297,15 +338,18 @@ TRANSITIONS: tuple[Transition, ...] = (
                fields=("department", "assignee"),
                doc="sent to the routed department / grid worker (or the ones given)",
                effect=_dispatch),
-    Transition("return", ("dispatched", "handling"), "filed", ("grid_worker", "official", "admin"),
+    Transition("return", ("dispatched", "handling"), "filed",
+               ("grid_worker", "official", "admin", *ORG_ROLES),
                "回退", "Return", own_grid=True, note_required=True,
                doc="the receiver says it is not theirs; the command centre re-dispatches",
                effect=_return),
-    Transition("handle", ("dispatched",), "handling", ("grid_worker", "official", "admin"), "处置",
+    Transition("handle", ("dispatched",), "handling",
+               ("grid_worker", "official", "admin", *ORG_ROLES), "处置",
                "Handle", own_grid=True, fields=("photos",),
                doc="the receiver starts handling, with photos of the place before",
                effect=_handle),
-    Transition("feedback", ("handling",), "fed_back", ("grid_worker", "official", "admin"),
+    Transition("feedback", ("handling",), "fed_back",
+               ("grid_worker", "official", "admin", *ORG_ROLES),
                "处理反馈", "Report handling", own_grid=True, fields=("photos",),
                doc="the receiver reports the result, with photos", effect=_feedback),
     Transition("check", ("fed_back",), "checked", ("grid_worker", "admin"), "核查", "Check",
@@ -320,7 +364,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("evaluate", ("closed",), "evaluated", ("official", "admin"), "综合评价", "Evaluate",
                fields=("score",), doc="the case is rated (0-100)", effect=_evaluate),
     Transition("request_extension", ("dispatched", "handling"), None,
-               ("grid_worker", "official", "admin"), "申请延期", "Request extension",
+               ("grid_worker", "official", "admin", *ORG_ROLES), "申请延期", "Request extension",
                own_grid=True, note_required=True, fields=("amount", "unit"),
                effect=_request_extension),
     Transition("extend", ("dispatched", "handling"), None, ("official", "admin"), "延期", "Extend",
@@ -334,8 +378,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("resume", ("on_hold",), "handling", ("official", "admin"), "恢复处置", "Resume",
                doc="back from hold; the handling deadline restarts", effect=_resume),
     Transition("supervise", _WORKING, None, ("official", "dispatcher", "admin"), "督办",
-               "Supervise", fields=("kind",),
-               doc="timeout (automatic or by the centre), leader or key case (officials only)",
+               "Supervise", fields=("kind", "department", "assignee"),
+               doc="timeout (automatic or by the centre), leader or key case (officials only); "
+                   "with a department, the case is handed back to it (an organisation's miss)",
                effect=_supervise),
     Transition("force_close", _WORKING, "closed", ("official", "admin"), "强制结案", "Force close",
                note_required=True, doc="closed by an official's decision", effect=_force_close),
@@ -533,24 +578,31 @@ def territory_department(community_code: str | None) -> str | None:
 
 
 def route(
-    cat: pd.Series, place: dict[str, Any], grid_cells: gpd.GeoDataFrame | None = None
+    cat: pd.Series, place: dict[str, Any], grid_cells: gpd.GeoDataFrame | None = None,
+    org: str | None = None,
 ) -> dict[str, Any]:
-    """Who gets a case: events to the territory first, components to their owner first.
+    """Return who gets a case: an organisation owning it there, else the usual route.
 
-    Events (事件先属地后属主): the grid worker of the unit grid's responsibility grid, in the
-    community's territory; the category's owner department when the place is in no grid.
-    Components (部件先属主后属地): the category's owner department; the territory when the
-    category names no owner.
+    An organisation (*org*, from :func:`twin.organisations.owners_at`: a property company for
+    the categories it owns in its estate …) comes first, the community's territory next as
+    fall-back and supervisor. Events (事件先属地后属主): the grid worker of the unit grid's
+    responsibility grid, in the community's territory; the category's owner department when
+    the place is in no grid. Components (部件先属主后属地): the category's owner department;
+    the territory when the category names no owner.
 
     Returns
     -------
     dict
-        ``department``, ``assignee`` (or None), ``post`` (grid_worker or department) and
-        ``route`` (the ordered candidates, first is used).
+        ``department``, ``assignee`` (or None), ``post`` (grid_worker, department or
+        organisation) and ``route`` (the ordered candidates, first is used).
     """
     territory = territory_department(place.get("community_code"))
-    worker = _grid_worker(place, grid_cells)
+    worker = grid_worker(place, grid_cells)
     owner = cat["department"] or None
+    if org:
+        candidates = list(dict.fromkeys(c for c in (f"org:{org}", territory, owner) if c))
+        return {"department": candidates[0], "assignee": None, "post": "organisation",
+                "route": candidates}
     if cat["family"] == "event":
         candidates = [c for c in (territory, owner) if c]
         assignee = worker if territory else None
@@ -562,7 +614,8 @@ def route(
             "post": "grid_worker" if assignee else "department", "route": candidates}
 
 
-def _grid_worker(place: dict[str, Any], grid_cells: gpd.GeoDataFrame | None) -> str | None:
+def grid_worker(place: dict[str, Any], grid_cells: gpd.GeoDataFrame | None) -> str | None:
+    """Return the grid worker of a place's unit grid (or of its responsibility grid)."""
     if grid_cells is None or "grid_worker" not in grid_cells or not place.get("grid_code"):
         return None
     cells = grid_cells
@@ -697,6 +750,20 @@ def _check_own_grid(transition: Transition, case: dict[str, Any], actor: str, ro
     )
 
 
+def _check_own_org(transition: Transition, case: dict[str, Any], actor: str, role: str,
+                   org: str | None) -> None:
+    """Refuse an organisation's staff a step on a case their organisation does not hold."""
+    if role not in ORG_ROLES:
+        return
+    if org and case.get("department") == f"org:{org}":
+        return
+    raise PermissionDeniedError(
+        f"{actor!r} works for organisation {org!r} and may {transition.action} only the cases "
+        f"assigned to it; case {case.get('id')} is with {case.get('department')!r}. Ask the "
+        "command centre to dispatch it to your organisation."
+    )
+
+
 def _time(at: Any, case: dict[str, Any] | None = None) -> pd.Timestamp:
     ts = pd.Timestamp.now(tz="UTC") if at is None else to_datetime(at)
     if case is not None:
@@ -733,6 +800,7 @@ def report(
     categories: pd.DataFrame | None = None,
     calendar: WorkCalendar | None = None,
     attributes: dict[str, str] | None = None,
+    organisations: gpd.GeoDataFrame | None = None,
 ) -> dict[str, Any]:
     """Collect (信息收集) a new case at a point; route it and start the filing timer.
 
@@ -765,6 +833,9 @@ def report(
         recorded as ``possible_duplicates`` (see :func:`find_duplicates`).
     attributes
         Answers to the category's extra questions (Open311 ``attribute[code]``), kept as they are.
+    organisations
+        The organisations layer (default: the store's current one, if any): an organisation
+        owning the category at the place gets the case first (:func:`route`).
 
     Returns
     -------
@@ -783,7 +854,9 @@ def report(
     ts = _time(at)
     place = locate(float(lon), float(lat), grid_cells)
     _check_collect_place(actor, role, place, grid_cells)
-    routed = route(cat, place, grid_cells)
+    areas = _organisations(store, organisations)
+    org = owners_at([float(lon)], [float(lat)], [category], ts, areas)[0]
+    routed = route(cat, place, grid_cells, org=org)
     cal = calendar or load_calendar()
     amount, unit = stage_limit(cat, "file", place["area_class"])
     file_deadline = cal.add(ts, amount, unit)
@@ -807,6 +880,8 @@ def report(
     }
     if attributes:
         data["attributes"] = dict(attributes)
+    if org:
+        data["org"] = {"id": org, "routed": _iso(ts)}
     case = {
         "id": case_id or new_case_id(ts),
         "status": "collected", "service_code": category, "family": cat["family"],
@@ -823,6 +898,20 @@ def report(
     LOGGER.info("case %s collected by %s (%s) in grid %s", case["id"], actor, role,
                 place["grid_code"])
     return stored
+
+
+def _organisations(store, given: gpd.GeoDataFrame | None) -> gpd.GeoDataFrame:
+    """Return the organisations layer given, else the store's current one (none if not loaded)."""
+    from twin import organisations
+
+    return given if given is not None else organisations.current(store)
+
+
+def owners_at(lon: Any, lat: Any, codes: Any, at: Any, areas: gpd.GeoDataFrame) -> np.ndarray:
+    """Return the organisation owning each category at each place then (twin.organisations)."""
+    from twin import organisations
+
+    return organisations.owners_at(lon, lat, codes, at, areas)
 
 
 def new_case_id(at: pd.Timestamp) -> str:
@@ -879,6 +968,8 @@ def transition(
     categories: pd.DataFrame | None = None,
     calendar: WorkCalendar | None = None,
     outbox: Callable[[dict[str, Any], dict[str, Any]], Any] | None = None,
+    actor_org: str | None = None,
+    organisations: gpd.GeoDataFrame | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """Move a case one step along the loop, if *role* owns that step; record who and when.
@@ -907,6 +998,11 @@ def transition(
         Called as ``outbox(case_before, case_after)`` before the step is written; the
         notification rows it returns (:func:`twin.notify.outbox_rows`) are written in the
         step's transaction (:func:`twin.trust.transition_case` passes the assignment's).
+    actor_org
+        The organisation an ``org_admin``/``org_staff`` works for: they act only on the cases
+        it holds (department ``org:<id>``).
+    organisations
+        The organisations layer, for a dispatch to one (default: the store's current one).
     **fields
         What the action takes: ``department``/``assignee`` (dispatch), ``photos`` (feedback,
         check), ``deadline`` or ``amount``+``unit`` (extend), ``kind`` (supervise),
@@ -938,9 +1034,11 @@ def transition(
     grids = set(actor_grids) if actor_grids is not None else (
         grids_of_worker(actor, grid_cells) if grid_cells is not None else None)
     _check_step(t, case, actor, role, grids, note, fields)
+    _check_own_org(t, case, actor, role, actor_org)
     ts = _time(at, case)
     cal = calendar or load_calendar()
-    changes, data, step_data = _apply(t, case, ts, role, fields, cal, categories, grid_cells)
+    changes, data, step_data = _apply(t, case, ts, role, fields, cal, categories, grid_cells,
+                                      lambda: _organisations(store, organisations))
     status = case["status"]
     if t.target is not None:
         changes["status"] = t.target
@@ -988,7 +1086,9 @@ def _check_step(t: Transition, case: dict[str, Any], actor: str, role: str,
 
 def _apply(t: Transition, case: dict[str, Any], ts: pd.Timestamp, role: str,
            fields: dict[str, Any], cal: WorkCalendar, categories: pd.DataFrame | None,
-           grid_cells: gpd.GeoDataFrame | None) -> tuple[dict, dict, dict]:
+           grid_cells: gpd.GeoDataFrame | None,
+           organisations: Callable[[], gpd.GeoDataFrame] | None = None
+           ) -> tuple[dict, dict, dict]:
     """Compute the column changes, the new ``data`` and the step's own data for one transition.
 
     Every step records its time and count; then the transition's declared effect runs.
@@ -1000,7 +1100,7 @@ def _apply(t: Transition, case: dict[str, Any], ts: pd.Timestamp, role: str,
     data.setdefault("deadlines", {})
     step = Step(case=case, at=ts, role=role, fields=fields, calendar=cal, categories=categories,
                 grid_cells=grid_cells, data=data,
-                cat=lookup_category(case["service_code"], categories))
+                cat=lookup_category(case["service_code"], categories), organisations=organisations)
     if t.effect is not None:
         t.effect(step)
     return step.changes, step.data, step.record
@@ -1218,4 +1318,44 @@ def escalate_overdue(store, now: Any = None, *, actor: str = "system", role: str
             done.append(case_id)
         except (StaleUpdateError, NotFoundError) as exc:
             LOGGER.warning("escalation of case %s skipped: %s", case_id, exc)
+    return done
+
+
+def escalate_org_overdue(store, now: Any = None, *, grid_cells: pd.DataFrame | None = None,
+                         areas: gpd.GeoDataFrame | None = None, actor: str = "system",
+                         role: str = "dispatcher") -> list[str]:
+    """Hand every case an organisation held past its own deadline back to the community.
+
+    Each gets a timeout supervision (督办) step that moves it to the community's territory
+    department (its grid worker as assignee) and records the organisation and its missed
+    deadline — one timeline entry; the case's organisation (``org_id``) is kept, for its
+    indicators (twin.orgkpi). A case changed concurrently is skipped and picked up on the
+    next run. See :mod:`twin.organisations` for the organisations' own deadlines.
+
+    Returns
+    -------
+    list of str
+        The ids of the cases escalated now.
+    """
+    from twin import organisations
+
+    now = to_utc(pd.Timestamp.now(tz="UTC") if now is None else now)
+    late = organisations.overdue(store.read_cases(), now)
+    named = organisations.names(_organisations(store, areas))
+    done = []
+    for case in late.to_dict("records"):
+        place = {k: case.get(k) for k in ("grid_code", "resp_grid_id", "community_code")}
+        territory = territory_department(case.get("community_code")) or "CMD"
+        assignee = grid_worker(place, grid_cells)
+        org = str(case["org_id"])
+        note = (f"{named.get(org, org)} 超过自身时限 "
+                f"{to_local(pd.Timestamp(case['org_deadline'])):%Y-%m-%d %H:%M}"
+                f",督办并退回社区 / missed its own limit: supervised, back to the community")
+        try:
+            transition(store, case["id"], "supervise", actor=actor, role=role,
+                       at=max(now, pd.Timestamp(case["updated_at"])), note=note,
+                       kind="timeout", department=territory, assignee=assignee)
+            done.append(case["id"])
+        except StaleUpdateError as exc:
+            LOGGER.warning("escalation of case %s skipped: %s", case["id"], exc)
     return done

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from twin import orgdemo
 from twin.cases import (
     TRANSITIONS_BY_ACTION,
     data_columns,
@@ -211,6 +212,10 @@ def populate(store, *, seed: int = 0, now: Any = None, days: int = 395,
         "answers": store.put_rows(ANSWERS, answers),
         "events": store.append_events(readings) if len(readings) else 0,
     }
+    for key, written in orgdemo.populate(store, seed=seed, now=now, days=days,  # 共建共治
+                                         grid_cells=layers.grid_cells,
+                                         buildings=layers.buildings).items():
+        counts[key] += written
     store.append_audit("make_demo", "demo.populate", "store",
                        {"seed": seed, "now": now.isoformat(), **counts}, "twin.demo")
     LOGGER.info("demo populated: %s", counts)

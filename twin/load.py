@@ -307,6 +307,8 @@ def load_layer(
 
             options["on_geometries"] = locate
         result = load_file(layer, path, progress=progress, **options)
+        if spec.check is not None:  # the layer's own rules over whole rows (nothing written)
+            spec.check(result.frame)
         grid_cells = grids.result() if grids is not None else READ_GRIDS
         where = None
         if located is not None and located.result() is not None:

@@ -107,6 +107,9 @@ class LayerSpec:
     tooltip: tuple[str, ...] = ()
     fiware_type: str | None = None
     doc: str = ""
+    #: A check of the whole loaded frame beyond the columns' rules (``gridtwin load`` runs it
+    #: before anything is written): a function raising ValidationError, or None.
+    check: Any = None
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -217,7 +220,11 @@ CASES = TableSpec(
         _c("returns", "int", "how many times the receiver returned it"),
         _c("supervised", "int", "how many supervisions (督办) it had"),
         _c("extended", "bool", "the handling deadline was extended"),
-        _c("post", "text", "post of the receiver: grid_worker or department"),
+        _c("post", "text", "post of the receiver: grid_worker, department or organisation"),
+        _c("org_id", "text", "the organisation the case was routed or handed to (kept after it "
+           "was escalated back to the community)"),
+        _c("org_deadline", "datetime", "the organisation's own handling deadline, on its own "
+           "working hours (its time limit for the category)"),
         _c("data", "json", "everything else the case carries (photos, reporter, timers …)"),
     ),
     key="id",
@@ -246,6 +253,8 @@ CASE_DATA_COLUMNS: dict[str, tuple[tuple[str, ...], str]] = {
     "supervised": (("supervision",), "count"),
     "extended": (("extended",), "value"),
     "post": (("post",), "value"),
+    "org_id": (("org", "id"), "value"),
+    "org_deadline": (("org", "deadline"), "value"),
 }
 
 CASE_HISTORY = TableSpec(
@@ -346,7 +355,11 @@ ALARMS = TableSpec(
 
 #: The roles of users, declared once (twin.cases routes steps by them, twin.trust grants
 #: permissions to them; ``public`` — not logged in — is not a role a user can hold).
-ROLES = ("admin", "official", "dispatcher", "grid_worker", "planner", "data_staff", "resident")
+ROLES = ("admin", "official", "dispatcher", "grid_worker", "planner", "data_staff", "resident",
+         "org_admin", "org_staff")
+#: Roles that work for one organisation (layer ``organisations``; the user's ``org_id``): they
+#: see and act only on the cases assigned to it (twin.trust.organisations).
+ORG_ROLES = ("org_admin", "org_staff")
 
 USERS = TableSpec(
     "twin_users",
@@ -357,6 +370,8 @@ USERS = TableSpec(
         Column("grids", "json", "责任网格", "Grids", doc="responsibility grids of a grid worker"),
         Column("resident_id", "text", "居民编号", "Resident id"),
         Column("building_code", "text", "楼栋", "Building"),
+        Column("org_id", "text", "所属组织", "Organisation",
+               doc="the organisation (layer organisations) of an org_admin or org_staff user"),
         Column("password_hash", "text", "口令散列", "Password hash", doc="argon2id"),
         Column("disabled", "bool", "停用", "Disabled"),
         Column("failed_logins", "int", "失败次数", "Failed logins"),

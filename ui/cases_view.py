@@ -291,7 +291,7 @@ def _fields(store, user, case: dict, action: str, grid_cells, lang: str, key: st
 
 
 def _dispatch_fields(store, user, case: dict, grid_cells, lang: str) -> dict:
-    departments = trust.departments(case, grid_cells)
+    departments = trust.departments(case, grid_cells, trust.organisation_names(store))
     column = "name_zh" if lang.startswith("zh") else "name_en"
     dept_names = dict(zip(departments["code"], departments[column], strict=True))
     routed = set(departments.loc[departments["routed"], "code"])

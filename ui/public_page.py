@@ -7,6 +7,7 @@ import streamlit as st
 
 from twin import trust
 from twin.deck import offline_deck
+from ui import organisations_view
 from ui.common import current_language, open_twin, t
 
 LANG = current_language()
@@ -48,6 +49,9 @@ if len(recent):
         pdk.ViewState(longitude=float(points["lon"].mean()),
                       latitude=float(points["lat"].mean()), zoom=15), height=320,
     ), height=320)
+
+# -- the organisations' work: names and rates, no person, small counts hidden -------------------
+organisations_view.public_performance(store, LANG)
 
 # -- the work of grid workers and departments ----------------------------------------------------
 st.subheader(t("public.staff", LANG))

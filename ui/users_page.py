@@ -7,6 +7,7 @@ import streamlit as st
 
 from twin.errors import TwinError
 from twin.trust import admin
+from ui import organisations_view
 from ui.auth import origin, require_page, t_role
 from ui.common import current_language, error_text, local_time, md, present_store, t
 
@@ -61,12 +62,13 @@ with st.form("user_create", clear_on_submit=True):
     grids = c4.text_input(t("users.grids_hint", LANG), key="new_grids")
     building = c5.text_input(t("users.building", LANG), key="new_building")
     resident = c6.text_input(t("users.resident", LANG), key="new_resident")
+    org = st.text_input(t("orgs.user_org", LANG), key="new_org")
     password = st.text_input(t("users.password_optional", LANG), type="password",
                              key="new_password")
     if st.form_submit_button(t("users.create_button", LANG)):
         try:
             made = admin.add_user(store, user, username, role, display_name=display, grids=grids,
-                                  building_code=building, resident_id=resident,
+                                  building_code=building, resident_id=resident, org_id=org,
                                   password=password or None, origin=origin())
         except TwinError as exc:
             st.error(error_text(exc, LANG, what="creating a user"))
@@ -104,3 +106,6 @@ if st.button(t("users.reset", LANG), key=f"reset_{name}"):
         st.error(error_text(exc, LANG, what="resetting a password"))
     else:
         flash(t("users.reset_done", LANG, name=md(name)), again.password)
+
+# -- the organisations that govern with the community (layer organisations) -------------------
+organisations_view.editor(store, user, LANG)

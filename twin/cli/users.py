@@ -21,6 +21,7 @@ examples:
   gridtwin users --demo                        one user per role (docs/trust.md)
   gridtwin users create wang --role grid_worker --grids R01,R02 --name 王芳
   gridtwin users create li --role resident --resident-id P3 --building B3
+  gridtwin users create zhao --role org_staff --org PM1 --name 赵客服
   gridtwin users list [--json]
   gridtwin users set-password wang             asks for the new password
   gridtwin users set-role wang dispatcher
@@ -50,6 +51,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     c.add_argument("--grids", default="", help="responsibility grids of a grid worker, a,b,c")
     c.add_argument("--resident-id")
     c.add_argument("--building")
+    c.add_argument("--org", help="the organisation (org_id of layer organisations) of an "
+                   "org_admin or org_staff user")
     listing = sub.add_parser("list", help="list users (no password hashes)")
     children = [c, listing]
     for name in ("set-password", "disable", "enable", "unlock"):
@@ -119,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             user = trust.create_user(
                 store, username, _password(), args.role, display_name=args.name,
                 grids=_grids(args.grids), resident_id=args.resident_id,
-                building_code=args.building, actor=actor, origin=origin)
+                building_code=args.building, org_id=args.org, actor=actor, origin=origin)
             print(f"created {user.username} ({user.role})")
         elif args.action == "list":
             _list(trust.list_users(store), as_json)

@@ -506,6 +506,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               lambda conn: _api_keys(conn)),
     Migration(11, "notifications: channels (twin_notify_channels) and the outbox (twin_outbox) "
               "with its (status, next_at) index", lambda conn: _notify_tables(conn)),
+    Migration(13, "organisations: users.org_id, cases.org_id and org_deadline, indexed",
+              lambda conn: _organisations(conn)),
 )
 
 
@@ -524,6 +526,30 @@ def _notify_tables(conn: sa.Connection) -> None:
     for table in (NOTIFY_CHANNELS, OUTBOX):
         for statement in table_ddl(table):
             conn.execute(sa.text(statement))
+
+
+def _organisations(conn: sa.Connection) -> None:
+    """Add the organisation of a user and of a case (issue 21), filled from the cases' data.
+
+    ``org_admin``/``org_staff`` users carry their ``org_id``; a case routed or handed to an
+    organisation carries it too, with the organisation's own handling deadline
+    (twin.organisations). Indexed: an organisation's staff list their cases by it.
+    """
+    from twin.schema import USERS
+
+    for table, columns in ((USERS, ("org_id",)), (CASES, ("org_id", "org_deadline"))):
+        if not table_columns(conn, table.name):
+            continue  # made whole by _sync_core_columns after the migrations
+        types = {c.name: c.dtype for c in table.columns}
+        for name in columns:
+            conn.execute(sa.text(
+                f"ALTER TABLE {quote(table.name)} ADD COLUMN IF NOT EXISTS {quote(name)} "
+                f"{SQL_TYPES[types[name]]}"))
+        conn.execute(sa.text(
+            f"CREATE INDEX IF NOT EXISTS {quote(table.name + '_org_id_idx')} "
+            f"ON {quote(table.name)} (org_id)"))
+    if table_columns(conn, CASES.name):
+        fill_case_columns(conn, ["org_id", "org_deadline"])
 
 
 def _alarm_once(conn: sa.Connection) -> None:

@@ -24,6 +24,7 @@ module             what it decides
 ``apikeys``        API keys and short-lived tokens of the HTTP service, rate limits
 ``georeport``      Open311 GeoReport v2: posts filed as the key's owner, requests by role
 ``sensing``        SensorThings: the public view (rounded, no home presence) or staff's
+``organisations``  the organisations layer edited by admins; their indicators by scope
 =================  ==================================================================
 """
 
@@ -57,6 +58,13 @@ from twin.trust.casework import (
 )
 from twin.trust.escaping import html_text, safe_text
 from twin.trust.exports import export_geopackage, export_layer, query_as
+from twin.trust.organisations import (
+    organisation_indicators,
+    organisation_names,
+    organisations_for_edit,
+    public_organisations,
+    save_organisations,
+)
 from twin.trust.own_data import export_own_data
 from twin.trust.permissions import (
     ANONYMOUS,
@@ -119,6 +127,11 @@ from twin.trust.users import (
 )
 
 __all__ = [
+    "organisation_indicators",
+    "organisation_names",
+    "organisations_for_edit",
+    "public_organisations",
+    "save_organisations",
     "allowed_actions",
     "case_card",
     "category_choices",

@@ -98,6 +98,7 @@ def add_user(
     building_code: str | None = None,
     password: str | None = None,
     origin: str = "",
+    org_id: str | None = None,
 ) -> NewPassword:
     """Create a user as administrator *actor*; audited as ``user.create``.
 
@@ -107,8 +108,9 @@ def add_user(
         The store.
     actor
         The administrator doing it.
-    username, role, display_name, grids, resident_id, building_code
-        The new user (see :func:`twin.trust.users.create_user`).
+    username, role, display_name, grids, resident_id, building_code, org_id
+        The new user (see :func:`twin.trust.users.create_user`); an organisation's staff need
+        their ``org_id``.
     password
         An initial password; None makes a random one, returned so the page can show it once.
     origin
@@ -135,6 +137,7 @@ def add_user(
         store, username, password, role, display_name=display_name.strip(),
         grids=parse_grids(grids), resident_id=(resident_id or "").strip() or None,
         building_code=(building_code or "").strip() or None, actor=admin.username, origin=origin,
+        org_id=(org_id or "").strip() or None,
     )
     return NewPassword(user, password)
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from twin import cases, cockpit, settings
 from twin.errors import NotFoundError, PermissionDeniedError, TwinError, ValidationError
-from twin.schema import USERS
+from twin.schema import ORG_ROLES, USERS
 from twin.trust.outgoing import assignment_rows
 from twin.trust.permissions import User, can, require
 from twin.trust.privacy import unit_grids_of
@@ -39,7 +39,21 @@ def allowed_actions(case: Mapping[str, Any], user: User | None) -> list[str]:
     """Return the steps *user* may take on *case* now (none for the public or a disabled user)."""
     if user is None or user.is_anonymous or user.disabled:
         return []
+    if user.role in ORG_ROLES and not _held_by_org(case, user):
+        return []  # an organisation's staff act only on what their organisation holds
     return cases.allowed_actions(dict(case), user.role)
+
+
+def _held_by_org(case: Mapping[str, Any], user: User) -> bool:
+    """Whether *user*'s organisation holds *case* now (it is dispatched to it)."""
+    return bool(user.org_id) and case.get("department") == f"org:{user.org_id}"
+
+
+def _of_org(case: Mapping[str, Any], user: User) -> bool:
+    """Whether *case* was given to *user*'s organisation (held now, or escalated back)."""
+    org = case.get("org_id")
+    return bool(user.org_id) and (_held_by_org(case, user) or (
+        isinstance(org, str) and org == user.org_id))
 
 
 def transition_case(
@@ -70,7 +84,7 @@ def transition_case(
     try:
         case = cases.transition(
             store, case_id, action, actor=user.username, role=user.role, actor_grids=grids,
-            grid_cells=grid_cells,
+            grid_cells=grid_cells, actor_org=user.org_id,
             outbox=lambda before, after: assignment_rows(store, before, after, action), **kwargs)
     except PermissionDeniedError as exc:
         store.append_audit(user.username, "case.denied", f"case:{case_id}",
@@ -198,7 +212,10 @@ def case_for_role(case: Mapping[str, Any], user: User | None) -> dict[str, Any]:
     out = dict(case)
     data = out.get("data")
     data = json.loads(data) if isinstance(data, str) else dict(data or {})
-    if not can(user, "page.cases"):  # only those who handle cases see who reported them
+    # only those who handle cases see who reported them; an organisation's staff only while
+    # their organisation holds the case
+    if not can(user, "page.cases") or (user is not None and user.role in ORG_ROLES
+                                       and not _held_by_org(out, user)):
         for key in ("reporter", "co_reporters"):
             if key in data:
                 data[key] = "***"
@@ -212,7 +229,8 @@ def visible_cases(store, user: User | None, grid_cells: pd.DataFrame | None = No
     """Return the cases *user* may see, with their state now.
 
     Case handlers see every case, except grid workers: only the cases of their unit grids and
-    those assigned to them.
+    those assigned to them; and an organisation's staff: only the cases given to their
+    organisation (held now, or handed back after it missed its limit).
 
     Raises
     ------
@@ -221,6 +239,8 @@ def visible_cases(store, user: User | None, grid_cells: pd.DataFrame | None = No
     """
     user = require(resolve(store, user), "page.cases")
     stored = store.read_cases()
+    if user.role in ORG_ROLES:
+        stored = stored.loc[stored["org_id"].astype(object).eq(user.org_id or "\0")]
     table = cockpit.cases_at(stored)
     if user.role == "grid_worker":
         mine = unit_grids_of(user, grid_cells)
@@ -249,6 +269,8 @@ def _as_dict(data: Any) -> dict[str, Any]:
 
 
 def _may_see(case: Mapping[str, Any], user: User, grid_cells: pd.DataFrame | None) -> bool:
+    if user.role in ORG_ROLES:
+        return _of_org(case, user)
     if user.role != "grid_worker":
         return True
     return (case.get("grid_code") in unit_grids_of(user, grid_cells)
@@ -271,10 +293,21 @@ def read_case(store, user: User | None, case_id: str,
     user = require(resolve(store, user), "page.cases")
     case = store.get_case(case_id)
     if not _may_see(case, user, grid_cells):
+        if user.role in ORG_ROLES:
+            store.append_audit(user.username, "case.denied", f"case:{case_id}",
+                               {"action": "read", "role": user.role, "org_id": user.org_id}, "")
+            raise PermissionDeniedError(
+                f"case {case_id!r} was not given to organisation {user.org_id!r}; "
+                "ask the command centre")
         raise PermissionDeniedError(
             f"case {case_id!r} is not in the grids of {user.username!r}; ask the dispatcher"
         )
-    return case_for_role(case, user)
+    shown = case_for_role(case, user)
+    if user.role in ORG_ROLES:  # every view by an organisation's staff is audited
+        store.append_audit(user.username, "case.read", f"case:{case_id}",
+                           {"role": user.role, "org_id": user.org_id,
+                            "reporter_shown": shown["data"].get("reporter") != "***"}, "")
+    return shown
 
 
 def case_history(store, user: User | None, case_id: str,
@@ -309,7 +342,8 @@ def _territory_name(community_code: str | None, grid_cells: pd.DataFrame | None)
 
 
 def departments(case: Mapping[str, Any] | None = None,
-                grid_cells: pd.DataFrame | None = None) -> pd.DataFrame:
+                grid_cells: pd.DataFrame | None = None,
+                organisations: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Return the departments a case can go to, the routed ones first.
 
     Parameters
@@ -318,6 +352,9 @@ def departments(case: Mapping[str, Any] | None = None,
         The case (its route and community); None: the seed departments only.
     grid_cells
         The unit grids, to name the community's territory (its responsible body).
+    organisations
+        Organisation id → name (:func:`twin.trust.organisations.organisation_names`): each
+        organisation (``org:<id>``) may be dispatched a case.
 
     Returns
     -------
@@ -325,6 +362,11 @@ def departments(case: Mapping[str, Any] | None = None,
         ``code``, ``name_zh``, ``name_en``, ``routed`` (on the case's route, in route order).
     """
     table = cases.load_departments()[["code", "name_zh", "name_en"]].reset_index(drop=True)
+    if organisations:
+        table = pd.concat([table, pd.DataFrame({
+            "code": [f"org:{o}" for o in organisations],
+            "name_zh": list(organisations.values()), "name_en": list(organisations.values())})],
+            ignore_index=True)
     route: list[str] = []
     if case is not None:
         data = _as_dict(case.get("data"))
@@ -460,7 +502,9 @@ def case_card(store, user: User | None, case_id: str, grid_cells: pd.DataFrame |
     history = store.case_history(case_id)
     people = people_names(store, [case.get("assignee"), *history["actor"],
                                   *(_as_dict(d).get("assignee") for d in history["data"])])
-    depts = departments(case, grid_cells).set_index("code")
+    from twin import organisations as orgs
+
+    depts = departments(case, grid_cells, orgs.names(orgs.current(store))).set_index("code")
     name_col = "name_zh" if zh else "name_en"
 
     def dept_name(code: Any) -> str:

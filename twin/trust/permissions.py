@@ -6,12 +6,15 @@ from dataclasses import dataclass, replace
 
 from twin.cases import TRANSITIONS_BY_ACTION
 from twin.errors import PermissionDeniedError, ValidationError
-from twin.schema import ROLES
+from twin.schema import ORG_ROLES, ROLES
 
 #: Everyone who is not logged in (the public transparency page). The roles of users are
 #: declared once, in :data:`twin.schema.ROLES`.
 ANONYMOUS_ROLE = "public"
 STAFF = tuple(r for r in ROLES if r != "resident")
+#: Staff of the community itself (organisations' staff see only their organisation's work).
+COMMUNITY_STAFF = tuple(r for r in STAFF if r not in ORG_ROLES)
+COMMUNITY = tuple(r for r in ROLES if r not in ORG_ROLES)
 EVERYONE = (*ROLES, ANONYMOUS_ROLE)
 
 #: permission → the roles that hold it. Pages are ``page.<name>``; the UI and the library ask
@@ -19,15 +22,15 @@ EVERYONE = (*ROLES, ANONYMOUS_ROLE)
 PERMISSIONS: dict[str, tuple[str, ...]] = {
     "page.public": EVERYONE,
     # the big-screen cockpit map; grid workers have their own phone page with their grids' map
-    "page.cockpit": tuple(r for r in STAFF if r != "grid_worker"),
+    "page.cockpit": tuple(r for r in COMMUNITY_STAFF if r != "grid_worker"),
     # the big screen of the command centre (/wall): officials on duty, and admins setting it up
     "page.wall": ("admin", "official"),
     "page.my_grid": ("grid_worker",),
-    "page.cases": ("admin", "official", "dispatcher", "grid_worker"),
+    "page.cases": ("admin", "official", "dispatcher", "grid_worker", *ORG_ROLES),
     "page.kpi": ("admin", "official", "dispatcher", "planner"),
     "page.queries": ("admin", "official", "planner", "data_staff"),
     "page.layers": ("admin", "data_staff"),
-    "page.participation": ROLES,
+    "page.participation": COMMUNITY,
     "page.my_reports": ("resident",),
     "page.audit": ("admin",),
     "page.users": ("admin",),
@@ -40,24 +43,28 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "layers.rollback": ("admin", "data_staff"),
     "participation.publish": ("admin", "official", "grid_worker"),
     "participation.answer": ("resident",),
-    "participation.results": STAFF,
+    "participation.results": COMMUNITY_STAFF,
     "cases.report": TRANSITIONS_BY_ACTION["collect"].roles,
     "data.export_own": ("resident",),
     "retention.run": ("admin",),
     # alarms on the cockpit and the big screen (/wall): twin.trust.alarms
-    "alarms.read": STAFF,
+    "alarms.read": COMMUNITY_STAFF,
     # the live events (sensor readings, camera and resident reports) as features (twin.features)
-    "events.read": STAFF,
+    "events.read": COMMUNITY_STAFF,
     "alarms.acknowledge": ("admin", "official", "dispatcher", "grid_worker"),
     "alarms.dismiss": ("admin", "official", "dispatcher"),
     "alarms.promote": ("admin", "official", "dispatcher"),
     # SensorThings: exact sensor places, the building a sensor belongs to, and readings that
     # tell when someone is home (door magnets, water meters); others get the public view
-    "sensors.private": STAFF,
+    "sensors.private": COMMUNITY_STAFF,
     # a resident's own problem reports: report with a photo, follow them (twin.trust.my_reports)
     "reports.follow": ("resident",),
     # notification channels and the outbox (twin.trust.outgoing; docs/notify.md)
     "notify.manage": ("admin",),
+    # organisations (twin.trust.organisations): the layer edited by admins in the browser; each
+    # organisation's indicators for the cockpit (every one) and its own staff (their own)
+    "organisations.edit": ("admin",),
+    "organisations.indicators": ("admin", "official", "dispatcher", "planner", *ORG_ROLES),
 }
 
 #: How each role sees personal data (columns flagged ``personal=True``):
@@ -72,6 +79,10 @@ PERSONAL_ACCESS: dict[str, str] = {
     "official": "counts",
     "dispatcher": "counts",
     "planner": "counts",
+    # residents of the buildings in their organisation's service areas, identifiers masked;
+    # a case's reporter only on the cases their organisation holds
+    "org_admin": "org",
+    "org_staff": "org",
     ANONYMOUS_ROLE: "none",
 }
 
@@ -92,6 +103,7 @@ class User:
     resident_id: str | None = None  # a resident's own record in the residents layer
     building_code: str | None = None  # a resident's building (scope of notices and polls)
     disabled: bool = False
+    org_id: str | None = None  # the organisation an org_admin / org_staff works for
 
     def __post_init__(self) -> None:
         if self.role not in EVERYONE:

@@ -174,6 +174,20 @@ def read_residents(
                 f"({', '.join(user.grids) or 'none'}); ask its grid worker"
             )
         out = residents.loc[residents["building_code"].isin(mine)]
+    elif mode == "org":  # an organisation's staff: its service areas' buildings, masked
+        from twin.organisations import buildings_served
+
+        if buildings is None:
+            buildings = layer_or_empty(store, "buildings")
+        mine = buildings_served(store, user.org_id, buildings)
+        if building_code is not None and building_code not in mine:
+            store.append_audit(user.username, "residents.denied", f"building:{building_code}",
+                               {"role": user.role, "org_id": user.org_id}, origin)
+            raise PermissionDeniedError(
+                f"building {building_code!r} is outside the service area of organisation "
+                f"{user.org_id!r}; ask the community")
+        out = mask_frame(residents.loc[residents["building_code"].isin(mine)],
+                         sensitive_columns("residents"))
     elif mode == "self":
         out = residents.loc[residents["resident_id"] == (user.resident_id or "\0")]
     else:  # masked, free attributes too
@@ -183,7 +197,8 @@ def read_residents(
         user.username, "residents.read",
         f"building:{building_code}" if building_code else "residents",
         {"role": user.role, "mode": mode, "rows": len(out),
-         "resident_ids": out["resident_id"].astype(str).tolist()[:200] if mode != "masked" else []},
+         "resident_ids": out["resident_id"].astype(str).tolist()[:200]
+         if mode not in ("masked", "org") else []},
         origin,
     )
     return out

@@ -17,7 +17,7 @@ import pandas as pd
 
 from twin import settings
 from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, ValidationError
-from twin.schema import LOGIN_ATTEMPTS, ROLES, SESSIONS, USERS
+from twin.schema import LOGIN_ATTEMPTS, ORG_ROLES, ROLES, SESSIONS, USERS
 from twin.store.base import layer_or_empty
 from twin.timeutil import to_utc
 from twin.trust.permissions import ANONYMOUS, User
@@ -106,6 +106,7 @@ def _user_from_row(row: Mapping[str, Any]) -> User:
         resident_id=opt(row.get("resident_id")),
         building_code=opt(row.get("building_code")),
         disabled=bool(row.get("disabled")) if not pd.isna(row.get("disabled")) else False,
+        org_id=opt(row.get("org_id")),
     )
 
 
@@ -143,6 +144,7 @@ def create_user(
     actor: str = "system",
     origin: str = "",
     replace_existing: bool = False,
+    org_id: str | None = None,
 ) -> User:
     """Create a user with an argon2 hash of *password*; the creation is audited.
 
@@ -154,7 +156,11 @@ def create_user(
         If the user exists (and *replace_existing* is false).
     """
     username = _check_username(username)
-    user = User(username, role, display_name, tuple(grids), resident_id, building_code)
+    user = User(username, role, display_name, tuple(grids), resident_id, building_code,
+                org_id=org_id or None)
+    if role in ORG_ROLES and not user.org_id:
+        raise ValidationError(f"{role} {username!r} needs an organisation (--org ORG_ID from the "
+                              "organisations layer)")
     if role == "grid_worker" and not user.grids:
         raise ValidationError(f"grid worker {username!r} needs --grids (responsibility grids)")
     if role == "resident" and not (resident_id or building_code):
@@ -167,11 +173,12 @@ def create_user(
     _put_user(store, {
         "username": username, "display_name": display_name, "role": role,
         "grids": list(user.grids), "resident_id": resident_id, "building_code": building_code,
-        "password_hash": hash_password(password), "disabled": False, "failed_logins": 0,
+        "org_id": user.org_id, "password_hash": hash_password(password), "disabled": False,
+        "failed_logins": 0,
         "locked_until": None, "last_login_at": None, "created_at": now, "updated_at": now,
     })
     store.append_audit(actor, "user.create", f"user:{username}",
-                       {"role": role, "grids": list(user.grids)}, origin)
+                       {"role": role, "grids": list(user.grids), "org_id": user.org_id}, origin)
     LOGGER.info("user %s created with role %s", username, role)
     return user
 
@@ -538,6 +545,7 @@ def session_expired(
 #: (``gridworker`` / ``gridworker-demo`` for ``grid_worker``).
 DEMO_USERS: dict[str, tuple[str, str]] = {
     role.replace("_", ""): (role, role.replace("_", "") + "-demo") for role in ROLES
+    if role not in ORG_ROLES  # an organisation's staff belong to one: twin.orgdemo makes them
 }
 
 
