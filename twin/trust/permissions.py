@@ -11,7 +11,10 @@ from twin.schema import ROLES
 #: Everyone who is not logged in (the public transparency page). The roles of users are
 #: declared once, in :data:`twin.schema.ROLES`.
 ANONYMOUS_ROLE = "public"
-STAFF = tuple(r for r in ROLES if r != "resident")
+#: Roles of people the community serves, not of its staff: residents, and volunteers (who
+#: may also be residents, linked by their user's resident record).
+COMMUNITY = ("resident", "volunteer")
+STAFF = tuple(r for r in ROLES if r not in COMMUNITY)
 EVERYONE = (*ROLES, ANONYMOUS_ROLE)
 
 #: permission → the roles that hold it. Pages are ``page.<name>``; the UI and the library ask
@@ -27,7 +30,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "page.kpi": ("admin", "official", "dispatcher", "planner"),
     "page.queries": ("admin", "official", "planner", "data_staff"),
     "page.layers": ("admin", "data_staff"),
-    "page.participation": ROLES,
+    "page.participation": tuple(r for r in ROLES if r != "volunteer"),
     "page.my_reports": ("resident",),
     "page.audit": ("admin",),
     "page.users": ("admin",),
@@ -51,6 +54,21 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "alarms.promote": ("admin", "official", "dispatcher"),
     # a resident's own problem reports: report with a photo, follow them (twin.trust.my_reports)
     "reports.follow": ("resident",),
+    # volunteers, points and deliberation (twin.trust.volunteers, twin.trust.proposals)
+    "page.volunteer": ("volunteer",),
+    "page.proposals": ("resident", "admin", "official"),
+    "page.volunteer_admin": ("admin", "official", "grid_worker"),
+    "volunteers.post": ("admin", "official", "grid_worker"),  # grid workers: their own grids
+    "volunteers.sign_up": ("volunteer",),
+    "volunteers.roster": ("admin", "official", "grid_worker"),
+    "proposals.propose": ("resident",),
+    "proposals.support": ("resident",),
+    "proposals.decide": ("admin", "official"),
+    "proposals.read": (*ROLES, ANONYMOUS_ROLE),  # proposers masked; the public: adopted only
+    "points.own": COMMUNITY,
+    "points.all": ("admin", "official"),
+    "points.verify": ("admin",),
+    "service.indicators": (*STAFF, ANONYMOUS_ROLE),  # hours per grid, adopted proposals
 }
 
 #: How each role sees personal data (columns flagged ``personal=True``):
@@ -60,6 +78,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
 PERSONAL_ACCESS: dict[str, str] = {
     "grid_worker": "grids",
     "resident": "self",
+    "volunteer": "none",  # a volunteer's task says where and what, never whom (docs/volunteers.md)
     "admin": "masked",
     "data_staff": "masked",
     "official": "counts",
