@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import uuid
 
 import pandas as pd
 import pytest
 from shapely.geometry import box
 
-from tests.conftest import LAT, LON
+from tests.conftest import LAT, LON, STORE_KINDS
 from tests.sessions import store_users
 from twin import cases, points, trust
 from twin.errors import DuplicateIdError, PermissionDeniedError, ValidationError
 from twin.schema import POINTS_LEDGER, VOLUNTEER_SIGNUPS
+from twin.store import open_store
 from twin.trust import User
 from twin.trust import proposals as prop
 from twin.trust import volunteers as vol
 
+D = 0.001  # about 100 m: the side of a unit grid
 START = pd.Timestamp("2026-03-07 01:00", tz="UTC")  # a Saturday morning in Guilin
 END = START + pd.Timedelta(hours=3)
 #: a square of about 40 m by 40 m inside the first grid: the task's area
@@ -39,13 +42,35 @@ def users(store) -> dict[str, User]:
     return {u.username: u for u in made}
 
 
-@pytest.fixture
-def community(store, grid_cells, buildings):
-    store.write_layer("grid_cells", grid_cells, actor="t", source="t")
-    store.write_layer("buildings", buildings.assign(
-        grid_code=["45031100100101", "45031100100101", "45031100100102"],
-        resp_grid_id=["R01", "R01", "R02"], community_code=["001"] * 3), actor="t", source="t")
-    return store, grid_cells, users(store)
+@pytest.fixture(scope="module", params=STORE_KINDS)
+def community(request, tmp_path_factory):
+    """One store of each kind for the module (each test uses its own tasks and accounts)."""
+    import geopandas as gpd
+
+    if request.param == "embedded":
+        store = open_store(tmp_path_factory.mktemp("vol") / "twin.gpkg")
+        again = lambda: open_store(store.url)  # noqa: E731
+    else:
+        url = request.getfixturevalue("postgis_url")
+        store = open_store(url, schema=f"t_{uuid.uuid4().hex[:10]}", drop_schema_on_close=True)
+        again = lambda: open_store(url, schema=store.schema)  # noqa: E731
+    cells = gpd.GeoDataFrame(
+        {"grid_code": ["45031100100101", "45031100100102"], "county_code": ["450311"] * 2,
+         "street_code": ["001"] * 2, "community_code": ["001"] * 2, "sequence": ["01", "02"],
+         "name": ["一网格", "二网格"], "resp_grid_id": ["R01", "R02"]},
+        geometry=[box(LON, LAT, LON + D, LAT + D), box(LON + D, LAT, LON + 2 * D, LAT + D)],
+        crs=4326)
+    store.write_layer("grid_cells", cells, actor="t", source="t")
+    store.write_layer("buildings", gpd.GeoDataFrame(
+        {"building_code": ["B1", "B2", "B3"], "name": ["1栋", "2栋", "3栋"],
+         "grid_code": ["45031100100101", "45031100100101", "45031100100102"],
+         "resp_grid_id": ["R01", "R01", "R02"], "community_code": ["001"] * 3},
+        geometry=[box(LON + x, LAT + 0.0004, LON + x + 0.0003, LAT + 0.0005)
+                  for x in (0.0001, 0.0005, 0.0013)], crs=4326), actor="t", source="t")
+    try:
+        yield store, cells, users(store), again
+    finally:
+        store.close()
 
 
 def _task(store, who, cells, **kw):
@@ -54,8 +79,8 @@ def _task(store, who, cells, **kw):
     return vol.post_task(store, who, grid_cells=cells, now=START - pd.Timedelta(days=1), **spec)
 
 
-def test_posting_is_checked_and_grid_workers_post_in_their_grids(community):
-    store, cells, u = community
+def test_tasks_posted_checked_in_and_out_on_site_hours_points_others_hidden(community):
+    store, cells, u, _ = community
     with pytest.raises(PermissionDeniedError, match="volunteers.post"):
         _task(store, u["v1"], cells)
     with pytest.raises(PermissionDeniedError, match="not in your grids"):
@@ -67,11 +92,6 @@ def test_posting_is_checked_and_grid_workers_post_in_their_grids(community):
     task = _task(store, u["off"], cells)
     assert (task["grid_code"], task["resp_grid_id"]) == ("45031100100101", "R01")
     assert AREA.contains(vol.task_area(task).representative_point())
-
-
-def test_check_in_out_on_site_records_hours_and_points_and_hides_others(community):
-    store, cells, u = community
-    task = _task(store, u["off"], cells)
     tid = task["id"]
     early = START - pd.Timedelta(hours=1)
     vol.sign_up(store, u["v1"], tid, now=early)
@@ -95,10 +115,9 @@ def test_check_in_out_on_site_records_hours_and_points_and_hides_others(communit
     with pytest.raises(ValidationError, match="already"):
         vol.check_out(store, u["v1"], tid, *INSIDE, now=START + pd.Timedelta(hours=2, minutes=9))
     # a volunteer sees open tasks (counts, no names) and only their own sign-ups
-    shown = vol.open_tasks(store, u["v3"], near=FAR, now=START)
-    assert shown["id"].tolist() == [tid] and (shown["taken"].iloc[0], shown["left"].iloc[0]) \
-        == (2, 0) and 150 < shown["distance_m"].iloc[0] < 200
-    assert not {"volunteer", "created_by", "name"} & set(shown.columns)
+    shown = vol.open_tasks(store, u["v3"], near=FAR, now=START).set_index("id").loc[tid]
+    assert (shown["taken"], shown["left"]) == (2, 0) and 150 < shown["distance_m"] < 200
+    assert not {"volunteer", "created_by", "name"} & set(shown.index)
     assert vol.my_tasks(store, u["v2"])["hours"].isna().all()
     assert vol.my_tasks(store, u["v3"]).empty
     with pytest.raises(PermissionDeniedError):
@@ -110,11 +129,9 @@ def test_check_in_out_on_site_records_hours_and_points_and_hides_others(communit
                                             "volunteers": 1, "hours": 2.0}]
 
 
-def test_two_volunteers_racing_for_the_last_place_one_gets_it(store_factory, grid_cells):
-    first, again = store_factory
-    first.write_layer("grid_cells", grid_cells, actor="t", source="t")
-    u = users(first)
-    task = _task(first, u["off"], grid_cells, capacity=2)
+def test_two_volunteers_racing_for_the_last_place_one_gets_it(community):
+    first, cells, u, again = community
+    task = _task(first, u["off"], cells, capacity=2)
     vol.sign_up(first, u["v1"], task["id"], now=START)
     stores = [again(), again()]
     barrier, outcomes = threading.Barrier(2), {}
@@ -127,11 +144,16 @@ def test_two_volunteers_racing_for_the_last_place_one_gets_it(store_factory, gri
         except ValidationError as exc:
             outcomes[who] = str(exc)
 
-    threads = [threading.Thread(target=race, args=(s, w)) for s, w in zip(stores, ("v2", "v3"))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    threads = [threading.Thread(target=race, args=(s, w))
+               for s, w in zip(stores, ("v2", "v3"), strict=True)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for s in stores:
+            s.close()
     assert sorted(o if o == "in" else "full" for o in outcomes.values()) == ["full", "in"]
     held = first.read_rows(VOLUNTEER_SIGNUPS, task_id=task["id"], status="signed_up")
     assert len(held) == 2
@@ -142,64 +164,20 @@ def test_two_volunteers_racing_for_the_last_place_one_gets_it(store_factory, gri
     vol.sign_up(first, u[loser], task["id"], now=START)
 
 
-def _tamper(store, seq: int) -> None:
-    if store.url.startswith("postgresql"):
-        import sqlalchemy as sa
-
-        with pytest.raises(sa.exc.DBAPIError, match="append-only"):  # the trigger refuses
-            with store.engine.begin() as conn:
-                conn.execute(sa.text("UPDATE twin_points_ledger SET delta = 500 WHERE seq = :s"),
-                             {"s": seq})
-        with store.engine.begin() as conn:  # as the table's owner: its triggers off first
-            conn.execute(sa.text("ALTER TABLE twin_points_ledger DISABLE TRIGGER USER"))
-            conn.execute(sa.text("UPDATE twin_points_ledger SET delta = 500 WHERE seq = :s"),
-                         {"s": seq})
-    else:
-        with sqlite3.connect(store.path) as conn:
-            conn.execute("UPDATE twin_points_ledger SET delta = 500 WHERE seq = ?", (seq,))
-
-
-def test_ledger_balances_once_per_ref_and_a_silent_edit_is_detected(community):
-    store, cells, u = community
-    at = pd.Timestamp("2026-01-05 02:00", tz="UTC")
-    first = points.award(store, [
-        {"account": "r1", "delta": 5, "reason": "valid_report", "ref": "case:C1"},
-        {"account": "r2", "delta": 1, "reason": "poll_answer", "ref": "poll:P1:r2"},
-        {"account": "r1", "delta": 1, "reason": "poll_answer", "ref": "poll:P1:r1"},
-    ], at=at)
-    assert first["seq"].tolist() == [1, 2, 3]
-    again = points.award(store, {"account": "r1", "delta": 5, "reason": "valid_report",
-                                 "ref": "case:C1"}, at=at)
-    assert again.empty  # the same ref earns once
-    with pytest.raises(ValidationError, match="unknown point reasons"):
-        points.award(store, {"account": "r1", "delta": 5, "reason": "bribe", "ref": "x"})
-    assert points.balance(store, "r1") == 6 and points.balance(store, "nobody") == 0
-    assert points.balances(store).set_index("account")["points"].to_dict() == {"r1": 6, "r2": 1}
-    assert vol.verify_points(store, u["adm"]).ok
-    with pytest.raises(PermissionDeniedError):
-        vol.verify_points(store, u["off"])
-    with pytest.raises(PermissionDeniedError):
-        vol.my_points(store, u["off"])
-    _tamper(store, 2)
-    check = vol.verify_points(store, u["adm"])
-    assert (check.ok, check.first_bad_seq, check.reason) == (False, 2, "changed")
-    assert len(store.read_rows(POINTS_LEDGER)) == 3
-
-
 def test_a_valid_report_and_a_poll_answer_earn_points_through_their_loops(community):
-    store, cells, u = community
+    store, cells, u, _ = community
     lon, lat = cells.geometry.iloc[0].centroid.coords[0]
     at = pd.Timestamp("2026-03-03 09:00", tz="Asia/Shanghai")
-    case = trust.report_case(store, u["r1"], category="E0101", lon=lon, lat=lat,
+    case = trust.report_case(store, u["r3"], category="E0101", lon=lon, lat=lat,
                              description="垃圾暴露", source="resident", at=at, grid_cells=cells)
     for i, action in enumerate(("file", "dispatch", "handle", "feedback", "check")):
         role = {"handle": "official", "feedback": "official", "check": "admin"}.get(
             action, "dispatcher")
         cases.transition(store, case["id"], action, actor="x", role=role,
                          at=at + pd.Timedelta(hours=1 + i))
-    assert points.balance(store, "r1") == 0
+    assert points.balance(store, "r3") == 0
     trust.transition_case(store, u["disp"], case["id"], "close", at=at + pd.Timedelta(hours=7))
-    assert points.balance(store, "r1") == points.RULES["valid_report"]
+    assert points.balance(store, "r3") == points.RULES["valid_report"]
     poll = trust.participation.publish(
         store, u["off"], kind="poll", scope_kind="community", scope_id="001", title="议题",
         questions=[{"question": "同意吗？", "choices": ["同意", "不同意"]}])
@@ -209,7 +187,7 @@ def test_a_valid_report_and_a_poll_answer_earn_points_through_their_loops(commun
 
 
 def test_proposals_support_once_masked_and_adopted_as_task_or_case(community):
-    store, cells, u = community
+    store, cells, u, _ = community
     lon, lat = cells.geometry.iloc[1].centroid.coords[0]
     wish = prop.propose(store, u["r1"], kind="wish", title="给独居老人送菜", lon=lon, lat=lat,
                         grid_cells=cells)
@@ -261,3 +239,53 @@ def test_proposals_support_once_masked_and_adopted_as_task_or_case(community):
     summary = prop.proposal_summary(store, None).set_index("grid_code")
     assert summary.loc["45031100100102"].to_dict() == {"proposed": 3, "adopted": 2,
                                                       "declined": 1, "supports": 2}
+
+
+# -- last: it breaks the ledger of the module's store on purpose ---------------------------
+
+
+def _tamper(store, seq: int) -> None:
+    if store.url.startswith("postgresql"):
+        import sqlalchemy as sa
+
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"):  # the trigger refuses
+            with store.engine.begin() as conn:
+                conn.execute(sa.text("UPDATE twin_points_ledger SET delta = 500 WHERE seq = :s"),
+                             {"s": seq})
+        with store.engine.begin() as conn:  # as the table's owner: its triggers off first
+            conn.execute(sa.text("ALTER TABLE twin_points_ledger DISABLE TRIGGER USER"))
+            conn.execute(sa.text("UPDATE twin_points_ledger SET delta = 500 WHERE seq = :s"),
+                         {"s": seq})
+    else:
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("UPDATE twin_points_ledger SET delta = 500 WHERE seq = ?", (seq,))
+
+
+def test_ledger_balances_once_per_ref_and_a_silent_edit_is_detected(community):
+    store, cells, u, _ = community
+    at = pd.Timestamp("2026-01-05 02:00", tz="UTC")
+    first = points.award(store, [
+        {"account": "acct-a", "delta": 5, "reason": "valid_report", "ref": "case:C1"},
+        {"account": "acct-b", "delta": 1, "reason": "poll_answer", "ref": "poll:P1:r2"},
+        {"account": "acct-a", "delta": 1, "reason": "poll_answer", "ref": "poll:P1:r1"},
+    ], at=at)
+    assert first["seq"].diff().iloc[1:].tolist() == [1, 1]
+    again = points.award(store, {"account": "acct-a", "delta": 5, "reason": "valid_report",
+                                 "ref": "case:C1"}, at=at)
+    assert again.empty  # the same ref earns once
+    with pytest.raises(ValidationError, match="unknown point reasons"):
+        points.award(store, {"account": "acct-a", "delta": 5, "reason": "bribe", "ref": "x"})
+    assert points.balance(store, "acct-a") == 6 and points.balance(store, "nobody") == 0
+    held = points.balances(store).set_index("account")["points"]
+    assert (held["acct-a"], held["acct-b"]) == (6, 1)
+    assert vol.verify_points(store, u["adm"]).ok
+    with pytest.raises(PermissionDeniedError):
+        vol.verify_points(store, u["off"])
+    with pytest.raises(PermissionDeniedError):
+        vol.my_points(store, u["off"])
+    rows = len(store.read_rows(POINTS_LEDGER))
+    seq = int(first["seq"].iloc[1])
+    _tamper(store, seq)
+    check = vol.verify_points(store, u["adm"])
+    assert (check.ok, check.first_bad_seq, check.reason) == (False, seq, "changed")
+    assert len(store.read_rows(POINTS_LEDGER)) == rows
