@@ -72,6 +72,12 @@ def navigation() -> tuple[tuple[str, str, str, str, str, str], ...]:
          "page.users"),
         (town, "ui/resident_page.py", t("nav.my_reports", LANG), ":material/report:",
          "my-reports", "page.my_reports"),
+        (town, "ui/volunteer_page.py", t("nav.volunteer", LANG), ":material/volunteer_activism:",
+         "volunteer", "page.volunteer"),
+        (town, "ui/proposals_page.py", t("nav.proposals", LANG), ":material/forum:",
+         "proposals", "page.proposals"),
+        (town, "ui/volunteer_admin_page.py", t("nav.volunteer_admin", LANG),
+         ":material/diversity_3:", "volunteer-tasks", "page.volunteer_admin"),
     )
 
 

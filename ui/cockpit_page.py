@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from twin import cockpit, deck
-from ui import mapview
+from ui import community_service, mapview
 from ui.auth import current_user
 from ui.common import current_language, local_time, open_twin, t
 from ui.live import alarm_panel, live_events
@@ -64,3 +64,5 @@ with drill_col:
             [mapview.indicator_labels(LANG)["open_cases"]]], height=220, horizontal=True)
     st.dataframe(table, hide_index=True, width="stretch", height=220)
 st.caption(t("cockpit.as_of", LANG, time=local_time(pd.Series([cockpit.as_time(data.at)])).iloc[0]))
+with st.expander(t("svc.indicators", LANG)):  # volunteer hours and proposals per grid
+    community_service.indicators(store, user, LANG, names)

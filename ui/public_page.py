@@ -7,6 +7,7 @@ import streamlit as st
 
 from twin import trust
 from twin.deck import offline_deck
+from ui import community_service
 from ui.common import current_language, open_twin, t
 
 LANG = current_language()
@@ -20,6 +21,9 @@ if opened is None:
 store, twin_layers = opened
 
 summary = trust.public_summary(store)
+# -- volunteer hours and residents' proposals: counts per grid, no names ----------------------
+st.subheader(t("svc.public", LANG))
+community_service.indicators(store, None, LANG, community_service.grid_names(twin_layers))
 if summary.empty:
     st.info(t("public.no_cases", LANG))
     st.stop()
