@@ -53,6 +53,7 @@ USERS = {
     "planner": User("pla", "planner"),
     "data_staff": User("dat", "data_staff"),
     "resident": User("res", "resident", resident_id="P3", building_code="B3"),
+    "volunteer": User("vol", "volunteer"),
 }
 
 
@@ -180,13 +181,15 @@ def test_lockout_follows_the_setting(twin_store, monkeypatch):
 
 PAGES = {  # role → pages it may open
     "admin": {"public", "cockpit", "wall", "cases", "kpi", "queries", "layers", "participation",
-              "audit", "users"},
-    "official": {"public", "cockpit", "wall", "cases", "kpi", "queries", "participation"},
+              "audit", "users", "proposals", "volunteer_admin"},
+    "official": {"public", "cockpit", "wall", "cases", "kpi", "queries", "participation",
+                 "proposals", "volunteer_admin"},
     "dispatcher": {"public", "cockpit", "cases", "kpi", "participation"},
-    "grid_worker": {"public", "my_grid", "cases", "participation"},
+    "grid_worker": {"public", "my_grid", "cases", "participation", "volunteer_admin"},
     "planner": {"public", "cockpit", "kpi", "queries", "participation"},
     "data_staff": {"public", "cockpit", "queries", "layers", "participation"},
-    "resident": {"public", "participation", "my_reports"},
+    "resident": {"public", "participation", "my_reports", "proposals"},
+    "volunteer": {"public", "volunteer"},
 }
 
 

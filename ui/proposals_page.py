@@ -51,7 +51,7 @@ def done(message: str) -> None:
 # -- propose at a place ------------------------------------------------------------------------
 if trust.can(user, "proposals.propose"):
     st.subheader(t("prop.new", LANG))
-    here = choose_place(cells, LANG, key="prop_place", locate=False,
+    here = choose_place(cells, LANG, key="prop_place",
                         buildings=twin_layers.get("buildings"))
     with st.form("prop_form", clear_on_submit=True):
         kind = st.selectbox(t("prop.kind", LANG), list(kinds), format_func=kinds.__getitem__,
