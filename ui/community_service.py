@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from twin import trust
+from twin.deck import TEXT_TOOLTIP, data_layer, fit_view, offline_deck
 from twin.trust import proposals, volunteers
 from ui import picker
 from ui.common import local_time, t
@@ -112,3 +113,22 @@ def grid_names(twin_layers) -> dict[str, str]:
     if cells is None or "name" not in cells:
         return {}
     return dict(zip(cells["grid_code"].astype(str), cells["name"].astype(str), strict=True))
+
+
+def proposals_map(store, user, extent, *, status: tuple[str, ...] = ("adopted",),
+                  height: int = 280) -> None:
+    """Proposals *user* may see on a small map: orange open, green adopted (tooltips)."""
+    layer = proposals.proposals_layer(store, user, status=status)
+    if layer.empty:
+        return
+    points = pd.DataFrame({"lon": layer.geometry.x, "lat": layer.geometry.y,
+                           "tooltip": layer["tooltip"],
+                           "color": [[240, 140, 40, 220] if s == "open" else [40, 170, 90, 220]
+                                     for s in layer["status"]]})
+    bounds = tuple((extent if extent is not None and len(extent) else layer).total_bounds)
+    st.pydeck_chart(offline_deck(
+        [data_layer("ScatterplotLayer", points, id="proposal-points", get_position="[lon, lat]",
+                    get_radius=8, radius_units="'meters'", radius_min_pixels=6,
+                    get_fill_color="color", pickable=True)],
+        fit_view(bounds, width=360, height=height), tooltip=TEXT_TOOLTIP, height=height),
+        height=height)

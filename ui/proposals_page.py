@@ -13,7 +13,6 @@ import pandas as pd
 import streamlit as st
 
 from twin import trust
-from twin.deck import TEXT_TOOLTIP, data_layer, fit_view, offline_deck
 from twin.errors import TwinError, ValidationError
 from twin.timeutil import local_zone
 from twin.trust import my_reports, proposals
@@ -24,6 +23,7 @@ from ui.community_service import (
     kind_names,
     my_points,
     proposal_kinds,
+    proposals_map,
     status_names,
 )
 
@@ -77,18 +77,7 @@ st.subheader(t("prop.list", LANG))
 if rows.empty:
     st.caption(t("prop.none", LANG))
 else:
-    layer = proposals.proposals_layer(store, user, status=("open", "adopted"))
-    points = pd.DataFrame({"lon": layer.geometry.x, "lat": layer.geometry.y,
-                           "tooltip": layer["tooltip"],
-                           "color": [[240, 140, 40, 220] if s == "open" else [40, 170, 90, 220]
-                                     for s in layer["status"]]})
-    extent = cells if cells is not None and len(cells) else layer
-    st.pydeck_chart(offline_deck(
-        [data_layer("ScatterplotLayer", points, id="prop-points", get_position="[lon, lat]",
-                    get_radius=8, radius_units="'meters'", radius_min_pixels=6,
-                    get_fill_color="color", pickable=True)],
-        fit_view(tuple(extent.total_bounds), width=360, height=280), tooltip=TEXT_TOOLTIP,
-        height=280), height=280)
+    proposals_map(store, user, cells, status=("open", "adopted"))
     st.caption(t("prop.map_legend", LANG))
 may_support = trust.can(user, "proposals.support")
 for row in rows.head(30).to_dict("records"):
