@@ -21,6 +21,9 @@ module             what it decides
 ``escaping``       text made inert before Markdown or HTML
 ``admin``          users managed by administrators; layer uploads and rollbacks as a user
 ``my_reports``     a resident's problem reports: report with a photo, follow their own
+``volunteers``     volunteer tasks, sign-ups (capped atomically), on-site check-in, hours,
+                   points as a user may see them
+``proposals``      residents' proposals, supports once each, adoption as task or case
 =================  ==================================================================
 """
 
