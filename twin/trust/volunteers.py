@@ -78,10 +78,17 @@ def distance_outside_m(task: Mapping[str, Any], lon: float, lat: float) -> float
     Measured in the local metric CRS of the task (:func:`twin.crs.local_metric_crs`), never in
     degrees.
     """
-    place = task_area(task)
-    frame = gpd.GeoSeries([place, Point(float(lon), float(lat))], crs=4326)
-    metric = frame.to_crs(local_metric_crs(frame))
-    return round(float(metric.iloc[0].distance(metric.iloc[1])), 1)
+    return float(distances_m([task], lon, lat)[0])
+
+
+def distances_m(tasks: list[Mapping[str, Any]], lon: float, lat: float) -> np.ndarray:
+    """Metres from (lon, lat) to each task's area or point (0 inside), in one projection."""
+    if not tasks:
+        return np.array([], dtype=float)
+    here = Point(float(lon), float(lat))
+    places = gpd.GeoSeries([task_area(t) for t in tasks] + [here], crs=4326)
+    metric = places.to_crs(local_metric_crs(places))
+    return np.round(shapely.distance(metric.values[:-1], metric.values[-1]), 1)
 
 
 def _check_position(lon: Any, lat: Any) -> tuple[float, float]:
@@ -210,8 +217,7 @@ def open_tasks(store, user: User | None, *, near: tuple[float, float] | None = N
     tasks["left"] = (tasks["capacity"].astype(int) - tasks["taken"]).clip(lower=0)
     if near is not None and len(tasks):
         lon, lat = _check_position(*near)
-        tasks["distance_m"] = [distance_outside_m(t, lon, lat)
-                               for t in tasks.to_dict("records")]
+        tasks["distance_m"] = distances_m(tasks.to_dict("records"), lon, lat)
         return tasks.sort_values(["distance_m", "starts_at"], ignore_index=True)
     return tasks.sort_values("starts_at", ignore_index=True)
 
