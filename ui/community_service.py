@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from twin import trust
-from twin.deck import TEXT_TOOLTIP, data_layer, fit_view, offline_deck
+from twin.deck import TEXT_TOOLTIP, data_layer, fit_view, offline_deck, polygon_rings
 from twin.trust import proposals, volunteers
 from ui import picker
 from ui.common import local_time, t
@@ -126,8 +126,16 @@ def proposals_map(store, user, extent, *, status: tuple[str, ...] = ("adopted",)
                            "color": [[240, 140, 40, 220] if s == "open" else [40, 170, 90, 220]
                                      for s in layer["status"]]})
     bounds = tuple((extent if extent is not None and len(extent) else layer).total_bounds)
+    context = []
+    if extent is not None and len(extent):  # the grids' outlines: where the places are
+        context.append(data_layer(
+            "PolygonLayer", pd.DataFrame({"polygon": polygon_rings(extent.geometry.values)}),
+            id="proposal-grids", get_polygon="polygon", filled=True, stroked=True,
+            get_fill_color=[0, 229, 255, 18], get_line_color=[0, 229, 255, 200],
+            line_width_min_pixels=1, pickable=False))
     st.pydeck_chart(offline_deck(
-        [data_layer("ScatterplotLayer", points, id="proposal-points", get_position="[lon, lat]",
+        [*context,
+         data_layer("ScatterplotLayer", points, id="proposal-points", get_position="[lon, lat]",
                     get_radius=8, radius_units="'meters'", radius_min_pixels=6,
                     get_fill_color="color", pickable=True)],
         fit_view(bounds, width=360, height=height), tooltip=TEXT_TOOLTIP, height=height),
