@@ -64,6 +64,10 @@ def navigation() -> tuple[tuple[str, str, str, str, str, str], ...]:
          "page.layers"),
         (town, "ui/participation_page.py", t("nav.participation", LANG),
          ":material/how_to_vote:", "participation", "page.participation"),
+        (town, "ui/volunteer_page.py", t("nav.volunteer", LANG), ":material/volunteer_activism:",
+         "volunteer", "page.volunteer"),
+        (town, "ui/proposals_page.py", t("nav.proposals", LANG), ":material/forum:",
+         "proposals", "page.proposals"),
         (town, "ui/public_page.py", t("nav.public", LANG), ":material/campaign:", "public",
          "page.public"),
         (town, "ui/audit_page.py", t("nav.audit", LANG), ":material/verified_user:", "audit",
@@ -72,6 +76,8 @@ def navigation() -> tuple[tuple[str, str, str, str, str, str], ...]:
          "page.users"),
         (town, "ui/resident_page.py", t("nav.my_reports", LANG), ":material/report:",
          "my-reports", "page.my_reports"),
+        (town, "ui/volunteer_admin_page.py", t("nav.volunteer_admin", LANG),
+         ":material/diversity_3:", "volunteer-tasks", "page.volunteer_admin"),
     )
 
 

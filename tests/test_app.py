@@ -19,15 +19,17 @@ G1, G2 = "45031100100101", "45031100100102"
 PHONES = ("13812345678", "13987654321")
 PAGES = {
     "admin": ["cockpit", "cases", "analysis", "layers"],
-    "official": ["cockpit", "cases", "analysis"],
+    "official": ["cockpit", "cases", "analysis", "volunteer_admin"],
     "dispatcher": ["cockpit", "cases"],
     "grid_worker": ["my_grid", "cases"],
     "planner": ["cockpit", "analysis"],
     "data_staff": ["cockpit", "analysis", "layers"],
-    "resident": [],
+    "resident": ["proposals"],
+    "volunteer": ["volunteer"],
 }
 TITLES = {"cockpit": "cockpit.title", "my_grid": "mygrid.title", "cases": "cases.title",
-          "analysis": "analysis.title", "layers": "layers.title"}
+          "analysis": "analysis.title", "layers": "layers.title", "volunteer": "vol.title",
+          "proposals": "prop.title", "volunteer_admin": "vola.title"}
 
 
 @pytest.fixture(scope="module")

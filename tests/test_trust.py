@@ -55,6 +55,7 @@ USERS = {
     "resident": User("res", "resident", resident_id="P3", building_code="B3"),
     "org_admin": User("oad", "org_admin", org_id="PM1"),
     "org_staff": User("ost", "org_staff", org_id="PM1"),
+    "volunteer": User("vol", "volunteer"),
 }
 
 
@@ -185,13 +186,15 @@ def test_lockout_follows_the_setting(twin_store, monkeypatch):
 
 PAGES = {  # role → pages it may open
     "admin": {"public", "cockpit", "wall", "cases", "kpi", "queries", "layers", "participation",
-              "audit", "users"},
-    "official": {"public", "cockpit", "wall", "cases", "kpi", "queries", "participation"},
+              "audit", "users", "proposals", "volunteer_admin"},
+    "official": {"public", "cockpit", "wall", "cases", "kpi", "queries", "participation",
+                 "proposals", "volunteer_admin"},
     "dispatcher": {"public", "cockpit", "cases", "kpi", "participation"},
-    "grid_worker": {"public", "my_grid", "cases", "participation"},
+    "grid_worker": {"public", "my_grid", "cases", "participation", "volunteer_admin"},
     "planner": {"public", "cockpit", "kpi", "queries", "participation"},
     "data_staff": {"public", "cockpit", "queries", "layers", "participation"},
-    "resident": {"public", "participation", "my_reports"},
+    "resident": {"public", "participation", "my_reports", "proposals"},
+    "volunteer": {"public", "volunteer"},
     "org_admin": {"public", "cases"},
     "org_staff": {"public", "cases"},
 }

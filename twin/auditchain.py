@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import logging
+import numbers
 import os
 import secrets
 from collections.abc import Iterable, Sequence
@@ -123,21 +124,28 @@ def mac(key: bytes, label: str, payload: Any) -> str:
 _ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str).encode
 
 
-def canonical(row: dict[str, Any]) -> str:
-    """Return the canonical JSON of an audit row's content (the same for both stores)."""
-    fields = {k: row.get(k) for k in ROW_FIELDS}
-    if isinstance(fields["at"], (datetime, pd.Timestamp)):
-        fields["at"] = pd.Timestamp(fields["at"]).tz_convert("UTC").isoformat()
-    if isinstance(fields["detail"], str):
-        fields["detail"] = json.loads(fields["detail"])
-    if fields["seq"] is not None:
-        fields["seq"] = int(fields["seq"])
-    return _ENCODE(fields)
+def canonical(row: dict[str, Any], fields: Sequence[str] = ROW_FIELDS) -> str:
+    """Return the canonical JSON of a chained row's content (the same for both stores).
+
+    *fields* are the row's hashed columns: the audit log's by default; another chained table
+    (the points ledger, :mod:`twin.points`) names its own. Whole numbers are hashed as numbers
+    whatever integer type a store returned them as.
+    """
+    values = {k: row.get(k) for k in fields}
+    if isinstance(values.get("at"), (datetime, pd.Timestamp)):
+        values["at"] = pd.Timestamp(values["at"]).tz_convert("UTC").isoformat()
+    if isinstance(values.get("detail"), str):
+        values["detail"] = json.loads(values["detail"])
+    for name, value in values.items():
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            values[name] = int(value)
+    return _ENCODE(values)
 
 
-def row_hash(prev_hash: str, row: dict[str, Any], key: bytes | None = None) -> str:
-    """Return the keyed hash of an audit row: HMAC-SHA256 over *prev_hash* and the row."""
-    message = (prev_hash + "\n" + canonical(row)).encode("utf-8")
+def row_hash(prev_hash: str, row: dict[str, Any], key: bytes | None = None,
+             fields: Sequence[str] = ROW_FIELDS) -> str:
+    """Return the keyed hash of a chained row: HMAC-SHA256 over *prev_hash* and the row."""
+    message = (prev_hash + "\n" + canonical(row, fields)).encode("utf-8")
     return hmac.new(key or audit_key(), message, hashlib.sha256).hexdigest()
 
 
@@ -186,16 +194,21 @@ class Run:
     hashes: dict[int, str]
 
 
-def columns_of(frame: pd.DataFrame) -> Iterable[tuple]:
-    """Yield (seq, content row, prev_hash, hash) from an audit frame, without pandas per row."""
-    names = [*ROW_FIELDS, "prev_hash", "hash"]
+def columns_of(frame: pd.DataFrame, fields: Sequence[str] = ROW_FIELDS) -> Iterable[tuple]:
+    """Yield (seq, content row, prev_hash, hash) from a chained frame, without pandas per row.
+
+    *fields* (the audit log's by default) must begin with ``seq`` and contain ``at``.
+    """
+    names = [*fields, "prev_hash", "hash"]
     arrays = [frame[n].tolist() for n in names]
     at = frame["at"]
     if isinstance(at.dtype, pd.DatetimeTZDtype):  # formatted once here, not per row below
-        arrays[1] = [None if pd.isna(t) else t.isoformat() for t in at.dt.tz_convert("UTC")]
+        arrays[names.index("at")] = [None if pd.isna(t) else t.isoformat()
+                                     for t in at.dt.tz_convert("UTC")]
+    n = len(fields)
     for values in zip(*arrays, strict=True):
-        row = dict(zip(ROW_FIELDS, values[:7], strict=True))
-        yield int(values[0]), row, values[7], values[8]
+        row = dict(zip(fields, values[:n], strict=True))
+        yield int(values[0]), row, values[n], values[n + 1]
 
 
 def check_run(
@@ -207,6 +220,7 @@ def check_run(
     keyed: bool = False,
     linked: bool = True,
     watch: Sequence[int] = (),
+    fields: Sequence[str] = ROW_FIELDS,
 ) -> Run:
     """Check rows (from :func:`columns_of`) continuing a chain that ended at *prev_seq*.
 
@@ -214,8 +228,10 @@ def check_run(
     hash) unless *linked* is False (a filtered export: each row checked on its own), and
     carry the HMAC of its content. Plain sha256 rows (written before the chain was keyed)
     pass only before the first keyed row (*keyed*: one was seen before this run). The
-    hashes of the rows in *watch* are returned, to compare with an anchored head.
+    hashes of the rows in *watch* are returned, to compare with an anchored head. *fields*
+    are the hashed columns of another chained table (no plain sha256 rows there).
     """
+    legacy_ok = tuple(fields) == ROW_FIELDS
     legacy = 0
     hashes: dict[int, str] = {}
     watched = set(watch)
@@ -232,9 +248,10 @@ def check_run(
             return Run(seq, "changed",
                        f"row {seq} does not follow row {seq - 1}: one of them was changed "
                        "or replaced", prev_seq, prev_hash, keyed, legacy, hashes)
-        if hmac.compare_digest(row_hash(stored_prev, row, key), str(stored)):
+        if hmac.compare_digest(row_hash(stored_prev, row, key, fields), str(stored)):
             keyed = True
-        elif not keyed and hmac.compare_digest(legacy_hash(stored_prev, row), str(stored)):
+        elif legacy_ok and not keyed and hmac.compare_digest(legacy_hash(stored_prev, row),
+                                                             str(stored)):
             legacy += 1
         else:
             return Run(seq, "changed",

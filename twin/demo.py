@@ -19,6 +19,7 @@ from twin.cases import (
     route,
 )
 from twin.cockpit import nearest_building
+from twin.demo_community import populate_community
 from twin.errors import ValidationError
 from twin.feeds.rules import load_rules
 from twin.scenario import _located_points, make_events
@@ -216,6 +217,8 @@ def populate(store, *, seed: int = 0, now: Any = None, days: int = 395,
                                          grid_cells=layers.grid_cells,
                                          buildings=layers.buildings).items():
         counts[key] += written
+    populate_community(store, counts, seed=seed, now=now, days=days,
+                       grid_cells=layers.grid_cells, residents=layers.residents)
     store.append_audit("make_demo", "demo.populate", "store",
                        {"seed": seed, "now": now.isoformat(), **counts}, "twin.demo")
     LOGGER.info("demo populated: %s", counts)

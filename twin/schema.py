@@ -356,7 +356,7 @@ ALARMS = TableSpec(
 #: The roles of users, declared once (twin.cases routes steps by them, twin.trust grants
 #: permissions to them; ``public`` — not logged in — is not a role a user can hold).
 ROLES = ("admin", "official", "dispatcher", "grid_worker", "planner", "data_staff", "resident",
-         "org_admin", "org_staff")
+         "org_admin", "org_staff", "volunteer")
 #: Roles that work for one organisation (layer ``organisations``; the user's ``org_id``): they
 #: see and act only on the cases assigned to it (twin.trust.organisations).
 ORG_ROLES = ("org_admin", "org_staff")
@@ -541,10 +541,129 @@ API_KEYS = TableSpec(
     key="key_id",
 )
 
+# -- volunteers, points and deliberation (twin.trust.volunteers, twin.points, twin.trust.proposals)
+
+TASK_KINDS = ("patrol", "elderly_visit", "event_help", "other")
+TASK_STATUSES = ("open", "cancelled", "done")
+
+#: A volunteer task the community posts: where (a point, or an area), when, how many people.
+VOLUNTEER_TASKS = TableSpec(
+    "twin_volunteer_tasks",
+    (
+        _c("id", "text"),
+        _c("kind", "text", "patrol, elderly_visit (独居老人探访), event_help, other",
+           choices=TASK_KINDS),
+        _c("title", "text"),
+        _c("description", "text"),
+        _c("lon", "float", "the task's place (the centre of its area)"),
+        _c("lat", "float"),
+        *ASSIGNED_COLUMNS,
+        _c("area", "json", "GeoJSON polygon of the task's area (empty: the point)"),
+        _c("tolerance_m", "float", "how far outside the area (or from the point) a check-in "
+           "or check-out may be, metres", min=0),
+        _c("starts_at", "datetime"),
+        _c("ends_at", "datetime"),
+        _c("capacity", "int", "how many volunteers it needs", min=1),
+        _c("status", "text", "open, cancelled, done", choices=TASK_STATUSES),
+        _c("created_by", "text"),
+        _c("created_at", "datetime"),
+        _c("proposal_id", "text", "the residents' proposal it came from, if any"),
+    ),
+    key="id",
+    point=True,
+)
+
+SIGNUP_STATUSES = ("signed_up", "cancelled")
+
+#: A volunteer's place on a task: signed up, checked in and out on site, hours.
+VOLUNTEER_SIGNUPS = TableSpec(
+    "twin_volunteer_signups",
+    (
+        _c("task_id", "text"),
+        _c("volunteer", "text", "username"),
+        _c("status", "text", "signed_up or cancelled", choices=SIGNUP_STATUSES),
+        _c("signed_up_at", "datetime"),
+        _c("checkin_at", "datetime"),
+        _c("checkin_lon", "float"),
+        _c("checkin_lat", "float"),
+        _c("checkin_m", "float", "metres outside the task's area at check-in (0: inside)"),
+        _c("checkout_at", "datetime"),
+        _c("checkout_lon", "float"),
+        _c("checkout_lat", "float"),
+        _c("checkout_m", "float", "metres outside the task's area at check-out"),
+        _c("hours", "float", "service hours recorded at check-out", min=0),
+    ),
+    key="task_id,volunteer",
+)
+
+POINT_REASONS = ("service_hours", "valid_report", "poll_answer", "proposal_adopted", "adjust")
+
+#: The points ledger (积分): append-only, each row HMAC-chained like the audit log
+#: (twin.auditchain); on PostGIS triggers refuse UPDATE, DELETE and TRUNCATE (migration 14).
+POINTS_LEDGER = TableSpec(
+    "twin_points_ledger",
+    (
+        _c("seq", "int", "position in the chain, from 1"),
+        _c("at", "datetime"),
+        _c("account", "text", "username of the resident or volunteer who earns"),
+        _c("delta", "int", "points earned (negative: spent or corrected)"),
+        _c("reason", "text", "service_hours, valid_report, poll_answer, proposal_adopted, adjust",
+           choices=POINT_REASONS),
+        _c("ref", "text", "what earned them (task:…, case:…, poll:…); one entry per ref"),
+        _c("actor", "text", "who or what granted them"),
+        _c("prev_hash", "text"),
+        _c("hash", "text", "HMAC-SHA256 under the audit key over prev_hash and this row"),
+    ),
+    key="seq",
+)
+
+PROPOSAL_KINDS = ("wish", "micro_project")  # 微心愿, 民生微实事
+PROPOSAL_STATUSES = ("open", "adopted", "declined")
+PROPOSAL_OUTCOMES = ("task", "case")
+
+#: A resident's proposal (议事协商) at a place; the community adopts or declines it.
+PROPOSALS = TableSpec(
+    "twin_proposals",
+    (
+        _c("id", "text"),
+        _c("kind", "text", "wish (微心愿) or micro_project (民生微实事)", choices=PROPOSAL_KINDS),
+        _c("title", "text"),
+        _c("body", "text"),
+        _c("lon", "float"),
+        _c("lat", "float"),
+        *ASSIGNED_COLUMNS,
+        _c("proposer", "text", "username (personal: shown to the proposer and staff only)"),
+        _c("created_at", "datetime"),
+        _c("status", "text", "open, adopted, declined", choices=PROPOSAL_STATUSES),
+        _c("decided_by", "text"),
+        _c("decided_at", "datetime"),
+        _c("reason", "text", "why it was adopted or declined (shown to residents)"),
+        _c("outcome_kind", "text", "task or case", choices=PROPOSAL_OUTCOMES),
+        _c("outcome_id", "text", "the volunteer task or case it became"),
+    ),
+    key="id",
+    point=True,
+)
+
+#: One support per resident and proposal (the key refuses a second).
+PROPOSAL_SUPPORTS = TableSpec(
+    "twin_proposal_supports",
+    (
+        _c("proposal_id", "text"),
+        _c("supporter", "text", "username"),
+        _c("at", "datetime"),
+    ),
+    key="proposal_id,supporter",
+)
+
+#: The tables of volunteers, points and deliberation (created by migration 14 on PostGIS).
+COMMUNITY_TABLES = (VOLUNTEER_TASKS, VOLUNTEER_SIGNUPS, POINTS_LEDGER, PROPOSALS,
+                    PROPOSAL_SUPPORTS)
+
 TABLES = (
     EVENTS, CASES, CASE_HISTORY, AUDIT, LAYER_VERSIONS, DEAD_LETTERS, ALARMS,
     USERS, NOTICES, ANSWERS, LOGIN_ATTEMPTS, SESSIONS, SESSION_SEEN,
-    NOTIFY_CHANNELS, OUTBOX, API_KEYS,
+    NOTIFY_CHANNELS, OUTBOX, API_KEYS, *COMMUNITY_TABLES,
 )
 
 

@@ -337,7 +337,8 @@ def role_labels(lang: str | None = None) -> dict[str, str]:
         "admin": t("role.admin", lang), "official": t("role.official", lang),
         "dispatcher": t("role.dispatcher", lang), "grid_worker": t("role.grid_worker", lang),
         "planner": t("role.planner", lang), "data_staff": t("role.data_staff", lang),
-        "resident": t("role.resident", lang), "public": t("role.public", lang),
+        "resident": t("role.resident", lang), "volunteer": t("role.volunteer", lang),
+        "public": t("role.public", lang),
         "org_admin": t("role.org_admin", lang), "org_staff": t("role.org_staff", lang),
     }
 

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from twin import cockpit, deck
-from ui import mapview, organisations_view
+from ui import community_service, mapview, organisations_view
 from ui.auth import current_user
 from ui.common import current_language, local_time, open_twin, t
 from ui.live import alarm_panel, live_events
@@ -67,3 +67,5 @@ st.caption(t("cockpit.as_of", LANG, time=local_time(pd.Series([cockpit.as_time(d
 
 # -- the organisations governing with the community: each one's indicators ----------------------
 organisations_view.performance(store, user, LANG)
+with st.expander(t("svc.indicators", LANG)):  # volunteer hours and proposals per grid
+    community_service.indicators(store, user, LANG, names)

@@ -7,7 +7,7 @@ import streamlit as st
 
 from twin import trust
 from twin.deck import offline_deck
-from ui import organisations_view
+from ui import community_service, organisations_view
 from ui.common import current_language, open_twin, t
 
 LANG = current_language()
@@ -21,8 +21,18 @@ if opened is None:
 store, twin_layers = opened
 
 summary = trust.public_summary(store)
+
+
+def service() -> None:
+    """Volunteer hours and residents' proposals: counts per grid, no names."""
+    st.subheader(t("svc.public", LANG))
+    community_service.indicators(store, None, LANG, community_service.grid_names(twin_layers))
+    community_service.proposals_map(store, None, twin_layers.get("grid_cells"))
+
+
 if summary.empty:
     st.info(t("public.no_cases", LANG))
+    service()
     st.stop()
 
 # -- reports and fixes per month and per grid ----------------------------------------------------
@@ -62,3 +72,4 @@ for by, title in (("assignee", t("public.by_person", LANG)),
             by: title, "handled": t("public.handled", LANG),
             "ontime_close_rate": t("public.ontime_rate", LANG),
         }), hide_index=True, width="stretch")
+service()

@@ -22,6 +22,7 @@ from twin.errors import TwinError
 from twin.trust import my_reports
 from ui.auth import origin, require_page
 from ui.common import current_language, error_text, local_time, md, open_twin, t
+from ui.community_service import my_points
 
 LANG = current_language()
 user = require_page("page.my_reports", LANG)
@@ -39,6 +40,7 @@ MAP_WIDTH, MAP_HEIGHT = 340, 320  # fitted for a phone: the whole community in v
 shown = st.session_state.pop(FLASH, None)
 if shown:
     st.success(shown)
+my_points(store, user, LANG)  # points earned for valid reports, poll answers, proposals
 
 buildings = twin_layers.get("buildings")
 places = my_reports.places(user, buildings)

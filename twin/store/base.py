@@ -433,6 +433,32 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def put_row_capped(self, table: TableSpec, row: Mapping[str, Any], *,
+                       within: Mapping[str, Any], cap: int) -> bool:
+        """Insert (or replace) one row unless *cap* other rows matching *within* are stored.
+
+        Counting and writing are one transaction, serialised per *within* (an advisory lock on
+        PostgreSQL; one writer at a time in the embedded store): of two callers racing for the
+        last place, one gets it. Returns False (nothing written) when the cap is reached.
+
+        Raises
+        ------
+        ValidationError
+            As :meth:`put_rows` for the row, or for a *within* name that is not a column.
+        """
+
+    @abc.abstractmethod
+    def append_chained(self, table: TableSpec, frame: pd.DataFrame, *, fields: Sequence[str],
+                       unique: str | None = None) -> pd.DataFrame:
+        """Append rows to a hash-chained table (``seq``, ``prev_hash``, ``hash`` columns).
+
+        In one serialised transaction each row gets the next ``seq`` and the HMAC of
+        :func:`twin.auditchain.row_hash` over the previous row's hash and its *fields*. Rows
+        whose *unique* column value is already stored (or repeated in *frame*) are skipped.
+        Returns the rows written, with their seq and hashes.
+        """
+
+    @abc.abstractmethod
     def delete_rows_before(self, table: TableSpec, column: str, before: Any, *,
                            dry_run: bool = False) -> int:
         """Delete the rows of a declared table whose time *column* is before *before*.

@@ -14,9 +14,11 @@ from twin.schema import (
     AUDIT,
     CASE_DATA_COLUMNS,
     CASES,
+    COMMUNITY_TABLES,
     EVENTS,
     NOTIFY_CHANNELS,
     OUTBOX,
+    POINTS_LEDGER,
     SESSION_SEEN,
     SESSIONS,
     TABLES,
@@ -508,6 +510,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               "with its (status, next_at) index", lambda conn: _notify_tables(conn)),
     Migration(13, "organisations: users.org_id, cases.org_id and org_deadline, indexed",
               lambda conn: _organisations(conn)),
+    Migration(14, "volunteer tasks, sign-ups, proposals, supports; points ledger append-only",
+              lambda conn: _community_tables(conn)),
 )
 
 
@@ -562,6 +566,54 @@ def _alarm_once(conn: sa.Connection) -> None:
 
     for statement in alarm_once_ddl():
         conn.execute(sa.text(statement))
+
+
+POINTS_GUARD = "twin_points_append_only"
+
+
+def _community_tables(conn: sa.Connection) -> None:
+    """Create the tables of volunteers, points and proposals; make the ledger append-only."""
+    for table in COMMUNITY_TABLES:
+        for statement in table_ddl(table):
+            conn.execute(sa.text(statement))
+    for statement in (
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(POINTS_LEDGER.name + '_ref_key')} "
+        f"ON {quote(POINTS_LEDGER.name)} (ref)",
+        f"CREATE INDEX IF NOT EXISTS {quote(POINTS_LEDGER.name + '_account_idx')} "
+        f"ON {quote(POINTS_LEDGER.name)} (account)",
+    ):
+        conn.execute(sa.text(statement))
+    _points_append_only(conn)
+
+
+def _points_append_only(conn: sa.Connection) -> None:
+    """Refuse UPDATE, DELETE and TRUNCATE of the points ledger with triggers (as migration 7)."""
+    if not table_exists(conn, POINTS_LEDGER.name):
+        return
+    exists = conn.execute(
+        sa.text("SELECT 1 FROM pg_proc WHERE proname = :f "
+                "AND pronamespace = current_schema()::regnamespace"), {"f": POINTS_GUARD}
+    ).scalar()
+    if not exists:
+        conn.execute(sa.text(
+            f"CREATE FUNCTION {POINTS_GUARD}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n"
+            "  RAISE EXCEPTION 'the points ledger is append-only: % on % refused', TG_OP,\n"
+            "    TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege',\n"
+            "    HINT = 'correct points with a new entry (reason adjust), docs/volunteers.md';\n"
+            "END $$"
+        ))
+    triggers = set(conn.execute(
+        sa.text("SELECT tgname FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass)"),
+        {"t": quote(POINTS_LEDGER.name)},
+    ).scalars())
+    for name, when, level in ((f"{POINTS_GUARD}_rows", "UPDATE OR DELETE", "ROW"),
+                              (f"{POINTS_GUARD}_truncate", "TRUNCATE", "STATEMENT")):
+        if name not in triggers:
+            conn.execute(sa.text(
+                f"CREATE TRIGGER {name} BEFORE {when} ON {quote(POINTS_LEDGER.name)} "
+                f"FOR EACH {level} EXECUTE FUNCTION {POINTS_GUARD}()"
+            ))
 
 
 def _sync_core_columns(conn: sa.Connection) -> None:
@@ -659,4 +711,5 @@ def migrate(conn: sa.Connection, schema: str | None) -> list[int]:
     _sync_core_columns(conn)
     _sync_case_rollup(conn)
     _audit_append_only(conn)  # an audit table dropped and made again gets its triggers back
+    _points_append_only(conn)  # and so does the points ledger
     return applied

@@ -21,7 +21,7 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 
-from twin import audit_anchor
+from twin import audit_anchor, auditchain
 from twin import layers as declared
 from twin.errors import (
     DuplicateIdError,
@@ -541,17 +541,7 @@ class SQLStore(Store):
         rows = prepare_rows(table, frame, on_conflict)
         if rows.empty:
             return 0
-        keys = key_columns(table)
-        if on_conflict == "update":
-            assign = ", ".join(
-                f"{quote(c.name)} = excluded.{quote(c.name)}"
-                for c in table.columns
-                if c.name not in keys
-            )
-            action = f"DO UPDATE SET {assign}"
-        else:
-            action = "DO NOTHING"
-        conflict = f" ON CONFLICT ({', '.join(quote(k) for k in keys)}) {action}"
+        conflict = _conflict_tail(table, on_conflict)
         written = int(self._put_rows(table, rows, conflict))
         LOGGER.debug("%s: %d of %d rows written", table.name, written, len(rows))
         return written
@@ -575,6 +565,65 @@ class SQLStore(Store):
                           for k in key_columns(table))
         with self._read() as conn:
             return self._select(conn, table, order, clauses, params)
+
+    def put_row_capped(self, table: TableSpec, row: Mapping[str, Any], *,
+                       within: Mapping[str, Any], cap: int) -> bool:
+        rows = prepare_rows(table, pd.DataFrame([dict(row)]), "update")
+        keys = key_columns(table)
+        by_name = {c.name: c for c in table.columns}
+        clauses, params = [], {}
+        for i, (name, typed) in enumerate(prepare_equals(table, dict(within))):
+            params[f"w{i}"] = self.dialect.values(typed, by_name[name].dtype)[0]
+            clauses.append(f"{quote(name)} = :w{i}")
+        own = []
+        for i, name in enumerate(keys):  # the row itself does not count against its cap
+            params[f"k{i}"] = self.dialect.values(rows[name], by_name[name].dtype)[0]
+            own.append(f"{quote(name)} = :k{i}")
+        where = " AND ".join([*clauses, f"NOT ({' AND '.join(own)})"])
+        with self._write() as conn:
+            self._hold(conn, table.name, *(f"{k}={within[k]}" for k in sorted(within)))
+            taken = int(self._rows(conn, f"SELECT count(*) FROM {quote(table.name)} "
+                                         f"WHERE {where}", params)[0][0])
+            if taken >= int(cap):
+                return False
+            self._insert(conn, table, rows, _conflict_tail(table, "update"))
+        return True
+
+    def append_chained(self, table: TableSpec, frame: pd.DataFrame, *, fields: Sequence[str],
+                       unique: str | None = None) -> pd.DataFrame:
+        frame = pd.DataFrame(frame).reset_index(drop=True)
+        with self._write() as conn:
+            self._hold(conn, table.name)
+            last = self._rows(conn, f"SELECT seq, hash FROM {quote(table.name)} "
+                                    "ORDER BY seq DESC LIMIT 1")
+            seq, prev = (int(last[0][0]), str(last[0][1])) if last else (
+                0, auditchain.GENESIS_HASH)
+            if unique is not None and len(frame):
+                wanted = frame[unique].astype(str).tolist()
+                seen: set[str] = set()
+                for start in range(0, len(wanted), 500):
+                    chunk = wanted[start:start + 500]
+                    marks = ", ".join(f":u{i}" for i in range(len(chunk)))
+                    seen |= {str(r[0]) for r in self._rows(
+                        conn, f"SELECT {quote(unique)} FROM {quote(table.name)} "
+                              f"WHERE {quote(unique)} IN ({marks})",
+                        {f"u{i}": v for i, v in enumerate(chunk)})}
+                fresh = ~frame[unique].astype(str).isin(seen) & \
+                    ~frame[unique].astype(str).duplicated()
+                frame = frame.loc[fresh].reset_index(drop=True)
+            if frame.empty:
+                return coerce_table(table, frame)
+            rows = coerce_table(table, frame.assign(seq=range(seq + 1, seq + 1 + len(frame))))
+            key = auditchain.audit_key()
+            links, hashes = [], []
+            for _, row, _, _ in auditchain.columns_of(
+                    rows.assign(prev_hash=None, hash=None), fields):
+                links.append(prev)
+                prev = auditchain.row_hash(prev, row, key, fields)
+                hashes.append(prev)
+            rows["prev_hash"], rows["hash"] = links, hashes
+            self._insert(conn, table, rows)
+        return rows
 
     def delete_rows_before(self, table: TableSpec, column: str, before: Any, *,
                            dry_run: bool = False) -> int:
@@ -1096,3 +1145,15 @@ def alarm_once_ddl() -> list[str]:
         f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(ALARM_ONCE_INDEX)} ON {alarms} "
         "(rule_id, source_id) WHERE status = 'open'",
     ]
+
+
+def _conflict_tail(table: TableSpec, on_conflict: str) -> str:
+    """Return the ``ON CONFLICT`` tail of an insert: keep the stored row, or replace it."""
+    keys = key_columns(table)
+    if on_conflict == "update":
+        assign = ", ".join(f"{quote(c.name)} = excluded.{quote(c.name)}"
+                           for c in table.columns if c.name not in keys)
+        action = f"DO UPDATE SET {assign}"
+    else:
+        action = "DO NOTHING"
+    return f" ON CONFLICT ({', '.join(quote(k) for k in keys)}) {action}"

@@ -25,6 +25,9 @@ module             what it decides
 ``georeport``      Open311 GeoReport v2: posts filed as the key's owner, requests by role
 ``sensing``        SensorThings: the public view (rounded, no home presence) or staff's
 ``organisations``  the organisations layer edited by admins; their indicators by scope
+``volunteers``     volunteer tasks, sign-ups (capped atomically), on-site check-in, hours,
+                   points as a user may see them
+``proposals``      residents' proposals, supports once each, adoption as task or case
 =================  ==================================================================
 """
 

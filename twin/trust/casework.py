@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from twin import cases, cockpit, settings
+from twin import cases, cockpit, points, settings
 from twin.errors import NotFoundError, PermissionDeniedError, TwinError, ValidationError
 from twin.schema import ORG_ROLES, USERS
 from twin.trust.outgoing import assignment_rows
@@ -93,6 +93,8 @@ def transition_case(
     store.append_audit(user.username, f"case.{action}", f"case:{case_id}",
                        {"role": user.role, "status": case["status"],
                         "version": int(case["version"])}, origin)
+    if action == "close":  # the loop closed as valid: the resident who reported it earns
+        points.award_valid_report(store, case)
     return case
 
 

@@ -12,6 +12,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from twin import points
 from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, ValidationError
 from twin.schema import ANSWERS, NOTICE_KINDS, NOTICE_SCOPES, NOTICES
 from twin.trust.permissions import User, require
@@ -217,6 +218,9 @@ def answer(
         raise DuplicateIdError(f"you already answered poll {poll_id}; one answer per resident")
     store.append_audit(user.username, "poll.answer", f"notice:{poll_id}",
                        {"building": place["building_code"]}, origin)
+    points.award(store, {"account": user.username, "delta": points.RULES["poll_answer"],
+                         "reason": "poll_answer", "ref": f"poll:{poll_id}:{user.username}"},
+                 actor="participation", at=now)
     return row
 
 

@@ -11,10 +11,12 @@ from twin.schema import ORG_ROLES, ROLES
 #: Everyone who is not logged in (the public transparency page). The roles of users are
 #: declared once, in :data:`twin.schema.ROLES`.
 ANONYMOUS_ROLE = "public"
-STAFF = tuple(r for r in ROLES if r != "resident")
+#: Roles of people the community serves, not of its staff: residents, and volunteers (who
+#: may also be residents, linked by their user's resident record).
+SERVED = ("resident", "volunteer")
+STAFF = tuple(r for r in ROLES if r not in SERVED)
 #: Staff of the community itself (organisations' staff see only their organisation's work).
 COMMUNITY_STAFF = tuple(r for r in STAFF if r not in ORG_ROLES)
-COMMUNITY = tuple(r for r in ROLES if r not in ORG_ROLES)
 EVERYONE = (*ROLES, ANONYMOUS_ROLE)
 
 #: permission → the roles that hold it. Pages are ``page.<name>``; the UI and the library ask
@@ -30,7 +32,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "page.kpi": ("admin", "official", "dispatcher", "planner"),
     "page.queries": ("admin", "official", "planner", "data_staff"),
     "page.layers": ("admin", "data_staff"),
-    "page.participation": COMMUNITY,
+    "page.participation": tuple(r for r in ROLES if r not in (*ORG_ROLES, "volunteer")),
     "page.my_reports": ("resident",),
     "page.audit": ("admin",),
     "page.users": ("admin",),
@@ -65,6 +67,21 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     # organisation's indicators for the cockpit (every one) and its own staff (their own)
     "organisations.edit": ("admin",),
     "organisations.indicators": ("admin", "official", "dispatcher", "planner", *ORG_ROLES),
+    # volunteers, points and deliberation (twin.trust.volunteers, twin.trust.proposals)
+    "page.volunteer": ("volunteer",),
+    "page.proposals": ("resident", "admin", "official"),
+    "page.volunteer_admin": ("admin", "official", "grid_worker"),
+    "volunteers.post": ("admin", "official", "grid_worker"),  # grid workers: their own grids
+    "volunteers.sign_up": ("volunteer",),
+    "volunteers.roster": ("admin", "official", "grid_worker"),
+    "proposals.propose": ("resident",),
+    "proposals.support": ("resident",),
+    "proposals.decide": ("admin", "official"),
+    "proposals.read": (*ROLES, ANONYMOUS_ROLE),  # proposers masked; the public: adopted only
+    "points.own": SERVED,
+    "points.all": ("admin", "official"),
+    "points.verify": ("admin",),
+    "service.indicators": (*STAFF, ANONYMOUS_ROLE),  # hours per grid, adopted proposals
 }
 
 #: How each role sees personal data (columns flagged ``personal=True``):
@@ -74,6 +91,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
 PERSONAL_ACCESS: dict[str, str] = {
     "grid_worker": "grids",
     "resident": "self",
+    "volunteer": "none",  # a volunteer's task says where and what, never whom (docs/volunteers.md)
     "admin": "masked",
     "data_staff": "masked",
     "official": "counts",
