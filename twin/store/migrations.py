@@ -499,6 +499,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _sessions),
     Migration(9, "one open alarm per (rule, source): duplicates closed, unique partial index",
               lambda conn: _alarm_once(conn)),  # defined below, with the other additions
+    Migration(15, "events as monthly RANGE partitions of observed_at (+ DEFAULT), BRIN each, "
+              "id unique per partition", lambda conn: _partition_events(conn)),
 )
 
 
@@ -512,6 +514,14 @@ def _alarm_once(conn: sa.Connection) -> None:
 
     for statement in alarm_once_ddl():
         conn.execute(sa.text(statement))
+
+
+def _partition_events(conn: sa.Connection) -> None:
+    """Move the events into monthly partitions (:mod:`twin.store.eventparts`), rows kept."""
+    from twin import settings
+    from twin.store.eventparts import partition_events
+
+    partition_events(conn, ahead=int(settings.get("events_partitions_ahead")))
 
 
 def _sync_core_columns(conn: sa.Connection) -> None:

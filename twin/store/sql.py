@@ -67,6 +67,7 @@ from twin.store.base import (
     with_points,
 )
 from twin.store.dialect import Dialect, canonical_json, key_columns, quote
+from twin.store.eventparts import month_start
 from twin.timeutil import local_zone, to_utc
 
 LOGGER = logging.getLogger(__name__)
@@ -496,6 +497,24 @@ class SQLStore(Store):
         with self._read() as conn:
             frame = self._select(conn, EVENTS, order, clauses, params)
         return with_points(frame)
+
+    def ensure_event_partitions(self, until: Any = None) -> list[str]:
+        return []  # one events table; PostGIS partitions it by month (PostGISStore)
+
+    def drop_event_month(self, month: Any, expected: int) -> int:
+        start = month_start(month)
+        clauses, params = self._time_range("observed_at", start,
+                                           start + pd.offsets.MonthBegin(1))
+        where = f"FROM {quote(EVENTS.name)} WHERE {' AND '.join(clauses)}"
+        with self._write() as conn:
+            rows = int(self._rows(conn, f"SELECT count(*) {where}", params)[0][0])
+            if rows != expected:
+                raise StaleUpdateError(
+                    f"events of {start:%Y-%m}: {rows} stored, {expected} archived: events "
+                    "arrived since the export; nothing was deleted. Run the retention again.")
+            if rows:
+                self._execute(conn, f"DELETE {where}", params)
+        return rows
 
     def _time_range(self, column: str, start: Any, end: Any) -> tuple[list[str], dict[str, Any]]:
         clauses: list[str] = []
