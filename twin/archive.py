@@ -77,11 +77,18 @@ def _table(frame: Any, schema: Any) -> Any:
     return pa.table(columns, schema=schema)
 
 
-def export_month(store: Any, month: Any, folder: str | Path | None = None) -> tuple[Path, int]:
-    """Write the events of *month* (UTC) to a GeoParquet file, a day at a time; check it.
+#: Events read into memory at a time while a month is archived (a slice of the month each).
+CHUNK_ROWS = 2_000_000
 
-    The file is written under a temporary name and renamed once complete. Returns the path
-    and the rows written, after :func:`check_archive` has read them back.
+
+def export_month(store: Any, month: Any, folder: str | Path | None = None, *,
+                 rows_hint: int | None = None) -> tuple[Path, int]:
+    """Write the events of *month* (UTC) to a GeoParquet file, a slice at a time; check it.
+
+    The month is read in equal time slices, as many as *rows_hint* (its expected rows; by
+    default a day each) needs to keep each under :data:`CHUNK_ROWS`. The file is written
+    under a temporary name and renamed once complete. Returns the path and the rows written,
+    after :func:`check_archive` has read them back.
     """
     import pyarrow.parquet as pq
 
@@ -93,8 +100,11 @@ def export_month(store: Any, month: Any, folder: str | Path | None = None) -> tu
     schema = _schema()
     rows, writer = 0, None
     try:
-        for day in pd.date_range(start, start + pd.offsets.MonthBegin(1), freq="D")[:-1]:
-            frame = store.read_events(day, day + pd.Timedelta(days=1))
+        end = start + pd.offsets.MonthBegin(1)
+        slices = 31 if rows_hint is None else max(1, -(-int(rows_hint) // CHUNK_ROWS))
+        bounds = pd.date_range(start, end, periods=slices + 1)
+        for low, high in zip(bounds[:-1], bounds[1:], strict=True):
+            frame = store.read_events(low, high)
             if writer is None:
                 schema = schema.with_metadata({b"geo": _geo_metadata(frame)})
                 writer = pq.ParquetWriter(partial, schema, compression="zstd")

@@ -180,7 +180,7 @@ def apply_event_retention(
             if dry_run:
                 report.archived.append(ArchivedMonth(month, rows))
                 continue
-            path, written = export_month(store, month, folder)
+            path, written = export_month(store, month, folder, rows_hint=rows)
             store.drop_event_month(month, written)
             report.archived.append(ArchivedMonth(month, written, path))
     if keep or report.partitions_made:

@@ -628,7 +628,7 @@ class PostGISStore(SQLStore):
                 conn, eventparts.months(now, now if until is None else to_utc(until)))
 
     def event_months(self, before: Any) -> dict[pd.Timestamp, int]:
-        """Months before *before*'s: its partitions', and those waiting in the DEFAULT one.
+        """Months of the partitions starting before *before*, and of the DEFAULT one's rows.
 
         Each partition is counted on its own (a scan of that month only, never the table).
         """
@@ -636,9 +636,10 @@ class PostGISStore(SQLStore):
         out: dict[pd.Timestamp, int] = {}
         with self._read() as conn:
             for month, name in eventparts.partitions(conn).items():
-                if month + pd.offsets.MonthBegin(1) <= cutoff:
-                    out[month] = int(conn.execute(
-                        sa.text(f"SELECT count(*) FROM {quote(name)}")).scalar())
+                if month < cutoff:
+                    out[month] = int(conn.execute(sa.text(
+                        f"SELECT count(*) FROM {quote(name)} WHERE observed_at < :b"),
+                        {"b": cutoff.to_pydatetime()}).scalar())
             for month in eventparts.default_months(conn):
                 if month < cutoff:
                     out[month] = out.get(month, 0) + int(conn.execute(sa.text(
