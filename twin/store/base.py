@@ -366,6 +366,15 @@ class Store(abc.ABC):
     ) -> gpd.GeoDataFrame:
         """Events with ``start <= observed_at < end`` in *bbox* and grid, oldest first."""
 
+    @abc.abstractmethod
+    def reassign_events(self, changes: pd.DataFrame) -> int:
+        """Set the grid columns of stored events to a new assignment (after a grid change).
+
+        *changes* has ``id``, ``observed_at`` (which finds the event's month) and the four
+        assigned columns (:data:`twin.schema.ASSIGNED_COLUMNS`), as :func:`twin.batch.reenrich`
+        finds them. One transaction; returns the events updated.
+        """
+
     # -- events history: months, partitions, retention (twin.retention) ----------------------
 
     @abc.abstractmethod

@@ -32,6 +32,7 @@ from twin.errors import (
 )
 from twin.schema import (
     ALARMS,
+    ASSIGNED_COLUMNS,
     AUDIT,
     CASE_HISTORY,
     CASES,
@@ -497,6 +498,23 @@ class SQLStore(Store):
         with self._read() as conn:
             frame = self._select(conn, EVENTS, order, clauses, params)
         return with_points(frame)
+
+    def reassign_events(self, changes: pd.DataFrame) -> int:
+        if not len(changes):
+            return 0
+        names = [c.name for c in ASSIGNED_COLUMNS]
+        sets = ", ".join(f"{quote(n)} = :{n}" for n in names)
+        times = to_utc(pd.Series(changes["observed_at"].to_numpy()))
+        rows = [
+            {"id": str(i), "observed_at": self.dialect.time(t),
+             **{n: (None if pd.isna(v) else str(v)) for n, v in zip(names, values, strict=True)}}
+            for i, t, *values in zip(changes["id"], times, *(changes[n] for n in names),
+                                     strict=True)
+        ]
+        with self._write() as conn:
+            return int(self._execute(
+                conn, f"UPDATE {quote(EVENTS.name)} SET {sets} "
+                "WHERE id = :id AND observed_at = :observed_at", rows))
 
     def ensure_event_partitions(self, until: Any = None) -> list[str]:
         return []  # one events table; PostGIS partitions it by month (PostGISStore)
