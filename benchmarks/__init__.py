@@ -14,6 +14,8 @@ MEASUREMENTS = {
     "cockpit": "benchmarks.cockpit",
     "kpi": "benchmarks.kpi",
     "browser": "benchmarks.browser",
+    "batch": "benchmarks.batch",
+    "once_workers": "benchmarks.once_workers",
 }
 DEFAULT_QUICK_SCALES = ("community", "street")
 

@@ -89,3 +89,25 @@ def test_counts_and_hot_spots_over_the_period_on_dask_equal_the_queries(store, c
     hot = Q.hot_spots(store, "events", start=START, end=END)
     pd.testing.assert_frame_equal(spots.frame, hot.frame)
     assert spots.notes == hot.notes and (hot.frame["count"] > 0).sum() > 3
+
+
+def test_gridtwin_batch_runs_both_works_in_one_process(scene, tmp_path, capsys):
+    import json
+
+    from twin.cli import main
+
+    layers, events, _ = scene
+    path = tmp_path / "twin.gpkg"
+    with open_store(path) as s:
+        s.write_layer("grid_cells", layers["grid_cells"], actor="t", source="scenario")
+        s.append_events(events.iloc[:200])
+    assert main(["batch", "reenrich", "--single", "--json", "--store", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"events": 200, "changed": 0, "parts": 1,
+                                                   "written": False}
+    out = tmp_path / "counts.csv"
+    assert main(["batch", "counts", "--single", "--json", "--store", str(path),
+                 "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["events"] == 200 and pd.read_csv(out)["count"].sum() + \
+        summary["unassigned"] == 200
+    assert main(["batch", "counts", "--tiles", "2", "--store", str(path)]) == 2

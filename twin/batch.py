@@ -142,8 +142,20 @@ def events_frame(store: Any, parts: list[Part]) -> Any:
     import dask_geopandas  # noqa: F401 (registers the GeoDataFrame backend)
 
     meta = store.read_events(parts[0].start, parts[0].start).iloc[:0]
-    return dd.from_map(read_part, parts, ref=StoreRef.of(store), meta=meta,
-                       enforce_metadata=False)
+    with _as_stored():
+        return dd.from_map(read_part, parts, ref=StoreRef.of(store), meta=meta,
+                           enforce_metadata=False)
+
+
+def _as_stored() -> Any:
+    """Dask settings under which the parts keep the store's column types.
+
+    (Dask would otherwise turn text columns into Arrow strings, with NA for None: the answers
+    would no longer be the single-process path's.)
+    """
+    import dask
+
+    return dask.config.set({"dataframe.convert-string": False})
 
 
 @contextmanager
@@ -173,8 +185,9 @@ def batch_client(address: str | None = None, *, workers: int | None = None,
 def _differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Elementwise a != b for object arrays where None equals None."""
     a_none, b_none = pd.isna(a), pd.isna(b)
-    same = (a_none & b_none) | (~a_none & ~b_none & (a == b))
-    return ~same
+    a = np.where(a_none, "", a).astype(object)  # no NA left to compare
+    b = np.where(b_none, "", b).astype(object)
+    return ~((a_none & b_none) | (~a_none & ~b_none & (a == b)))
 
 
 def reassigned(events: gpd.GeoDataFrame, grids: PolygonIndex) -> pd.DataFrame:
@@ -246,8 +259,9 @@ def reenrich(store: Any, grid_cells: gpd.GeoDataFrame, *, start: Any = None, end
         frame = events_frame(store, chosen)
         scattered = client.scatter(grids, broadcast=True)
         meta = _tally(0).iloc[:0]
-        changes = frame.map_partitions(_reassign_part, scattered, StoreRef.of(store), write,
-                                       meta=meta, enforce_metadata=False).compute()
+        with _as_stored():
+            changes = frame.map_partitions(_reassign_part, scattered, StoreRef.of(store), write,
+                                           meta=meta, enforce_metadata=False).compute()
         parts = len(chosen)
     total = int(changes["events"].fillna(0).sum())
     changes = changes[changes["id"].notna()].drop(columns="events")
@@ -301,8 +315,9 @@ def history_counts(store: Any, *, start: Any, end: Any, level: str = "grid",
         chosen = plan(start, end, tiles=tiles, extent=_extent(store), slices=slices)
         meta = pd.DataFrame({"what": pd.Series(dtype=object), "key": pd.Series(dtype=object),
                              "n": pd.Series(dtype="int64")})
-        counted = events_frame(store, chosen).map_partitions(
-            _count_part, key, resolution, meta=meta, enforce_metadata=False).compute()
+        with _as_stored():
+            counted = events_frame(store, chosen).map_partitions(
+                _count_part, key, resolution, meta=meta, enforce_metadata=False).compute()
         parts = len(chosen)
     sums = counted.groupby(["what", counted["key"].fillna("")], sort=True)["n"].sum()
 
