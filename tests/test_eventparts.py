@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from twin import settings
 from twin.schema import EVENTS
 from twin.store import eventparts, open_store
-from twin.store.migrations import table_ddl
+from twin.store.migrations import partition_events, table_ddl
 
 
 def _events(prefix: str, times: list[str]) -> pd.DataFrame:
@@ -81,8 +81,8 @@ def test_migration_15_moves_a_plain_events_table_into_partitions_keeping_every_r
     before = pg.read_events()
     with pg.engine.begin() as conn:
         assert not eventparts.is_partitioned(conn)
-        eventparts.partition_events(conn, ahead=0)
-        eventparts.partition_events(conn, ahead=0)  # a second run changes nothing
+        partition_events(conn, ahead=0)
+        partition_events(conn, ahead=0)  # a second run changes nothing
     after = pg.read_events()
     pd.testing.assert_frame_equal(after, before)
     assert _where(pg) == {"old0": "twin_events_p202511", "old1": "twin_events_p202512",

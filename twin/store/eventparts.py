@@ -62,7 +62,7 @@ def _lock(conn: sa.Connection) -> None:
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": _LOCK})
 
 
-def _unique_id(conn: sa.Connection, table: str) -> None:
+def unique_id(conn: sa.Connection, table: str) -> None:
     """Index the id of one partition uniquely (the dedupe of ingest, see the module)."""
     conn.execute(sa.text(
         f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(table + '_id')} ON {quote(table)} (id)"))
@@ -118,7 +118,7 @@ def ensure_partitions(conn: sa.Connection, wanted: Iterable[pd.Timestamp]) -> li
             f"WITH gone AS (DELETE FROM {quote(DEFAULT)} WHERE observed_at >= '{low}' "
             f"AND observed_at < '{high}' RETURNING *) INSERT INTO {quote(name)} "
             "SELECT * FROM gone")).rowcount
-        _unique_id(conn, name)
+        unique_id(conn, name)
         conn.execute(sa.text(
             f"ALTER TABLE {quote(PARENT)} ATTACH PARTITION {quote(name)} "
             f"FOR VALUES FROM ('{low}') TO ('{high}')"))
@@ -151,43 +151,3 @@ def drop_partition(conn: sa.Connection, month: pd.Timestamp, expected: int) -> i
     conn.execute(sa.text(f"DROP TABLE {quote(name)}"))
     LOGGER.info("events: partition %s (%d rows) detached and dropped", name, rows)
     return rows
-
-
-def partition_events(conn: sa.Connection, ahead: int = 3) -> None:
-    """Migration: turn the plain events table into monthly partitions, keeping every row.
-
-    The old table is renamed, a partitioned one made like it (columns, the id's bytewise
-    collation, the BRIN index on the parent), the DEFAULT partition and the partitions of every
-    month with events (and of this month and *ahead* more) made and filled, the old table
-    dropped. Idempotent: a partitioned table is left as it is.
-    """
-    from twin.store.migrations import brin_name, refuse_dependents
-
-    if is_partitioned(conn):
-        return
-    refuse_dependents(conn, PARENT, "partition")
-    old = PARENT + "_unpartitioned"
-    conn.execute(sa.text(f"ALTER TABLE {quote(PARENT)} RENAME TO {quote(old)}"))
-    conn.execute(sa.text(f"DROP INDEX IF EXISTS {quote(brin_name(PARENT))}"))
-    conn.execute(sa.text(
-        f"ALTER TABLE {quote(old)} RENAME CONSTRAINT {quote(PARENT + '_pkey')} "
-        f"TO {quote(old + '_pkey')}"))
-    conn.execute(sa.text(
-        f"CREATE TABLE {quote(PARENT)} (LIKE {quote(old)} INCLUDING DEFAULTS) "
-        "PARTITION BY RANGE (observed_at)"))
-    conn.execute(sa.text(
-        f"CREATE INDEX {quote(brin_name(PARENT))} ON {quote(PARENT)} USING brin (observed_at) "
-        "WITH (autosummarize = on)"))
-    conn.execute(sa.text(f"CREATE TABLE {quote(DEFAULT)} PARTITION OF {quote(PARENT)} DEFAULT"))
-    _unique_id(conn, DEFAULT)
-    stored = conn.execute(sa.text(
-        f"SELECT DISTINCT date_trunc('month', observed_at AT TIME ZONE 'UTC') FROM {quote(old)} "
-        "WHERE observed_at IS NOT NULL")).scalars()
-    now = pd.Timestamp.now(tz="UTC")
-    made = ensure_partitions(conn, [*(pd.Timestamp(s, tz="UTC") for s in stored),
-                                    *months(now, now + pd.DateOffset(months=ahead))])
-    # the partitions exist before the rows move: each row is written once, into its month
-    rows = conn.execute(sa.text(
-        f"INSERT INTO {quote(PARENT)} SELECT * FROM {quote(old)}")).rowcount
-    conn.execute(sa.text(f"DROP TABLE {quote(old)}"))
-    LOGGER.info("events: %d rows moved into %d monthly partitions", rows, len(made))
