@@ -377,6 +377,9 @@ class Pipeline:
         except ConnectionError:
             self._partitions_day = None  # the next tick tries again
             return
+        except Exception:  # e.g. a role that may not create tables: events go to DEFAULT
+            LOGGER.exception("event partitions not made; events wait in the DEFAULT partition")
+            return
         if made:
             LOGGER.info("event partitions made: %s", ", ".join(made))
 
