@@ -101,3 +101,29 @@ def test_dropping_a_month_refuses_when_it_holds_rows_its_archive_does_not(pg):
     assert pg.drop_event_month("2025-03-15", expected=2) == 2
     with pg.engine.begin() as conn:
         assert pd.Timestamp("2025-03-01", tz="UTC") not in eventparts.partitions(conn)
+
+
+def test_a_feed_worker_makes_the_partitions_ahead_once_a_day_and_keeps_ingesting():
+    from twin.feeds.models import Registry
+    from twin.feeds.pipeline import Pipeline
+
+    class Store:
+        calls: list = []
+
+        def ensure_event_partitions(self, until):
+            self.calls.append(until)
+            if len(self.calls) == 1:
+                raise PermissionError("may not create tables")  # logged, not fatal
+            return []
+
+    store = Store()
+    pipeline = Pipeline(store, Registry.from_layers({}))
+    now = pd.Timestamp.now(tz="UTC")
+    pipeline.tick(now)
+    pipeline.tick(now)
+    pipeline._partitions_day = None  # as on the next day
+    pipeline.tick(now)
+    pipeline.tick(now)
+    ahead = int(settings.get("events_partitions_ahead"))
+    assert len(store.calls) == 2
+    assert store.calls[1] == now.normalize() + pd.DateOffset(months=ahead)
