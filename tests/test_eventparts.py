@@ -90,7 +90,7 @@ def test_migration_15_moves_a_plain_events_table_into_partitions_keeping_every_r
     assert pg.append_events(rows) == 0
 
 
-def test_dropping_a_month_refuses_when_it_holds_rows_its_archive_does_not(pg):
+def test_dropping_a_month_refuses_when_it_holds_rows_its_archive_does_not(pg, tmp_path):
     from twin.errors import StaleUpdateError
 
     pg.append_events(_events("m", ["2025-03-01T00:00Z", "2025-03-31T23:59Z"]))
@@ -101,6 +101,14 @@ def test_dropping_a_month_refuses_when_it_holds_rows_its_archive_does_not(pg):
     assert pg.drop_event_month("2025-03-15", expected=2) == 2
     with pg.engine.begin() as conn:
         assert pd.Timestamp("2025-03-01", tz="UTC") not in eventparts.partitions(conn)
+        eventparts.ensure_partitions(conn, [pd.Timestamp("2025-01-01", tz="UTC")])
+    # a partition that stayed empty goes with the retention, without an archive file
+    from twin.retention import apply_event_retention
+
+    done = apply_event_retention(pg, months=1, now="2025-06-15T00:00Z", folder=tmp_path)
+    assert done.archived == [] and list(tmp_path.iterdir()) == []
+    with pg.engine.begin() as conn:
+        assert min(eventparts.partitions(conn)) > pd.Timestamp("2025-06-01", tz="UTC")
 
 
 def test_a_feed_worker_makes_the_partitions_ahead_once_a_day_and_keeps_ingesting():

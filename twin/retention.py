@@ -180,6 +180,9 @@ def apply_event_retention(
             if dry_run:
                 report.archived.append(ArchivedMonth(month, rows))
                 continue
+            if not rows:  # a partition made ahead that stayed empty: nothing to archive
+                store.drop_event_month(month, 0)
+                continue
             path, written = export_month(store, month, folder, rows_hint=rows)
             store.drop_event_month(month, written)
             report.archived.append(ArchivedMonth(month, written, path))

@@ -388,7 +388,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def event_months(self, before: Any) -> dict[pd.Timestamp, int]:
-        """Months (first instant, UTC) holding events observed before *before*, and their rows."""
+        """Months (first instant, UTC) holding events observed before *before*, and their rows.
+
+        On PostGIS also the empty partitions of such months (0 rows), which retention drops.
+        """
 
     @abc.abstractmethod
     def drop_event_month(self, month: Any, expected: int) -> int:

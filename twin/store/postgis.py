@@ -628,7 +628,7 @@ class PostGISStore(SQLStore):
                 conn, eventparts.months(now, now if until is None else to_utc(until)))
 
     def event_months(self, before: Any) -> dict[pd.Timestamp, int]:
-        """Months of the partitions starting before *before*, and of the DEFAULT one's rows.
+        """Months of the partitions starting before *before* (empty ones too), and of DEFAULT's.
 
         Each partition is counted on its own (a scan of that month only, never the table).
         """
@@ -646,7 +646,7 @@ class PostGISStore(SQLStore):
                         f"SELECT count(*) FROM {quote(eventparts.DEFAULT)} WHERE observed_at "
                         ">= :a AND observed_at < :b"), {"a": month.to_pydatetime(), "b": (
                             month + pd.offsets.MonthBegin(1)).to_pydatetime()}).scalar())
-        return {m: n for m, n in sorted(out.items()) if n}
+        return dict(sorted(out.items()))  # empty partitions too: retention drops them
 
     def drop_event_month(self, month: Any, expected: int) -> int:
         """Detach and drop the month's partition; a month with none is deleted row by row."""
