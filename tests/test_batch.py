@@ -111,3 +111,23 @@ def test_gridtwin_batch_runs_both_works_in_one_process(scene, tmp_path, capsys):
     assert summary["events"] == 200 and pd.read_csv(out)["count"].sum() + \
         summary["unassigned"] == 200
     assert main(["batch", "counts", "--tiles", "2", "--store", str(path)]) == 2
+
+
+@pytest.mark.parametrize(("env", "raw", "value"), [
+    ("TWIN_BATCH_SCHEDULER", "tcp://10.0.0.5:8786", "tcp://10.0.0.5:8786"),
+    ("TWIN_BATCH_SCHEDULER", "10.0.0.5:8786", None),  # no scheme: refused, says what to write
+    ("TWIN_EVENTS_KEEP_MONTHS", "13", 13),
+    ("TWIN_EVENTS_KEEP_MONTHS", "-1", None),
+    ("TWIN_EVENTS_PARTITIONS_AHEAD", "0", 0),
+])
+def test_history_and_batch_settings_come_from_the_environment(monkeypatch, env, raw, value):
+    from twin import settings
+    from twin.errors import ConfigError
+
+    monkeypatch.setenv(env, raw)
+    name = env.removeprefix("TWIN_").lower()
+    if value is None:
+        with pytest.raises(ConfigError, match=env):
+            settings.get(name)
+    else:
+        assert settings.get(name) == value
