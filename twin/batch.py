@@ -251,7 +251,10 @@ def reenrich(store: Any, grid_cells: gpd.GeoDataFrame, *, start: Any = None, end
     if client is None:
         events = store.read_events(start, end)
         events = events[events["lon"].notna() & events["lat"].notna()]
-        changes = _reassign_part(events, grids, StoreRef.of(store), write)
+        changes = reassigned(events, grids)
+        if write and len(changes):
+            store.reassign_events(changes)
+        changes = pd.concat([changes, _tally(len(events))], ignore_index=True)
         parts = 1
     else:
         extent = tuple(grid_cells.to_crs(4326).total_bounds)
