@@ -121,7 +121,8 @@ def plan(start: Any, end: Any, *, tiles: tuple[int, int] = (2, 2),
 
 def stored_period(store: Any) -> tuple[pd.Timestamp, pd.Timestamp] | None:
     """Return the months spanned by the stored events, ``[first month, after the last)``."""
-    months = list(store.event_months(pd.Timestamp("2200-01-01", tz="UTC")))
+    stored = store.event_months(pd.Timestamp("2200-01-01", tz="UTC"))
+    months = [m for m, rows in stored.items() if rows]  # not the empty partitions made ahead
     if not months:
         return None
     return months[0], months[-1] + pd.offsets.MonthBegin(1)
