@@ -60,6 +60,9 @@ def test_the_plan_covers_every_located_point_once():
         assert len(holders) == 1, (x, y)
 
 
+# the Dask path reads both stores alike: PostGIS, where a city's events are (the embedded
+# store's writes are in the command's test below)
+@pytest.mark.parametrize("store", ["postgis"], indirect=True)
 def test_reenrichment_on_dask_equals_the_single_process_path_and_writes_it(store, scene,
                                                                            cluster):
     _, events, moved = scene
@@ -96,7 +99,7 @@ def test_gridtwin_batch_runs_both_works_in_one_process(scene, tmp_path, capsys):
 
     from twin.cli import main
 
-    layers, events, _ = scene
+    layers, events, moved = scene
     path = tmp_path / "twin.gpkg"
     with open_store(path) as s:
         s.write_layer("grid_cells", layers["grid_cells"], actor="t", source="scenario")
@@ -104,6 +107,20 @@ def test_gridtwin_batch_runs_both_works_in_one_process(scene, tmp_path, capsys):
     assert main(["batch", "reenrich", "--single", "--json", "--store", str(path)]) == 0
     assert json.loads(capsys.readouterr().out) == {"events": 200, "changed": 0, "parts": 1,
                                                    "written": False}
+    with open_store(path) as s:  # the grid changes: a new version of the layer
+        s.write_layer("grid_cells", moved, actor="t", source="new grids")
+        expected = batch.reenrich(s, moved).changes
+    assert len(expected) > 0
+    assert main(["batch", "reenrich", "--single", "--write", "--out", str(tmp_path / "c.csv"),
+                 "--store", str(path)]) == 0
+    assert f"changed {len(expected)}" in capsys.readouterr().out
+    with open_store(path) as s:
+        assert batch.reenrich(s, moved).changes.empty  # stored: nothing left to change
+        stored = s.read_events().set_index("id")["grid_code"]
+    def codes(values):
+        return [None if pd.isna(v) else v for v in values]
+
+    assert codes(stored[expected["id"]]) == codes(expected["grid_code"])  # None: in no grid
     out = tmp_path / "counts.csv"
     assert main(["batch", "counts", "--single", "--json", "--store", str(path),
                  "--out", str(out)]) == 0
