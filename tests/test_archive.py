@@ -63,3 +63,23 @@ def test_an_archive_that_does_not_read_back_whole_stops_the_drop(tmp_path):
     assert archive.archive_path(tmp_path, "2026-09-10") == tmp_path / "twin_events_2026-09.parquet"
     (tmp_path / "twin_events_2026-09.parquet").touch()
     assert archive.archive_path(tmp_path, "2026-09-10").name == "twin_events_2026-09.2.parquet"
+
+
+def test_gridtwin_retention_archives_the_months_past_keep_months(tmp_path, capsys):
+    import json
+
+    from twin.cli import main
+    from twin.store import open_store
+
+    path = tmp_path / "twin.gpkg"
+    with open_store(path) as s:
+        s.append_events(_events("e", ["2020-01-05T00:00:00Z", "2020-02-05T00:00:00Z"]))
+    folder = tmp_path / "archive"
+    assert main(["retention", "--keep-months", "12", "--archive-dir", str(folder), "--json",
+                 "--store", str(path)]) == 0
+    report = json.loads(capsys.readouterr().out)["events"]
+    assert [(a["month"], a["rows"]) for a in report["archived"]] == [("2020-01", 1),
+                                                                     ("2020-02", 1)]
+    assert sorted(p.name for p in folder.iterdir()) == ["twin_events_2020-01.parquet",
+                                                        "twin_events_2020-02.parquet"]
+    assert main(["retention", "--keep-months", "-1", "--store", str(path)]) == 2
