@@ -207,12 +207,15 @@ def reassigned(events: gpd.GeoDataFrame, grids: PolygonIndex) -> pd.DataFrame:
     return out[changed].reset_index(drop=True)
 
 
-def _reassign_part(events: gpd.GeoDataFrame, grids: PolygonIndex, ref: StoreRef,
+def _reassign_part(events: gpd.GeoDataFrame, grids: PolygonIndex, target: Any,
                    write: bool) -> pd.DataFrame:
-    """Return the changes of one part (written here with *write*) and a row of its tally."""
+    """Return the changes of one part (with *write*, stored) and a row of its tally.
+
+    *target* is the store, or on a worker the :class:`StoreRef` it opens.
+    """
     changes = reassigned(events, grids)
     if write and len(changes):
-        ref.open().reassign_events(changes)
+        (target.open() if isinstance(target, StoreRef) else target).reassign_events(changes)
     return pd.concat([changes, _tally(len(events))], ignore_index=True)
 
 
@@ -246,17 +249,13 @@ def reenrich(store: Any, grid_cells: gpd.GeoDataFrame, *, start: Any = None, end
     period = stored_period(store)
     if period is None:
         return Reenrichment(0, _tally(0).iloc[:0].drop(columns="events"), 0, write)
-    start = period[0] if start is None else pd.Timestamp(start)
-    end = period[1] if end is None else pd.Timestamp(end)
+    start = period[0] if start is None else _utc(start)
+    end = period[1] if end is None else _utc(end)
     grids = grid_index(grid_cells)
     if client is None:
         events = store.read_events(start, end)
         events = events[events["lon"].notna() & events["lat"].notna()]
-        changes = reassigned(events, grids)
-        if write and len(changes):
-            store.reassign_events(changes)
-        changes = pd.concat([changes, _tally(len(events))], ignore_index=True)
-        parts = 1
+        changes, parts = _reassign_part(events, grids, store, write), 1
     else:
         extent = tuple(grid_cells.to_crs(4326).total_bounds)
         chosen = plan(start, end, tiles=tiles, extent=extent, slices=slices)
