@@ -16,6 +16,8 @@ MEASUREMENTS = {
     "browser": "benchmarks.browser",
     "serve": "benchmarks.serve",
     "open311": "benchmarks.open311",
+    "batch": "benchmarks.batch",
+    "once_workers": "benchmarks.once_workers",
 }
 DEFAULT_QUICK_SCALES = ("community", "street")
 

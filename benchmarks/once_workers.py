@@ -22,11 +22,18 @@ import time
 import pandas as pd
 
 from benchmarks import scenarios
-from benchmarks.common import BROKER, PG_URL, pg_store, sql_rows
+from benchmarks.common import BROKER, PG_URL, Figure, Timing, figure, pg_store, sql_rows
 from benchmarks.ingest import ROOT, publish
 from twin.feeds.models import Registry
 from twin.feeds.simulator import Simulator
 from twin.schema import ALARMS
+
+NAME = "once_workers"
+TITLE = "Ingest with 1, 2 and 4 workers of one shared subscription, rules on (issue 20)"
+SCALES = ("community",)
+QUICK_SCALES = ("community",)
+#: Hours of simulated traffic a pass publishes (the full pass: docs/scale.md's 12 hours).
+HOURS = {True: 3.0, False: 12.0}
 
 
 def workers(store, k: int, topic: str, rules: bool) -> list[subprocess.Popen]:
@@ -101,6 +108,28 @@ def run_once(scen: dict, k: int, hours: float, rules: bool) -> dict:
             stop(procs)
         return {"workers": k, "rules": rules, "messages": n, "seconds": round(elapsed, 2),
                 "per_s": round(n / elapsed), **check(store, n)}
+
+
+def clean(result: dict) -> bool:
+    """Every message stored once, no two alarms of a key overlapping, no case shared."""
+    return (result["events"] == result["distinct"] == result["published"]
+            and result["overlapping_alarms"] == 0 and result["alarms_sharing_a_case"] == 0
+            and result["cases_linked"] == result["auto_cases"])
+
+
+def run(scale: str, quick: bool) -> list[Figure]:
+    """Throughput of 1, 2 and 4 workers, rules on; the anchor is the 1-worker run."""
+    scen = scenarios.scenario(scale)
+    results = [run_once(scen, k, HOURS[quick], True) for k in (1, 2, 4)]
+    one = Timing([results[0]["per_s"]], None, 0.0)
+    return [figure(NAME, f"{r['workers']} worker(s), rules on", scale,
+                   {"messages": r["messages"], "alarms": r["alarms"],
+                    "auto_cases": r["auto_cases"]},
+                   f"{r['workers']} run_feeds.py in one $share group", "1 worker",
+                   Timing([r["per_s"]], None, 0.0), one, clean(r), unit="per_s",
+                   notes="same answer = every message stored once, no overlapping alarms of "
+                   "one (rule, source), one case per auto-case alarm", extra=r)
+            for r in results]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,18 @@ def pg(postgis_url):
     store.close()
 
 
+def _plain_events(store: PostGISStore) -> None:
+    """Make the events table as it was before migration 15: one plain lean table."""
+    from twin.schema import EVENTS
+    from twin.store.migrations import table_ddl
+
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE twin_events CASCADE"))
+        for statement in table_ddl(EVENTS):
+            conn.execute(sa.text(statement))
+        conn.execute(sa.text("DELETE FROM twin_schema_migrations WHERE version = 15"))
+
+
 def _scalars(store: PostGISStore, sql: str, **params) -> list:
     with store.engine.connect() as conn:
         return list(conn.execute(sa.text(sql), params).scalars())
@@ -194,12 +206,16 @@ def test_gist_and_filter_indexes_exist(pg, buildings):
         assert f"twin_cases_{column}_idx" in text
     assert "twin_cases_grid_code_requested_at_idx ON" in text and \
         "(grid_code, requested_at)" in text
-    # events are append-only at feed rate: the key and one BRIN index on observed_at, no more
-    events = sorted(r for r in rows if " ON " + pg.schema + ".twin_events " in r)
-    assert len(events) == 2, events
+    # events are append-only at feed rate: one BRIN index on observed_at, made on the
+    # partitioned table and so on every month's partition, and the id unique per partition
+    events = sorted(r for r in rows if " ON " + pg.schema + ".twin_events " in r
+                    or " ON ONLY " + pg.schema + ".twin_events " in r)
+    assert len(events) == 1, events
     assert events[0].startswith("twin_events_observed_at_brin ") and "USING brin" in events[0]
     assert "autosummarize='on'" in events[0]  # ranges summarised as they fill, not at vacuum
-    assert events[1].startswith("twin_events_pkey ")
+    default = sorted(r for r in rows if " ON " + pg.schema + ".twin_events_default " in r)
+    assert len(default) == 2 and "USING brin (observed_at)" in default[1], default
+    assert default[0].startswith("twin_events_default_id ") and "UNIQUE" in default[0]
     assert "geom" not in _scalars(
         pg, "SELECT column_name FROM information_schema.columns WHERE table_schema = :s "
         "AND table_name = 'twin_events'", s=pg.schema)
@@ -284,10 +300,14 @@ def test_a_bbox_event_query_filters_lon_lat_and_a_period_uses_the_brin_index(pg)
         conn.exec_driver_sql("ANALYZE twin_events")
         conn.exec_driver_sql("SET enable_seqscan = off")
         plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
-    assert "twin_events_observed_at_brin" in plan, plan
+    # the partition's own BRIN index (the parent's, made on each partition: migration 15)
+    brins = _scalars(pg, "SELECT indexname FROM pg_indexes WHERE schemaname = :s AND "
+                     "indexdef LIKE '%USING brin (observed_at)%'", s=pg.schema)
+    assert any(f"Index Scan on {name} " in plan for name in brins), plan
 
 
 def test_a_brin_index_built_before_migration_6_gets_autosummarize(pg, postgis_url):
+    _plain_events(pg)
     with pg.engine.begin() as conn:
         conn.execute(sa.text('ALTER INDEX "twin_events_observed_at_brin" '
                              "SET (autosummarize = off)"))
@@ -304,6 +324,7 @@ def test_a_brin_index_built_before_migration_6_gets_autosummarize(pg, postgis_ur
 
 
 def test_an_events_table_of_migration_3_is_made_lean_by_migration_4(pg, postgis_url):
+    _plain_events(pg)
     assert pg.append_events(_events(30)) == 30
     with pg.engine.begin() as conn:  # the events table as migrations 1-3 made it
         conn.execute(sa.text('DROP INDEX "twin_events_observed_at_brin"'))
@@ -320,8 +341,8 @@ def test_an_events_table_of_migration_3_is_made_lean_by_migration_4(pg, postgis_
     try:
         names = _scalars(again, "SELECT indexname FROM pg_indexes WHERE schemaname = :s AND "
                          "tablename = 'twin_events' ORDER BY 1", s=pg.schema)
-        assert names == ["twin_events_observed_at_brin", "twin_events_pkey"]
-        assert 4 in _scalars(again, "SELECT version FROM twin_schema_migrations")
+        assert names == ["twin_events_observed_at_brin"]  # then partitioned (migration 15)
+        assert {4, 15} <= set(_scalars(again, "SELECT version FROM twin_schema_migrations"))
         got = again.read_events()
         assert got["id"].tolist() == [f"m{i}" for i in range(30)]
         assert got.geometry.x.round(4).tolist() == [round(110.29 + 0.0001 * i, 4)

@@ -1,10 +1,11 @@
-"""Retention: anonymise or purge personal data of finished business older than a set period."""
+"""Retention: personal data of finished business anonymised or purged; old event months archived."""
 
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -13,6 +14,7 @@ from twin import settings
 from twin.errors import ValidationError
 from twin.schema import LOGIN_ATTEMPTS
 from twin.store.base import purge_plan
+from twin.timeutil import to_utc
 from twin.trust import participation
 
 LOGGER = logging.getLogger(__name__)
@@ -97,6 +99,103 @@ def apply_retention(
                         "login_attempts": report.login_attempts_deleted},
                        origin)
     LOGGER.info("retention (%d days, dry run %s): %s", days, dry_run, report)
+    return report
+
+
+@dataclass
+class ArchivedMonth:
+    """One month of events archived and dropped (with ``dry_run``: that would be)."""
+
+    month: pd.Timestamp
+    rows: int
+    path: Path | None = None
+
+
+@dataclass
+class EventRetentionReport:
+    """What an events retention run made, archived and dropped."""
+
+    keep_months: int
+    cutoff: pd.Timestamp | None
+    partitions_made: list[str] = field(default_factory=list)
+    archived: list[ArchivedMonth] = field(default_factory=list)
+    dry_run: bool = False
+
+
+def apply_event_retention(
+    store,
+    *,
+    months: int | None = None,
+    now: Any = None,
+    folder: str | Path | None = None,
+    actor: str = "retention",
+    origin: str = "scripts/retention.py",
+    dry_run: bool = False,
+) -> EventRetentionReport:
+    """Make event partitions ahead, then archive and drop the months older than *months*.
+
+    Every month of events before the cutoff (the current month's start, *months* months back)
+    is first written to a GeoParquet file in *folder* (:func:`twin.archive.export_month`),
+    read back and counted; only then is it dropped (on PostGIS its partition detached and
+    dropped, in the embedded store its rows deleted), and only if the store still holds
+    exactly the rows archived. Readers see the months kept unchanged.
+
+    Parameters
+    ----------
+    store
+        The store.
+    months
+        Whole months kept before the current one (default ``TWIN_EVENTS_KEEP_MONTHS``;
+        0 keeps everything and only makes partitions).
+    now
+        The time counted back from (default: now).
+    folder
+        The archive folder (default ``TWIN_EVENTS_ARCHIVE_DIR``).
+    actor, origin
+        Who runs it and from where, for the audit log.
+    dry_run
+        List the months only; make, write and drop nothing.
+
+    Raises
+    ------
+    ValidationError
+        If *months* is negative, or an archive cannot be read back (nothing dropped).
+    StaleUpdateError
+        If events of a month arrived during its export (that month is not dropped).
+    """
+    from twin.archive import export_month
+    from twin.store.eventparts import month_start
+
+    keep = int(settings.get("events_keep_months") if months is None else months)
+    if keep < 0:
+        raise ValidationError(f"months of events kept must be 0 or more; got {keep}")
+    now = pd.Timestamp.now(tz="UTC") if now is None else to_utc(now)
+    ahead = now + pd.DateOffset(months=int(settings.get("events_partitions_ahead")))
+    report = EventRetentionReport(keep, None, dry_run=dry_run)
+    if not dry_run:
+        report.partitions_made = store.ensure_event_partitions(ahead)
+    if keep:
+        report.cutoff = month_start(now) - pd.DateOffset(months=keep)
+        for month, rows in store.event_months(report.cutoff).items():
+            if dry_run:
+                report.archived.append(ArchivedMonth(month, rows))
+                continue
+            if not rows:  # a partition made ahead that stayed empty: nothing to archive
+                store.drop_event_month(month, 0)
+                continue
+            path, written = export_month(store, month, folder, rows_hint=rows)
+            store.drop_event_month(month, written)
+            report.archived.append(ArchivedMonth(month, written, path))
+    if keep or report.partitions_made:
+        store.append_audit(actor, "retention.events", "twin_events",
+                           {"keep_months": keep, "dry_run": dry_run,
+                            "cutoff": None if report.cutoff is None else report.cutoff.isoformat(),
+                            "partitions_made": report.partitions_made,
+                            "archived": [{"month": f"{a.month:%Y-%m}", "rows": a.rows,
+                                          "file": a.path and a.path.name}
+                                         for a in report.archived]},
+                           origin)
+    LOGGER.info("events retention (%d months, dry run %s): %s", keep, dry_run, report)
     return report
 
 

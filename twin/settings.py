@@ -59,7 +59,23 @@ def _time_zone(text: str) -> str:
     return name
 
 
+def _whole(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or a positive whole number")
+    return value
+
+
+def _scheduler(text: str) -> str:
+    address = text.strip()
+    if address and not address.startswith(("tcp://", "tls://", "inproc://")):
+        raise ValueError(address)
+    return address
+
+
 _positive_int.__name__ = "positive whole number"
+_whole.__name__ = "whole number (0 or more)"
+_scheduler.__name__ = "Dask scheduler address (tcp://host:8786) or empty"
 _positive_float.__name__ = "positive number"
 _time_zone.__name__ = "IANA time zone name (e.g. Asia/Shanghai)"
 
@@ -126,6 +142,31 @@ SETTINGS: tuple[Setting, ...] = (
         "retention_days", _positive_int, 365 * 3,
         "Days personal data of finished business (closed cases, closed polls, replaced "
         "residents versions) are kept before scripts/retention.py anonymises or purges them.",
+    ),
+    # -- events history and city-scale batch work (twin.retention, twin.batch; docs/scale.md) --
+    Setting(
+        "events_keep_months", _whole, 0,
+        "Whole months of events kept before the current one; older months are archived to "
+        "events_archive_dir, checked, then dropped by `gridtwin retention`. 0: keep all.",
+    ),
+    Setting(
+        "events_archive_dir", str, "",
+        "Folder of the GeoParquet archives of dropped event months; empty: the archive/events "
+        "folder of data_dir.",
+    ),
+    Setting(
+        "events_partitions_ahead", _whole, 3,
+        "Months of event partitions made ahead of the current one on PostGIS (by the feed "
+        "workers at start and by `gridtwin retention`); later events wait in the DEFAULT one.",
+    ),
+    Setting(
+        "batch_scheduler", _scheduler, "",
+        "Dask scheduler of batch work (twin.batch), e.g. tcp://10.0.0.5:8786; empty: a "
+        "LocalCluster on this machine.",
+    ),
+    Setting(
+        "batch_workers", _positive_int, 2,
+        "Worker processes of the LocalCluster batch work starts when no scheduler is set.",
     ),
     Setting(
         "public_round_deg", _positive_float, 0.001,

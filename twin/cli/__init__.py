@@ -28,6 +28,7 @@ COMMANDS = {
     "simulate": "twin.cli.simulate",
     "users": "twin.cli.users",
     "retention": "twin.cli.retention",
+    "batch": "twin.cli.batch",
     "audit": "twin.cli.audit",
     "make-demo": "twin.cli.make_demo",
     "seed": "twin.cli.seed",

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from twin import settings
 from twin.feeds.buffer import DiskBuffer
 from twin.feeds.models import LIMITS, Decoded, Limits, Message, Registry, _dead, decode_batch
 from twin.feeds.sources import Source
@@ -139,6 +140,7 @@ class Pipeline:
         self._seen: set[str] = set()
         self._seen_before: set[str] = set()
         self._lock = threading.Lock()
+        self._partitions_day: pd.Timestamp | None = None
 
     # -- one batch -------------------------------------------------------------------------------
 
@@ -343,7 +345,8 @@ class Pipeline:
             LOGGER.exception("live state or rules failed on a batch")
 
     def tick(self, now: pd.Timestamp) -> None:
-        """Time-driven rules (offline sensors, quiet cameras) and buffer draining."""
+        """Time-driven rules (offline sensors, quiet cameras), buffer draining, partitions."""
+        self._partitions_ahead()
         if self.buffer is not None and len(self.buffer):
             try:
                 self._drain()
@@ -357,6 +360,28 @@ class Pipeline:
                 LOGGER.warning("alarms not written: the store is unavailable")
             except Exception:  # rules are data written by people: log and keep ingesting
                 LOGGER.exception("time-driven rules failed")
+
+    def _partitions_ahead(self) -> None:
+        """Once a day (wall clock), make the store's event partitions of the coming months.
+
+        Events of a month without a partition still land (in the DEFAULT one); this keeps
+        them from doing so, without waiting for ``gridtwin retention``.
+        """
+        today = pd.Timestamp.now(tz="UTC").normalize()
+        if self._partitions_day == today:
+            return
+        self._partitions_day = today
+        ahead = today + pd.DateOffset(months=int(settings.get("events_partitions_ahead")))
+        try:
+            made = self.store.ensure_event_partitions(ahead)
+        except ConnectionError:
+            self._partitions_day = None  # the next tick tries again
+            return
+        except Exception:  # e.g. a role that may not create tables: events go to DEFAULT
+            LOGGER.exception("event partitions not made; events wait in the DEFAULT partition")
+            return
+        if made:
+            LOGGER.info("event partitions made: %s", ", ".join(made))
 
     def _count_alarms(self) -> None:
         self.counters.alarms_opened = self.rules.opened

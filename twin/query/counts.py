@@ -208,7 +208,6 @@ def counts_per_grid(
         grouped, unassigned = _counts_memory(
             store, source, key, t0, t1, type, conditions, sum, stamps.get(layer)
         )
-    out, outside = _join_counts(unit_frame, unit_index, grouped, sum)
     params = {
         "source": source,
         "level": level,
@@ -218,16 +217,29 @@ def counts_per_grid(
         "where": [list(c) for c in conditions],
         "sum": sum,
     }
+    return _answer((unit_frame, unit_index), grouped, unassigned, params, versions,
+                   "postgis" if use_sql else "memory")
+
+
+def counts_of_grouped(store: Any, grouped: dict[str, np.ndarray], unassigned: int,
+                      params: dict[str, Any], method: str) -> QueryResult:
+    """Return :func:`counts_per_grid`'s answer for events or cases counted elsewhere.
+
+    *grouped* holds the units (``unit``) and their counts (``count``), *unassigned* the rows
+    without a unit, *params* the checked parameters (``level`` among them): what
+    :mod:`twin.batch` adds up over the parts of a year of events.
+    """
+    versions: dict[str, Any] = {}
+    return _answer(_units(store, params["level"], versions), grouped, unassigned, params,
+                   versions, method)
+
+
+def _answer(units_: tuple[gpd.GeoDataFrame, pd.Index], grouped: dict[str, np.ndarray],
+            unassigned: int, params: dict[str, Any], versions: dict[str, Any],
+            method: str) -> QueryResult:
+    out, outside = _join_counts(*units_, grouped, params.get("sum"))
     notes = {"unassigned": int(unassigned), "units_not_in_layer": outside}
-    return QueryResult(
-        "counts",
-        out,
-        params,
-        None,
-        versions,
-        "postgis" if use_sql else "memory",
-        notes=notes,
-    )
+    return QueryResult("counts", out, params, None, versions, method, notes=notes)
 
 
 def _join_counts(

@@ -219,8 +219,6 @@ def hot_spots(
     ValidationError
         Unknown source, bad resolution, k, alpha, correction, minimum count or period.
     """
-    import h3
-
     if source not in TABLE_SOURCES:
         raise ValidationError(f"source must be 'cases' or 'events', got {source!r}")
     res = count("resolution", resolution, minimum=0)
@@ -239,13 +237,47 @@ def hot_spots(
         )
     min_count = count("min_count", min_count)
     t0, t1 = _time("start", start), _time("end", end)
-    versions: dict[str, Any] = {}
     pts = _points(store, source, t0, t1, type)
+    params = {
+        "source": source,
+        "start": t0,
+        "end": t1,
+        "type": type,
+        "resolution": res,
+        "k": k,
+        "alpha": float(alpha),
+        "correction": correction,
+        "min_count": min_count,
+    }
+    return spots_of_counts(store, hex_counts(pts["lon"], pts["lat"], res), params)
+
+
+def hex_counts(lon: Any, lat: Any, resolution: int) -> pd.Series:
+    """Return the number of points (*lon*, *lat*) in each H3 cell of *resolution* (by count).
+
+    The input of :func:`spots_of_counts`; counts of parts of the points add up to the counts
+    of all of them (:mod:`twin.batch` counts a year of events this way, part by part).
+    """
+    import h3
+
     point_cells = [
-        h3.latlng_to_cell(la, lo, res)
-        for lo, la in zip(pts["lon"].to_numpy(float), pts["lat"].to_numpy(float), strict=True)
+        h3.latlng_to_cell(la, lo, resolution)
+        for lo, la in zip(np.asarray(lon, float), np.asarray(lat, float), strict=True)
     ]
-    counts = pd.Series(point_cells, dtype=object).value_counts()
+    return pd.Series(point_cells, dtype=object).value_counts()
+
+
+def spots_of_counts(store: Any, counts: pd.Series, params: dict[str, Any]) -> QueryResult:
+    """Return :func:`hot_spots`' answer from the points counted per H3 cell (:func:`hex_counts`).
+
+    *params* are the checked parameters of :func:`hot_spots` (resolution, k, alpha,
+    correction, min_count among them); the study area is the store's.
+    """
+    import h3
+
+    res, k, alpha = params["resolution"], params["k"], params["alpha"]
+    correction, min_count = params["correction"], params["min_count"]
+    versions: dict[str, Any] = {}
     area = study_area(store, versions)
     cells = set(counts.index)
     if area is not None:
@@ -276,19 +308,8 @@ def hot_spots(
         geometry=boundary,
         crs=CRS,
     )
-    params = {
-        "source": source,
-        "start": t0,
-        "end": t1,
-        "type": type,
-        "resolution": res,
-        "k": k,
-        "alpha": float(alpha),
-        "correction": correction,
-        "min_count": min_count,
-    }
     notes = {
-        "points": int(len(pts)),
+        "points": int(counts.sum()),
         "hot": int((spot == "hot").sum()),
         "cold": int((spot == "cold").sum()),
         "too_few": int((spot == "too few").sum()),

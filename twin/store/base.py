@@ -393,6 +393,47 @@ class Store(abc.ABC):
     ) -> gpd.GeoDataFrame:
         """Events with ``start <= observed_at < end`` in *bbox* and grid, oldest first."""
 
+    @abc.abstractmethod
+    def reassign_events(self, changes: pd.DataFrame) -> int:
+        """Set the grid columns of stored events to a new assignment (after a grid change).
+
+        *changes* has ``id``, ``observed_at`` (which finds the event's month) and the four
+        assigned columns (:data:`twin.schema.ASSIGNED_COLUMNS`), as :func:`twin.batch.reenrich`
+        finds them. One transaction; returns the events updated.
+        """
+
+    # -- events history: months, partitions, retention (twin.retention) ----------------------
+
+    @abc.abstractmethod
+    def ensure_event_partitions(self, until: Any = None) -> list[str]:
+        """Make the event partitions of this month up to *until*'s month (default: this one).
+
+        Also for the months of events waiting in the DEFAULT partition, which are moved into
+        theirs. PostGIS only (:mod:`twin.store.eventparts`); the embedded store keeps events
+        in one table and makes none. Returns the names of the partitions made.
+        """
+
+    @abc.abstractmethod
+    def event_months(self, before: Any) -> dict[pd.Timestamp, int]:
+        """Months (first instant, UTC) holding events observed before *before*, and their rows.
+
+        On PostGIS also the empty partitions of such months (0 rows), which retention drops.
+        """
+
+    @abc.abstractmethod
+    def drop_event_month(self, month: Any, expected: int) -> int:
+        """Delete the events of *month* (UTC), provided they are exactly *expected* rows.
+
+        *expected* is the row count of the archive made of the month: rows that arrived since
+        are never deleted unarchived. On PostGIS the month's partition is detached and
+        dropped. Returns the rows deleted.
+
+        Raises
+        ------
+        StaleUpdateError
+            If the month holds another number of rows than *expected* (nothing deleted).
+        """
+
     # -- simple declared tables (dead letters, alarms …) ----------------------------------------
 
     @abc.abstractmethod

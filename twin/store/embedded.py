@@ -46,7 +46,7 @@ from twin.store.dialect import (
     to_sql_values,
 )
 from twin.store.sql import SQLStore
-from twin.timeutil import local_zone
+from twin.timeutil import local_zone, to_utc
 
 LOGGER = logging.getLogger(__name__)
 
@@ -815,6 +815,17 @@ class EmbeddedStore(SQLStore):
     def prepare_events(self, events: pd.DataFrame) -> PreparedEvents:
         table = coerce_table(EVENTS, events)
         return PreparedEvents(checked_events(table.astype({"received_at": "datetime64[ns, UTC]"})))
+
+    def event_months(self, before: Any) -> dict[pd.Timestamp, int]:
+        # times are ISO text (UTC, "…Z"): the month is the first seven characters
+        with self._read() as conn:
+            rows = self._rows(
+                conn,
+                f"SELECT substr(observed_at, 1, 7), count(*) FROM {quote(EVENTS.name)} "
+                "WHERE observed_at < :before GROUP BY 1 ORDER BY 1",
+                {"before": self.dialect.time(to_utc(before))},
+            )
+        return {pd.Timestamp(f"{month}-01", tz="UTC"): int(n) for month, n in rows if month}
 
     def append_events(self, events: pd.DataFrame | PreparedEvents) -> int:
         if not isinstance(events, PreparedEvents):

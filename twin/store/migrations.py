@@ -108,10 +108,15 @@ def brin_ddl(table: TableSpec) -> str:
 
 
 def _brin_autosummarize(conn: sa.Connection) -> None:
-    """Turn on ``autosummarize`` for the BRIN indexes built before it was declared."""
+    """Turn on ``autosummarize`` for the BRIN indexes built before it was declared.
+
+    A partitioned index (events since migration 15) was declared with it and passes it to
+    each partition's; PostgreSQL refuses to set options on it, so it is left alone.
+    """
     for name in APPEND_ONLY:
-        conn.execute(sa.text(f"ALTER INDEX IF EXISTS {quote(brin_name(name))} "
-                             "SET (autosummarize = on)"))
+        if _relkind(conn, brin_name(name)) == "i":
+            conn.execute(sa.text(f"ALTER INDEX {quote(brin_name(name))} "
+                                 "SET (autosummarize = on)"))
 
 
 def table_exists(conn: sa.Connection, table: str) -> bool:
@@ -512,6 +517,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               lambda conn: _organisations(conn)),
     Migration(14, "volunteer tasks, sign-ups, proposals, supports; points ledger append-only",
               lambda conn: _community_tables(conn)),
+    Migration(15, "events as monthly RANGE partitions of observed_at (+ DEFAULT), BRIN each, "
+              "id unique per partition", lambda conn: _partition_events(conn)),
 )
 
 
@@ -614,6 +621,63 @@ def _points_append_only(conn: sa.Connection) -> None:
                 f"CREATE TRIGGER {name} BEFORE {when} ON {quote(POINTS_LEDGER.name)} "
                 f"FOR EACH {level} EXECUTE FUNCTION {POINTS_GUARD}()"
             ))
+
+
+def _partition_events(conn: sa.Connection) -> None:
+    """Move the events into monthly partitions (:mod:`twin.store.eventparts`), rows kept."""
+    from twin import settings
+
+    partition_events(conn, ahead=int(settings.get("events_partitions_ahead")))
+
+
+def partition_events(conn: sa.Connection, ahead: int = 3) -> None:
+    """Turn the plain events table into monthly partitions (migration 15), keeping every row.
+
+    See :mod:`twin.store.eventparts`. The old table is renamed, a partitioned one made like it
+    (columns, the id's bytewise collation, the BRIN index on the parent), the DEFAULT partition
+    and the partitions of every month with events (and of this month and *ahead* more) made
+    and filled, the old table
+    dropped. Idempotent: a partitioned table is left as it is.
+    """
+    import pandas as pd
+
+    from twin.store.eventparts import (
+        DEFAULT,
+        PARENT,
+        ensure_partitions,
+        is_partitioned,
+        months,
+        unique_id,
+    )
+
+    if is_partitioned(conn):
+        return
+    refuse_dependents(conn, PARENT, "partition")
+    old = PARENT + "_unpartitioned"
+    conn.execute(sa.text(f"ALTER TABLE {quote(PARENT)} RENAME TO {quote(old)}"))
+    conn.execute(sa.text(f"DROP INDEX IF EXISTS {quote(brin_name(PARENT))}"))
+    conn.execute(sa.text(
+        f"ALTER TABLE {quote(old)} RENAME CONSTRAINT {quote(PARENT + '_pkey')} "
+        f"TO {quote(old + '_pkey')}"))
+    conn.execute(sa.text(
+        f"CREATE TABLE {quote(PARENT)} (LIKE {quote(old)} INCLUDING DEFAULTS) "
+        "PARTITION BY RANGE (observed_at)"))
+    conn.execute(sa.text(
+        f"CREATE INDEX {quote(brin_name(PARENT))} ON {quote(PARENT)} USING brin (observed_at) "
+        "WITH (autosummarize = on)"))
+    conn.execute(sa.text(f"CREATE TABLE {quote(DEFAULT)} PARTITION OF {quote(PARENT)} DEFAULT"))
+    unique_id(conn, DEFAULT)
+    stored = conn.execute(sa.text(
+        f"SELECT DISTINCT date_trunc('month', observed_at AT TIME ZONE 'UTC') FROM {quote(old)} "
+        "WHERE observed_at IS NOT NULL")).scalars()
+    now = pd.Timestamp.now(tz="UTC")
+    made = ensure_partitions(conn, [*(pd.Timestamp(s, tz="UTC") for s in stored),
+                                    *months(now, now + pd.DateOffset(months=ahead))])
+    # the partitions exist before the rows move: each row is written once, into its month
+    rows = conn.execute(sa.text(
+        f"INSERT INTO {quote(PARENT)} SELECT * FROM {quote(old)}")).rowcount
+    conn.execute(sa.text(f"DROP TABLE {quote(old)}"))
+    LOGGER.info("events: %d rows moved into %d monthly partitions", rows, len(made))
 
 
 def _sync_core_columns(conn: sa.Connection) -> None:

@@ -33,6 +33,7 @@ from twin.schema import (
     coerce_series,
     coerce_table,
 )
+from twin.store import eventparts
 from twin.store.base import LayerVersion, PreparedEvents, checked_events, feature_equals
 from twin.store.dialect import HISTORY_SUFFIX, POSTGRES, SRID, VERSION_COLUMN, quote
 from twin.store.migrations import (
@@ -59,7 +60,7 @@ from twin.store.pgcopy import (
     unpack_columns,
 )
 from twin.store.sql import SQLStore
-from twin.timeutil import local_zone
+from twin.timeutil import local_zone, to_utc
 
 LOGGER = logging.getLogger(__name__)
 
@@ -696,13 +697,50 @@ class PostGISStore(SQLStore):
                     )
                 )
                 copy_events(conn, "_twin_events_in", names, rows)
+                # no conflict target: the id is unique within its month's partition, an
+                # index on each partition (twin.store.eventparts), not one on the parent
                 inserted = conn.execute(
                     sa.text(
                         f"INSERT INTO {quote(EVENTS.name)} ({columns}) SELECT {columns} "
-                        "FROM _twin_events_in ON CONFLICT (id) DO NOTHING"
+                        "FROM _twin_events_in ON CONFLICT DO NOTHING"
                     )
                 ).rowcount
         return int(inserted)
+
+    def ensure_event_partitions(self, until: Any = None) -> list[str]:
+        now = pd.Timestamp.now(tz="UTC")
+        with self._begin() as conn:
+            return eventparts.ensure_partitions(
+                conn, eventparts.months(now, now if until is None else to_utc(until)))
+
+    def event_months(self, before: Any) -> dict[pd.Timestamp, int]:
+        """Months of the partitions starting before *before* (empty ones too), and of DEFAULT's.
+
+        Each partition is counted on its own (a scan of that month only, never the table).
+        """
+        cutoff = to_utc(before)
+        out: dict[pd.Timestamp, int] = {}
+        with self._read() as conn:
+            for month, name in eventparts.partitions(conn).items():
+                if month < cutoff:
+                    out[month] = int(conn.execute(sa.text(
+                        f"SELECT count(*) FROM {quote(name)} WHERE observed_at < :b"),
+                        {"b": cutoff.to_pydatetime()}).scalar())
+            for month in eventparts.default_months(conn):
+                if month < cutoff:
+                    out[month] = out.get(month, 0) + int(conn.execute(sa.text(
+                        f"SELECT count(*) FROM {quote(eventparts.DEFAULT)} WHERE observed_at "
+                        ">= :a AND observed_at < :b"), {"a": month.to_pydatetime(), "b": (
+                            month + pd.offsets.MonthBegin(1)).to_pydatetime()}).scalar())
+        return dict(sorted(out.items()))  # empty partitions too: retention drops them
+
+    def drop_event_month(self, month: Any, expected: int) -> int:
+        """Detach and drop the month's partition; a month with none is deleted row by row."""
+        with self._begin() as conn:
+            has_partition = eventparts.month_start(month) in eventparts.partitions(conn)
+            if has_partition:
+                return eventparts.drop_partition(conn, month, expected)
+        return super().drop_event_month(month, expected)
 
     # -- cases ------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from twin.errors import (
 )
 from twin.schema import (
     ALARMS,
+    ASSIGNED_COLUMNS,
     AUDIT,
     CASE_HISTORY,
     CASES,
@@ -69,6 +70,7 @@ from twin.store.base import (
     with_points,
 )
 from twin.store.dialect import Dialect, canonical_json, key_columns, quote
+from twin.store.eventparts import month_start
 from twin.timeutil import local_zone, to_utc
 
 LOGGER = logging.getLogger(__name__)
@@ -523,6 +525,41 @@ class SQLStore(Store):
         with self._read() as conn:
             frame = self._select(conn, EVENTS, order, clauses, params)
         return with_points(frame)
+
+    def reassign_events(self, changes: pd.DataFrame) -> int:
+        if not len(changes):
+            return 0
+        names = [c.name for c in ASSIGNED_COLUMNS]
+        sets = ", ".join(f"{quote(n)} = :{n}" for n in names)
+        times = to_utc(pd.Series(changes["observed_at"].to_numpy()))
+        rows = [
+            {"id": str(i), "observed_at": self.dialect.time(t),
+             **{n: (None if pd.isna(v) else str(v)) for n, v in zip(names, values, strict=True)}}
+            for i, t, *values in zip(changes["id"], times, *(changes[n] for n in names),
+                                     strict=True)
+        ]
+        with self._write() as conn:
+            return int(self._execute(
+                conn, f"UPDATE {quote(EVENTS.name)} SET {sets} "
+                "WHERE id = :id AND observed_at = :observed_at", rows))
+
+    def ensure_event_partitions(self, until: Any = None) -> list[str]:
+        return []  # one events table; PostGIS partitions it by month (PostGISStore)
+
+    def drop_event_month(self, month: Any, expected: int) -> int:
+        start = month_start(month)
+        clauses, params = self._time_range("observed_at", start,
+                                           start + pd.offsets.MonthBegin(1))
+        where = f"FROM {quote(EVENTS.name)} WHERE {' AND '.join(clauses)}"
+        with self._write() as conn:
+            rows = int(self._rows(conn, f"SELECT count(*) {where}", params)[0][0])
+            if rows != expected:
+                raise StaleUpdateError(
+                    f"events of {start:%Y-%m}: {rows} stored, {expected} archived: events "
+                    "arrived since the export; nothing was deleted. Run the retention again.")
+            if rows:
+                self._execute(conn, f"DELETE {where}", params)
+        return rows
 
     def _time_range(self, column: str, start: Any, end: Any) -> tuple[list[str], dict[str, Any]]:
         clauses: list[str] = []
