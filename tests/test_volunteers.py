@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import uuid
@@ -14,9 +15,9 @@ from tests.conftest import LAT, LON, STORE_KINDS
 from tests.sessions import store_users
 from twin import cases, points, trust
 from twin.errors import DuplicateIdError, PermissionDeniedError, ValidationError
-from twin.schema import POINTS_LEDGER, VOLUNTEER_SIGNUPS
+from twin.schema import OUTBOX, POINTS_LEDGER, VOLUNTEER_SIGNUPS
 from twin.store import open_store
-from twin.trust import User
+from twin.trust import User, outgoing
 from twin.trust import proposals as prop
 from twin.trust import volunteers as vol
 
@@ -239,6 +240,31 @@ def test_proposals_support_once_masked_and_adopted_as_task_or_case(community):
     summary = prop.proposal_summary(store, None).set_index("grid_code")
     assert summary.loc["45031100100102"].to_dict() == {"proposed": 3, "adopted": 2,
                                                       "declined": 1, "supports": 2}
+
+
+def test_volunteers_hear_of_tasks_in_their_grid_and_proposers_of_decisions(community):
+    store, cells, u, _ = community
+    outgoing.save_channel(store, u["adm"], id="vol-grid1", kind="webhook",
+                          url="https://ops.example/vol", secret="s" * 32, role="volunteer",
+                          grid="45031100100101", events="task.posted")
+    outgoing.save_channel(store, u["adm"], id="r1-phone", kind="apprise",
+                          url="json://127.0.0.1/r1", role="resident", recipient="r1",
+                          events="proposal.decided")
+    near = _task(store, u["off"], cells, title="通知测试：一网格巡逻")
+    elsewhere = _task(store, u["off"], cells, title="通知测试：二网格", area=None,
+                      lon=LON + 1.5 * D, lat=LAT + 0.5 * D)
+    lon, lat = cells.geometry.iloc[0].centroid.coords[0]
+    wish = prop.propose(store, u["r1"], kind="wish", title="通知测试：装路灯", lon=lon, lat=lat,
+                        grid_cells=cells)
+    prop.decide(store, u["off"], wish["id"], adopt=False, reason="已列入明年计划")
+    sent = store.read_rows(OUTBOX)
+    told = sent.loc[sent["channel"] == "vol-grid1", "subject"].tolist()
+    assert f"task:{near['id']}" in told and f"task:{elsewhere['id']}" not in told
+    decided = sent.loc[sent["subject"] == f"proposal:{wish['id']}"]
+    assert decided["channel"].tolist() == ["r1-phone"]
+    payload = decided["payload"].iloc[0]
+    payload = json.loads(payload) if isinstance(payload, str) else payload
+    assert "已列入明年计划" in payload["text"] and "不予采纳" in payload["text"]
 
 
 # -- last: it breaks the ledger of the module's store on purpose ---------------------------

@@ -56,6 +56,7 @@ from twin.notify.outbox import (
     case_event,
     case_personal,
     enqueue,
+    local_time,
     no_personal,
     outbox_rows,
     row_id,
@@ -72,6 +73,7 @@ from twin.notify.signing import (
 __all__ = [
     "EVENTS", "EVENT_HEADER", "IDEMPOTENCY_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER",
     "Channel", "DeliveryError", "DeliveryReport", "RetryPolicy", "alarm_event", "alarm_rows",
-    "case_event", "case_personal", "deliver_due", "enqueue", "no_personal", "outbox_rows",
-    "read_channels", "redact_url", "row_id", "run", "signature", "status", "verify",
+    "case_event", "case_personal", "deliver_due", "enqueue", "local_time", "no_personal",
+    "outbox_rows", "read_channels", "redact_url", "row_id", "run", "signature", "status",
+    "verify",
 ]

@@ -16,7 +16,8 @@ from twin.i18n import LANGUAGES, normalize_language
 from twin.schema import NOTIFY_CHANNELS, NOTIFY_KINDS, ROLES
 
 #: The events GridTwin sends today; other features add theirs (docs/notify.md).
-EVENTS = ("case.assigned", "alarm.opened")
+#: the events a channel may take (each with its texts notify.<event>.title/.text)
+EVENTS = ("case.assigned", "alarm.opened", "task.posted", "proposal.decided")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _EVENT = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 

@@ -20,7 +20,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from twin import cases, points
+from twin import cases, notify, points
 from twin.errors import DuplicateIdError, NotFoundError, ValidationError
 from twin.schema import PROPOSAL_KINDS, PROPOSAL_OUTCOMES, PROPOSAL_SUPPORTS, PROPOSALS
 from twin.trust.casework import _refuse_outside_grids, report_case
@@ -216,6 +216,12 @@ def decide(store, user: User, proposal_id: str, *, adopt: bool, reason: str,
                        f"proposal:{proposal_id}",
                        {"outcome": decided.get("outcome_kind"),
                         "outcome_id": decided.get("outcome_id")}, origin)
+    # the proposer hears of the decision and its reason (a channel addressed to them)
+    notify.enqueue(store, "proposal.decided", f"proposal:{proposal_id}",
+                   {"proposal_id": proposal_id, "title": proposal["title"], "reason": reason,
+                    "decision": {"zh": "采纳" if adopt else "不予采纳",
+                                 "en": "adopted" if adopt else "declined"}},
+                   recipients=(proposal["proposer"],), at=at)
     if adopt:
         points.award(store, {"account": proposal["proposer"],
                              "delta": points.RULES["proposal_adopted"],

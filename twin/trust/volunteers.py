@@ -29,7 +29,7 @@ import pandas as pd
 import shapely
 from shapely.geometry import Point, mapping, shape
 
-from twin import cases, points
+from twin import cases, notify, points
 from twin.crs import local_metric_crs
 from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, ValidationError
 from twin.schema import TASK_KINDS, USERS, VOLUNTEER_SIGNUPS, VOLUNTEER_TASKS
@@ -181,6 +181,12 @@ def post_task(
         raise DuplicateIdError(f"a task {row['id']} exists already")
     _audit(store, user, "volunteer_task.post", f"task:{row['id']}",
            {"kind": kind, "capacity": int(capacity), "grid": place["grid_code"]}, origin)
+    # the volunteers' channels of the task's grid hear of it (docs/notify.md)
+    notify.enqueue(store, "task.posted", f"task:{row['id']}",
+                   {"task_id": row["id"], "title": row["title"], "kind": kind,
+                    "capacity": int(capacity), "starts_local": notify.local_time(starts),
+                    "grid_code": place["grid_code"]},
+                   grids=(place["grid_code"], place["resp_grid_id"]), at=at)
     return row
 
 
