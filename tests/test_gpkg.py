@@ -236,6 +236,7 @@ EXPECTED_TYPES = {
     "community": "POLYGON", "roads": "LINESTRING", "grid_cells": "POLYGON",
     "buildings": "POLYGON", "cameras": "POINT", "sensors": "POINT",
     # a layer declaring areas and points holds both in one column: GEOMETRY by the standard
+    "organisations": "POLYGON",
     "parking": "GEOMETRY", "parking_spaces": "GEOMETRY", "facilities": "GEOMETRY",
 }
 

@@ -14,7 +14,7 @@ import shapely
 
 from scripts import make_demo
 from tests.services import POSTGIS_URL
-from twin import layers, trust
+from twin import layers, orgdemo, trust
 from twin.cli import main as gridtwin
 from twin.errors import ValidationError
 from twin.schema import USERS
@@ -132,7 +132,7 @@ def test_builds_into_either_store_and_never_shows_the_password(target, built, tm
         assert store.layer_versions("buildings")[-1].version == 1
         users = store.read_rows(USERS)  # the demo logins; the demo's other volunteers and
         logins = users.loc[users["password_hash"].notna(), "username"]  # residents have none
-        assert sorted(logins) == sorted(trust.DEMO_USERS)
+        assert sorted(logins) == sorted([*trust.DEMO_USERS, *orgdemo.STAFF])  # + staff of 共建
     # a second build is refused, nothing changed; --force replaces the file or adds versions
     assert gridtwin(["make-demo", "--store", url]) == 2
     err = capsys.readouterr().err

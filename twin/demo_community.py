@@ -28,6 +28,7 @@ from twin.schema import (
     VOLUNTEER_TASKS,
     coerce_table,
 )
+from twin.timeutil import local_zone
 
 LOGGER = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def _tasks(cells, volunteers: list[str], rng, now: pd.Timestamp, days: int, seed
     n = max(4, int(days * 2 / 7))
     kinds = np.array(list(TASK_TEXTS))
     tasks, signups = [], []
-    day0 = (now - pd.Timedelta(days=days)).tz_convert("Asia/Shanghai").normalize()
+    day0 = (now - pd.Timedelta(days=days)).tz_convert(local_zone()).normalize()
     for i in range(n + 4):
         ahead = i >= n  # the last four lie ahead: open for sign-up in the demo
         if i == n:  # going on now: the demo volunteer has a place and can check in on site

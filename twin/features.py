@@ -29,6 +29,7 @@ import shapely
 from twin import layers as declared
 from twin.errors import LayerNotFoundError, NotFoundError, ValidationError
 from twin.schema import ALARMS, CASES, EVENTS, Column
+from twin.timeutil import to_utc
 from twin.trust import alarms as trust_alarms
 from twin.trust import casework
 from twin.trust.permissions import PERSONAL_ACCESS, User, can, require
@@ -197,7 +198,7 @@ def _instant(text: str) -> pd.Timestamp | None:
         raise BadDatetimeError(f"{text!r} is not an RFC 3339 date-time") from None
     if pd.isna(ts):
         raise BadDatetimeError(f"{text!r} is not an RFC 3339 date-time")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return to_utc(ts)
 
 
 def parse_datetime(text: str | None) -> tuple[pd.Timestamp | None, pd.Timestamp | None] | None:

@@ -346,7 +346,7 @@ def org_deadlines(org_ids: Any, codes: Any, area_classes: Any, starts: Any,
         amounts, units = _limits(org, codes[mine], area_classes[mine], categories)
         due = org_calendar(org, calendar).deadlines(starts[mine], amounts, units)
         out[mine] = due.tz_convert("UTC").tz_localize(None).to_numpy("datetime64[ns]")
-    return pd.DatetimeIndex(out).tz_localize("UTC")
+    return to_utc(pd.DatetimeIndex(out))  # naive UTC instants
 
 
 def deadline(org_id: str, code: str, area_class: Any, start: Any, areas: pd.DataFrame,

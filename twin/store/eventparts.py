@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from twin.errors import StaleUpdateError
 from twin.schema import EVENTS
 from twin.store.dialect import quote
+from twin.timeutil import to_utc
 
 LOGGER = logging.getLogger(__name__)
 
@@ -36,8 +37,7 @@ _LOCK = "gridtwin:event-partitions"
 
 def month_start(value: object) -> pd.Timestamp:
     """Return the first instant (UTC) of the month holding *value*."""
-    stamp = pd.Timestamp(value)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    stamp = to_utc(value)
     return stamp.normalize().replace(day=1)
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from twin import cases, notify, points
 from twin.errors import DuplicateIdError, NotFoundError, ValidationError
 from twin.schema import PROPOSAL_KINDS, PROPOSAL_OUTCOMES, PROPOSAL_SUPPORTS, PROPOSALS
+from twin.timeutil import to_utc
 from twin.trust.casework import _refuse_outside_grids, report_case
 from twin.trust.permissions import User, can, require
 from twin.trust.privacy import round_location
@@ -38,8 +39,7 @@ TITLE_MAX, BODY_MAX = 80, 2000
 
 
 def _now(now: Any) -> pd.Timestamp:
-    ts = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
-    return (ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")).floor("s")
+    return to_utc(pd.Timestamp.now(tz="UTC") if now is None else now).floor("s")
 
 
 def propose(store, user: User, *, kind: str, title: str, body: str = "", lon: float,

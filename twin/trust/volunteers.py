@@ -33,6 +33,7 @@ from twin import cases, notify, points
 from twin.crs import local_metric_crs
 from twin.errors import DuplicateIdError, NotFoundError, PermissionDeniedError, ValidationError
 from twin.schema import TASK_KINDS, USERS, VOLUNTEER_SIGNUPS, VOLUNTEER_TASKS
+from twin.timeutil import to_utc
 from twin.trust.permissions import User, require
 from twin.trust.privacy import unit_grids_of
 from twin.trust.users import resolve
@@ -50,9 +51,7 @@ TASK_COLUMNS = ["id", "kind", "title", "description", "lon", "lat", "grid_code",
 
 
 def _now(now: Any) -> pd.Timestamp:
-    return pd.Timestamp.now(tz="UTC").floor("s") if now is None else \
-        pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else \
-        pd.Timestamp(now).tz_localize("UTC")
+    return pd.Timestamp.now(tz="UTC").floor("s") if now is None else to_utc(now)
 
 
 def _audit(store, user: User, action: str, target: str, detail: dict, origin: str) -> None:
