@@ -55,7 +55,7 @@ serve: venv data
 ## pass all the tests (installs and starts PostGIS, Mosquitto and Chromium as root where missing)
 test: venv data
 	@bash scripts/setup_services.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 services:
 	@bash scripts/setup_services.sh

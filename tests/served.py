@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import atexit
 import json
-import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -15,6 +16,7 @@ import httpx
 import pandas as pd
 from shapely.geometry import Point, box
 
+from tests.browser import free_port
 from tests.conftest import LAT, LON, D
 from tests.sessions import store_users
 from twin.api.app import ApiSettings, create_app
@@ -88,10 +90,25 @@ class Served:
         return httpx.post(self.base + path, timeout=60, **kw)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextmanager
+def running(app) -> Iterator[str]:
+    """Serve *app* with uvicorn in a thread on a free local port; yield its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling for the condition "the server is up"
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 #: One served twin per store kind for the whole session (the Open311 and SensorThings tests
@@ -109,8 +126,6 @@ def serve(kind: str, tmp_path_factory, postgis_url: str | None):
 
 
 def _start(kind: str, tmp_path_factory, postgis_url: str | None):
-    import uvicorn
-
     if kind == "embedded":
         store = open_store(tmp_path_factory.mktemp("served") / "twin.gpkg")
     else:
@@ -124,18 +139,5 @@ def _start(kind: str, tmp_path_factory, postgis_url: str | None):
             for role, u in USERS.items()}
     app = create_app(store, settings=ApiSettings(rate_per_min=100_000,
                                                  anonymous_rate_per_min=100_000))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)  # polling for the condition "the server is up"
-    assert server.started, "uvicorn did not start"
-    try:
-        yield Served(kind, f"http://127.0.0.1:{port}", store, keys)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        store.close()
+    with running(app) as base:
+        yield Served(kind, base, store, keys)

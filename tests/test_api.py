@@ -10,12 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
 import subprocess
-import threading
 import time
 import uuid
-from dataclasses import dataclass
 
 import geopandas as gpd
 import httpx
@@ -24,6 +21,7 @@ import pytest
 from shapely.geometry import box
 
 from tests.conftest import LAT, LON, STORE_KINDS, D
+from tests.served import Served, running
 from tests.sessions import PASSWORD, store_users
 from twin.api.app import ApiSettings, create_app
 from twin.schema import ALARMS
@@ -88,30 +86,8 @@ def _alarm(i: int, grid: str, minutes_ago: float) -> dict:
     }
 
 
-@dataclass
-class Served:
-    kind: str
-    base: str
-    store: object
-    keys: dict[str, str]
-
-    def get(self, path: str, *, role: str | None = None, **kw) -> httpx.Response:
-        headers = dict(kw.pop("headers", {}))
-        if role is not None:
-            headers["X-API-Key"] = self.keys[role]
-        return httpx.get(self.base + path, headers=headers, timeout=30, **kw)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", params=STORE_KINDS)
 def served(request, tmp_path_factory):
-    import uvicorn
-
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TWIN_ARGON2_TIME_COST", "1")
         mp.setenv("TWIN_ARGON2_MEMORY_KIB", "1024")
@@ -133,20 +109,10 @@ def served(request, tmp_path_factory):
         keys["limited"] = create_key(store, "pla", rate_per_min=3, actor="tests")[0]
         app = create_app(store, settings=ApiSettings(cors_origins=("http://gis.example",),
                                                      max_limit=50))
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                               log_level="warning", access_log=False))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)  # polling for the condition "the server is up"
-        assert server.started, "uvicorn did not start"
         try:
-            yield Served(request.param, f"http://127.0.0.1:{port}", store, keys)
+            with running(app) as base:
+                yield Served(request.param, base, store, keys)
         finally:
-            server.should_exit = True
-            thread.join(10)
             store.close()
 
 

@@ -454,29 +454,39 @@ def _audit_append_only(conn: sa.Connection) -> None:
     to a separate NOLOGIN role. Created only when missing, so that a store whose table was
     given away still opens (only the owner may create or replace them).
     """
+    append_only(conn, AUDIT.name, AUDIT_GUARD, "the audit log",
+                "audit rows are only ever appended (docs/trust.md, Audit log)")
+
+
+def append_only(conn: sa.Connection, table: str, guard: str, what: str, hint: str) -> None:
+    """Make *table* append-only: the trigger function *guard* refuses UPDATE, DELETE, TRUNCATE.
+
+    The function and its two triggers are created only where missing (idempotent, and a table
+    given to another owner still opens); the refusal names *what* and says *hint*.
+    """
     exists = conn.execute(
         sa.text("SELECT 1 FROM pg_proc WHERE proname = :f "
-                "AND pronamespace = current_schema()::regnamespace"), {"f": AUDIT_GUARD}
+                "AND pronamespace = current_schema()::regnamespace"), {"f": guard}
     ).scalar()
     if not exists:
         conn.execute(sa.text(
-            f"CREATE FUNCTION {AUDIT_GUARD}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            f"CREATE FUNCTION {guard}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             "BEGIN\n"
-            "  RAISE EXCEPTION 'the audit log is append-only: % on % refused', TG_OP,\n"
+            f"  RAISE EXCEPTION '{what} is append-only: % on % refused', TG_OP,\n"
             "    TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege',\n"
-            "    HINT = 'audit rows are only ever appended (docs/trust.md, Audit log)';\n"
+            f"    HINT = '{hint}';\n"
             "END $$"
         ))
     triggers = set(conn.execute(
         sa.text("SELECT tgname FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass)"),
-        {"t": quote(AUDIT.name)},
+        {"t": quote(table)},
     ).scalars())
-    for name, when, level in ((f"{AUDIT_GUARD}_rows", "UPDATE OR DELETE", "ROW"),
-                              (f"{AUDIT_GUARD}_truncate", "TRUNCATE", "STATEMENT")):
+    for name, when, level in ((f"{guard}_rows", "UPDATE OR DELETE", "ROW"),
+                              (f"{guard}_truncate", "TRUNCATE", "STATEMENT")):
         if name not in triggers:
             conn.execute(sa.text(
-                f"CREATE TRIGGER {name} BEFORE {when} ON {quote(AUDIT.name)} "
-                f"FOR EACH {level} EXECUTE FUNCTION {AUDIT_GUARD}()"
+                f"CREATE TRIGGER {name} BEFORE {when} ON {quote(table)} "
+                f"FOR EACH {level} EXECUTE FUNCTION {guard}()"
             ))
 
 
@@ -595,32 +605,9 @@ def _community_tables(conn: sa.Connection) -> None:
 
 def _points_append_only(conn: sa.Connection) -> None:
     """Refuse UPDATE, DELETE and TRUNCATE of the points ledger with triggers (as migration 7)."""
-    if not table_exists(conn, POINTS_LEDGER.name):
-        return
-    exists = conn.execute(
-        sa.text("SELECT 1 FROM pg_proc WHERE proname = :f "
-                "AND pronamespace = current_schema()::regnamespace"), {"f": POINTS_GUARD}
-    ).scalar()
-    if not exists:
-        conn.execute(sa.text(
-            f"CREATE FUNCTION {POINTS_GUARD}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            "BEGIN\n"
-            "  RAISE EXCEPTION 'the points ledger is append-only: % on % refused', TG_OP,\n"
-            "    TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege',\n"
-            "    HINT = 'correct points with a new entry (reason adjust), docs/volunteers.md';\n"
-            "END $$"
-        ))
-    triggers = set(conn.execute(
-        sa.text("SELECT tgname FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass)"),
-        {"t": quote(POINTS_LEDGER.name)},
-    ).scalars())
-    for name, when, level in ((f"{POINTS_GUARD}_rows", "UPDATE OR DELETE", "ROW"),
-                              (f"{POINTS_GUARD}_truncate", "TRUNCATE", "STATEMENT")):
-        if name not in triggers:
-            conn.execute(sa.text(
-                f"CREATE TRIGGER {name} BEFORE {when} ON {quote(POINTS_LEDGER.name)} "
-                f"FOR EACH {level} EXECUTE FUNCTION {POINTS_GUARD}()"
-            ))
+    if table_exists(conn, POINTS_LEDGER.name):
+        append_only(conn, POINTS_LEDGER.name, POINTS_GUARD, "the points ledger",
+                    "correct points with a new entry (reason adjust), docs/volunteers.md")
 
 
 def _partition_events(conn: sa.Connection) -> None:
