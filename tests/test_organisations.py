@@ -12,7 +12,7 @@ import pytest
 from tests.browser import DX, DY, LAT, LON, organisation_areas, small_twin_layers
 from tests.sessions import store_users
 from tests.test_trust_roles import data_home
-from twin import cases, organisations, orgkpi, trust
+from twin import cases, intake, organisations, orgkpi, trust
 from twin.errors import PermissionDeniedError, ValidationError
 from twin.load import load_layer
 from twin.trust import User
@@ -233,3 +233,21 @@ def test_a_file_whose_services_cannot_be_read_is_refused_and_nothing_written(sto
     with pytest.raises(ValidationError, match="PM1.*fortnights"):
         load_layer(store, "organisations", path, actor="datastaff")
     assert store.layer_versions("organisations") == []
+
+
+def test_a_batch_of_reports_is_routed_to_organisations_as_one_report_is(org_store):
+    cells = small_twin_layers()["grid_cells"]
+    spots = [B1, B3, OUTSIDE_ESTATES]
+    report = {"category": "E0101", "description": "楼下垃圾", "source": "resident",
+              "actor": "res", "role": "resident"}
+    single = [cases.report(org_store, lon=x, lat=y, grid_cells=cells, at=AT, **report)
+              for x, y in spots]
+    batch = intake.report_many(org_store, [{**report, "lon": x, "lat": y} for x, y in spots],
+                               grid_cells=cells, at=AT)  # Open311 posts come in batches
+    assert [c["department"] for c in single[:2]] == ["org:PM1", "org:PM2"]
+    assert not str(single[2]["department"]).startswith("org:")
+    for one, many in zip(single, batch, strict=True):
+        stored = org_store.get_case(many["id"])
+        assert (stored["department"], stored["org_id"], stored["assignee"]) == (
+            one["department"], one["org_id"], one["assignee"])
+        assert _data(stored)["route"] == _data(one)["route"]

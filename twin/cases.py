@@ -596,8 +596,13 @@ def route(
         ``department``, ``assignee`` (or None), ``post`` (grid_worker, department or
         organisation) and ``route`` (the ordered candidates, first is used).
     """
+    return route_to(cat, place, grid_worker(place, grid_cells), org)
+
+
+def route_to(cat: Any, place: dict[str, Any], worker: str | None, org: str | None = None
+             ) -> dict[str, Any]:
+    """:func:`route` for a place whose grid worker (*worker*, or None) is known already."""
     territory = territory_department(place.get("community_code"))
-    worker = grid_worker(place, grid_cells)
     owner = cat["department"] or None
     if org:
         candidates = list(dict.fromkeys(c for c in (f"org:{org}", territory, owner) if c))

@@ -84,24 +84,14 @@ def locate_many(lon: Sequence[float], lat: Sequence[float],
     return out.astype(object).where(out.notna(), None)
 
 
-def _route(cat: Mapping[str, Any], place: Mapping[str, Any],
-           workers: tuple[dict[str, str], dict[str, str]]) -> dict[str, Any]:
-    """:func:`twin.cases.route` with the grid workers looked up in prepared maps."""
-    territory = cases_mod.territory_department(place.get("community_code"))
+def _worker(place: Mapping[str, Any], workers: tuple[dict[str, str], dict[str, str]]
+            ) -> str | None:
+    """Return the grid worker of a place (:func:`twin.cases.grid_worker`) from prepared maps."""
     grid = place.get("grid_code")
-    worker = None
-    if grid:
-        worker = workers[0].get(grid) or (workers[1].get(place.get("resp_grid_id") or "")
-                                          if place.get("resp_grid_id") else None)
-    owner = cat["department"] or None
-    if cat["family"] == "event":
-        candidates = [c for c in (territory, owner) if c]
-        assignee = worker if territory else None
-    else:
-        candidates = [c for c in (owner, territory) if c]
-        assignee = None if owner else worker
-    return {"department": candidates[0] if candidates else "CMD", "assignee": assignee,
-            "post": "grid_worker" if assignee else "department", "route": candidates}
+    if not grid:
+        return None
+    return workers[0].get(grid) or (workers[1].get(place.get("resp_grid_id") or "")
+                                    if place.get("resp_grid_id") else None)
 
 
 def _duplicates(recent: pd.DataFrame, reports: Sequence[Mapping[str, Any]], ts: pd.Timestamp,
@@ -231,9 +221,15 @@ def _store(store, keep, ts, grid_cells, categories, calendar, duplicate_hours) -
                               columns=_DUPLICATE_COLUMNS)
     duplicates = _duplicates(recent, [r for _, r, _, _ in keep], ts, duplicate_hours)
     iso = cases_mod._iso(ts)
+    # an organisation owning the category at the place gets the case first (twin.cases.route)
+    orgs = cases_mod.owners_at([float(r["lon"]) for _, r, _, _ in keep],
+                               [float(r["lat"]) for _, r, _, _ in keep],
+                               [r["category"] for _, r, _, _ in keep], ts,
+                               cases_mod._organisations(store, None))
     cases, histories, audits = [], [], []
-    for (_, rep, cat, place), file_due, dupes in zip(keep, due, duplicates, strict=True):
-        routed = _route(cat, place, workers)
+    for (_, rep, cat, place), file_due, dupes, org in zip(keep, due, duplicates, orgs,
+                                                          strict=True):
+        routed = cases_mod.route_to(cat, dict(place), _worker(place, workers), org)
         unit = cases_mod.stage_limit(cat, "file", place["area_class"])[1]
         deadline = cases_mod._iso(to_utc(file_due))
         data = {
@@ -251,6 +247,8 @@ def _store(store, keep, ts, grid_cells, categories, calendar, duplicate_hours) -
         }
         if rep.get("attributes"):
             data["attributes"] = dict(rep["attributes"])
+        if org:
+            data["org"] = {"id": org, "routed": iso}
         case = {
             "id": rep.get("case_id") or cases_mod.new_case_id(ts),
             "status": "collected", "service_code": rep["category"], "family": cat["family"],
