@@ -230,6 +230,15 @@ def test_another_seed_gives_another_demo(store, scenario):
     assert len(store.read_cases(columns=["id"])) > len(first)
 
 
+def test_a_second_demo_into_the_same_store_keeps_one_open_alarm_per_rule_and_source(
+        store, scenario):
+    _demo_store(store, scenario)
+    populate(store, seed=3, now=NOW, days=30, events=0)
+    populate(store, seed=3, now=NOW + pd.Timedelta(hours=5), days=30, events=0)  # again, later
+    still = store.read_rows(ALARMS, status="open")
+    assert len(still) and not still.duplicated(["rule_id", "source_id"]).any()
+
+
 def test_a_store_without_the_demo_layers_is_refused(store):
     with pytest.raises(ValidationError, match="make-demo"):
         populate(store, now=NOW)

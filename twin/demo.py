@@ -202,7 +202,7 @@ def populate(store, *, seed: int = 0, now: Any = None, days: int = 395,
     steps = _step_times(plan, rng, now, cal, cats)
     users = {r: _demo_user(store, r) for r in ("grid_worker", "resident")}
     cases, history = _assemble(plan, steps, layers, cats, users)
-    alarms = _alarms(plan, cases, layers, rng, now)
+    alarms = _open_once(store, _alarms(plan, cases, layers, rng, now))
     notices, answers = _participation(layers, users["resident"], rng, now)
     readings = _events(layers, seed, now, events)
     counts = {
@@ -635,6 +635,21 @@ def _reporters(plan: pd.DataFrame, layers: _Layers, resident: User | None) -> li
             pool = pool if pool is not None and len(pool) else ids
             out[i] = {"resident_id": str(pool[rng.integers(0, len(pool))])}
     return out
+
+
+def _open_once(store, alarms: pd.DataFrame) -> pd.DataFrame:
+    """Leave out the open alarms whose (rule, source) has one open in the store already.
+
+    One open alarm per (rule, source) is the store's rule (docs/feeds.md): a demo built again
+    into a PostGIS store (``make-demo --force`` adds to it) keeps the open alarm it has.
+    """
+    held = store.read_rows(ALARMS, status="open")
+    if held.empty or alarms.empty:
+        return alarms
+    keys = ["rule_id", "source_id"]
+    clash = pd.MultiIndex.from_frame(alarms[keys].astype(str)).isin(
+        pd.MultiIndex.from_frame(held[keys].astype(str)))
+    return alarms.loc[~(clash & (alarms["status"] == "open").to_numpy())]
 
 
 # -- alarms, participation, sensor history --------------------------------------------------------
