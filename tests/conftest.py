@@ -193,3 +193,21 @@ def pytest_terminal_summary(terminalreporter):
         for kind in STORE_KINDS:
             line = ", ".join(f"{n} {o}" for o, n in sorted(counts.get(kind, {}).items())) or "none"
             terminalreporter.write_line(f"{kind}: {line}")
+
+
+#: The slowest modules, slowest first (a full run's --durations): run first, so that the two
+#: processes of `make test` (pytest-xdist, one module per process at a time) end together
+#: instead of one of them finishing a long browser module alone at the end.
+SLOW_FIRST = (
+    "test_browser_language", "test_browser_casework", "test_browser_wall", "test_browser_roles",
+    "test_browser_attacks", "test_browser", "test_browser_planner", "test_browser_orgs",
+    "test_browser_volunteers", "test_browser_sessions", "test_security", "test_trust",
+    "test_demo", "test_trust_audit", "test_store_postgis", "test_store", "test_make_demo",
+    "test_load_layer_cli", "test_feeds_once", "test_api", "test_api_open311",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Order the modules slowest first (stable: tests keep their order within a module)."""
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
