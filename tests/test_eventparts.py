@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import pandas as pd
@@ -68,6 +70,41 @@ def test_partitions_are_made_ahead_and_late_or_early_events_wait_in_the_default(
     assert {"twin_events_p202405", "twin_events_p203101", eventparts.DEFAULT,
             *made.values()} <= _brin_partitions(pg)
     assert pg.ensure_event_partitions() == []  # idempotent
+
+
+def test_an_insert_waits_while_another_worker_makes_its_months_partition(pg):
+    # worker B makes March's partition (not committed yet) while worker A stores a March
+    # event: A must wait and land in the new partition, not fail PostgreSQL's recheck of
+    # DEFAULT's bounds after the ATTACH (two ingest workers on a replayed backlog)
+    march = pd.Timestamp("2026-03-01", tz="UTC")
+    errors: list[BaseException] = []
+
+    def store_one():
+        try:
+            pg.append_events(_events("late", ["2026-03-02T00:49:51Z"]))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    def a_waits(conn) -> bool:
+        return bool(conn.execute(sa.text(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE NOT l.granted AND n.nspname = :s"), {"s": pg.schema}).scalar())
+
+    writer = threading.Thread(target=store_one)
+    with pg.engine.connect() as maker, pg.engine.connect() as looker:
+        making = maker.begin()
+        assert eventparts.ensure_partitions(maker, [march]) == ["twin_events_p202603"]
+        writer.start()
+        deadline = time.monotonic() + 30
+        while not a_waits(looker):
+            looker.rollback()
+            assert time.monotonic() < deadline, "the insert never waited for the partition"
+            time.sleep(0.05)
+        making.commit()
+    writer.join(30)
+    assert not writer.is_alive() and errors == []
+    assert _where(pg) == {"late0": "twin_events_p202603"}
 
 
 def test_migration_15_moves_a_plain_events_table_into_partitions_keeping_every_row(pg):

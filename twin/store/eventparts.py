@@ -102,11 +102,20 @@ def ensure_partitions(conn: sa.Connection, wanted: Iterable[pd.Timestamp]) -> li
     its unique id index, then attached (PostgreSQL checks DEFAULT holds none of its rows any
     more). Serialised by an advisory lock: workers and ``gridtwin retention`` may call it at
     once. Returns the names of the partitions made.
+
+    While partitions are made, writes to the events table wait (a SHARE ROW EXCLUSIVE lock on
+    it, taken only when there is one to make): an insert routed to DEFAULT by the partitions
+    it saw before an ATTACH would otherwise fail PostgreSQL's recheck of DEFAULT's bounds
+    once the ATTACH commits (another ingest worker making its month's partition meanwhile).
     """
     _lock(conn)
     have = partitions(conn)
+    wanted = {month_start(m) for m in wanted}
+    if not (wanted | set(default_months(conn))) - set(have):
+        return []
+    conn.execute(sa.text(f"LOCK TABLE {quote(PARENT)} IN SHARE ROW EXCLUSIVE MODE"))
     made = []
-    for month in sorted({month_start(m) for m in wanted} | set(default_months(conn))):
+    for month in sorted(wanted | set(default_months(conn))):  # again: rows came in since
         if month in have:
             continue
         name, (low, high) = part_name(month), _bounds(month)
