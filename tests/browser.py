@@ -219,6 +219,24 @@ def settle(page, timeout_ms: float = 60_000) -> None:
         " && !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
 
 
+def watch_text(page, text: str):
+    """Start watching *page* for *text*; return a check that says whether it has been shown.
+
+    A message shown for one run only (a notice the next rerun replaces, a toast) may come and
+    go between two polls of a busy machine: an observer in the page remembers it.
+    """
+    page.evaluate(
+        """(t) => {
+          const seen = (window.__gtSeen = window.__gtSeen || {});
+          seen[t] = false;
+          const look = () => { if (document.body.textContent.includes(t)) seen[t] = true; };
+          new MutationObserver(look).observe(document.body,
+            {childList: true, subtree: true, characterData: true});
+          look();
+        }""", text)
+    return lambda: page.evaluate("(t) => Boolean(window.__gtSeen && window.__gtSeen[t])", text)
+
+
 def organisation_areas() -> gpd.GeoDataFrame:
     """Organisations of the small community: two estates' property companies, their owners'
     committee, a social organisation serving everyone (layer ``organisations``)."""

@@ -24,9 +24,11 @@ from tests.browser import (
     LON,
     ROOT,
     reload_midway,
+    settle,
     small_twin_layers,
     streamlit_server,
     wait_until,
+    watch_text,
 )
 from tests.test_browser import (
     CANVAS,
@@ -384,15 +386,21 @@ def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(
             return True
 
         wait_until(tapped, 60, "a tap on the map to pick a place")
+        settle(page)  # the tap's reruns are done: the form is the one that stays
         page.get_by_label(zh("mygrid.description")).fill("路灯不亮")
         shot(page, "casework-phone-report.png")
+        notice_shown = watch_text(page, zh("mygrid.reported", id=""))
         page.get_by_role("button", name=zh("mygrid.submit")).click()
-        page.get_by_text(re.compile(zh("mygrid.reported", id="") + r"\d{8}-")).first.wait_for(
-            timeout=WAIT_MS)
-        with open_store(path) as store:
-            table = store.read_cases()
-        new = table.loc[~table["id"].isin(before)]
+
+        def reported():
+            with open_store(path) as store:
+                table = store.read_cases()
+            new = table.loc[~table["id"].isin(before)]
+            return (new,) if len(new) else None  # (a frame has no truth value)
+
+        (new,) = wait_until(reported, 60, "the reported case stored")
         assert len(new) == 1
+        wait_until(notice_shown, 60, "the notice with the new case's number")
         report = new.iloc[0]
         assert report["grid_code"] == "45031100100101"  # the left grid: zhangsan's
         assert LON < report["lon"] < LON + 0.002 and LAT < report["lat"] < LAT + 0.0027

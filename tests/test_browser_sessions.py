@@ -192,11 +192,15 @@ def test_an_idle_session_ends_with_a_message(server, new_context):
     log_in(page, "planner")
     logged_in(page)
     cookie = wait_for_cookie(context)
+    # no run in progress: a run that read the session before the write below could note
+    # its use after it (at most every TOUCH_EVERY_S) and so undo the backdating
+    settle(page)
     with open_store(gpkg) as store:  # last used longer ago than the idle timeout
         idle = pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=2)
         store.put_rows(SESSION_SEEN, pd.DataFrame([{
             "id_hash": ts._hash(cookie["value"].split(".")[0]), "last_seen_at": idle}]),
             on_conflict="update")
+        assert ts.session_problem(store, cookie["value"]) == "idle"
     page.reload(wait_until="domcontentloaded")
     login_form(page)
     page.get_by_text(zh("auth.expired")).wait_for(timeout=WAIT_MS)
