@@ -10,7 +10,7 @@ from pyproj.aoi import AreaOfInterest
 from pyproj.database import query_utm_crs_info
 from shapely.geometry import Point
 
-from twin import crs, enrich
+from twin import crs
 from twin.errors import ValidationError
 from twin.query import _common
 
@@ -75,8 +75,21 @@ def test_the_two_metric_crs_mean_different_things_near_a_zone_edge():
         assert frame.iloc[0].distance(frame.iloc[1]) == pytest.approx(1000.0, rel=1e-3)
 
 
-def test_the_cones_use_the_centred_crs_declared_in_twin_crs():
-    assert enrich.cone_metric_crs is crs.centred_equidistant_crs
+@pytest.mark.parametrize("lat", [18.0, 25.0, 45.0])
+def test_offsets_in_metres_land_where_the_geodesic_does(lat):
+    # the camera cones' layout: metres east and north of each point, against pyproj's geodesic
+    rng = np.random.default_rng(3)
+    bearing = rng.uniform(0, 360, 500)
+    for reach, within in ((50.0, 0.001), (300.0, 0.01), (1000.0, 0.1)):
+        east, north = reach * np.sin(np.radians(bearing)), reach * np.cos(np.radians(bearing))
+        lon, lat2 = crs.offset_lonlat(np.full(500, 110.29), np.full(500, lat), east, north)
+        geod = pyproj.Geod(ellps="WGS84")
+        want_lon, want_lat, _ = geod.fwd(np.full(500, 110.29), np.full(500, lat), bearing,
+                                         np.full(500, reach))
+        assert geod.inv(lon, lat2, want_lon, want_lat)[2].max() < within
+
+
+def test_the_centred_crs_is_centred_on_the_geometries():
     cams = gpd.GeoSeries([Point(110.28, 25.07), Point(110.30, 25.09)], crs=4326)
     assert crs.centred_equidistant_crs(cams).startswith("+proj=aeqd +lat_0=25.0800000 "
                                                         "+lon_0=110.2900000")

@@ -524,11 +524,34 @@ def local_metric_crs(geoms) -> pyproj.CRS:
     return pyproj.CRS.from_epsg(utm_epsg(*_centre_lonlat(geoms)))
 
 
+#: The WGS84 ellipsoid: semi-major axis (m) and first eccentricity squared.
+_WGS84_A = 6378137.0
+_WGS84_E2 = (1 / 298.257223563) * (2 - 1 / 298.257223563)
+
+
+def offset_lonlat(lon, lat, east_m, north_m) -> tuple[np.ndarray, np.ndarray]:
+    """Return the places *east_m* and *north_m* metres from (*lon*, *lat*), in degrees.
+
+    Each offset is laid out on the ellipsoid's tangent plane at its own point (the meridian and
+    prime-vertical radii of curvature there): true metres and bearings from every point, not
+    from one projection centre, in a few array operations. Against the geodesic (pyproj.Geod)
+    the error grows with the square of the distance: under a centimetre out to 500 m at 25°N,
+    ~4 cm at 1 km. For short reaches such as camera view cones (``twin.enrich.camera_cones``).
+    """
+    lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    phi = np.radians(lat)
+    w = np.sqrt(1.0 - _WGS84_E2 * np.sin(phi) ** 2)
+    prime_vertical = _WGS84_A / w
+    meridian = _WGS84_A * (1.0 - _WGS84_E2) / w**3
+    return (lon + np.degrees(np.asarray(east_m) / (prime_vertical * np.cos(phi))),
+            lat + np.degrees(np.asarray(north_m) / meridian))
+
+
 def centred_equidistant_crs(geoms) -> str:
     """Return an azimuthal equidistant CRS centred on *geoms*: true metres and bearings from there.
 
-    For geometry built from bearings (camera view cones); distances and areas elsewhere use
-    :func:`local_metric_crs`. *geoms* as for :func:`local_metric_crs`.
+    For measuring geometry built from bearings from one place; distances and areas elsewhere
+    use :func:`local_metric_crs`. *geoms* as for :func:`local_metric_crs`.
     """
     lon0, lat0 = _centre_lonlat(geoms)
     return f"+proj=aeqd +lat_0={lat0:.7f} +lon_0={lon0:.7f} +x_0=0 +y_0=0 +ellps=WGS84 +units=m"

@@ -11,7 +11,7 @@ import pandas as pd
 import shapely
 from pyproj import CRS
 
-from twin.crs import centred_equidistant_crs
+from twin.crs import offset_lonlat
 from twin.errors import ValidationError
 from twin.schema import ASSIGNED_COLUMNS
 
@@ -347,16 +347,12 @@ def assign_grids(
 # -- camera view cones (also drawn by twin.deck) -----------------------------------------------
 
 
-#: The cones' CRS: true bearings from the cameras (declared in :mod:`twin.crs`; twin.deck imports
-#: this name).
-cone_metric_crs = centred_equidistant_crs
-
-
 def camera_cones(cameras: gpd.GeoDataFrame, segments: int = CONE_SEGMENTS) -> gpd.GeoDataFrame:
     """Return the ground area each camera sees: a circular sector, as polygons in EPSG:4326.
 
     The sector opens ``fov_deg`` around ``heading_deg`` (clockwise from north) out to
-    ``range_m`` metres. All wedges are built at once in a local metric CRS.
+    ``range_m`` metres. All wedges are built at once, in true metres and bearings around each
+    camera (:func:`twin.crs.offset_lonlat`).
 
     Returns
     -------
@@ -381,24 +377,23 @@ def camera_cones(cameras: gpd.GeoDataFrame, segments: int = CONE_SEGMENTS) -> gp
     cams = cameras[ok]
     if len(cams) == 0:
         return gpd.GeoDataFrame({"camera_id": []}, geometry=[], crs=4326)
-    metric = cone_metric_crs(cams)
-    centres = cams.geometry.to_crs(metric)
+    centres = cams.geometry if cams.crs is None else cams.geometry.to_crs(4326)
     x0 = centres.x.to_numpy()[:, None]
     y0 = centres.y.to_numpy()[:, None]
     heading = numbers.loc[ok, "heading_deg"].to_numpy()[:, None]
     fov = np.clip(numbers.loc[ok, "fov_deg"].to_numpy()[:, None], 0.0, 360.0)
     reach = numbers.loc[ok, "range_m"].to_numpy()[:, None]
-    # bearings along the arc, clockwise from north: x = r·sin(bearing), y = r·cos(bearing)
+    # bearings along the arc, clockwise from north: east = r·sin(bearing), north = r·cos(bearing),
+    # laid out in metres around each camera (no projection of every vertex)
     steps = np.linspace(0.0, 1.0, segments + 1)[None, :]
     bearing = np.radians(heading - fov / 2 + fov * steps)
-    arc_x = x0 + reach * np.sin(bearing)
-    arc_y = y0 + reach * np.cos(bearing)
+    arc_x, arc_y = offset_lonlat(x0, y0, reach * np.sin(bearing), reach * np.cos(bearing))
     ring_x = np.hstack([x0, arc_x, x0])
     ring_y = np.hstack([y0, arc_y, y0])
     wedges = shapely.polygons(np.stack([ring_x, ring_y], axis=-1))
     return gpd.GeoDataFrame(
         {"camera_id": cams["camera_id"].astype("string").astype(object).to_numpy()},
-        geometry=gpd.GeoSeries(wedges, crs=metric).to_crs(4326).values,
+        geometry=wedges,
         crs=4326,
     )
 
