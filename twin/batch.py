@@ -128,9 +128,11 @@ def stored_period(store: Any) -> tuple[pd.Timestamp, pd.Timestamp] | None:
     return months[0], months[-1] + pd.offsets.MonthBegin(1)
 
 
-def read_part(part: Part, ref: StoreRef) -> gpd.GeoDataFrame:
-    """Return the events of *part*, read on the worker from its own connection to the store."""
-    frame = ref.open().read_events(part.start, part.end, bbox=part.tile)
+def read_part(part: Part, ref: Any) -> gpd.GeoDataFrame:
+    """Return the events of *part*: on a worker through its own connection (*ref*, a
+    :class:`StoreRef`), in this process from the store itself."""
+    store = ref.open() if isinstance(ref, StoreRef) else ref
+    frame = store.read_events(part.start, part.end, bbox=part.tile)
     x0, y0, x1, y1 = part.tile
     lon, lat = frame["lon"].to_numpy(float), frame["lat"].to_numpy(float)
     keep = (lon >= x0) & ((lon < x1) | part.last_x) & (lat >= y0) & ((lat < y1) | part.last_y)
@@ -243,8 +245,9 @@ def reenrich(store: Any, grid_cells: gpd.GeoDataFrame, *, start: Any = None, end
 
     With a Dask *client* the period is cut into :func:`plan`'s parts, each read and
     re-assigned on a worker (and, with *write*, its changes written there); without one, the
-    whole period is read and re-assigned here (the single-process path). Both give the same
-    changes. Default period: every stored month.
+    same work is done here a month at a time (the single-process path: one month of events in
+    memory, not the whole period). Both give the same changes. Default period: every stored
+    month.
     """
     period = stored_period(store)
     if period is None:
@@ -253,9 +256,10 @@ def reenrich(store: Any, grid_cells: gpd.GeoDataFrame, *, start: Any = None, end
     end = period[1] if end is None else _utc(end)
     grids = grid_index(grid_cells)
     if client is None:
-        events = store.read_events(start, end)
-        events = events[events["lon"].notna() & events["lat"].notna()]
-        changes, parts = _reassign_part(events, grids, store, write), 1
+        months = plan(start, end, tiles=(1, 1))  # one tile: the world (located events only)
+        changes = pd.concat([_reassign_part(read_part(part, store), grids, store, write)
+                             for part in months], ignore_index=True)
+        parts = len(months)
     else:
         extent = tuple(grid_cells.to_crs(4326).total_bounds)
         chosen = plan(start, end, tiles=tiles, extent=extent, slices=slices)
