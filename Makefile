@@ -62,6 +62,7 @@ services:
 
 bench: venv data
 	@bash scripts/setup_services.sh
+	$(PY) -m pip install --quiet -e '.[dev,bench]'  # the anchors (pygeoapi) of benchmarks/serve.py
 	$(PY) -m benchmarks --quick --json benchmarks/out/results.json
 
 lint: venv
