@@ -4,9 +4,9 @@
 N``: N events spread over a year (one month a partition on PostGIS) at the scale's points,
 assigned to its grid cells, are stored; the grid cells then move about 40 m east and
 :func:`twin.batch.reenrich` finds every event whose assignment changes — once in this process
-(a month at a time, as `reenrich` does without a cluster) and once on a LocalCluster of two worker processes
-(parts by month, × 2 tiles from a million events on, read and re-assigned on the workers, which
-have opened the store on an untimed month first). The two lists of changes
+(a month at a time, as `reenrich` does without a cluster) and once on a LocalCluster of two
+worker processes (parts by month, × 2 tiles from a million events on, read and re-assigned on
+the workers, which have opened the store on an untimed month first). The two lists of changes
 must be equal. Nothing is written back (both sides would write the same rows).
 """
 

@@ -307,6 +307,18 @@ def test_warning_overdue_and_escalation(store, cells):
     assert [(s["kind"], s["stage"]) for s in supervised] == [("timeout", "handle")]
 
 
+def test_a_supervision_round_lists_when_dry_then_supervises_once(store, cells):
+    c = new_case(store, cells, at="02 10:00")
+    c = step(store, c, "file", "dispatcher", "d1", "02 10:30")
+    c = step(store, c, "dispatch", "dispatcher", "d1", "02 10:40")
+    assert cases.supervise_overdue(store, t("02 15:00"), dry_run=True).timeouts == []
+    dry = cases.supervise_overdue(store, t("02 15:20"), dry_run=True)
+    assert dry == cases.Supervision([], [c["id"]], dry_run=True)
+    assert store.get_case(c["id"])["version"] == c["version"]  # nothing changed
+    assert cases.supervise_overdue(store, t("02 15:20")) == cases.Supervision([], [c["id"]])
+    assert cases.supervise_overdue(store, t("02 15:30"), dry_run=True).timeouts == []
+
+
 def test_duplicates_are_offered_and_merged(store, cells):
     first = new_case(store, cells, at="02 10:00")
     second = new_case(store, cells, at="02 11:00", where=(IN_G1[0] + 0.0002, IN_G1[1]),

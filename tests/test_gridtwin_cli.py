@@ -11,10 +11,12 @@ import uuid
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from shapely.geometry import box
 
+from tests.conftest import LAT, LON
 from tests.services import POSTGIS_URL
 from twin import __version__
 from twin.cli import COMMANDS, main
@@ -38,6 +40,7 @@ READERS = {
     "users list": ["users", "list"],
     "users --demo": ["users", "--demo"],
     "retention": ["retention", "--dry-run"],
+    "supervise": ["supervise", "--dry-run"],
     "feeds": ["feeds", "--simulate"],
     "simulate": ["simulate", "--mqtt", "mqtt://127.0.0.1:1", "--rate", "1"],
 }
@@ -281,6 +284,33 @@ def test_json_output_is_data(store, capsys):
     assert code == 0 and report["dry_run"] is True and report["cases_anonymised"] == 0
     code, out, _ = cli("seed", "--json", capsys=capsys)
     assert code == 0 and json.loads(out)["categories"] > 0
+
+
+def test_supervise_lists_then_supervises_an_overdue_case_once(store, grid_cells, capsys):
+    from twin import cases
+
+    url = url_of(store)
+    store.write_layer("grid_cells", grid_cells, actor="tests", source="tests")
+    at = pd.Timestamp("2026-03-02 10:00", tz="Asia/Shanghai")
+    case = cases.report(store, category="E0101", lon=LON + 0.0005, lat=LAT + 0.0005,
+                        description="路边垃圾堆放", source="patrol", actor="w1",
+                        role="grid_worker", grid_cells=grid_cells, at=at)
+    for action, minutes in (("file", 30), ("dispatch", 40)):
+        cases.transition(store, case["id"], action, actor="d1", role="dispatcher",
+                         at=at + pd.Timedelta(minutes=minutes), grid_cells=grid_cells)
+    later = ["--now", "2026-03-10T09:00+08:00", "--store", url]
+    code, out, _ = cli("supervise", "--dry-run", "--json", *later, capsys=capsys)
+    assert code == 0 and json.loads(out) == {"dry_run": True, "organisations": [],
+                                              "timeouts": [case["id"]]}
+    assert store.get_case(case["id"])["supervised"] == 0  # a dry run changes nothing
+    code, out, _ = cli("supervise", *later, capsys=capsys)
+    assert code == 0 and f"1 overdue cases were put under timeout supervision: {case['id']}" \
+        in out
+    step = store.case_history(case["id"]).iloc[-1]
+    assert (step["action"], step["actor"]) == ("supervise", "system")
+    assert json.loads(cli("supervise", "--json", *later, capsys=capsys)[1])["timeouts"] == []
+    code, _, err = cli("supervise", "--now", "next tuesday", "--store", url, capsys=capsys)
+    assert code == 2 and "ISO 8601" in err
 
 
 # -- a command runs as a named user: personal columns follow their role --------------------------

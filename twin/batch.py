@@ -129,8 +129,10 @@ def stored_period(store: Any) -> tuple[pd.Timestamp, pd.Timestamp] | None:
 
 
 def read_part(part: Part, ref: Any) -> gpd.GeoDataFrame:
-    """Return the events of *part*: on a worker through its own connection (*ref*, a
-    :class:`StoreRef`), in this process from the store itself."""
+    """Return the events of *part*.
+
+    On a worker *ref* is a :class:`StoreRef` (its own connection); in this process, the store.
+    """
     store = ref.open() if isinstance(ref, StoreRef) else ref
     frame = store.read_events(part.start, part.end, bbox=part.tile)
     x0, y0, x1, y1 = part.tile

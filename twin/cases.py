@@ -1301,6 +1301,19 @@ def overdue(store, now: Any = None, **options: Any) -> pd.DataFrame:
     return states.loc[states["timer_state"] == "overdue"].reset_index(drop=True)
 
 
+def _timeouts_due(store, ts: pd.Timestamp, calendar: WorkCalendar | None
+                  ) -> list[tuple[dict[str, Any], str]]:
+    """Return the overdue cases (and their stage) not yet under timeout supervision there."""
+    states = overdue(store, ts, calendar=calendar)
+    due = []
+    for case_id, stage in zip(states["id"], states["timer_stage"], strict=True):
+        case = store.get_case(case_id)
+        if not any(s.get("kind") == "timeout" and s.get("stage") == stage
+                   for s in _data(case).get("supervision") or []):
+            due.append((case, stage))
+    return due
+
+
 def escalate_overdue(store, now: Any = None, *, actor: str = "system", role: str = "dispatcher",
                      calendar: WorkCalendar | None = None) -> list[str]:
     """Put every overdue case under timeout supervision (督办) once per stage; return their ids.
@@ -1309,13 +1322,9 @@ def escalate_overdue(store, now: Any = None, *, actor: str = "system", role: str
     changed concurrently is skipped (logged) and picked up on the next run.
     """
     ts = _time(now)
-    states = overdue(store, ts, calendar=calendar)
     done = []
-    for case_id, stage in zip(states["id"], states["timer_stage"], strict=True):
-        case = store.get_case(case_id)
-        if any(s.get("kind") == "timeout" and s.get("stage") == stage
-               for s in _data(case).get("supervision") or []):
-            continue
+    for case, stage in _timeouts_due(store, ts, calendar):
+        case_id = case["id"]
         try:
             at = max(ts, pd.Timestamp(case["updated_at"]))
             transition(store, case_id, "supervise", actor=actor, role=role, at=at,
@@ -1364,3 +1373,34 @@ def escalate_org_overdue(store, now: Any = None, *, grid_cells: pd.DataFrame | N
         except StaleUpdateError as exc:
             LOGGER.warning("escalation of case %s skipped: %s", case["id"], exc)
     return done
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """What one round of supervision did (or, dry, would do): case ids, in order."""
+
+    organisations: list[str]  # handed back to the community: an organisation missed its limit
+    timeouts: list[str]  # put under timeout supervision (督办): a stage's deadline passed
+    dry_run: bool = False
+
+
+def supervise_overdue(store, now: Any = None, *, grid_cells: pd.DataFrame | None = None,
+                      dry_run: bool = False) -> Supervision:
+    """Run one round of timeout supervision (督办): what a scheduler calls, e.g. every 10 min.
+
+    First the cases an organisation held past its own limit go back to the community
+    (:func:`escalate_org_overdue`), then every case whose stage deadline has passed is put
+    under timeout supervision once per stage (:func:`escalate_overdue`). Run it from one
+    scheduler (cron, a systemd timer: ``gridtwin supervise``); a case changed meanwhile is
+    skipped and taken on the next round. With *dry_run*, nothing changes and the cases that
+    would be are listed.
+    """
+    from twin import organisations
+
+    ts = _time(now)
+    if dry_run:
+        late = organisations.overdue(store.read_cases(), ts)
+        return Supervision(list(late["id"]),
+                           [case["id"] for case, _ in _timeouts_due(store, ts, None)], True)
+    handed = escalate_org_overdue(store, ts, grid_cells=grid_cells)
+    return Supervision(handed, escalate_overdue(store, ts))

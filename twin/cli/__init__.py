@@ -34,6 +34,7 @@ COMMANDS = {
     "seed": "twin.cli.seed",
     "notify": "twin.cli.notify",
     "serve": "twin.cli.serve",
+    "supervise": "twin.cli.supervise",
 }
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
