@@ -38,7 +38,9 @@ live: venv
 demo: venv live
 	@echo "GridTwin: http://localhost:$(PORT) (demo users: docs/trust.md); feeds log: var/feeds.log"
 	@$(GRIDTWIN) feeds --simulate --store $(LIVE) > var/feeds.log 2>&1 & feeds=$$!; \
-	trap 'kill $$feeds 2>/dev/null' EXIT INT TERM; \
+	while :; do $(GRIDTWIN) supervise --store $(LIVE); sleep 600; done > var/supervise.log 2>&1 & \
+	supervise=$$!; \
+	trap 'kill $$feeds $$supervise 2>/dev/null' EXIT INT TERM; \
 	TWIN_DATABASE_URL=$(abspath $(LIVE)) $(PY) -m ui.serve run app.py \
 	  --server.port $(PORT) --server.address $(HOST) --server.headless true \
 	  --browser.gatherUsageStats false

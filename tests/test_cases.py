@@ -317,6 +317,13 @@ def test_a_supervision_round_lists_when_dry_then_supervises_once(store, cells):
     assert store.get_case(c["id"])["version"] == c["version"]  # nothing changed
     assert cases.supervise_overdue(store, t("02 15:20")) == cases.Supervision([], [c["id"]])
     assert cases.supervise_overdue(store, t("02 15:30"), dry_run=True).timeouts == []
+    # a report never filed is overdue at filing, but 督办 only follows filing: it is left on
+    # the dispatcher's overdue list, and the round goes on (it stopped on it before)
+    waiting = new_case(store, cells, at="02 11:00")
+    late = cases.supervise_overdue(store, t("05 10:00"))
+    assert waiting["id"] in set(cases.overdue(store, t("05 10:00"))["id"])
+    assert waiting["id"] not in late.timeouts
+    assert store.get_case(waiting["id"])["version"] == waiting["version"]
 
 
 def test_duplicates_are_offered_and_merged(store, cells):

@@ -1305,6 +1305,9 @@ def _timeouts_due(store, ts: pd.Timestamp, calendar: WorkCalendar | None
                   ) -> list[tuple[dict[str, Any], str]]:
     """Return the overdue cases (and their stage) not yet under timeout supervision there."""
     states = overdue(store, ts, calendar=calendar)
+    # a case not filed yet (overdue at the filing stage) cannot be supervised: the loop allows
+    # 督办 only once a case is filed; it stays overdue on the dispatcher's list
+    states = states.loc[states["status"].isin(TRANSITIONS_BY_ACTION["supervise"].sources)]
     due = []
     for case_id, stage in zip(states["id"], states["timer_stage"], strict=True):
         case = store.get_case(case_id)
@@ -1330,7 +1333,8 @@ def escalate_overdue(store, now: Any = None, *, actor: str = "system", role: str
             transition(store, case_id, "supervise", actor=actor, role=role, at=at,
                        note=f"overdue at stage {stage}", calendar=calendar, kind="timeout")
             done.append(case_id)
-        except (StaleUpdateError, NotFoundError) as exc:
+        except (StaleUpdateError, NotFoundError, ValidationError) as exc:
+            # changed meanwhile (closed, moved on): the next round sees it as it is then
             LOGGER.warning("escalation of case %s skipped: %s", case_id, exc)
     return done
 
@@ -1370,7 +1374,7 @@ def escalate_org_overdue(store, now: Any = None, *, grid_cells: pd.DataFrame | N
                        at=max(now, pd.Timestamp(case["updated_at"])), note=note,
                        kind="timeout", department=territory, assignee=assignee)
             done.append(case["id"])
-        except StaleUpdateError as exc:
+        except (StaleUpdateError, ValidationError) as exc:  # changed meanwhile: next round
             LOGGER.warning("escalation of case %s skipped: %s", case["id"], exc)
     return done
 
