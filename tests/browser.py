@@ -195,7 +195,9 @@ def reload_midway(page, timeout_ms: float = 60_000) -> None:
     """
     page.reload(wait_until="domcontentloaded")
     page.locator(".st-key-logout").wait_for(state="attached", timeout=timeout_ms)
-    if page.locator("input[type='password']").count():
+    # the login form's own password field (key login_password), not any password input: the
+    # users page has one for a new user's password, drawn a moment after the logout button
+    if page.locator(".st-key-login_password").count():
         raise AssertionError("the reload landed on the login form: the session did not resume")
 
 

@@ -3,6 +3,7 @@ located, routed, timed and audited as the key's owner, FixMyStreet's client shap
 
 from __future__ import annotations
 
+import asyncio
 import json
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
@@ -203,6 +204,32 @@ def test_bad_fields_places_and_jurisdictions_are_refused_and_nothing_is_stored(s
         f"{V2}/requests.xml", headers=key,
         data={"service_code": "E0101", **INSIDE, "jurisdiction_id": "110101001001"}), 404)
     assert len(served.store.read_cases()) == before
+
+
+def test_posts_arriving_together_are_filed_as_one_batch():
+    # a batch costs the store about as much for one post as for thirty: the first post of an
+    # idle moment waits a few milliseconds for the others (it was filed alone before, and
+    # the rest one batch later)
+    from twin.api.open311 import Intake
+
+    sizes = []
+
+    class Recording(Intake):
+        def _file(self, items):
+            sizes.append(len(items))
+            return [f"filed {item}" for item in items]
+
+    async def clients():
+        intake = Recording(store=None, limiter=None)
+
+        async def post(i):
+            await asyncio.sleep(0.001 * (i % 3))  # within two milliseconds of each other
+            return await intake.submit(i)
+
+        return await asyncio.gather(*(post(i) for i in range(12)))
+
+    assert asyncio.run(clients()) == [f"filed {i}" for i in range(12)]
+    assert sizes == [12]
 
 
 def test_concurrent_posts_are_filed_together_and_none_is_lost(served):
