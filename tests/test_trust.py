@@ -509,6 +509,32 @@ def test_buildings_in_scope_is_vectorised(buildings):
     assert mask.tolist() == [False, True, False]
 
 
+def test_retention_deletes_notifications_delivered_more_than_30_days_ago(twin_store):
+    from twin.schema import OUTBOX
+
+    now = pd.Timestamp("2026-06-01T12:00Z")
+
+    def row(name, status, created_days, delivered_days=None):
+        return {"id": name, "event": "case.assigned", "subject": "case:C1", "channel": "wh",
+                "recipient": "张三", "role": "grid_worker", "payload": {"title": "新案件"},
+                "status": status, "attempts": 1,
+                "created_at": now - pd.Timedelta(days=created_days),
+                "next_at": None, "claimed_by": None, "claimed_until": None, "last_error": None,
+                "delivered_at": None if delivered_days is None
+                else now - pd.Timedelta(days=delivered_days)}
+
+    twin_store.put_rows(OUTBOX, pd.DataFrame([
+        row("old", "delivered", 41, 40), row("recent", "delivered", 3, 2),
+        row("dead", "dead", 400), row("waiting", "pending", 90)]))
+    dry = retention.apply_retention(twin_store, days=365, now=now, dry_run=True)
+    assert dry.notifications_deleted == 1 and len(twin_store.read_rows(OUTBOX)) == 4
+    done = retention.apply_retention(twin_store, days=365, now=now)
+    assert done.notifications_deleted == 1
+    # pending and dead ones stay until delivered or dealt with
+    assert sorted(twin_store.read_rows(OUTBOX)["id"]) == ["dead", "recent", "waiting"]
+    assert json.loads(twin_store.read_audit()["detail"].iloc[-1])["notifications"] == 1
+
+
 def test_retention_deletes_login_attempts_older_than_a_day(twin_store):
     from twin.schema import AUDIT, LOGIN_ATTEMPTS
 

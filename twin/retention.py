@@ -12,7 +12,7 @@ import pandas as pd
 
 from twin import settings
 from twin.errors import ValidationError
-from twin.schema import LOGIN_ATTEMPTS
+from twin.schema import LOGIN_ATTEMPTS, OUTBOX
 from twin.store.base import purge_plan
 from twin.timeutil import to_utc
 from twin.trust import participation
@@ -28,6 +28,9 @@ PERSONAL_LAYERS = ("residents",)
 #: Login attempts (names as typed, client addresses) are kept this long: they throttle logins
 #: within their window (``TWIN_LOCKOUT_MIN``) and help look into an attack for a day after.
 LOGIN_ATTEMPTS_KEPT = pd.Timedelta(days=1)
+#: How long a delivered notification stays in the outbox (its payload is what its recipient saw,
+#: names and places included); pending and dead ones stay until delivered or dealt with.
+NOTIFICATIONS_KEPT = pd.Timedelta(days=30)
 
 
 @dataclass
@@ -39,6 +42,7 @@ class RetentionReport:
     answers_anonymised: int = 0
     versions_purged: dict[str, list[int]] = field(default_factory=dict)
     login_attempts_deleted: int = 0
+    notifications_deleted: int = 0
     dry_run: bool = False
 
 
@@ -56,7 +60,8 @@ def apply_retention(
     Reporters of cases closed before the cutoff are removed from the case (the step is kept in
     its history); answers to polls given before it keep the answer and the place but lose the
     resident (a per-poll pseudonym still allows one answer each); login attempts older than
-    :data:`LOGIN_ATTEMPTS_KEPT` are deleted; versions of the residents
+    :data:`LOGIN_ATTEMPTS_KEPT` are deleted, and notifications delivered more than
+    :data:`NOTIFICATIONS_KEPT` ago; versions of the residents
     layer that were replaced before the cutoff are deleted with their history rows — every
     version created before the cutoff except the newest of them (it may have stayed current
     until recently) and the current one. The run is audited; the audit log itself is never
@@ -92,11 +97,14 @@ def apply_retention(
         report.versions_purged[name] = _purge_versions(store, name, cutoff, actor, dry_run)
     report.login_attempts_deleted = store.delete_rows_before(
         LOGIN_ATTEMPTS, "at", now - max(LOGIN_ATTEMPTS_KEPT, _lockout_window()), dry_run=dry_run)
+    report.notifications_deleted = store.delete_rows_before(
+        OUTBOX, "delivered_at", now - NOTIFICATIONS_KEPT, dry_run=dry_run)
     store.append_audit(actor, "retention.run", "personal_data",
                        {"days": days, "cutoff": cutoff.isoformat(), "dry_run": dry_run,
                         "cases": report.cases_anonymised, "answers": report.answers_anonymised,
                         "versions": report.versions_purged,
-                        "login_attempts": report.login_attempts_deleted},
+                        "login_attempts": report.login_attempts_deleted,
+                        "notifications": report.notifications_deleted},
                        origin)
     LOGGER.info("retention (%d days, dry run %s): %s", days, dry_run, report)
     return report

@@ -12,10 +12,10 @@ HELP = "anonymise or purge personal data past retention; archive and drop old ev
 DESCRIPTION = (
     "Anonymise reporters of cases closed, and residents of poll answers given, more than --days "
     "ago (default TWIN_RETENTION_DAYS, 1095); delete versions of the residents layer replaced "
-    "before then. Then make event partitions ahead (PostGIS) and, when --keep-months (default "
-    "TWIN_EVENTS_KEEP_MONTHS; 0 keeps all) is set, archive each older month of events to a "
-    "GeoParquet file in --archive-dir, read it back, and drop the month. The run is audited; "
-    "the audit log is kept."
+    "before then, and notifications delivered more than 30 days ago. Then make event "
+    "partitions ahead (PostGIS) and, when --keep-months (default TWIN_EVENTS_KEEP_MONTHS; 0 "
+    "keeps all) is set, archive each older month of events to a GeoParquet file in "
+    "--archive-dir, read it back, and drop the month. The run is audited; the audit log is kept."
 )
 EPILOG = """\
 examples:
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
                     "answers_anonymised": report.answers_anonymised,
                     "versions_purged": report.versions_purged,
                     "login_attempts_deleted": report.login_attempts_deleted,
+                    "notifications_deleted": report.notifications_deleted,
                     "events": {"keep_months": events.keep_months, "cutoff": events.cutoff,
                                "partitions_made": events.partitions_made,
                                "archived": archived}})
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{verb}: {report.cases_anonymised} case reporters, {report.answers_anonymised} poll "
           f"answers; {'would delete' if args.dry_run else 'deleted'}: {purged} "
           f"(older than {report.cutoff:%Y-%m-%d}), {report.login_attempts_deleted} login "
-          "attempts (older than a day)")
+          f"attempts (older than a day), {report.notifications_deleted} notifications "
+          "(delivered more than 30 days ago)")
     if events.partitions_made:
         print(f"event partitions made: {', '.join(events.partitions_made)}")
     for a in archived:

@@ -22,6 +22,7 @@ from twin.schema import (
     CASES,
     CRS,
     LOGIN_ATTEMPTS,
+    OUTBOX,
     Column,
     TableSpec,
     ValidatedLayer,
@@ -1130,7 +1131,7 @@ CASE_COMPONENTS: dict[str, str] = {
 }
 
 #: Tables whose old rows :meth:`Store.delete_rows_before` may delete (needed only for a while).
-TIMED_TABLES = (LOGIN_ATTEMPTS.name,)
+TIMED_TABLES = (LOGIN_ATTEMPTS.name, OUTBOX.name)
 
 #: Periods of :meth:`Store.case_counts` → pandas frequency.
 COUNT_PERIODS = {"day": "D", "month": "M", "quarter": "Q", "year": "Y"}
