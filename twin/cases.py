@@ -1317,6 +1317,15 @@ def _timeouts_due(store, ts: pd.Timestamp, calendar: WorkCalendar | None
     return due
 
 
+def _timeout_note(stage: str) -> str:
+    """Return the timeline note of a timeout supervision, in both languages."""
+    from twin import i18n
+
+    key = f"casework.stage.{stage}"
+    return (f"{i18n.t(key, 'zh-CN')}阶段超时，督办 / "
+            f"overdue at the {i18n.t(key, 'en').lower()} stage: supervised")
+
+
 def escalate_overdue(store, now: Any = None, *, actor: str = "system", role: str = "dispatcher",
                      calendar: WorkCalendar | None = None) -> list[str]:
     """Put every overdue case under timeout supervision (督办) once per stage; return their ids.
@@ -1331,7 +1340,7 @@ def escalate_overdue(store, now: Any = None, *, actor: str = "system", role: str
         try:
             at = max(ts, pd.Timestamp(case["updated_at"]))
             transition(store, case_id, "supervise", actor=actor, role=role, at=at,
-                       note=f"overdue at stage {stage}", calendar=calendar, kind="timeout")
+                       note=_timeout_note(stage), calendar=calendar, kind="timeout")
             done.append(case_id)
         except (StaleUpdateError, NotFoundError, ValidationError) as exc:
             # changed meanwhile (closed, moved on): the next round sees it as it is then
