@@ -23,6 +23,7 @@ from twin.schema import (
     CRS,
     LOGIN_ATTEMPTS,
     OUTBOX,
+    SMALL,
     Column,
     TableSpec,
     ValidatedLayer,
@@ -111,6 +112,22 @@ def audit_hash(prev_hash: str, row: dict[str, Any]) -> str:
     chain was keyed carry :func:`twin.auditchain.legacy_hash` and stay verifiable.
     """
     return auditchain.row_hash(prev_hash, row)
+
+
+def fetched_columns(rows: Sequence[Sequence[Any]], names: Sequence[str]) -> dict[str, pd.Series]:
+    """Return fetched rows as one raw column per name, to be coerced by the caller.
+
+    A short result (at most :data:`twin.schema.SMALL` rows: a user, a key, a case) becomes
+    object columns as the driver gave them: pandas' inference of each column's type would
+    cost more than the rows themselves. Longer ones are inferred in one ``from_records``.
+    """
+    if len(rows) > SMALL:
+        raw = pd.DataFrame.from_records(rows, columns=list(names))
+        return {n: raw[n] for n in names}
+    values = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    index = pd.RangeIndex(len(rows))
+    return {n: pd.Series(list(v), index=index, dtype=object)
+            for n, v in zip(names, values, strict=True)}
 
 
 def layer_or_empty(store: Store, name: str) -> pd.DataFrame:

@@ -12,13 +12,13 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from twin.schema import CASES, EVENTS, OUTBOX, Column, TableSpec
+from twin.schema import CASES, EVENTS, OUTBOX, SMALL, Column, TableSpec, is_missing
 from twin.timeutil import to_utc
 
 #: A layer's table of every version is its name and this suffix (both stores).
@@ -74,24 +74,59 @@ def utc(value: Any) -> pd.Timestamp:
 # -- GeoPackage values (SQLite) ---------------------------------------------------------------
 
 
+#: Per unit of a pandas time column: what its integers are multiplied, then floor-divided by,
+#: to give milliseconds or microseconds.
+_SCALE = {"ms": {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_000)},
+          "us": {"s": (1_000_000, 1), "ms": (1000, 1), "us": (1, 1), "ns": (1, 1000)}}
+
+
+def utc_ticks(series: pd.Series, unit: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return a time-zone aware column as UTC integers in *unit* (floored) and where it is NaT.
+
+    Its values are UTC instants whatever its zone; missing ones are given as 0.
+    """
+    ticks = series.array.asi8
+    missing = ticks == np.iinfo(np.int64).min  # NaT
+    times, over = _SCALE[unit][series.dtype.unit]
+    return np.where(missing, 0, ticks) * times // over, missing
+
+
 def format_datetimes(series: pd.Series) -> pd.Series:
     """UTC 'YYYY-MM-DDTHH:MM:SS.SSSZ' text (None where missing), floored to milliseconds.
 
     GDAL reads a GeoPackage DATETIME in this form; its fixed width keeps text comparison in SQL
     equal to time order.
     """
-    # numpy formats a million times in C (strftime goes through Python objects); years 0-9999
-    stamps = series.dt.tz_convert("UTC").dt.floor("ms").dt.tz_localize(None)
-    text = np.char.add(np.datetime_as_string(stamps.to_numpy("datetime64[ms]"), unit="ms"), "Z")
+    return pd.Series(_ms_texts(series), index=series.index, dtype=object)
+
+
+def _ms_texts(series: pd.Series) -> np.ndarray:
+    """:func:`format_datetimes` as an object array (formatted by numpy in C; years 0-9999)."""
+    ms, missing = utc_ticks(series, "ms")
+    text = np.char.add(np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms"), "Z")
     out = text.astype(object)
-    out[series.isna().to_numpy()] = None
-    return pd.Series(out, index=series.index, dtype=object)
+    out[missing] = None
+    return out
+
+
+def _small_sql_values(series: pd.Series, dtype: str) -> list | None:
+    """:func:`to_sql_values` value by value for a short column (None where it cannot be)."""
+    if dtype in ("datetime", "date"):
+        return None
+    values = series.tolist()
+    if dtype == "bool":
+        return [None if is_missing(v) else int(v) for v in values]
+    return [None if is_missing(v) else v for v in values]
 
 
 def to_sql_values(series: pd.Series, dtype: str) -> list:
     """Python values that sqlite3 binds, for a series already coerced to *dtype*."""
+    if len(series) <= SMALL:
+        done = _small_sql_values(series, dtype)
+        if done is not None:
+            return done
     if dtype == "datetime":
-        return format_datetimes(series).tolist()
+        return _ms_texts(series).tolist()
     if dtype == "date":
         text = pd.to_datetime(series).dt.strftime("%Y-%m-%d")
         return text.astype(object).where(series.notna(), None).tolist()
@@ -135,6 +170,13 @@ def _pg_value(value: Any, dtype: str) -> Any:
 
 
 def _pg_values(series: pd.Series, dtype: str) -> list:
+    if dtype == "datetime" and isinstance(series.dtype, pd.DatetimeTZDtype):
+        # microseconds (PostgreSQL's precision, floored) as UTC datetimes, in numpy steps
+        us, missing = utc_ticks(series, "us")
+        stamps = us.astype("datetime64[us]").astype(object)  # naive datetimes (years 1-9999)
+        if all(m or isinstance(t, datetime) for t, m in zip(stamps, missing, strict=True)):
+            return [None if m else t.replace(tzinfo=UTC)
+                    for t, m in zip(stamps, missing, strict=True)]
     return [_pg_value(v, dtype) for v in series.tolist()]
 
 

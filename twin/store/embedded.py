@@ -34,6 +34,7 @@ from twin.store.base import (
     PreparedEvents,
     checked_events,
     count_columns,
+    fetched_columns,
     page_features,
     read_csv_columns,
 )
@@ -87,24 +88,27 @@ def _decode(
     time of reading many events. Layer tables are re-checked, since people edit them in QGIS.
     """
     names = [c.name for c in columns] + ([GEOMETRY_COLUMN] if geometry else [])
-    raw = (
-        pd.DataFrame.from_records(rows, columns=names)
-        if rows
-        else pd.DataFrame({n: pd.Series([], dtype=object) for n in names})
-    )
+    raw = fetched_columns(rows, names)
     out = pd.DataFrame(
         {
-            c.name: raw[c.name].astype(object).where(raw[c.name].notna(), None)
+            c.name: _as_stored(raw[c.name])
             if canonical_json and c.dtype == "json"
             else coerce_series(raw[c.name], c)
             for c in columns
         },
-        index=raw.index,
+        index=pd.RangeIndex(len(rows)),
     )
     if not geometry:
         return out
     geoms = gpkg.decode_geometries(raw[GEOMETRY_COLUMN].tolist())
     return gpd.GeoDataFrame(out, geometry=geoms, crs=CRS)
+
+
+def _as_stored(texts: pd.Series) -> pd.Series:
+    """Return JSON text as stored: objects, None where missing."""
+    if pd.api.types.is_object_dtype(texts.dtype):  # as sqlite3 gave them: text or None
+        return texts
+    return texts.astype(object).where(texts.notna(), None)
 
 
 def _plain(columns: Sequence[Column], rows: list[tuple]) -> gpd.GeoDataFrame:

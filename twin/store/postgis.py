@@ -34,7 +34,13 @@ from twin.schema import (
     coerce_table,
 )
 from twin.store import eventparts
-from twin.store.base import LayerVersion, PreparedEvents, checked_events, feature_equals
+from twin.store.base import (
+    LayerVersion,
+    PreparedEvents,
+    checked_events,
+    feature_equals,
+    fetched_columns,
+)
 from twin.store.dialect import HISTORY_SUFFIX, POSTGRES, SRID, VERSION_COLUMN, quote
 from twin.store.migrations import (
     attach_ddl,
@@ -173,8 +179,9 @@ def _frame(
     names = [c.name for c in columns] + (["geom"] if geometry else [])
     # plain tuples: from_records probes each SQLAlchemy Row for attributes (an exception per
     # row and column), which made reading 24,000 grid cells ~7x slower than the rows themselves
-    raw = pd.DataFrame.from_records([tuple(r) for r in rows], columns=names)
-    out = pd.DataFrame({c.name: coerce_series(raw[c.name], c) for c in columns}, index=raw.index)
+    raw = fetched_columns([tuple(r) for r in rows], names)
+    out = pd.DataFrame({c.name: coerce_series(raw[c.name], c) for c in columns},
+                       index=pd.RangeIndex(len(rows)))
     if not geometry:
         return out
     wkb = raw["geom"].to_numpy(dtype=object)
