@@ -89,6 +89,22 @@ def test_offsets_in_metres_land_where_the_geodesic_does(lat):
         assert geod.inv(lon, lat2, want_lon, want_lat)[2].max() < within
 
 
+@pytest.mark.parametrize(("reach", "within"), [(50, 0.001), (300, 0.01), (1000, 0.1)])
+def test_metres_from_a_place_are_the_geodesic_distance_and_invert_offsets(reach, within):
+    rng = np.random.default_rng(3)
+    bearing = rng.uniform(0, 360, 500)
+    lat = rng.uniform(-60, 60, 500)
+    lon = rng.uniform(-180, 180, 500)
+    geod = pyproj.Geod(ellps="WGS84")
+    there_lon, there_lat, _ = geod.fwd(lon, lat, bearing, np.full(500, reach))
+    east, north = crs.metres_from(lon, lat, there_lon, there_lat)
+    assert np.abs(np.hypot(east, north) - reach).max() < within
+    back = crs.offset_lonlat(lon, lat, east, north)
+    assert np.allclose(back[0], there_lon, atol=1e-9) and np.allclose(back[1], there_lat, atol=1e-9)
+    # across the antimeridian: a few metres, not a world away
+    assert abs(crs.metres_from(179.99999, 0, -179.99999, 0)[0] - 2.23) < 0.01
+
+
 def test_the_centred_crs_is_centred_on_the_geometries():
     cams = gpd.GeoSeries([Point(110.28, 25.07), Point(110.30, 25.09)], crs=4326)
     assert crs.centred_equidistant_crs(cams).startswith("+proj=aeqd +lat_0=25.0800000 "

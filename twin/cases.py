@@ -1126,10 +1126,11 @@ def find_duplicates(
 ) -> gpd.GeoDataFrame:
     """Open cases of the same category within *radius_m* metres reported in the last *hours*.
 
-    *cases* is a store or a cases GeoDataFrame. Distances are measured in a local metric CRS
-    (vectorised). Returns those cases with a ``distance_m`` column, nearest first.
+    *cases* is a store or a cases GeoDataFrame. Distances are metres on the tangent plane at
+    the report (:func:`twin.crs.metres_from`; vectorised). Returns those cases with a
+    ``distance_m`` column, nearest first.
     """
-    from twin.crs import local_metric_crs
+    from twin.crs import metres_from
     from twin.store.base import Store
 
     frame = cases.read_cases() if isinstance(cases, Store) else cases
@@ -1142,12 +1143,9 @@ def find_duplicates(
     near = frame.loc[keep]
     if near.empty:
         return near.assign(distance_m=pd.Series(dtype="float64"))
-    points = gpd.GeoSeries(gpd.points_from_xy(near["lon"], near["lat"]), crs=4326,
-                           index=near.index)
-    here = gpd.GeoSeries([Point(lon, lat)], crs=4326)
-    metric = local_metric_crs(here)
-    dist = points.to_crs(metric).distance(here.to_crs(metric).iloc[0])
-    out = near.assign(distance_m=dist.to_numpy())
+    east, north = metres_from(lon, lat, near["lon"].to_numpy(dtype=float),
+                              near["lat"].to_numpy(dtype=float))
+    out = near.assign(distance_m=np.hypot(east, north))
     return out.loc[out["distance_m"] <= radius_m].sort_values("distance_m")
 
 

@@ -539,12 +539,29 @@ def offset_lonlat(lon, lat, east_m, north_m) -> tuple[np.ndarray, np.ndarray]:
     ~4 cm at 1 km. For short reaches such as camera view cones (``twin.enrich.camera_cones``).
     """
     lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    east, north = _metres_per_radian(lat)
+    return (lon + np.degrees(np.asarray(east_m) / east),
+            lat + np.degrees(np.asarray(north_m) / north))
+
+
+def _metres_per_radian(lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Metres per radian of longitude and of latitude at *lat* (degrees), on the ellipsoid."""
     phi = np.radians(lat)
     w = np.sqrt(1.0 - _WGS84_E2 * np.sin(phi) ** 2)
-    prime_vertical = _WGS84_A / w
-    meridian = _WGS84_A * (1.0 - _WGS84_E2) / w**3
-    return (lon + np.degrees(np.asarray(east_m) / (prime_vertical * np.cos(phi))),
-            lat + np.degrees(np.asarray(north_m) / meridian))
+    return _WGS84_A / w * np.cos(phi), _WGS84_A * (1.0 - _WGS84_E2) / w**3
+
+
+def metres_from(lon0, lat0, lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """Return how many metres east and north (*lon*, *lat*) lie from (*lon0*, *lat0*).
+
+    The inverse of :func:`offset_lonlat` on the tangent plane at (*lon0*, *lat0*), with the
+    same error bound: for short reaches such as a report's possible duplicates within 50 m
+    (``twin.cases.find_duplicates``), with no projection to build.
+    """
+    lon0, lat0 = np.asarray(lon0, dtype=float), np.asarray(lat0, dtype=float)
+    east, north = _metres_per_radian(lat0)
+    dlon = (np.asarray(lon, dtype=float) - lon0 + 180.0) % 360.0 - 180.0  # across 180°
+    return (np.radians(dlon) * east, np.radians(np.asarray(lat, dtype=float) - lat0) * north)
 
 
 def centred_equidistant_crs(geoms) -> str:

@@ -96,8 +96,8 @@ def _worker(place: Mapping[str, Any], workers: tuple[dict[str, str], dict[str, s
 
 def _duplicates(recent: pd.DataFrame, reports: Sequence[Mapping[str, Any]], ts: pd.Timestamp,
                 hours: float, radius_m: float = 50) -> list[list[str]]:
-    """Return, per report, the ids :func:`twin.cases.find_duplicates` finds (one projection)."""
-    from twin.crs import local_metric_crs
+    """Return, per report, the ids :func:`twin.cases.find_duplicates` finds (one array step)."""
+    from twin.crs import metres_from
 
     found: list[list[str]] = [[] for _ in reports]
     if recent.empty or not reports:
@@ -105,22 +105,22 @@ def _duplicates(recent: pd.DataFrame, reports: Sequence[Mapping[str, Any]], ts: 
     requested = pd.to_datetime(recent["requested_at"], utc=True)
     near = recent.loc[recent["status"].isin(cases_mod.OPEN_STATUSES)
                       & (requested >= ts - pd.Timedelta(hours=hours)) & (requested <= ts)]
-    codes = pd.Series([r["category"] for r in reports])
+    codes = np.array([r["category"] for r in reports], dtype=object)
     near = near.loc[near["service_code"].isin(set(codes))]
     if near.empty:
         return found
-    here = gpd.GeoSeries(gpd.points_from_xy([float(r["lon"]) for r in reports],
-                                            [float(r["lat"]) for r in reports]), crs=4326)
-    metric = local_metric_crs(here)
-    mine = here.to_crs(metric)
-    theirs = gpd.GeoSeries(gpd.points_from_xy(near["lon"], near["lat"]), crs=4326).to_crs(metric)
-    tx, ty = theirs.x.to_numpy(), theirs.y.to_numpy()
-    ids, their_codes = near["id"].to_numpy(dtype=object), near["service_code"].to_numpy()
-    for i, (x, y, code) in enumerate(zip(mine.x, mine.y, codes, strict=True)):
-        same = their_codes == code
-        dist = np.hypot(tx[same] - x, ty[same] - y)
-        order = np.argsort(dist, kind="stable")
-        found[i] = [str(v) for v in ids[same][order][dist[order] <= radius_m]]
+    # metres from each report (rows) to each open case (columns), on the report's tangent plane
+    east, north = metres_from(np.array([float(r["lon"]) for r in reports])[:, None],
+                              np.array([float(r["lat"]) for r in reports])[:, None],
+                              near["lon"].to_numpy(dtype=float)[None, :],
+                              near["lat"].to_numpy(dtype=float)[None, :])
+    dist = np.hypot(east, north)
+    dist[codes[:, None] != near["service_code"].to_numpy(dtype=object)[None, :]] = np.inf
+    ids = near["id"].to_numpy(dtype=object)
+    order = np.argsort(dist, axis=1, kind="stable")
+    for i in np.flatnonzero((dist <= radius_m).any(axis=1)):  # only reports with a duplicate
+        ranked = order[i]
+        found[i] = [str(v) for v in ids[ranked][dist[i, ranked] <= radius_m]]
     return found
 
 

@@ -769,8 +769,13 @@ def is_missing(value: Any) -> bool:
             or (isinstance(value, float) and value != value))
 
 
-def _of(values: list, kinds: type | tuple[type, ...], not_kinds: tuple[type, ...] = ()) -> bool:
-    return all(isinstance(v, kinds) and not isinstance(v, not_kinds) for v in values)
+#: Python types of an empty cell, and of cells that may be empty (NaN is a float).
+_NONE = type(None)
+_MAYBE_EMPTY = {float, np.float64, type(pd.NA), type(pd.NaT)}
+
+
+def _integers(kinds: set[type]) -> bool:
+    return all((k is int or issubclass(k, np.integer)) for k in kinds)
 
 
 def _small(series: pd.Series, dtype: str) -> pd.Series | None:
@@ -779,7 +784,7 @@ def _small(series: pd.Series, dtype: str) -> pd.Series | None:
     Only values already of the column's Python type (or empty) are taken here, so the result
     is exactly what the vectorised conversion gives (the tests hold the two equal); anything
     else — text to parse, numbers as text, mixed kinds — goes the vectorised way, which also
-    words the errors.
+    words the errors. The types of the values are told apart in one pass (a set of types).
     """
     kind = series.dtype
     if not (pd.api.types.is_object_dtype(kind) or _is_text_dtype(kind)):
@@ -788,34 +793,31 @@ def _small(series: pd.Series, dtype: str) -> pd.Series | None:
     index = series.index
     if dtype == "json":  # the per-value rule of the vectorised path itself
         return pd.Series([_json_text(v) for v in values], index=index, dtype=object)
-    empty = [is_missing(v) for v in values]
-    present = [v for v, e in zip(values, empty, strict=True) if not e]
-    if dtype == "text" and _of(present, str):
-        return pd.Series([None if e else v for v, e in zip(values, empty, strict=True)],
-                         index=index, dtype=object)
-    if dtype == "int" and _of(present, (int, np.integer), (bool, np.bool_)):
-        return pd.Series(pd.array([None if e else int(v) for v, e in zip(values, empty,
-                                                                          strict=True)],
-                                  dtype="Int64"), index=index)
-    if dtype == "float" and _of(present, (int, float, np.integer, np.floating),
-                                (bool, np.bool_)):
-        return pd.Series(np.array([np.nan if e else float(v) for v, e in zip(values, empty,
-                                                                             strict=True)],
+    kinds = set(map(type, values))
+    if kinds & _MAYBE_EMPTY:
+        values = [None if is_missing(v) else v for v in values]
+        kinds = set(map(type, values))
+    kinds.discard(_NONE)
+    if dtype == "text" and kinds <= {str}:
+        return pd.Series(values, index=index, dtype=object)
+    if dtype == "int" and _integers(kinds) and bool not in kinds:
+        return pd.Series(pd.array(values, dtype="Int64"), index=index)
+    if dtype == "float" and _integers(kinds - {float, np.float64}) and bool not in kinds:
+        return pd.Series(np.array([np.nan if v is None else v for v in values],
                                   dtype="float64"), index=index)
-    if dtype == "bool" and all(isinstance(v, (bool, np.bool_)) or (type(v) is int and v in (0, 1))
-                               for v in present):  # SQLite gives booleans as 0 and 1
-        return pd.Series(pd.array([None if e else bool(v) for v, e in zip(values, empty,
-                                                                          strict=True)],
+    if dtype == "bool" and (kinds <= {bool, np.bool_} or (  # SQLite gives booleans as 0 and 1
+            kinds <= {int} and all(v in (0, 1) for v in values if v is not None))):
+        return pd.Series(pd.array([None if v is None else bool(v) for v in values],
                                   dtype="boolean"), index=index)
     if dtype == "datetime":
-        if not present:  # as pandas types a column of nothing: seconds
+        if not kinds:  # as pandas types a column of nothing: seconds
             return pd.Series(np.full(len(values), np.datetime64("NaT", "s")), index=index,
                              dtype="datetime64[s, UTC]")
-        if _of(present, str) and all(_stored_time(v) for v in present):
+        if kinds <= {str} and all(v is None or _stored_time(v) for v in values):
             # the stores' own fixed-width form, e.g. 2026-12-07T06:30:00.123Z (microseconds,
             # as pandas parses it)
-            stamps = [None if e else datetime.fromisoformat(v).replace(tzinfo=None)
-                      for v, e in zip(values, empty, strict=True)]
+            stamps = [None if v is None else datetime.fromisoformat(v).replace(tzinfo=None)
+                      for v in values]
             return pd.Series(np.array(stamps, dtype="datetime64[us]"), index=index,
                              dtype="datetime64[us, UTC]")
     return None
