@@ -397,6 +397,44 @@ def test_cases_are_created_read_and_updated_with_versions(store):
     assert list(store.read_cases().columns) == [c.name for c in CASES.columns] + ["geometry"]
 
 
+def test_a_few_cases_written_value_by_value_read_back_as_a_long_batch_written_as_a_frame(store):
+    # create_cases binds a few records value by value (twin.schema.coerce_records) and more
+    # than SMALL through a frame (coerce_table); both must store exactly the same values
+    import numpy as np
+
+    from twin.schema import SMALL
+
+    def batch(prefix: str, n: int) -> tuple[list[dict], list[dict]]:
+        cases = [_case(f"{prefix}{i:03d}", requested_at=pd.Timestamp(T0) + pd.Timedelta(
+                     microseconds=1734, nanoseconds=567),  # floored as each store keeps it
+                       updated_at=T0.replace(tzinfo=None),  # naive: taken as UTC
+                       lon=np.float64(110.29), reworks=np.int64(2), extended=np.bool_(True),
+                       handle_deadline=None, assignee=None if i % 2 else "王网格",
+                       data={"photos": [], "n": i % 2})
+                 for i in range(n)]
+        steps = [{"actor": "w1", "role": "grid_worker", "action": "collect",
+                  "to_status": "collected", "data": {"route": "grid"}}] * n
+        return cases, steps
+
+    for prefix, n in (("F", SMALL + 1), ("R", 2)):
+        cases, steps = batch(prefix, n)
+        store.create_cases(cases, histories=steps, audits=[("w1", "case.collect", "c", {}, "")])
+    # a value to parse (a number as text) sends a short batch the vectorised way as well
+    text, steps = batch("T", 2)
+    store.create_cases([{**c, "lat": "25.0802"} for c in text], histories=steps)
+    got = store.read_cases().drop(columns=["geometry", "updated_at"]).set_index("id")
+    for prefix in ("R", "T"):
+        for i in range(2):
+            pd.testing.assert_series_equal(got.loc[f"{prefix}{i:03d}"], got.loc[f"F{i:03d}"],
+                                           check_names=False)
+    assert got.loc["R000", "requested_at"] == got.loc["F000", "requested_at"]
+    assert got.loc["R001", "assignee"] is None
+    steps = store.case_history("R000")
+    assert steps["data"].tolist() == ['{"route": "grid"}']
+    audit = store.read_audit()
+    assert audit["action"].tolist().count("case.collect") == 2
+
+
 def test_case_steps_are_recorded_with_the_update_in_one_transaction(store):
     store.create_case(_case(), history={"actor": "w1", "role": "grid_worker", "action": "collect",
                                         "to_status": "collected", "at": T0})

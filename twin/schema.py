@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -778,49 +779,99 @@ def _integers(kinds: set[type]) -> bool:
     return all((k is int or issubclass(k, np.integer)) for k in kinds)
 
 
+def _canonical(values: list, dtype: str) -> list | None:
+    """Return *values* as the column's canonical Python values (None where empty), or None.
+
+    Only values already of the column's Python type (or empty) are taken here — text to parse,
+    numbers as text, mixed kinds go the vectorised way (:func:`coerce_series`), which also
+    words the errors. The types of the values are told apart in one pass (a set of types).
+    Times are UTC Timestamps (naive ones taken as UTC, as the vectorised path takes them).
+    """
+    if dtype == "json":  # the per-value rule of the vectorised path itself
+        return [_json_text(v) for v in values]
+    kinds = set(map(type, values))
+    if kinds & _MAYBE_EMPTY:
+        values = [None if is_missing(v) else v for v in values]
+        kinds = set(map(type, values))
+    kinds.discard(_NONE)
+    if dtype == "text":
+        return values if kinds <= {str} else None
+    if dtype == "int" and _integers(kinds) and bool not in kinds:
+        return [None if v is None else int(v) for v in values]
+    if dtype == "float" and _integers(kinds - {float, np.float64}) and bool not in kinds:
+        return [None if v is None else float(v) for v in values]
+    if dtype == "bool" and (kinds <= {bool, np.bool_} or (  # SQLite gives booleans as 0 and 1
+            kinds <= {int} and all(v in (0, 1) for v in values if v is not None))):
+        return [None if v is None else bool(v) for v in values]
+    if dtype == "datetime":
+        if kinds <= {pd.Timestamp, datetime}:
+            return [None if v is None else _utc_stamp(v) for v in values]
+        if kinds <= {str} and all(v is None or _stored_time(v) for v in values):
+            return [None if v is None else pd.Timestamp(v) for v in values]
+    return None
+
+
+def _utc_stamp(value: datetime) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
 def _small(series: pd.Series, dtype: str) -> pd.Series | None:
     """Convert a short text or object column value by value; None when the vectorised path must.
 
-    Only values already of the column's Python type (or empty) are taken here, so the result
-    is exactly what the vectorised conversion gives (the tests hold the two equal); anything
-    else — text to parse, numbers as text, mixed kinds — goes the vectorised way, which also
-    words the errors. The types of the values are told apart in one pass (a set of types).
+    The result is exactly what the vectorised conversion gives (the tests hold the two equal).
     """
     kind = series.dtype
     if not (pd.api.types.is_object_dtype(kind) or _is_text_dtype(kind)):
         return None
     values = series.tolist()
     index = series.index
-    if dtype == "json":  # the per-value rule of the vectorised path itself
-        return pd.Series([_json_text(v) for v in values], index=index, dtype=object)
-    kinds = set(map(type, values))
-    if kinds & _MAYBE_EMPTY:
-        values = [None if is_missing(v) else v for v in values]
-        kinds = set(map(type, values))
-    kinds.discard(_NONE)
-    if dtype == "text" and kinds <= {str}:
-        return pd.Series(values, index=index, dtype=object)
-    if dtype == "int" and _integers(kinds) and bool not in kinds:
-        return pd.Series(pd.array(values, dtype="Int64"), index=index)
-    if dtype == "float" and _integers(kinds - {float, np.float64}) and bool not in kinds:
-        return pd.Series(np.array([np.nan if v is None else v for v in values],
-                                  dtype="float64"), index=index)
-    if dtype == "bool" and (kinds <= {bool, np.bool_} or (  # SQLite gives booleans as 0 and 1
-            kinds <= {int} and all(v in (0, 1) for v in values if v is not None))):
-        return pd.Series(pd.array([None if v is None else bool(v) for v in values],
-                                  dtype="boolean"), index=index)
-    if dtype == "datetime":
-        if not kinds:  # as pandas types a column of nothing: seconds
+    if dtype == "datetime":  # typed as pandas types them: nothing as seconds, text as us
+        kinds = {type(v) for v in values if not is_missing(v)}
+        if not kinds:
             return pd.Series(np.full(len(values), np.datetime64("NaT", "s")), index=index,
                              dtype="datetime64[s, UTC]")
-        if kinds <= {str} and all(v is None or _stored_time(v) for v in values):
-            # the stores' own fixed-width form, e.g. 2026-12-07T06:30:00.123Z (microseconds,
-            # as pandas parses it)
-            stamps = [None if v is None else datetime.fromisoformat(v).replace(tzinfo=None)
+        if kinds <= {str} and all(is_missing(v) or _stored_time(v) for v in values):
+            # the stores' own fixed-width form, e.g. 2026-12-07T06:30:00.123Z
+            stamps = [None if is_missing(v) else datetime.fromisoformat(v).replace(tzinfo=None)
                       for v in values]
             return pd.Series(np.array(stamps, dtype="datetime64[us]"), index=index,
                              dtype="datetime64[us, UTC]")
-    return None
+        return None
+    canon = _canonical(values, dtype)
+    if canon is None:
+        return None
+    if dtype == "int":
+        return pd.Series(pd.array(canon, dtype="Int64"), index=index)
+    if dtype == "float":
+        return pd.Series(np.array([np.nan if v is None else v for v in canon], dtype="float64"),
+                         index=index)
+    if dtype == "bool":
+        return pd.Series(pd.array(canon, dtype="boolean"), index=index)
+    return pd.Series(canon, index=index, dtype=object)  # text, json
+
+
+def coerce_records(table: TableSpec, records: Sequence[Mapping[str, Any]]
+                   ) -> dict[str, list] | None:
+    """Return the table's columns of a few records as lists of canonical Python values.
+
+    The short form of :func:`coerce_table` for the rows a store writes in one transaction (a
+    batch of cases and their first steps, audit rows): no frame is built. None when there are
+    more than :data:`SMALL` records, a field is unknown or a value needs the vectorised
+    conversion — then :func:`coerce_table` does it (and words the error).
+    """
+    if len(records) > SMALL:
+        return None
+    names = {c.name for c in table.columns}
+    if any(k not in names for r in records for k in r):
+        return None
+    out = {}
+    for col in table.columns:
+        values = _canonical([r.get(col.name) for r in records], col.dtype)
+        if values is None:
+            return None
+        out[col.name] = values
+    return out
 
 
 def _stored_time(value: str) -> bool:

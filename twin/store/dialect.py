@@ -119,6 +119,23 @@ def _small_sql_values(series: pd.Series, dtype: str) -> list | None:
     return [None if is_missing(v) else v for v in values]
 
 
+def _ms_text(stamp: pd.Timestamp) -> str:
+    """One UTC time as :func:`format_datetimes` writes it (floored to the millisecond)."""
+    return (f"{stamp.year:04d}-{stamp.month:02d}-{stamp.day:02d}T{stamp.hour:02d}:"
+            f"{stamp.minute:02d}:{stamp.second:02d}.{stamp.microsecond // 1000:03d}Z")
+
+
+def _sqlite_value(value: Any, dtype: str) -> Any:
+    """Return the value sqlite3 binds for one canonical value (see ``coerce_records``)."""
+    if value is None:
+        return None
+    if dtype == "datetime":
+        return _ms_text(value)
+    if dtype == "bool":
+        return int(value)
+    return value
+
+
 def to_sql_values(series: pd.Series, dtype: str) -> list:
     """Python values that sqlite3 binds, for a series already coerced to *dtype*."""
     if len(series) <= SMALL:
@@ -165,7 +182,7 @@ def python_value(value: Any, dtype: str) -> Any:
 def _pg_value(value: Any, dtype: str) -> Any:
     value = python_value(value, dtype)
     if isinstance(value, pd.Timestamp):  # PostgreSQL keeps microseconds (truncated)
-        return value.floor("us").to_pydatetime()
+        return (value.floor("us") if value.nanosecond else value).to_pydatetime()
     return value
 
 
@@ -203,6 +220,9 @@ class Dialect:
         Column.dtype → SQL type.
     values
         ``values(series, dtype)``: a coerced column as the values the driver binds.
+    value
+        ``value(v, dtype)``: one canonical value (:func:`twin.schema.coerce_records`) as the
+        driver binds it.
     time
         A time as the bound value compared with a stored time column.
     now
@@ -229,6 +249,7 @@ class Dialect:
     name: str
     types: dict[str, str]
     values: Callable[[pd.Series, str], list]
+    value: Callable[[Any, str], Any]
     time: Callable[[Any], Any]
     now: Callable[[], pd.Timestamp]
     indexes: dict[str, tuple[str | tuple[str, ...], ...]]
@@ -299,6 +320,7 @@ SQLITE = Dialect(
         "datetime": "DATETIME", "json": "TEXT",
     },
     values=to_sql_values,
+    value=_sqlite_value,
     time=_sqlite_time,
     now=_sqlite_now,
     indexes={EVENTS.name: ("observed_at", "grid_code"), CASES.name: CASE_INDEXES,
@@ -323,6 +345,7 @@ POSTGRES = Dialect(
         "date": "DATE", "datetime": "TIMESTAMPTZ", "json": "JSONB",
     },
     values=_pg_values,
+    value=_pg_value,
     time=_pg_time,
     now=_pg_now,
     indexes={CASES.name: CASE_INDEXES, OUTBOX.name: OUTBOX_INDEXES},

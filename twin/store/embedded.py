@@ -609,16 +609,13 @@ class EmbeddedStore(SQLStore):
         return _decode(columns, rows, canonical_json=True)
 
     @staticmethod
-    def _insert(
-        conn: sqlite3.Connection, table: TableSpec, frame: pd.DataFrame, conflict: str = ""
+    def _insert_rows(
+        conn: sqlite3.Connection, table: TableSpec, rows: list[tuple], conflict: str = ""
     ) -> int:
-        """Insert a frame already coerced with coerce_table, as bound parameters."""
-        values = [to_sql_values(frame[c.name], c.dtype) for c in table.columns]
         names = ", ".join(q(c.name) for c in table.columns)
         marks = ", ".join("?" for _ in table.columns)
         return conn.executemany(
-            f"INSERT INTO {q(table.name)} ({names}) VALUES ({marks}){conflict}",
-            list(zip(*values, strict=True)),
+            f"INSERT INTO {q(table.name)} ({names}) VALUES ({marks}){conflict}", rows
         ).rowcount
 
     def _put_rows(self, table: TableSpec, rows: pd.DataFrame, conflict: str) -> int:

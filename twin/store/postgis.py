@@ -477,16 +477,15 @@ class PostGISStore(SQLStore):
         return _frame(rows, columns)
 
     @staticmethod
-    def _insert(
-        conn: sa.Connection, table: TableSpec, frame: pd.DataFrame, conflict: str = ""
+    def _insert_rows(
+        conn: sa.Connection, table: TableSpec, rows: list[tuple], conflict: str = ""
     ) -> int:
-        """Insert a few coerced rows as bound parameters (bulk rows go by COPY)."""
-        if frame.empty:
+        if not rows:
             return 0
         columns = ", ".join(quote(c.name) for c in table.columns)
         marks = ", ".join(POSTGRES.mark(c, f"p_{c.name}") for c in table.columns)
-        values = {f"p_{c.name}": POSTGRES.values(frame[c.name], c.dtype) for c in table.columns}
-        params = [{k: v[i] for k, v in values.items()} for i in range(len(frame))]
+        names = [f"p_{c.name}" for c in table.columns]
+        params = [dict(zip(names, row, strict=True)) for row in rows]
         return conn.execute(
             sa.text(f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({marks}){conflict}"),
             params[0] if len(params) == 1 else params,

@@ -42,8 +42,10 @@ from twin.schema import (
     LayerSpec,
     TableSpec,
     ValidatedLayer,
+    coerce_records,
     coerce_series,
     coerce_table,
+    is_missing,
     layer_frame_to_store,
 )
 from twin.store import outbox, rollup
@@ -163,8 +165,33 @@ class SQLStore(Store):
         """Return a typed frame (:func:`twin.schema.coerce_series` dtypes) of fetched rows."""
 
     @abc.abstractmethod
+    def _insert_rows(self, conn: Any, table: TableSpec, rows: list[tuple], conflict: str = ""
+                     ) -> int:
+        """Insert rows of bound values, in the table's column order; return how many were written.
+
+        *conflict* is an ``ON CONFLICT`` tail.
+        """
+
     def _insert(self, conn: Any, table: TableSpec, frame: pd.DataFrame, conflict: str = "") -> int:
         """Insert a frame coerced with coerce_table (*conflict*: an ``ON CONFLICT`` tail)."""
+        values = [self.dialect.values(frame[c.name], c.dtype) for c in table.columns]
+        return self._insert_rows(conn, table, list(zip(*values, strict=True)), conflict)
+
+    def _insert_records(self, conn: Any, table: TableSpec, records: Sequence[Mapping[str, Any]],
+                        conflict: str = "") -> int:
+        """Insert records (mappings of the table's fields), coerced as coerce_table would.
+
+        A few records of values already of their types are bound value by value
+        (:func:`twin.schema.coerce_records`): a store writes a case, its first step or an audit
+        row this way many times a second, and a frame per write cost more than the write.
+        """
+        columns = coerce_records(table, records)
+        if columns is None:
+            return self._insert(conn, table, coerce_table(table, pd.DataFrame(list(records))),
+                                conflict)
+        bind = self.dialect.value
+        values = [[bind(v, c.dtype) for v in columns[c.name]] for c in table.columns]
+        return self._insert_rows(conn, table, list(zip(*values, strict=True)), conflict)
 
     def _hold(self, conn: Any, *what: str) -> None:
         """Hold a lock named by *what* until the transaction ends (no-op: writers take turns)."""
@@ -309,7 +336,7 @@ class SQLStore(Store):
             "source": source, "rows": len(frame), "note": note, "report": report,
             "current": False,
         }
-        self._insert(conn, LAYER_VERSIONS, coerce_table(LAYER_VERSIONS, pd.DataFrame([record])))
+        self._insert_records(conn, LAYER_VERSIONS, [record])
         self._flag_current(conn, spec.name, version)
         return LayerVersion(
             layer=spec.name, version=version, created_at=created_at, actor=actor, source=source,
@@ -733,19 +760,18 @@ class SQLStore(Store):
         if not cases:
             return 0
         now = self.dialect.now()
-        frame = coerce_table(CASES, pd.DataFrame(
-            [{"updated_at": now, **c, "version": 1} for c in cases]))
-        if frame["id"].isna().any() or frame["id"].duplicated().any():
+        records = [{"updated_at": now, **c, "version": 1} for c in cases]
+        steps = [{"at": now, **h, "case_id": c["id"], "version": 1}
+                 for c, h in zip(cases, histories, strict=True)]
+        ids = [r.get("id") for r in records]
+        if any(i is None or is_missing(i) for i in ids) or len(set(map(str, ids))) != len(ids):
             raise ValidationError("every new case needs its own id (the cases module makes them)")
-        steps = coerce_table(CASE_HISTORY, pd.DataFrame(
-            [{"at": now, **h, "case_id": c["id"], "version": 1}
-             for c, h in zip(cases, histories, strict=True)]))
         with self._write() as conn:
-            written = self._insert(conn, CASES, frame, " ON CONFLICT (id) DO NOTHING")
-            if written != len(frame):
-                raise DuplicateIdError(f"{len(frame) - written} of {len(frame)} case ids exist "
-                                       "already; nothing of the batch was stored")
-            self._insert(conn, CASE_HISTORY, steps)
+            written = self._insert_records(conn, CASES, records, " ON CONFLICT (id) DO NOTHING")
+            if written != len(records):
+                raise DuplicateIdError(f"{len(records) - written} of {len(records)} case ids "
+                                       "exist already; nothing of the batch was stored")
+            self._insert_records(conn, CASE_HISTORY, steps)
             rows = self._audit_many(conn, audits)
         if rows:
             audit_anchor.anchor_row(self, rows[-1])
@@ -935,7 +961,7 @@ class SQLStore(Store):
             "prev_hash": prev,
         }
         row["hash"] = audit_hash(prev, row)
-        self._insert(conn, AUDIT, coerce_table(AUDIT, pd.DataFrame([row])))
+        self._insert_records(conn, AUDIT, [row])
         return row
 
     def _audit_many(
@@ -960,7 +986,7 @@ class SQLStore(Store):
             row["hash"] = prev = audit_hash(prev, row)
             rows.append(row)
             seq += 1
-        self._insert(conn, AUDIT, coerce_table(AUDIT, pd.DataFrame(rows)))
+        self._insert_records(conn, AUDIT, rows)
         return rows
 
     def search_audit(
