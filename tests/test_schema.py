@@ -89,3 +89,29 @@ def test_the_short_path_takes_only_values_already_of_their_type():
 def test_a_bad_value_in_a_short_column_is_still_named():
     with pytest.raises(ValidationError, match="'x'"):
         coerce_series(pd.Series([1, "x"], dtype=object), Column("n", "int", "n", "n"))
+
+
+def test_a_few_records_get_the_values_of_the_frame_path():
+    from twin.store.dialect import SQLITE
+
+    stamp = pd.Timestamp("2026-12-07 06:30:00.123456789", tz="Asia/Shanghai")
+    records = [
+        {"id": "C1", "status": "collected", "lon": np.float64(110.3), "lat": 25, "version": 1,
+         "reworks": np.int64(2), "extended": np.bool_(False), "requested_at": stamp,
+         "updated_at": dt.datetime(2026, 12, 7, 6, 30), "timer_start": "2026-12-07T06:30:00Z",
+         "timer_deadline": "2026-12-07T14:30:00.5+08:00", "data": {"b": 1, "a": "二"}},
+        {"id": "C2", "status": None, "lon": np.nan, "lat": None, "version": 1,
+         "requested_at": None, "updated_at": pd.NaT, "data": '{"z": 1, "a": 2}'},
+    ]
+    columns = schema.coerce_records(schema.CASES, records)
+    frame = schema.coerce_table(schema.CASES, pd.DataFrame(records))
+    for col in schema.CASES.columns:  # bound alike: value by value and column by column
+        assert [SQLITE.value(v, col.dtype) for v in columns[col.name]] == SQLITE.values(
+            frame[col.name], col.dtype), col.name
+
+
+@pytest.mark.parametrize("odd", [{"lat": "25.1"}, {"requested_at": "2026-W49-1"},
+                                 {"unknown": 1}, {"extended": "是"}])
+def test_records_with_a_value_to_parse_go_the_frame_way(odd):
+    assert schema.coerce_records(schema.CASES, [{"id": "C1", **odd}]) is None
+    assert schema.coerce_records(schema.CASES, [{"id": "C1"}] * (schema.SMALL + 1)) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -806,9 +807,15 @@ def _canonical(values: list, dtype: str) -> list | None:
     if dtype == "datetime":
         if kinds <= {pd.Timestamp, datetime}:
             return [None if v is None else _utc_stamp(v) for v in values]
-        if kinds <= {str} and all(v is None or _stored_time(v) for v in values):
-            return [None if v is None else pd.Timestamp(v) for v in values]
+        if kinds <= {str} and all(v is None or _RFC3339.fullmatch(v) for v in values):
+            return [None if v is None else _utc_stamp(datetime.fromisoformat(v))
+                    for v in values]
     return None
+
+
+#: Times as text that both this path and pandas' ISO 8601 parser read alike: RFC 3339's form
+#: (the stores' own, ``isoformat()``'s), to the microsecond, with or without a zone.
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)?")
 
 
 def _utc_stamp(value: datetime) -> pd.Timestamp:
