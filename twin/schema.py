@@ -826,13 +826,22 @@ def _utc_stamp(value: datetime) -> pd.Timestamp:
 def _small(series: pd.Series, dtype: str) -> pd.Series | None:
     """Convert a short text or object column value by value; None when the vectorised path must.
 
-    The result is exactly what the vectorised conversion gives (the tests hold the two equal).
+    The result is exactly what the vectorised conversion gives (the tests hold the two equal);
+    an object column of text with nothing missing is returned as it is.
     """
     kind = series.dtype
     if not (pd.api.types.is_object_dtype(kind) or _is_text_dtype(kind)):
         return None
     values = series.tolist()
-    index = series.index
+    done = _from_values(values, dtype, series.index)
+    if (done is not None and dtype == "text" and pd.api.types.is_object_dtype(kind)
+            and all(v is w for v, w in zip(values, done.tolist(), strict=True))):
+        return series  # already canonical: the same series, no copy
+    return done
+
+
+def _from_values(values: list, dtype: str, index: pd.Index) -> pd.Series | None:
+    """Return the typed column of *values* (see :func:`_small`), or None."""
     if dtype == "datetime":  # typed as pandas types them: nothing as seconds, text as us
         kinds = {type(v) for v in values if not is_missing(v)}
         if not kinds:
@@ -856,6 +865,20 @@ def _small(series: pd.Series, dtype: str) -> pd.Series | None:
     if dtype == "bool":
         return pd.Series(pd.array(canon, dtype="boolean"), index=index)
     return pd.Series(canon, index=index, dtype=object)  # text, json
+
+
+def coerce_values(values: Sequence[Any], column: Column) -> pd.Series:
+    """:func:`coerce_series` of values as a database driver fetched them (a sequence).
+
+    A few values already of the column's type become the typed column directly, with no
+    object column in between (reading a user or a key is a few values in many columns).
+    """
+    values = list(values)
+    if len(values) <= SMALL:
+        done = _from_values(values, column.dtype, pd.RangeIndex(len(values)))
+        if done is not None:
+            return done
+    return coerce_series(pd.Series(values, dtype=object), column)
 
 
 def coerce_records(table: TableSpec, records: Sequence[Mapping[str, Any]]
@@ -895,13 +918,13 @@ def _convert(series: pd.Series, column: Column) -> pd.Series:
         return series.astype("Int64" if dtype == "int" else "float64")
     if kind == np.dtype(bool) and dtype == "bool":
         return series.astype("boolean")
-    done = _already(series, dtype)
-    if done is not None:
-        return done
-    if len(series) <= SMALL:
+    if len(series) <= SMALL:  # told apart value by value: cheaper than _already's checks
         done = _small(series, dtype)
         if done is not None:
             return done
+    done = _already(series, dtype)
+    if done is not None:
+        return done
     if dtype == "text":
         return series.astype("string").astype(object).where(series.notna(), None)
     if dtype == "int":

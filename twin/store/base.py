@@ -30,6 +30,7 @@ from twin.schema import (
     check_rules,
     coerce_series,
     coerce_table,
+    coerce_values,
 )
 from twin.timeutil import local_zone, to_utc
 
@@ -104,30 +105,48 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def audit_hash(prev_hash: str, row: dict[str, Any]) -> str:
+def audit_hash(prev_hash: str, row: dict[str, Any], key: bytes | None = None) -> str:
     """Chain-hash an audit row: HMAC-SHA256 under the audit key over the previous hash and row.
 
     Both stores call this, so a chain written by one verifies the same way as the other. The
     key lives outside the store (:func:`twin.auditchain.audit_key`); rows written before the
-    chain was keyed carry :func:`twin.auditchain.legacy_hash` and stay verifiable.
+    chain was keyed carry :func:`twin.auditchain.legacy_hash` and stay verifiable. *key* is
+    the audit key when the caller read it already (once for a batch of rows).
     """
-    return auditchain.row_hash(prev_hash, row)
+    return auditchain.row_hash(prev_hash, row, key)
 
 
-def fetched_columns(rows: Sequence[Sequence[Any]], names: Sequence[str]) -> dict[str, pd.Series]:
-    """Return fetched rows as one raw column per name, to be coerced by the caller.
+def typed_columns(rows: Sequence[Sequence[Any]], columns: Sequence[Column], *,
+                  extra: Sequence[str] = (), stored_json: bool = False) -> dict[str, pd.Series]:
+    """Return fetched rows as typed columns (:func:`twin.schema.coerce_series` dtypes).
 
-    A short result (at most :data:`twin.schema.SMALL` rows: a user, a key, a case) becomes
-    object columns as the driver gave them: pandas' inference of each column's type would
-    cost more than the rows themselves. Longer ones are inferred in one ``from_records``.
+    *extra* names trailing fields of each row returned as fetched (a geometry). With
+    *stored_json* JSON text is returned as stored (the store's own tables only ever receive
+    canonical JSON). A short result (at most :data:`twin.schema.SMALL` rows: a user, a key, a
+    case) is typed value by value (:func:`twin.schema.coerce_values`): pandas' inference of
+    each column's type would cost more than the rows themselves; longer ones are inferred in
+    one ``from_records``.
     """
+    names = [*(c.name for c in columns), *extra]
     if len(rows) > SMALL:
-        raw = pd.DataFrame.from_records(rows, columns=list(names))
-        return {n: raw[n] for n in names}
-    values = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    index = pd.RangeIndex(len(rows))
-    return {n: pd.Series(list(v), index=index, dtype=object)
-            for n, v in zip(names, values, strict=True)}
+        raw = pd.DataFrame.from_records(rows, columns=names)
+        fields = {n: raw[n] for n in names}
+        typed = {c.name: _as_stored(fields[c.name]) if stored_json and c.dtype == "json"
+                 else coerce_series(fields[c.name], c) for c in columns}
+    else:
+        index = pd.RangeIndex(len(rows))
+        fields = dict(zip(names, zip(*rows, strict=True), strict=True)) if rows else {
+            n: () for n in names}
+        typed = {c.name: pd.Series(list(fields[c.name]), index=index, dtype=object)
+                 if stored_json and c.dtype == "json" else coerce_values(fields[c.name], c)
+                 for c in columns}
+        fields = {n: pd.Series(list(fields[n]), index=index, dtype=object) for n in extra}
+    return {**typed, **{n: fields[n] for n in extra}}
+
+
+def _as_stored(texts: pd.Series) -> pd.Series:
+    """Return JSON text as stored: objects, None where missing."""
+    return texts.astype(object).where(texts.notna(), None)
 
 
 def layer_or_empty(store: Store, name: str) -> pd.DataFrame:

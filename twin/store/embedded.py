@@ -25,7 +25,6 @@ from twin.schema import (
     Column,
     LayerSpec,
     TableSpec,
-    coerce_series,
     coerce_table,
 )
 from twin.store import gpkg, rollup
@@ -34,9 +33,9 @@ from twin.store.base import (
     PreparedEvents,
     checked_events,
     count_columns,
-    fetched_columns,
     page_features,
     read_csv_columns,
+    typed_columns,
 )
 from twin.store.dialect import (
     HISTORY_SUFFIX,
@@ -87,28 +86,13 @@ def _decode(
     receive canonical JSON (written through coerce_series), and re-parsing it costs most of the
     time of reading many events. Layer tables are re-checked, since people edit them in QGIS.
     """
-    names = [c.name for c in columns] + ([GEOMETRY_COLUMN] if geometry else [])
-    raw = fetched_columns(rows, names)
-    out = pd.DataFrame(
-        {
-            c.name: _as_stored(raw[c.name])
-            if canonical_json and c.dtype == "json"
-            else coerce_series(raw[c.name], c)
-            for c in columns
-        },
-        index=pd.RangeIndex(len(rows)),
-    )
+    raw = typed_columns(rows, columns, extra=[GEOMETRY_COLUMN] if geometry else [],
+                        stored_json=canonical_json)
+    out = pd.DataFrame({c.name: raw[c.name] for c in columns}, index=pd.RangeIndex(len(rows)))
     if not geometry:
         return out
     geoms = gpkg.decode_geometries(raw[GEOMETRY_COLUMN].tolist())
     return gpd.GeoDataFrame(out, geometry=geoms, crs=CRS)
-
-
-def _as_stored(texts: pd.Series) -> pd.Series:
-    """Return JSON text as stored: objects, None where missing."""
-    if pd.api.types.is_object_dtype(texts.dtype):  # as sqlite3 gave them: text or None
-        return texts
-    return texts.astype(object).where(texts.notna(), None)
 
 
 def _plain(columns: Sequence[Column], rows: list[tuple]) -> gpd.GeoDataFrame:

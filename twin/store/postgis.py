@@ -30,7 +30,6 @@ from twin.schema import (
     Column,
     LayerSpec,
     TableSpec,
-    coerce_series,
     coerce_table,
 )
 from twin.store import eventparts
@@ -39,7 +38,7 @@ from twin.store.base import (
     PreparedEvents,
     checked_events,
     feature_equals,
-    fetched_columns,
+    typed_columns,
 )
 from twin.store.dialect import HISTORY_SUFFIX, POSTGRES, SRID, VERSION_COLUMN, quote
 from twin.store.migrations import (
@@ -176,12 +175,10 @@ def _frame(
     rows: Sequence[Sequence[Any]], columns: Sequence[Column], geometry: bool = False
 ) -> pd.DataFrame | gpd.GeoDataFrame:
     """Return fetched rows as a frame with the columns coerced to their canonical dtypes."""
-    names = [c.name for c in columns] + (["geom"] if geometry else [])
     # plain tuples: from_records probes each SQLAlchemy Row for attributes (an exception per
     # row and column), which made reading 24,000 grid cells ~7x slower than the rows themselves
-    raw = fetched_columns([tuple(r) for r in rows], names)
-    out = pd.DataFrame({c.name: coerce_series(raw[c.name], c) for c in columns},
-                       index=pd.RangeIndex(len(rows)))
+    raw = typed_columns([tuple(r) for r in rows], columns, extra=["geom"] if geometry else [])
+    out = pd.DataFrame({c.name: raw[c.name] for c in columns}, index=pd.RangeIndex(len(rows)))
     if not geometry:
         return out
     wkb = raw["geom"].to_numpy(dtype=object)

@@ -979,11 +979,12 @@ class SQLStore(Store):
                                 "ORDER BY seq DESC LIMIT 1")
         seq, prev = audit_anchor.next_link(self, last[0] if last else None)
         now = self.dialect.now()
+        key = auditchain.audit_key()  # read once for the batch
         rows = []
         for actor, action, target, detail, origin in audits:
             row = {"seq": seq, "at": now, "actor": actor, "action": action, "target": target,
                    "detail": canonical_json(detail), "origin": origin, "prev_hash": prev}
-            row["hash"] = prev = audit_hash(prev, row)
+            row["hash"] = prev = audit_hash(prev, row, key)
             rows.append(row)
             seq += 1
         self._insert_records(conn, AUDIT, rows)
