@@ -17,10 +17,11 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 
 from twin import cases as cases_mod
 from twin import layercache
-from twin.enrich import assign_grids, grid_index
+from twin.enrich import grid_index
 from twin.errors import TwinError, ValidationError
 from twin.timeutil import to_utc
 from twin.workcal import WorkCalendar, load_calendar
@@ -76,12 +77,13 @@ def locate_many(lon: Sequence[float], lat: Sequence[float],
     columns = ("grid_code", "resp_grid_id", "community_code", "street_code", "area_class")
     if grid_cells is None or len(grid_cells) == 0 or n == 0:
         return pd.DataFrame({c: [None] * n for c in columns})
-    points = gpd.GeoDataFrame(geometry=gpd.points_from_xy(lon, lat), crs=4326)
-    found = assign_grids(points, _index(grid_cells))
-    out = pd.DataFrame({c: found[c].astype(object).where(found[c].notna(), None).to_numpy()
-                        for c in columns[:4]})
-    out["area_class"] = out["grid_code"].map(_levels(grid_cells)).astype(object)
-    return out.astype(object).where(out.notna(), None)
+    index = _index(grid_cells)
+    where = index.locate(shapely.points(np.asarray(lon, dtype=float),
+                                        np.asarray(lat, dtype=float)), crs=4326)
+    out = {c: index.take(c, where) for c in columns[:4]}
+    levels = _levels(grid_cells)
+    out["area_class"] = np.array([levels.get(g) for g in out["grid_code"]], dtype=object)
+    return pd.DataFrame(out, dtype=object)
 
 
 def _worker(place: Mapping[str, Any], workers: tuple[dict[str, str], dict[str, str]]
