@@ -20,6 +20,7 @@ Who may see or change organisations is decided in :mod:`twin.trust.organisations
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Collection
@@ -159,15 +160,20 @@ def empty_areas() -> gpd.GeoDataFrame:
                             geometry=gpd.GeoSeries([], crs=4326))
 
 
+@functools.cache
+def _no_areas() -> gpd.GeoDataFrame:
+    return empty_areas()  # built once: every report of a twin without organisations asks
+
+
 def current(store) -> gpd.GeoDataFrame:
     """Return the current organisations layer of *store* (shared, do not change it), or none."""
     stamp = layercache.stamps(store, [LAYER])[LAYER]
     if stamp is None:
-        return empty_areas()
+        return _no_areas()
     try:
         return layercache.layer(store, LAYER, stamp)
     except LayerNotFoundError:
-        return empty_areas()
+        return _no_areas()
 
 
 def table(areas: pd.DataFrame) -> pd.DataFrame:
