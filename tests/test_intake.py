@@ -72,3 +72,21 @@ def test_create_cases_is_all_or_nothing(store, grid_cells):
     with pytest.raises(ValidationError, match="first steps"):
         store.create_cases([case], histories=[])
     assert len(store.read_cases()) == 1 and len(store.read_audit()) == before
+
+
+@pytest.mark.parametrize(("bearing", "metres", "found"),
+                         [(45, 49.0, True), (225, 49.0, True), (45, 51.0, False), (0, 51.0, False)])
+def test_duplicates_are_found_within_50_m_in_any_direction_and_not_beyond(
+        store, grid_cells, bearing, metres, found):
+    import numpy as np
+
+    from twin.crs import offset_lonlat
+
+    first = intake.report_many(store, reports(1), grid_cells=grid_cells, at=AT)[0]
+    east, north = metres * np.sin(np.radians(bearing)), metres * np.cos(np.radians(bearing))
+    lon, lat = offset_lonlat(first["lon"], first["lat"], east, north)
+    again = {**reports(1)[0], "lon": float(lon), "lat": float(lat)}
+    later = intake.report_many(store, [again], grid_cells=grid_cells,
+                               at=AT + pd.Timedelta(minutes=5))[0]
+    dupes = cases._data(store.get_case(later["id"]))["possible_duplicates"]
+    assert dupes == ([first["id"]] if found else [])

@@ -435,6 +435,16 @@ def test_a_few_cases_written_value_by_value_read_back_as_a_long_batch_written_as
     assert audit["action"].tolist().count("case.collect") == 2
 
 
+def test_read_cases_in_boxes_reads_only_the_cases_placed_in_them(store):
+    for i, lon in enumerate((110.2900, 110.2910, 110.3000)):
+        store.create_case(_case(f"B{i}", lon=lon, lat=25.08))
+    box = (110.2895, 25.0795, 110.2910, 25.0805)  # edges included
+    assert store.read_cases(boxes=[box], columns=["id"])["id"].tolist() == ["B0", "B1"]
+    far = (110.2995, 25.0795, 110.3005, 25.0805)
+    assert store.read_cases(boxes=[box, far])["id"].tolist() == ["B0", "B1", "B2"]
+    assert store.read_cases(boxes=[], columns=["id"]).empty
+
+
 def test_case_steps_are_recorded_with_the_update_in_one_transaction(store):
     store.create_case(_case(), history={"actor": "w1", "role": "grid_worker", "action": "collect",
                                         "to_status": "collected", "at": T0})

@@ -1114,6 +1114,10 @@ def _apply(t: Transition, case: dict[str, Any], ts: pd.Timestamp, role: str,
 # -- duplicates ----------------------------------------------------------------------------------
 
 
+#: How near an open case of the same category lies to be a possible duplicate (metres).
+DUPLICATE_RADIUS_M = 50
+
+
 def find_duplicates(
     cases: Any,
     *,
@@ -1122,7 +1126,7 @@ def find_duplicates(
     lat: float,
     at: Any = None,
     hours: float = 24,
-    radius_m: float = 50,
+    radius_m: float = DUPLICATE_RADIUS_M,
 ) -> gpd.GeoDataFrame:
     """Open cases of the same category within *radius_m* metres reported in the last *hours*.
 

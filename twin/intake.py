@@ -96,8 +96,25 @@ def _worker(place: Mapping[str, Any], workers: tuple[dict[str, str], dict[str, s
                                     if place.get("resp_grid_id") else None)
 
 
+def _around(reports: Sequence[Mapping[str, Any]], radius_m: float = cases_mod.DUPLICATE_RADIUS_M
+            ) -> list[tuple[float, float, float, float]]:
+    """Return a box around each report reaching a little past *radius_m* every way.
+
+    The store reads only the cases in them: a duplicate check reads the few cases near the
+    reports, not every case of the day.
+    """
+    from twin.crs import offset_lonlat
+
+    lon = np.array([float(r["lon"]) for r in reports])
+    lat = np.array([float(r["lat"]) for r in reports])
+    reach = radius_m + 1  # on the tangent plane the distances are measured on; a metre spare
+    west, south = offset_lonlat(lon, lat, -reach, -reach)
+    east, north = offset_lonlat(lon, lat, reach, reach)
+    return list(zip(west.tolist(), south.tolist(), east.tolist(), north.tolist(), strict=True))
+
+
 def _duplicates(recent: pd.DataFrame, reports: Sequence[Mapping[str, Any]], ts: pd.Timestamp,
-                hours: float, radius_m: float = 50) -> list[list[str]]:
+                hours: float, radius_m: float = cases_mod.DUPLICATE_RADIUS_M) -> list[list[str]]:
     """Return, per report, the ids :func:`twin.cases.find_duplicates` finds (one array step)."""
     from twin.crs import metres_from
 
@@ -217,11 +234,12 @@ def _store(store, keep, ts, grid_cells, categories, calendar, duplicate_hours) -
                           "area_class": [p["area_class"] for *_, p in keep]})
     due = cases_mod.stage_deadlines(frame, "file", pd.Series([ts] * len(frame)),
                                     categories=categories, calendar=calendar or load_calendar())
+    reports = [r for _, r, _, _ in keep]
     recent = store.read_cases(since=(ts - pd.Timedelta(hours=duplicate_hours)).to_pydatetime(),
                               # the embedded store keeps milliseconds: a bound 1 ms on
                               until=(ts + pd.Timedelta(milliseconds=1)).to_pydatetime(),
-                              columns=_DUPLICATE_COLUMNS)
-    duplicates = _duplicates(recent, [r for _, r, _, _ in keep], ts, duplicate_hours)
+                              columns=_DUPLICATE_COLUMNS, boxes=_around(reports))
+    duplicates = _duplicates(recent, reports, ts, duplicate_hours)
     iso = cases_mod._iso(ts)
     # an organisation owning the category at the place gets the case first (twin.cases.route)
     orgs = cases_mod.owners_at([float(r["lon"]) for _, r, _, _ in keep],

@@ -635,6 +635,7 @@ class Store(abc.ABC):
         since: datetime | None = None,
         until: datetime | None = None,
         columns: Sequence[str] | None = None,
+        boxes: Sequence[tuple[float, float, float, float]] | None = None,
     ) -> gpd.GeoDataFrame | pd.DataFrame:
         """Cases, optionally of one status or unit grid, requested in ``[since, until)``, by id.
 
@@ -644,6 +645,9 @@ class Store(abc.ABC):
             Only cases with this status / in this unit grid.
         since, until
             Only cases with ``since <= requested_at < until`` (either bound may be left out).
+        boxes
+            Only cases whose place lies in one of these ``(min lon, min lat, max lon, max lat)``
+            boxes, edges included (e.g. around new reports, to look for their duplicates).
         columns
             Only these columns of :data:`twin.schema.CASES`, in this order: a plain DataFrame
             read in one query without decoding anything else (what indicators over a million

@@ -83,6 +83,17 @@ _VERSIONS = quote(LAYER_VERSIONS.name)
 _STAMPS: dict[str, str] = {}  # dialect → the head of the current-versions SELECT
 
 
+def _in_boxes(boxes: Sequence[tuple[float, float, float, float]], params: dict[str, Any]) -> str:
+    """Return the SQL of "a case's place lies in one of *boxes*" (false for none)."""
+    terms = []
+    for i, box in enumerate(boxes):
+        params.update({f"bx{i}_0": float(box[0]), f"by{i}_0": float(box[1]),
+                       f"bx{i}_1": float(box[2]), f"by{i}_1": float(box[3])})
+        terms.append(f"({quote('lon')} BETWEEN :bx{i}_0 AND :bx{i}_1 AND "
+                     f"{quote('lat')} BETWEEN :by{i}_0 AND :by{i}_1)")
+    return f"({' OR '.join(terms)})" if terms else "1 = 0"
+
+
 def stored_value(value: Any, column: Column, *, json_as_stored: bool = False) -> Any:
     """Return one fetched cell as the plain Python value a case dict holds (None when NULL).
 
@@ -850,12 +861,15 @@ class SQLStore(Store):
         since: datetime | None = None,
         until: datetime | None = None,
         columns: Sequence[str] | None = None,
+        boxes: Sequence[tuple[float, float, float, float]] | None = None,
     ) -> gpd.GeoDataFrame | pd.DataFrame:
         clauses, params = self._time_range("requested_at", since, until)
         for name, value in (("status", status), ("grid_code", grid_code)):
             if value is not None:
                 clauses.append(f"{quote(name)} = :{name}")
                 params[name] = value
+        if boxes is not None:
+            clauses.append(_in_boxes(boxes, params))
         if columns is None:
             with self._read() as conn:
                 frame = self._select(conn, CASES, self.dialect.order("id"), clauses, params)
