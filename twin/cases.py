@@ -921,7 +921,13 @@ def owners_at(lon: Any, lat: Any, codes: Any, at: Any, areas: gpd.GeoDataFrame) 
 
 def new_case_id(at: pd.Timestamp) -> str:
     """Return a new case id: the local date of *at* and a random suffix (``20260302-1a2b3c4d``)."""
-    return f"{to_local(at):%Y%m%d}-{uuid.uuid4().hex[:8]}"
+    return new_case_ids(at, 1)[0]
+
+
+def new_case_ids(at: pd.Timestamp, n: int) -> list[str]:
+    """Return *n* new case ids of cases reported at *at* (see :func:`new_case_id`)."""
+    day = f"{to_local(at):%Y%m%d}"
+    return [f"{day}-{uuid.uuid4().hex[:8]}" for _ in range(n)]
 
 
 def _check_report(role: str, source: str, lon: float, lat: float, description: str) -> None:

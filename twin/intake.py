@@ -247,6 +247,7 @@ def _store(store, keep, ts, grid_cells, categories, calendar, duplicate_hours) -
                                [r["category"] for _, r, _, _ in keep], ts,
                                cases_mod._organisations(store, None))
     cases, histories, audits = [], [], []
+    fresh = iter(cases_mod.new_case_ids(ts, len(keep)))
     for (_, rep, cat, place), file_due, dupes, org in zip(keep, due, duplicates, orgs,
                                                           strict=True):
         routed = cases_mod.route_to(cat, dict(place), _worker(place, workers), org)
@@ -270,7 +271,7 @@ def _store(store, keep, ts, grid_cells, categories, calendar, duplicate_hours) -
         if org:
             data["org"] = {"id": org, "routed": iso}
         case = {
-            "id": rep.get("case_id") or cases_mod.new_case_id(ts),
+            "id": next(fresh) if not rep.get("case_id") else rep["case_id"],
             "status": "collected", "service_code": rep["category"], "family": cat["family"],
             "source": rep["source"], "description": rep["description"],
             "lon": float(rep["lon"]), "lat": float(rep["lat"]),

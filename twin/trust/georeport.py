@@ -182,7 +182,7 @@ def _local_text(stamp: str) -> str:
 def _notice(case: Mapping[str, Any], cat: pd.Series, lang: str) -> str:
     """Return what the reporter is told: the category, who has it and by when it is filed."""
     zh = str(lang).startswith("zh")
-    data = cases_mod._data(dict(case))
+    data = case["data"] if isinstance(case.get("data"), dict) else cases_mod._data(dict(case))
     due = (data.get("deadlines") or {}).get("file")
     due_text = _local_text(due) if due else ""
     name = cat["name_zh"] if zh else cat["name_en"]
