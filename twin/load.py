@@ -411,7 +411,12 @@ def community_area(store) -> Any:
         return None
     if boundary is None or len(boundary) == 0:
         return None
-    return shapely.union_all(boundary.geometry.values)
+    parts = boundary.geometry.values
+    # communities tile the area edge to edge (a coverage): their union is then the outline
+    # (GEOS's coverage union, ~10x faster than the general overlay for 2,000 communities)
+    if shapely.coverage_is_valid(parts):
+        return shapely.coverage_union_all(parts)
+    return shapely.union_all(parts)
 
 
 def source_fingerprint(path: str | Path) -> str:
