@@ -405,8 +405,8 @@ def _located_rows(where: np.ndarray, cleaned: np.ndarray, result: LoadResult,
 
 def community_area(store) -> Any:
     """Return the union of the store's community boundaries (EPSG:4326), or None if none."""
-    try:
-        boundary = store.read_layer("community")
+    try:  # the geometries (and the ids, which always come)
+        boundary = store.read_layer("community", columns=())
     except LayerNotFoundError:
         return None
     if boundary is None or len(boundary) == 0:
