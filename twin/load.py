@@ -413,8 +413,9 @@ def community_area(store) -> Any:
         return None
     parts = boundary.geometry.values
     # communities tile the area edge to edge (a coverage): their union is then the outline
-    # (GEOS's coverage union, ~10x faster than the general overlay for 2,000 communities)
-    if shapely.coverage_is_valid(parts):
+    # (GEOS's coverage union, ~10x faster than the general overlay for 2,000 communities);
+    # the coverage union assumes valid polygons (a layer edited in QGIS may hold others)
+    if shapely.is_valid(parts).all() and shapely.coverage_is_valid(parts):
         return shapely.coverage_union_all(parts)
     return shapely.union_all(parts)
 
