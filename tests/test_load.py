@@ -852,3 +852,28 @@ def test_gcj02_points_near_borders_and_in_the_seas_load_shifted_exactly_inside_c
     # outside: untouched, to the centimetre (Seoul, Hanoi, Vladivostok, Sinuiju, Boten …)
     still = metres(x[~inside], y[~inside], glon[~inside], glat[~inside])
     assert still.max() < 0.01, dict(zip(np.array(names)[~inside], still, strict=True))
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [
+        [box(0, 0, 1, 1), box(1, 0, 2, 1), box(0, 1, 2, 2)],  # edge to edge: a coverage
+        [box(0, 0, 1.5, 1), box(1, 0, 2, 1), box(0, 1, 2, 2)],  # overlapping: not one
+        [box(0, 0, 1, 1), box(1.5, 0, 2, 1)],  # apart: a multipolygon
+    ],
+)
+def test_the_community_area_is_the_union_of_the_boundaries(store, cells):
+    """Communities that tile take GEOS's coverage union; any others the general one: same area."""
+    from twin.load import community_area
+
+    frame = gpd.GeoDataFrame(
+        {"community_code": [f"45031100{i:04d}" for i in range(len(cells))],
+         "name": [f"c{i}" for i in range(len(cells))]},
+        geometry=[shapely.affinity.translate(c, LON, LAT) for c in cells], crs=4326,
+    )
+    assert community_area(store) is None
+    store.write_layer("community", frame, actor="t", source="test")
+    got = community_area(store)
+    want = shapely.union_all(frame.geometry.values)
+    assert shapely.is_valid(got) and got.equals(want)
+    assert shapely.equals_exact(shapely.normalize(got), shapely.normalize(want), 0)

@@ -54,6 +54,24 @@ def test_write_then_read_round_trips_the_declared_columns(store, buildings):
     assert store.layers() == ["buildings"]
 
 
+def test_a_read_of_some_columns_is_the_same_as_those_of_a_whole_read(store, buildings):
+    """columns= reads those (in declared order), the id and the geometry: nothing else."""
+    store.write_layer("buildings", buildings, actor="a", source="v1")
+    store.write_layer("buildings", buildings.iloc[:2], actor="a", source="v2")
+    for version in (1, None):
+        whole = store.read_layer("buildings", version=version)
+        got = store.read_layer("buildings", version=version, columns=["floors", "name"])
+        assert list(got.columns) == ["building_code", "name", "floors", "geometry"]
+        pd.testing.assert_frame_equal(
+            pd.DataFrame(got.drop(columns="geometry")),
+            pd.DataFrame(whole[["building_code", "name", "floors"]]),
+        )
+        assert got.geometry.equals(whole.geometry) and got.crs == whole.crs
+    assert list(store.read_layer("buildings", columns=()).columns) == ["building_code", "geometry"]
+    with pytest.raises(ValidationError, match="no columns \\['storeys'\\]"):
+        store.read_layer("buildings", columns=["floors", "storeys"])
+
+
 def test_every_version_is_kept_and_readable(store, buildings):
     store.write_layer("buildings", buildings, actor="a", source="v1")
     newer = buildings.iloc[:2].copy()

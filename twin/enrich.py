@@ -18,6 +18,8 @@ from twin.schema import ASSIGNED_COLUMNS
 LOGGER = logging.getLogger(__name__)
 
 ASSIGNED_NAMES = tuple(c.name for c in ASSIGNED_COLUMNS)
+#: the columns of the grid_cells layer that :func:`grid_index` reads (and the geometry)
+GRID_INDEX_COLUMNS = ("grid_code", "county_code", "street_code", "community_code", "resp_grid_id")
 #: Segments along a view cone's arc; 32 keeps the area within 0.2 % of the true sector for 60°.
 CONE_SEGMENTS = 32
 

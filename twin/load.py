@@ -405,13 +405,19 @@ def _located_rows(where: np.ndarray, cleaned: np.ndarray, result: LoadResult,
 
 def community_area(store) -> Any:
     """Return the union of the store's community boundaries (EPSG:4326), or None if none."""
-    try:
-        boundary = store.read_layer("community")
+    try:  # the geometries (and the ids, which always come)
+        boundary = store.read_layer("community", columns=())
     except LayerNotFoundError:
         return None
     if boundary is None or len(boundary) == 0:
         return None
-    return shapely.union_all(boundary.geometry.values)
+    parts = boundary.geometry.values
+    # communities tile the area edge to edge (a coverage): their union is then the outline
+    # (GEOS's coverage union, ~10x faster than the general overlay for 2,000 communities);
+    # the coverage union assumes valid polygons (a layer edited in QGIS may hold others)
+    if shapely.is_valid(parts).all() and shapely.coverage_is_valid(parts):
+        return shapely.coverage_union_all(parts)
+    return shapely.union_all(parts)
 
 
 def source_fingerprint(path: str | Path) -> str:

@@ -10,7 +10,7 @@ import geopandas as gpd
 import pandas as pd
 
 from twin import layercache, layers
-from twin.enrich import ASSIGNED_NAMES, assign_grids, grid_index
+from twin.enrich import ASSIGNED_NAMES, GRID_INDEX_COLUMNS, assign_grids, grid_index
 from twin.errors import LayerNotFoundError, StaleUpdateError
 from twin.schema import ValidatedLayer, validate_layer_frame
 from twin.store.base import LayerVersion, Store
@@ -47,11 +47,17 @@ class GridCells:
 
 
 def current_grid_cells(store: Store) -> GridCells:
-    """Return the store's current ``grid_cells`` layer and its version."""
+    """Return the store's current ``grid_cells`` layer and its version.
+
+    Only the columns features are assigned from (:data:`twin.enrich.GRID_INDEX_COLUMNS`) and
+    the geometry are read: the rest (names, workers, phones, attrs …) would only be converted
+    and dropped by :func:`twin.enrich.grid_index`.
+    """
     version = current_version(store, GRID_LAYER)
     if version is None:
         return GridCells(None, None)
-    return GridCells(store.read_layer(GRID_LAYER, version=version.version), version.version)
+    cells = store.read_layer(GRID_LAYER, version=version.version, columns=GRID_INDEX_COLUMNS)
+    return GridCells(cells, version.version)
 
 
 def put_layer(

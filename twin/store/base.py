@@ -290,8 +290,20 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def read_layer(self, name: str, version: int | None = None) -> gpd.GeoDataFrame | pd.DataFrame:
+    def read_layer(
+        self, name: str, version: int | None = None, *, columns: Sequence[str] | None = None
+    ) -> gpd.GeoDataFrame | pd.DataFrame:
         """Read the current (or the given) version of layer *name*, sorted by its id field.
+
+        Parameters
+        ----------
+        name
+            A declared layer.
+        version
+            The version to read; the current one when None.
+        columns
+            Only these declared columns (the id field and the geometry always come), in the
+            declared order: what a lookup needs, without fetching and converting the rest.
 
         Raises
         ------
@@ -299,6 +311,8 @@ class Store(abc.ABC):
             If the layer is not declared or has never been written.
         NotFoundError
             If that version does not exist.
+        ValidationError
+            If *columns* names a column the layer does not declare.
         """
 
     def read_features(

@@ -669,8 +669,8 @@ class EmbeddedStore(SQLStore):
         return [FID, *geometry, *spec.column_names]
 
     @staticmethod
-    def _layer_select(spec: LayerSpec) -> str:
-        names = [q(n) for n in spec.column_names]
+    def _layer_select(spec: LayerSpec, columns: Sequence[Column] | None = None) -> str:
+        names = [q(c.name) for c in (spec.all_columns if columns is None else columns)]
         if spec.geometry_type is not None:
             names.append(q(GEOMETRY_COLUMN))
         return ", ".join(names)
@@ -743,20 +743,23 @@ class EmbeddedStore(SQLStore):
         ).rowcount
 
     def _layer_rows(
-        self, conn: sqlite3.Connection, spec: LayerSpec, version: int, *, current: bool
+        self, conn: sqlite3.Connection, spec: LayerSpec, version: int, *, current: bool,
+        columns: Sequence[Column] | None = None,
     ) -> gpd.GeoDataFrame | pd.DataFrame:
         order = f"{q(spec.id_field)}, {FID}"
+        columns = spec.all_columns if columns is None else columns
+        select = self._layer_select(spec, columns)
         if current:
             rows = conn.execute(
-                f"SELECT {self._layer_select(spec)} FROM {q(spec.name)} ORDER BY {order}"
+                f"SELECT {select} FROM {q(spec.name)} ORDER BY {order}"
             ).fetchall()
         else:
             rows = conn.execute(
-                f"SELECT {self._layer_select(spec)} FROM {q(spec.name + HISTORY_SUFFIX)} "
+                f"SELECT {select} FROM {q(spec.name + HISTORY_SUFFIX)} "
                 f"WHERE {VERSION_COLUMN} = ? ORDER BY {order}",
                 (version,),
             ).fetchall()
-        return _decode(spec.all_columns, rows, geometry=spec.geometry_type is not None)
+        return _decode(columns, rows, geometry=spec.geometry_type is not None)
 
     def _feature_page(
         self, conn: sqlite3.Connection, spec: LayerSpec, version: int, current: bool,

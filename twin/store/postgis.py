@@ -562,16 +562,18 @@ class PostGISStore(SQLStore):
         return sum(v.rows for v in versions if v.version in gone)
 
     def _layer_rows(
-        self, conn: sa.Connection, spec: LayerSpec, version: int, *, current: bool
+        self, conn: sa.Connection, spec: LayerSpec, version: int, *, current: bool,
+        columns: Sequence[Column] | None = None,
     ) -> gpd.GeoDataFrame | pd.DataFrame:
         """Read the version's own partition: the view may show a version committed since."""
         geometry = spec.geometry_type is not None
+        columns = spec.all_columns if columns is None else columns
         rows = conn.execute(sa.text(
-            f"SELECT {_select_list(spec.all_columns, geometry)} "
+            f"SELECT {_select_list(columns, geometry)} "
             f"FROM {quote(partition_name(spec.name, version))} "
             f"ORDER BY {POSTGRES.order(spec.id_field)}"
         )).fetchall()
-        return _frame(rows, spec.all_columns, geometry)
+        return _frame(rows, columns, geometry)
 
     def read_features(
         self, name: str, *, version: int | None = None,

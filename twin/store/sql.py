@@ -119,6 +119,19 @@ def never_written(name: str) -> LayerNotFoundError:
     )
 
 
+def _chosen_columns(spec: LayerSpec, names: Sequence[str]) -> list[Column]:
+    """Return the declared columns *names* and the id field, in the declared order."""
+    if isinstance(names, str):
+        names = [names]
+    unknown = [n for n in names if n not in spec.column_names]
+    if unknown:
+        raise ValidationError(
+            f"layer {spec.name!r} has no columns {unknown}; its columns are {spec.column_names}."
+        )
+    wanted = {*names, spec.id_field}
+    return [c for c in spec.all_columns if c.name in wanted]
+
+
 def no_version(name: str, version: int, versions: Sequence[LayerVersion]) -> NotFoundError:
     """Return the error of a layer version that does not exist."""
     return NotFoundError(
@@ -229,9 +242,13 @@ class SQLStore(Store):
 
     @abc.abstractmethod
     def _layer_rows(
-        self, conn: Any, spec: LayerSpec, version: int, *, current: bool
+        self, conn: Any, spec: LayerSpec, version: int, *, current: bool,
+        columns: Sequence[Column] | None = None,
     ) -> gpd.GeoDataFrame | pd.DataFrame:
-        """Read *version* of a layer (*current*: it is the current one), sorted by its id."""
+        """Read *version* of a layer (*current*: it is the current one), sorted by its id.
+
+        Only *columns* (and the geometry) when given; all the declared ones otherwise.
+        """
 
     @abc.abstractmethod
     def _locked_cases(self, conn: Any, ids: list[str], columns: list[Column]) -> pd.DataFrame:
@@ -463,12 +480,15 @@ class SQLStore(Store):
             raise no_version(spec.name, version, versions)
         return version, version == now
 
-    def read_layer(self, name: str, version: int | None = None) -> gpd.GeoDataFrame | pd.DataFrame:
+    def read_layer(
+        self, name: str, version: int | None = None, *, columns: Sequence[str] | None = None
+    ) -> gpd.GeoDataFrame | pd.DataFrame:
         spec = declared.get_layer(name)
+        chosen = None if columns is None else _chosen_columns(spec, columns)
         # the version is chosen in this snapshot and its rows read in the same one
         with self._read(repeatable=True) as conn:
             version, current = self._pick_version(conn, spec, version)
-            return self._layer_rows(conn, spec, version, current=current)
+            return self._layer_rows(conn, spec, version, current=current, columns=chosen)
 
     def read_features(
         self, name: str, *, version: int | None = None,
