@@ -346,6 +346,12 @@ def test_grid_worker_on_a_phone_handles_feeds_back_and_reports_by_tapping(
         page.get_by_text("site.png").first.wait_for(timeout=WAIT_MS)
         apply(page, "处置")
         applied(page, "处置")
+        # the notice comes up from the foot of the phone's screen, not over the case card
+        page.wait_for_function(
+            "text => [...document.querySelectorAll('[data-testid=stToast]')].some(t => "
+            "t.innerText.includes(text) && t.getBoundingClientRect().top > innerHeight / 2)",
+            arg=zh("case.applied", action="处置"), timeout=WAIT_MS)
+        shot(page, "casework-phone-notice.png")
         case = wait_for_case(path, case_id, lambda c: c["status"] == "handling", "handling")
         assert len(case["data"]["photos_before"]) == 1
         assert (data_dir / case["data"]["photos_before"][0]).is_file()

@@ -146,7 +146,9 @@ def local_time(series, fmt: str = "%Y-%m-%d %H:%M"):
 
 
 def streamlit_words(lang: str) -> None:
-    """Put Streamlit's own few English words in *lang* (by style sheet; nothing is fetched).
+    """Put Streamlit's own few English words in *lang*, and its notices where a phone shows them.
+
+    By style sheet; nothing is fetched.
 
     Streamlit draws a file uploader's button ("Upload"), its size and type line ("200MB per
     file • JPG, PNG") and a form's "Press Ctrl+Enter to submit form" in English whatever the
@@ -160,6 +162,10 @@ def streamlit_words(lang: str) -> None:
         " {display: none !important}"
         "[data-testid='stFileUploaderDropzone'] button * {display: none !important}"
         f"[data-testid='stFileUploaderDropzone'] button::after {{content: \"{label}\"}}"
+        # on a phone a notice (st.toast) stood over the top of the case card for its four
+        # seconds: there it comes up from the foot of the screen, as phones' notices do
+        "@media (max-width: 640px) {[data-testid='stToastContainer'] {top: auto !important;"
+        " bottom: 0.75rem !important}}"
         "</style>"
     )
 
