@@ -450,3 +450,48 @@ def test_the_thematic_map_of_a_store_with_hostile_values_is_inert(store):
     ids = {deck.plain_value(r.get("id")) for layer in chart.layers
            for r in (layer.data or []) if isinstance(r, dict)}
     assert {"@@=f()", "@@#GL.ONE", "@@type", "@@=s()", "@@=case()"} <= ids
+
+
+def test_a_rerun_of_the_thematic_map_reuses_what_its_layer_frames_gave_and_stays_inert(store):
+    """Cameras (and land, roads) are drawn once per layer frame and their JSON encoded once;
+    polygons of the same geometries are reused: the second map is the same text, still inert."""
+    import pandas as pd
+
+    from tests.browser import small_twin_layers
+    from twin import cockpit, layercache
+    from twin.twin import put_layer
+
+    twin_layers = small_twin_layers()
+    twin_layers["cameras"] = twin_layers["cameras"].assign(camera_id=["@@=c()", "@@#C.2"],
+                                                           name=["@@type", "@@function"])
+    twin_layers["buildings"] = twin_layers["buildings"].assign(
+        building_code=["@@=f()", "B-1", "B-2", "B-3", "B-X"])
+    for name, frame_ in twin_layers.items():
+        put_layer(store, name, frame_, actor="tests", source="test_deck")
+    layers_now = layercache.layers(store)
+    at = pd.Timestamp.now(tz="UTC")
+    charts = [deck.thematic_deck(cockpit.cockpit_data(store, at=at, layers=layers_now),
+                                 deck.THEMATIC, {}, "en") for _ in range(2)]
+    texts = [chart.to_json() for chart in charts]
+    first, second = ({layer.id: layer for layer in chart.layers} for chart in charts)
+    assert second["cameras"] is first["cameras"]  # drawn once for the frame
+    assert second["cameras-cones"] is first["cameras-cones"]
+    assert second["buildings"] is not first["buildings"]  # its counts are drawn anew
+    assert second["buildings"].data[0]["polygon"] is first["buildings"].data[0]["polygon"]
+    for chart, text in zip(charts, texts, strict=True):
+        assert text == json.dumps(chart, sort_keys=True, default=deck.default_serialize,
+                                  separators=(",", ":"))  # encoded in parts, the same text
+        assert data_hits(text) == []
+    assert texts[0] == texts[1]
+    ids = {deck.plain_value(r["id"]) for r in second["cameras"].data}
+    assert ids == {"@@=c()", "@@#C.2"}
+
+
+def test_rings_of_the_same_geometries_are_computed_once_and_equal_polygon_rings():
+    values = np.array([SQUARE, HOLED], dtype=object)
+    first = deck._rings_of(values, deck.SIMPLIFY_M, "wgs84")
+    assert first == deck.polygon_rings(values, simplify_m=deck.SIMPLIFY_M)
+    assert deck._rings_of(values.copy(), deck.SIMPLIFY_M, "wgs84") is first  # same objects
+    assert deck._rings_of(values, deck.SIMPLIFY_M, "gcj02") != first
+    other = np.array([box(LON, LAT, LON + 0.001, LAT + 0.001), HOLED], dtype=object)
+    assert deck._rings_of(other, deck.SIMPLIFY_M, "wgs84") is not first  # equal, not the same

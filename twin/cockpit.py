@@ -722,9 +722,15 @@ class CockpitData:
 
 
 def _in_scope(frame: pd.DataFrame, scope: Scope) -> pd.DataFrame:
+    """Return the rows of *frame* in *scope*: *frame* itself when the scope keeps every row.
+
+    Handing back the same frame lets what is derived from a layer frame (its building index,
+    its map layers) be found again on the next rerun instead of being built anew.
+    """
     if frame is None or len(frame) == 0 or "grid_code" not in frame:
         return frame
-    return frame.loc[scope.mask(frame["grid_code"])]
+    keep = scope.mask(frame["grid_code"])
+    return frame if keep.all() else frame.loc[keep]
 
 
 def budget(name: str) -> int:
@@ -797,7 +803,7 @@ def build(inputs: CockpitInputs, scope: Scope | None = None, *,
                                  crs=4326)
     buildings_scoped = None
     if buildings_all is not None and len(buildings_all):
-        in_scope = buildings_all.loc[scope.mask(buildings_all["grid_code"])]
+        in_scope = _in_scope(buildings_all, scope)
         if len(in_scope) <= budget("buildings") or scope.level == "grid":
             buildings_scoped = building_table(in_scope, cases_s, alarms)
             buildings = _whole_or_none(buildings_scoped, "buildings", hidden)
