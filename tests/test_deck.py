@@ -495,3 +495,21 @@ def test_rings_of_the_same_geometries_are_computed_once_and_equal_polygon_rings(
     assert deck._rings_of(values, deck.SIMPLIFY_M, "gcj02") != first
     other = np.array([box(LON, LAT, LON + 0.001, LAT + 0.001), HOLED], dtype=object)
     assert deck._rings_of(other, deck.SIMPLIFY_M, "wgs84") is not first  # equal, not the same
+
+
+@pytest.mark.parametrize(("values", "dtype", "want"), [
+    ([18.0, 0.857, 2.675, -3.0, 0.0], "float64", ["18", "0.86", "2.68", "-3", "0"]),
+    ([18, None, -4], "Int64", ["18", None, "-4"]),
+    ([1e16, 123456789012.345, float("nan")], "float64", ["1e+16", "123456789012.34", None]),
+    ([0.5, None], "Float64", ["0.5", None]),
+    ([7], "uint8", ["7"]),
+])
+def test_tooltip_numbers_read_as_astype_string_gives_them(values, dtype, want):
+    import pandas as pd
+
+    series = pd.Series(values, dtype=dtype)
+    got = deck._as_text(series)
+    assert [None if v is pd.NA else v for v in got.tolist()] == want
+    rounded = pd.to_numeric(series).astype("Float64").round(2)  # the pandas way, 10× slower
+    slow = rounded.astype("string").str.replace(r"\.0$", "", regex=True)
+    assert got.fillna("-").tolist() == slow.where(series.notna(), pd.NA).fillna("-").tolist()
