@@ -513,3 +513,22 @@ def test_tooltip_numbers_read_as_astype_string_gives_them(values, dtype, want):
     rounded = pd.to_numeric(series).astype("Float64").round(2)  # the pandas way, 10× slower
     slow = rounded.astype("string").str.replace(r"\.0$", "", regex=True)
     assert got.fillna("-").tolist() == slow.where(series.notna(), pd.NA).fillna("-").tolist()
+
+
+def test_tooltip_text_of_object_columns_reads_as_astype_string_gives_it():
+    import pandas as pd
+
+    values = pd.Series(["a", None, "", "x\ny", "@@=f()", float("nan"), pd.NA, 1.5, 3, True,
+                        {"a": 1}, [1, 2], pd.Timestamp("2026-01-01", tz="UTC")], dtype=object)
+    slow = values.astype("string")
+    slow = slow.where(values.notna() & (slow != ""), pd.NA)
+    assert deck._as_text(values).fillna("-").tolist() == slow.fillna("-").tolist()
+
+
+def test_tooltips_of_the_same_rows_in_another_order_follow_their_rows():
+    spec = layers.get_layer("sensors")
+    s = frame(sensor_id=["S1", "S2"], kind=["air", "smoke"], battery_level=[0.8, 0.1],
+              geometry=[Point(LON, LAT), Point(LON, LAT + 0.001)])
+    first = deck.tooltip_text(spec, s, "en").tolist()
+    again = deck.tooltip_text(spec, s.iloc[::-1], "en").tolist()  # a cached text must not
+    assert again == first[::-1] and "S2" in again[0]                # come back in the old order

@@ -226,18 +226,33 @@ def layer_name(deck_layer_id: str) -> str:
 
 def _as_text(series: pd.Series) -> pd.Series:
     """Values as display strings (``18.0`` → ``18``, ``0.857`` → ``0.86``), missing as NA."""
+    return pd.Series(_text_values(series), index=series.index, dtype="string")
+
+
+def _text_values(series: pd.Series) -> np.ndarray:
+    """:func:`_as_text` as an object array, None where missing or empty.
+
+    Numbers and object columns are turned into text by ``str()`` of each value, as
+    ``astype("string")`` does, without its per-value overhead (the slowest step of a tooltip);
+    numbers are rounded to two decimals first and lose a trailing ``.0``.
+    """
     if pd.api.types.is_bool_dtype(series.dtype):
-        text = series.astype("string")
+        text = series.astype("string").to_numpy(dtype=object, na_value=None)
     elif pd.api.types.is_numeric_dtype(series.dtype):
         number = pd.to_numeric(series, errors="coerce").astype("Float64").round(2)
-        # str() of each float, as astype("string") does, without its per-value overhead (the
-        # slowest step of a tooltip); a trailing ".0" dropped
         values = number.to_numpy(dtype="float64", na_value=np.nan).tolist()
-        text = pd.Series([None if v != v else str(v).removesuffix(".0") for v in values],
-                         index=series.index, dtype="string")
+        text = [None if v != v else str(v).removesuffix(".0") for v in values]
+    elif series.dtype == object:
+        values = series.to_numpy()
+        missing = pd.isna(values).tolist()
+        text = [None if gone else v if type(v) is str else str(v)
+                for v, gone in zip(values.tolist(), missing, strict=True)]
     else:
-        text = series.astype("string")
-    return text.where(series.notna() & (text != ""), pd.NA)
+        text = series.astype("string").to_numpy(dtype=object, na_value=None)
+    out = np.empty(len(series), dtype=object)
+    out[:] = text
+    out[(out == "") | series.isna().to_numpy(dtype=bool)] = None
+    return out
 
 
 def tooltip_text(spec: LayerSpec, frame: pd.DataFrame, lang: str = "zh-CN") -> pd.Series:
@@ -252,7 +267,8 @@ def tooltip_text(spec: LayerSpec, frame: pd.DataFrame, lang: str = "zh-CN") -> p
     if len(frame) == 0 or not fields:
         return pd.Series(spec.title(lang), index=frame.index, dtype=object)
     key = (spec.name, lang, tuple(fields), len(frame),
-           int(pd.util.hash_pandas_object(frame[fields].astype(object), index=False).sum()))
+           pd.util.hash_pandas_object(frame[fields].astype(object), index=False).to_numpy()
+           .tobytes())  # every row's hash in order: the same rows in another order differ
     text = _TOOLTIPS.get(key, lambda: _tooltip_text(spec, frame[fields], lang))
     return pd.Series(text, index=frame.index, dtype=object)
 
@@ -266,8 +282,7 @@ def _tooltip_text(spec: LayerSpec, frame: pd.DataFrame, lang: str) -> np.ndarray
 
 def _append_line(texts: np.ndarray, label: str, values: Any) -> np.ndarray:
     r"""Return *texts* with a ``\nlabel: value`` line where the value is not empty."""
-    text = _as_text(pd.Series(values).reset_index(drop=True)).to_numpy(dtype=object,
-                                                                        na_value=None)
+    text = _text_values(pd.Series(values).reset_index(drop=True))
     known = text != None  # noqa: E711 - elementwise on an object array
     out = texts.copy()
     out[known] = out[known] + ("\n" + label + ": ") + text[known]
