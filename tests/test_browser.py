@@ -107,16 +107,36 @@ def test_public_page_draws_its_map_offline(visitor):
 
 
 
-def wait_for_map(page) -> bytes:
-    """Wait until the deck canvas exists and has drawn (many colours); return its screenshot."""
-    page.wait_for_selector(CANVAS, timeout=WAIT_MS)
+def wait_for_map(page, timeout_s: float = WAIT_MS / 1000) -> bytes:
+    """Wait until the deck canvas exists and has drawn (many colours); return its screenshot.
+
+    *timeout_s* bounds each of the two waits (a first map after a login on a starved machine
+    loads deck.gl's code and draws on the CPU: give it longer).
+    """
+    from playwright.sync_api import Error as PlaywrightError
+
+    try:
+        page.wait_for_selector(CANVAS, timeout=timeout_s * 1000)
+    except PlaywrightError as exc:
+        shot(page, "map-not-drawn.png")
+        charts = page.evaluate(
+            "(sel) => [...document.querySelectorAll(sel)].map(e => e.outerHTML.slice(0, 600))",
+            CHART)
+        state = page.evaluate("() => document.querySelector('[data-testid=\"stApp\"]')"
+                              "?.getAttribute('data-test-script-state')")
+        errors = getattr(page, "errors", None)
+        raise AssertionError(f"no map canvas in {timeout_s:.0f} s (script {state}; charts "
+                             f"{charts}; page errors {errors}); see map-not-drawn.png") from exc
     chart = page.locator(CHART).first
 
     def drawn() -> bytes | None:
-        png = chart.screenshot()
+        try:
+            png = chart.screenshot(timeout=10_000)
+        except PlaywrightError:  # a rerun replaced the map meanwhile: look at the new one
+            return None
         return png if distinct_colours(png) >= 8 else None
 
-    return wait_until(drawn, what="the map canvas to draw")
+    return wait_until(drawn, timeout_s, "the map canvas to draw")
 
 
 def projector(page, grids, height: int | None = None):

@@ -49,6 +49,9 @@ from twin import i18n
 from twin.trust.escaping import WORD_JOINER
 
 WAIT_MS = 60_000
+#: The first map after a login: deck.gl's code loads and draws on the CPU (SwiftShader), which
+#: took over a minute on two cores shared with another browser test module.
+FIRST_MAP_S = 180
 EVIL = "evil.example"
 
 # -- the hostile community -------------------------------------------------------------------
@@ -179,27 +182,58 @@ def test_markdown_poll_is_drawn_as_text_for_the_resident(browser_page):
     nothing_injected(page)
 
 
+def select_on_map(page, x: float, y: float, shown: str) -> str:
+    """Hover (x, y) until its tooltip shows, click it until the side panel shows *shown*;
+    return the tooltip the click was made under.
+
+    On a busy machine reruns race the page: the login's, a selection's, the live panels'. A
+    click made while one redraws the map is dropped, and a hover meanwhile finds no tooltip.
+    Each try therefore starts on an idle page, and the map is clicked again only when the
+    page is idle again without the header (the click was lost, not slow).
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    header = page.locator("[data-testid='stMarkdown']", has_text=shown).first
+    under: list[str] = []
+
+    def attempt() -> bool:
+        settle(page)  # a click during a rerun may be dropped
+        if header.count():  # the last click was taken after all
+            return True
+        tooltip = tooltip_at(page, x, y)
+        if tooltip is None:  # the map is being drawn again: look again once it is idle
+            return False
+        assert shown in tooltip, tooltip  # another feature's: the map is not what we drew
+        under.append(tooltip)
+        page.mouse.click(x, y)
+        try:
+            header.wait_for(timeout=10_000)
+        except PlaywrightTimeout:
+            return False  # not yet: the next try waits for the page to be idle first
+        return True
+
+    wait_until(attempt, 150, f"a click on the map to show {shown!r}")
+    assert under, f"{shown!r} was shown with no click on the map"
+    return under[-1]
+
+
 @pytest.mark.browser
 def test_the_map_draws_with_expression_ids_and_shows_them_as_text(browser_page):
     page = browser_page
     log_in(page, OFFICIAL)
-    page.get_by_text(i18n.t("cockpit.title", "zh-CN")).first.wait_for(timeout=WAIT_MS)
-    wait_for_map(page)
+    page.get_by_text(i18n.t("cockpit.title", "zh-CN")).first.wait_for(
+        timeout=FIRST_MAP_S * 1000)
+    settle(page, FIRST_MAP_S * 1000)  # the login's reruns are over: this map is the one staying
+    wait_for_map(page, FIRST_MAP_S)
     grids = small_twin_layers()["grid_cells"]
     to_screen = projector(page, grids)
     cx, cy = to_screen(LON + DX / 2, LAT + DY / 2)  # the centre building: id @@=f()
-    tooltip = tooltip_at(page, cx, cy)
-    assert tooltip is not None and CALL_ID in tooltip and "@@=[lon, lat]" in tooltip, tooltip
-    page.mouse.click(cx, cy)
-    header = page.locator("[data-testid='stMarkdown']", has_text=CALL_ID)
-    header.first.wait_for(timeout=WAIT_MS)
-    settle(page)  # the selection's rerun has finished: a click during it may be dropped
+    tooltip = select_on_map(page, cx, cy, CALL_ID)
+    assert CALL_ID in tooltip and "@@=[lon, lat]" in tooltip, tooltip
     tx, ty = to_screen(LON + 0.0034, LAT + 0.0021)  # the building with a backtick in its id
-    tooltip = tooltip_at(page, tx, ty)
-    assert tooltip is not None and "B-`x` **粗**" in tooltip, tooltip
-    page.mouse.click(tx, ty)
-    page.locator("[data-testid='stMarkdown']", has_text="B-`x` **粗**").first.wait_for(
-        timeout=WAIT_MS)
+    tooltip = select_on_map(page, tx, ty, "B-`x` **粗**")
+    assert "B-`x` **粗**" in tooltip, tooltip
+    settle(page)
     shot(page, "attack-map.png")
     assert page.locator("[data-testid='stMarkdown'] code").count() == 0
     nothing_injected(page)

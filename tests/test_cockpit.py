@@ -113,6 +113,22 @@ def test_cases_count_on_the_building_they_are_at(store):
     assert counts.sum() <= 2 and counts.loc[CENTRE_BUILDING] == 0
 
 
+def test_a_rerun_finds_the_layer_frame_and_its_case_buildings_again(store):
+    """In the whole district the scope hands back the layer frame itself (its building index
+    is found again), and the open cases' buildings are looked up once for the same positions."""
+    from tests.browser import small_twin_layers
+
+    buildings = small_twin_layers()["buildings"].assign(grid_code=[G1, G1, G1, G2, G2])
+    assert cockpit._in_scope(buildings, cockpit.Scope()) is buildings
+    assert len(cockpit._in_scope(buildings, cockpit.Scope(grids=frozenset({G2})))) == 2
+    lon, lat = [LON + 0.0006, LON + 0.9], [LAT + 0.0006, LAT]
+    first = cockpit.nearest_building(buildings, lon, lat)
+    assert first.tolist() == ["B-1", None]
+    first[0] = "changed"  # a caller's copy: the kept answer is not touched
+    assert cockpit.nearest_building(buildings, lon, lat).tolist() == ["B-1", None]
+    assert cockpit.nearest_building(buildings, lon[:1], lat[:1]).tolist() == ["B-1"]
+
+
 def test_large_layers_are_left_to_the_choropleth_or_thinned(store, monkeypatch):
     monkeypatch.setitem(cockpit.FEATURE_BUDGET, "buildings", 2)
     monkeypatch.setitem(cockpit.FEATURE_BUDGET, "cases", 1)

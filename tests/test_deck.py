@@ -450,3 +450,85 @@ def test_the_thematic_map_of_a_store_with_hostile_values_is_inert(store):
     ids = {deck.plain_value(r.get("id")) for layer in chart.layers
            for r in (layer.data or []) if isinstance(r, dict)}
     assert {"@@=f()", "@@#GL.ONE", "@@type", "@@=s()", "@@=case()"} <= ids
+
+
+def test_a_rerun_of_the_thematic_map_reuses_what_its_layer_frames_gave_and_stays_inert(store):
+    """Cameras (and land, roads) are drawn once per layer frame and their JSON encoded once;
+    polygons of the same geometries are reused: the second map is the same text, still inert."""
+    import pandas as pd
+
+    from tests.browser import small_twin_layers
+    from twin import cockpit, layercache
+    from twin.twin import put_layer
+
+    twin_layers = small_twin_layers()
+    twin_layers["cameras"] = twin_layers["cameras"].assign(camera_id=["@@=c()", "@@#C.2"],
+                                                           name=["@@type", "@@function"])
+    twin_layers["buildings"] = twin_layers["buildings"].assign(
+        building_code=["@@=f()", "B-1", "B-2", "B-3", "B-X"])
+    for name, frame_ in twin_layers.items():
+        put_layer(store, name, frame_, actor="tests", source="test_deck")
+    layers_now = layercache.layers(store)
+    at = pd.Timestamp.now(tz="UTC")
+    charts = [deck.thematic_deck(cockpit.cockpit_data(store, at=at, layers=layers_now),
+                                 deck.THEMATIC, {}, "en") for _ in range(2)]
+    texts = [chart.to_json() for chart in charts]
+    first, second = ({layer.id: layer for layer in chart.layers} for chart in charts)
+    assert second["cameras"] is first["cameras"]  # drawn once for the frame
+    assert second["cameras-cones"] is first["cameras-cones"]
+    assert second["buildings"] is not first["buildings"]  # its counts are drawn anew
+    assert second["buildings"].data[0]["polygon"] is first["buildings"].data[0]["polygon"]
+    for chart, text in zip(charts, texts, strict=True):
+        assert text == json.dumps(chart, sort_keys=True, default=deck.default_serialize,
+                                  separators=(",", ":"))  # encoded in parts, the same text
+        assert data_hits(text) == []
+    assert texts[0] == texts[1]
+    ids = {deck.plain_value(r["id"]) for r in second["cameras"].data}
+    assert ids == {"@@=c()", "@@#C.2"}
+
+
+def test_rings_of_the_same_geometries_are_computed_once_and_equal_polygon_rings():
+    values = np.array([SQUARE, HOLED], dtype=object)
+    first = deck._rings_of(values, deck.SIMPLIFY_M, "wgs84")
+    assert first == deck.polygon_rings(values, simplify_m=deck.SIMPLIFY_M)
+    assert deck._rings_of(values.copy(), deck.SIMPLIFY_M, "wgs84") is first  # same objects
+    assert deck._rings_of(values, deck.SIMPLIFY_M, "gcj02") != first
+    other = np.array([box(LON, LAT, LON + 0.001, LAT + 0.001), HOLED], dtype=object)
+    assert deck._rings_of(other, deck.SIMPLIFY_M, "wgs84") is not first  # equal, not the same
+
+
+@pytest.mark.parametrize(("values", "dtype", "want"), [
+    ([18.0, 0.857, 2.675, -3.0, 0.0], "float64", ["18", "0.86", "2.68", "-3", "0"]),
+    ([18, None, -4], "Int64", ["18", None, "-4"]),
+    ([1e16, 123456789012.345, float("nan")], "float64", ["1e+16", "123456789012.34", None]),
+    ([0.5, None], "Float64", ["0.5", None]),
+    ([7], "uint8", ["7"]),
+])
+def test_tooltip_numbers_read_as_astype_string_gives_them(values, dtype, want):
+    import pandas as pd
+
+    series = pd.Series(values, dtype=dtype)
+    got = deck._as_text(series)
+    assert [None if v is pd.NA else v for v in got.tolist()] == want
+    rounded = pd.to_numeric(series).astype("Float64").round(2)  # the pandas way, 10× slower
+    slow = rounded.astype("string").str.replace(r"\.0$", "", regex=True)
+    assert got.fillna("-").tolist() == slow.where(series.notna(), pd.NA).fillna("-").tolist()
+
+
+def test_tooltip_text_of_object_columns_reads_as_astype_string_gives_it():
+    import pandas as pd
+
+    values = pd.Series(["a", None, "", "x\ny", "@@=f()", float("nan"), pd.NA, 1.5, 3, True,
+                        {"a": 1}, [1, 2], pd.Timestamp("2026-01-01", tz="UTC")], dtype=object)
+    slow = values.astype("string")
+    slow = slow.where(values.notna() & (slow != ""), pd.NA)
+    assert deck._as_text(values).fillna("-").tolist() == slow.fillna("-").tolist()
+
+
+def test_tooltips_of_the_same_rows_in_another_order_follow_their_rows():
+    spec = layers.get_layer("sensors")
+    s = frame(sensor_id=["S1", "S2"], kind=["air", "smoke"], battery_level=[0.8, 0.1],
+              geometry=[Point(LON, LAT), Point(LON, LAT + 0.001)])
+    first = deck.tooltip_text(spec, s, "en").tolist()
+    again = deck.tooltip_text(spec, s.iloc[::-1], "en").tolist()  # a cached text must not
+    assert again == first[::-1] and "S2" in again[0]                # come back in the old order

@@ -170,11 +170,14 @@ def read_alarms(store: Store) -> pd.DataFrame:
 
 
 _INPUTS = LRUCache(CACHE_ENTRIES)
+#: Open cases' buildings, per buildings frame and case positions (see :func:`nearest_building`).
+_NEAREST = LRUCache(CACHE_ENTRIES)
 
 
 def clear_caches() -> None:
     """Forget every cached read and index (tests; after restoring a store from a backup)."""
     _INPUTS.clear()
+    _NEAREST.clear()
     layercache.clear()
 
 
@@ -431,9 +434,20 @@ def nearest_building(buildings: gpd.GeoDataFrame, lon: np.ndarray, lat: np.ndarr
 
     One STRtree query for all points, in a local metric CRS (UTM of the buildings).
     """
-    out = np.full(len(lon), None, dtype=object)
     if len(buildings) == 0 or len(lon) == 0:
-        return out
+        return np.full(len(lon), None, dtype=object)
+    lon = np.asarray(lon, dtype="float64")
+    lat = np.asarray(lat, dtype="float64")
+    # the same open cases on the same buildings rerun after rerun: looked up once (the entry
+    # holds the frame, so its id cannot be reused while the entry lives)
+    key = (id(buildings), len(buildings), max_m, lon.tobytes(), lat.tobytes())
+    held = _NEAREST.get(key, lambda: (buildings, _nearest_building(buildings, lon, lat, max_m)))
+    return held[1].copy()
+
+
+def _nearest_building(buildings: gpd.GeoDataFrame, lon: np.ndarray, lat: np.ndarray,
+                      max_m: float) -> np.ndarray:
+    out = np.full(len(lon), None, dtype=object)
     metric, tree, codes = _building_index(buildings)
     points = gpd.GeoSeries(gpd.points_from_xy(lon, lat), crs=4326).to_crs(metric).values
     pos, hit = tree.query_nearest(points, max_distance=max_m, all_matches=False)
@@ -722,9 +736,15 @@ class CockpitData:
 
 
 def _in_scope(frame: pd.DataFrame, scope: Scope) -> pd.DataFrame:
+    """Return the rows of *frame* in *scope*: *frame* itself when the scope keeps every row.
+
+    Handing back the same frame lets what is derived from a layer frame (its building index,
+    its map layers) be found again on the next rerun instead of being built anew.
+    """
     if frame is None or len(frame) == 0 or "grid_code" not in frame:
         return frame
-    return frame.loc[scope.mask(frame["grid_code"])]
+    keep = scope.mask(frame["grid_code"])
+    return frame if keep.all() else frame.loc[keep]
 
 
 def budget(name: str) -> int:
@@ -797,7 +817,7 @@ def build(inputs: CockpitInputs, scope: Scope | None = None, *,
                                  crs=4326)
     buildings_scoped = None
     if buildings_all is not None and len(buildings_all):
-        in_scope = buildings_all.loc[scope.mask(buildings_all["grid_code"])]
+        in_scope = _in_scope(buildings_all, scope)
         if len(in_scope) <= budget("buildings") or scope.level == "grid":
             buildings_scoped = building_table(in_scope, cases_s, alarms)
             buildings = _whole_or_none(buildings_scoped, "buildings", hidden)

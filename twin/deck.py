@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -225,14 +226,33 @@ def layer_name(deck_layer_id: str) -> str:
 
 def _as_text(series: pd.Series) -> pd.Series:
     """Values as display strings (``18.0`` → ``18``, ``0.857`` → ``0.86``), missing as NA."""
+    return pd.Series(_text_values(series), index=series.index, dtype="string")
+
+
+def _text_values(series: pd.Series) -> np.ndarray:
+    """:func:`_as_text` as an object array, None where missing or empty.
+
+    Numbers and object columns are turned into text by ``str()`` of each value, as
+    ``astype("string")`` does, without its per-value overhead (the slowest step of a tooltip);
+    numbers are rounded to two decimals first and lose a trailing ``.0``.
+    """
     if pd.api.types.is_bool_dtype(series.dtype):
-        text = series.astype("string")
+        text = series.astype("string").to_numpy(dtype=object, na_value=None)
     elif pd.api.types.is_numeric_dtype(series.dtype):
         number = pd.to_numeric(series, errors="coerce").astype("Float64").round(2)
-        text = number.astype("string").str.replace(r"\.0$", "", regex=True)
+        values = number.to_numpy(dtype="float64", na_value=np.nan).tolist()
+        text = [None if v != v else str(v).removesuffix(".0") for v in values]
+    elif series.dtype == object:
+        values = series.to_numpy()
+        missing = pd.isna(values).tolist()
+        text = [None if gone else v if type(v) is str else str(v)
+                for v, gone in zip(values.tolist(), missing, strict=True)]
     else:
-        text = series.astype("string")
-    return text.where(series.notna() & (text != ""), pd.NA)
+        text = series.astype("string").to_numpy(dtype=object, na_value=None)
+    out = np.empty(len(series), dtype=object)
+    out[:] = text
+    out[(out == "") | series.isna().to_numpy(dtype=bool)] = None
+    return out
 
 
 def tooltip_text(spec: LayerSpec, frame: pd.DataFrame, lang: str = "zh-CN") -> pd.Series:
@@ -247,7 +267,8 @@ def tooltip_text(spec: LayerSpec, frame: pd.DataFrame, lang: str = "zh-CN") -> p
     if len(frame) == 0 or not fields:
         return pd.Series(spec.title(lang), index=frame.index, dtype=object)
     key = (spec.name, lang, tuple(fields), len(frame),
-           int(pd.util.hash_pandas_object(frame[fields].astype(object), index=False).sum()))
+           pd.util.hash_pandas_object(frame[fields].astype(object), index=False).to_numpy()
+           .tobytes())  # every row's hash in order: the same rows in another order differ
     text = _TOOLTIPS.get(key, lambda: _tooltip_text(spec, frame[fields], lang))
     return pd.Series(text, index=frame.index, dtype=object)
 
@@ -261,8 +282,7 @@ def _tooltip_text(spec: LayerSpec, frame: pd.DataFrame, lang: str) -> np.ndarray
 
 def _append_line(texts: np.ndarray, label: str, values: Any) -> np.ndarray:
     r"""Return *texts* with a ``\nlabel: value`` line where the value is not empty."""
-    text = _as_text(pd.Series(values).reset_index(drop=True)).to_numpy(dtype=object,
-                                                                        na_value=None)
+    text = _text_values(pd.Series(values).reset_index(drop=True))
     known = text != None  # noqa: E711 - elementwise on an object array
     out = texts.copy()
     out[known] = out[known] + ("\n" + label + ": ") + text[known]
@@ -322,6 +342,24 @@ def polygon_rings(values: np.ndarray, *, simplify_m: float = 0.0, crs: str = "wg
     rings = [flat[a:b] for a, b in ring_bounds]
     poly_bounds = zip(poly_offsets[:-1].tolist(), poly_offsets[1:].tolist(), strict=True)
     return [rings[a:b] for a, b in poly_bounds]
+
+
+#: Rings of the thematic map's polygons, kept for the same geometries (see :func:`_rings_of`).
+_RINGS = LRUCache(16)
+
+
+def _rings_of(values: Any, simplify_m: float, crs: str) -> list[list[list[list[float]]]]:
+    """:func:`polygon_rings` of *values*, computed once for the same geometry objects.
+
+    The cockpit's grids, buildings and parking lots are rows of the same layer frame rerun
+    after rerun: their shapely geometries (immutable) are the very same objects, so their
+    addresses are the key. The entry holds the array, so no address is reused while it lives.
+    The lists are shared by every map made from them: only read, never changed.
+    """
+    array = np.asarray(values, dtype=object)
+    key = (array.tobytes(), simplify_m, crs)
+    return _RINGS.get(key, lambda: (array, polygon_rings(array, simplify_m=simplify_m,
+                                                          crs=crs)))[1]
 
 
 def line_paths(values: np.ndarray, *, simplify_m: float = 0.0, crs: str = "wgs84"
@@ -765,7 +803,7 @@ def grid_layers(grids: gpd.GeoDataFrame, indicator: str, labels: Mapping[str, st
     extra = {labels.get(k, k): polys[k] for k in ("open_cases", "overdue", "reports", "alarms",
                                                    "households") if k in polys}
     data["tooltip"] = _lines(_rows(polys, "grid_cells", lang), extra)
-    data["polygon"] = polygon_rings(polys.geometry.values, simplify_m=SIMPLIFY_M, crs=crs)
+    data["polygon"] = _rings_of(polys.geometry.values, SIMPLIFY_M, crs)
     data["color"] = ramp_colors(polys[indicator].to_numpy())
     points = shapely.point_on_surface(grids.geometry.values)
     lon, lat = display_xy(shapely.get_x(points), shapely.get_y(points), crs)
@@ -793,7 +831,7 @@ def building_layer(buildings: gpd.GeoDataFrame, metric: str, labels: Mapping[str
     data = pd.DataFrame({"id": polys["building_code"].astype(str).to_numpy()})
     extra = {labels.get(k, k): polys[k] for k in ("open_cases", "alarms") if k in polys}
     data["tooltip"] = _lines(_rows(polys, "buildings", lang), extra)
-    data["polygon"] = polygon_rings(polys.geometry.values, simplify_m=SIMPLIFY_M, crs=crs)
+    data["polygon"] = _rings_of(polys.geometry.values, SIMPLIFY_M, crs)
     data["color"] = ramp_colors(polys[metric].to_numpy())
     props: dict[str, Any] = {}
     if extrude:
@@ -912,8 +950,7 @@ def parking_layer(parking: gpd.GeoDataFrame, labels: Mapping[str, str], lang: st
     kinds = shapely.get_type_id(parking.geometry.values)
     if (kinds == 3).all():
         data = pd.DataFrame({"id": parking["lot_id"].astype(str).to_numpy(), "tooltip": tip,
-                             "polygon": polygon_rings(parking.geometry.values,
-                                                      simplify_m=SIMPLIFY_M, crs=crs),
+                             "polygon": _rings_of(parking.geometry.values, SIMPLIFY_M, crs),
                              "color": colors})
         return [_layer("PolygonLayer", data, id="parking", get_polygon="polygon",
                           filled=True, stroked=True, get_fill_color="color",
@@ -932,7 +969,32 @@ class CompactDeck(pdk.Deck):
     """
 
     def to_json(self) -> str:
-        return json.dumps(self, sort_keys=True, default=default_serialize, separators=(",", ":"))
+        if not any(layer in _FROZEN for layer in self.layers):
+            return _dumps(self)
+        # the same text as _dumps(self): each layer encoded alone (a frozen one once), the
+        # deck around them with a one-off token in their place
+        token = secrets.token_hex(16)
+        attrs = default_serialize(self)
+        attrs["layers"] = token
+        layers = ",".join(_frozen_json(layer) if layer in _FROZEN else _dumps(layer)
+                          for layer in self.layers)
+        return _dumps(attrs).replace(f'"{token}"', f"[{layers}]", 1)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=default_serialize, separators=(",", ":"))
+
+
+#: Layers built once and only read after (:func:`_static`); their JSON is encoded once.
+_FROZEN: weakref.WeakSet[pdk.Layer] = weakref.WeakSet()
+_FROZEN_JSON: weakref.WeakKeyDictionary[pdk.Layer, str] = weakref.WeakKeyDictionary()
+
+
+def _frozen_json(layer: pdk.Layer) -> str:
+    text = _FROZEN_JSON.get(layer)
+    if text is None:
+        text = _FROZEN_JSON[layer] = _dumps(layer)
+    return text
 
 
 def offline_deck(layers: list[pdk.Layer], view_state: pdk.ViewState | Mapping[str, Any], *,
@@ -955,8 +1017,18 @@ _TOOLTIPS = LRUCache(32)
 
 def _static(name: str, frame: gpd.GeoDataFrame, lang: str, crs: str,
             make: Callable[[], list[pdk.Layer]]) -> list[pdk.Layer]:
-    """Basemap layers built once per layer frame, language and display CRS (only read after)."""
-    return layercache.of_frame(frame, ("basemap", name, lang, crs), make)
+    """Return layers drawn from one layer frame alone (land, roads, cameras), built once.
+
+    Once per frame, language and display CRS, and only read after: their JSON is encoded once
+    too (:class:`CompactDeck`).
+    """
+
+    def frozen() -> list[pdk.Layer]:
+        made = make()
+        _FROZEN.update(layer for layer in made if isinstance(layer, pdk.Layer))
+        return made
+
+    return layercache.of_frame(frame, ("basemap", name, lang, crs), frozen)
 
 
 def tile_bounds(x: np.ndarray, y: np.ndarray, z: int) -> np.ndarray:
@@ -1100,8 +1172,9 @@ def thematic_deck(
     if "parking" in wanted and len(data.parking) and "geometry" in data.parking:
         layers_out.extend(parking_layer(data.parking, labels, lang, crs))
     if "cameras" in wanted and "cameras" in base and len(base["cameras"]):
-        layers_out.extend(spec_layers(declared.get_layer("cameras"), base["cameras"], lang,
-                                      crs=crs))
+        cameras = base["cameras"]
+        layers_out.extend(_static("cameras", cameras, lang, crs, lambda: spec_layers(
+            declared.get_layer("cameras"), cameras, lang, crs=crs)))
     if "sensors" in wanted and len(data.sensors) and "geometry" in data.sensors:
         layers_out.extend(sensor_layer(data.sensors, labels, state_names or {}, lang, crs))
     if {"cases", "density"} & wanted:
