@@ -463,6 +463,28 @@ def test_read_cases_in_boxes_reads_only_the_cases_placed_in_them(store):
     assert store.read_cases(boxes=[], columns=["id"]).empty
 
 
+def test_read_row_gives_the_first_row_read_rows_gives_as_plain_values(store):
+    from twin.schema import API_KEYS, USERS
+    from twin.trust import create_user
+    from twin.trust.apikeys import create_key
+
+    create_user(store, "bob", "a-long-password-123", "grid_worker", grids=["4503"], actor="t")
+    create_user(store, "amy", "a-long-password-123", "official", actor="t")
+    create_key(store, "bob", label="app", actor="t")
+    for table, equals in ((USERS, {"username": "bob"}), (USERS, {"role": ["official", "x"]}),
+                          (API_KEYS, {"username": "bob"}), (USERS, {})):
+        row = store.read_row(table, **equals)
+        first = store.read_rows(table, **equals).iloc[0]
+        assert list(row) == [c.name for c in table.columns]
+        for name, value in row.items():
+            assert (value is None) if pd.isna(first[name]) else (value == first[name]), name
+    assert store.read_row(USERS, username="nobody") is None
+    assert store.read_row(USERS)["username"] == "amy"  # by key order
+    assert isinstance(store.read_row(USERS, username="bob")["created_at"], pd.Timestamp)
+    with pytest.raises(ValidationError):
+        store.read_row(USERS, nickname="bob")
+
+
 def test_case_steps_are_recorded_with_the_update_in_one_transaction(store):
     store.create_case(_case(), history={"actor": "w1", "role": "grid_worker", "action": "collect",
                                         "to_status": "collected", "at": T0})

@@ -525,6 +525,19 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def read_row(self, table: TableSpec, **equals: Any) -> dict[str, Any] | None:
+        """Return the first row :meth:`read_rows` gives, as a dict of plain values (or None).
+
+        For the one-row lookups made on every request (a user, an API key): no frame is
+        built. Missing values are None; times are UTC Timestamps; JSON is canonical text.
+
+        Raises
+        ------
+        ValidationError
+            As :meth:`read_rows`.
+        """
+
+    @abc.abstractmethod
     def put_row_capped(self, table: TableSpec, row: Mapping[str, Any], *,
                        within: Mapping[str, Any], cap: int) -> bool:
         """Insert (or replace) one row unless *cap* other rows matching *within* are stored.

@@ -642,6 +642,25 @@ class SQLStore(Store):
         return written
 
     def read_rows(self, table: TableSpec, **equals: Any) -> pd.DataFrame:
+        clauses, params = self._equals(table, equals)
+        with self._read() as conn:
+            return self._select(conn, table, self._key_order(table), clauses, params)
+
+    def read_row(self, table: TableSpec, **equals: Any) -> dict[str, Any] | None:
+        clauses, params = self._equals(table, equals)
+        names = ", ".join(self.dialect.select(c) for c in table.columns)
+        with self._read() as conn:  # one row, converted value by value (no frame)
+            rows = self._rows(conn, f"SELECT {names} FROM {quote(table.name)} WHERE "
+                                    f"{' AND '.join(clauses) or '1 = 1'} "
+                                    f"ORDER BY {self._key_order(table)} LIMIT 1", params)
+        if not rows:
+            return None
+        as_stored = not self.dialect.json_cast
+        return {c.name: stored_value(v, c, json_as_stored=as_stored)
+                for c, v in zip(table.columns, rows[0], strict=True)}
+
+    def _equals(self, table: TableSpec, equals: dict[str, Any]) -> tuple[list[str], dict]:
+        """Return the WHERE clauses and parameters of a :meth:`read_rows` filter."""
         by_name = {c.name: c for c in table.columns}
         clauses: list[str] = []
         params: dict[str, Any] = {}
@@ -655,11 +674,12 @@ class SQLStore(Store):
                 params[f"v{i}_{j}"] = value
                 marks.append(f":v{i}_{j}")
             clauses.append(f"{quote(name)} IN ({', '.join(marks)})")
+        return clauses, params
+
+    def _key_order(self, table: TableSpec) -> str:
         text = {c.name for c in table.columns if c.dtype == "text"}
-        order = ", ".join(self.dialect.order(k) if k in text else quote(k)
-                          for k in key_columns(table))
-        with self._read() as conn:
-            return self._select(conn, table, order, clauses, params)
+        return ", ".join(self.dialect.order(k) if k in text else quote(k)
+                         for k in key_columns(table))
 
     def put_row_capped(self, table: TableSpec, row: Mapping[str, Any], *,
                        within: Mapping[str, Any], cap: int) -> bool:

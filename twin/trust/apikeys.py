@@ -162,10 +162,9 @@ def _key_row(store, text: Any) -> tuple[dict[str, Any], User]:
     split = _split_key(text)
     if split is None:
         raise KeyRefusedError("invalid")
-    rows = store.read_rows(API_KEYS, key_id=split[0])
-    if rows.empty or not hmac.compare_digest(rows.iloc[0]["secret_hash"], _hash(split[1])):
+    row = store.read_row(API_KEYS, key_id=split[0])
+    if row is None or not hmac.compare_digest(row["secret_hash"], _hash(split[1])):
         raise KeyRefusedError("invalid")
-    row = rows.iloc[0].to_dict()
     if not pd.isna(row["revoked_at"]):
         raise KeyRefusedError("revoked")
     user = session_user(store, row["username"])

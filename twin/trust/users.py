@@ -111,8 +111,7 @@ def _user_from_row(row: Mapping[str, Any]) -> User:
 
 
 def _user_row(store, username: str) -> dict[str, Any] | None:
-    rows = store.read_rows(USERS, username=username)
-    return None if rows.empty else rows.iloc[0].to_dict()
+    return store.read_row(USERS, username=username)
 
 
 def _put_user(store, row: dict[str, Any]) -> None:
