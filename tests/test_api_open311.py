@@ -232,6 +232,39 @@ def test_posts_arriving_together_are_filed_as_one_batch():
     assert sizes == [12]
 
 
+def test_clients_answered_together_are_filed_together_again():
+    # a server hands the answers of a batch out one after another, and each client's next
+    # post costs the event loop time too: the next batch is gathered while posts keep coming
+    # (filing what had arrived at once split 32 clients into batches of 11 and 21)
+    import time
+
+    from twin.api.open311 import Intake
+
+    sizes = []
+
+    class Recording(Intake):
+        def _file(self, items):
+            sizes.append(len(items))
+            time.sleep(0.01)  # the store's work, in the thread pool
+            return [f"filed {item}" for item in items]
+
+    async def clients():
+        intake = Recording(store=None, limiter=None)
+
+        async def client(i):
+            answers = []
+            for round_ in range(3):
+                answers.append(await intake.submit((i, round_)))
+                await asyncio.sleep(0.0006 * i)  # the answers go out, the next posts come in
+            return answers
+
+        return await asyncio.gather(*(client(i) for i in range(24)))
+
+    answers = asyncio.run(clients())
+    assert answers[5] == [f"filed {(5, r)}" for r in range(3)]
+    assert sizes == [24, 24, 24]
+
+
 def test_concurrent_posts_are_filed_together_and_none_is_lost(served):
     before_cases = len(served.store.read_cases())
     before_audit = len(audit(served.store, "case.collect"))

@@ -31,8 +31,10 @@ PREFIX = "/open311/v2"
 router = APIRouter(prefix=PREFIX, tags=["open311"])
 #: Most posts filed in one batch.
 MAX_BATCH = 256
-#: Seconds the first post after an idle moment waits for the posts arriving with it.
-GATHER_S = 0.005
+#: A batch is gathered while posts keep arriving: it is filed once this many seconds pass
+#: without a new one, or :data:`GATHER_MAX_S` after it began.
+GATHER_S = 0.002
+GATHER_MAX_S = 0.025
 
 
 def _lang(request: Request) -> str:
@@ -197,11 +199,12 @@ class Intake:
     """Posts gathered while the store files the previous batch, then filed as one batch.
 
     A batch costs the store about as much for one post as for thirty (the work is per batch:
-    one lookup, one read of recent cases, one transaction), so the first post of an idle
-    moment waits :data:`GATHER_S` for the posts arriving with it — clients whose previous
-    answers went out together post again together — and posts that arrive while a batch is
-    being stored are filed together next. Batches grow with the load and stay one under a
-    light one, a few milliseconds later.
+    one lookup, one read of recent cases, one transaction), so before each batch the intake
+    gathers posts while they keep coming (:data:`GATHER_S` without a new one ends it, at most
+    :data:`GATHER_MAX_S`): clients whose answers went out together post again together.
+    Filing at once what arrived during the last batch split 32 clients into batches of 11 and
+    21, each paying the batch's cost. Batches grow with the load; under a light one a post
+    waits 2 ms.
     """
 
     def __init__(self, store, limiter: Any) -> None:
@@ -218,10 +221,22 @@ class Intake:
             asyncio.get_running_loop().create_task(self._drain())
         return await future
 
+    async def _gather(self) -> None:
+        """Wait while posts keep arriving (see the class); return at once with a full batch."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATHER_MAX_S
+        seen = -1
+        while seen != (waiting := len(self.pending)) and waiting < MAX_BATCH \
+                and loop.time() < deadline:
+            seen = waiting
+            await asyncio.sleep(GATHER_S)
+
     async def _drain(self) -> None:
         try:
-            await asyncio.sleep(GATHER_S)
-            while self.pending:
+            while True:
+                await self._gather()
+                if not self.pending:
+                    break
                 batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
                 try:
                     results = await run_in_threadpool(self._file, [i for i, _ in batch])
