@@ -77,6 +77,15 @@ def test_a_short_column_converts_as_a_long_one_does(make, dtype, values):
     pd.testing.assert_series_equal(coerce_series(short, column), expected, check_names=False)
 
 
+@pytest.mark.parametrize("n", [3, 200], ids=["short", "long"])
+@pytest.mark.parametrize("dtype", schema.DTYPES)
+def test_a_column_the_frame_lacks_is_what_coerce_series_makes_of_an_empty_one(dtype, n):
+    col = Column("x", dtype, "x", "x")
+    index = pd.RangeIndex(n)
+    pd.testing.assert_series_equal(schema._absent_column(index, col),
+                                   coerce_series(schema._absent(index), col))
+
+
 def test_the_short_path_takes_only_values_already_of_their_type():
     assert schema._small(pd.Series([1, "b"], dtype=object), "text") is None
     assert schema._small(pd.Series(["4"], dtype=object), "int") is None

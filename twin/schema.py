@@ -1027,6 +1027,17 @@ def _absent(index: pd.Index) -> pd.Series:
     return pd.Series(np.full(len(index), None, dtype=object), index=index)
 
 
+def _absent_column(index: pd.Index, column: Column) -> pd.Series:
+    """Return a column the frame lacks, empty and already of the column's canonical dtype.
+
+    An all-None text, date or JSON column is what :func:`coerce_series` would return for it;
+    it is made so here rather than made, checked and made again (4 of a load's columns).
+    """
+    if column.dtype in ("text", "date", "json"):
+        return _absent(index)
+    return coerce_series(_absent(index), column)
+
+
 def validate_layer_frame(
     spec: LayerSpec, frame: pd.DataFrame, *, check_validity: bool = True
 ) -> gpd.GeoDataFrame | pd.DataFrame:
@@ -1055,13 +1066,16 @@ def validate_layer_frame(
             f"{spec.column_names}. Put extra fields into 'attrs' or load the file with "
             "scripts/load_layer.py, which keeps them there."
         )
+    # copy=False: the columns are the frame's own (copy-on-write keeps them safe to share) or
+    # made here, not copied into one block per dtype
     out = pd.DataFrame(
         {
-            col.name: coerce_series(frame[col.name] if col.name in frame else _absent(frame.index),
-                                    col)
+            col.name: coerce_series(frame[col.name], col) if col.name in frame
+            else _absent_column(frame.index, col)
             for col in spec.all_columns
         },
         index=frame.index,
+        copy=False,
     )
     if spec.id_field not in frame or out[spec.id_field].isna().any():
         raise ValidationError(
