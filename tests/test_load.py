@@ -524,7 +524,7 @@ def test_load_layer_assigns_the_grids_assign_grids_gives(store, grid_cells, tmp_
     assert "B1" not in stored.index
 
 
-def test_ids_padded_with_any_whitespace_str_strip_knows_are_found():
+def test_ids_padded_with_any_whitespace_str_strip_knows_are_found_and_empty_ones():
     """The loader strips only the ids Arrow finds padded: it must find what str.strip strips."""
     from twin.load import _padded
 
@@ -532,7 +532,43 @@ def test_ids_padded_with_any_whitespace_str_strip_knows_are_found():
     texts = pd.Series([f"B{c}" for c in chars] + [f"{c}B" for c in chars] + [None, "", "B 1"],
                       dtype=object)
     expected = [t is not None and t != t.strip() for t in texts]
-    assert _padded(texts).tolist() == expected
+    padded, blank = _padded(texts)
+    assert padded.tolist() == expected
+    assert blank.tolist() == [t == "" for t in texts]
+
+
+GEN = "generated"
+IDS = [  # ids of the file, rows rejected before, ids after (GEN: a stable id), duplicate rows
+    ([" B1", "B1", "", "\u3000", None, "B2", "B2", "B3", np.nan], [7],
+     ["B1", "B1", GEN, GEN, GEN, "B2", "B2", "B3", GEN], [1, 2]),
+    (["B1", "B2", "B3"], [], ["B1", "B2", "B3"], []),
+    (["B1", "B1", "B3"], [3], ["B1", "B1", "B3"], [1, 2]),
+    (["B1", "B1", "B3"], [2], ["B1", "B1", "B3"], []),  # a rejected row's id is no duplicate
+    ([None, None], [], [GEN, GEN], []),
+    ([" ", "a "], [], [GEN, "a"], []),
+    ([1, "B1", None, " B1"], [], [1, "B1", GEN, "B1"], [2, 4]),
+]
+
+
+@pytest.mark.parametrize(("ids", "rejected", "expected", "duplicates"), IDS)
+def test_ids_are_stripped_emptied_told_apart_and_generated(ids, rejected, expected, duplicates):
+    from twin.load import _ids, _Issues
+
+    spec = layers.get_layer("buildings")
+    n = len(ids)
+    out = pd.DataFrame({spec.id_field: pd.Series(ids, dtype=object), "name": ["x"] * n})
+    geoms = shapely.box(np.arange(n), 0, np.arange(n) + 1, 1)
+    rows = np.arange(1, n + 1)
+    issues = _Issues()
+    out, dup = _ids(spec, out, geoms, rows, np.isin(rows, rejected), issues)
+    got = out[spec.id_field].tolist()
+    assert [GEN if isinstance(v, str) and v.startswith("bui-") else v for v in got] == expected
+    assert rows[dup].tolist() == duplicates
+    assert sorted(i["row"] for i in issues.items if i["kind"] == "duplicate_id") == duplicates
+    generated = [i for i in issues.items if i["kind"] == "generated_ids"]
+    assert len(generated) == (GEN in expected)
+    if generated:
+        assert generated[0]["message"].startswith(f"{expected.count(GEN)} feature(s) had no")
 
 
 # -- real OpenStreetMap files: attributes never cost a feature -----------------------------------

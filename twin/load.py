@@ -1333,25 +1333,35 @@ def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Iss
     idf = spec.id_field
     if idf not in out:
         out[idf] = None
-    ids = out[idf].astype(object).where(out[idf].notna(), None)
+    ids = out[idf]
+    empty = ids.isna().to_numpy()  # which ids are empty is found once, then kept up to date
+    if ids.dtype != object or empty.any():  # text the loader converted is object already
+        ids = ids.astype(object).where(~empty, None)
     if pd.api.types.infer_dtype(ids, skipna=True) == "string":  # the usual case: vectorised
-        padded = _padded(ids)
+        padded, blank = _padded(ids)
         if padded.any():
+            stripped = ids[padded].str.strip()
             ids = ids.copy()
-            ids[padded] = ids[padded].str.strip()
-        blank = (ids == "").to_numpy()
+            ids[padded] = stripped
+            blank = blank.copy()  # Arrow's array may be read-only
+            blank[padded] = (stripped == "").to_numpy()
         if blank.any():
             ids = ids.where(~blank, None)
+            empty = empty | blank
     else:
         ids = ids.map(lambda v: v.strip() or None if isinstance(v, str) else v)
+        empty = ids.isna().to_numpy()
     out[idf] = ids
     live = ~rejected
-    dup = np.zeros(len(out), dtype=bool)
-    has = ids.notna().to_numpy() & live
-    dup[has] = duplicated(ids[has])
+    has = ~empty & live
+    if has.all():  # every row named and live (the usual case): no copy of the ids
+        dup = duplicated(ids)
+    else:
+        dup = np.zeros(len(out), dtype=bool)
+        dup[has] = duplicated(ids[has])
     if dup.any():
         _reject_duplicates(spec, out, rows, dup, issues)
-    missing = ids.isna().to_numpy() & live
+    missing = empty & live
     if missing.any():
         gen = _stable_ids(spec, out, geoms, missing, attrs_of)
         out.loc[missing, idf] = gen
@@ -1367,17 +1377,20 @@ def _ids(spec: LayerSpec, out: pd.DataFrame, geoms, rows, rejected, issues: _Iss
 _SPACE = r"[\s\pZ\x0b\x1c-\x1f\x85]"  # RE2's \s is ASCII only; str.isspace is not
 
 
-def _padded(texts: pd.Series) -> np.ndarray:
-    """Which texts (None allowed) start or end with whitespace, found by Arrow in one pass.
+def _padded(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Which texts (None allowed) start or end with whitespace, and which are "", found by Arrow.
 
-    Whitespace as :meth:`str.strip` knows it, full-width spaces (U+3000) included.
+    Whitespace as :meth:`str.strip` knows it, full-width spaces (U+3000) included. The texts
+    become Arrow text once, for both tests.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    found = pc.match_substring_regex(pa.array(texts.to_numpy(dtype=object), pa.large_string()),
-                                     f"^{_SPACE}|{_SPACE}$")
-    return found.fill_null(False).to_numpy(zero_copy_only=False)
+    arrow = pa.array(texts.to_numpy(dtype=object), pa.large_string())
+    padded = pc.match_substring_regex(arrow, f"^{_SPACE}|{_SPACE}$")
+    blank = pc.equal(arrow, "")
+    return (padded.fill_null(False).to_numpy(zero_copy_only=False),
+            blank.fill_null(False).to_numpy(zero_copy_only=False))
 
 
 def _reject_duplicates(spec, out, rows, dup, issues: _Issues) -> None:
