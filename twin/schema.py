@@ -15,6 +15,7 @@ import pandas as pd
 import shapely
 
 from twin.errors import DuplicateIdError, ValidationError
+from twin.timeutil import to_utc
 
 DTYPES = ("text", "int", "float", "bool", "date", "datetime", "json")
 GEOMETRY_TYPES = ("Point", "LineString", "Polygon")
@@ -806,9 +807,9 @@ def _canonical(values: list, dtype: str) -> list | None:
         return [None if v is None else bool(v) for v in values]
     if dtype == "datetime":
         if kinds <= {pd.Timestamp, datetime}:
-            return [None if v is None else _utc_stamp(v) for v in values]
+            return [None if v is None else to_utc(v) for v in values]
         if kinds <= {str} and all(v is None or _RFC3339.fullmatch(v) for v in values):
-            return [None if v is None else _utc_stamp(datetime.fromisoformat(v))
+            return [None if v is None else to_utc(datetime.fromisoformat(v))
                     for v in values]
     return None
 
@@ -816,11 +817,6 @@ def _canonical(values: list, dtype: str) -> list | None:
 #: Times as text that both this path and pandas' ISO 8601 parser read alike: RFC 3339's form
 #: (the stores' own, ``isoformat()``'s), to the microsecond, with or without a zone.
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)?")
-
-
-def _utc_stamp(value: datetime) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _small(series: pd.Series, dtype: str) -> pd.Series | None:
