@@ -248,7 +248,8 @@ def test_a_selected_case_row_then_a_filter_shows_no_error(browser_page):
     grid = page.locator("[data-testid='stDataFrame']").first
     grid.wait_for(timeout=WAIT_MS)
     page.locator("[data-testid='stDataFrame'] canvas").first.wait_for(timeout=WAIT_MS)
-    box = grid.bounding_box()
+    settle(page)  # the page's reruns are over: the table drawn is the one that stays
+    box = wait_until(grid.bounding_box, 60, "the case table on the page")
     last_row = box["y"] + 35 * 4 + 17  # the header, then rows of 35 px: the fourth (last) row
     detail = page.get_by_text(re.compile(r"案件 K\d"))
 
