@@ -14,6 +14,7 @@ from tests.browser import (
     ROOT,
     distinct_colours,
     is_local,
+    settle,
     streamlit_server,
     wait_until,
     write_small_twin,
@@ -170,6 +171,38 @@ def tooltip_at(page, x: float, y: float, timeout_s: float = 5.0) -> str | None:
     except AssertionError:
         return None
     return tooltip.first.inner_text()
+
+
+def click_on_map(page, x: float, y: float, shown: str, done, what: str) -> str:
+    """Click (x, y) under a tooltip naming *shown* until ``done()``; return that tooltip.
+
+    On a busy machine reruns race the page: the login's, a selection's, the live panels', the
+    wall's timed board. A click made while one redraws the map is dropped, and a hover meanwhile
+    finds no tooltip. Each try therefore starts on an idle page, and the map is clicked again
+    only when the page is idle again and ``done()`` is still false (the click was lost, not
+    slow), as a person clicks again when nothing happened.
+    """
+    under: list[str] = []
+
+    def attempt() -> bool:
+        settle(page)  # a click during a rerun may be dropped
+        if done():  # the last click was taken after all
+            return True
+        tooltip = tooltip_at(page, x, y)
+        if tooltip is None:  # the map is being drawn again: look again once it is idle
+            return False
+        assert shown in tooltip, tooltip  # another feature's: the map is not what we drew
+        under.append(tooltip)
+        page.mouse.click(x, y)
+        try:
+            wait_until(done, 10, what)
+        except AssertionError:
+            return False  # not yet: the next try waits for the page to be idle first
+        return True
+
+    wait_until(attempt, 150, f"a click on the map: {what}")
+    assert under, f"{what} with no click on the map"
+    return under[-1]
 
 
 def quiet_points(gpkg, grid_code: str | None = None):

@@ -40,9 +40,9 @@ from tests.browser import (
     wait_until,
 )
 from tests.test_browser import (
+    click_on_map,
     projector,
     shot,
-    tooltip_at,
     wait_for_map,
 )
 from twin import i18n
@@ -183,38 +183,10 @@ def test_markdown_poll_is_drawn_as_text_for_the_resident(browser_page):
 
 
 def select_on_map(page, x: float, y: float, shown: str) -> str:
-    """Hover (x, y) until its tooltip shows, click it until the side panel shows *shown*;
-    return the tooltip the click was made under.
-
-    On a busy machine reruns race the page: the login's, a selection's, the live panels'. A
-    click made while one redraws the map is dropped, and a hover meanwhile finds no tooltip.
-    Each try therefore starts on an idle page, and the map is clicked again only when the
-    page is idle again without the header (the click was lost, not slow).
-    """
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
+    """Click (x, y) until the side panel shows *shown*; return the tooltip clicked under."""
     header = page.locator("[data-testid='stMarkdown']", has_text=shown).first
-    under: list[str] = []
-
-    def attempt() -> bool:
-        settle(page)  # a click during a rerun may be dropped
-        if header.count():  # the last click was taken after all
-            return True
-        tooltip = tooltip_at(page, x, y)
-        if tooltip is None:  # the map is being drawn again: look again once it is idle
-            return False
-        assert shown in tooltip, tooltip  # another feature's: the map is not what we drew
-        under.append(tooltip)
-        page.mouse.click(x, y)
-        try:
-            header.wait_for(timeout=10_000)
-        except PlaywrightTimeout:
-            return False  # not yet: the next try waits for the page to be idle first
-        return True
-
-    wait_until(attempt, 150, f"a click on the map to show {shown!r}")
-    assert under, f"{shown!r} was shown with no click on the map"
-    return under[-1]
+    return click_on_map(page, x, y, shown, lambda: header.count() > 0,
+                        f"the side panel to show {shown!r}")
 
 
 @pytest.mark.browser

@@ -22,11 +22,10 @@ from tests.browser import (
     ROOT,
     distinct_colours,
     reload_midway,
-    settle,
     streamlit_server,
     wait_until,
 )
-from tests.test_browser import projector, quiet_points, tooltip_at
+from tests.test_browser import click_on_map, projector, quiet_points
 from twin import cases as caseloop
 from twin import i18n
 from twin.demo import populate
@@ -295,13 +294,11 @@ def test_official_runs_the_wall(page, demo):
     spots, _, grids = quiet_points(demo["path"], quiet)
     to_screen = projector(page, grids, height=WALL_MAP_HEIGHT)
     x, y = to_screen(spots.iloc[0].x, spots.iloc[0].y)
-    settle(page)  # a click during a run may be dropped
-    tooltip = tooltip_at(page, x, y)
-    assert tooltip and names[quiet] in tooltip, tooltip  # the pointer is on the quiet grid
-    page.mouse.click(x, y)
     grid_picker = page.get_by_role("combobox", name=tr("drill.grid"))
-    wait_until(lambda: names[quiet] in grid_picker.input_value() + grid_picker.inner_text(),
-               what="the clicked grid in the grid picker")
+    # the pointer is on the quiet grid (its tooltip), and a click there drills into it
+    click_on_map(page, x, y, names[quiet],
+                 lambda: names[quiet] in grid_picker.input_value() + grid_picker.inner_text(),
+                 "the clicked grid in the grid picker")
     wait_until(lambda: page.locator(".gt-ranking tr[data-grid]").count() == 1
                and page.locator(".gt-ranking tr[data-grid]").first.get_attribute(
                    "data-grid") == quiet, what="the ranking in the chosen grid")
