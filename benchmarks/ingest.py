@@ -267,9 +267,14 @@ def ours(store, scen: dict, k: int, n: int, batch: int = 1, rate: float | None =
             conn.exec_driver_sql("ANALYZE twin_events")
             # and every earlier run's block ranges summarised: the count below reads only
             # this run's (unsummarised ranges are read in full, by every count); the index
-            # does it itself when autovacuum next comes by, seconds to a minute later
+            # does it itself when autovacuum next comes by, seconds to a minute later. On
+            # monthly partitions the BRIN on the parent is a partitioned index: its
+            # partitions' indexes hold the ranges
+            brin = brin_name(EVENTS.name)
             conn.exec_driver_sql(
-                f"SELECT brin_summarize_new_values('{brin_name(EVENTS.name)}')")
+                "SELECT brin_summarize_new_values(c.oid::regclass) FROM pg_class c "
+                f"WHERE c.relkind = 'i' AND (c.oid = '{brin}'::regclass OR c.oid IN "
+                f"(SELECT inhrelid FROM pg_inherits WHERE inhparent = '{brin}'::regclass))")
         from datetime import UTC, datetime
 
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")  # this run's rows only
