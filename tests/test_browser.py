@@ -264,9 +264,11 @@ def test_cockpit_draws_offline_hovers_clicks_and_switches_language(page, server)
     grid_code = grids["grid_code"].iloc[0]
     spots, _, _ = quiet_points(gpkg, grid_code)
     x, y = to_screen(spots.iloc[0].x, spots.iloc[0].y)
-    page.mouse.click(x, y)
-    page.get_by_text(grid_code).first.wait_for(timeout=WAIT_MS)
+    panel = page.locator("[data-testid='stMarkdown']", has_text=grid_code)
+    click_on_map(page, x, y, grid_code, lambda: panel.count() > 0,
+                 "the side panel to show the clicked grid")
     page.get_by_text("超期案件").first.wait_for(timeout=WAIT_MS)
+    wait_for_map(page)  # the map is drawn again after the selection, not left blank
     shot(page, "cockpit-zh-grid.png")
 
     page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first.click()
