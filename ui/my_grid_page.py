@@ -10,7 +10,7 @@ import streamlit as st
 from twin import trust
 from ui import picker
 from ui.auth import current_user, origin
-from ui.cases_view import case_detail, case_list, category_names, show_notice
+from ui.cases_view import case_detail, case_list, category_names, notify, show_notice
 from ui.common import current_language, error_text, md, open_twin, t, widget_key
 from ui.live import live_alarms
 
@@ -101,7 +101,7 @@ if sent:
             st.session_state[PLACE_KEY] = None
             st.session_state[FORM_KEY] = form_round + 1
             st.session_state["mygrid_cases-picked"] = case["id"]
-            st.session_state["casework.notice"] = t("mygrid.reported", LANG, id=case["id"])
+            notify(t("mygrid.reported", LANG, id=case["id"]))
             st.rerun()
 
 live_alarms(store, LANG, tuple(sorted(mine)))
