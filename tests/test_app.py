@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from time import monotonic
 
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ from tests.browser import ROOT, XSS_NAME, write_small_twin
 from tests.sessions import sign_in_as
 from twin import i18n, trust
 from twin.store import open_store
+from ui.common import NOTICE_S
 
 TIMEOUT = 60
 G1, G2 = "45031100100101", "45031100100102"
@@ -341,3 +343,35 @@ def test_an_unexpected_error_in_a_page_is_a_bilingual_message_without_internals(
         ref = re.search(r"[0-9a-f]{8}", messages).group()
         internal = i18n.t("error.internal", lang, ref=ref)
         assert i18n.t("error.page", lang, error=internal) in messages
+
+
+STEP = "已执行：派遣"
+
+
+def _notice_page():
+    import streamlit as st
+
+    from ui.common import notify, show_notice
+
+    show_notice("cases")
+    if st.button("step"):
+        notify("已执行：派遣", "cases", toast=True)
+        st.rerun()
+
+
+def test_a_notice_stays_over_the_runs_that_follow_then_goes_and_toasts_once():
+    at = AppTest.from_function(_notice_page, default_timeout=TIMEOUT).run()
+    assert not at.success and not at.toast
+    at.button[0].click().run()
+    assert [s.value for s in at.success] == [STEP]
+    assert [x.value for x in at.toast] == [STEP]
+    # the next run (a fragment's timed run, another tap) may cut the first one short before the
+    # browser drew it: the message is there again, the toast not a second time
+    at.run()
+    assert [s.value for s in at.success] == [STEP]
+    assert not at.toast
+    at.session_state["notice.cases"] = {"text": STEP, "at": monotonic() - NOTICE_S - 1,
+                                        "toast": False}
+    at.run()
+    assert not at.success
+    assert "notice.cases" not in at.session_state

@@ -6,8 +6,8 @@ import streamlit as st
 
 from twin import trust
 from ui.auth import current_user
-from ui.cases_view import case_detail, case_list, grid_names, show_notice
-from ui.common import current_language, open_twin, status_names, t
+from ui.cases_view import NOTICE, case_detail, case_list, grid_names
+from ui.common import current_language, open_twin, show_notice, status_names, t
 
 LANG = current_language()
 user = current_user()
@@ -36,7 +36,7 @@ if text:
     shown = shown.loc[shown["description"].astype(str).str.contains(text, regex=False)
                       | shown["id"].astype(str).str.contains(text, regex=False)]
 st.caption(t("cases.count", LANG, count=len(shown), total=len(table)))
-show_notice()
+show_notice(NOTICE)
 picked = case_list(shown, LANG, key="cases_list", grid_cells=grid_cells)
 if picked:
     case_detail(store, user, picked, grid_cells, LANG, key="cases",

@@ -11,7 +11,6 @@ import hashlib
 import html
 import logging
 from datetime import datetime, time
-from time import monotonic
 
 import pandas as pd
 import streamlit as st
@@ -21,14 +20,12 @@ from twin.errors import TwinError
 from twin.timeutil import local_zone, to_local
 from ui import picker
 from ui.auth import origin
-from ui.common import error_text, local_time, md, status_names, t
+from ui.common import error_text, local_time, md, notify, status_names, t
 
 LOGGER = logging.getLogger(__name__)
 
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp"]
-NOTICE_KEY = "casework.notice"
-#: How long the message of a step taken stays at the top of the page, over the runs that follow.
-NOTICE_S = 20.0
+NOTICE = "cases"  # the notice the Cases and My grid pages share (ui.common.notify)
 
 
 def category_names(lang: str) -> dict[str, str]:
@@ -78,30 +75,6 @@ def case_list(table: pd.DataFrame, lang: str, *, key: str, grid_cells=None,
         st.session_state[kept] = str(shown.iloc[rows[0]]["id"])
     picked = st.session_state.get(kept)
     return picked if picked in set(shown["id"].astype(str)) else None
-
-
-def notify(text: str) -> None:
-    """Keep *text* (a step taken, a case reported) for :func:`show_notice` in the next runs."""
-    st.session_state[NOTICE_KEY] = {"text": text, "at": monotonic(), "toasted": False}
-
-
-def show_notice() -> None:
-    """The message of the step just taken, for :data:`NOTICE_S` seconds of runs.
-
-    Not popped by the first run that shows it: a run can be cut short by the next one (a
-    fragment's timed run, another tap) before the browser has drawn what it sent, and a
-    message shown for one run only would then never be seen. The toast comes once.
-    """
-    notice = st.session_state.get(NOTICE_KEY)
-    if not isinstance(notice, dict):
-        return
-    if monotonic() - notice["at"] > NOTICE_S:
-        st.session_state.pop(NOTICE_KEY, None)
-        return
-    st.success(notice["text"])
-    if not notice["toasted"]:
-        st.toast(notice["text"])  # seen where the user is on a long page, too
-        notice["toasted"] = True
 
 
 def stage_labels(lang: str) -> dict[str, str]:
@@ -276,7 +249,7 @@ def step_form(store, user, case: dict, grid_cells, lang: str, *, key: str) -> No
     except TwinError as exc:
         st.error(error_text(exc, lang, what="a case action"))
         return
-    notify(t("case.applied", lang, action=steps[action]))
+    notify(t("case.applied", lang, action=steps[action]), NOTICE, toast=True)
     st.rerun()
 
 

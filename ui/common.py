@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import geopandas as gpd
@@ -185,3 +186,35 @@ def widget_key(name: str, lang: str) -> str:
                 st.session_state[key] = held
                 break
     return key
+
+
+#: How long the message of an action stays at the top of its page, over the runs that follow.
+NOTICE_S = 20.0
+
+
+def notify(text: str, where: str, *, toast: bool = False) -> None:
+    """Keep *text* (a step taken, a report sent, a layer loaded) for page *where*'s next runs.
+
+    Shown by :func:`show_notice` at the top of that page; with *toast*, also once as a toast.
+    """
+    st.session_state[f"notice.{where}"] = {"text": text, "at": monotonic(), "toast": toast}
+
+
+def show_notice(where: str) -> None:
+    """Show page *where*'s notice during :data:`NOTICE_S` seconds of runs, then forget it.
+
+    Not popped by the first run that shows it: a run can be cut short by the next one (a
+    fragment's timed run, another tap) before the browser has drawn what it sent, and a
+    message shown for one run only would then never be seen (a new case's number, lost).
+    """
+    key = f"notice.{where}"
+    notice = st.session_state.get(key)
+    if not isinstance(notice, dict):
+        return
+    if monotonic() - notice["at"] > NOTICE_S:
+        st.session_state.pop(key, None)
+        return
+    st.success(notice["text"])
+    if notice["toast"]:
+        st.toast(notice["text"])  # seen where the user is on a long page, too
+        notice["toast"] = False

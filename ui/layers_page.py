@@ -17,19 +17,26 @@ from twin.errors import TwinError
 from twin.load import parse_defaults, parse_values
 from twin.trust import admin
 from ui.auth import require_page
-from ui.common import current_language, error_text, get_store, local_time, md, store_url, t
+from ui.common import (
+    current_language,
+    error_text,
+    get_store,
+    local_time,
+    md,
+    notify,
+    show_notice,
+    store_url,
+    t,
+)
 
 LANG = current_language()
 user = require_page("page.layers", LANG)
 st.title(t("layers.title", LANG))
 store = get_store(store_url())
 
-FLASH = "layers.flash"
 DRY = "layers.dry_run"  # (fingerprint of file and options, report) of the last dry run
 
-shown = st.session_state.pop(FLASH, None)
-if shown:
-    st.success(shown)
+show_notice("layers")
 
 rows = []
 histories = {}
@@ -155,9 +162,9 @@ if trust.can(user, "layers.load"):
                 st.error(error_text(exc, LANG, what="loading a file"))
             else:
                 st.session_state.pop(DRY, None)
-                st.session_state[FLASH] = t("roles.load.loaded", LANG, layer=title_of(target),
-                                            version=result.version.version,
-                                            rows=result.version.rows)
+                notify(t("roles.load.loaded", LANG, layer=title_of(target),
+                         version=result.version.version, rows=result.version.rows),
+                       "layers")
                 st.rerun()
 
 # -- one layer's history, rollback, last report ----------------------------------------------------
@@ -189,8 +196,8 @@ if trust.can(user, "layers.rollback") and earlier:
         except TwinError as exc:
             st.error(error_text(exc, LANG, what="rolling back a layer"))
         else:
-            st.session_state[FLASH] = t("roles.rollback.done", LANG, layer=title_of(name),
-                                        version=made.version, rows=made.rows)
+            notify(t("roles.rollback.done", LANG, layer=title_of(name), version=made.version,
+                     rows=made.rows), "layers")
             st.rerun()
 
 last = versions[-1]

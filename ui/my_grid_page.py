@@ -10,8 +10,17 @@ import streamlit as st
 from twin import trust
 from ui import picker
 from ui.auth import current_user, origin
-from ui.cases_view import case_detail, case_list, category_names, notify, show_notice
-from ui.common import current_language, error_text, md, open_twin, t, widget_key
+from ui.cases_view import NOTICE, case_detail, case_list, category_names
+from ui.common import (
+    current_language,
+    error_text,
+    md,
+    notify,
+    open_twin,
+    show_notice,
+    t,
+    widget_key,
+)
 from ui.live import live_alarms
 
 LANG = current_language()
@@ -32,7 +41,7 @@ if not mine:
 mine_cells = grid_cells.loc[grid_cells["grid_code"].isin(mine)]
 names = ", ".join(sorted(mine_cells["name"].astype(str))) if "name" in mine_cells else ""
 st.caption(t("mygrid.grids", LANG, grids=md(names or ", ".join(sorted(mine)))))
-show_notice()
+show_notice(NOTICE)
 
 # -- my cases first ------------------------------------------------------------------------------
 st.subheader(t("mygrid.cases", LANG))
@@ -101,7 +110,7 @@ if sent:
             st.session_state[PLACE_KEY] = None
             st.session_state[FORM_KEY] = form_round + 1
             st.session_state["mygrid_cases-picked"] = case["id"]
-            notify(t("mygrid.reported", LANG, id=case["id"]))
+            notify(t("mygrid.reported", LANG, id=case["id"]), NOTICE, toast=True)
             st.rerun()
 
 live_alarms(store, LANG, tuple(sorted(mine)))

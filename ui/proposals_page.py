@@ -17,7 +17,16 @@ from twin.errors import TwinError, ValidationError
 from twin.timeutil import local_zone
 from twin.trust import my_reports, proposals
 from ui.auth import origin, require_page
-from ui.common import current_language, error_text, local_time, md, open_twin, t
+from ui.common import (
+    current_language,
+    error_text,
+    local_time,
+    md,
+    notify,
+    open_twin,
+    show_notice,
+    t,
+)
 from ui.community_service import (
     choose_place,
     kind_names,
@@ -34,17 +43,14 @@ opened = open_twin(LANG)
 if opened is None:
     st.stop()
 store, twin_layers = opened
-FLASH = "prop.flash"
-shown = st.session_state.pop(FLASH, None)
-if shown:
-    st.success(shown)
+show_notice("proposals")
 kinds, statuses = proposal_kinds(LANG), status_names(LANG)
 cells = twin_layers.get("grid_cells")
 my_points(store, user, LANG)
 
 
 def done(message: str) -> None:
-    st.session_state[FLASH] = message
+    notify(message, "proposals")
     st.rerun()
 
 

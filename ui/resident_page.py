@@ -21,7 +21,16 @@ from twin.deck import (
 from twin.errors import TwinError
 from twin.trust import my_reports
 from ui.auth import origin, require_page
-from ui.common import current_language, error_text, local_time, md, open_twin, t
+from ui.common import (
+    current_language,
+    error_text,
+    local_time,
+    md,
+    notify,
+    open_twin,
+    show_notice,
+    t,
+)
 from ui.community_service import my_points
 
 LANG = current_language()
@@ -32,14 +41,11 @@ if opened is None:
     st.stop()
 store, twin_layers = opened
 
-FLASH = "rep.flash"
 PLACE = "rep_place"
 MAP_PICK = "rep_map"
 MAP_WIDTH, MAP_HEIGHT = 340, 320  # fitted for a phone: the whole community in view
 
-shown = st.session_state.pop(FLASH, None)
-if shown:
-    st.success(shown)
+show_notice("resident")
 my_points(store, user, LANG)  # points earned for valid reports, poll answers, proposals
 
 buildings = twin_layers.get("buildings")
@@ -105,7 +111,7 @@ with st.form("rep_form", clear_on_submit=True):
         except TwinError as exc:
             st.error(error_text(exc, LANG, what="reporting a problem"))
         else:
-            st.session_state[FLASH] = t("roles.rep.sent", LANG, id=md(case["id"]))
+            notify(t("roles.rep.sent", LANG, id=md(case["id"])), "resident")
             st.session_state["rep_follow"] = case["id"]
             st.rerun()
 

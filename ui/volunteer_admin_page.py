@@ -16,7 +16,16 @@ from twin.errors import TwinError, ValidationError
 from twin.timeutil import local_zone
 from twin.trust import volunteers
 from ui.auth import origin, require_page
-from ui.common import current_language, error_text, local_time, md, open_twin, t
+from ui.common import (
+    current_language,
+    error_text,
+    local_time,
+    md,
+    notify,
+    open_twin,
+    show_notice,
+    t,
+)
 from ui.community_service import choose_place, grid_names, indicators, kind_names
 
 LANG = current_language()
@@ -27,10 +36,7 @@ if opened is None:
     st.stop()
 store, twin_layers = opened
 cells = twin_layers.get("grid_cells")
-FLASH = "vola.flash"
-shown = st.session_state.pop(FLASH, None)
-if shown:
-    st.success(shown)
+show_notice("volunteer_admin")
 kinds = kind_names(LANG)
 
 # -- post a task at a place ------------------------------------------------------------------
@@ -62,7 +68,7 @@ if trust.can(user, "volunteers.post"):
             except TwinError as exc:
                 st.error(error_text(exc, LANG, what="posting a task"))
             else:
-                st.session_state[FLASH] = t("vola.posted", LANG, title=md(made["title"]))
+                notify(t("vola.posted", LANG, title=md(made["title"])), "volunteer_admin")
                 st.rerun()
 
 # -- the tasks, their sign-ups and hours ---------------------------------------------------------

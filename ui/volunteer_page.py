@@ -13,7 +13,16 @@ import streamlit as st
 from twin.errors import TwinError
 from twin.trust import volunteers
 from ui.auth import origin, require_page
-from ui.common import current_language, error_text, local_time, md, open_twin, t
+from ui.common import (
+    current_language,
+    error_text,
+    local_time,
+    md,
+    notify,
+    open_twin,
+    show_notice,
+    t,
+)
 from ui.community_service import choose_place, kind_names, my_points
 
 LANG = current_language()
@@ -23,10 +32,7 @@ opened = open_twin(LANG)
 if opened is None:
     st.stop()
 store, twin_layers = opened
-FLASH = "vol.flash"
-shown = st.session_state.pop(FLASH, None)
-if shown:
-    st.success(shown)
+show_notice("volunteer")
 kinds = kind_names(LANG)
 
 
@@ -37,7 +43,7 @@ def act(step, task_id: str, done: str, *args) -> None:
     except TwinError as exc:
         st.error(error_text(exc, LANG, what="a volunteer task"))
     else:
-        st.session_state[FLASH] = done
+        notify(done, "volunteer")
         st.rerun()
 
 
