@@ -111,7 +111,7 @@ with st.form("rep_form", clear_on_submit=True):
         except TwinError as exc:
             st.error(error_text(exc, LANG, what="reporting a problem"))
         else:
-            notify(t("roles.rep.sent", LANG, id=md(case["id"])), "resident")
+            notify(t("roles.rep.sent", LANG, id=md(case["id"])), "resident", toast=True)
             st.session_state["rep_follow"] = case["id"]
             st.rerun()
 
