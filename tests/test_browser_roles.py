@@ -329,7 +329,9 @@ def test_resident_on_a_phone_reports_with_a_photo_follows_and_answers_a_poll(
             timeout=WAIT_MS)
         shot(page, "resident-report-form")
         form.get_by_role("button", name=t("roles.rep.send")).click()
-        page.get_by_text(re.compile("已收到您的反映")).wait_for(timeout=WAIT_MS)
+        # the confirmation with the case's number: at the top of the page, and as a toast
+        # where the resident is (two elements while the toast lasts)
+        page.get_by_text(re.compile("已收到您的反映")).first.wait_for(timeout=WAIT_MS)
         with open_store(gpkg) as store:
             cases = store.read_cases()
         assert len(cases) == 1
