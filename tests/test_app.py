@@ -370,8 +370,14 @@ def test_a_notice_stays_over_the_runs_that_follow_then_goes_and_toasts_once():
     at.run()
     assert [s.value for s in at.success] == [STEP]
     assert not at.toast
-    at.session_state["notice.cases"] = {"text": STEP, "at": monotonic() - NOTICE_S - 1,
-                                        "toast": False}
+    notice = {"text": STEP, "at": monotonic(), "toast": False, "lang": "zh-CN"}
+    at.session_state["lang"] = "en"  # the user switched language: a Chinese notice goes
+    at.session_state["notice.cases"] = notice
     at.run()
+    assert not at.success
+    assert "notice.cases" not in at.session_state
+    at.session_state["lang"] = "zh-CN"
+    at.session_state["notice.cases"] = {**notice, "at": monotonic() - NOTICE_S - 1}
+    at.run()  # and after NOTICE_S seconds it goes too
     assert not at.success
     assert "notice.cases" not in at.session_state

@@ -478,6 +478,7 @@ def test_official_evaluates_the_closed_case_with_a_score(chromium, server):
         page.locator("[data-testid='stMetric']", has_text="Dirty road").first.wait_for(
             timeout=WAIT_MS)
         assert page.locator("[data-testid='stMetric']", has_text="Evaluated").count() == 1
+        settle(page)  # the run in English is over: no Chinese element left from the last one
         main = page.locator("[data-testid='stMain']").inner_text()
         for word in ("已评价", "道路不洁", "计时", "照片", "办理过程", "责任部门"):
             assert word not in main, word

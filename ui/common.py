@@ -197,7 +197,8 @@ def notify(text: str, where: str, *, toast: bool = False) -> None:
 
     Shown by :func:`show_notice` at the top of that page; with *toast*, also once as a toast.
     """
-    st.session_state[f"notice.{where}"] = {"text": text, "at": monotonic(), "toast": toast}
+    st.session_state[f"notice.{where}"] = {"text": text, "at": monotonic(), "toast": toast,
+                                           "lang": current_language()}
 
 
 def show_notice(where: str) -> None:
@@ -205,13 +206,14 @@ def show_notice(where: str) -> None:
 
     Not popped by the first run that shows it: a run can be cut short by the next one (a
     fragment's timed run, another tap) before the browser has drawn what it sent, and a
-    message shown for one run only would then never be seen (a new case's number, lost).
+    message shown for one run only would then never be seen (a new case's number, lost). A
+    notice is in the language it was written in: a switch of language drops it.
     """
     key = f"notice.{where}"
     notice = st.session_state.get(key)
     if not isinstance(notice, dict):
         return
-    if monotonic() - notice["at"] > NOTICE_S:
+    if monotonic() - notice["at"] > NOTICE_S or notice.get("lang") != current_language():
         st.session_state.pop(key, None)
         return
     st.success(notice["text"])
