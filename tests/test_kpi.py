@@ -95,6 +95,22 @@ def test_weights_are_configurable():
         kpi.indicators(cases, weights={"luck": 1})
 
 
+def test_rates_leave_out_what_has_no_denominator_and_score_the_rest():
+    counts = pd.DataFrame({c: [0, 0, 0] for c in kpi.COUNTS}, index=[7, 8, 9])
+    counts.loc[8, ["due", "closed", "closed_on_time"]] = [4, 3, 1]  # only the close rates
+    counts.loc[9, ["dispatched", "reworked", "handled", "extended"]] = [10, 2, 5, 5]
+    table = kpi.rates(counts, weights={"close_rate": 3, "ontime_close_rate": 1,
+                                       "rework_rate": 1, "extension_rate": 1})
+    assert table.index.tolist() == [7, 8, 9] and table["filed"].tolist() == [0, 0, 0]
+    assert table["close_rate"].isna().tolist() == [True, False, True]
+    assert table.loc[8, "close_rate"] == 75.0 and table.loc[8, "ontime_close_rate"] == 25.0
+    assert table.loc[9, "accurate_dispatch_rate"] == 80.0 and table.loc[9, "rework_rate"] == 40.0
+    assert pd.isna(table.loc[7, "score"]) and pd.isna(table.loc[7, "grade"])
+    assert table.loc[8, "score"] == (75.0 * 3 + 25.0) / 4  # the weights of present rates only
+    assert table.loc[9, "score"] == ((100 - 40.0) + (100 - 50.0)) / 2  # inverted rates
+    assert table["grade"].tolist()[1:] == ["C", "D"] and table["grade"].dtype == object
+
+
 def test_year_on_year_and_month_on_month():
     feb = frame(4, filed_at=[pd.Timestamp("2026-02-10", tz="UTC")] * 4,
                 closed_at=[pd.Timestamp("2026-02-10 03:00", tz="UTC")] * 2 + [pd.NaT] * 2,

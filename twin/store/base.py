@@ -1427,15 +1427,18 @@ def count_frame(query: CountQuery | None, rows: Sequence[Sequence[Any]] | pd.Dat
         return out
     raw = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(
         [tuple(r) for r in rows], columns=count_columns(query))
-    out = pd.DataFrame({  # typed as read_cases types them
-        k: pd.Series(raw[k], dtype="str") if _CASE_COLUMNS[k].dtype == "text"
+    data: dict[str, Any] = {  # typed as read_cases types them
+        k: pd.Series(raw[k], dtype="str").to_numpy() if _CASE_COLUMNS[k].dtype == "text"
         else coerce_series(raw[k], _CASE_COLUMNS[k]) for k in keys
-    })
+    }
     if period is not None:
         labels = np.asarray(query.labels, dtype=object)
-        out["period"] = labels[raw["_k"].to_numpy(dtype="int64")]
+        data["period"] = labels[raw["_k"].to_numpy(dtype="int64")]
     for i, n in enumerate(names):
-        out[n] = pd.to_numeric(raw[f"_s{i}"]).fillna(0).astype("int64")
+        counted = raw[f"_s{i}"]
+        data[n] = counted.to_numpy() if counted.dtype == "int64" else \
+            pd.to_numeric(counted).fillna(0).astype("int64").to_numpy()
+    out = pd.DataFrame(data)  # one frame of the columns (a column at a time costs more here)
     if head:
         out = out.sort_values(head, na_position="last", kind="stable").reset_index(drop=True)
     return out
