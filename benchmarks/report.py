@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks import MEASUREMENTS, module
+from benchmarks import MEASUREMENTS, compare, module
 from benchmarks.common import SCALES
 
 GROWTH = {
@@ -321,7 +321,9 @@ def write(results: dict, doc: Path) -> None:
         "anchor time ÷ our time (for throughput, ours ÷ anchor): above 1 we are faster. Peak RSS "
         "is the process's high-water mark reset before each side (`/proc/self/clear_refs`), "
         "each measurement and scale in a process of its own; for command-line anchors it is the "
-        "child's own peak (`wait4`). Performance is judged here, never by timed tests.",
+        "child's own peak (`wait4`). Performance is judged here, never by timed tests. A "
+        "change is judged against the commit before it by `python -m benchmarks.compare BASE` "
+        "(both quick passes taking turns); its last table stays at the end of this file.",
         "",
         f"This is a **{kind}**, started {results['started']}, {results.get('total_s', '?')} s "
         "in all.",
@@ -404,6 +406,9 @@ def write(results: dict, doc: Path) -> None:
         lines += [GROWTH.get(name, ""), ""]
         if name in LIMITS:
             lines += ["What limits it: " + LIMITS[name], ""]
+    kept = compare.kept_block(doc)  # the last before-and-after comparison stays
+    if kept:
+        lines += [kept, ""]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

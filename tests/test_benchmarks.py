@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks import MEASUREMENTS, common, enrich, kpi, report, scenarios
+from benchmarks import MEASUREMENTS, common, compare, enrich, kpi, report, scenarios
 from benchmarks.__main__ import parse, plan
 
 
@@ -140,3 +140,58 @@ def test_browser_steps_are_judged_against_their_limits():
     verdicts = {r[1].split(", ")[1].split(" ≤")[0]: r[3] for r in rows if r[0] == "17 cockpit"}
     assert verdicts == {"login → first map": "met", "back to the cockpit": "**NOT met**",
                         "language switch": "**not measured**"}
+
+
+def _pass(**rows):
+    """A quick pass's results: {case: (ratio or None, our seconds or an error text)}."""
+    figures = []
+    for case, (ratio, ours) in rows.items():
+        if isinstance(ours, str):
+            figures.append({"measurement": "m", "case": case, "scale": "street", "error": ours})
+            continue
+        figures.append({"measurement": "m", "case": case, "scale": "street", "ours_s": ours,
+                        "speedup": ratio, "unit": "per_s" if case == "rate" else "s"})
+    return {"figures": figures}
+
+
+def test_compare_judges_each_row_by_the_median_of_its_passes():
+    before = [_pass(kpi=(6.0, 0.019), near=(8.0, 0.4), cover=(None, 1.0), rate=(0.8, 1000.0)),
+              _pass(kpi=(6.6, 0.017), near=(8.4, 0.4), cover=(None, 1.2), rate=(0.7, 900.0)),
+              _pass(kpi=(1.0, 0.100), near=(8.2, 0.4), cover=(None, 1.1), rate=(0.9, 1100.0))]
+    after = [_pass(kpi=(9.0, 0.012), near=(7.0, 0.5), cover=(None, 1.0), rate=(0.8, 1000.0),
+                   gone=(None, "boom")),
+             _pass(kpi=(8.0, 0.013), near=(7.8, 0.4), cover=(None, 1.0), rate=(0.8, 1000.0)),
+             _pass(kpi=(8.5, 0.013), near=(7.2, 0.5), cover=(None, 1.0), rate=(0.8, 1000.0))]
+    rows = {r["case"]: r for r in compare.summarise(before, after)}
+    assert list(rows) == ["kpi", "near", "cover", "rate", "gone"]
+    kpi_row = rows["kpi"]  # one slow pass on a side does not move its median
+    assert kpi_row["ratio_before"] == 6.0 and kpi_row["ratio_after"] == 8.5
+    assert kpi_row["change"] == pytest.approx(8.5 / 6.0) and kpi_row["worse"] is False
+    assert kpi_row["ours_before_s"] == 0.019 and kpi_row["passes"] == [3, 3]
+    assert rows["near"]["change"] == pytest.approx(7.2 / 8.2) and rows["near"]["worse"] is True
+    cover = rows["cover"]  # no anchor: our own times, before ÷ after
+    assert cover["by"] == "time" and cover["change"] == pytest.approx(1.1) and not cover["worse"]
+    assert rows["rate"]["ours_after_s"] == pytest.approx(1 / 1000)  # throughput: its inverse
+    gone = rows["gone"]
+    assert gone["change"] is None and gone["worse"] is None and gone["errors"] == ["boom"]
+    text = compare.table(list(rows.values()), base="a" * 40, head="b", rounds=3, started="now")
+    assert "**3 of 4 rows within 5% or better; worse by more than 5%: near at street (0.88).**" \
+        in text
+    assert "| m | near | street | 3 / 3 | 8.2 | 7.2 | **0.88** | 400 ms → 500 ms |" in text
+    assert "Failed in some pass: boom" in text
+
+
+def test_a_full_report_keeps_the_last_comparison(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nold text\n")
+    compare.put_block(doc, "first comparison\n")
+    compare.put_block(doc, "second comparison\n")
+    text = doc.read_text()
+    assert text.count(compare.BEGIN) == 1 and "second comparison" in text
+    assert "first comparison" not in text and text.startswith("# Benchmarks\n\nold text")
+    results = {"started": "now", "quick": True, "total_s": 1.0, "figures": [],
+               "machine": {"cores": 2, "versions": {}, "load_avg": (1.0,)}}
+    report.write(results, doc)
+    text = doc.read_text()
+    assert "old text" not in text and "second comparison" in text
+    assert compare.kept_block(doc).endswith(compare.END)
