@@ -155,7 +155,7 @@ def rates(counts: pd.DataFrame, weights: dict[str, float] | None = None) -> pd.D
     total_w = sum(w.values())
     if total_w <= 0:
         raise ValidationError("weights must add up to more than 0")
-    n = {c: counts[c].to_numpy(dtype="float64", na_value=np.nan) for c in COUNTS}
+    n = {c: _floats(counts[c]) for c in COUNTS}
     n["filed_not_cancelled"] = n["filed"] - n["cancelled"]
     n["dispatched_not_reworked"] = n["dispatched"] - n["reworked"]
     added: dict[str, np.ndarray] = {}
@@ -174,6 +174,14 @@ def rates(counts: pd.DataFrame, weights: dict[str, float] | None = None) -> pd.D
     frame["grade"] = pd.Series(_grades(added["score"]), index=counts.index, dtype=object)
     out = counts.drop(columns=[c for c in frame if c in counts])
     return pd.concat([out, frame], axis=1)
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    """Return the column's values as floats, NaN for a missing count (any integer or float)."""
+    values = column.to_numpy()
+    if values.dtype.kind in "iuf":
+        return values.astype("float64", copy=False)
+    return column.to_numpy(dtype="float64", na_value=np.nan)
 
 
 def grade(score: pd.Series) -> pd.Series:
