@@ -175,6 +175,15 @@ def distinct_colours(png: bytes) -> int:
     return len(colours) if colours is not None else 1 << 20
 
 
+def pixels_of(png: bytes, colour: tuple[int, ...], tolerance: int = 6) -> int:
+    """How many pixels of an image are *colour* (RGB, each channel within *tolerance*)."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    return int((np.abs(rgb - np.array(colour[:3])) <= tolerance).all(axis=2).sum())
+
+
 def is_local(url: str) -> bool:
     """True for URLs that stay on this machine: localhost, 127.0.0.1, data: and blob:."""
     from urllib.parse import urlsplit

@@ -14,6 +14,7 @@ from tests.browser import (
     ROOT,
     distinct_colours,
     is_local,
+    pixels_of,
     settle,
     streamlit_server,
     wait_until,
@@ -246,7 +247,7 @@ def shot(page, name: str) -> None:
 def test_cockpit_draws_offline_hovers_clicks_and_switches_language(page, server):
     _, gpkg = server
     page.get_by_text("智慧社区治理驾驶舱").first.wait_for(timeout=WAIT_MS)
-    wait_for_map(page)
+    unpicked = wait_for_map(page)
     page.get_by_text("按期结案率").first.wait_for(timeout=WAIT_MS)
     shot(page, "cockpit-zh.png")
 
@@ -268,7 +269,11 @@ def test_cockpit_draws_offline_hovers_clicks_and_switches_language(page, server)
     click_on_map(page, x, y, grid_code, lambda: panel.count() > 0,
                  "the side panel to show the clicked grid")
     page.get_by_text("超期案件").first.wait_for(timeout=WAIT_MS)
-    wait_for_map(page)  # the map is drawn again after the selection, not left blank
+    page.mouse.move(1, 1)  # off the map: no hover highlight, no tooltip in the picture
+    # the map is drawn again after the selection, not left blank, with the grid outlined
+    outline = lambda png: pixels_of(png, deck.SELECTED_COLOR)  # noqa: E731
+    wait_until(lambda: outline(wait_for_map(page)) > outline(unpicked) + 100, WAIT_MS / 1000,
+               "the picked grid to be outlined on the map")
     shot(page, "cockpit-zh-grid.png")
 
     page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first.click()

@@ -532,3 +532,37 @@ def test_tooltips_of_the_same_rows_in_another_order_follow_their_rows():
     first = deck.tooltip_text(spec, s, "en").tolist()
     again = deck.tooltip_text(spec, s.iloc[::-1], "en").tolist()  # a cached text must not
     assert again == first[::-1] and "S2" in again[0]                # come back in the old order
+
+
+def test_the_picked_grid_or_building_is_outlined_on_top_and_nothing_else_is(store):
+    import pandas as pd
+
+    from tests.browser import small_twin_layers
+    from twin import cockpit
+    from twin.twin import put_layer
+
+    for name, frame_ in small_twin_layers().items():
+        put_layer(store, name, frame_, actor="tests", source="test_deck")
+    data = cockpit.cockpit_data(store, at=pd.Timestamp.now(tz="UTC"))
+    grid = data.grids.iloc[1]
+    building = data.buildings.iloc[2]
+
+    def outlined(selected, visible=deck.THEMATIC):
+        chart = deck.thematic_deck(data, visible, {}, "en", selected=selected)
+        found = [layer for layer in chart.layers if layer.id == deck.SELECTED_ID]
+        assert chart.layers[-1] in found or not found  # drawn last: on top of everything
+        return found[0] if found else None
+
+    layer = outlined(("grid_cells", str(grid["grid_code"])))
+    assert layer.pickable is False and layer.filled is False
+    assert layer.get_line_color == list(deck.SELECTED_COLOR)
+    assert layer.data[0]["polygon"] == deck.polygon_rings(
+        [grid.geometry], simplify_m=deck.SIMPLIFY_M)[0]  # exactly the grid drawn below it
+    layer = outlined(("buildings", str(building["building_code"])))
+    assert layer.data[0]["polygon"] == deck.polygon_rings(
+        [building.geometry], simplify_m=deck.SIMPLIFY_M)[0]
+    assert outlined(("buildings", str(building["building_code"])), visible=["grid_cells"]) \
+        is None  # a layer not shown has nothing outlined
+    assert outlined(("grid_cells", "no-such-grid")) is None
+    assert outlined(("sensors", "S2")) is None
+    assert outlined(None) is None

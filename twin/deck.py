@@ -912,7 +912,7 @@ def sensor_layer(sensors: gpd.GeoDataFrame, labels: Mapping[str, str],
     xy = _xy(sensors)
     state = sensors["state"].astype(str).reset_index(drop=True)
     tip = _lines(_rows(sensors, "sensors", lang),
-                 {labels.get("state", "state"): state.map(state_names).fillna(state),
+                 {labels.get("state", "state"): state.map(lambda s: state_names.get(s, s)),
                   labels.get("values", "values"): sensors["values"]})
     colors = [list(SENSOR_COLORS.get(s, SENSOR_COLORS["ok"])) for s in state]
     return [_scatter("sensors", xy, tip, colors, 4.0, ids=sensors["sensor_id"], crs=crs)]
@@ -1100,6 +1100,7 @@ def thematic_deck(
     height: int = MAP_HEIGHT,
     tile_url: str | None = None,
     tile_crs: str | None = None,
+    selected: tuple[str, str] | None = None,
 ) -> pdk.Deck:
     """Return the cockpit map of a :class:`twin.cockpit.CockpitData`, offline unless tiles are set.
 
@@ -1134,6 +1135,9 @@ def thematic_deck(
         ``wgs84`` or ``gcj02``: the datum of the tiles; with ``gcj02`` every coordinate of the
         twin is shifted to GCJ-02 so it lines up with Chinese web maps. Default the ``tile_crs``
         setting (``TWIN_TILE_CRS``). Ignored without a tile URL.
+    selected
+        The (layer, id) picked on the map (:func:`selected_feature`): a unit grid or building
+        picked is outlined on top of everything, so it stays marked while its details are read.
 
     Returns
     -------
@@ -1183,7 +1187,35 @@ def thematic_deck(
         layers_out.extend(x for x in made if x.id != "cases" or "cases" in wanted)
     if "alarms" in wanted:
         layers_out.extend(alarm_layer(data.alarms, labels, lang, crs))
+    if selected is not None and selected[0] in wanted:
+        layers_out.extend(selected_layers(data, selected, crs))
     return offline_deck(layers_out, view_state, tooltip=TEXT_TOOLTIP, height=height)
+
+
+#: The deck layer id and colour of the outline of the feature picked on the map.
+SELECTED_ID = "selected"
+SELECTED_COLOR = (255, 255, 255, 255)
+
+
+def selected_layers(data: Any, picked: tuple[str, str], crs: str = "wgs84") -> list[pdk.Layer]:
+    """Return the outline of the unit grid or building *picked* (layer, id), if it is shown.
+
+    Not pickable: a click goes to the shapes below, as before. Other layers (points) have
+    none: deck.gl's hover highlight marks them well enough at their size.
+    """
+    frames = {"grid_cells": (data.grids, "grid_code"),
+              "buildings": (data.buildings, "building_code")}
+    name, feature_id = picked
+    frame, id_field = frames.get(name, (None, None))
+    if frame is None or id_field not in frame or not len(frame):
+        return []
+    shapes = _polygons(frame[frame[id_field].astype(str).to_numpy() == str(feature_id)])
+    if shapes.empty:
+        return []
+    outline = pd.DataFrame({"polygon": _rings_of(shapes.geometry.values, SIMPLIFY_M, crs)})
+    return [_layer("PolygonLayer", outline, id=SELECTED_ID, get_polygon="polygon",
+                   filled=False, stroked=True, get_line_color=list(SELECTED_COLOR),
+                   get_line_width=3, line_width_units="'pixels'", pickable=False)]
 
 
 # -- labels of the big screen (names on grids and buildings) ------------------------------------

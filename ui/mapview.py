@@ -225,7 +225,8 @@ def _draw_map(data, controls: Controls, lang: str, *, key: str) -> Any:
         data, controls.visible, tooltip_labels(lang), lang,
         building_metric=controls.building_metric, grid_indicator=controls.grid_indicator,
         extrude=controls.extrude, view_state=_view(data), status_names=status_names(lang),
-        state_names=sensor_state_names(lang), height=MAP_HEIGHT)
+        state_names=sensor_state_names(lang), height=MAP_HEIGHT,
+        selected=deck.selected_feature(st.session_state.get(key)))
     return st.pydeck_chart(chart, on_select="rerun", selection_mode="single-object", key=key,
                            height=MAP_HEIGHT)
 
