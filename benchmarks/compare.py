@@ -7,7 +7,8 @@ its own code and its own benchmarks, in processes of their own, with this interp
 
 Every row (measurement, case, scale) gets the median of its ratio to the anchor over the rounds
 on each side, and *after ÷ before*: above 1 the change made the row better, below 0.95 worse by
-more than 5%. Rows without an anchor compare our own times (before ÷ after). Run it against
+more than 5%; it exits with 1 if a ratio is. Rows without an anchor compare our own times
+(before ÷ after), reported apart: a time alone carries the machine's drift. Run it against
 ``HEAD`` with a clean working tree for an A/A run: it shows how far identical code drifts on this
 machine, the noise any verdict has to be read against.
 
@@ -51,6 +52,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="measurement(s) to run (default: those of a quick pass)")
     p.add_argument("--scale", action="append", choices=SCALES,
                    help="scale(s) to run (default: each measurement's quick scales)")
+    p.add_argument("--full", action="store_true",
+                   help="full passes instead of quick ones (more messages and repeats: slower, "
+                        "steadier where a quick pass is mostly noise)")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "out" / "compare.json",
                    help="where to write every pass's figures (default benchmarks/out/compare.json)")
     p.add_argument("--doc", type=Path, default=None,
@@ -70,8 +74,9 @@ def checkout(base: str, where: Path) -> str:
 
 
 def quick_pass(root: Path, args: argparse.Namespace, out: Path) -> dict:
-    """Run one quick pass of the code at *root*; return its results (the JSON it wrote)."""
-    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--no-doc", "--json", str(out)]
+    """Run one pass (quick unless ``--full``) of the code at *root*; return its results."""
+    cmd = [sys.executable, "-m", "benchmarks", *([] if args.full else ["--quick"]), "--no-doc",
+           "--json", str(out)]
     cmd += [a for name in args.only or () for a in ("--only", name)]
     cmd += [a for scale in args.scale or () for a in ("--scale", scale)]
     env = dict(os.environ, PYTHONPATH=str(root))
@@ -145,20 +150,30 @@ def _ms(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds * 1e3:,.3g} ms"
 
 
-def table(rows: list[dict], *, base: str, head: str, rounds: int, started: str) -> str:
+def table(rows: list[dict], *, base: str, head: str, rounds: int, started: str,
+          full: bool = False) -> str:
     """The comparison as Markdown: how it was run, the verdict and one line per row."""
-    judged = [r for r in rows if r["worse"] is not None]
+    kind = "full" if full else "quick"
+    judged = [r for r in rows if r["by"] == "ratio"]
     worse = [r for r in judged if r["worse"]]
+    own = [r for r in rows if r["by"] == "time"]
+    slower = [r for r in own if r["worse"]]
     lines = [
-        f"`python -m benchmarks.compare {base[:12]} --rounds {rounds}`, started {started}: "
-        f"before is {base[:12]}, after is {head}; each side's quick pass ran {rounds} times, "
+        f"`python -m benchmarks.compare {base[:12]} --rounds {rounds}"
+        f"{' --full' if full else ''}`, started {started}: "
+        f"before is {base[:12]}, after is {head}; each side's {kind} pass ran {rounds} times, "
         "the two taking turns. Ratios are to each row's anchor (higher is better, median of "
         "the passes); *change* is after ÷ before (for a row without an anchor, our time "
         "before ÷ after).",
         "",
-        f"**{len(judged) - len(worse)} of {len(judged)} rows within 5% or better"
+        f"**Ratios: {len(judged) - len(worse)} of {len(judged)} rows within 5% or better"
         + (f"; worse by more than 5%: {', '.join(_name(r) for r in worse)}.**" if worse
            else ".**"),
+        "",
+        f"Rows without an anchor (our own time only, for information): "
+        f"{len(own) - len(slower)} of {len(own)} within 5% or better"
+        + (f"; slower by more than 5%: {', '.join(_name(r) for r in slower)}." if slower
+           else "."),
         "",
         "| measurement | case | scale | passes | ratio before | ratio after | change | "
         "ours, before → after |",
@@ -230,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
                            capture_output=True)
     rows = summarise(runs["before"], runs["after"])
-    text = table(rows, base=base, head=head, rounds=args.rounds, started=started)
+    text = table(rows, base=base, head=head, rounds=args.rounds, started=started,
+                 full=args.full)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"base": base, "head": head, "started": started,
                                      "rounds": args.rounds, "rows": rows, "runs": runs},
@@ -239,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.doc is not None:
         put_block(args.doc, text)
         sys.stderr.write(f"[compare] wrote {args.doc}\n")
-    return 1 if any(r["worse"] for r in rows) else 0
+    return 1 if any(r["worse"] for r in rows if r["by"] == "ratio") else 0
 
 
 if __name__ == "__main__":

@@ -175,8 +175,9 @@ def test_compare_judges_each_row_by_the_median_of_its_passes():
     gone = rows["gone"]
     assert gone["change"] is None and gone["worse"] is None and gone["errors"] == ["boom"]
     text = compare.table(list(rows.values()), base="a" * 40, head="b", rounds=3, started="now")
-    assert "**3 of 4 rows within 5% or better; worse by more than 5%: near at street (0.88).**" \
-        in text
+    assert "**Ratios: 2 of 3 rows within 5% or better; worse by more than 5%: near at street " \
+        "(0.88).**" in text
+    assert "(our own time only, for information): 1 of 1 within 5% or better." in text
     assert "| m | near | street | 3 / 3 | 8.2 | 7.2 | **0.88** | 400 ms → 500 ms |" in text
     assert "Failed in some pass: boom" in text
 
