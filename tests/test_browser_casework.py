@@ -463,7 +463,9 @@ def test_official_evaluates_the_closed_case_with_a_score(chromium, server):
         thumb.focus()
         for _ in range(5):
             thumb.press("ArrowLeft")
-        page.get_by_text("85").first.wait_for(timeout=WAIT_MS)
+        # the slider's own value: "85" alone would also match a case id such as "…-eb8552e0"
+        page.locator("[data-testid='stSliderThumbValue']").filter(
+            has_text=re.compile(r"^85$")).first.wait_for(timeout=WAIT_MS)
         apply(page, "综合评价")
         applied(page, "综合评价")
         case = wait_for_case(path, case_id, lambda c: c["status"] == "evaluated", "evaluated")
