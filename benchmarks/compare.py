@@ -151,16 +151,17 @@ def _ms(seconds: float | None) -> str:
 
 
 def table(rows: list[dict], *, base: str, head: str, rounds: int, started: str,
-          full: bool = False) -> str:
+          full: bool = False, command: str | None = None) -> str:
     """The comparison as Markdown: how it was run, the verdict and one line per row."""
     kind = "full" if full else "quick"
+    command = command or f"python -m benchmarks.compare {base[:12]} --rounds {rounds}" + (
+        " --full" if full else "")
     judged = [r for r in rows if r["by"] == "ratio"]
     worse = [r for r in judged if r["worse"]]
     own = [r for r in rows if r["by"] == "time"]
     slower = [r for r in own if r["worse"]]
     lines = [
-        f"`python -m benchmarks.compare {base[:12]} --rounds {rounds}"
-        f"{' --full' if full else ''}`, started {started}: "
+        f"`{command}`, started {started}: "
         f"before is {base[:12]}, after is {head}; each side's {kind} pass ran {rounds} times, "
         "the two taking turns. Ratios are to each row's anchor (higher is better, median of "
         "the passes); *change* is after ÷ before (for a row without an anchor, our time "
@@ -245,10 +246,13 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
                            capture_output=True)
     rows = summarise(runs["before"], runs["after"])
+    command = " ".join(["python -m benchmarks.compare", *(sys.argv[1:] if argv is None
+                                                          else argv)])
     text = table(rows, base=base, head=head, rounds=args.rounds, started=started,
-                 full=args.full)
+                 full=args.full, command=command)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"base": base, "head": head, "started": started,
+    args.json.write_text(json.dumps({"command": command, "base": base, "head": head,
+                                     "started": started,
                                      "rounds": args.rounds, "rows": rows, "runs": runs},
                                     indent=1, default=str, ensure_ascii=False))
     sys.stdout.write(text)
