@@ -1428,7 +1428,7 @@ def count_frame(query: CountQuery | None, rows: Sequence[Sequence[Any]] | pd.Dat
     raw = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(
         [tuple(r) for r in rows], columns=count_columns(query))
     data: dict[str, Any] = {  # typed as read_cases types them
-        k: pd.Series(raw[k], dtype="str").to_numpy() if _CASE_COLUMNS[k].dtype == "text"
+        k: pd.Series(raw[k], dtype="str") if _CASE_COLUMNS[k].dtype == "text"
         else coerce_series(raw[k], _CASE_COLUMNS[k]) for k in keys
     }
     if period is not None:
